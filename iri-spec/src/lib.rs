@@ -1,0 +1,31 @@
+//! IronCore Runtime Interface (IRI) types and gRPC stubs, wire-identical to IronCore v0.5.0.
+//!
+//! The `.proto` files under `proto/` are irikit's own, written from the field tables of the
+//! IRI reference; the Rust code under `src/generated/` is produced from them by `protox` and
+//! `tonic-prost-build` (see `tests/codegen.rs`) and checked in, so no `protoc` is needed.
+//!
+//! Modules mirror the proto packages: `iri_spec::machine::v1alpha1`, `iri_spec::volume::v1alpha1`,
+//! `iri_spec::bucket::v1alpha1`, `iri_spec::meta::v1alpha1` and `iri_spec::event::v1alpha1`.
+//!
+//! Besides the generated code this crate holds the small helpers every IRI user needs:
+//! [`endpoint`] (parsing and discovery as IronCore's Go code does it, plus `connect`),
+//! [`keys`] (the poollet label and annotation keys) and [`selector`] (label-selector matching).
+
+#[rustfmt::skip]
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_docs,
+    unreachable_pub,
+    rustdoc::all
+)]
+mod generated;
+
+pub use generated::*;
+
+pub mod endpoint;
+pub mod keys;
+pub mod selector;
+
+/// The encoded `FileDescriptorSet` of every IRI package, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");
