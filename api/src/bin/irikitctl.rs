@@ -1,0 +1,2 @@
+//! irikitctl placeholder
+fn main() {}
