@@ -68,6 +68,7 @@ mod machine;
 mod method;
 mod mutant;
 mod server;
+pub mod standalone;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
