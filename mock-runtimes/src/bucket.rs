@@ -37,7 +37,7 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.buckets.due(now) {
-            let Some(slot) = st.buckets.slot_by_seq_mut(seq) else {
+            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
                 continue;
             };
             let timers = slot.timers;
@@ -48,6 +48,7 @@ impl Core {
                 .map(|m| m.id.clone())
                 .unwrap_or_default();
             if due(timers.gone) {
+                drop(slot);
                 if let Some(b) = st.buckets.remove_seq(seq, &id)
                     && let Some(md) = b.metadata.as_ref()
                 {
@@ -132,9 +133,9 @@ impl Core {
         };
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        st.buckets.insert(id.clone(), stored.clone());
+        st.buckets.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(slot) = st.buckets.get_mut(&id) {
+        if let Some(mut slot) = st.buckets.get_mut(&id) {
             slot.timers.ready = Some(at);
         }
         st.buckets.wake_at(&id, at);
@@ -160,24 +161,29 @@ impl Core {
         }
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        let Some(slot) = st.buckets.get_mut(id) else {
+        let Some(timers) = st.buckets.timers(id) else {
             if self.has(Mutant::BucketDeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("bucket", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
             return Ok(());
         }
         if self.has(Mutant::BucketDeleteImmediate) {
             st.buckets.remove(id);
             return Ok(());
         }
-        slot.timers.deleting = true;
-        slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
-        let md = slot.obj.metadata.clone().unwrap_or_default();
         let at = Instant::now() + self.config.delays.terminate;
-        slot.timers.gone = Some(at);
+        let md = {
+            let Some(mut slot) = st.buckets.get_mut(id) else {
+                return Err(not_found("bucket", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = Some(at);
+            slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
+            slot.obj.metadata.clone().unwrap_or_default()
+        };
         st.buckets.wake_at(id, at);
         let ev = self.event(
             &md,
@@ -197,19 +203,11 @@ impl Core {
         let by_id = !filter.id.is_empty() && !self.has(Mutant::BucketIdFilterIgnored);
         st.buckets
             .iter()
-            .filter(|slot| {
-                !by_id
-                    || slot
-                        .obj
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.id == filter.id)
-            })
-            .filter(|slot| {
+            .filter(|obj| !by_id || obj.metadata.as_ref().is_some_and(|m| m.id == filter.id))
+            .filter(|obj| {
                 self.has(Mutant::BucketLabelSelectorIgnored)
-                    || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
+                    || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
-            .map(|slot| slot.obj.clone())
             .collect()
     }
 
@@ -224,14 +222,14 @@ impl Core {
         let id = md.id.clone();
         b.spec.get_or_insert_default();
         b.status.get_or_insert_default();
-        lock(&self.buckets).buckets.insert(id.clone(), b);
+        lock(&self.buckets).buckets.insert(&id, &b);
         id
     }
 
     pub(crate) fn force_bucket_state(&self, id: &str, state: BucketState) -> bool {
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        let Some(slot) = st.buckets.get_mut(id) else {
+        let Some(mut slot) = st.buckets.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;

@@ -108,7 +108,7 @@ impl Core {
     }
 
     fn set_state(&self, st: &mut MachineStore, seq: u64, state: MachineState) {
-        let Some(slot) = st.store.slot_by_seq_mut(seq) else {
+        let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
             return;
         };
         let status = slot.obj.status.get_or_insert_default();
@@ -118,6 +118,7 @@ impl Core {
         let old = status.state;
         status.state = state as i32;
         let m = slot.obj.clone();
+        drop(slot);
         self.machine_event(
             st,
             &m,
@@ -135,7 +136,7 @@ impl Core {
     pub(crate) fn advance_machines(&self, st: &mut MachineStore) {
         let now = Instant::now();
         for seq in st.store.due(now) {
-            let Some(slot) = st.store.slot_by_seq_mut(seq) else {
+            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
                 continue;
             };
             let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
@@ -149,6 +150,7 @@ impl Core {
                     .as_ref()
                     .map(|m| m.id.clone())
                     .unwrap_or_default();
+                drop(slot);
                 if let Some(m) = st.store.remove_seq(seq, &id) {
                     self.machine_event(st, &m, "Deleted", "Delete", "machine deleted".to_owned());
                 }
@@ -228,6 +230,7 @@ impl Core {
                     })
                     .collect();
             }
+            drop(slot);
             if let Some(state) = new_state {
                 self.set_state(st, seq, state);
             }
@@ -282,7 +285,7 @@ impl Core {
 
     fn schedule_apply(&self, st: &mut MachineStore, id: &str) {
         let at = Instant::now() + self.config.delays.apply;
-        if let Some(slot) = st.store.get_mut(id) {
+        if let Some(mut slot) = st.store.get_mut(id) {
             slot.timers.apply = Some(at);
         }
         st.store.wake_at(id, at);
@@ -397,10 +400,10 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         let now = Instant::now();
-        st.store.insert(id.clone(), stored.clone());
+        st.store.insert(&id, &stored);
         let ready = now + self.config.delays.provision;
         let apply = now + self.config.delays.apply;
-        if let Some(slot) = st.store.get_mut(&id) {
+        if let Some(mut slot) = st.store.get_mut(&id) {
             slot.timers.ready = Some(ready);
             slot.timers.apply = Some(apply);
         }
@@ -429,13 +432,13 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         let now = Instant::now();
-        let Some(slot) = st.store.get_mut(id) else {
+        let Some(timers) = st.store.timers(id) else {
             if self.has(Mutant::DeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("machine", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
             if self.has(Mutant::DeleteTwiceNotFound) {
                 return Err(not_found("machine", id));
             }
@@ -454,19 +457,25 @@ impl Core {
             tracing::info!(machine.id = %id, "machine deleted");
             return Ok(());
         }
-        slot.timers.deleting = true;
-        if let Some(md) = slot.obj.metadata.as_mut()
-            && !self.has(Mutant::DeletedAtUnset)
-        {
-            md.deleted_at = self.clock.unix_nanos();
-        }
-        if !self.has(Mutant::DeleteStateUnchanged) {
-            slot.obj.status.get_or_insert_default().state = MachineState::MachineTerminating as i32;
-        }
-        let m = slot.obj.clone();
-        if !self.has(Mutant::NeverGone) {
-            let at = now + self.config.delays.terminate;
-            slot.timers.gone = Some(at);
+        let gone_at = (!self.has(Mutant::NeverGone)).then(|| now + self.config.delays.terminate);
+        let m = {
+            let Some(mut slot) = st.store.get_mut(id) else {
+                return Err(not_found("machine", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = gone_at;
+            if let Some(md) = slot.obj.metadata.as_mut()
+                && !self.has(Mutant::DeletedAtUnset)
+            {
+                md.deleted_at = self.clock.unix_nanos();
+            }
+            if !self.has(Mutant::DeleteStateUnchanged) {
+                slot.obj.status.get_or_insert_default().state =
+                    MachineState::MachineTerminating as i32;
+            }
+            slot.obj.clone()
+        };
+        if let Some(at) = gone_at {
             st.store.wake_at(id, at);
         }
         self.machine_event(
@@ -505,7 +514,7 @@ impl Core {
     ) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.with_machine(&id, Some(Mutant::AnnotationsUnknownOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let md = slot.obj.metadata.get_or_insert_default();
@@ -529,7 +538,7 @@ impl Core {
             if core.has(Mutant::PowerIgnored) {
                 return Ok(());
             }
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -537,9 +546,10 @@ impl Core {
                 return Ok(());
             }
             spec.power = req.power;
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
             let at = Instant::now() + core.config.delays.power;
             slot.timers.power = Some(at);
+            drop(slot);
             st.store.wake_at(&id, at);
             core.schedule_apply(st, &id);
             tracing::info!(machine.id = %id, power = req.power, "machine power changed");
@@ -559,7 +569,7 @@ impl Core {
         };
         validate_volume(&vol)?;
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -584,7 +594,8 @@ impl Core {
                 handle,
                 state: machine::VolumeState::VolumePending as i32,
             });
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -597,7 +608,7 @@ impl Core {
             return Err(invalid("volume name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -612,7 +623,8 @@ impl Core {
                     req.name
                 )));
             }
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -628,7 +640,7 @@ impl Core {
         };
         validate_volume(&vol)?;
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -645,7 +657,8 @@ impl Core {
                 return Ok(());
             }
             *existing = vol;
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -662,7 +675,7 @@ impl Core {
             Some(_) => return Err(invalid("network interface name is required")),
         };
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -689,7 +702,8 @@ impl Core {
                     handle,
                     state: machine::NetworkInterfaceState::NetworkInterfacePending as i32,
                 });
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -702,7 +716,7 @@ impl Core {
             return Err(invalid("network interface name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -717,7 +731,8 @@ impl Core {
                     req.name
                 )));
             }
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -731,16 +746,16 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         if !filter.id.is_empty() && !self.has(Mutant::IdFilterIgnored) {
-            let Some(slot) = st.store.get(&filter.id) else {
+            let Some(obj) = st.store.get(&filter.id) else {
                 if self.has(Mutant::UnknownIdListErrors) {
                     return Err(not_found("machine", &filter.id));
                 }
                 return Ok(Vec::new());
             };
             let selector_ok = self.has(Mutant::LabelSelectorIgnored)
-                || labels_match(&filter.label_selector, slot.obj.metadata.as_ref());
+                || labels_match(&filter.label_selector, obj.metadata.as_ref());
             return Ok(if selector_ok {
-                vec![self.render_machine(&slot.obj)]
+                vec![self.render_machine(&obj)]
             } else {
                 Vec::new()
             });
@@ -748,11 +763,11 @@ impl Core {
         Ok(st
             .store
             .iter()
-            .filter(|slot| {
+            .filter(|obj| {
                 self.has(Mutant::LabelSelectorIgnored)
-                    || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
+                    || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
-            .map(|slot| self.render_machine(&slot.obj))
+            .map(|obj| self.render_machine(&obj))
             .collect())
     }
 
@@ -835,7 +850,7 @@ impl Core {
         m.spec.get_or_insert_default();
         m.status.get_or_insert_default();
         let mut st = lock(&self.machines);
-        st.store.insert(id.clone(), m);
+        st.store.insert(&id, &m);
         id
     }
 
@@ -843,12 +858,13 @@ impl Core {
     pub(crate) fn force_machine_state(&self, id: &str, state: MachineState) -> bool {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        let Some(slot) = st.store.get_mut(id) else {
+        let Some(mut slot) = st.store.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
         slot.timers.power = None;
-        let Some(seq) = st_seq(&st.store, id) else {
+        drop(slot);
+        let Some(seq) = st.store.seq_of(id) else {
             return false;
         };
         self.set_state(&mut st, seq, state);
@@ -859,7 +875,7 @@ impl Core {
     pub(crate) fn get_machine(&self, id: &str) -> Option<machine::Machine> {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        st.store.get(id).map(|slot| slot.obj.clone())
+        st.store.get(id)
     }
 
     /// Mutates a stored machine in place (test control).
@@ -867,7 +883,7 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         match st.store.get_mut(id) {
-            Some(slot) => {
+            Some(mut slot) => {
                 f(&mut slot.obj);
                 true
             }
@@ -884,10 +900,6 @@ impl Core {
         self.advance_machines(&mut st);
         st.store.len()
     }
-}
-
-fn st_seq(store: &Store<machine::Machine>, id: &str) -> Option<u64> {
-    store.seq_of(id)
 }
 
 /// The `MachineRuntime` gRPC service of a mock.

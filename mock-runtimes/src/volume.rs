@@ -61,12 +61,13 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.volumes.due(now) {
-            let Some(slot) = st.volumes.slot_by_seq_mut(seq) else {
+            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
                 continue;
             };
             let timers = slot.timers;
             if due(timers.gone) {
                 let id = meta_id(slot.obj.metadata.as_ref());
+                drop(slot);
                 if let Some(v) = st.volumes.remove_seq(seq, &id)
                     && let Some(md) = v.metadata.as_ref()
                 {
@@ -122,12 +123,13 @@ impl Core {
             }
         }
         for seq in st.snapshots.due(now) {
-            let Some(slot) = st.snapshots.slot_by_seq_mut(seq) else {
+            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
                 continue;
             };
             let timers = slot.timers;
             if due(timers.gone) {
                 let id = meta_id(slot.obj.metadata.as_ref());
+                drop(slot);
                 if let Some(s) = st.snapshots.remove_seq(seq, &id)
                     && let Some(md) = s.metadata.as_ref()
                 {
@@ -228,9 +230,9 @@ impl Core {
         };
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        st.volumes.insert(id.clone(), stored.clone());
+        st.volumes.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(slot) = st.volumes.get_mut(&id) {
+        if let Some(mut slot) = st.volumes.get_mut(&id) {
             slot.timers.ready = Some(at);
         }
         st.volumes.wake_at(&id, at);
@@ -271,7 +273,7 @@ impl Core {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let id = req.volume_id;
-        let Some(slot) = st.volumes.get_mut(&id) else {
+        let Some(mut slot) = st.volumes.get_mut(&id) else {
             if self.has(Mutant::ExpandUnknownOk) {
                 return Ok(());
             }
@@ -295,6 +297,7 @@ impl Core {
         resources.storage_bytes = size;
         let at = Instant::now() + self.config.delays.apply;
         slot.timers.apply = Some(at);
+        drop(slot);
         st.volumes.wake_at(&id, at);
         tracing::info!(volume.id = %id, size, "volume expanding");
         Ok(())
@@ -304,13 +307,13 @@ impl Core {
         Self::check_volume_id(id, "volume_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.volumes.get_mut(id) else {
+        let Some(timers) = st.volumes.timers(id) else {
             if self.has(Mutant::VolumeDeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("volume", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
             return Ok(());
         }
         if self.has(Mutant::VolumeDeleteImmediate) {
@@ -328,13 +331,18 @@ impl Core {
             }
             return Ok(());
         }
-        slot.timers.deleting = true;
-        if !self.has(Mutant::VolumeDeletedAtUnset) {
-            slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
-        }
-        let md = slot.obj.metadata.clone().unwrap_or_default();
         let at = Instant::now() + self.config.delays.terminate;
-        slot.timers.gone = Some(at);
+        let md = {
+            let Some(mut slot) = st.volumes.get_mut(id) else {
+                return Err(not_found("volume", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = Some(at);
+            if !self.has(Mutant::VolumeDeletedAtUnset) {
+                slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
+            }
+            slot.obj.metadata.clone().unwrap_or_default()
+        };
         st.volumes.wake_at(id, at);
         let ev = self.event(
             &md,
@@ -355,19 +363,12 @@ impl Core {
         let by_id = !filter.id.is_empty() && !self.has(Mutant::VolumeIdFilterIgnored);
         st.volumes
             .iter()
-            .filter(|slot| {
-                !by_id
-                    || slot
-                        .obj
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.id == filter.id)
-            })
-            .filter(|slot| {
+            .filter(|obj| !by_id || obj.metadata.as_ref().is_some_and(|m| m.id == filter.id))
+            .filter(|obj| {
                 self.has(Mutant::VolumeLabelSelectorIgnored)
-                    || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
+                    || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
-            .map(|slot| self.render_volume(&slot.obj))
+            .map(|obj| self.render_volume(&obj))
             .collect()
     }
 
@@ -387,8 +388,7 @@ impl Core {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let size = match st.volumes.get(&spec.volume_id) {
-            Some(slot) => slot
-                .obj
+            Some(v) => v
                 .spec
                 .as_ref()
                 .and_then(|s| s.resources)
@@ -410,9 +410,9 @@ impl Core {
                 size,
             }),
         };
-        st.snapshots.insert(id.clone(), stored.clone());
+        st.snapshots.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(slot) = st.snapshots.get_mut(&id) {
+        if let Some(mut slot) = st.snapshots.get_mut(&id) {
             slot.timers.ready = Some(at);
         }
         st.snapshots.wake_at(&id, at);
@@ -436,20 +436,25 @@ impl Core {
         Self::check_volume_id(id, "volume_snapshot_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.snapshots.get_mut(id) else {
+        let Some(timers) = st.snapshots.timers(id) else {
             if self.has(Mutant::SnapshotDeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("volume snapshot", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
             return Ok(());
         }
-        slot.timers.deleting = true;
-        slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
-        let md = slot.obj.metadata.clone().unwrap_or_default();
         let at = Instant::now() + self.config.delays.terminate;
-        slot.timers.gone = Some(at);
+        let md = {
+            let Some(mut slot) = st.snapshots.get_mut(id) else {
+                return Err(not_found("volume snapshot", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = Some(at);
+            slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
+            slot.obj.metadata.clone().unwrap_or_default()
+        };
         st.snapshots.wake_at(id, at);
         let ev = self.event(
             &md,
@@ -472,16 +477,8 @@ impl Core {
         let by_id = !filter.id.is_empty() && !self.has(Mutant::SnapshotIdFilterIgnored);
         st.snapshots
             .iter()
-            .filter(|slot| {
-                !by_id
-                    || slot
-                        .obj
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.id == filter.id)
-            })
-            .filter(|slot| labels_match(&filter.label_selector, slot.obj.metadata.as_ref()))
-            .map(|slot| slot.obj.clone())
+            .filter(|obj| !by_id || obj.metadata.as_ref().is_some_and(|m| m.id == filter.id))
+            .filter(|obj| labels_match(&filter.label_selector, obj.metadata.as_ref()))
             .collect()
     }
 
@@ -524,20 +521,20 @@ impl Core {
         let id = md.id.clone();
         v.spec.get_or_insert_default();
         v.status.get_or_insert_default();
-        lock(&self.volumes).volumes.insert(id.clone(), v);
+        lock(&self.volumes).volumes.insert(&id, &v);
         id
     }
 
     pub(crate) fn get_volume(&self, id: &str) -> Option<volume::Volume> {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        st.volumes.get(id).map(|slot| slot.obj.clone())
+        st.volumes.get(id)
     }
 
     pub(crate) fn force_volume_state(&self, id: &str, state: VolumeState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.volumes.get_mut(id) else {
+        let Some(mut slot) = st.volumes.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
@@ -548,7 +545,7 @@ impl Core {
     pub(crate) fn force_snapshot_state(&self, id: &str, state: VolumeSnapshotState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.snapshots.get_mut(id) else {
+        let Some(mut slot) = st.snapshots.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
