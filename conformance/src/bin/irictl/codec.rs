@@ -1,0 +1,183 @@
+//! JSON/YAML for IRI messages: the generated prost types have no serde, so we transcode them to
+//! `prost_reflect::DynamicMessage` (descriptors from `iri_spec::FILE_DESCRIPTOR_SET`) and let its
+//! serde support do the work.
+//!
+//! Output uses the proto field names (snake_case, as IronCore's irictl prints them), 64-bit
+//! integers as JSON numbers, enums by name and bytes as base64. Every field is printed, unset
+//! ones with their default, so the shape of an object is visible.
+//!
+//! Input accepts YAML or JSON (a document whose first character is `{` or `[` is read as JSON),
+//! field names in snake_case or the proto JSON camelCase, enums by name or number, 64-bit
+//! integers as numbers or strings and bytes as base64. Unlike Go's irictl, which silently
+//! ignores unknown fields, unknown fields are rejected: a typo in a spec should not create a
+//! machine that lacks what the user asked for.
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use iri_spec::{bucket::v1alpha1 as bucket, event::v1alpha1 as event, machine::v1alpha1 as machine};
+use iri_spec::volume::v1alpha1 as volume;
+use prost::Message as _;
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
+};
+
+/// A generated message type and its fully qualified proto name.
+pub(crate) trait Proto: prost::Message + Default {
+    /// The fully qualified proto name, e.g. `machine.v1alpha1.Machine`.
+    const NAME: &'static str;
+}
+
+macro_rules! proto_names {
+    ($($ty:ty => $name:literal),* $(,)?) => {
+        $(impl Proto for $ty { const NAME: &'static str = $name; })*
+    };
+}
+
+proto_names! {
+    machine::Machine => "machine.v1alpha1.Machine",
+    machine::Volume => "machine.v1alpha1.Volume",
+    machine::NetworkInterface => "machine.v1alpha1.NetworkInterface",
+    machine::MachineClassStatus => "machine.v1alpha1.MachineClassStatus",
+    machine::VersionResponse => "machine.v1alpha1.VersionResponse",
+    volume::Volume => "volume.v1alpha1.Volume",
+    volume::VolumeSnapshot => "volume.v1alpha1.VolumeSnapshot",
+    volume::VolumeClassStatus => "volume.v1alpha1.VolumeClassStatus",
+    volume::VersionResponse => "volume.v1alpha1.VersionResponse",
+    bucket::Bucket => "bucket.v1alpha1.Bucket",
+    bucket::BucketClass => "bucket.v1alpha1.BucketClass",
+    bucket::VersionResponse => "bucket.v1alpha1.VersionResponse",
+    event::Event => "event.v1alpha1.Event",
+}
+
+/// Converts IRI messages to and from `serde_json::Value`.
+pub(crate) struct Codec {
+    pool: DescriptorPool,
+}
+
+impl Codec {
+    /// Load the descriptors of every IRI package.
+    pub(crate) fn new() -> Result<Self> {
+        let pool = DescriptorPool::decode(iri_spec::FILE_DESCRIPTOR_SET)
+            .context("decode the built-in IRI descriptor set")?;
+        Ok(Codec { pool })
+    }
+
+    fn descriptor(&self, name: &str) -> Result<MessageDescriptor> {
+        self.pool
+            .get_message_by_name(name)
+            .ok_or_else(|| anyhow!("message {name} is missing from the IRI descriptor set"))
+    }
+
+    /// The JSON value of `msg`, with proto field names and all fields present.
+    pub(crate) fn to_value<M: Proto>(&self, msg: &M) -> Result<serde_json::Value> {
+        let desc = self.descriptor(M::NAME)?;
+        let dynamic = DynamicMessage::decode(desc, msg.encode_to_vec().as_slice())
+            .with_context(|| format!("transcode {}", M::NAME))?;
+        let options = SerializeOptions::new()
+            .use_proto_field_name(true)
+            .stringify_64_bit_integers(false)
+            .skip_default_fields(false);
+        dynamic
+            .serialize_with_options(serde_json::value::Serializer, &options)
+            .with_context(|| format!("serialize {}", M::NAME))
+    }
+
+    /// The JSON values of a list of messages.
+    pub(crate) fn to_values<M: Proto>(&self, msgs: &[M]) -> Result<serde_json::Value> {
+        Ok(serde_json::Value::Array(
+            msgs.iter()
+                .map(|m| self.to_value(m))
+                .collect::<Result<_>>()?,
+        ))
+    }
+
+    /// Decode `value` (one document of an input file) as `M`; unknown fields are errors.
+    pub(crate) fn from_value<M: Proto>(&self, value: serde_json::Value) -> Result<M> {
+        let desc = self.descriptor(M::NAME)?;
+        let options = DeserializeOptions::new().deny_unknown_fields(true);
+        let dynamic = DynamicMessage::deserialize_with_options(desc, value, &options)
+            .map_err(|err| anyhow!("{err}"))?;
+        M::decode(dynamic.encode_to_vec().as_slice())
+            .with_context(|| format!("transcode {}", M::NAME))
+    }
+}
+
+/// Split input text into documents: a JSON value (an array gives one document per element) or
+/// one or more YAML documents separated by `---`. Empty YAML documents are skipped.
+pub(crate) fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|err| anyhow!("invalid JSON: {err}"))?;
+        return Ok(match value {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        });
+    }
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        let value: serde_json::Value = serde::Deserialize::deserialize(doc)
+            .map_err(|err| anyhow!("invalid YAML: {err}"))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    if docs.is_empty() {
+        bail!("no object in the input");
+    }
+    Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn round_trips_a_machine_with_names_numbers_and_base64() {
+        let codec = Codec::new().unwrap();
+        let docs = parse_documents(
+            "metadata:\n  labels: {app: web}\nspec:\n  class: x3\n  power: POWER_OFF\n  ignition_data: aGk=\n  volumes:\n  - name: root\n    local_disk: {size_bytes: '1024', image: {image: img}}\n",
+        )
+        .unwrap();
+        let machine: machine::Machine = codec.from_value(docs[0].clone()).unwrap();
+        let spec = machine.spec.clone().unwrap();
+        assert_eq!(spec.power, machine::Power::Off as i32);
+        assert_eq!(spec.ignition_data, b"hi");
+        assert_eq!(spec.volumes[0].local_disk.as_ref().unwrap().size_bytes, 1024);
+        let value = codec.to_value(&machine).unwrap();
+        assert_eq!(value["spec"]["power"], "POWER_OFF");
+        assert_eq!(value["spec"]["ignition_data"], "aGk=");
+        assert_eq!(value["spec"]["volumes"][0]["local_disk"]["size_bytes"], 1024);
+        assert_eq!(value["metadata"]["created_at"], 0);
+        let again: machine::Machine = codec.from_value(value).unwrap();
+        assert_eq!(again, machine);
+    }
+
+    #[test]
+    fn enums_by_number_and_camel_case_names_are_accepted() {
+        let codec = Codec::new().unwrap();
+        let value = serde_json::json!({"spec": {"power": 1, "networkInterfaces": [{"name": "a"}]}});
+        let machine: machine::Machine = codec.from_value(value).unwrap();
+        let spec = machine.spec.unwrap();
+        assert_eq!(spec.power, 1);
+        assert_eq!(spec.network_interfaces[0].name, "a");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let codec = Codec::new().unwrap();
+        let err = codec
+            .from_value::<volume::Volume>(serde_json::json!({"spec": {"image": "x"}}))
+            .unwrap_err();
+        assert!(err.to_string().contains("image"), "{err}");
+    }
+
+    #[test]
+    fn documents() {
+        assert_eq!(parse_documents("a: 1\n---\nb: 2\n").unwrap().len(), 2);
+        assert_eq!(parse_documents("[{\"a\": 1}, {}]").unwrap().len(), 2);
+        assert!(parse_documents("").is_err());
+        assert!(parse_documents("a: [").is_err());
+        assert!(parse_documents("{\"a\": ").is_err());
+    }
+}
