@@ -1,0 +1,838 @@
+//! Starting a mock: the builder, the control handle, and the in-process, unix and TCP transports.
+
+use std::{
+    fmt, io,
+    ops::Deref,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    thread::ThreadId,
+};
+
+use iri_spec::{
+    bucket::v1alpha1 as bucket, endpoint::Endpoint, event::v1alpha1 as event,
+    machine::v1alpha1 as machine, volume::v1alpha1 as volume,
+};
+use tokio::{io::DuplexStream, task::JoinHandle};
+use tokio_stream::{StreamExt as _, wrappers::UnboundedReceiverStream};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Server};
+
+use crate::{
+    BucketService, Call, Delays, Expectation, FaultId, FaultRule, MachineService, Method, Mutant,
+    VolumeService,
+    calls::{CallLog, ExpectationState},
+    classes::{
+        BucketClassConfig, MachineClassConfig, VolumeClassConfig, default_bucket_classes,
+        default_machine_classes, default_volume_classes,
+    },
+    clock::{Clock, IdGen},
+    conn::MockConn,
+    core::{Config, Core},
+    fault::FaultPlan,
+    lock,
+    mutant::MutantSet,
+};
+
+/// Errors of starting or stopping a mock.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Creating a temporary directory for the socket failed.
+    #[error("create temporary directory")]
+    TempDir(#[source] io::Error),
+    /// Binding the listener failed.
+    #[error("bind {0}")]
+    Bind(String, #[source] io::Error),
+    /// Setting the socket's mode failed.
+    #[error("set mode of {0}")]
+    Chmod(String, #[source] io::Error),
+    /// The server task failed.
+    #[error("serve")]
+    Serve(#[source] tonic::transport::Error),
+    /// The server task panicked or was aborted.
+    #[error("server task ended abnormally")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Configures and starts a mock. Defaults: the default classes, zero delays, faults off, no mutants.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MockRuntimeBuilder {
+    machine_classes: Vec<MachineClassConfig>,
+    volume_classes: Vec<VolumeClassConfig>,
+    bucket_classes: Vec<BucketClassConfig>,
+    delays: Delays,
+    runtime_name: String,
+    runtime_version: String,
+    power_off_stopped: bool,
+    exec_url_prefix: Option<String>,
+    event_capacity: usize,
+    call_log_capacity: usize,
+    mutants: Vec<Mutant>,
+    faults: Vec<FaultRule>,
+    seed: Option<u64>,
+    machines: Vec<machine::Machine>,
+    volumes: Vec<volume::Volume>,
+    buckets: Vec<bucket::Bucket>,
+}
+
+impl Default for MockRuntimeBuilder {
+    fn default() -> Self {
+        MockRuntimeBuilder {
+            machine_classes: default_machine_classes(),
+            volume_classes: default_volume_classes(),
+            bucket_classes: default_bucket_classes(),
+            delays: Delays::default(),
+            runtime_name: "iri-mock".to_owned(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
+            power_off_stopped: false,
+            exec_url_prefix: None,
+            event_capacity: 10_000,
+            call_log_capacity: 100_000,
+            mutants: Vec::new(),
+            faults: Vec::new(),
+            seed: None,
+            machines: Vec::new(),
+            volumes: Vec::new(),
+            buckets: Vec::new(),
+        }
+    }
+}
+
+impl MockRuntimeBuilder {
+    /// Replaces the machine classes.
+    pub fn machine_classes(
+        mut self,
+        classes: impl IntoIterator<Item = MachineClassConfig>,
+    ) -> Self {
+        self.machine_classes = classes.into_iter().collect();
+        self
+    }
+
+    /// Adds a machine class.
+    pub fn machine_class(mut self, class: MachineClassConfig) -> Self {
+        self.machine_classes.push(class);
+        self
+    }
+
+    /// Replaces the volume classes.
+    pub fn volume_classes(mut self, classes: impl IntoIterator<Item = VolumeClassConfig>) -> Self {
+        self.volume_classes = classes.into_iter().collect();
+        self
+    }
+
+    /// Adds a volume class.
+    pub fn volume_class(mut self, class: VolumeClassConfig) -> Self {
+        self.volume_classes.push(class);
+        self
+    }
+
+    /// Replaces the bucket classes.
+    pub fn bucket_classes(mut self, classes: impl IntoIterator<Item = BucketClassConfig>) -> Self {
+        self.bucket_classes = classes.into_iter().collect();
+        self
+    }
+
+    /// Adds a bucket class.
+    pub fn bucket_class(mut self, class: BucketClassConfig) -> Self {
+        self.bucket_classes.push(class);
+        self
+    }
+
+    /// Sets the state machine's delays (see [`Delays`]).
+    pub fn delays(mut self, delays: Delays) -> Self {
+        self.delays = delays;
+        self
+    }
+
+    /// The `runtime_name` Version answers (default `iri-mock`).
+    pub fn runtime_name(mut self, name: impl Into<String>) -> Self {
+        self.runtime_name = name.into();
+        self
+    }
+
+    /// The `runtime_version` Version answers (default: this crate's version).
+    pub fn runtime_version(mut self, version: impl Into<String>) -> Self {
+        self.runtime_version = version.into();
+        self
+    }
+
+    /// Report powered-off machines as MACHINE_STOPPED (5) instead of MACHINE_TERMINATED (3).
+    /// Off by default, because current Go poollets cannot map STOPPED.
+    pub fn power_off_stopped(mut self, stopped: bool) -> Self {
+        self.power_off_stopped = stopped;
+        self
+    }
+
+    /// Exec answers `prefix + machine_id` (default: an empty URL, "unsupported").
+    pub fn exec_url_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.exec_url_prefix = Some(prefix.into());
+        self
+    }
+
+    /// How many events each service keeps (oldest dropped first; default 10 000).
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    /// How many calls the log keeps (oldest dropped first; default 100 000; 0 keeps none).
+    /// Expectations count every call regardless.
+    pub fn call_log_capacity(mut self, n: usize) -> Self {
+        self.call_log_capacity = n;
+        self
+    }
+
+    /// Turns a mutant on.
+    pub fn mutant(mut self, mutant: Mutant) -> Self {
+        self.mutants.push(mutant);
+        self
+    }
+
+    /// Turns several mutants on.
+    pub fn mutants(mut self, mutants: impl IntoIterator<Item = Mutant>) -> Self {
+        self.mutants.extend(mutants);
+        self
+    }
+
+    /// Installs a fault rule from the start.
+    pub fn fault(mut self, rule: FaultRule) -> Self {
+        self.faults.push(rule);
+        self
+    }
+
+    /// Seeds the id generator, for reproducible ids.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Seeds a machine, stored as given (a missing id, created_at, spec or status is filled in).
+    pub fn machine(mut self, m: machine::Machine) -> Self {
+        self.machines.push(m);
+        self
+    }
+
+    /// Seeds a volume, stored as given.
+    pub fn volume(mut self, v: volume::Volume) -> Self {
+        self.volumes.push(v);
+        self
+    }
+
+    /// Seeds a bucket, stored as given.
+    pub fn bucket(mut self, b: bucket::Bucket) -> Self {
+        self.buckets.push(b);
+        self
+    }
+
+    /// Builds the mock without a transport: serve [`MockHandle::machine_service`] etc. yourself.
+    pub fn build(self) -> MockHandle {
+        let config = Config {
+            machine_classes: self.machine_classes,
+            volume_classes: self.volume_classes,
+            bucket_classes: self.bucket_classes,
+            delays: self.delays,
+            runtime_name: self.runtime_name,
+            runtime_version: self.runtime_version,
+            power_off_stopped: self.power_off_stopped,
+            exec_url_prefix: self.exec_url_prefix,
+            event_capacity: self.event_capacity,
+        };
+        let mutants = MutantSet::default();
+        for m in self.mutants {
+            mutants.set(m, true);
+        }
+        let mut faults = FaultPlan::default();
+        for rule in self.faults {
+            faults.add(rule);
+        }
+        let core = Arc::new(Core {
+            clock: Clock::new(),
+            started: tokio::time::Instant::now(),
+            mutants,
+            calls: Mutex::new(CallLog::new(self.call_log_capacity)),
+            faults_on: (!faults.is_empty()).into(),
+            faults: Mutex::new(faults),
+            ids: Mutex::new(IdGen::new(self.seed)),
+            machines: Mutex::new(crate::machine::MachineStore::new(config.event_capacity)),
+            volumes: Mutex::new(crate::volume::VolumeStore::new(config.event_capacity)),
+            buckets: Mutex::new(crate::bucket::BucketStore::new(config.event_capacity)),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        for m in self.machines {
+            core.seed_machine(m);
+        }
+        for v in self.volumes {
+            core.seed_volume(v);
+        }
+        for b in self.buckets {
+            core.seed_bucket(b);
+        }
+        MockHandle { core }
+    }
+
+    /// Starts the mock on an in-process transport (tokio duplex streams, no sockets). Every new
+    /// connection of [`MockRuntime::machine_channel`] and friends gets its own duplex pair.
+    pub async fn start_in_process(self) -> Result<MockRuntime> {
+        let handle = self.build();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DuplexStream>();
+        let incoming =
+            UnboundedReceiverStream::new(rx).map(|s| Ok::<_, io::Error>(MockConn::new(s)));
+        let server = spawn_server(&handle, incoming);
+        let connector_tx = tx.clone();
+        let channel = tonic::transport::Endpoint::from_static("http://iri-mock.local")
+            .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                let tx = connector_tx.clone();
+                async move {
+                    let (client, server) = tokio::io::duplex(256 * 1024);
+                    tx.send(server).map_err(|_| {
+                        io::Error::new(io::ErrorKind::ConnectionRefused, "iri-mock runtime stopped")
+                    })?;
+                    Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(client))
+                }
+            }));
+        Ok(MockRuntime::new(
+            handle,
+            server,
+            Transport::InProcess { tx, channel },
+        ))
+    }
+
+    /// Starts the mock on a unix socket at `path` (mode 0600; a stale socket is removed first;
+    /// the socket is removed again on shutdown).
+    pub async fn start_unix(self, path: impl AsRef<Path>) -> Result<MockRuntime> {
+        self.start_unix_inner(path.as_ref().to_owned(), None).await
+    }
+
+    /// Starts the mock on a unix socket in a fresh temporary directory.
+    pub async fn start_unix_temp(self) -> Result<MockRuntime> {
+        let dir = tempfile::Builder::new()
+            .prefix("iri-mock-")
+            .tempdir()
+            .map_err(Error::TempDir)?;
+        let path = dir.path().join("iri.sock");
+        self.start_unix_inner(path, Some(dir)).await
+    }
+
+    async fn start_unix_inner(
+        self,
+        path: PathBuf,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<MockRuntime> {
+        let listener = bind_unix(&path)?;
+        let handle = self.build();
+        let incoming =
+            tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| s.map(MockConn::new));
+        let server = spawn_server(&handle, incoming);
+        let channel = iri_spec::endpoint::connect_lazy(&Endpoint::Unix(path.clone()));
+        Ok(MockRuntime::new(
+            handle,
+            server,
+            Transport::Unix {
+                path,
+                channel,
+                _dir: dir,
+            },
+        ))
+    }
+
+    /// Starts the mock on TCP `127.0.0.1:0` (plaintext HTTP/2).
+    pub async fn start_tcp(self) -> Result<MockRuntime> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Bind("127.0.0.1:0".to_owned(), e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Bind("127.0.0.1:0".to_owned(), e))?;
+        let handle = self.build();
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| s.map(MockConn::new));
+        let server = spawn_server(&handle, incoming);
+        let endpoint = Endpoint::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
+        let channel = iri_spec::endpoint::connect_lazy(&endpoint);
+        Ok(MockRuntime::new(
+            handle,
+            server,
+            Transport::Tcp { endpoint, channel },
+        ))
+    }
+}
+
+/// Binds a unix listener at `path`: removes a stale socket first and sets mode 0600.
+pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let shown = path.display().to_string();
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).map_err(|e| Error::Bind(shown.clone(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::Chmod(shown, e))?;
+    Ok(listener)
+}
+
+fn spawn_server<S, IO>(
+    handle: &MockHandle,
+    incoming: S,
+) -> JoinHandle<Result<(), tonic::transport::Error>>
+where
+    S: tokio_stream::Stream<Item = io::Result<MockConn<IO>>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let router = Server::builder()
+        .add_service(handle.machine_service().into_server())
+        .add_service(handle.volume_service().into_server())
+        .add_service(handle.bucket_service().into_server());
+    let token = handle.core.shutdown.clone();
+    tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
+            .await
+    })
+}
+
+enum Transport {
+    InProcess {
+        tx: tokio::sync::mpsc::UnboundedSender<DuplexStream>,
+        channel: Channel,
+    },
+    Unix {
+        path: PathBuf,
+        channel: Channel,
+        _dir: Option<tempfile::TempDir>,
+    },
+    Tcp {
+        endpoint: Endpoint,
+        channel: Channel,
+    },
+}
+
+/// A running mock. Control it through the [`MockHandle`] it derefs to; talk to it through
+/// [`machine_channel`](Self::machine_channel) and friends.
+///
+/// Dropping it shuts the server down and verifies the expectations: a failed expectation panics
+/// when the drop happens on the thread that started the mock and that thread is not already
+/// panicking; otherwise the failure is printed to stderr.
+pub struct MockRuntime {
+    handle: MockHandle,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    transport: Transport,
+    owner: ThreadId,
+}
+
+impl fmt::Debug for MockRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockRuntime")
+            .field("endpoint", &self.endpoint())
+            .field("mutants", &self.handle.mutants())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockRuntime {
+    /// A builder with the defaults (see [`MockRuntimeBuilder`]).
+    pub fn builder() -> MockRuntimeBuilder {
+        MockRuntimeBuilder::default()
+    }
+
+    fn new(
+        handle: MockHandle,
+        server: JoinHandle<Result<(), tonic::transport::Error>>,
+        transport: Transport,
+    ) -> Self {
+        MockRuntime {
+            handle,
+            server: Some(server),
+            transport,
+            owner: std::thread::current().id(),
+        }
+    }
+
+    fn channel(&self) -> Channel {
+        match &self.transport {
+            Transport::InProcess { channel, .. }
+            | Transport::Unix { channel, .. }
+            | Transport::Tcp { channel, .. } => channel.clone(),
+        }
+    }
+
+    /// A channel for `MachineRuntimeClient` (a clone of the mock's shared lazy channel).
+    pub fn machine_channel(&self) -> Channel {
+        self.channel()
+    }
+
+    /// A channel for `VolumeRuntimeClient`.
+    pub fn volume_channel(&self) -> Channel {
+        self.channel()
+    }
+
+    /// A channel for `BucketRuntimeClient`.
+    pub fn bucket_channel(&self) -> Channel {
+        self.channel()
+    }
+
+    /// A channel on a connection of its own (not shared with the other channels).
+    pub fn new_channel(&self) -> Channel {
+        match &self.transport {
+            Transport::InProcess { tx, .. } => {
+                let tx = tx.clone();
+                tonic::transport::Endpoint::from_static("http://iri-mock.local")
+                    .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                        let tx = tx.clone();
+                        async move {
+                            let (client, server) = tokio::io::duplex(256 * 1024);
+                            tx.send(server).map_err(|_| {
+                                io::Error::new(
+                                    io::ErrorKind::ConnectionRefused,
+                                    "iri-mock runtime stopped",
+                                )
+                            })?;
+                            Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(client))
+                        }
+                    }))
+            }
+            Transport::Unix { path, .. } => {
+                iri_spec::endpoint::connect_lazy(&Endpoint::Unix(path.clone()))
+            }
+            Transport::Tcp { endpoint, .. } => iri_spec::endpoint::connect_lazy(endpoint),
+        }
+    }
+
+    /// The endpoint out-of-process clients use (`None` for the in-process transport).
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        match &self.transport {
+            Transport::InProcess { .. } => None,
+            Transport::Unix { path, .. } => Some(Endpoint::Unix(path.clone())),
+            Transport::Tcp { endpoint, .. } => Some(endpoint.clone()),
+        }
+    }
+
+    /// The control handle (cloneable, e.g. to move into a task).
+    pub fn handle(&self) -> MockHandle {
+        self.handle.clone()
+    }
+
+    /// Stops serving gracefully (in-flight calls finish; hanging calls end with Unavailable),
+    /// removes the socket, and verifies the expectations.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.handle.core.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+                Ok(Ok(res)) => res.map_err(Error::Serve)?,
+                Ok(Err(join)) => return Err(Error::Join(join)),
+                Err(_elapsed) => {
+                    tracing::warn!("mock runtime did not stop within 5s; abandoning it")
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Deref for MockRuntime {
+    type Target = MockHandle;
+
+    fn deref(&self) -> &MockHandle {
+        &self.handle
+    }
+}
+
+impl Drop for MockRuntime {
+    fn drop(&mut self) {
+        self.handle.core.shutdown.cancel();
+        if let Transport::Unix { path, .. } = &self.transport {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Err(failures) = self.handle.verify() {
+            let message = format!("iri-mock: unmet expectations:\n{failures}");
+            if std::thread::panicking() || std::thread::current().id() != self.owner {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
+        }
+    }
+}
+
+/// Unmet expectations, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct VerifyError(pub Vec<String>);
+
+/// Controls and inspects a mock: call log, expectations, faults, mutants and the stored objects.
+/// Cheap to clone; does not verify on drop (only [`MockRuntime`] does).
+#[derive(Clone)]
+pub struct MockHandle {
+    pub(crate) core: Arc<Core>,
+}
+
+impl fmt::Debug for MockHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockHandle")
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+impl MockHandle {
+    /// The `MachineRuntime` service, to serve on a transport of your own.
+    pub fn machine_service(&self) -> MachineService {
+        MachineService {
+            core: self.core.clone(),
+        }
+    }
+
+    /// The `VolumeRuntime` service.
+    pub fn volume_service(&self) -> VolumeService {
+        VolumeService {
+            core: self.core.clone(),
+        }
+    }
+
+    /// The `BucketRuntime` service.
+    pub fn bucket_service(&self) -> BucketService {
+        BucketService {
+            core: self.core.clone(),
+        }
+    }
+
+    // --- mutants
+
+    /// Switches a mutant on or off while the mock runs.
+    pub fn set_mutant(&self, mutant: Mutant, on: bool) {
+        self.core.mutants.set(mutant, on);
+    }
+
+    /// The mutants that are on.
+    pub fn mutants(&self) -> Vec<Mutant> {
+        self.core.mutants.active()
+    }
+
+    // --- call log
+
+    /// The recorded calls, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.core.calls).calls.iter().cloned().collect()
+    }
+
+    /// The recorded calls of `method`.
+    pub fn calls_to(&self, method: Method) -> Vec<Call> {
+        lock(&self.core.calls)
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+
+    /// How many recorded calls of `method` there are.
+    pub fn call_count(&self, method: Method) -> usize {
+        lock(&self.core.calls)
+            .calls
+            .iter()
+            .filter(|c| c.method == method)
+            .count()
+    }
+
+    /// Forgets the recorded calls (expectation counts are kept).
+    pub fn clear_calls(&self) {
+        lock(&self.core.calls).calls.clear();
+    }
+
+    /// Panics unless exactly `n` calls of `method` were recorded.
+    #[track_caller]
+    pub fn assert_called(&self, method: Method, n: usize) {
+        let calls = self.calls_to(method);
+        assert!(
+            calls.len() == n,
+            "expected {n} call(s) of {}, got {}: {calls:#?}",
+            method.name(),
+            calls.len()
+        );
+    }
+
+    /// Panics unless the recorded calls, in order, have exactly these methods.
+    #[track_caller]
+    pub fn assert_calls(&self, methods: &[Method]) {
+        let got: Vec<Method> = self.calls().iter().map(|c| c.method).collect();
+        assert!(
+            got == methods,
+            "expected calls {:?}, got {:?}",
+            methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            got.iter().map(|m| m.name()).collect::<Vec<_>>()
+        );
+    }
+
+    /// Panics unless some recorded call of `method` ended with `code`.
+    #[track_caller]
+    pub fn assert_any_code(&self, method: Method, code: tonic::Code) {
+        let calls = self.calls_to(method);
+        assert!(
+            calls.iter().any(|c| c.code == Some(code)),
+            "expected a call of {} with code {code:?}, got {calls:#?}",
+            method.name()
+        );
+    }
+
+    // --- expectations
+
+    /// Registers an expectation on `method` (at least one call unless refined), checked when the
+    /// [`MockRuntime`] drops or by [`verify`](Self::verify).
+    pub fn expect(&self, method: Method) -> Expectation {
+        let state = Arc::new(Mutex::new(ExpectationState {
+            method,
+            name: None,
+            min: 1,
+            max: None,
+            code: None,
+            predicate: None,
+            matched: 0,
+        }));
+        lock(&self.core.calls).expectations.push(state.clone());
+        Expectation { state }
+    }
+
+    /// Checks every expectation now.
+    pub fn verify(&self) -> Result<(), VerifyError> {
+        let failures: Vec<String> = lock(&self.core.calls)
+            .expectations
+            .iter()
+            .filter_map(|e| lock(e).failure())
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(VerifyError(failures))
+        }
+    }
+
+    /// Removes every expectation (e.g. after verifying one phase of a test).
+    pub fn reset_expectations(&self) {
+        lock(&self.core.calls).expectations.clear();
+    }
+
+    // --- faults
+
+    /// Installs a fault rule.
+    pub fn add_fault(&self, rule: FaultRule) -> FaultId {
+        let id = lock(&self.core.faults).add(rule);
+        self.core
+            .faults_on
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        id
+    }
+
+    /// Removes a fault rule; false if it was not installed.
+    pub fn remove_fault(&self, id: FaultId) -> bool {
+        lock(&self.core.faults).remove(id)
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        lock(&self.core.faults).clear();
+    }
+
+    // --- machines
+
+    /// The stored machine `id` (as stored, without output mutants).
+    pub fn machine(&self, id: &str) -> Option<machine::Machine> {
+        self.core.get_machine(id)
+    }
+
+    /// Every stored machine, in creation order.
+    pub fn machines(&self) -> Vec<machine::Machine> {
+        self.core.list_machines(None).unwrap_or_default()
+    }
+
+    /// How many machines are stored (terminating ones included).
+    pub fn machine_count(&self) -> usize {
+        self.core.machine_count()
+    }
+
+    /// Stores a machine as given and returns its id.
+    pub fn insert_machine(&self, m: machine::Machine) -> String {
+        self.core.seed_machine(m)
+    }
+
+    /// Forces a machine's state (cancelling pending provisioning/power transitions) and records
+    /// a state-change event. False if the machine is unknown.
+    pub fn set_machine_state(&self, id: &str, state: machine::MachineState) -> bool {
+        self.core.force_machine_state(id, state)
+    }
+
+    /// Changes a stored machine in place. False if unknown.
+    pub fn modify_machine(&self, id: &str, f: impl FnOnce(&mut machine::Machine)) -> bool {
+        self.core.modify_machine(id, f)
+    }
+
+    /// Adds an event to the machine service's event list.
+    pub fn inject_machine_event(&self, ev: event::Event) {
+        self.core.push_machine_event(ev);
+    }
+
+    // --- volumes, snapshots
+
+    /// The stored volume `id`.
+    pub fn volume(&self, id: &str) -> Option<volume::Volume> {
+        self.core.get_volume(id)
+    }
+
+    /// Every stored volume, in creation order.
+    pub fn volumes(&self) -> Vec<volume::Volume> {
+        self.core.list_volumes(None)
+    }
+
+    /// Stores a volume as given and returns its id.
+    pub fn insert_volume(&self, v: volume::Volume) -> String {
+        self.core.seed_volume(v)
+    }
+
+    /// Forces a volume's state. False if unknown.
+    pub fn set_volume_state(&self, id: &str, state: volume::VolumeState) -> bool {
+        self.core.force_volume_state(id, state)
+    }
+
+    /// Every stored volume snapshot.
+    pub fn volume_snapshots(&self) -> Vec<volume::VolumeSnapshot> {
+        self.core.list_snapshots(None)
+    }
+
+    /// Forces a snapshot's state. False if unknown.
+    pub fn set_volume_snapshot_state(&self, id: &str, state: volume::VolumeSnapshotState) -> bool {
+        self.core.force_snapshot_state(id, state)
+    }
+
+    /// Adds an event to the volume service's event list.
+    pub fn inject_volume_event(&self, ev: event::Event) {
+        lock(&self.core.volumes).events.push(ev);
+    }
+
+    // --- buckets
+
+    /// Every stored bucket, in creation order.
+    pub fn buckets(&self) -> Vec<bucket::Bucket> {
+        self.core.list_buckets(None)
+    }
+
+    /// Stores a bucket as given and returns its id.
+    pub fn insert_bucket(&self, b: bucket::Bucket) -> String {
+        self.core.seed_bucket(b)
+    }
+
+    /// Forces a bucket's state. False if unknown.
+    pub fn set_bucket_state(&self, id: &str, state: bucket::BucketState) -> bool {
+        self.core.force_bucket_state(id, state)
+    }
+
+    /// Adds an event to the bucket service's event list.
+    pub fn inject_bucket_event(&self, ev: event::Event) {
+        lock(&self.core.buckets).events.push(ev);
+    }
+}

@@ -1,0 +1,259 @@
+//! Shared test helpers: clients for a mock, and conversions of IRI messages to sorted JSON values
+//! (prost messages hold HashMaps, so their Debug output is not deterministic).
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use iri_mock::MockRuntime;
+use iri_spec::{
+    bucket::v1alpha1::{self as bucket, bucket_runtime_client::BucketRuntimeClient},
+    event::v1alpha1 as event,
+    machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
+    meta::v1alpha1 as meta,
+    volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient},
+};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+/// Generated clients of all three services for one mock.
+#[derive(Clone)]
+pub struct Clients {
+    pub machine: MachineRuntimeClient<Channel>,
+    pub volume: VolumeRuntimeClient<Channel>,
+    pub bucket: BucketRuntimeClient<Channel>,
+}
+
+impl Clients {
+    pub fn new(mock: &MockRuntime) -> Self {
+        Clients {
+            machine: MachineRuntimeClient::new(mock.machine_channel()),
+            volume: VolumeRuntimeClient::new(mock.volume_channel()),
+            bucket: BucketRuntimeClient::new(mock.bucket_channel()),
+        }
+    }
+
+    pub async fn create_machine(&mut self, m: machine::Machine) -> String {
+        self.machine
+            .create_machine(machine::CreateMachineRequest { machine: Some(m) })
+            .await
+            .unwrap()
+            .into_inner()
+            .machine
+            .unwrap()
+            .metadata
+            .unwrap()
+            .id
+    }
+
+    pub async fn get_machine(&mut self, id: &str) -> Option<machine::Machine> {
+        self.machine
+            .list_machines(machine::ListMachinesRequest {
+                filter: Some(machine::MachineFilter {
+                    id: id.to_owned(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .machines
+            .into_iter()
+            .next()
+    }
+
+    pub async fn list_machines(&mut self) -> Vec<machine::Machine> {
+        self.machine
+            .list_machines(machine::ListMachinesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .machines
+    }
+
+    pub async fn create_volume(&mut self, v: volume::Volume) -> String {
+        self.volume
+            .create_volume(volume::CreateVolumeRequest { volume: Some(v) })
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap()
+            .metadata
+            .unwrap()
+            .id
+    }
+}
+
+fn sorted<V: Clone + Into<Value>>(map: &HashMap<String, V>) -> Value {
+    let sorted: BTreeMap<&String, Value> = map.iter().map(|(k, v)| (k, v.clone().into())).collect();
+    json!(sorted)
+}
+
+fn bytes_map(map: &HashMap<String, Vec<u8>>) -> Value {
+    let sorted: BTreeMap<&String, String> = map
+        .iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    json!(sorted)
+}
+
+pub fn meta_json(m: &meta::ObjectMetadata) -> Value {
+    json!({
+        "id": m.id,
+        "annotations": sorted(&m.annotations),
+        "labels": sorted(&m.labels),
+        "generation": m.generation,
+        "created_at": m.created_at,
+        "deleted_at": m.deleted_at,
+    })
+}
+
+fn opt<T>(v: Option<&T>, f: impl Fn(&T) -> Value) -> Value {
+    v.map_or(Value::Null, f)
+}
+
+pub fn machine_volume_json(v: &machine::Volume) -> Value {
+    json!({
+        "name": v.name,
+        "device": v.device,
+        "local_disk": opt(v.local_disk.as_ref(), |d| json!({
+            "size_bytes": d.size_bytes,
+            "image": opt(d.image.as_ref(), |i| json!(i.image)),
+        })),
+        "connection": opt(v.connection.as_ref(), |c| json!({
+            "driver": c.driver,
+            "handle": c.handle,
+            "attributes": sorted(&c.attributes),
+            "effective_storage_bytes": c.effective_storage_bytes,
+        })),
+    })
+}
+
+pub fn machine_json(m: &machine::Machine) -> Value {
+    json!({
+        "metadata": opt(m.metadata.as_ref(), meta_json),
+        "spec": opt(m.spec.as_ref(), |s| json!({
+            "power": machine::Power::try_from(s.power).map_or("?", |p| p.as_str_name()),
+            "class": s.class,
+            "ignition_data_len": s.ignition_data.len(),
+            "volumes": s.volumes.iter().map(machine_volume_json).collect::<Vec<_>>(),
+            "network_interfaces": s.network_interfaces.iter().map(|n| json!({
+                "name": n.name,
+                "network_id": n.network_id,
+                "ips": n.ips,
+                "attributes": sorted(&n.attributes),
+            })).collect::<Vec<_>>(),
+            "guest_config": opt(s.guest_config.as_ref(), |g| json!(g.hostname)),
+        })),
+        "status": opt(m.status.as_ref(), |s| json!({
+            "observed_generation": s.observed_generation,
+            "state": machine::MachineState::try_from(s.state).map_or("?", |st| st.as_str_name()),
+            "image_ref": s.image_ref,
+            "volumes": s.volumes.iter().map(|v| json!({
+                "name": v.name, "handle": v.handle,
+                "state": machine::VolumeState::try_from(v.state).map_or("?", |st| st.as_str_name()),
+            })).collect::<Vec<_>>(),
+            "network_interfaces": s.network_interfaces.iter().map(|v| json!({
+                "name": v.name, "handle": v.handle,
+                "state": machine::NetworkInterfaceState::try_from(v.state).map_or("?", |st| st.as_str_name()),
+            })).collect::<Vec<_>>(),
+        })),
+    })
+}
+
+pub fn volume_json(v: &volume::Volume) -> Value {
+    json!({
+        "metadata": opt(v.metadata.as_ref(), meta_json),
+        "spec": opt(v.spec.as_ref(), |s| json!({
+            "class": s.class,
+            "storage_bytes": opt(s.resources.as_ref(), |r| json!(r.storage_bytes)),
+            "encryption": s.encryption.is_some(),
+            "data_source": opt(s.volume_data_source.as_ref(), |d| json!({
+                "image": opt(d.image_data_source.as_ref(), |i| json!(i.image)),
+                "snapshot": opt(d.snapshot_data_source.as_ref(), |s| json!(s.snapshot_id)),
+            })),
+        })),
+        "status": opt(v.status.as_ref(), |s| json!({
+            "state": volume::VolumeState::try_from(s.state).map_or("?", |st| st.as_str_name()),
+            "access": opt(s.access.as_ref(), |a| json!({
+                "driver": a.driver,
+                "handle": a.handle,
+                "attributes": sorted(&a.attributes),
+                "secret_data": bytes_map(&a.secret_data),
+            })),
+            "storage_bytes": opt(s.resources.as_ref(), |r| json!(r.storage_bytes)),
+        })),
+    })
+}
+
+pub fn snapshot_json(s: &volume::VolumeSnapshot) -> Value {
+    json!({
+        "metadata": opt(s.metadata.as_ref(), meta_json),
+        "spec": opt(s.spec.as_ref(), |s| json!({ "volume_id": s.volume_id })),
+        "status": opt(s.status.as_ref(), |s| json!({
+            "state": volume::VolumeSnapshotState::try_from(s.state).map_or("?", |st| st.as_str_name()),
+            "size": s.size,
+        })),
+    })
+}
+
+pub fn bucket_json(b: &bucket::Bucket) -> Value {
+    json!({
+        "metadata": opt(b.metadata.as_ref(), meta_json),
+        "spec": opt(b.spec.as_ref(), |s| json!({ "class": s.class })),
+        "status": opt(b.status.as_ref(), |s| json!({
+            "state": bucket::BucketState::try_from(s.state).map_or("?", |st| st.as_str_name()),
+            "access": opt(s.access.as_ref(), |a| json!({
+                "endpoint": a.endpoint,
+                "secret_keys": a.secret_data.keys().collect::<std::collections::BTreeSet<_>>(),
+            })),
+        })),
+    })
+}
+
+pub fn event_json(e: &event::Event) -> Value {
+    json!(opt(e.spec.as_ref(), |s| json!({
+        "involved_object_meta": opt(s.involved_object_meta.as_ref(), meta_json),
+        "reason": s.reason,
+        "message": s.message,
+        "type": s.r#type,
+        "event_time": s.event_time,
+        "action": s.action,
+    })))
+}
+
+pub fn machine_status_json(s: &machine::StatusResponse) -> Value {
+    json!(
+        s.machine_class_status
+            .iter()
+            .map(|c| json!({
+                "class": opt(c.machine_class.as_ref(), |c| json!({
+                    "name": c.name,
+                    "capabilities": opt(c.capabilities.as_ref(), |cap| sorted(&cap.resources)),
+                })),
+                "quantity": c.quantity,
+            }))
+            .collect::<Vec<_>>()
+    )
+}
+
+pub fn volume_status_json(s: &volume::StatusResponse) -> Value {
+    json!(s.volume_class_status.iter().map(|c| json!({
+        "class": opt(c.volume_class.as_ref(), |c| json!({
+            "name": c.name,
+            "capabilities": opt(c.capabilities.as_ref(), |cap| json!({"tps": cap.tps, "iops": cap.iops})),
+        })),
+        "quantity": c.quantity,
+    })).collect::<Vec<_>>())
+}
+
+/// A gRPC result as a JSON value: `{"ok": <value>}` or `{"err": "<Code>"}`.
+pub fn outcome<T>(
+    res: Result<tonic::Response<T>, tonic::Status>,
+    f: impl Fn(&T) -> Value,
+) -> Value {
+    match res {
+        Ok(resp) => json!({ "ok": f(resp.get_ref()) }),
+        Err(status) => json!({ "err": format!("{:?}", status.code()) }),
+    }
+}

@@ -1,0 +1,641 @@
+//! Behaviour of the runtimes beyond status codes: the state machine with delays (paused tokio
+//! clock), generations, deletion phases, events, class status, filters and test-control handles.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::Clients;
+use iri_mock::{Delays, MockRuntime, classes::MachineClassConfig, fixtures};
+use iri_spec::{
+    bucket::v1alpha1 as bucket,
+    machine::v1alpha1::{self as machine, MachineState},
+    volume::v1alpha1 as volume,
+};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn state(m: &machine::Machine) -> MachineState {
+    MachineState::try_from(m.status.as_ref().unwrap().state).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn machine_lifecycle_follows_delays() {
+    let mock = MockRuntime::builder()
+        .delays(Delays {
+            provision: 10 * SEC,
+            apply: 2 * SEC,
+            power: 3 * SEC,
+            terminate: 5 * SEC,
+        })
+        .start_in_process()
+        .await
+        .unwrap();
+    let mut c = Clients::new(&mock);
+    let id = c.create_machine(fixtures::machine()).await;
+
+    tokio::time::advance(9 * SEC).await;
+    assert_eq!(
+        state(&c.get_machine(&id).await.unwrap()),
+        MachineState::MachinePending
+    );
+    tokio::time::advance(SEC).await;
+    assert_eq!(
+        state(&c.get_machine(&id).await.unwrap()),
+        MachineState::MachineRunning
+    );
+
+    // Power off: generation bumps at once, observed_generation and state follow later.
+    c.machine
+        .update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: id.clone(),
+            power: machine::Power::Off as i32,
+        })
+        .await
+        .unwrap();
+    let m = c.get_machine(&id).await.unwrap();
+    assert_eq!(m.metadata.as_ref().unwrap().generation, 1);
+    assert_eq!(m.status.as_ref().unwrap().observed_generation, 0);
+    assert_eq!(state(&m), MachineState::MachineRunning);
+    tokio::time::advance(2 * SEC).await;
+    let m = c.get_machine(&id).await.unwrap();
+    assert_eq!(m.status.as_ref().unwrap().observed_generation, 1);
+    assert_eq!(state(&m), MachineState::MachineRunning);
+    tokio::time::advance(SEC).await;
+    assert_eq!(
+        state(&c.get_machine(&id).await.unwrap()),
+        MachineState::MachineTerminated
+    );
+
+    // Delete: listed as TERMINATING with deleted_at until the delay passed; repeat delete is OK.
+    c.machine
+        .delete_machine(machine::DeleteMachineRequest {
+            machine_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let m = c.get_machine(&id).await.unwrap();
+    assert_eq!(state(&m), MachineState::MachineTerminating);
+    let deleted_at = m.metadata.as_ref().unwrap().deleted_at;
+    assert!(
+        deleted_at > 1_000_000_000_000_000_000,
+        "deleted_at in ns: {deleted_at}"
+    );
+    tokio::time::advance(4 * SEC).await;
+    c.machine
+        .delete_machine(machine::DeleteMachineRequest {
+            machine_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    tokio::time::advance(SEC).await;
+    assert!(c.get_machine(&id).await.is_none());
+    let err = c
+        .machine
+        .delete_machine(machine::DeleteMachineRequest {
+            machine_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn power_off_stopped_is_an_option() {
+    let mock = MockRuntime::builder()
+        .power_off_stopped(true)
+        .start_in_process()
+        .await
+        .unwrap();
+    let mut c = Clients::new(&mock);
+    let mut m = fixtures::machine();
+    m.spec.as_mut().unwrap().power = machine::Power::Off as i32;
+    let id = c.create_machine(m).await;
+    assert_eq!(
+        state(&c.get_machine(&id).await.unwrap()),
+        MachineState::MachineStopped
+    );
+}
+
+#[tokio::test]
+async fn created_off_machine_is_terminated_and_powers_on() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let mut c = Clients::new(&mock);
+    let mut m = fixtures::machine();
+    m.spec.as_mut().unwrap().power = machine::Power::Off as i32;
+    let id = c.create_machine(m).await;
+    assert_eq!(
+        state(&c.get_machine(&id).await.unwrap()),
+        MachineState::MachineTerminated
+    );
+    c.machine
+        .update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: id.clone(),
+            power: machine::Power::On as i32,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        state(&c.get_machine(&id).await.unwrap()),
+        MachineState::MachineRunning
+    );
+}
+
+#[tokio::test]
+async fn attach_detach_reflect_in_spec_status_and_generation() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let mut c = Clients::new(&mock);
+    let id = c.create_machine(fixtures::machine()).await;
+    c.machine
+        .attach_volume(machine::AttachVolumeRequest {
+            machine_id: id.clone(),
+            volume: Some(fixtures::local_disk("root")),
+        })
+        .await
+        .unwrap();
+    c.machine
+        .attach_network_interface(machine::AttachNetworkInterfaceRequest {
+            machine_id: id.clone(),
+            network_interface: Some(fixtures::nic("eth0")),
+        })
+        .await
+        .unwrap();
+    let m = c.get_machine(&id).await.unwrap();
+    assert_eq!(m.metadata.as_ref().unwrap().generation, 2);
+    let status = m.status.as_ref().unwrap();
+    assert_eq!(status.observed_generation, 2);
+    assert_eq!(status.volumes.len(), 1);
+    assert_eq!(status.volumes[0].name, "root");
+    assert!(!status.volumes[0].handle.is_empty());
+    assert_eq!(
+        status.volumes[0].state,
+        machine::VolumeState::VolumeAttached as i32
+    );
+    assert_eq!(
+        status.network_interfaces[0].state,
+        machine::NetworkInterfaceState::NetworkInterfaceAttached as i32
+    );
+    assert_eq!(
+        m.spec.as_ref().unwrap().volumes,
+        vec![fixtures::local_disk("root")]
+    );
+
+    c.machine
+        .detach_volume(machine::DetachVolumeRequest {
+            machine_id: id.clone(),
+            name: "root".into(),
+        })
+        .await
+        .unwrap();
+    let m = c.get_machine(&id).await.unwrap();
+    assert!(m.spec.as_ref().unwrap().volumes.is_empty());
+    assert!(m.status.as_ref().unwrap().volumes.is_empty());
+    assert_eq!(m.metadata.as_ref().unwrap().generation, 3);
+}
+
+#[tokio::test]
+async fn annotations_are_replaced_and_labels_kept_verbatim() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let mut c = Clients::new(&mock);
+    let mut m = fixtures::machine_with_labels(&[
+        ("machinepoollet.ironcore.dev/machine-uid", "u-1"),
+        ("empty", ""),
+    ]);
+    m.metadata.as_mut().unwrap().annotations = [("old".to_owned(), "1".to_owned())].into();
+    let id = c.create_machine(m.clone()).await;
+    let got = c.get_machine(&id).await.unwrap();
+    assert_eq!(
+        got.metadata.as_ref().unwrap().labels,
+        m.metadata.as_ref().unwrap().labels
+    );
+    c.machine
+        .update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
+            machine_id: id.clone(),
+            annotations: [("new".to_owned(), "2".to_owned())].into(),
+        })
+        .await
+        .unwrap();
+    let got = c.get_machine(&id).await.unwrap();
+    assert_eq!(
+        got.metadata.as_ref().unwrap().annotations,
+        [("new".to_owned(), "2".to_owned())].into()
+    );
+    // Annotations are not spec: the generation stays.
+    assert_eq!(got.metadata.as_ref().unwrap().generation, 0);
+}
+
+#[tokio::test]
+async fn label_selector_filters() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let mut c = Clients::new(&mock);
+    c.create_machine(fixtures::machine_with_labels(&[("a", "1")]))
+        .await;
+    c.create_machine(fixtures::machine_with_labels(&[("a", "2"), ("b", "x")]))
+        .await;
+    c.create_machine(fixtures::machine_with_labels(&[])).await;
+    for (selector, want) in [
+        (vec![], 3),
+        (vec![("a", "1")], 1),
+        (vec![("a", "2"), ("b", "x")], 1),
+        (vec![("a", "3")], 0),
+        (vec![("b", "")], 0),
+    ] {
+        let res = c
+            .machine
+            .list_machines(machine::ListMachinesRequest {
+                filter: Some(machine::MachineFilter {
+                    id: String::new(),
+                    label_selector: selector
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(res.machines.len(), want, "{selector:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_carry_labels_seconds_and_filter() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let mut c = Clients::new(&mock);
+    let id = c
+        .create_machine(fixtures::machine_with_labels(&[("team", "a")]))
+        .await;
+    tokio::time::advance(Duration::from_secs(100)).await;
+    let other = c
+        .create_machine(fixtures::machine_with_labels(&[("team", "b")]))
+        .await;
+    c.list_machines().await;
+    let all = c
+        .machine
+        .list_events(machine::ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        all.len() >= 4,
+        "created + running for two machines: {all:?}"
+    );
+    for ev in &all {
+        let spec = ev.spec.as_ref().unwrap();
+        assert!(
+            spec.event_time > 1_600_000_000 && spec.event_time < 10_000_000_000,
+            "seconds"
+        );
+        assert!(!spec.action.is_empty());
+        assert!(
+            !spec
+                .involved_object_meta
+                .as_ref()
+                .unwrap()
+                .labels
+                .is_empty()
+        );
+    }
+    let query = |f: machine::EventFilter| {
+        let mut client = c.machine.clone();
+        async move {
+            client
+                .list_events(machine::ListEventsRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .events
+        }
+    };
+    let by_id = query(machine::EventFilter {
+        id: id.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert!(!by_id.is_empty());
+    assert!(by_id.iter().all(|e| {
+        e.spec
+            .as_ref()
+            .unwrap()
+            .involved_object_meta
+            .as_ref()
+            .unwrap()
+            .id
+            == id
+    }));
+    let by_label = query(machine::EventFilter {
+        label_selector: [("team".to_owned(), "b".to_owned())].into(),
+        ..Default::default()
+    })
+    .await;
+    assert!(by_label.iter().all(|e| {
+        e.spec
+            .as_ref()
+            .unwrap()
+            .involved_object_meta
+            .as_ref()
+            .unwrap()
+            .id
+            == other
+    }));
+    let first_time = all[0].spec.as_ref().unwrap().event_time;
+    let window = query(machine::EventFilter {
+        events_from_time: first_time,
+        events_to_time: first_time + 10,
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        !window.is_empty() && window.len() < all.len(),
+        "window {} of {}",
+        window.len(),
+        all.len()
+    );
+    // Only one bound set: the window is not applied.
+    let half = query(machine::EventFilter {
+        events_from_time: first_time + 50,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(half.len(), all.len());
+}
+
+#[tokio::test]
+async fn status_reports_classes_in_cores_and_bytes() {
+    let mock = MockRuntime::builder()
+        .machine_classes([MachineClassConfig::new("big", 16, 64 << 30).quantity(3)])
+        .start_in_process()
+        .await
+        .unwrap();
+    let mut c = Clients::new(&mock);
+    let status = c
+        .machine
+        .status(machine::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.machine_class_status.len(), 1);
+    let class = &status.machine_class_status[0];
+    assert_eq!(class.quantity, 3);
+    let caps = &class
+        .machine_class
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap()
+        .resources;
+    assert_eq!(caps["cpu"], 16);
+    assert_eq!(caps["memory"], 64 << 30);
+    let version = c
+        .machine
+        .version(machine::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(version.runtime_name, "iri-mock");
+    assert!(!version.runtime_version.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn volumes_become_available_expand_and_snapshot() {
+    let mock = MockRuntime::builder()
+        .delays(Delays {
+            provision: SEC,
+            apply: SEC,
+            ..Default::default()
+        })
+        .start_in_process()
+        .await
+        .unwrap();
+    let mut c = Clients::new(&mock);
+    let id = c.create_volume(fixtures::volume()).await;
+    let get = |c: &mut Clients, id: String| {
+        let mut client = c.volume.clone();
+        async move {
+            client
+                .list_volumes(volume::ListVolumesRequest {
+                    filter: Some(volume::VolumeFilter {
+                        id,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .volumes
+                .pop()
+        }
+    };
+    let v = get(&mut c, id.clone()).await.unwrap();
+    assert_eq!(
+        v.status.as_ref().unwrap().state,
+        volume::VolumeState::VolumePending as i32
+    );
+    tokio::time::advance(SEC).await;
+    let v = get(&mut c, id.clone()).await.unwrap();
+    let status = v.status.as_ref().unwrap();
+    assert_eq!(status.state, volume::VolumeState::VolumeAvailable as i32);
+    let access = status.access.as_ref().unwrap();
+    assert!(!access.driver.is_empty() && !access.handle.is_empty());
+    assert_eq!(status.resources.unwrap().storage_bytes, 1 << 30);
+
+    c.volume
+        .expand_volume(volume::ExpandVolumeRequest {
+            volume_id: id.clone(),
+            resources: Some(volume::VolumeResources {
+                storage_bytes: 2 << 30,
+            }),
+        })
+        .await
+        .unwrap();
+    let v = get(&mut c, id.clone()).await.unwrap();
+    assert_eq!(
+        v.spec.as_ref().unwrap().resources.unwrap().storage_bytes,
+        2 << 30
+    );
+    assert_eq!(
+        v.status.as_ref().unwrap().resources.unwrap().storage_bytes,
+        1 << 30
+    );
+    tokio::time::advance(SEC).await;
+    let v = get(&mut c, id.clone()).await.unwrap();
+    assert_eq!(
+        v.status.as_ref().unwrap().resources.unwrap().storage_bytes,
+        2 << 30
+    );
+
+    let snap = c
+        .volume
+        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
+            volume_snapshot: Some(volume::VolumeSnapshot {
+                metadata: None,
+                spec: Some(volume::VolumeSnapshotSpec {
+                    volume_id: id.clone(),
+                }),
+                status: None,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_snapshot
+        .unwrap();
+    assert_eq!(
+        snap.status.as_ref().unwrap().state,
+        volume::VolumeSnapshotState::VolumeSnapshotPending as i32
+    );
+    tokio::time::advance(SEC).await;
+    let snaps = mock.volume_snapshots();
+    assert_eq!(
+        snaps[0].status.as_ref().unwrap().state,
+        volume::VolumeSnapshotState::VolumeSnapshotReady as i32
+    );
+    assert_eq!(snaps[0].status.as_ref().unwrap().size, 2 << 30);
+
+    let status = c
+        .volume
+        .status(volume::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.volume_class_status.len(), 2);
+    assert!(
+        status.volume_class_status.iter().all(|s| s
+            .volume_class
+            .as_ref()
+            .unwrap()
+            .capabilities
+            .is_some())
+    );
+}
+
+#[tokio::test]
+async fn buckets_become_available() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let mut c = Clients::new(&mock);
+    let b = c
+        .bucket
+        .create_bucket(bucket::CreateBucketRequest {
+            bucket: Some(fixtures::bucket()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .bucket
+        .unwrap();
+    assert_eq!(
+        b.status.as_ref().unwrap().state,
+        bucket::BucketState::BucketPending as i32
+    );
+    let listed = c
+        .bucket
+        .list_buckets(bucket::ListBucketsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .buckets;
+    let status = listed[0].status.as_ref().unwrap();
+    assert_eq!(status.state, bucket::BucketState::BucketAvailable as i32);
+    assert!(!status.access.as_ref().unwrap().endpoint.is_empty());
+    let classes = c
+        .bucket
+        .list_bucket_classes(bucket::ListBucketClassesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .bucket_classes;
+    assert_eq!(classes[0].name, "regular");
+}
+
+#[tokio::test]
+async fn handles_seed_read_and_force_state() {
+    let seeded = machine::Machine {
+        metadata: Some(iri_spec::meta::v1alpha1::ObjectMetadata {
+            id: "seeded".into(),
+            ..Default::default()
+        }),
+        spec: Some(machine::MachineSpec {
+            class: "x3-small".into(),
+            ..Default::default()
+        }),
+        status: Some(machine::MachineStatus {
+            state: MachineState::MachineRunning as i32,
+            ..Default::default()
+        }),
+    };
+    let mock = MockRuntime::builder()
+        .machine(seeded)
+        .seed(1)
+        .start_in_process()
+        .await
+        .unwrap();
+    let mut c = Clients::new(&mock);
+    assert_eq!(
+        state(&c.get_machine("seeded").await.unwrap()),
+        MachineState::MachineRunning
+    );
+    assert!(mock.set_machine_state("seeded", MachineState::MachineSuspended));
+    assert_eq!(
+        state(&c.get_machine("seeded").await.unwrap()),
+        MachineState::MachineSuspended
+    );
+    assert!(!mock.set_machine_state("nope", MachineState::MachineSuspended));
+    assert!(
+        mock.modify_machine("seeded", |m| m.status.as_mut().unwrap().image_ref =
+            "img@sha".into())
+    );
+    assert_eq!(
+        mock.machine("seeded").unwrap().status.unwrap().image_ref,
+        "img@sha"
+    );
+    mock.inject_machine_event(iri_spec::event::v1alpha1::Event {
+        spec: Some(iri_spec::event::v1alpha1::EventSpec {
+            reason: "Injected".into(),
+            ..Default::default()
+        }),
+    });
+    let events = c
+        .machine
+        .list_events(machine::ListEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.spec.as_ref().unwrap().reason == "Injected")
+    );
+    assert_eq!(mock.machine_count(), 1);
+
+    let vid = mock.insert_volume(fixtures::volume());
+    assert!(mock.set_volume_state(&vid, volume::VolumeState::VolumeError));
+    assert_eq!(
+        mock.volume(&vid).unwrap().status.unwrap().state,
+        volume::VolumeState::VolumeError as i32
+    );
+    let bid = mock.insert_bucket(fixtures::bucket());
+    assert!(mock.set_bucket_state(&bid, bucket::BucketState::BucketError));
+    assert_eq!(
+        mock.buckets()[0].status.as_ref().unwrap().state,
+        bucket::BucketState::BucketError as i32
+    );
+}
+
+#[tokio::test]
+async fn seeded_ids_are_reproducible() {
+    let ids = |seed| async move {
+        let mock = MockRuntime::builder()
+            .seed(seed)
+            .start_in_process()
+            .await
+            .unwrap();
+        let mut c = Clients::new(&mock);
+        c.create_machine(fixtures::machine()).await
+    };
+    assert_eq!(ids(5).await, ids(5).await);
+    assert_ne!(ids(5).await, ids(6).await);
+}
