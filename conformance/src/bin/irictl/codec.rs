@@ -67,23 +67,25 @@ impl Codec {
             .ok_or_else(|| anyhow!("message {name} is missing from the IRI descriptor set"))
     }
 
-    /// The JSON value of `msg`, with proto field names and all fields present.
-    pub(crate) fn to_value<M: Proto>(&self, msg: &M) -> Result<serde_json::Value> {
+    /// The JSON value of `msg`, with proto field names and all fields present, fields in
+    /// declaration order and map keys sorted (as Go's `encoding/json` prints them).
+    pub(crate) fn to_value<M: Proto>(&self, msg: &M) -> Result<Ordered> {
         let desc = self.descriptor(M::NAME)?;
-        let dynamic = DynamicMessage::decode(desc, msg.encode_to_vec().as_slice())
+        let dynamic = DynamicMessage::decode(desc.clone(), msg.encode_to_vec().as_slice())
             .with_context(|| format!("transcode {}", M::NAME))?;
         let options = SerializeOptions::new()
             .use_proto_field_name(true)
             .stringify_64_bit_integers(false)
             .skip_default_fields(false);
-        dynamic
+        let value = dynamic
             .serialize_with_options(serde_json::value::Serializer, &options)
-            .with_context(|| format!("serialize {}", M::NAME))
+            .with_context(|| format!("serialize {}", M::NAME))?;
+        Ok(ordered(value, &desc))
     }
 
     /// The JSON values of a list of messages.
-    pub(crate) fn to_values<M: Proto>(&self, msgs: &[M]) -> Result<serde_json::Value> {
-        Ok(serde_json::Value::Array(
+    pub(crate) fn to_values<M: Proto>(&self, msgs: &[M]) -> Result<Ordered> {
+        Ok(Ordered::List(
             msgs.iter()
                 .map(|m| self.to_value(m))
                 .collect::<Result<_>>()?,
@@ -99,6 +101,76 @@ impl Codec {
         M::decode(dynamic.encode_to_vec().as_slice())
             .with_context(|| format!("transcode {}", M::NAME))
     }
+}
+
+/// A JSON value whose objects keep the order of the proto fields.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ordered {
+    /// A scalar, or a map of scalars (keys sorted).
+    Leaf(serde_json::Value),
+    /// A message (fields in declaration order) or a map of messages (keys sorted).
+    Object(Vec<(String, Ordered)>),
+    /// A repeated field, or a list of messages.
+    List(Vec<Ordered>),
+}
+
+impl serde::Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap as _, SerializeSeq as _};
+        match self {
+            Ordered::Leaf(value) => value.serialize(serializer),
+            Ordered::Object(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (key, value) in fields {
+                    map.serialize_entry(key, value)?;
+                }
+                map.end()
+            }
+            Ordered::List(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+        }
+    }
+}
+
+/// Put the fields of `value`, a serialized `desc`, back into declaration order.
+fn ordered(value: serde_json::Value, desc: &MessageDescriptor) -> Ordered {
+    use serde_json::Value;
+    let Value::Object(mut map) = value else {
+        return Ordered::Leaf(value);
+    };
+    let mut fields = Vec::with_capacity(map.len());
+    for field in desc.fields() {
+        let Some(value) = map.remove(field.name()) else {
+            continue;
+        };
+        let kind = field.kind();
+        let value = match (kind.as_message(), value) {
+            (Some(entry), Value::Object(entries)) if field.is_map() => {
+                match entry.map_entry_value_field().kind().as_message() {
+                    Some(message) => Ordered::Object(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k, ordered(v, message)))
+                            .collect(),
+                    ),
+                    None => Ordered::Leaf(Value::Object(entries)),
+                }
+            }
+            (Some(message), Value::Array(items)) if field.is_list() => {
+                Ordered::List(items.into_iter().map(|i| ordered(i, message)).collect())
+            }
+            (Some(message), value) => ordered(value, message),
+            (None, value) => Ordered::Leaf(value),
+        };
+        fields.push((field.name().to_owned(), value));
+    }
+    fields.extend(map.into_iter().map(|(k, v)| (k, Ordered::Leaf(v))));
+    Ordered::Object(fields)
 }
 
 /// Split input text into documents: a JSON value (an array gives one document per element) or
@@ -144,7 +216,7 @@ mod tests {
         assert_eq!(spec.power, machine::Power::Off as i32);
         assert_eq!(spec.ignition_data, b"hi");
         assert_eq!(spec.volumes[0].local_disk.as_ref().unwrap().size_bytes, 1024);
-        let value = codec.to_value(&machine).unwrap();
+        let value = serde_json::to_value(codec.to_value(&machine).unwrap()).unwrap();
         assert_eq!(value["spec"]["power"], "POWER_OFF");
         assert_eq!(value["spec"]["ignition_data"], "aGk=");
         assert_eq!(value["spec"]["volumes"][0]["local_disk"]["size_bytes"], 1024);
@@ -170,6 +242,22 @@ mod tests {
             .from_value::<volume::Volume>(serde_json::json!({"spec": {"image": "x"}}))
             .unwrap_err();
         assert!(err.to_string().contains("image"), "{err}");
+    }
+
+    #[test]
+    fn fields_keep_declaration_order() {
+        let codec = Codec::new().unwrap();
+        let machine = machine::Machine {
+            metadata: Some(Default::default()),
+            spec: Some(machine::MachineSpec {
+                volumes: vec![Default::default()],
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let text = serde_json::to_string(&codec.to_value(&machine).unwrap()).unwrap();
+        assert!(text.starts_with("{\"metadata\":{\"id\":\"\",\"annotations\":{}"), "{text}");
+        assert!(text.contains("\"volumes\":[{\"name\":\"\",\"device\":\"\""), "{text}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::{
     Args, Command, Output, Service, UpdateCommand,
     client::Connector,
-    codec::{Codec, Proto, parse_documents},
+    codec::{Codec, Ordered, Proto, parse_documents},
     kind::{ATTACH_KINDS, GET_KINDS, Kind, OBJECT_KINDS},
     table::{self, Table},
 };
@@ -108,7 +108,7 @@ fn print(text: &str) -> Result<()> {
     }
 }
 
-fn render(output: Output, table: impl FnOnce() -> Table, value: Result<Value>) -> Result<()> {
+fn render(output: Output, table: impl FnOnce() -> Table, value: Result<Ordered>) -> Result<()> {
     match output {
         Output::Table => print(&table().render()),
         Output::Json => {
