@@ -96,13 +96,23 @@ impl<'a> Connector<'a> {
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.global.timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(status_error(&status)),
-            Err(_) => Err(anyhow!(
+        let deadline = || {
+            anyhow!(
                 "DeadlineExceeded: no answer within {}",
                 humantime::format_duration(self.global.timeout)
-            )),
+            )
+        };
+        match tokio::time::timeout(self.global.timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            // tonic enforces the request's grpc-timeout itself and reports it as Cancelled.
+            Ok(Err(status))
+                if status.code() == tonic::Code::Cancelled
+                    && status.message() == "Timeout expired" =>
+            {
+                Err(deadline())
+            }
+            Ok(Err(status)) => Err(status_error(&status)),
+            Err(_) => Err(deadline()),
         }
     }
 }

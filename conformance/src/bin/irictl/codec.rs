@@ -13,8 +13,10 @@
 //! machine that lacks what the user asked for.
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use iri_spec::{bucket::v1alpha1 as bucket, event::v1alpha1 as event, machine::v1alpha1 as machine};
 use iri_spec::volume::v1alpha1 as volume;
+use iri_spec::{
+    bucket::v1alpha1 as bucket, event::v1alpha1 as event, machine::v1alpha1 as machine,
+};
 use prost::Message as _;
 use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions,
@@ -69,7 +71,7 @@ impl Codec {
 
     /// The JSON value of `msg`, with proto field names and all fields present, fields in
     /// declaration order and map keys sorted (as Go's `encoding/json` prints them).
-    pub(crate) fn to_value<M: Proto>(&self, msg: &M) -> Result<Ordered> {
+    pub(crate) fn encode_value<M: Proto>(&self, msg: &M) -> Result<Ordered> {
         let desc = self.descriptor(M::NAME)?;
         let dynamic = DynamicMessage::decode(desc.clone(), msg.encode_to_vec().as_slice())
             .with_context(|| format!("transcode {}", M::NAME))?;
@@ -84,16 +86,16 @@ impl Codec {
     }
 
     /// The JSON values of a list of messages.
-    pub(crate) fn to_values<M: Proto>(&self, msgs: &[M]) -> Result<Ordered> {
+    pub(crate) fn encode_values<M: Proto>(&self, msgs: &[M]) -> Result<Ordered> {
         Ok(Ordered::List(
             msgs.iter()
-                .map(|m| self.to_value(m))
+                .map(|m| self.encode_value(m))
                 .collect::<Result<_>>()?,
         ))
     }
 
     /// Decode `value` (one document of an input file) as `M`; unknown fields are errors.
-    pub(crate) fn from_value<M: Proto>(&self, value: serde_json::Value) -> Result<M> {
+    pub(crate) fn decode_value<M: Proto>(&self, value: serde_json::Value) -> Result<M> {
         let desc = self.descriptor(M::NAME)?;
         let options = DeserializeOptions::new().deny_unknown_fields(true);
         let dynamic = DynamicMessage::deserialize_with_options(desc, value, &options)
@@ -187,8 +189,8 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>> {
     }
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
-        let value: serde_json::Value = serde::Deserialize::deserialize(doc)
-            .map_err(|err| anyhow!("invalid YAML: {err}"))?;
+        let value: serde_json::Value =
+            serde::Deserialize::deserialize(doc).map_err(|err| anyhow!("invalid YAML: {err}"))?;
         if !value.is_null() {
             docs.push(value);
         }
@@ -211,17 +213,23 @@ mod tests {
             "metadata:\n  labels: {app: web}\nspec:\n  class: x3\n  power: POWER_OFF\n  ignition_data: aGk=\n  volumes:\n  - name: root\n    local_disk: {size_bytes: '1024', image: {image: img}}\n",
         )
         .unwrap();
-        let machine: machine::Machine = codec.from_value(docs[0].clone()).unwrap();
+        let machine: machine::Machine = codec.decode_value(docs[0].clone()).unwrap();
         let spec = machine.spec.clone().unwrap();
         assert_eq!(spec.power, machine::Power::Off as i32);
         assert_eq!(spec.ignition_data, b"hi");
-        assert_eq!(spec.volumes[0].local_disk.as_ref().unwrap().size_bytes, 1024);
-        let value = serde_json::to_value(codec.to_value(&machine).unwrap()).unwrap();
+        assert_eq!(
+            spec.volumes[0].local_disk.as_ref().unwrap().size_bytes,
+            1024
+        );
+        let value = serde_json::to_value(codec.encode_value(&machine).unwrap()).unwrap();
         assert_eq!(value["spec"]["power"], "POWER_OFF");
         assert_eq!(value["spec"]["ignition_data"], "aGk=");
-        assert_eq!(value["spec"]["volumes"][0]["local_disk"]["size_bytes"], 1024);
+        assert_eq!(
+            value["spec"]["volumes"][0]["local_disk"]["size_bytes"],
+            1024
+        );
         assert_eq!(value["metadata"]["created_at"], 0);
-        let again: machine::Machine = codec.from_value(value).unwrap();
+        let again: machine::Machine = codec.decode_value(value).unwrap();
         assert_eq!(again, machine);
     }
 
@@ -229,7 +237,7 @@ mod tests {
     fn enums_by_number_and_camel_case_names_are_accepted() {
         let codec = Codec::new().unwrap();
         let value = serde_json::json!({"spec": {"power": 1, "networkInterfaces": [{"name": "a"}]}});
-        let machine: machine::Machine = codec.from_value(value).unwrap();
+        let machine: machine::Machine = codec.decode_value(value).unwrap();
         let spec = machine.spec.unwrap();
         assert_eq!(spec.power, 1);
         assert_eq!(spec.network_interfaces[0].name, "a");
@@ -239,7 +247,7 @@ mod tests {
     fn unknown_fields_are_rejected() {
         let codec = Codec::new().unwrap();
         let err = codec
-            .from_value::<volume::Volume>(serde_json::json!({"spec": {"image": "x"}}))
+            .decode_value::<volume::Volume>(serde_json::json!({"spec": {"image": "x"}}))
             .unwrap_err();
         assert!(err.to_string().contains("image"), "{err}");
     }
@@ -255,9 +263,15 @@ mod tests {
             }),
             status: None,
         };
-        let text = serde_json::to_string(&codec.to_value(&machine).unwrap()).unwrap();
-        assert!(text.starts_with("{\"metadata\":{\"id\":\"\",\"annotations\":{}"), "{text}");
-        assert!(text.contains("\"volumes\":[{\"name\":\"\",\"device\":\"\""), "{text}");
+        let text = serde_json::to_string(&codec.encode_value(&machine).unwrap()).unwrap();
+        assert!(
+            text.starts_with("{\"metadata\":{\"id\":\"\",\"annotations\":{}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"volumes\":[{\"name\":\"\",\"device\":\"\""),
+            "{text}"
+        );
     }
 
     #[test]

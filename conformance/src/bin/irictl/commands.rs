@@ -7,8 +7,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use iri_spec::{bucket::v1alpha1 as bucket, machine::v1alpha1 as machine};
 use iri_spec::volume::v1alpha1 as volume;
+use iri_spec::{bucket::v1alpha1 as bucket, machine::v1alpha1 as machine};
 use serde_json::Value;
 
 use crate::{
@@ -129,7 +129,9 @@ fn now_s() -> i64 {
 /// `get KIND ID` that finds nothing is an error, as in kubectl.
 fn check_found(kind: Kind, id: Option<&str>, n_found: usize) -> Result<()> {
     match id {
-        Some(id) if n_found == 0 => Err(anyhow!("get {kind} {id}: NotFound: no {kind} with id {id:?}")),
+        Some(id) if n_found == 0 => Err(anyhow!(
+            "get {kind} {id}: NotFound: no {kind} with id {id:?}"
+        )),
         _ => Ok(()),
     }
 }
@@ -158,7 +160,7 @@ fn read_one<M: Proto>(codec: &Codec, filename: &str) -> Result<M> {
         bail!("{name}: holds {} objects, want one", docs.len());
     }
     let doc = docs.pop().unwrap_or_default();
-    codec.from_value(doc).with_context(|| name.to_owned())
+    codec.decode_value(doc).with_context(|| name.to_owned())
 }
 
 /// The kind of one document of a `create` file, and the document without its `kind:` key.
@@ -179,12 +181,14 @@ fn resolve_kind(codec: &Codec, explicit: Option<Kind>, mut doc: Value) -> Result
     let mut errors = Vec::new();
     for kind in OBJECT_KINDS {
         let res = match kind {
-            Kind::Machine => codec.from_value::<machine::Machine>(doc.clone()).map(drop),
-            Kind::Volume => codec.from_value::<volume::Volume>(doc.clone()).map(drop),
-            Kind::VolumeSnapshot => codec
-                .from_value::<volume::VolumeSnapshot>(doc.clone())
+            Kind::Machine => codec
+                .decode_value::<machine::Machine>(doc.clone())
                 .map(drop),
-            _ => codec.from_value::<bucket::Bucket>(doc.clone()).map(drop),
+            Kind::Volume => codec.decode_value::<volume::Volume>(doc.clone()).map(drop),
+            Kind::VolumeSnapshot => codec
+                .decode_value::<volume::VolumeSnapshot>(doc.clone())
+                .map(drop),
+            _ => codec.decode_value::<bucket::Bucket>(doc.clone()).map(drop),
         };
         match res {
             Ok(()) => fits.push(*kind),
@@ -193,10 +197,16 @@ fn resolve_kind(codec: &Codec, explicit: Option<Kind>, mut doc: Value) -> Result
     }
     match fits.as_slice() {
         [kind] => Ok((*kind, doc)),
-        [] => bail!("not a machine, volume, volumesnapshot or bucket ({})", errors.join("; ")),
+        [] => bail!(
+            "not a machine, volume, volumesnapshot or bucket ({})",
+            errors.join("; ")
+        ),
         many => bail!(
             "cannot tell whether this is a {}: name the kind (irictl create machine -f FILE) or add `kind: Machine` to the document",
-            many.iter().map(Kind::to_string).collect::<Vec<_>>().join(" or ")
+            many.iter()
+                .map(Kind::to_string)
+                .collect::<Vec<_>>()
+                .join(" or ")
         ),
     }
 }
@@ -225,13 +235,19 @@ impl Ctx<'_> {
                     label_selector: selector,
                 };
                 let res = conn
-                    .call(client.list_machines(conn.request(machine::ListMachinesRequest {
-                        filter: Some(filter),
-                    })))
+                    .call(
+                        client.list_machines(conn.request(machine::ListMachinesRequest {
+                            filter: Some(filter),
+                        })),
+                    )
                     .await
                     .context("list machines")?;
                 check_found(kind, id.as_deref(), res.machines.len())?;
-                render(output, || table::machines(&res.machines), codec.to_values(&res.machines))
+                render(
+                    output,
+                    || table::machines(&res.machines),
+                    codec.encode_values(&res.machines),
+                )
             }
             Kind::Volume => {
                 let mut client = conn.volume().await?;
@@ -240,13 +256,19 @@ impl Ctx<'_> {
                     label_selector: selector,
                 };
                 let res = conn
-                    .call(client.list_volumes(conn.request(volume::ListVolumesRequest {
-                        filter: Some(filter),
-                    })))
+                    .call(
+                        client.list_volumes(conn.request(volume::ListVolumesRequest {
+                            filter: Some(filter),
+                        })),
+                    )
                     .await
                     .context("list volumes")?;
                 check_found(kind, id.as_deref(), res.volumes.len())?;
-                render(output, || table::volumes(&res.volumes), codec.to_values(&res.volumes))
+                render(
+                    output,
+                    || table::volumes(&res.volumes),
+                    codec.encode_values(&res.volumes),
+                )
             }
             Kind::VolumeSnapshot => {
                 let mut client = conn.volume().await?;
@@ -266,7 +288,7 @@ impl Ctx<'_> {
                 render(
                     output,
                     || table::volume_snapshots(&res.volume_snapshots),
-                    codec.to_values(&res.volume_snapshots),
+                    codec.encode_values(&res.volume_snapshots),
                 )
             }
             Kind::Bucket => {
@@ -276,13 +298,19 @@ impl Ctx<'_> {
                     label_selector: selector,
                 };
                 let res = conn
-                    .call(client.list_buckets(conn.request(bucket::ListBucketsRequest {
-                        filter: Some(filter),
-                    })))
+                    .call(
+                        client.list_buckets(conn.request(bucket::ListBucketsRequest {
+                            filter: Some(filter),
+                        })),
+                    )
                     .await
                     .context("list buckets")?;
                 check_found(kind, id.as_deref(), res.buckets.len())?;
-                render(output, || table::buckets(&res.buckets), codec.to_values(&res.buckets))
+                render(
+                    output,
+                    || table::buckets(&res.buckets),
+                    codec.encode_values(&res.buckets),
+                )
             }
             Kind::BucketClass => self.bucket_classes(output).await,
             Kind::Status => {
@@ -295,7 +323,11 @@ impl Ctx<'_> {
                             .await
                             .context("machine runtime status")?;
                         let items = &res.machine_class_status;
-                        render(output, || table::machine_classes(items), codec.to_values(items))
+                        render(
+                            output,
+                            || table::machine_classes(items),
+                            codec.encode_values(items),
+                        )
                     }
                     Service::Volume => {
                         let mut client = conn.volume().await?;
@@ -304,7 +336,11 @@ impl Ctx<'_> {
                             .await
                             .context("volume runtime status")?;
                         let items = &res.volume_class_status;
-                        render(output, || table::volume_classes(items), codec.to_values(items))
+                        render(
+                            output,
+                            || table::volume_classes(items),
+                            codec.encode_values(items),
+                        )
                     }
                     // The bucket runtime has no Status; its classes are what status means.
                     Service::Bucket => self.bucket_classes(output).await,
@@ -360,7 +396,11 @@ impl Ctx<'_> {
                         .events
                     }
                 };
-                render(output, || table::events(&events), codec.to_values(&events))
+                render(
+                    output,
+                    || table::events(&events),
+                    codec.encode_values(&events),
+                )
             }
             Kind::Version => {
                 self.no_id_or_labels(kind, id.as_deref(), &selector)?;
@@ -371,7 +411,7 @@ impl Ctx<'_> {
                             .call(client.version(conn.request(machine::VersionRequest::default())))
                             .await
                             .context("machine runtime version")?;
-                        let value = codec.to_value(&res);
+                        let value = codec.encode_value(&res);
                         (res.runtime_name, res.runtime_version, value)
                     }
                     Service::Volume => {
@@ -380,7 +420,7 @@ impl Ctx<'_> {
                             .call(client.version(conn.request(volume::VersionRequest::default())))
                             .await
                             .context("volume runtime version")?;
-                        let value = codec.to_value(&res);
+                        let value = codec.encode_value(&res);
                         (res.runtime_name, res.runtime_version, value)
                     }
                     Service::Bucket => {
@@ -389,7 +429,7 @@ impl Ctx<'_> {
                             .call(client.version(conn.request(bucket::VersionRequest::default())))
                             .await
                             .context("bucket runtime version")?;
-                        let value = codec.to_value(&res);
+                        let value = codec.encode_value(&res);
                         (res.runtime_name, res.runtime_version, value)
                     }
                 };
@@ -419,10 +459,19 @@ impl Ctx<'_> {
             .await
             .context("list bucket classes")?;
         let items = &res.bucket_classes;
-        render(output, || table::bucket_classes(items), self.codec.to_values(items))
+        render(
+            output,
+            || table::bucket_classes(items),
+            self.codec.encode_values(items),
+        )
     }
 
-    async fn create(&self, explicit: Option<Kind>, filename: &str, output: Option<Output>) -> Result<()> {
+    async fn create(
+        &self,
+        explicit: Option<Kind>,
+        filename: &str,
+        output: Option<Output>,
+    ) -> Result<()> {
         let name = display_name(filename);
         let docs = parse_documents(&read_input(filename)?).with_context(|| name.to_owned())?;
         let n_docs = docs.len();
@@ -432,7 +481,8 @@ impl Ctx<'_> {
             } else {
                 format!("{name} (object {})", i + 1)
             };
-            let (kind, doc) = resolve_kind(&self.codec, explicit, doc).with_context(|| place.clone())?;
+            let (kind, doc) =
+                resolve_kind(&self.codec, explicit, doc).with_context(|| place.clone())?;
             self.create_one(kind, doc, output)
                 .await
                 .with_context(|| format!("create {kind} from {place}"))?;
@@ -445,35 +495,39 @@ impl Ctx<'_> {
         let codec = &self.codec;
         let (id, value, table) = match kind {
             Kind::Machine => {
-                let object: machine::Machine = codec.from_value(doc)?;
+                let object: machine::Machine = codec.decode_value(doc)?;
                 let mut client = conn.machine().await?;
                 let created = conn
-                    .call(client.create_machine(conn.request(machine::CreateMachineRequest {
-                        machine: Some(object),
-                    })))
+                    .call(
+                        client.create_machine(conn.request(machine::CreateMachineRequest {
+                            machine: Some(object),
+                        })),
+                    )
                     .await?
                     .machine
                     .unwrap_or_default();
                 let id = object_id(created.metadata.as_ref());
-                let value = codec.to_value(&created);
+                let value = codec.encode_value(&created);
                 (id, value, table::machines(std::slice::from_ref(&created)))
             }
             Kind::Volume => {
-                let object: volume::Volume = codec.from_value(doc)?;
+                let object: volume::Volume = codec.decode_value(doc)?;
                 let mut client = conn.volume().await?;
                 let created = conn
-                    .call(client.create_volume(conn.request(volume::CreateVolumeRequest {
-                        volume: Some(object),
-                    })))
+                    .call(
+                        client.create_volume(conn.request(volume::CreateVolumeRequest {
+                            volume: Some(object),
+                        })),
+                    )
                     .await?
                     .volume
                     .unwrap_or_default();
                 let id = object_id(created.metadata.as_ref());
-                let value = codec.to_value(&created);
+                let value = codec.encode_value(&created);
                 (id, value, table::volumes(std::slice::from_ref(&created)))
             }
             Kind::VolumeSnapshot => {
-                let object: volume::VolumeSnapshot = codec.from_value(doc)?;
+                let object: volume::VolumeSnapshot = codec.decode_value(doc)?;
                 let mut client = conn.volume().await?;
                 let created = conn
                     .call(client.create_volume_snapshot(conn.request(
@@ -485,21 +539,27 @@ impl Ctx<'_> {
                     .volume_snapshot
                     .unwrap_or_default();
                 let id = object_id(created.metadata.as_ref());
-                let value = codec.to_value(&created);
-                (id, value, table::volume_snapshots(std::slice::from_ref(&created)))
+                let value = codec.encode_value(&created);
+                (
+                    id,
+                    value,
+                    table::volume_snapshots(std::slice::from_ref(&created)),
+                )
             }
             Kind::Bucket => {
-                let object: bucket::Bucket = codec.from_value(doc)?;
+                let object: bucket::Bucket = codec.decode_value(doc)?;
                 let mut client = conn.bucket().await?;
                 let created = conn
-                    .call(client.create_bucket(conn.request(bucket::CreateBucketRequest {
-                        bucket: Some(object),
-                    })))
+                    .call(
+                        client.create_bucket(conn.request(bucket::CreateBucketRequest {
+                            bucket: Some(object),
+                        })),
+                    )
                     .await?
                     .bucket
                     .unwrap_or_default();
                 let id = object_id(created.metadata.as_ref());
-                let value = codec.to_value(&created);
+                let value = codec.encode_value(&created);
                 (id, value, table::buckets(std::slice::from_ref(&created)))
             }
             other => bail!("cannot create a {other}"),
@@ -517,17 +577,21 @@ impl Ctx<'_> {
             let res = match kind {
                 Kind::Machine => {
                     let mut client = conn.machine().await?;
-                    conn.call(client.delete_machine(conn.request(machine::DeleteMachineRequest {
-                        machine_id: id.clone(),
-                    })))
+                    conn.call(
+                        client.delete_machine(conn.request(machine::DeleteMachineRequest {
+                            machine_id: id.clone(),
+                        })),
+                    )
                     .await
                     .map(drop)
                 }
                 Kind::Volume => {
                     let mut client = conn.volume().await?;
-                    conn.call(client.delete_volume(conn.request(volume::DeleteVolumeRequest {
-                        volume_id: id.clone(),
-                    })))
+                    conn.call(
+                        client.delete_volume(conn.request(volume::DeleteVolumeRequest {
+                            volume_id: id.clone(),
+                        })),
+                    )
                     .await
                     .map(drop)
                 }
@@ -543,9 +607,11 @@ impl Ctx<'_> {
                 }
                 Kind::Bucket => {
                     let mut client = conn.bucket().await?;
-                    conn.call(client.delete_bucket(conn.request(bucket::DeleteBucketRequest {
-                        bucket_id: id.clone(),
-                    })))
+                    conn.call(
+                        client.delete_bucket(conn.request(bucket::DeleteBucketRequest {
+                            bucket_id: id.clone(),
+                        })),
+                    )
                     .await
                     .map(drop)
                 }
@@ -574,7 +640,9 @@ impl Ctx<'_> {
                 .with_context(|| format!("update power of machine {machine_id}"))?;
                 let name = machine::Power::try_from(power)
                     .map_or_else(|_| power.to_string(), |p| p.as_str_name().to_owned());
-                print(&format!("Updated power of machine {machine_id} to {name}\n"))
+                print(&format!(
+                    "Updated power of machine {machine_id} to {name}\n"
+                ))
             }
             UpdateCommand::Volume {
                 filename,
@@ -582,10 +650,12 @@ impl Ctx<'_> {
             } => {
                 let volume: machine::Volume = read_one(&self.codec, &filename)?;
                 let name = volume.name.clone();
-                conn.call(client.update_volume(conn.request(machine::UpdateVolumeRequest {
-                    machine_id: machine_id.clone(),
-                    volume: Some(volume),
-                })))
+                conn.call(
+                    client.update_volume(conn.request(machine::UpdateVolumeRequest {
+                        machine_id: machine_id.clone(),
+                        volume: Some(volume),
+                    })),
+                )
                 .await
                 .with_context(|| format!("update volume {name} of machine {machine_id}"))?;
                 print(&format!("Updated volume {name} of machine {machine_id}\n"))
@@ -611,10 +681,12 @@ impl Ctx<'_> {
     async fn expand(&self, volume_id: &str, storage_bytes: i64) -> Result<()> {
         let conn = &self.conn;
         let mut client = conn.volume().await?;
-        conn.call(client.expand_volume(conn.request(volume::ExpandVolumeRequest {
-            volume_id: volume_id.to_owned(),
-            resources: Some(volume::VolumeResources { storage_bytes }),
-        })))
+        conn.call(
+            client.expand_volume(conn.request(volume::ExpandVolumeRequest {
+                volume_id: volume_id.to_owned(),
+                resources: Some(volume::VolumeResources { storage_bytes }),
+            })),
+        )
         .await
         .with_context(|| format!("expand volume {volume_id}"))?;
         print(&format!(
@@ -630,10 +702,12 @@ impl Ctx<'_> {
                 let volume: machine::Volume = read_one(&self.codec, filename)?;
                 let name = volume.name.clone();
                 let mut client = conn.machine().await?;
-                conn.call(client.attach_volume(conn.request(machine::AttachVolumeRequest {
-                    machine_id: machine_id.to_owned(),
-                    volume: Some(volume),
-                })))
+                conn.call(
+                    client.attach_volume(conn.request(machine::AttachVolumeRequest {
+                        machine_id: machine_id.to_owned(),
+                        volume: Some(volume),
+                    })),
+                )
                 .await
                 .with_context(|| format!("attach volume {name} to machine {machine_id}"))?;
                 name
@@ -665,10 +739,12 @@ impl Ctx<'_> {
         for name in names {
             let res = match kind {
                 Kind::Volume => conn
-                    .call(client.detach_volume(conn.request(machine::DetachVolumeRequest {
-                        machine_id: machine_id.to_owned(),
-                        name: name.clone(),
-                    })))
+                    .call(
+                        client.detach_volume(conn.request(machine::DetachVolumeRequest {
+                            machine_id: machine_id.to_owned(),
+                            name: name.clone(),
+                        })),
+                    )
                     .await
                     .map(drop),
                 _ => conn
@@ -682,10 +758,11 @@ impl Ctx<'_> {
                     .map(drop),
             };
             match res {
-                Ok(()) => print(&format!("Detached {kind} {name} from machine {machine_id}\n"))?,
-                Err(err) => {
-                    errors.push(err.context(format!("detach {kind} {name} from machine {machine_id}")))
-                }
+                Ok(()) => print(&format!(
+                    "Detached {kind} {name} from machine {machine_id}\n"
+                ))?,
+                Err(err) => errors
+                    .push(err.context(format!("detach {kind} {name} from machine {machine_id}"))),
             }
         }
         report(errors)
@@ -716,7 +793,7 @@ fn report(mut errors: Vec<anyhow::Error>) -> Result<()> {
             for err in &errors {
                 #[allow(clippy::print_stderr)]
                 {
-                    eprintln!("irictl: {}", crate::one_line(&format!("{err:#}")));
+                    eprintln!("irictl: {}", crate::error_line(err));
                 }
             }
             Err(Reported.into())

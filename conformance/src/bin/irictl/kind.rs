@@ -32,12 +32,7 @@ impl Kind {
         (Kind::Volume, &["volume", "volumes", "vol", "vols"]),
         (
             Kind::VolumeSnapshot,
-            &[
-                "volumesnapshot",
-                "volumesnapshots",
-                "volsnap",
-                "volsnaps",
-            ],
+            &["volumesnapshot", "volumesnapshots", "volsnap", "volsnaps"],
         ),
         (Kind::Bucket, &["bucket", "buckets"]),
         (

@@ -18,7 +18,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
 
 /// Inspect and drive any IRI runtime (machine, volume, bucket) over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "irictl", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(name = "irictl", version, after_help = AFTER_HELP)]
 pub(crate) struct Args {
     #[command(flatten)]
     pub(crate) global: Global,
@@ -33,6 +33,7 @@ Input files are YAML or JSON with the proto's snake_case field names; unknown fi
 
 /// Flags every command takes.
 #[derive(Debug, ClapArgs)]
+#[command(next_help_heading = "Global options")]
 pub(crate) struct Global {
     /// Machine runtime endpoint (unix:///path or tcp://host:port); else IRI_MACHINE_RUNTIME_ENDPOINT, else the well-known sockets.
     #[arg(long, global = true, value_name = "URI")]
@@ -56,7 +57,13 @@ pub(crate) struct Global {
     #[arg(long, global = true, default_value = "3s", value_parser = parse_duration, env = "IRICTL_DISCOVERY_TIMEOUT")]
     pub(crate) discovery_timeout: Duration,
     /// Log format on stderr (level from RUST_LOG, default warn).
-    #[arg(long, global = true, value_enum, default_value = "text", env = "IRICTL_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "IRICTL_LOG_FORMAT"
+    )]
     pub(crate) log_format: LogFormat,
 }
 
@@ -250,7 +257,11 @@ fn parse_size(text: &str) -> Result<i64, String> {
         "G" => 1_000_000_000,
         "T" => 1_000_000_000_000,
         "P" => 1_000_000_000_000_000,
-        _ => return Err(format!("{text:?} has unknown suffix {suffix:?}: use Ki, Mi, Gi, Ti, Pi, k, M, G, T or P")),
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown suffix {suffix:?}: use Ki, Mi, Gi, Ti, Pi, k, M, G, T or P"
+            ));
+        }
     };
     number
         .checked_mul(unit)
@@ -272,6 +283,23 @@ fn init_tracing(format: LogFormat) {
 /// One line, whatever the runtime put into its messages.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The error and its causes joined by `: `, skipping causes whose text is already shown (some
+/// transport errors repeat their source in their own message).
+pub(crate) fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    one_line(&line)
 }
 
 fn main() -> ExitCode {
@@ -307,7 +335,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if err.downcast_ref::<commands::Reported>().is_some() => ExitCode::FAILURE,
         Err(err) => {
-            eprintln!("irictl: {}", one_line(&format!("{err:#}")));
+            eprintln!("irictl: {}", error_line(&err));
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use iri_spec::{bucket::v1alpha1 as bucket, event::v1alpha1 as event, machine::v1alpha1 as machine};
+use iri_spec::{
+    bucket::v1alpha1 as bucket, event::v1alpha1 as event, machine::v1alpha1 as machine,
+};
 use iri_spec::{meta::v1alpha1 as meta, volume::v1alpha1 as volume};
 
 /// Rows under named columns.
@@ -136,7 +138,9 @@ fn age(since: Duration) -> String {
 }
 
 fn age_ns(created_at_ns: i64) -> String {
-    age(Duration::from_nanos(u64::try_from(created_at_ns).unwrap_or(0)))
+    age(Duration::from_nanos(
+        u64::try_from(created_at_ns).unwrap_or(0),
+    ))
 }
 
 fn age_s(time_s: i64) -> String {
@@ -190,7 +194,13 @@ pub(crate) fn machines(items: &[machine::Machine]) -> Table {
         let image = if status.image_ref.is_empty() {
             spec.volumes
                 .iter()
-                .find_map(|v| v.local_disk.as_ref()?.image.as_ref().map(|i| i.image.clone()))
+                .find_map(|v| {
+                    v.local_disk
+                        .as_ref()?
+                        .image
+                        .as_ref()
+                        .map(|i| i.image.clone())
+                })
                 .unwrap_or_default()
         } else {
             status.image_ref.clone()
@@ -254,12 +264,14 @@ pub(crate) fn volumes(items: &[volume::Volume]) -> Table {
 pub(crate) fn volume_snapshots(items: &[volume::VolumeSnapshot]) -> Table {
     let mut table = Table::new(&["ID", "VolumeID", "Size", "State", "Age"]);
     for s in items {
-        let status = s.status.clone().unwrap_or_default();
+        let status = s.status.unwrap_or_default();
         table.row(vec![
             id(s.metadata.as_ref()),
             s.spec.clone().unwrap_or_default().volume_id,
             bytes(status.size),
-            enum_name(status.state, |s: volume::VolumeSnapshotState| s.as_str_name()),
+            enum_name(status.state, |s: volume::VolumeSnapshotState| {
+                s.as_str_name()
+            }),
             created(s.metadata.as_ref()),
         ]);
     }
