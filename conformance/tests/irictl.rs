@@ -13,7 +13,9 @@ use std::{
 
 use regex::Regex;
 
-/// The `iri-mock-runtime` binary: next to this test's target dir, built on demand.
+/// The `iri-mock-runtime` binary in this test's target dir. Under cargo it is (re)built first,
+/// since `cargo test -p iri-conformance` does not build another package's binaries; a test
+/// binary run by hand uses what is there.
 fn mock_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
@@ -21,17 +23,30 @@ fn mock_binary() -> &'static Path {
         // target/<profile>/deps/irictl-<hash> -> target/<profile>/
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
         let binary = profile_dir.join("iri-mock-runtime");
-        if !binary.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        if let Ok(cargo) = std::env::var("CARGO") {
             let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "iri-mock", "--bin", "iri-mock-runtime"]);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "iri-mock",
+                "--bin",
+                "iri-mock-runtime",
+            ]);
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
             let status = cmd.status().expect("run cargo build for iri-mock-runtime");
-            assert!(status.success(), "cargo build -p iri-mock failed");
+            assert!(
+                status.success(),
+                "cargo build -p iri-mock --bin iri-mock-runtime failed"
+            );
         }
-        assert!(binary.exists(), "{} is missing", binary.display());
+        assert!(
+            binary.exists(),
+            "{} is missing: cargo build -p iri-mock",
+            binary.display()
+        );
         binary
     })
 }

@@ -353,6 +353,23 @@ mod tests {
     }
 
     #[test]
+    fn error_lines_skip_repeated_causes_and_newlines() {
+        let inner = anyhow::anyhow!("No such file (os error 2)");
+        let err = inner
+            .context("transport error: No such file (os error 2)")
+            .context("connect to unix:///x");
+        assert_eq!(
+            error_line(&err),
+            "connect to unix:///x: transport error: No such file (os error 2)"
+        );
+        let err = anyhow::anyhow!("Internal: line one\nline two").context("list machines");
+        assert_eq!(
+            error_line(&err),
+            "list machines: Internal: line one line two"
+        );
+    }
+
+    #[test]
     fn sizes_and_power() {
         assert_eq!(parse_size("10Gi").unwrap(), 10 << 30);
         assert_eq!(parse_size("1G").unwrap(), 1_000_000_000);
