@@ -98,8 +98,18 @@ impl Codec {
     pub(crate) fn decode_value<M: Proto>(&self, value: serde_json::Value) -> Result<M> {
         let desc = self.descriptor(M::NAME)?;
         let options = DeserializeOptions::new().deny_unknown_fields(true);
-        let dynamic = DynamicMessage::deserialize_with_options(desc, value, &options)
-            .map_err(|err| anyhow!("{err}"))?;
+        let mut track = serde_path_to_error::Track::new();
+        let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
+        let dynamic = match DynamicMessage::deserialize_with_options(desc, deserializer, &options) {
+            Ok(dynamic) => dynamic,
+            Err(err) => {
+                let path = track.path().to_string();
+                if path.is_empty() || path == "." {
+                    bail!("{err}");
+                }
+                bail!("{path}: {err}");
+            }
+        };
         M::decode(dynamic.encode_to_vec().as_slice())
             .with_context(|| format!("transcode {}", M::NAME))
     }

@@ -192,14 +192,24 @@ fn resolve_kind(codec: &Codec, explicit: Option<Kind>, mut doc: Value) -> Result
         };
         match res {
             Ok(()) => fits.push(*kind),
-            Err(err) => errors.push(format!("as a {kind}: {err}")),
+            Err(err) => errors.push((*kind, err.to_string())),
         }
     }
     match fits.as_slice() {
         [kind] => Ok((*kind, doc)),
+        [] if errors.iter().all(|(_, err)| *err == errors[0].1) => {
+            bail!(
+                "not a machine, volume, volumesnapshot or bucket: {}",
+                errors[0].1
+            )
+        }
         [] => bail!(
             "not a machine, volume, volumesnapshot or bucket ({})",
-            errors.join("; ")
+            errors
+                .iter()
+                .map(|(kind, err)| format!("as a {kind}: {err}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
         many => bail!(
             "cannot tell whether this is a {}: name the kind (irictl create machine -f FILE) or add `kind: Machine` to the document",
