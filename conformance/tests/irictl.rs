@@ -65,7 +65,7 @@ impl Mock {
     fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sock = |name: &str| dir.path().join(name);
-        let child = Command::new(mock_binary())
+        let mut child = Command::new(mock_binary())
             .arg("--machine-socket")
             .arg(sock("machine.sock"))
             .arg("--volume-socket")
@@ -74,28 +74,30 @@ impl Mock {
             .arg(sock("bucket.sock"))
             .args(["--seed", "1", "--exec-url-prefix", "http://exec.example/"])
             .args(extra)
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", "info")
+            .args(["--log-format", "text"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut mock = Mock { child, dir };
-        // The sockets are bound before the server answers; connections queue in the backlog,
-        // so their existence is the readiness signal.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !["machine.sock", "volume.sock", "bucket.sock"]
-            .iter()
-            .all(|s| mock.dir.path().join(s).exists())
-        {
-            if let Some(status) = mock.child.try_wait().unwrap() {
-                panic!("iri-mock-runtime exited early: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "iri-mock-runtime did not bind its sockets"
-            );
-            std::thread::sleep(Duration::from_millis(5));
+        // The mock logs "serving" once per socket after binding it (connections then queue in
+        // the backlog), so reading its log is the readiness signal; no polling.
+        let stderr = child.stderr.take().unwrap();
+        // Built before waiting, so a panic below still kills the child.
+        let mock = Mock { child, dir };
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let mut log = String::new();
+        let mut n_serving = 0;
+        while n_serving < 3 {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("iri-mock-runtime stopped before serving:\n{log}");
+            };
+            n_serving += usize::from(line.contains("serving"));
+            log.push_str(&line);
+            log.push('\n');
         }
+        // Keep draining so the mock never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         mock
     }
 
@@ -809,4 +811,26 @@ fn help() {
         writeln!(text, "$ irictl {}\n{}", args.join(" "), out.stdout).unwrap();
     }
     insta::assert_snapshot!(text);
+}
+
+#[test]
+fn deleting_objects_stay_listed_as_terminating() {
+    let mock = Mock::start_with(&["--terminate-delay", "1h"]);
+    let mut t = Transcript::new(&mock);
+    t.push(&mock.irictl(&["get", "machines", "-o", "json"]).ok());
+    let id = mock
+        .irictl(&["create", "-f", &mock.file("m.yaml", MACHINE_YAML)])
+        .ok()
+        .id();
+    for args in [
+        &["delete", "machine", &id][..],
+        &["delete", "machine", &id],
+        &["get", "machines"],
+    ] {
+        t.push(&mock.irictl(args).ok());
+    }
+    let json = mock.irictl(&["get", "machine", &id, "-o", "json"]).ok();
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_ne!(value[0]["metadata"]["deleted_at"], 0, "{value}");
+    insta::assert_snapshot!(t.text);
 }
