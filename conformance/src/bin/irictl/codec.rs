@@ -285,6 +285,29 @@ mod tests {
     }
 
     #[test]
+    fn every_named_type_is_in_the_descriptor_set() {
+        fn check<M: Proto + PartialEq + std::fmt::Debug>(codec: &Codec) {
+            let value = serde_json::to_value(codec.encode_value(&M::default()).unwrap()).unwrap();
+            let back: M = codec.decode_value(value).unwrap();
+            assert_eq!(back, M::default(), "{}", M::NAME);
+        }
+        let codec = Codec::new().unwrap();
+        check::<machine::Machine>(&codec);
+        check::<machine::Volume>(&codec);
+        check::<machine::NetworkInterface>(&codec);
+        check::<machine::MachineClassStatus>(&codec);
+        check::<machine::VersionResponse>(&codec);
+        check::<volume::Volume>(&codec);
+        check::<volume::VolumeSnapshot>(&codec);
+        check::<volume::VolumeClassStatus>(&codec);
+        check::<volume::VersionResponse>(&codec);
+        check::<bucket::Bucket>(&codec);
+        check::<bucket::BucketClass>(&codec);
+        check::<bucket::VersionResponse>(&codec);
+        check::<event::Event>(&codec);
+    }
+
+    #[test]
     fn documents() {
         assert_eq!(parse_documents("a: 1\n---\nb: 2\n").unwrap().len(), 2);
         assert_eq!(parse_documents("[{\"a\": 1}, {}]").unwrap().len(), 2);
