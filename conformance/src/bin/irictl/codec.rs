@@ -185,8 +185,8 @@ fn ordered(value: serde_json::Value, desc: &MessageDescriptor) -> Ordered {
     Ordered::Object(fields)
 }
 
-/// Split input text into documents: a JSON value (an array gives one document per element) or
-/// one or more YAML documents separated by `---`. Empty YAML documents are skipped.
+/// Split input text into documents: a JSON value or one or more YAML documents separated by
+/// `---`; a top-level list gives one document per element and empty YAML documents are skipped.
 pub(crate) fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
@@ -201,8 +201,10 @@ pub(crate) fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>> {
     for doc in serde_yaml::Deserializer::from_str(text) {
         let value: serde_json::Value =
             serde::Deserialize::deserialize(doc).map_err(|err| anyhow!("invalid YAML: {err}"))?;
-        if !value.is_null() {
-            docs.push(value);
+        match value {
+            serde_json::Value::Null => {}
+            serde_json::Value::Array(items) => docs.extend(items),
+            other => docs.push(other),
         }
     }
     if docs.is_empty() {
@@ -311,6 +313,12 @@ mod tests {
     fn documents() {
         assert_eq!(parse_documents("a: 1\n---\nb: 2\n").unwrap().len(), 2);
         assert_eq!(parse_documents("[{\"a\": 1}, {}]").unwrap().len(), 2);
+        assert_eq!(
+            parse_documents("- a: 1\n- b: 2\n---\nc: 3\n")
+                .unwrap()
+                .len(),
+            3
+        );
         assert!(parse_documents("").is_err());
         assert!(parse_documents("a: [").is_err());
         assert!(parse_documents("{\"a\": ").is_err());
