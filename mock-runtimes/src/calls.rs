@@ -54,7 +54,8 @@ pub struct Call {
 impl Call {
     /// The request as its concrete message type, e.g. `call.request::<machine::CreateMachineRequest>()`.
     pub fn request<T: Any>(&self) -> Option<&T> {
-        self.request.as_any().downcast_ref::<T>()
+        // Deref first: `Arc<dyn RequestMessage>` itself also implements `RequestMessage`.
+        (*self.request).as_any().downcast_ref::<T>()
     }
 
     /// Whether the call finished with OK.

@@ -298,12 +298,15 @@ impl Core {
             None if lax => machine::Machine::default(),
             None => return Err(invalid("machine is required")),
         };
-        let spec = match m.spec.take() {
-            Some(spec) => spec,
-            None if lax => machine::MachineSpec::default(),
+        let (spec, spec_given) = match m.spec.take() {
+            Some(spec) => (spec, true),
+            None if lax => (machine::MachineSpec::default(), false),
             None => return Err(invalid("machine.spec is required")),
         };
-        if self.machine_class(&spec.class).is_none() && !self.has(Mutant::UnknownClassAccepted) {
+        if spec_given
+            && self.machine_class(&spec.class).is_none()
+            && !self.has(Mutant::UnknownClassAccepted)
+        {
             return Err(invalid(format!("unknown machine class {:?}", spec.class)));
         }
         power_of(spec.power)?;

@@ -183,17 +183,19 @@ impl Core {
             None if lax => volume::Volume::default(),
             None => return Err(invalid("volume is required")),
         };
-        let spec = match v.spec.take() {
-            Some(spec) => spec,
-            None if lax => volume::VolumeSpec::default(),
+        let (spec, spec_given) = match v.spec.take() {
+            Some(spec) => (spec, true),
+            None if lax => (volume::VolumeSpec::default(), false),
             None => return Err(invalid("volume.spec is required")),
         };
-        if self.volume_class(&spec.class).is_none() && !self.has(Mutant::VolumeUnknownClassAccepted)
+        if spec_given
+            && self.volume_class(&spec.class).is_none()
+            && !self.has(Mutant::VolumeUnknownClassAccepted)
         {
             return Err(invalid(format!("unknown volume class {:?}", spec.class)));
         }
         let size = spec.resources.map_or(0, |r| r.storage_bytes);
-        if size <= 0 && !self.has(Mutant::ZeroSizeAccepted) {
+        if spec_given && size <= 0 && !self.has(Mutant::ZeroSizeAccepted) {
             return Err(invalid(format!(
                 "volume.spec.resources.storage_bytes must be positive, got {size}"
             )));
