@@ -107,13 +107,16 @@ fn writer_matches_protobuf_spec_examples() {
 // Cases.
 // ---------------------------------------------------------------------------------------------
 
+/// Encodes a value, compares with the expectation, decodes the expectation back and compares.
+type Check = Box<dyn Fn(&'static str, &[u8])>;
+
 struct Case {
     /// Full protobuf name, e.g. `machine.v1alpha1.Machine`.
     name: &'static str,
     /// Hand-written expectation.
     expected: Vec<u8>,
     /// Encodes the value, compares, decodes the hand-made bytes back and compares.
-    check: Box<dyn Fn(&'static str, &[u8])>,
+    check: Check,
 }
 
 fn case<M>(name: &'static str, (value, fields): (M, Vec<F>)) -> Case
