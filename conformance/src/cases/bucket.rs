@@ -1,0 +1,7 @@
+//! Cases for `bucket.v1alpha1.BucketRuntime`.
+
+use crate::case::Case;
+
+pub(crate) fn cases() -> Vec<Case> {
+    Vec::new()
+}
