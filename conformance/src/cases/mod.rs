@@ -1,7 +1,7 @@
 //! The case registry: every case of every service and profile, in a stable order.
 
 mod bucket;
-mod machine;
+pub(crate) mod machine;
 mod poollet;
 mod volume;
 
