@@ -106,17 +106,33 @@ impl Core {
         &self,
         req: bucket::CreateBucketRequest,
     ) -> Result<bucket::CreateBucketResponse, Status> {
-        let Some(mut b) = req.bucket else {
-            return Err(invalid("bucket is required"));
+        let lax = self.has(Mutant::BucketMissingSpecAccepted);
+        let first_class = || bucket::BucketSpec {
+            class: self
+                .config
+                .bucket_classes
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
         };
-        let Some(spec) = b.spec.take() else {
-            return Err(invalid("bucket.spec is required"));
+        let mut b = match req.bucket {
+            Some(b) => b,
+            None if lax => bucket::Bucket::default(),
+            None => return Err(invalid("bucket is required")),
+        };
+        let spec = match b.spec.take() {
+            Some(spec) => spec,
+            None if lax => first_class(),
+            None => return Err(invalid("bucket.spec is required")),
         };
         if self.bucket_class(&spec.class).is_none() && !self.has(Mutant::BucketUnknownClassAccepted)
         {
             return Err(invalid(format!("unknown bucket class {:?}", spec.class)));
         }
         let mut md = b.metadata.take().unwrap_or_default();
+        if self.has(Mutant::BucketLabelsDropped) {
+            md.labels.clear();
+        }
         let id = self.new_id();
         md.id = id.clone();
         md.generation = 0;
@@ -149,6 +165,10 @@ impl Core {
             st.events.push(ev);
         }
         tracing::info!(bucket.id = %id, "bucket created");
+        let mut stored = stored;
+        if self.has(Mutant::BucketNoStatus) {
+            stored.status = None;
+        }
         Ok(bucket::CreateBucketResponse {
             bucket: Some(stored),
         })
@@ -167,6 +187,9 @@ impl Core {
             return Err(not_found("bucket", id));
         };
         if slot.timers.deleting {
+            if self.has(Mutant::BucketDeleteTwiceNotFound) {
+                return Err(not_found("bucket", id));
+            }
             return Ok(());
         }
         if self.has(Mutant::BucketDeleteImmediate) {
@@ -209,7 +232,13 @@ impl Core {
                 self.has(Mutant::BucketLabelSelectorIgnored)
                     || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
             })
-            .map(|slot| slot.obj.clone())
+            .map(|slot| {
+                let mut b = slot.obj.clone();
+                if self.has(Mutant::BucketNoStatus) {
+                    b.status = None;
+                }
+                b
+            })
             .collect()
     }
 

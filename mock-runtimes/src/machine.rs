@@ -303,19 +303,25 @@ impl Core {
             None if lax => machine::MachineSpec::default(),
             None => return Err(invalid("machine.spec is required")),
         };
-        if self.machine_class(&spec.class).is_none() && !self.has(Mutant::UnknownClassAccepted) {
+        if self.machine_class(&spec.class).is_none()
+            && !self.has(Mutant::UnknownClassAccepted)
+            && !lax
+        {
             return Err(invalid(format!("unknown machine class {:?}", spec.class)));
         }
-        power_of(spec.power)?;
+        if !self.has(Mutant::InvalidPowerAccepted) {
+            power_of(spec.power)?;
+        }
+        let unchecked = self.has(Mutant::CreateVolumesUnchecked);
         let mut names = std::collections::HashSet::new();
-        for vol in &spec.volumes {
+        for vol in spec.volumes.iter().filter(|_| !unchecked) {
             validate_volume(vol)?;
             if !names.insert(vol.name.as_str()) {
                 return Err(invalid(format!("duplicate volume name {:?}", vol.name)));
             }
         }
         let mut names = std::collections::HashSet::new();
-        for nic in &spec.network_interfaces {
+        for nic in spec.network_interfaces.iter().filter(|_| !unchecked) {
             validate_nic(nic)?;
             if !names.insert(nic.name.as_str()) {
                 return Err(invalid(format!(
@@ -521,7 +527,9 @@ impl Core {
     fn update_power(&self, req: machine::UpdateMachinePowerRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        power_of(req.power)?;
+        if !self.has(Mutant::InvalidPowerAccepted) {
+            power_of(req.power)?;
+        }
         self.with_machine(&id, Some(Mutant::PowerUnknownOk), |core, st| {
             if core.has(Mutant::PowerIgnored) {
                 return Ok(());
@@ -590,7 +598,7 @@ impl Core {
     fn detach_volume(&self, req: machine::DetachVolumeRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        if req.name.is_empty() {
+        if req.name.is_empty() && !self.has(Mutant::DetachEmptyNameAccepted) {
             return Err(invalid("volume name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
@@ -620,6 +628,7 @@ impl Core {
         self.check_id(&id, "machine_id")?;
         let vol = match req.volume {
             Some(vol) if !vol.name.is_empty() => vol,
+            None if self.has(Mutant::UpdateVolumeMissingAccepted) => return Ok(()),
             None => return Err(invalid("volume is required")),
             Some(_) => return Err(invalid("volume name is required")),
         };
@@ -638,7 +647,7 @@ impl Core {
                     vol.name
                 )));
             };
-            if *existing == vol {
+            if *existing == vol || core.has(Mutant::UpdateVolumeIgnored) {
                 return Ok(());
             }
             *existing = vol;
@@ -695,7 +704,7 @@ impl Core {
     fn detach_nic(&self, req: machine::DetachNetworkInterfaceRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        if req.name.is_empty() {
+        if req.name.is_empty() && !self.has(Mutant::DetachEmptyNameAccepted) {
             return Err(invalid("network interface name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {

@@ -170,6 +170,9 @@ impl Core {
         if self.has(Mutant::VolumeNoStatus) {
             v.status = None;
         }
+        if self.has(Mutant::VolumeNoSpec) {
+            v.spec = None;
+        }
         v
     }
 
@@ -188,12 +191,14 @@ impl Core {
             None if lax => volume::VolumeSpec::default(),
             None => return Err(invalid("volume.spec is required")),
         };
-        if self.volume_class(&spec.class).is_none() && !self.has(Mutant::VolumeUnknownClassAccepted)
+        if self.volume_class(&spec.class).is_none()
+            && !self.has(Mutant::VolumeUnknownClassAccepted)
+            && !lax
         {
             return Err(invalid(format!("unknown volume class {:?}", spec.class)));
         }
         let size = spec.resources.map_or(0, |r| r.storage_bytes);
-        if size <= 0 && !self.has(Mutant::ZeroSizeAccepted) {
+        if size <= 0 && !self.has(Mutant::ZeroSizeAccepted) && !lax {
             return Err(invalid(format!(
                 "volume.spec.resources.storage_bytes must be positive, got {size}"
             )));
@@ -201,13 +206,21 @@ impl Core {
         if let Some(src) = spec.volume_data_source.as_ref()
             && src.image_data_source.is_some()
             && src.snapshot_data_source.is_some()
+            && !self.has(Mutant::VolumeTwoSourcesAccepted)
         {
             return Err(invalid(
                 "volume_data_source has both an image and a snapshot source: set at most one",
             ));
         }
         let mut md = v.metadata.take().unwrap_or_default();
-        let id = self.new_id();
+        let id = if self.has(Mutant::VolumeClientIdHonoured) && !md.id.is_empty() {
+            md.id.clone()
+        } else {
+            self.new_id()
+        };
+        if self.has(Mutant::VolumeAnnotationsDropped) {
+            md.annotations.clear();
+        }
         md.id = id.clone();
         md.generation = 0;
         md.deleted_at = 0;
@@ -249,16 +262,19 @@ impl Core {
         })
     }
 
-    fn check_volume_id(id: &str, what: &str) -> Result<(), Status> {
-        if id.is_empty() {
+    fn check_volume_id(&self, id: &str, what: &str) -> Result<(), Status> {
+        if id.is_empty() && !self.has(Mutant::VolumeEmptyIdAccepted) {
             return Err(invalid(format!("{what} is required")));
         }
         Ok(())
     }
 
     fn expand_volume(&self, req: volume::ExpandVolumeRequest) -> Result<(), Status> {
-        Self::check_volume_id(&req.volume_id, "volume_id")?;
+        self.check_volume_id(&req.volume_id, "volume_id")?;
         let Some(size) = req.resources.map(|r| r.storage_bytes) else {
+            if self.has(Mutant::ExpandMissingResourcesOk) {
+                return Ok(());
+            }
             return Err(invalid("resources is required"));
         };
         if size <= 0 {
@@ -299,7 +315,7 @@ impl Core {
     }
 
     fn delete_volume(&self, id: &str) -> Result<(), Status> {
-        Self::check_volume_id(id, "volume_id")?;
+        self.check_volume_id(id, "volume_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let Some(slot) = st.volumes.get_mut(id) else {
@@ -309,6 +325,9 @@ impl Core {
             return Err(not_found("volume", id));
         };
         if slot.timers.deleting {
+            if self.has(Mutant::VolumeDeleteTwiceNotFound) {
+                return Err(not_found("volume", id));
+            }
             return Ok(());
         }
         if self.has(Mutant::VolumeDeleteImmediate) {
@@ -365,7 +384,15 @@ impl Core {
                 self.has(Mutant::VolumeLabelSelectorIgnored)
                     || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
             })
-            .map(|slot| self.render_volume(&slot.obj))
+            .map(|slot| {
+                let mut v = self.render_volume(&slot.obj);
+                if self.has(Mutant::VolumeIdUnstable)
+                    && let Some(md) = v.metadata.as_mut()
+                {
+                    md.id = md.id.chars().rev().collect();
+                }
+                v
+            })
             .collect()
     }
 
@@ -373,13 +400,20 @@ impl Core {
         &self,
         req: volume::CreateVolumeSnapshotRequest,
     ) -> Result<volume::CreateVolumeSnapshotResponse, Status> {
+        let lax = self.has(Mutant::SnapshotValidationOff);
         let Some(mut snap) = req.volume_snapshot else {
+            if lax {
+                return Err(not_found("volume", ""));
+            }
             return Err(invalid("volume_snapshot is required"));
         };
         let Some(spec) = snap.spec.take() else {
+            if lax {
+                return Err(not_found("volume", ""));
+            }
             return Err(invalid("volume_snapshot.spec is required"));
         };
-        if spec.volume_id.is_empty() {
+        if spec.volume_id.is_empty() && !lax {
             return Err(invalid("volume_snapshot.spec.volume_id is required"));
         }
         let mut st = lock(&self.volumes);
@@ -395,6 +429,9 @@ impl Core {
             None => return Err(not_found("volume", &spec.volume_id)),
         };
         let mut md = snap.metadata.take().unwrap_or_default();
+        if self.has(Mutant::SnapshotLabelsDropped) {
+            md.labels.clear();
+        }
         let id = self.new_id();
         md.id = id.clone();
         md.generation = 0;
@@ -425,13 +462,17 @@ impl Core {
             st.events.push(ev);
         }
         tracing::info!(volume_snapshot.id = %id, "volume snapshot created");
+        let mut stored = stored;
+        if self.has(Mutant::SnapshotNoStatus) {
+            stored.status = None;
+        }
         Ok(volume::CreateVolumeSnapshotResponse {
             volume_snapshot: Some(stored),
         })
     }
 
     fn delete_snapshot(&self, id: &str) -> Result<(), Status> {
-        Self::check_volume_id(id, "volume_snapshot_id")?;
+        self.check_volume_id(id, "volume_snapshot_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let Some(slot) = st.snapshots.get_mut(id) else {
@@ -479,11 +520,20 @@ impl Core {
                         .is_some_and(|m| m.id == filter.id)
             })
             .filter(|slot| labels_match(&filter.label_selector, slot.obj.metadata.as_ref()))
-            .map(|slot| slot.obj.clone())
+            .map(|slot| {
+                let mut s = slot.obj.clone();
+                if self.has(Mutant::SnapshotNoStatus) {
+                    s.status = None;
+                }
+                s
+            })
             .collect()
     }
 
     fn volume_status(&self) -> volume::StatusResponse {
+        if self.has(Mutant::VolumeStatusNoClasses) {
+            return volume::StatusResponse::default();
+        }
         volume::StatusResponse {
             volume_class_status: self
                 .config
