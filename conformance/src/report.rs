@@ -311,3 +311,85 @@ pub fn json(r: &RunReport) -> JsonReport<'_> {
         cleanup: &r.cleanup,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        case::Profile,
+        runner::{CaseResult, Leftover, RunReport},
+    };
+
+    fn sample() -> RunReport {
+        let r = |id: &str, service, outcome, ms| CaseResult {
+            id: id.to_owned(),
+            service,
+            profile: Profile::Core,
+            description: format!("rule of {id}"),
+            outcome,
+            duration: Duration::from_millis(ms),
+        };
+        RunReport {
+            run_id: "icr-test".to_owned(),
+            endpoints: [(Service::Machine, "unix:///run/m.sock".to_owned())].into(),
+            versions: [(
+                Service::Machine,
+                Ok(RuntimeVersion {
+                    name: "iri-mock".to_owned(),
+                    version: "0.1.0".to_owned(),
+                }),
+            )]
+            .into(),
+            results: vec![
+                r(
+                    "machine.version.name_and_version_set",
+                    Service::Machine,
+                    Outcome::Passed,
+                    3,
+                ),
+                r(
+                    "machine.delete.unknown_id_not_found",
+                    Service::Machine,
+                    Outcome::Failed(
+                        "DeleteMachine unknown id: expected NotFound, got OK (<&>)".to_owned(),
+                    ),
+                    5,
+                ),
+                r(
+                    "volume.version.name_and_version_set",
+                    Service::Volume,
+                    Outcome::Skipped("no volume runtime endpoint".to_owned()),
+                    0,
+                ),
+            ],
+            leftovers: vec![Leftover {
+                kind: "machine",
+                id: "abc".to_owned(),
+                run_id: "icr-old".to_owned(),
+                deleted: true,
+            }],
+            cleanup: CleanupReport {
+                deleted: 7,
+                duration: Duration::from_millis(12),
+                ..Default::default()
+            },
+            interrupted: false,
+            duration: Duration::from_millis(250),
+        }
+    }
+
+    #[test]
+    fn junit_report() {
+        insta::assert_snapshot!(junit(&sample()));
+    }
+
+    #[test]
+    fn human_report() {
+        insta::assert_snapshot!(human_summary(&sample()));
+    }
+
+    #[test]
+    fn json_report() {
+        insta::assert_yaml_snapshot!(json(&sample()));
+    }
+}

@@ -123,7 +123,7 @@ pub fn embedded_delays() -> iri_mock::Delays {
         provision: Duration::from_millis(5),
         apply: Duration::from_millis(2),
         power: Duration::from_millis(2),
-        terminate: Duration::from_millis(40),
+        terminate: Duration::from_millis(100),
     }
 }
 

@@ -511,8 +511,12 @@ pub(crate) fn cases() -> Vec<Case> {
         "machine.status.class_usable",
         "the class used by the run is one Status reports",
         |ctx| {
-            let class = ctx.machine_class()?;
             let s = status(&ctx).await?;
+            ensure!(
+                !s.machine_class_status.is_empty(),
+                "Status returned no machine classes"
+            );
+            let class = ctx.machine_class()?;
             ensure!(
                 s.machine_class_status
                     .iter()

@@ -211,8 +211,12 @@ pub(crate) fn cases() -> Vec<Case> {
         "volume.status.class_usable",
         "the volume class used by the run is one Status reports",
         |ctx| {
-            let class = ctx.volume_class()?;
             let s = status(&ctx).await?;
+            ensure!(
+                !s.volume_class_status.is_empty(),
+                "Status returned no volume classes"
+            );
+            let class = ctx.volume_class()?;
             ensure!(
                 s.volume_class_status
                     .iter()
