@@ -258,8 +258,10 @@ async fn garbage_answers_fail_cases_without_hanging() {
     ] {
         let report = run_against_fault(effect.clone()).await;
         assert!(!report.success(false), "{effect}");
+        // Cases that need a class skip (Status failed at preflight); every other case fails.
+        assert_eq!(report.count("passed"), 0, "{effect}");
         assert!(
-            report.count("failed") > 100,
+            report.count("failed") > 40,
             "{effect}: {}",
             report.count("failed")
         );
