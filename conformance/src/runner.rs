@@ -600,11 +600,11 @@ async fn run_objects(
         .unwrap_or_default();
         let rec = recorded(&created.snapshots);
         for s in all {
-            if let Some(md) = s.metadata {
-                if md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id) || rec.contains(&md.id)
-                {
-                    ids.push(md.id);
-                }
+            if let Some(md) = s.metadata
+                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
+                    || rec.contains(&md.id))
+            {
+                ids.push(md.id);
             }
         }
         out.extend(ids.drain(..).map(|id| ("volume-snapshot", id)));
@@ -614,11 +614,11 @@ async fn run_objects(
             .unwrap_or_default();
         let rec = recorded(&created.volumes);
         for v in all {
-            if let Some(md) = v.metadata {
-                if md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id) || rec.contains(&md.id)
-                {
-                    ids.push(md.id);
-                }
+            if let Some(md) = v.metadata
+                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
+                    || rec.contains(&md.id))
+            {
+                ids.push(md.id);
             }
         }
         out.extend(ids.into_iter().map(|id| ("volume", id)));
@@ -630,11 +630,11 @@ async fn run_objects(
             .unwrap_or_default();
         let rec = recorded(&created.buckets);
         for b in all {
-            if let Some(md) = b.metadata {
-                if md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id) || rec.contains(&md.id)
-                {
-                    out.push(("bucket", md.id));
-                }
+            if let Some(md) = b.metadata
+                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
+                    || rec.contains(&md.id))
+            {
+                out.push(("bucket", md.id));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Run lifecycle against the in-process mock: nothing with the run id survives a passed, a failed
 //! (mutant) or an interrupted run; leftovers of earlier runs are found and deleted (or kept); a
 //! hanging, disconnecting or erroring runtime ends every case at its timeout without hanging the run.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 use std::time::Duration;
 

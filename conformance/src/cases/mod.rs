@@ -7,6 +7,11 @@ mod volume;
 
 use crate::case::Case;
 
+pub(crate) use machine::{
+    annotate as machine_annotate, attach_nic as machine_attach_nic,
+    attach_volume as machine_attach_volume, power as machine_power,
+};
+
 /// Every case (core and go-poollet profiles, all services), in a stable order.
 pub fn all() -> Vec<Case> {
     let mut v = machine::cases();
@@ -50,8 +55,3 @@ mod tests {
         }
     }
 }
-
-pub(crate) use machine::{
-    annotate as machine_annotate, attach_nic as machine_attach_nic,
-    attach_volume as machine_attach_volume, power as machine_power,
-};

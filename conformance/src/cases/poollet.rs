@@ -391,7 +391,7 @@ pub(crate) fn cases() -> Vec<Case> {
                     .and_then(|s| s.involved_object_meta)
                     .context("nil spec or involved_object_meta")?;
                 ensure!(
-                    md.labels.get(crate::ctx::RUN_ID_LABEL).is_some(),
+                    md.labels.contains_key(crate::ctx::RUN_ID_LABEL),
                     "involved_object_meta lacks the machine's labels: {:?}",
                     md.labels
                 );
