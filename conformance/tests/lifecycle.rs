@@ -267,3 +267,52 @@ async fn garbage_answers_fail_cases_without_hanging() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_every_rpc_with_defaults_and_cleans_up() {
+    let targets = Targets::embedded().await.unwrap();
+    let cfg = iri_conformance::bench::BenchConfig {
+        iterations: 20,
+        run_id: Some("bench-run".to_owned()),
+        ..Default::default()
+    };
+    let report = iri_conformance::bench::run(&cfg, &targets, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.errors, 0, "{:#?}", report.rpcs);
+    let names: Vec<&str> = report.rpcs.iter().map(|s| s.rpc.as_str()).collect();
+    for rpc in [
+        "Version",
+        "Status",
+        "CreateMachine",
+        "DeleteMachine",
+        "UpdateMachinePower",
+        "CreateVolume",
+        "ExpandVolume",
+        "CreateBucket",
+    ] {
+        assert!(names.contains(&rpc), "{rpc} not measured: {names:?}");
+    }
+    for s in &report.rpcs {
+        assert_eq!(s.calls, 20);
+        assert!(
+            s.p50_ms <= s.p90_ms && s.p90_ms <= s.p99_ms && s.p99_ms <= s.max_ms,
+            "{s:?}"
+        );
+    }
+    let table = iri_conformance::bench::table(&report);
+    assert!(
+        table.contains("P99 ms") && table.contains("CreateMachine"),
+        "{table}"
+    );
+    let start = std::time::Instant::now();
+    let mock = targets.mock.as_ref().unwrap();
+    while total_objects(mock) != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "bench objects left"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(objects_with_run(mock, "bench-run"), 0);
+}

@@ -1,7 +1,11 @@
 //! Self-test: the whole suite passes against iri-mock, and every case is caught by at least one
 //! iri-mock mutant (a deliberate contract violation). The case × mutant sensitivity matrix is
 //! printed and kept as an insta snapshot (case id → mutants that make it fail).
-#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::field_reassign_with_default)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::field_reassign_with_default
+)]
 
 use std::{collections::BTreeMap, time::Duration};
 
