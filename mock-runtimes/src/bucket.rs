@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -37,21 +37,11 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.buckets.due(now) {
-            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.buckets.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
-            let id = slot
-                .obj
-                .metadata
-                .as_ref()
-                .map(|m| m.id.clone())
-                .unwrap_or_default();
             if due(timers.gone) {
-                drop(slot);
-                if let Some(b) = st.buckets.remove_seq(seq, &id)
-                    && let Some(md) = b.metadata.as_ref()
-                {
+                if let Some(md) = st.buckets.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "bucket",
@@ -63,6 +53,15 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
+                continue;
+            };
+            let id = slot
+                .obj
+                .metadata
+                .as_ref()
+                .map(|m| m.id.clone())
+                .unwrap_or_default();
             if due(timers.ready) {
                 slot.timers.ready = None;
                 if !timers.deleting && !self.has(Mutant::BucketNeverAvailable) {
@@ -133,12 +132,15 @@ impl Core {
         };
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        st.buckets.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(mut slot) = st.buckets.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.buckets.wake_at(&id, at);
+        st.buckets.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -222,7 +224,9 @@ impl Core {
         let id = md.id.clone();
         b.spec.get_or_insert_default();
         b.status.get_or_insert_default();
-        lock(&self.buckets).buckets.insert(&id, &b);
+        lock(&self.buckets)
+            .buckets
+            .insert(&id, &b, Timers::default());
         id
     }
 

@@ -11,6 +11,7 @@ use std::{
 };
 
 use iri_spec::{event::v1alpha1 as event, meta::v1alpha1 as meta};
+use prost::Message as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
@@ -105,6 +106,20 @@ impl<T: prost::Message + Default> Drop for Slot<'_, T> {
     }
 }
 
+/// Every stored IRI object has its metadata at field 1; decoding only that skips the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetaOnly {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<meta::ObjectMetadata>,
+}
+
+fn decode_meta(bytes: &[u8]) -> meta::ObjectMetadata {
+    MetaOnly::decode(bytes)
+        .ok()
+        .and_then(|m| m.metadata)
+        .unwrap_or_default()
+}
+
 fn decode<T: prost::Message + Default>(bytes: &[u8]) -> T {
     // The bytes were produced by `encode_to_vec` of the same type, so decoding cannot fail;
     // fall back to a default object rather than panic.
@@ -134,8 +149,8 @@ impl<T> Default for Store<T> {
 }
 
 impl<T: prost::Message + Default> Store<T> {
-    /// Inserts under `id`, replacing an object with the same id.
-    pub(crate) fn insert(&mut self, id: &str, obj: &T) {
+    /// Inserts under `id` with pending `timers`, replacing an object with the same id.
+    pub(crate) fn insert(&mut self, id: &str, obj: &T, timers: Timers) {
         if let Some(old) = self.index.remove(id) {
             self.objects.remove(&old);
         }
@@ -146,9 +161,15 @@ impl<T: prost::Message + Default> Store<T> {
             seq,
             Packed {
                 bytes: obj.encode_to_vec().into_boxed_slice(),
-                timers: Timers::default(),
+                timers,
             },
         );
+        for at in [timers.ready, timers.apply, timers.power, timers.gone]
+            .into_iter()
+            .flatten()
+        {
+            self.queue.insert((at, seq));
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -185,9 +206,10 @@ impl<T: prost::Message + Default> Store<T> {
         self.objects.get(seq).map(|p| p.timers)
     }
 
-    pub(crate) fn remove(&mut self, id: &str) -> Option<T> {
+    /// Removes object `id` and returns its metadata.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<meta::ObjectMetadata> {
         let seq = self.index.remove(id)?;
-        self.objects.remove(&seq).map(|p| decode(&p.bytes))
+        self.objects.remove(&seq).map(|p| decode_meta(&p.bytes))
     }
 
     /// Decoded copies of every object, in creation order.
@@ -221,11 +243,18 @@ impl<T: prost::Message + Default> Store<T> {
         self.index.get(id).copied()
     }
 
-    pub(crate) fn remove_seq(&mut self, seq: u64, id: &str) -> Option<T> {
-        if self.index.get(id) == Some(&seq) {
-            self.index.remove(id);
+    pub(crate) fn timers_by_seq(&self, seq: u64) -> Option<Timers> {
+        self.objects.get(&seq).map(|p| p.timers)
+    }
+
+    /// Removes the object with sequence number `seq` and returns its metadata.
+    pub(crate) fn remove_seq(&mut self, seq: u64) -> Option<meta::ObjectMetadata> {
+        let packed = self.objects.remove(&seq)?;
+        let md = decode_meta(&packed.bytes);
+        if self.index.get(md.id.as_str()) == Some(&seq) {
+            self.index.remove(md.id.as_str());
         }
-        self.objects.remove(&seq).map(|p| decode(&p.bytes))
+        Some(md)
     }
 }
 

@@ -7,12 +7,13 @@ use iri_spec::machine::v1alpha1::{
     self as machine, MachineState, Power,
     machine_runtime_server::{MachineRuntime, MachineRuntimeServer},
 };
+use iri_spec::meta::v1alpha1 as meta;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Slot, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Slot, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -96,66 +97,72 @@ impl Core {
     fn machine_event(
         &self,
         st: &mut MachineStore,
-        m: &machine::Machine,
+        meta: Option<&meta::ObjectMetadata>,
         reason: &str,
         action: &str,
         message: String,
     ) {
-        if let Some(meta) = m.metadata.as_ref() {
+        if let Some(meta) = meta {
             let ev = self.event(meta, "machine", reason, action, message);
             st.events.push(ev);
         }
+    }
+
+    /// Sets the state of the decoded machine; returns the state-change event message if it changed.
+    fn apply_state(m: &mut machine::Machine, state: MachineState) -> Option<String> {
+        let status = m.status.get_or_insert_default();
+        if status.state == state as i32 {
+            return None;
+        }
+        let old = status.state;
+        status.state = state as i32;
+        Some(format!(
+            "machine state {} -> {}",
+            state_name(old),
+            state.as_str_name()
+        ))
     }
 
     fn set_state(&self, st: &mut MachineStore, seq: u64, state: MachineState) {
         let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
             return;
         };
-        let status = slot.obj.status.get_or_insert_default();
-        if status.state == state as i32 {
+        let Some(message) = Self::apply_state(&mut slot.obj, state) else {
             return;
-        }
-        let old = status.state;
-        status.state = state as i32;
-        let m = slot.obj.clone();
+        };
+        let meta = slot.obj.metadata.clone();
         drop(slot);
-        self.machine_event(
-            st,
-            &m,
-            "StateChanged",
-            "UpdateState",
-            format!(
-                "machine state {} -> {}",
-                state_name(old),
-                state.as_str_name()
-            ),
-        );
+        self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
     }
 
     /// Applies every transition that is due.
     pub(crate) fn advance_machines(&self, st: &mut MachineStore) {
         let now = Instant::now();
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.store.due(now) {
-            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.store.timers_by_seq(seq) else {
                 continue;
             };
-            let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-            let timers = slot.timers;
-            let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
-            let state = slot.obj.status.as_ref().map_or(0, |s| s.state);
             if due(timers.gone) {
-                let id = slot
-                    .obj
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.id.clone())
-                    .unwrap_or_default();
-                drop(slot);
-                if let Some(m) = st.store.remove_seq(seq, &id) {
-                    self.machine_event(st, &m, "Deleted", "Delete", "machine deleted".to_owned());
+                if let Some(md) = st.store.remove_seq(seq) {
+                    self.machine_event(
+                        st,
+                        Some(&md),
+                        "Deleted",
+                        "Delete",
+                        "machine deleted".to_owned(),
+                    );
                 }
                 continue;
             }
+            if !(due(timers.ready) || due(timers.power) || due(timers.apply)) {
+                continue;
+            }
+            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+                continue;
+            };
+            let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
+            let state = slot.obj.status.as_ref().map_or(0, |s| s.state);
             let mut new_state = None;
             if due(timers.ready) {
                 slot.timers.ready = None;
@@ -187,59 +194,73 @@ impl Core {
             }
             if due(timers.apply) {
                 slot.timers.apply = None;
-                let m = &mut slot.obj;
-                let generation = m.metadata.as_ref().map_or(0, |m| m.generation);
-                let id = m
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.id.clone())
-                    .unwrap_or_default();
-                let spec = m.spec.clone().unwrap_or_default();
-                let status = m.status.get_or_insert_default();
-                if !self.has(Mutant::ObservedGenerationLags) {
-                    status.observed_generation = generation;
-                }
-                let never = self.has(Mutant::NeverAttached);
-                let (vol_state, nic_state) = if never {
-                    (
-                        machine::VolumeState::VolumePending as i32,
-                        machine::NetworkInterfaceState::NetworkInterfacePending as i32,
-                    )
-                } else {
-                    (
-                        machine::VolumeState::VolumeAttached as i32,
-                        machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
-                    )
-                };
-                status.volumes = spec
-                    .volumes
-                    .iter()
-                    .map(|v| machine::VolumeStatus {
-                        name: v.name.clone(),
-                        handle: volume_handle(&id, v),
-                        state: vol_state,
-                    })
-                    .collect();
-                status.network_interfaces = spec
-                    .network_interfaces
-                    .iter()
-                    .map(|n| machine::NetworkInterfaceStatus {
-                        name: n.name.clone(),
-                        handle: nic_handle(&id, n),
-                        state: nic_state,
-                    })
-                    .collect();
+                self.apply_spec(&mut slot.obj);
             }
+            let event = new_state.and_then(|state| {
+                Self::apply_state(&mut slot.obj, state).map(|msg| (slot.obj.metadata.clone(), msg))
+            });
             drop(slot);
-            if let Some(state) = new_state {
-                self.set_state(st, seq, state);
+            if let Some((meta, message)) = event {
+                self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
             }
         }
     }
 
+    /// Brings status in line with spec: observed_generation, per-volume and per-NIC status.
+    fn apply_spec(&self, m: &mut machine::Machine) {
+        let generation = m.metadata.as_ref().map_or(0, |m| m.generation);
+        let id = m
+            .metadata
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        let Some(spec) = m.spec.as_ref() else {
+            return;
+        };
+        let never = self.has(Mutant::NeverAttached);
+        let (vol_state, nic_state) = if never {
+            (
+                machine::VolumeState::VolumePending as i32,
+                machine::NetworkInterfaceState::NetworkInterfacePending as i32,
+            )
+        } else {
+            (
+                machine::VolumeState::VolumeAttached as i32,
+                machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
+            )
+        };
+        let volumes = spec
+            .volumes
+            .iter()
+            .map(|v| machine::VolumeStatus {
+                name: v.name.clone(),
+                handle: volume_handle(&id, v),
+                state: vol_state,
+            })
+            .collect();
+        let network_interfaces = spec
+            .network_interfaces
+            .iter()
+            .map(|n| machine::NetworkInterfaceStatus {
+                name: n.name.clone(),
+                handle: nic_handle(&id, n),
+                state: nic_state,
+            })
+            .collect();
+        let status = m.status.get_or_insert_default();
+        if !self.has(Mutant::ObservedGenerationLags) {
+            status.observed_generation = generation;
+        }
+        status.volumes = volumes;
+        status.network_interfaces = network_interfaces;
+    }
+
     /// A copy of a stored machine as the wire shows it (output mutants applied).
     pub(crate) fn render_machine(&self, m: &machine::Machine) -> machine::Machine {
-        let mut m = m.clone();
+        self.render_owned(m.clone())
+    }
+
+    fn render_owned(&self, mut m: machine::Machine) -> machine::Machine {
         if self.has(Mutant::IdUnstable)
             && let Some(meta) = m.metadata.as_mut()
         {
@@ -397,28 +418,25 @@ impl Core {
             spec: Some(spec),
             status: Some(status),
         };
+        let now = Instant::now();
+        let timers = Timers {
+            ready: Some(now + self.config.delays.provision),
+            apply: Some(now + self.config.delays.apply),
+            ..Timers::default()
+        };
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        let now = Instant::now();
-        st.store.insert(&id, &stored);
-        let ready = now + self.config.delays.provision;
-        let apply = now + self.config.delays.apply;
-        if let Some(mut slot) = st.store.get_mut(&id) {
-            slot.timers.ready = Some(ready);
-            slot.timers.apply = Some(apply);
-        }
-        st.store.wake_at(&id, ready);
-        st.store.wake_at(&id, apply);
+        st.store.insert(&id, &stored, timers);
         self.machine_event(
             &mut st,
-            &stored,
+            stored.metadata.as_ref(),
             "Created",
             "Create",
             "machine created".to_owned(),
         );
         drop(st);
         tracing::info!(machine.id = %id, "machine created");
-        let mut out = self.render_machine(&stored);
+        let mut out = self.render_owned(stored);
         if self.has(Mutant::CreateResponseNotPending)
             && let Some(status) = out.status.as_mut()
         {
@@ -445,10 +463,10 @@ impl Core {
             return Ok(());
         }
         if self.has(Mutant::DeleteImmediate) {
-            if let Some(m) = st.store.remove(id) {
+            if let Some(md) = st.store.remove(id) {
                 self.machine_event(
                     &mut st,
-                    &m,
+                    Some(&md),
                     "Deleted",
                     "Delete",
                     "machine deleted".to_owned(),
@@ -480,7 +498,7 @@ impl Core {
         }
         self.machine_event(
             &mut st,
-            &m,
+            m.metadata.as_ref(),
             "Deleting",
             "Delete",
             "machine is being deleted".to_owned(),
@@ -850,7 +868,7 @@ impl Core {
         m.spec.get_or_insert_default();
         m.status.get_or_insert_default();
         let mut st = lock(&self.machines);
-        st.store.insert(&id, &m);
+        st.store.insert(&id, &m, Timers::default());
         id
     }
 

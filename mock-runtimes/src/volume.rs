@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -61,16 +61,11 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.volumes.due(now) {
-            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.volumes.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
             if due(timers.gone) {
-                let id = meta_id(slot.obj.metadata.as_ref());
-                drop(slot);
-                if let Some(v) = st.volumes.remove_seq(seq, &id)
-                    && let Some(md) = v.metadata.as_ref()
-                {
+                if let Some(md) = st.volumes.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "volume",
@@ -82,6 +77,9 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
+                continue;
+            };
             let mut changed = None;
             if due(timers.ready) {
                 slot.timers.ready = None;
@@ -123,16 +121,11 @@ impl Core {
             }
         }
         for seq in st.snapshots.due(now) {
-            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.snapshots.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
             if due(timers.gone) {
-                let id = meta_id(slot.obj.metadata.as_ref());
-                drop(slot);
-                if let Some(s) = st.snapshots.remove_seq(seq, &id)
-                    && let Some(md) = s.metadata.as_ref()
-                {
+                if let Some(md) = st.snapshots.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "snapshot",
@@ -144,6 +137,9 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
+                continue;
+            };
             if due(timers.ready) {
                 slot.timers.ready = None;
                 if !timers.deleting && !self.has(Mutant::SnapshotNeverReady) {
@@ -230,12 +226,15 @@ impl Core {
         };
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        st.volumes.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(mut slot) = st.volumes.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.volumes.wake_at(&id, at);
+        st.volumes.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -317,9 +316,7 @@ impl Core {
             return Ok(());
         }
         if self.has(Mutant::VolumeDeleteImmediate) {
-            if let Some(v) = st.volumes.remove(id)
-                && let Some(md) = v.metadata.as_ref()
-            {
+            if let Some(md) = st.volumes.remove(id).as_ref() {
                 let ev = self.event(
                     md,
                     "volume",
@@ -410,12 +407,15 @@ impl Core {
                 size,
             }),
         };
-        st.snapshots.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(mut slot) = st.snapshots.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.snapshots.wake_at(&id, at);
+        st.snapshots.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -521,7 +521,9 @@ impl Core {
         let id = md.id.clone();
         v.spec.get_or_insert_default();
         v.status.get_or_insert_default();
-        lock(&self.volumes).volumes.insert(&id, &v);
+        lock(&self.volumes)
+            .volumes
+            .insert(&id, &v, Timers::default());
         id
     }
 

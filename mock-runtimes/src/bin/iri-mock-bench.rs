@@ -37,6 +37,9 @@ struct Args {
     /// Machines stored for the memory figure.
     #[arg(long, default_value_t = 100_000)]
     machines: usize,
+    /// Call-log capacity of the mock in the throughput part (default: the mock's default).
+    #[arg(long)]
+    call_log_capacity: Option<usize>,
     /// Run only one part.
     #[arg(long, value_enum)]
     only: Option<Part>,
