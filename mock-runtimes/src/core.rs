@@ -18,7 +18,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    calls::{Call, CallLog, RequestMessage},
+    calls::{Call, CallLog, Recorded, RequestMessage},
     classes::{BucketClassConfig, MachineClassConfig, VolumeClassConfig},
     clock::{Clock, IdGen},
     conn::ConnHandle,
@@ -391,7 +391,7 @@ pub(crate) struct CallGuard<'a> {
     core: &'a Core,
     seq: u64,
     method: Method,
-    request: Arc<dyn RequestMessage>,
+    recorded: Arc<Recorded>,
     fault: Option<Effect>,
     done: bool,
 }
@@ -405,7 +405,7 @@ impl CallGuard<'_> {
         lock(&self.core.calls).finish(
             self.seq,
             self.method,
-            &self.request,
+            &self.recorded,
             code,
             message,
             self.fault.clone(),
@@ -447,11 +447,11 @@ impl Core {
         req: Request<T>,
     ) -> Result<(CallGuard<'_>, T), Status>
     where
-        T: RequestMessage + Clone,
+        T: RequestMessage + prost::Message + Default,
     {
         let conn = req.extensions().get::<ConnHandle>().cloned();
         let msg = req.into_inner();
-        let request: Arc<dyn RequestMessage> = Arc::new(msg.clone());
+        let recorded = Recorded::new(&msg);
         let fault = if self.faults_on.load(Ordering::Relaxed) {
             lock(&self.faults).decide(method)
         } else {
@@ -460,7 +460,7 @@ impl Core {
         let seq = lock(&self.calls).push(Call {
             seq: 0,
             method,
-            request: request.clone(),
+            recorded: recorded.clone(),
             code: None,
             message: String::new(),
             fault: fault.clone(),
@@ -471,7 +471,7 @@ impl Core {
             core: self,
             seq,
             method,
-            request,
+            recorded,
             fault: fault.clone(),
             done: false,
         };
