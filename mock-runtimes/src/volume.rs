@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -61,15 +61,11 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.volumes.due(now) {
-            let Some(slot) = st.volumes.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.volumes.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
             if due(timers.gone) {
-                let id = meta_id(slot.obj.metadata.as_ref());
-                if let Some(v) = st.volumes.remove_seq(seq, &id)
-                    && let Some(md) = v.metadata.as_ref()
-                {
+                if let Some(md) = st.volumes.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "volume",
@@ -81,6 +77,9 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
+                continue;
+            };
             let mut changed = None;
             if due(timers.ready) {
                 slot.timers.ready = None;
@@ -122,15 +121,11 @@ impl Core {
             }
         }
         for seq in st.snapshots.due(now) {
-            let Some(slot) = st.snapshots.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.snapshots.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
             if due(timers.gone) {
-                let id = meta_id(slot.obj.metadata.as_ref());
-                if let Some(s) = st.snapshots.remove_seq(seq, &id)
-                    && let Some(md) = s.metadata.as_ref()
-                {
+                if let Some(md) = st.snapshots.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "snapshot",
@@ -142,6 +137,9 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
+                continue;
+            };
             if due(timers.ready) {
                 slot.timers.ready = None;
                 if !timers.deleting && !self.has(Mutant::SnapshotNeverReady) {
@@ -186,19 +184,19 @@ impl Core {
             None if lax => volume::Volume::default(),
             None => return Err(invalid("volume is required")),
         };
-        let spec = match v.spec.take() {
-            Some(spec) => spec,
-            None if lax => volume::VolumeSpec::default(),
+        let (spec, spec_given) = match v.spec.take() {
+            Some(spec) => (spec, true),
+            None if lax => (volume::VolumeSpec::default(), false),
             None => return Err(invalid("volume.spec is required")),
         };
-        if self.volume_class(&spec.class).is_none()
+        if spec_given
+            && self.volume_class(&spec.class).is_none()
             && !self.has(Mutant::VolumeUnknownClassAccepted)
-            && !lax
         {
             return Err(invalid(format!("unknown volume class {:?}", spec.class)));
         }
         let size = spec.resources.map_or(0, |r| r.storage_bytes);
-        if size <= 0 && !self.has(Mutant::ZeroSizeAccepted) && !lax {
+        if spec_given && size <= 0 && !self.has(Mutant::ZeroSizeAccepted) {
             return Err(invalid(format!(
                 "volume.spec.resources.storage_bytes must be positive, got {size}"
             )));
@@ -239,12 +237,15 @@ impl Core {
         };
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        st.volumes.insert(id.clone(), stored.clone());
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(slot) = st.volumes.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.volumes.wake_at(&id, at);
+        st.volumes.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -285,7 +286,7 @@ impl Core {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let id = req.volume_id;
-        let Some(slot) = st.volumes.get_mut(&id) else {
+        let Some(mut slot) = st.volumes.get_mut(&id) else {
             if self.has(Mutant::ExpandUnknownOk) {
                 return Ok(());
             }
@@ -309,6 +310,7 @@ impl Core {
         resources.storage_bytes = size;
         let at = Instant::now() + self.config.delays.apply;
         slot.timers.apply = Some(at);
+        drop(slot);
         st.volumes.wake_at(&id, at);
         tracing::info!(volume.id = %id, size, "volume expanding");
         Ok(())
@@ -318,22 +320,20 @@ impl Core {
         self.check_volume_id(id, "volume_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.volumes.get_mut(id) else {
+        let Some(timers) = st.volumes.timers(id) else {
             if self.has(Mutant::VolumeDeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("volume", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
             if self.has(Mutant::VolumeDeleteTwiceNotFound) {
                 return Err(not_found("volume", id));
             }
             return Ok(());
         }
         if self.has(Mutant::VolumeDeleteImmediate) {
-            if let Some(v) = st.volumes.remove(id)
-                && let Some(md) = v.metadata.as_ref()
-            {
+            if let Some(md) = st.volumes.remove(id).as_ref() {
                 let ev = self.event(
                     md,
                     "volume",
@@ -345,13 +345,18 @@ impl Core {
             }
             return Ok(());
         }
-        slot.timers.deleting = true;
-        if !self.has(Mutant::VolumeDeletedAtUnset) {
-            slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
-        }
-        let md = slot.obj.metadata.clone().unwrap_or_default();
         let at = Instant::now() + self.config.delays.terminate;
-        slot.timers.gone = Some(at);
+        let md = {
+            let Some(mut slot) = st.volumes.get_mut(id) else {
+                return Err(not_found("volume", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = Some(at);
+            if !self.has(Mutant::VolumeDeletedAtUnset) {
+                slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
+            }
+            slot.obj.metadata.clone().unwrap_or_default()
+        };
         st.volumes.wake_at(id, at);
         let ev = self.event(
             &md,
@@ -372,20 +377,13 @@ impl Core {
         let by_id = !filter.id.is_empty() && !self.has(Mutant::VolumeIdFilterIgnored);
         st.volumes
             .iter()
-            .filter(|slot| {
-                !by_id
-                    || slot
-                        .obj
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.id == filter.id)
-            })
-            .filter(|slot| {
+            .filter(|obj| !by_id || obj.metadata.as_ref().is_some_and(|m| m.id == filter.id))
+            .filter(|obj| {
                 self.has(Mutant::VolumeLabelSelectorIgnored)
-                    || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
+                    || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
-            .map(|slot| {
-                let mut v = self.render_volume(&slot.obj);
+            .map(|obj| {
+                let mut v = self.render_volume(&obj);
                 if self.has(Mutant::VolumeIdUnstable)
                     && let Some(md) = v.metadata.as_mut()
                 {
@@ -419,8 +417,7 @@ impl Core {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let size = match st.volumes.get(&spec.volume_id) {
-            Some(slot) => slot
-                .obj
+            Some(v) => v
                 .spec
                 .as_ref()
                 .and_then(|s| s.resources)
@@ -445,12 +442,15 @@ impl Core {
                 size,
             }),
         };
-        st.snapshots.insert(id.clone(), stored.clone());
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(slot) = st.snapshots.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.snapshots.wake_at(&id, at);
+        st.snapshots.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -475,20 +475,25 @@ impl Core {
         self.check_volume_id(id, "volume_snapshot_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.snapshots.get_mut(id) else {
+        let Some(timers) = st.snapshots.timers(id) else {
             if self.has(Mutant::SnapshotDeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("volume snapshot", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
             return Ok(());
         }
-        slot.timers.deleting = true;
-        slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
-        let md = slot.obj.metadata.clone().unwrap_or_default();
         let at = Instant::now() + self.config.delays.terminate;
-        slot.timers.gone = Some(at);
+        let md = {
+            let Some(mut slot) = st.snapshots.get_mut(id) else {
+                return Err(not_found("volume snapshot", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = Some(at);
+            slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
+            slot.obj.metadata.clone().unwrap_or_default()
+        };
         st.snapshots.wake_at(id, at);
         let ev = self.event(
             &md,
@@ -511,17 +516,9 @@ impl Core {
         let by_id = !filter.id.is_empty() && !self.has(Mutant::SnapshotIdFilterIgnored);
         st.snapshots
             .iter()
-            .filter(|slot| {
-                !by_id
-                    || slot
-                        .obj
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.id == filter.id)
-            })
-            .filter(|slot| labels_match(&filter.label_selector, slot.obj.metadata.as_ref()))
-            .map(|slot| {
-                let mut s = slot.obj.clone();
+            .filter(|obj| !by_id || obj.metadata.as_ref().is_some_and(|m| m.id == filter.id))
+            .filter(|obj| labels_match(&filter.label_selector, obj.metadata.as_ref()))
+            .map(|mut s| {
                 if self.has(Mutant::SnapshotNoStatus) {
                     s.status = None;
                 }
@@ -572,20 +569,22 @@ impl Core {
         let id = md.id.clone();
         v.spec.get_or_insert_default();
         v.status.get_or_insert_default();
-        lock(&self.volumes).volumes.insert(id.clone(), v);
+        lock(&self.volumes)
+            .volumes
+            .insert(&id, &v, Timers::default());
         id
     }
 
     pub(crate) fn get_volume(&self, id: &str) -> Option<volume::Volume> {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        st.volumes.get(id).map(|slot| slot.obj.clone())
+        st.volumes.get(id)
     }
 
     pub(crate) fn force_volume_state(&self, id: &str, state: VolumeState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.volumes.get_mut(id) else {
+        let Some(mut slot) = st.volumes.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
@@ -596,7 +595,7 @@ impl Core {
     pub(crate) fn force_snapshot_state(&self, id: &str, state: VolumeSnapshotState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(slot) = st.snapshots.get_mut(id) else {
+        let Some(mut slot) = st.snapshots.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;

@@ -1,0 +1,814 @@
+//! Every mutant changes observable behaviour: a scenario that touches every rule is run once
+//! without mutants and once per mutant, and the normalised transcripts of the answers must differ.
+//! (The conformance suite then names *which* case catches each mutant; this test only proves
+//! that every mutant is wired up.)
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Clients, bucket_json, event_json, machine_json, machine_status_json, outcome, snapshot_json,
+    volume_json, volume_status_json,
+};
+use iri_mock::{Delays, MockRuntime, Mutant, fixtures};
+use iri_spec::{
+    bucket::v1alpha1 as bucket, machine::v1alpha1 as machine, volume::v1alpha1 as volume,
+};
+use serde_json::{Value, json};
+
+const UNKNOWN: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba987654321";
+
+fn classify_times(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if matches!(k.as_str(), "created_at" | "deleted_at" | "event_time") {
+                    if let Some(n) = v.as_i64() {
+                        *v = json!(match n {
+                            0 => "zero",
+                            n if n < 100_000_000_000 => "seconds",
+                            _ => "nanoseconds",
+                        });
+                    }
+                } else {
+                    classify_times(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(classify_times),
+        _ => {}
+    }
+}
+
+fn created_id(
+    res: &Result<tonic::Response<machine::CreateMachineResponse>, tonic::Status>,
+) -> String {
+    res.as_ref()
+        .ok()
+        .and_then(|r| {
+            r.get_ref()
+                .machine
+                .as_ref()?
+                .metadata
+                .as_ref()
+                .map(|m| m.id.clone())
+        })
+        .unwrap_or_default()
+}
+
+async fn transcript(mutants: &[Mutant]) -> String {
+    let mock = MockRuntime::builder()
+        .mutants(mutants.iter().copied())
+        .delays(Delays {
+            terminate: Duration::from_secs(10),
+            ..Default::default()
+        })
+        .seed(7)
+        .start_in_process()
+        .await
+        .unwrap();
+    let c = Clients::new(&mock);
+    let mut out: Vec<Value> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    let m = &mut c.machine.clone();
+    let list_by = |id: &str, labels: &[(&str, &str)]| machine::ListMachinesRequest {
+        filter: Some(machine::MachineFilter {
+            id: id.to_owned(),
+            label_selector: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }),
+    };
+    let machines = |r: &machine::ListMachinesResponse| {
+        json!(r.machines.iter().map(machine_json).collect::<Vec<_>>())
+    };
+
+    // --- machine service
+    out.push(outcome(
+        m.version(machine::VersionRequest::default()).await,
+        |r| json!([r.runtime_name, r.runtime_version]),
+    ));
+    out.push(outcome(
+        m.status(machine::StatusRequest {}).await,
+        machine_status_json,
+    ));
+    let mut first = fixtures::machine_with_labels(&[("a", "1")]);
+    first.metadata.as_mut().unwrap().id = "client-chosen".into();
+    first.metadata.as_mut().unwrap().annotations = [("x".to_owned(), "1".to_owned())].into();
+    first.status = Some(machine::MachineStatus {
+        state: machine::MachineState::MachineRunning as i32,
+        ..Default::default()
+    });
+    let spec = first.spec.as_mut().unwrap();
+    spec.volumes.push(fixtures::local_disk("vol-1"));
+    spec.network_interfaces.push(fixtures::nic("nic-1"));
+    let res = m
+        .create_machine(machine::CreateMachineRequest {
+            machine: Some(first),
+        })
+        .await;
+    let m1 = created_id(&res);
+    ids.push(m1.clone());
+    out.push(json!({ "fresh_idgen_id": iri_mock::is_idgen_id(&m1) }));
+    out.push(outcome(res, |r| machine_json(r.machine.as_ref().unwrap())));
+    let mut second = fixtures::machine_with_labels(&[("a", "2")]);
+    second.spec.as_mut().unwrap().power = machine::Power::Off as i32;
+    let res = m
+        .create_machine(machine::CreateMachineRequest {
+            machine: Some(second),
+        })
+        .await;
+    let m2 = created_id(&res);
+    ids.push(m2.clone());
+    out.push(outcome(res, |r| machine_json(r.machine.as_ref().unwrap())));
+    out.push(outcome(m.list_machines(list_by("", &[])).await, machines));
+    out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
+    out.push(outcome(
+        m.list_machines(list_by(UNKNOWN, &[])).await,
+        machines,
+    ));
+    out.push(outcome(
+        m.list_machines(list_by("", &[("a", "2")])).await,
+        machines,
+    ));
+    out.push(outcome(
+        m.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
+            machine_id: m1.clone(),
+            annotations: [("y".to_owned(), "2".to_owned())].into(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: m1.clone(),
+            power: machine::Power::Off as i32,
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
+    let attach = |id: &str, v: Option<machine::Volume>| machine::AttachVolumeRequest {
+        machine_id: id.to_owned(),
+        volume: v,
+    };
+    out.push(outcome(
+        m.attach_volume(attach(&m1, Some(fixtures::local_disk("vol-2"))))
+            .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.attach_volume(attach(&m1, Some(fixtures::local_disk("vol-1"))))
+            .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(m.attach_volume(attach(&m1, None)).await, |_| {
+        json!("ok")
+    }));
+    out.push(outcome(
+        m.attach_volume(attach(UNKNOWN, Some(fixtures::local_disk("vol-3"))))
+            .await,
+        |_| json!("ok"),
+    ));
+    let attach_nic = |id: &str, n: &str| machine::AttachNetworkInterfaceRequest {
+        machine_id: id.to_owned(),
+        network_interface: Some(fixtures::nic(n)),
+    };
+    out.push(outcome(
+        m.attach_network_interface(attach_nic(&m1, "nic-2")).await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.attach_network_interface(attach_nic(&m1, "nic-1")).await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
+    let detach = |id: &str, n: &str| machine::DetachVolumeRequest {
+        machine_id: id.to_owned(),
+        name: n.to_owned(),
+    };
+    out.push(outcome(m.detach_volume(detach(&m1, "vol-1")).await, |_| {
+        json!("ok")
+    }));
+    out.push(outcome(m.detach_volume(detach(&m1, "nope")).await, |_| {
+        json!("ok")
+    }));
+    let detach_nic = |id: &str, n: &str| machine::DetachNetworkInterfaceRequest {
+        machine_id: id.to_owned(),
+        name: n.to_owned(),
+    };
+    out.push(outcome(
+        m.detach_network_interface(detach_nic(&m1, "nic-1")).await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.detach_network_interface(detach_nic(&m1, "nope")).await,
+        |_| json!("ok"),
+    ));
+    let mut changed = fixtures::local_disk("vol-2");
+    changed.local_disk.as_mut().unwrap().size_bytes = 2 << 30;
+    let update = |id: &str, v: machine::Volume| machine::UpdateVolumeRequest {
+        machine_id: id.to_owned(),
+        volume: Some(v),
+    };
+    out.push(outcome(m.update_volume(update(&m1, changed)).await, |_| {
+        json!("ok")
+    }));
+    out.push(outcome(
+        m.update_volume(update(&m1, fixtures::local_disk("nope")))
+            .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
+    out.push(outcome(
+        m.exec(machine::ExecRequest {
+            machine_id: m1.clone(),
+        })
+        .await,
+        |r| json!(r.url),
+    ));
+    out.push(outcome(
+        m.exec(machine::ExecRequest {
+            machine_id: UNKNOWN.into(),
+        })
+        .await,
+        |r| json!(r.url),
+    ));
+    let mut no_spec = fixtures::machine();
+    no_spec.spec = None;
+    out.push(outcome(
+        m.create_machine(machine::CreateMachineRequest {
+            machine: Some(no_spec),
+        })
+        .await,
+        |_| json!("created"),
+    ));
+    let mut bad_class = fixtures::machine();
+    bad_class.spec.as_mut().unwrap().class = "nope".into();
+    out.push(outcome(
+        m.create_machine(machine::CreateMachineRequest {
+            machine: Some(bad_class),
+        })
+        .await,
+        |_| json!("created"),
+    ));
+    out.push(outcome(
+        m.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
+            machine_id: UNKNOWN.into(),
+            annotations: Default::default(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: UNKNOWN.into(),
+            power: 1,
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.delete_machine(machine::DeleteMachineRequest {
+            machine_id: UNKNOWN.into(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.delete_machine(machine::DeleteMachineRequest {
+            machine_id: String::new(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        m.delete_machine(machine::DeleteMachineRequest {
+            machine_id: m1.clone(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
+    out.push(outcome(
+        m.delete_machine(machine::DeleteMachineRequest {
+            machine_id: m1.clone(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    let events = |f: machine::EventFilter| machine::ListEventsRequest { filter: Some(f) };
+    let event_list = |r: &machine::ListEventsResponse| {
+        json!(r.events.iter().map(event_json).collect::<Vec<_>>())
+    };
+    out.push(outcome(
+        m.list_events(events(Default::default())).await,
+        event_list,
+    ));
+    out.push(outcome(
+        m.list_events(events(machine::EventFilter {
+            id: m2.clone(),
+            ..Default::default()
+        }))
+        .await,
+        event_list,
+    ));
+    out.push(outcome(
+        m.list_events(events(machine::EventFilter {
+            label_selector: [("a".to_owned(), "2".to_owned())].into(),
+            ..Default::default()
+        }))
+        .await,
+        event_list,
+    ));
+    out.push(outcome(
+        m.list_events(events(machine::EventFilter {
+            events_from_time: 1,
+            events_to_time: 2,
+            ..Default::default()
+        }))
+        .await,
+        event_list,
+    ));
+
+    // --- volume service
+    let v = &mut c.volume.clone();
+    out.push(outcome(
+        v.version(volume::VersionRequest::default()).await,
+        |r| json!([r.runtime_name, r.runtime_version]),
+    ));
+    out.push(outcome(
+        v.status(volume::StatusRequest {}).await,
+        volume_status_json,
+    ));
+    let res = v
+        .create_volume(volume::CreateVolumeRequest {
+            volume: Some(fixtures::volume_with_labels(&[("v", "1")])),
+        })
+        .await;
+    let v1 = res
+        .as_ref()
+        .map(|r| {
+            r.get_ref()
+                .volume
+                .as_ref()
+                .unwrap()
+                .metadata
+                .as_ref()
+                .unwrap()
+                .id
+                .clone()
+        })
+        .unwrap_or_default();
+    ids.push(v1.clone());
+    out.push(outcome(res, |r| volume_json(r.volume.as_ref().unwrap())));
+    let mut bad = fixtures::volume();
+    bad.spec.as_mut().unwrap().class = "nope".into();
+    out.push(outcome(
+        v.create_volume(volume::CreateVolumeRequest { volume: Some(bad) })
+            .await,
+        |_| json!("created"),
+    ));
+    let mut zero = fixtures::volume();
+    zero.spec.as_mut().unwrap().resources = None;
+    out.push(outcome(
+        v.create_volume(volume::CreateVolumeRequest { volume: Some(zero) })
+            .await,
+        |_| json!("created"),
+    ));
+    out.push(outcome(
+        v.create_volume(volume::CreateVolumeRequest {
+            volume: Some(volume::Volume {
+                spec: None,
+                ..fixtures::volume()
+            }),
+        })
+        .await,
+        |_| json!("created"),
+    ));
+    let list_volumes = |id: &str, labels: &[(&str, &str)]| volume::ListVolumesRequest {
+        filter: Some(volume::VolumeFilter {
+            id: id.to_owned(),
+            label_selector: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }),
+    };
+    let volumes = |r: &volume::ListVolumesResponse| {
+        json!(r.volumes.iter().map(volume_json).collect::<Vec<_>>())
+    };
+    out.push(outcome(
+        v.list_volumes(list_volumes("", &[])).await,
+        volumes,
+    ));
+    out.push(outcome(
+        v.list_volumes(list_volumes(UNKNOWN, &[])).await,
+        volumes,
+    ));
+    out.push(outcome(
+        v.list_volumes(list_volumes("", &[("v", "2")])).await,
+        volumes,
+    ));
+    let expand = |id: &str, size: i64| volume::ExpandVolumeRequest {
+        volume_id: id.to_owned(),
+        resources: Some(volume::VolumeResources {
+            storage_bytes: size,
+        }),
+    };
+    out.push(outcome(v.expand_volume(expand(&v1, 4 << 30)).await, |_| {
+        json!("ok")
+    }));
+    out.push(outcome(v.expand_volume(expand(&v1, 1 << 20)).await, |_| {
+        json!("ok")
+    }));
+    out.push(outcome(
+        v.expand_volume(expand(UNKNOWN, 8 << 30)).await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        v.list_volumes(list_volumes(&v1, &[])).await,
+        volumes,
+    ));
+    let snap = |id: &str| volume::CreateVolumeSnapshotRequest {
+        volume_snapshot: Some(volume::VolumeSnapshot {
+            metadata: None,
+            spec: Some(volume::VolumeSnapshotSpec {
+                volume_id: id.to_owned(),
+            }),
+            status: None,
+        }),
+    };
+    let res = v.create_volume_snapshot(snap(&v1)).await;
+    ids.push(
+        res.as_ref()
+            .map(|r| {
+                r.get_ref()
+                    .volume_snapshot
+                    .as_ref()
+                    .unwrap()
+                    .metadata
+                    .as_ref()
+                    .unwrap()
+                    .id
+                    .clone()
+            })
+            .unwrap_or_default(),
+    );
+    out.push(outcome(res, |r| {
+        snapshot_json(r.volume_snapshot.as_ref().unwrap())
+    }));
+    out.push(outcome(
+        v.create_volume_snapshot(snap(UNKNOWN)).await,
+        |_| json!("created"),
+    ));
+    let snapshots = |r: &volume::ListVolumeSnapshotsResponse| {
+        json!(
+            r.volume_snapshots
+                .iter()
+                .map(snapshot_json)
+                .collect::<Vec<_>>()
+        )
+    };
+    out.push(outcome(
+        v.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default())
+            .await,
+        snapshots,
+    ));
+    out.push(outcome(
+        v.list_volume_snapshots(volume::ListVolumeSnapshotsRequest {
+            filter: Some(volume::VolumeSnapshotFilter {
+                id: UNKNOWN.into(),
+                ..Default::default()
+            }),
+        })
+        .await,
+        snapshots,
+    ));
+    out.push(outcome(
+        v.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
+            volume_snapshot_id: UNKNOWN.into(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        v.delete_volume(volume::DeleteVolumeRequest {
+            volume_id: UNKNOWN.into(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        v.delete_volume(volume::DeleteVolumeRequest {
+            volume_id: v1.clone(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        v.list_volumes(list_volumes(&v1, &[])).await,
+        volumes,
+    ));
+
+    // --- bucket service
+    let b = &mut c.bucket.clone();
+    out.push(outcome(
+        b.version(bucket::VersionRequest::default()).await,
+        |r| json!([r.runtime_name, r.runtime_version]),
+    ));
+    let res = b
+        .create_bucket(bucket::CreateBucketRequest {
+            bucket: Some(fixtures::bucket()),
+        })
+        .await;
+    let b1 = res
+        .as_ref()
+        .map(|r| {
+            r.get_ref()
+                .bucket
+                .as_ref()
+                .unwrap()
+                .metadata
+                .as_ref()
+                .unwrap()
+                .id
+                .clone()
+        })
+        .unwrap_or_default();
+    ids.push(b1.clone());
+    out.push(outcome(res, |r| bucket_json(r.bucket.as_ref().unwrap())));
+    out.push(outcome(
+        b.create_bucket(bucket::CreateBucketRequest {
+            bucket: Some(bucket::Bucket {
+                spec: Some(bucket::BucketSpec {
+                    class: "nope".into(),
+                }),
+                ..fixtures::bucket()
+            }),
+        })
+        .await,
+        |_| json!("created"),
+    ));
+    let list_buckets = |id: &str, labels: &[(&str, &str)]| bucket::ListBucketsRequest {
+        filter: Some(bucket::BucketFilter {
+            id: id.to_owned(),
+            label_selector: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }),
+    };
+    let buckets = |r: &bucket::ListBucketsResponse| {
+        json!(r.buckets.iter().map(bucket_json).collect::<Vec<_>>())
+    };
+    out.push(outcome(
+        b.list_buckets(list_buckets("", &[])).await,
+        buckets,
+    ));
+    out.push(outcome(
+        b.list_buckets(list_buckets(UNKNOWN, &[])).await,
+        buckets,
+    ));
+    out.push(outcome(
+        b.list_buckets(list_buckets("", &[("app", "other")])).await,
+        buckets,
+    ));
+    out.push(outcome(
+        b.list_bucket_classes(bucket::ListBucketClassesRequest {})
+            .await,
+        |r| json!(r.bucket_classes.len()),
+    ));
+    out.push(outcome(
+        b.delete_bucket(bucket::DeleteBucketRequest {
+            bucket_id: UNKNOWN.into(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        b.delete_bucket(bucket::DeleteBucketRequest {
+            bucket_id: b1.clone(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        b.list_buckets(list_buckets(&b1, &[])).await,
+        buckets,
+    ));
+
+    // --- after the terminate delay, deleted objects are gone
+    tokio::time::advance(Duration::from_secs(11)).await;
+    out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
+
+    // --- concurrency: five creates at once get five distinct ids
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let mut client = c.machine.clone();
+        tasks.push(tokio::spawn(async move {
+            created_id(
+                &client
+                    .create_machine(machine::CreateMachineRequest {
+                        machine: Some(fixtures::machine()),
+                    })
+                    .await,
+            )
+        }));
+    }
+    let mut concurrent = std::collections::HashSet::new();
+    for t in tasks {
+        concurrent.insert(t.await.unwrap());
+    }
+    out.push(json!({ "distinct_concurrent_ids": concurrent.len() }));
+
+    // --- probes for the mutants added by the conformance self-test (codes and flags only)
+    {
+        fn code<T>(r: &Result<tonic::Response<T>, tonic::Status>) -> Value {
+            match r {
+                Ok(_) => json!("OK"),
+                Err(st) => json!(format!("{:?}", st.code())),
+            }
+        }
+        let (mut m, mut v, mut b) = (c.machine.clone(), c.volume.clone(), c.bucket.clone());
+        let mut bad_power = fixtures::machine();
+        bad_power.spec.as_mut().unwrap().power = 7;
+        let mut dup = fixtures::machine();
+        dup.spec.as_mut().unwrap().volumes =
+            vec![fixtures::local_disk("d"), fixtures::local_disk("d")];
+        let r1 = m
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(bad_power),
+            })
+            .await;
+        let r2 = m
+            .create_machine(machine::CreateMachineRequest { machine: Some(dup) })
+            .await;
+        let probe = created_id(
+            &m.create_machine(machine::CreateMachineRequest {
+                machine: Some(fixtures::machine()),
+            })
+            .await,
+        );
+        let r3 = m
+            .detach_volume(machine::DetachVolumeRequest {
+                machine_id: probe.clone(),
+                name: String::new(),
+            })
+            .await;
+        let r4 = m
+            .update_volume(machine::UpdateVolumeRequest {
+                machine_id: probe,
+                volume: None,
+            })
+            .await;
+        let mut vol = fixtures::volume();
+        vol.metadata.as_mut().unwrap().annotations = [("n".to_owned(), "1".to_owned())].into();
+        vol.metadata.as_mut().unwrap().id = "client-vol".into();
+        let created = v
+            .create_volume(volume::CreateVolumeRequest { volume: Some(vol) })
+            .await
+            .unwrap()
+            .into_inner();
+        let vid = created
+            .volume
+            .and_then(|x| x.metadata)
+            .map(|md| md.id)
+            .unwrap_or_default();
+        let listed = v
+            .list_volumes(volume::ListVolumesRequest {
+                filter: Some(volume::VolumeFilter {
+                    id: vid.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let annotations_kept = listed.volumes.iter().any(|x| {
+            x.metadata
+                .as_ref()
+                .is_some_and(|md| !md.annotations.is_empty())
+        });
+        let mut two = fixtures::volume();
+        two.spec.as_mut().unwrap().volume_data_source = Some(volume::VolumeDataSource {
+            image_data_source: Some(volume::ImageDataSource {
+                image: "img".into(),
+                architecture: String::new(),
+            }),
+            snapshot_data_source: Some(volume::SnapshotDataSource {
+                snapshot_id: "s".into(),
+            }),
+        });
+        let r5 = v
+            .create_volume(volume::CreateVolumeRequest { volume: Some(two) })
+            .await;
+        let r6 = v
+            .delete_volume(volume::DeleteVolumeRequest {
+                volume_id: String::new(),
+            })
+            .await;
+        let r7 = v
+            .expand_volume(volume::ExpandVolumeRequest {
+                volume_id: vid.clone(),
+                resources: None,
+            })
+            .await;
+        let r8 = v
+            .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
+                volume_snapshot: None,
+            })
+            .await;
+        let mut snap = volume::VolumeSnapshot {
+            metadata: Some(Default::default()),
+            spec: Some(volume::VolumeSnapshotSpec {
+                volume_id: vid.clone(),
+            }),
+            status: None,
+        };
+        snap.metadata.as_mut().unwrap().labels = [("s".to_owned(), "1".to_owned())].into();
+        let snap = v
+            .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
+                volume_snapshot: Some(snap),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let snap_labels_kept = snap
+            .volume_snapshot
+            .and_then(|x| x.metadata)
+            .is_some_and(|md| !md.labels.is_empty());
+        let r9 = v
+            .delete_volume(volume::DeleteVolumeRequest {
+                volume_id: vid.clone(),
+            })
+            .await;
+        let r10 = v
+            .delete_volume(volume::DeleteVolumeRequest {
+                volume_id: vid.clone(),
+            })
+            .await;
+        let r11 = b
+            .create_bucket(bucket::CreateBucketRequest { bucket: None })
+            .await;
+        let bid = b
+            .create_bucket(bucket::CreateBucketRequest {
+                bucket: Some(fixtures::bucket()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .bucket
+            .and_then(|x| x.metadata)
+            .map(|md| md.id)
+            .unwrap_or_default();
+        let r12 = b
+            .delete_bucket(bucket::DeleteBucketRequest {
+                bucket_id: bid.clone(),
+            })
+            .await;
+        let r13 = b
+            .delete_bucket(bucket::DeleteBucketRequest { bucket_id: bid })
+            .await;
+        out.push(json!({
+            "conformance_probes": [code(&r1), code(&r2), code(&r3), code(&r4), code(&r5), code(&r6), code(&r7), code(&r8), code(&r9), code(&r10), code(&r11), code(&r12), code(&r13)],
+            "volume_annotations_kept": annotations_kept,
+            "client_volume_id_kept": vid == "client-vol",
+            "snapshot_labels_kept": snap_labels_kept,
+        }));
+    }
+
+    let mut value = Value::Array(out);
+    classify_times(&mut value);
+    let mut text = serde_json::to_string_pretty(&value).unwrap();
+    for (i, id) in ids.iter().enumerate().filter(|(_, id)| !id.is_empty()) {
+        text = text.replace(id.as_str(), &format!("<id{i}>"));
+    }
+    text
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_mutant_changes_the_transcript() {
+    let baseline = transcript(&[]).await;
+    assert_eq!(
+        baseline,
+        transcript(&[]).await,
+        "the scenario is deterministic"
+    );
+    let unchanged: Vec<&str> = {
+        let mut v = Vec::new();
+        for &mutant in Mutant::ALL {
+            if transcript(&[mutant]).await == baseline {
+                v.push(mutant.name());
+            }
+        }
+        v
+    };
+    assert!(
+        unchanged.is_empty(),
+        "mutants without an observable effect: {unchanged:?}"
+    );
+}
