@@ -72,9 +72,19 @@ async fn suite_passes_against_mock() {
 /// Runs the cases in `ids` (all when `None`) against a fresh mock with mutant `m`; returns the
 /// ids of the failed cases.
 async fn failing_under(cfg: &RunConfig, m: Mutant, ids: Option<&[String]>) -> Vec<String> {
-    let targets = Targets::embedded_with(slow_terminate().mutant(m))
-        .await
-        .unwrap();
+    let delays = iri_mock::Delays {
+        terminate: Duration::from_millis(500),
+        ..runner::embedded_delays()
+    };
+    let builder = runner::embedded_builder().delays(delays).mutant(m);
+    let targets = Targets::embedded_with(builder).await.unwrap();
+    // These mutants let one case's creates clobber another case's objects, so outcomes would
+    // depend on how cases interleave: run them one case at a time for a stable matrix.
+    let mut cfg = cfg.clone();
+    if matches!(m, Mutant::DuplicateIds | Mutant::ConcurrentCreateSameId) {
+        cfg.parallel = 1;
+    }
+    let cfg = &cfg;
     let selected: Vec<_> = cases::all()
         .into_iter()
         .filter(|c| ids.is_none_or(|ids| ids.contains(&c.id)))
@@ -90,7 +100,7 @@ async fn every_case_is_caught_by_a_mutant() {
     // above the mock's millisecond delays) and the RPC deadline generous, so that only the mutant,
     // never load, makes a case fail. Fewer repeats keep the 100+ suite runs cheap.
     cfg.parallel = 32;
-    cfg.params.state_timeout = Duration::from_millis(1000);
+    cfg.params.state_timeout = Duration::from_millis(1500);
     cfg.params.poll_interval = Duration::from_millis(50);
     cfg.params.idempotent_count = 2;
     cfg.params.parallel_creates = 3;
