@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -37,20 +37,11 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.buckets.due(now) {
-            let Some(slot) = st.buckets.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.buckets.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
-            let id = slot
-                .obj
-                .metadata
-                .as_ref()
-                .map(|m| m.id.clone())
-                .unwrap_or_default();
             if due(timers.gone) {
-                if let Some(b) = st.buckets.remove_seq(seq, &id)
-                    && let Some(md) = b.metadata.as_ref()
-                {
+                if let Some(md) = st.buckets.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "bucket",
@@ -62,6 +53,15 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
+                continue;
+            };
+            let id = slot
+                .obj
+                .metadata
+                .as_ref()
+                .map(|m| m.id.clone())
+                .unwrap_or_default();
             if due(timers.ready) {
                 slot.timers.ready = None;
                 if !timers.deleting && !self.has(Mutant::BucketNeverAvailable) {
@@ -106,17 +106,33 @@ impl Core {
         &self,
         req: bucket::CreateBucketRequest,
     ) -> Result<bucket::CreateBucketResponse, Status> {
-        let Some(mut b) = req.bucket else {
-            return Err(invalid("bucket is required"));
+        let lax = self.has(Mutant::BucketMissingSpecAccepted);
+        let first_class = || bucket::BucketSpec {
+            class: self
+                .config
+                .bucket_classes
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
         };
-        let Some(spec) = b.spec.take() else {
-            return Err(invalid("bucket.spec is required"));
+        let mut b = match req.bucket {
+            Some(b) => b,
+            None if lax => bucket::Bucket::default(),
+            None => return Err(invalid("bucket is required")),
+        };
+        let spec = match b.spec.take() {
+            Some(spec) => spec,
+            None if lax => first_class(),
+            None => return Err(invalid("bucket.spec is required")),
         };
         if self.bucket_class(&spec.class).is_none() && !self.has(Mutant::BucketUnknownClassAccepted)
         {
             return Err(invalid(format!("unknown bucket class {:?}", spec.class)));
         }
         let mut md = b.metadata.take().unwrap_or_default();
+        if self.has(Mutant::BucketLabelsDropped) {
+            md.labels.clear();
+        }
         let id = self.new_id();
         md.id = id.clone();
         md.generation = 0;
@@ -132,12 +148,15 @@ impl Core {
         };
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        st.buckets.insert(id.clone(), stored.clone());
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(slot) = st.buckets.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.buckets.wake_at(&id, at);
+        st.buckets.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -149,6 +168,10 @@ impl Core {
             st.events.push(ev);
         }
         tracing::info!(bucket.id = %id, "bucket created");
+        let mut stored = stored;
+        if self.has(Mutant::BucketNoStatus) {
+            stored.status = None;
+        }
         Ok(bucket::CreateBucketResponse {
             bucket: Some(stored),
         })
@@ -160,24 +183,32 @@ impl Core {
         }
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        let Some(slot) = st.buckets.get_mut(id) else {
+        let Some(timers) = st.buckets.timers(id) else {
             if self.has(Mutant::BucketDeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("bucket", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
+            if self.has(Mutant::BucketDeleteTwiceNotFound) {
+                return Err(not_found("bucket", id));
+            }
             return Ok(());
         }
         if self.has(Mutant::BucketDeleteImmediate) {
             st.buckets.remove(id);
             return Ok(());
         }
-        slot.timers.deleting = true;
-        slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
-        let md = slot.obj.metadata.clone().unwrap_or_default();
         let at = Instant::now() + self.config.delays.terminate;
-        slot.timers.gone = Some(at);
+        let md = {
+            let Some(mut slot) = st.buckets.get_mut(id) else {
+                return Err(not_found("bucket", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = Some(at);
+            slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
+            slot.obj.metadata.clone().unwrap_or_default()
+        };
         st.buckets.wake_at(id, at);
         let ev = self.event(
             &md,
@@ -197,19 +228,17 @@ impl Core {
         let by_id = !filter.id.is_empty() && !self.has(Mutant::BucketIdFilterIgnored);
         st.buckets
             .iter()
-            .filter(|slot| {
-                !by_id
-                    || slot
-                        .obj
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| m.id == filter.id)
-            })
-            .filter(|slot| {
+            .filter(|obj| !by_id || obj.metadata.as_ref().is_some_and(|m| m.id == filter.id))
+            .filter(|obj| {
                 self.has(Mutant::BucketLabelSelectorIgnored)
-                    || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
+                    || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
-            .map(|slot| slot.obj.clone())
+            .map(|mut b| {
+                if self.has(Mutant::BucketNoStatus) {
+                    b.status = None;
+                }
+                b
+            })
             .collect()
     }
 
@@ -224,14 +253,16 @@ impl Core {
         let id = md.id.clone();
         b.spec.get_or_insert_default();
         b.status.get_or_insert_default();
-        lock(&self.buckets).buckets.insert(id.clone(), b);
+        lock(&self.buckets)
+            .buckets
+            .insert(&id, &b, Timers::default());
         id
     }
 
     pub(crate) fn force_bucket_state(&self, id: &str, state: BucketState) -> bool {
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        let Some(slot) = st.buckets.get_mut(id) else {
+        let Some(mut slot) = st.buckets.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;

@@ -7,12 +7,13 @@ use iri_spec::machine::v1alpha1::{
     self as machine, MachineState, Power,
     machine_runtime_server::{MachineRuntime, MachineRuntimeServer},
 };
+use iri_spec::meta::v1alpha1 as meta;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Slot, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Slot, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -96,64 +97,72 @@ impl Core {
     fn machine_event(
         &self,
         st: &mut MachineStore,
-        m: &machine::Machine,
+        meta: Option<&meta::ObjectMetadata>,
         reason: &str,
         action: &str,
         message: String,
     ) {
-        if let Some(meta) = m.metadata.as_ref() {
+        if let Some(meta) = meta {
             let ev = self.event(meta, "machine", reason, action, message);
             st.events.push(ev);
         }
     }
 
-    fn set_state(&self, st: &mut MachineStore, seq: u64, state: MachineState) {
-        let Some(slot) = st.store.slot_by_seq_mut(seq) else {
-            return;
-        };
-        let status = slot.obj.status.get_or_insert_default();
+    /// Sets the state of the decoded machine; returns the state-change event message if it changed.
+    fn apply_state(m: &mut machine::Machine, state: MachineState) -> Option<String> {
+        let status = m.status.get_or_insert_default();
         if status.state == state as i32 {
-            return;
+            return None;
         }
         let old = status.state;
         status.state = state as i32;
-        let m = slot.obj.clone();
-        self.machine_event(
-            st,
-            &m,
-            "StateChanged",
-            "UpdateState",
-            format!(
-                "machine state {} -> {}",
-                state_name(old),
-                state.as_str_name()
-            ),
-        );
+        Some(format!(
+            "machine state {} -> {}",
+            state_name(old),
+            state.as_str_name()
+        ))
+    }
+
+    fn set_state(&self, st: &mut MachineStore, seq: u64, state: MachineState) {
+        let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+            return;
+        };
+        let Some(message) = Self::apply_state(&mut slot.obj, state) else {
+            return;
+        };
+        let meta = slot.obj.metadata.clone();
+        drop(slot);
+        self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
     }
 
     /// Applies every transition that is due.
     pub(crate) fn advance_machines(&self, st: &mut MachineStore) {
         let now = Instant::now();
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.store.due(now) {
-            let Some(slot) = st.store.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.store.timers_by_seq(seq) else {
                 continue;
             };
-            let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-            let timers = slot.timers;
-            let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
-            let state = slot.obj.status.as_ref().map_or(0, |s| s.state);
             if due(timers.gone) {
-                let id = slot
-                    .obj
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.id.clone())
-                    .unwrap_or_default();
-                if let Some(m) = st.store.remove_seq(seq, &id) {
-                    self.machine_event(st, &m, "Deleted", "Delete", "machine deleted".to_owned());
+                if let Some(md) = st.store.remove_seq(seq) {
+                    self.machine_event(
+                        st,
+                        Some(&md),
+                        "Deleted",
+                        "Delete",
+                        "machine deleted".to_owned(),
+                    );
                 }
                 continue;
             }
+            if !(due(timers.ready) || due(timers.power) || due(timers.apply)) {
+                continue;
+            }
+            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+                continue;
+            };
+            let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
+            let state = slot.obj.status.as_ref().map_or(0, |s| s.state);
             let mut new_state = None;
             if due(timers.ready) {
                 slot.timers.ready = None;
@@ -185,58 +194,73 @@ impl Core {
             }
             if due(timers.apply) {
                 slot.timers.apply = None;
-                let m = &mut slot.obj;
-                let generation = m.metadata.as_ref().map_or(0, |m| m.generation);
-                let id = m
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.id.clone())
-                    .unwrap_or_default();
-                let spec = m.spec.clone().unwrap_or_default();
-                let status = m.status.get_or_insert_default();
-                if !self.has(Mutant::ObservedGenerationLags) {
-                    status.observed_generation = generation;
-                }
-                let never = self.has(Mutant::NeverAttached);
-                let (vol_state, nic_state) = if never {
-                    (
-                        machine::VolumeState::VolumePending as i32,
-                        machine::NetworkInterfaceState::NetworkInterfacePending as i32,
-                    )
-                } else {
-                    (
-                        machine::VolumeState::VolumeAttached as i32,
-                        machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
-                    )
-                };
-                status.volumes = spec
-                    .volumes
-                    .iter()
-                    .map(|v| machine::VolumeStatus {
-                        name: v.name.clone(),
-                        handle: volume_handle(&id, v),
-                        state: vol_state,
-                    })
-                    .collect();
-                status.network_interfaces = spec
-                    .network_interfaces
-                    .iter()
-                    .map(|n| machine::NetworkInterfaceStatus {
-                        name: n.name.clone(),
-                        handle: nic_handle(&id, n),
-                        state: nic_state,
-                    })
-                    .collect();
+                self.apply_spec(&mut slot.obj);
             }
-            if let Some(state) = new_state {
-                self.set_state(st, seq, state);
+            let event = new_state.and_then(|state| {
+                Self::apply_state(&mut slot.obj, state).map(|msg| (slot.obj.metadata.clone(), msg))
+            });
+            drop(slot);
+            if let Some((meta, message)) = event {
+                self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
             }
         }
     }
 
+    /// Brings status in line with spec: observed_generation, per-volume and per-NIC status.
+    fn apply_spec(&self, m: &mut machine::Machine) {
+        let generation = m.metadata.as_ref().map_or(0, |m| m.generation);
+        let id = m
+            .metadata
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        let Some(spec) = m.spec.as_ref() else {
+            return;
+        };
+        let never = self.has(Mutant::NeverAttached);
+        let (vol_state, nic_state) = if never {
+            (
+                machine::VolumeState::VolumePending as i32,
+                machine::NetworkInterfaceState::NetworkInterfacePending as i32,
+            )
+        } else {
+            (
+                machine::VolumeState::VolumeAttached as i32,
+                machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
+            )
+        };
+        let volumes = spec
+            .volumes
+            .iter()
+            .map(|v| machine::VolumeStatus {
+                name: v.name.clone(),
+                handle: volume_handle(&id, v),
+                state: vol_state,
+            })
+            .collect();
+        let network_interfaces = spec
+            .network_interfaces
+            .iter()
+            .map(|n| machine::NetworkInterfaceStatus {
+                name: n.name.clone(),
+                handle: nic_handle(&id, n),
+                state: nic_state,
+            })
+            .collect();
+        let status = m.status.get_or_insert_default();
+        if !self.has(Mutant::ObservedGenerationLags) {
+            status.observed_generation = generation;
+        }
+        status.volumes = volumes;
+        status.network_interfaces = network_interfaces;
+    }
+
     /// A copy of a stored machine as the wire shows it (output mutants applied).
     pub(crate) fn render_machine(&self, m: &machine::Machine) -> machine::Machine {
-        let mut m = m.clone();
+        self.render_owned(m.clone())
+    }
+
+    fn render_owned(&self, mut m: machine::Machine) -> machine::Machine {
         if self.has(Mutant::IdUnstable)
             && let Some(meta) = m.metadata.as_mut()
         {
@@ -282,7 +306,7 @@ impl Core {
 
     fn schedule_apply(&self, st: &mut MachineStore, id: &str) {
         let at = Instant::now() + self.config.delays.apply;
-        if let Some(slot) = st.store.get_mut(id) {
+        if let Some(mut slot) = st.store.get_mut(id) {
             slot.timers.apply = Some(at);
         }
         st.store.wake_at(id, at);
@@ -309,16 +333,19 @@ impl Core {
         {
             return Err(invalid(format!("unknown machine class {:?}", spec.class)));
         }
-        power_of(spec.power)?;
+        if !self.has(Mutant::InvalidPowerAccepted) {
+            power_of(spec.power)?;
+        }
+        let unchecked = self.has(Mutant::CreateVolumesUnchecked);
         let mut names = std::collections::HashSet::new();
-        for vol in &spec.volumes {
+        for vol in spec.volumes.iter().filter(|_| !unchecked) {
             validate_volume(vol)?;
             if !names.insert(vol.name.as_str()) {
                 return Err(invalid(format!("duplicate volume name {:?}", vol.name)));
             }
         }
         let mut names = std::collections::HashSet::new();
-        for nic in &spec.network_interfaces {
+        for nic in spec.network_interfaces.iter().filter(|_| !unchecked) {
             validate_nic(nic)?;
             if !names.insert(nic.name.as_str()) {
                 return Err(invalid(format!(
@@ -394,28 +421,25 @@ impl Core {
             spec: Some(spec),
             status: Some(status),
         };
+        let now = Instant::now();
+        let timers = Timers {
+            ready: Some(now + self.config.delays.provision),
+            apply: Some(now + self.config.delays.apply),
+            ..Timers::default()
+        };
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        let now = Instant::now();
-        st.store.insert(id.clone(), stored.clone());
-        let ready = now + self.config.delays.provision;
-        let apply = now + self.config.delays.apply;
-        if let Some(slot) = st.store.get_mut(&id) {
-            slot.timers.ready = Some(ready);
-            slot.timers.apply = Some(apply);
-        }
-        st.store.wake_at(&id, ready);
-        st.store.wake_at(&id, apply);
+        st.store.insert(&id, &stored, timers);
         self.machine_event(
             &mut st,
-            &stored,
+            stored.metadata.as_ref(),
             "Created",
             "Create",
             "machine created".to_owned(),
         );
         drop(st);
         tracing::info!(machine.id = %id, "machine created");
-        let mut out = self.render_machine(&stored);
+        let mut out = self.render_owned(stored);
         if self.has(Mutant::CreateResponseNotPending)
             && let Some(status) = out.status.as_mut()
         {
@@ -429,23 +453,23 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         let now = Instant::now();
-        let Some(slot) = st.store.get_mut(id) else {
+        let Some(timers) = st.store.timers(id) else {
             if self.has(Mutant::DeleteUnknownOk) {
                 return Ok(());
             }
             return Err(not_found("machine", id));
         };
-        if slot.timers.deleting {
+        if timers.deleting {
             if self.has(Mutant::DeleteTwiceNotFound) {
                 return Err(not_found("machine", id));
             }
             return Ok(());
         }
         if self.has(Mutant::DeleteImmediate) {
-            if let Some(m) = st.store.remove(id) {
+            if let Some(md) = st.store.remove(id) {
                 self.machine_event(
                     &mut st,
-                    &m,
+                    Some(&md),
                     "Deleted",
                     "Delete",
                     "machine deleted".to_owned(),
@@ -454,24 +478,30 @@ impl Core {
             tracing::info!(machine.id = %id, "machine deleted");
             return Ok(());
         }
-        slot.timers.deleting = true;
-        if let Some(md) = slot.obj.metadata.as_mut()
-            && !self.has(Mutant::DeletedAtUnset)
-        {
-            md.deleted_at = self.clock.unix_nanos();
-        }
-        if !self.has(Mutant::DeleteStateUnchanged) {
-            slot.obj.status.get_or_insert_default().state = MachineState::MachineTerminating as i32;
-        }
-        let m = slot.obj.clone();
-        if !self.has(Mutant::NeverGone) {
-            let at = now + self.config.delays.terminate;
-            slot.timers.gone = Some(at);
+        let gone_at = (!self.has(Mutant::NeverGone)).then(|| now + self.config.delays.terminate);
+        let m = {
+            let Some(mut slot) = st.store.get_mut(id) else {
+                return Err(not_found("machine", id));
+            };
+            slot.timers.deleting = true;
+            slot.timers.gone = gone_at;
+            if let Some(md) = slot.obj.metadata.as_mut()
+                && !self.has(Mutant::DeletedAtUnset)
+            {
+                md.deleted_at = self.clock.unix_nanos();
+            }
+            if !self.has(Mutant::DeleteStateUnchanged) {
+                slot.obj.status.get_or_insert_default().state =
+                    MachineState::MachineTerminating as i32;
+            }
+            slot.obj.clone()
+        };
+        if let Some(at) = gone_at {
             st.store.wake_at(id, at);
         }
         self.machine_event(
             &mut st,
-            &m,
+            m.metadata.as_ref(),
             "Deleting",
             "Delete",
             "machine is being deleted".to_owned(),
@@ -505,7 +535,7 @@ impl Core {
     ) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.with_machine(&id, Some(Mutant::AnnotationsUnknownOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let md = slot.obj.metadata.get_or_insert_default();
@@ -524,12 +554,14 @@ impl Core {
     fn update_power(&self, req: machine::UpdateMachinePowerRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        power_of(req.power)?;
+        if !self.has(Mutant::InvalidPowerAccepted) {
+            power_of(req.power)?;
+        }
         self.with_machine(&id, Some(Mutant::PowerUnknownOk), |core, st| {
             if core.has(Mutant::PowerIgnored) {
                 return Ok(());
             }
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -537,9 +569,10 @@ impl Core {
                 return Ok(());
             }
             spec.power = req.power;
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
             let at = Instant::now() + core.config.delays.power;
             slot.timers.power = Some(at);
+            drop(slot);
             st.store.wake_at(&id, at);
             core.schedule_apply(st, &id);
             tracing::info!(machine.id = %id, power = req.power, "machine power changed");
@@ -559,7 +592,7 @@ impl Core {
         };
         validate_volume(&vol)?;
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -584,7 +617,8 @@ impl Core {
                 handle,
                 state: machine::VolumeState::VolumePending as i32,
             });
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -593,11 +627,11 @@ impl Core {
     fn detach_volume(&self, req: machine::DetachVolumeRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        if req.name.is_empty() {
+        if req.name.is_empty() && !self.has(Mutant::DetachEmptyNameAccepted) {
             return Err(invalid("volume name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -612,7 +646,8 @@ impl Core {
                     req.name
                 )));
             }
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -623,12 +658,13 @@ impl Core {
         self.check_id(&id, "machine_id")?;
         let vol = match req.volume {
             Some(vol) if !vol.name.is_empty() => vol,
+            None if self.has(Mutant::UpdateVolumeMissingAccepted) => return Ok(()),
             None => return Err(invalid("volume is required")),
             Some(_) => return Err(invalid("volume name is required")),
         };
         validate_volume(&vol)?;
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -641,11 +677,12 @@ impl Core {
                     vol.name
                 )));
             };
-            if *existing == vol {
+            if *existing == vol || core.has(Mutant::UpdateVolumeIgnored) {
                 return Ok(());
             }
             *existing = vol;
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -662,7 +699,7 @@ impl Core {
             Some(_) => return Err(invalid("network interface name is required")),
         };
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -689,7 +726,8 @@ impl Core {
                     handle,
                     state: machine::NetworkInterfaceState::NetworkInterfacePending as i32,
                 });
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -698,11 +736,11 @@ impl Core {
     fn detach_nic(&self, req: machine::DetachNetworkInterfaceRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        if req.name.is_empty() {
+        if req.name.is_empty() && !self.has(Mutant::DetachEmptyNameAccepted) {
             return Err(invalid("network interface name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
-            let Some(slot) = st.store.get_mut(&id) else {
+            let Some(mut slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let spec = slot.obj.spec.get_or_insert_default();
@@ -717,7 +755,8 @@ impl Core {
                     req.name
                 )));
             }
-            core.bump_generation(slot);
+            core.bump_generation(&mut slot);
+            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -731,16 +770,16 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         if !filter.id.is_empty() && !self.has(Mutant::IdFilterIgnored) {
-            let Some(slot) = st.store.get(&filter.id) else {
+            let Some(obj) = st.store.get(&filter.id) else {
                 if self.has(Mutant::UnknownIdListErrors) {
                     return Err(not_found("machine", &filter.id));
                 }
                 return Ok(Vec::new());
             };
             let selector_ok = self.has(Mutant::LabelSelectorIgnored)
-                || labels_match(&filter.label_selector, slot.obj.metadata.as_ref());
+                || labels_match(&filter.label_selector, obj.metadata.as_ref());
             return Ok(if selector_ok {
-                vec![self.render_machine(&slot.obj)]
+                vec![self.render_machine(&obj)]
             } else {
                 Vec::new()
             });
@@ -748,11 +787,11 @@ impl Core {
         Ok(st
             .store
             .iter()
-            .filter(|slot| {
+            .filter(|obj| {
                 self.has(Mutant::LabelSelectorIgnored)
-                    || labels_match(&filter.label_selector, slot.obj.metadata.as_ref())
+                    || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
-            .map(|slot| self.render_machine(&slot.obj))
+            .map(|obj| self.render_machine(&obj))
             .collect())
     }
 
@@ -835,7 +874,7 @@ impl Core {
         m.spec.get_or_insert_default();
         m.status.get_or_insert_default();
         let mut st = lock(&self.machines);
-        st.store.insert(id.clone(), m);
+        st.store.insert(&id, &m, Timers::default());
         id
     }
 
@@ -843,12 +882,13 @@ impl Core {
     pub(crate) fn force_machine_state(&self, id: &str, state: MachineState) -> bool {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        let Some(slot) = st.store.get_mut(id) else {
+        let Some(mut slot) = st.store.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
         slot.timers.power = None;
-        let Some(seq) = st_seq(&st.store, id) else {
+        drop(slot);
+        let Some(seq) = st.store.seq_of(id) else {
             return false;
         };
         self.set_state(&mut st, seq, state);
@@ -859,7 +899,7 @@ impl Core {
     pub(crate) fn get_machine(&self, id: &str) -> Option<machine::Machine> {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        st.store.get(id).map(|slot| slot.obj.clone())
+        st.store.get(id)
     }
 
     /// Mutates a stored machine in place (test control).
@@ -867,7 +907,7 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         match st.store.get_mut(id) {
-            Some(slot) => {
+            Some(mut slot) => {
                 f(&mut slot.obj);
                 true
             }
@@ -884,10 +924,6 @@ impl Core {
         self.advance_machines(&mut st);
         st.store.len()
     }
-}
-
-fn st_seq(store: &Store<machine::Machine>, id: &str) -> Option<u64> {
-    store.seq_of(id)
 }
 
 /// The `MachineRuntime` gRPC service of a mock.

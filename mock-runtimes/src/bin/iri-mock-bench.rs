@@ -1,2 +1,404 @@
-//! x
-fn main() {}
+//! `iri-mock-bench`: throughput of CreateMachine+DeleteMachine pairs against the mock over a unix
+//! socket, beside a bare tonic server answering the same two RPCs trivially on the same kind of
+//! socket (the ratio is the mock's efficiency; goal >= 0.7), and the memory per stored machine
+//! at 100k machines (RSS delta; goal <= 2 KiB). Run it with `--release`.
+// The figures on stdout are this command's output.
+#![allow(clippy::print_stdout)]
+
+use std::{collections::HashMap, path::Path, time::Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use iri_mock::MockRuntime;
+use iri_spec::{
+    endpoint::Endpoint,
+    machine::v1alpha1::{
+        self as machine,
+        machine_runtime_client::MachineRuntimeClient,
+        machine_runtime_server::{MachineRuntime, MachineRuntimeServer},
+    },
+    meta::v1alpha1 as meta,
+};
+use tonic::{Request, Response, Status, transport::Channel};
+
+/// Benchmark the iri-mock runtime.
+#[derive(Debug, Parser)]
+#[command(name = "iri-mock-bench", version, about)]
+struct Args {
+    /// Create+Delete pairs per measured round.
+    #[arg(long, default_value_t = 20_000)]
+    pairs: usize,
+    /// Concurrent client tasks.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Measured rounds per server (the best round counts).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Machines stored for the memory figure.
+    #[arg(long, default_value_t = 100_000)]
+    machines: usize,
+    /// Call-log capacity of the mock in the throughput part (default: the mock's default).
+    #[arg(long)]
+    call_log_capacity: Option<usize>,
+    /// Run only one part.
+    #[arg(long, value_enum)]
+    only: Option<Part>,
+    /// Events kept per service during the memory measurement (the mock's default is 10 000).
+    #[arg(long, default_value_t = 10_000)]
+    event_capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Throughput,
+    Memory,
+}
+
+/// A realistic machine as a machinepoollet creates it: uid/namespace/name labels, generation
+/// annotations, one remote volume, one NIC, no ignition.
+fn poollet_machine(i: usize) -> machine::Machine {
+    let s = |x: &str| x.to_owned();
+    machine::Machine {
+        metadata: Some(meta::ObjectMetadata {
+            labels: HashMap::from([
+                (
+                    s(iri_spec::keys::MACHINE_UID_LABEL),
+                    format!("3f1c1b9e-0d5a-4c1e-9d7a-{i:012}"),
+                ),
+                (s(iri_spec::keys::MACHINE_NAMESPACE_LABEL), s("default")),
+                (
+                    s(iri_spec::keys::MACHINE_NAME_LABEL),
+                    format!("machine-{i}"),
+                ),
+            ]),
+            annotations: HashMap::from([
+                (s(iri_spec::keys::MACHINE_GENERATION_ANNOTATION), s("1")),
+                (s(iri_spec::keys::IRI_MACHINE_GENERATION_ANNOTATION), s("0")),
+            ]),
+            ..Default::default()
+        }),
+        spec: Some(machine::MachineSpec {
+            power: machine::Power::On as i32,
+            class: s("x3-small"),
+            volumes: vec![machine::Volume {
+                name: s("root"),
+                device: s("oda"),
+                local_disk: None,
+                connection: Some(machine::VolumeConnection {
+                    driver: s("ceph"),
+                    handle: format!("pool/volume-{i}"),
+                    ..Default::default()
+                }),
+            }],
+            network_interfaces: vec![machine::NetworkInterface {
+                name: s("primary"),
+                network_id: s("net-1"),
+                ips: vec![s("10.0.0.5")],
+                attributes: HashMap::new(),
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The baseline: a bare tonic MachineRuntime answering Create and Delete trivially.
+#[derive(Debug, Default)]
+struct Echo;
+
+#[tonic::async_trait]
+impl MachineRuntime for Echo {
+    async fn version(
+        &self,
+        r: Request<machine::VersionRequest>,
+    ) -> Result<Response<machine::VersionResponse>, Status> {
+        Ok(Response::new(machine::VersionResponse {
+            runtime_name: r.into_inner().version,
+            runtime_version: String::new(),
+        }))
+    }
+    async fn list_events(
+        &self,
+        _: Request<machine::ListEventsRequest>,
+    ) -> Result<Response<machine::ListEventsResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn list_machines(
+        &self,
+        _: Request<machine::ListMachinesRequest>,
+    ) -> Result<Response<machine::ListMachinesResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn create_machine(
+        &self,
+        r: Request<machine::CreateMachineRequest>,
+    ) -> Result<Response<machine::CreateMachineResponse>, Status> {
+        Ok(Response::new(machine::CreateMachineResponse {
+            machine: r.into_inner().machine,
+        }))
+    }
+    async fn delete_machine(
+        &self,
+        _: Request<machine::DeleteMachineRequest>,
+    ) -> Result<Response<machine::DeleteMachineResponse>, Status> {
+        Ok(Response::new(machine::DeleteMachineResponse {}))
+    }
+    async fn update_machine_annotations(
+        &self,
+        _: Request<machine::UpdateMachineAnnotationsRequest>,
+    ) -> Result<Response<machine::UpdateMachineAnnotationsResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn update_machine_power(
+        &self,
+        _: Request<machine::UpdateMachinePowerRequest>,
+    ) -> Result<Response<machine::UpdateMachinePowerResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn attach_volume(
+        &self,
+        _: Request<machine::AttachVolumeRequest>,
+    ) -> Result<Response<machine::AttachVolumeResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn detach_volume(
+        &self,
+        _: Request<machine::DetachVolumeRequest>,
+    ) -> Result<Response<machine::DetachVolumeResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn update_volume(
+        &self,
+        _: Request<machine::UpdateVolumeRequest>,
+    ) -> Result<Response<machine::UpdateVolumeResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn attach_network_interface(
+        &self,
+        _: Request<machine::AttachNetworkInterfaceRequest>,
+    ) -> Result<Response<machine::AttachNetworkInterfaceResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn detach_network_interface(
+        &self,
+        _: Request<machine::DetachNetworkInterfaceRequest>,
+    ) -> Result<Response<machine::DetachNetworkInterfaceResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn status(
+        &self,
+        _: Request<machine::StatusRequest>,
+    ) -> Result<Response<machine::StatusResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+    async fn exec(
+        &self,
+        _: Request<machine::ExecRequest>,
+    ) -> Result<Response<machine::ExecResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+}
+
+/// CPU time (user + system) of this process in seconds, from /proc/self/stat. Clients and
+/// server share the process, so the CPU time per pair is a second, contention-proof figure.
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("read /proc/self/stat")?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .context("malformed /proc/self/stat")?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    // USER_HZ is 100 on every Linux ABI that matters here.
+    #[allow(clippy::cast_precision_loss)]
+    Ok((utime + stime) as f64 / 100.0)
+}
+
+/// Pairs per wall-clock second and per CPU second.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rate {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Runs `pairs` Create+Delete pairs over `concurrency` tasks.
+async fn pairs_per_second(
+    channel: &Channel,
+    pairs: usize,
+    concurrency: usize,
+) -> anyhow::Result<Rate> {
+    let start = Instant::now();
+    let cpu_start = cpu_seconds()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let mut client = MachineRuntimeClient::new(channel.clone());
+        let n = pairs / concurrency + usize::from(worker < pairs % concurrency);
+        tasks.spawn(async move {
+            for i in 0..n {
+                let created = client
+                    .create_machine(machine::CreateMachineRequest {
+                        machine: Some(poollet_machine(worker * 1_000_000 + i)),
+                    })
+                    .await?
+                    .into_inner();
+                let machine_id = created
+                    .machine
+                    .and_then(|m| m.metadata)
+                    .map(|m| m.id)
+                    .unwrap_or_default();
+                client
+                    .delete_machine(machine::DeleteMachineRequest { machine_id })
+                    .await?;
+            }
+            Ok::<_, Status>(())
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        res.context("client task")?.context("rpc")?;
+    }
+    let cpu = (cpu_seconds()? - cpu_start).max(0.01);
+    #[allow(clippy::cast_precision_loss)]
+    let pairs = pairs as f64;
+    Ok(Rate {
+        wall: pairs / start.elapsed().as_secs_f64(),
+        cpu: pairs / cpu,
+    })
+}
+
+async fn echo_server(path: &Path) -> anyhow::Result<Channel> {
+    let listener = iri_mock::bind_unix(path)?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(MachineRuntimeServer::new(Echo))
+            .serve_with_incoming(incoming),
+    );
+    Ok(iri_spec::endpoint::connect(&Endpoint::Unix(path.to_owned())).await?)
+}
+
+fn rss_kib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS in /proc/self/status")?;
+    line.split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS")?
+        .parse()
+        .context("malformed VmRSS")
+}
+
+async fn throughput(args: &Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mock = MockRuntime::builder()
+        .start_unix(dir.path().join("mock.sock"))
+        .await?;
+    let mock_channel =
+        iri_spec::endpoint::connect(&mock.endpoint().context("unix endpoint")?).await?;
+    let echo_channel = echo_server(&dir.path().join("echo.sock")).await?;
+    // Warm up both.
+    pairs_per_second(&mock_channel, 2_000, args.concurrency).await?;
+    pairs_per_second(&echo_channel, 2_000, args.concurrency).await?;
+    let (mut mock_rates, mut echo_rates) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        let m = pairs_per_second(&mock_channel, args.pairs, args.concurrency).await?;
+        let e = pairs_per_second(&echo_channel, args.pairs, args.concurrency).await?;
+        println!(
+            "round {round}: mock {:>7.0} pairs/s ({:>7.0}/cpu-s)   echo {:>7.0} pairs/s ({:>7.0}/cpu-s)   ratio {:.2} (cpu {:.2})",
+            m.wall,
+            m.cpu,
+            e.wall,
+            e.cpu,
+            m.wall / e.wall,
+            m.cpu / e.cpu
+        );
+        mock_rates.push(m);
+        echo_rates.push(e);
+    }
+    let best = |rates: &[Rate], f: fn(&Rate) -> f64| rates.iter().map(f).fold(0f64, f64::max);
+    let (mock_wall, echo_wall) = (best(&mock_rates, |r| r.wall), best(&echo_rates, |r| r.wall));
+    let (mock_cpu, echo_cpu) = (best(&mock_rates, |r| r.cpu), best(&echo_rates, |r| r.cpu));
+    println!(
+        "create+delete over unix socket ({} pairs x {} rounds, {} concurrent clients; best round):",
+        args.pairs, args.rounds, args.concurrency
+    );
+    println!("  iri-mock          {mock_wall:>9.0} pairs/s   {mock_cpu:>9.0} pairs/cpu-s");
+    println!("  bare tonic echo   {echo_wall:>9.0} pairs/s   {echo_cpu:>9.0} pairs/cpu-s");
+    println!(
+        "  ratio             {:>9.2}           {:>9.2}             (goal >= 0.70)",
+        mock_wall / echo_wall,
+        mock_cpu / echo_cpu
+    );
+    mock.shutdown().await?;
+    Ok(())
+}
+
+async fn memory(args: &Args) -> anyhow::Result<()> {
+    // No call log: it would keep every request; events are a bounded ring (default 10 000).
+    let mock = MockRuntime::builder()
+        .call_log_capacity(0)
+        .event_capacity(args.event_capacity)
+        .start_in_process()
+        .await?;
+    let mut client = MachineRuntimeClient::new(mock.machine_channel());
+    // Warm up the transport and allocator pools, leave nothing stored.
+    for i in 0..1_000 {
+        let created = client
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(poollet_machine(i)),
+            })
+            .await?
+            .into_inner();
+        let machine_id = created
+            .machine
+            .and_then(|m| m.metadata)
+            .map(|m| m.id)
+            .unwrap_or_default();
+        client
+            .delete_machine(machine::DeleteMachineRequest { machine_id })
+            .await?;
+    }
+    anyhow::ensure!(mock.machine_count() == 0, "warm-up left machines behind");
+    let before = rss_kib()?;
+    for i in 0..args.machines {
+        client
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(poollet_machine(i)),
+            })
+            .await?;
+    }
+    let stored = mock.machine_count();
+    let after = rss_kib()?;
+    anyhow::ensure!(
+        stored == args.machines,
+        "stored {stored} of {}",
+        args.machines
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let per_machine = (after.saturating_sub(before) * 1024) as f64 / stored as f64;
+    println!(
+        "memory: {stored} stored machines, RSS {before} KiB -> {after} KiB: {per_machine:.0} bytes per machine (goal <= 2048)"
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.only != Some(Part::Memory) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(throughput(&args))?;
+    }
+    if args.only != Some(Part::Throughput) {
+        // A single-threaded runtime keeps allocations in one malloc arena for a cleaner RSS delta.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(memory(&args))?;
+    }
+    Ok(())
+}
