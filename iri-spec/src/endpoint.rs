@@ -30,7 +30,9 @@ pub enum Error {
         scheme: String,
     },
     /// A unix endpoint without a path, or with a relative `unix://` authority.
-    #[error("endpoint {0:?} is not a valid unix endpoint: use unix:///absolute/path or unix:relative/path")]
+    #[error(
+        "endpoint {0:?} is not a valid unix endpoint: use unix:///absolute/path or unix:relative/path"
+    )]
     BadUnixPath(String),
     /// A TCP endpoint without `host:port`.
     #[error("endpoint {0:?} is not a valid tcp endpoint: use tcp://host:port")]
@@ -143,7 +145,9 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(path) if path.is_absolute() => write!(f, "unix://{}", path.display()),
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
-            Endpoint::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            Endpoint::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
         }
     }
@@ -309,7 +313,7 @@ fn unix_connector(
     Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
     Error = std::io::Error,
     Future = impl Future<Output = std::io::Result<hyper_util::rt::TokioIo<tokio::net::UnixStream>>>
-                 + Send,
+             + Send,
 > + Clone
 + Send {
     tower::service_fn(move |_: Uri| {
@@ -356,7 +360,10 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case("unix:///var/run/iri-machinebroker.sock", Endpoint::unix("/var/run/iri-machinebroker.sock"))]
+    #[case(
+        "unix:///var/run/iri-machinebroker.sock",
+        Endpoint::unix("/var/run/iri-machinebroker.sock")
+    )]
     #[case("unix:relative/x.sock", Endpoint::unix("relative/x.sock"))]
     #[case("unix:/abs/x.sock", Endpoint::unix("/abs/x.sock"))]
     #[case("tcp://127.0.0.1:5000", Endpoint::Tcp { host: "127.0.0.1".into(), port: 5000 })]
@@ -397,20 +404,32 @@ mod tests {
 
     #[test]
     fn env_vars_and_well_known_paths() {
-        assert_eq!(RuntimeKind::Machine.env_var(), "IRI_MACHINE_RUNTIME_ENDPOINT");
+        assert_eq!(
+            RuntimeKind::Machine.env_var(),
+            "IRI_MACHINE_RUNTIME_ENDPOINT"
+        );
         assert_eq!(RuntimeKind::Volume.env_var(), "IRI_VOLUME_RUNTIME_ENDPOINT");
         assert_eq!(RuntimeKind::Bucket.env_var(), "IRI_BUCKET_RUNTIME_ENDPOINT");
         assert_eq!(
             RuntimeKind::Machine.well_known_sockets(),
-            ["/var/run/iri-machinebroker.sock", "/var/run/iri-machineprovider.sock"]
+            [
+                "/var/run/iri-machinebroker.sock",
+                "/var/run/iri-machineprovider.sock"
+            ]
         );
         assert_eq!(
             RuntimeKind::Volume.well_known_sockets(),
-            ["/var/run/iri-volumebroker.sock", "/var/run/iri-volumeprovider.sock"]
+            [
+                "/var/run/iri-volumebroker.sock",
+                "/var/run/iri-volumeprovider.sock"
+            ]
         );
         assert_eq!(
             RuntimeKind::Bucket.well_known_sockets(),
-            ["/var/run/iri-bucketbroker.sock", "/var/run/iri-bucketprovider.sock"]
+            [
+                "/var/run/iri-bucketbroker.sock",
+                "/var/run/iri-bucketprovider.sock"
+            ]
         );
     }
 
@@ -443,8 +462,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = discovery(dir.path());
         std::fs::write(dir.path().join("broker.sock"), b"not a socket").unwrap();
-        let _provider = std::os::unix::net::UnixListener::bind(dir.path().join("provider.sock"))
-            .unwrap();
+        let _provider =
+            std::os::unix::net::UnixListener::bind(dir.path().join("provider.sock")).unwrap();
         assert_eq!(
             d.resolve().await.unwrap(),
             Endpoint::Unix(dir.path().join("provider.sock"))

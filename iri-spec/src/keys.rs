@@ -54,7 +54,8 @@ pub const VOLUMEPOOLLET_PREFIX: &str = "volumepoollet.ironcore.dev/";
 /// Label on an IRI volume: the ironcore Volume UID (lookup key).
 pub const VOLUMEPOOLLET_VOLUME_UID_LABEL: &str = "volumepoollet.ironcore.dev/volume-uid";
 /// Label on an IRI volume: the ironcore Volume namespace.
-pub const VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL: &str = "volumepoollet.ironcore.dev/volume-namespace";
+pub const VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL: &str =
+    "volumepoollet.ironcore.dev/volume-namespace";
 /// Label on an IRI volume: the ironcore Volume name.
 pub const VOLUMEPOOLLET_VOLUME_NAME_LABEL: &str = "volumepoollet.ironcore.dev/volume-name";
 /// Label on an IRI volume snapshot: the ironcore VolumeSnapshot UID.
@@ -133,7 +134,10 @@ mod tests {
 
     #[test]
     fn capacity_keys() {
-        assert_eq!(machine_class_capacity_key("x3-large"), "class/machine.x3-large");
+        assert_eq!(
+            machine_class_capacity_key("x3-large"),
+            "class/machine.x3-large"
+        );
         assert_eq!(volume_class_capacity_key("fast"), "class/volume.fast");
     }
 }

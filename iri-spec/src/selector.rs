@@ -61,9 +61,10 @@ mod tests {
         let (selector, labels) = (map(selector), map(labels));
         assert_eq!(matches(&selector, &labels), want);
         assert_eq!(
-            matches_with(selector.iter().map(|(k, v)| (k.as_str(), v.as_str())), |k| labels
-                .get(k)
-                .map(String::as_str)),
+            matches_with(
+                selector.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                |k| labels.get(k).map(String::as_str)
+            ),
             want
         );
     }

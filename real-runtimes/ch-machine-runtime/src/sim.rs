@@ -138,7 +138,11 @@ impl Sim {
         if let Some(path) = &self.cfg.log_file {
             let elapsed = self.started.elapsed();
             if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
-                let _ = writeln!(f, "cloud-hypervisor-sim: {:.6}s: {msg}", elapsed.as_secs_f64());
+                let _ = writeln!(
+                    f,
+                    "cloud-hypervisor-sim: {:.6}s: {msg}",
+                    elapsed.as_secs_f64()
+                );
             }
         }
     }
@@ -300,7 +304,10 @@ impl Sim {
                 ),
             },
             "vm.counters" => match guard.as_ref() {
-                Some(Vm { state: Some(_), config }) => {
+                Some(Vm {
+                    state: Some(_),
+                    config,
+                }) => {
                     let mut counters = serde_json::Map::new();
                     for id in Self::device_ids(config) {
                         counters.insert(id, json!({"read_ops": 0, "write_ops": 0}));
@@ -450,7 +457,11 @@ impl Sim {
                         reply(StatusCode::NO_CONTENT, None)
                     }
                     ("vm.pause" | "vm.resume", from) => {
-                        let to = if endpoint == "vm.pause" { "Paused" } else { "Running" };
+                        let to = if endpoint == "vm.pause" {
+                            "Paused"
+                        } else {
+                            "Running"
+                        };
                         api_err(
                             StatusCode::INTERNAL_SERVER_ERROR,
                             what,
@@ -492,7 +503,11 @@ impl Sim {
                         &["Failed to deserialize JSON", "expected a JSON object"],
                     );
                 }
-                let list = if endpoint == "vm.add-disk" { "disks" } else { "net" };
+                let list = if endpoint == "vm.add-disk" {
+                    "disks"
+                } else {
+                    "net"
+                };
                 let existing = Self::device_ids(&vm.config);
                 let id = match device["id"].as_str() {
                     Some(id) => id.to_owned(),
@@ -516,7 +531,12 @@ impl Sim {
                 {
                     return err(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        &["Error from API", what, "Failed to open disk image", &e.to_string()],
+                        &[
+                            "Error from API",
+                            what,
+                            "Failed to open disk image",
+                            &e.to_string(),
+                        ],
                     );
                 }
                 let running = matches!(vm.state, Some(VmState::Running | VmState::Paused));

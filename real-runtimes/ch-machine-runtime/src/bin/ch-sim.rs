@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use ch_machine_runtime::sim::{self, SimConfig};
+use clap::Parser;
 
 /// Cloud Hypervisor API simulator (drop-in for `cloud-hypervisor --api-socket ...` in tests)
 #[derive(Debug, Parser)]
@@ -34,7 +34,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error starting VMM: {e}");
