@@ -42,10 +42,10 @@ pub fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 pub async fn serve(
     cfg: config::Config,
     vmm: Arc<dyn vmm::Vmm>,
-    socket: &Path,
+    socket: std::path::PathBuf,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = bind_socket(socket)?;
+    let listener = bind_socket(&socket)?;
     let runtime = runtime::Runtime::start(cfg, vmm, token.child_token())
         .await
         .context("start runtime")?;
@@ -59,6 +59,6 @@ pub async fn serve(
         .await
         .context("serve grpc");
     runtime.shutdown(Duration::from_secs(30)).await;
-    let _ = std::fs::remove_file(socket);
+    let _ = std::fs::remove_file(&socket);
     res
 }

@@ -174,5 +174,5 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         std::process::exit(130);
     });
-    ch_machine_runtime::serve(cfg, vmm, &socket, token).await
+    ch_machine_runtime::serve(cfg, vmm, socket, token).await
 }
