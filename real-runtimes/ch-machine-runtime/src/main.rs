@@ -1,4 +1,5 @@
-//! `ch-machine-runtime`: an IRI MachineRuntime running one Cloud Hypervisor VMM per machine.
+//! `ch-machine-runtime`: an IRI MachineRuntime running one Cloud Hypervisor VMM per machine
+//! (or, with `--vmm qemu`, one QEMU per machine).
 //!
 //! args → config → tracing → serve. SIGINT/SIGTERM stop the server gracefully; VMs keep
 //! running (like libvirt) unless `--stop-vms-on-exit`; a second signal exits at once.
@@ -8,7 +9,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use ch_machine_runtime::{
     config::{self, Config, MachineClass, NicMode, Payload},
-    vmm::CloudHypervisor,
+    vmm::{CloudHypervisor, Qemu, QemuAccel, Vmm},
 };
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -26,9 +27,21 @@ struct Args {
     /// State directory (machine records, per-VM sockets, serial logs, local disks)
     #[arg(long, env = "IRI_CH_STATE_DIR")]
     state_dir: PathBuf,
-    /// The cloud-hypervisor binary (or ch-sim)
+    /// The VMM backend
+    #[arg(long, env = "IRI_VMM", value_enum, default_value = "cloud-hypervisor")]
+    vmm: VmmKind,
+    /// The cloud-hypervisor binary (or ch-sim); required with --vmm cloud-hypervisor
     #[arg(long, env = "IRIKIT_CH_BIN")]
-    ch_binary: PathBuf,
+    ch_binary: Option<PathBuf>,
+    /// The QEMU binary for --vmm qemu (looked up on PATH)
+    #[arg(long, env = "IRIKIT_QEMU_BIN", default_value = "qemu-system-x86_64")]
+    qemu_binary: PathBuf,
+    /// QEMU accelerator: auto (KVM where /dev/kvm opens and the guest can run under it), kvm, tcg
+    #[arg(long, env = "IRI_QEMU_ACCEL", value_enum, default_value = "auto")]
+    qemu_accel: QemuAccel,
+    /// Initramfs every VM boots with (optional)
+    #[arg(long, env = "IRI_CH_INITRAMFS")]
+    initramfs: Option<PathBuf>,
     /// Guest kernel (PVH ELF or bzImage) every VM boots
     #[arg(long, env = "IRI_CH_KERNEL")]
     kernel: PathBuf,
@@ -74,6 +87,15 @@ struct Args {
     log_format: String,
 }
 
+/// The VMM backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum VmmKind {
+    /// Cloud Hypervisor over its REST API (also ch-sim).
+    CloudHypervisor,
+    /// QEMU over QMP.
+    Qemu,
+}
+
 fn socket_path(args: &Args) -> anyhow::Result<PathBuf> {
     let raw = args
         .socket
@@ -104,9 +126,16 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     }
     let kernel = std::fs::canonicalize(&args.kernel)
         .with_context(|| format!("kernel {}", args.kernel.display()))?;
+    let vmm_binary = match args.vmm {
+        VmmKind::CloudHypervisor => args
+            .ch_binary
+            .clone()
+            .context("--ch-binary (or IRIKIT_CH_BIN) is required with --vmm cloud-hypervisor")?,
+        VmmKind::Qemu => args.qemu_binary.clone(),
+    };
     Ok(Config {
         state_dir: args.state_dir.clone(),
-        vmm_binary: args.ch_binary.clone(),
+        vmm_binary,
         payload: Payload {
             kernel,
             cmdline: args.cmdline.clone(),
@@ -153,7 +182,19 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let socket = socket_path(&args)?;
     let cfg = build_config(&args)?;
-    let vmm = Arc::new(CloudHypervisor::new(cfg.vmm_binary.clone()));
+    let initramfs = args
+        .initramfs
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).with_context(|| format!("initramfs {}", p.display())))
+        .transpose()?;
+    let vmm: Arc<dyn Vmm> = match args.vmm {
+        VmmKind::CloudHypervisor => {
+            Arc::new(CloudHypervisor::new(cfg.vmm_binary.clone()).with_initramfs(initramfs))
+        }
+        VmmKind::Qemu => {
+            Arc::new(Qemu::new(cfg.vmm_binary.clone(), args.qemu_accel).with_initramfs(initramfs))
+        }
+    };
     let token = CancellationToken::new();
     let signals = token.clone();
     tokio::spawn(async move {

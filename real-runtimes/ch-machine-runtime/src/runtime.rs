@@ -1080,7 +1080,9 @@ impl Runtime {
     ) -> vmm::Result<()> {
         let vmm = &self.inner.vmm;
         if process.is_none() {
-            let spawned = vmm.spawn(paths).await?;
+            let spawned = vmm
+                .spawn_for(paths, &self.vm_spec(record, paths, disks, nics))
+                .await?;
             let p = spawned.process.clone();
             // Record the pid at once: a runtime killed right now adopts this VMM on restart.
             entry.with(|r| r.vmm = Some(p.clone()));

@@ -1,6 +1,7 @@
 /* Minimal PVH guest for irikit's Cloud Hypervisor tests (our own code).
  * Prints "PVH-HELLO cmdline=<cmdline>" to COM1; if the cmdline starts with 'p' it powers
- * off through CH's ACPI shutdown port (0x600, S5|SLP_EN), otherwise it halts forever.
+ * off through CH's ACPI shutdown port (0x600, S5|SLP_EN) and QEMU q35's ACPI PM1a control
+ * register (0x604, SLP_EN with SLP_TYP 0 = soft off), otherwise it halts forever.
  * %ebx points to hvm_start_info; the cmdline's physical address is at offset 24. */
         .section .note.Xen, "a"
         .balign 4
@@ -34,6 +35,9 @@ pvh_start:
         mov $0x600, %dx
         mov $0x34, %al
         out %al, %dx
+        mov $0x604, %dx
+        mov $0x2000, %ax
+        out %ax, %dx
 5:      hlt
         jmp 5b
 banner: .asciz "PVH-HELLO cmdline="
