@@ -222,7 +222,8 @@ impl Qemu {
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
             "-chardev".into(),
-            format!("file,id=serial0,path={}", paths.serial.display()),
+            // Appended across power cycles, like CH's serial file.
+            format!("file,id=serial0,path={},append=on", paths.serial.display()),
             "-serial".into(),
             "chardev:serial0".into(),
             // Native PCIe hot-plug on the root ports (q35 defaults to ACPI hot-plug, which
