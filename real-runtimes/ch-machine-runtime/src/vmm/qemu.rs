@@ -285,27 +285,33 @@ impl Qemu {
             .collect())
     }
 
-    /// The first root port with nothing plugged in.
+    /// The first root port with nothing plugged in (judged by each device's `parent_bus`:
+    /// `query-pci` does not show devices in slots the guest has not powered on).
     async fn free_port(conn: &mut Conn) -> Result<String> {
-        let pci = conn.execute("query-pci", None).await?;
-        let devices = pci[0]["devices"].as_array().cloned().unwrap_or_default();
-        for i in 0..ROOT_PORTS {
-            let name = root_port(i);
-            let port = devices.iter().find(|d| d["qdev_id"] == name.as_str());
-            let empty = port.is_some_and(|p| {
-                p["pci_bridge"]["devices"]
-                    .as_array()
-                    .is_none_or(Vec::is_empty)
-            });
-            if empty {
-                return Ok(name);
+        let mut busy = std::collections::HashSet::new();
+        for (id, kind) in Self::peripherals(conn).await? {
+            if kind == "pcie-root-port" {
+                continue;
+            }
+            let bus = conn
+                .execute(
+                    "qom-get",
+                    Some(json!({ "path": format!("/machine/peripheral/{id}"), "property": "parent_bus" })),
+                )
+                .await?;
+            // "/machine/peripheral/<port>/<port>"
+            if let Some(port) = bus.as_str().and_then(|b| b.rsplit('/').next()) {
+                busy.insert(port.to_owned());
             }
         }
-        Err(Error::Refused {
-            operation: "device_add",
-            status: 0,
-            chain: vec![format!("all {ROOT_PORTS} hot-plug slots are in use")],
-        })
+        (0..ROOT_PORTS)
+            .map(root_port)
+            .find(|port| !busy.contains(port))
+            .ok_or_else(|| Error::Refused {
+                operation: "device_add",
+                status: 0,
+                chain: vec![format!("all {ROOT_PORTS} hot-plug slots are in use")],
+            })
     }
 
     async fn add_disk(conn: &mut Conn, disk: &DiskSpec) -> Result<()> {
