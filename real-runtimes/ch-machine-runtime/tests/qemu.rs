@@ -107,8 +107,9 @@ async fn delete_and_check(env: &Env, client: &mut common::Client, id: &str) {
         .await
         .unwrap();
     common::wait_gone(client, id).await;
+    let vm_dir = env.state_dir.join("vms").join(id);
     assert_eq!(
-        env.vmm_processes(),
+        common::processes_mentioning(&vm_dir.display().to_string()),
         Vec::<i32>::new(),
         "qemu processes left"
     );
@@ -119,12 +120,18 @@ async fn delete_and_check(env: &Env, client: &mut common::Client, id: &str) {
 }
 
 async fn wait_serial(env: &Env, id: &str, needle: &str, count: usize, timeout: Duration) {
-    common::eventually(
-        &format!("{count}x {needle:?} on the serial console"),
-        timeout,
-        || async { (env.serial_log(id).matches(needle).count() >= count).then_some(()) },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let log = env.serial_log(id);
+        if log.matches(needle).count() >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {count}x {needle:?} on the serial console:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_volume(
@@ -360,12 +367,14 @@ busybox mount -t sysfs sys /sys
 busybox mount -t devtmpfs dev /dev
 echo IRIKIT-GUEST-INIT
 for m in MODULES; do busybox insmod /lib/modules/$m.ko; done
+busybox mkdir -p /etc/acpi/PWRF
+printf '#!/bin/sh\necho IRIKIT-POWER-BUTTON >/dev/console\nbusybox poweroff -f\n' > /etc/acpi/PWRF/00000080
+busybox chmod +x /etc/acpi/PWRF/00000080
+busybox acpid -f -l /tmp/acpid.log -c /etc/acpi &
+# READY only once acpid listens on the input devices (the power button must not be missed).
+while ! busybox ls -l /proc/$!/fd 2>/dev/null | busybox grep -q /dev/input; do busybox sleep 0.05; done
 i=0; while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do busybox sleep 0.1; i=$((i+1)); done
 if [ -b /dev/vda ]; then echo "IRIKIT-DISK0: $(busybox head -c 24 /dev/vda)"; else echo "IRIKIT-DISK0: none"; fi
-busybox mkdir -p /etc/acpi/PWRF
-printf '#!/bin/sh\necho IRIKIT-POWER-BUTTON\nbusybox poweroff -f\n' > /etc/acpi/PWRF/00000080
-busybox chmod +x /etc/acpi/PWRF/00000080
-busybox acpid -f -c /etc/acpi &
 echo IRIKIT-GUEST-READY
 busybox grep -q irikit.poweroff /proc/cmdline && busybox poweroff -f
 while true; do busybox sleep 3600; done
@@ -578,8 +587,8 @@ async fn linux_guest_sees_its_volume_on_qemu() {
 
     // Power off: the ACPI power button reaches the guest's acpid, which powers off.
     set_power(&mut client, &id, machine::Power::Off).await;
+    wait_serial(&env, &id, "IRIKIT-POWER-BUTTON", 1, Duration::from_secs(30)).await;
     common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
-    assert!(env.serial_log(&id).contains("IRIKIT-POWER-BUTTON"));
     assert!(!common::alive(pid), "qemu still runs after power off");
 
     set_power(&mut client, &id, machine::Power::On).await;
