@@ -37,7 +37,10 @@ irikit_install_qemu() {
         fi
         rm -rf "$cache"
         mkdir -p "$cache/debs" "$cache/x"
-        (cd "$cache/debs" && apt-get download -qq "$kpkg" busybox-static)
+        # As root, apt's sandbox user cannot write into a private cache dir: download as root.
+        local sandbox=()
+        [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
+        (cd "$cache/debs" && apt-get download -qq "${sandbox[@]}" "$kpkg" busybox-static)
         for d in "$cache"/debs/*.deb; do
             local n
             n=$(basename "${d%%_*}")
@@ -45,9 +48,12 @@ irikit_install_qemu() {
             dpkg -x "$d" "$cache/x/$n"
         done
         # Stable names the tests use: vmlinuz, busybox, modules/ (the kernel's module tree).
-        ln -sfn "$(ls "$cache"/x/"$kpkg"/boot/vmlinuz-* | head -n1)" "$cache/vmlinuz"
-        ln -sfn "$cache/x/busybox-static/bin/busybox" "$cache/busybox"
-        ln -sfn "$(ls -d "$cache"/x/"$kpkg"/lib/modules/* | head -n1)" "$cache/modules"
+        (
+            cd "$cache"
+            ln -sfn "$(ls x/"$kpkg"/boot/vmlinuz-* | head -n1)" vmlinuz
+            ln -sfn x/busybox-static/bin/busybox busybox
+            ln -sfn "$(ls -d x/"$kpkg"/lib/modules/* | head -n1)" modules
+        )
         rm -rf "$cache/debs"
         touch "$cache/.done"
     fi
