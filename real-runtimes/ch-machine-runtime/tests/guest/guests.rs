@@ -63,7 +63,8 @@ impl Cpio {
         }
     }
 
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), String> {
+        let too_big = |what: &str| format!("cpio: {what} of {name} exceeds 4 GiB");
         let fields = [
             self.ino,
             mode,
@@ -71,12 +72,12 @@ impl Cpio {
             0,
             if mode & 0o040_000 != 0 { 2 } else { 1 },
             0,
-            u32::try_from(data.len()).unwrap(),
+            u32::try_from(data.len()).map_err(|_| too_big("data"))?,
             0,
             0,
             0,
             0,
-            u32::try_from(name.len() + 1).unwrap(),
+            u32::try_from(name.len() + 1).map_err(|_| too_big("name"))?,
             0,
         ];
         self.ino += 1;
@@ -89,23 +90,24 @@ impl Cpio {
         self.pad();
         self.out.extend_from_slice(data);
         self.pad();
+        Ok(())
     }
 
-    fn dir(&mut self, name: &str) {
-        self.entry(name, 0o040_755, &[]);
+    fn dir(&mut self, name: &str) -> Result<(), String> {
+        self.entry(name, 0o040_755, &[])
     }
 
-    fn file(&mut self, name: &str, mode: u32, data: &[u8]) {
-        self.entry(name, 0o100_000 | mode, data);
+    fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), String> {
+        self.entry(name, 0o100_000 | mode, data)
     }
 
-    fn symlink(&mut self, name: &str, target: &str) {
-        self.entry(name, 0o120_777, target.as_bytes());
+    fn symlink(&mut self, name: &str, target: &str) -> Result<(), String> {
+        self.entry(name, 0o120_777, target.as_bytes())
     }
 
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, &[]);
-        self.out
+    fn finish(mut self) -> Result<Vec<u8>, String> {
+        self.entry("TRAILER!!!", 0, &[])?;
+        Ok(self.out)
     }
 }
 
@@ -139,23 +141,24 @@ pub fn build_initramfs(guest_dir: &Path, out: &Path) -> Result<(), String> {
         "sys",
         "tmp",
     ] {
-        cpio.dir(d);
+        cpio.dir(d)?;
     }
-    cpio.file("bin/busybox", 0o755, &read(&guest_dir.join("busybox"))?);
-    cpio.symlink("bin/sh", "busybox");
+    cpio.file("bin/busybox", 0o755, &read(&guest_dir.join("busybox"))?)?;
+    cpio.symlink("bin/sh", "busybox")?;
     for m in MODULES {
         let path = find_module(&modules, &format!("{m}.ko"))
             .ok_or_else(|| format!("module {m}.ko not in {}", modules.display()))?;
-        cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &read(&path)?);
+        cpio.file(&format!("lib/modules/{m}.ko"), 0o644, &read(&path)?)?;
     }
     cpio.file(
         "init",
         0o755,
         INIT.replace("MODULES", &MODULES.join(" ")).as_bytes(),
-    );
+    )?;
+    let archive = cpio.finish()?;
     let file = std::fs::File::create(out).map_err(|e| format!("create {}: {e}", out.display()))?;
     let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-    gz.write_all(&cpio.finish())
+    gz.write_all(&archive)
         .and_then(|()| gz.finish().map(drop))
         .map_err(|e| format!("write {}: {e}", out.display()))
 }
