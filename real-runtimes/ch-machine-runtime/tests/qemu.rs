@@ -351,7 +351,10 @@ async fn kill9_adoption_on_qemu() {
 
 /// The Linux guest: (kernel, initramfs built into `dir`), or a skip line.
 fn linux_guest(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let Some(guest) = std::env::var_os("IRIKIT_GUEST_DIR").map(PathBuf::from) else {
+    let Some(guest) = std::env::var_os("IRIKIT_GUEST_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    else {
         common::skip(
             "qemu",
             "IRIKIT_GUEST_DIR is not set (ci/install.sh fetches the Debian guest parts)",
@@ -452,4 +455,24 @@ async fn linux_guest_sees_its_volume_on_qemu() {
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
 
     delete_and_check(&env, &mut client, &id).await;
+}
+
+/// `--vmm cloud-hypervisor` (the default) still needs `--ch-binary`: one line, non-zero exit.
+#[test]
+fn cloud_hypervisor_needs_its_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("k");
+    std::fs::write(&kernel, b"k").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ch-machine-runtime"))
+        .args(["--socket", &dir.path().join("s").display().to_string()])
+        .args(["--state-dir", &dir.path().join("st").display().to_string()])
+        .args(["--kernel", &kernel.display().to_string()])
+        .args(["--machine-class", "small,1,134217728"])
+        .env_remove("IRIKIT_CH_BIN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--ch-binary"), "{stderr}");
 }
