@@ -443,6 +443,34 @@ async fn linux_guest_sees_its_volume_on_qemu() {
     );
     let pid = env.recorded_pid(&id).unwrap();
 
+    // Hot-unplug with the guest's cooperation (Linux pciehp), then hot-plug again.
+    client
+        .detach_volume(machine::DetachVolumeRequest {
+            machine_id: id.clone(),
+            name: "data".into(),
+        })
+        .await
+        .unwrap();
+    common::eventually("volume unplugged by the guest", boot, || {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            let m = common::get(&mut client, &id).await?;
+            let observed =
+                m.status.as_ref()?.observed_generation == m.metadata.as_ref()?.generation;
+            (observed && common::volume_status(&m, "data").is_none()).then_some(())
+        }
+    })
+    .await;
+    client
+        .attach_volume(machine::AttachVolumeRequest {
+            machine_id: id.clone(),
+            volume: Some(common::file_volume("data", &handle)),
+        })
+        .await
+        .unwrap();
+    wait_volume(&client, &id, "data", true).await;
+
     // Power off: the ACPI power button reaches the guest's acpid, which powers off.
     set_power(&mut client, &id, machine::Power::Off).await;
     wait_serial(&env, &id, "IRIKIT-POWER-BUTTON", 1, Duration::from_secs(30)).await;
