@@ -42,11 +42,26 @@ fn qemu_binary() -> Option<PathBuf> {
     }
 }
 
+/// Kills an environment's QEMUs when the test ends, also when it fails (the runtime is then
+/// SIGKILLed and, by design, leaves its VMs running for adoption).
+struct Reaper(String);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in common::processes_mentioning(&self.0) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
 /// A runtime environment driving QEMU; the guest is the PVH stub with `cmdline`.
-fn qemu_env(cmdline: &str) -> Option<(Env, PathBuf)> {
+fn qemu_env(cmdline: &str) -> Option<(Env, PathBuf, Reaper)> {
     let qemu = qemu_binary()?;
     let env = Env::new(Backend::RealCh(qemu.clone()), cmdline)?;
-    Some((env, qemu))
+    let reaper = Reaper(env.state_dir.join("vms").display().to_string());
+    Some((env, qemu, reaper))
 }
 
 /// The runtime's arguments for QEMU: the common ones with `--vmm qemu` instead of `--ch-binary`.
@@ -164,7 +179,7 @@ async fn wait_volume(
 /// the file volume, delete: no QEMU left.
 #[tokio::test]
 async fn stub_lifecycle_on_qemu() {
-    let Some((env, qemu)) = qemu_env("halt") else {
+    let Some((env, qemu, _reaper)) = qemu_env("halt") else {
         return;
     };
     let (_volumes, _vclient, handle) = common::file_volume_runtime(&env, 64 << 20).await;
@@ -248,7 +263,7 @@ async fn stub_lifecycle_on_qemu() {
 /// The stub powering itself off ends QEMU: TERMINATED, not an error; power on runs it again.
 #[tokio::test]
 async fn stub_guest_power_off_on_qemu() {
-    let Some((env, qemu)) = qemu_env("poweroff") else {
+    let Some((env, qemu, _reaper)) = qemu_env("poweroff") else {
         return;
     };
     let runtime = start(&env, &qemu, &[]);
@@ -277,7 +292,7 @@ async fn stub_guest_power_off_on_qemu() {
 /// the same state, adopts the QEMU processes, still drives them, and deletes them.
 #[tokio::test]
 async fn kill9_adoption_on_qemu() {
-    let Some((env, qemu)) = qemu_env("halt") else {
+    let Some((env, qemu, _reaper)) = qemu_env("halt") else {
         return;
     };
     let mut runtime = start(&env, &qemu, &[]);
@@ -381,7 +396,7 @@ fn linux_guest(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 /// Then power off (ACPI power button, the guest powers off, QEMU exits), power on, delete.
 #[tokio::test]
 async fn linux_guest_sees_its_volume_on_qemu() {
-    let Some((env, qemu)) = qemu_env("unused") else {
+    let Some((env, qemu, _reaper)) = qemu_env("unused") else {
         return;
     };
     let Some((kernel, initramfs)) = linux_guest(env.dir.path()) else {
