@@ -2,4 +2,63 @@
 # Installs, from the package registries, what the full test suite needs, and exports
 # IRIKIT_REQUIRE / IRIKIT_FEATURES accordingly. Sourced by ci/run.sh.
 set -euo pipefail
-# Nothing yet: the iri-spec crate needs only the Rust toolchain.
+
+# --- qemu (issue 8): QEMU from bookworm-backports + the Debian guest parts -------------------
+# qemu-system-x86 must come from bookworm-backports so that it sits next to the installed
+# qemu-utils 10.x (bookworm's 7.2 would remove it). The guest parts (Debian cloud kernel and
+# busybox-static) are downloaded with `apt-get download` and unpacked with `dpkg -x` into a cache
+# dir; the tests build their initramfs from them at run time. Idempotent: quick when done.
+irikit_install_qemu() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+        local list=/etc/apt/sources.list.d/irikit-bookworm-backports.list
+        if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            local uri
+            uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+            uri=${uri:-http://deb.debian.org/debian}
+            echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri bookworm-backports main" |
+                $sudo tee "$list" >/dev/null
+        fi
+        $sudo apt-get update -qq
+        # --no-remove: never take qemu-utils (10.x, from backports) away.
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -t bookworm-backports \
+            --no-install-recommends --no-remove qemu-system-x86
+    fi
+    qemu-system-x86_64 --version | head -n1
+
+    local cache="${IRIKIT_CACHE:-${HOME:-/root}/.cache/irikit}/guest"
+    if [ ! -e "$cache/.done" ]; then
+        local kpkg
+        kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+        if [ -z "$kpkg" ]; then
+            $sudo apt-get update -qq
+            kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+        fi
+        rm -rf "$cache"
+        mkdir -p "$cache/debs" "$cache/x"
+        # As root, apt's sandbox user cannot write into a private cache dir: download as root.
+        local sandbox=()
+        [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
+        (cd "$cache/debs" && apt-get download -qq "${sandbox[@]}" "$kpkg" busybox-static)
+        for d in "$cache"/debs/*.deb; do
+            local n
+            n=$(basename "${d%%_*}")
+            mkdir -p "$cache/x/$n"
+            dpkg -x "$d" "$cache/x/$n"
+        done
+        # Stable names the tests use: vmlinuz, busybox, modules/ (the kernel's module tree).
+        (
+            cd "$cache"
+            ln -sfn "$(ls x/"$kpkg"/boot/vmlinuz-* | head -n1)" vmlinuz
+            ln -sfn x/busybox-static/bin/busybox busybox
+            ln -sfn "$(ls -d x/"$kpkg"/lib/modules/* | head -n1)" modules
+        )
+        rm -rf "$cache/debs"
+        touch "$cache/.done"
+    fi
+    export IRIKIT_GUEST_DIR="$cache"
+    export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}qemu"
+}
+irikit_install_qemu
+# --- end qemu ---------------------------------------------------------------------------------
