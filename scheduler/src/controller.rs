@@ -175,7 +175,11 @@ impl<F: Flavor> State<F> {
         let key = obj.key();
         let uid = obj.metadata().uid.clone();
         if deleted {
-            self.cache.remove_instance(&uid);
+            if self.cache.has_instance(&uid) {
+                // Freed capacity: retry the unschedulable ones.
+                self.cache.remove_instance(&uid);
+                self.requeue_set(true);
+            }
             self.pending.remove(&key);
             self.parked.remove(&key);
             self.waiting.remove(&key);
