@@ -65,6 +65,8 @@ pub struct Stats {
     pub unschedulable: AtomicU64,
     /// Relists after an expired watch.
     pub resyncs: AtomicU64,
+    /// Duration of the last initial list + watch set-up, in microseconds.
+    pub sync_us: AtomicU64,
     /// Per-bind latency (decision start → bind acknowledged), in microseconds.
     pub latencies_us: Mutex<Vec<u64>>,
 }
@@ -259,6 +261,7 @@ impl<F: Flavor> Scheduler<F> {
     }
 
     async fn run_once(&self, cancel: &CancellationToken) -> store::Result<()> {
+        let sync_started = Instant::now();
         let mut state = State::<F>::new();
         let pools = self.store.list(F::POOL, &ListOptions::all()).await?;
         let objects = self.store.list(F::OBJECT, &ListOptions::all()).await?;
@@ -270,6 +273,8 @@ impl<F: Flavor> Scheduler<F> {
             state.apply_object(obj, false);
         }
         let mut stream = self.store.watch(None, pools.revision).await?;
+        let sync_us = u64::try_from(sync_started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.sync_us.store(sync_us, Ordering::Relaxed);
         info!(
             component = F::COMPONENT,
             pools = state.cache.pool_count(),

@@ -17,6 +17,7 @@
 use std::{
     cmp::Reverse,
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Arc,
 };
 
 use irikit_api::meta::{Taint, Toleration, selector_matches, tolerates_all};
@@ -104,12 +105,12 @@ struct Instance {
 /// The scheduler's snapshot of pools and bindings, with a headroom index per class.
 #[derive(Debug, Default)]
 pub struct Cache {
-    pools: HashMap<String, PoolInfo>,
-    /// (pool, class) → demand of bound + assumed instances.
-    used: HashMap<(String, String), i128>,
+    pools: HashMap<String, (Arc<str>, PoolInfo)>,
+    /// pool → class → demand of bound + assumed instances.
+    used: HashMap<String, HashMap<String, i128>>,
     instances: HashMap<String, Instance>,
     /// class → eligible pools ordered by (free desc, name asc).
-    index: HashMap<String, BTreeSet<(Reverse<i128>, String)>>,
+    index: HashMap<String, BTreeSet<(Reverse<i128>, Arc<str>)>>,
     /// Pools with a bind in flight (skipped until it completes).
     busy: HashSet<String>,
 }
@@ -139,7 +140,8 @@ impl Cache {
         let capacity = *pool.capacity.get(class)?;
         let used = self
             .used
-            .get(&(pool.name.clone(), class.to_string()))
+            .get(pool.name.as_str())
+            .and_then(|m| m.get(class))
             .copied()
             .unwrap_or(0);
         Some(capacity - used)
@@ -147,23 +149,24 @@ impl Cache {
 
     /// Headroom of `pool` for `class` (`None` if unknown pool or unsupported class).
     pub fn free(&self, pool: &str, class: &str) -> Option<i128> {
-        self.free_of(self.pools.get(pool)?, class)
+        self.free_of(&self.pools.get(pool)?.1, class)
     }
 
     fn unindex(&mut self, pool: &str, class: &str) {
-        let Some(info) = self.pools.get(pool) else {
+        let Some((name, info)) = self.pools.get(pool) else {
             return;
         };
         let Some(free) = self.free_of(info, class) else {
             return;
         };
+        let key = (Reverse(free), name.clone());
         if let Some(set) = self.index.get_mut(class) {
-            set.remove(&(Reverse(free), pool.to_string()));
+            set.remove(&key);
         }
     }
 
     fn reindex(&mut self, pool: &str, class: &str) {
-        let Some(info) = self.pools.get(pool) else {
+        let Some((name, info)) = self.pools.get(pool) else {
             return;
         };
         if !info.ready {
@@ -172,42 +175,45 @@ impl Cache {
         let Some(free) = self.free_of(info, class) else {
             return;
         };
-        self.index
-            .entry(class.to_string())
-            .or_default()
-            .insert((Reverse(free), pool.to_string()));
+        let key = (Reverse(free), name.clone());
+        match self.index.get_mut(class) {
+            Some(set) => {
+                set.insert(key);
+            }
+            None => {
+                self.index.insert(class.to_string(), BTreeSet::from([key]));
+            }
+        }
+    }
+
+    fn classes_of(&self, name: &str) -> Vec<String> {
+        self.pools
+            .get(name)
+            .map(|p| p.1.capacity.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn unindex_pool(&mut self, name: &str) {
-        let classes: Vec<String> = self
-            .pools
-            .get(name)
-            .map(|p| p.capacity.keys().cloned().collect())
-            .unwrap_or_default();
-        for class in classes {
+        for class in self.classes_of(name) {
             self.unindex(name, &class);
         }
     }
 
     fn reindex_pool(&mut self, name: &str) {
-        let classes: Vec<String> = self
-            .pools
-            .get(name)
-            .map(|p| p.capacity.keys().cloned().collect())
-            .unwrap_or_default();
-        for class in classes {
+        for class in self.classes_of(name) {
             self.reindex(name, &class);
         }
     }
 
     /// Adds or replaces a pool. Returns whether anything that affects decisions changed.
     pub fn upsert_pool(&mut self, info: PoolInfo) -> bool {
-        if self.pools.get(&info.name) == Some(&info) {
+        if self.pools.get(&info.name).is_some_and(|p| p.1 == info) {
             return false;
         }
         let name = info.name.clone();
         self.unindex_pool(&name);
-        self.pools.insert(name.clone(), info);
+        let arc: Arc<str> = Arc::from(name.as_str());
+        self.pools.insert(name.clone(), (arc, info));
         self.reindex_pool(&name);
         true
     }
@@ -226,11 +232,16 @@ impl Cache {
 
     fn add_used(&mut self, pool: &str, class: &str, delta: i128) {
         self.unindex(pool, class);
-        let key = (pool.to_string(), class.to_string());
-        let entry = self.used.entry(key.clone()).or_insert(0);
-        *entry += delta;
-        if *entry == 0 {
-            self.used.remove(&key);
+        if !self.used.contains_key(pool) {
+            self.used.insert(pool.to_string(), HashMap::new());
+        }
+        if let Some(per_class) = self.used.get_mut(pool) {
+            match per_class.get_mut(class) {
+                Some(v) => *v += delta,
+                None => {
+                    per_class.insert(class.to_string(), delta);
+                }
+            }
         }
         self.reindex(pool, class);
     }
@@ -314,15 +325,15 @@ impl Cache {
                 if *free < req.demand || *free <= 0 {
                     break;
                 }
-                if self.busy.contains(name) {
+                if !self.busy.is_empty() && self.busy.contains(name.as_ref()) {
                     continue;
                 }
-                let Some(pool) = self.pools.get(name) else {
+                let Some((_, pool)) = self.pools.get(name.as_ref()) else {
                     continue;
                 };
                 if self.passes(pool, req) {
                     return Decision::Bind {
-                        pool: name.clone(),
+                        pool: name.to_string(),
                         free: *free,
                     };
                 }
@@ -336,7 +347,7 @@ impl Cache {
             pools: self.pools.len(),
             ..Filtered::default()
         };
-        for pool in self.pools.values() {
+        for (_, pool) in self.pools.values() {
             if !pool.ready {
                 filtered.not_ready += 1;
             } else if !tolerates_all(&req.tolerations, &pool.taints) {
