@@ -1,0 +1,606 @@
+//! The etcd v3 backend: objects as JSON under `/irikit/<plural>/<namespace>/<name>` (or
+//! `/irikit/<plural>/<name>` for cluster-scoped kinds), the key's mod_revision as the
+//! resourceVersion, Txn compares for preconditions, and etcd watches from a revision.
+//! Every process talks to etcd directly; there is no server in between.
+//!
+//! [`LocalEtcd`] starts a throw-away `etcd` on free loopback ports in a temp dir; tests and
+//! the scheduler benchmark use it.
+
+use std::{
+    future::Future,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType as EtcdEventType, GetOptions, KeyValue, Txn, TxnOp,
+    WatchOptions,
+};
+use futures::StreamExt;
+
+use super::{
+    Error, EventType, ListOptions, Object, ObjectList, Outcome, Result, Store, WatchEvent,
+    WatchStream, prepare_create, prepare_delete, prepare_update,
+};
+use crate::object::Kind;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "/irikit";
+/// Timeout of every etcd call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keys per list page.
+const LIST_PAGE: i64 = 500;
+/// How often an unconditional write is retried after losing a race.
+const UNCONDITIONAL_RETRIES: usize = 16;
+
+/// The etcd [`Store`].
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    prefix: String,
+}
+
+fn backend(err: impl std::fmt::Display) -> Error {
+    Error::Backend(err.to_string())
+}
+
+async fn timed<T>(fut: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(res) => res.map_err(backend),
+        Err(_) => Err(Error::Backend(format!(
+            "etcd call timed out after {CALL_TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn i64_rev(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
+}
+
+fn u64_rev(revision: i64) -> u64 {
+    u64::try_from(revision).unwrap_or(0)
+}
+
+impl EtcdStore {
+    /// Connects to etcd endpoints (`http://127.0.0.1:2379`) and uses keys under `prefix`.
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self> {
+        let client = timed(Client::connect(endpoints, None)).await?;
+        Ok(Self {
+            client,
+            prefix: prefix.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The underlying client (for raw benchmarks).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn kind_prefix(&self, kind: Kind) -> String {
+        format!("{}/{}/", self.prefix, kind.plural())
+    }
+
+    fn key(&self, kind: Kind, namespace: &str, name: &str) -> String {
+        if kind.namespaced() {
+            format!("{}{namespace}/{name}", self.kind_prefix(kind))
+        } else {
+            format!("{}{name}", self.kind_prefix(kind))
+        }
+    }
+
+    fn key_of(&self, obj: &Object) -> String {
+        self.key(obj.kind(), &obj.metadata().namespace, &obj.metadata().name)
+    }
+
+    fn encode(obj: &Object) -> Vec<u8> {
+        let mut obj = obj.clone();
+        obj.metadata_mut().resource_version.clear();
+        serde_json::to_vec(&obj.to_json()).unwrap_or_default()
+    }
+
+    fn decode(kv: &KeyValue, revision: i64) -> Result<Object> {
+        let value: serde_json::Value = serde_json::from_slice(kv.value()).map_err(backend)?;
+        let mut obj = Object::from_json(value).map_err(backend)?;
+        obj.metadata_mut().resource_version = revision.to_string();
+        Ok(obj)
+    }
+
+    /// Reads the current object. `serializable` reads skip the raft round trip; writes use
+    /// them because their Txn compares the mod_revision anyway (a stale read only turns into a
+    /// retry or a Conflict, never into a lost update).
+    async fn read_opt(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<(Object, i64)> {
+        let mut kv = self.client.kv_client();
+        let opts = serializable.then(|| GetOptions::new().with_serializable());
+        let resp = timed(kv.get(self.key(kind, namespace, name), opts)).await?;
+        let Some(item) = resp.kvs().first() else {
+            let key = if kind.namespaced() {
+                format!("{namespace}/{name}")
+            } else {
+                name.to_string()
+            };
+            return Err(Error::NotFound { kind, key });
+        };
+        Ok((
+            Self::decode(item, item.mod_revision())?,
+            item.mod_revision(),
+        ))
+    }
+
+    async fn read(&self, kind: Kind, namespace: &str, name: &str) -> Result<(Object, i64)> {
+        self.read_opt(kind, namespace, name, true).await
+    }
+
+    /// Applies `outcome` if the key still has `mod_revision`; `Ok(None)` when the compare failed.
+    async fn commit(
+        &self,
+        key: String,
+        mod_revision: i64,
+        outcome: Outcome,
+    ) -> Result<Option<Object>> {
+        let (op, mut obj, removed) = match outcome {
+            Outcome::Write(obj) => (
+                TxnOp::put(key.clone(), Self::encode(&obj), None),
+                obj,
+                false,
+            ),
+            Outcome::Remove(obj) => (TxnOp::delete(key.clone(), None), obj, true),
+            Outcome::Unchanged(obj) => return Ok(Some(obj)),
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, mod_revision)])
+            .and_then([op]);
+        let mut kv = self.client.kv_client();
+        let resp = timed(kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        let revision = resp.header().map_or(0, |h| h.revision());
+        obj.metadata_mut().resource_version = revision.to_string();
+        let _ = removed;
+        Ok(Some(obj))
+    }
+
+    async fn write_one(&self, obj: Object, status_only: bool) -> Result<Object> {
+        let conditional = !obj.metadata().resource_version.is_empty();
+        for _ in 0..UNCONDITIONAL_RETRIES {
+            let meta = obj.metadata();
+            let (old, mod_revision) = self.read(obj.kind(), &meta.namespace, &meta.name).await?;
+            let outcome = prepare_update(&old, obj.clone(), status_only)?;
+            if let Some(done) = self
+                .commit(self.key_of(&old), mod_revision, outcome)
+                .await?
+            {
+                return Ok(done);
+            }
+            if conditional {
+                return Err(Error::Conflict {
+                    kind: old.kind(),
+                    key: old.key(),
+                });
+            }
+        }
+        Err(Error::Conflict {
+            kind: obj.kind(),
+            key: obj.key(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
+        Ok(self.read_opt(kind, namespace, name, false).await?.0)
+    }
+
+    async fn list(&self, kind: Kind, options: &ListOptions) -> Result<ObjectList> {
+        options.check(kind)?;
+        let mut prefix = self.kind_prefix(kind);
+        if kind.namespaced()
+            && let Some(ns) = options.namespace.as_deref().filter(|ns| !ns.is_empty())
+        {
+            prefix.push_str(ns);
+            prefix.push('/');
+        }
+        // Page through the prefix at one revision (a single response is capped at 4 MiB by
+        // gRPC; Kubernetes pages the same way with limit/continue).
+        let mut kv = self.client.kv_client();
+        let range_end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.into_bytes();
+        let mut revision = 0i64;
+        let mut items = Vec::new();
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = timed(kv.get(start.clone(), Some(opts))).await?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for item in resp.kvs() {
+                let obj = Self::decode(item, item.mod_revision())?;
+                if options.matches(&obj) {
+                    items.push(obj);
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        let revision = u64_rev(revision);
+        Ok(ObjectList { items, revision })
+    }
+
+    async fn create(&self, obj: Object) -> Result<Object> {
+        let mut obj = prepare_create(obj)?;
+        let key = self.key_of(&obj);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, Self::encode(&obj), None)]);
+        let mut kv = self.client.kv_client();
+        let resp = timed(kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(Error::AlreadyExists {
+                kind: obj.kind(),
+                key: obj.key(),
+            });
+        }
+        obj.metadata_mut().resource_version = resp.header().map_or(0, |h| h.revision()).to_string();
+        Ok(obj)
+    }
+
+    async fn update(&self, obj: Object) -> Result<Object> {
+        self.write_one(obj, false).await
+    }
+
+    async fn update_status(&self, obj: Object) -> Result<Object> {
+        self.write_one(obj, true).await
+    }
+
+    async fn update_many(&self, objs: Vec<Object>) -> Result<Vec<Object>> {
+        let mut compares = Vec::with_capacity(objs.len());
+        let mut ops = Vec::with_capacity(objs.len());
+        let mut results = Vec::with_capacity(objs.len());
+        for obj in objs {
+            let precondition = obj.metadata().resource_version.clone();
+            let Ok(precondition) = precondition.parse::<i64>() else {
+                return Err(Error::BadRequest(format!(
+                    "update_many: {} {:?} has no resourceVersion precondition",
+                    obj.kind(),
+                    obj.key()
+                )));
+            };
+            let meta = obj.metadata();
+            let (old, mod_revision) = self.read(obj.kind(), &meta.namespace, &meta.name).await?;
+            if mod_revision != precondition {
+                return Err(Error::Conflict {
+                    kind: old.kind(),
+                    key: old.key(),
+                });
+            }
+            let key = self.key_of(&old);
+            compares.push(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            ));
+            match prepare_update(&old, obj, false)? {
+                Outcome::Write(obj) | Outcome::Unchanged(obj) => {
+                    ops.push(TxnOp::put(key, Self::encode(&obj), None));
+                    results.push(obj);
+                }
+                Outcome::Remove(obj) => {
+                    ops.push(TxnOp::delete(key, None));
+                    results.push(obj);
+                }
+            }
+        }
+        let mut kv = self.client.kv_client();
+        let resp = timed(kv.txn(Txn::new().when(compares).and_then(ops))).await?;
+        if !resp.succeeded() {
+            let first = results.first().map(|o| (o.kind(), o.key()));
+            let (kind, key) = first.unwrap_or((Kind::Machine, String::new()));
+            return Err(Error::Conflict { kind, key });
+        }
+        let revision = resp.header().map_or(0, |h| h.revision()).to_string();
+        for obj in &mut results {
+            obj.metadata_mut().resource_version.clone_from(&revision);
+        }
+        Ok(results)
+    }
+
+    async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<Option<Object>> {
+        let conditional = resource_version.is_some_and(|rv| !rv.is_empty());
+        for _ in 0..UNCONDITIONAL_RETRIES {
+            let (old, mod_revision) = self.read(kind, namespace, name).await?;
+            let outcome = prepare_delete(&old, resource_version)?;
+            let keep = !matches!(outcome, Outcome::Remove(_));
+            if let Some(obj) = self
+                .commit(self.key_of(&old), mod_revision, outcome)
+                .await?
+            {
+                return Ok(keep.then_some(obj));
+            }
+            if conditional {
+                return Err(Error::Conflict {
+                    kind,
+                    key: old.key(),
+                });
+            }
+        }
+        Err(Error::Conflict {
+            kind,
+            key: format!("{namespace}/{name}"),
+        })
+    }
+
+    async fn watch(&self, kind: Option<Kind>, revision: u64) -> Result<WatchStream> {
+        let prefix = match kind {
+            Some(kind) => self.kind_prefix(kind),
+            None => format!("{}/", self.prefix),
+        };
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(i64_rev(revision + 1))
+            .with_prev_key()
+            .with_progress_notify();
+        // etcd reports a compacted start revision only after the "created" response; a read at
+        // that revision fails at once, so check first (a compaction racing with the watch still
+        // ends the stream with `Expired`).
+        if revision > 0 {
+            let mut kv = self.client.kv_client();
+            let opts = GetOptions::new()
+                .with_revision(i64_rev(revision + 1))
+                .with_count_only();
+            match timed(kv.get(format!("{}/", self.prefix), Some(opts))).await {
+                Err(Error::Backend(msg)) if msg.contains("compacted") => {
+                    return Err(Error::Expired {
+                        requested: revision,
+                        oldest: 0,
+                    });
+                }
+                Err(Error::Backend(msg)) if msg.contains("future revision") => {}
+                Err(err) => return Err(err),
+                Ok(_) => {}
+            }
+        }
+        let mut watch = self.client.watch_client();
+        let mut stream = timed(watch.watch(prefix, Some(options))).await?;
+        // The first response confirms the watch or reports a compacted start revision.
+        let first = timed(stream.message()).await?;
+        let first = first.ok_or_else(|| Error::Backend("etcd closed the watch".into()))?;
+        if first.compact_revision() > 0 || first.canceled() {
+            return Err(Error::Expired {
+                requested: revision,
+                oldest: u64_rev(first.compact_revision()),
+            });
+        }
+        let initial = decode_events(&first, revision);
+        let rest = futures::stream::unfold(Some(stream), move |stream| async move {
+            let mut stream = stream?;
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.compact_revision() > 0 || resp.canceled() {
+                        let err = Error::Expired {
+                            requested: revision,
+                            oldest: u64_rev(resp.compact_revision()),
+                        };
+                        return Some((vec![Err(err)], None));
+                    }
+                    Some((decode_events(&resp, revision), Some(stream)))
+                }
+                Ok(None) => None,
+                Err(err) => Some((vec![Err(backend(err))], None)),
+            }
+        })
+        .flat_map(futures::stream::iter);
+        Ok(futures::stream::iter(initial).chain(rest).boxed())
+    }
+
+    async fn compact(&self, revision: u64) -> Result<()> {
+        let current = self.revision().await?;
+        let mut kv = self.client.kv_client();
+        match timed(kv.compact(i64_rev(revision.min(current)), None)).await {
+            Ok(_) => Ok(()),
+            Err(Error::Backend(msg)) if msg.contains("compacted") => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        let mut kv = self.client.kv_client();
+        let resp = timed(kv.get(
+            format!("{}/", self.prefix),
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        ))
+        .await?;
+        Ok(u64_rev(resp.header().map_or(0, |h| h.revision())))
+    }
+}
+
+fn decode_events(resp: &etcd_client::WatchResponse, after: u64) -> Vec<Result<WatchEvent>> {
+    let mut out = Vec::with_capacity(resp.events().len());
+    for event in resp.events() {
+        let Some(kv) = event.kv() else { continue };
+        let revision = kv.mod_revision();
+        if u64_rev(revision) <= after {
+            continue;
+        }
+        let decoded = match event.event_type() {
+            EtcdEventType::Put => {
+                let type_ = if kv.create_revision() == kv.mod_revision() {
+                    EventType::Added
+                } else {
+                    EventType::Modified
+                };
+                EtcdStore::decode(kv, revision).map(|object| WatchEvent {
+                    type_,
+                    object,
+                    revision: u64_rev(revision),
+                })
+            }
+            EtcdEventType::Delete => match event.prev_kv() {
+                Some(prev) => EtcdStore::decode(prev, revision).map(|object| WatchEvent {
+                    type_: EventType::Deleted,
+                    object,
+                    revision: u64_rev(revision),
+                }),
+                None => Err(Error::Backend("etcd delete event without prev_kv".into())),
+            },
+        };
+        out.push(decoded);
+    }
+    out
+}
+
+/// A throw-away single-member etcd on free loopback ports, with its data in a temp dir.
+/// Dropping it kills the process (also during a panic).
+pub struct LocalEtcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalEtcd {
+    /// The `etcd` binary on PATH, if any.
+    pub fn binary() -> Option<PathBuf> {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.is_file())
+    }
+
+    /// Starts etcd with its data dir under `base` (e.g. `/dev/shm` for speed) or the system
+    /// temp dir, and waits until it serves.
+    pub async fn start(base: Option<&Path>) -> Result<Self> {
+        let binary =
+            Self::binary().ok_or_else(|| Error::Backend("`etcd` is not on PATH".into()))?;
+        let dir = match base {
+            Some(base) => tempfile::Builder::new()
+                .prefix("irikit-etcd")
+                .tempdir_in(base),
+            None => tempfile::Builder::new().prefix("irikit-etcd").tempdir(),
+        }
+        .map_err(backend)?;
+        let client_port = free_port()?;
+        let peer_port = free_port()?;
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).map_err(backend)?;
+        let log_err = log.try_clone().map_err(backend)?;
+        let child = Command::new(binary)
+            .arg("--name")
+            .arg("irikit")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .arg("--initial-cluster")
+            .arg(format!("irikit={peer_url}"))
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ])
+            .args(["--quota-backend-bytes", "8589934592"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(backend)?;
+        let mut etcd = Self {
+            child,
+            endpoint: client_url,
+            _dir: dir,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = etcd.child.try_wait() {
+                return Err(Error::Backend(format!(
+                    "etcd exited during start-up: {status}"
+                )));
+            }
+            let probe = async {
+                let mut client = Client::connect([etcd.endpoint.as_str()], None).await?;
+                client.get("/irikit-probe", None).await
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+                return Ok(etcd);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Backend(
+                    "etcd did not become ready within 20 s".into(),
+                ));
+            }
+            // Polling a child process for readiness; there is no event to wait on.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The client URL (`http://127.0.0.1:<port>`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Connects an [`EtcdStore`] with `prefix`.
+    pub async fn store(&self, prefix: &str) -> Result<EtcdStore> {
+        EtcdStore::connect(&[self.endpoint.clone()], prefix).await
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The end of the key range of `prefix` (the prefix with its last byte incremented).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(backend)?;
+    Ok(listener.local_addr().map_err(backend)?.port())
+}

@@ -1,0 +1,483 @@
+//! One Store test suite, run against every backend: the in-memory store always, and etcd
+//! when an `etcd` binary is on PATH (required when `IRIKIT_REQUIRE` names `etcd`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use irikit_api::{
+    Kind, ListOptions, Object, Resource, Store,
+    compute::{Machine, MachinePool},
+    meta::{LocalObjectReference, ObjectMeta},
+    store::{Error, EventType, WatchStream, memory::MemoryStore},
+};
+
+fn machine(ns: &str, name: &str, class: &str) -> Object {
+    let mut m = Machine {
+        metadata: ObjectMeta::namespaced(ns, name),
+        ..Default::default()
+    };
+    m.spec.machine_class_ref = LocalObjectReference::new(class);
+    m.into_object()
+}
+
+fn pool(name: &str) -> Object {
+    MachinePool {
+        metadata: ObjectMeta::named(name),
+        ..Default::default()
+    }
+    .into_object()
+}
+
+fn as_machine(obj: Object) -> Machine {
+    obj.into_typed().unwrap()
+}
+
+async fn next(stream: &mut WatchStream) -> irikit_api::store::WatchEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("watch event in time")
+        .unwrap()
+        .unwrap()
+}
+
+/// Runs every check against `store`.
+async fn suite(store: Arc<dyn Store>) {
+    create_get(&*store).await;
+    update_conflict_generation(&*store).await;
+    list_selectors(&*store).await;
+    finalizers(&*store).await;
+    watch_after_list_no_gaps(store.clone()).await;
+    update_many_atomic(&*store).await;
+    compaction_expires(&*store).await;
+}
+
+async fn create_get(store: &dyn Store) {
+    let created = store.create(machine("cg", "m1", "small")).await.unwrap();
+    let meta = created.metadata();
+    assert_eq!(meta.generation, 1);
+    assert_eq!(meta.uid.len(), 36);
+    assert!(meta.creation_timestamp.is_some());
+    assert!(!meta.resource_version.is_empty());
+    let got = store.get(Kind::Machine, "cg", "m1").await.unwrap();
+    assert_eq!(got, created);
+    assert!(matches!(
+        store.create(machine("cg", "m1", "small")).await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        store.get(Kind::Machine, "cg", "nope").await,
+        Err(Error::NotFound { .. })
+    ));
+    // Invalid: no class.
+    let err = store.create(machine("cg", "m2", "")).await.unwrap_err();
+    assert!(err.to_string().contains("spec.machineClassRef"), "{err}");
+    // Cluster-scoped kinds ignore the namespace argument of get.
+    store.create(pool("cg-pool")).await.unwrap();
+    store.get(Kind::MachinePool, "", "cg-pool").await.unwrap();
+}
+
+async fn update_conflict_generation(store: &dyn Store) {
+    let v1 = store.create(machine("up", "m1", "small")).await.unwrap();
+    // Metadata-only change: no generation bump.
+    let mut m = as_machine(v1.clone());
+    m.metadata.labels.insert("a".into(), "1".into());
+    let v2 = store.update(m.into_object()).await.unwrap();
+    assert_eq!(v2.metadata().generation, 1);
+    assert_ne!(
+        v2.metadata().resource_version,
+        v1.metadata().resource_version
+    );
+    // Stale resourceVersion → Conflict.
+    let mut stale = as_machine(v1.clone());
+    stale
+        .spec
+        .machine_pool_selector
+        .insert("x".into(), "y".into());
+    assert!(matches!(
+        store.update(stale.into_object()).await,
+        Err(Error::Conflict { .. })
+    ));
+    // Spec change: generation bump.
+    let mut m = as_machine(v2.clone());
+    m.spec.machine_pool_selector.insert("x".into(), "y".into());
+    m.status.state = "Running".into(); // ignored by update
+    let v3 = store.update(m.into_object()).await.unwrap();
+    assert_eq!(v3.metadata().generation, 2);
+    assert_eq!(as_machine(v3.clone()).status.state, "");
+    // Status update: no generation bump, spec unchanged.
+    let mut m = as_machine(v3.clone());
+    m.status.state = "Running".into();
+    m.spec.machine_pool_selector.clear(); // ignored by update_status
+    let v4 = as_machine(store.update_status(m.into_object()).await.unwrap());
+    assert_eq!(v4.metadata.generation, 2);
+    assert_eq!(v4.status.state, "Running");
+    assert_eq!(v4.spec.machine_pool_selector.len(), 1);
+    // Immutable class and set-once pool ref.
+    let mut m = v4.clone();
+    m.spec.machine_class_ref.name = "large".into();
+    let err = store.update(m.into_object()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec.machineClassRef: Invalid value: field is immutable"),
+        "{err}"
+    );
+    let mut m = v4.clone();
+    m.spec.machine_pool_ref = Some(LocalObjectReference::new("p1"));
+    let v5 = as_machine(store.update(m.into_object()).await.unwrap());
+    let mut m = v5.clone();
+    m.spec.machine_pool_ref = Some(LocalObjectReference::new("p2"));
+    let err = store.update(m.into_object()).await.unwrap_err();
+    assert!(err.to_string().contains("set once"), "{err}");
+    // An empty resourceVersion is an unconditional update.
+    let mut m = v5.clone();
+    m.metadata.resource_version.clear();
+    m.metadata.annotations.insert("k".into(), "v".into());
+    store.update(m.into_object()).await.unwrap();
+    assert!(matches!(
+        store.update(machine("up", "ghost", "c")).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn list_selectors(store: &dyn Store) {
+    for (ns, name, class, pool_ref, label) in [
+        ("ls-a", "m1", "small", None, "x"),
+        ("ls-a", "m2", "large", Some("p1"), "y"),
+        ("ls-b", "m3", "small", Some("p1"), "x"),
+        ("ls-b", "m4", "small", Some("p2"), "y"),
+    ] {
+        let mut m = as_machine(machine(ns, name, class));
+        m.metadata.labels.insert("tier".into(), label.into());
+        m.spec.machine_pool_ref = pool_ref.map(LocalObjectReference::new);
+        store.create(m.into_object()).await.unwrap();
+    }
+    let names = |list: irikit_api::store::ObjectList| -> Vec<String> {
+        list.items
+            .iter()
+            .map(|o| o.metadata().name.clone())
+            .collect()
+    };
+    let ls = |opts: ListOptions| async move { store.list(Kind::Machine, &opts).await.unwrap() };
+    assert_eq!(
+        names(ls(ListOptions::all().in_namespace("ls-a")).await),
+        ["m1", "m2"]
+    );
+    let in_ls = |o: ListOptions| o.label("tier", "x");
+    let got: Vec<_> = names(ls(in_ls(ListOptions::all())).await)
+        .into_iter()
+        .filter(|n| n == "m1" || n == "m3")
+        .collect();
+    assert_eq!(got, ["m1", "m3"]);
+    assert_eq!(
+        names(
+            ls(ListOptions::all()
+                .in_namespace("ls-b")
+                .field("spec.machinePoolRef.name", "p1"))
+            .await
+        ),
+        ["m3"]
+    );
+    assert_eq!(
+        names(
+            ls(ListOptions::all()
+                .in_namespace("ls-a")
+                .field("spec.machinePoolRef.name", ""))
+            .await
+        ),
+        ["m1"]
+    );
+    assert_eq!(
+        names(
+            ls(ListOptions::all()
+                .in_namespace("ls-a")
+                .field("spec.machineClassRef.name", "large"))
+            .await
+        ),
+        ["m2"]
+    );
+    assert_eq!(
+        names(
+            ls(ListOptions::all()
+                .in_namespace("ls-b")
+                .label("tier", "y")
+                .field("spec.machineClassRef.name", "small"))
+            .await
+        ),
+        ["m4"]
+    );
+    let err = store
+        .list(
+            Kind::MachinePool,
+            &ListOptions::all().field("spec.machinePoolRef.name", ""),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BadRequest(_)), "{err}");
+}
+
+async fn finalizers(store: &dyn Store) {
+    let mut m = as_machine(machine("fin", "m1", "small"));
+    m.metadata.finalizers = vec!["a/one".into(), "a/two".into()];
+    store.create(m.into_object()).await.unwrap();
+    let pending = store
+        .delete(Kind::Machine, "fin", "m1", None)
+        .await
+        .unwrap()
+        .expect("kept while finalizers remain");
+    assert!(pending.metadata().deletion_timestamp.is_some());
+    let got = store.get(Kind::Machine, "fin", "m1").await.unwrap();
+    assert!(got.metadata().is_deleting());
+    // A second delete changes nothing.
+    let again = store
+        .delete(Kind::Machine, "fin", "m1", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        again.metadata().resource_version,
+        got.metadata().resource_version
+    );
+    // No new finalizers while deleting.
+    let mut m = as_machine(got.clone());
+    m.metadata.finalizers.push("a/three".into());
+    let err = store.update(m.into_object()).await.unwrap_err();
+    assert!(err.to_string().contains("metadata.finalizers"), "{err}");
+    // The deletion timestamp cannot be cleared by an update.
+    let mut m = as_machine(got);
+    m.metadata.finalizers = vec!["a/two".into()];
+    m.metadata.deletion_timestamp = None;
+    let m = as_machine(store.update(m.into_object()).await.unwrap());
+    assert!(m.metadata.is_deleting());
+    let mut m = m;
+    m.metadata.finalizers.clear();
+    store.update(m.into_object()).await.unwrap();
+    assert!(matches!(
+        store.get(Kind::Machine, "fin", "m1").await,
+        Err(Error::NotFound { .. })
+    ));
+    // Without finalizers: removed at once; precondition checked.
+    let created = store.create(machine("fin", "m2", "small")).await.unwrap();
+    assert!(matches!(
+        store.delete(Kind::Machine, "fin", "m2", Some("1")).await,
+        Err(Error::Conflict { .. })
+    ));
+    let rv = created.metadata().resource_version.clone();
+    assert!(
+        store
+            .delete(Kind::Machine, "fin", "m2", Some(&rv))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        store.delete(Kind::Machine, "fin", "m2", None).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn watch_after_list_no_gaps(store: Arc<dyn Store>) {
+    const N: usize = 300;
+    // A writer creates N machines while we list and then watch from the list's revision.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..N {
+                store
+                    .create(machine("wl", &format!("m{i:04}"), "small"))
+                    .await
+                    .unwrap();
+                if i % 16 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    tokio::task::yield_now().await;
+    let list = store
+        .list(Kind::Machine, &ListOptions::all().in_namespace("wl"))
+        .await
+        .unwrap();
+    let mut seen: BTreeSet<String> = list
+        .items
+        .iter()
+        .map(|o| o.metadata().name.clone())
+        .collect();
+    let mut stream = store
+        .watch(Some(Kind::Machine), list.revision)
+        .await
+        .unwrap();
+    let mut last = list.revision;
+    while seen.len() < N {
+        let ev = next(&mut stream).await;
+        assert!(
+            ev.revision > last,
+            "revisions increase: {} after {last}",
+            ev.revision
+        );
+        last = ev.revision;
+        assert_eq!(ev.type_, EventType::Added);
+        assert_eq!(
+            ev.object.metadata().resource_version,
+            ev.revision.to_string()
+        );
+        assert!(
+            seen.insert(ev.object.metadata().name.clone()),
+            "duplicate {}",
+            ev.object.key()
+        );
+    }
+    writer.await.unwrap();
+    // Modified and Deleted arrive in order, filtered by kind.
+    let m = store.get(Kind::Machine, "wl", "m0000").await.unwrap();
+    store.create(pool("wl-pool")).await.unwrap();
+    let mut m = as_machine(m);
+    m.metadata.labels.insert("k".into(), "v".into());
+    store.update(m.into_object()).await.unwrap();
+    store
+        .delete(Kind::Machine, "wl", "m0000", None)
+        .await
+        .unwrap();
+    let ev = next(&mut stream).await;
+    assert_eq!(
+        (ev.type_, ev.object.metadata().name.as_str()),
+        (EventType::Modified, "m0000")
+    );
+    let ev = next(&mut stream).await;
+    assert_eq!(
+        (ev.type_, ev.object.metadata().name.as_str()),
+        (EventType::Deleted, "m0000")
+    );
+    assert_eq!(
+        ev.object.metadata().labels.get("k").map(String::as_str),
+        Some("v")
+    );
+    // A watch over all kinds sees the pool too, from an older revision (replay).
+    let mut all = store.watch(None, last).await.unwrap();
+    let ev = next(&mut all).await;
+    assert_eq!(ev.object.kind(), Kind::MachinePool);
+}
+
+async fn update_many_atomic(store: &dyn Store) {
+    let m = store.create(machine("um", "m1", "small")).await.unwrap();
+    let p = store.create(pool("um-pool")).await.unwrap();
+    // One stale precondition: nothing is written.
+    let mut bound = as_machine(m.clone());
+    bound.spec.machine_pool_ref = Some(LocalObjectReference::new("um-pool"));
+    let mut stale_pool = p.clone();
+    stale_pool.metadata_mut().resource_version = "1".into();
+    let err = store
+        .update_many(vec![bound.clone().into_object(), stale_pool])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(store.get(Kind::Machine, "um", "m1").await.unwrap(), m);
+    // Both current: both written at one revision.
+    let mut p2 = p.clone();
+    p2.metadata_mut()
+        .annotations
+        .insert("bind".into(), "1".into());
+    let out = store
+        .update_many(vec![bound.into_object(), p2])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(
+        out[0].metadata().resource_version,
+        out[1].metadata().resource_version
+    );
+    let got = as_machine(store.get(Kind::Machine, "um", "m1").await.unwrap());
+    assert_eq!(got.spec.machine_pool_ref.unwrap().name, "um-pool");
+    assert_eq!(got.metadata.generation, 2);
+}
+
+async fn compaction_expires(store: &dyn Store) {
+    let first = store
+        .create(machine("cx", "m1", "small"))
+        .await
+        .unwrap()
+        .revision();
+    for i in 2..6 {
+        store
+            .create(machine("cx", &format!("m{i}"), "small"))
+            .await
+            .unwrap();
+    }
+    let current = store.revision().await.unwrap();
+    store.compact(current).await.unwrap();
+    match store.watch(Some(Kind::Machine), first).await {
+        Err(Error::Expired { .. }) => {}
+        Err(other) => panic!("want Expired, got {other}"),
+        Ok(_) => panic!("want Expired, got a watch"),
+    }
+    // Resync: relist and watch from the list's revision.
+    let list = store
+        .list(Kind::Machine, &ListOptions::all().in_namespace("cx"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 5);
+    let mut stream = store
+        .watch(Some(Kind::Machine), list.revision)
+        .await
+        .unwrap();
+    store.create(machine("cx", "m9", "small")).await.unwrap();
+    assert_eq!(next(&mut stream).await.object.metadata().name, "m9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend() {
+    suite(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn memory_lagging_watcher_expires() {
+    let store = MemoryStore::with_history(16);
+    let mut stream = store.watch(Some(Kind::Machine), 0).await.unwrap();
+    for i in 0..40 {
+        store
+            .create(machine("lag", &format!("m{i}"), "small"))
+            .await
+            .unwrap();
+    }
+    let mut saw_expired = false;
+    while let Some(res) = stream.next().await {
+        if let Err(Error::Expired { .. }) = res {
+            saw_expired = true;
+            break;
+        }
+    }
+    assert!(saw_expired);
+    assert!(matches!(
+        store.watch(Some(Kind::Machine), 1).await,
+        Err(Error::Expired { .. })
+    ));
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_backend() {
+    use irikit_api::store::etcd::LocalEtcd;
+    if LocalEtcd::binary().is_none() {
+        let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
+        assert!(
+            !required.split(',').any(|c| c.trim() == "etcd"),
+            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
+        );
+        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        return;
+    }
+    let etcd = LocalEtcd::start(None).await.unwrap();
+    let store = etcd.store("/irikit-test").await.unwrap();
+    suite(Arc::new(store)).await;
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn etcd_backend() {
+    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
+    assert!(
+        !required.split(',').any(|c| c.trim() == "etcd"),
+        "etcd is required (IRIKIT_REQUIRE) but irikit-api was built without the `etcd` feature"
+    );
+    eprintln!("skip: irikit-api built without the `etcd` feature");
+}

@@ -1,0 +1,67 @@
+//! IronCore's validation rules as a case table: each case names the field path of the error.
+#![allow(clippy::unwrap_used)]
+
+use irikit_api::{Object, parse_yaml_documents, validation};
+use rstest::rstest;
+
+fn check(yaml: &str) -> Vec<String> {
+    let obj: Object = parse_yaml_documents(yaml).unwrap().remove(0);
+    validation::validate(&obj)
+        .into_iter()
+        .map(|e| e.path)
+        .collect()
+}
+
+const M: &str = "apiVersion: compute.ironcore.dev/v1alpha1\nkind: Machine\nmetadata: {name: m, namespace: ns}\n";
+
+#[rstest]
+#[case::valid(&format!("{M}spec: {{machineClassRef: {{name: c}}}}"), &[])]
+#[case::class_required(&format!("{M}spec: {{}}"), &["spec.machineClassRef"])]
+#[case::namespace_required("apiVersion: compute.ironcore.dev/v1alpha1\nkind: Machine\nmetadata: {name: m}\nspec: {machineClassRef: {name: c}}", &["metadata.namespace"])]
+#[case::bad_name("apiVersion: compute.ironcore.dev/v1alpha1\nkind: Machine\nmetadata: {name: M_1, namespace: ns}\nspec: {machineClassRef: {name: c}}", &["metadata.name"])]
+#[case::pool_namespaced("apiVersion: compute.ironcore.dev/v1alpha1\nkind: MachinePool\nmetadata: {name: p, namespace: ns}", &["metadata.namespace"])]
+#[case::device_ok(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a, device: oda, volumeRef: {{name: v}}}}, {{name: b, device: odab, emptyDisk: {{}}}}]}}"), &[])]
+#[case::device_bad(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a, device: od1, volumeRef: {{name: v}}}}]}}"), &["spec.volumes[0].device"])]
+#[case::device_too_long(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a, device: odabc, volumeRef: {{name: v}}}}]}}"), &["spec.volumes[0].device"])]
+#[case::device_duplicate(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a, device: oda, volumeRef: {{name: v}}}}, {{name: b, device: oda, volumeRef: {{name: w}}}}]}}"), &["spec.volumes[1].device"])]
+#[case::volume_name_duplicate(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a, volumeRef: {{name: v}}}}, {{name: a, volumeRef: {{name: w}}}}]}}"), &["spec.volumes[1].name"])]
+#[case::volume_no_source(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a}}]}}"), &["spec.volumes[0]"])]
+#[case::volume_two_sources(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a, volumeRef: {{name: v}}, localDisk: {{image: x}}}}]}}"), &["spec.volumes[0]"])]
+#[case::negative_size(&format!("{M}spec: {{machineClassRef: {{name: c}}, volumes: [{{name: a, localDisk: {{sizeLimit: -1Gi}}}}]}}"), &["spec.volumes[0].sizeLimit"])]
+#[case::nic_two_sources(&format!("{M}spec: {{machineClassRef: {{name: c}}, networkInterfaces: [{{name: n, networkInterfaceRef: {{name: x}}, ephemeral: {{}}}}]}}"), &["spec.networkInterfaces[0]"])]
+#[case::nic_duplicate(&format!("{M}spec: {{machineClassRef: {{name: c}}, networkInterfaces: [{{name: n, ephemeral: {{}}}}, {{name: n, ephemeral: {{}}}}]}}"), &["spec.networkInterfaces[1].name"])]
+#[case::hostname(&format!("{M}spec: {{machineClassRef: {{name: c}}, guestConfig: {{hostname: Not_A_Label}}}}"), &["spec.guestConfig.hostname"])]
+#[case::toleration_exists_value(&format!("{M}spec: {{machineClassRef: {{name: c}}, tolerations: [{{key: k, operator: Exists, value: v}}]}}"), &["spec.tolerations[0].value"])]
+#[case::toleration_operator(&format!("{M}spec: {{machineClassRef: {{name: c}}, tolerations: [{{key: k, operator: Lt}}]}}"), &["spec.tolerations[0].operator"])]
+#[case::toleration_effect(&format!("{M}spec: {{machineClassRef: {{name: c}}, tolerations: [{{key: k, effect: Sometimes}}]}}"), &["spec.tolerations[0].effect"])]
+#[case::ignition_name(&format!("{M}spec: {{machineClassRef: {{name: c}}, ignitionRef: {{key: x}}}}"), &["spec.ignitionRef.name"])]
+#[case::taint_effect("apiVersion: compute.ironcore.dev/v1alpha1\nkind: MachinePool\nmetadata: {name: p}\nspec: {taints: [{key: k, effect: Maybe}]}", &["spec.taints[0].effect"])]
+#[case::taint_key("apiVersion: compute.ironcore.dev/v1alpha1\nkind: MachinePool\nmetadata: {name: p}\nspec: {taints: [{key: '', effect: NoSchedule}]}", &["spec.taints[0].key"])]
+#[case::class_capabilities("apiVersion: compute.ironcore.dev/v1alpha1\nkind: MachineClass\nmetadata: {name: c}\ncapabilities: {}", &["capabilities"])]
+#[case::class_negative("apiVersion: compute.ironcore.dev/v1alpha1\nkind: MachineClass\nmetadata: {name: c}\ncapabilities: {cpu: -1}", &["capabilities[cpu]"])]
+#[case::volume_storage_required("apiVersion: storage.ironcore.dev/v1alpha1\nkind: Volume\nmetadata: {name: v, namespace: ns}\nspec: {volumeClassRef: {name: fast}}", &["spec.resources[storage]"])]
+#[case::volume_ok("apiVersion: storage.ironcore.dev/v1alpha1\nkind: Volume\nmetadata: {name: v, namespace: ns}\nspec: {volumeClassRef: {name: fast}, resources: {storage: 10Gi}}", &[])]
+#[case::volume_two_data_sources("apiVersion: storage.ironcore.dev/v1alpha1\nkind: Volume\nmetadata: {name: v, namespace: ns}\nspec: {dataSource: {volumeSnapshotRef: {name: s}, osImage: {image: i}}}", &["spec.dataSource"])]
+#[case::snapshot_volume("apiVersion: storage.ironcore.dev/v1alpha1\nkind: VolumeSnapshot\nmetadata: {name: s, namespace: ns}\nspec: {}", &["spec.volumeRef.name"])]
+#[case::volume_class_policy("apiVersion: storage.ironcore.dev/v1alpha1\nkind: VolumeClass\nmetadata: {name: c}\ncapabilities: {tps: 100Mi, iops: 1000}\nresizePolicy: Shrink", &["resizePolicy"])]
+#[case::event_reason("apiVersion: v1\nkind: Event\nmetadata: {name: e, namespace: ns}\ninvolvedObject: {name: m}", &["reason"])]
+#[case::secret_key("apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: ns}\ndata: {'a b': eA==}", &["data[a b]"])]
+fn validate_cases(#[case] yaml: &str, #[case] want: &[&str]) {
+    assert_eq!(check(yaml), want, "{yaml}");
+}
+
+#[rstest]
+#[case::unknown_kind("apiVersion: v1\nkind: Pod\nmetadata: {name: p}", "unknown kind")]
+#[case::wrong_api_version("apiVersion: v1\nkind: Machine\nmetadata: {name: p}", "apiVersion")]
+#[case::bad_quantity(
+    "apiVersion: compute.ironcore.dev/v1alpha1\nkind: MachineClass\nmetadata: {name: c}\ncapabilities: {cpu: 4x}",
+    "quantities must match"
+)]
+#[case::bad_power(
+    "apiVersion: compute.ironcore.dev/v1alpha1\nkind: Machine\nmetadata: {name: m, namespace: n}\nspec: {power: Maybe}",
+    "unknown variant"
+)]
+fn parse_errors(#[case] yaml: &str, #[case] want: &str) {
+    let err = parse_yaml_documents(yaml).unwrap_err().to_string();
+    assert!(err.contains(want), "{err}");
+}
