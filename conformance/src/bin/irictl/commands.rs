@@ -357,8 +357,13 @@ impl Ctx<'_> {
                 }
             }
             Kind::Events => {
-                let to = now_s();
-                let from = to.saturating_sub(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
+                // The window ends one second after now: a runtime stamps events it generates while
+                // answering (a lazily applied transition) with its own clock, which may already
+                // be in the next second.
+                let now = now_s();
+                let to = now.saturating_add(1);
+                let from =
+                    now.saturating_sub(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX));
                 let events = match conn.default_service() {
                     Service::Machine => {
                         let mut client = conn.machine().await?;
