@@ -3,6 +3,63 @@
 # IRIKIT_REQUIRE / IRIKIT_FEATURES accordingly. Sourced by ci/run.sh.
 set -euo pipefail
 
+# --- qemu (issue 8): QEMU from bookworm-backports + the Debian guest parts -------------------
+# qemu-system-x86 must come from bookworm-backports so that it sits next to the installed
+# qemu-utils 10.x (bookworm's 7.2 would remove it). The guest parts (Debian cloud kernel and
+# busybox-static) are downloaded with `apt-get download` and unpacked with `dpkg -x` into a cache
+# dir; the tests build their initramfs from them at run time. Idempotent: quick when done.
+irikit_install_qemu() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+        local list=/etc/apt/sources.list.d/irikit-bookworm-backports.list
+        if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            local uri
+            uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+            uri=${uri:-http://deb.debian.org/debian}
+            echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri bookworm-backports main" |
+                $sudo tee "$list" >/dev/null
+        fi
+        $sudo apt-get update -qq
+        # --no-remove: never take qemu-utils (10.x, from backports) away.
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -t bookworm-backports \
+            --no-install-recommends --no-remove qemu-system-x86
+    fi
+    qemu-system-x86_64 --version | head -n1
+
+    local cache="${IRIKIT_CACHE:-${HOME:-/root}/.cache/irikit}/guest"
+    if [ ! -e "$cache/.done" ]; then
+        local kpkg
+        kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+        if [ -z "$kpkg" ]; then
+            $sudo apt-get update -qq
+            kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+        rm -rf "$cache"
+        mkdir -p "$cache/debs" "$cache/x"
+        # As root, apt's sandbox user cannot write into a private cache dir: download as root.
+        local sandbox=()
+        [ "$(id -u)" = 0 ] && sandbox=(-o APT::Sandbox::User=root)
+        (cd "$cache/debs" && apt-get download -qq "${sandbox[@]}" "$kpkg" busybox-static)
+        for d in "$cache"/debs/*.deb; do
+            local n
+            n=$(basename "${d%%_*}")
+            mkdir -p "$cache/x/$n"
+            dpkg -x "$d" "$cache/x/$n"
+        done
+        # Stable names the tests use: vmlinuz, busybox, modules/ (the kernel's module tree).
+        (
+            cd "$cache"
+            ln -sfn "$(ls x/"$kpkg"/boot/vmlinuz-* | head -n1)" vmlinuz
+            ln -sfn x/busybox-static/bin/busybox busybox
+            ln -sfn "$(ls -d x/"$kpkg"/lib/modules/* | head -n1)" modules
+        )
+        rm -rf "$cache/debs"
+        touch "$cache/.done"
+    export IRIKIT_GUEST_DIR="$cache"
+    export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}qemu"
+}
+irikit_install_qemu
+# --- end qemu ---------------------------------------------------------------------------------
 # irikit-api's etcd backend: etcd-client needs protoc at build time; the store suite and the
 # scheduler race test start a real etcd.
 if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
@@ -10,4 +67,4 @@ if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server protobuf-compiler >/dev/null
 fi
 export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}etcd"
-export IRIKIT_FEATURES="${IRIKIT_FEATURES:+$IRIKIT_FEATURES }irikit-api/etcd"
+export IRIKIT_FEATURES="${IRIKIT_FEATURES:+$IRIKIT_FEATURES }irikit-api/etcd scheduler/etcd"

@@ -3,6 +3,8 @@
 //! `IRI_CODEGEN=write cargo test -p iri-spec --test codegen` rewrites `src/generated/`.
 //! No system `protoc` is involved: `protox` parses the protos in pure Rust.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     fs,
     path::{Path, PathBuf},

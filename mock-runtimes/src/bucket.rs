@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -37,21 +37,11 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.buckets.due(now) {
-            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.buckets.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
-            let id = slot
-                .obj
-                .metadata
-                .as_ref()
-                .map(|m| m.id.clone())
-                .unwrap_or_default();
             if due(timers.gone) {
-                drop(slot);
-                if let Some(b) = st.buckets.remove_seq(seq, &id)
-                    && let Some(md) = b.metadata.as_ref()
-                {
+                if let Some(md) = st.buckets.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "bucket",
@@ -63,6 +53,15 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
+                continue;
+            };
+            let id = slot
+                .obj
+                .metadata
+                .as_ref()
+                .map(|m| m.id.clone())
+                .unwrap_or_default();
             if due(timers.ready) {
                 slot.timers.ready = None;
                 if !timers.deleting && !self.has(Mutant::BucketNeverAvailable) {
@@ -107,17 +106,33 @@ impl Core {
         &self,
         req: bucket::CreateBucketRequest,
     ) -> Result<bucket::CreateBucketResponse, Status> {
-        let Some(mut b) = req.bucket else {
-            return Err(invalid("bucket is required"));
+        let lax = self.has(Mutant::BucketMissingSpecAccepted);
+        let first_class = || bucket::BucketSpec {
+            class: self
+                .config
+                .bucket_classes
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
         };
-        let Some(spec) = b.spec.take() else {
-            return Err(invalid("bucket.spec is required"));
+        let mut b = match req.bucket {
+            Some(b) => b,
+            None if lax => bucket::Bucket::default(),
+            None => return Err(invalid("bucket is required")),
+        };
+        let spec = match b.spec.take() {
+            Some(spec) => spec,
+            None if lax => first_class(),
+            None => return Err(invalid("bucket.spec is required")),
         };
         if self.bucket_class(&spec.class).is_none() && !self.has(Mutant::BucketUnknownClassAccepted)
         {
             return Err(invalid(format!("unknown bucket class {:?}", spec.class)));
         }
         let mut md = b.metadata.take().unwrap_or_default();
+        if self.has(Mutant::BucketLabelsDropped) {
+            md.labels.clear();
+        }
         let id = self.new_id();
         md.id = id.clone();
         md.generation = 0;
@@ -133,12 +148,15 @@ impl Core {
         };
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        st.buckets.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(mut slot) = st.buckets.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.buckets.wake_at(&id, at);
+        st.buckets.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -150,6 +168,10 @@ impl Core {
             st.events.push(ev);
         }
         tracing::info!(bucket.id = %id, "bucket created");
+        let mut stored = stored;
+        if self.has(Mutant::BucketNoStatus) {
+            stored.status = None;
+        }
         Ok(bucket::CreateBucketResponse {
             bucket: Some(stored),
         })
@@ -168,6 +190,9 @@ impl Core {
             return Err(not_found("bucket", id));
         };
         if timers.deleting {
+            if self.has(Mutant::BucketDeleteTwiceNotFound) {
+                return Err(not_found("bucket", id));
+            }
             return Ok(());
         }
         if self.has(Mutant::BucketDeleteImmediate) {
@@ -208,6 +233,12 @@ impl Core {
                 self.has(Mutant::BucketLabelSelectorIgnored)
                     || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
+            .map(|mut b| {
+                if self.has(Mutant::BucketNoStatus) {
+                    b.status = None;
+                }
+                b
+            })
             .collect()
     }
 
@@ -222,7 +253,9 @@ impl Core {
         let id = md.id.clone();
         b.spec.get_or_insert_default();
         b.status.get_or_insert_default();
-        lock(&self.buckets).buckets.insert(&id, &b);
+        lock(&self.buckets)
+            .buckets
+            .insert(&id, &b, Timers::default());
         id
     }
 

@@ -10,7 +10,7 @@ use std::{
     collections::VecDeque,
     fmt,
     ops::{Bound, RangeBounds},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, SystemTime},
 };
 
@@ -30,6 +30,37 @@ impl<T: Any + fmt::Debug + Send + Sync> RequestMessage for T {
     }
 }
 
+/// A request as recorded: kept encoded (one allocation instead of a deep clone) and decoded on
+/// first access.
+pub(crate) struct Recorded {
+    bytes: Box<[u8]>,
+    decode: fn(&[u8]) -> Box<dyn RequestMessage>,
+    decoded: OnceLock<Box<dyn RequestMessage>>,
+}
+
+fn decode_boxed<T: prost::Message + Default + RequestMessage>(
+    bytes: &[u8],
+) -> Box<dyn RequestMessage> {
+    // The bytes came from encoding a `T`, so decoding succeeds; a default is the safe fallback.
+    Box::new(T::decode(bytes).unwrap_or_default())
+}
+
+impl Recorded {
+    pub(crate) fn new<T: prost::Message + Default + RequestMessage>(msg: &T) -> Arc<Self> {
+        Arc::new(Recorded {
+            bytes: msg.encode_to_vec().into_boxed_slice(),
+            decode: decode_boxed::<T>,
+            decoded: OnceLock::new(),
+        })
+    }
+
+    fn get(&self) -> &dyn RequestMessage {
+        self.decoded
+            .get_or_init(|| (self.decode)(&self.bytes))
+            .as_ref()
+    }
+}
+
 /// One recorded RPC.
 #[derive(Clone)]
 pub struct Call {
@@ -37,8 +68,8 @@ pub struct Call {
     pub seq: u64,
     /// Which RPC.
     pub method: Method,
-    /// The decoded request.
-    pub request: Arc<dyn RequestMessage>,
+    /// The request (see [`Call::request`] and [`Call::request_message`]).
+    pub(crate) recorded: Arc<Recorded>,
     /// The final status code; `None` while the call is still running (for example hanging).
     pub code: Option<Code>,
     /// The status message of a failed call ("" on success).
@@ -54,8 +85,12 @@ pub struct Call {
 impl Call {
     /// The request as its concrete message type, e.g. `call.request::<machine::CreateMachineRequest>()`.
     pub fn request<T: Any>(&self) -> Option<&T> {
-        // Deref first: `Arc<dyn RequestMessage>` itself also implements `RequestMessage`.
-        (*self.request).as_any().downcast_ref::<T>()
+        self.recorded.get().as_any().downcast_ref::<T>()
+    }
+
+    /// The request as a `Debug`-able, downcastable message.
+    pub fn request_message(&self) -> &dyn RequestMessage {
+        self.recorded.get()
     }
 
     /// Whether the call finished with OK.
@@ -249,7 +284,7 @@ impl CallLog {
         &mut self,
         seq: u64,
         method: Method,
-        request: &Arc<dyn RequestMessage>,
+        recorded: &Arc<Recorded>,
         code: Code,
         message: &str,
         fault: Option<Effect>,
@@ -268,7 +303,7 @@ impl CallLog {
             None => Call {
                 seq,
                 method,
-                request: request.clone(),
+                recorded: recorded.clone(),
                 code: Some(code),
                 message: message.to_owned(),
                 fault,

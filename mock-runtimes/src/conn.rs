@@ -92,6 +92,23 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for MockConn<IO> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.handle.0.write_waker.register(cx.waker());
+        if self.handle.killed() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // Without this hyper would flatten every frame into one buffer first (a copy per write).
+        self.io.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.handle.killed() {
             return Poll::Ready(Err(reset()));

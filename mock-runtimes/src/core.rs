@@ -11,13 +11,14 @@ use std::{
 };
 
 use iri_spec::{event::v1alpha1 as event, meta::v1alpha1 as meta};
+use prost::Message as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    calls::{Call, CallLog, RequestMessage},
+    calls::{Call, CallLog, Recorded, RequestMessage},
     classes::{BucketClassConfig, MachineClassConfig, VolumeClassConfig},
     clock::{Clock, IdGen},
     conn::ConnHandle,
@@ -105,6 +106,20 @@ impl<T: prost::Message + Default> Drop for Slot<'_, T> {
     }
 }
 
+/// Every stored IRI object has its metadata at field 1; decoding only that skips the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MetaOnly {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<meta::ObjectMetadata>,
+}
+
+fn decode_meta(bytes: &[u8]) -> meta::ObjectMetadata {
+    MetaOnly::decode(bytes)
+        .ok()
+        .and_then(|m| m.metadata)
+        .unwrap_or_default()
+}
+
 fn decode<T: prost::Message + Default>(bytes: &[u8]) -> T {
     // The bytes were produced by `encode_to_vec` of the same type, so decoding cannot fail;
     // fall back to a default object rather than panic.
@@ -134,8 +149,8 @@ impl<T> Default for Store<T> {
 }
 
 impl<T: prost::Message + Default> Store<T> {
-    /// Inserts under `id`, replacing an object with the same id.
-    pub(crate) fn insert(&mut self, id: &str, obj: &T) {
+    /// Inserts under `id` with pending `timers`, replacing an object with the same id.
+    pub(crate) fn insert(&mut self, id: &str, obj: &T, timers: Timers) {
         if let Some(old) = self.index.remove(id) {
             self.objects.remove(&old);
         }
@@ -146,9 +161,15 @@ impl<T: prost::Message + Default> Store<T> {
             seq,
             Packed {
                 bytes: obj.encode_to_vec().into_boxed_slice(),
-                timers: Timers::default(),
+                timers,
             },
         );
+        for at in [timers.ready, timers.apply, timers.power, timers.gone]
+            .into_iter()
+            .flatten()
+        {
+            self.queue.insert((at, seq));
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -185,9 +206,10 @@ impl<T: prost::Message + Default> Store<T> {
         self.objects.get(seq).map(|p| p.timers)
     }
 
-    pub(crate) fn remove(&mut self, id: &str) -> Option<T> {
+    /// Removes object `id` and returns its metadata.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<meta::ObjectMetadata> {
         let seq = self.index.remove(id)?;
-        self.objects.remove(&seq).map(|p| decode(&p.bytes))
+        self.objects.remove(&seq).map(|p| decode_meta(&p.bytes))
     }
 
     /// Decoded copies of every object, in creation order.
@@ -221,11 +243,18 @@ impl<T: prost::Message + Default> Store<T> {
         self.index.get(id).copied()
     }
 
-    pub(crate) fn remove_seq(&mut self, seq: u64, id: &str) -> Option<T> {
-        if self.index.get(id) == Some(&seq) {
-            self.index.remove(id);
+    pub(crate) fn timers_by_seq(&self, seq: u64) -> Option<Timers> {
+        self.objects.get(&seq).map(|p| p.timers)
+    }
+
+    /// Removes the object with sequence number `seq` and returns its metadata.
+    pub(crate) fn remove_seq(&mut self, seq: u64) -> Option<meta::ObjectMetadata> {
+        let packed = self.objects.remove(&seq)?;
+        let md = decode_meta(&packed.bytes);
+        if self.index.get(md.id.as_str()) == Some(&seq) {
+            self.index.remove(md.id.as_str());
         }
-        self.objects.remove(&seq).map(|p| decode(&p.bytes))
+        Some(md)
     }
 }
 
@@ -362,7 +391,7 @@ pub(crate) struct CallGuard<'a> {
     core: &'a Core,
     seq: u64,
     method: Method,
-    request: Arc<dyn RequestMessage>,
+    recorded: Arc<Recorded>,
     fault: Option<Effect>,
     done: bool,
 }
@@ -376,7 +405,7 @@ impl CallGuard<'_> {
         lock(&self.core.calls).finish(
             self.seq,
             self.method,
-            &self.request,
+            &self.recorded,
             code,
             message,
             self.fault.clone(),
@@ -418,11 +447,11 @@ impl Core {
         req: Request<T>,
     ) -> Result<(CallGuard<'_>, T), Status>
     where
-        T: RequestMessage + Clone,
+        T: RequestMessage + prost::Message + Default,
     {
         let conn = req.extensions().get::<ConnHandle>().cloned();
         let msg = req.into_inner();
-        let request: Arc<dyn RequestMessage> = Arc::new(msg.clone());
+        let recorded = Recorded::new(&msg);
         let fault = if self.faults_on.load(Ordering::Relaxed) {
             lock(&self.faults).decide(method)
         } else {
@@ -431,7 +460,7 @@ impl Core {
         let seq = lock(&self.calls).push(Call {
             seq: 0,
             method,
-            request: request.clone(),
+            recorded: recorded.clone(),
             code: None,
             message: String::new(),
             fault: fault.clone(),
@@ -442,7 +471,7 @@ impl Core {
             core: self,
             seq,
             method,
-            request,
+            recorded,
             fault: fault.clone(),
             done: false,
         };

@@ -7,12 +7,13 @@ use iri_spec::machine::v1alpha1::{
     self as machine, MachineState, Power,
     machine_runtime_server::{MachineRuntime, MachineRuntimeServer},
 };
+use iri_spec::meta::v1alpha1 as meta;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Slot, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Slot, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -96,66 +97,72 @@ impl Core {
     fn machine_event(
         &self,
         st: &mut MachineStore,
-        m: &machine::Machine,
+        meta: Option<&meta::ObjectMetadata>,
         reason: &str,
         action: &str,
         message: String,
     ) {
-        if let Some(meta) = m.metadata.as_ref() {
+        if let Some(meta) = meta {
             let ev = self.event(meta, "machine", reason, action, message);
             st.events.push(ev);
         }
+    }
+
+    /// Sets the state of the decoded machine; returns the state-change event message if it changed.
+    fn apply_state(m: &mut machine::Machine, state: MachineState) -> Option<String> {
+        let status = m.status.get_or_insert_default();
+        if status.state == state as i32 {
+            return None;
+        }
+        let old = status.state;
+        status.state = state as i32;
+        Some(format!(
+            "machine state {} -> {}",
+            state_name(old),
+            state.as_str_name()
+        ))
     }
 
     fn set_state(&self, st: &mut MachineStore, seq: u64, state: MachineState) {
         let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
             return;
         };
-        let status = slot.obj.status.get_or_insert_default();
-        if status.state == state as i32 {
+        let Some(message) = Self::apply_state(&mut slot.obj, state) else {
             return;
-        }
-        let old = status.state;
-        status.state = state as i32;
-        let m = slot.obj.clone();
+        };
+        let meta = slot.obj.metadata.clone();
         drop(slot);
-        self.machine_event(
-            st,
-            &m,
-            "StateChanged",
-            "UpdateState",
-            format!(
-                "machine state {} -> {}",
-                state_name(old),
-                state.as_str_name()
-            ),
-        );
+        self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
     }
 
     /// Applies every transition that is due.
     pub(crate) fn advance_machines(&self, st: &mut MachineStore) {
         let now = Instant::now();
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.store.due(now) {
-            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.store.timers_by_seq(seq) else {
                 continue;
             };
-            let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
-            let timers = slot.timers;
-            let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
-            let state = slot.obj.status.as_ref().map_or(0, |s| s.state);
             if due(timers.gone) {
-                let id = slot
-                    .obj
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.id.clone())
-                    .unwrap_or_default();
-                drop(slot);
-                if let Some(m) = st.store.remove_seq(seq, &id) {
-                    self.machine_event(st, &m, "Deleted", "Delete", "machine deleted".to_owned());
+                if let Some(md) = st.store.remove_seq(seq) {
+                    self.machine_event(
+                        st,
+                        Some(&md),
+                        "Deleted",
+                        "Delete",
+                        "machine deleted".to_owned(),
+                    );
                 }
                 continue;
             }
+            if !(due(timers.ready) || due(timers.power) || due(timers.apply)) {
+                continue;
+            }
+            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+                continue;
+            };
+            let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
+            let state = slot.obj.status.as_ref().map_or(0, |s| s.state);
             let mut new_state = None;
             if due(timers.ready) {
                 slot.timers.ready = None;
@@ -187,59 +194,73 @@ impl Core {
             }
             if due(timers.apply) {
                 slot.timers.apply = None;
-                let m = &mut slot.obj;
-                let generation = m.metadata.as_ref().map_or(0, |m| m.generation);
-                let id = m
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.id.clone())
-                    .unwrap_or_default();
-                let spec = m.spec.clone().unwrap_or_default();
-                let status = m.status.get_or_insert_default();
-                if !self.has(Mutant::ObservedGenerationLags) {
-                    status.observed_generation = generation;
-                }
-                let never = self.has(Mutant::NeverAttached);
-                let (vol_state, nic_state) = if never {
-                    (
-                        machine::VolumeState::VolumePending as i32,
-                        machine::NetworkInterfaceState::NetworkInterfacePending as i32,
-                    )
-                } else {
-                    (
-                        machine::VolumeState::VolumeAttached as i32,
-                        machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
-                    )
-                };
-                status.volumes = spec
-                    .volumes
-                    .iter()
-                    .map(|v| machine::VolumeStatus {
-                        name: v.name.clone(),
-                        handle: volume_handle(&id, v),
-                        state: vol_state,
-                    })
-                    .collect();
-                status.network_interfaces = spec
-                    .network_interfaces
-                    .iter()
-                    .map(|n| machine::NetworkInterfaceStatus {
-                        name: n.name.clone(),
-                        handle: nic_handle(&id, n),
-                        state: nic_state,
-                    })
-                    .collect();
+                self.apply_spec(&mut slot.obj);
             }
+            let event = new_state.and_then(|state| {
+                Self::apply_state(&mut slot.obj, state).map(|msg| (slot.obj.metadata.clone(), msg))
+            });
             drop(slot);
-            if let Some(state) = new_state {
-                self.set_state(st, seq, state);
+            if let Some((meta, message)) = event {
+                self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
             }
         }
     }
 
+    /// Brings status in line with spec: observed_generation, per-volume and per-NIC status.
+    fn apply_spec(&self, m: &mut machine::Machine) {
+        let generation = m.metadata.as_ref().map_or(0, |m| m.generation);
+        let id = m
+            .metadata
+            .as_ref()
+            .map(|m| m.id.clone())
+            .unwrap_or_default();
+        let Some(spec) = m.spec.as_ref() else {
+            return;
+        };
+        let never = self.has(Mutant::NeverAttached);
+        let (vol_state, nic_state) = if never {
+            (
+                machine::VolumeState::VolumePending as i32,
+                machine::NetworkInterfaceState::NetworkInterfacePending as i32,
+            )
+        } else {
+            (
+                machine::VolumeState::VolumeAttached as i32,
+                machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
+            )
+        };
+        let volumes = spec
+            .volumes
+            .iter()
+            .map(|v| machine::VolumeStatus {
+                name: v.name.clone(),
+                handle: volume_handle(&id, v),
+                state: vol_state,
+            })
+            .collect();
+        let network_interfaces = spec
+            .network_interfaces
+            .iter()
+            .map(|n| machine::NetworkInterfaceStatus {
+                name: n.name.clone(),
+                handle: nic_handle(&id, n),
+                state: nic_state,
+            })
+            .collect();
+        let status = m.status.get_or_insert_default();
+        if !self.has(Mutant::ObservedGenerationLags) {
+            status.observed_generation = generation;
+        }
+        status.volumes = volumes;
+        status.network_interfaces = network_interfaces;
+    }
+
     /// A copy of a stored machine as the wire shows it (output mutants applied).
     pub(crate) fn render_machine(&self, m: &machine::Machine) -> machine::Machine {
-        let mut m = m.clone();
+        self.render_owned(m.clone())
+    }
+
+    fn render_owned(&self, mut m: machine::Machine) -> machine::Machine {
         if self.has(Mutant::IdUnstable)
             && let Some(meta) = m.metadata.as_mut()
         {
@@ -312,16 +333,19 @@ impl Core {
         {
             return Err(invalid(format!("unknown machine class {:?}", spec.class)));
         }
-        power_of(spec.power)?;
+        if !self.has(Mutant::InvalidPowerAccepted) {
+            power_of(spec.power)?;
+        }
+        let unchecked = self.has(Mutant::CreateVolumesUnchecked);
         let mut names = std::collections::HashSet::new();
-        for vol in &spec.volumes {
+        for vol in spec.volumes.iter().filter(|_| !unchecked) {
             validate_volume(vol)?;
             if !names.insert(vol.name.as_str()) {
                 return Err(invalid(format!("duplicate volume name {:?}", vol.name)));
             }
         }
         let mut names = std::collections::HashSet::new();
-        for nic in &spec.network_interfaces {
+        for nic in spec.network_interfaces.iter().filter(|_| !unchecked) {
             validate_nic(nic)?;
             if !names.insert(nic.name.as_str()) {
                 return Err(invalid(format!(
@@ -397,28 +421,25 @@ impl Core {
             spec: Some(spec),
             status: Some(status),
         };
+        let now = Instant::now();
+        let timers = Timers {
+            ready: Some(now + self.config.delays.provision),
+            apply: Some(now + self.config.delays.apply),
+            ..Timers::default()
+        };
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        let now = Instant::now();
-        st.store.insert(&id, &stored);
-        let ready = now + self.config.delays.provision;
-        let apply = now + self.config.delays.apply;
-        if let Some(mut slot) = st.store.get_mut(&id) {
-            slot.timers.ready = Some(ready);
-            slot.timers.apply = Some(apply);
-        }
-        st.store.wake_at(&id, ready);
-        st.store.wake_at(&id, apply);
+        st.store.insert(&id, &stored, timers);
         self.machine_event(
             &mut st,
-            &stored,
+            stored.metadata.as_ref(),
             "Created",
             "Create",
             "machine created".to_owned(),
         );
         drop(st);
         tracing::info!(machine.id = %id, "machine created");
-        let mut out = self.render_machine(&stored);
+        let mut out = self.render_owned(stored);
         if self.has(Mutant::CreateResponseNotPending)
             && let Some(status) = out.status.as_mut()
         {
@@ -445,10 +466,10 @@ impl Core {
             return Ok(());
         }
         if self.has(Mutant::DeleteImmediate) {
-            if let Some(m) = st.store.remove(id) {
+            if let Some(md) = st.store.remove(id) {
                 self.machine_event(
                     &mut st,
-                    &m,
+                    Some(&md),
                     "Deleted",
                     "Delete",
                     "machine deleted".to_owned(),
@@ -480,7 +501,7 @@ impl Core {
         }
         self.machine_event(
             &mut st,
-            &m,
+            m.metadata.as_ref(),
             "Deleting",
             "Delete",
             "machine is being deleted".to_owned(),
@@ -533,7 +554,9 @@ impl Core {
     fn update_power(&self, req: machine::UpdateMachinePowerRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        power_of(req.power)?;
+        if !self.has(Mutant::InvalidPowerAccepted) {
+            power_of(req.power)?;
+        }
         self.with_machine(&id, Some(Mutant::PowerUnknownOk), |core, st| {
             if core.has(Mutant::PowerIgnored) {
                 return Ok(());
@@ -604,7 +627,7 @@ impl Core {
     fn detach_volume(&self, req: machine::DetachVolumeRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        if req.name.is_empty() {
+        if req.name.is_empty() && !self.has(Mutant::DetachEmptyNameAccepted) {
             return Err(invalid("volume name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
@@ -635,6 +658,7 @@ impl Core {
         self.check_id(&id, "machine_id")?;
         let vol = match req.volume {
             Some(vol) if !vol.name.is_empty() => vol,
+            None if self.has(Mutant::UpdateVolumeMissingAccepted) => return Ok(()),
             None => return Err(invalid("volume is required")),
             Some(_) => return Err(invalid("volume name is required")),
         };
@@ -653,7 +677,7 @@ impl Core {
                     vol.name
                 )));
             };
-            if *existing == vol {
+            if *existing == vol || core.has(Mutant::UpdateVolumeIgnored) {
                 return Ok(());
             }
             *existing = vol;
@@ -712,7 +736,7 @@ impl Core {
     fn detach_nic(&self, req: machine::DetachNetworkInterfaceRequest) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
-        if req.name.is_empty() {
+        if req.name.is_empty() && !self.has(Mutant::DetachEmptyNameAccepted) {
             return Err(invalid("network interface name is required"));
         }
         self.with_machine(&id, Some(Mutant::AttachUnknownMachineOk), |core, st| {
@@ -850,7 +874,7 @@ impl Core {
         m.spec.get_or_insert_default();
         m.status.get_or_insert_default();
         let mut st = lock(&self.machines);
-        st.store.insert(&id, &m);
+        st.store.insert(&id, &m, Timers::default());
         id
     }
 

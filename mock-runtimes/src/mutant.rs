@@ -138,6 +138,28 @@ mutants! {
     BucketUnknownClassAccepted => "bucket-unknown-class-accepted", "CreateBucket with an unknown or empty class succeeds instead of InvalidArgument";
     BucketClassesEmpty => "bucket-classes-empty", "ListBucketClasses returns no classes";
     BucketDeleteImmediate => "bucket-delete-immediate", "DeleteBucket removes the bucket at once, with no deletion phase";
+    // --- added for the conformance self-test (each makes at least one case fail)
+    InvalidPowerAccepted => "invalid-power-accepted", "CreateMachine and UpdateMachinePower accept a power value outside the enum";
+    CreateVolumesUnchecked => "create-volumes-unchecked", "CreateMachine does not validate its volumes and NICs (empty or duplicate names, volumes without a source)";
+    DetachEmptyNameAccepted => "detach-empty-name-accepted", "DetachVolume/DetachNetworkInterface with an empty name answer NotFound instead of InvalidArgument";
+    UpdateVolumeIgnored => "update-volume-ignored", "UpdateVolume returns OK but leaves the spec entry unchanged";
+    UpdateVolumeMissingAccepted => "update-volume-missing-accepted", "UpdateVolume without a volume returns OK instead of InvalidArgument";
+    VolumeStatusNoClasses => "volume-status-no-classes", "volume Status returns no volume classes";
+    VolumeNoSpec => "volume-no-spec", "listed volumes have no spec";
+    VolumeAnnotationsDropped => "volume-annotations-dropped", "volume annotations are not stored";
+    VolumeClientIdHonoured => "volume-client-id-honoured", "CreateVolume keeps a metadata.id sent by the client";
+    VolumeTwoSourcesAccepted => "volume-two-sources-accepted", "CreateVolume accepts both an image and a snapshot data source";
+    VolumeEmptyIdAccepted => "volume-empty-id-accepted", "empty volume and snapshot ids are treated like unknown ids (NotFound) instead of InvalidArgument";
+    VolumeDeleteTwiceNotFound => "volume-delete-twice-notfound", "a repeated DeleteVolume while the volume is being deleted returns NotFound";
+    ExpandMissingResourcesOk => "expand-missing-resources-ok", "ExpandVolume without resources returns OK instead of InvalidArgument";
+    VolumeIdUnstable => "volume-id-unstable", "ListVolumes reports a different id than CreateVolume returned";
+    SnapshotValidationOff => "snapshot-validation-off", "CreateVolumeSnapshot without snapshot/spec or with an empty volume_id answers NotFound instead of InvalidArgument";
+    SnapshotLabelsDropped => "snapshot-labels-dropped", "volume snapshot labels are not stored";
+    SnapshotNoStatus => "snapshot-no-status", "volume snapshots have no status in CreateVolumeSnapshot and ListVolumeSnapshots";
+    BucketLabelsDropped => "bucket-labels-dropped", "bucket labels are not stored";
+    BucketNoStatus => "bucket-no-status", "buckets have no status in CreateBucket and ListBuckets";
+    BucketMissingSpecAccepted => "bucket-missing-spec-accepted", "CreateBucket without bucket or spec succeeds with the first class instead of InvalidArgument";
+    BucketDeleteTwiceNotFound => "bucket-delete-twice-notfound", "a repeated DeleteBucket while the bucket is being deleted returns NotFound";
 }
 
 impl fmt::Display for Mutant {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     Method, Mutant,
-    core::{Core, EventLog, EventQuery, Store, invalid, labels_match, not_found},
+    core::{Core, EventLog, EventQuery, Store, Timers, invalid, labels_match, not_found},
     lock,
 };
 
@@ -61,16 +61,11 @@ impl Core {
         let now = Instant::now();
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         for seq in st.volumes.due(now) {
-            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.volumes.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
             if due(timers.gone) {
-                let id = meta_id(slot.obj.metadata.as_ref());
-                drop(slot);
-                if let Some(v) = st.volumes.remove_seq(seq, &id)
-                    && let Some(md) = v.metadata.as_ref()
-                {
+                if let Some(md) = st.volumes.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "volume",
@@ -82,6 +77,9 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
+                continue;
+            };
             let mut changed = None;
             if due(timers.ready) {
                 slot.timers.ready = None;
@@ -123,16 +121,11 @@ impl Core {
             }
         }
         for seq in st.snapshots.due(now) {
-            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
+            let Some(timers) = st.snapshots.timers_by_seq(seq) else {
                 continue;
             };
-            let timers = slot.timers;
             if due(timers.gone) {
-                let id = meta_id(slot.obj.metadata.as_ref());
-                drop(slot);
-                if let Some(s) = st.snapshots.remove_seq(seq, &id)
-                    && let Some(md) = s.metadata.as_ref()
-                {
+                if let Some(md) = st.snapshots.remove_seq(seq).as_ref() {
                     let ev = self.event(
                         md,
                         "snapshot",
@@ -144,6 +137,9 @@ impl Core {
                 }
                 continue;
             }
+            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
+                continue;
+            };
             if due(timers.ready) {
                 slot.timers.ready = None;
                 if !timers.deleting && !self.has(Mutant::SnapshotNeverReady) {
@@ -171,6 +167,9 @@ impl Core {
         let mut v = v.clone();
         if self.has(Mutant::VolumeNoStatus) {
             v.status = None;
+        }
+        if self.has(Mutant::VolumeNoSpec) {
+            v.spec = None;
         }
         v
     }
@@ -205,13 +204,21 @@ impl Core {
         if let Some(src) = spec.volume_data_source.as_ref()
             && src.image_data_source.is_some()
             && src.snapshot_data_source.is_some()
+            && !self.has(Mutant::VolumeTwoSourcesAccepted)
         {
             return Err(invalid(
                 "volume_data_source has both an image and a snapshot source: set at most one",
             ));
         }
         let mut md = v.metadata.take().unwrap_or_default();
-        let id = self.new_id();
+        let id = if self.has(Mutant::VolumeClientIdHonoured) && !md.id.is_empty() {
+            md.id.clone()
+        } else {
+            self.new_id()
+        };
+        if self.has(Mutant::VolumeAnnotationsDropped) {
+            md.annotations.clear();
+        }
         md.id = id.clone();
         md.generation = 0;
         md.deleted_at = 0;
@@ -230,12 +237,15 @@ impl Core {
         };
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        st.volumes.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(mut slot) = st.volumes.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.volumes.wake_at(&id, at);
+        st.volumes.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -253,16 +263,19 @@ impl Core {
         })
     }
 
-    fn check_volume_id(id: &str, what: &str) -> Result<(), Status> {
-        if id.is_empty() {
+    fn check_volume_id(&self, id: &str, what: &str) -> Result<(), Status> {
+        if id.is_empty() && !self.has(Mutant::VolumeEmptyIdAccepted) {
             return Err(invalid(format!("{what} is required")));
         }
         Ok(())
     }
 
     fn expand_volume(&self, req: volume::ExpandVolumeRequest) -> Result<(), Status> {
-        Self::check_volume_id(&req.volume_id, "volume_id")?;
+        self.check_volume_id(&req.volume_id, "volume_id")?;
         let Some(size) = req.resources.map(|r| r.storage_bytes) else {
+            if self.has(Mutant::ExpandMissingResourcesOk) {
+                return Ok(());
+            }
             return Err(invalid("resources is required"));
         };
         if size <= 0 {
@@ -304,7 +317,7 @@ impl Core {
     }
 
     fn delete_volume(&self, id: &str) -> Result<(), Status> {
-        Self::check_volume_id(id, "volume_id")?;
+        self.check_volume_id(id, "volume_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let Some(timers) = st.volumes.timers(id) else {
@@ -314,12 +327,13 @@ impl Core {
             return Err(not_found("volume", id));
         };
         if timers.deleting {
+            if self.has(Mutant::VolumeDeleteTwiceNotFound) {
+                return Err(not_found("volume", id));
+            }
             return Ok(());
         }
         if self.has(Mutant::VolumeDeleteImmediate) {
-            if let Some(v) = st.volumes.remove(id)
-                && let Some(md) = v.metadata.as_ref()
-            {
+            if let Some(md) = st.volumes.remove(id).as_ref() {
                 let ev = self.event(
                     md,
                     "volume",
@@ -368,7 +382,15 @@ impl Core {
                 self.has(Mutant::VolumeLabelSelectorIgnored)
                     || labels_match(&filter.label_selector, obj.metadata.as_ref())
             })
-            .map(|obj| self.render_volume(&obj))
+            .map(|obj| {
+                let mut v = self.render_volume(&obj);
+                if self.has(Mutant::VolumeIdUnstable)
+                    && let Some(md) = v.metadata.as_mut()
+                {
+                    md.id = md.id.chars().rev().collect();
+                }
+                v
+            })
             .collect()
     }
 
@@ -376,13 +398,20 @@ impl Core {
         &self,
         req: volume::CreateVolumeSnapshotRequest,
     ) -> Result<volume::CreateVolumeSnapshotResponse, Status> {
+        let lax = self.has(Mutant::SnapshotValidationOff);
         let Some(mut snap) = req.volume_snapshot else {
+            if lax {
+                return Err(not_found("volume", ""));
+            }
             return Err(invalid("volume_snapshot is required"));
         };
         let Some(spec) = snap.spec.take() else {
+            if lax {
+                return Err(not_found("volume", ""));
+            }
             return Err(invalid("volume_snapshot.spec is required"));
         };
-        if spec.volume_id.is_empty() {
+        if spec.volume_id.is_empty() && !lax {
             return Err(invalid("volume_snapshot.spec.volume_id is required"));
         }
         let mut st = lock(&self.volumes);
@@ -397,6 +426,9 @@ impl Core {
             None => return Err(not_found("volume", &spec.volume_id)),
         };
         let mut md = snap.metadata.take().unwrap_or_default();
+        if self.has(Mutant::SnapshotLabelsDropped) {
+            md.labels.clear();
+        }
         let id = self.new_id();
         md.id = id.clone();
         md.generation = 0;
@@ -410,12 +442,15 @@ impl Core {
                 size,
             }),
         };
-        st.snapshots.insert(&id, &stored);
         let at = Instant::now() + self.config.delays.provision;
-        if let Some(mut slot) = st.snapshots.get_mut(&id) {
-            slot.timers.ready = Some(at);
-        }
-        st.snapshots.wake_at(&id, at);
+        st.snapshots.insert(
+            &id,
+            &stored,
+            Timers {
+                ready: Some(at),
+                ..Timers::default()
+            },
+        );
         if let Some(md) = stored.metadata.as_ref() {
             let ev = self.event(
                 md,
@@ -427,13 +462,17 @@ impl Core {
             st.events.push(ev);
         }
         tracing::info!(volume_snapshot.id = %id, "volume snapshot created");
+        let mut stored = stored;
+        if self.has(Mutant::SnapshotNoStatus) {
+            stored.status = None;
+        }
         Ok(volume::CreateVolumeSnapshotResponse {
             volume_snapshot: Some(stored),
         })
     }
 
     fn delete_snapshot(&self, id: &str) -> Result<(), Status> {
-        Self::check_volume_id(id, "volume_snapshot_id")?;
+        self.check_volume_id(id, "volume_snapshot_id")?;
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let Some(timers) = st.snapshots.timers(id) else {
@@ -479,10 +518,19 @@ impl Core {
             .iter()
             .filter(|obj| !by_id || obj.metadata.as_ref().is_some_and(|m| m.id == filter.id))
             .filter(|obj| labels_match(&filter.label_selector, obj.metadata.as_ref()))
+            .map(|mut s| {
+                if self.has(Mutant::SnapshotNoStatus) {
+                    s.status = None;
+                }
+                s
+            })
             .collect()
     }
 
     fn volume_status(&self) -> volume::StatusResponse {
+        if self.has(Mutant::VolumeStatusNoClasses) {
+            return volume::StatusResponse::default();
+        }
         volume::StatusResponse {
             volume_class_status: self
                 .config
@@ -521,7 +569,9 @@ impl Core {
         let id = md.id.clone();
         v.spec.get_or_insert_default();
         v.status.get_or_insert_default();
-        lock(&self.volumes).volumes.insert(&id, &v);
+        lock(&self.volumes)
+            .volumes
+            .insert(&id, &v, Timers::default());
         id
     }
 

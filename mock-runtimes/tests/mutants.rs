@@ -625,6 +625,162 @@ async fn transcript(mutants: &[Mutant]) -> String {
     }
     out.push(json!({ "distinct_concurrent_ids": concurrent.len() }));
 
+    // --- probes for the mutants added by the conformance self-test (codes and flags only)
+    {
+        fn code<T>(r: &Result<tonic::Response<T>, tonic::Status>) -> Value {
+            match r {
+                Ok(_) => json!("OK"),
+                Err(st) => json!(format!("{:?}", st.code())),
+            }
+        }
+        let (mut m, mut v, mut b) = (c.machine.clone(), c.volume.clone(), c.bucket.clone());
+        let mut bad_power = fixtures::machine();
+        bad_power.spec.as_mut().unwrap().power = 7;
+        let mut dup = fixtures::machine();
+        dup.spec.as_mut().unwrap().volumes =
+            vec![fixtures::local_disk("d"), fixtures::local_disk("d")];
+        let r1 = m
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(bad_power),
+            })
+            .await;
+        let r2 = m
+            .create_machine(machine::CreateMachineRequest { machine: Some(dup) })
+            .await;
+        let probe = created_id(
+            &m.create_machine(machine::CreateMachineRequest {
+                machine: Some(fixtures::machine()),
+            })
+            .await,
+        );
+        let r3 = m
+            .detach_volume(machine::DetachVolumeRequest {
+                machine_id: probe.clone(),
+                name: String::new(),
+            })
+            .await;
+        let r4 = m
+            .update_volume(machine::UpdateVolumeRequest {
+                machine_id: probe,
+                volume: None,
+            })
+            .await;
+        let mut vol = fixtures::volume();
+        vol.metadata.as_mut().unwrap().annotations = [("n".to_owned(), "1".to_owned())].into();
+        vol.metadata.as_mut().unwrap().id = "client-vol".into();
+        let created = v
+            .create_volume(volume::CreateVolumeRequest { volume: Some(vol) })
+            .await
+            .unwrap()
+            .into_inner();
+        let vid = created
+            .volume
+            .and_then(|x| x.metadata)
+            .map(|md| md.id)
+            .unwrap_or_default();
+        let listed = v
+            .list_volumes(volume::ListVolumesRequest {
+                filter: Some(volume::VolumeFilter {
+                    id: vid.clone(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let annotations_kept = listed.volumes.iter().any(|x| {
+            x.metadata
+                .as_ref()
+                .is_some_and(|md| !md.annotations.is_empty())
+        });
+        let mut two = fixtures::volume();
+        two.spec.as_mut().unwrap().volume_data_source = Some(volume::VolumeDataSource {
+            image_data_source: Some(volume::ImageDataSource {
+                image: "img".into(),
+                architecture: String::new(),
+            }),
+            snapshot_data_source: Some(volume::SnapshotDataSource {
+                snapshot_id: "s".into(),
+            }),
+        });
+        let r5 = v
+            .create_volume(volume::CreateVolumeRequest { volume: Some(two) })
+            .await;
+        let r6 = v
+            .delete_volume(volume::DeleteVolumeRequest {
+                volume_id: String::new(),
+            })
+            .await;
+        let r7 = v
+            .expand_volume(volume::ExpandVolumeRequest {
+                volume_id: vid.clone(),
+                resources: None,
+            })
+            .await;
+        let r8 = v
+            .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
+                volume_snapshot: None,
+            })
+            .await;
+        let mut snap = volume::VolumeSnapshot {
+            metadata: Some(Default::default()),
+            spec: Some(volume::VolumeSnapshotSpec {
+                volume_id: vid.clone(),
+            }),
+            status: None,
+        };
+        snap.metadata.as_mut().unwrap().labels = [("s".to_owned(), "1".to_owned())].into();
+        let snap = v
+            .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
+                volume_snapshot: Some(snap),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let snap_labels_kept = snap
+            .volume_snapshot
+            .and_then(|x| x.metadata)
+            .is_some_and(|md| !md.labels.is_empty());
+        let r9 = v
+            .delete_volume(volume::DeleteVolumeRequest {
+                volume_id: vid.clone(),
+            })
+            .await;
+        let r10 = v
+            .delete_volume(volume::DeleteVolumeRequest {
+                volume_id: vid.clone(),
+            })
+            .await;
+        let r11 = b
+            .create_bucket(bucket::CreateBucketRequest { bucket: None })
+            .await;
+        let bid = b
+            .create_bucket(bucket::CreateBucketRequest {
+                bucket: Some(fixtures::bucket()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .bucket
+            .and_then(|x| x.metadata)
+            .map(|md| md.id)
+            .unwrap_or_default();
+        let r12 = b
+            .delete_bucket(bucket::DeleteBucketRequest {
+                bucket_id: bid.clone(),
+            })
+            .await;
+        let r13 = b
+            .delete_bucket(bucket::DeleteBucketRequest { bucket_id: bid })
+            .await;
+        out.push(json!({
+            "conformance_probes": [code(&r1), code(&r2), code(&r3), code(&r4), code(&r5), code(&r6), code(&r7), code(&r8), code(&r9), code(&r10), code(&r11), code(&r12), code(&r13)],
+            "volume_annotations_kept": annotations_kept,
+            "client_volume_id_kept": vid == "client-vol",
+            "snapshot_labels_kept": snap_labels_kept,
+        }));
+    }
+
     let mut value = Value::Array(out);
     classify_times(&mut value);
     let mut text = serde_json::to_string_pretty(&value).unwrap();

@@ -30,6 +30,8 @@ use crate::object::Kind;
 pub const DEFAULT_PREFIX: &str = "/irikit";
 /// Timeout of every etcd call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keys per list page.
+const LIST_PAGE: i64 = 500;
 /// How often an unconditional write is retried after losing a race.
 const UNCONDITIONAL_RETRIES: usize = 16;
 
@@ -105,9 +107,19 @@ impl EtcdStore {
         Ok(obj)
     }
 
-    async fn read(&self, kind: Kind, namespace: &str, name: &str) -> Result<(Object, i64)> {
+    /// Reads the current object. `serializable` reads skip the raft round trip; writes use
+    /// them because their Txn compares the mod_revision anyway (a stale read only turns into a
+    /// retry or a Conflict, never into a lost update).
+    async fn read_opt(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<(Object, i64)> {
         let mut kv = self.client.kv_client();
-        let resp = timed(kv.get(self.key(kind, namespace, name), None)).await?;
+        let opts = serializable.then(|| GetOptions::new().with_serializable());
+        let resp = timed(kv.get(self.key(kind, namespace, name), opts)).await?;
         let Some(item) = resp.kvs().first() else {
             let key = if kind.namespaced() {
                 format!("{namespace}/{name}")
@@ -120,6 +132,10 @@ impl EtcdStore {
             Self::decode(item, item.mod_revision())?,
             item.mod_revision(),
         ))
+    }
+
+    async fn read(&self, kind: Kind, namespace: &str, name: &str) -> Result<(Object, i64)> {
+        self.read_opt(kind, namespace, name, true).await
     }
 
     /// Applies `outcome` if the key still has `mod_revision`; `Ok(None)` when the compare failed.
@@ -181,7 +197,7 @@ impl EtcdStore {
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
-        Ok(self.read(kind, namespace, name).await?.0)
+        Ok(self.read_opt(kind, namespace, name, false).await?.0)
     }
 
     async fn list(&self, kind: Kind, options: &ListOptions) -> Result<ObjectList> {
@@ -193,16 +209,39 @@ impl Store for EtcdStore {
             prefix.push_str(ns);
             prefix.push('/');
         }
+        // Page through the prefix at one revision (a single response is capped at 4 MiB by
+        // gRPC; Kubernetes pages the same way with limit/continue).
         let mut kv = self.client.kv_client();
-        let resp = timed(kv.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
-        let revision = u64_rev(resp.header().map_or(0, |h| h.revision()));
-        let mut items = Vec::with_capacity(resp.kvs().len());
-        for item in resp.kvs() {
-            let obj = Self::decode(item, item.mod_revision())?;
-            if options.matches(&obj) {
-                items.push(obj);
+        let range_end = prefix_end(prefix.as_bytes());
+        let mut start = prefix.into_bytes();
+        let mut revision = 0i64;
+        let mut items = Vec::new();
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = timed(kv.get(start.clone(), Some(opts))).await?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for item in resp.kvs() {
+                let obj = Self::decode(item, item.mod_revision())?;
+                if options.matches(&obj) {
+                    items.push(obj);
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
             }
         }
+        let revision = u64_rev(revision);
         Ok(ObjectList { items, revision })
     }
 
@@ -547,6 +586,18 @@ impl Drop for LocalEtcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The end of the key range of `prefix` (the prefix with its last byte incremented).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 fn free_port() -> Result<u16> {

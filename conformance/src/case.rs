@@ -1,0 +1,159 @@
+//! The case model: a stable dotted id, a one-line rule, a service, a profile and an async body
+//! that ends in [`Outcome::Passed`], [`Outcome::Skipped`] (with a reason) or a failure.
+
+use std::{fmt, sync::Arc};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::ctx::Ctx;
+
+/// The IRI service a case talks to; the case is skipped when the runtime has no endpoint for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// `machine.v1alpha1.MachineRuntime`.
+    Machine,
+    /// `volume.v1alpha1.VolumeRuntime`.
+    Volume,
+    /// `bucket.v1alpha1.BucketRuntime`.
+    Bucket,
+}
+
+impl Service {
+    /// Every service, in report order.
+    pub const ALL: [Service; 3] = [Service::Machine, Service::Volume, Service::Bucket];
+
+    /// Lowercase name (`machine`, `volume`, `bucket`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Machine => "machine",
+            Service::Volume => "volume",
+            Service::Bucket => "bucket",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which rule set a case belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// The IRI runtime contract (reference §1, §2, §7.4).
+    Core,
+    /// What IronCore's Go poollets need beyond the wire (reference §1.8, §3.4, §7.4).
+    GoPoollet,
+}
+
+impl Profile {
+    /// Kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Core => "core",
+            Profile::GoPoollet => "go-poollet",
+        }
+    }
+}
+
+/// The result of one case (youki's contest model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check held.
+    Passed,
+    /// The case could not run here; the reason is always printed.
+    Skipped(String),
+    /// A check failed, the case errored or timed out; the full error chain.
+    Failed(String),
+}
+
+impl Outcome {
+    /// `passed`, `skipped` or `failed`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Skipped(_) => "skipped",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+
+    /// The skip reason or failure message.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Outcome::Passed => None,
+            Outcome::Skipped(m) | Outcome::Failed(m) => Some(m),
+        }
+    }
+}
+
+/// A case body: gets its own [`Ctx`], returns `Ok(outcome)` or an error (a failure).
+pub type CaseFn = Arc<dyn Fn(Ctx) -> BoxFuture<'static, anyhow::Result<Outcome>> + Send + Sync>;
+
+/// One conformance case.
+#[derive(Clone)]
+pub struct Case {
+    /// Stable dotted id, e.g. `machine.delete.unknown_id_not_found`; never renumbered.
+    pub id: String,
+    /// The service it needs.
+    pub service: Service,
+    /// The profile it belongs to.
+    pub profile: Profile,
+    /// One line: the rule it checks.
+    pub description: String,
+    /// The body.
+    pub run: CaseFn,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case")
+            .field("id", &self.id)
+            .field("service", &self.service)
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Case {
+    /// A case from an async function.
+    pub fn new<F, Fut>(
+        id: impl Into<String>,
+        service: Service,
+        profile: Profile,
+        description: impl Into<String>,
+        f: F,
+    ) -> Self
+    where
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<Outcome>> + Send + 'static,
+    {
+        Case {
+            id: id.into(),
+            service,
+            profile,
+            description: description.into(),
+            run: Arc::new(move |ctx| Box::pin(f(ctx))),
+        }
+    }
+}
+
+/// Thrown (as an `anyhow::Error`) by a case helper to end the case as skipped with a reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("skipped: {0}")]
+pub struct Skip(pub String);
+
+/// Shorthand for `Ok(Outcome::Passed)`.
+#[allow(clippy::unnecessary_wraps)]
+pub fn pass() -> anyhow::Result<Outcome> {
+    Ok(Outcome::Passed)
+}
+
+/// Shorthand for `Ok(Outcome::Skipped(reason))`.
+#[allow(clippy::unnecessary_wraps)]
+pub fn skip(reason: impl Into<String>) -> anyhow::Result<Outcome> {
+    Ok(Outcome::Skipped(reason.into()))
+}

@@ -1,0 +1,395 @@
+//! Reports: the human summary (result lines for failures and skips, a per-service table), JUnit
+//! XML as CI systems read it, and a JSON document with everything the run knows.
+
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    case::{Outcome, Service},
+    runner::{CleanupReport, Leftover, Progress, RunReport, RuntimeVersion},
+};
+
+/// Serializes a duration as fractional seconds.
+pub(crate) fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// One progress line for a TTY (overwritten in place with `\r`).
+pub fn progress_line(p: &Progress<'_>, failed: usize, skipped: usize) -> String {
+    format!(
+        "\r[{}/{}] failed {failed} skipped {skipped}  {:<60.60}",
+        p.done, p.total, p.result.id
+    )
+}
+
+/// A result line for a failed or skipped case (`None` for a pass).
+pub fn result_line(id: &str, outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Passed => None,
+        Outcome::Skipped(reason) => Some(format!("SKIP {id}: {reason}")),
+        Outcome::Failed(err) => Some(format!("FAIL {id}: {err}")),
+    }
+}
+
+/// The human summary: failures and skips, leftovers, cleanup, and a per-service table.
+pub fn human_summary(r: &RunReport) -> String {
+    let mut out = String::new();
+    for res in &r.results {
+        if let Some(line) = result_line(&res.id, &res.outcome) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    if !r.leftovers.is_empty() {
+        let deleted = r.leftovers.iter().filter(|l| l.deleted).count();
+        let _ = writeln!(
+            out,
+            "leftovers of earlier runs: {} found, {deleted} deleted",
+            r.leftovers.len()
+        );
+        for l in &r.leftovers {
+            let _ = writeln!(
+                out,
+                "  {} {} (run {}){}",
+                l.kind,
+                l.id,
+                l.run_id,
+                if l.deleted { "" } else { " kept" }
+            );
+        }
+    }
+    if !r.cleanup.remaining.is_empty() || !r.cleanup.errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "cleanup: {} objects of run {} still listed, {} errors",
+            r.cleanup.remaining.len(),
+            r.run_id,
+            r.cleanup.errors.len()
+        );
+        for e in r.cleanup.remaining.iter().chain(&r.cleanup.errors) {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<10} {:>7} {:>7} {:>7} {:>7}",
+        "SERVICE", "PASSED", "FAILED", "SKIPPED", "TOTAL"
+    );
+    let mut tot = [0usize; 3];
+    for s in Service::ALL {
+        let of: Vec<_> = r.results.iter().filter(|x| x.service == s).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let c = |st: &str| of.iter().filter(|x| x.outcome.status() == st).count();
+        let (p, f, k) = (c("passed"), c("failed"), c("skipped"));
+        tot[0] += p;
+        tot[1] += f;
+        tot[2] += k;
+        let _ = writeln!(out, "{:<10} {p:>7} {f:>7} {k:>7} {:>7}", s.name(), of.len());
+    }
+    let _ = writeln!(
+        out,
+        "{:<10} {:>7} {:>7} {:>7} {:>7}",
+        "total",
+        tot[0],
+        tot[1],
+        tot[2],
+        r.results.len()
+    );
+    let verdict = if r.interrupted {
+        "INTERRUPTED"
+    } else if tot[1] > 0 {
+        "FAIL"
+    } else {
+        "PASS"
+    };
+    let _ = writeln!(
+        out,
+        "\n{verdict}: {} cases in {:.3}s (run id {}, cleanup {:.3}s, {} deleted)",
+        r.results.len(),
+        r.duration.as_secs_f64(),
+        r.run_id,
+        r.cleanup.duration.as_secs_f64(),
+        r.cleanup.deleted
+    );
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML: one `<testsuite>` per service, `classname` = service, `name` = case id.
+pub fn junit(r: &RunReport) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let count = |st: &str| {
+        r.results
+            .iter()
+            .filter(|x| x.outcome.status() == st)
+            .count()
+    };
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"iri-conformance\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" errors=\"0\" time=\"{:.6}\">",
+        r.results.len(),
+        count("failed"),
+        count("skipped"),
+        r.duration.as_secs_f64()
+    );
+    for s in Service::ALL {
+        let of: Vec<_> = r.results.iter().filter(|x| x.service == s).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let c = |st: &str| of.iter().filter(|x| x.outcome.status() == st).count();
+        let time: f64 = of.iter().map(|x| x.duration.as_secs_f64()).sum();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" errors=\"0\" time=\"{time:.6}\">",
+            s.name(),
+            of.len(),
+            c("failed"),
+            c("skipped")
+        );
+        let _ = writeln!(
+            out,
+            "    <properties><property name=\"run-id\" value=\"{}\"/><property name=\"endpoint\" value=\"{}\"/></properties>",
+            xml_escape(&r.run_id),
+            xml_escape(r.endpoints.get(&s).map_or("", String::as_str))
+        );
+        for x in of {
+            let head = format!(
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.6}\"",
+                s.name(),
+                xml_escape(&x.id),
+                x.duration.as_secs_f64()
+            );
+            match &x.outcome {
+                Outcome::Passed => {
+                    let _ = writeln!(out, "{head}/>");
+                }
+                Outcome::Skipped(m) => {
+                    let _ = writeln!(
+                        out,
+                        "{head}>\n      <skipped message=\"{}\"/>\n    </testcase>",
+                        xml_escape(m)
+                    );
+                }
+                Outcome::Failed(m) => {
+                    let first = m.lines().next().unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "{head}>\n      <failure message=\"{}\" type=\"conformance\">{}\nrule: {}</failure>\n    </testcase>",
+                        xml_escape(first),
+                        xml_escape(m),
+                        xml_escape(&x.description)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out, "  </testsuite>");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// One case in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct JsonCase<'a> {
+    /// Case id.
+    pub id: &'a str,
+    /// Service.
+    pub service: Service,
+    /// Profile name.
+    pub profile: &'static str,
+    /// Rule.
+    pub description: &'a str,
+    /// passed / failed / skipped.
+    pub status: &'static str,
+    /// Seconds.
+    pub duration: f64,
+    /// Skip reason or failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+}
+
+/// Totals in the JSON report.
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    /// Cases.
+    pub total: usize,
+    /// Passed.
+    pub passed: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Skipped.
+    pub skipped: usize,
+}
+
+/// The JSON report.
+#[derive(Debug, Serialize)]
+pub struct JsonReport<'a> {
+    /// Run id.
+    pub run_id: &'a str,
+    /// Endpoints per service.
+    pub endpoints: &'a BTreeMap<Service, String>,
+    /// Version answer (or error) per service.
+    pub runtime_versions: BTreeMap<Service, serde_json::Value>,
+    /// Whether the run was interrupted.
+    pub interrupted: bool,
+    /// Wall seconds.
+    pub duration: f64,
+    /// Totals.
+    pub totals: Totals,
+    /// Per case.
+    pub cases: Vec<JsonCase<'a>>,
+    /// Leftovers of earlier runs.
+    pub leftovers: &'a [Leftover],
+    /// Cleanup.
+    pub cleanup: &'a CleanupReport,
+}
+
+/// Builds the JSON report.
+pub fn json(r: &RunReport) -> JsonReport<'_> {
+    let count = |st: &str| {
+        r.results
+            .iter()
+            .filter(|x| x.outcome.status() == st)
+            .count()
+    };
+    JsonReport {
+        run_id: &r.run_id,
+        endpoints: &r.endpoints,
+        runtime_versions: r
+            .versions
+            .iter()
+            .map(|(s, v)| {
+                let v = match v {
+                    Ok(RuntimeVersion { name, version }) => {
+                        serde_json::json!({ "runtime_name": name, "runtime_version": version })
+                    }
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
+                (*s, v)
+            })
+            .collect(),
+        interrupted: r.interrupted,
+        duration: r.duration.as_secs_f64(),
+        totals: Totals {
+            total: r.results.len(),
+            passed: count("passed"),
+            failed: count("failed"),
+            skipped: count("skipped"),
+        },
+        cases: r
+            .results
+            .iter()
+            .map(|x| JsonCase {
+                id: &x.id,
+                service: x.service,
+                profile: x.profile.name(),
+                description: &x.description,
+                status: x.outcome.status(),
+                duration: x.duration.as_secs_f64(),
+                message: x.outcome.message(),
+            })
+            .collect(),
+        leftovers: &r.leftovers,
+        cleanup: &r.cleanup,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        case::Profile,
+        runner::{CaseResult, Leftover, RunReport},
+    };
+
+    fn sample() -> RunReport {
+        let r = |id: &str, service, outcome, ms| CaseResult {
+            id: id.to_owned(),
+            service,
+            profile: Profile::Core,
+            description: format!("rule of {id}"),
+            outcome,
+            duration: Duration::from_millis(ms),
+        };
+        RunReport {
+            run_id: "icr-test".to_owned(),
+            endpoints: [(Service::Machine, "unix:///run/m.sock".to_owned())].into(),
+            versions: [(
+                Service::Machine,
+                Ok(RuntimeVersion {
+                    name: "iri-mock".to_owned(),
+                    version: "0.1.0".to_owned(),
+                }),
+            )]
+            .into(),
+            results: vec![
+                r(
+                    "machine.version.name_and_version_set",
+                    Service::Machine,
+                    Outcome::Passed,
+                    3,
+                ),
+                r(
+                    "machine.delete.unknown_id_not_found",
+                    Service::Machine,
+                    Outcome::Failed(
+                        "DeleteMachine unknown id: expected NotFound, got OK (<&>)".to_owned(),
+                    ),
+                    5,
+                ),
+                r(
+                    "volume.version.name_and_version_set",
+                    Service::Volume,
+                    Outcome::Skipped("no volume runtime endpoint".to_owned()),
+                    0,
+                ),
+            ],
+            leftovers: vec![Leftover {
+                kind: "machine",
+                id: "abc".to_owned(),
+                run_id: "icr-old".to_owned(),
+                deleted: true,
+            }],
+            cleanup: CleanupReport {
+                deleted: 7,
+                duration: Duration::from_millis(12),
+                ..Default::default()
+            },
+            interrupted: false,
+            duration: Duration::from_millis(250),
+        }
+    }
+
+    #[test]
+    fn junit_report() {
+        insta::assert_snapshot!(junit(&sample()));
+    }
+
+    #[test]
+    fn human_report() {
+        insta::assert_snapshot!(human_summary(&sample()));
+    }
+
+    #[test]
+    fn json_report() {
+        insta::assert_yaml_snapshot!(json(&sample()));
+    }
+}

@@ -1,0 +1,870 @@
+//! The runner: selects cases (profile, focus, skip), resolves classes at preflight, scans for
+//! leftovers of earlier runs, runs cases in parallel with a timeout each, and deletes everything
+//! the run created (by run-id label and by recorded id) even on failure, timeout or cancellation.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use iri_spec::{
+    bucket::v1alpha1 as bucket, endpoint::Endpoint, machine::v1alpha1 as machine,
+    volume::v1alpha1 as volume,
+};
+use regex::Regex;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use crate::{
+    case::{Case, Outcome, Profile, Service, Skip},
+    ctx::{Clients, Created, Ctx, Params, RUN_ID_LABEL, Resolved, snapshot_of},
+};
+
+/// Which profiles to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileFilter {
+    /// Only the core IRI contract.
+    Core,
+    /// Only the go-poollet compatibility profile.
+    GoPoollet,
+    /// Both.
+    #[default]
+    All,
+}
+
+impl ProfileFilter {
+    /// Whether a case of `p` is selected.
+    pub fn includes(self, p: Profile) -> bool {
+        matches!(
+            (self, p),
+            (ProfileFilter::All, _)
+                | (ProfileFilter::Core, Profile::Core)
+                | (ProfileFilter::GoPoollet, Profile::GoPoollet)
+        )
+    }
+}
+
+/// Case selection.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Run only cases whose id matches one of these (none = all).
+    pub focus: Vec<Regex>,
+    /// Drop cases whose id matches one of these.
+    pub skip: Vec<Regex>,
+    /// Profiles.
+    pub profile: ProfileFilter,
+}
+
+impl Selection {
+    /// Applies the selection to `cases`, keeping their order.
+    pub fn apply(&self, cases: Vec<Case>) -> Vec<Case> {
+        cases
+            .into_iter()
+            .filter(|c| self.profile.includes(c.profile))
+            .filter(|c| self.focus.is_empty() || self.focus.iter().any(|r| r.is_match(&c.id)))
+            .filter(|c| !self.skip.iter().any(|r| r.is_match(&c.id)))
+            .collect()
+    }
+}
+
+/// How a run behaves.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Which cases.
+    pub selection: Selection,
+    /// Case parameters.
+    pub params: Params,
+    /// Cases running at once.
+    pub parallel: usize,
+    /// Timeout of each case (including its waits).
+    pub case_timeout: Duration,
+    /// Budget for the final cleanup (deletes + waiting until gone).
+    pub cleanup_timeout: Duration,
+    /// Only report leftovers of earlier runs instead of deleting them.
+    pub keep_leftovers: bool,
+    /// A fixed run id (default: generated).
+    pub run_id: Option<String>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            selection: Selection::default(),
+            params: Params::default(),
+            parallel: std::thread::available_parallelism().map_or(8, |n| n.get() * 4),
+            case_timeout: Duration::from_secs(30),
+            cleanup_timeout: Duration::from_secs(60),
+            keep_leftovers: false,
+            run_id: None,
+        }
+    }
+}
+
+/// What the runtime under test is reached through.
+#[derive(Debug)]
+pub struct Targets {
+    /// The clients.
+    pub clients: Clients,
+    /// Endpoint descriptions per service for the report.
+    pub endpoints: BTreeMap<Service, String>,
+    /// The embedded mock, kept alive for the run.
+    pub mock: Option<iri_mock::MockRuntime>,
+}
+
+/// The delays of the embedded mock: short but non-zero, so that PENDING, TERMINATING and the
+/// polling code paths are exercised.
+pub fn embedded_delays() -> iri_mock::Delays {
+    iri_mock::Delays {
+        provision: Duration::from_millis(5),
+        apply: Duration::from_millis(2),
+        power: Duration::from_millis(2),
+        terminate: Duration::from_millis(100),
+    }
+}
+
+/// A builder of the embedded mock as the runner uses it (tests add mutants or faults to it).
+pub fn embedded_builder() -> iri_mock::MockRuntimeBuilder {
+    iri_mock::MockRuntime::builder().delays(embedded_delays())
+}
+
+impl Targets {
+    /// The embedded default: iri-mock in-process (all three services) over a duplex channel.
+    pub async fn embedded() -> anyhow::Result<Self> {
+        Self::embedded_with(embedded_builder()).await
+    }
+
+    /// An in-process mock built from `builder`.
+    pub async fn embedded_with(builder: iri_mock::MockRuntimeBuilder) -> anyhow::Result<Self> {
+        let mock = builder
+            .start_in_process()
+            .await
+            .context("starting the embedded iri-mock")?;
+        let clients = Clients::new(
+            Some(mock.machine_channel()),
+            Some(mock.volume_channel()),
+            Some(mock.bucket_channel()),
+        );
+        let endpoints = Service::ALL
+            .iter()
+            .map(|s| (*s, "embedded iri-mock (in-process)".to_owned()))
+            .collect();
+        Ok(Targets {
+            clients,
+            endpoints,
+            mock: Some(mock),
+        })
+    }
+
+    /// Lazily connected clients for the given endpoints (any subset).
+    pub fn connect(
+        machine: Option<&Endpoint>,
+        volume: Option<&Endpoint>,
+        bucket: Option<&Endpoint>,
+    ) -> Self {
+        let mut endpoints = BTreeMap::new();
+        for (s, e) in [
+            (Service::Machine, machine),
+            (Service::Volume, volume),
+            (Service::Bucket, bucket),
+        ] {
+            if let Some(e) = e {
+                endpoints.insert(s, e.to_string());
+            }
+        }
+        Targets {
+            clients: Clients::new(
+                machine.map(iri_spec::endpoint::connect_lazy),
+                volume.map(iri_spec::endpoint::connect_lazy),
+                bucket.map(iri_spec::endpoint::connect_lazy),
+            ),
+            endpoints,
+            mock: None,
+        }
+    }
+
+    fn has(&self, s: Service) -> bool {
+        match s {
+            Service::Machine => self.clients.machine.is_some(),
+            Service::Volume => self.clients.volume.is_some(),
+            Service::Bucket => self.clients.bucket.is_some(),
+        }
+    }
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// Case id.
+    pub id: String,
+    /// Service.
+    pub service: Service,
+    /// Profile.
+    pub profile: Profile,
+    /// Rule.
+    pub description: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// An object of an earlier run found at start.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leftover {
+    /// `machine`, `volume`, `volume-snapshot` or `bucket`.
+    pub kind: &'static str,
+    /// Object id.
+    pub id: String,
+    /// The run id label value.
+    pub run_id: String,
+    /// Whether it was deleted (false with `--keep-leftovers` or on error).
+    pub deleted: bool,
+}
+
+/// What the final cleanup did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    /// Delete calls that returned OK.
+    pub deleted: usize,
+    /// Objects of the run still listed when the cleanup budget ran out (`kind/id`).
+    pub remaining: Vec<String>,
+    /// Errors other than NotFound.
+    pub errors: Vec<String>,
+    /// Wall time.
+    #[serde(serialize_with = "crate::report::ser_secs")]
+    pub duration: Duration,
+}
+
+/// Versions reported by the runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeVersion {
+    /// `runtime_name`.
+    pub name: String,
+    /// `runtime_version`.
+    pub version: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Run id (the value of the run-id label).
+    pub run_id: String,
+    /// Endpoints per service.
+    pub endpoints: BTreeMap<Service, String>,
+    /// Version answers per service (or the error).
+    pub versions: BTreeMap<Service, Result<RuntimeVersion, String>>,
+    /// Per case, in selection order.
+    pub results: Vec<CaseResult>,
+    /// Leftovers of earlier runs found at start.
+    pub leftovers: Vec<Leftover>,
+    /// The final cleanup.
+    pub cleanup: CleanupReport,
+    /// Whether the run was cancelled before all cases finished.
+    pub interrupted: bool,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl RunReport {
+    /// Count of results with `status`.
+    pub fn count(&self, status: &str) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.outcome.status() == status)
+            .count()
+    }
+
+    /// True when no case failed and the run was not interrupted (skips allowed unless
+    /// `fail_on_skip`).
+    pub fn success(&self, fail_on_skip: bool) -> bool {
+        !self.interrupted
+            && self.count("failed") == 0
+            && (!fail_on_skip || self.count("skipped") == 0)
+    }
+
+    /// Ids of failed cases.
+    pub fn failed_ids(&self) -> Vec<&str> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+            .map(|r| r.id.as_str())
+            .collect()
+    }
+}
+
+/// A progress notification (one per finished case).
+#[derive(Debug)]
+pub struct Progress<'a> {
+    /// The finished case.
+    pub result: &'a CaseResult,
+    /// Finished so far.
+    pub done: usize,
+    /// Selected.
+    pub total: usize,
+}
+
+/// A new run id: `icr-<unix seconds in hex>-<6 random hex>`.
+pub fn new_run_id() -> String {
+    use rand::Rng as _;
+    format!(
+        "icr-{:x}-{:06x}",
+        crate::ctx::unix_secs(),
+        rand::rng().random_range(0..0x0100_0000u32)
+    )
+}
+
+async fn rpc<T>(
+    d: Duration,
+    fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(d, fut).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(
+            "no answer within the RPC deadline",
+        )),
+    }
+}
+
+async fn preflight(
+    clients: &Clients,
+    params: &Params,
+) -> (BTreeMap<Service, Result<RuntimeVersion, String>>, Resolved) {
+    let d = params.rpc_timeout;
+    let mut versions = BTreeMap::new();
+    let no_endpoint = |s: &str| Err(format!("no {s} runtime endpoint"));
+    let mut resolved = Resolved {
+        machine_class: no_endpoint("machine"),
+        volume_class: no_endpoint("volume"),
+        bucket_class: no_endpoint("bucket"),
+    };
+    let pick = |explicit: &Option<String>, offered: Vec<String>, what: &str| match explicit {
+        Some(c) => Ok(c.clone()),
+        None => offered
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .ok_or_else(|| format!("the runtime offers no {what} class (pass one explicitly)")),
+    };
+    if let Some(c) = clients.machine.clone() {
+        let (mut a, mut b) = (c.clone(), c);
+        let (v, s) = tokio::join!(
+            rpc(d, a.version(machine::VersionRequest::default())),
+            rpc(d, b.status(machine::StatusRequest::default()))
+        );
+        versions.insert(
+            Service::Machine,
+            v.map(|v| RuntimeVersion {
+                name: v.runtime_name,
+                version: v.runtime_version,
+            })
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+        );
+        resolved.machine_class = match s {
+            Ok(s) => pick(
+                &params.machine_class,
+                s.machine_class_status
+                    .into_iter()
+                    .filter_map(|c| c.machine_class.map(|c| c.name))
+                    .collect(),
+                "machine",
+            ),
+            Err(e) => params
+                .machine_class
+                .clone()
+                .ok_or_else(|| format!("machine Status failed: {:?}: {}", e.code(), e.message())),
+        };
+    }
+    if let Some(c) = clients.volume.clone() {
+        let (mut a, mut b) = (c.clone(), c);
+        let (v, s) = tokio::join!(
+            rpc(d, a.version(volume::VersionRequest::default())),
+            rpc(d, b.status(volume::StatusRequest::default()))
+        );
+        versions.insert(
+            Service::Volume,
+            v.map(|v| RuntimeVersion {
+                name: v.runtime_name,
+                version: v.runtime_version,
+            })
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+        );
+        resolved.volume_class = match s {
+            Ok(s) => pick(
+                &params.volume_class,
+                s.volume_class_status
+                    .into_iter()
+                    .filter_map(|c| c.volume_class.map(|c| c.name))
+                    .collect(),
+                "volume",
+            ),
+            Err(e) => params
+                .volume_class
+                .clone()
+                .ok_or_else(|| format!("volume Status failed: {:?}: {}", e.code(), e.message())),
+        };
+    }
+    if let Some(c) = clients.bucket.clone() {
+        let (mut a, mut b) = (c.clone(), c);
+        let (v, s) = tokio::join!(
+            rpc(d, a.version(bucket::VersionRequest::default())),
+            rpc(
+                d,
+                b.list_bucket_classes(bucket::ListBucketClassesRequest {})
+            )
+        );
+        versions.insert(
+            Service::Bucket,
+            v.map(|v| RuntimeVersion {
+                name: v.runtime_name,
+                version: v.runtime_version,
+            })
+            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
+        );
+        resolved.bucket_class = match s {
+            Ok(s) => pick(
+                &params.bucket_class,
+                s.bucket_classes.into_iter().map(|c| c.name).collect(),
+                "bucket",
+            ),
+            Err(e) => params.bucket_class.clone().ok_or_else(|| {
+                format!("ListBucketClasses failed: {:?}: {}", e.code(), e.message())
+            }),
+        };
+    }
+    (versions, resolved)
+}
+
+fn run_label(md: Option<&iri_spec::meta::v1alpha1::ObjectMetadata>) -> Option<(String, String)> {
+    let md = md?;
+    md.labels
+        .get(RUN_ID_LABEL)
+        .map(|run| (md.id.clone(), run.clone()))
+}
+
+/// Lists every object carrying the run-id label key with a value other than `current`.
+pub async fn scan_leftovers(
+    clients: &Clients,
+    current: &str,
+    d: Duration,
+) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    if let Some(mut c) = clients.machine.clone()
+        && let Ok(r) = rpc(d, c.list_machines(machine::ListMachinesRequest::default())).await
+    {
+        out.extend(
+            r.machines
+                .iter()
+                .filter_map(|m| run_label(m.metadata.as_ref()))
+                .map(|(id, run)| ("machine", id, run)),
+        );
+    }
+    if let Some(mut c) = clients.volume.clone() {
+        if let Ok(r) = rpc(
+            d,
+            c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default()),
+        )
+        .await
+        {
+            out.extend(
+                r.volume_snapshots
+                    .iter()
+                    .filter_map(|s| run_label(s.metadata.as_ref()))
+                    .map(|(id, run)| ("volume-snapshot", id, run)),
+            );
+        }
+        if let Ok(r) = rpc(d, c.list_volumes(volume::ListVolumesRequest::default())).await {
+            out.extend(
+                r.volumes
+                    .iter()
+                    .filter_map(|v| run_label(v.metadata.as_ref()))
+                    .map(|(id, run)| ("volume", id, run)),
+            );
+        }
+    }
+    if let Some(mut c) = clients.bucket.clone()
+        && let Ok(r) = rpc(d, c.list_buckets(bucket::ListBucketsRequest::default())).await
+    {
+        out.extend(
+            r.buckets
+                .iter()
+                .filter_map(|b| run_label(b.metadata.as_ref()))
+                .map(|(id, run)| ("bucket", id, run)),
+        );
+    }
+    out.retain(|(_, _, run)| run != current);
+    out
+}
+
+async fn delete_one(clients: &Clients, kind: &str, id: &str, d: Duration) -> Result<(), Status> {
+    let id = id.to_owned();
+    match kind {
+        "machine" => match clients.machine.clone() {
+            Some(mut c) => rpc(
+                d,
+                c.delete_machine(machine::DeleteMachineRequest { machine_id: id }),
+            )
+            .await
+            .map(|_| ()),
+            None => Ok(()),
+        },
+        "volume" => match clients.volume.clone() {
+            Some(mut c) => rpc(
+                d,
+                c.delete_volume(volume::DeleteVolumeRequest { volume_id: id }),
+            )
+            .await
+            .map(|_| ()),
+            None => Ok(()),
+        },
+        "volume-snapshot" => match clients.volume.clone() {
+            Some(mut c) => rpc(
+                d,
+                c.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
+                    volume_snapshot_id: id,
+                }),
+            )
+            .await
+            .map(|_| ()),
+            None => Ok(()),
+        },
+        _ => match clients.bucket.clone() {
+            Some(mut c) => rpc(
+                d,
+                c.delete_bucket(bucket::DeleteBucketRequest { bucket_id: id }),
+            )
+            .await
+            .map(|_| ()),
+            None => Ok(()),
+        },
+    }
+}
+
+/// Objects of `run_id`: by label, plus the recorded ids that are still listed.
+async fn run_objects(
+    clients: &Clients,
+    run_id: &str,
+    created: &Created,
+    d: Duration,
+) -> Vec<(&'static str, String)> {
+    let sel: HashMap<String, String> = [(RUN_ID_LABEL.to_owned(), run_id.to_owned())].into();
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    let recorded = |set: &std::sync::Mutex<std::collections::BTreeSet<String>>| snapshot_of(set);
+    if let Some(mut c) = clients.machine.clone() {
+        let mut ids: Vec<String> = Vec::new();
+        if let Ok(r) = rpc(
+            d,
+            c.list_machines(machine::ListMachinesRequest {
+                filter: Some(machine::MachineFilter {
+                    id: String::new(),
+                    label_selector: sel.clone(),
+                }),
+            }),
+        )
+        .await
+        {
+            // A runtime that ignores selectors returns everything: check the label ourselves.
+            ids.extend(r.machines.iter().filter_map(|m| {
+                run_label(m.metadata.as_ref())
+                    .filter(|(_, r)| r == run_id)
+                    .map(|(id, _)| id)
+            }));
+        }
+        let all = rpc(d, c.list_machines(machine::ListMachinesRequest::default()))
+            .await
+            .map(|r| {
+                r.machines
+                    .into_iter()
+                    .filter_map(|m| m.metadata.map(|md| md.id))
+                    .collect::<std::collections::HashSet<_>>()
+            })
+            .unwrap_or_default();
+        ids.extend(
+            recorded(&created.machines)
+                .into_iter()
+                .filter(|id| all.contains(id)),
+        );
+        out.extend(ids.into_iter().map(|id| ("machine", id)));
+    }
+    if let Some(mut c) = clients.volume.clone() {
+        let mut ids: Vec<String> = Vec::new();
+        let all = rpc(
+            d,
+            c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default()),
+        )
+        .await
+        .map(|r| r.volume_snapshots)
+        .unwrap_or_default();
+        let rec = recorded(&created.snapshots);
+        for s in all {
+            if let Some(md) = s.metadata
+                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
+                    || rec.contains(&md.id))
+            {
+                ids.push(md.id);
+            }
+        }
+        out.extend(ids.drain(..).map(|id| ("volume-snapshot", id)));
+        let all = rpc(d, c.list_volumes(volume::ListVolumesRequest::default()))
+            .await
+            .map(|r| r.volumes)
+            .unwrap_or_default();
+        let rec = recorded(&created.volumes);
+        for v in all {
+            if let Some(md) = v.metadata
+                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
+                    || rec.contains(&md.id))
+            {
+                ids.push(md.id);
+            }
+        }
+        out.extend(ids.into_iter().map(|id| ("volume", id)));
+    }
+    if let Some(mut c) = clients.bucket.clone() {
+        let all = rpc(d, c.list_buckets(bucket::ListBucketsRequest::default()))
+            .await
+            .map(|r| r.buckets)
+            .unwrap_or_default();
+        let rec = recorded(&created.buckets);
+        for b in all {
+            if let Some(md) = b.metadata
+                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
+                    || rec.contains(&md.id))
+            {
+                out.push(("bucket", md.id));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Counts the objects of `run_id` still listed (by label, plus `created` ids).
+pub async fn count_run_objects(
+    clients: &Clients,
+    run_id: &str,
+    created: &Created,
+    d: Duration,
+) -> usize {
+    run_objects(clients, run_id, created, d).await.len()
+}
+
+/// Deletes every object of `run_id` (snapshots first) and waits until none is listed.
+pub async fn cleanup(
+    clients: &Clients,
+    run_id: &str,
+    created: &Created,
+    rpc_timeout: Duration,
+    budget: Duration,
+) -> CleanupReport {
+    let start = Instant::now();
+    let mut report = CleanupReport::default();
+    let mut deleted_once: std::collections::HashSet<(&'static str, String)> = Default::default();
+    let mut interval = Duration::from_millis(1);
+    loop {
+        let objects = run_objects(clients, run_id, created, rpc_timeout).await;
+        if objects.is_empty() {
+            report.remaining.clear();
+            break;
+        }
+        // Delete whatever was not deleted yet (repeat deletes are OK while terminating).
+        let mut set = JoinSet::new();
+        for (kind, id) in &objects {
+            if deleted_once.insert((kind, id.clone())) {
+                let clients = clients.clone();
+                let (kind, id) = (*kind, id.clone());
+                set.spawn(async move {
+                    let res = delete_one(&clients, kind, &id, rpc_timeout).await;
+                    (kind, id, res)
+                });
+            }
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Ok((kind, id, res)) = joined {
+                match res {
+                    Ok(()) => report.deleted += 1,
+                    Err(st) if st.code() == Code::NotFound => {}
+                    Err(st) => report.errors.push(format!(
+                        "delete {kind} {id}: {:?}: {}",
+                        st.code(),
+                        st.message()
+                    )),
+                }
+            }
+        }
+        if start.elapsed() >= budget {
+            report.remaining = objects
+                .into_iter()
+                .map(|(k, id)| format!("{k}/{id}"))
+                .collect();
+            break;
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(Duration::from_millis(20));
+    }
+    report.duration = start.elapsed();
+    report
+}
+
+fn classify(
+    res: Result<anyhow::Result<Outcome>, tokio::time::error::Elapsed>,
+    t: Duration,
+) -> Outcome {
+    match res {
+        Err(_) => Outcome::Failed(format!("case timed out after {t:?}")),
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => match e.downcast_ref::<Skip>() {
+            Some(Skip(reason)) => Outcome::Skipped(reason.clone()),
+            None => Outcome::Failed(format!("{e:#}")),
+        },
+    }
+}
+
+/// Runs `cases` (already selected) against `targets`. Progress goes to `on_progress`.
+/// Cancelling `cancel` stops the run: running cases are dropped, unfinished ones are reported
+/// as failed ("interrupted"), and the cleanup still runs.
+pub async fn run(
+    config: &RunConfig,
+    targets: &Targets,
+    cases: Vec<Case>,
+    cancel: CancellationToken,
+    on_progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+) -> RunReport {
+    let started = Instant::now();
+    let run_id = config.run_id.clone().unwrap_or_else(new_run_id);
+    let clients = targets.clients.clone();
+    let d = config.params.rpc_timeout;
+    tracing::info!(run.id = %run_id, cases = cases.len(), "conformance run starting");
+
+    let ((versions, resolved), found) = tokio::join!(
+        preflight(&clients, &config.params),
+        scan_leftovers(&clients, &run_id, d)
+    );
+    let mut leftovers = Vec::new();
+    for (kind, id, run) in found {
+        let deleted = !config.keep_leftovers
+            && match delete_one(&clients, kind, &id, d).await {
+                Ok(()) => true,
+                Err(st) => st.code() == Code::NotFound,
+            };
+        tracing::warn!(kind, id = %id, run.id = %run, deleted, "leftover of an earlier run");
+        leftovers.push(Leftover {
+            kind,
+            id,
+            run_id: run,
+            deleted,
+        });
+    }
+
+    let created = Arc::new(Created::default());
+    let resolved = Arc::new(resolved);
+    let params = Arc::new(config.params.clone());
+    let run_id_arc: Arc<str> = Arc::from(run_id.as_str());
+    let total = cases.len();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(config.parallel.max(1)));
+    let mut slots: Vec<Option<CaseResult>> = vec![None; total];
+    let mut set = JoinSet::new();
+    for (index, case) in cases.iter().enumerate() {
+        if !targets.has(case.service) {
+            slots[index] = Some(CaseResult {
+                id: case.id.clone(),
+                service: case.service,
+                profile: case.profile,
+                description: case.description.clone(),
+                outcome: Outcome::Skipped(format!("no {} runtime endpoint", case.service)),
+                duration: Duration::ZERO,
+            });
+            continue;
+        }
+        let ctx = Ctx {
+            clients: clients.clone(),
+            params: params.clone(),
+            resolved: resolved.clone(),
+            run_id: run_id_arc.clone(),
+            case_id: Arc::from(case.id.as_str()),
+            created: created.clone(),
+        };
+        let body = case.run.clone();
+        let semaphore = semaphore.clone();
+        let t = config.case_timeout;
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let start = Instant::now();
+            let res = tokio::time::timeout(t, body(ctx)).await;
+            (index, classify(res, t), start.elapsed())
+        });
+    }
+    let mut done = slots.iter().filter(|s| s.is_some()).count();
+    for r in slots.iter().flatten() {
+        on_progress(Progress {
+            result: r,
+            done: 0,
+            total,
+        });
+    }
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                interrupted = true;
+                set.abort_all();
+                break;
+            }
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                let Ok((index, outcome, duration)) = joined else { continue };
+                let case = &cases[index];
+                let r = CaseResult {
+                    id: case.id.clone(),
+                    service: case.service,
+                    profile: case.profile,
+                    description: case.description.clone(),
+                    outcome,
+                    duration,
+                };
+                done += 1;
+                on_progress(Progress { result: &r, done, total });
+                slots[index] = Some(r);
+            }
+        }
+    }
+    while set.join_next().await.is_some() {}
+    let results: Vec<CaseResult> = cases
+        .iter()
+        .zip(slots)
+        .map(|(case, slot)| {
+            slot.unwrap_or_else(|| CaseResult {
+                id: case.id.clone(),
+                service: case.service,
+                profile: case.profile,
+                description: case.description.clone(),
+                outcome: Outcome::Failed("interrupted before the case finished".to_owned()),
+                duration: Duration::ZERO,
+            })
+        })
+        .collect();
+
+    let cleanup = cleanup(&clients, &run_id, &created, d, config.cleanup_timeout).await;
+    if !cleanup.remaining.is_empty() {
+        tracing::warn!(
+            remaining = cleanup.remaining.len(),
+            "objects of this run are still listed after cleanup"
+        );
+    }
+    tracing::info!(run.id = %run_id, "conformance run finished");
+    RunReport {
+        run_id,
+        endpoints: targets.endpoints.clone(),
+        versions,
+        results,
+        leftovers,
+        cleanup,
+        interrupted,
+        duration: started.elapsed(),
+    }
+}

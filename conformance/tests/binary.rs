@@ -1,0 +1,300 @@
+//! The `iri-conformance` binary against the standalone `iri-mock-runtime` on unix sockets: a clean
+//! runtime passes (exit 0), a runtime started with `--mutant` fails (exit 1) with the expected case
+//! ids in the `--json` report, and a runtime with only a machine socket skips the rest with reasons.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The `iri-mock-runtime` binary of the same profile and target dir (built on demand).
+fn mock_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/binary-<hash> -> target/<profile>/iri-mock-runtime
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("iri-mock-runtime");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "iri-mock", "--bin", "iri-mock-runtime"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        if std::env::var_os("CARGO_TARGET_DIR").is_none()
+            && let Some(target) = dir.parent()
+        {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        let status = cmd
+            .status()
+            .expect("running cargo build for iri-mock-runtime");
+        assert!(status.success(), "building iri-mock-runtime failed");
+    }
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
+struct Mock {
+    child: Child,
+    _dir: tempfile::TempDir,
+    machine: String,
+    volume: String,
+    bucket: String,
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_mock(extra: &[&str]) -> Mock {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = |n: &str| dir.path().join(n);
+    let (m, v, b) = (
+        sock("machine.sock"),
+        sock("volume.sock"),
+        sock("bucket.sock"),
+    );
+    let child = Command::new(mock_binary())
+        .arg("--machine-socket")
+        .arg(&m)
+        .arg("--volume-socket")
+        .arg(&v)
+        .arg("--bucket-socket")
+        .arg(&b)
+        .args([
+            "--provision-delay",
+            "5ms",
+            "--apply-delay",
+            "2ms",
+            "--power-delay",
+            "2ms",
+            "--terminate-delay",
+            "500ms",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while ![&m, &v, &b].iter().all(|p| p.exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mock sockets did not appear"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let url = |p: &Path| format!("unix://{}", p.display());
+    Mock {
+        child,
+        machine: url(&m),
+        volume: url(&v),
+        bucket: url(&b),
+        _dir: dir,
+    }
+}
+
+fn run_conformance(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let junit = dir.path().join("report.xml");
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .arg("run")
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .args(["--state-timeout", "5s", "--case-timeout", "20s"])
+        .env_remove("IRI_MACHINE_RUNTIME_ENDPOINT")
+        .env_remove("IRI_VOLUME_RUNTIME_ENDPOINT")
+        .env_remove("IRI_BUCKET_RUNTIME_ENDPOINT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| {
+            panic!(
+                "no json report ({e}); stdout: {stdout}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }))
+        .unwrap();
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.starts_with("<?xml") && xml.contains("<testsuite name=\""),
+        "{xml}"
+    );
+    (out.status.code().unwrap_or(-1), report, stdout)
+}
+
+fn ids_with(report: &serde_json::Value, status: &str) -> Vec<String> {
+    let mut ids: Vec<String> = report["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == status)
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn standalone_mock_passes() {
+    let mock = start_mock(&[]);
+    let (code, report, stdout) = run_conformance(&[
+        "--machine-endpoint",
+        &mock.machine,
+        "--volume-endpoint",
+        &mock.volume,
+        "--bucket-endpoint",
+        &mock.bucket,
+    ]);
+    assert_eq!(
+        ids_with(&report, "failed"),
+        Vec::<String>::new(),
+        "{stdout}"
+    );
+    assert_eq!(
+        ids_with(&report, "skipped"),
+        Vec::<String>::new(),
+        "{stdout}"
+    );
+    assert_eq!(code, 0, "{stdout}");
+    assert!(report["totals"]["passed"].as_u64().unwrap() >= 120);
+    assert_eq!(
+        report["runtime_versions"]["machine"]["runtime_name"],
+        "iri-mock"
+    );
+    assert!(stdout.contains("PASS:"), "{stdout}");
+}
+
+#[test]
+fn standalone_mock_with_mutant_fails_with_expected_ids() {
+    let mock = start_mock(&["--mutant", "delete-unknown-ok"]);
+    let (code, report, stdout) = run_conformance(&[
+        "--machine-endpoint",
+        &mock.machine,
+        "--volume-endpoint",
+        &mock.volume,
+        "--bucket-endpoint",
+        &mock.bucket,
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(
+        ids_with(&report, "failed"),
+        [
+            "machine.delete.not_found_after_gone",
+            "machine.delete.unknown_id_not_found",
+            "poollet.machine.delete_unknown_not_found",
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAIL machine.delete.unknown_id_not_found: DeleteMachine unknown id: expected NotFound, got OK"), "{stdout}");
+}
+
+#[test]
+fn machine_endpoint_alone_skips_the_rest_with_reasons() {
+    let mock = start_mock(&[]);
+    let (code, report, stdout) = run_conformance(&[
+        "--machine-endpoint",
+        &mock.machine,
+        "--focus",
+        "^(machine|volume|bucket)\\.(version|status|classes)\\.",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(ids_with(&report, "failed").is_empty(), "{stdout}");
+    let skipped = ids_with(&report, "skipped");
+    assert!(
+        skipped.iter().all(|id| !id.starts_with("machine.")) && !skipped.is_empty(),
+        "{skipped:?}"
+    );
+    assert!(
+        stdout.contains("SKIP volume.version.name_and_version_set: no volume runtime endpoint"),
+        "{stdout}"
+    );
+    // --fail-on-skip turns those skips into a failing exit status.
+    let (code, _, _) = run_conformance(&[
+        "--machine-endpoint",
+        &mock.machine,
+        "--focus",
+        "^volume\\.version\\.",
+        "--fail-on-skip",
+    ]);
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn hanging_standalone_runtime_ends_at_timeouts() {
+    let mock = start_mock(&["--fault", "*:always:hang"]);
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .args([
+            "run",
+            "--machine-endpoint",
+            &mock.machine,
+            "--volume-endpoint",
+            &mock.volume,
+        ])
+        .args([
+            "--focus",
+            "^machine\\.(version|create|delete)\\.",
+            "--rpc-timeout",
+            "200ms",
+            "--case-timeout",
+            "1s",
+        ])
+        .args(["--state-timeout", "300ms", "--cleanup-timeout", "1s"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        stdout.contains("no answer within the RPC deadline"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn list_and_bad_flags() {
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .args(["list", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.as_array().unwrap().len() >= 120);
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .args(["list", "--profile", "go-poollet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().filter(|l| l.starts_with("poollet.")).count() >= 15,
+        "{text}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .args(["run", "--machine-endpoint", "ftp://nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .args(["run", "--focus", "^nothing$"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

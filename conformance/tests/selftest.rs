@@ -1,0 +1,171 @@
+//! Self-test: the whole suite passes against iri-mock, and every case is caught by at least one
+//! iri-mock mutant (a deliberate contract violation). The case × mutant sensitivity matrix is
+//! printed and kept as an insta snapshot (case id → mutants that make it fail).
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    clippy::field_reassign_with_default
+)]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures::StreamExt as _;
+use iri_conformance::{
+    Outcome, cases,
+    runner::{self, RunConfig, Targets},
+};
+use iri_mock::Mutant;
+
+fn config() -> RunConfig {
+    let mut c = RunConfig::default();
+    c.parallel = 64;
+    c.case_timeout = Duration::from_secs(20);
+    c.cleanup_timeout = Duration::from_secs(5);
+    c.params.state_timeout = Duration::from_secs(5);
+    c.params.rpc_timeout = Duration::from_secs(10);
+    c
+}
+
+/// The embedded mock with a long terminating phase: delete-phase cases and mutants stay
+/// observable even when the test machine is loaded (the default 100 ms suits an idle run).
+fn slow_terminate() -> iri_mock::MockRuntimeBuilder {
+    let delays = iri_mock::Delays {
+        terminate: Duration::from_millis(1000),
+        ..runner::embedded_delays()
+    };
+    runner::embedded_builder().delays(delays)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_passes_against_mock() {
+    let targets = Targets::embedded_with(slow_terminate()).await.unwrap();
+    let all = cases::all();
+    let n = all.len();
+    let report = runner::run(&config(), &targets, all, Default::default(), &|_| {}).await;
+    let bad: Vec<String> = report
+        .results
+        .iter()
+        .filter(|r| r.outcome != Outcome::Passed)
+        .map(|r| format!("{}: {:?}", r.id, r.outcome))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "cases not passing against iri-mock:\n{}",
+        bad.join("\n")
+    );
+    assert!(n >= 120, "only {n} cases");
+    assert!(report.cleanup.remaining.is_empty(), "{:?}", report.cleanup);
+    let mock = targets.mock.as_ref().unwrap();
+    assert_eq!(
+        mock.machine_count(),
+        0,
+        "machines left: {:?}",
+        mock.machines()
+    );
+    assert!(
+        mock.volumes().is_empty()
+            && mock.buckets().is_empty()
+            && mock.volume_snapshots().is_empty()
+    );
+}
+
+/// Runs the cases in `ids` (all when `None`) against a fresh mock with mutant `m`; returns the
+/// ids of the failed cases.
+async fn failing_under(cfg: &RunConfig, m: Mutant, ids: Option<&[String]>) -> Vec<String> {
+    let delays = iri_mock::Delays {
+        terminate: Duration::from_millis(500),
+        ..runner::embedded_delays()
+    };
+    let builder = runner::embedded_builder().delays(delays).mutant(m);
+    let targets = Targets::embedded_with(builder).await.unwrap();
+    // These mutants let one case's creates clobber another case's objects, so outcomes would
+    // depend on how cases interleave: run them one case at a time for a stable matrix.
+    let mut cfg = cfg.clone();
+    if matches!(m, Mutant::DuplicateIds | Mutant::ConcurrentCreateSameId) {
+        cfg.parallel = 1;
+    }
+    let cfg = &cfg;
+    let selected: Vec<_> = cases::all()
+        .into_iter()
+        .filter(|c| ids.is_none_or(|ids| ids.contains(&c.id)))
+        .collect();
+    let report = runner::run(cfg, &targets, selected, Default::default(), &|_| {}).await;
+    report.failed_ids().into_iter().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_is_caught_by_a_mutant() {
+    let mut cfg = config();
+    // Mutants make cases wait for transitions that never come: keep those waits short (still far
+    // above the mock's millisecond delays) and the RPC deadline generous, so that only the mutant,
+    // never load, makes a case fail. Fewer repeats keep the 100+ suite runs cheap.
+    cfg.parallel = 32;
+    cfg.params.state_timeout = Duration::from_millis(1500);
+    cfg.params.poll_interval = Duration::from_millis(50);
+    cfg.params.idempotent_count = 2;
+    cfg.params.parallel_creates = 3;
+    cfg.case_timeout = Duration::from_secs(30);
+    cfg.cleanup_timeout = Duration::from_millis(300);
+    let cfg = &cfg;
+    // Pass 1 runs the whole suite once per mutant; pass 2 re-runs only the failed cases against a
+    // fresh mock. A catch counts only when the case fails both times.
+    let results: Vec<(Mutant, Vec<String>)> = futures::stream::iter(Mutant::ALL.iter().copied())
+        .map(|m| async move {
+            let first = failing_under(cfg, m, None).await;
+            let confirmed = if first.is_empty() {
+                first
+            } else {
+                let again = failing_under(cfg, m, Some(&first)).await;
+                first.into_iter().filter(|id| again.contains(id)).collect()
+            };
+            (m, confirmed)
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+
+    let mut matrix: BTreeMap<String, Vec<&'static str>> = cases::all()
+        .into_iter()
+        .map(|c| (c.id, Vec::new()))
+        .collect();
+    let mut mutant_catches: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (m, failed) in &results {
+        mutant_catches.insert(m.name(), failed.len());
+        for id in failed {
+            matrix.get_mut(id).unwrap().push(m.name());
+        }
+    }
+    for list in matrix.values_mut() {
+        list.sort_unstable();
+    }
+
+    println!(
+        "case x mutant sensitivity matrix ({} cases, {} mutants):",
+        matrix.len(),
+        Mutant::ALL.len()
+    );
+    for (id, ms) in &matrix {
+        println!("  {id:<58} {:>3}  {}", ms.len(), ms.join(" "));
+    }
+    println!("cases caught per mutant:");
+    for (m, n) in &mutant_catches {
+        println!("  {m:<36} {n}");
+    }
+    let uncaught_mutants: Vec<_> = mutant_catches
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(m, _)| *m)
+        .collect();
+    println!("mutants no case catches: {uncaught_mutants:?}");
+
+    let uncaught: Vec<&String> = matrix
+        .iter()
+        .filter(|(_, ms)| ms.is_empty())
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        uncaught.is_empty(),
+        "cases no mutant catches: {uncaught:#?}"
+    );
+    insta::assert_yaml_snapshot!("mutant_matrix", matrix);
+}

@@ -1,0 +1,64 @@
+//! Cloud Hypervisor machine runtime for the IronCore Runtime Interface (IRI).
+//!
+//! One `cloud-hypervisor` process per machine, driven over its REST API by a small private
+//! client behind the [`vmm::Vmm`] trait (so a second backend can replace CH), state in one
+//! JSON file per machine ([`store`]), reconcile workers in [`runtime`], the gRPC surface in
+//! [`server`], and [`sim`], the CH API simulator shipped as the `ch-sim` binary.
+
+pub mod config;
+pub mod runtime;
+pub mod server;
+pub mod sim;
+pub mod store;
+pub mod validate;
+pub mod vmm;
+
+use std::{os::unix::fs::PermissionsExt as _, path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use iri_spec::machine::v1alpha1::machine_runtime_server::MachineRuntimeServer;
+use tokio_util::sync::CancellationToken;
+
+/// Bind a unix socket for a gRPC server: remove a stale socket, bind, chmod 0600.
+pub fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("remove stale socket {}", path.display()));
+        }
+        _ => {}
+    }
+    let listener =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Run the runtime on `socket` until `token` is cancelled, then shut down as configured
+/// (VMs keep running unless `stop_vms_on_exit`).
+pub async fn serve(
+    cfg: config::Config,
+    vmm: Arc<dyn vmm::Vmm>,
+    socket: std::path::PathBuf,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = bind_socket(&socket)?;
+    let runtime = runtime::Runtime::start(cfg, vmm, token.child_token())
+        .await
+        .context("start runtime")?;
+    tracing::info!(socket = %socket.display(), vmm = runtime.vmm_name(), "serving MachineRuntime");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let res = tonic::transport::Server::builder()
+        .add_service(MachineRuntimeServer::new(server::MachineService::new(
+            runtime.clone(),
+        )))
+        .serve_with_incoming_shutdown(incoming, token.cancelled())
+        .await
+        .context("serve grpc");
+    runtime.shutdown(Duration::from_secs(30)).await;
+    let _ = std::fs::remove_file(&socket);
+    res
+}

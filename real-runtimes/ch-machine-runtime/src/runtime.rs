@@ -1,0 +1,1372 @@
+//! The machine runtime core: desired state from IRI calls, observed state from the VMM.
+//!
+//! Each machine has a record (persisted, see [`crate::store`]) and one worker task that
+//! reconciles it: prepare disks, spawn the VMM, create/boot the VM, hot-plug disks and NICs,
+//! power off, tear down on delete. The state reported to IRI is what the VMM says
+//! (`vm.info`, or "process gone"), never the desired spec. RPC handlers only validate,
+//! update the record, persist it and wake the worker.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine as _;
+use iri_spec::{event::v1alpha1 as event, machine::v1alpha1 as machine, meta::v1alpha1 as meta};
+use tokio::sync::Notify;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use crate::{
+    config::{Config, HostResources, NicMode},
+    store::{self, DeviceStatus, MachineRecord, PreparedDisk, Store},
+    validate,
+    vmm::{
+        self, DiskSpec, ImageFormat, NicSpec, VmInfo, VmPaths, VmSpec, VmState, Vmm, VmmProcess,
+    },
+};
+
+/// Errors of runtime operations; `crate::server` maps each to one gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No machine with that id.
+    #[error("machine {0:?} not found")]
+    MachineNotFound(String),
+    /// No volume or NIC with that name.
+    #[error("{kind} {name:?} not found in machine {machine_id:?}")]
+    DeviceNotFound {
+        /// `volume` or `network interface`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The machine.
+        machine_id: String,
+    },
+    /// A volume or NIC with that name already exists.
+    #[error("{kind} {name:?} already exists in machine {machine_id:?}")]
+    DeviceExists {
+        /// `volume` or `network interface`.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The machine.
+        machine_id: String,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A name or path failed confinement.
+    #[error(transparent)]
+    Confinement(#[from] validate::Error),
+    /// The machine is being deleted.
+    #[error("machine {0:?} is being deleted")]
+    Deleting(String),
+    /// Persisting state failed.
+    #[error("persist machine state")]
+    Store(#[from] store::Error),
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const MAX_EVENTS: usize = 4096;
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn new_id() -> String {
+    loop {
+        let id = format!("{:032x}", rand::random::<u128>());
+        // IronCore's idgen never starts ids with 12 digits; neither do we.
+        if !id[..12].bytes().all(|b| b.is_ascii_digit()) {
+            return id;
+        }
+    }
+}
+
+fn disk_id(volume_name: &str) -> String {
+    format!("vol-{volume_name}")
+}
+
+fn nic_id(nic_name: &str) -> String {
+    format!("nic-{nic_name}")
+}
+
+/// A locally administered unicast MAC derived from machine id and NIC name.
+fn nic_mac(machine_id: &str, nic_name: &str) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    machine_id.hash(&mut h);
+    nic_name.hash(&mut h);
+    let b = h.finish().to_be_bytes();
+    format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// The machine id as a UUID string for the VM platform (first 32 hex digits).
+fn platform_uuid(id: &str) -> String {
+    let hex: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(32)
+        .collect();
+    let hex = format!("{hex:0<32}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+struct Entry {
+    record: Mutex<MachineRecord>,
+    persist: tokio::sync::Mutex<()>,
+    wake: Notify,
+}
+
+impl Entry {
+    fn snapshot(&self) -> MachineRecord {
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut MachineRecord) -> R) -> R {
+        let mut guard = self
+            .record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+}
+
+struct Inner {
+    cfg: Config,
+    host: HostResources,
+    vmm: Arc<dyn Vmm>,
+    store: Store,
+    machines: Mutex<HashMap<String, Arc<Entry>>>,
+    events: Mutex<VecDeque<event::Event>>,
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// The runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("state_dir", &self.inner.cfg.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `validate_volume` resolved.
+enum VolumeSource {
+    File(PathBuf),
+    Local { image: Option<PathBuf>, size: u64 },
+}
+
+impl Runtime {
+    /// Load the stored machines, adopt VMMs that still run, and start a worker per machine.
+    pub async fn start(cfg: Config, vmm: Arc<dyn Vmm>, token: CancellationToken) -> Result<Self> {
+        let store = Store::open(cfg.state_dir.join("machines"))?;
+        let records = store.load_all()?;
+        let inner = Arc::new(Inner {
+            host: HostResources::probe(),
+            cfg,
+            vmm,
+            store,
+            machines: Mutex::new(HashMap::new()),
+            events: Mutex::new(VecDeque::new()),
+            token,
+            tracker: TaskTracker::new(),
+        });
+        let runtime = Self { inner };
+        for mut record in records {
+            if let Some(process) = record.vmm.clone() {
+                let adopted = process.is_alive()
+                    && match runtime.inner.vmm.ping(&process).await {
+                        Ok(Some(pid)) => pid == i64::from(process.pid),
+                        Ok(None) => true,
+                        Err(_) => false,
+                    };
+                if adopted {
+                    info!(machine.id = %record.id, pid = process.pid, "adopted running vmm");
+                } else {
+                    info!(machine.id = %record.id, pid = process.pid, "vmm no longer running");
+                    record.vmm = None;
+                }
+            }
+            let entry = Arc::new(Entry {
+                record: Mutex::new(record.clone()),
+                persist: tokio::sync::Mutex::new(()),
+                wake: Notify::new(),
+            });
+            runtime.persist(&entry).await?;
+            runtime
+                .lock_machines()
+                .insert(record.id.clone(), Arc::clone(&entry));
+            runtime.spawn_worker(record.id, entry);
+        }
+        Ok(runtime)
+    }
+
+    fn lock_machines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.inner
+            .machines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>> {
+        self.lock_machines()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::MachineNotFound(id.to_owned()))
+    }
+
+    fn vm_dir(&self, id: &str) -> PathBuf {
+        self.inner.cfg.state_dir.join("vms").join(id)
+    }
+
+    async fn persist(&self, entry: &Entry) -> Result<()> {
+        let _guard = entry.persist.lock().await;
+        let (id, bytes) = entry.with(|r| (r.id.clone(), Store::encode(r)));
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.write(&id, &bytes))
+            .await
+            .map_err(|e| store::Error::Io {
+                what: "persist task",
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        Ok(())
+    }
+
+    fn spawn_worker(&self, id: String, entry: Arc<Entry>) {
+        let runtime = self.clone();
+        let span = info_span!("machine", machine.id = %id);
+        self.inner.tracker.spawn(
+            async move {
+                loop {
+                    if runtime.reconcile(&entry).await {
+                        break;
+                    }
+                    tokio::select! {
+                        () = entry.wake.notified() => {}
+                        () = tokio::time::sleep(runtime.inner.cfg.resync_interval) => {}
+                        () = runtime.inner.token.cancelled() => break,
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn record_event(
+        &self,
+        record: &MachineRecord,
+        kind: &str,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let ev = event::Event {
+            spec: Some(event::EventSpec {
+                involved_object_meta: Some(Self::metadata(record)),
+                reason: reason.to_owned(),
+                message,
+                r#type: kind.to_owned(),
+                event_time: now_ns() / 1_000_000_000,
+                action: action.to_owned(),
+            }),
+        };
+        let mut events = self
+            .inner
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if events.len() >= MAX_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(ev);
+    }
+
+    fn metadata(record: &MachineRecord) -> meta::ObjectMetadata {
+        meta::ObjectMetadata {
+            id: record.id.clone(),
+            annotations: record.annotations.clone(),
+            labels: record.labels.clone(),
+            generation: record.generation,
+            created_at: record.created_at,
+            deleted_at: record.deleted_at,
+        }
+    }
+
+    fn to_proto(record: &MachineRecord) -> machine::Machine {
+        let status = |d: &DeviceStatus| (d.name.clone(), d.handle.clone(), i32::from(d.attached));
+        machine::Machine {
+            metadata: Some(Self::metadata(record)),
+            spec: Some(record.spec.clone()),
+            status: Some(machine::MachineStatus {
+                observed_generation: record.observed_generation,
+                state: record.state,
+                image_ref: String::new(),
+                volumes: record
+                    .volume_status
+                    .iter()
+                    .map(status)
+                    .map(|(name, handle, state)| machine::VolumeStatus {
+                        name,
+                        handle,
+                        state,
+                    })
+                    .collect(),
+                network_interfaces: record
+                    .nic_status
+                    .iter()
+                    .map(status)
+                    .map(|(name, handle, state)| machine::NetworkInterfaceStatus {
+                        name,
+                        handle,
+                        state,
+                    })
+                    .collect(),
+                machine_conditions: Vec::new(),
+            }),
+        }
+    }
+
+    // ---- validation -------------------------------------------------------------------
+
+    fn validate_volume(&self, volume: &machine::Volume) -> Result<VolumeSource> {
+        validate::name("volume name", &volume.name)?;
+        match (&volume.local_disk, &volume.connection) {
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "volume {:?} sets both local_disk and connection",
+                volume.name
+            ))),
+            (None, None) => Err(Error::InvalidArgument(format!(
+                "volume {:?} sets neither local_disk nor connection",
+                volume.name
+            ))),
+            (None, Some(conn)) => {
+                if conn.driver != "local-file" {
+                    return Err(Error::InvalidArgument(format!(
+                        "volume {:?}: driver {:?} is not supported (only local-file)",
+                        volume.name, conn.driver
+                    )));
+                }
+                let path = validate::confined_file(
+                    "volume handle",
+                    &conn.handle,
+                    &self.inner.cfg.volume_dirs,
+                )?;
+                Ok(VolumeSource::File(path))
+            }
+            (Some(disk), None) => {
+                if disk.size_bytes < 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "volume {:?}: size_bytes must not be negative",
+                        volume.name
+                    )));
+                }
+                let image = match disk.image.as_ref().map(|i| i.image.as_str()) {
+                    Some(image) if !image.is_empty() => Some(validate::confined_file(
+                        "local disk image",
+                        image,
+                        &self.inner.cfg.image_dirs,
+                    )?),
+                    _ => None,
+                };
+                let size = u64::try_from(disk.size_bytes).unwrap_or_default();
+                Ok(VolumeSource::Local {
+                    image,
+                    size: if size == 0 && image_is_none(&disk.image) {
+                        self.inner.cfg.default_local_disk_bytes
+                    } else {
+                        size
+                    },
+                })
+            }
+        }
+    }
+
+    fn validate_nic(nic: &machine::NetworkInterface) -> Result<()> {
+        validate::name("network interface name", &nic.name)?;
+        Ok(())
+    }
+
+    fn validate_spec(&self, spec: &machine::MachineSpec) -> Result<()> {
+        if spec.class.is_empty() {
+            return Err(Error::InvalidArgument("spec.class is required".into()));
+        }
+        if !self.inner.cfg.classes.iter().any(|c| c.name == spec.class) {
+            return Err(Error::InvalidArgument(format!(
+                "machine class {:?} is not supported",
+                spec.class
+            )));
+        }
+        if machine::Power::try_from(spec.power).is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "power {} is not a valid value",
+                spec.power
+            )));
+        }
+        let mut names = std::collections::HashSet::new();
+        for volume in &spec.volumes {
+            self.validate_volume(volume)?;
+            if !names.insert(volume.name.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "volume name {:?} is used twice",
+                    volume.name
+                )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for nic in &spec.network_interfaces {
+            Self::validate_nic(nic)?;
+            if !names.insert(nic.name.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "network interface name {:?} is used twice",
+                    nic.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- RPCs ---------------------------------------------------------------------------
+
+    /// `CreateMachine`: validate, assign an id, persist, start the worker; returns PENDING.
+    pub async fn create(&self, request: Option<machine::Machine>) -> Result<machine::Machine> {
+        let request =
+            request.ok_or_else(|| Error::InvalidArgument("machine is required".into()))?;
+        let spec = request
+            .spec
+            .ok_or_else(|| Error::InvalidArgument("machine.spec is required".into()))?;
+        self.validate_spec(&spec)?;
+        let meta = request.metadata.unwrap_or_default();
+        let id = new_id();
+        let record = MachineRecord {
+            id: id.clone(),
+            created_at: now_ns(),
+            deleted_at: 0,
+            generation: 0,
+            observed_generation: 0,
+            labels: meta.labels,
+            annotations: meta.annotations,
+            want_boot: spec.power == machine::Power::On as i32,
+            volume_status: spec
+                .volumes
+                .iter()
+                .map(|v| DeviceStatus {
+                    name: v.name.clone(),
+                    handle: String::new(),
+                    attached: false,
+                })
+                .collect(),
+            nic_status: spec
+                .network_interfaces
+                .iter()
+                .map(|n| DeviceStatus {
+                    name: n.name.clone(),
+                    handle: String::new(),
+                    attached: false,
+                })
+                .collect(),
+            spec,
+            vmm: None,
+            disks: Vec::new(),
+            state: machine::MachineState::MachinePending as i32,
+        };
+        let entry = Arc::new(Entry {
+            record: Mutex::new(record.clone()),
+            persist: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+        });
+        self.persist(&entry).await?;
+        self.lock_machines().insert(id.clone(), Arc::clone(&entry));
+        info!(machine.id = %id, class = %record.spec.class, "machine created");
+        self.record_event(
+            &record,
+            "Normal",
+            "Created",
+            "Create",
+            "machine created".into(),
+        );
+        self.spawn_worker(id, entry);
+        Ok(Self::to_proto(&record))
+    }
+
+    /// `ListMachines`.
+    pub fn list(&self, filter: Option<&machine::MachineFilter>) -> Vec<machine::Machine> {
+        let entries: Vec<Arc<Entry>> = {
+            let machines = self.lock_machines();
+            match filter.map(|f| f.id.as_str()).filter(|id| !id.is_empty()) {
+                Some(id) => machines.get(id).cloned().into_iter().collect(),
+                None => machines.values().cloned().collect(),
+            }
+        };
+        let mut records: Vec<MachineRecord> = entries
+            .iter()
+            .map(|entry| {
+                let mut record = entry.snapshot();
+                // A VMM that died since the last probe is reported at once.
+                if record.state == machine::MachineState::MachineRunning as i32
+                    && !record.vmm.as_ref().is_some_and(VmmProcess::is_alive)
+                {
+                    record.state = machine::MachineState::MachineTerminated as i32;
+                    entry.wake.notify_one();
+                }
+                record
+            })
+            .filter(|r| {
+                filter.is_none_or(|f| iri_spec::selector::matches(&f.label_selector, &r.labels))
+            })
+            .collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        records.iter().map(Self::to_proto).collect()
+    }
+
+    /// `DeleteMachine`: mark deleting (TERMINATING), the worker tears down and forgets it.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let entry = self.entry(id)?;
+        let first = entry.with(|r| {
+            if r.deleted_at != 0 {
+                return None;
+            }
+            r.deleted_at = now_ns();
+            r.state = machine::MachineState::MachineTerminating as i32;
+            Some(r.clone())
+        });
+        if let Some(record) = first {
+            self.persist(&entry).await?;
+            info!(machine.id = %id, "machine deleting");
+            self.record_event(
+                &record,
+                "Normal",
+                "Deleting",
+                "Delete",
+                "machine deleting".into(),
+            );
+        }
+        entry.wake.notify_one();
+        Ok(())
+    }
+
+    async fn mutate(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut MachineRecord) -> Result<bool>,
+    ) -> Result<()> {
+        let entry = self.entry(id)?;
+        let changed = entry.with(|r| {
+            if r.deleted_at != 0 {
+                return Err(Error::Deleting(r.id.clone()));
+            }
+            f(r)
+        })?;
+        if changed {
+            self.persist(&entry).await?;
+            entry.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// `UpdateMachineAnnotations`: replace the whole map.
+    pub async fn update_annotations(
+        &self,
+        id: &str,
+        annotations: HashMap<String, String>,
+    ) -> Result<()> {
+        let entry = self.entry(id)?;
+        entry.with(|r| r.annotations = annotations);
+        self.persist(&entry).await
+    }
+
+    /// `UpdateMachinePower`.
+    pub async fn update_power(&self, id: &str, power: i32) -> Result<()> {
+        let power = machine::Power::try_from(power)
+            .map_err(|_| Error::InvalidArgument(format!("power {power} is not a valid value")))?;
+        self.mutate(id, |r| {
+            if r.spec.power != power as i32 {
+                r.spec.power = power as i32;
+                r.generation += 1;
+            }
+            // Power on is also a request to start a machine whose guest powered itself off.
+            r.want_boot = power == machine::Power::On;
+            Ok(true)
+        })
+        .await?;
+        let record = self.entry(id)?.snapshot();
+        let action = if power == machine::Power::On {
+            "PowerOn"
+        } else {
+            "PowerOff"
+        };
+        info!(machine.id = %id, power = ?power, "power requested");
+        self.record_event(
+            &record,
+            "Normal",
+            action,
+            action,
+            format!("power {power:?} requested"),
+        );
+        Ok(())
+    }
+
+    /// `AttachVolume`.
+    pub async fn attach_volume(&self, id: &str, volume: Option<machine::Volume>) -> Result<()> {
+        let volume = volume.ok_or_else(|| Error::InvalidArgument("volume is required".into()))?;
+        self.entry(id)?;
+        self.validate_volume(&volume)?;
+        self.mutate(id, |r| {
+            if r.spec.volumes.iter().any(|v| v.name == volume.name) {
+                return Err(Error::DeviceExists {
+                    kind: "volume",
+                    name: volume.name.clone(),
+                    machine_id: r.id.clone(),
+                });
+            }
+            r.volume_status.push(DeviceStatus {
+                name: volume.name.clone(),
+                handle: String::new(),
+                attached: false,
+            });
+            r.spec.volumes.push(volume);
+            r.generation += 1;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// `UpdateVolume`: replace the spec entry with that name.
+    pub async fn update_volume(&self, id: &str, volume: Option<machine::Volume>) -> Result<()> {
+        let volume = volume.ok_or_else(|| Error::InvalidArgument("volume is required".into()))?;
+        self.entry(id)?;
+        if !self
+            .entry(id)?
+            .snapshot()
+            .spec
+            .volumes
+            .iter()
+            .any(|v| v.name == volume.name)
+        {
+            return Err(Error::DeviceNotFound {
+                kind: "volume",
+                name: volume.name,
+                machine_id: id.to_owned(),
+            });
+        }
+        self.validate_volume(&volume)?;
+        self.mutate(id, |r| {
+            let Some(slot) = r.spec.volumes.iter_mut().find(|v| v.name == volume.name) else {
+                return Err(Error::DeviceNotFound {
+                    kind: "volume",
+                    name: volume.name.clone(),
+                    machine_id: r.id.clone(),
+                });
+            };
+            if *slot != volume {
+                *slot = volume;
+                r.generation += 1;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// `DetachVolume`.
+    pub async fn detach_volume(&self, id: &str, name: &str) -> Result<()> {
+        self.mutate(id, |r| {
+            let before = r.spec.volumes.len();
+            r.spec.volumes.retain(|v| v.name != name);
+            if r.spec.volumes.len() == before {
+                return Err(Error::DeviceNotFound {
+                    kind: "volume",
+                    name: name.to_owned(),
+                    machine_id: r.id.clone(),
+                });
+            }
+            r.generation += 1;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// `AttachNetworkInterface`.
+    pub async fn attach_nic(&self, id: &str, nic: Option<machine::NetworkInterface>) -> Result<()> {
+        let nic =
+            nic.ok_or_else(|| Error::InvalidArgument("network_interface is required".into()))?;
+        self.entry(id)?;
+        Self::validate_nic(&nic)?;
+        self.mutate(id, |r| {
+            if r.spec.network_interfaces.iter().any(|n| n.name == nic.name) {
+                return Err(Error::DeviceExists {
+                    kind: "network interface",
+                    name: nic.name.clone(),
+                    machine_id: r.id.clone(),
+                });
+            }
+            r.nic_status.push(DeviceStatus {
+                name: nic.name.clone(),
+                handle: String::new(),
+                attached: false,
+            });
+            r.spec.network_interfaces.push(nic);
+            r.generation += 1;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// `DetachNetworkInterface`.
+    pub async fn detach_nic(&self, id: &str, name: &str) -> Result<()> {
+        self.mutate(id, |r| {
+            let before = r.spec.network_interfaces.len();
+            r.spec.network_interfaces.retain(|n| n.name != name);
+            if r.spec.network_interfaces.len() == before {
+                return Err(Error::DeviceNotFound {
+                    kind: "network interface",
+                    name: name.to_owned(),
+                    machine_id: r.id.clone(),
+                });
+            }
+            r.generation += 1;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// `Status`: one entry per class, quantity from host CPUs and memory.
+    pub fn status(&self) -> Vec<machine::MachineClassStatus> {
+        self.inner
+            .cfg
+            .classes
+            .iter()
+            .map(|class| machine::MachineClassStatus {
+                machine_class: Some(machine::MachineClass {
+                    name: class.name.clone(),
+                    capabilities: Some(machine::MachineClassCapabilities {
+                        resources: HashMap::from([
+                            ("cpu".to_owned(), i64::from(class.cpu)),
+                            (
+                                "memory".to_owned(),
+                                i64::try_from(class.memory_bytes).unwrap_or(i64::MAX),
+                            ),
+                        ]),
+                    }),
+                }),
+                quantity: self
+                    .inner
+                    .host
+                    .quantity(class, self.inner.cfg.cpu_overcommit),
+            })
+            .collect()
+    }
+
+    /// `ListEvents`: filter by involved id, labels, and time when both bounds are > 0.
+    pub fn events(&self, filter: Option<&machine::EventFilter>) -> Vec<event::Event> {
+        let events = self
+            .inner
+            .events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        events
+            .iter()
+            .filter(|ev| {
+                let Some(f) = filter else { return true };
+                let Some(spec) = ev.spec.as_ref() else {
+                    return false;
+                };
+                let meta = spec.involved_object_meta.clone().unwrap_or_default();
+                (f.id.is_empty() || f.id == meta.id)
+                    && iri_spec::selector::matches(&f.label_selector, &meta.labels)
+                    && (f.events_from_time <= 0
+                        || f.events_to_time <= 0
+                        || (spec.event_time >= f.events_from_time
+                            && spec.event_time <= f.events_to_time))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// `Exec`: the machine must exist; no console streaming yet, so the URL is empty.
+    pub fn exec(&self, id: &str) -> Result<String> {
+        self.entry(id)?;
+        Ok(String::new())
+    }
+
+    /// The VMM backend's name.
+    pub fn vmm_name(&self) -> &'static str {
+        self.inner.vmm.name()
+    }
+
+    /// Stop the workers; with `stop_vms_on_exit`, also stop every VMM. Otherwise VMs keep
+    /// running and a restarted runtime adopts them.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.inner.token.cancel();
+        self.inner.tracker.close();
+        if tokio::time::timeout(timeout, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("machine workers did not stop in time");
+        }
+        if self.inner.cfg.stop_vms_on_exit {
+            let entries: Vec<Arc<Entry>> = self.lock_machines().values().cloned().collect();
+            for entry in entries {
+                let record = entry.snapshot();
+                if let Some(process) = record.vmm {
+                    let _ = self.inner.vmm.terminate(&process, TERMINATE_GRACE).await;
+                    entry.with(|r| {
+                        r.vmm = None;
+                        r.state = machine::MachineState::MachineTerminated as i32;
+                    });
+                    let _ = self.persist(&entry).await;
+                }
+            }
+        }
+    }
+
+    // ---- reconcile ----------------------------------------------------------------------
+
+    /// One reconcile pass; returns true when the machine is gone.
+    async fn reconcile(&self, entry: &Arc<Entry>) -> bool {
+        let record = entry.snapshot();
+        let paths = VmPaths::new(&self.vm_dir(&record.id));
+        if record.deleted_at != 0 {
+            self.teardown(&record, &paths).await;
+            return true;
+        }
+        if let Err(e) = std::fs::create_dir_all(paths.dir.join("disks")) {
+            warn!(error = %e, "create machine dir");
+            return false;
+        }
+
+        // Disks for every spec volume.
+        let mut disks = Vec::new();
+        let mut failures = Vec::new();
+        for volume in &record.spec.volumes {
+            match self.prepare_disk(&record, volume, &paths).await {
+                Ok(disk) => disks.push(disk),
+                Err(e) => failures.push(format!("volume {:?}: {e:#}", volume.name)),
+            }
+        }
+        let nics: Vec<NicSpec> = match self.inner.cfg.nic_mode {
+            NicMode::None => Vec::new(),
+            NicMode::Tap => record
+                .spec
+                .network_interfaces
+                .iter()
+                .map(|n| NicSpec {
+                    id: nic_id(&n.name),
+                    mac: nic_mac(&record.id, &n.name),
+                })
+                .collect(),
+        };
+
+        let mut process = record.vmm.clone().filter(VmmProcess::is_alive);
+        let power_on = record.spec.power == machine::Power::On as i32;
+        let mut want_boot = record.want_boot && power_on;
+        let mut ok = failures.is_empty();
+
+        if want_boot && failures.is_empty() {
+            match self
+                .power_on(entry, &record, &paths, &disks, &nics, &mut process)
+                .await
+            {
+                Ok(()) => want_boot = false,
+                Err(e) => {
+                    ok = false;
+                    warn!(error = %e, "boot failed");
+                    self.record_event(
+                        &record,
+                        "Warning",
+                        "BootFailed",
+                        "PowerOn",
+                        format!("{e:#}"),
+                    );
+                }
+            }
+        }
+
+        let mut info = match &process {
+            Some(p) => self.inner.vmm.info(p).await.ok(),
+            None => None,
+        };
+        if info.is_none() {
+            process = None;
+        }
+
+        if !power_on
+            && let (Some(p), Some(i)) = (&process, &info)
+            && matches!(i.state, VmState::Running | VmState::Paused)
+        {
+            match self.power_off(p).await {
+                Ok(()) => {
+                    info!("machine powered off");
+                    self.record_event(
+                        &record,
+                        "Normal",
+                        "PoweredOff",
+                        "PowerOff",
+                        "machine powered off".into(),
+                    );
+                }
+                Err(e) => {
+                    ok = false;
+                    warn!(error = %e, "power off failed");
+                }
+            }
+            info = self.inner.vmm.info(p).await.ok();
+        }
+
+        // Hot-plug while running (a created VM picks its devices up at the next boot).
+        if let (Some(p), Some(i)) = (&process, &info)
+            && matches!(i.state, VmState::Running | VmState::Paused)
+        {
+            match self.hotplug(p, i, &record.disks, &disks, &nics).await {
+                Ok(changed) => {
+                    if changed {
+                        info = self.inner.vmm.info(p).await.ok();
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    warn!(error = %e, "hot-plug failed");
+                    self.record_event(
+                        &record,
+                        "Warning",
+                        "HotplugFailed",
+                        "Attach",
+                        format!("{e:#}"),
+                    );
+                }
+            }
+        }
+        for failure in &failures {
+            warn!(%failure, "volume not ready");
+        }
+
+        // Observed state.
+        let state = match info.as_ref().map(|i| i.state) {
+            Some(VmState::Running) => machine::MachineState::MachineRunning,
+            Some(VmState::Paused) => machine::MachineState::MachineSuspended,
+            _ if want_boot => machine::MachineState::MachinePending,
+            _ => machine::MachineState::MachineTerminated,
+        };
+        let present: Vec<String> = info
+            .as_ref()
+            .map(|i| i.disk_ids.clone())
+            .unwrap_or_default();
+        let present_nics: Vec<String> =
+            info.as_ref().map(|i| i.nic_ids.clone()).unwrap_or_default();
+        let volume_status: Vec<DeviceStatus> = record
+            .spec
+            .volumes
+            .iter()
+            .map(|v| {
+                let disk = disks.iter().find(|d| d.name == v.name);
+                DeviceStatus {
+                    name: v.name.clone(),
+                    handle: disk
+                        .map(|d| d.disk.path.display().to_string())
+                        .unwrap_or_default(),
+                    attached: disk.is_some_and(|d| present.contains(&d.disk.id)),
+                }
+            })
+            .collect();
+        let nic_status: Vec<DeviceStatus> = record
+            .spec
+            .network_interfaces
+            .iter()
+            .map(|n| {
+                let id = nic_id(&n.name);
+                let attached =
+                    self.inner.cfg.nic_mode == NicMode::Tap && present_nics.contains(&id);
+                DeviceStatus {
+                    name: n.name.clone(),
+                    handle: if attached {
+                        nic_mac(&record.id, &n.name)
+                    } else {
+                        String::new()
+                    },
+                    attached,
+                }
+            })
+            .collect();
+
+        let old_state = record.state;
+        let changed = entry.with(|r| {
+            let before = (
+                r.state,
+                r.vmm.clone(),
+                r.disks.clone(),
+                r.volume_status.clone(),
+                r.nic_status.clone(),
+                r.want_boot,
+                r.observed_generation,
+            );
+            if r.deleted_at == 0 {
+                r.state = state as i32;
+            }
+            r.vmm = process.clone();
+            r.disks = disks.clone();
+            r.volume_status = volume_status;
+            r.nic_status = nic_status;
+            if r.generation == record.generation {
+                r.want_boot = want_boot;
+                if ok {
+                    r.observed_generation = record.generation;
+                }
+            }
+            before
+                != (
+                    r.state,
+                    r.vmm.clone(),
+                    r.disks.clone(),
+                    r.volume_status.clone(),
+                    r.nic_status.clone(),
+                    r.want_boot,
+                    r.observed_generation,
+                )
+        });
+        if changed && let Err(e) = self.persist(entry).await {
+            warn!(error = %e, "persist machine state");
+        }
+        if old_state != state as i32 && record.deleted_at == 0 {
+            debug!(from = old_state, to = ?state, "machine state changed");
+            if state == machine::MachineState::MachineTerminated
+                && old_state == machine::MachineState::MachineRunning as i32
+                && power_on
+            {
+                info!("guest stopped (vmm exited or vm shut down)");
+                self.record_event(
+                    &record,
+                    "Normal",
+                    "Stopped",
+                    "PowerOff",
+                    "guest stopped".into(),
+                );
+            }
+        }
+        false
+    }
+
+    async fn power_on(
+        &self,
+        entry: &Arc<Entry>,
+        record: &MachineRecord,
+        paths: &VmPaths,
+        disks: &[PreparedDisk],
+        nics: &[NicSpec],
+        process: &mut Option<VmmProcess>,
+    ) -> vmm::Result<()> {
+        let vmm = &self.inner.vmm;
+        if process.is_none() {
+            let spawned = vmm
+                .spawn_for(paths, &self.vm_spec(record, paths, disks, nics))
+                .await?;
+            let p = spawned.process.clone();
+            // Record the pid at once: a runtime killed right now adopts this VMM on restart.
+            entry.with(|r| r.vmm = Some(p.clone()));
+            if let Err(e) = self.persist(entry).await {
+                warn!(error = %e, "persist vmm pid");
+            }
+            let mut child = spawned.child;
+            let waker = Arc::clone(entry);
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+                waker.wake.notify_one();
+            });
+            debug!(pid = p.pid, "vmm spawned");
+            *process = Some(p);
+        }
+        let Some(p) = process.as_ref() else {
+            return Err(vmm::Error::Gone);
+        };
+        let info = vmm.info(p).await?;
+        let spec = self.vm_spec(record, paths, disks, nics);
+        match info.state {
+            VmState::Running | VmState::Paused => return Ok(()),
+            VmState::NotCreated => vmm.create(p, &spec).await?,
+            VmState::Created | VmState::Shutdown => {
+                let want: Vec<&str> = disks.iter().map(|d| d.disk.id.as_str()).collect();
+                let mut have: Vec<&str> = info.disk_ids.iter().map(String::as_str).collect();
+                let mut want_sorted = want.clone();
+                want_sorted.sort_unstable();
+                have.sort_unstable();
+                if want_sorted != have || record.disks != disks {
+                    vmm.delete(p).await?;
+                    vmm.create(p, &spec).await?;
+                }
+            }
+        }
+        vmm.boot(p).await?;
+        info!("machine booted");
+        self.record_event(
+            record,
+            "Normal",
+            "Booted",
+            "PowerOn",
+            "machine booted".into(),
+        );
+        Ok(())
+    }
+
+    async fn power_off(&self, p: &VmmProcess) -> vmm::Result<()> {
+        let vmm = &self.inner.vmm;
+        let grace = self.inner.cfg.graceful_power_off;
+        if !grace.is_zero() && vmm.power_button(p).await.is_ok() {
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline {
+                match vmm.info(p).await {
+                    Ok(i) if i.state == VmState::Running => {}
+                    _ => return Ok(()),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        match vmm.shutdown(p).await {
+            Ok(()) | Err(vmm::Error::Gone) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn hotplug(
+        &self,
+        p: &VmmProcess,
+        info: &VmInfo,
+        previous: &[PreparedDisk],
+        disks: &[PreparedDisk],
+        nics: &[NicSpec],
+    ) -> vmm::Result<bool> {
+        let vmm = &self.inner.vmm;
+        let mut changed = false;
+        for id in &info.disk_ids {
+            let desired = disks.iter().find(|d| &d.disk.id == id);
+            let replaced = desired.is_some_and(|d| {
+                previous
+                    .iter()
+                    .find(|old| &old.disk.id == id)
+                    .is_some_and(|old| old.disk != d.disk)
+            });
+            if desired.is_none() || replaced {
+                vmm.detach_device(p, id).await?;
+                info!(disk = %id, "disk detached");
+                changed = true;
+            }
+        }
+        for disk in disks {
+            let replaced = previous
+                .iter()
+                .any(|old| old.disk.id == disk.disk.id && old.disk != disk.disk);
+            if !info.disk_ids.contains(&disk.disk.id) || replaced {
+                vmm.attach_disk(p, &disk.disk).await?;
+                info!(disk = %disk.disk.id, "disk attached");
+                changed = true;
+            }
+        }
+        if self.inner.cfg.nic_mode == NicMode::Tap {
+            for id in &info.nic_ids {
+                if !nics.iter().any(|n| &n.id == id) {
+                    vmm.detach_device(p, id).await?;
+                    changed = true;
+                }
+            }
+            for nic in nics {
+                if !info.nic_ids.contains(&nic.id) {
+                    vmm.attach_nic(p, nic).await?;
+                    changed = true;
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn vm_spec(
+        &self,
+        record: &MachineRecord,
+        paths: &VmPaths,
+        disks: &[PreparedDisk],
+        nics: &[NicSpec],
+    ) -> VmSpec {
+        let class = self
+            .inner
+            .cfg
+            .classes
+            .iter()
+            .find(|c| c.name == record.spec.class);
+        let mut oem_strings = Vec::new();
+        if !record.spec.ignition_data.is_empty() {
+            oem_strings
+                .push(base64::engine::general_purpose::STANDARD.encode(&record.spec.ignition_data));
+        }
+        VmSpec {
+            uuid: platform_uuid(&record.id),
+            cpus: class.map_or(1, |c| c.cpu.max(1)),
+            memory_bytes: class.map_or(256 << 20, |c| c.memory_bytes),
+            kernel: self.inner.cfg.payload.kernel.clone(),
+            cmdline: self.inner.cfg.payload.cmdline.clone(),
+            disks: disks.iter().map(|d| d.disk.clone()).collect(),
+            nics: nics.to_vec(),
+            oem_strings,
+            serial_file: paths.serial.clone(),
+        }
+    }
+
+    async fn prepare_disk(
+        &self,
+        record: &MachineRecord,
+        volume: &machine::Volume,
+        paths: &VmPaths,
+    ) -> anyhow::Result<PreparedDisk> {
+        use anyhow::Context as _;
+        if let Some(existing) = record.disks.iter().find(|d| d.name == volume.name)
+            && existing.owned
+            && volume.local_disk.is_some()
+            && existing.disk.path.exists()
+        {
+            return Ok(existing.clone());
+        }
+        let source = self.validate_volume(volume)?;
+        let id = disk_id(&volume.name);
+        match source {
+            VolumeSource::File(path) => {
+                let format = ImageFormat::sniff(&path).context("read volume file")?;
+                Ok(PreparedDisk {
+                    name: volume.name.clone(),
+                    disk: DiskSpec {
+                        id,
+                        path,
+                        format,
+                        readonly: false,
+                    },
+                    owned: false,
+                })
+            }
+            VolumeSource::Local { image, size } => {
+                let target = paths.dir.join("disks").join(format!("{}.img", volume.name));
+                let dest = target.clone();
+                let format = tokio::task::spawn_blocking(move || -> anyhow::Result<ImageFormat> {
+                    if !dest.exists() {
+                        let tmp = dest.with_extension("img.tmp");
+                        match &image {
+                            Some(image) => {
+                                std::fs::copy(image, &tmp).context("copy local disk image")?;
+                            }
+                            None => {
+                                std::fs::File::create(&tmp).context("create local disk")?;
+                            }
+                        }
+                        let format = ImageFormat::sniff(&tmp).context("read local disk")?;
+                        let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+                        if format == ImageFormat::Raw && file.metadata()?.len() < size {
+                            file.set_len(size).context("size local disk")?;
+                        }
+                        file.sync_all()?;
+                        std::fs::rename(&tmp, &dest).context("place local disk")?;
+                    }
+                    Ok(ImageFormat::sniff(&dest)?)
+                })
+                .await
+                .context("local disk task")??;
+                Ok(PreparedDisk {
+                    name: volume.name.clone(),
+                    disk: DiskSpec {
+                        id,
+                        path: target,
+                        format,
+                        readonly: false,
+                    },
+                    owned: true,
+                })
+            }
+        }
+    }
+
+    async fn teardown(&self, record: &MachineRecord, paths: &VmPaths) {
+        let vmm = &self.inner.vmm;
+        if let Some(p) = record.vmm.as_ref().filter(|p| p.is_alive()) {
+            if let Ok(info) = vmm.info(p).await
+                && matches!(info.state, VmState::Running | VmState::Paused)
+            {
+                let _ = vmm.shutdown(p).await;
+            }
+            let _ = vmm.delete(p).await;
+            let _ = vmm.terminate(p, TERMINATE_GRACE).await;
+        }
+        let dir = paths.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
+        if let Err(e) = self.inner.store.remove(&record.id) {
+            warn!(error = %e, "remove machine state file");
+        }
+        self.lock_machines().remove(&record.id);
+        info!("machine deleted");
+        self.record_event(
+            record,
+            "Normal",
+            "Deleted",
+            "Delete",
+            "machine deleted".into(),
+        );
+    }
+}
+
+fn image_is_none(image: &Option<machine::ImageSpec>) -> bool {
+    image.as_ref().is_none_or(|i| i.image.is_empty())
+}
+
+fn remove_dir(dir: &Path) {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            warn!(error = %e, dir = %dir.display(), "remove machine dir");
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_32_hex_and_not_digit_prefixed() {
+        for _ in 0..100 {
+            let id = new_id();
+            assert_eq!(id.len(), 32);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(!id[..12].bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn platform_uuid_is_uuid_shaped() {
+        let uuid = platform_uuid("0123456789abcdef0123456789abcdef");
+        assert_eq!(uuid, "01234567-89ab-cdef-0123-456789abcdef");
+    }
+
+    #[test]
+    fn macs_are_locally_administered_and_stable() {
+        let a = nic_mac("m", "eth0");
+        assert_eq!(a, nic_mac("m", "eth0"));
+        assert!(a.starts_with("52:54:"));
+        assert_ne!(a, nic_mac("m", "eth1"));
+    }
+}

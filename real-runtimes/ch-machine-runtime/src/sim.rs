@@ -1,0 +1,701 @@
+//! `ch-sim`: a Cloud Hypervisor REST API simulator, so CI can test the runtime without a real CH.
+//!
+//! It takes the same command-line arguments the runtime passes to `cloud-hypervisor`
+//! (`--api-socket path=P`, `--event-monitor path=F`, `--log-file F`, `-v`) and serves the
+//! endpoints the runtime uses with the behaviour observed on CH v53 (see the crate README):
+//! string-array errors, 404 for a VM that is not created or has no config, 500 for the rest,
+//! 400 for malformed JSON, `vmm.shutdown` → 200 and exit 0, state `Created` after
+//! `vm.shutdown`, idempotent `vm.delete`, `add-disk` → 200 `{id,bdf}`, a flock on
+//! `<socket>.lock`, serial-file and event-monitor output, and a guest power-off (payload
+//! cmdline starting with `p`) that makes the process exit 0 and remove its socket.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::{net::UnixListener, sync::mpsc};
+
+/// Errors that stop the simulator before it serves.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another live instance holds `<socket>.lock` (CH's `ApiSocketInUse`).
+    #[error("API socket {0:?} is already in use by another running instance")]
+    SocketInUse(PathBuf),
+    /// An argument could not be parsed.
+    #[error("invalid argument {0:?}")]
+    BadArgument(String),
+    /// A file or socket operation failed.
+    #[error("{what} {path:?}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the simulator was started with.
+#[derive(Debug, Clone, Default)]
+pub struct SimConfig {
+    /// The API socket path.
+    pub api_socket: PathBuf,
+    /// Where event-monitor JSON objects go.
+    pub event_monitor: Option<PathBuf>,
+    /// Where log lines go.
+    pub log_file: Option<PathBuf>,
+    /// Verbosity (`-v` count).
+    pub verbosity: u8,
+}
+
+/// Parse a CH-style `path=P[,k=v...]` or bare `P` socket/file option.
+pub fn parse_path_option(value: &str) -> Result<PathBuf> {
+    if value.is_empty() {
+        return Err(Error::BadArgument(value.to_owned()));
+    }
+    if !value.contains('=') {
+        return Ok(PathBuf::from(value));
+    }
+    value
+        .split(',')
+        .find_map(|part| part.strip_prefix("path="))
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::BadArgument(value.to_owned()))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VmState {
+    Created,
+    Running,
+    Paused,
+}
+
+impl VmState {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Running => "Running",
+            Self::Paused => "Paused",
+        }
+    }
+}
+
+struct Vm {
+    config: Value,
+    /// `None` after `vm.delete`; the config is kept after `vm.shutdown`.
+    state: Option<VmState>,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    started: Instant,
+    vm: Mutex<Option<Vm>>,
+    next_slot: Mutex<u32>,
+    exit: mpsc::UnboundedSender<i32>,
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: Option<Value>) -> HttpResponse {
+    let mut builder = Response::builder().status(status);
+    let bytes = match body {
+        Some(v) => {
+            builder = builder.header("Content-Type", "application/json");
+            Bytes::from(v.to_string())
+        }
+        None => Bytes::new(),
+    };
+    builder.body(Full::new(bytes)).unwrap_or_else(|_| {
+        // Only reachable with an invalid header, and ours are static.
+        Response::new(Full::new(Bytes::new()))
+    })
+}
+
+fn err(status: StatusCode, chain: &[&str]) -> HttpResponse {
+    reply(status, Some(json!(chain)))
+}
+
+fn api_err(status: StatusCode, what: &str, cause: &str) -> HttpResponse {
+    err(status, &["Error from API", what, cause])
+}
+
+impl Sim {
+    fn log(&self, msg: &str) {
+        if let Some(path) = &self.cfg.log_file {
+            let elapsed = self.started.elapsed();
+            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(
+                    f,
+                    "cloud-hypervisor-sim: {:.6}s: {msg}",
+                    elapsed.as_secs_f64()
+                );
+            }
+        }
+    }
+
+    fn event(&self, source: &str, event: &str) {
+        let Some(path) = &self.cfg.event_monitor else {
+            return;
+        };
+        let t = self.started.elapsed();
+        let obj = json!({
+            "timestamp": {"secs": t.as_secs(), "nanos": t.subsec_nanos()},
+            "source": source,
+            "event": event,
+            "properties": null,
+        });
+        if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+            let text = serde_json::to_string_pretty(&obj).unwrap_or_default();
+            let _ = writeln!(f, "{text}");
+        }
+    }
+
+    fn serial_line(config: &Value, line: &str) {
+        let serial = &config["serial"];
+        if serial["mode"].as_str() == Some("File")
+            && let Some(path) = serial["file"].as_str()
+            && let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    fn bdf(&self) -> String {
+        let mut slot = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+        *slot += 1;
+        format!("0000:00:{:02x}.0", *slot)
+    }
+
+    /// Fill in CH's defaults so `vm.info` looks like the real thing.
+    fn normalise(mut config: Value) -> Value {
+        if config.get("cpus").is_none() {
+            config["cpus"] = json!({"boot_vcpus": 1, "max_vcpus": 1});
+        }
+        if config.get("memory").is_none() {
+            config["memory"] = json!({"size": 536_870_912u64});
+        }
+        if config.get("rng").is_none() {
+            config["rng"] = json!({"src": "/dev/urandom"});
+        }
+        if let Some(platform) = config.get_mut("platform").and_then(Value::as_object_mut)
+            && let Some(uuid) = platform.remove("uuid")
+        {
+            platform.insert("system_uuid".into(), uuid);
+        }
+        for list in ["disks", "net"] {
+            if config.get(list).is_none_or(Value::is_null) {
+                config[list] = json!([]);
+            }
+        }
+        config
+    }
+
+    fn device_ids(config: &Value) -> Vec<String> {
+        ["disks", "net"]
+            .iter()
+            .filter_map(|k| config[*k].as_array())
+            .flatten()
+            .filter_map(|d| d["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> HttpResponse {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let body = match req.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return err(StatusCode::BAD_REQUEST, &["Bad Request"]),
+        };
+        if self.cfg.verbosity > 0 {
+            self.log(&format!("API request: {method} {path}"));
+        }
+        let Some(endpoint) = path.strip_prefix("/api/v1/") else {
+            return err(StatusCode::NOT_FOUND, &["Not Found"]);
+        };
+        let parse = |body: &Bytes| -> std::result::Result<Value, HttpResponse> {
+            serde_json::from_slice::<Value>(body).map_err(|e| {
+                err(
+                    StatusCode::BAD_REQUEST,
+                    &["Failed to deserialize JSON", &e.to_string()],
+                )
+            })
+        };
+        let known = matches!(
+            endpoint,
+            "vmm.ping"
+                | "vmm.shutdown"
+                | "vm.info"
+                | "vm.counters"
+                | "vm.create"
+                | "vm.boot"
+                | "vm.shutdown"
+                | "vm.power-button"
+                | "vm.reboot"
+                | "vm.pause"
+                | "vm.resume"
+                | "vm.delete"
+                | "vm.add-disk"
+                | "vm.add-net"
+                | "vm.remove-device"
+        );
+        if !known {
+            return err(StatusCode::NOT_FOUND, &["Not Found"]);
+        }
+        let is_get = matches!(endpoint, "vmm.ping" | "vm.info" | "vm.counters");
+        if (is_get && method != Method::GET) || (!is_get && method != Method::PUT) {
+            return err(StatusCode::BAD_REQUEST, &["Bad Request"]);
+        }
+        let mut guard = self.vm.lock().unwrap_or_else(|e| e.into_inner());
+        match endpoint {
+            "vmm.ping" => reply(
+                StatusCode::OK,
+                Some(json!({
+                    "build_version": "v53.0.0-ch-sim",
+                    "version": "53.0.0",
+                    "pid": std::process::id(),
+                    "features": ["kvm"],
+                })),
+            ),
+            "vmm.shutdown" => {
+                if let Some(vm) = guard.as_mut()
+                    && vm.state.is_some()
+                {
+                    if matches!(vm.state, Some(VmState::Running | VmState::Paused)) {
+                        self.event("vm", "shutdown");
+                    }
+                    self.event("vm", "deleted");
+                }
+                *guard = None;
+                self.event("vmm", "shutdown");
+                self.log("VMM shutdown requested");
+                let _ = self.exit.send(0);
+                reply(StatusCode::OK, None)
+            }
+            "vm.info" => match guard.as_ref() {
+                Some(Vm {
+                    config,
+                    state: Some(state),
+                }) => reply(
+                    StatusCode::OK,
+                    Some(json!({
+                        "config": config,
+                        "state": state.as_str(),
+                        "memory_actual_size": config["memory"]["size"],
+                    })),
+                ),
+                _ => api_err(
+                    StatusCode::NOT_FOUND,
+                    "The VM info is not available",
+                    "VM is not created",
+                ),
+            },
+            "vm.counters" => match guard.as_ref() {
+                Some(Vm {
+                    state: Some(_),
+                    config,
+                }) => {
+                    let mut counters = serde_json::Map::new();
+                    for id in Self::device_ids(config) {
+                        counters.insert(id, json!({"read_ops": 0, "write_ops": 0}));
+                    }
+                    reply(StatusCode::OK, Some(Value::Object(counters)))
+                }
+                _ => api_err(
+                    StatusCode::NOT_FOUND,
+                    "The VM counters are not available",
+                    "VM is not created",
+                ),
+            },
+            "vm.create" => {
+                let config = match parse(&body) {
+                    Ok(v) => v,
+                    Err(resp) => return resp,
+                };
+                if !config.is_object() || config.get("payload").is_none() {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        &["Failed to deserialize JSON", "missing field `payload`"],
+                    );
+                }
+                if guard.as_ref().is_some_and(|vm| vm.state.is_some()) {
+                    return api_err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "The VM could not be created",
+                        "VM is already created",
+                    );
+                }
+                let config = Self::normalise(config);
+                let ids = Self::device_ids(&config);
+                let mut seen = std::collections::HashSet::new();
+                if let Some(dup) = ids.iter().find(|id| !seen.insert(*id)) {
+                    return api_err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "The VM could not be created",
+                        &format!("Identifier {dup} is not unique"),
+                    );
+                }
+                *guard = Some(Vm {
+                    config,
+                    state: Some(VmState::Created),
+                });
+                self.log("VM created");
+                reply(StatusCode::NO_CONTENT, None)
+            }
+            "vm.boot" => {
+                let Some(vm) = guard.as_mut() else {
+                    return api_err(
+                        StatusCode::NOT_FOUND,
+                        "The VM could not boot",
+                        "VM config is missing",
+                    );
+                };
+                match vm.state {
+                    None => {
+                        return api_err(
+                            StatusCode::NOT_FOUND,
+                            "The VM could not boot",
+                            "VM config is missing",
+                        );
+                    }
+                    Some(VmState::Running | VmState::Paused) => {
+                        return api_err(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "The VM could not boot",
+                            "VM is already created",
+                        );
+                    }
+                    Some(VmState::Created) => {}
+                }
+                let payload = &vm.config["payload"];
+                let image = payload["kernel"]
+                    .as_str()
+                    .or_else(|| payload["firmware"].as_str());
+                let Some(image) = image else {
+                    return api_err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "The VM could not boot",
+                        "No kernel or firmware in payload",
+                    );
+                };
+                if let Err(e) = File::open(image) {
+                    return err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &[
+                            "Error from API",
+                            "The VM could not boot",
+                            "Cannot open kernel file",
+                            &e.to_string(),
+                        ],
+                    );
+                }
+                self.event("vm", "booting");
+                vm.state = Some(VmState::Running);
+                let cmdline = payload["cmdline"].as_str().unwrap_or_default().to_owned();
+                Self::serial_line(&vm.config, &format!("PVH-HELLO cmdline={cmdline}"));
+                self.event("vm", "booted");
+                self.log("VM booted");
+                if cmdline.starts_with('p') {
+                    // The stub guest writes S5 to the ACPI port right after its banner: the VM
+                    // shuts down, is deleted and the VMM exits 0.
+                    self.event("vm", "shutdown");
+                    self.event("vm", "deleted");
+                    self.event("vmm", "shutdown");
+                    self.log("guest requested power-off: VM exit event");
+                    *guard = None;
+                    let _ = self.exit.send(0);
+                }
+                reply(StatusCode::NO_CONTENT, None)
+            }
+            "vm.shutdown" | "vm.power-button" | "vm.reboot" | "vm.pause" | "vm.resume" => {
+                let what = match endpoint {
+                    "vm.shutdown" => "The VM could not shutdown",
+                    "vm.power-button" => "The VM could not be powered off",
+                    "vm.reboot" => "The VM could not reboot",
+                    "vm.pause" => "The VM could not pause",
+                    _ => "The VM could not resume",
+                };
+                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
+                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                };
+                let state = vm.state.unwrap_or(VmState::Created);
+                match (endpoint, state) {
+                    ("vm.shutdown", VmState::Running | VmState::Paused) => {
+                        vm.state = Some(VmState::Created);
+                        self.event("vm", "shutdown");
+                        self.log("VM shut down");
+                        reply(StatusCode::NO_CONTENT, None)
+                    }
+                    ("vm.power-button" | "vm.reboot", VmState::Running) => {
+                        if endpoint == "vm.reboot" {
+                            self.event("vm", "rebooting");
+                            self.event("vm", "rebooted");
+                        }
+                        reply(StatusCode::NO_CONTENT, None)
+                    }
+                    ("vm.pause", VmState::Running) => {
+                        vm.state = Some(VmState::Paused);
+                        self.event("vm", "paused");
+                        reply(StatusCode::NO_CONTENT, None)
+                    }
+                    ("vm.resume", VmState::Paused) => {
+                        vm.state = Some(VmState::Running);
+                        self.event("vm", "resumed");
+                        reply(StatusCode::NO_CONTENT, None)
+                    }
+                    ("vm.pause" | "vm.resume", from) => {
+                        let to = if endpoint == "vm.pause" {
+                            "Paused"
+                        } else {
+                            "Running"
+                        };
+                        api_err(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            what,
+                            &format!("InvalidStateTransition({}, {to})", from.as_str()),
+                        )
+                    }
+                    _ => api_err(StatusCode::INTERNAL_SERVER_ERROR, what, "VM is not running"),
+                }
+            }
+            "vm.delete" => {
+                if let Some(vm) = guard.as_ref()
+                    && vm.state.is_some()
+                {
+                    if matches!(vm.state, Some(VmState::Running | VmState::Paused)) {
+                        self.event("vm", "shutdown");
+                    }
+                    self.event("vm", "deleted");
+                    self.log("VM deleted");
+                }
+                *guard = None;
+                reply(StatusCode::NO_CONTENT, None)
+            }
+            "vm.add-disk" | "vm.add-net" => {
+                let mut device = match parse(&body) {
+                    Ok(v) => v,
+                    Err(resp) => return resp,
+                };
+                let what = if endpoint == "vm.add-disk" {
+                    "The disk could not be added to the VM"
+                } else {
+                    "The network device could not be added to the VM"
+                };
+                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
+                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                };
+                if !device.is_object() {
+                    return err(
+                        StatusCode::BAD_REQUEST,
+                        &["Failed to deserialize JSON", "expected a JSON object"],
+                    );
+                }
+                let list = if endpoint == "vm.add-disk" {
+                    "disks"
+                } else {
+                    "net"
+                };
+                let existing = Self::device_ids(&vm.config);
+                let id = match device["id"].as_str() {
+                    Some(id) => id.to_owned(),
+                    None => {
+                        let prefix = if list == "disks" { "_disk" } else { "_net" };
+                        let id = format!("{prefix}{}", existing.len());
+                        device["id"] = json!(id);
+                        id
+                    }
+                };
+                if existing.contains(&id) {
+                    return api_err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        what,
+                        &format!("Identifier {id} is not unique"),
+                    );
+                }
+                if list == "disks"
+                    && let Some(path) = device["path"].as_str()
+                    && let Err(e) = File::open(path)
+                {
+                    return err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &[
+                            "Error from API",
+                            what,
+                            "Failed to open disk image",
+                            &e.to_string(),
+                        ],
+                    );
+                }
+                let running = matches!(vm.state, Some(VmState::Running | VmState::Paused));
+                if let Some(arr) = vm.config[list].as_array_mut() {
+                    arr.push(device);
+                } else {
+                    vm.config[list] = json!([device]);
+                }
+                if running {
+                    let bdf = self.bdf();
+                    self.event("vm", "device-added");
+                    reply(StatusCode::OK, Some(json!({"id": id, "bdf": bdf})))
+                } else {
+                    reply(StatusCode::NO_CONTENT, None)
+                }
+            }
+            "vm.remove-device" => {
+                let req = match parse(&body) {
+                    Ok(v) => v,
+                    Err(resp) => return resp,
+                };
+                let what = "The device could not be removed from the VM";
+                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
+                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                };
+                let id = req["id"].as_str().unwrap_or_default().to_owned();
+                let mut found = false;
+                for list in ["disks", "net"] {
+                    if let Some(arr) = vm.config[list].as_array_mut() {
+                        let before = arr.len();
+                        arr.retain(|d| d["id"].as_str() != Some(id.as_str()));
+                        found |= arr.len() != before;
+                    }
+                }
+                if !found {
+                    return api_err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        what,
+                        &format!(
+                            "Failed to find device corresponding to the given identifier: {id}"
+                        ),
+                    );
+                }
+                self.event("vm", "device-removed");
+                reply(StatusCode::NO_CONTENT, None)
+            }
+            _ => err(StatusCode::NOT_FOUND, &["Not Found"]),
+        }
+    }
+}
+
+/// Take the `<socket>.lock` flock, or fail with [`Error::SocketInUse`] when a live instance has it.
+fn lock_socket(api_socket: &Path) -> Result<File> {
+    let mut lock_path = api_socket.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| Error::Io {
+            what: "open lock file",
+            path: lock_path.clone(),
+            source,
+        })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| Error::SocketInUse(api_socket.to_owned()))?;
+    Ok(file)
+}
+
+/// Run the simulator until it is asked to exit; returns the process exit code.
+///
+/// The caller (the `ch-sim` binary) exits with it. The API socket is removed on every exit
+/// path this function controls; the `.lock` file is left behind, as CH does.
+pub async fn run(cfg: SimConfig) -> Result<i32> {
+    let _lock = lock_socket(&cfg.api_socket)?;
+    match fs::remove_file(&cfg.api_socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Io {
+                what: "remove stale socket",
+                path: cfg.api_socket.clone(),
+                source,
+            });
+        }
+    }
+    let listener = UnixListener::bind(&cfg.api_socket).map_err(|source| Error::Io {
+        what: "bind API socket",
+        path: cfg.api_socket.clone(),
+        source,
+    })?;
+    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel();
+    let sim = Arc::new(Sim {
+        cfg: cfg.clone(),
+        started: Instant::now(),
+        vm: Mutex::new(None),
+        next_slot: Mutex::new(3),
+        exit: exit_tx,
+    });
+    sim.event("vmm", "starting");
+    sim.log("cloud-hypervisor simulator started");
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| Error::Io {
+            what: "install SIGTERM handler",
+            path: cfg.api_socket.clone(),
+            source,
+        })?;
+    let code = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let sim = Arc::clone(&sim);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let sim = Arc::clone(&sim);
+                        async move { Ok::<_, std::convert::Infallible>(sim.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            code = exit_rx.recv() => {
+                // Let the response that triggered the exit reach the client first.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                break code.unwrap_or(0);
+            }
+            _ = sigterm.recv() => {
+                sim.event("vmm", "shutdown");
+                break 0;
+            }
+        }
+    };
+    drop(listener);
+    let _ = fs::remove_file(&cfg.api_socket);
+    sim.log("VMM exited");
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("path=/tmp/a.sock", "/tmp/a.sock")]
+    #[case("/tmp/b.sock", "/tmp/b.sock")]
+    #[case("fd=3,path=/tmp/c.sock", "/tmp/c.sock")]
+    fn parses_path_options(#[case] input: &str, #[case] want: &str) {
+        assert_eq!(parse_path_option(input).ok(), Some(PathBuf::from(want)));
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("fd=3")]
+    #[case("path=")]
+    fn rejects_bad_path_options(#[case] input: &str) {
+        assert!(parse_path_option(input).is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! Machine state on disk: one JSON file per machine, written atomically (tmp + fsync + rename).
+//!
+//! The IRI `MachineSpec` is kept verbatim as base64 protobuf (`spec`), so every field the
+//! poollet sent (including ones this runtime does not act on) comes back unchanged after a
+//! restart. The file is mode 0600: it may hold ignition and volume secrets.
+
+use std::{
+    collections::HashMap,
+    fs,
+    io::Write as _,
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use base64::Engine as _;
+use iri_spec::machine::v1alpha1 as machine;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use crate::vmm::{DiskSpec, VmmProcess};
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file operation failed.
+    #[error("{what} {path:?}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file could not be decoded.
+    #[error("decode state file {path:?}: {message}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Observed status of one volume or NIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// The IRI name.
+    pub name: String,
+    /// The handle reported.
+    pub handle: String,
+    /// Attached (true) or pending.
+    pub attached: bool,
+}
+
+/// One machine as persisted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineRecord {
+    /// Runtime-assigned id.
+    pub id: String,
+    /// Creation time, Unix ns.
+    pub created_at: i64,
+    /// Deletion time, Unix ns (0 = not deleting).
+    pub deleted_at: i64,
+    /// Spec generation (bumped on every spec change).
+    pub generation: i64,
+    /// Generation the last completed reconcile applied.
+    pub observed_generation: i64,
+    /// Labels, verbatim.
+    pub labels: HashMap<String, String>,
+    /// Annotations, verbatim.
+    pub annotations: HashMap<String, String>,
+    /// The IRI spec, base64 protobuf.
+    #[serde(with = "spec_codec")]
+    pub spec: machine::MachineSpec,
+    /// Boot requested (create, power on) and not yet done.
+    pub want_boot: bool,
+    /// The VMM process, while one is known.
+    pub vmm: Option<VmmProcess>,
+    /// Disks prepared for the VM, by volume name.
+    pub disks: Vec<PreparedDisk>,
+    /// Last observed IRI machine state (0-4).
+    pub state: i32,
+    /// Last observed volume statuses.
+    pub volume_status: Vec<DeviceStatus>,
+    /// Last observed NIC statuses.
+    pub nic_status: Vec<DeviceStatus>,
+}
+
+/// A disk made ready for a volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedDisk {
+    /// The IRI volume name.
+    pub name: String,
+    /// What the VMM gets.
+    pub disk: DiskSpec,
+    /// Whether the runtime created the file (a `local_disk`) and deletes it with the machine.
+    pub owned: bool,
+}
+
+mod spec_codec {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        spec: &machine::MachineSpec,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(spec.encode_to_vec()))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<machine::MachineSpec, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)?;
+        machine::MachineSpec::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The directory of machine state files.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Open (create) `dir`.
+    pub fn open(dir: PathBuf) -> Result<Self> {
+        fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            what: "create store dir",
+            path: dir.clone(),
+            source,
+        })?;
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        Ok(Self { dir })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Serialize a record (call under the record's lock; write with [`Store::write`]).
+    pub fn encode(record: &MachineRecord) -> Vec<u8> {
+        // Serialising plain data with string keys cannot fail.
+        serde_json::to_vec_pretty(record).unwrap_or_default()
+    }
+
+    /// Write bytes for `id` atomically: tmp file, fsync, rename, fsync dir.
+    pub fn write(&self, id: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(id);
+        let tmp = self.dir.join(format!(".{id}.json.tmp"));
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { what, path, source }
+        };
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_all().map_err(io("fsync", &tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        if let Ok(dir) = fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Remove the file of `id` (missing is fine).
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let path = self.path(id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                what: "remove",
+                path,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every stored record.
+    pub fn load_all(&self) -> Result<Vec<MachineRecord>> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| Error::Io {
+            what: "read store dir",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let bytes = fs::read(&path).map_err(|source| Error::Io {
+                what: "read",
+                path: path.clone(),
+                source,
+            })?;
+            let record: MachineRecord =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_with_the_spec_verbatim() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path().join("m")).unwrap_or_else(|e| panic!("{e}"));
+        let spec = machine::MachineSpec {
+            class: "small".into(),
+            ignition_data: b"secret".to_vec(),
+            guest_config: Some(machine::GuestConfig {
+                hostname: "h".into(),
+            }),
+            ..Default::default()
+        };
+        let record = MachineRecord {
+            id: "abc".into(),
+            created_at: 1,
+            deleted_at: 0,
+            generation: 2,
+            observed_generation: 2,
+            labels: HashMap::from([("a".into(), "b".into())]),
+            annotations: HashMap::new(),
+            spec: spec.clone(),
+            want_boot: true,
+            vmm: None,
+            disks: vec![],
+            state: 0,
+            volume_status: vec![],
+            nic_status: vec![],
+        };
+        store
+            .write("abc", &Store::encode(&record))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let all = store.load_all().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].spec, spec);
+        assert_eq!(all[0].labels, record.labels);
+        let mode = fs::metadata(dir.path().join("m/abc.json"))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or_default();
+        assert_eq!(mode, 0o600);
+    }
+}

@@ -1,0 +1,548 @@
+//! The VMM boundary: one VMM process per VM behind the small [`Vmm`] trait.
+//!
+//! The runtime only talks to [`Vmm`]; [`CloudHypervisor`] implements it over CH's REST API
+//! (private module `chapi`); [`Qemu`] implements it over QMP (module `qemu`, private client
+//! `qmp`).
+//! Process liveness is judged by pid *and* start time (from `/proc`), so a recycled pid is
+//! never mistaken for our VMM.
+
+mod chapi;
+mod qemu;
+mod qmp;
+
+pub use qemu::{Qemu, QemuAccel, ROOT_PORTS};
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Errors of VMM operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The VMM process has exited (or its API socket is gone).
+    #[error("vmm is not running")]
+    Gone,
+    /// The VMM refused a request; `chain` is its error chain, outermost first.
+    #[error("vmm {operation} failed (http {status}): {}", chain.join(": "))]
+    Refused {
+        /// Which operation.
+        operation: &'static str,
+        /// The HTTP status code (0 for QMP errors).
+        status: u16,
+        /// The VMM's error chain.
+        chain: Vec<String>,
+    },
+    /// The VMM did not answer in time.
+    #[error("vmm {0} timed out")]
+    Timeout(&'static str),
+    /// Spawning the VMM process failed.
+    #[error("spawn {binary:?}")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM process started but its API socket never appeared.
+    #[error("vmm api socket {0:?} did not appear")]
+    NoSocket(PathBuf),
+    /// A transport-level failure.
+    #[error("vmm api: {0}")]
+    Transport(String),
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<chapi::Error> for Error {
+    fn from(e: chapi::Error) -> Self {
+        match e {
+            chapi::Error::Gone => Self::Gone,
+            chapi::Error::Timeout { endpoint } => Self::Timeout(endpoint),
+            chapi::Error::Api {
+                endpoint,
+                status,
+                chain,
+            } => Self::Refused {
+                operation: endpoint,
+                status,
+                chain,
+            },
+            chapi::Error::Transport { endpoint, message } => {
+                Self::Transport(format!("{endpoint}: {message}"))
+            }
+        }
+    }
+}
+
+/// Files of one VM (all inside the machine's directory).
+#[derive(Debug, Clone)]
+pub struct VmPaths {
+    /// The machine's directory.
+    pub dir: PathBuf,
+    /// The VMM's API socket.
+    pub api_socket: PathBuf,
+    /// Event-monitor output.
+    pub event_monitor: PathBuf,
+    /// The guest's serial console output.
+    pub serial: PathBuf,
+    /// The VMM's log file.
+    pub log: PathBuf,
+}
+
+impl VmPaths {
+    /// The standard layout under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            api_socket: dir.join("api.sock"),
+            event_monitor: dir.join("events.json"),
+            serial: dir.join("serial.log"),
+            log: dir.join("vmm.log"),
+        }
+    }
+}
+
+/// A VMM process the runtime supervises; persisted so that a restarted runtime can adopt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmProcess {
+    /// Its pid.
+    pub pid: i32,
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
+    pub start_time: u64,
+    /// Its API socket.
+    pub api_socket: PathBuf,
+}
+
+impl VmmProcess {
+    /// Whether this very process (pid and start time) is still alive (zombies count as dead).
+    pub fn is_alive(&self) -> bool {
+        proc_start_time(self.pid) == Some(self.start_time)
+    }
+
+    /// Send SIGKILL, if it is still our process.
+    pub fn kill(&self) {
+        if self.is_alive()
+            && let Some(pid) = rustix::process::Pid::from_raw(self.pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// Wait up to `timeout` for the process to exit; true when it did.
+    pub async fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.is_alive() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+}
+
+/// The start time of a live, non-zombie process, from `/proc/<pid>/stat`.
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); start time is field 22.
+    if matches!(fields.first(), Some(&"Z" | &"X" | &"x")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// A freshly spawned VMM: its record and, when we are its parent, the child to reap.
+#[derive(Debug)]
+pub struct Spawned {
+    /// What to persist.
+    pub process: VmmProcess,
+    /// The child handle (reap it, or it lingers as a zombie).
+    pub child: tokio::process::Child,
+}
+
+/// Disk image formats we hand to the VMM explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageFormat {
+    /// A raw image.
+    Raw,
+    /// A qcow2 image.
+    Qcow2,
+}
+
+impl ImageFormat {
+    /// Sniff the format from the file's first bytes (the qcow2 magic `QFI\xfb`).
+    pub fn sniff(path: &Path) -> std::io::Result<Self> {
+        use std::io::Read as _;
+        let mut magic = [0u8; 4];
+        let mut f = std::fs::File::open(path)?;
+        let n = f.read(&mut magic)?;
+        Ok(if n == 4 && magic == *b"QFI\xfb" {
+            Self::Qcow2
+        } else {
+            Self::Raw
+        })
+    }
+}
+
+/// A disk to attach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// The VMM device id.
+    pub id: String,
+    /// The image file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: ImageFormat,
+    /// Read-only attachment.
+    pub readonly: bool,
+}
+
+/// A NIC to attach (a VMM-created tap device, no bridge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    /// The VMM device id.
+    pub id: String,
+    /// Its MAC address.
+    pub mac: String,
+}
+
+/// Everything needed to create a VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// The platform UUID (the machine id, formatted as a UUID).
+    pub uuid: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// The kernel (PVH ELF or bzImage).
+    pub kernel: PathBuf,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Disks.
+    pub disks: Vec<DiskSpec>,
+    /// NICs.
+    pub nics: Vec<NicSpec>,
+    /// SMBIOS OEM strings (IronCore puts base64 ignition here).
+    pub oem_strings: Vec<String>,
+    /// Where the serial console goes.
+    pub serial_file: PathBuf,
+}
+
+/// The VM state as the VMM reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// The VMM runs but holds no VM (never created, or deleted).
+    NotCreated,
+    /// Created (or shut down: CH reports `Created` after `vm.shutdown`).
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Shut down.
+    Shutdown,
+}
+
+/// What `info` returns.
+#[derive(Debug, Clone)]
+pub struct VmInfo {
+    /// The state.
+    pub state: VmState,
+    /// Ids of the disks in the VM's config.
+    pub disk_ids: Vec<String>,
+    /// Ids of the NICs in the VM's config.
+    pub nic_ids: Vec<String>,
+}
+
+/// One VMM process per VM, driven through this trait.
+#[tonic::async_trait]
+pub trait Vmm: Send + Sync + 'static {
+    /// A short name for logs and `Version` (`cloud-hypervisor`, `qemu`).
+    fn name(&self) -> &'static str;
+    /// Start a VMM process for the VM in `paths`; returns once its API answers.
+    async fn spawn(&self, paths: &VmPaths) -> Result<Spawned>;
+    /// Start a VMM process that will hold the VM `spec` (what the runtime calls). A backend
+    /// whose process is fixed to one VM shape at start (QEMU) needs `spec` here; the default
+    /// ignores it and calls [`Vmm::spawn`].
+    async fn spawn_for(&self, paths: &VmPaths, spec: &VmSpec) -> Result<Spawned> {
+        let _ = spec;
+        self.spawn(paths).await
+    }
+    /// Whether the VMM answers; returns the pid it reports, if any.
+    async fn ping(&self, vmm: &VmmProcess) -> Result<Option<i64>>;
+    /// Create the VM (not booted).
+    async fn create(&self, vmm: &VmmProcess, spec: &VmSpec) -> Result<()>;
+    /// Boot the created VM.
+    async fn boot(&self, vmm: &VmmProcess) -> Result<()>;
+    /// The VM's state and devices.
+    async fn info(&self, vmm: &VmmProcess) -> Result<VmInfo>;
+    /// Stop the VM (hard; the VM stays created and can boot again).
+    async fn shutdown(&self, vmm: &VmmProcess) -> Result<()>;
+    /// Press the ACPI power button (the guest decides).
+    async fn power_button(&self, vmm: &VmmProcess) -> Result<()>;
+    /// Delete the VM (idempotent).
+    async fn delete(&self, vmm: &VmmProcess) -> Result<()>;
+    /// Attach a disk (hot-plug when running).
+    async fn attach_disk(&self, vmm: &VmmProcess, disk: &DiskSpec) -> Result<()>;
+    /// Attach a NIC (hot-plug when running).
+    async fn attach_nic(&self, vmm: &VmmProcess, nic: &NicSpec) -> Result<()>;
+    /// Remove a device (disk or NIC) by id.
+    async fn detach_device(&self, vmm: &VmmProcess, id: &str) -> Result<()>;
+    /// Ask the VMM process to exit, then make sure it did (SIGKILL after `grace`).
+    async fn terminate(&self, vmm: &VmmProcess, grace: Duration) -> Result<()>;
+}
+
+/// The Cloud Hypervisor backend (also drives `ch-sim`, which takes the same arguments).
+#[derive(Debug, Clone)]
+pub struct CloudHypervisor {
+    binary: PathBuf,
+    initramfs: Option<PathBuf>,
+}
+
+impl CloudHypervisor {
+    /// A backend spawning `binary`.
+    pub fn new(binary: PathBuf) -> Self {
+        Self {
+            binary,
+            initramfs: None,
+        }
+    }
+
+    /// Boot every VM with this initramfs (`payload.initramfs`).
+    #[must_use]
+    pub fn with_initramfs(mut self, initramfs: Option<PathBuf>) -> Self {
+        self.initramfs = initramfs;
+        self
+    }
+
+    fn client(vmm: &VmmProcess) -> Result<chapi::Client> {
+        Ok(chapi::Client::new(&vmm.api_socket)?)
+    }
+
+    fn disk_json(disk: &DiskSpec) -> Value {
+        json!({
+            "id": disk.id,
+            "path": disk.path,
+            "readonly": disk.readonly,
+            "image_type": match disk.format { ImageFormat::Raw => "Raw", ImageFormat::Qcow2 => "Qcow2" },
+        })
+    }
+
+    fn nic_json(nic: &NicSpec) -> Value {
+        json!({ "id": nic.id, "mac": nic.mac })
+    }
+
+    /// The `vm.create` body for `spec`.
+    pub fn vm_config(spec: &VmSpec) -> Value {
+        let mut platform = json!({ "uuid": spec.uuid });
+        if !spec.oem_strings.is_empty() {
+            platform["oem_strings"] = json!(spec.oem_strings);
+        }
+        json!({
+            "cpus": { "boot_vcpus": spec.cpus, "max_vcpus": spec.cpus },
+            "memory": { "size": spec.memory_bytes },
+            "payload": { "kernel": spec.kernel, "cmdline": spec.cmdline },
+            "disks": spec.disks.iter().map(Self::disk_json).collect::<Vec<_>>(),
+            "net": spec.nics.iter().map(Self::nic_json).collect::<Vec<_>>(),
+            "rng": { "src": "/dev/urandom" },
+            "serial": { "mode": "File", "file": spec.serial_file },
+            "console": { "mode": "Off" },
+            "platform": platform,
+        })
+    }
+}
+
+fn ids(config: &Value, list: &str) -> Vec<String> {
+    config[list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl Vmm for CloudHypervisor {
+    fn name(&self) -> &'static str {
+        "cloud-hypervisor"
+    }
+
+    async fn spawn(&self, paths: &VmPaths) -> Result<Spawned> {
+        let _ = std::fs::remove_file(&paths.api_socket);
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.arg("--api-socket")
+            .arg(format!("path={}", paths.api_socket.display()))
+            .arg("--event-monitor")
+            .arg(format!("path={}", paths.event_monitor.display()))
+            .arg("--log-file")
+            .arg(&paths.log)
+            .arg("-v")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Own process group: a Ctrl-C meant for the runtime does not reach the VMs.
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| Error::NoSocket(paths.api_socket.clone()))?;
+        let start_time = proc_start_time(pid).unwrap_or_default();
+        let process = VmmProcess {
+            pid,
+            start_time,
+            api_socket: paths.api_socket.clone(),
+        };
+        let spawned = Spawned { process, child };
+        // Wait for the socket to answer (CH: 3-5 ms after spawn).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if spawned.process.api_socket.exists()
+                && let Ok(client) = Self::client(&spawned.process)
+                && client.ping().await.is_ok()
+            {
+                return Ok(spawned);
+            }
+            if Instant::now() >= deadline || proc_start_time(pid).is_none() {
+                let mut child = spawned.child;
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(Error::NoSocket(paths.api_socket.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    async fn ping(&self, vmm: &VmmProcess) -> Result<Option<i64>> {
+        Ok(Self::client(vmm)?.ping().await?.pid)
+    }
+
+    async fn create(&self, vmm: &VmmProcess, spec: &VmSpec) -> Result<()> {
+        let mut config = Self::vm_config(spec);
+        if let Some(initramfs) = &self.initramfs {
+            config["payload"]["initramfs"] = json!(initramfs);
+        }
+        Ok(Self::client(vmm)?.create(&config).await?)
+    }
+
+    async fn boot(&self, vmm: &VmmProcess) -> Result<()> {
+        Ok(Self::client(vmm)?.boot().await?)
+    }
+
+    async fn info(&self, vmm: &VmmProcess) -> Result<VmInfo> {
+        match Self::client(vmm)?.info().await {
+            Ok(info) => Ok(VmInfo {
+                state: match info.state.as_str() {
+                    "Running" => VmState::Running,
+                    "Paused" | "BreakPoint" => VmState::Paused,
+                    "Shutdown" => VmState::Shutdown,
+                    _ => VmState::Created,
+                },
+                disk_ids: ids(&info.config, "disks"),
+                nic_ids: ids(&info.config, "net"),
+            }),
+            // 404 = "VM is not created" (v53 and HEAD agree on 404 here).
+            Err(chapi::Error::Api { status: 404, .. }) => Ok(VmInfo {
+                state: VmState::NotCreated,
+                disk_ids: Vec::new(),
+                nic_ids: Vec::new(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn shutdown(&self, vmm: &VmmProcess) -> Result<()> {
+        Ok(Self::client(vmm)?.shutdown().await?)
+    }
+
+    async fn power_button(&self, vmm: &VmmProcess) -> Result<()> {
+        Ok(Self::client(vmm)?.power_button().await?)
+    }
+
+    async fn delete(&self, vmm: &VmmProcess) -> Result<()> {
+        Ok(Self::client(vmm)?.delete().await?)
+    }
+
+    async fn attach_disk(&self, vmm: &VmmProcess, disk: &DiskSpec) -> Result<()> {
+        Self::client(vmm)?
+            .add_disk(&Self::disk_json(disk))
+            .await
+            .map(drop)?;
+        Ok(())
+    }
+
+    async fn attach_nic(&self, vmm: &VmmProcess, nic: &NicSpec) -> Result<()> {
+        Self::client(vmm)?
+            .add_net(&Self::nic_json(nic))
+            .await
+            .map(drop)?;
+        Ok(())
+    }
+
+    async fn detach_device(&self, vmm: &VmmProcess, id: &str) -> Result<()> {
+        Ok(Self::client(vmm)?.remove_device(id).await?)
+    }
+
+    async fn terminate(&self, vmm: &VmmProcess, grace: Duration) -> Result<()> {
+        if vmm.is_alive() {
+            if let Ok(client) = Self::client(vmm) {
+                let _ = client.shutdown_vmm().await;
+            }
+            if !vmm.wait_exit(grace).await {
+                vmm.kill();
+                vmm.wait_exit(Duration::from_secs(5)).await;
+            }
+        }
+        let _ = std::fs::remove_file(&vmm.api_socket);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_start_time_is_readable() {
+        let pid = i32::try_from(std::process::id()).unwrap_or_default();
+        assert!(proc_start_time(pid).is_some());
+    }
+
+    #[test]
+    fn vm_config_sets_image_type_and_oem_strings() {
+        let spec = VmSpec {
+            uuid: "u".into(),
+            cpus: 2,
+            memory_bytes: 1 << 28,
+            kernel: "/k".into(),
+            cmdline: "c".into(),
+            disks: vec![DiskSpec {
+                id: "d".into(),
+                path: "/d".into(),
+                format: ImageFormat::Qcow2,
+                readonly: false,
+            }],
+            nics: vec![],
+            oem_strings: vec!["aWduaXRpb24=".into()],
+            serial_file: "/s".into(),
+        };
+        let v = CloudHypervisor::vm_config(&spec);
+        assert_eq!(v["disks"][0]["image_type"], "Qcow2");
+        assert_eq!(v["platform"]["oem_strings"][0], "aWduaXRpb24=");
+        assert_eq!(v["cpus"]["max_vcpus"], 2);
+    }
+}

@@ -1,0 +1,333 @@
+//! The CH REST API behaviours the runtime relies on (cloud-hypervisor.md §2.5, §2.6, §3.3),
+//! asserted the same way against ch-sim and, when `IRIKIT_CH_BIN` is set, a real CH: the
+//! simulator's fidelity is exactly what the real-CH run proves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::Backend;
+use serde_json::{Value, json};
+
+struct Vmm {
+    child: std::process::Child,
+    sock: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Vmm {
+    async fn spawn(backend: &Backend, dir: &Path) -> Self {
+        let sock = dir.join("ch.sock");
+        let child = Command::new(backend.binary())
+            .arg("--api-socket")
+            .arg(format!("path={}", sock.display()))
+            .arg("--event-monitor")
+            .arg(format!("path={}", dir.join("events.json").display()))
+            .arg("--log-file")
+            .arg(dir.join("ch.log"))
+            .arg("-v")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .unix_socket(sock.as_path())
+            .build()
+            .unwrap();
+        // The socket file may be a stale one from a killed instance: wait for an answer.
+        common::eventually("vmm.ping", Duration::from_secs(10), || {
+            let http = http.clone();
+            async move {
+                let resp = http
+                    .get("http://localhost/api/v1/vmm.ping")
+                    .send()
+                    .await
+                    .ok()?;
+                resp.status().is_success().then_some(())
+            }
+        })
+        .await;
+        Self { child, sock, http }
+    }
+
+    async fn call(&self, method: &str, endpoint: &str, body: Option<&str>) -> (u16, Value) {
+        let url = format!("http://localhost/api/v1/{endpoint}");
+        let mut req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.put(url),
+        };
+        if let Some(body) = body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(body.to_owned());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        common::eventually("vmm exit", Duration::from_secs(10), || {
+            let status = self.child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_chain(v: &Value, last: &str) -> bool {
+    v.as_array().is_some_and(|a| {
+        a.iter().all(Value::is_string) && a.last().and_then(Value::as_str) == Some(last)
+    })
+}
+
+async fn rest_session(backend: Backend) {
+    let dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
+        return;
+    };
+    let serial = dir.path().join("serial.log");
+    let disk = dir.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let mut vmm = Vmm::spawn(&backend, dir.path()).await;
+
+    let (s, ping) = vmm.call("GET", "vmm.ping", None).await;
+    assert_eq!(s, 200);
+    assert!(ping["version"].is_string());
+    assert_eq!(ping["pid"], i64::from(vmm.child.id()));
+
+    let (s, v) = vmm.call("GET", "vm.info", None).await;
+    assert_eq!(s, 404);
+    assert!(is_chain(&v, "VM is not created"), "{v}");
+
+    let (s, v) = vmm.call("PUT", "vm.create", Some("{\"payload\":")).await;
+    assert_eq!(s, 400);
+    assert_eq!(v[0], "Failed to deserialize JSON");
+
+    let config = json!({
+        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "memory": {"size": 134_217_728},
+        "payload": {"kernel": kernel, "cmdline": "halt-me"},
+        "disks": [{"path": disk, "id": "disk0", "image_type": "Raw"}],
+        "serial": {"mode": "File", "file": serial},
+        "console": {"mode": "Off"},
+        "platform": {"uuid": "6f1c0a52-8d0e-4c1b-9d57-0d7b2a3c4e5f", "oem_strings": ["aWduaXRpb24="]},
+    })
+    .to_string();
+    assert_eq!(vmm.call("PUT", "vm.create", Some(&config)).await.0, 204);
+    let (s, v) = vmm.call("PUT", "vm.create", Some(&config)).await;
+    assert_eq!(s, 500);
+    assert!(is_chain(&v, "VM is already created"), "{v}");
+    let (_, info) = vmm.call("GET", "vm.info", None).await;
+    assert_eq!(info["state"], "Created");
+    assert_eq!(
+        info["config"]["platform"]["system_uuid"],
+        "6f1c0a52-8d0e-4c1b-9d57-0d7b2a3c4e5f"
+    );
+    assert_eq!(info["config"]["platform"]["oem_strings"][0], "aWduaXRpb24=");
+
+    assert_eq!(vmm.call("PUT", "vm.boot", None).await.0, 204);
+    let (_, info) = vmm.call("GET", "vm.info", None).await;
+    assert_eq!(info["state"], "Running");
+    let (s, v) = vmm.call("PUT", "vm.boot", None).await;
+    assert_eq!(s, 500);
+    assert!(is_chain(&v, "VM is already created"), "{v}");
+    common::eventually("serial banner", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&serial)
+            .unwrap_or_default()
+            .contains("PVH-HELLO cmdline=halt-me")
+            .then_some(())
+    })
+    .await;
+
+    // Hot-plug and removal.
+    let d1 = dir.path().join("d1.raw");
+    std::fs::File::create(&d1)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let body = json!({"path": d1, "id": "vol1", "image_type": "Raw"}).to_string();
+    let (s, v) = vmm.call("PUT", "vm.add-disk", Some(&body)).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["id"], "vol1");
+    assert!(v["bdf"].is_string());
+    let (_, info) = vmm.call("GET", "vm.info", None).await;
+    let ids: Vec<&str> = info["config"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["disk0", "vol1"]);
+    let (s, v) = vmm
+        .call("PUT", "vm.remove-device", Some("{\"id\":\"nope\"}"))
+        .await;
+    assert!(s >= 400, "{s}");
+    assert!(v.as_array().is_some_and(|a| !a.is_empty()), "{v}");
+    assert_eq!(
+        vmm.call("PUT", "vm.remove-device", Some("{\"id\":\"vol1\"}"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(vmm.call("PUT", "vm.power-button", None).await.0, 204);
+
+    // Shutdown keeps the config: state Created, and the VM boots again.
+    assert_eq!(vmm.call("PUT", "vm.shutdown", None).await.0, 204);
+    let (_, info) = vmm.call("GET", "vm.info", None).await;
+    assert_eq!(info["state"], "Created");
+    let (s, v) = vmm.call("PUT", "vm.shutdown", None).await;
+    assert_eq!(s, 500);
+    assert!(is_chain(&v, "VM is not running"), "{v}");
+    assert_eq!(vmm.call("PUT", "vm.boot", None).await.0, 204);
+    assert_eq!(vmm.call("GET", "vm.info", None).await.1["state"], "Running");
+
+    // Delete is idempotent; afterwards boot has no config.
+    assert_eq!(vmm.call("PUT", "vm.delete", None).await.0, 204);
+    assert_eq!(vmm.call("PUT", "vm.delete", None).await.0, 204);
+    let (s, v) = vmm.call("PUT", "vm.boot", None).await;
+    assert_eq!(s, 404);
+    assert!(is_chain(&v, "VM config is missing"), "{v}");
+    let (s, v) = vmm.call("GET", "vm.nope", None).await;
+    assert_eq!((s, v), (404, json!(["Not Found"])));
+
+    // A second instance on the live socket exits 1 (ApiSocketInUse).
+    let second = Command::new(backend.binary())
+        .arg("--api-socket")
+        .arg(format!("path={}", vmm.sock.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("is already in use by another running instance"),
+        "{stderr}"
+    );
+
+    // vmm.shutdown: 200, exit 0, socket removed, lock left.
+    let (s, _) = vmm.call("PUT", "vmm.shutdown", None).await;
+    assert_eq!(s, 200);
+    let status = vmm.wait_exit().await;
+    assert_eq!(status.code(), Some(0));
+    assert!(!vmm.sock.exists());
+    assert!(dir.path().join("ch.sock.lock").exists());
+
+    // Event monitor: a stream of JSON objects in CH's shape.
+    let text = std::fs::read_to_string(dir.path().join("events.json")).unwrap();
+    let events: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map(Result::unwrap)
+        .collect();
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["source"].as_str().unwrap(),
+                e["event"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(events.iter().all(|e| e["timestamp"]["secs"].is_u64()));
+    for want in [
+        "vmm/starting",
+        "vm/booting",
+        "vm/booted",
+        "vm/shutdown",
+        "vmm/shutdown",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+}
+
+#[tokio::test]
+async fn rest_session_on_ch_sim() {
+    rest_session(Backend::Sim).await;
+}
+
+#[tokio::test]
+async fn rest_session_on_real_ch() {
+    if let Some(backend) = Backend::real_ch() {
+        rest_session(backend).await;
+    }
+}
+
+/// A guest that writes S5 (cmdline starting with `p`) ends the VMM: exit 0, socket gone, lock left.
+async fn guest_power_off(backend: Backend) {
+    let dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
+        return;
+    };
+    let serial = dir.path().join("serial.log");
+    let mut vmm = Vmm::spawn(&backend, dir.path()).await;
+    let config = json!({
+        "payload": {"kernel": kernel, "cmdline": "poweroff"},
+        "serial": {"mode": "File", "file": serial},
+        "console": {"mode": "Off"},
+    })
+    .to_string();
+    assert_eq!(vmm.call("PUT", "vm.create", Some(&config)).await.0, 204);
+    let (s, _) = vmm.call("PUT", "vm.boot", None).await;
+    assert!((200..300).contains(&s), "{s}");
+    let status = vmm.wait_exit().await;
+    assert_eq!(status.code(), Some(0));
+    assert!(!vmm.sock.exists());
+    assert!(dir.path().join("ch.sock.lock").exists());
+    let text = std::fs::read_to_string(&serial).unwrap();
+    assert!(text.contains("PVH-HELLO cmdline=poweroff"), "{text}");
+    // A new instance on the same path starts fine after the exit.
+    let again = Vmm::spawn(&backend, dir.path()).await;
+    assert_eq!(again.call("GET", "vmm.ping", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn guest_power_off_on_ch_sim() {
+    guest_power_off(Backend::Sim).await;
+}
+
+#[tokio::test]
+async fn guest_power_off_on_real_ch() {
+    if let Some(backend) = Backend::real_ch() {
+        guest_power_off(backend).await;
+    }
+}
+
+/// SIGKILL leaves socket and lock behind; a new instance on the same path starts fine.
+#[tokio::test]
+async fn sim_restarts_after_sigkill() {
+    let dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut vmm = Vmm::spawn(&Backend::Sim, dir.path()).await;
+    let _ = vmm.child.kill();
+    let _ = vmm.child.wait();
+    assert!(vmm.sock.exists());
+    let again = Vmm::spawn(&Backend::Sim, dir.path()).await;
+    assert_eq!(again.call("GET", "vmm.ping", None).await.0, 200);
+}

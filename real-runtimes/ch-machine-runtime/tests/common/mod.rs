@@ -1,0 +1,503 @@
+//! Shared harness for the runtime tests: VMM backends (ch-sim, or a real CH named by
+//! `IRIKIT_CH_BIN`), the PVH stub guest, runtime processes and gRPC helpers.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use iri_spec::{
+    endpoint::Endpoint,
+    machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
+    volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient},
+};
+use tonic::transport::Channel;
+
+/// Whether `IRIKIT_REQUIRE` names `component`.
+pub fn required(component: &str) -> bool {
+    std::env::var("IRIKIT_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .any(|c| c.trim() == component)
+}
+
+/// Print one skip line, or fail when the component is required.
+pub fn skip(component: &str, reason: &str) {
+    assert!(
+        !required(component),
+        "{component} is required (IRIKIT_REQUIRE) but {reason}"
+    );
+    eprintln!("skip: {reason}");
+}
+
+/// Which VMM binary the runtime drives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The simulator built with this package.
+    Sim,
+    /// A real cloud-hypervisor.
+    RealCh(PathBuf),
+}
+
+impl Backend {
+    pub fn binary(&self) -> PathBuf {
+        match self {
+            Self::Sim => PathBuf::from(env!("CARGO_BIN_EXE_ch-sim")),
+            Self::RealCh(p) => p.clone(),
+        }
+    }
+
+    /// The real CH named by `IRIKIT_CH_BIN`, when it exists and /dev/kvm opens; else a skip line.
+    pub fn real_ch() -> Option<Self> {
+        let Some(bin) = std::env::var_os("IRIKIT_CH_BIN").filter(|v| !v.is_empty()) else {
+            skip(
+                "cloud-hypervisor",
+                "IRIKIT_CH_BIN is not set (no cloud-hypervisor binary)",
+            );
+            return None;
+        };
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            skip(
+                "cloud-hypervisor",
+                &format!("IRIKIT_CH_BIN {} is not a file", bin.display()),
+            );
+            return None;
+        }
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_err()
+        {
+            skip("cloud-hypervisor", "/dev/kvm cannot be opened");
+            return None;
+        }
+        Some(Self::RealCh(bin))
+    }
+}
+
+/// Assemble the PVH stub guest into `dir`; with ch-sim any file will do when binutils is missing.
+pub fn guest_kernel(dir: &Path, backend: &Backend) -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guest");
+    let obj = dir.join("pvh-hello.o");
+    let elf = dir.join("pvh-hello.elf");
+    let assembled = Command::new("as")
+        .arg("--64")
+        .arg("-o")
+        .arg(&obj)
+        .arg(src.join("pvh-hello.S"))
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("ld")
+            .args(["-m", "elf_x86_64", "-nostdlib", "-T"])
+            .arg(src.join("link.ld"))
+            .arg("-o")
+            .arg(&elf)
+            .arg(&obj)
+            .status()
+            .is_ok_and(|s| s.success());
+    if assembled {
+        return Some(elf);
+    }
+    match backend {
+        Backend::Sim => {
+            std::fs::write(&elf, b"not an ELF: ch-sim only opens it").unwrap();
+            Some(elf)
+        }
+        Backend::RealCh(_) => {
+            skip("binutils", "as/ld could not assemble the PVH stub guest");
+            None
+        }
+    }
+}
+
+/// Is `pid` alive (not a zombie)?
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// Live processes whose command line mentions `needle` (e.g. a test's state dir).
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| u32::try_from(*pid).ok() != Some(me))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+/// Poll `f` every 5 ms until it returns Some, or panic after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Wait until `path` exists.
+pub async fn wait_for_path(path: &Path, timeout: Duration) {
+    eventually(&format!("{}", path.display()), timeout, || async {
+        path.exists().then_some(())
+    })
+    .await;
+}
+
+/// A runtime child process; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub socket: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(binary: &Path, args: &[String], socket: &Path) -> Self {
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new(binary)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
+        Self {
+            child,
+            socket: socket.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        wait_for_path(&self.socket, Duration::from_secs(20)).await;
+        iri_spec::endpoint::connect(&Endpoint::unix(&self.socket))
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit without blocking the async runtime (client
+    /// connections must keep running so the server's graceful shutdown can finish).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.pid()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        eventually("runtime exit", Duration::from_secs(60), || {
+            let status = self.child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9();
+        }
+    }
+}
+
+/// Where `cargo test --workspace` puts another package's binary; built on demand.
+pub fn sibling_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+    let path = dir.join(bin);
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", bin])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p {package} failed");
+    }
+    path
+}
+
+/// A ch-machine-runtime environment in a temp dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    pub kernel: PathBuf,
+    pub state_dir: PathBuf,
+    pub volume_dir: PathBuf,
+    pub image_dir: PathBuf,
+    pub socket: PathBuf,
+    pub cmdline: String,
+}
+
+pub const CLASS: &str = "small";
+
+impl Env {
+    pub fn new(backend: Backend, cmdline: &str) -> Option<Self> {
+        // Short paths: unix socket paths are limited to 107 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("chrt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let kernel = guest_kernel(dir.path(), &backend)?;
+        let state_dir = dir.path().join("state");
+        let volume_dir = dir.path().join("vols");
+        let image_dir = dir.path().join("images");
+        for d in [&volume_dir, &image_dir] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let socket = dir.path().join("machine.sock");
+        Some(Self {
+            dir,
+            backend,
+            kernel,
+            state_dir,
+            volume_dir,
+            image_dir,
+            socket,
+            cmdline: cmdline.to_owned(),
+        })
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+            "--ch-binary".into(),
+            self.backend.binary().display().to_string(),
+            "--kernel".into(),
+            self.kernel.display().to_string(),
+            "--cmdline".into(),
+            self.cmdline.clone(),
+            "--machine-class".into(),
+            format!("{CLASS},1,134217728"),
+            "--machine-class".into(),
+            "large,2,268435456".into(),
+            "--volume-dir".into(),
+            self.volume_dir.display().to_string(),
+            "--image-dir".into(),
+            self.image_dir.display().to_string(),
+            "--resync-interval".into(),
+            "200ms".into(),
+        ]
+    }
+
+    pub fn start(&self) -> Proc {
+        Proc::spawn(
+            Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
+            &self.args(),
+            &self.socket,
+        )
+    }
+
+    pub fn serial_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.state_dir.join("vms").join(id).join("serial.log"))
+            .unwrap_or_default()
+    }
+
+    /// The VMM pid recorded in the machine's state file.
+    pub fn recorded_pid(&self, id: &str) -> Option<i32> {
+        let text =
+            std::fs::read_to_string(self.state_dir.join("machines").join(format!("{id}.json")))
+                .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["vmm"]["pid"].as_i64().and_then(|p| i32::try_from(p).ok())
+    }
+
+    /// VMM processes still running for this environment.
+    pub fn vmm_processes(&self) -> Vec<i32> {
+        processes_mentioning(&self.state_dir.join("vms").display().to_string())
+    }
+}
+
+pub type Client = MachineRuntimeClient<Channel>;
+
+pub fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub fn machine_request(spec: machine::MachineSpec) -> machine::CreateMachineRequest {
+    machine::CreateMachineRequest {
+        machine: Some(machine::Machine {
+            metadata: Some(iri_spec::meta::v1alpha1::ObjectMetadata {
+                labels: labels(&[("test", "yes")]),
+                annotations: labels(&[("note", "kept")]),
+                ..Default::default()
+            }),
+            spec: Some(spec),
+            status: None,
+        }),
+    }
+}
+
+pub fn spec(volumes: Vec<machine::Volume>) -> machine::MachineSpec {
+    machine::MachineSpec {
+        class: CLASS.into(),
+        volumes,
+        ..Default::default()
+    }
+}
+
+pub fn file_volume(name: &str, handle: &str) -> machine::Volume {
+    machine::Volume {
+        name: name.into(),
+        device: "oda".into(),
+        local_disk: None,
+        connection: Some(machine::VolumeConnection {
+            driver: "local-file".into(),
+            handle: handle.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+pub fn local_disk(name: &str, size: i64) -> machine::Volume {
+    machine::Volume {
+        name: name.into(),
+        device: "odb".into(),
+        local_disk: Some(machine::LocalDisk {
+            size_bytes: size,
+            image: None,
+        }),
+        connection: None,
+    }
+}
+
+pub async fn get(client: &mut Client, id: &str) -> Option<machine::Machine> {
+    client
+        .list_machines(machine::ListMachinesRequest {
+            filter: Some(machine::MachineFilter {
+                id: id.into(),
+                label_selector: HashMap::new(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .machines
+        .pop()
+}
+
+pub fn state_of(m: &machine::Machine) -> machine::MachineState {
+    machine::MachineState::try_from(m.status.as_ref().unwrap().state).unwrap()
+}
+
+/// Wait until the machine reaches `state`; returns it.
+pub async fn wait_state(
+    client: &mut Client,
+    id: &str,
+    state: machine::MachineState,
+) -> machine::Machine {
+    let timeout = Duration::from_secs(30);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let m = get(client, id).await.expect("machine listed");
+        if state_of(&m) == state {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "machine {id} stuck in {:?}, want {state:?}",
+            state_of(&m)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Wait until the machine is no longer listed.
+pub async fn wait_gone(client: &mut Client, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(client, id).await.is_some() {
+        assert!(Instant::now() < deadline, "machine {id} not deleted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A volume status by name: (handle, attached).
+pub fn volume_status(m: &machine::Machine, name: &str) -> Option<(String, bool)> {
+    m.status
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .find(|v| v.name == name)
+        .map(|v| {
+            (
+                v.handle.clone(),
+                v.state == machine::VolumeState::VolumeAttached as i32,
+            )
+        })
+}
+
+/// Start a file-volume-runtime and create one raw volume; returns (process, client, handle).
+pub async fn file_volume_runtime(
+    env: &Env,
+    size: i64,
+) -> (Proc, VolumeRuntimeClient<Channel>, String) {
+    let bin = sibling_binary("file-volume-runtime", "file-volume-runtime");
+    let socket = env.dir.path().join("volume.sock");
+    let proc = Proc::spawn(
+        &bin,
+        &[
+            "--socket".into(),
+            socket.display().to_string(),
+            "--root".into(),
+            env.volume_dir.display().to_string(),
+            "--volume-class".into(),
+            "std,1000,100".into(),
+        ],
+        &socket,
+    );
+    let mut client = VolumeRuntimeClient::new(proc.channel().await);
+    let vol = client
+        .create_volume(volume::CreateVolumeRequest {
+            volume: Some(volume::Volume {
+                metadata: None,
+                spec: Some(volume::VolumeSpec {
+                    class: "std".into(),
+                    resources: Some(volume::VolumeResources {
+                        storage_bytes: size,
+                    }),
+                    ..Default::default()
+                }),
+                status: None,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let access = vol.status.unwrap().access.unwrap();
+    assert_eq!(access.driver, "local-file");
+    (proc, client, access.handle)
+}

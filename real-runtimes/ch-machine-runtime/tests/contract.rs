@@ -1,0 +1,576 @@
+//! The IRI contract (reference §2, §7.4) of the CH runtime, in process on ch-sim: the
+//! error-code matrix, metadata round trips, generations, Status, Version, Exec, events.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use ch_machine_runtime::{
+    config::{Config, MachineClass, NicMode, Payload},
+    vmm::CloudHypervisor,
+};
+use common::{Backend, Client, Env};
+use iri_spec::machine::v1alpha1::{self as machine, MachineState};
+use rstest::rstest;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+struct InProcess {
+    env: Env,
+    client: Client,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    async fn start() -> Self {
+        let env = Env::new(Backend::Sim, "halt").unwrap();
+        let cfg = Config {
+            state_dir: env.state_dir.clone(),
+            vmm_binary: Backend::Sim.binary(),
+            payload: Payload {
+                kernel: env.kernel.clone(),
+                cmdline: "halt".into(),
+            },
+            classes: vec![
+                MachineClass {
+                    name: common::CLASS.into(),
+                    cpu: 1,
+                    memory_bytes: 128 << 20,
+                },
+                MachineClass {
+                    name: "large".into(),
+                    cpu: 2,
+                    memory_bytes: 256 << 20,
+                },
+            ],
+            volume_dirs: vec![std::fs::canonicalize(&env.volume_dir).unwrap()],
+            image_dirs: vec![std::fs::canonicalize(&env.image_dir).unwrap()],
+            default_local_disk_bytes: 1 << 20,
+            nic_mode: NicMode::None,
+            resync_interval: Duration::from_millis(200),
+            graceful_power_off: Duration::ZERO,
+            stop_vms_on_exit: true,
+            cpu_overcommit: 1,
+        }
+        .validate()
+        .unwrap();
+        let token = CancellationToken::new();
+        let vmm = Arc::new(CloudHypervisor::new(cfg.vmm_binary.clone()));
+        let socket = env.socket.clone();
+        let task = tokio::spawn(ch_machine_runtime::serve(cfg, vmm, socket, token.clone()));
+        common::wait_for_path(&env.socket, Duration::from_secs(10)).await;
+        let channel = iri_spec::endpoint::connect(&iri_spec::endpoint::Endpoint::unix(&env.socket))
+            .await
+            .unwrap();
+        Self {
+            env,
+            client: Client::new(channel),
+            token,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        drop(self.client);
+        self.task.await.unwrap().unwrap();
+        assert_eq!(
+            self.env.vmm_processes(),
+            Vec::<i32>::new(),
+            "--stop-vms-on-exit left vmms"
+        );
+    }
+
+    async fn create(&mut self, spec: machine::MachineSpec) -> machine::Machine {
+        self.client
+            .create_machine(common::machine_request(spec))
+            .await
+            .unwrap()
+            .into_inner()
+            .machine
+            .unwrap()
+    }
+}
+
+/// One call of the matrix; `machine` is replaced by a live machine's id.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    DeleteUnknown,
+    DeleteEmptyId,
+    PowerUnknown,
+    PowerInvalid,
+    AnnotationsUnknown,
+    AttachVolumeUnknownMachine,
+    AttachVolumeMissing,
+    AttachVolumeDuplicate,
+    AttachVolumeOutsideDirs,
+    AttachVolumeDotDot,
+    AttachVolumeSlashName,
+    AttachVolumeNulName,
+    AttachVolumeBadDriver,
+    AttachVolumeBothSources,
+    DetachVolumeUnknownName,
+    DetachVolumeUnknownMachine,
+    UpdateVolumeUnknownName,
+    AttachNicDuplicate,
+    DetachNicUnknownName,
+    ExecUnknown,
+    CreateNoMachine,
+    CreateNoSpec,
+    CreateUnknownClass,
+    CreateEmptyClass,
+    CreateImageOutsideDirs,
+}
+
+fn file_volume(name: &str, handle: &str) -> machine::Volume {
+    common::file_volume(name, handle)
+}
+
+async fn check(call: Call, want: Code) {
+    let mut rt = InProcess::start().await;
+    let live = rt
+        .create(machine::MachineSpec {
+            network_interfaces: vec![machine::NetworkInterface {
+                name: "eth0".into(),
+                ..Default::default()
+            }],
+            ..common::spec(vec![common::local_disk("root", 1 << 20)])
+        })
+        .await;
+    let id = live.metadata.unwrap().id;
+    let inside = rt.env.volume_dir.join("ok.raw");
+    std::fs::write(&inside, b"").unwrap();
+    let outside = rt.env.dir.path().join("outside.raw");
+    std::fs::write(&outside, b"").unwrap();
+    let inside = inside.display().to_string();
+    let outside = outside.display().to_string();
+    let c = &mut rt.client;
+    let res: Result<(), tonic::Status> = match call {
+        Call::DeleteUnknown => c
+            .delete_machine(machine::DeleteMachineRequest {
+                machine_id: "nope".into(),
+            })
+            .await
+            .map(drop),
+        Call::DeleteEmptyId => c
+            .delete_machine(machine::DeleteMachineRequest::default())
+            .await
+            .map(drop),
+        Call::PowerUnknown => c
+            .update_machine_power(machine::UpdateMachinePowerRequest {
+                machine_id: "nope".into(),
+                power: 1,
+            })
+            .await
+            .map(drop),
+        Call::PowerInvalid => c
+            .update_machine_power(machine::UpdateMachinePowerRequest {
+                machine_id: id.clone(),
+                power: 7,
+            })
+            .await
+            .map(drop),
+        Call::AnnotationsUnknown => c
+            .update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
+                machine_id: "nope".into(),
+                annotations: Default::default(),
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeUnknownMachine => c
+            .attach_volume(machine::AttachVolumeRequest {
+                machine_id: "nope".into(),
+                volume: Some(file_volume("v", &inside)),
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeMissing => c
+            .attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: None,
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeDuplicate => c
+            .attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(file_volume("root", &inside)),
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeOutsideDirs => c
+            .attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(file_volume("v", &outside)),
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeDotDot => c
+            .attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(file_volume("v", "../outside.raw")),
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeSlashName => c
+            .attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(file_volume("a/b", &inside)),
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeNulName => c
+            .attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(file_volume("a\0b", &inside)),
+            })
+            .await
+            .map(drop),
+        Call::AttachVolumeBadDriver => {
+            let mut v = file_volume("v", &inside);
+            v.connection.as_mut().unwrap().driver = "ceph".into();
+            c.attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(v),
+            })
+            .await
+            .map(drop)
+        }
+        Call::AttachVolumeBothSources => {
+            let mut v = file_volume("v", &inside);
+            v.local_disk = Some(machine::LocalDisk::default());
+            c.attach_volume(machine::AttachVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(v),
+            })
+            .await
+            .map(drop)
+        }
+        Call::DetachVolumeUnknownName => c
+            .detach_volume(machine::DetachVolumeRequest {
+                machine_id: id.clone(),
+                name: "nope".into(),
+            })
+            .await
+            .map(drop),
+        Call::DetachVolumeUnknownMachine => c
+            .detach_volume(machine::DetachVolumeRequest {
+                machine_id: "nope".into(),
+                name: "root".into(),
+            })
+            .await
+            .map(drop),
+        Call::UpdateVolumeUnknownName => c
+            .update_volume(machine::UpdateVolumeRequest {
+                machine_id: id.clone(),
+                volume: Some(file_volume("nope", &inside)),
+            })
+            .await
+            .map(drop),
+        Call::AttachNicDuplicate => c
+            .attach_network_interface(machine::AttachNetworkInterfaceRequest {
+                machine_id: id.clone(),
+                network_interface: Some(machine::NetworkInterface {
+                    name: "eth0".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map(drop),
+        Call::DetachNicUnknownName => c
+            .detach_network_interface(machine::DetachNetworkInterfaceRequest {
+                machine_id: id.clone(),
+                name: "nope".into(),
+            })
+            .await
+            .map(drop),
+        Call::ExecUnknown => c
+            .exec(machine::ExecRequest {
+                machine_id: "nope".into(),
+            })
+            .await
+            .map(drop),
+        Call::CreateNoMachine => c
+            .create_machine(machine::CreateMachineRequest { machine: None })
+            .await
+            .map(drop),
+        Call::CreateNoSpec => c
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(machine::Machine::default()),
+            })
+            .await
+            .map(drop),
+        Call::CreateUnknownClass => c
+            .create_machine(common::machine_request(machine::MachineSpec {
+                class: "nope".into(),
+                ..Default::default()
+            }))
+            .await
+            .map(drop),
+        Call::CreateEmptyClass => c
+            .create_machine(common::machine_request(machine::MachineSpec::default()))
+            .await
+            .map(drop),
+        Call::CreateImageOutsideDirs => {
+            let mut disk = common::local_disk("root", 0);
+            disk.local_disk.as_mut().unwrap().image = Some(machine::ImageSpec {
+                image: "/etc/passwd".into(),
+            });
+            c.create_machine(common::machine_request(common::spec(vec![disk])))
+                .await
+                .map(drop)
+        }
+    };
+    let code = res.err().map_or(Code::Ok, |s| s.code());
+    assert_eq!(code, want, "{call:?}");
+    rt.stop().await;
+}
+
+#[rstest]
+#[case::delete_unknown(Call::DeleteUnknown, Code::NotFound)]
+#[case::delete_empty_id(Call::DeleteEmptyId, Code::InvalidArgument)]
+#[case::power_unknown(Call::PowerUnknown, Code::NotFound)]
+#[case::power_invalid(Call::PowerInvalid, Code::InvalidArgument)]
+#[case::annotations_unknown(Call::AnnotationsUnknown, Code::NotFound)]
+#[case::attach_volume_unknown_machine(Call::AttachVolumeUnknownMachine, Code::NotFound)]
+#[case::attach_volume_missing(Call::AttachVolumeMissing, Code::InvalidArgument)]
+#[case::attach_volume_duplicate(Call::AttachVolumeDuplicate, Code::AlreadyExists)]
+#[case::attach_volume_outside_dirs(Call::AttachVolumeOutsideDirs, Code::InvalidArgument)]
+#[case::attach_volume_dot_dot(Call::AttachVolumeDotDot, Code::InvalidArgument)]
+#[case::attach_volume_slash_name(Call::AttachVolumeSlashName, Code::InvalidArgument)]
+#[case::attach_volume_nul_name(Call::AttachVolumeNulName, Code::InvalidArgument)]
+#[case::attach_volume_bad_driver(Call::AttachVolumeBadDriver, Code::InvalidArgument)]
+#[case::attach_volume_both_sources(Call::AttachVolumeBothSources, Code::InvalidArgument)]
+#[case::detach_volume_unknown_name(Call::DetachVolumeUnknownName, Code::NotFound)]
+#[case::detach_volume_unknown_machine(Call::DetachVolumeUnknownMachine, Code::NotFound)]
+#[case::update_volume_unknown_name(Call::UpdateVolumeUnknownName, Code::NotFound)]
+#[case::attach_nic_duplicate(Call::AttachNicDuplicate, Code::AlreadyExists)]
+#[case::detach_nic_unknown_name(Call::DetachNicUnknownName, Code::NotFound)]
+#[case::exec_unknown(Call::ExecUnknown, Code::NotFound)]
+#[case::create_no_machine(Call::CreateNoMachine, Code::InvalidArgument)]
+#[case::create_no_spec(Call::CreateNoSpec, Code::InvalidArgument)]
+#[case::create_unknown_class(Call::CreateUnknownClass, Code::InvalidArgument)]
+#[case::create_empty_class(Call::CreateEmptyClass, Code::InvalidArgument)]
+#[case::create_image_outside_dirs(Call::CreateImageOutsideDirs, Code::InvalidArgument)]
+#[tokio::test]
+async fn error_codes(#[case] call: Call, #[case] want: Code) {
+    check(call, want).await;
+}
+
+#[tokio::test]
+async fn metadata_generations_status_and_events() {
+    let mut rt = InProcess::start().await;
+    let mut request = common::machine_request(common::spec(vec![]));
+    // Ids and status sent by the client are ignored.
+    let m = request.machine.as_mut().unwrap();
+    m.metadata.as_mut().unwrap().id = "client-chosen".into();
+    m.status = Some(machine::MachineStatus {
+        state: MachineState::MachineRunning as i32,
+        ..Default::default()
+    });
+    m.spec.as_mut().unwrap().ignition_data = b"{\"ignition\":{}}".to_vec();
+    m.spec.as_mut().unwrap().network_interfaces = vec![machine::NetworkInterface {
+        name: "eth0".into(),
+        network_id: "net".into(),
+        ips: vec!["10.0.0.2".into()],
+        ..Default::default()
+    }];
+    let created = rt
+        .client
+        .create_machine(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap();
+    let meta = created.metadata.clone().unwrap();
+    assert_ne!(meta.id, "client-chosen");
+    assert!(
+        meta.created_at > 1_600_000_000_000_000_000,
+        "created_at in ns"
+    );
+    assert_eq!(meta.deleted_at, 0);
+    assert_eq!(meta.labels, common::labels(&[("test", "yes")]));
+    assert_eq!(meta.annotations, common::labels(&[("note", "kept")]));
+    assert_eq!(created.spec, request.machine.unwrap().spec);
+    assert_eq!(common::state_of(&created), MachineState::MachinePending);
+    let running = common::wait_state(&mut rt.client, &meta.id, MachineState::MachineRunning).await;
+    // NICs stay Pending without --nic-mode tap.
+    let nics = &running.status.as_ref().unwrap().network_interfaces;
+    assert_eq!(nics.len(), 1);
+    assert_eq!(
+        nics[0].state,
+        machine::NetworkInterfaceState::NetworkInterfacePending as i32
+    );
+    // Ignition reaches the VM as a base64 OEM string.
+    let sock = rt.env.state_dir.join("vms").join(&meta.id).join("api.sock");
+    let info: serde_json::Value = reqwest::Client::builder()
+        .unix_socket(sock.as_path())
+        .build()
+        .unwrap()
+        .get("http://localhost/api/v1/vm.info")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        info["config"]["platform"]["oem_strings"][0],
+        "eyJpZ25pdGlvbiI6e319"
+    );
+    assert_eq!(info["config"]["memory"]["size"], 128 << 20);
+
+    // Annotations are replaced whole.
+    rt.client
+        .update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
+            machine_id: meta.id.clone(),
+            annotations: common::labels(&[("other", "1")]),
+        })
+        .await
+        .unwrap();
+    let m = common::get(&mut rt.client, &meta.id).await.unwrap();
+    assert_eq!(
+        m.metadata.as_ref().unwrap().annotations,
+        common::labels(&[("other", "1")])
+    );
+
+    // A spec change bumps generation; observed_generation catches up.
+    rt.client
+        .update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: meta.id.clone(),
+            power: machine::Power::Off as i32,
+        })
+        .await
+        .unwrap();
+    let m = common::wait_state(&mut rt.client, &meta.id, MachineState::MachineTerminated).await;
+    let generation = m.metadata.as_ref().unwrap().generation;
+    assert_eq!(generation, 1);
+    common::eventually("observed generation", Duration::from_secs(10), || {
+        let mut c = rt.client.clone();
+        let id = meta.id.clone();
+        async move {
+            let m = common::get(&mut c, &id).await?;
+            (m.status?.observed_generation == generation).then_some(())
+        }
+    })
+    .await;
+
+    // Label selectors and id filters.
+    let list = |sel: &[(&str, &str)], id: &str| machine::ListMachinesRequest {
+        filter: Some(machine::MachineFilter {
+            id: id.into(),
+            label_selector: common::labels(sel),
+        }),
+    };
+    let n = |r: tonic::Response<machine::ListMachinesResponse>| r.into_inner().machines.len();
+    assert_eq!(
+        n(rt.client
+            .list_machines(list(&[("test", "yes")], ""))
+            .await
+            .unwrap()),
+        1
+    );
+    assert_eq!(
+        n(rt.client
+            .list_machines(list(&[("test", "no")], ""))
+            .await
+            .unwrap()),
+        0
+    );
+    assert_eq!(
+        n(rt.client.list_machines(list(&[], "unknown")).await.unwrap()),
+        0
+    );
+
+    // Status: every class, cpu/memory resources, quantity from the host.
+    let status = rt
+        .client
+        .status(machine::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .machine_class_status;
+    assert_eq!(status.len(), 2);
+    let small = status
+        .iter()
+        .find(|s| s.machine_class.as_ref().unwrap().name == common::CLASS)
+        .unwrap();
+    let res = &small
+        .machine_class
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap()
+        .resources;
+    assert_eq!(res.get("cpu"), Some(&1));
+    assert_eq!(res.get("memory"), Some(&(128 << 20)));
+    let cpus = i64::try_from(std::thread::available_parallelism().unwrap().get()).unwrap();
+    assert!(
+        small.quantity > 0 && small.quantity <= cpus,
+        "quantity {}",
+        small.quantity
+    );
+
+    let version = rt
+        .client
+        .version(machine::VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(version.runtime_name, "ch-machine-runtime");
+    assert!(!version.runtime_version.is_empty());
+    let exec = rt
+        .client
+        .exec(machine::ExecRequest {
+            machine_id: meta.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exec.url, "");
+
+    // Events: labels of the machine, seconds, time window honoured only when both bounds > 0.
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let events = |from: i64, to: i64| machine::ListEventsRequest {
+        filter: Some(machine::EventFilter {
+            id: String::new(),
+            label_selector: common::labels(&[("test", "yes")]),
+            events_from_time: from,
+            events_to_time: to,
+        }),
+    };
+    let all = rt
+        .client
+        .list_events(events(0, 0))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(all.len() >= 3, "{all:?}");
+    let spec = all[0].spec.as_ref().unwrap();
+    assert!((now - 60..=now + 1).contains(&spec.event_time));
+    assert!(!spec.action.is_empty());
+    assert_eq!(
+        spec.involved_object_meta.as_ref().unwrap().labels,
+        common::labels(&[("test", "yes")])
+    );
+    let none = rt
+        .client
+        .list_events(events(now - 7200, now - 3600))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(none.is_empty());
+    rt.stop().await;
+}

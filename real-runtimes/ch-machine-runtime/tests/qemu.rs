@@ -1,0 +1,521 @@
+//! The machine runtime on real QEMU (`--vmm qemu`): the PVH stub guest (under KVM where
+//! `/dev/kvm` opens) through the whole lifecycle, guest power-off and kill -9 adoption, and a
+//! real Linux guest (Debian's cloud kernel + a busybox initramfs built here, under TCG) that
+//! proves a volume attached through the IRI is visible inside the guest.
+//!
+//! QEMU comes from `IRIKIT_QEMU_BIN` or `qemu-system-x86_64` on `PATH`; the Linux guest's parts
+//! from `IRIKIT_GUEST_DIR` (see `ci/install.sh`). Missing pieces print one `skip:` line unless
+//! `IRIKIT_REQUIRE` names `qemu`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "guest/guests.rs"]
+mod guests;
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use common::{Backend, Env, Proc};
+use iri_spec::machine::v1alpha1::{self as machine, MachineState};
+
+/// The QEMU binary, or a skip line.
+fn qemu_binary() -> Option<PathBuf> {
+    let bin = std::env::var_os("IRIKIT_QEMU_BIN")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from);
+    let runs = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        Some(bin)
+    } else {
+        common::skip(
+            "qemu",
+            &format!("{} does not run (install qemu-system-x86)", bin.display()),
+        );
+        None
+    }
+}
+
+/// Kills an environment's QEMUs when the test ends, also when it fails (the runtime is then
+/// SIGKILLed and, by design, leaves its VMs running for adoption).
+struct Reaper(String);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in common::processes_mentioning(&self.0) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// A runtime environment driving QEMU; the guest is the PVH stub with `cmdline`.
+fn qemu_env(cmdline: &str) -> Option<(Env, PathBuf, Reaper)> {
+    let qemu = qemu_binary()?;
+    let env = Env::new(Backend::RealCh(qemu.clone()), cmdline)?;
+    let reaper = Reaper(env.state_dir.join("vms").display().to_string());
+    Some((env, qemu, reaper))
+}
+
+/// The runtime's arguments for QEMU: the common ones with `--vmm qemu` instead of `--ch-binary`.
+fn qemu_args(env: &Env, qemu: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut common_args = env.args().into_iter();
+    while let Some(arg) = common_args.next() {
+        if arg == "--ch-binary" {
+            common_args.next();
+            continue;
+        }
+        args.push(arg);
+    }
+    args.extend([
+        "--vmm".into(),
+        "qemu".into(),
+        "--qemu-binary".into(),
+        qemu.display().to_string(),
+    ]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+fn start(env: &Env, qemu: &Path, extra: &[&str]) -> Proc {
+    Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
+        &qemu_args(env, qemu, extra),
+        &env.socket,
+    )
+}
+
+async fn set_power(client: &mut common::Client, id: &str, power: machine::Power) {
+    client
+        .update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: id.to_owned(),
+            power: power as i32,
+        })
+        .await
+        .unwrap();
+}
+
+async fn create(client: &mut common::Client, volumes: Vec<machine::Volume>) -> String {
+    client
+        .create_machine(common::machine_request(common::spec(volumes)))
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+        .metadata
+        .unwrap()
+        .id
+}
+
+async fn delete_and_check(env: &Env, client: &mut common::Client, id: &str) {
+    client
+        .delete_machine(machine::DeleteMachineRequest {
+            machine_id: id.to_owned(),
+        })
+        .await
+        .unwrap();
+    common::wait_gone(client, id).await;
+    let vm_dir = env.state_dir.join("vms").join(id);
+    assert_eq!(
+        common::processes_mentioning(&vm_dir.display().to_string()),
+        Vec::<i32>::new(),
+        "qemu processes left"
+    );
+    assert!(
+        !env.state_dir.join("vms").join(id).exists(),
+        "machine dir left"
+    );
+}
+
+async fn wait_serial(env: &Env, id: &str, needle: &str, count: usize, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let log = env.serial_log(id);
+        if log.matches(needle).count() >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {count}x {needle:?} on the serial console:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_volume(
+    client: &common::Client,
+    id: &str,
+    name: &str,
+    attached: bool,
+) -> machine::Machine {
+    common::eventually(
+        &format!("volume {name} attached={attached}"),
+        Duration::from_secs(30),
+        || {
+            let mut client = client.clone();
+            let id = id.to_owned();
+            async move {
+                let m = common::get(&mut client, &id).await?;
+                let generation = m.metadata.as_ref()?.generation;
+                let observed = m.status.as_ref()?.observed_generation;
+                let state = common::volume_status(&m, name).is_some_and(|(_, a)| a);
+                (state == attached && observed == generation).then_some(m)
+            }
+        },
+    )
+    .await
+}
+
+/// Create with a file volume and a local disk, RUNNING, power off/on, hot-unplug and re-plug
+/// the file volume, delete: no QEMU left.
+#[tokio::test]
+async fn stub_lifecycle_on_qemu() {
+    let Some((env, qemu, _reaper)) = qemu_env("halt") else {
+        return;
+    };
+    let (_volumes, _vclient, handle) = common::file_volume_runtime(&env, 64 << 20).await;
+    let runtime = start(&env, &qemu, &[]);
+    let mut client = common::Client::new(runtime.channel().await);
+
+    let id = create(
+        &mut client,
+        vec![
+            common::file_volume("data", &handle),
+            common::local_disk("scratch", 16 << 20),
+        ],
+    )
+    .await;
+    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    wait_serial(
+        &env,
+        &id,
+        "PVH-HELLO cmdline=halt",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let m = wait_volume(&client, &id, "data", true).await;
+    assert_eq!(common::volume_status(&m, "data").unwrap().0, handle);
+    assert!(common::volume_status(&m, "scratch").unwrap().1);
+    let first_pid = env.recorded_pid(&id).expect("qemu pid recorded");
+    assert!(common::alive(first_pid));
+
+    // Power off (hard: the QEMU process ends), then on (a fresh QEMU boots the guest again).
+    set_power(&mut client, &id, machine::Power::Off).await;
+    common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
+    common::eventually(
+        "qemu gone after power off",
+        Duration::from_secs(15),
+        || async { (!common::alive(first_pid)).then_some(()) },
+    )
+    .await;
+    set_power(&mut client, &id, machine::Power::On).await;
+    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    wait_serial(&env, &id, "PVH-HELLO", 2, Duration::from_secs(20)).await;
+    wait_volume(&client, &id, "data", true).await;
+
+    // Hot-unplug and re-plug the volume runtime's volume on the running VM.
+    client
+        .detach_volume(machine::DetachVolumeRequest {
+            machine_id: id.clone(),
+            name: "data".into(),
+        })
+        .await
+        .unwrap();
+    common::eventually("volume detached", Duration::from_secs(30), || {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            let m = common::get(&mut client, &id).await?;
+            let observed =
+                m.status.as_ref()?.observed_generation == m.metadata.as_ref()?.generation;
+            (observed && common::volume_status(&m, "data").is_none()).then_some(())
+        }
+    })
+    .await;
+    client
+        .attach_volume(machine::AttachVolumeRequest {
+            machine_id: id.clone(),
+            volume: Some(common::file_volume("data", &handle)),
+        })
+        .await
+        .unwrap();
+    let m = wait_volume(&client, &id, "data", true).await;
+    assert_eq!(common::state_of(&m), MachineState::MachineRunning);
+    assert!(common::volume_status(&m, "scratch").unwrap().1);
+
+    delete_and_check(&env, &mut client, &id).await;
+    assert!(
+        Path::new(&handle).exists(),
+        "the volume runtime's file must survive"
+    );
+}
+
+/// The stub powering itself off ends QEMU: TERMINATED, not an error; power on runs it again.
+#[tokio::test]
+async fn stub_guest_power_off_on_qemu() {
+    let Some((env, qemu, _reaper)) = qemu_env("poweroff") else {
+        return;
+    };
+    let runtime = start(&env, &qemu, &[]);
+    let mut client = common::Client::new(runtime.channel().await);
+    let id = create(&mut client, vec![]).await;
+    wait_serial(
+        &env,
+        &id,
+        "PVH-HELLO cmdline=poweroff",
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
+    common::eventually("qemu exited", Duration::from_secs(15), || async {
+        env.vmm_processes().is_empty().then_some(())
+    })
+    .await;
+    set_power(&mut client, &id, machine::Power::On).await;
+    wait_serial(&env, &id, "PVH-HELLO", 2, Duration::from_secs(20)).await;
+    common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
+    delete_and_check(&env, &mut client, &id).await;
+}
+
+/// kill -9 the runtime with 3 machines (one powered off); the restarted runtime lists them with
+/// the same state, adopts the QEMU processes, still drives them, and deletes them.
+#[tokio::test]
+async fn kill9_adoption_on_qemu() {
+    let Some((env, qemu, _reaper)) = qemu_env("halt") else {
+        return;
+    };
+    let mut runtime = start(&env, &qemu, &[]);
+    let mut client = common::Client::new(runtime.channel().await);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(create(&mut client, vec![common::local_disk("root", 8 << 20)]).await);
+    }
+    for id in &ids {
+        common::wait_state(&mut client, id, MachineState::MachineRunning).await;
+        wait_volume(&client, id, "root", true).await;
+    }
+    set_power(&mut client, &ids[2], machine::Power::Off).await;
+    common::wait_state(&mut client, &ids[2], MachineState::MachineTerminated).await;
+    let before = client
+        .list_machines(machine::ListMachinesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .machines;
+    let pids: Vec<i32> = ids[..2]
+        .iter()
+        .map(|id| env.recorded_pid(id).unwrap())
+        .collect();
+
+    runtime.kill9();
+    drop(client);
+    for pid in &pids {
+        assert!(common::alive(*pid), "qemu {pid} died with the runtime");
+    }
+
+    let runtime = start(&env, &qemu, &[]);
+    let mut client = common::Client::new(runtime.channel().await);
+    let after = client
+        .list_machines(machine::ListMachinesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .machines;
+    assert_eq!(after.len(), 3);
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old.metadata, new.metadata);
+        assert_eq!(old.spec, new.spec);
+        assert_eq!(common::state_of(old), common::state_of(new));
+    }
+    for (id, pid) in ids.iter().zip(&pids) {
+        assert_eq!(env.recorded_pid(id), Some(*pid), "qemu was not adopted");
+        common::wait_state(&mut client, id, MachineState::MachineRunning).await;
+    }
+    // The adopted QEMUs still obey: hot-plug a disk into one, power the stopped one on.
+    client
+        .attach_volume(machine::AttachVolumeRequest {
+            machine_id: ids[0].clone(),
+            volume: Some(common::local_disk("extra", 4 << 20)),
+        })
+        .await
+        .unwrap();
+    wait_volume(&client, &ids[0], "extra", true).await;
+    set_power(&mut client, &ids[2], machine::Power::On).await;
+    common::wait_state(&mut client, &ids[2], MachineState::MachineRunning).await;
+
+    for id in &ids {
+        delete_and_check(&env, &mut client, id).await;
+    }
+    for pid in &pids {
+        assert!(!common::alive(*pid), "adopted qemu {pid} survived delete");
+    }
+}
+
+// ---- the Linux guest ------------------------------------------------------------------------
+
+/// The Linux guest: (kernel, initramfs built into `dir`), or a skip line.
+fn linux_guest(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let Some(guest) = std::env::var_os("IRIKIT_GUEST_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    else {
+        common::skip(
+            "qemu",
+            "IRIKIT_GUEST_DIR is not set (ci/install.sh fetches the Debian guest parts)",
+        );
+        return None;
+    };
+    let kernel = guest.join("vmlinuz");
+    let busybox = guest.join("busybox");
+    let modules = guest.join("modules");
+    if !kernel.is_file() || !busybox.is_file() || !modules.is_dir() {
+        common::skip(
+            "qemu",
+            &format!("{} lacks vmlinuz, busybox or modules/", guest.display()),
+        );
+        return None;
+    }
+    let initramfs = dir.join("initramfs.cpio.gz");
+    guests::build_initramfs(&guest, &initramfs).unwrap();
+    Some((kernel, initramfs))
+}
+
+/// Debian's kernel + busybox under TCG, booted through CreateMachine with a file volume from
+/// the volume runtime: the serial log shows the init marker and the volume's first bytes.
+/// Then power off (ACPI power button, the guest powers off, QEMU exits), power on, delete.
+#[tokio::test]
+async fn linux_guest_sees_its_volume_on_qemu() {
+    let Some((env, qemu, _reaper)) = qemu_env("unused") else {
+        return;
+    };
+    let Some((kernel, initramfs)) = linux_guest(env.dir.path()) else {
+        return;
+    };
+    let (_volumes, _vclient, handle) = common::file_volume_runtime(&env, 64 << 20).await;
+    let magic = b"IRIKIT-DISK-MAGIC-012345";
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&handle)
+            .unwrap();
+        f.write_all(magic).unwrap();
+        f.sync_all().unwrap();
+    }
+    let mut args = qemu_args(
+        &env,
+        &qemu,
+        &[
+            "--qemu-accel",
+            "tcg",
+            "--initramfs",
+            &initramfs.display().to_string(),
+            "--graceful-power-off",
+            "60s",
+        ],
+    );
+    // Swap the stub guest for the Linux kernel, with a Linux command line.
+    for pair in args.chunks_exact_mut(2) {
+        match pair[0].as_str() {
+            "--kernel" => pair[1] = kernel.display().to_string(),
+            "--cmdline" => pair[1] = "console=ttyS0 quiet panic=-1".into(),
+            "--machine-class" if pair[1].starts_with(common::CLASS) => {
+                pair[1] = format!("{},1,268435456", common::CLASS);
+            }
+            _ => {}
+        }
+    }
+    let runtime = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
+        &args,
+        &env.socket,
+    );
+    let mut client = common::Client::new(runtime.channel().await);
+    let id = create(&mut client, vec![common::file_volume("data", &handle)]).await;
+    let boot = Duration::from_secs(120);
+    wait_serial(&env, &id, "IRIKIT-GUEST-READY", 1, boot).await;
+    let log = env.serial_log(&id);
+    assert!(log.contains("IRIKIT-GUEST-INIT"), "{log}");
+    let disk_line = format!("IRIKIT-DISK0: {}", std::str::from_utf8(magic).unwrap());
+    assert!(
+        log.contains(&disk_line),
+        "no {disk_line:?} in serial log:\n{log}"
+    );
+    let m = common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    assert_eq!(
+        common::volume_status(&m, "data").unwrap(),
+        (handle.clone(), true)
+    );
+    let pid = env.recorded_pid(&id).unwrap();
+
+    // Hot-unplug with the guest's cooperation (Linux pciehp), then hot-plug again.
+    client
+        .detach_volume(machine::DetachVolumeRequest {
+            machine_id: id.clone(),
+            name: "data".into(),
+        })
+        .await
+        .unwrap();
+    common::eventually("volume unplugged by the guest", boot, || {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            let m = common::get(&mut client, &id).await?;
+            let observed =
+                m.status.as_ref()?.observed_generation == m.metadata.as_ref()?.generation;
+            (observed && common::volume_status(&m, "data").is_none()).then_some(())
+        }
+    })
+    .await;
+    client
+        .attach_volume(machine::AttachVolumeRequest {
+            machine_id: id.clone(),
+            volume: Some(common::file_volume("data", &handle)),
+        })
+        .await
+        .unwrap();
+    wait_volume(&client, &id, "data", true).await;
+
+    // Power off: the ACPI power button reaches the guest's acpid, which powers off.
+    set_power(&mut client, &id, machine::Power::Off).await;
+    wait_serial(&env, &id, "IRIKIT-POWER-BUTTON", 1, Duration::from_secs(30)).await;
+    common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
+    assert!(!common::alive(pid), "qemu still runs after power off");
+
+    set_power(&mut client, &id, machine::Power::On).await;
+    wait_serial(&env, &id, "IRIKIT-GUEST-READY", 2, boot).await;
+    wait_serial(&env, &id, &disk_line, 2, boot).await;
+    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+
+    delete_and_check(&env, &mut client, &id).await;
+}
+
+/// `--vmm cloud-hypervisor` (the default) still needs `--ch-binary`: one line, non-zero exit.
+#[test]
+fn cloud_hypervisor_needs_its_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("k");
+    std::fs::write(&kernel, b"k").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ch-machine-runtime"))
+        .args(["--socket", &dir.path().join("s").display().to_string()])
+        .args(["--state-dir", &dir.path().join("st").display().to_string()])
+        .args(["--kernel", &kernel.display().to_string()])
+        .args(["--machine-class", "small,1,134217728"])
+        .env_remove("IRIKIT_CH_BIN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--ch-binary"), "{stderr}");
+}

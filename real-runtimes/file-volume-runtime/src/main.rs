@@ -1,0 +1,145 @@
+//! `file-volume-runtime`: an IRI VolumeRuntime storing volumes as files under `--root`.
+//!
+//! args → config → tracing → serve; SIGINT/SIGTERM stop it gracefully (state is on disk).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser;
+use file_volume_runtime::{Config, Format, VolumeClass};
+use tokio_util::sync::CancellationToken;
+
+/// IRI VolumeRuntime backed by sparse raw / qcow2 files
+#[derive(Debug, Parser)]
+#[command(name = "file-volume-runtime", version, about)]
+struct Args {
+    /// gRPC unix socket to listen on (a path, or unix:///path)
+    #[arg(long, visible_alias = "address", env = "IRI_VOLUME_RUNTIME_SOCKET")]
+    socket: Option<String>,
+    /// Same as --socket, in endpoint form (unix:///path)
+    #[arg(long, env = "IRI_VOLUME_RUNTIME_ENDPOINT", conflicts_with = "socket")]
+    endpoint: Option<String>,
+    /// Root directory for volume files and state
+    #[arg(long, env = "IRI_FILE_VOLUME_ROOT")]
+    root: PathBuf,
+    /// Volume class `name,tps,iops[,raw|qcow2]` (repeatable)
+    #[arg(
+        long = "volume-class",
+        env = "IRI_FILE_VOLUME_CLASSES",
+        value_delimiter = ';'
+    )]
+    volume_classes: Vec<VolumeClass>,
+    /// YAML file with `volumeClasses: [{name, tps, iops, format}]`
+    #[arg(long, env = "IRI_FILE_VOLUME_CLASS_FILE")]
+    volume_class_file: Option<PathBuf>,
+    /// Default file format
+    #[arg(
+        long,
+        env = "IRI_FILE_VOLUME_FORMAT",
+        value_enum,
+        default_value = "raw"
+    )]
+    format: Format,
+    /// Directory image data sources may come from (repeatable)
+    #[arg(
+        long = "image-dir",
+        env = "IRI_FILE_VOLUME_IMAGE_DIRS",
+        value_delimiter = ':'
+    )]
+    image_dirs: Vec<PathBuf>,
+    /// qemu-img binary (default: from PATH)
+    #[arg(long, env = "IRI_QEMU_IMG")]
+    qemu_img: Option<PathBuf>,
+    /// Log format
+    #[arg(long, env = "IRI_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+fn socket_path(args: &Args) -> anyhow::Result<PathBuf> {
+    let raw = args
+        .socket
+        .as_deref()
+        .or(args.endpoint.as_deref())
+        .context("--socket (or --endpoint unix:///path) is required")?;
+    if let Some(path) = raw.strip_prefix("unix://") {
+        anyhow::ensure!(
+            path.starts_with('/'),
+            "endpoint {raw:?}: use unix:///absolute/path"
+        );
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(path) = raw.strip_prefix("unix:") {
+        return Ok(PathBuf::from(path));
+    }
+    anyhow::ensure!(
+        !raw.contains("://"),
+        "endpoint {raw:?}: only unix sockets are supported"
+    );
+    Ok(PathBuf::from(raw))
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("file-volume-runtime: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let socket = socket_path(&args)?;
+    let mut classes = args.volume_classes.clone();
+    if let Some(file) = &args.volume_class_file {
+        classes.extend(file_volume_runtime::read_class_file(file)?);
+    }
+    let cfg = Config {
+        root: args.root.clone(),
+        classes,
+        format: args.format,
+        image_dirs: args.image_dirs.clone(),
+        qemu_img: args
+            .qemu_img
+            .clone()
+            .or_else(file_volume_runtime::find_qemu_img),
+    }
+    .validate()?;
+    let token = CancellationToken::new();
+    let signals = token.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down (a second signal exits at once)");
+        signals.cancel();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+    file_volume_runtime::serve(cfg, &socket, token).await
+}

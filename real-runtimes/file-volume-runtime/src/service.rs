@@ -1,0 +1,860 @@
+//! The IRI `VolumeRuntime` service: volumes and snapshots as files under the root.
+//!
+//! Every RPC takes one lock over the in-memory state, so file work (copy, `qemu-img`) is
+//! serialised; that keeps the on-disk state and the records consistent without a journal.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use iri_spec::{
+    event::v1alpha1 as event,
+    meta::v1alpha1 as meta,
+    volume::v1alpha1::{self as volume, volume_runtime_server::VolumeRuntime},
+};
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::{
+    Config, Format,
+    store::{self, SnapshotRecord, VolumeRecord},
+};
+
+/// Errors of volume operations; mapped to gRPC codes in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Unknown volume or snapshot id.
+    #[error("{kind} {id:?} not found")]
+    NotFound {
+        /// `volume` or `volume snapshot`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
+    /// The request is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A file operation failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        match e {
+            Error::NotFound { .. } => Status::not_found(message),
+            Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::Io(_) => {
+                warn!(error = %message, "volume operation failed");
+                Status::internal(message)
+            }
+        }
+    }
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn new_id() -> String {
+    loop {
+        let id = format!("{:032x}", rand::random::<u128>());
+        if !id[..12].bytes().all(|b| b.is_ascii_digit()) {
+            return id;
+        }
+    }
+}
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Io(format!("{what}: {e}"))
+}
+
+const MAX_EVENTS: usize = 4096;
+
+struct State {
+    volumes: HashMap<String, VolumeRecord>,
+    snapshots: HashMap<String, SnapshotRecord>,
+    events: VecDeque<event::Event>,
+}
+
+/// The service. Cheap to clone.
+#[derive(Clone)]
+pub struct VolumeService {
+    cfg: Arc<Config>,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for VolumeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VolumeService")
+            .field("root", &self.cfg.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VolumeService {
+    /// Load the records under `cfg.root`; files of volumes that never got a record (a crash
+    /// mid-create) are removed.
+    pub fn start(cfg: Config) -> anyhow::Result<Self> {
+        let volumes: Vec<VolumeRecord> = store::load(&cfg.root.join("state/volumes"))?;
+        let snapshots: Vec<SnapshotRecord> = store::load(&cfg.root.join("state/snapshots"))?;
+        let volumes: HashMap<_, _> = volumes.into_iter().map(|v| (v.id.clone(), v)).collect();
+        let snapshots: HashMap<_, _> = snapshots.into_iter().map(|s| (s.id.clone(), s)).collect();
+        for (dir, known) in [
+            (
+                "volumes",
+                volumes.values().map(|v| v.path.clone()).collect::<Vec<_>>(),
+            ),
+            (
+                "snapshots",
+                snapshots.values().map(|s| s.path.clone()).collect(),
+            ),
+        ] {
+            for entry in std::fs::read_dir(cfg.root.join(dir))?.flatten() {
+                if !known.contains(&entry.path()) {
+                    warn!(file = %entry.path().display(), "removing orphaned file");
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        info!(
+            volumes = volumes.len(),
+            snapshots = snapshots.len(),
+            "state loaded"
+        );
+        Ok(Self {
+            cfg: Arc::new(cfg),
+            state: Arc::new(Mutex::new(State {
+                volumes,
+                snapshots,
+                events: VecDeque::new(),
+            })),
+        })
+    }
+
+    fn class(&self, name: &str) -> Option<&crate::VolumeClass> {
+        self.cfg.classes.iter().find(|c| c.name == name)
+    }
+
+    fn volume_proto(record: &VolumeRecord) -> volume::Volume {
+        let data_source = if record.image.is_empty() && record.snapshot_id.is_empty() {
+            None
+        } else {
+            Some(volume::VolumeDataSource {
+                image_data_source: (!record.image.is_empty()).then(|| volume::ImageDataSource {
+                    image: record.image.clone(),
+                    architecture: record.architecture.clone(),
+                }),
+                snapshot_data_source: (!record.snapshot_id.is_empty()).then(|| {
+                    volume::SnapshotDataSource {
+                        snapshot_id: record.snapshot_id.clone(),
+                    }
+                }),
+            })
+        };
+        volume::Volume {
+            metadata: Some(meta::ObjectMetadata {
+                id: record.id.clone(),
+                annotations: record.annotations.clone(),
+                labels: record.labels.clone(),
+                generation: 0,
+                created_at: record.created_at,
+                deleted_at: 0,
+            }),
+            spec: Some(volume::VolumeSpec {
+                class: record.class.clone(),
+                resources: Some(volume::VolumeResources {
+                    storage_bytes: record.storage_bytes,
+                }),
+                encryption: None,
+                volume_data_source: data_source,
+            }),
+            status: Some(volume::VolumeStatus {
+                state: volume::VolumeState::VolumeAvailable as i32,
+                access: Some(volume::VolumeAccess {
+                    driver: "local-file".into(),
+                    handle: record.path.display().to_string(),
+                    attributes: HashMap::from([
+                        ("format".to_owned(), record.format.as_str().to_owned()),
+                        ("path".to_owned(), record.path.display().to_string()),
+                    ]),
+                    secret_data: HashMap::new(),
+                }),
+                resources: Some(volume::VolumeResources {
+                    storage_bytes: record.storage_bytes,
+                }),
+            }),
+        }
+    }
+
+    fn snapshot_proto(record: &SnapshotRecord) -> volume::VolumeSnapshot {
+        volume::VolumeSnapshot {
+            metadata: Some(meta::ObjectMetadata {
+                id: record.id.clone(),
+                annotations: record.annotations.clone(),
+                labels: record.labels.clone(),
+                generation: 0,
+                created_at: record.created_at,
+                deleted_at: 0,
+            }),
+            spec: Some(volume::VolumeSnapshotSpec {
+                volume_id: record.volume_id.clone(),
+            }),
+            status: Some(volume::VolumeSnapshotStatus {
+                state: volume::VolumeSnapshotState::VolumeSnapshotReady as i32,
+                size: record.size,
+            }),
+        }
+    }
+
+    fn event(
+        state: &mut State,
+        meta: meta::ObjectMetadata,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        if state.events.len() >= MAX_EVENTS {
+            state.events.pop_front();
+        }
+        state.events.push_back(event::Event {
+            spec: Some(event::EventSpec {
+                involved_object_meta: Some(meta),
+                reason: reason.to_owned(),
+                message,
+                r#type: "Normal".to_owned(),
+                event_time: now_ns() / 1_000_000_000,
+                action: action.to_owned(),
+            }),
+        });
+    }
+
+    async fn qemu_img(&self, args: &[&std::ffi::OsStr]) -> Result<()> {
+        let bin = self
+            .cfg
+            .qemu_img
+            .as_ref()
+            .ok_or_else(|| Error::Io("qemu-img is not available".into()))?;
+        let out = tokio::process::Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(io_err("run qemu-img"))?;
+        if !out.status.success() {
+            return Err(Error::Io(format!(
+                "qemu-img {:?}: {}",
+                args,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Make `dest` a `format` file of `size` bytes, from `source` (any format) if given.
+    async fn make_file(
+        &self,
+        dest: &Path,
+        format: Format,
+        size: u64,
+        source: Option<&Path>,
+    ) -> Result<()> {
+        match (format, source) {
+            (Format::Raw, None) => {
+                let f = std::fs::File::create(dest).map_err(io_err("create volume file"))?;
+                f.set_len(size).map_err(io_err("size volume file"))?;
+                f.sync_all().map_err(io_err("sync volume file"))?;
+            }
+            (Format::Qcow2, None) => {
+                self.qemu_img(&[
+                    "create".as_ref(),
+                    "-q".as_ref(),
+                    "-f".as_ref(),
+                    "qcow2".as_ref(),
+                    dest.as_os_str(),
+                    size.to_string().as_ref(),
+                ])
+                .await?;
+            }
+            (format, Some(source)) => {
+                let source_is_qcow2 = sniff_qcow2(source);
+                if !source_is_qcow2 && format == Format::Raw {
+                    let (s, d) = (source.to_owned(), dest.to_owned());
+                    tokio::task::spawn_blocking(move || std::fs::copy(s, d))
+                        .await
+                        .map_err(|e| Error::Io(e.to_string()))?
+                        .map_err(io_err("copy image"))?;
+                } else {
+                    self.qemu_img(&[
+                        "convert".as_ref(),
+                        "-q".as_ref(),
+                        "-O".as_ref(),
+                        format.as_str().as_ref(),
+                        source.as_os_str(),
+                        dest.as_os_str(),
+                    ])
+                    .await?;
+                }
+                self.grow(dest, format, size).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Grow `path` to at least `size` bytes (virtual size for qcow2).
+    async fn grow(&self, path: &Path, format: Format, size: u64) -> Result<()> {
+        match format {
+            Format::Raw => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err("open volume file"))?;
+                let len = f.metadata().map_err(io_err("stat volume file"))?.len();
+                if len < size {
+                    f.set_len(size).map_err(io_err("grow volume file"))?;
+                }
+                f.sync_all().map_err(io_err("sync volume file"))?;
+            }
+            Format::Qcow2 => {
+                if qcow2_virtual_size(path).unwrap_or(0) < size {
+                    self.qemu_img(&[
+                        "resize".as_ref(),
+                        "-q".as_ref(),
+                        "-f".as_ref(),
+                        "qcow2".as_ref(),
+                        path.as_os_str(),
+                        size.to_string().as_ref(),
+                    ])
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn image_path(&self, image: &str) -> Result<PathBuf> {
+        let bad = |why: &str| Error::InvalidArgument(format!("image {image:?} {why}"));
+        if image.contains('\0') {
+            return Err(bad("contains NUL"));
+        }
+        let given = Path::new(image);
+        let candidates: Vec<PathBuf> = if given.is_absolute() {
+            vec![given.to_owned()]
+        } else {
+            self.cfg.image_dirs.iter().map(|d| d.join(given)).collect()
+        };
+        for candidate in candidates {
+            if let Ok(real) = std::fs::canonicalize(&candidate)
+                && self.cfg.image_dirs.iter().any(|d| real.starts_with(d))
+                && real.is_file()
+            {
+                return Ok(real);
+            }
+        }
+        Err(bad("is not a file inside the image directories"))
+    }
+
+    fn persist_volume(&self, record: &VolumeRecord) -> Result<()> {
+        store::write(&self.cfg.root.join("state/volumes"), &record.id, record)
+            .map_err(io_err("persist volume"))
+    }
+
+    fn persist_snapshot(&self, record: &SnapshotRecord) -> Result<()> {
+        store::write(&self.cfg.root.join("state/snapshots"), &record.id, record)
+            .map_err(io_err("persist snapshot"))
+    }
+
+    async fn create(&self, request: Option<volume::Volume>) -> Result<volume::Volume> {
+        let request = request.ok_or_else(|| Error::InvalidArgument("volume is required".into()))?;
+        let spec = request
+            .spec
+            .ok_or_else(|| Error::InvalidArgument("volume.spec is required".into()))?;
+        let class = self.class(&spec.class).ok_or_else(|| {
+            Error::InvalidArgument(format!("volume class {:?} is not supported", spec.class))
+        })?;
+        let format = class.format.unwrap_or(self.cfg.format);
+        if spec
+            .encryption
+            .as_ref()
+            .is_some_and(|e| !e.secret_data.is_empty())
+        {
+            return Err(Error::InvalidArgument(
+                "encryption is not supported by file-volume-runtime".into(),
+            ));
+        }
+        let requested = spec.resources.as_ref().map_or(0, |r| r.storage_bytes);
+        if requested < 0 {
+            return Err(Error::InvalidArgument(
+                "storage_bytes must not be negative".into(),
+            ));
+        }
+        let source = spec.volume_data_source.unwrap_or_default();
+        let image = source.image_data_source.filter(|i| !i.image.is_empty());
+        let snapshot = source
+            .snapshot_data_source
+            .filter(|s| !s.snapshot_id.is_empty());
+        if image.is_some() && snapshot.is_some() {
+            return Err(Error::InvalidArgument(
+                "set at most one of image_data_source and snapshot_data_source".into(),
+            ));
+        }
+        let meta = request.metadata.unwrap_or_default();
+        let mut state = self.state.lock().await;
+        let source_path = match (&image, &snapshot) {
+            (Some(image), _) => Some(self.image_path(&image.image)?),
+            (_, Some(snap)) => Some(
+                state
+                    .snapshots
+                    .get(&snap.snapshot_id)
+                    .map(|s| s.path.clone())
+                    .ok_or_else(|| Error::NotFound {
+                        kind: "volume snapshot",
+                        id: snap.snapshot_id.clone(),
+                    })?,
+            ),
+            _ => None,
+        };
+        if requested == 0 && source_path.is_none() {
+            return Err(Error::InvalidArgument(
+                "resources.storage_bytes must be > 0 for an empty volume".into(),
+            ));
+        }
+        let id = new_id();
+        let path = self
+            .cfg
+            .root
+            .join("volumes")
+            .join(format!("{id}.{}", format.as_str()));
+        let size = u64::try_from(requested).unwrap_or_default();
+        if let Err(e) = self
+            .make_file(&path, format, size, source_path.as_deref())
+            .await
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let actual = i64::try_from(file_virtual_size(&path, format)).unwrap_or(i64::MAX);
+        let record = VolumeRecord {
+            id: id.clone(),
+            created_at: now_ns(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            class: spec.class,
+            storage_bytes: actual.max(requested),
+            image: image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+            architecture: image.map(|i| i.architecture).unwrap_or_default(),
+            snapshot_id: snapshot.map(|s| s.snapshot_id).unwrap_or_default(),
+            format,
+            path,
+        };
+        if let Err(e) = self.persist_volume(&record) {
+            let _ = std::fs::remove_file(&record.path);
+            return Err(e);
+        }
+        info!(volume.id = %id, size = record.storage_bytes, format = format.as_str(), "volume created");
+        let proto = Self::volume_proto(&record);
+        Self::event(
+            &mut state,
+            proto.metadata.clone().unwrap_or_default(),
+            "Created",
+            "Create",
+            "volume created".into(),
+        );
+        state.volumes.insert(id, record);
+        Ok(proto)
+    }
+
+    async fn expand(&self, id: &str, resources: Option<volume::VolumeResources>) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let record = state
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "volume",
+                id: id.to_owned(),
+            })?;
+        let want = resources
+            .ok_or_else(|| Error::InvalidArgument("resources are required".into()))?
+            .storage_bytes;
+        if want < record.storage_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "volumes only grow: {want} < current {}",
+                record.storage_bytes
+            )));
+        }
+        if want == record.storage_bytes {
+            return Ok(());
+        }
+        self.grow(
+            &record.path,
+            record.format,
+            u64::try_from(want).unwrap_or_default(),
+        )
+        .await?;
+        let mut updated = record;
+        updated.storage_bytes = want;
+        self.persist_volume(&updated)?;
+        info!(volume.id = %id, size = want, "volume expanded");
+        let meta = Self::volume_proto(&updated).metadata.unwrap_or_default();
+        Self::event(
+            &mut state,
+            meta,
+            "Expanded",
+            "Expand",
+            format!("volume expanded to {want} bytes"),
+        );
+        state.volumes.insert(id.to_owned(), updated);
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let record = state
+            .volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "volume",
+                id: id.to_owned(),
+            })?;
+        match std::fs::remove_file(&record.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io(format!("remove volume file: {e}")));
+            }
+            _ => {}
+        }
+        store::remove(&self.cfg.root.join("state/volumes"), id)
+            .map_err(io_err("remove volume record"))?;
+        state.volumes.remove(id);
+        info!(volume.id = %id, "volume deleted");
+        let meta = Self::volume_proto(&record).metadata.unwrap_or_default();
+        Self::event(
+            &mut state,
+            meta,
+            "Deleted",
+            "Delete",
+            "volume deleted".into(),
+        );
+        Ok(())
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Option<volume::VolumeSnapshot>,
+    ) -> Result<volume::VolumeSnapshot> {
+        let request =
+            request.ok_or_else(|| Error::InvalidArgument("volume_snapshot is required".into()))?;
+        let volume_id = request
+            .spec
+            .map(|s| s.volume_id)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Error::InvalidArgument("volume_snapshot.spec.volume_id is required".into())
+            })?;
+        let meta = request.metadata.unwrap_or_default();
+        let mut state = self.state.lock().await;
+        let source = state
+            .volumes
+            .get(&volume_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "volume",
+                id: volume_id.clone(),
+            })?;
+        let id = new_id();
+        let path = self
+            .cfg
+            .root
+            .join("snapshots")
+            .join(format!("{id}.{}", source.format.as_str()));
+        let copy = match source.format {
+            Format::Raw => {
+                let (s, d) = (source.path.clone(), path.clone());
+                tokio::task::spawn_blocking(move || std::fs::copy(s, d).map(drop))
+                    .await
+                    .map_err(|e| Error::Io(e.to_string()))?
+                    .map_err(io_err("copy volume"))
+            }
+            Format::Qcow2 => {
+                self.qemu_img(&[
+                    "convert".as_ref(),
+                    "-q".as_ref(),
+                    "-O".as_ref(),
+                    "qcow2".as_ref(),
+                    source.path.as_os_str(),
+                    path.as_os_str(),
+                ])
+                .await
+            }
+        };
+        let record = SnapshotRecord {
+            id: id.clone(),
+            created_at: now_ns(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            volume_id,
+            size: source.storage_bytes,
+            format: source.format,
+            path,
+        };
+        if let Err(e) = copy.and_then(|()| self.persist_snapshot(&record)) {
+            let _ = std::fs::remove_file(&record.path);
+            return Err(e);
+        }
+        info!(snapshot.id = %id, volume.id = %record.volume_id, "snapshot created");
+        let proto = Self::snapshot_proto(&record);
+        Self::event(
+            &mut state,
+            proto.metadata.clone().unwrap_or_default(),
+            "SnapshotCreated",
+            "CreateSnapshot",
+            "volume snapshot created".into(),
+        );
+        state.snapshots.insert(id, record);
+        Ok(proto)
+    }
+
+    async fn delete_snapshot(&self, id: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let record = state
+            .snapshots
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "volume snapshot",
+                id: id.to_owned(),
+            })?;
+        match std::fs::remove_file(&record.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::Io(format!("remove snapshot file: {e}")));
+            }
+            _ => {}
+        }
+        store::remove(&self.cfg.root.join("state/snapshots"), id)
+            .map_err(io_err("remove snapshot record"))?;
+        state.snapshots.remove(id);
+        let meta = Self::snapshot_proto(&record).metadata.unwrap_or_default();
+        Self::event(
+            &mut state,
+            meta,
+            "SnapshotDeleted",
+            "DeleteSnapshot",
+            "volume snapshot deleted".into(),
+        );
+        Ok(())
+    }
+
+    fn free_bytes(&self) -> i64 {
+        rustix::fs::statvfs(&self.cfg.root)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX))
+    }
+}
+
+fn sniff_qcow2(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"QFI\xfb"
+}
+
+/// The qcow2 header's virtual size (big-endian u64 at offset 24).
+fn qcow2_virtual_size(path: &Path) -> Option<u64> {
+    use std::io::Read as _;
+    let mut header = [0u8; 32];
+    std::fs::File::open(path)
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    (header[..4] == *b"QFI\xfb").then(|| {
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&header[24..32]);
+        u64::from_be_bytes(size)
+    })
+}
+
+fn file_virtual_size(path: &Path, format: Format) -> u64 {
+    match format {
+        Format::Qcow2 => qcow2_virtual_size(path).unwrap_or(0),
+        Format::Raw => std::fs::metadata(path).map_or(0, |m| m.len()),
+    }
+}
+
+fn require(id: &str, what: &str) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument(format!("{what} is required")));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl VolumeRuntime for VolumeService {
+    async fn version(
+        &self,
+        _request: Request<volume::VersionRequest>,
+    ) -> Result<Response<volume::VersionResponse>, Status> {
+        Ok(Response::new(volume::VersionResponse {
+            runtime_name: env!("CARGO_PKG_NAME").to_owned(),
+            runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<volume::ListEventsRequest>,
+    ) -> Result<Response<volume::ListEventsResponse>, Status> {
+        let filter = request.into_inner().filter;
+        let state = self.state.lock().await;
+        let events = state
+            .events
+            .iter()
+            .filter(|ev| {
+                let Some(f) = &filter else { return true };
+                let Some(spec) = &ev.spec else { return false };
+                let meta = spec.involved_object_meta.clone().unwrap_or_default();
+                (f.id.is_empty() || f.id == meta.id)
+                    && iri_spec::selector::matches(&f.label_selector, &meta.labels)
+                    && (f.events_from_time <= 0
+                        || f.events_to_time <= 0
+                        || (spec.event_time >= f.events_from_time
+                            && spec.event_time <= f.events_to_time))
+            })
+            .cloned()
+            .collect();
+        Ok(Response::new(volume::ListEventsResponse { events }))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<volume::ListVolumesRequest>,
+    ) -> Result<Response<volume::ListVolumesResponse>, Status> {
+        let filter = request.into_inner().filter;
+        let state = self.state.lock().await;
+        let mut records: Vec<&VolumeRecord> = state
+            .volumes
+            .values()
+            .filter(|v| {
+                filter.as_ref().is_none_or(|f| {
+                    (f.id.is_empty() || f.id == v.id)
+                        && iri_spec::selector::matches(&f.label_selector, &v.labels)
+                })
+            })
+            .collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(Response::new(volume::ListVolumesResponse {
+            volumes: records.into_iter().map(Self::volume_proto).collect(),
+        }))
+    }
+
+    async fn create_volume(
+        &self,
+        request: Request<volume::CreateVolumeRequest>,
+    ) -> Result<Response<volume::CreateVolumeResponse>, Status> {
+        let volume = self.create(request.into_inner().volume).await?;
+        Ok(Response::new(volume::CreateVolumeResponse {
+            volume: Some(volume),
+        }))
+    }
+
+    async fn expand_volume(
+        &self,
+        request: Request<volume::ExpandVolumeRequest>,
+    ) -> Result<Response<volume::ExpandVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        self.expand(&req.volume_id, req.resources).await?;
+        Ok(Response::new(volume::ExpandVolumeResponse {}))
+    }
+
+    async fn delete_volume(
+        &self,
+        request: Request<volume::DeleteVolumeRequest>,
+    ) -> Result<Response<volume::DeleteVolumeResponse>, Status> {
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        self.delete(&req.volume_id).await?;
+        Ok(Response::new(volume::DeleteVolumeResponse {}))
+    }
+
+    async fn create_volume_snapshot(
+        &self,
+        request: Request<volume::CreateVolumeSnapshotRequest>,
+    ) -> Result<Response<volume::CreateVolumeSnapshotResponse>, Status> {
+        let snapshot = self
+            .create_snapshot(request.into_inner().volume_snapshot)
+            .await?;
+        Ok(Response::new(volume::CreateVolumeSnapshotResponse {
+            volume_snapshot: Some(snapshot),
+        }))
+    }
+
+    async fn delete_volume_snapshot(
+        &self,
+        request: Request<volume::DeleteVolumeSnapshotRequest>,
+    ) -> Result<Response<volume::DeleteVolumeSnapshotResponse>, Status> {
+        let req = request.into_inner();
+        require(&req.volume_snapshot_id, "volume_snapshot_id")?;
+        self.delete_snapshot(&req.volume_snapshot_id).await?;
+        Ok(Response::new(volume::DeleteVolumeSnapshotResponse {}))
+    }
+
+    async fn list_volume_snapshots(
+        &self,
+        request: Request<volume::ListVolumeSnapshotsRequest>,
+    ) -> Result<Response<volume::ListVolumeSnapshotsResponse>, Status> {
+        let filter = request.into_inner().filter;
+        let state = self.state.lock().await;
+        let mut records: Vec<&SnapshotRecord> = state
+            .snapshots
+            .values()
+            .filter(|s| {
+                filter.as_ref().is_none_or(|f| {
+                    (f.id.is_empty() || f.id == s.id)
+                        && iri_spec::selector::matches(&f.label_selector, &s.labels)
+                })
+            })
+            .collect();
+        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(Response::new(volume::ListVolumeSnapshotsResponse {
+            volume_snapshots: records.into_iter().map(Self::snapshot_proto).collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<volume::StatusRequest>,
+    ) -> Result<Response<volume::StatusResponse>, Status> {
+        let free = self.free_bytes();
+        Ok(Response::new(volume::StatusResponse {
+            volume_class_status: self
+                .cfg
+                .classes
+                .iter()
+                .map(|c| volume::VolumeClassStatus {
+                    volume_class: Some(volume::VolumeClass {
+                        name: c.name.clone(),
+                        capabilities: Some(volume::VolumeClassCapabilities {
+                            tps: c.tps,
+                            iops: c.iops,
+                        }),
+                    }),
+                    quantity: free,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,127 @@
+//! `irikit-scheduler`: runs the machine and the volume scheduler against a store until
+//! SIGINT/SIGTERM (a second signal exits at once).
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use irikit_api::{Store, store};
+use scheduler::{Config, MachineScheduler, VolumeScheduler};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, info};
+
+/// Run IronCore-style machine and volume schedulers against an irikit store.
+#[derive(Parser, Debug)]
+#[command(name = "irikit-scheduler", version, about)]
+struct Args {
+    /// Store: `memory` or `etcd://host:port[,host:port]`.
+    #[arg(long, env = "IRIKIT_STORE", default_value = "memory")]
+    store: String,
+    /// Binds in flight per scheduler.
+    #[arg(long, env = "IRIKIT_SCHEDULER_CONCURRENCY", default_value_t = 64)]
+    concurrency: usize,
+    /// YAML files applied to the store at start (for `--store memory`).
+    #[arg(long, env = "IRIKIT_SCHEDULER_PRELOAD")]
+    preload: Vec<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "IRIKIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = store::open(&args.store)
+        .await
+        .with_context(|| format!("open store {}", args.store))?;
+    for file in &args.preload {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+        for obj in irikit_api::parse_yaml_documents(&text)
+            .with_context(|| format!("parse {}", file.display()))?
+        {
+            store.create(obj).await.context("preload")?;
+        }
+    }
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let config = Config {
+        concurrency: args.concurrency,
+        ..Config::default()
+    };
+    let machines = MachineScheduler::new(store.clone(), config.clone());
+    let volumes = VolumeScheduler::new(store.clone(), config);
+    for (name, fut) in [
+        (
+            "machine-scheduler",
+            Box::pin(machines.run(cancel.clone()))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+        ),
+        ("volume-scheduler", Box::pin(volumes.run(cancel.clone()))),
+    ] {
+        tracker.spawn(async move {
+            if let Err(err) = fut.await {
+                error!(component = name, error = %format!("{err:#}"), "scheduler stopped");
+            }
+        });
+    }
+    tracker.close();
+    info!(store = %args.store, "schedulers running");
+    shutdown_signal().await;
+    info!("shutting down (send the signal again to exit at once)");
+    cancel.cancel();
+    tokio::select! {
+        () = tracker.wait() => {}
+        () = shutdown_signal() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
