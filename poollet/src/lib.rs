@@ -3,5 +3,8 @@
 //!
 //! - [`controller`]: the kube-runtime-style framework (watch → cache → work queue → reconcile
 //!   with an error policy, bounded concurrency, graceful shutdown).
+//! - [`pool`]: the MachinePool announcement, class mapping, capacity and heartbeat.
 
 pub mod controller;
+pub mod error;
+pub mod pool;
