@@ -4,7 +4,16 @@
 //! - [`controller`]: the kube-runtime-style framework (watch → cache → work queue → reconcile
 //!   with an error policy, bounded concurrency, graceful shutdown).
 //! - [`pool`]: the MachinePool announcement, class mapping, capacity and heartbeat.
+//! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC) and the
+//!   runtime relist.
+//! - [`machinepoollet`]: [`MachinePoollet`], which runs all of it.
 
 pub mod controller;
 pub mod error;
+pub mod machine;
+pub mod machinepoollet;
 pub mod pool;
+
+pub use controller::{Action, ObjectRef, Reconciler, WorkQueue};
+pub use error::{Error, Result};
+pub use machinepoollet::{Config, MachinePoollet};

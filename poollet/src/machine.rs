@@ -1,0 +1,802 @@
+//! The Machine reconciler (reference §3.4–3.7): finalizer first; prerequisites (the class
+//! exists and maps, the ignition Secret if referenced); CreateMachine with the §3.1 labels and
+//! annotations and the **requested** power (fixes §8.7); the update pass (power, the generation
+//! handshake of §3.4); status propagation (state with STOPPED mapped to `Shutdown` (§8.1),
+//! machineID `<runtime_name>://<id>`, observedGeneration, the Ready / VolumesReady /
+//! NetworkInterfacesReady conditions); delete through the finalizer; and orphan GC.
+//!
+//! Orphan GC (fixes §8.4): every reconcile of `namespace/name` lists the IRI machines labelled
+//! with that namespace and name, and deletes those whose `machine-uid` label is not the UID of
+//! the Machine that now has that name (or all of them when the Machine is gone). The runtime
+//! relist ([`runtime_relist`]) enqueues the key of every IRI machine it sees, so orphans left
+//! behind while the poollet was down are found on the first relist. Since GC runs inside the
+//! reconcile of the key, it never races with the create of the same key.
+//!
+//! Two IRI machines with the Machine's UID (a crash between create and status write of an
+//! older poollet, say) are handled: the oldest is kept, the others are deleted.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
+
+use base64::Engine;
+use iri_spec::{
+    keys,
+    machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
+    meta::v1alpha1 as meta,
+};
+use irikit_api::{
+    Resource, Store, StoreExt,
+    compute::{self, Machine, MachineClass},
+    core::Secret,
+    meta::Condition,
+    store::{self, now_rfc3339},
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::{debug, info, warn};
+
+use crate::{
+    controller::{Action, ObjectRef, Reconciler},
+    error::{ClassMapError, Error, Result, rpc},
+    pool::{RuntimeView, capabilities_of, map_class, probe_once, set_condition},
+};
+
+/// Default ignition key in the Secret.
+pub const DEFAULT_IGNITION_KEY: &str = "ignition.yaml";
+
+/// Settings of the Machine reconciler.
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    /// The pool whose machines this poollet reconciles.
+    pub pool_name: String,
+    /// Timeout of every runtime RPC.
+    pub rpc_timeout: Duration,
+    /// Requeue delay while a machine is still converging (Pending, status behind).
+    pub converging_requeue: Duration,
+    /// Requeue delay of a converged machine (level-triggered resync).
+    pub resync: Duration,
+    /// Requeue delay while a prerequisite (class, ignition Secret) is missing.
+    pub prerequisite_requeue: Duration,
+}
+
+impl MachineConfig {
+    /// Defaults for `pool_name`.
+    pub fn new(pool_name: impl Into<String>) -> Self {
+        Self {
+            pool_name: pool_name.into(),
+            rpc_timeout: Duration::from_secs(5),
+            converging_requeue: Duration::from_millis(250),
+            resync: Duration::from_secs(60),
+            prerequisite_requeue: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Reconciles Machines bound to one pool against the runtime.
+pub struct MachineReconciler {
+    store: Arc<dyn Store>,
+    client: MachineRuntimeClient<Channel>,
+    runtime_name: String,
+    view: RuntimeView,
+    config: MachineConfig,
+}
+
+/// The ironcore state for an IRI machine state (§3.3). STOPPED, which Go cannot map, is
+/// `Shutdown` like SUSPENDED (§8.1).
+pub fn machine_state(state: i32) -> &'static str {
+    match machine::MachineState::try_from(state) {
+        Ok(machine::MachineState::MachinePending) => "Pending",
+        Ok(machine::MachineState::MachineRunning) => "Running",
+        Ok(machine::MachineState::MachineSuspended | machine::MachineState::MachineStopped) => {
+            "Shutdown"
+        }
+        Ok(machine::MachineState::MachineTerminated) => "Terminated",
+        Ok(machine::MachineState::MachineTerminating) => "Terminating",
+        Err(_) => "Pending",
+    }
+}
+
+fn label_filter(pairs: &[(&str, &str)]) -> machine::ListMachinesRequest {
+    machine::ListMachinesRequest {
+        filter: Some(machine::MachineFilter {
+            id: String::new(),
+            label_selector: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
+        }),
+    }
+}
+
+fn metadata(m: &machine::Machine) -> meta::ObjectMetadata {
+    m.metadata.clone().unwrap_or_default()
+}
+
+fn label<'a>(m: &'a machine::Machine, key: &str) -> Option<&'a str> {
+    m.metadata
+        .as_ref()
+        .and_then(|md| md.labels.get(key))
+        .map(String::as_str)
+}
+
+fn annotation_i64(m: &machine::Machine, key: &'static str) -> Result<i64> {
+    let md = metadata(m);
+    md.annotations
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .ok_or(Error::Annotation {
+            machine_id: md.id,
+            key,
+        })
+}
+
+fn desired_power(m: &Machine) -> machine::Power {
+    match m.spec.power {
+        compute::Power::On => machine::Power::On,
+        compute::Power::Off => machine::Power::Off,
+    }
+}
+
+enum Prerequisites {
+    Ready(Box<machine::Machine>),
+    Waiting(String),
+}
+
+impl MachineReconciler {
+    /// A reconciler that talks to the runtime through `client`; `runtime_name` is the
+    /// `Version` answer used in `machineID`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        client: MachineRuntimeClient<Channel>,
+        runtime_name: impl Into<String>,
+        view: RuntimeView,
+        config: MachineConfig,
+    ) -> Self {
+        Self {
+            store,
+            client,
+            runtime_name: runtime_name.into(),
+            view,
+            config,
+        }
+    }
+
+    async fn list(&self, request: machine::ListMachinesRequest) -> Result<Vec<machine::Machine>> {
+        let mut client = self.client.clone();
+        Ok(rpc(
+            "ListMachines",
+            self.config.rpc_timeout,
+            client.list_machines(request),
+        )
+        .await?
+        .machines)
+    }
+
+    async fn get_by_id(&self, id: &str) -> Result<Option<machine::Machine>> {
+        let request = machine::ListMachinesRequest {
+            filter: Some(machine::MachineFilter {
+                id: id.to_string(),
+                label_selector: HashMap::new(),
+            }),
+        };
+        Ok(self.list(request).await?.into_iter().next())
+    }
+
+    /// Deletes an IRI machine; `Ok(true)` if the runtime accepted it, `Ok(false)` if it was
+    /// already gone.
+    async fn delete(&self, id: &str) -> Result<bool> {
+        let mut client = self.client.clone();
+        let request = machine::DeleteMachineRequest {
+            machine_id: id.to_string(),
+        };
+        match rpc(
+            "DeleteMachine",
+            self.config.rpc_timeout,
+            client.delete_machine(request),
+        )
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.code() == Some(tonic::Code::NotFound) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn runtime_classes(&self) -> Vec<machine::MachineClassStatus> {
+        if let Some(classes) = self.view.classes() {
+            return classes;
+        }
+        let mut client = self.client.clone();
+        probe_once(&mut client, self.config.rpc_timeout, &self.view).await;
+        self.view.classes().unwrap_or_default()
+    }
+
+    /// Builds the CreateMachine request, or says what is missing.
+    async fn prerequisites(&self, m: &Machine) -> Result<Prerequisites> {
+        let class_name = &m.spec.machine_class_ref.name;
+        let class = match self.store.get_typed::<MachineClass>("", class_name).await {
+            Ok(class) => class,
+            Err(store::Error::NotFound { .. }) => {
+                return Ok(Prerequisites::Waiting(format!(
+                    "machine class {class_name:?} not found"
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let runtime_classes = self.runtime_classes().await;
+        if self.view.classes().is_none() {
+            return Err(Error::ClassMapping {
+                class: class_name.clone(),
+                reason: ClassMapError::Unknown,
+            });
+        }
+        let runtime_class = map_class(class_name, &capabilities_of(&class), &runtime_classes)
+            .map_err(|reason| Error::ClassMapping {
+                class: class_name.clone(),
+                reason,
+            })?;
+        let iri_class = runtime_class
+            .machine_class
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+
+        let mut ignition_data = Vec::new();
+        if let Some(selector) = &m.spec.ignition_ref {
+            let key = if selector.key.is_empty() {
+                DEFAULT_IGNITION_KEY
+            } else {
+                selector.key.as_str()
+            };
+            let secret = match self
+                .store
+                .get_typed::<Secret>(&m.metadata.namespace, &selector.name)
+                .await
+            {
+                Ok(secret) => secret,
+                Err(store::Error::NotFound { .. }) => {
+                    return Ok(Prerequisites::Waiting(format!(
+                        "ignition secret {:?} not found",
+                        selector.name
+                    )));
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if let Some(encoded) = secret.data.get(key) {
+                match base64::engine::general_purpose::STANDARD.decode(encoded) {
+                    Ok(bytes) => ignition_data = bytes,
+                    Err(_) => {
+                        return Ok(Prerequisites::Waiting(format!(
+                            "ignition secret {:?} key {key:?} is not base64",
+                            selector.name
+                        )));
+                    }
+                }
+            } else if let Some(text) = secret.string_data.get(key) {
+                ignition_data = text.clone().into_bytes();
+            } else {
+                return Ok(Prerequisites::Waiting(format!(
+                    "ignition secret {:?} has no key {key:?}",
+                    selector.name
+                )));
+            }
+        }
+
+        let mut volumes = Vec::new();
+        for volume in &m.spec.volumes {
+            let local = match (&volume.local_disk, &volume.empty_disk) {
+                (Some(local), _) => machine::LocalDisk {
+                    size_bytes: local.size_limit.map_or(0, |q| clamp_i64(q.value())),
+                    image: (!local.image.is_empty()).then(|| machine::ImageSpec {
+                        image: local.image.clone(),
+                    }),
+                },
+                // §8.16: the deprecated emptyDisk becomes a local disk instead of never
+                // becoming ready.
+                (None, Some(empty)) => machine::LocalDisk {
+                    size_bytes: empty.size_limit.map_or(0, |q| clamp_i64(q.value())),
+                    image: None,
+                },
+                (None, None) => {
+                    // volumeRef / ephemeral volumes need the volume claim flow (not yet built).
+                    return Ok(Prerequisites::Waiting(format!(
+                        "volume {:?}: only localDisk and emptyDisk volumes are supported yet",
+                        volume.name
+                    )));
+                }
+            };
+            volumes.push(machine::Volume {
+                name: volume.name.clone(),
+                device: volume.device.clone().unwrap_or_default(),
+                local_disk: Some(local),
+                connection: None,
+            });
+        }
+        if let Some(nic) = m.spec.network_interfaces.first() {
+            return Ok(Prerequisites::Waiting(format!(
+                "network interface {:?}: network interfaces are not supported yet",
+                nic.name
+            )));
+        }
+
+        let labels = HashMap::from([
+            (keys::MACHINE_UID_LABEL.to_string(), m.metadata.uid.clone()),
+            (
+                keys::MACHINE_NAMESPACE_LABEL.to_string(),
+                m.metadata.namespace.clone(),
+            ),
+            (
+                keys::MACHINE_NAME_LABEL.to_string(),
+                m.metadata.name.clone(),
+            ),
+        ]);
+        let annotations = HashMap::from([
+            (
+                keys::MACHINE_GENERATION_ANNOTATION.to_string(),
+                m.metadata.generation.to_string(),
+            ),
+            (
+                keys::IRI_MACHINE_GENERATION_ANNOTATION.to_string(),
+                "0".to_string(),
+            ),
+        ]);
+        Ok(Prerequisites::Ready(Box::new(machine::Machine {
+            metadata: Some(meta::ObjectMetadata {
+                labels,
+                annotations,
+                ..meta::ObjectMetadata::default()
+            }),
+            spec: Some(machine::MachineSpec {
+                power: desired_power(m) as i32,
+                class: iri_class,
+                ignition_data,
+                volumes,
+                network_interfaces: Vec::new(),
+                guest_config: m
+                    .spec
+                    .guest_config
+                    .as_ref()
+                    .filter(|g| !g.hostname.is_empty())
+                    .map(|g| machine::GuestConfig {
+                        hostname: g.hostname.clone(),
+                    }),
+            }),
+            status: None,
+        })))
+    }
+
+    /// Writes the Machine status from the IRI machine when the handshake allows (§3.4).
+    /// Returns whether the status reflects the current generation and the machine is settled.
+    async fn write_status(&self, m: &Machine, iri: &machine::Machine) -> Result<bool> {
+        let iri_generation = annotation_i64(iri, keys::IRI_MACHINE_GENERATION_ANNOTATION)?;
+        let generation = annotation_i64(iri, keys::MACHINE_GENERATION_ANNOTATION)?;
+        let iri_status = iri.status.clone().unwrap_or_default();
+        if iri_status.observed_generation < iri_generation {
+            debug!(
+                observed = iri_status.observed_generation,
+                iri_generation, "runtime has not processed the spec yet; status not written"
+            );
+            return Ok(false);
+        }
+        let status = self.status_for(m, iri, generation);
+        let settled = status.observed_generation == m.metadata.generation
+            && match m.spec.power {
+                compute::Power::On => status.state == "Running",
+                compute::Power::Off => matches!(status.state.as_str(), "Shutdown" | "Terminated"),
+            };
+        if status != m.status {
+            if status.state != m.status.state {
+                info!(state = %status.state, machine_id = %status.machine_id, "machine state changed");
+            }
+            let mut updated = m.clone();
+            updated.status = status;
+            self.store.update_status(updated.into_object()).await?;
+        }
+        Ok(settled)
+    }
+
+    fn status_for(
+        &self,
+        m: &Machine,
+        iri: &machine::Machine,
+        generation: i64,
+    ) -> compute::MachineStatus {
+        let iri_status = iri.status.clone().unwrap_or_default();
+        let now = now_rfc3339();
+        let mut status = m.status.clone();
+        status.machine_id = format!("{}://{}", self.runtime_name, metadata(iri).id);
+        status.observed_generation = generation;
+        status.state = machine_state(iri_status.state).to_string();
+
+        let transition = |old: &[compute::AttachmentStatus], name: &str, state: &str| {
+            old.iter()
+                .find(|s| s.name == name && s.state == state)
+                .and_then(|s| s.last_state_transition_time.clone())
+                .or_else(|| Some(now.clone()))
+        };
+        let mut volumes = Vec::new();
+        for v in &iri_status.volumes {
+            let state = match machine::VolumeState::try_from(v.state) {
+                Ok(machine::VolumeState::VolumeAttached) => "Attached",
+                _ => "Pending",
+            };
+            volumes.push(compute::AttachmentStatus {
+                name: v.name.clone(),
+                handle: v.handle.clone(),
+                state: state.into(),
+                last_state_transition_time: transition(&m.status.volumes, &v.name, state),
+                ..compute::AttachmentStatus::default()
+            });
+        }
+        for v in &m.spec.volumes {
+            if !volumes.iter().any(|s| s.name == v.name) {
+                volumes.push(compute::AttachmentStatus {
+                    name: v.name.clone(),
+                    state: "Pending".into(),
+                    last_state_transition_time: transition(&m.status.volumes, &v.name, "Pending"),
+                    volume_ref: v.volume_ref.clone(),
+                    ..compute::AttachmentStatus::default()
+                });
+            }
+        }
+        let mut nics = Vec::new();
+        for nic in &m.spec.network_interfaces {
+            let reported = iri_status
+                .network_interfaces
+                .iter()
+                .find(|s| s.name == nic.name);
+            let state = match reported.map(|s| machine::NetworkInterfaceState::try_from(s.state)) {
+                Some(Ok(machine::NetworkInterfaceState::NetworkInterfaceAttached)) => "Attached",
+                _ => "Pending",
+            };
+            nics.push(compute::AttachmentStatus {
+                name: nic.name.clone(),
+                handle: reported.map(|s| s.handle.clone()).unwrap_or_default(),
+                state: state.into(),
+                last_state_transition_time: transition(
+                    &m.status.network_interfaces,
+                    &nic.name,
+                    state,
+                ),
+                network_interface_ref: nic.network_interface_ref.clone(),
+                ..compute::AttachmentStatus::default()
+            });
+        }
+
+        let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
+            type_: type_.into(),
+            status: if ok { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_update_time: None,
+            last_transition_time: None,
+        };
+        let (ready, ready_reason) = match status.state.as_str() {
+            "Running" => (true, "Running"),
+            "Pending" => (false, "Pending"),
+            "Terminating" | "Terminated" => (false, "Terminating"),
+            _ => (false, "NotReady"),
+        };
+        let mut conditions = status.conditions.clone();
+        set_condition(
+            &mut conditions,
+            condition("Ready", ready, ready_reason, String::new()),
+        );
+        let pending_volume = volumes.iter().find(|v| v.state != "Attached");
+        set_condition(
+            &mut conditions,
+            match pending_volume {
+                None => condition("VolumesReady", true, "VolumesReady", String::new()),
+                Some(v) => condition(
+                    "VolumesReady",
+                    false,
+                    "VolumeNotReady",
+                    format!("VolumeNotReady: {}", v.name),
+                ),
+            },
+        );
+        let pending_nic = nics.iter().find(|n| n.state != "Attached");
+        set_condition(
+            &mut conditions,
+            match pending_nic {
+                None => condition(
+                    "NetworkInterfacesReady",
+                    true,
+                    "NetworkInterfacesReady",
+                    String::new(),
+                ),
+                Some(n) => condition(
+                    "NetworkInterfacesReady",
+                    false,
+                    "NetworkInterfaceNotReady",
+                    format!("NetworkInterfaceNotReady: {}", n.name),
+                ),
+            },
+        );
+        // Keep existing timestamps stable when nothing but the clock changed.
+        for c in &mut conditions {
+            if let Some(old) = status.conditions.iter().find(|o| o.type_ == c.type_)
+                && old.status == c.status
+            {
+                c.last_transition_time.clone_from(&old.last_transition_time);
+            }
+        }
+        status.conditions = conditions;
+        status.volumes = volumes;
+        status.network_interfaces = nics;
+        status
+    }
+
+    async fn finalize(&self, m: Machine) -> Result<Action> {
+        let uid = m.metadata.uid.clone();
+        let listed = self
+            .list(label_filter(&[(keys::MACHINE_UID_LABEL, &uid)]))
+            .await?;
+        let mut still_deleting = false;
+        for iri in &listed {
+            still_deleting |= self.delete(&metadata(iri).id).await?;
+        }
+        if still_deleting {
+            return Ok(Action::requeue(self.config.converging_requeue));
+        }
+        let mut updated = m;
+        updated
+            .metadata
+            .finalizers
+            .retain(|f| f != keys::MACHINE_FINALIZER);
+        match self.store.update_typed(updated).await {
+            Ok(_) | Err(store::Error::NotFound { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        info!("machine deleted from the runtime; finalizer removed");
+        Ok(Action::await_change())
+    }
+
+    async fn create(&self, m: &Machine) -> Result<Action> {
+        let request = match self.prerequisites(m).await? {
+            Prerequisites::Ready(request) => request,
+            Prerequisites::Waiting(reason) => {
+                info!(%reason, "prerequisites not met; not creating the machine yet");
+                return Ok(Action::requeue(self.config.prerequisite_requeue));
+            }
+        };
+        let mut client = self.client.clone();
+        let created = rpc(
+            "CreateMachine",
+            self.config.rpc_timeout,
+            client.create_machine(machine::CreateMachineRequest {
+                machine: Some(*request),
+            }),
+        )
+        .await?
+        .machine
+        .ok_or_else(|| Error::BadResponse("CreateMachine without a machine".into()))?;
+        let id = metadata(&created).id;
+        if id.is_empty() {
+            return Err(Error::BadResponse(
+                "CreateMachine without metadata.id".into(),
+            ));
+        }
+        info!(machine_id = %id, "machine created on the runtime");
+        self.write_status(m, &created).await?;
+        Ok(Action::requeue(self.config.converging_requeue))
+    }
+
+    async fn update(&self, m: &Machine, iri: machine::Machine) -> Result<Action> {
+        let id = metadata(&iri).id;
+        let spec = iri.spec.clone().unwrap_or_default();
+        let mut pushed = false;
+        let power = desired_power(m);
+        if spec.power != power as i32 {
+            let mut client = self.client.clone();
+            rpc(
+                "UpdateMachinePower",
+                self.config.rpc_timeout,
+                client.update_machine_power(machine::UpdateMachinePowerRequest {
+                    machine_id: id.clone(),
+                    power: power as i32,
+                }),
+            )
+            .await?;
+            info!(machine_id = %id, power = power.as_str_name(), "machine power updated");
+            pushed = true;
+        }
+        // §8.5: take the runtime generation *after* this pass's spec calls, so status is not
+        // published before the runtime has processed them.
+        let iri = if pushed {
+            self.get_by_id(&id)
+                .await?
+                .ok_or_else(|| Error::BadResponse(format!("machine {id} vanished")))?
+        } else {
+            iri
+        };
+        let md = metadata(&iri);
+        let mut desired = md.annotations.clone();
+        desired.insert(
+            keys::MACHINE_GENERATION_ANNOTATION.to_string(),
+            m.metadata.generation.to_string(),
+        );
+        desired.insert(
+            keys::IRI_MACHINE_GENERATION_ANNOTATION.to_string(),
+            md.generation.to_string(),
+        );
+        let iri = if desired == md.annotations {
+            iri
+        } else {
+            let mut client = self.client.clone();
+            rpc(
+                "UpdateMachineAnnotations",
+                self.config.rpc_timeout,
+                client.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
+                    machine_id: id.clone(),
+                    annotations: desired,
+                }),
+            )
+            .await?;
+            self.get_by_id(&id)
+                .await?
+                .ok_or_else(|| Error::BadResponse(format!("machine {id} vanished")))?
+        };
+        let settled = self.write_status(m, &iri).await?;
+        Ok(Action::requeue(if settled {
+            self.config.resync
+        } else {
+            self.config.converging_requeue
+        }))
+    }
+}
+
+fn clamp_i64(value: i128) -> i64 {
+    i64::try_from(value.max(0)).unwrap_or(i64::MAX)
+}
+
+#[async_trait::async_trait]
+impl Reconciler<ObjectRef> for MachineReconciler {
+    type Error = Error;
+
+    async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
+        let current = match self
+            .store
+            .get_typed::<Machine>(&key.namespace, &key.name)
+            .await
+        {
+            Ok(m) => Some(m),
+            Err(store::Error::NotFound { .. }) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let ours = current.filter(|m| {
+            m.spec
+                .machine_pool_ref
+                .as_ref()
+                .is_some_and(|r| r.name == self.config.pool_name)
+        });
+
+        // Orphan GC for this name, and the IRI machines of the current Machine.
+        let listed = self
+            .list(label_filter(&[
+                (keys::MACHINE_NAMESPACE_LABEL, &key.namespace),
+                (keys::MACHINE_NAME_LABEL, &key.name),
+            ]))
+            .await?;
+        let uid = ours.as_ref().map(|m| m.metadata.uid.as_str());
+        let (mut mine, orphans): (Vec<_>, Vec<_>) = listed
+            .into_iter()
+            .partition(|iri| uid.is_some() && label(iri, keys::MACHINE_UID_LABEL) == uid);
+        for orphan in &orphans {
+            let id = metadata(orphan).id;
+            if self.delete(&id).await? {
+                info!(machine_id = %id, "deleted orphaned runtime machine");
+            }
+        }
+        let Some(m) = ours else {
+            return Ok(Action::await_change());
+        };
+
+        if m.metadata.is_deleting() {
+            if m.metadata
+                .finalizers
+                .iter()
+                .any(|f| f == keys::MACHINE_FINALIZER)
+            {
+                return self.finalize(m).await;
+            }
+            return Ok(Action::await_change());
+        }
+        let m = if m
+            .metadata
+            .finalizers
+            .iter()
+            .any(|f| f == keys::MACHINE_FINALIZER)
+        {
+            m
+        } else {
+            let mut with = m;
+            with.metadata
+                .finalizers
+                .push(keys::MACHINE_FINALIZER.to_string());
+            self.store.update_typed(with).await?
+        };
+
+        // Oldest first; extra machines for one uid are deleted, not a panic.
+        mine.sort_by_key(|iri| {
+            let md = metadata(iri);
+            (md.created_at, md.id)
+        });
+        let mut mine = mine.into_iter();
+        let Some(iri) = mine.next() else {
+            return self.create(&m).await;
+        };
+        for duplicate in mine {
+            let id = metadata(&duplicate).id;
+            warn!(machine_id = %id, "deleting a duplicate runtime machine for this machine uid");
+            self.delete(&id).await?;
+        }
+        if metadata(&iri).deleted_at != 0 {
+            // Being deleted on the runtime side (e.g. by hand); wait until it is gone, then
+            // create a new one.
+            return Ok(Action::requeue(self.config.converging_requeue));
+        }
+        self.update(&m, iri).await
+    }
+}
+
+/// Lists every runtime machine every `period` and calls `on_key` with the Machine key of each
+/// IRI machine that appeared, changed or disappeared (IronCore's `irievent` generator). This
+/// drives status propagation and finds orphans.
+pub async fn runtime_relist(
+    client: MachineRuntimeClient<Channel>,
+    period: Duration,
+    timeout: Duration,
+    on_key: impl Fn(ObjectRef) + Send,
+    token: CancellationToken,
+) {
+    let mut last: BTreeMap<String, machine::Machine> = BTreeMap::new();
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let mut client = client.clone();
+        let listed = tokio::select! {
+            () = token.cancelled() => return,
+            res = rpc("ListMachines", timeout, client.list_machines(machine::ListMachinesRequest { filter: None })) => res,
+        };
+        let machines = match listed {
+            Ok(res) => res.machines,
+            Err(err) => {
+                warn!(error = %err, "runtime relist failed");
+                continue;
+            }
+        };
+        let key_of = |m: &machine::Machine| {
+            Some(ObjectRef::new(
+                label(m, keys::MACHINE_NAMESPACE_LABEL)?,
+                label(m, keys::MACHINE_NAME_LABEL)?,
+            ))
+        };
+        let mut now = BTreeMap::new();
+        for m in machines {
+            let id = metadata(&m).id;
+            if last.get(&id) != Some(&m)
+                && let Some(key) = key_of(&m)
+            {
+                on_key(key);
+            }
+            now.insert(id, m);
+        }
+        for (id, m) in &last {
+            if !now.contains_key(id)
+                && let Some(key) = key_of(m)
+            {
+                on_key(key);
+            }
+        }
+        last = now;
+    }
+}

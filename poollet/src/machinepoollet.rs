@@ -1,0 +1,203 @@
+//! The machinepoollet: wires the pool announcer, the heartbeat, the Machine controller, the
+//! store watchers and the runtime relist together and runs them until cancelled.
+
+use std::{sync::Arc, time::Duration};
+
+use iri_spec::machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient};
+use irikit_api::{Kind, ListOptions, Store};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::info;
+
+use crate::{
+    controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
+    error::{Error, Result, rpc},
+    machine::{MachineConfig, MachineReconciler, runtime_relist},
+    pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
+};
+
+/// Everything the machinepoollet needs besides the store and the runtime channel.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Pool announcement and heartbeat.
+    pub pool: PoolConfig,
+    /// Machine reconcile settings.
+    pub machine: MachineConfig,
+    /// Machine reconciles in flight at once (`--max-concurrent-reconciles`).
+    pub max_concurrent_reconciles: usize,
+    /// Interval of the unfiltered runtime relist (`--relist-period`).
+    pub relist_period: Duration,
+}
+
+impl Config {
+    /// Defaults for a pool.
+    pub fn new(pool_name: impl Into<String>, provider_id: impl Into<String>) -> Self {
+        let pool = PoolConfig::new(pool_name, provider_id);
+        Self {
+            machine: MachineConfig::new(pool.pool_name.clone()),
+            pool,
+            max_concurrent_reconciles: 16,
+            relist_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The machinepoollet.
+pub struct MachinePoollet {
+    store: Arc<dyn Store>,
+    channel: Channel,
+    config: Config,
+}
+
+impl MachinePoollet {
+    /// A poollet for `config.pool.pool_name` talking to the runtime over `channel`.
+    pub fn new(store: Arc<dyn Store>, channel: Channel, config: Config) -> Self {
+        Self {
+            store,
+            channel,
+            config,
+        }
+    }
+
+    /// Starts up (Version, a first Status, the MachinePool), then runs every component until
+    /// `token` is cancelled and in-flight reconciles have finished. Startup failures are
+    /// returned (IronCore's poollet exits on them too).
+    pub async fn run(self, token: CancellationToken) -> Result<()> {
+        let Config {
+            pool: pool_config,
+            machine: machine_config,
+            max_concurrent_reconciles,
+            relist_period,
+        } = self.config;
+        pool_config
+            .validate()
+            .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
+        let mut client = MachineRuntimeClient::new(self.channel);
+        let version = rpc(
+            "Version",
+            pool_config.status_timeout,
+            client.version(machine::VersionRequest::default()),
+        )
+        .await?;
+        if version.runtime_name.is_empty() {
+            return Err(Error::BadResponse(
+                "Version with an empty runtime_name".into(),
+            ));
+        }
+        info!(
+            runtime = %version.runtime_name,
+            version = %version.runtime_version,
+            pool = %pool_config.pool_name,
+            "connected to the machine runtime"
+        );
+        let view = RuntimeView::default();
+        probe_once(&mut client, pool_config.status_timeout, &view).await;
+        let pool_reconciler = Arc::new(PoolReconciler::new(
+            self.store.clone(),
+            pool_config.clone(),
+            view.clone(),
+        ));
+        pool_reconciler.ensure_pool().await?;
+        let pool_key = pool_reconciler.key();
+        let machine_reconciler = Arc::new(MachineReconciler::new(
+            self.store.clone(),
+            client.clone(),
+            version.runtime_name,
+            view.clone(),
+            machine_config,
+        ));
+
+        let pool_queue: WorkQueue<ObjectRef> = WorkQueue::new();
+        let machine_queue: WorkQueue<ObjectRef> = WorkQueue::new();
+        let machine_cache = ObjectCache::new();
+        pool_queue.add(pool_key.clone());
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(controller::run(
+            pool_queue.clone(),
+            pool_reconciler,
+            ControllerConfig {
+                name: "machinepool",
+                concurrency: 1,
+            },
+            token.clone(),
+        ));
+        tasks.spawn(controller::run(
+            machine_queue.clone(),
+            machine_reconciler,
+            ControllerConfig {
+                name: "machine",
+                concurrency: max_concurrent_reconciles,
+            },
+            token.clone(),
+        ));
+        tasks.spawn(heartbeat(
+            client.clone(),
+            pool_config.heartbeat_interval,
+            pool_config.status_timeout,
+            view,
+            {
+                let queue = pool_queue.clone();
+                let key = pool_key.clone();
+                move || queue.add(key.clone())
+            },
+            token.clone(),
+        ));
+        tasks.spawn(controller::watch(
+            self.store.clone(),
+            Kind::Machine,
+            ListOptions::all().field("spec.machinePoolRef.name", &pool_config.pool_name),
+            machine_cache.clone(),
+            {
+                let machine_queue = machine_queue.clone();
+                let pool_queue = pool_queue.clone();
+                let pool_key = pool_key.clone();
+                move |obj| {
+                    machine_queue.add(ObjectRef::of(obj));
+                    pool_queue.add(pool_key.clone());
+                }
+            },
+            token.clone(),
+        ));
+        tasks.spawn(controller::watch(
+            self.store.clone(),
+            Kind::MachineClass,
+            ListOptions::all(),
+            ObjectCache::new(),
+            {
+                let machine_queue = machine_queue.clone();
+                let pool_queue = pool_queue.clone();
+                let machine_cache = machine_cache.clone();
+                move |_| {
+                    pool_queue.add(pool_key.clone());
+                    // Machines waiting for their class get another chance.
+                    for m in machine_cache.list() {
+                        if awaits_creation(&m) {
+                            machine_queue.add(ObjectRef::of(&m));
+                        }
+                    }
+                }
+            },
+            token.clone(),
+        ));
+        tasks.spawn(runtime_relist(
+            client,
+            relist_period,
+            pool_config.status_timeout,
+            {
+                let machine_queue = machine_queue.clone();
+                move |key| machine_queue.add(key)
+            },
+            token.clone(),
+        ));
+        while tasks.join_next().await.is_some() {}
+        info!("machinepoollet stopped");
+        Ok(())
+    }
+}
+
+/// Whether `obj` is a Machine without a runtime machine yet (no machineID).
+fn awaits_creation(obj: &irikit_api::Object) -> bool {
+    matches!(obj, irikit_api::Object::Machine(m) if m.status.machine_id.is_empty())
+}
