@@ -1,0 +1,652 @@
+//! The machinepoollet against iri-mock (in process) and the memory store: pool announcement,
+//! heartbeat, create with labels and power, status propagation, power off, delete through the
+//! finalizer, orphan GC and duplicate handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use iri_mock::{Effect, FaultRule, Method, MockRuntime, Trigger};
+use iri_spec::{
+    keys,
+    machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
+    meta::v1alpha1 as meta,
+};
+use irikit_api::{
+    Kind, Resource, Store, StoreExt,
+    compute::{Machine, MachineClass, MachinePool, Power},
+    meta::{LocalObjectReference, ObjectMeta, condition_status},
+    store::memory::MemoryStore,
+};
+use poollet::{
+    Config, MachinePoollet, ObjectRef, Reconciler,
+    machine::{MachineConfig, MachineReconciler},
+    pool::RuntimeView,
+};
+use tokio_util::sync::CancellationToken;
+
+const POOL: &str = "pool-a";
+const NS: &str = "default";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Env {
+    store: Arc<dyn Store>,
+    mock: MockRuntime,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<poollet::Result<()>>,
+}
+
+impl Env {
+    async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("poollet stops after cancel")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+fn class(name: &str, cpu: &str, memory: &str) -> MachineClass {
+    MachineClass {
+        metadata: ObjectMeta::named(name),
+        capabilities: [
+            ("cpu".to_string(), cpu.parse().unwrap()),
+            ("memory".to_string(), memory.parse().unwrap()),
+        ]
+        .into(),
+        ..MachineClass::default()
+    }
+}
+
+async fn seeded_store() -> Arc<dyn Store> {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Mock defaults: x3-small (2, 8Gi, 100), x3-medium (4, 16Gi, 50), x3-large (8, 32Gi, 20).
+    store
+        .create_typed(class("x3-small", "2", "8Gi"))
+        .await
+        .unwrap();
+    // Another name with the capabilities of x3-medium maps to it (unique match).
+    store
+        .create_typed(class("medium", "4", "16Gi"))
+        .await
+        .unwrap();
+    // No runtime class has these capabilities.
+    store
+        .create_typed(class("huge", "64", "512Gi"))
+        .await
+        .unwrap();
+    store
+}
+
+fn config() -> Config {
+    let mut config = Config::new(POOL, "ironcore://pool-a");
+    config.pool.topology_region = "eu-1".into();
+    config.pool.topology_zone = "eu-1a".into();
+    config.pool.heartbeat_interval = Duration::from_millis(200);
+    config.pool.status_timeout = Duration::from_millis(100);
+    config.relist_period = Duration::from_millis(50);
+    config.machine.converging_requeue = Duration::from_millis(20);
+    config.machine.prerequisite_requeue = Duration::from_millis(100);
+    config
+}
+
+async fn start_with(mock: MockRuntime, store: Arc<dyn Store>) -> Env {
+    let token = CancellationToken::new();
+    let poollet = MachinePoollet::new(store.clone(), mock.machine_channel(), config());
+    let task = tokio::spawn(poollet.run(token.clone()));
+    Env {
+        store,
+        mock,
+        token,
+        task,
+    }
+}
+
+async fn start() -> Env {
+    let mock = MockRuntime::builder()
+        .runtime_name("iri-mock")
+        .start_in_process()
+        .await
+        .unwrap();
+    start_with(mock, seeded_store().await).await
+}
+
+/// Waits (on the store's watch, no polling) until `pred` holds for the object, or it is gone
+/// when `pred` is `None`.
+async fn wait_for<R: Resource>(
+    store: &Arc<dyn Store>,
+    namespace: &str,
+    name: &str,
+    pred: impl Fn(&R) -> bool,
+    what: &str,
+) -> R {
+    let check = async {
+        let revision = store.revision().await.unwrap();
+        if let Ok(obj) = store.get_typed::<R>(namespace, name).await
+            && pred(&obj)
+        {
+            return obj;
+        }
+        let mut stream = store.watch(Some(R::KIND), revision).await.unwrap();
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            let meta = event.object.metadata();
+            if meta.namespace == namespace && meta.name == name {
+                let obj = R::from_object(event.object).unwrap();
+                if pred(&obj) {
+                    return obj;
+                }
+            }
+        }
+        panic!("watch ended while waiting for {what}");
+    };
+    tokio::time::timeout(WAIT, check)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn wait_gone(store: &Arc<dyn Store>, kind: Kind, namespace: &str, name: &str) {
+    let check = async {
+        let revision = store.revision().await.unwrap();
+        if store.get(kind, namespace, name).await.is_err() {
+            return;
+        }
+        let mut stream = store.watch(Some(kind), revision).await.unwrap();
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            let meta = event.object.metadata();
+            if meta.namespace == namespace
+                && meta.name == name
+                && event.type_ == irikit_api::store::EventType::Deleted
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, check)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {namespace}/{name} to go"));
+}
+
+fn new_machine(name: &str, class: &str, power: Power) -> Machine {
+    let mut m = Machine {
+        metadata: ObjectMeta::namespaced(NS, name),
+        ..Machine::default()
+    };
+    m.spec.machine_class_ref = LocalObjectReference::new(class);
+    m.spec.machine_pool_ref = Some(LocalObjectReference::new(POOL));
+    m.spec.power = power;
+    m
+}
+
+fn quantities(list: &irikit_api::ResourceList) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect()
+}
+
+fn is_running(m: &Machine) -> bool {
+    m.status.state == "Running" && m.status.observed_generation == m.metadata.generation
+}
+
+fn iri_label<'a>(m: &'a machine::Machine, key: &str) -> &'a str {
+    m.metadata
+        .as_ref()
+        .and_then(|md| md.labels.get(key))
+        .map_or("", String::as_str)
+}
+
+#[tokio::test]
+async fn pool_is_announced_with_classes_capacity_and_heartbeat() {
+    let env = start().await;
+    let pool: MachinePool = wait_for(
+        &env.store,
+        "",
+        POOL,
+        |p: &MachinePool| {
+            condition_status(&p.status.conditions, "Ready") == Some("True")
+                && !p.status.capacity.is_empty()
+        },
+        "pool ready with capacity",
+    )
+    .await;
+    assert_eq!(pool.spec.provider_id, "ironcore://pool-a");
+    assert_eq!(
+        pool.metadata.labels.get(keys::TOPOLOGY_REGION_LABEL),
+        Some(&"eu-1".to_string())
+    );
+    assert_eq!(
+        pool.metadata.labels.get(keys::TOPOLOGY_ZONE_LABEL),
+        Some(&"eu-1a".to_string())
+    );
+    assert_eq!(pool.status.state, "Ready");
+    let mut classes: Vec<&str> = pool
+        .status
+        .available_machine_classes
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    classes.sort_unstable();
+    assert_eq!(classes, ["medium", "x3-small"]);
+    let expected = vec![
+        ("class/machine.medium".to_string(), "50".to_string()),
+        ("class/machine.x3-small".to_string(), "100".to_string()),
+    ];
+    assert_eq!(quantities(&pool.status.capacity), expected);
+    assert_eq!(quantities(&pool.status.allocatable), expected);
+    let ready = pool
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "HeartbeatReceived");
+
+    // The runtime stops answering Status: Ready turns False with RuntimeUnreachable.
+    let fault = env.mock.add_fault(FaultRule::new(
+        Method::MachineStatus,
+        Trigger::Always,
+        Effect::Hang,
+    ));
+    let pool: MachinePool = wait_for(
+        &env.store,
+        "",
+        POOL,
+        |p: &MachinePool| condition_status(&p.status.conditions, "Ready") == Some("False"),
+        "pool not ready",
+    )
+    .await;
+    let ready = pool
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "RuntimeUnreachable");
+    assert!(!ready.message.is_empty());
+    assert_eq!(
+        quantities(&pool.status.capacity),
+        expected,
+        "capacity is kept"
+    );
+    env.mock.remove_fault(fault);
+    wait_for(
+        &env.store,
+        "",
+        POOL,
+        |p: &MachinePool| condition_status(&p.status.conditions, "Ready") == Some("True"),
+        "pool ready again",
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn machine_is_created_with_labels_and_reaches_running() {
+    let env = start().await;
+    let created = env
+        .store
+        .create_typed(new_machine("vm-1", "medium", Power::On))
+        .await
+        .unwrap();
+    let m: Machine = wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    assert_eq!(m.status.observed_generation, 1);
+    assert!(
+        m.metadata
+            .finalizers
+            .contains(&keys::MACHINE_FINALIZER.to_string())
+    );
+    let ready = m
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Running")
+    );
+
+    let iri_machines = env.mock.machines();
+    assert_eq!(iri_machines.len(), 1);
+    let iri = &iri_machines[0];
+    let md = iri.metadata.clone().unwrap();
+    assert_eq!(m.status.machine_id, format!("iri-mock://{}", md.id));
+    assert_eq!(
+        iri_label(iri, keys::MACHINE_UID_LABEL),
+        created.metadata.uid
+    );
+    assert_eq!(iri_label(iri, keys::MACHINE_NAMESPACE_LABEL), NS);
+    assert_eq!(iri_label(iri, keys::MACHINE_NAME_LABEL), "vm-1");
+    assert_eq!(
+        md.annotations.get(keys::MACHINE_GENERATION_ANNOTATION),
+        Some(&"1".to_string())
+    );
+    assert!(
+        md.annotations
+            .contains_key(keys::IRI_MACHINE_GENERATION_ANNOTATION)
+    );
+    let spec = iri.spec.clone().unwrap();
+    assert_eq!(spec.class, "x3-medium", "the runtime's class name is sent");
+    assert_eq!(spec.power, machine::Power::On as i32);
+
+    // The pool's allocatable counts the machine.
+    wait_for(
+        &env.store,
+        "",
+        POOL,
+        |p: &MachinePool| {
+            p.status
+                .allocatable
+                .get("class/machine.medium")
+                .map(ToString::to_string)
+                == Some("49".into())
+        },
+        "allocatable 49",
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn power_off_propagates_and_create_honours_requested_power() {
+    let env = start().await;
+    env.store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    let m: Machine = wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let mut off = m.clone();
+    off.spec.power = Power::Off;
+    env.store.update_typed(off).await.unwrap();
+    let m: Machine = wait_for(
+        &env.store,
+        NS,
+        "vm-1",
+        |m: &Machine| m.status.state == "Terminated" && m.status.observed_generation == 2,
+        "machine powered off",
+    )
+    .await;
+    let ready = m
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(env.mock.call_count(Method::UpdateMachinePower), 1);
+
+    // §8.7: a machine created with power Off is created powered off, not booted first.
+    env.store
+        .create_typed(new_machine("vm-2", "x3-small", Power::Off))
+        .await
+        .unwrap();
+    let m: Machine = wait_for(
+        &env.store,
+        NS,
+        "vm-2",
+        |m: &Machine| m.status.state == "Terminated" && m.status.observed_generation == 1,
+        "second machine off",
+    )
+    .await;
+    let id = m.status.machine_id.split("://").nth(1).unwrap().to_string();
+    let iri = env.mock.machine(&id).unwrap();
+    assert_eq!(iri.spec.unwrap().power, machine::Power::Off as i32);
+    assert_eq!(
+        env.mock.call_count(Method::UpdateMachinePower),
+        1,
+        "no power correction after create"
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn stopped_maps_to_shutdown() {
+    let mock = MockRuntime::builder()
+        .power_off_stopped(true)
+        .start_in_process()
+        .await
+        .unwrap();
+    let env = start_with(mock, seeded_store().await).await;
+    env.store
+        .create_typed(new_machine("vm-1", "x3-small", Power::Off))
+        .await
+        .unwrap();
+    wait_for(
+        &env.store,
+        NS,
+        "vm-1",
+        |m: &Machine| m.status.state == "Shutdown" && m.status.observed_generation == 1,
+        "machine shut down",
+    )
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn delete_goes_through_the_finalizer() {
+    let env = start().await;
+    env.store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    assert_eq!(env.mock.machine_count(), 1);
+    let deleting = env
+        .store
+        .delete(Kind::Machine, NS, "vm-1", None)
+        .await
+        .unwrap();
+    assert!(deleting.is_some(), "the finalizer holds the object");
+    wait_gone(&env.store, Kind::Machine, NS, "vm-1").await;
+    // The finalizer is dropped only once the runtime lists no machine for the uid.
+    let mut client = MachineRuntimeClient::new(env.mock.machine_channel());
+    let listed = client
+        .list_machines(machine::ListMachinesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.machines.is_empty());
+    assert!(env.mock.call_count(Method::DeleteMachine) >= 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn machines_of_other_pools_and_missing_classes_are_not_created() {
+    let env = start().await;
+    let mut other = new_machine("elsewhere", "x3-small", Power::On);
+    other.spec.machine_pool_ref = Some(LocalObjectReference::new("pool-b"));
+    env.store.create_typed(other).await.unwrap();
+    env.store
+        .create_typed(new_machine("no-class", "missing", Power::On))
+        .await
+        .unwrap();
+    env.store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    // vm-1 running proves the poollet is working; the others are left alone.
+    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let names: Vec<String> = env
+        .mock
+        .machines()
+        .iter()
+        .map(|m| iri_label(m, keys::MACHINE_NAME_LABEL).to_string())
+        .collect();
+    assert_eq!(names, ["vm-1"]);
+    let missing: Machine = env.store.get_typed(NS, "no-class").await.unwrap();
+    assert!(missing.status.machine_id.is_empty());
+    // Once the class appears, the machine is created.
+    env.store
+        .create_typed(class("missing", "2", "8Gi"))
+        .await
+        .unwrap();
+    wait_for(
+        &env.store,
+        NS,
+        "no-class",
+        is_running,
+        "machine with late class",
+    )
+    .await;
+    let elsewhere: Machine = env.store.get_typed(NS, "elsewhere").await.unwrap();
+    assert!(elsewhere.metadata.finalizers.is_empty());
+    env.stop().await;
+}
+
+fn iri_machine(uid: &str, namespace: &str, name: &str) -> machine::Machine {
+    machine::Machine {
+        metadata: Some(meta::ObjectMetadata {
+            labels: [
+                (keys::MACHINE_UID_LABEL.to_string(), uid.to_string()),
+                (
+                    keys::MACHINE_NAMESPACE_LABEL.to_string(),
+                    namespace.to_string(),
+                ),
+                (keys::MACHINE_NAME_LABEL.to_string(), name.to_string()),
+            ]
+            .into(),
+            annotations: [
+                (
+                    keys::MACHINE_GENERATION_ANNOTATION.to_string(),
+                    "1".to_string(),
+                ),
+                (
+                    keys::IRI_MACHINE_GENERATION_ANNOTATION.to_string(),
+                    "0".to_string(),
+                ),
+            ]
+            .into(),
+            ..meta::ObjectMetadata::default()
+        }),
+        spec: Some(machine::MachineSpec {
+            class: "x3-small".into(),
+            ..machine::MachineSpec::default()
+        }),
+        status: None,
+    }
+}
+
+async fn list_all(mock: &MockRuntime) -> Vec<machine::Machine> {
+    MachineRuntimeClient::new(mock.machine_channel())
+        .list_machines(machine::ListMachinesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .machines
+}
+
+async fn create_on_runtime(mock: &MockRuntime, m: machine::Machine) -> String {
+    MachineRuntimeClient::new(mock.machine_channel())
+        .create_machine(machine::CreateMachineRequest { machine: Some(m) })
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+        .metadata
+        .unwrap()
+        .id
+}
+
+fn reconciler(store: &Arc<dyn Store>, mock: &MockRuntime) -> MachineReconciler {
+    MachineReconciler::new(
+        store.clone(),
+        MachineRuntimeClient::new(mock.machine_channel()),
+        "iri-mock",
+        RuntimeView::default(),
+        MachineConfig::new(POOL),
+    )
+}
+
+#[tokio::test]
+async fn orphans_are_collected_when_their_machine_is_gone_or_replaced() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let store = seeded_store().await;
+    // An IRI machine whose Machine never existed, and one whose Machine was re-created under
+    // the same name (new uid).
+    create_on_runtime(&mock, iri_machine("gone-uid", NS, "ghost")).await;
+    create_on_runtime(&mock, iri_machine("old-uid", NS, "vm-1")).await;
+    let current = store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    let reconciler = reconciler(&store, &mock);
+    reconciler
+        .reconcile(&ObjectRef::new(NS, "ghost"))
+        .await
+        .unwrap();
+    reconciler
+        .reconcile(&ObjectRef::new(NS, "vm-1"))
+        .await
+        .unwrap();
+    let uids: Vec<String> = list_all(&mock)
+        .await
+        .iter()
+        .map(|m| iri_label(m, keys::MACHINE_UID_LABEL).to_string())
+        .collect();
+    assert_eq!(
+        uids,
+        [current.metadata.uid],
+        "orphans deleted, vm-1 created"
+    );
+}
+
+#[tokio::test]
+async fn orphans_are_found_by_the_runtime_relist() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    create_on_runtime(&mock, iri_machine("gone-uid", NS, "ghost")).await;
+    let env = start_with(mock, seeded_store().await).await;
+    // The relist enqueues "ghost"; its reconcile deletes the orphan. Creating a machine after
+    // it and waiting for Running orders the check after at least one relist.
+    env.store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let names: Vec<String> = list_all(&env.mock)
+            .await
+            .iter()
+            .map(|m| iri_label(m, keys::MACHINE_NAME_LABEL).to_string())
+            .collect();
+        if names == ["vm-1"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orphan not collected: {names:?}"
+        );
+        // Bounded wait for the next relist period (no event to wait on in the runtime).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_runtime_machines_for_one_uid_are_reduced_to_one() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let store = seeded_store().await;
+    let current = store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    let a = create_on_runtime(&mock, iri_machine(&current.metadata.uid, NS, "vm-1")).await;
+    let b = create_on_runtime(&mock, iri_machine(&current.metadata.uid, NS, "vm-1")).await;
+    let reconciler = reconciler(&store, &mock);
+    reconciler
+        .reconcile(&ObjectRef::new(NS, "vm-1"))
+        .await
+        .unwrap();
+    let ids: Vec<String> = list_all(&mock)
+        .await
+        .iter()
+        .map(|m| m.metadata.clone().unwrap().id)
+        .collect();
+    assert_eq!(ids.len(), 1, "one machine is kept");
+    assert!(ids[0] == a || ids[0] == b);
+    let m: Machine = store.get_typed(NS, "vm-1").await.unwrap();
+    assert_eq!(m.status.machine_id, format!("iri-mock://{}", ids[0]));
+}
