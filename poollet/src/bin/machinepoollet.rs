@@ -1,0 +1,155 @@
+//! `machinepoollet`: announces a MachinePool and reconciles its Machines against an IRI
+//! machine runtime, with state in an irikit store. SIGINT/SIGTERM stop it gracefully (a second
+//! signal exits at once).
+
+use std::{process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use iri_spec::endpoint::{self, RuntimeKind};
+use poollet::{Config, MachinePoollet};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Announce a machine pool and reconcile its machines against an IRI machine runtime.
+#[derive(Parser, Debug)]
+#[command(name = "machinepoollet", version)]
+struct Args {
+    /// Name of the MachinePool to announce and serve.
+    #[arg(long, env = "POOLLET_MACHINE_POOL_NAME")]
+    machine_pool_name: String,
+    /// `MachinePool.spec.providerID`.
+    #[arg(long, env = "POOLLET_PROVIDER_ID")]
+    provider_id: String,
+    /// IRI endpoint (`unix:///path`); empty = discovery (env var, then well-known sockets).
+    #[arg(long, env = "POOLLET_MACHINE_RUNTIME_ENDPOINT", default_value = "")]
+    machine_runtime_endpoint: String,
+    /// How long to wait for a discovered runtime socket.
+    #[arg(long, env = "POOLLET_MACHINE_RUNTIME_SOCKET_DISCOVERY_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    machine_runtime_socket_discovery_timeout: Duration,
+    /// Store: `memory` or `etcd://host:port[,host:port]`.
+    #[arg(long, env = "POOLLET_STORE", default_value = "memory")]
+    store: String,
+    /// Value of the `topology.ironcore.dev/region` pool label.
+    #[arg(long, env = "POOLLET_TOPOLOGY_REGION_LABEL", default_value = "")]
+    topology_region_label: String,
+    /// Value of the `topology.ironcore.dev/zone` pool label.
+    #[arg(long, env = "POOLLET_TOPOLOGY_ZONE_LABEL", default_value = "")]
+    topology_zone_label: String,
+    /// Interval of the runtime Status heartbeat (also refreshes classes and capacity).
+    #[arg(long, env = "POOLLET_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Timeout of one heartbeat Status probe and of every other runtime call.
+    #[arg(long, env = "POOLLET_HEARTBEAT_STATUS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat_status_timeout: Duration,
+    /// Interval of the unfiltered runtime relist.
+    #[arg(long, env = "POOLLET_RELIST_PERIOD", default_value = "5s", value_parser = humantime::parse_duration)]
+    relist_period: Duration,
+    /// Machine reconciles in flight at once.
+    #[arg(long, env = "POOLLET_MAX_CONCURRENT_RECONCILES", default_value_t = 1)]
+    max_concurrent_reconciles: usize,
+    /// Log format.
+    #[arg(long, env = "POOLLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config::new(args.machine_pool_name.clone(), args.provider_id.clone());
+    config
+        .pool
+        .topology_region
+        .clone_from(&args.topology_region_label);
+    config
+        .pool
+        .topology_zone
+        .clone_from(&args.topology_zone_label);
+    config.pool.heartbeat_interval = args.heartbeat_interval;
+    config.pool.status_timeout = args.heartbeat_status_timeout;
+    config.machine.rpc_timeout = args.heartbeat_status_timeout;
+    config.relist_period = args.relist_period;
+    config.max_concurrent_reconciles = args.max_concurrent_reconciles;
+    if args.provider_id.is_empty() {
+        anyhow::bail!("--provider-id must not be empty");
+    }
+    if args.relist_period.is_zero() || args.max_concurrent_reconciles == 0 {
+        anyhow::bail!("--relist-period and --max-concurrent-reconciles must be positive");
+    }
+    config.pool.validate().map_err(anyhow::Error::msg)?;
+    Ok(config)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = config(&args)?;
+    let store = irikit_api::store::open(&args.store)
+        .await
+        .with_context(|| format!("open store {}", args.store))?;
+    let explicit = Some(args.machine_runtime_endpoint.as_str()).filter(|s| !s.is_empty());
+    let endpoint = endpoint::discover(
+        RuntimeKind::Machine,
+        explicit,
+        args.machine_runtime_socket_discovery_timeout,
+    )
+    .await
+    .context("find the machine runtime")?;
+    let channel = endpoint::connect(&endpoint)
+        .await
+        .with_context(|| format!("connect to {endpoint}"))?;
+    let token = CancellationToken::new();
+    let mut poollet = tokio::spawn(MachinePoollet::new(store, channel, config).run(token.clone()));
+    tokio::select! {
+        res = &mut poollet => return res.context("poollet task")?.context("machinepoollet"),
+        () = shutdown_signal() => {}
+    }
+    info!("shutting down: finishing in-flight reconciles (send the signal again to exit at once)");
+    token.cancel();
+    tokio::select! {
+        res = poollet => res.context("poollet task")?.context("machinepoollet")?,
+        () = shutdown_signal() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
