@@ -650,3 +650,65 @@ async fn duplicate_runtime_machines_for_one_uid_are_reduced_to_one() {
     let m: Machine = store.get_typed(NS, "vm-1").await.unwrap();
     assert_eq!(m.status.machine_id, format!("iri-mock://{}", ids[0]));
 }
+
+/// §3.4 with the §8.5 fix: after a spec push, status waits until the runtime's
+/// `observed_generation` reaches the generation *after* the push.
+#[tokio::test(start_paused = true)]
+async fn status_waits_for_the_runtime_to_process_the_spec() {
+    let delay = Duration::from_secs(10);
+    let mock = MockRuntime::builder()
+        .delays(iri_mock::Delays {
+            provision: Duration::ZERO,
+            apply: delay,
+            power: delay,
+            terminate: Duration::ZERO,
+        })
+        .start_in_process()
+        .await
+        .unwrap();
+    let store = seeded_store().await;
+    let reconciler = reconciler(&store, &mock);
+    let key = ObjectRef::new(NS, "vm-1");
+    store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    reconciler.reconcile(&key).await.unwrap();
+    reconciler.reconcile(&key).await.unwrap();
+    let m: Machine = store.get_typed(NS, "vm-1").await.unwrap();
+    assert_eq!(
+        (m.status.state.as_str(), m.status.observed_generation),
+        ("Running", 1)
+    );
+
+    let mut off = m;
+    off.spec.power = Power::Off;
+    store.update_typed(off).await.unwrap();
+    reconciler.reconcile(&key).await.unwrap();
+    let m: Machine = store.get_typed(NS, "vm-1").await.unwrap();
+    assert_eq!(m.metadata.generation, 2);
+    assert_eq!(
+        (m.status.state.as_str(), m.status.observed_generation),
+        ("Running", 1),
+        "status is not published before the runtime processed the power change"
+    );
+    let iri = &mock.machines()[0];
+    let annotations = &iri.metadata.as_ref().unwrap().annotations;
+    assert_eq!(
+        annotations.get(keys::MACHINE_GENERATION_ANNOTATION),
+        Some(&"2".to_string())
+    );
+    assert_eq!(
+        annotations.get(keys::IRI_MACHINE_GENERATION_ANNOTATION),
+        Some(&iri.metadata.as_ref().unwrap().generation.to_string()),
+        "the runtime generation after the push"
+    );
+
+    tokio::time::advance(delay).await;
+    reconciler.reconcile(&key).await.unwrap();
+    let m: Machine = store.get_typed(NS, "vm-1").await.unwrap();
+    assert_eq!(
+        (m.status.state.as_str(), m.status.observed_generation),
+        ("Terminated", 2)
+    );
+}
