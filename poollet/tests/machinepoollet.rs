@@ -60,7 +60,10 @@ fn class(name: &str, cpu: &str, memory: &str) -> MachineClass {
 }
 
 async fn seeded_store() -> Arc<dyn Store> {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    seed(Arc::new(MemoryStore::new())).await
+}
+
+async fn seed(store: Arc<dyn Store>) -> Arc<dyn Store> {
     // Mock defaults: x3-small (2, 8Gi, 100), x3-medium (4, 16Gi, 50), x3-large (8, 32Gi, 20).
     store
         .create_typed(class("x3-small", "2", "8Gi"))
@@ -711,4 +714,86 @@ async fn status_waits_for_the_runtime_to_process_the_spec() {
         (m.status.state.as_str(), m.status.observed_generation),
         ("Terminated", 2)
     );
+}
+
+/// The whole lifecycle on one store: announce, create, Running, power off, delete.
+async fn lifecycle(store: Arc<dyn Store>) {
+    let mock = MockRuntime::builder()
+        .runtime_name("iri-mock")
+        .start_in_process()
+        .await
+        .unwrap();
+    let env = start_with(mock, seed(store).await).await;
+    wait_for(
+        &env.store,
+        "",
+        POOL,
+        |p: &MachinePool| {
+            condition_status(&p.status.conditions, "Ready") == Some("True")
+                && p.status.capacity.len() == 2
+        },
+        "pool announced",
+    )
+    .await;
+    env.store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    let m: Machine = wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let mut off = m;
+    off.spec.power = Power::Off;
+    env.store.update_typed(off).await.unwrap();
+    wait_for(
+        &env.store,
+        NS,
+        "vm-1",
+        |m: &Machine| m.status.state == "Terminated" && m.status.observed_generation == 2,
+        "machine off",
+    )
+    .await;
+    env.store
+        .delete(Kind::Machine, NS, "vm-1", None)
+        .await
+        .unwrap();
+    wait_gone(&env.store, Kind::Machine, NS, "vm-1").await;
+    assert!(list_all(&env.mock).await.is_empty());
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn lifecycle_memory() {
+    lifecycle(Arc::new(MemoryStore::new())).await;
+}
+
+fn etcd_required() -> bool {
+    std::env::var("IRIKIT_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .any(|c| c.trim() == "etcd")
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_etcd() {
+    use irikit_api::store::etcd::LocalEtcd;
+    if LocalEtcd::binary().is_none() {
+        assert!(
+            !etcd_required(),
+            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
+        );
+        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        return;
+    }
+    let etcd = LocalEtcd::start(None).await.unwrap();
+    lifecycle(Arc::new(etcd.store("/poollet-test").await.unwrap())).await;
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn lifecycle_etcd() {
+    assert!(
+        !etcd_required(),
+        "etcd is required (IRIKIT_REQUIRE) but poollet was built without the `etcd` feature"
+    );
+    eprintln!("skip: poollet built without the `etcd` feature");
 }
