@@ -797,3 +797,71 @@ fn lifecycle_etcd() {
     );
     eprintln!("skip: poollet built without the `etcd` feature");
 }
+
+#[tokio::test]
+async fn create_waits_for_the_ignition_secret_and_sends_disks_and_hostname() {
+    use base64::Engine;
+    use irikit_api::{
+        compute::{GuestConfig, LocalDisk, Volume},
+        core::Secret,
+        meta::SecretKeySelector,
+    };
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let store = seeded_store().await;
+    let reconciler = reconciler(&store, &mock);
+    let key = ObjectRef::new(NS, "vm-1");
+    let mut m = new_machine("vm-1", "x3-small", Power::On);
+    m.spec.ignition_ref = Some(SecretKeySelector {
+        name: "ign".into(),
+        key: String::new(),
+    });
+    m.spec.volumes = vec![Volume {
+        name: "root".into(),
+        device: Some("oda".into()),
+        local_disk: Some(LocalDisk {
+            size_limit: Some("10Gi".parse().unwrap()),
+            image: "ghcr.io/ironcore-dev/os-images/gardenlinux:latest".into(),
+        }),
+        ..Volume::default()
+    }];
+    m.spec.guest_config = Some(GuestConfig {
+        hostname: "vm-one".into(),
+    });
+    store.create_typed(m).await.unwrap();
+
+    reconciler.reconcile(&key).await.unwrap();
+    assert_eq!(
+        mock.machine_count(),
+        0,
+        "no create without the ignition secret"
+    );
+
+    let secret = Secret {
+        metadata: ObjectMeta::namespaced(NS, "ign"),
+        data: [(
+            "ignition.yaml".to_string(),
+            base64::engine::general_purpose::STANDARD.encode(b"variant: fcos"),
+        )]
+        .into(),
+        ..Secret::default()
+    };
+    store.create_typed(secret).await.unwrap();
+    reconciler.reconcile(&key).await.unwrap();
+    let machines = mock.machines();
+    assert_eq!(machines.len(), 1);
+    let spec = machines[0].spec.clone().unwrap();
+    assert_eq!(spec.ignition_data, b"variant: fcos");
+    assert_eq!(spec.guest_config.unwrap().hostname, "vm-one");
+    assert_eq!(spec.volumes.len(), 1);
+    let volume = &spec.volumes[0];
+    assert_eq!(
+        (volume.name.as_str(), volume.device.as_str()),
+        ("root", "oda")
+    );
+    let disk = volume.local_disk.clone().unwrap();
+    assert_eq!(disk.size_bytes, 10 << 30);
+    assert_eq!(
+        disk.image.unwrap().image,
+        "ghcr.io/ironcore-dev/os-images/gardenlinux:latest"
+    );
+}
