@@ -28,9 +28,9 @@ use iri_spec::{
     meta::v1alpha1 as meta,
 };
 use irikit_api::{
-    Resource, Store, StoreExt,
+    Kind, Resource, Store, StoreExt,
     compute::{self, Machine, MachineClass},
-    core::Secret,
+    core::{Event, EventSource, ObjectReference, Secret},
     meta::Condition,
     store::{self, now_rfc3339},
 };
@@ -142,8 +142,20 @@ fn desired_power(m: &Machine) -> machine::Power {
 
 enum Prerequisites {
     Ready(Box<machine::Machine>),
-    Waiting(String),
+    /// A reason (IronCore's event reason) and a message.
+    Waiting(&'static str, String),
 }
+
+/// Event reason: the MachineClass is missing.
+pub const REASON_MACHINE_CLASS_NOT_READY: &str = "MachineClassNotReady";
+/// Event reason: the ignition Secret or its key is missing.
+pub const REASON_IGNITION_NOT_READY: &str = "IgnitionNotReady";
+/// Event reason: a volume cannot be resolved.
+pub const REASON_VOLUME_NOT_READY: &str = "VolumeNotReady";
+/// Event reason: a network interface cannot be resolved.
+pub const REASON_NETWORK_INTERFACE_NOT_READY: &str = "NetworkInterfaceNotReady";
+/// The component recorded as the source of the poollet's Events.
+pub const EVENT_COMPONENT: &str = "machinepoollet";
 
 impl MachineReconciler {
     /// A reconciler that talks to the runtime through `client`; `runtime_name` is the
@@ -220,9 +232,10 @@ impl MachineReconciler {
         let class = match self.store.get_typed::<MachineClass>("", class_name).await {
             Ok(class) => class,
             Err(store::Error::NotFound { .. }) => {
-                return Ok(Prerequisites::Waiting(format!(
-                    "machine class {class_name:?} not found"
-                )));
+                return Ok(Prerequisites::Waiting(
+                    REASON_MACHINE_CLASS_NOT_READY,
+                    format!("machine class {class_name:?} not found"),
+                ));
             }
             Err(err) => return Err(err.into()),
         };
@@ -258,10 +271,10 @@ impl MachineReconciler {
             {
                 Ok(secret) => secret,
                 Err(store::Error::NotFound { .. }) => {
-                    return Ok(Prerequisites::Waiting(format!(
-                        "ignition secret {:?} not found",
-                        selector.name
-                    )));
+                    return Ok(Prerequisites::Waiting(
+                        REASON_IGNITION_NOT_READY,
+                        format!("ignition secret {:?} not found", selector.name),
+                    ));
                 }
                 Err(err) => return Err(err.into()),
             };
@@ -269,19 +282,22 @@ impl MachineReconciler {
                 match base64::engine::general_purpose::STANDARD.decode(encoded) {
                     Ok(bytes) => ignition_data = bytes,
                     Err(_) => {
-                        return Ok(Prerequisites::Waiting(format!(
-                            "ignition secret {:?} key {key:?} is not base64",
-                            selector.name
-                        )));
+                        return Ok(Prerequisites::Waiting(
+                            REASON_IGNITION_NOT_READY,
+                            format!(
+                                "ignition secret {:?} key {key:?} is not base64",
+                                selector.name
+                            ),
+                        ));
                     }
                 }
             } else if let Some(text) = secret.string_data.get(key) {
                 ignition_data = text.clone().into_bytes();
             } else {
-                return Ok(Prerequisites::Waiting(format!(
-                    "ignition secret {:?} has no key {key:?}",
-                    selector.name
-                )));
+                return Ok(Prerequisites::Waiting(
+                    REASON_IGNITION_NOT_READY,
+                    format!("ignition secret {:?} has no key {key:?}", selector.name),
+                ));
             }
         }
 
@@ -302,10 +318,13 @@ impl MachineReconciler {
                 },
                 (None, None) => {
                     // volumeRef / ephemeral volumes need the volume claim flow (not yet built).
-                    return Ok(Prerequisites::Waiting(format!(
-                        "volume {:?}: only localDisk and emptyDisk volumes are supported yet",
-                        volume.name
-                    )));
+                    return Ok(Prerequisites::Waiting(
+                        REASON_VOLUME_NOT_READY,
+                        format!(
+                            "volume {:?}: only localDisk and emptyDisk volumes are supported yet",
+                            volume.name
+                        ),
+                    ));
                 }
             };
             volumes.push(machine::Volume {
@@ -316,10 +335,13 @@ impl MachineReconciler {
             });
         }
         if let Some(nic) = m.spec.network_interfaces.first() {
-            return Ok(Prerequisites::Waiting(format!(
-                "network interface {:?}: network interfaces are not supported yet",
-                nic.name
-            )));
+            return Ok(Prerequisites::Waiting(
+                REASON_NETWORK_INTERFACE_NOT_READY,
+                format!(
+                    "network interface {:?}: network interfaces are not supported yet",
+                    nic.name
+                ),
+            ));
         }
 
         let labels = HashMap::from([
@@ -556,11 +578,48 @@ impl MachineReconciler {
         Ok(Action::await_change())
     }
 
+    /// Records a Normal Event on the Machine. Repeats of the same reason update one Event
+    /// (count, lastTimestamp, message) instead of creating new ones. Failures are logged only.
+    async fn record_event(&self, m: &Machine, reason: &str, message: &str) {
+        let name = format!("{}.{}", m.metadata.name, reason.to_ascii_lowercase());
+        let namespace = &m.metadata.namespace;
+        let now = now_rfc3339();
+        let res = match self.store.get_typed::<Event>(namespace, &name).await {
+            Ok(mut event) if event.involved_object.uid == m.metadata.uid => {
+                event.count = event.count.saturating_add(1);
+                event.last_timestamp = Some(now);
+                message.clone_into(&mut event.message);
+                self.store.update_typed(event).await.map(drop)
+            }
+            Ok(stale) => {
+                // An Event of an earlier Machine with this name: replace it.
+                let _ = self
+                    .store
+                    .delete(Kind::Event, namespace, &stale.metadata.name, None)
+                    .await;
+                self.store
+                    .create_typed(new_event(m, &name, reason, message, now))
+                    .await
+                    .map(drop)
+            }
+            Err(store::Error::NotFound { .. }) => self
+                .store
+                .create_typed(new_event(m, &name, reason, message, now))
+                .await
+                .map(drop),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = res {
+            debug!(error = %err, reason, "recording an event failed");
+        }
+    }
+
     async fn create(&self, m: &Machine) -> Result<Action> {
         let request = match self.prerequisites(m).await? {
             Prerequisites::Ready(request) => request,
-            Prerequisites::Waiting(reason) => {
-                info!(%reason, "prerequisites not met; not creating the machine yet");
+            Prerequisites::Waiting(reason, message) => {
+                info!(%reason, %message, "prerequisites not met; not creating the machine yet");
+                self.record_event(m, reason, &message).await;
                 return Ok(Action::requeue(self.config.prerequisite_requeue));
             }
         };
@@ -647,6 +706,30 @@ impl MachineReconciler {
         } else {
             self.config.converging_requeue
         }))
+    }
+}
+
+fn new_event(m: &Machine, name: &str, reason: &str, message: &str, now: String) -> Event {
+    Event {
+        metadata: irikit_api::meta::ObjectMeta::namespaced(m.metadata.namespace.clone(), name),
+        involved_object: ObjectReference {
+            api_version: compute::API_VERSION.to_string(),
+            kind: Kind::Machine.as_str().to_string(),
+            namespace: m.metadata.namespace.clone(),
+            name: m.metadata.name.clone(),
+            uid: m.metadata.uid.clone(),
+            resource_version: m.metadata.resource_version.clone(),
+        },
+        reason: reason.to_string(),
+        message: message.to_string(),
+        type_: "Normal".into(),
+        source: Some(EventSource {
+            component: EVENT_COMPONENT.into(),
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: 1,
+        ..Event::default()
     }
 }
 
