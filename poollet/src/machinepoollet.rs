@@ -181,6 +181,26 @@ impl MachinePoollet {
             },
             token.clone(),
         ));
+        tasks.spawn(controller::watch(
+            self.store.clone(),
+            Kind::Secret,
+            ListOptions::all(),
+            ObjectCache::new(),
+            {
+                let machine_queue = machine_queue.clone();
+                let machine_cache = machine_cache.clone();
+                move |secret| {
+                    // Machines waiting for this ignition Secret get another chance.
+                    let meta = secret.metadata();
+                    for m in machine_cache.list() {
+                        if awaits_secret(&m, &meta.namespace, &meta.name) {
+                            machine_queue.add(ObjectRef::of(&m));
+                        }
+                    }
+                }
+            },
+            token.clone(),
+        ));
         tasks.spawn(runtime_relist(
             client,
             relist_period,
@@ -200,4 +220,12 @@ impl MachinePoollet {
 /// Whether `obj` is a Machine without a runtime machine yet (no machineID).
 fn awaits_creation(obj: &irikit_api::Object) -> bool {
     matches!(obj, irikit_api::Object::Machine(m) if m.status.machine_id.is_empty())
+}
+
+/// Whether `obj` is a Machine without a runtime machine whose ignition Secret is `namespace/name`.
+fn awaits_secret(obj: &irikit_api::Object, namespace: &str, name: &str) -> bool {
+    matches!(obj, irikit_api::Object::Machine(m)
+        if m.status.machine_id.is_empty()
+            && m.metadata.namespace == namespace
+            && m.spec.ignition_ref.as_ref().is_some_and(|r| r.name == name))
 }

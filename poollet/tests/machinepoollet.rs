@@ -95,8 +95,12 @@ fn config() -> Config {
 }
 
 async fn start_with(mock: MockRuntime, store: Arc<dyn Store>) -> Env {
+    start_with_config(mock, store, config()).await
+}
+
+async fn start_with_config(mock: MockRuntime, store: Arc<dyn Store>, config: Config) -> Env {
     let token = CancellationToken::new();
-    let poollet = MachinePoollet::new(store.clone(), mock.machine_channel(), config());
+    let poollet = MachinePoollet::new(store.clone(), mock.machine_channel(), config);
     let task = tokio::spawn(poollet.run(token.clone()));
     Env {
         store,
@@ -864,4 +868,44 @@ async fn create_waits_for_the_ignition_secret_and_sends_disks_and_hostname() {
         disk.image.unwrap().image,
         "ghcr.io/ironcore-dev/os-images/gardenlinux:latest"
     );
+}
+
+#[tokio::test]
+async fn a_new_ignition_secret_triggers_the_waiting_machine() {
+    use irikit_api::{core::Secret, meta::SecretKeySelector};
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let mut config = config();
+    // Only the Secret watch can wake the machine up in time.
+    config.machine.prerequisite_requeue = Duration::from_secs(3600);
+    let env = start_with_config(mock, seeded_store().await, config).await;
+    let mut m = new_machine("vm-1", "x3-small", Power::On);
+    m.spec.ignition_ref = Some(SecretKeySelector {
+        name: "ign".into(),
+        key: "config".into(),
+    });
+    env.store.create_typed(m).await.unwrap();
+    wait_for(
+        &env.store,
+        NS,
+        "vm-1",
+        |m: &Machine| {
+            m.metadata
+                .finalizers
+                .contains(&keys::MACHINE_FINALIZER.to_string())
+        },
+        "finalizer",
+    )
+    .await;
+    let secret = Secret {
+        metadata: ObjectMeta::namespaced(NS, "ign"),
+        string_data: [("config".to_string(), "{}".to_string())].into(),
+        ..Secret::default()
+    };
+    env.store.create_typed(secret).await.unwrap();
+    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    assert_eq!(
+        env.mock.machines()[0].spec.clone().unwrap().ignition_data,
+        b"{}"
+    );
+    env.stop().await;
 }
