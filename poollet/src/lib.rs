@@ -6,10 +6,12 @@
 //! - [`pool`]: the MachinePool announcement, class mapping, capacity and heartbeat.
 //! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC) and the
 //!   runtime relist.
+//! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
 //! - [`machinepoollet`]: [`MachinePoollet`], which runs all of it.
 
 pub mod controller;
 pub mod error;
+pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;
 pub mod pool;

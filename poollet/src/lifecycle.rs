@@ -1,0 +1,225 @@
+//! The control-plane side of pool liveness (reference §4.4, IronCore's
+//! `MachinePoolLifecycleReconciler`): a pool whose Ready condition has not changed for longer
+//! than the grace period is marked `Ready=Unknown` (reason `MachinePoolStatusUnknown`).
+//!
+//! Like IronCore, it never compares timestamps with the clock (clock skew between hosts): it
+//! remembers what it last saw of the Ready condition (status, observedGeneration and
+//! lastUpdateTime, which the machinepoollet advances with every heartbeat) and when it saw it
+//! change, on its own monotonic clock.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use irikit_api::{
+    Kind, ListOptions, Resource, Store, StoreExt, compute::MachinePool, meta::Condition, store,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{
+    controller::{self, Action, ControllerConfig, ObjectCache, ObjectRef, Reconciler, WorkQueue},
+    error::{Error, Result},
+    pool::set_condition,
+};
+
+/// Reason of the Ready condition of a silent pool.
+pub const REASON_STATUS_UNKNOWN: &str = "MachinePoolStatusUnknown";
+/// Message of the Ready condition of a silent pool.
+pub const MESSAGE_STATUS_UNKNOWN: &str = "machinepoollet stopped posting machine pool status.";
+/// IronCore's default grace period (`--machine-pool-lifecycle-grace-period`).
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(50);
+
+type Fingerprint = (String, i64, Option<String>);
+
+fn fingerprint(ready: &Condition) -> Fingerprint {
+    (
+        ready.status.clone(),
+        ready.observed_generation,
+        ready.last_update_time.clone(),
+    )
+}
+
+/// Marks silent machine pools `Ready=Unknown`.
+pub struct PoolLifecycleReconciler {
+    store: Arc<dyn Store>,
+    grace_period: Duration,
+    seen: Mutex<HashMap<String, (Fingerprint, Instant)>>,
+}
+
+impl PoolLifecycleReconciler {
+    /// A reconciler with `grace_period`.
+    pub fn new(store: Arc<dyn Store>, grace_period: Duration) -> Self {
+        Self {
+            store,
+            grace_period,
+            seen: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler<ObjectRef> for PoolLifecycleReconciler {
+    type Error = Error;
+
+    async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
+        let pool = match self.store.get_typed::<MachinePool>("", &key.name).await {
+            Ok(pool) => pool,
+            Err(store::Error::NotFound { .. }) => {
+                self.seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&key.name);
+                return Ok(Action::await_change());
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let Some(ready) = pool.status.conditions.iter().find(|c| c.type_ == "Ready") else {
+            // Not announced by a poollet yet: nothing to age.
+            return Ok(Action::await_change());
+        };
+        if ready.status == "Unknown" && ready.reason == REASON_STATUS_UNKNOWN {
+            return Ok(Action::await_change());
+        }
+        let now = Instant::now();
+        let current = fingerprint(ready);
+        let since = {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            match seen.get(&key.name) {
+                Some((last, since)) if *last == current => *since,
+                _ => {
+                    seen.insert(key.name.clone(), (current, now));
+                    now
+                }
+            }
+        };
+        let silent_for = now.duration_since(since);
+        if silent_for < self.grace_period {
+            return Ok(Action::requeue(self.grace_period - silent_for));
+        }
+        let mut updated = pool.clone();
+        set_condition(
+            &mut updated.status.conditions,
+            Condition {
+                type_: "Ready".into(),
+                status: "Unknown".into(),
+                reason: REASON_STATUS_UNKNOWN.into(),
+                message: MESSAGE_STATUS_UNKNOWN.into(),
+                observed_generation: pool.metadata.generation,
+                last_update_time: Some(store::now_rfc3339()),
+                last_transition_time: None,
+            },
+        );
+        self.store.update_status(updated.into_object()).await?;
+        info!(pool = %key.name, silent_for = ?silent_for, "machine pool status unknown");
+        Ok(Action::await_change())
+    }
+}
+
+/// Runs the lifecycle controller over every MachinePool until `token` is cancelled.
+pub async fn run(store: Arc<dyn Store>, grace_period: Duration, token: CancellationToken) {
+    let queue: WorkQueue<ObjectRef> = WorkQueue::new();
+    let reconciler = Arc::new(PoolLifecycleReconciler::new(store.clone(), grace_period));
+    let watcher = tokio::spawn(controller::watch(
+        store,
+        Kind::MachinePool,
+        ListOptions::all(),
+        ObjectCache::new(),
+        {
+            let queue = queue.clone();
+            move |obj| queue.add(ObjectRef::of(obj))
+        },
+        token.clone(),
+    ));
+    controller::run(
+        queue,
+        reconciler,
+        ControllerConfig {
+            name: "machinepoollifecycle",
+            concurrency: 4,
+        },
+        token,
+    )
+    .await;
+    watcher.await.ok();
+}
+
+#[cfg(test)]
+mod tests {
+    use irikit_api::{meta::ObjectMeta, store::memory::MemoryStore};
+
+    use super::*;
+
+    fn ready(at: &str) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "HeartbeatReceived".into(),
+            last_update_time: Some(at.into()),
+            ..Condition::default()
+        }
+    }
+
+    async fn post(store: &Arc<dyn Store>, at: &str) {
+        let mut pool: MachinePool = store.get_typed("", "p").await.unwrap();
+        set_condition(&mut pool.status.conditions, ready(at));
+        store.update_status(pool.into_object()).await.unwrap();
+    }
+
+    async fn ready_of(store: &Arc<dyn Store>) -> (String, String) {
+        let pool: MachinePool = store.get_typed("", "p").await.unwrap();
+        let c = pool
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .clone();
+        (c.status, c.reason)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_pools_turn_unknown_after_the_grace_period() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        store
+            .create_typed(MachinePool {
+                metadata: ObjectMeta::named("p"),
+                ..MachinePool::default()
+            })
+            .await
+            .unwrap();
+        post(&store, "t0").await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));
+        let second = Duration::from_secs(1);
+
+        // A live poollet keeps posting: never Unknown.
+        for n in 1..=5 {
+            tokio::time::sleep(30 * second).await;
+            post(&store, &format!("t{n}")).await;
+        }
+        tokio::time::sleep(40 * second).await;
+        assert_eq!(
+            ready_of(&store).await,
+            ("True".into(), "HeartbeatReceived".into())
+        );
+        // Then it falls silent: Unknown once the grace period has passed since the last post.
+        tokio::time::sleep(11 * second).await;
+        assert_eq!(
+            ready_of(&store).await,
+            ("Unknown".into(), REASON_STATUS_UNKNOWN.into())
+        );
+        // It comes back.
+        post(&store, "t9").await;
+        tokio::time::sleep(second).await;
+        assert_eq!(
+            ready_of(&store).await,
+            ("True".into(), "HeartbeatReceived".into())
+        );
+        token.cancel();
+        task.await.unwrap();
+    }
+}
