@@ -37,13 +37,14 @@ struct Env {
 }
 
 impl Env {
-    async fn stop(self) {
+    async fn stop(self) -> (Arc<dyn Store>, MockRuntime) {
         self.token.cancel();
         tokio::time::timeout(WAIT, self.task)
             .await
             .expect("poollet stops after cancel")
             .unwrap()
             .unwrap();
+        (self.store, self.mock)
     }
 }
 
@@ -907,5 +908,40 @@ async fn a_new_ignition_secret_triggers_the_waiting_machine() {
         env.mock.machines()[0].spec.clone().unwrap().ignition_data,
         b"{}"
     );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_poollet_adopts_existing_runtime_machines() {
+    let env = start().await;
+    for name in ["vm-1", "vm-2"] {
+        env.store
+            .create_typed(new_machine(name, "x3-small", Power::On))
+            .await
+            .unwrap();
+        wait_for(&env.store, NS, name, is_running, "machine running").await;
+    }
+    let (store, mock) = env.stop().await;
+    let creates = mock.call_count(Method::CreateMachine);
+    assert_eq!(creates, 2);
+
+    let env = start_with(mock, store).await;
+    env.store
+        .create_typed(new_machine("vm-3", "x3-small", Power::On))
+        .await
+        .unwrap();
+    wait_for(&env.store, NS, "vm-3", is_running, "machine running").await;
+    let mut names: Vec<String> = list_all(&env.mock)
+        .await
+        .iter()
+        .map(|m| iri_label(m, keys::MACHINE_NAME_LABEL).to_string())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["vm-1", "vm-2", "vm-3"],
+        "no duplicates after a restart"
+    );
+    assert_eq!(env.mock.call_count(Method::CreateMachine), 3);
     env.stop().await;
 }
