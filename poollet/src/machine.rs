@@ -301,39 +301,10 @@ impl MachineReconciler {
             }
         }
 
-        let mut volumes = Vec::new();
-        for volume in &m.spec.volumes {
-            let local = match (&volume.local_disk, &volume.empty_disk) {
-                (Some(local), _) => machine::LocalDisk {
-                    size_bytes: local.size_limit.map_or(0, |q| clamp_i64(q.value())),
-                    image: (!local.image.is_empty()).then(|| machine::ImageSpec {
-                        image: local.image.clone(),
-                    }),
-                },
-                // §8.16: the deprecated emptyDisk becomes a local disk instead of never
-                // becoming ready.
-                (None, Some(empty)) => machine::LocalDisk {
-                    size_bytes: empty.size_limit.map_or(0, |q| clamp_i64(q.value())),
-                    image: None,
-                },
-                (None, None) => {
-                    // volumeRef / ephemeral volumes need the volume claim flow (not yet built).
-                    return Ok(Prerequisites::Waiting(
-                        REASON_VOLUME_NOT_READY,
-                        format!(
-                            "volume {:?}: only localDisk and emptyDisk volumes are supported yet",
-                            volume.name
-                        ),
-                    ));
-                }
-            };
-            volumes.push(machine::Volume {
-                name: volume.name.clone(),
-                device: volume.device.clone().unwrap_or_default(),
-                local_disk: Some(local),
-                connection: None,
-            });
-        }
+        let volumes = match desired_volumes(m) {
+            Ok(volumes) => volumes,
+            Err(message) => return Ok(Prerequisites::Waiting(REASON_VOLUME_NOT_READY, message)),
+        };
         if let Some(nic) = m.spec.network_interfaces.first() {
             return Ok(Prerequisites::Waiting(
                 REASON_NETWORK_INTERFACE_NOT_READY,
@@ -645,10 +616,68 @@ impl MachineReconciler {
         Ok(Action::requeue(self.config.converging_requeue))
     }
 
+    /// Detaches IRI volumes that differ from or are missing in the desired set and attaches
+    /// the desired ones not present (§3.6 step 2). Returns whether anything was pushed. When a
+    /// desired volume cannot be built yet, nothing is touched (no detach on transient
+    /// unreadiness, §8.8).
+    async fn sync_volumes(
+        &self,
+        m: &Machine,
+        id: &str,
+        current: &[machine::Volume],
+    ) -> Result<bool> {
+        let Ok(desired) = desired_volumes(m) else {
+            return Ok(false);
+        };
+        let mut pushed = false;
+        let mut kept = Vec::new();
+        for volume in current {
+            if desired.iter().any(|d| d == volume) {
+                kept.push(volume.name.clone());
+                continue;
+            }
+            let mut client = self.client.clone();
+            let res = rpc(
+                "DetachVolume",
+                self.config.rpc_timeout,
+                client.detach_volume(machine::DetachVolumeRequest {
+                    machine_id: id.to_string(),
+                    name: volume.name.clone(),
+                }),
+            )
+            .await;
+            match res {
+                Ok(_) => info!(machine_id = %id, volume = %volume.name, "volume detached"),
+                Err(err) if err.code() == Some(tonic::Code::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+            pushed = true;
+        }
+        for volume in desired {
+            if kept.contains(&volume.name) {
+                continue;
+            }
+            let name = volume.name.clone();
+            let mut client = self.client.clone();
+            rpc(
+                "AttachVolume",
+                self.config.rpc_timeout,
+                client.attach_volume(machine::AttachVolumeRequest {
+                    machine_id: id.to_string(),
+                    volume: Some(volume),
+                }),
+            )
+            .await?;
+            info!(machine_id = %id, volume = %name, "volume attached");
+            pushed = true;
+        }
+        Ok(pushed)
+    }
+
     async fn update(&self, m: &Machine, iri: machine::Machine) -> Result<Action> {
         let id = metadata(&iri).id;
         let spec = iri.spec.clone().unwrap_or_default();
-        let mut pushed = false;
+        let mut pushed = self.sync_volumes(m, &id, &spec.volumes).await?;
         let power = desired_power(m);
         if spec.power != power as i32 {
             let mut client = self.client.clone();
@@ -731,6 +760,41 @@ fn new_event(m: &Machine, name: &str, reason: &str, message: &str, now: String) 
         count: 1,
         ..Event::default()
     }
+}
+
+/// The IRI volumes for the Machine's spec volumes, or why one cannot be built yet.
+fn desired_volumes(m: &Machine) -> std::result::Result<Vec<machine::Volume>, String> {
+    let mut volumes = Vec::new();
+    for volume in &m.spec.volumes {
+        let local = match (&volume.local_disk, &volume.empty_disk) {
+            (Some(local), _) => machine::LocalDisk {
+                size_bytes: local.size_limit.map_or(0, |q| clamp_i64(q.value())),
+                image: (!local.image.is_empty()).then(|| machine::ImageSpec {
+                    image: local.image.clone(),
+                }),
+            },
+            // §8.16: the deprecated emptyDisk becomes a local disk instead of never becoming
+            // ready.
+            (None, Some(empty)) => machine::LocalDisk {
+                size_bytes: empty.size_limit.map_or(0, |q| clamp_i64(q.value())),
+                image: None,
+            },
+            (None, None) => {
+                // volumeRef / ephemeral volumes need the volume claim flow (not yet built).
+                return Err(format!(
+                    "volume {:?}: only localDisk and emptyDisk volumes are supported yet",
+                    volume.name
+                ));
+            }
+        };
+        volumes.push(machine::Volume {
+            name: volume.name.clone(),
+            device: volume.device.clone().unwrap_or_default(),
+            local_disk: Some(local),
+            connection: None,
+        });
+    }
+    Ok(volumes)
 }
 
 fn clamp_i64(value: i128) -> i64 {

@@ -945,3 +945,86 @@ async fn a_restarted_poollet_adopts_existing_runtime_machines() {
     assert_eq!(env.mock.call_count(Method::CreateMachine), 3);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn volume_changes_are_attached_and_detached_without_churn() {
+    use irikit_api::compute::{EmptyDisk, LocalDisk, Volume};
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let store = seeded_store().await;
+    let reconciler = reconciler(&store, &mock);
+    let key = ObjectRef::new(NS, "vm-1");
+    let disk = |name: &str, device: &str, size: &str| Volume {
+        name: name.into(),
+        device: Some(device.into()),
+        local_disk: Some(LocalDisk {
+            size_limit: Some(size.parse().unwrap()),
+            image: String::new(),
+        }),
+        ..Volume::default()
+    };
+    let mut m = new_machine("vm-1", "x3-small", Power::On);
+    m.spec.volumes = vec![disk("root", "oda", "10Gi")];
+    store.create_typed(m).await.unwrap();
+    let settle = || async {
+        for _ in 0..3 {
+            reconciler.reconcile(&key).await.unwrap();
+        }
+        store.get_typed::<Machine>(NS, "vm-1").await.unwrap()
+    };
+    let m = settle().await;
+    assert!(is_running(&m));
+    assert_eq!(mock.call_count(Method::AttachVolume), 0, "no churn");
+    assert_eq!(mock.call_count(Method::DetachVolume), 0, "no churn");
+    let volumes = |m: &Machine| -> Vec<(String, String)> {
+        m.status
+            .volumes
+            .iter()
+            .map(|v| (v.name.clone(), v.state.clone()))
+            .collect()
+    };
+    assert_eq!(volumes(&m), [("root".into(), "Attached".into())]);
+    assert_eq!(
+        condition_status(&m.status.conditions, "VolumesReady"),
+        Some("True")
+    );
+
+    // Add a (deprecated) emptyDisk: attached once.
+    let mut more = m;
+    more.spec.volumes.push(Volume {
+        name: "scratch".into(),
+        device: Some("odb".into()),
+        empty_disk: Some(EmptyDisk {
+            size_limit: Some("1Gi".parse().unwrap()),
+        }),
+        ..Volume::default()
+    });
+    store.update_typed(more).await.unwrap();
+    let m = settle().await;
+    assert_eq!(mock.call_count(Method::AttachVolume), 1);
+    let mut got = volumes(&m);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("root".into(), "Attached".into()),
+            ("scratch".into(), "Attached".into())
+        ]
+    );
+    assert_eq!(m.status.observed_generation, m.metadata.generation);
+
+    // Remove root, resize scratch: one detach for root, detach + attach for scratch.
+    let mut fewer = m;
+    fewer.spec.volumes = vec![disk("scratch", "odb", "2Gi")];
+    store.update_typed(fewer).await.unwrap();
+    let m = settle().await;
+    assert_eq!(mock.call_count(Method::DetachVolume), 2);
+    assert_eq!(mock.call_count(Method::AttachVolume), 2);
+    assert_eq!(volumes(&m), [("scratch".into(), "Attached".into())]);
+    let iri = &mock.machines()[0];
+    let spec_volumes = &iri.spec.as_ref().unwrap().volumes;
+    assert_eq!(spec_volumes.len(), 1);
+    assert_eq!(
+        spec_volumes[0].local_disk.clone().unwrap().size_bytes,
+        2 << 30
+    );
+}
