@@ -243,13 +243,15 @@ impl fmt::Display for Quantity {
         let sign = if nanos < 0 { "-" } else { "" };
         let abs = nanos.unsigned_abs();
         let mut format = self.format;
-        if format == Format::BinarySI && (abs < 1024 * NANO as u128 || abs % NANO as u128 != 0) {
+        if format == Format::BinarySI
+            && (abs < 1024 * NANO as u128 || !abs.is_multiple_of(NANO as u128))
+        {
             format = Format::DecimalSI;
         }
         if format == Format::BinarySI {
             let mut value = abs / NANO as u128;
             let mut exp = 0;
-            while exp < 6 && value % 1024 == 0 {
+            while exp < 6 && value.is_multiple_of(1024) {
                 value /= 1024;
                 exp += 1;
             }
@@ -259,7 +261,7 @@ impl fmt::Display for Quantity {
         // Decimal: mantissa * 10^exp with exp a multiple of 3, starting at nano.
         let mut mantissa = abs;
         let mut exp: i32 = -9;
-        while exp < 18 && mantissa % 1000 == 0 {
+        while exp < 18 && mantissa.is_multiple_of(1000) {
             mantissa /= 1000;
             exp += 3;
         }

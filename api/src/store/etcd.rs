@@ -577,7 +577,7 @@ impl LocalEtcd {
 
     /// Connects an [`EtcdStore`] with `prefix`.
     pub async fn store(&self, prefix: &str) -> Result<EtcdStore> {
-        EtcdStore::connect(&[self.endpoint.clone()], prefix).await
+        EtcdStore::connect(std::slice::from_ref(&self.endpoint), prefix).await
     }
 }
 
