@@ -102,7 +102,7 @@ struct Instance {
     assumed: bool,
 }
 
-/// Eligible pools of one class ordered by (free desc, name asc).
+/// Pools ordered by (free desc, name asc).
 type Headroom = BTreeSet<(Reverse<i128>, Arc<str>)>;
 
 /// The scheduler's snapshot of pools and bindings, with a headroom index per class.
