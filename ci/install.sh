@@ -34,6 +34,7 @@ irikit_install_qemu() {
         if [ -z "$kpkg" ]; then
             $sudo apt-get update -qq
             kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+        fi
         rm -rf "$cache"
         mkdir -p "$cache/debs" "$cache/x"
         # As root, apt's sandbox user cannot write into a private cache dir: download as root.
@@ -55,11 +56,14 @@ irikit_install_qemu() {
         )
         rm -rf "$cache/debs"
         touch "$cache/.done"
+    fi
     export IRIKIT_GUEST_DIR="$cache"
     export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}qemu"
 }
 irikit_install_qemu
 # --- end qemu ---------------------------------------------------------------------------------
+
+# --- etcd (issue 5) ----------------------------------------------------------------------------
 # irikit-api's etcd backend: etcd-client needs protoc at build time; the store suite and the
 # scheduler race test start a real etcd.
 if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then

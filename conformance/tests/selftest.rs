@@ -167,5 +167,22 @@ async fn every_case_is_caught_by_a_mutant() {
         uncaught.is_empty(),
         "cases no mutant catches: {uncaught:#?}"
     );
-    insta::assert_yaml_snapshot!("mutant_matrix", matrix);
+    // The id-clobbering mutants catch a case or not depending on which objects earlier cases left
+    // in the mock's event log, so they stay out of the snapshot (they still count above).
+    let unstable = [
+        Mutant::DuplicateIds.name(),
+        Mutant::ConcurrentCreateSameId.name(),
+    ];
+    let stable: BTreeMap<&String, Vec<&str>> = matrix
+        .iter()
+        .map(|(id, ms)| {
+            let kept = ms
+                .iter()
+                .copied()
+                .filter(|m| !unstable.contains(m))
+                .collect();
+            (id, kept)
+        })
+        .collect();
+    insta::assert_yaml_snapshot!("mutant_matrix", stable);
 }

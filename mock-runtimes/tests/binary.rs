@@ -55,9 +55,15 @@ impl Server {
     }
 
     async fn channel(&self, name: &str) -> tonic::transport::Channel {
-        iri_spec::endpoint::connect(&Endpoint::Unix(self.path(name)))
-            .await
-            .unwrap()
+        // A socket file exists from bind() on, a moment before listen(): retry a refused connect.
+        let endpoint = Endpoint::Unix(self.path(name));
+        for _ in 0..500 {
+            if let Ok(channel) = iri_spec::endpoint::connect(&endpoint).await {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        iri_spec::endpoint::connect(&endpoint).await.unwrap()
     }
 
     async fn sigterm(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {

@@ -102,6 +102,9 @@ struct Instance {
     assumed: bool,
 }
 
+/// Pools ordered by (free desc, name asc).
+type Headroom = BTreeSet<(Reverse<i128>, Arc<str>)>;
+
 /// The scheduler's snapshot of pools and bindings, with a headroom index per class.
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -110,7 +113,7 @@ pub struct Cache {
     used: HashMap<String, HashMap<String, i128>>,
     instances: HashMap<String, Instance>,
     /// class → eligible pools ordered by (free desc, name asc).
-    index: HashMap<String, BTreeSet<(Reverse<i128>, Arc<str>)>>,
+    index: HashMap<String, Headroom>,
     /// Pools with a bind in flight (skipped until it completes).
     busy: HashSet<String>,
 }

@@ -1312,6 +1312,10 @@ impl Runtime {
             let _ = vmm.delete(p).await;
             let _ = vmm.terminate(p, TERMINATE_GRACE).await;
         }
+        let stray = crate::vmm::kill_processes_in(&paths.dir, TERMINATE_GRACE).await;
+        if !stray.is_empty() {
+            warn!(?stray, "vmm processes survived teardown");
+        }
         let dir = paths.dir.clone();
         let _ = tokio::task::spawn_blocking(move || remove_dir(&dir)).await;
         if let Err(e) = self.inner.store.remove(&record.id) {

@@ -226,6 +226,8 @@ impl Sim {
         let Some(endpoint) = path.strip_prefix("/api/v1/") else {
             return err(StatusCode::NOT_FOUND, &["Not Found"]);
         };
+        // The error is the HTTP response itself; boxing it would only add noise here.
+        #[allow(clippy::result_large_err)]
         let parse = |body: &Bytes| -> std::result::Result<Value, HttpResponse> {
             serde_json::from_slice::<Value>(body).map_err(|e| {
                 err(

@@ -91,9 +91,7 @@ pub fn confined_file(what: &'static str, path: &str, dirs: &[PathBuf]) -> Result
             };
         }
     }
-    if found_any {
-        Err(outside())
-    } else if dirs.is_empty() {
+    if found_any || dirs.is_empty() {
         Err(outside())
     } else {
         Err(Error::Missing {

@@ -160,6 +160,46 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// Kill every live process whose command line names `dir` (a machine's directory: its API socket,
+/// serial file and disks live there), and wait up to `wait` for them to exit. The safety net of
+/// machine teardown: a VMM spawned or respawned while the record was being read is not leaked.
+/// Returns the pids that were still alive at the end.
+pub async fn kill_processes_in(dir: &Path, wait: Duration) -> Vec<i32> {
+    // With the trailing slash a machine dir never matches a sibling whose name extends it.
+    let needle = format!("{}/", dir.display());
+    let me = std::process::id();
+    let find = || -> Vec<i32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| u32::try_from(*pid).ok() != Some(me))
+            .filter(|pid| proc_start_time(*pid).is_some())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.split(|b| *b == 0)
+                        .any(|arg| String::from_utf8_lossy(arg).contains(&needle))
+                })
+            })
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let pids = find();
+        if pids.is_empty() || tokio::time::Instant::now() >= deadline {
+            return pids;
+        }
+        for pid in &pids {
+            if let Some(pid) = rustix::process::Pid::from_raw(*pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A freshly spawned VMM: its record and, when we are its parent, the child to reap.
 #[derive(Debug)]
 pub struct Spawned {

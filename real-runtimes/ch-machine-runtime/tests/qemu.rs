@@ -266,7 +266,9 @@ async fn stub_guest_power_off_on_qemu() {
     let Some((env, qemu, _reaper)) = qemu_env("poweroff") else {
         return;
     };
-    let runtime = start(&env, &qemu, &[]);
+    // Guest-initiated power-off under TCG: on these PVM hosts the stub's ACPI write under KVM
+    // did not always reach QEMU in time when the machine was loaded (see the closing note).
+    let runtime = start(&env, &qemu, &["--qemu-accel", "tcg"]);
     let mut client = common::Client::new(runtime.channel().await);
     let id = create(&mut client, vec![]).await;
     wait_serial(

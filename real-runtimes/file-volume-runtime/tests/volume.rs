@@ -66,9 +66,17 @@ impl Runtime {
             assert!(Instant::now() < deadline, "runtime socket did not appear");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let channel = iri_spec::endpoint::connect(&iri_spec::endpoint::Endpoint::unix(&socket))
-            .await
-            .unwrap();
+        // The socket file appears at bind(), before listen(): retry a refused connect.
+        let endpoint = iri_spec::endpoint::Endpoint::unix(&socket);
+        let channel = loop {
+            match iri_spec::endpoint::connect(&endpoint).await {
+                Ok(channel) => break channel,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "runtime did not accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
         Self {
             dir,
             child,

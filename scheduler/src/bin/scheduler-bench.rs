@@ -57,6 +57,7 @@ struct File {
 #[serde(rename_all = "camelCase")]
 struct Thresholds {
     memory_binds_per_second5000_pools: f64,
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     etcd_ratio_to_raw_puts: f64,
 }
 
