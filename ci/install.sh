@@ -71,4 +71,4 @@ if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server protobuf-compiler >/dev/null
 fi
 export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}etcd"
-export IRIKIT_FEATURES="${IRIKIT_FEATURES:+$IRIKIT_FEATURES }irikit-api/etcd scheduler/etcd"
+export IRIKIT_FEATURES="${IRIKIT_FEATURES:+$IRIKIT_FEATURES }irikit-api/etcd scheduler/etcd poollet/etcd"
