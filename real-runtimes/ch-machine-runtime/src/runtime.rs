@@ -90,8 +90,16 @@ fn new_id() -> String {
     }
 }
 
-fn disk_id(volume_name: &str) -> String {
-    format!("vol-{volume_name}")
+/// The VMM device id for a volume. An attachment that continues keeps the id it was given
+/// (`previous`); a new one gets the volume name plus the spec generation that attached it.
+/// Cloud Hypervisor keeps a hot-unplugged device's id reserved (and its image locked) until the
+/// guest acknowledges the eject, which a guest without ACPI hot-plug never does, so re-using
+/// `vol-<name>` after a detach would fail with "Invalid identifier as it is not unique".
+fn disk_id(volume_name: &str, generation: i64, previous: Option<&PreparedDisk>) -> String {
+    previous.map_or_else(
+        || format!("vol-{volume_name}-{generation}"),
+        |d| d.disk.id.clone(),
+    )
 }
 
 fn nic_id(nic_name: &str) -> String {
@@ -174,6 +182,16 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// The IRI state for what the VMM reports (`None`: no VMM or no VM).
+fn observed_state(vm: Option<VmState>, want_boot: bool) -> machine::MachineState {
+    match vm {
+        Some(VmState::Running) => machine::MachineState::MachineRunning,
+        Some(VmState::Paused) => machine::MachineState::MachineSuspended,
+        _ if want_boot => machine::MachineState::MachinePending,
+        _ => machine::MachineState::MachineTerminated,
+    }
+}
+
 /// What `validate_volume` resolved.
 enum VolumeSource {
     File(PathBuf),
@@ -210,6 +228,16 @@ impl Runtime {
                     info!(machine.id = %record.id, pid = process.pid, "vmm no longer running");
                     record.vmm = None;
                 }
+            }
+            // The stored state may predate the last change (it is written after clients could
+            // already see it, and a kill -9 can come in between): what the VMM reports now
+            // wins, before the machine is listed again.
+            if record.deleted_at == 0 {
+                let vm_state = match &record.vmm {
+                    Some(process) => runtime.inner.vmm.info(process).await.ok().map(|i| i.state),
+                    None => None,
+                };
+                record.state = observed_state(vm_state, record.want_boot) as i32;
             }
             let entry = Arc::new(Entry {
                 record: Mutex::new(record.clone()),
@@ -965,12 +993,7 @@ impl Runtime {
         }
 
         // Observed state.
-        let state = match info.as_ref().map(|i| i.state) {
-            Some(VmState::Running) => machine::MachineState::MachineRunning,
-            Some(VmState::Paused) => machine::MachineState::MachineSuspended,
-            _ if want_boot => machine::MachineState::MachinePending,
-            _ => machine::MachineState::MachineTerminated,
-        };
+        let state = observed_state(info.as_ref().map(|i| i.state), want_boot);
         let present: Vec<String> = info
             .as_ref()
             .map(|i| i.disk_ids.clone())
@@ -1246,10 +1269,16 @@ impl Runtime {
             return Ok(existing.clone());
         }
         let source = self.validate_volume(volume)?;
-        let id = disk_id(&volume.name);
+        let previous = |path: &Path| {
+            record
+                .disks
+                .iter()
+                .find(|d| d.name == volume.name && d.disk.path == path)
+        };
         match source {
             VolumeSource::File(path) => {
                 let format = ImageFormat::sniff(&path).context("read volume file")?;
+                let id = disk_id(&volume.name, record.generation, previous(&path));
                 Ok(PreparedDisk {
                     name: volume.name.clone(),
                     disk: DiskSpec {
@@ -1263,6 +1292,7 @@ impl Runtime {
             }
             VolumeSource::Local { image, size } => {
                 let target = paths.dir.join("disks").join(format!("{}.img", volume.name));
+                let id = disk_id(&volume.name, record.generation, previous(&target));
                 let dest = target.clone();
                 let format = tokio::task::spawn_blocking(move || -> anyhow::Result<ImageFormat> {
                     if !dest.exists() {

@@ -98,6 +98,10 @@ struct Vm {
     config: Value,
     /// `None` after `vm.delete`; the config is kept after `vm.shutdown`.
     state: Option<VmState>,
+    /// Disks hot-unplugged from the running VM: like Cloud Hypervisor with a guest that never
+    /// acknowledges the ACPI eject (the PVH stub), the device keeps its id and its image lock
+    /// until the VM shuts down. `(id, path)`.
+    pending_eject: Vec<(String, Option<String>)>,
 }
 
 struct Sim {
@@ -172,6 +176,25 @@ impl Sim {
         {
             let _ = writeln!(f, "{line}");
         }
+    }
+
+    /// Cloud Hypervisor opens its serial file with truncation at `vm.create` and every boot.
+    fn truncate_serial(config: &Value) {
+        let serial = &config["serial"];
+        if serial["mode"].as_str() == Some("File")
+            && let Some(path) = serial["file"].as_str()
+        {
+            let _ = File::create(path);
+        }
+    }
+
+    /// Image paths of the disks in the VM config.
+    fn disk_paths(config: &Value) -> impl Iterator<Item = &str> {
+        config["disks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["path"].as_str())
     }
 
     fn bdf(&self) -> String {
@@ -291,6 +314,7 @@ impl Sim {
                 Some(Vm {
                     config,
                     state: Some(state),
+                    ..
                 }) => reply(
                     StatusCode::OK,
                     Some(json!({
@@ -309,6 +333,7 @@ impl Sim {
                 Some(Vm {
                     state: Some(_),
                     config,
+                    ..
                 }) => {
                     let mut counters = serde_json::Map::new();
                     for id in Self::device_ids(config) {
@@ -350,9 +375,11 @@ impl Sim {
                         &format!("Identifier {dup} is not unique"),
                     );
                 }
+                Self::truncate_serial(&config);
                 *guard = Some(Vm {
                     config,
                     state: Some(VmState::Created),
+                    pending_eject: Vec::new(),
                 });
                 self.log("VM created");
                 reply(StatusCode::NO_CONTENT, None)
@@ -406,6 +433,8 @@ impl Sim {
                 }
                 self.event("vm", "booting");
                 vm.state = Some(VmState::Running);
+                vm.pending_eject.clear();
+                Self::truncate_serial(&vm.config);
                 let cmdline = payload["cmdline"].as_str().unwrap_or_default().to_owned();
                 Self::serial_line(&vm.config, &format!("PVH-HELLO cmdline={cmdline}"));
                 self.event("vm", "booted");
@@ -437,6 +466,7 @@ impl Sim {
                 match (endpoint, state) {
                     ("vm.shutdown", VmState::Running | VmState::Paused) => {
                         vm.state = Some(VmState::Created);
+                        vm.pending_eject.clear();
                         self.event("vm", "shutdown");
                         self.log("VM shut down");
                         reply(StatusCode::NO_CONTENT, None)
@@ -520,11 +550,15 @@ impl Sim {
                         id
                     }
                 };
-                if existing.contains(&id) {
-                    return api_err(
+                if existing.contains(&id) || vm.pending_eject.iter().any(|(p, _)| *p == id) {
+                    return err(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        what,
-                        &format!("Identifier {id} is not unique"),
+                        &[
+                            "Error from API",
+                            what,
+                            "Error from device manager",
+                            &format!("Invalid identifier as it is not unique: {id}"),
+                        ],
                     );
                 }
                 if list == "disks"
@@ -542,6 +576,27 @@ impl Sim {
                     );
                 }
                 let running = matches!(vm.state, Some(VmState::Running | VmState::Paused));
+                if running
+                    && list == "disks"
+                    && let Some(path) = device["path"].as_str()
+                    && (Self::disk_paths(&vm.config).any(|p| p == path)
+                        || vm
+                            .pending_eject
+                            .iter()
+                            .any(|(_, p)| p.as_deref() == Some(path)))
+                {
+                    return err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &[
+                            "Error from API",
+                            what,
+                            "Error from device manager",
+                            "Cannot lock images of all block devices",
+                            &format!("Failed to get Write lock for disk image: {path}"),
+                            "The file is already locked",
+                        ],
+                    );
+                }
                 if let Some(arr) = vm.config[list].as_array_mut() {
                     arr.push(device);
                 } else {
@@ -565,12 +620,24 @@ impl Sim {
                     return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
                 };
                 let id = req["id"].as_str().unwrap_or_default().to_owned();
+                let running = matches!(vm.state, Some(VmState::Running | VmState::Paused));
                 let mut found = false;
                 for list in ["disks", "net"] {
                     if let Some(arr) = vm.config[list].as_array_mut() {
                         let before = arr.len();
-                        arr.retain(|d| d["id"].as_str() != Some(id.as_str()));
+                        let mut removed = Vec::new();
+                        arr.retain(|d| {
+                            let keep = d["id"].as_str() != Some(id.as_str());
+                            if !keep {
+                                removed.push(d["path"].as_str().map(str::to_owned));
+                            }
+                            keep
+                        });
                         found |= arr.len() != before;
+                        if running && list == "disks" {
+                            vm.pending_eject
+                                .extend(removed.into_iter().map(|path| (id.clone(), path)));
+                        }
                     }
                 }
                 if !found {

@@ -90,7 +90,8 @@ pub struct VmPaths {
     pub api_socket: PathBuf,
     /// Event-monitor output.
     pub event_monitor: PathBuf,
-    /// The guest's serial console output.
+    /// The guest's serial console output (the current boot's for Cloud Hypervisor, which
+    /// truncates it; earlier boots are kept in `serial.log.old`).
     pub serial: PathBuf,
     /// The VMM's log file.
     pub log: PathBuf,
@@ -106,6 +107,33 @@ impl VmPaths {
             serial: dir.join("serial.log"),
             log: dir.join("vmm.log"),
         }
+    }
+}
+
+/// Appends the guest's serial output so far (`serial`) to `<serial>.old` and empties `serial`.
+/// Best effort: console history is a convenience, never a reason to fail a boot.
+async fn keep_serial_history(serial: &Path) {
+    use tokio::io::AsyncWriteExt as _;
+    let Ok(text) = tokio::fs::read(serial).await else {
+        return;
+    };
+    if text.is_empty() {
+        return;
+    }
+    let mut history = serial.as_os_str().to_owned();
+    history.push(".old");
+    let appended = async {
+        let mut history = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&history)
+            .await?;
+        history.write_all(&text).await?;
+        history.flush().await?;
+        tokio::fs::write(serial, b"").await
+    };
+    if let Err(e) = appended.await {
+        tracing::warn!(error = %e, "keep serial history");
     }
 }
 
@@ -476,10 +504,16 @@ impl Vmm for CloudHypervisor {
         if let Some(initramfs) = &self.initramfs {
             config["payload"]["initramfs"] = json!(initramfs);
         }
+        // Cloud Hypervisor truncates its serial file at `vm.create` and again at every
+        // `vm.boot` (also a re-boot in the same process): keep what earlier boots printed.
+        keep_serial_history(&spec.serial_file).await;
         Ok(Self::client(vmm)?.create(&config).await?)
     }
 
     async fn boot(&self, vmm: &VmmProcess) -> Result<()> {
+        if let Some(dir) = vmm.api_socket.parent() {
+            keep_serial_history(&VmPaths::new(dir).serial).await;
+        }
         Ok(Self::client(vmm)?.boot().await?)
     }
 

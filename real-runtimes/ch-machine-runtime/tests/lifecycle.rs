@@ -64,65 +64,60 @@ async fn lifecycle(backend: Backend) {
     let first_pid = env.recorded_pid(&id).expect("vmm pid recorded");
     assert!(common::alive(first_pid));
 
-    // Power off, then on again.
-    client
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: id.clone(),
-            power: machine::Power::Off as i32,
-        })
-        .await
-        .unwrap();
+    // Power off; detach the volume while the VM is off (no guest involved); power on.
+    set_power(&mut client, &id, machine::Power::Off).await;
     let off = common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
     assert_eq!(off.spec.as_ref().unwrap().power, machine::Power::Off as i32);
-    client
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: id.clone(),
-            power: machine::Power::On as i32,
-        })
-        .await
-        .unwrap();
+    detach(&mut client, &id, "data").await;
+    wait_volume(&mut client, &id, "data", Presence::Gone).await;
+    set_power(&mut client, &id, machine::Power::On).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
 
-    // Detach and re-attach the volume from the volume runtime (hot-plug).
-    client
-        .detach_volume(machine::DetachVolumeRequest {
-            machine_id: id.clone(),
-            name: "data".into(),
-        })
-        .await
-        .unwrap();
-    common::eventually("volume detached", Duration::from_secs(20), || {
-        let mut client = client.clone();
-        let id = id.clone();
-        async move {
-            let m = common::get(&mut client, &id).await?;
-            let gone = common::volume_status(&m, "data").is_none()
-                && !m.spec.as_ref()?.volumes.iter().any(|v| v.name == "data");
-            gone.then_some(())
-        }
-    })
-    .await;
-    client
-        .attach_volume(machine::AttachVolumeRequest {
-            machine_id: id.clone(),
-            volume: Some(common::file_volume("data", &handle)),
-        })
-        .await
-        .unwrap();
-    let m = common::eventually("volume re-attached", Duration::from_secs(20), || {
-        let mut client = client.clone();
-        let id = id.clone();
-        async move {
-            let m = common::get(&mut client, &id).await?;
-            let generation = m.metadata.as_ref()?.generation;
-            let observed = m.status.as_ref()?.observed_generation;
-            (common::volume_status(&m, "data").is_some_and(|(_, a)| a) && observed == generation)
-                .then_some(m)
-        }
-    })
-    .await;
+    // Re-attach while running (hot-plug), then hot-unplug.
+    attach(&mut client, &id, &handle).await;
+    let m = wait_volume(&mut client, &id, "data", Presence::Attached).await;
     assert_eq!(common::state_of(&m), MachineState::MachineRunning);
     assert!(m.metadata.as_ref().unwrap().generation >= 4);
+    detach(&mut client, &id, "data").await;
+    wait_volume(&mut client, &id, "data", Presence::Gone).await;
+
+    // The stub guest never acknowledges the ACPI eject, so Cloud Hypervisor (and ch-sim) keep
+    // the unplugged disk's image locked until the VM shuts down: a re-attach now fails in the
+    // VMM, and the runtime reports the volume as not attached (with a HotplugFailed event)
+    // instead of pretending. A power cycle releases the lock and the volume attaches.
+    attach(&mut client, &id, &handle).await;
+    common::eventually("HotplugFailed event", Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let id = id.clone();
+        async move {
+            let events = client
+                .list_events(machine::ListEventsRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .events;
+            events
+                .iter()
+                .filter_map(|e| e.spec.as_ref())
+                .any(|s| {
+                    s.reason == "HotplugFailed"
+                        && s.involved_object_meta.as_ref().is_some_and(|m| m.id == id)
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let m = common::get(&mut client, &id).await.unwrap();
+    assert_eq!(
+        common::volume_status(&m, "data"),
+        Some((handle.clone(), false)),
+        "a volume the VMM could not hot-plug is reported Pending"
+    );
+    set_power(&mut client, &id, machine::Power::Off).await;
+    common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
+    set_power(&mut client, &id, machine::Power::On).await;
+    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    wait_volume(&mut client, &id, "data", Presence::Attached).await;
 
     // Delete: TERMINATING while tearing down, repeated delete OK, then gone.
     let pid = env.recorded_pid(&id).expect("vmm pid recorded");
@@ -412,4 +407,74 @@ async fn socket_is_private() {
     let _channel = runtime.channel().await;
     let mode = std::fs::metadata(&env.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+async fn set_power(client: &mut common::Client, id: &str, power: machine::Power) {
+    client
+        .update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: id.to_owned(),
+            power: power as i32,
+        })
+        .await
+        .unwrap();
+}
+
+async fn attach(client: &mut common::Client, id: &str, handle: &str) {
+    client
+        .attach_volume(machine::AttachVolumeRequest {
+            machine_id: id.to_owned(),
+            volume: Some(common::file_volume("data", handle)),
+        })
+        .await
+        .unwrap();
+}
+
+async fn detach(client: &mut common::Client, id: &str, name: &str) {
+    client
+        .detach_volume(machine::DetachVolumeRequest {
+            machine_id: id.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+#[derive(Clone, Copy)]
+enum Presence {
+    /// Neither in the spec nor in the status.
+    Gone,
+    /// Attached in the status, and the runtime has observed the current generation.
+    Attached,
+}
+
+async fn wait_volume(
+    client: &mut common::Client,
+    id: &str,
+    name: &str,
+    presence: Presence,
+) -> machine::Machine {
+    let what = match presence {
+        Presence::Gone => format!("volume {name} detached"),
+        Presence::Attached => format!("volume {name} attached"),
+    };
+    common::eventually(&what, Duration::from_secs(20), || {
+        let mut client = client.clone();
+        async move {
+            let m = common::get(&mut client, id).await?;
+            let ok = match presence {
+                Presence::Gone => {
+                    common::volume_status(&m, name).is_none()
+                        && !m.spec.as_ref()?.volumes.iter().any(|v| v.name == name)
+                }
+                Presence::Attached => {
+                    let generation = m.metadata.as_ref()?.generation;
+                    let observed = m.status.as_ref()?.observed_generation;
+                    common::volume_status(&m, name).is_some_and(|(_, a)| a)
+                        && observed == generation
+                }
+            };
+            ok.then_some(m)
+        }
+    })
+    .await
 }

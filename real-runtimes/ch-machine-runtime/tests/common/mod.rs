@@ -192,11 +192,21 @@ impl Proc {
         i32::try_from(self.child.id()).unwrap()
     }
 
+    /// A channel to the runtime. A killed predecessor leaves its socket file behind, and a
+    /// socket file exists from bind() on, a moment before listen(): retry a refused connect.
     pub async fn channel(&self) -> Channel {
         wait_for_path(&self.socket, Duration::from_secs(20)).await;
-        iri_spec::endpoint::connect(&Endpoint::unix(&self.socket))
-            .await
-            .unwrap()
+        let endpoint = Endpoint::unix(&self.socket);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match iri_spec::endpoint::connect(&endpoint).await {
+                Ok(channel) => return channel,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("connect to the runtime: {e:?}"),
+            }
+        }
     }
 
     /// SIGKILL, then reap.
@@ -316,9 +326,12 @@ impl Env {
         )
     }
 
+    /// The guest's serial output over all its boots: Cloud Hypervisor truncates `serial.log` at
+    /// every boot and the runtime keeps earlier boots in `serial.log.old`.
     pub fn serial_log(&self, id: &str) -> String {
-        std::fs::read_to_string(self.state_dir.join("vms").join(id).join("serial.log"))
-            .unwrap_or_default()
+        let dir = self.state_dir.join("vms").join(id);
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        read("serial.log.old") + &read("serial.log")
     }
 
     /// The VMM pid recorded in the machine's state file.
