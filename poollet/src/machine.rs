@@ -30,7 +30,7 @@ use iri_spec::{
 use irikit_api::{
     Kind, Resource, Store, StoreExt,
     compute::{self, Machine, MachineClass},
-    core::{Event, EventSource, ObjectReference, Secret},
+    core::{ObjectReference, Secret},
     meta::Condition,
     store::{self, now_rfc3339},
 };
@@ -41,6 +41,7 @@ use tracing::{debug, info, warn};
 use crate::{
     controller::{Action, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
+    events,
     pool::{RuntimeView, capabilities_of, map_class, probe_once, set_condition},
 };
 
@@ -549,40 +550,17 @@ impl MachineReconciler {
         Ok(Action::await_change())
     }
 
-    /// Records a Normal Event on the Machine. Repeats of the same reason update one Event
-    /// (count, lastTimestamp, message) instead of creating new ones. Failures are logged only.
+    /// Records a Normal Event on the Machine (one per reason; repeats bump `count`).
     async fn record_event(&self, m: &Machine, reason: &str, message: &str) {
-        let name = format!("{}.{}", m.metadata.name, reason.to_ascii_lowercase());
-        let namespace = &m.metadata.namespace;
-        let now = now_rfc3339();
-        let res = match self.store.get_typed::<Event>(namespace, &name).await {
-            Ok(mut event) if event.involved_object.uid == m.metadata.uid => {
-                event.count = event.count.saturating_add(1);
-                event.last_timestamp = Some(now);
-                message.clone_into(&mut event.message);
-                self.store.update_typed(event).await.map(drop)
-            }
-            Ok(stale) => {
-                // An Event of an earlier Machine with this name: replace it.
-                let _ = self
-                    .store
-                    .delete(Kind::Event, namespace, &stale.metadata.name, None)
-                    .await;
-                self.store
-                    .create_typed(new_event(m, &name, reason, message, now))
-                    .await
-                    .map(drop)
-            }
-            Err(store::Error::NotFound { .. }) => self
-                .store
-                .create_typed(new_event(m, &name, reason, message, now))
-                .await
-                .map(drop),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = res {
-            debug!(error = %err, reason, "recording an event failed");
-        }
+        events::record(
+            self.store.as_ref(),
+            involved_machine(m),
+            "Normal",
+            reason,
+            message,
+            EVENT_COMPONENT,
+        )
+        .await;
     }
 
     async fn create(&self, m: &Machine) -> Result<Action> {
@@ -738,27 +716,14 @@ impl MachineReconciler {
     }
 }
 
-fn new_event(m: &Machine, name: &str, reason: &str, message: &str, now: String) -> Event {
-    Event {
-        metadata: irikit_api::meta::ObjectMeta::namespaced(m.metadata.namespace.clone(), name),
-        involved_object: ObjectReference {
-            api_version: compute::API_VERSION.to_string(),
-            kind: Kind::Machine.as_str().to_string(),
-            namespace: m.metadata.namespace.clone(),
-            name: m.metadata.name.clone(),
-            uid: m.metadata.uid.clone(),
-            resource_version: m.metadata.resource_version.clone(),
-        },
-        reason: reason.to_string(),
-        message: message.to_string(),
-        type_: "Normal".into(),
-        source: Some(EventSource {
-            component: EVENT_COMPONENT.into(),
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: 1,
-        ..Event::default()
+fn involved_machine(m: &Machine) -> ObjectReference {
+    ObjectReference {
+        api_version: compute::API_VERSION.to_string(),
+        kind: Kind::Machine.as_str().to_string(),
+        namespace: m.metadata.namespace.clone(),
+        name: m.metadata.name.clone(),
+        uid: m.metadata.uid.clone(),
+        resource_version: m.metadata.resource_version.clone(),
     }
 }
 
