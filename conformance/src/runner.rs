@@ -881,6 +881,7 @@ pub async fn run(
 
     let created = Arc::new(Created::default());
     let machine_class = resolved.machine_class.clone().ok();
+    let volume_class = resolved.volume_class.clone().ok();
     let total = cases.len();
     let mut slots: Vec<Option<CaseResult>> = vec![None; total];
     let (mut rpc_cases, mut lifecycle_cases, mut exclusive) = (Vec::new(), Vec::new(), Vec::new());
@@ -938,11 +939,7 @@ pub async fn run(
             &config.lifecycle,
             &clients,
             upstreams,
-            config
-                .params
-                .machine_class
-                .as_deref()
-                .or(machine_class.as_deref()),
+            (machine_class.as_deref(), volume_class.as_deref()),
             &run_id,
             d,
         )

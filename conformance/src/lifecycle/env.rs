@@ -6,12 +6,13 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use iri_spec::{keys, machine::v1alpha1 as machine};
+use iri_spec::{keys, machine::v1alpha1 as machine, volume::v1alpha1 as volume};
 use irikit_api::{
-    Kind, ListOptions, Object, Store, StoreExt,
-    compute::{Machine, MachineClass},
+    Kind, ListOptions, Object, Store,
+    compute::MachineClass,
     meta::ObjectMeta,
     quantity::{Format, Quantity},
+    storage::VolumeClass,
 };
 
 use crate::{
@@ -68,13 +69,29 @@ pub struct MachineSide {
     pub class: String,
 }
 
+/// The volume side of the environment.
+#[derive(Debug)]
+pub struct VolumeSide {
+    /// The VolumePool the volumepoollet announces.
+    pub pool: String,
+    /// The volumepoollet's connection to the runtime.
+    pub gate: Gate,
+    /// The runtime's `runtime_name` (prefix of `status.volumeID`).
+    pub runtime_name: String,
+    /// The runtime's volume classes: name, `(tps, iops)`, quantity in bytes.
+    pub classes: Vec<(String, (i64, i64), i64)>,
+    /// The class the cases' Volumes use (`--volume-class`, else the first reported).
+    pub class: String,
+}
+
 /// The environment of one lifecycle run.
 #[derive(Debug)]
 pub struct Env {
     plane: ControlPlane,
     namespace: String,
     machine: Result<MachineSide, String>,
-    created_classes: Vec<String>,
+    volume: Result<VolumeSide, String>,
+    created_classes: Vec<(Kind, String)>,
 }
 
 /// A namespace / object-name part made of `s`: lowercase alphanumerics and `-`, ≤ 40 chars.
@@ -142,10 +159,11 @@ impl Env {
         config: &LifecycleConfig,
         clients: &Clients,
         upstreams: &BTreeMap<Service, Upstream>,
-        machine_class: Option<&str>,
+        classes: (Option<&str>, Option<&str>),
         run_id: &str,
         rpc_timeout: Duration,
     ) -> anyhow::Result<Env> {
+        let (machine_class, volume_class) = classes;
         let store = irikit_api::store::open(&config.store)
             .await
             .with_context(|| format!("opening the store {}", config.store))?;
@@ -154,6 +172,7 @@ impl Env {
         let mut env = Env {
             plane,
             machine: Err("no machine runtime endpoint".to_owned()),
+            volume: Err("no volume runtime endpoint".to_owned()),
             namespace,
             created_classes: Vec::new(),
         };
@@ -164,7 +183,75 @@ impl Env {
                 .await;
             env.machine = side.map_err(|e| format!("{e:#}"));
         }
+        if let (Some(client), Some(upstream)) = (&clients.volume, upstreams.get(&Service::Volume)) {
+            let side = env
+                .start_volume_side(client.clone(), upstream.clone(), volume_class, rpc_timeout)
+                .await;
+            env.volume = side.map_err(|e| format!("{e:#}"));
+        }
         Ok(env)
+    }
+
+    async fn start_volume_side(
+        &mut self,
+        mut client: volume::volume_runtime_client::VolumeRuntimeClient<tonic::transport::Channel>,
+        upstream: Upstream,
+        volume_class: Option<&str>,
+        d: Duration,
+    ) -> anyhow::Result<VolumeSide> {
+        let version = rpc(d, client.version(volume::VersionRequest::default()))
+            .await
+            .context("volume runtime Version")?;
+        let status = rpc(d, client.status(volume::StatusRequest::default()))
+            .await
+            .context("volume runtime Status")?;
+        let classes: Vec<(String, (i64, i64), i64)> = status
+            .volume_class_status
+            .into_iter()
+            .filter_map(|s| {
+                let class = s.volume_class?;
+                let caps = class.capabilities.map_or((0, 0), |c| (c.tps, c.iops));
+                Some((class.name, caps, s.quantity))
+            })
+            .filter(|(name, _, _)| !name.is_empty())
+            .collect();
+        anyhow::ensure!(
+            !classes.is_empty(),
+            "the volume runtime's Status reports no volume class"
+        );
+        let class = volume_class.map_or_else(|| classes[0].0.clone(), str::to_owned);
+        for (name, (tps, iops), _) in &classes {
+            let wanted = VolumeClass {
+                metadata: ObjectMeta::named(name),
+                capabilities: [
+                    (
+                        "tps".to_owned(),
+                        Quantity::from_int(*tps, Format::DecimalSI),
+                    ),
+                    (
+                        "iops".to_owned(),
+                        Quantity::from_int(*iops, Format::DecimalSI),
+                    ),
+                ]
+                .into(),
+                ..VolumeClass::default()
+            };
+            self.ensure_class(Object::VolumeClass(wanted)).await?;
+        }
+        let pool = format!("{}-volumes", self.namespace);
+        let gate = Gate::new(upstream);
+        self.plane.add_volume_poollet(
+            &pool,
+            &format!("iri-conformance://{}", self.namespace),
+            gate.channel(),
+        );
+        Ok(VolumeSide {
+            pool,
+            gate,
+            runtime_name: version.runtime_name,
+            classes,
+            class,
+        })
     }
 
     async fn start_machine_side(
@@ -207,7 +294,8 @@ impl Env {
             None => classes[0].name.clone(),
         };
         for c in &classes {
-            self.ensure_class(c).await?;
+            self.ensure_class(Object::MachineClass(class_object(c)))
+                .await?;
         }
         let pool = format!("{}-machines", self.namespace);
         let gate = Gate::new(upstream);
@@ -225,36 +313,37 @@ impl Env {
         })
     }
 
-    /// Creates the MachineClass for `class` unless one with that name exists (then its
-    /// capabilities must match, or the poollet would map it elsewhere).
-    async fn ensure_class(&mut self, class: &RuntimeClass) -> anyhow::Result<()> {
+    /// Creates a class object unless one with that name exists (then its capabilities must
+    /// match, or the poollet would map it elsewhere).
+    async fn ensure_class(&mut self, wanted: Object) -> anyhow::Result<()> {
+        fn caps(obj: &Object) -> BTreeMap<String, i128> {
+            let list = match obj {
+                Object::MachineClass(c) => &c.capabilities,
+                Object::VolumeClass(c) => &c.capabilities,
+                _ => return BTreeMap::new(),
+            };
+            list.iter().map(|(k, v)| (k.clone(), v.value())).collect()
+        }
+        let (kind, name) = (wanted.kind(), wanted.metadata().name.clone());
         let store = self.plane.store();
-        let wanted = class_object(class);
-        match store.create_typed(wanted.clone()).await {
+        match store.create(wanted.clone()).await {
             Ok(_) => {
-                self.created_classes.push(class.name.clone());
+                self.created_classes.push((kind, name));
                 Ok(())
             }
             Err(irikit_api::store::Error::AlreadyExists { .. }) => {
-                let existing: MachineClass = store.get_typed("", &class.name).await?;
-                let value = |c: &MachineClass| {
-                    c.capabilities
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.value()))
-                        .collect::<BTreeMap<_, _>>()
-                };
+                let existing = store.get(kind, "", &name).await?;
                 anyhow::ensure!(
-                    value(&existing) == value(&wanted),
-                    "MachineClass {} exists in the store with capabilities {:?}, the runtime's class has {:?}",
-                    class.name,
-                    value(&existing),
-                    value(&wanted)
+                    caps(&existing) == caps(&wanted),
+                    "{} {name} exists in the store with capabilities {:?}, the runtime's class has {:?}",
+                    kind.as_str(),
+                    caps(&existing),
+                    caps(&wanted)
                 );
                 Ok(())
             }
             Err(err) => {
-                Err(anyhow::Error::new(err)
-                    .context(format!("creating MachineClass {}", class.name)))
+                Err(anyhow::Error::new(err).context(format!("creating {} {name}", kind.as_str())))
             }
         }
     }
@@ -279,10 +368,15 @@ impl Env {
         self.machine.as_ref().map_err(String::as_str)
     }
 
-    /// Deletes the run's Machines through the store (the poollet deletes them on the
-    /// runtime), stops the control plane, deletes what the poollet could not (on the runtime
-    /// by the machine-namespace label, finalizers in the store), then the pool, the classes
-    /// the run created and its events.
+    /// The volume side, or why there is none.
+    pub fn volume(&self) -> Result<&VolumeSide, &str> {
+        self.volume.as_ref().map_err(String::as_str)
+    }
+
+    /// Deletes the run's Machines, then its Volumes, through the store (the poollets delete
+    /// them on the runtimes), stops the control plane, deletes what the poollets could not (on
+    /// the runtimes by the namespace labels, finalizers in the store), then the pools, the
+    /// classes the run created and its events.
     pub async fn teardown(
         &self,
         clients: &Clients,
@@ -293,114 +387,146 @@ impl Env {
         let mut report = CleanupReport::default();
         let store = self.store().clone();
         let in_ns = ListOptions::all().in_namespace(&self.namespace);
-        let names = |list: irikit_api::store::ObjectList| -> Vec<String> {
-            list.items
-                .iter()
-                .map(|o| o.metadata().name.clone())
-                .collect()
-        };
-        if let Ok(list) = store.list(Kind::Machine, &in_ns).await {
-            for name in names(list) {
-                match store
-                    .delete(Kind::Machine, &self.namespace, &name, None)
-                    .await
-                {
-                    Ok(_) => report.deleted += 1,
-                    Err(irikit_api::store::Error::NotFound { .. }) => {}
-                    Err(err) => report.errors.push(format!("delete Machine {name}: {err}")),
-                }
-            }
-        }
-        // Poll the store until the poollet has released every finalizer (or the budget ends).
-        let mut interval = Duration::from_millis(5);
-        loop {
-            let left = store
-                .list(Kind::Machine, &in_ns)
+        for kind in [Kind::Machine, Kind::Volume] {
+            report.deleted += self.delete_all(kind, &mut report.errors).await;
+            // Poll the store until the poollet has released every finalizer (or the budget ends).
+            let mut interval = Duration::from_millis(5);
+            while store
+                .list(kind, &in_ns)
                 .await
-                .map(names)
-                .unwrap_or_default();
-            if left.is_empty() || start.elapsed() >= budget || self.plane.token().is_cancelled() {
-                break;
+                .is_ok_and(|l| !l.items.is_empty())
+                && start.elapsed() < budget
+            {
+                tokio::time::sleep(interval).await;
+                interval = (interval * 2).min(Duration::from_millis(50));
             }
-            tokio::time::sleep(interval).await;
-            interval = (interval * 2).min(Duration::from_millis(50));
         }
         if !self.plane.shutdown(Duration::from_secs(10)).await {
             report
                 .errors
                 .push("the control plane did not stop within 10s".to_owned());
         }
-        // What the poollet did not finish: drop finalizers so the store is clean, and delete
-        // the runtime machines of this namespace directly.
-        if let Ok(list) = store.list(Kind::Machine, &in_ns).await {
-            for obj in list.items {
-                let name = obj.metadata().name.clone();
+        // What the poollets did not finish: drop finalizers so the store is clean, and delete
+        // the runtime objects of this namespace directly.
+        for kind in [Kind::Machine, Kind::Volume] {
+            let Ok(list) = store.list(kind, &in_ns).await else {
+                continue;
+            };
+            for mut obj in list.items {
                 report
                     .remaining
-                    .push(format!("Machine {}/{name}", self.namespace));
-                if let Object::Machine(mut m) = obj {
-                    m.metadata.finalizers.clear();
-                    let _ = store.update_typed::<Machine>(m).await;
-                }
+                    .push(format!("{} {}", kind.as_str(), obj.key()));
+                obj.metadata_mut().finalizers.clear();
+                let _ = store.update(obj).await;
             }
         }
+        let label = |key: &str| -> std::collections::HashMap<String, String> {
+            [(key.to_owned(), self.namespace.clone())].into()
+        };
         if let Some(mut client) = clients.machine.clone() {
             let filter = machine::MachineFilter {
                 id: String::new(),
-                label_selector: [(
-                    keys::MACHINE_NAMESPACE_LABEL.to_owned(),
-                    self.namespace.clone(),
-                )]
-                .into(),
+                label_selector: label(keys::MACHINE_NAMESPACE_LABEL),
             };
-            if let Ok(listed) = rpc(
+            let listed = rpc(
                 rpc_timeout,
                 client.list_machines(machine::ListMachinesRequest {
                     filter: Some(filter),
                 }),
             )
             .await
-            {
-                for m in listed.machines {
-                    let Some(md) = m.metadata else { continue };
-                    if md.labels.get(keys::MACHINE_NAMESPACE_LABEL) != Some(&self.namespace)
-                        || md.deleted_at != 0
-                    {
-                        continue;
-                    }
-                    match rpc(
+            .map(|r| r.machines)
+            .unwrap_or_default();
+            for md in listed.into_iter().filter_map(|m| m.metadata) {
+                if md.labels.get(keys::MACHINE_NAMESPACE_LABEL) == Some(&self.namespace)
+                    && md.deleted_at == 0
+                {
+                    let res = rpc(
                         rpc_timeout,
                         client.delete_machine(machine::DeleteMachineRequest {
                             machine_id: md.id.clone(),
                         }),
                     )
-                    .await
-                    {
-                        Ok(_) => report.errors.push(format!(
-                            "runtime machine {} outlived its Machine; deleted directly",
-                            md.id
-                        )),
-                        Err(err) => report
-                            .errors
-                            .push(format!("delete runtime machine {}: {err:#}", md.id)),
-                    }
+                    .await;
+                    report.errors.push(outlived("machine", &md.id, res.err()));
+                }
+            }
+        }
+        if let Some(mut client) = clients.volume.clone() {
+            let filter = volume::VolumeFilter {
+                id: String::new(),
+                label_selector: label(keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL),
+            };
+            let listed = rpc(
+                rpc_timeout,
+                client.list_volumes(volume::ListVolumesRequest {
+                    filter: Some(filter),
+                }),
+            )
+            .await
+            .map(|r| r.volumes)
+            .unwrap_or_default();
+            for md in listed.into_iter().filter_map(|v| v.metadata) {
+                if md.labels.get(keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL)
+                    == Some(&self.namespace)
+                    && md.deleted_at == 0
+                {
+                    let res = rpc(
+                        rpc_timeout,
+                        client.delete_volume(volume::DeleteVolumeRequest {
+                            volume_id: md.id.clone(),
+                        }),
+                    )
+                    .await;
+                    report.errors.push(outlived("volume", &md.id, res.err()));
                 }
             }
         }
         if let Ok(list) = store.list(Kind::Event, &in_ns).await {
-            for name in names(list) {
+            for obj in list.items {
                 let _ = store
-                    .delete(Kind::Event, &self.namespace, &name, None)
+                    .delete(Kind::Event, &self.namespace, &obj.metadata().name, None)
                     .await;
             }
         }
         if let Ok(side) = &self.machine {
             let _ = store.delete(Kind::MachinePool, "", &side.pool, None).await;
         }
-        for class in &self.created_classes {
-            let _ = store.delete(Kind::MachineClass, "", class, None).await;
+        if let Ok(side) = &self.volume {
+            let _ = store.delete(Kind::VolumePool, "", &side.pool, None).await;
+        }
+        for (kind, class) in &self.created_classes {
+            let _ = store.delete(*kind, "", class, None).await;
         }
         report.duration = start.elapsed();
         report
+    }
+
+    /// Deletes every object of `kind` in the namespace; returns how many deletes succeeded.
+    async fn delete_all(&self, kind: Kind, errors: &mut Vec<String>) -> usize {
+        let store = self.store();
+        let Ok(list) = store
+            .list(kind, &ListOptions::all().in_namespace(&self.namespace))
+            .await
+        else {
+            return 0;
+        };
+        let mut deleted = 0;
+        for obj in list.items {
+            let name = &obj.metadata().name;
+            match store.delete(kind, &self.namespace, name, None).await {
+                Ok(_) => deleted += 1,
+                Err(irikit_api::store::Error::NotFound { .. }) => {}
+                Err(err) => errors.push(format!("delete {} {name}: {err}", kind.as_str())),
+            }
+        }
+        deleted
+    }
+}
+
+fn outlived(what: &str, id: &str, err: Option<anyhow::Error>) -> String {
+    match err {
+        None => format!("runtime {what} {id} outlived its object; deleted directly"),
+        Some(err) => format!("runtime {what} {id} outlived its object; delete failed: {err:#}"),
     }
 }

@@ -1,5 +1,6 @@
 //! The embedded control plane the lifecycle level and `irikit up` run: a [`Store`] (memory or
-//! etcd), the machine and volume schedulers, and one machinepoollet per machine runtime, all
+//! etcd), the machine and volume schedulers, and a machinepoollet per machine runtime and a
+//! volumepoollet per volume runtime, all
 //! in this process and all stopped by one cancellation token.
 
 use std::{
@@ -138,6 +139,28 @@ impl ControlPlane {
         let poollet = poollet::MachinePoollet::new(self.store.clone(), channel, config);
         let token = self.token.clone();
         self.spawn("machinepoollet", async move {
+            poollet
+                .run(token)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+        });
+    }
+
+    /// Starts a volumepoollet announcing `pool` (topology zone label = the pool name) against
+    /// the volume runtime behind `channel`.
+    pub fn add_volume_poollet(&self, pool: &str, provider_id: &str, channel: Channel) {
+        let mut config = poollet::VolumePoolletConfig::new(pool, provider_id);
+        config.pool.topology_zone = pool.to_owned();
+        config.pool.status_interval = self.config.heartbeat_interval;
+        config.pool.status_timeout = self.config.status_timeout;
+        config.relist_period = self.config.relist_period;
+        config.event_interval = self.config.heartbeat_interval;
+        config.volume.converging_requeue = self.config.converging_requeue;
+        config.volume.prerequisite_requeue = self.config.prerequisite_requeue;
+        config.volume.rpc_timeout = self.config.rpc_timeout;
+        let poollet = poollet::VolumePoollet::new(self.store.clone(), channel, config);
+        let token = self.token.clone();
+        self.spawn("volumepoollet", async move {
             poollet
                 .run(token)
                 .await
