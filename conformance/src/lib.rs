@@ -8,6 +8,8 @@
 //!   leftovers of earlier runs are reported and deleted at start.
 //! * [`lifecycle`] — the lifecycle level: irikit's store, schedulers and machinepoollet run
 //!   in-process against the runtime, and `lifecycle.*` cases check what they propagate.
+//! * [`up`] — `irikit up`: the control plane in one process against the embedded mock or
+//!   real runtimes.
 //! * [`report`] — human summary, JUnit XML, JSON. [`bench`] — per-RPC latency percentiles.
 //!
 //! Cases talk to a runtime only through the generated gRPC clients; the embedded mock is reached
@@ -31,6 +33,7 @@ pub mod ctx;
 pub mod lifecycle;
 pub mod report;
 pub mod runner;
+pub mod up;
 
 pub use case::{Case, Level, Outcome, Profile, Service};
 pub use ctx::{Ctx, Params};
