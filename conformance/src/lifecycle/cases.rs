@@ -578,8 +578,10 @@ async fn machine_delete_finalized(ctx: Ctx) -> anyhow::Result<Outcome> {
     );
     ctx.wait_until(&format!("Machine {name} to be gone after its runtime machine {id}"), || async {
         plane_ok(env)?;
+        // Store first: once it says gone, the runtime (read after it) must not list the machine.
+        let stored = env.store().get_typed::<Machine>(env.namespace(), &name).await;
         let listed = ctx.get_machine(&id).await?;
-        match env.store().get_typed::<Machine>(env.namespace(), &name).await {
+        match stored {
             Ok(m) => Ok(Err(format!("Machine still present ({}); runtime: {}", describe(&m), crate::ctx::describe_machine(listed.as_ref())))),
             Err(irikit_api::store::Error::NotFound { .. }) => {
                 ensure!(
@@ -1110,8 +1112,10 @@ async fn volume_delete_finalized(ctx: Ctx) -> anyhow::Result<Outcome> {
     );
     ctx.wait_until(&format!("Volume {name} to be gone after its runtime volume {id}"), || async {
         plane_ok(env)?;
+        // Store first: once it says gone, the runtime (read after it) must not list the volume.
+        let stored = env.store().get_typed::<Volume>(env.namespace(), &name).await;
         let listed = ctx.get_volume(&id).await?;
-        match env.store().get_typed::<Volume>(env.namespace(), &name).await {
+        match stored {
             Ok(v) => Ok(Err(format!("Volume still present ({}); runtime lists it: {}", describe_volume(&v), listed.is_some()))),
             Err(irikit_api::store::Error::NotFound { .. }) => {
                 ensure!(
