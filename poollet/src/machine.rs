@@ -642,7 +642,8 @@ impl MachineReconciler {
         for volume in current {
             let want = desired.iter().find(|d| d.name == volume.name);
             match want.map(|d| &d.volume) {
-                Some(Err(_)) => {
+                Some(Err(message)) => {
+                    self.record_event(m, REASON_VOLUME_NOT_READY, message).await;
                     kept.push(volume.name.clone());
                     continue;
                 }
@@ -692,7 +693,8 @@ impl MachineReconciler {
             let volume = match desired.volume {
                 Ok(volume) => volume,
                 Err(message) => {
-                    self.record_event(m, REASON_VOLUME_NOT_READY, &message).await;
+                    self.record_event(m, REASON_VOLUME_NOT_READY, &message)
+                        .await;
                     continue;
                 }
             };
@@ -913,7 +915,8 @@ impl Reconciler<ObjectRef> for MachineReconciler {
         };
 
         for problem in volumes::claim(self.store.as_ref(), &m).await? {
-            self.record_event(&m, REASON_VOLUME_NOT_READY, &problem).await;
+            self.record_event(&m, REASON_VOLUME_NOT_READY, &problem)
+                .await;
         }
 
         // Oldest first; extra machines for one uid are deleted, not a panic.

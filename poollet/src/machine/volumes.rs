@@ -91,18 +91,19 @@ fn claimed_by(v: &Volume, m: &Machine) -> bool {
 }
 
 /// Builds the ephemeral Volume for `volume` of `m` from its template, or says why it cannot.
-fn ephemeral_volume(
-    m: &Machine,
-    volume: &compute::Volume,
-) -> std::result::Result<Volume, String> {
+fn ephemeral_volume(m: &Machine, volume: &compute::Volume) -> std::result::Result<Volume, String> {
     let template = volume
         .ephemeral
         .as_ref()
         .and_then(|e| e.volume_template.clone())
         .unwrap_or_default();
     let spec: VolumeSpec = match template.get("spec") {
-        Some(spec) => serde_json::from_value(spec.clone())
-            .map_err(|err| format!("volume {:?}: invalid volumeTemplate spec: {err}", volume.name))?,
+        Some(spec) => serde_json::from_value(spec.clone()).map_err(|err| {
+            format!(
+                "volume {:?}: invalid volumeTemplate spec: {err}",
+                volume.name
+            )
+        })?,
         None => VolumeSpec::default(),
     };
     let string_map = |key: &str| -> BTreeMap<String, String> {
@@ -212,7 +213,10 @@ pub(super) async fn delete_ephemeral(store: &dyn Store, m: &Machine) -> Result<(
     let (volumes, _) = store
         .list_typed::<Volume>(&ListOptions::all().in_namespace(&m.metadata.namespace))
         .await?;
-    for v in volumes.iter().filter(|v| owned_by(v, m) && !v.metadata.is_deleting()) {
+    for v in volumes
+        .iter()
+        .filter(|v| owned_by(v, m) && !v.metadata.is_deleting())
+    {
         match store
             .delete(Kind::Volume, &m.metadata.namespace, &v.metadata.name, None)
             .await
