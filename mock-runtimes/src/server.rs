@@ -827,6 +827,12 @@ impl MockHandle {
         self.core.force_volume_state(id, state)
     }
 
+    /// Changes a stored volume in place (e.g. to give its access `secret_data`). False if
+    /// unknown.
+    pub fn modify_volume(&self, id: &str, f: impl FnOnce(&mut volume::Volume)) -> bool {
+        self.core.modify_volume(id, f)
+    }
+
     /// Every stored volume snapshot.
     pub fn volume_snapshots(&self) -> Vec<volume::VolumeSnapshot> {
         self.core.list_snapshots(None)
