@@ -127,50 +127,128 @@ fn etcd_required() -> bool {
         .any(|c| c.trim() == "etcd")
 }
 
-#[cfg(feature = "etcd")]
+/// A throw-away etcd on free loopback ports (killed on drop).
+struct Etcd {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts etcd and waits (poll with a deadline; a child process has no readiness event)
+/// until the store answers.
+async fn start_etcd(binary: std::path::PathBuf) -> Etcd {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = std::process::Command::new(binary)
+        .args(["--name", "lifecycle", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &client_url,
+            "--advertise-client-urls",
+            &client_url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
+        .arg("--initial-cluster")
+        .arg(format!("lifecycle={peer_url}"))
+        .args(["--log-level", "error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let etcd = Etcd {
+        child,
+        url: format!("etcd://127.0.0.1:{client}"),
+        _dir: dir,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = async {
+            let store = irikit_api::store::open(&etcd.url).await?;
+            store.revision().await
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
+            return etcd;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "etcd did not serve within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The lifecycle level on a real etcd (`--store etcd://`); needs an `etcd` binary and a
+/// build with the etcd store backend (`irikit-api/etcd`, e.g. through `iri-conformance/etcd`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_on_etcd() {
-    use irikit_api::{Kind, ListOptions, Store as _, store::etcd::LocalEtcd};
-    if LocalEtcd::binary().is_none() {
+    use irikit_api::{Kind, ListOptions};
+    let built = match irikit_api::store::open("etcd://127.0.0.1:1").await {
+        Err(irikit_api::store::Error::BadRequest(_)) => false,
+        Ok(_) | Err(_) => true,
+    };
+    if !built {
+        assert!(
+            !etcd_required(),
+            "etcd is required (IRIKIT_REQUIRE) but irikit-api was built without the `etcd` feature"
+        );
+        eprintln!("skip: built without the etcd store backend (feature irikit-api/etcd)");
+        return;
+    }
+    let Some(binary) = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.is_file())
+    }) else {
         assert!(
             !etcd_required(),
             "etcd is required (IRIKIT_REQUIRE) but not on PATH"
         );
         eprintln!("skip: etcd not on PATH (install etcd-server)");
         return;
-    }
-    let etcd = LocalEtcd::start(None).await.unwrap();
+    };
+    let etcd = start_etcd(binary).await;
     let mut cfg = config();
-    cfg.lifecycle.store = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+    cfg.lifecycle.store = etcd.url.clone();
     let targets = Targets::embedded().await.unwrap();
     let report = run_level(&targets, &cfg).await;
     assert_all_passed(&report);
     assert_mock_empty(targets.mock.as_ref().unwrap());
     // The run removed what it put into etcd.
-    let store = etcd
-        .store(irikit_api::store::etcd::DEFAULT_PREFIX)
-        .await
-        .unwrap();
+    let store = irikit_api::store::open(&etcd.url).await.unwrap();
     for kind in [
         Kind::Machine,
         Kind::Volume,
         Kind::MachinePool,
         Kind::VolumePool,
         Kind::MachineClass,
+        Kind::VolumeClass,
     ] {
         let left = store.list(kind, &ListOptions::all()).await.unwrap().items;
         assert!(left.is_empty(), "{kind:?} left in etcd: {left:?}");
     }
-}
-
-#[cfg(not(feature = "etcd"))]
-#[test]
-fn passes_on_etcd() {
-    assert!(
-        !etcd_required(),
-        "etcd is required (IRIKIT_REQUIRE) but iri-conformance was built without the `etcd` feature"
-    );
-    eprintln!("skip: iri-conformance built without the `etcd` feature");
 }
 
 /// The mutants that break what a poollet propagates.

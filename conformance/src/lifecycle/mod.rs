@@ -26,3 +26,18 @@ pub use cases::cases;
 pub use env::{Env, LifecycleConfig};
 pub use gate::{Gate, Upstream};
 pub use plane::{ControlPlane, PlaneConfig};
+
+/// Runs the lifecycle level alone against `targets` (e.g. [`crate::Targets::connect`] on the
+/// endpoints of child-process runtimes): the lifecycle cases `config.selection` keeps, on
+/// `config.lifecycle.store`, with the runner's reports and cleanup.
+pub async fn run(
+    config: &crate::RunConfig,
+    targets: &crate::Targets,
+    cancel: tokio_util::sync::CancellationToken,
+    on_progress: &(dyn Fn(crate::runner::Progress<'_>) + Send + Sync),
+) -> crate::RunReport {
+    let mut config = config.clone();
+    config.selection.level = crate::runner::LevelFilter::Lifecycle;
+    let selected = config.selection.apply(crate::cases::all());
+    crate::runner::run(&config, targets, selected, cancel, on_progress).await
+}
