@@ -241,6 +241,7 @@ pub async fn run(
         run_id: Arc::from(run_id.as_str()),
         case_id: Arc::from("bench"),
         created: created.clone(),
+        lifecycle: None,
     };
     let body = bench_all(cfg, &ctx);
     let rpcs = tokio::select! {

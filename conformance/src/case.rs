@@ -60,6 +60,27 @@ impl Profile {
     }
 }
 
+/// Which level of the suite a case belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// One runtime, RPC by RPC (the case talks to the runtime directly).
+    Rpc,
+    /// irikit's store, schedulers and poollets drive the runtime; the case applies objects to
+    /// the store and checks what the poollet propagates (issue 6).
+    Lifecycle,
+}
+
+impl Level {
+    /// Lowercase name (`rpc`, `lifecycle`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Rpc => "rpc",
+            Level::Lifecycle => "lifecycle",
+        }
+    }
+}
+
 /// The result of one case (youki's contest model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -102,6 +123,11 @@ pub struct Case {
     pub service: Service,
     /// The profile it belongs to.
     pub profile: Profile,
+    /// The level it belongs to.
+    pub level: Level,
+    /// Runs alone, after the other cases of its level (it disturbs shared state, e.g. cuts
+    /// the poollet off its runtime).
+    pub exclusive: bool,
     /// One line: the rule it checks.
     pub description: String,
     /// The body.
@@ -114,12 +140,13 @@ impl fmt::Debug for Case {
             .field("id", &self.id)
             .field("service", &self.service)
             .field("profile", &self.profile)
+            .field("level", &self.level)
             .finish_non_exhaustive()
     }
 }
 
 impl Case {
-    /// A case from an async function.
+    /// An RPC-level case from an async function.
     pub fn new<F, Fut>(
         id: impl Into<String>,
         service: Service,
@@ -135,9 +162,23 @@ impl Case {
             id: id.into(),
             service,
             profile,
+            level: Level::Rpc,
+            exclusive: false,
             description: description.into(),
             run: Arc::new(move |ctx| Box::pin(f(ctx))),
         }
+    }
+
+    /// The same case on the lifecycle level.
+    pub fn lifecycle(mut self) -> Self {
+        self.level = Level::Lifecycle;
+        self
+    }
+
+    /// The same case, run alone after the other cases of its level.
+    pub fn exclusive(mut self) -> Self {
+        self.exclusive = true;
+        self
     }
 }
 

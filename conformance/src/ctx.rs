@@ -135,6 +135,8 @@ pub struct Ctx {
     pub(crate) run_id: Arc<str>,
     pub(crate) case_id: Arc<str>,
     pub(crate) created: Arc<Created>,
+    /// The lifecycle environment (lifecycle-level cases only).
+    pub(crate) lifecycle: Option<Arc<crate::lifecycle::Env>>,
 }
 
 /// A label value made of the case id (≤ 63 chars of `[A-Za-z0-9._-]`).
@@ -226,6 +228,13 @@ impl Ctx {
     /// The case id.
     pub fn case_id(&self) -> &str {
         &self.case_id
+    }
+
+    /// The lifecycle environment, or an error for a case run outside the lifecycle level.
+    pub fn lifecycle(&self) -> anyhow::Result<&crate::lifecycle::Env> {
+        self.lifecycle.as_deref().context(
+            "the lifecycle environment is not running (a lifecycle case was run on the RPC level)",
+        )
     }
 
     /// The parameters.

@@ -6,6 +6,10 @@
 //!   embedded iri-mock), each under a timeout with per-RPC deadlines; every object carries the
 //!   run-id label [`ctx::RUN_ID_LABEL`] and is deleted at the end, even on failure or cancellation;
 //!   leftovers of earlier runs are reported and deleted at start.
+//! * [`lifecycle`] — the lifecycle level: irikit's store, schedulers and machinepoollet run
+//!   in-process against the runtime, and `lifecycle.*` cases check what they propagate.
+//! * [`up`] — `irikit up`: the control plane in one process against the embedded mock or
+//!   real runtimes.
 //! * [`report`] — human summary, JUnit XML, JSON. [`bench`] — per-RPC latency percentiles.
 //!
 //! Cases talk to a runtime only through the generated gRPC clients; the embedded mock is reached
@@ -26,9 +30,11 @@ pub mod bench;
 pub mod case;
 pub mod cases;
 pub mod ctx;
+pub mod lifecycle;
 pub mod report;
 pub mod runner;
+pub mod up;
 
-pub use case::{Case, Outcome, Profile, Service};
+pub use case::{Case, Level, Outcome, Profile, Service};
 pub use ctx::{Ctx, Params};
 pub use runner::{RunConfig, RunReport, Targets};

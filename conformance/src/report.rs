@@ -215,6 +215,8 @@ pub struct JsonCase<'a> {
     pub service: Service,
     /// Profile name.
     pub profile: &'static str,
+    /// Level name (`rpc`, `lifecycle`).
+    pub level: &'static str,
     /// Rule.
     pub description: &'a str,
     /// passed / failed / skipped.
@@ -301,6 +303,7 @@ pub fn json(r: &RunReport) -> JsonReport<'_> {
                 id: &x.id,
                 service: x.service,
                 profile: x.profile.name(),
+                level: x.level.name(),
                 description: &x.description,
                 status: x.outcome.status(),
                 duration: x.duration.as_secs_f64(),
@@ -325,6 +328,7 @@ mod tests {
             id: id.to_owned(),
             service,
             profile: Profile::Core,
+            level: crate::case::Level::Rpc,
             description: format!("rule of {id}"),
             outcome,
             duration: Duration::from_millis(ms),

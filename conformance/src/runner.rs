@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use crate::{
-    case::{Case, Outcome, Profile, Service, Skip},
+    case::{Case, Level, Outcome, Profile, Service, Skip},
     ctx::{Clients, Created, Ctx, Params, RUN_ID_LABEL, Resolved, snapshot_of},
+    lifecycle::{Env, LifecycleConfig, Upstream},
 };
 
 /// Which profiles to run.
@@ -49,6 +50,31 @@ impl ProfileFilter {
     }
 }
 
+/// Which levels to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LevelFilter {
+    /// Only the RPC level.
+    Rpc,
+    /// Only the lifecycle level.
+    Lifecycle,
+    /// Both.
+    #[default]
+    All,
+}
+
+impl LevelFilter {
+    /// Whether a case of `level` is selected.
+    pub fn includes(self, level: Level) -> bool {
+        matches!(
+            (self, level),
+            (LevelFilter::All, _)
+                | (LevelFilter::Rpc, Level::Rpc)
+                | (LevelFilter::Lifecycle, Level::Lifecycle)
+        )
+    }
+}
+
 /// Case selection.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -58,6 +84,8 @@ pub struct Selection {
     pub skip: Vec<Regex>,
     /// Profiles.
     pub profile: ProfileFilter,
+    /// Levels.
+    pub level: LevelFilter,
 }
 
 impl Selection {
@@ -66,6 +94,7 @@ impl Selection {
         cases
             .into_iter()
             .filter(|c| self.profile.includes(c.profile))
+            .filter(|c| self.level.includes(c.level))
             .filter(|c| self.focus.is_empty() || self.focus.iter().any(|r| r.is_match(&c.id)))
             .filter(|c| !self.skip.iter().any(|r| r.is_match(&c.id)))
             .collect()
@@ -89,6 +118,8 @@ pub struct RunConfig {
     pub keep_leftovers: bool,
     /// A fixed run id (default: generated).
     pub run_id: Option<String>,
+    /// The lifecycle level's store and control-plane timings.
+    pub lifecycle: LifecycleConfig,
 }
 
 impl Default for RunConfig {
@@ -101,6 +132,7 @@ impl Default for RunConfig {
             cleanup_timeout: Duration::from_secs(60),
             keep_leftovers: false,
             run_id: None,
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -114,6 +146,8 @@ pub struct Targets {
     pub endpoints: BTreeMap<Service, String>,
     /// The embedded mock, kept alive for the run.
     pub mock: Option<iri_mock::MockRuntime>,
+    /// What the lifecycle level's poollets dial per service (the same runtime as `clients`).
+    pub upstreams: BTreeMap<Service, Upstream>,
 }
 
 /// The delays of the embedded mock: short but non-zero, so that PENDING, TERMINATING and the
@@ -153,10 +187,18 @@ impl Targets {
             .iter()
             .map(|s| (*s, "embedded iri-mock (in-process)".to_owned()))
             .collect();
+        let upstreams = match mock.in_process_dialer() {
+            Some(dialer) => Service::ALL
+                .iter()
+                .map(|s| (*s, Upstream::InProcess(dialer.clone())))
+                .collect(),
+            None => BTreeMap::new(),
+        };
         Ok(Targets {
             clients,
             endpoints,
             mock: Some(mock),
+            upstreams,
         })
     }
 
@@ -167,6 +209,7 @@ impl Targets {
         bucket: Option<&Endpoint>,
     ) -> Self {
         let mut endpoints = BTreeMap::new();
+        let mut upstreams = BTreeMap::new();
         for (s, e) in [
             (Service::Machine, machine),
             (Service::Volume, volume),
@@ -174,6 +217,7 @@ impl Targets {
         ] {
             if let Some(e) = e {
                 endpoints.insert(s, e.to_string());
+                upstreams.insert(s, Upstream::Endpoint(e.clone()));
             }
         }
         Targets {
@@ -184,6 +228,7 @@ impl Targets {
             ),
             endpoints,
             mock: None,
+            upstreams,
         }
     }
 
@@ -205,6 +250,8 @@ pub struct CaseResult {
     pub service: Service,
     /// Profile.
     pub profile: Profile,
+    /// Level.
+    pub level: Level,
     /// Rule.
     pub description: String,
     /// Outcome.
@@ -724,9 +771,81 @@ fn classify(
     }
 }
 
+fn result_of(case: &Case, outcome: Outcome, duration: Duration) -> CaseResult {
+    CaseResult {
+        id: case.id.clone(),
+        service: case.service,
+        profile: case.profile,
+        level: case.level,
+        description: case.description.clone(),
+        outcome,
+        duration,
+    }
+}
+
+/// What every case of a run shares.
+struct Shared<'a> {
+    cases: &'a [Case],
+    base: Ctx,
+    case_timeout: Duration,
+    cancel: &'a CancellationToken,
+    on_progress: &'a (dyn Fn(Progress<'_>) + Send + Sync),
+}
+
+/// Runs the cases at `indices` with at most `parallel` at once, filling `slots`; returns
+/// false when the run was cancelled meanwhile.
+async fn run_phase(
+    shared: &Shared<'_>,
+    indices: &[usize],
+    parallel: usize,
+    slots: &mut [Option<CaseResult>],
+    done: &mut usize,
+) -> bool {
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let mut set = JoinSet::new();
+    for &index in indices {
+        let case = &shared.cases[index];
+        let mut ctx = shared.base.clone();
+        ctx.case_id = Arc::from(case.id.as_str());
+        let body = case.run.clone();
+        let semaphore = semaphore.clone();
+        let t = shared.case_timeout;
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let start = Instant::now();
+            let res = tokio::time::timeout(t, body(ctx)).await;
+            (index, classify(res, t), start.elapsed())
+        });
+    }
+    let total = shared.cases.len();
+    let mut completed = true;
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => {
+                completed = false;
+                set.abort_all();
+                break;
+            }
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                let Ok((index, outcome, duration)) = joined else { continue };
+                let r = result_of(&shared.cases[index], outcome, duration);
+                *done += 1;
+                (shared.on_progress)(Progress { result: &r, done: *done, total });
+                slots[index] = Some(r);
+            }
+        }
+    }
+    while set.join_next().await.is_some() {}
+    completed
+}
+
 /// Runs `cases` (already selected) against `targets`. Progress goes to `on_progress`.
-/// Cancelling `cancel` stops the run: running cases are dropped, unfinished ones are reported
-/// as failed ("interrupted"), and the cleanup still runs.
+/// The RPC level runs first; when lifecycle cases are selected, the lifecycle environment
+/// ([`Env`]) then starts on `config.lifecycle.store`, its cases run (exclusive ones alone, at
+/// the end), and it is torn down. Cancelling `cancel` stops the run: running cases are
+/// dropped, unfinished ones are reported as failed ("interrupted"), and the cleanup still runs.
 pub async fn run(
     config: &RunConfig,
     targets: &Targets,
@@ -761,42 +880,22 @@ pub async fn run(
     }
 
     let created = Arc::new(Created::default());
-    let resolved = Arc::new(resolved);
-    let params = Arc::new(config.params.clone());
-    let run_id_arc: Arc<str> = Arc::from(run_id.as_str());
+    let machine_class = resolved.machine_class.clone().ok();
+    let volume_class = resolved.volume_class.clone().ok();
     let total = cases.len();
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(config.parallel.max(1)));
     let mut slots: Vec<Option<CaseResult>> = vec![None; total];
-    let mut set = JoinSet::new();
+    let (mut rpc_cases, mut lifecycle_cases, mut exclusive) = (Vec::new(), Vec::new(), Vec::new());
     for (index, case) in cases.iter().enumerate() {
         if !targets.has(case.service) {
-            slots[index] = Some(CaseResult {
-                id: case.id.clone(),
-                service: case.service,
-                profile: case.profile,
-                description: case.description.clone(),
-                outcome: Outcome::Skipped(format!("no {} runtime endpoint", case.service)),
-                duration: Duration::ZERO,
-            });
+            let reason = format!("no {} runtime endpoint", case.service);
+            slots[index] = Some(result_of(case, Outcome::Skipped(reason), Duration::ZERO));
             continue;
         }
-        let ctx = Ctx {
-            clients: clients.clone(),
-            params: params.clone(),
-            resolved: resolved.clone(),
-            run_id: run_id_arc.clone(),
-            case_id: Arc::from(case.id.as_str()),
-            created: created.clone(),
-        };
-        let body = case.run.clone();
-        let semaphore = semaphore.clone();
-        let t = config.case_timeout;
-        set.spawn(async move {
-            let _permit = semaphore.acquire_owned().await;
-            let start = Instant::now();
-            let res = tokio::time::timeout(t, body(ctx)).await;
-            (index, classify(res, t), start.elapsed())
-        });
+        match (case.level, case.exclusive) {
+            (Level::Rpc, false) => rpc_cases.push(index),
+            (Level::Lifecycle, false) => lifecycle_cases.push(index),
+            (_, true) => exclusive.push(index),
+        }
     }
     let mut done = slots.iter().filter(|s| s.is_some()).count();
     for r in slots.iter().flatten() {
@@ -806,50 +905,106 @@ pub async fn run(
             total,
         });
     }
-    let mut interrupted = false;
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                interrupted = true;
-                set.abort_all();
-                break;
+    let mut shared = Shared {
+        cases: &cases,
+        base: Ctx {
+            clients: clients.clone(),
+            params: Arc::new(config.params.clone()),
+            resolved: Arc::new(resolved),
+            run_id: Arc::from(run_id.as_str()),
+            case_id: Arc::from(""),
+            created: created.clone(),
+            lifecycle: None,
+        },
+        case_timeout: config.case_timeout,
+        cancel: &cancel,
+        on_progress,
+    };
+    let (rpc_exclusive, lifecycle_exclusive): (Vec<usize>, Vec<usize>) = exclusive
+        .into_iter()
+        .partition(|i| cases[*i].level == Level::Rpc);
+    let mut interrupted =
+        !run_phase(&shared, &rpc_cases, config.parallel, &mut slots, &mut done).await;
+    for index in &rpc_exclusive {
+        if interrupted {
+            break;
+        }
+        interrupted = !run_phase(&shared, &[*index], 1, &mut slots, &mut done).await;
+    }
+
+    let mut lifecycle_cleanup = None;
+    if !interrupted && !(lifecycle_cases.is_empty() && lifecycle_exclusive.is_empty()) {
+        let upstreams = &targets.upstreams;
+        let env = Env::start(
+            &config.lifecycle,
+            &clients,
+            upstreams,
+            (machine_class.as_deref(), volume_class.as_deref()),
+            &run_id,
+            d,
+        )
+        .await;
+        match env {
+            Ok(env) => {
+                let env = Arc::new(env);
+                shared.base.lifecycle = Some(env.clone());
+                interrupted = !run_phase(
+                    &shared,
+                    &lifecycle_cases,
+                    config.parallel,
+                    &mut slots,
+                    &mut done,
+                )
+                .await;
+                for index in &lifecycle_exclusive {
+                    if interrupted {
+                        break;
+                    }
+                    interrupted = !run_phase(&shared, &[*index], 1, &mut slots, &mut done).await;
+                }
+                shared.base.lifecycle = None;
+                lifecycle_cleanup = Some(env.teardown(&clients, d, config.cleanup_timeout).await);
             }
-            joined = set.join_next() => {
-                let Some(joined) = joined else { break };
-                let Ok((index, outcome, duration)) = joined else { continue };
-                let case = &cases[index];
-                let r = CaseResult {
-                    id: case.id.clone(),
-                    service: case.service,
-                    profile: case.profile,
-                    description: case.description.clone(),
-                    outcome,
-                    duration,
-                };
-                done += 1;
-                on_progress(Progress { result: &r, done, total });
-                slots[index] = Some(r);
+            Err(err) => {
+                let message = format!("the lifecycle environment did not start: {err:#}");
+                for &index in lifecycle_cases.iter().chain(&lifecycle_exclusive) {
+                    let r = result_of(
+                        &cases[index],
+                        Outcome::Failed(message.clone()),
+                        Duration::ZERO,
+                    );
+                    done += 1;
+                    on_progress(Progress {
+                        result: &r,
+                        done,
+                        total,
+                    });
+                    slots[index] = Some(r);
+                }
             }
         }
     }
-    while set.join_next().await.is_some() {}
     let results: Vec<CaseResult> = cases
         .iter()
         .zip(slots)
         .map(|(case, slot)| {
-            slot.unwrap_or_else(|| CaseResult {
-                id: case.id.clone(),
-                service: case.service,
-                profile: case.profile,
-                description: case.description.clone(),
-                outcome: Outcome::Failed("interrupted before the case finished".to_owned()),
-                duration: Duration::ZERO,
+            slot.unwrap_or_else(|| {
+                result_of(
+                    case,
+                    Outcome::Failed("interrupted before the case finished".to_owned()),
+                    Duration::ZERO,
+                )
             })
         })
         .collect();
 
-    let cleanup = cleanup(&clients, &run_id, &created, d, config.cleanup_timeout).await;
+    let mut cleanup = cleanup(&clients, &run_id, &created, d, config.cleanup_timeout).await;
+    if let Some(lc) = lifecycle_cleanup {
+        cleanup.deleted += lc.deleted;
+        cleanup.remaining.extend(lc.remaining);
+        cleanup.errors.extend(lc.errors);
+        cleanup.duration += lc.duration;
+    }
     if !cleanup.remaining.is_empty() {
         tracing::warn!(
             remaining = cleanup.remaining.len(),

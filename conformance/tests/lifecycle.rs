@@ -60,7 +60,7 @@ async fn passed_run_leaves_nothing() {
     let report = runner::run(
         &config("run-passed"),
         &targets,
-        cases::all(),
+        cases::rpc(),
         CancellationToken::new(),
         &|_| {},
     )
@@ -83,7 +83,7 @@ async fn failed_run_leaves_nothing() {
     let report = runner::run(
         &config("run-failed"),
         &targets,
-        cases::all(),
+        cases::rpc(),
         CancellationToken::new(),
         &|_| {},
     )
@@ -123,7 +123,7 @@ async fn interrupted_run_leaves_nothing() {
     let report = runner::run(
         &config("run-interrupted"),
         &targets,
-        cases::all(),
+        cases::rpc(),
         cancel,
         &|_| {},
     )
@@ -167,7 +167,7 @@ async fn leftovers_of_earlier_runs_are_deleted_or_kept() {
     let report = runner::run(
         &cfg,
         &targets,
-        cfg.selection.apply(cases::all()),
+        cfg.selection.apply(cases::rpc()),
         CancellationToken::new(),
         &|_| {},
     )
@@ -181,7 +181,7 @@ async fn leftovers_of_earlier_runs_are_deleted_or_kept() {
     let report = runner::run(
         &cfg,
         &targets,
-        cfg.selection.apply(cases::all()),
+        cfg.selection.apply(cases::rpc()),
         CancellationToken::new(),
         &|_| {},
     )
@@ -215,7 +215,7 @@ async fn run_against_fault(effect: Effect) -> runner::RunReport {
         runner::run(
             &cfg,
             &targets,
-            cases::all(),
+            cases::rpc(),
             CancellationToken::new(),
             &|_| {},
         ),

@@ -1,4 +1,4 @@
-//! Self-test: the whole suite passes against iri-mock, and every case is caught by at least one
+//! Self-test: the whole RPC level passes against iri-mock, and every case is caught by at least one
 //! iri-mock mutant (a deliberate contract violation). The case × mutant sensitivity matrix is
 //! printed and kept as an insta snapshot (case id → mutants that make it fail).
 #![allow(
@@ -39,7 +39,7 @@ fn slow_terminate() -> iri_mock::MockRuntimeBuilder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suite_passes_against_mock() {
     let targets = Targets::embedded_with(slow_terminate()).await.unwrap();
-    let all = cases::all();
+    let all = cases::rpc();
     let n = all.len();
     let report = runner::run(&config(), &targets, all, Default::default(), &|_| {}).await;
     let bad: Vec<String> = report
@@ -85,7 +85,7 @@ async fn failing_under(cfg: &RunConfig, m: Mutant, ids: Option<&[String]>) -> Ve
         cfg.parallel = 1;
     }
     let cfg = &cfg;
-    let selected: Vec<_> = cases::all()
+    let selected: Vec<_> = cases::rpc()
         .into_iter()
         .filter(|c| ids.is_none_or(|ids| ids.contains(&c.id)))
         .collect();
@@ -124,7 +124,7 @@ async fn every_case_is_caught_by_a_mutant() {
         .collect()
         .await;
 
-    let mut matrix: BTreeMap<String, Vec<&'static str>> = cases::all()
+    let mut matrix: BTreeMap<String, Vec<&'static str>> = cases::rpc()
         .into_iter()
         .map(|c| (c.id, Vec::new()))
         .collect();

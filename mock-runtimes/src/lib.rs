@@ -81,7 +81,8 @@ pub use machine::MachineService;
 pub use method::{Method, UnknownMethod};
 pub use mutant::{Mutant, UnknownMutant};
 pub use server::{
-    Error, MockHandle, MockRuntime, MockRuntimeBuilder, Result, VerifyError, bind_unix,
+    Error, InProcessDialer, MockHandle, MockRuntime, MockRuntimeBuilder, Result, VerifyError,
+    bind_unix,
 };
 pub use volume::VolumeService;
 

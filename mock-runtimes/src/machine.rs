@@ -1076,6 +1076,11 @@ impl MachineRuntime for MachineService {
 
     async fn status(&self, request: Request<machine::StatusRequest>) -> R<machine::StatusResponse> {
         let (call, _req) = self.core.begin(Method::MachineStatus, request).await?;
+        if self.core.has(Mutant::StatusUnavailable) {
+            return call.finish(Err(tonic::Status::unavailable(
+                "mutant status-unavailable: machine Status fails",
+            )));
+        }
         call.finish(Ok(self.core.machine_status()))
     }
 

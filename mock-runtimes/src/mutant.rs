@@ -158,6 +158,8 @@ mutants! {
     SnapshotNoStatus => "snapshot-no-status", "volume snapshots have no status in CreateVolumeSnapshot and ListVolumeSnapshots";
     BucketLabelsDropped => "bucket-labels-dropped", "bucket labels are not stored";
     BucketNoStatus => "bucket-no-status", "buckets have no status in CreateBucket and ListBuckets";
+    // --- added for the lifecycle level (each breaks what a poollet propagates)
+    StatusUnavailable => "status-unavailable", "machine Status answers Unavailable, so a poollet sees the runtime as unreachable";
     BucketMissingSpecAccepted => "bucket-missing-spec-accepted", "CreateBucket without bucket or spec succeeds with the first class instead of InvalidArgument";
     BucketDeleteTwiceNotFound => "bucket-delete-twice-notfound", "a repeated DeleteBucket while the bucket is being deleted returns NotFound";
 }

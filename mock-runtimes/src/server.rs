@@ -414,6 +414,24 @@ enum Transport {
     },
 }
 
+/// Opens in-process connections to a mock started with
+/// [`MockRuntimeBuilder::start_in_process`] (see [`MockRuntime::in_process_dialer`]).
+#[derive(Debug, Clone)]
+pub struct InProcessDialer {
+    tx: tokio::sync::mpsc::UnboundedSender<DuplexStream>,
+}
+
+impl InProcessDialer {
+    /// A new connection (the client half of a duplex pair); an error once the mock stopped.
+    pub fn dial(&self) -> io::Result<DuplexStream> {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        self.tx.send(server).map_err(|_| {
+            io::Error::new(io::ErrorKind::ConnectionRefused, "iri-mock runtime stopped")
+        })?;
+        Ok(client)
+    }
+}
+
 /// A running mock. Control it through the [`MockHandle`] it derefs to; talk to it through
 /// [`machine_channel`](Self::machine_channel) and friends.
 ///
@@ -502,6 +520,16 @@ impl MockRuntime {
                 iri_spec::endpoint::connect_lazy(&Endpoint::Unix(path.clone()))
             }
             Transport::Tcp { endpoint, .. } => iri_spec::endpoint::connect_lazy(endpoint),
+        }
+    }
+
+    /// A dialer of new in-process connections to the mock's server, for clients that need
+    /// their own connector (e.g. a proxy a test can cut); `None` for the unix and TCP
+    /// transports, whose [`endpoint`](Self::endpoint) is dialled instead.
+    pub fn in_process_dialer(&self) -> Option<InProcessDialer> {
+        match &self.transport {
+            Transport::InProcess { tx, .. } => Some(InProcessDialer { tx: tx.clone() }),
+            Transport::Unix { .. } | Transport::Tcp { .. } => None,
         }
     }
 
@@ -797,6 +825,12 @@ impl MockHandle {
     /// Forces a volume's state. False if unknown.
     pub fn set_volume_state(&self, id: &str, state: volume::VolumeState) -> bool {
         self.core.force_volume_state(id, state)
+    }
+
+    /// Changes a stored volume in place (e.g. to give its access `secret_data`). False if
+    /// unknown.
+    pub fn modify_volume(&self, id: &str, f: impl FnOnce(&mut volume::Volume)) -> bool {
+        self.core.modify_volume(id, f)
     }
 
     /// Every stored volume snapshot.

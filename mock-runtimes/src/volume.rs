@@ -581,6 +581,18 @@ impl Core {
         st.volumes.get(id)
     }
 
+    pub(crate) fn modify_volume(&self, id: &str, f: impl FnOnce(&mut volume::Volume)) -> bool {
+        let mut st = lock(&self.volumes);
+        self.advance_volumes(&mut st);
+        match st.volumes.get_mut(id) {
+            Some(mut slot) => {
+                f(&mut slot.obj);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn force_volume_state(&self, id: &str, state: VolumeState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);

@@ -37,6 +37,14 @@ pub enum Error {
         /// Why it does not map.
         reason: ClassMapError,
     },
+    /// An ironcore volume class does not map to exactly one runtime class.
+    #[error("volume class {class:?}: {reason}")]
+    VolumeClassMapping {
+        /// The ironcore class.
+        class: String,
+        /// Why it does not map.
+        reason: ClassMapError,
+    },
     /// The runtime answered with something the poollet cannot use.
     #[error("runtime returned {0}")]
     BadResponse(String),

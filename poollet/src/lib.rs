@@ -1,21 +1,31 @@
-//! The poollets: IronCore's machinepoollet (and, later, volumepoollet) over irikit's
+//! The poollets: IronCore's machinepoollet and volumepoollet over irikit's
 //! [`irikit_api::Store`] and an IRI runtime reached through the generated gRPC client.
 //!
+//! - [`cli`]: log set-up and signal handling shared by the binaries.
 //! - [`controller`]: the kube-runtime-style framework (watch → cache → work queue → reconcile
 //!   with an error policy, bounded concurrency, graceful shutdown).
 //! - [`pool`]: the MachinePool announcement, class mapping, capacity and heartbeat.
-//! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC) and the
-//!   runtime relist.
+//! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC, storage
+//!   volumes through the claim flow) and the runtime relist.
 //! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
-//! - [`machinepoollet`]: [`MachinePoollet`], which runs all of it.
+//! - [`machinepoollet`]: [`MachinePoollet`], which runs the machine side.
+//! - [`volumepool`]: the VolumePool announcement (volume class mapping, bytes capacity).
+//! - [`volume`]: the Volume and VolumeSnapshot reconcilers, runtime relist and event mapper.
+//! - [`volumepoollet`]: [`VolumePoollet`], which runs the volume side.
 
+pub mod cli;
 pub mod controller;
 pub mod error;
+mod events;
 pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;
 pub mod pool;
+pub mod volume;
+pub mod volumepool;
+pub mod volumepoollet;
 
 pub use controller::{Action, ObjectRef, Reconciler, WorkQueue};
 pub use error::{Error, Result};
 pub use machinepoollet::{Config, MachinePoollet};
+pub use volumepoollet::{Config as VolumePoolletConfig, VolumePoollet};

@@ -30,7 +30,7 @@ use iri_spec::{
 use irikit_api::{
     Kind, Resource, Store, StoreExt,
     compute::{self, Machine, MachineClass},
-    core::{Event, EventSource, ObjectReference, Secret},
+    core::{ObjectReference, Secret},
     meta::Condition,
     store::{self, now_rfc3339},
 };
@@ -38,9 +38,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+pub mod volumes;
+
 use crate::{
     controller::{Action, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
+    events,
     pool::{RuntimeView, capabilities_of, map_class, probe_once, set_condition},
 };
 
@@ -301,10 +304,15 @@ impl MachineReconciler {
             }
         }
 
-        let volumes = match desired_volumes(m) {
-            Ok(volumes) => volumes,
-            Err(message) => return Ok(Prerequisites::Waiting(REASON_VOLUME_NOT_READY, message)),
-        };
+        let mut volumes = Vec::new();
+        for desired in self.desired_volumes(m).await? {
+            match desired.volume {
+                Ok(volume) => volumes.push(volume),
+                Err(message) => {
+                    return Ok(Prerequisites::Waiting(REASON_VOLUME_NOT_READY, message));
+                }
+            }
+        }
         if let Some(nic) = m.spec.network_interfaces.first() {
             return Ok(Prerequisites::Waiting(
                 REASON_NETWORK_INTERFACE_NOT_READY,
@@ -421,6 +429,7 @@ impl MachineReconciler {
                 handle: v.handle.clone(),
                 state: state.into(),
                 last_state_transition_time: transition(&m.status.volumes, &v.name, state),
+                volume_ref: volume_ref_of(m, &v.name),
                 ..compute::AttachmentStatus::default()
             });
         }
@@ -430,7 +439,7 @@ impl MachineReconciler {
                     name: v.name.clone(),
                     state: "Pending".into(),
                     last_state_transition_time: transition(&m.status.volumes, &v.name, "Pending"),
-                    volume_ref: v.volume_ref.clone(),
+                    volume_ref: volume_ref_of(m, &v.name),
                     ..compute::AttachmentStatus::default()
                 });
             }
@@ -536,6 +545,7 @@ impl MachineReconciler {
         if still_deleting {
             return Ok(Action::requeue(self.config.converging_requeue));
         }
+        volumes::delete_ephemeral(self.store.as_ref(), &m).await?;
         let mut updated = m;
         updated
             .metadata
@@ -549,40 +559,17 @@ impl MachineReconciler {
         Ok(Action::await_change())
     }
 
-    /// Records a Normal Event on the Machine. Repeats of the same reason update one Event
-    /// (count, lastTimestamp, message) instead of creating new ones. Failures are logged only.
+    /// Records a Normal Event on the Machine (one per reason; repeats bump `count`).
     async fn record_event(&self, m: &Machine, reason: &str, message: &str) {
-        let name = format!("{}.{}", m.metadata.name, reason.to_ascii_lowercase());
-        let namespace = &m.metadata.namespace;
-        let now = now_rfc3339();
-        let res = match self.store.get_typed::<Event>(namespace, &name).await {
-            Ok(mut event) if event.involved_object.uid == m.metadata.uid => {
-                event.count = event.count.saturating_add(1);
-                event.last_timestamp = Some(now);
-                message.clone_into(&mut event.message);
-                self.store.update_typed(event).await.map(drop)
-            }
-            Ok(stale) => {
-                // An Event of an earlier Machine with this name: replace it.
-                let _ = self
-                    .store
-                    .delete(Kind::Event, namespace, &stale.metadata.name, None)
-                    .await;
-                self.store
-                    .create_typed(new_event(m, &name, reason, message, now))
-                    .await
-                    .map(drop)
-            }
-            Err(store::Error::NotFound { .. }) => self
-                .store
-                .create_typed(new_event(m, &name, reason, message, now))
-                .await
-                .map(drop),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = res {
-            debug!(error = %err, reason, "recording an event failed");
-        }
+        events::record(
+            self.store.as_ref(),
+            involved_machine(m),
+            "Normal",
+            reason,
+            message,
+            EVENT_COMPONENT,
+        )
+        .await;
     }
 
     async fn create(&self, m: &Machine) -> Result<Action> {
@@ -616,25 +603,71 @@ impl MachineReconciler {
         Ok(Action::requeue(self.config.converging_requeue))
     }
 
-    /// Detaches IRI volumes that differ from or are missing in the desired set and attaches
-    /// the desired ones not present (§3.6 step 2). Returns whether anything was pushed. When a
-    /// desired volume cannot be built yet, nothing is touched (no detach on transient
-    /// unreadiness, §8.8).
+    /// The IRI volume each spec volume resolves to (local disks directly; `volumeRef` and
+    /// ephemeral volumes through their claimed, Available storage Volume).
+    async fn desired_volumes(&self, m: &Machine) -> Result<Vec<DesiredVolume>> {
+        let mut out = Vec::new();
+        for volume in &m.spec.volumes {
+            let resolved = if let Some(local) = local_disk_volume(volume) {
+                Ok(local)
+            } else if let Some(name) = volumes::referenced_volume(m, volume) {
+                volumes::connection_volume(self.store.as_ref(), m, volume, &name).await?
+            } else {
+                Err(format!("volume {:?} has no source", volume.name))
+            };
+            out.push(DesiredVolume {
+                name: volume.name.clone(),
+                volume: resolved,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Syncs the IRI machine's volumes with the spec (§3.6 step 2): an equal volume is kept;
+    /// the same connection (driver and handle) with another `effective_storage_bytes` is
+    /// resized online with UpdateVolume; anything else that changed or left the spec is
+    /// detached (NotFound ignored) and desired volumes not present are attached. A volume that
+    /// does not resolve right now is neither detached nor attached (no detach on transient
+    /// unreadiness, §8.8) and records a `VolumeNotReady` Event. Returns whether anything was
+    /// pushed.
     async fn sync_volumes(
         &self,
         m: &Machine,
         id: &str,
         current: &[machine::Volume],
     ) -> Result<bool> {
-        let Ok(desired) = desired_volumes(m) else {
-            return Ok(false);
-        };
+        let desired = self.desired_volumes(m).await?;
         let mut pushed = false;
         let mut kept = Vec::new();
         for volume in current {
-            if desired.iter().any(|d| d == volume) {
-                kept.push(volume.name.clone());
-                continue;
+            let want = desired.iter().find(|d| d.name == volume.name);
+            match want.map(|d| &d.volume) {
+                Some(Err(message)) => {
+                    self.record_event(m, REASON_VOLUME_NOT_READY, message).await;
+                    kept.push(volume.name.clone());
+                    continue;
+                }
+                Some(Ok(want)) if want == volume => {
+                    kept.push(volume.name.clone());
+                    continue;
+                }
+                Some(Ok(want)) if is_resize(volume, want) => {
+                    let mut client = self.client.clone();
+                    rpc(
+                        "UpdateVolume",
+                        self.config.rpc_timeout,
+                        client.update_volume(machine::UpdateVolumeRequest {
+                            machine_id: id.to_string(),
+                            volume: Some(want.clone()),
+                        }),
+                    )
+                    .await?;
+                    info!(machine_id = %id, volume = %volume.name, "volume resized");
+                    kept.push(volume.name.clone());
+                    pushed = true;
+                    continue;
+                }
+                _ => {}
             }
             let mut client = self.client.clone();
             let res = rpc(
@@ -653,11 +686,18 @@ impl MachineReconciler {
             }
             pushed = true;
         }
-        for volume in desired {
-            if kept.contains(&volume.name) {
+        for desired in desired {
+            if kept.contains(&desired.name) {
                 continue;
             }
-            let name = volume.name.clone();
+            let volume = match desired.volume {
+                Ok(volume) => volume,
+                Err(message) => {
+                    self.record_event(m, REASON_VOLUME_NOT_READY, &message)
+                        .await;
+                    continue;
+                }
+            };
             let mut client = self.client.clone();
             rpc(
                 "AttachVolume",
@@ -668,7 +708,7 @@ impl MachineReconciler {
                 }),
             )
             .await?;
-            info!(machine_id = %id, volume = %name, "volume attached");
+            info!(machine_id = %id, volume = %desired.name, "volume attached");
             pushed = true;
         }
         Ok(pushed)
@@ -738,63 +778,69 @@ impl MachineReconciler {
     }
 }
 
-fn new_event(m: &Machine, name: &str, reason: &str, message: &str, now: String) -> Event {
-    Event {
-        metadata: irikit_api::meta::ObjectMeta::namespaced(m.metadata.namespace.clone(), name),
-        involved_object: ObjectReference {
-            api_version: compute::API_VERSION.to_string(),
-            kind: Kind::Machine.as_str().to_string(),
-            namespace: m.metadata.namespace.clone(),
-            name: m.metadata.name.clone(),
-            uid: m.metadata.uid.clone(),
-            resource_version: m.metadata.resource_version.clone(),
-        },
-        reason: reason.to_string(),
-        message: message.to_string(),
-        type_: "Normal".into(),
-        source: Some(EventSource {
-            component: EVENT_COMPONENT.into(),
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: 1,
-        ..Event::default()
+fn involved_machine(m: &Machine) -> ObjectReference {
+    ObjectReference {
+        api_version: compute::API_VERSION.to_string(),
+        kind: Kind::Machine.as_str().to_string(),
+        namespace: m.metadata.namespace.clone(),
+        name: m.metadata.name.clone(),
+        uid: m.metadata.uid.clone(),
+        resource_version: m.metadata.resource_version.clone(),
     }
 }
 
-/// The IRI volumes for the Machine's spec volumes, or why one cannot be built yet.
-fn desired_volumes(m: &Machine) -> std::result::Result<Vec<machine::Volume>, String> {
-    let mut volumes = Vec::new();
-    for volume in &m.spec.volumes {
-        let local = match (&volume.local_disk, &volume.empty_disk) {
-            (Some(local), _) => machine::LocalDisk {
-                size_bytes: local.size_limit.map_or(0, |q| clamp_i64(q.value())),
-                image: (!local.image.is_empty()).then(|| machine::ImageSpec {
-                    image: local.image.clone(),
-                }),
-            },
-            // §8.16: the deprecated emptyDisk becomes a local disk instead of never becoming
-            // ready.
-            (None, Some(empty)) => machine::LocalDisk {
-                size_bytes: empty.size_limit.map_or(0, |q| clamp_i64(q.value())),
-                image: None,
-            },
-            (None, None) => {
-                // volumeRef / ephemeral volumes need the volume claim flow (not yet built).
-                return Err(format!(
-                    "volume {:?}: only localDisk and emptyDisk volumes are supported yet",
-                    volume.name
-                ));
-            }
-        };
-        volumes.push(machine::Volume {
-            name: volume.name.clone(),
-            device: volume.device.clone().unwrap_or_default(),
-            local_disk: Some(local),
-            connection: None,
-        });
+/// One spec volume and the IRI volume it resolves to, or why it does not yet.
+struct DesiredVolume {
+    name: String,
+    volume: std::result::Result<machine::Volume, String>,
+}
+
+/// Whether going from `current` to `want` is an online resize (§3.6): both are connections
+/// with the same driver and handle and only the effective size differs in kind.
+fn is_resize(current: &machine::Volume, want: &machine::Volume) -> bool {
+    match (&current.connection, &want.connection) {
+        (Some(a), Some(b)) => {
+            a.driver == b.driver
+                && a.handle == b.handle
+                && a.effective_storage_bytes != b.effective_storage_bytes
+        }
+        _ => false,
     }
-    Ok(volumes)
+}
+
+/// The IRI volume of a localDisk or (deprecated) emptyDisk machine volume.
+fn local_disk_volume(volume: &compute::Volume) -> Option<machine::Volume> {
+    let local = match (&volume.local_disk, &volume.empty_disk) {
+        (Some(local), _) => machine::LocalDisk {
+            size_bytes: local.size_limit.map_or(0, |q| clamp_i64(q.value())),
+            image: (!local.image.is_empty()).then(|| machine::ImageSpec {
+                image: local.image.clone(),
+            }),
+        },
+        // §8.16: the deprecated emptyDisk becomes a local disk instead of never becoming
+        // ready.
+        (None, Some(empty)) => machine::LocalDisk {
+            size_bytes: empty.size_limit.map_or(0, |q| clamp_i64(q.value())),
+            image: None,
+        },
+        (None, None) => return None,
+    };
+    Some(machine::Volume {
+        name: volume.name.clone(),
+        device: volume.device.clone().unwrap_or_default(),
+        local_disk: Some(local),
+        connection: None,
+    })
+}
+
+/// The storage Volume behind machine volume `name` (`volumeRef` or the ephemeral Volume).
+fn volume_ref_of(m: &Machine, name: &str) -> Option<irikit_api::meta::LocalObjectReference> {
+    m.spec
+        .volumes
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| volumes::referenced_volume(m, v))
+        .map(irikit_api::meta::LocalObjectReference::new)
 }
 
 fn clamp_i64(value: i128) -> i64 {
@@ -867,6 +913,11 @@ impl Reconciler<ObjectRef> for MachineReconciler {
                 .push(keys::MACHINE_FINALIZER.to_string());
             self.store.update_typed(with).await?
         };
+
+        for problem in volumes::claim(self.store.as_ref(), &m).await? {
+            self.record_event(&m, REASON_VOLUME_NOT_READY, &problem)
+                .await;
+        }
 
         // Oldest first; extra machines for one uid are deleted, not a panic.
         mine.sort_by_key(|iri| {

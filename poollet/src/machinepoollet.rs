@@ -13,7 +13,7 @@ use tracing::info;
 use crate::{
     controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
     error::{Error, Result, rpc},
-    machine::{MachineConfig, MachineReconciler, runtime_relist},
+    machine::{MachineConfig, MachineReconciler, runtime_relist, volumes},
     pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
 };
 
@@ -190,10 +190,38 @@ impl MachinePoollet {
                 let machine_queue = machine_queue.clone();
                 let machine_cache = machine_cache.clone();
                 move |secret| {
-                    // Machines waiting for this ignition Secret get another chance.
+                    // Machines waiting for this ignition Secret, and machines with storage
+                    // volumes in its namespace (access and encryption Secrets), get another
+                    // chance.
                     let meta = secret.metadata();
                     for m in machine_cache.list() {
-                        if awaits_secret(&m, &meta.namespace, &meta.name) {
+                        if awaits_secret(&m, &meta.namespace, &meta.name)
+                            || matches!(&m, irikit_api::Object::Machine(m)
+                                if m.metadata.namespace == meta.namespace
+                                    && volumes::has_storage_volumes(m))
+                        {
+                            machine_queue.add(ObjectRef::of(&m));
+                        }
+                    }
+                }
+            },
+            token.clone(),
+        ));
+        // Storage Volumes: the Machines that reference them (claims, availability, resize).
+        tasks.spawn(controller::watch(
+            self.store.clone(),
+            Kind::Volume,
+            ListOptions::all(),
+            ObjectCache::new(),
+            {
+                let machine_queue = machine_queue.clone();
+                let machine_cache = machine_cache.clone();
+                move |volume| {
+                    let meta = volume.metadata();
+                    for m in machine_cache.list() {
+                        if matches!(&m, irikit_api::Object::Machine(m)
+                            if volumes::references_volume(m, &meta.namespace, &meta.name))
+                        {
                             machine_queue.add(ObjectRef::of(&m));
                         }
                     }

@@ -75,20 +75,7 @@ impl PoolConfig {
 
     /// The labels the pool carries (topology).
     pub fn labels(&self) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::new();
-        if !self.topology_region.is_empty() {
-            labels.insert(
-                keys::TOPOLOGY_REGION_LABEL.to_string(),
-                self.topology_region.clone(),
-            );
-        }
-        if !self.topology_zone.is_empty() {
-            labels.insert(
-                keys::TOPOLOGY_ZONE_LABEL.to_string(),
-                self.topology_zone.clone(),
-            );
-        }
-        labels
+        topology_labels(&self.topology_region, &self.topology_zone)
     }
 
     /// Checks IronCore's flag rules: interval > 0 and 0 < timeout < interval.
@@ -106,6 +93,18 @@ impl PoolConfig {
         }
         Ok(())
     }
+}
+
+/// The `topology.ironcore.dev/{region,zone}` labels of a pool (empty values are left out).
+pub fn topology_labels(region: &str, zone: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    if !region.is_empty() {
+        labels.insert(keys::TOPOLOGY_REGION_LABEL.to_string(), region.to_string());
+    }
+    if !zone.is_empty() {
+        labels.insert(keys::TOPOLOGY_ZONE_LABEL.to_string(), zone.to_string());
+    }
+    labels
 }
 
 /// The outcome of the last heartbeat probe.

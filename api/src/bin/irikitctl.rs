@@ -90,33 +90,9 @@ fn read_objects(path: &PathBuf) -> anyhow::Result<Vec<Object>> {
 
 async fn apply(store: &dyn Store, obj: Object) -> anyhow::Result<Object> {
     let key = format!("{} {}", obj.kind(), obj.key());
-    let stored = match store.create(obj.clone()).await {
-        Ok(created) => created,
-        Err(store::Error::AlreadyExists { .. }) => {
-            let meta = obj.metadata();
-            let current = store.get(obj.kind(), &meta.namespace, &meta.name).await?;
-            let mut next = obj.clone();
-            next.metadata_mut()
-                .resource_version
-                .clone_from(&current.metadata().resource_version);
-            store
-                .update(next)
-                .await
-                .with_context(|| format!("update {key}"))?
-        }
-        Err(err) => return Err(anyhow::Error::new(err).context(format!("create {key}"))),
-    };
-    if obj.has_status() {
-        let mut with_status = stored.clone();
-        with_status.copy_status_from(&obj);
-        if with_status != stored {
-            return store
-                .update_status(with_status)
-                .await
-                .with_context(|| format!("update status of {key}"));
-        }
-    }
-    Ok(stored)
+    store::apply(store, obj)
+        .await
+        .with_context(|| format!("apply {key}"))
 }
 
 fn table_row(obj: &Object) -> Vec<String> {

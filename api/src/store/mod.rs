@@ -330,6 +330,33 @@ pub(crate) enum Outcome {
     Unchanged(Object),
 }
 
+/// kubectl-style apply: creates `obj`, or updates the stored object of that name (taking its
+/// resourceVersion); a non-empty status in `obj` is written too (there may be no controller
+/// to write it otherwise).
+pub async fn apply(store: &dyn Store, obj: Object) -> Result<Object> {
+    let stored = match store.create(obj.clone()).await {
+        Ok(created) => created,
+        Err(Error::AlreadyExists { .. }) => {
+            let meta = obj.metadata();
+            let current = store.get(obj.kind(), &meta.namespace, &meta.name).await?;
+            let mut next = obj.clone();
+            next.metadata_mut()
+                .resource_version
+                .clone_from(&current.metadata().resource_version);
+            store.update(next).await?
+        }
+        Err(err) => return Err(err),
+    };
+    if obj.has_status() {
+        let mut with_status = stored.clone();
+        with_status.copy_status_from(&obj);
+        if with_status != stored {
+            return store.update_status(with_status).await;
+        }
+    }
+    Ok(stored)
+}
+
 /// Now as RFC 3339 seconds (the Kubernetes `metav1.Time` wire form).
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()

@@ -23,9 +23,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use iri_conformance::{
     bench,
-    case::Profile,
-    cases, report,
-    runner::{self, ProfileFilter, RunConfig, Selection, Targets},
+    case::{Level, Profile},
+    cases,
+    lifecycle::LifecycleConfig,
+    report,
+    runner::{self, LevelFilter, ProfileFilter, RunConfig, Selection, Targets},
 };
 use iri_spec::endpoint::{Endpoint, RuntimeKind};
 use regex::Regex;
@@ -40,7 +42,7 @@ struct Cli {
     /// `run` flags, accepted without the subcommand too.
     #[command(flatten)]
     run: RunArgs,
-    /// Log format (logs go to stderr; RUST_LOG sets the filter, default warn).
+    /// Log format (logs go to stderr; RUST_LOG sets the filter, default `warn,poollet=error`).
     #[arg(
         long,
         env = "IRI_CONFORMANCE_LOG_FORMAT",
@@ -102,6 +104,10 @@ struct SelectArgs {
         env = "IRI_CONFORMANCE_PROFILE"
     )]
     profile: ProfileFilter,
+    /// Which level: `rpc` (the runtime alone), `lifecycle` (irikit's store, schedulers and
+    /// poollet drive the runtime) or both.
+    #[arg(long, value_enum, default_value = "all", env = "IRI_CONFORMANCE_LEVEL")]
+    level: LevelFilter,
 }
 
 impl SelectArgs {
@@ -110,6 +116,7 @@ impl SelectArgs {
             focus: self.focus.clone(),
             skip: self.skip.clone(),
             profile: self.profile,
+            level: self.level,
         }
     }
 }
@@ -199,6 +206,10 @@ struct RunArgs {
     /// Use this run id instead of a generated one.
     #[arg(long)]
     run_id: Option<String>,
+    /// Store of the lifecycle level: `memory` or `etcd://host:port[,host:port]` (needs the
+    /// `etcd` feature).
+    #[arg(long, env = "IRIKIT_STORE", default_value = "memory")]
+    store: String,
     /// Write a JUnit XML report.
     #[arg(long, value_name = "PATH")]
     junit: Option<PathBuf>,
@@ -313,7 +324,8 @@ async fn targets(t: &TargetArgs) -> anyhow::Result<Targets> {
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // The lifecycle level's poollet warns about the runtime it is deliberately cut off from.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,poollet=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -365,6 +377,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cleanup_timeout: args.cleanup_timeout,
         keep_leftovers: args.keep_leftovers,
         run_id: args.run_id.clone(),
+        lifecycle: LifecycleConfig {
+            store: args.store.clone(),
+            ..LifecycleConfig::default()
+        },
     };
     let selected = config.selection.apply(cases::all());
     if selected.is_empty() {
@@ -439,7 +455,7 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|c| {
                     serde_json::json!({
-                        "id": c.id, "service": c.service, "profile": c.profile.name(), "description": c.description,
+                        "id": c.id, "service": c.service, "profile": c.profile.name(), "level": c.level.name(), "description": c.description,
                     })
                 })
                 .collect();
@@ -447,10 +463,10 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
         }
         ListFormat::Text => {
             for c in &selected {
-                let tag = if c.profile == Profile::GoPoollet {
-                    " [go-poollet]"
-                } else {
-                    ""
+                let tag = match (c.profile, c.level) {
+                    (Profile::GoPoollet, _) => " [go-poollet]",
+                    (_, Level::Lifecycle) => " [lifecycle]",
+                    _ => "",
                 };
                 writeln!(out, "{:<58} {}{tag}", c.id, c.description)?;
             }

@@ -12,8 +12,16 @@ pub(crate) use machine::{
     attach_volume as machine_attach_volume, power as machine_power,
 };
 
-/// Every case (core and go-poollet profiles, all services), in a stable order.
+/// Every case of both levels (RPC: core and go-poollet profiles, all services; then the
+/// lifecycle level), in a stable order.
 pub fn all() -> Vec<Case> {
+    let mut v = rpc();
+    v.extend(crate::lifecycle::cases());
+    v
+}
+
+/// The RPC-level cases only.
+pub fn rpc() -> Vec<Case> {
     let mut v = machine::cases();
     v.extend(volume::cases());
     v.extend(bucket::cases());
@@ -30,7 +38,9 @@ mod tests {
         for c in &cases {
             assert!(seen.insert(c.id.clone()), "duplicate id {}", c.id);
             assert!(
-                c.id.starts_with(c.service.name()) || c.id.starts_with("poollet."),
+                c.id.starts_with(c.service.name())
+                    || c.id.starts_with("poollet.")
+                    || (c.level == crate::Level::Lifecycle && c.id.starts_with("lifecycle.")),
                 "{} does not start with its service",
                 c.id
             );

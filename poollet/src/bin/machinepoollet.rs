@@ -5,11 +5,13 @@
 use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use iri_spec::endpoint::{self, RuntimeKind};
-use poollet::{Config, MachinePoollet};
+use poollet::{
+    Config, MachinePoollet,
+    cli::{self, LogFormat},
+};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 /// Announce a machine pool and reconcile its machines against an IRI machine runtime.
 #[derive(Parser, Debug)]
@@ -51,24 +53,6 @@ struct Args {
     /// Log format.
     #[arg(long, env = "POOLLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn config(args: &Args) -> anyhow::Result<Config> {
@@ -113,38 +97,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connect to {endpoint}"))?;
     let token = CancellationToken::new();
-    let mut poollet = tokio::spawn(MachinePoollet::new(store, channel, config).run(token.clone()));
-    tokio::select! {
-        res = &mut poollet => return res.context("poollet task")?.context("machinepoollet"),
-        () = shutdown_signal() => {}
-    }
-    info!("shutting down: finishing in-flight reconciles (send the signal again to exit at once)");
-    token.cancel();
-    tokio::select! {
-        res = poollet => res.context("poollet task")?.context("machinepoollet")?,
-        () = shutdown_signal() => {}
-        () = tokio::time::sleep(Duration::from_secs(30)) => {}
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+    let poollet = MachinePoollet::new(store, channel, config).run(token.clone());
+    cli::run_until_signal(poollet, token)
+        .await
+        .context("machinepoollet")
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    cli::init_tracing(args.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

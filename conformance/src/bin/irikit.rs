@@ -1,0 +1,187 @@
+//! `irikit`: irikit's all-in-one command. `irikit up` runs the store, both schedulers, the
+//! machinepoollet and the volumepoollet in one process against the embedded mock runtimes
+//! (default) or `--machine-endpoint`/`--volume-endpoint`, applies the seed's examples and
+//! `-f` files, and prints every state change. SIGINT/SIGTERM stop it gracefully (exit 0); a
+//! second signal exits at once (130).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use iri_conformance::{lifecycle::PlaneConfig, up};
+use iri_spec::endpoint::Endpoint;
+use tokio_util::sync::CancellationToken;
+
+/// irikit's all-in-one command.
+#[derive(Debug, Parser)]
+#[command(name = "irikit", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format (logs go to stderr; RUST_LOG sets the filter, default warn).
+    #[arg(
+        long,
+        env = "IRIKIT_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run store, schedulers and poollets in one process against the embedded mock runtimes
+    /// or real runtime endpoints.
+    Up(UpArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Store: `memory` or `etcd://host:port[,host:port]` (irikitctl works against the same etcd).
+    #[arg(long, env = "IRIKIT_STORE", default_value = "memory")]
+    store: String,
+    /// MachineRuntime endpoint (unix:///path); with neither endpoint the embedded mock runs.
+    #[arg(long, env = "IRI_MACHINE_RUNTIME_ENDPOINT", value_name = "ENDPOINT")]
+    machine_endpoint: Option<String>,
+    /// VolumeRuntime endpoint.
+    #[arg(long, env = "IRI_VOLUME_RUNTIME_ENDPOINT", value_name = "ENDPOINT")]
+    volume_endpoint: Option<String>,
+    /// YAML files to apply at start (repeatable, multi-document).
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Do not apply the bundled examples (the seed's MachinePool and MachineClass, and a Machine).
+    #[arg(long)]
+    no_examples: bool,
+    /// MachinePool the machinepoollet announces.
+    #[arg(
+        long,
+        env = "POOLLET_MACHINE_POOL_NAME",
+        default_value = "irikit-machinepool"
+    )]
+    machine_pool_name: String,
+    /// VolumePool the volumepoollet announces.
+    #[arg(
+        long,
+        env = "POOLLET_VOLUME_POOL_NAME",
+        default_value = "irikit-volumepool"
+    )]
+    volume_pool_name: String,
+    /// Poollet heartbeat / Status probe interval.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    heartbeat_interval: Duration,
+}
+
+fn endpoint(s: &str) -> anyhow::Result<Endpoint> {
+    if s.contains("://") || s.starts_with("unix:") {
+        Ok(s.parse()?)
+    } else {
+        Ok(Endpoint::unix(s))
+    }
+}
+
+fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
+    let parse = |s: &Option<String>, flag: &str| {
+        s.as_deref()
+            .filter(|s| !s.is_empty())
+            .map(endpoint)
+            .transpose()
+            .with_context(|| flag.to_owned())
+    };
+    let mut documents = Vec::new();
+    if !args.no_examples {
+        documents.push((
+            "bundled seed examples".to_owned(),
+            up::SEED_EXAMPLES.to_owned(),
+        ));
+        documents.push((
+            "bundled machine example".to_owned(),
+            up::MACHINE_EXAMPLE.to_owned(),
+        ));
+    }
+    for file in &args.files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        documents.push((file.display().to_string(), text));
+    }
+    anyhow::ensure!(
+        !args.heartbeat_interval.is_zero(),
+        "--heartbeat-interval must be positive"
+    );
+    let plane = PlaneConfig {
+        heartbeat_interval: args.heartbeat_interval,
+        status_timeout: args.heartbeat_interval.mul_f64(0.8),
+        ..PlaneConfig::default()
+    };
+    Ok(up::UpConfig {
+        store: args.store.clone(),
+        machine: parse(&args.machine_endpoint, "--machine-endpoint")?,
+        volume: parse(&args.volume_endpoint, "--volume-endpoint")?,
+        machine_pool: args.machine_pool_name.clone(),
+        volume_pool: args.volume_pool_name.clone(),
+        documents,
+        plane,
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// First SIGINT/SIGTERM cancels (graceful shutdown); a second one exits at once.
+fn cancel_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        t.cancel();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("irikit: interrupted twice: exiting at once");
+        std::process::exit(130);
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let res = match cli.command {
+        Command::Up(args) => match config(&args) {
+            Ok(config) => up::run(config, up::stdout_lines(), cancel_on_signals()).await,
+            Err(err) => Err(err),
+        },
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("irikit: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

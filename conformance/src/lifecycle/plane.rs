@@ -1,0 +1,193 @@
+//! The embedded control plane the lifecycle level and `irikit up` run: a [`Store`] (memory or
+//! etcd), the machine and volume schedulers, and a machinepoollet per machine runtime and a
+//! volumepoollet per volume runtime, all
+//! in this process and all stopped by one cancellation token.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use irikit_api::Store;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::Channel;
+
+/// Timings of the embedded control plane (much shorter than IronCore's defaults, so that a
+/// lifecycle run takes seconds).
+#[derive(Debug, Clone)]
+pub struct PlaneConfig {
+    /// Poollet heartbeat (Status probe) interval.
+    pub heartbeat_interval: Duration,
+    /// Timeout of one heartbeat probe and of the poollet's other Status/Version calls
+    /// (below `heartbeat_interval`).
+    pub status_timeout: Duration,
+    /// Interval of the poollet's unfiltered runtime relist.
+    pub relist_period: Duration,
+    /// Requeue delay of a converging machine.
+    pub converging_requeue: Duration,
+    /// Requeue delay while a prerequisite (class, Secret) is missing.
+    pub prerequisite_requeue: Duration,
+    /// Timeout of every other poollet RPC.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for PlaneConfig {
+    fn default() -> Self {
+        PlaneConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            status_timeout: Duration::from_millis(400),
+            relist_period: Duration::from_millis(200),
+            converging_requeue: Duration::from_millis(50),
+            prerequisite_requeue: Duration::from_millis(500),
+            rpc_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A running control plane. Components that stop with an error are recorded in
+/// [`failures`](Self::failures) (the others keep running).
+pub struct ControlPlane {
+    store: Arc<dyn Store>,
+    config: PlaneConfig,
+    token: CancellationToken,
+    tracker: TaskTracker,
+    failures: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("config", &self.config)
+            .field("failures", &self.failures())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Starts the machine and the volume scheduler on `store`.
+    pub fn start(store: Arc<dyn Store>, config: PlaneConfig) -> Self {
+        let plane = ControlPlane {
+            store,
+            config,
+            token: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            failures: Arc::default(),
+        };
+        let scheduler_config = scheduler::Config::default();
+        let machines =
+            scheduler::MachineScheduler::new(plane.store.clone(), scheduler_config.clone());
+        let volumes = scheduler::VolumeScheduler::new(plane.store.clone(), scheduler_config);
+        plane.spawn("machine-scheduler", {
+            let token = plane.token.clone();
+            async move {
+                machines
+                    .run(token)
+                    .await
+                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            }
+        });
+        plane.spawn("volume-scheduler", {
+            let token = plane.token.clone();
+            async move {
+                volumes
+                    .run(token)
+                    .await
+                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            }
+        });
+        plane
+    }
+
+    fn spawn(
+        &self,
+        component: &'static str,
+        fut: impl Future<Output = Result<(), String>> + Send + 'static,
+    ) {
+        let failures = self.failures.clone();
+        self.tracker.spawn(async move {
+            if let Err(err) = fut.await {
+                tracing::error!(component, error = %err, "control-plane component stopped");
+                failures
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(format!("{component} stopped: {err}"));
+            }
+        });
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The timings.
+    pub fn config(&self) -> &PlaneConfig {
+        &self.config
+    }
+
+    /// Starts a machinepoollet announcing `pool` (topology zone label = the pool name, so
+    /// Machines can select it) against the runtime behind `channel`.
+    pub fn add_machine_poollet(&self, pool: &str, provider_id: &str, channel: Channel) {
+        let mut config = poollet::Config::new(pool, provider_id);
+        config.pool.topology_zone = pool.to_owned();
+        config.pool.heartbeat_interval = self.config.heartbeat_interval;
+        config.pool.status_timeout = self.config.status_timeout;
+        config.relist_period = self.config.relist_period;
+        config.machine.converging_requeue = self.config.converging_requeue;
+        config.machine.prerequisite_requeue = self.config.prerequisite_requeue;
+        config.machine.rpc_timeout = self.config.rpc_timeout;
+        let poollet = poollet::MachinePoollet::new(self.store.clone(), channel, config);
+        let token = self.token.clone();
+        self.spawn("machinepoollet", async move {
+            poollet
+                .run(token)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+        });
+    }
+
+    /// Starts a volumepoollet announcing `pool` (topology zone label = the pool name) against
+    /// the volume runtime behind `channel`.
+    pub fn add_volume_poollet(&self, pool: &str, provider_id: &str, channel: Channel) {
+        let mut config = poollet::VolumePoolletConfig::new(pool, provider_id);
+        config.pool.topology_zone = pool.to_owned();
+        config.pool.status_interval = self.config.heartbeat_interval;
+        config.pool.status_timeout = self.config.status_timeout;
+        config.relist_period = self.config.relist_period;
+        config.event_interval = self.config.heartbeat_interval;
+        config.volume.converging_requeue = self.config.converging_requeue;
+        config.volume.prerequisite_requeue = self.config.prerequisite_requeue;
+        config.volume.rpc_timeout = self.config.rpc_timeout;
+        let poollet = poollet::VolumePoollet::new(self.store.clone(), channel, config);
+        let token = self.token.clone();
+        self.spawn("volumepoollet", async move {
+            poollet
+                .run(token)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+        });
+    }
+
+    /// What stopped with an error so far (`component stopped: error`).
+    pub fn failures(&self) -> Vec<String> {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Cancels every component and waits up to `budget` for them to finish their in-flight
+    /// work; returns false when some did not stop in time.
+    pub async fn shutdown(&self, budget: Duration) -> bool {
+        self.token.cancel();
+        self.tracker.close();
+        tokio::time::timeout(budget, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

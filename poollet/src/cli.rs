@@ -1,0 +1,68 @@
+//! What the poollet binaries share: the log set-up and the signal handling (a first SIGINT or
+//! SIGTERM cancels gracefully, a second one, or 30 s, ends the wait).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// `--log-format`.
+#[derive(Copy, Clone, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the tracing subscriber on stderr (`RUST_LOG`, default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = ctrl_c.await;
+        return;
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Runs `poollet` (a future that stops when `token` is cancelled) until it ends or a signal
+/// arrives; after the first signal it cancels and waits for in-flight work, until a second
+/// signal or 30 s.
+pub async fn run_until_signal<E>(
+    poollet: impl Future<Output = Result<(), E>> + Send + 'static,
+    token: CancellationToken,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut task = tokio::spawn(poollet);
+    tokio::select! {
+        res = &mut task => return Ok(res??),
+        () = shutdown_signal() => {}
+    }
+    info!("shutting down: finishing in-flight reconciles (send the signal again to exit at once)");
+    token.cancel();
+    tokio::select! {
+        res = task => res??,
+        () = shutdown_signal() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {}
+    }
+    Ok(())
+}

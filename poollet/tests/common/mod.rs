@@ -1,0 +1,105 @@
+//! Helpers shared by the poollet integration tests: waiting on the store's watch (no polling,
+//! no sleeps) with a deadline, and the etcd switch.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use irikit_api::{Kind, Resource, Store, StoreExt};
+
+/// How long any wait may take before the test fails.
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits until `pred` holds for the object `namespace/name`.
+pub(crate) async fn wait_for<R: Resource>(
+    store: &Arc<dyn Store>,
+    namespace: &str,
+    name: &str,
+    pred: impl Fn(&R) -> bool,
+    what: &str,
+) -> R {
+    wait_any(
+        store,
+        |obj: &R| obj.meta().namespace == namespace && obj.meta().name == name && pred(obj),
+        what,
+    )
+    .await
+}
+
+/// Waits until some object of kind `R` satisfies `pred` and returns it.
+pub(crate) async fn wait_any<R: Resource>(
+    store: &Arc<dyn Store>,
+    pred: impl Fn(&R) -> bool,
+    what: &str,
+) -> R {
+    let check = async {
+        let revision = store.revision().await.unwrap();
+        let (existing, _) = store
+            .list_typed::<R>(&irikit_api::ListOptions::all())
+            .await
+            .unwrap();
+        if let Some(obj) = existing.into_iter().find(|o| pred(o)) {
+            return obj;
+        }
+        let mut stream = store.watch(Some(R::KIND), revision).await.unwrap();
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            if event.type_ == irikit_api::store::EventType::Deleted {
+                continue;
+            }
+            let obj = R::from_object(event.object).unwrap();
+            if pred(&obj) {
+                return obj;
+            }
+        }
+        panic!("watch ended while waiting for {what}");
+    };
+    tokio::time::timeout(WAIT, check)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Waits until the object is gone.
+pub(crate) async fn wait_gone(store: &Arc<dyn Store>, kind: Kind, namespace: &str, name: &str) {
+    let check = async {
+        let revision = store.revision().await.unwrap();
+        if store.get(kind, namespace, name).await.is_err() {
+            return;
+        }
+        let mut stream = store.watch(Some(kind), revision).await.unwrap();
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            let meta = event.object.metadata();
+            if meta.namespace == namespace
+                && meta.name == name
+                && event.type_ == irikit_api::store::EventType::Deleted
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, check)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {namespace}/{name} to go"));
+}
+
+/// Polls `cond` every 10 ms until it holds (runtime-side state that no store event
+/// announces), failing after [`WAIT`].
+pub(crate) async fn poll_until(cond: impl Fn() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether `IRIKIT_REQUIRE` names etcd.
+pub(crate) fn etcd_required() -> bool {
+    std::env::var("IRIKIT_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .any(|c| c.trim() == "etcd")
+}

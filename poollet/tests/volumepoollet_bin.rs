@@ -1,0 +1,93 @@
+//! The `volumepoollet` binary: flag validation (one line, non-zero exit), a run against
+//! iri-mock on a unix socket, and graceful shutdown on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{process::Stdio, time::Duration};
+
+use iri_mock::MockRuntime;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_volumepoollet");
+
+async fn fails_with_one_line(extra: &[&str]) -> String {
+    let out = tokio::process::Command::new(BIN)
+        .args(["--volume-pool-name", "p", "--provider-id", "ironcore://p"])
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "{extra:?} must fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(stderr.lines().count(), 1, "{extra:?}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn bad_flags_print_one_line_and_fail() {
+    let stderr = fails_with_one_line(&["--status-timeout", "20s"]).await;
+    assert!(stderr.contains("status timeout"), "{stderr}");
+    let stderr = fails_with_one_line(&["--controllers", "volume,bucket"]).await;
+    assert!(stderr.contains("\"bucket\""), "{stderr}");
+    let stderr = fails_with_one_line(&["--max-concurrent-reconciles", "0"]).await;
+    assert!(stderr.contains("concurrent"), "{stderr}");
+    let stderr = fails_with_one_line(&["--store", "nosuch://x"]).await;
+    assert!(stderr.contains("store"), "{stderr}");
+}
+
+#[tokio::test]
+async fn runs_against_a_unix_socket_and_stops_on_sigterm() {
+    let mock = MockRuntime::builder()
+        .runtime_name("iri-mock")
+        .start_unix_temp()
+        .await
+        .unwrap();
+    let endpoint = mock.endpoint().unwrap().to_string();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "--volume-pool-name",
+            "p",
+            "--provider-id",
+            "ironcore://p",
+            "--volume-runtime-endpoint",
+            &endpoint,
+            "--store",
+            "memory",
+            "--status-interval",
+            "200ms",
+            "--status-timeout",
+            "100ms",
+        ])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("volume pool created") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(started, "the poollet announced its pool");
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "graceful exit: {status}");
+    drain.await.ok();
+}
