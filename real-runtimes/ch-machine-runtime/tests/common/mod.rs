@@ -67,12 +67,7 @@ impl Backend {
             );
             return None;
         }
-        if std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_err()
-        {
+        if !kvm_opens() {
             skip("cloud-hypervisor", "/dev/kvm cannot be opened");
             return None;
         }
@@ -538,14 +533,7 @@ pub fn qemu_binary() -> Option<PathBuf> {
     }
 }
 
-/// Whether `/dev/kvm` opens read-write.
-pub fn kvm_opens() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
+pub use ch_machine_runtime::vmm::kvm_opens;
 
 /// Kills an environment's VMM processes when dropped, also when a test fails (the runtime is
 /// then SIGKILLed and, by design, leaves its VMs running for adoption).
