@@ -10,7 +10,7 @@ mod chapi;
 mod qemu;
 mod qmp;
 
-pub use qemu::{Qemu, QemuAccel, ROOT_PORTS};
+pub use qemu::{Qemu, QemuAccel, ROOT_PORTS, kvm_opens};
 
 use std::{
     path::{Path, PathBuf},

@@ -19,76 +19,13 @@ use std::{
     time::Duration,
 };
 
-use common::{Backend, Env, Proc};
+use common::{Env, Proc, qemu_env};
 use iri_spec::machine::v1alpha1::{self as machine, MachineState};
-
-/// The QEMU binary, or a skip line.
-fn qemu_binary() -> Option<PathBuf> {
-    let bin = std::env::var_os("IRIKIT_QEMU_BIN")
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from);
-    let runs = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if runs {
-        Some(bin)
-    } else {
-        common::skip(
-            "qemu",
-            &format!("{} does not run (install qemu-system-x86)", bin.display()),
-        );
-        None
-    }
-}
-
-/// Kills an environment's QEMUs when the test ends, also when it fails (the runtime is then
-/// SIGKILLed and, by design, leaves its VMs running for adoption).
-struct Reaper(String);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in common::processes_mentioning(&self.0) {
-            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-    }
-}
-
-/// A runtime environment driving QEMU; the guest is the PVH stub with `cmdline`.
-fn qemu_env(cmdline: &str) -> Option<(Env, PathBuf, Reaper)> {
-    let qemu = qemu_binary()?;
-    let env = Env::new(Backend::RealCh(qemu.clone()), cmdline)?;
-    let reaper = Reaper(env.state_dir.join("vms").display().to_string());
-    Some((env, qemu, reaper))
-}
-
-/// The runtime's arguments for QEMU: the common ones with `--vmm qemu` instead of `--ch-binary`.
-fn qemu_args(env: &Env, qemu: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args = Vec::new();
-    let mut common_args = env.args().into_iter();
-    while let Some(arg) = common_args.next() {
-        if arg == "--ch-binary" {
-            common_args.next();
-            continue;
-        }
-        args.push(arg);
-    }
-    args.extend([
-        "--vmm".into(),
-        "qemu".into(),
-        "--qemu-binary".into(),
-        qemu.display().to_string(),
-    ]);
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args
-}
 
 fn start(env: &Env, qemu: &Path, extra: &[&str]) -> Proc {
     Proc::spawn(
         Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &qemu_args(env, qemu, extra),
+        &env.qemu_args(qemu, extra),
         &env.socket,
     )
 }
@@ -414,8 +351,7 @@ async fn linux_guest_sees_its_volume_on_qemu() {
         f.write_all(magic).unwrap();
         f.sync_all().unwrap();
     }
-    let mut args = qemu_args(
-        &env,
+    let mut args = env.qemu_args(
         &qemu,
         &[
             "--qemu-accel",

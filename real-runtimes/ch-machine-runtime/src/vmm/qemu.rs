@@ -88,7 +88,8 @@ pub struct Qemu {
 /// Small PVH ELF kernels (below this size) count as "stub guests" for [`QemuAccel::Auto`].
 const STUB_KERNEL_MAX: u64 = 1 << 20;
 
-fn kvm_opens() -> bool {
+/// Whether `/dev/kvm` opens read-write (KVM is usable by this process).
+pub fn kvm_opens() -> bool {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)

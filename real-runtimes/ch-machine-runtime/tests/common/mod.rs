@@ -67,12 +67,7 @@ impl Backend {
             );
             return None;
         }
-        if std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .is_err()
-        {
+        if !kvm_opens() {
             skip("cloud-hypervisor", "/dev/kvm cannot be opened");
             return None;
         }
@@ -491,7 +486,7 @@ pub async fn file_volume_runtime(
         &socket,
     );
     let mut client = VolumeRuntimeClient::new(proc.channel().await);
-    let vol = client
+    let created = client
         .create_volume(volume::CreateVolumeRequest {
             volume: Some(volume::Volume {
                 metadata: None,
@@ -510,7 +505,216 @@ pub async fn file_volume_runtime(
         .into_inner()
         .volume
         .unwrap();
+    // The create response is PENDING without access; the listed volume has it.
+    let vol = client
+        .list_volumes(volume::ListVolumesRequest {
+            filter: Some(volume::VolumeFilter {
+                id: created.metadata.unwrap().id,
+                label_selector: HashMap::new(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volumes
+        .pop()
+        .unwrap();
     let access = vol.status.unwrap().access.unwrap();
     assert_eq!(access.driver, "local-file");
     (proc, client, access.handle)
+}
+
+// ---- QEMU ------------------------------------------------------------------------------------
+
+/// The QEMU binary (`IRIKIT_QEMU_BIN` or `qemu-system-x86_64` on `PATH`), or a skip line.
+pub fn qemu_binary() -> Option<PathBuf> {
+    let bin = std::env::var_os("IRIKIT_QEMU_BIN")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from);
+    let runs = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        Some(bin)
+    } else {
+        skip(
+            "qemu",
+            &format!("{} does not run (install qemu-system-x86)", bin.display()),
+        );
+        None
+    }
+}
+
+pub use ch_machine_runtime::vmm::kvm_opens;
+
+/// Kills an environment's VMM processes when dropped, also when a test fails (the runtime is
+/// then SIGKILLed and, by design, leaves its VMs running for adoption).
+pub struct Reaper(pub String);
+
+impl Reaper {
+    /// A reaper of every process whose command line mentions `env`'s VM directory.
+    pub fn for_env(env: &Env) -> Self {
+        Self(env.state_dir.join("vms").display().to_string())
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in processes_mentioning(&self.0) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// A runtime environment driving QEMU; the guest is the PVH stub with `cmdline`.
+pub fn qemu_env(cmdline: &str) -> Option<(Env, PathBuf, Reaper)> {
+    let qemu = qemu_binary()?;
+    let env = Env::new(Backend::RealCh(qemu.clone()), cmdline)?;
+    let reaper = Reaper::for_env(&env);
+    Some((env, qemu, reaper))
+}
+
+impl Env {
+    /// The runtime's arguments for QEMU: the common ones with `--vmm qemu` instead of
+    /// `--ch-binary`, then `extra`.
+    pub fn qemu_args(&self, qemu: &Path, extra: &[&str]) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut common_args = self.args().into_iter();
+        while let Some(arg) = common_args.next() {
+            if arg == "--ch-binary" {
+                common_args.next();
+                continue;
+            }
+            args.push(arg);
+        }
+        args.extend([
+            "--vmm".into(),
+            "qemu".into(),
+            "--qemu-binary".into(),
+            qemu.display().to_string(),
+        ]);
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+}
+
+// ---- runtime stacks for suites ---------------------------------------------------------------
+
+/// The VMM a [`Runtimes`] stack drives.
+#[derive(Debug, Clone)]
+pub enum Vmm {
+    /// `ch-sim` (or the real CH in `Backend`) through `--vmm cloud-hypervisor`.
+    CloudHypervisor(Backend),
+    /// `--vmm qemu` with this binary and `--qemu-accel` value.
+    Qemu {
+        binary: PathBuf,
+        accel: &'static str,
+    },
+}
+
+/// A machine runtime and a file-volume-runtime as child processes on unix sockets in one temp
+/// dir, sharing the volume dir (the volume runtime's `local-file` handles attach as disks) and
+/// an image dir holding one image file. Dropping it kills both runtimes and every VMM they
+/// started. This is what suites (the conformance RPC level, and later its lifecycle level) run
+/// against: [`Runtimes::machine`] and [`Runtimes::volume`] are their endpoints.
+pub struct Runtimes {
+    /// The machine runtime's endpoint.
+    pub machine: Endpoint,
+    /// The volume runtime's endpoint.
+    pub volume: Endpoint,
+    /// A local-disk image file inside both runtimes' image dirs.
+    pub image: PathBuf,
+    /// The machine runtime's environment (dirs, serial logs, recorded pids).
+    pub env: Env,
+    machine_proc: Proc,
+    volume_proc: Proc,
+    _reaper: Reaper,
+}
+
+/// The machine runtime stack's volume class (raw files).
+pub const VOLUME_CLASS: &str = "std";
+
+impl Runtimes {
+    /// Starts both runtimes and waits until they answer; `None` (after one skip line) when the
+    /// PVH stub cannot be assembled for a real VMM. `extra` is appended to the machine runtime's
+    /// arguments.
+    pub async fn start(vmm: Vmm, extra: &[&str]) -> Option<Self> {
+        let backend = match &vmm {
+            Vmm::CloudHypervisor(backend) => backend.clone(),
+            Vmm::Qemu { binary, .. } => Backend::RealCh(binary.clone()),
+        };
+        let env = Env::new(backend, "halt")?;
+        let reaper = Reaper::for_env(&env);
+        let image = env.image_dir.join("root.img");
+        std::fs::write(&image, vec![0x5a; 1 << 20]).unwrap();
+        let args = match &vmm {
+            Vmm::CloudHypervisor(_) => {
+                let mut args = env.args();
+                args.extend(extra.iter().map(|s| (*s).to_owned()));
+                args
+            }
+            Vmm::Qemu { binary, accel } => {
+                let mut all = vec!["--qemu-accel", accel];
+                all.extend_from_slice(extra);
+                env.qemu_args(binary, &all)
+            }
+        };
+        let machine_proc = Proc::spawn(
+            Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
+            &args,
+            &env.socket,
+        );
+        let volume_socket = env.dir.path().join("volume.sock");
+        let volume_proc = Proc::spawn(
+            &sibling_binary("file-volume-runtime", "file-volume-runtime"),
+            &[
+                "--socket".into(),
+                volume_socket.display().to_string(),
+                "--root".into(),
+                env.volume_dir.display().to_string(),
+                "--image-dir".into(),
+                env.image_dir.display().to_string(),
+                "--volume-class".into(),
+                format!("{VOLUME_CLASS},1000,100"),
+            ],
+            &volume_socket,
+        );
+        let runtimes = Self {
+            machine: Endpoint::unix(&env.socket),
+            volume: Endpoint::unix(&volume_socket),
+            image,
+            env,
+            machine_proc,
+            volume_proc,
+            _reaper: reaper,
+        };
+        for endpoint in [&runtimes.machine, &runtimes.volume] {
+            accepting(endpoint).await;
+        }
+        Some(runtimes)
+    }
+
+    /// The machine runtime's pid.
+    pub fn machine_pid(&self) -> i32 {
+        self.machine_proc.pid()
+    }
+
+    /// The volume runtime's pid.
+    pub fn volume_pid(&self) -> i32 {
+        self.volume_proc.pid()
+    }
+}
+
+/// Wait until `endpoint` accepts a gRPC connection (the socket file appears at bind(), a moment
+/// before listen(), so refused connects are retried).
+pub async fn accepting(endpoint: &Endpoint) -> Channel {
+    eventually(
+        &format!("{endpoint} accepting"),
+        Duration::from_secs(30),
+        || async { iri_spec::endpoint::connect(endpoint).await.ok() },
+    )
+    .await
 }

@@ -1,4 +1,4 @@
-//! Guests for the QEMU tests and `qemu-runtime-bench`: the Linux initramfs (Debian's
+//! Guests for the QEMU tests and `ch-runtime-bench`: the Linux initramfs (Debian's
 //! busybox-static and virtio modules from `IRIKIT_GUEST_DIR`, packed here as cpio newc + gzip)
 //! and the PVH stub assembled with binutils. Shared by `#[path]`, so no test-only code ships in
 //! the library.

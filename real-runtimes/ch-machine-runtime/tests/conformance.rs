@@ -1,0 +1,117 @@
+//! The iri-conformance suite against `ch-machine-runtime` as a child process: every machine case
+//! of the `core` and `go-poollet` profiles on `ch-sim`, and on real QEMU VMs booting the PVH
+//! stub (`--vmm qemu`, KVM where `/dev/kvm` opens, else TCG; a `qemu` component test). The
+//! runtimes come from [`common::Runtimes`], which the suite's lifecycle level can reuse.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../shared/conformance_check.rs"]
+mod check;
+mod common;
+
+use std::time::Duration;
+
+use check::Suite;
+use common::{Backend, Runtimes, Vmm};
+use iri_conformance::{Service, Targets, runner::ProfileFilter};
+
+fn targets(runtimes: &Runtimes) -> Targets {
+    Targets::connect(Some(&runtimes.machine), Some(&runtimes.volume), None)
+}
+
+/// Connection volumes in the suite use driver `ceph`: attaching one needs a Ceph cluster, and
+/// the runtime attaches only `local-file` connections (any other driver is InvalidArgument).
+/// The `local-file` path is covered by `contract.rs` and `qemu.rs` with the volume runtime.
+const CEPH_CASES: [(&str, &str); 3] = [
+    (
+        "^machine\\.volume\\.attach_connection$",
+        "a ceph connection needs a Ceph cluster; only local-file attaches",
+    ),
+    (
+        "^machine\\.volume\\.update_in_spec$",
+        "updates a ceph connection volume (needs a Ceph cluster)",
+    ),
+    (
+        "^machine\\.volume\\.update_idempotent$",
+        "updates a ceph connection volume (needs a Ceph cluster)",
+    ),
+];
+
+/// The suite's NIC cases wait for ATTACHED with a handle: that needs `--nic-mode tap`.
+const NIC_CASES: [(&str, &str); 2] = [
+    (
+        "^machine\\.nic\\.",
+        "NICs attach only with --nic-mode tap (root and /dev/net/tun)",
+    ),
+    (
+        "^machine\\.create\\.with_volume_and_nic$",
+        "NICs attach only with --nic-mode tap (root and /dev/net/tun)",
+    ),
+];
+
+/// Whether QEMU can create tap devices here (root and /dev/net/tun opens).
+fn taps_possible() -> bool {
+    rustix::process::geteuid().is_root()
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_ok()
+}
+
+fn suite(runtimes: &Runtimes, profile: ProfileFilter) -> Suite {
+    let mut suite = Suite::new(Service::Machine, profile);
+    suite.not_applicable.extend(CEPH_CASES);
+    suite.params.machine_class = Some(common::CLASS.to_owned());
+    suite.params.image = runtimes.image.display().to_string();
+    // Local disks are sparse files; keep them small all the same.
+    suite.params.volume_size = 64 << 20;
+    suite.params.expand_size = 128 << 20;
+    suite
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_cases_pass_on_ch_sim() {
+    // ch-sim accepts `net` devices without touching the host: NICs attach as taps.
+    let runtimes = Runtimes::start(Vmm::CloudHypervisor(Backend::Sim), &["--nic-mode", "tap"])
+        .await
+        .unwrap();
+    let targets = targets(&runtimes);
+    for profile in [ProfileFilter::Core, ProfileFilter::GoPoollet] {
+        let mut suite = suite(&runtimes, profile);
+        suite.params.state_timeout = Duration::from_secs(30);
+        suite.check(&targets).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_cases_pass_on_qemu() {
+    let Some(binary) = common::qemu_binary() else {
+        return;
+    };
+    let accel = if common::kvm_opens() { "kvm" } else { "tcg" };
+    let taps = taps_possible();
+    let nic_mode = if taps { "tap" } else { "none" };
+    let Some(runtimes) =
+        Runtimes::start(Vmm::Qemu { binary, accel }, &["--nic-mode", nic_mode]).await
+    else {
+        return;
+    };
+    eprintln!("qemu conformance under {accel}, --nic-mode {nic_mode}");
+    let targets = targets(&runtimes);
+    for profile in [ProfileFilter::Core, ProfileFilter::GoPoollet] {
+        let mut suite = suite(&runtimes, profile);
+        if !taps {
+            suite.not_applicable.extend(NIC_CASES);
+        }
+        // Real VMs: a QEMU start is ~0.5 s under KVM, seconds under TCG on a loaded host.
+        suite.params.state_timeout = Duration::from_secs(90);
+        suite.case_timeout = Duration::from_secs(240);
+        suite.parallel = 4;
+        suite.check(&targets).await;
+    }
+    // Every machine the suite created was deleted: no QEMU of this stack is left.
+    common::eventually("no qemu left", Duration::from_secs(30), || async {
+        runtimes.env.vmm_processes().is_empty().then_some(())
+    })
+    .await;
+}

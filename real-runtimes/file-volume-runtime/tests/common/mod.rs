@@ -1,0 +1,148 @@
+//! Shared harness for the file-volume-runtime tests: the runtime as a child process on a unix
+//! socket in a temp dir (classes `std` raw and, where `qemu-img` runs, `q` qcow2).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use iri_spec::volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient};
+use tonic::transport::Channel;
+
+pub type Client = VolumeRuntimeClient<Channel>;
+
+pub struct Runtime {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub client: Client,
+    pub socket: PathBuf,
+}
+
+pub fn required(component: &str) -> bool {
+    std::env::var("IRIKIT_REQUIRE")
+        .unwrap_or_default()
+        .split(',')
+        .any(|c| c.trim() == component)
+}
+
+pub fn has_qemu_img() -> bool {
+    Command::new("qemu-img")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Runtime {
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let socket = dir.path().join("volume.sock");
+        let _ = std::fs::remove_file(&socket);
+        std::fs::create_dir_all(dir.path().join("images")).unwrap();
+        let mut args: Vec<String> = vec![
+            "--socket".into(),
+            socket.display().to_string(),
+            "--root".into(),
+            dir.path().join("root").display().to_string(),
+            "--image-dir".into(),
+            dir.path().join("images").display().to_string(),
+            "--volume-class".into(),
+            "std,1000,100".into(),
+        ];
+        if has_qemu_img() {
+            args.push("--volume-class".into());
+            args.push("q,2000,200,qcow2".into());
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_file-volume-runtime"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "runtime socket did not appear");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The socket file appears at bind(), before listen(): retry a refused connect.
+        let endpoint = iri_spec::endpoint::Endpoint::unix(&socket);
+        let channel = loop {
+            match iri_spec::endpoint::connect(&endpoint).await {
+                Ok(channel) => break channel,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "runtime did not accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        Self {
+            dir,
+            child,
+            client: Client::new(channel),
+            socket,
+        }
+    }
+
+    pub async fn start() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
+    /// CreateVolume; checks the response is PENDING (an accepted request) and returns the
+    /// volume as the next ListVolumes reports it.
+    pub async fn create(
+        &mut self,
+        spec: volume::VolumeSpec,
+    ) -> Result<volume::Volume, tonic::Status> {
+        let created = self
+            .client
+            .create_volume(volume::CreateVolumeRequest {
+                volume: Some(volume::Volume {
+                    metadata: Some(iri_spec::meta::v1alpha1::ObjectMetadata {
+                        labels: HashMap::from([("k".into(), "v".into())]),
+                        ..Default::default()
+                    }),
+                    spec: Some(spec),
+                    status: None,
+                }),
+            })
+            .await?
+            .into_inner()
+            .volume
+            .unwrap();
+        assert_eq!(
+            created.status.as_ref().unwrap().state,
+            volume::VolumeState::VolumePending as i32
+        );
+        let id = created.metadata.as_ref().unwrap().id.clone();
+        Ok(self.list(&id).await.pop().expect("created volume listed"))
+    }
+
+    pub async fn list(&mut self, id: &str) -> Vec<volume::Volume> {
+        self.client
+            .list_volumes(volume::ListVolumesRequest {
+                filter: Some(volume::VolumeFilter {
+                    id: id.into(),
+                    label_selector: HashMap::new(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .volumes
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,113 @@
+//! The conformance check both real-runtime crates run in `cargo test` (included by path from
+//! their `tests/`): the suite's cases of one service and profile against a child-process
+//! runtime, asserting that every selected case passed (a skipped case counts as a failure:
+//! cases that do not apply are removed from the selection up front, with their reason).
+#![allow(dead_code, unreachable_pub, clippy::print_stderr)]
+
+use std::time::Duration;
+
+use iri_conformance::{
+    Outcome, Params, RunConfig, Service, cases,
+    runner::{self, ProfileFilter, Selection, Targets},
+};
+use tokio_util::sync::CancellationToken;
+
+/// One run of the suite.
+pub struct Suite {
+    /// The service whose cases run.
+    pub service: Service,
+    /// The profile.
+    pub profile: ProfileFilter,
+    /// Case parameters (class, image, state timeout, ...).
+    pub params: Params,
+    /// Cases at once.
+    pub parallel: usize,
+    /// Timeout of one case.
+    pub case_timeout: Duration,
+    /// Cases removed from the selection: (id regex, why it does not apply).
+    pub not_applicable: Vec<(&'static str, &'static str)>,
+}
+
+impl Suite {
+    /// The core profile of `service` with the runner's default parameters.
+    pub fn new(service: Service, profile: ProfileFilter) -> Self {
+        Suite {
+            service,
+            profile,
+            params: Params::default(),
+            parallel: 4,
+            case_timeout: Duration::from_secs(60),
+            not_applicable: Vec::new(),
+        }
+    }
+
+    /// Runs the suite against `targets`; panics listing every case that did not pass.
+    pub async fn check(self, targets: &Targets) -> runner::RunReport {
+        let skip = self
+            .not_applicable
+            .iter()
+            .map(|(id, reason)| {
+                eprintln!("not applicable: {id}: {reason}");
+                regex::Regex::new(id).expect("case id regex")
+            })
+            .collect();
+        let config = RunConfig {
+            selection: Selection {
+                focus: Vec::new(),
+                skip,
+                profile: self.profile,
+            },
+            params: self.params,
+            parallel: self.parallel,
+            case_timeout: self.case_timeout,
+            cleanup_timeout: Duration::from_secs(120),
+            keep_leftovers: false,
+            run_id: None,
+        };
+        let selected: Vec<_> = config
+            .selection
+            .apply(cases::all())
+            .into_iter()
+            .filter(|c| c.service == self.service)
+            .collect();
+        let n_selected = selected.len();
+        assert!(n_selected > 0, "no {} case selected", self.service);
+        let report = runner::run(
+            &config,
+            targets,
+            selected,
+            CancellationToken::new(),
+            &|_| {},
+        )
+        .await;
+        let not_passed: Vec<String> = report
+            .results
+            .iter()
+            .filter(|r| r.outcome != Outcome::Passed)
+            .map(|r| format!("{} [{}]: {:?}", r.id, r.outcome.status(), r.outcome))
+            .collect();
+        eprintln!(
+            "conformance {} {:?}: {} cases, {} passed in {:.1}s (cleanup: {} deleted, {} left)",
+            self.service,
+            self.profile,
+            n_selected,
+            report.count("passed"),
+            report.duration.as_secs_f64(),
+            report.cleanup.deleted,
+            report.cleanup.remaining.len(),
+        );
+        assert!(
+            not_passed.is_empty() && !report.interrupted,
+            "{} of {n_selected} cases did not pass:\n{}",
+            not_passed.len(),
+            not_passed.join("\n")
+        );
+        assert_eq!(report.results.len(), n_selected);
+        assert!(
+            report.cleanup.remaining.is_empty() && report.cleanup.errors.is_empty(),
+            "cleanup: {:?}",
+            report.cleanup
+        );
+        report
+    }
+}
