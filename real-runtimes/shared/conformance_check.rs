@@ -56,6 +56,7 @@ impl Suite {
                 focus: Vec::new(),
                 skip,
                 profile: self.profile,
+                level: runner::LevelFilter::Rpc,
             },
             params: self.params,
             parallel: self.parallel,
@@ -63,6 +64,7 @@ impl Suite {
             cleanup_timeout: Duration::from_secs(120),
             keep_leftovers: false,
             run_id: None,
+            lifecycle: Default::default(),
         };
         let selected: Vec<_> = config
             .selection

@@ -83,6 +83,35 @@ async fn machine_cases_pass_on_ch_sim() {
     }
 }
 
+/// The same suite against a real Cloud Hypervisor booting the PVH stub, where `IRIKIT_CH_BIN`
+/// names one and /dev/kvm opens (otherwise one `skip:` line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_cases_pass_on_real_ch() {
+    let Some(backend) = Backend::real_ch() else {
+        return;
+    };
+    let taps = taps_possible();
+    let nic_mode = if taps { "tap" } else { "none" };
+    let runtimes = Runtimes::start(Vmm::CloudHypervisor(backend), &["--nic-mode", nic_mode])
+        .await
+        .unwrap();
+    let targets = targets(&runtimes);
+    for profile in [ProfileFilter::Core, ProfileFilter::GoPoollet] {
+        let mut suite = suite(&runtimes, profile);
+        if !taps {
+            suite.not_applicable.extend(NIC_CASES);
+        }
+        suite.params.state_timeout = Duration::from_secs(30);
+        suite.check(&targets).await;
+    }
+    common::eventually(
+        "no cloud-hypervisor left",
+        Duration::from_secs(30),
+        || async { runtimes.env.vmm_processes().is_empty().then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_cases_pass_on_qemu() {
     let Some(binary) = common::qemu_binary() else {
