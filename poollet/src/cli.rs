@@ -28,6 +28,31 @@ pub fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Opens the store at `url` and connects to the runtime of `kind` (`endpoint`, or discovery
+/// when empty, waiting up to `discovery_timeout` for a socket).
+pub async fn open(
+    url: &str,
+    kind: iri_spec::endpoint::RuntimeKind,
+    endpoint: &str,
+    discovery_timeout: Duration,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn irikit_api::Store>,
+    tonic::transport::Channel,
+)> {
+    use anyhow::Context;
+    let store = irikit_api::store::open(url)
+        .await
+        .with_context(|| format!("open store {url}"))?;
+    let explicit = Some(endpoint).filter(|s| !s.is_empty());
+    let endpoint = iri_spec::endpoint::discover(kind, explicit, discovery_timeout)
+        .await
+        .with_context(|| format!("find the {kind} runtime"))?;
+    let channel = iri_spec::endpoint::connect(&endpoint)
+        .await
+        .with_context(|| format!("connect to {endpoint}"))?;
+    Ok((store, channel))
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -11,14 +11,13 @@ mod common;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use base64::Engine;
-use common::{WAIT, poll_until, wait_any, wait_for, wait_gone};
+use common::{WAIT, poll_until, secret, wait_any, wait_for, wait_gone};
 use iri_mock::{Method, MockRuntime};
 use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::{
     Kind, Resource, Store, StoreExt,
     compute::{self, EphemeralVolume, Machine, MachineClass, Power},
-    core::{Event, Secret},
+    core::Event,
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     storage::{ClaimRef, Volume, VolumeAccess, VolumeClass, VolumeEncryption},
     store::memory::MemoryStore,
@@ -140,18 +139,6 @@ fn storage_volume(name: &str, storage: &str) -> Volume {
         .resources
         .insert("storage".into(), storage.parse().unwrap());
     v
-}
-
-fn secret(name: &str, key: &str, value: &[u8]) -> Secret {
-    let mut s = Secret {
-        metadata: ObjectMeta::namespaced(NS, name),
-        ..Secret::default()
-    };
-    s.data.insert(
-        key.into(),
-        base64::engine::general_purpose::STANDARD.encode(value),
-    );
-    s
 }
 
 /// Makes `v` Available with access, as a volume runtime's poollet would.
