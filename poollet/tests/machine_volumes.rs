@@ -310,18 +310,29 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
         .create_typed(storage_volume("mine", "1Gi"))
         .await
         .unwrap();
+    // `theirs` is claimed by a Machine of another pool; `stale` by a Machine that is gone.
+    let mut other = new_machine("other", Vec::new());
+    other.spec.machine_pool_ref = Some(LocalObjectReference::new("elsewhere"));
+    let other = env.store.create_typed(other).await.unwrap();
     let mut theirs = storage_volume("theirs", "1Gi");
     theirs.spec.claim_ref = Some(ClaimRef {
         name: "other".into(),
-        uid: "uid-other".into(),
+        uid: other.metadata.uid.clone(),
     });
     env.store.create_typed(theirs).await.unwrap();
+    let mut stale = storage_volume("stale", "1Gi");
+    stale.spec.claim_ref = Some(ClaimRef {
+        name: "ghost".into(),
+        uid: "uid-ghost".into(),
+    });
+    env.store.create_typed(stale).await.unwrap();
     env.store
         .create_typed(new_machine(
             "vm",
             vec![
                 volume_ref("a", "oda", "mine"),
                 volume_ref("b", "odb", "theirs"),
+                volume_ref("c", "odc", "stale"),
             ],
         ))
         .await
@@ -348,6 +359,14 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
     assert!(event.message.contains("\"other\""), "{}", event.message);
     let theirs: Volume = env.store.get_typed(NS, "theirs").await.unwrap();
     assert_eq!(theirs.spec.claim_ref.unwrap().name, "other", "left alone");
+    wait_for(
+        &env.store,
+        NS,
+        "stale",
+        |v: &Volume| v.spec.claim_ref.as_ref().is_some_and(|c| c.name == "vm"),
+        "a stale claim is taken over",
+    )
+    .await;
 
     // The machine drops `a`: its claim is released.
     let mut m: Machine = env.store.get_typed(NS, "vm").await.unwrap();

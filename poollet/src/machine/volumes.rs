@@ -6,8 +6,9 @@
 //! namespace: a free Volume the Machine references (and that is neither being deleted nor
 //! `unclaimable`) is adopted (`spec.claimRef = {name, uid}`); one claimed by this Machine and
 //! still referenced is used; one claimed by this Machine but no longer referenced is released
-//! (claimRef cleared); one claimed by someone else is left alone, so the Machine keeps waiting
-//! (`VolumeNotReady`).
+//! (claimRef cleared); one claimed by another Machine that exists is left alone, so the Machine
+//! keeps waiting (`VolumeNotReady`); a claim whose Machine is gone (or was re-created) is stale
+//! and taken over, which IronCore leaves to its `volumerelease` controller.
 //!
 //! Ephemeral volumes: nothing else in irikit creates them (IronCore's ephemeral-volume
 //! controller in the controller-manager does), so the machinepoollet does: a Volume named
@@ -172,7 +173,12 @@ pub(super) async fn claim(store: &dyn Store, m: &Machine) -> Result<Vec<String>>
         let is_referenced = referenced.contains(&v.metadata.name);
         let mut updated = v.clone();
         if is_referenced {
-            if v.spec.claim_ref.is_some() || v.metadata.is_deleting() || v.spec.unclaimable {
+            if claimed_by(v, m) || v.metadata.is_deleting() || v.spec.unclaimable {
+                continue;
+            }
+            if let Some(claim) = &v.spec.claim_ref
+                && claimer_exists(store, namespace, claim).await?
+            {
                 continue;
             }
             updated.spec.claim_ref = Some(ClaimRef {
@@ -206,6 +212,17 @@ pub(super) async fn claim(store: &dyn Store, m: &Machine) -> Result<Vec<String>>
         }
     }
     Ok(problems)
+}
+
+/// Whether the Machine a claim names still exists with that uid. A claim whose claimer is gone
+/// is stale and may be taken over (IronCore's `volumerelease` controller clears such claims;
+/// irikit has no such controller, so the claiming poollet does it).
+async fn claimer_exists(store: &dyn Store, namespace: &str, claim: &ClaimRef) -> Result<bool> {
+    match store.get_typed::<Machine>(namespace, &claim.name).await {
+        Ok(claimer) => Ok(claim.uid.is_empty() || claimer.metadata.uid == claim.uid),
+        Err(store::Error::NotFound { .. }) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Deletes the ephemeral Volumes `m` owns (its finalizer; there is no garbage collector).
