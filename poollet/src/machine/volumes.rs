@@ -339,3 +339,63 @@ pub(super) async fn connection_volume(
         }),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        let mut m = Machine {
+            metadata: ObjectMeta::namespaced("ns", "vm"),
+            ..Machine::default()
+        };
+        m.metadata.uid = "uid-vm".into();
+        m
+    }
+
+    fn ephemeral(template: serde_json::Value) -> compute::Volume {
+        compute::Volume {
+            name: "data".into(),
+            ephemeral: Some(compute::EphemeralVolume {
+                volume_template: Some(template),
+            }),
+            ..compute::Volume::default()
+        }
+    }
+
+    #[test]
+    fn an_ephemeral_volume_comes_from_its_template_owned_and_claimed() {
+        let m = machine();
+        let template = serde_json::json!({
+            "metadata": {"labels": {"a": "b"}, "annotations": {"c": "d"}},
+            "spec": {"volumeClassRef": {"name": "fast"}, "resources": {"storage": "1Gi"}}
+        });
+        let v = ephemeral_volume(&m, &ephemeral(template)).unwrap();
+        assert_eq!(v.metadata.name, "vm-data");
+        assert_eq!(v.metadata.namespace, "ns");
+        assert_eq!(v.metadata.labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(
+            v.metadata.annotations.get("c").map(String::as_str),
+            Some("d")
+        );
+        assert_eq!(v.metadata.owner_references, [owner_of(&m)]);
+        assert!(claimed_by(&v, &m));
+        assert!(owned_by(&v, &m));
+        assert_eq!(
+            v.spec.volume_class_ref.map(|c| c.name),
+            Some("fast".to_string())
+        );
+        assert_eq!(
+            referenced_volume(&m, &ephemeral(serde_json::json!({}))),
+            Some("vm-data".to_string())
+        );
+    }
+
+    #[test]
+    fn a_malformed_template_is_a_message_not_a_panic() {
+        let m = machine();
+        let bad = serde_json::json!({"spec": {"resources": "lots"}});
+        let err = ephemeral_volume(&m, &ephemeral(bad)).unwrap_err();
+        assert!(err.contains("invalid volumeTemplate spec"), "{err}");
+    }
+}
