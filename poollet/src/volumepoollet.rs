@@ -181,7 +181,14 @@ impl VolumePoollet {
             {
                 let queue = pool_queue.clone();
                 let key = pool_key.clone();
-                move || queue.add(key.clone())
+                let volume_queue = volume_queue.clone();
+                let volume_cache = volume_cache.clone();
+                // New or changed runtime classes: recompute the pool and give volumes whose
+                // class did not map another chance.
+                move || {
+                    queue.add(key.clone());
+                    wake_waiting(&volume_cache, &volume_queue, |_| true);
+                }
             },
             token.clone(),
         ));
