@@ -353,14 +353,10 @@ async fn snapshots_are_taken_and_restored_with_the_snapshot_id_and_inherited_enc
     event_with_reason(&env.store, "restored", "VolumeSnapshotNotReady").await;
 
     let source: Volume = wait_for(&env.store, NS, "data", is_available, "source").await;
-    let snapshot = VolumeSnapshot {
-        metadata: ObjectMeta::namespaced(NS, "snap"),
-        spec: irikit_api::storage::VolumeSnapshotSpec {
-            volume_ref: LocalObjectReference::new("data"),
-        },
-        ..VolumeSnapshot::default()
-    };
-    env.store.create_typed(snapshot).await.unwrap();
+    env.store
+        .create_typed(snapshot_of("snap", "data"))
+        .await
+        .unwrap();
     let snapshot: VolumeSnapshot = wait_for(
         &env.store,
         NS,
@@ -432,6 +428,55 @@ async fn snapshots_are_taken_and_restored_with_the_snapshot_id_and_inherited_enc
     env.stop().await;
 }
 
+fn snapshot_of(name: &str, volume: &str) -> VolumeSnapshot {
+    VolumeSnapshot {
+        metadata: ObjectMeta::namespaced(NS, name),
+        spec: irikit_api::storage::VolumeSnapshotSpec {
+            volume_ref: LocalObjectReference::new(volume),
+        },
+        ..VolumeSnapshot::default()
+    }
+}
+
+#[tokio::test]
+async fn a_restore_of_an_encrypted_snapshot_must_not_set_its_own_encryption() {
+    let env = start().await;
+    env.store
+        .create_typed(secret("key", "encryptionKey", b"k1"))
+        .await
+        .unwrap();
+    let mut source = new_volume("src", "fast", "1Gi");
+    source.spec.encryption = Some(VolumeEncryption {
+        secret_ref: LocalObjectReference::new("key"),
+    });
+    env.store.create_typed(source).await.unwrap();
+    wait_for(&env.store, NS, "src", is_available, "source").await;
+    env.store
+        .create_typed(snapshot_of("snap", "src"))
+        .await
+        .unwrap();
+    wait_for(
+        &env.store,
+        NS,
+        "snap",
+        |s: &VolumeSnapshot| s.status.state == "Ready",
+        "snapshot ready",
+    )
+    .await;
+    let mut restored = new_volume("copy", "fast", "1Gi");
+    restored.spec.data_source = Some(VolumeDataSource {
+        volume_snapshot_ref: Some(LocalObjectReference::new("snap")),
+        os_image: None,
+    });
+    restored.spec.encryption = Some(VolumeEncryption {
+        secret_ref: LocalObjectReference::new("key"),
+    });
+    let restored = env.store.create_typed(restored).await.unwrap();
+    event_with_reason(&env.store, "copy", "VolumeEncryptionConflict").await;
+    assert!(iri_volume_of(&env.mock, &restored.metadata.uid).is_none());
+    env.stop().await;
+}
+
 #[tokio::test]
 async fn snapshots_are_handled_only_by_the_pool_of_their_source_volume() {
     let store = seed(Arc::new(MemoryStore::new())).await;
@@ -442,14 +487,10 @@ async fn snapshots_are_handled_only_by_the_pool_of_their_source_volume() {
         .await
         .unwrap();
     wait_for(&store, NS, "data", is_available, "source").await;
-    let snapshot = VolumeSnapshot {
-        metadata: ObjectMeta::namespaced(NS, "snap"),
-        spec: irikit_api::storage::VolumeSnapshotSpec {
-            volume_ref: LocalObjectReference::new("data"),
-        },
-        ..VolumeSnapshot::default()
-    };
-    store.create_typed(snapshot).await.unwrap();
+    store
+        .create_typed(snapshot_of("snap", "data"))
+        .await
+        .unwrap();
     wait_for(
         &store,
         NS,
