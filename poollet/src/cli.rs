@@ -1,5 +1,7 @@
-//! What the poollet binaries share: the log set-up and the signal handling (a first SIGINT or
-//! SIGTERM cancels gracefully, a second one, or 30 s, ends the wait).
+//! What the poollet binaries share: the log set-up, opening store and runtime, and the signal
+//! handling (a first SIGINT or SIGTERM cancels gracefully, a second one, or 30 s, ends the
+//! wait). The signal handlers are registered before the poollet starts, so an early signal is
+//! never lost to the default action.
 
 use std::time::Duration;
 
@@ -28,17 +30,61 @@ pub fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    else {
-        let _ = ctrl_c.await;
-        return;
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+/// Opens the store at `url` and connects to the runtime of `kind` (`endpoint`, or discovery
+/// when empty, waiting up to `discovery_timeout` for a socket).
+pub async fn open(
+    url: &str,
+    kind: iri_spec::endpoint::RuntimeKind,
+    endpoint: &str,
+    discovery_timeout: Duration,
+) -> anyhow::Result<(
+    std::sync::Arc<dyn irikit_api::Store>,
+    tonic::transport::Channel,
+)> {
+    use anyhow::Context;
+    let store = irikit_api::store::open(url)
+        .await
+        .with_context(|| format!("open store {url}"))?;
+    let explicit = Some(endpoint).filter(|s| !s.is_empty());
+    let endpoint = iri_spec::endpoint::discover(kind, explicit, discovery_timeout)
+        .await
+        .with_context(|| format!("find the {kind} runtime"))?;
+    let channel = iri_spec::endpoint::connect(&endpoint)
+        .await
+        .with_context(|| format!("connect to {endpoint}"))?;
+    Ok((store, channel))
+}
+
+/// SIGINT and SIGTERM, registered when created (so a signal that arrives while the poollet
+/// starts is not lost to the default action).
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM (never, if neither could be registered).
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.interrupt) => {}
+            () = recv(&mut self.terminate) => {}
+        }
     }
 }
 
@@ -52,16 +98,17 @@ pub async fn run_until_signal<E>(
 where
     E: std::error::Error + Send + Sync + 'static,
 {
+    let mut signals = Signals::register();
     let mut task = tokio::spawn(poollet);
     tokio::select! {
         res = &mut task => return Ok(res??),
-        () = shutdown_signal() => {}
+        () = signals.next() => {}
     }
     info!("shutting down: finishing in-flight reconciles (send the signal again to exit at once)");
     token.cancel();
     tokio::select! {
         res = task => res??,
-        () = shutdown_signal() => {}
+        () = signals.next() => {}
         () = tokio::time::sleep(Duration::from_secs(30)) => {}
     }
     Ok(())

@@ -106,3 +106,25 @@ pub(crate) async fn rpc<T>(
         Err(_) => Err(Error::Timeout { rpc, timeout }),
     }
 }
+
+/// Checks a runtime's `Version` answer at startup (an empty `runtime_name` is fatal, since it
+/// names every `<runtime>://<id>` the poollet writes) and logs the connection.
+pub(crate) fn runtime_connected(
+    kind: &str,
+    runtime_name: &str,
+    runtime_version: &str,
+    pool: &str,
+) -> Result<()> {
+    if runtime_name.is_empty() {
+        return Err(Error::BadResponse(
+            "Version with an empty runtime_name".into(),
+        ));
+    }
+    tracing::info!(
+        runtime = %runtime_name,
+        version = %runtime_version,
+        %pool,
+        "connected to the {kind} runtime"
+    );
+    Ok(())
+}

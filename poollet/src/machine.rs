@@ -1,7 +1,8 @@
 //! The Machine reconciler (reference §3.4–3.7): finalizer first; prerequisites (the class
-//! exists and maps, the ignition Secret if referenced); CreateMachine with the §3.1 labels and
+//! exists and maps, the ignition Secret if referenced, every volume resolves — storage volumes
+//! through the claim flow of [`volumes`]); CreateMachine with the §3.1 labels and
 //! annotations and the **requested** power (fixes §8.7); the update pass (power, the generation
-//! handshake of §3.4); status propagation (state with STOPPED mapped to `Shutdown` (§8.1),
+//! handshake of §3.4, the volume sync of §3.6 with UpdateVolume for online resizes); status propagation (state with STOPPED mapped to `Shutdown` (§8.1),
 //! machineID `<runtime_name>://<id>`, observedGeneration, the Ready / VolumesReady /
 //! NetworkInterfacesReady conditions); delete through the finalizer; and orphan GC.
 //!

@@ -12,7 +12,7 @@ use tracing::info;
 
 use crate::{
     controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
-    error::{Error, Result, rpc},
+    error::{Error, Result, rpc, runtime_connected},
     machine::{MachineConfig, MachineReconciler, runtime_relist, volumes},
     pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
 };
@@ -80,17 +80,12 @@ impl MachinePoollet {
             client.version(machine::VersionRequest::default()),
         )
         .await?;
-        if version.runtime_name.is_empty() {
-            return Err(Error::BadResponse(
-                "Version with an empty runtime_name".into(),
-            ));
-        }
-        info!(
-            runtime = %version.runtime_name,
-            version = %version.runtime_version,
-            pool = %pool_config.pool_name,
-            "connected to the machine runtime"
-        );
+        runtime_connected(
+            "machine",
+            &version.runtime_name,
+            &version.runtime_version,
+            &pool_config.pool_name,
+        )?;
         let view = RuntimeView::default();
         probe_once(&mut client, pool_config.status_timeout, &view).await;
         let pool_reconciler = Arc::new(PoolReconciler::new(

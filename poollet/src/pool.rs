@@ -391,41 +391,57 @@ impl PoolReconciler {
 
     /// Creates the pool or updates its providerID and topology labels.
     pub async fn ensure_pool(&self) -> Result<MachinePool> {
-        let labels = self.config.labels();
-        match self
-            .store
-            .get_typed::<MachinePool>("", &self.config.pool_name)
-            .await
-        {
-            Ok(mut pool) => {
-                let labels_ok = labels
-                    .iter()
-                    .all(|(k, v)| pool.metadata.labels.get(k) == Some(v));
-                if labels_ok && pool.spec.provider_id == self.config.provider_id {
-                    return Ok(pool);
-                }
-                pool.metadata.labels.extend(labels);
-                pool.spec.provider_id.clone_from(&self.config.provider_id);
-                Ok(self.store.update_typed(pool).await?)
+        ensure_pool_object(
+            self.store.as_ref(),
+            &self.config.pool_name,
+            self.config.labels(),
+            &self.config.provider_id,
+            |pool: &mut MachinePool| &mut pool.spec.provider_id,
+        )
+        .await
+    }
+}
+
+/// Creates the cluster-scoped pool object `name` (a MachinePool or VolumePool) with
+/// `provider_id` and `labels`, or updates an existing one whose providerID or labels differ.
+pub(crate) async fn ensure_pool_object<R: Resource + Default>(
+    store: &dyn Store,
+    name: &str,
+    labels: BTreeMap<String, String>,
+    provider_id: &str,
+    provider_id_of: impl Fn(&mut R) -> &mut String,
+) -> Result<R> {
+    match store.get_typed::<R>("", name).await {
+        Ok(mut pool) => {
+            let labels_ok = labels
+                .iter()
+                .all(|(k, v)| pool.meta().labels.get(k) == Some(v));
+            if labels_ok && provider_id_of(&mut pool) == provider_id {
+                return Ok(pool);
             }
-            Err(store::Error::NotFound { .. }) => {
-                let pool = MachinePool {
-                    metadata: ObjectMeta {
-                        labels,
-                        ..ObjectMeta::named(self.config.pool_name.clone())
-                    },
-                    spec: compute::MachinePoolSpec {
-                        provider_id: self.config.provider_id.clone(),
-                        taints: Vec::new(),
-                    },
-                    ..MachinePool::default()
-                };
-                let pool = self.store.create_typed(pool).await?;
-                info!(pool = %self.config.pool_name, "machine pool created");
-                Ok(pool)
-            }
-            Err(err) => Err(err.into()),
+            pool.meta_mut().labels.extend(labels);
+            *provider_id_of(&mut pool) = provider_id.to_string();
+            Ok(store.update_typed(pool).await?)
         }
+        Err(store::Error::NotFound { .. }) => {
+            let mut pool = R::default();
+            *pool.meta_mut() = ObjectMeta {
+                labels,
+                ..ObjectMeta::named(name)
+            };
+            *provider_id_of(&mut pool) = provider_id.to_string();
+            let pool = store.create_typed(pool).await?;
+            info!(pool = %name, kind = %R::KIND, "{} pool created", pool_noun(R::KIND));
+            Ok(pool)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn pool_noun(kind: irikit_api::Kind) -> &'static str {
+    match kind {
+        irikit_api::Kind::VolumePool => "volume",
+        _ => "machine",
     }
 }
 

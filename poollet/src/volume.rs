@@ -286,6 +286,139 @@ impl Runtime {
     }
 }
 
+/// Which kind of runtime object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum What {
+    Volume,
+    Snapshot,
+}
+
+impl What {
+    fn uid_label(self) -> &'static str {
+        match self {
+            What::Volume => keys::VOLUMEPOOLLET_VOLUME_UID_LABEL,
+            What::Snapshot => keys::VOLUME_SNAPSHOT_UID_LABEL,
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            What::Volume => "volume",
+            What::Snapshot => "volume snapshot",
+        }
+    }
+}
+
+/// A runtime volume or snapshot.
+trait RuntimeObject {
+    fn md(&self) -> Option<&meta::ObjectMetadata>;
+}
+
+impl RuntimeObject for volume::Volume {
+    fn md(&self) -> Option<&meta::ObjectMetadata> {
+        self.metadata.as_ref()
+    }
+}
+
+impl RuntimeObject for volume::VolumeSnapshot {
+    fn md(&self) -> Option<&meta::ObjectMetadata> {
+        self.metadata.as_ref()
+    }
+}
+
+impl Runtime {
+    async fn delete(&self, what: What, id: &str) -> Result<bool> {
+        match what {
+            What::Volume => self.delete_volume(id).await,
+            What::Snapshot => self.delete_snapshot(id).await,
+        }
+    }
+
+    /// Of the runtime objects listed for one ironcore name: deletes those whose uid label is
+    /// not `uid` ("delete gone") and all but the oldest of the others (duplicates, no panic);
+    /// returns the oldest.
+    async fn reduce<T: RuntimeObject>(
+        &self,
+        what: What,
+        listed: Vec<T>,
+        uid: Option<&str>,
+    ) -> Result<Option<T>> {
+        let (mut mine, orphans): (Vec<_>, Vec<_>) = listed
+            .into_iter()
+            .partition(|obj| uid.is_some() && label_of(obj.md(), what.uid_label()) == uid);
+        for orphan in &orphans {
+            let id = md_of(orphan.md()).id;
+            if self.delete(what, &id).await? {
+                info!(id = %id, "deleted orphaned runtime {}", what.noun());
+            }
+        }
+        mine.sort_by_key(|obj| {
+            let md = md_of(obj.md());
+            (md.created_at, md.id)
+        });
+        let mut mine = mine.into_iter();
+        let oldest = mine.next();
+        for duplicate in mine {
+            let id = md_of(duplicate.md()).id;
+            warn!(id = %id, "deleting a duplicate runtime {} for one uid", what.noun());
+            self.delete(what, &id).await?;
+        }
+        Ok(oldest)
+    }
+
+    /// Deletes every runtime object labelled with `uid`; returns whether any is still being
+    /// deleted (a Delete succeeded), in which case the caller requeues (§2.2).
+    async fn delete_by_uid(&self, what: What, uid: &str) -> Result<bool> {
+        let ids: Vec<String> = match what {
+            What::Volume => self
+                .list_volumes(&[(what.uid_label(), uid)])
+                .await?
+                .iter()
+                .map(|v| md_of(v.md()).id)
+                .collect(),
+            What::Snapshot => self
+                .list_snapshots(&[(what.uid_label(), uid)])
+                .await?
+                .iter()
+                .map(|v| md_of(v.md()).id)
+                .collect(),
+        };
+        let mut still_deleting = false;
+        for id in &ids {
+            still_deleting |= self.delete(what, id).await?;
+        }
+        Ok(still_deleting)
+    }
+}
+
+/// Reads an object; `None` when it does not exist.
+async fn get_optional<R: Resource>(
+    store: &dyn Store,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<R>> {
+    match store.get_typed::<R>(namespace, name).await {
+        Ok(obj) => Ok(Some(obj)),
+        Err(store::Error::NotFound { .. }) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Removes `finalizer` from `obj` (an object already gone is fine).
+async fn remove_finalizer<R: Resource>(
+    store: &dyn Store,
+    mut obj: R,
+    finalizer: &str,
+) -> Result<Action> {
+    obj.meta_mut().finalizers.retain(|f| f != finalizer);
+    match store.update_typed(obj).await {
+        Ok(_) | Err(store::Error::NotFound { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    info!(finalizer, "runtime object gone; finalizer removed");
+    Ok(Action::await_change())
+}
+
 fn not_found_is_gone<T>(res: Result<T>) -> Result<bool> {
     match res {
         Ok(_) => Ok(true),
@@ -708,32 +841,15 @@ impl VolumeReconciler {
     }
 
     async fn finalize(&self, v: Volume) -> Result<Action> {
-        let listed = self
+        if self
             .runtime
-            .list_volumes(&[(keys::VOLUMEPOOLLET_VOLUME_UID_LABEL, &v.metadata.uid)])
-            .await?;
-        let mut still_deleting = false;
-        for iri in &listed {
-            still_deleting |= self
-                .runtime
-                .delete_volume(&md_of(iri.metadata.as_ref()).id)
-                .await?;
-        }
-        if still_deleting {
+            .delete_by_uid(What::Volume, &v.metadata.uid)
+            .await?
+        {
             return Ok(Action::requeue(self.config.converging_requeue));
         }
         self.delete_access_secrets(&v, None).await?;
-        let mut updated = v;
-        updated
-            .metadata
-            .finalizers
-            .retain(|f| f != keys::VOLUME_FINALIZER);
-        match self.store.update_typed(updated).await {
-            Ok(_) | Err(store::Error::NotFound { .. }) => {}
-            Err(err) => return Err(err.into()),
-        }
-        info!("volume deleted from the runtime; finalizer removed");
-        Ok(Action::await_change())
+        remove_finalizer(self.store.as_ref(), v, keys::VOLUME_FINALIZER).await
     }
 }
 
@@ -742,15 +858,8 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
     type Error = Error;
 
     async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
-        let current = match self
-            .store
-            .get_typed::<Volume>(&key.namespace, &key.name)
-            .await
-        {
-            Ok(v) => Some(v),
-            Err(store::Error::NotFound { .. }) => None,
-            Err(err) => return Err(err.into()),
-        };
+        let current: Option<Volume> =
+            get_optional(self.store.as_ref(), &key.namespace, &key.name).await?;
         let ours = current.filter(|v| {
             v.spec
                 .volume_pool_ref
@@ -758,7 +867,6 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
                 .is_some_and(|r| r.name == self.config.pool_name)
                 && v.spec.volume_class_ref.is_some()
         });
-        // Delete gone: IRI volumes of this name whose uid is not the current Volume's.
         let listed = self
             .runtime
             .list_volumes(&[
@@ -767,16 +875,7 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
             ])
             .await?;
         let uid = ours.as_ref().map(|v| v.metadata.uid.as_str());
-        let (mut mine, orphans): (Vec<_>, Vec<_>) = listed.into_iter().partition(|iri| {
-            uid.is_some()
-                && label_of(iri.metadata.as_ref(), keys::VOLUMEPOOLLET_VOLUME_UID_LABEL) == uid
-        });
-        for orphan in &orphans {
-            let id = md_of(orphan.metadata.as_ref()).id;
-            if self.runtime.delete_volume(&id).await? {
-                info!(volume_id = %id, "deleted orphaned runtime volume");
-            }
-        }
+        let iri = self.runtime.reduce(What::Volume, listed, uid).await?;
         let Some(v) = ours else {
             return Ok(Action::await_change());
         };
@@ -795,12 +894,7 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
                 .push(keys::VOLUME_FINALIZER.to_string());
             self.store.update_typed(with).await?
         };
-        mine.sort_by_key(|iri| {
-            let md = md_of(iri.metadata.as_ref());
-            (md.created_at, md.id)
-        });
-        let mut mine = mine.into_iter();
-        let Some(iri) = mine.next() else {
+        let Some(iri) = iri else {
             let class_name = v
                 .spec
                 .volume_class_ref
@@ -809,11 +903,6 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
                 .unwrap_or_default();
             return self.create(&v, &class_name).await;
         };
-        for duplicate in mine {
-            let id = md_of(duplicate.metadata.as_ref()).id;
-            warn!(volume_id = %id, "deleting a duplicate runtime volume for this volume uid");
-            self.runtime.delete_volume(&id).await?;
-        }
         if md_of(iri.metadata.as_ref()).deleted_at != 0 {
             return Ok(Action::requeue(self.config.converging_requeue));
         }
@@ -854,30 +943,26 @@ impl VolumeSnapshotReconciler {
         if s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.config.pool_name) {
             return Ok(true);
         }
-        match self
-            .store
-            .get_typed::<Volume>(&s.metadata.namespace, &s.spec.volume_ref.name)
-            .await
-        {
-            Ok(v) => Ok(v
-                .spec
+        let source: Option<Volume> = get_optional(
+            self.store.as_ref(),
+            &s.metadata.namespace,
+            &s.spec.volume_ref.name,
+        )
+        .await?;
+        Ok(source.is_some_and(|v| {
+            v.spec
                 .volume_pool_ref
-                .is_some_and(|r| r.name == self.config.pool_name)),
-            Err(store::Error::NotFound { .. }) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
+                .is_some_and(|r| r.name == self.config.pool_name)
+        }))
     }
 
     async fn create(&self, s: &VolumeSnapshot) -> Result<Action> {
-        let source = match self
-            .store
-            .get_typed::<Volume>(&s.metadata.namespace, &s.spec.volume_ref.name)
-            .await
-        {
-            Ok(v) => Some(v),
-            Err(store::Error::NotFound { .. }) => None,
-            Err(err) => return Err(err.into()),
-        };
+        let source: Option<Volume> = get_optional(
+            self.store.as_ref(),
+            &s.metadata.namespace,
+            &s.spec.volume_ref.name,
+        )
+        .await?;
         let volume_id = source
             .as_ref()
             .filter(|v| v.status.state == "Available")
@@ -964,31 +1049,14 @@ impl VolumeSnapshotReconciler {
     }
 
     async fn finalize(&self, s: VolumeSnapshot) -> Result<Action> {
-        let listed = self
+        if self
             .runtime
-            .list_snapshots(&[(keys::VOLUME_SNAPSHOT_UID_LABEL, &s.metadata.uid)])
-            .await?;
-        let mut still_deleting = false;
-        for iri in &listed {
-            still_deleting |= self
-                .runtime
-                .delete_snapshot(&md_of(iri.metadata.as_ref()).id)
-                .await?;
-        }
-        if still_deleting {
+            .delete_by_uid(What::Snapshot, &s.metadata.uid)
+            .await?
+        {
             return Ok(Action::requeue(self.config.converging_requeue));
         }
-        let mut updated = s;
-        updated
-            .metadata
-            .finalizers
-            .retain(|f| f != keys::VOLUME_SNAPSHOT_FINALIZER);
-        match self.store.update_typed(updated).await {
-            Ok(_) | Err(store::Error::NotFound { .. }) => {}
-            Err(err) => return Err(err.into()),
-        }
-        info!("volume snapshot deleted from the runtime; finalizer removed");
-        Ok(Action::await_change())
+        remove_finalizer(self.store.as_ref(), s, keys::VOLUME_SNAPSHOT_FINALIZER).await
     }
 }
 
@@ -997,15 +1065,8 @@ impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
     type Error = Error;
 
     async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
-        let current = match self
-            .store
-            .get_typed::<VolumeSnapshot>(&key.namespace, &key.name)
-            .await
-        {
-            Ok(s) => Some(s),
-            Err(store::Error::NotFound { .. }) => None,
-            Err(err) => return Err(err.into()),
-        };
+        let current: Option<VolumeSnapshot> =
+            get_optional(self.store.as_ref(), &key.namespace, &key.name).await?;
         let ours = match current {
             Some(s) if self.is_ours(&s).await? => Some(s),
             _ => None,
@@ -1018,15 +1079,7 @@ impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
             ])
             .await?;
         let uid = ours.as_ref().map(|s| s.metadata.uid.as_str());
-        let (mut mine, orphans): (Vec<_>, Vec<_>) = listed.into_iter().partition(|iri| {
-            uid.is_some() && label_of(iri.metadata.as_ref(), keys::VOLUME_SNAPSHOT_UID_LABEL) == uid
-        });
-        for orphan in &orphans {
-            let id = md_of(orphan.metadata.as_ref()).id;
-            if self.runtime.delete_snapshot(&id).await? {
-                info!(snapshot_id = %id, "deleted orphaned runtime volume snapshot");
-            }
-        }
+        let iri = self.runtime.reduce(What::Snapshot, listed, uid).await?;
         let Some(s) = ours else {
             return Ok(Action::await_change());
         };
@@ -1053,19 +1106,9 @@ impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
             );
             self.store.update_typed(with).await?
         };
-        mine.sort_by_key(|iri| {
-            let md = md_of(iri.metadata.as_ref());
-            (md.created_at, md.id)
-        });
-        let mut mine = mine.into_iter();
-        let Some(iri) = mine.next() else {
+        let Some(iri) = iri else {
             return self.create(&s).await;
         };
-        for duplicate in mine {
-            let id = md_of(duplicate.metadata.as_ref()).id;
-            warn!(snapshot_id = %id, "deleting a duplicate runtime snapshot for this snapshot uid");
-            self.runtime.delete_snapshot(&id).await?;
-        }
         let settled = self.write_status(&s, &iri).await?;
         Ok(Action::requeue(if settled {
             self.config.resync

@@ -17,19 +17,18 @@ use std::{
 use iri_spec::volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient};
 use irikit_api::{
     ListOptions, Quantity, Resource, ResourceList, Store, StoreExt,
-    meta::{LocalObjectReference, ObjectMeta},
+    meta::LocalObjectReference,
     quantity::Format,
     storage::{self, Volume, VolumeClass, VolumePool},
-    store,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     controller::{Action, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
-    pool::topology_labels,
+    pool::{ensure_pool_object, topology_labels},
 };
 
 /// What the volume pool announcer needs to know.
@@ -287,36 +286,14 @@ impl VolumePoolReconciler {
 
     /// Creates the pool or updates its providerID and topology labels.
     pub async fn ensure_pool(&self) -> Result<VolumePool> {
-        let labels = topology_labels(&self.config.topology_region, &self.config.topology_zone);
-        match self
-            .store
-            .get_typed::<VolumePool>("", &self.config.pool_name)
-            .await
-        {
-            Ok(mut pool) => {
-                let labels_ok = labels
-                    .iter()
-                    .all(|(k, v)| pool.metadata.labels.get(k) == Some(v));
-                if labels_ok && pool.spec.provider_id == self.config.provider_id {
-                    return Ok(pool);
-                }
-                pool.metadata.labels.extend(labels);
-                pool.spec.provider_id.clone_from(&self.config.provider_id);
-                Ok(self.store.update_typed(pool).await?)
-            }
-            Err(store::Error::NotFound { .. }) => {
-                let mut pool = VolumePool {
-                    metadata: ObjectMeta::named(self.config.pool_name.clone()),
-                    ..VolumePool::default()
-                };
-                pool.metadata.labels = labels;
-                pool.spec.provider_id.clone_from(&self.config.provider_id);
-                let pool = self.store.create_typed(pool).await?;
-                info!(pool = %self.config.pool_name, "volume pool created");
-                Ok(pool)
-            }
-            Err(err) => Err(err.into()),
-        }
+        ensure_pool_object(
+            self.store.as_ref(),
+            &self.config.pool_name,
+            topology_labels(&self.config.topology_region, &self.config.topology_zone),
+            &self.config.provider_id,
+            |pool: &mut VolumePool| &mut pool.spec.provider_id,
+        )
+        .await
     }
 }
 
@@ -355,6 +332,8 @@ impl Reconciler<ObjectRef> for VolumePoolReconciler {
 
 #[cfg(test)]
 mod tests {
+    use irikit_api::meta::ObjectMeta;
+
     use super::*;
 
     fn runtime(name: &str, tps: i64, iops: i64, quantity: i64) -> volume::VolumeClassStatus {

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::{
     controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
-    error::{Error, Result, rpc},
+    error::{Error, Result, rpc, runtime_connected},
     volume::{
         VolumeConfig, VolumeReconciler, VolumeSnapshotReconciler, event_mapper, runtime_relist,
     },
@@ -102,17 +102,12 @@ impl VolumePoollet {
             client.version(volume::VersionRequest::default()),
         )
         .await?;
-        if version.runtime_name.is_empty() {
-            return Err(Error::BadResponse(
-                "Version with an empty runtime_name".into(),
-            ));
-        }
-        info!(
-            runtime = %version.runtime_name,
-            version = %version.runtime_version,
-            pool = %pool_config.pool_name,
-            "connected to the volume runtime"
-        );
+        runtime_connected(
+            "volume",
+            &version.runtime_name,
+            &version.runtime_version,
+            &pool_config.pool_name,
+        )?;
         let view = VolumeRuntimeView::default();
         probe_volume_status(&mut client, pool_config.status_timeout, &view).await;
         let pool_reconciler = Arc::new(VolumePoolReconciler::new(
@@ -181,7 +176,14 @@ impl VolumePoollet {
             {
                 let queue = pool_queue.clone();
                 let key = pool_key.clone();
-                move || queue.add(key.clone())
+                let volume_queue = volume_queue.clone();
+                let volume_cache = volume_cache.clone();
+                // New or changed runtime classes: recompute the pool and give volumes whose
+                // class did not map another chance.
+                move || {
+                    queue.add(key.clone());
+                    wake_waiting(&volume_cache, &volume_queue, |_| true);
+                }
             },
             token.clone(),
         ));

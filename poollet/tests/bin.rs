@@ -2,10 +2,9 @@
 //! graceful shutdown on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{process::Stdio, time::Duration};
+mod common;
 
 use iri_mock::MockRuntime;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const BIN: &str = env!("CARGO_BIN_EXE_machinepoollet");
 
@@ -38,50 +37,20 @@ async fn runs_against_a_unix_socket_and_stops_on_sigterm() {
         .await
         .unwrap();
     let endpoint = mock.endpoint().unwrap().to_string();
-    let mut child = tokio::process::Command::new(BIN)
-        .args([
-            "--machine-pool-name",
-            "p",
-            "--provider-id",
-            "ironcore://p",
-            "--machine-runtime-endpoint",
-            &endpoint,
-            "--store",
-            "memory",
-            "--heartbeat-interval",
-            "200ms",
-            "--heartbeat-status-timeout",
-            "100ms",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("machine pool created") {
-                return true;
-            }
-        }
-        false
-    })
-    .await
-    .unwrap_or(false);
-    assert!(started, "the poollet announced its pool");
-    let pid = child.id().unwrap().to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
-    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "graceful exit: {status}");
-    drain.await.ok();
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.args([
+        "--machine-pool-name",
+        "p",
+        "--provider-id",
+        "ironcore://p",
+        "--machine-runtime-endpoint",
+        &endpoint,
+        "--store",
+        "memory",
+        "--heartbeat-interval",
+        "200ms",
+        "--heartbeat-status-timeout",
+        "100ms",
+    ]);
+    common::run_until_line_then_sigterm(cmd, "machine pool created").await;
 }

@@ -11,14 +11,13 @@ mod common;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use base64::Engine;
-use common::{WAIT, poll_until, wait_any, wait_for, wait_gone};
+use common::{WAIT, poll_until, secret, wait_any, wait_for, wait_gone};
 use iri_mock::{Method, MockRuntime};
 use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::{
     Kind, Resource, Store, StoreExt,
     compute::{self, EphemeralVolume, Machine, MachineClass, Power},
-    core::{Event, Secret},
+    core::Event,
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     storage::{ClaimRef, Volume, VolumeAccess, VolumeClass, VolumeEncryption},
     store::memory::MemoryStore,
@@ -140,18 +139,6 @@ fn storage_volume(name: &str, storage: &str) -> Volume {
         .resources
         .insert("storage".into(), storage.parse().unwrap());
     v
-}
-
-fn secret(name: &str, key: &str, value: &[u8]) -> Secret {
-    let mut s = Secret {
-        metadata: ObjectMeta::namespaced(NS, name),
-        ..Secret::default()
-    };
-    s.data.insert(
-        key.into(),
-        base64::engine::general_purpose::STANDARD.encode(value),
-    );
-    s
 }
 
 /// Makes `v` Available with access, as a volume runtime's poollet would.
@@ -323,18 +310,29 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
         .create_typed(storage_volume("mine", "1Gi"))
         .await
         .unwrap();
+    // `theirs` is claimed by a Machine of another pool; `stale` by a Machine that is gone.
+    let mut other = new_machine("other", Vec::new());
+    other.spec.machine_pool_ref = Some(LocalObjectReference::new("elsewhere"));
+    let other = env.store.create_typed(other).await.unwrap();
     let mut theirs = storage_volume("theirs", "1Gi");
     theirs.spec.claim_ref = Some(ClaimRef {
         name: "other".into(),
-        uid: "uid-other".into(),
+        uid: other.metadata.uid.clone(),
     });
     env.store.create_typed(theirs).await.unwrap();
+    let mut stale = storage_volume("stale", "1Gi");
+    stale.spec.claim_ref = Some(ClaimRef {
+        name: "ghost".into(),
+        uid: "uid-ghost".into(),
+    });
+    env.store.create_typed(stale).await.unwrap();
     env.store
         .create_typed(new_machine(
             "vm",
             vec![
                 volume_ref("a", "oda", "mine"),
                 volume_ref("b", "odb", "theirs"),
+                volume_ref("c", "odc", "stale"),
             ],
         ))
         .await
@@ -361,6 +359,14 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
     assert!(event.message.contains("\"other\""), "{}", event.message);
     let theirs: Volume = env.store.get_typed(NS, "theirs").await.unwrap();
     assert_eq!(theirs.spec.claim_ref.unwrap().name, "other", "left alone");
+    wait_for(
+        &env.store,
+        NS,
+        "stale",
+        |v: &Volume| v.spec.claim_ref.as_ref().is_some_and(|c| c.name == "vm"),
+        "a stale claim is taken over",
+    )
+    .await;
 
     // The machine drops `a`: its claim is released.
     let mut m: Machine = env.store.get_typed(NS, "vm").await.unwrap();

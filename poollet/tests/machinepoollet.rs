@@ -3,9 +3,11 @@
 //! finalizer, orphan GC and duplicate handling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use common::{WAIT, wait_for, wait_gone};
 use iri_mock::{Effect, FaultRule, Method, MockRuntime, Trigger};
 use iri_spec::{
     keys,
@@ -13,7 +15,7 @@ use iri_spec::{
     meta::v1alpha1 as meta,
 };
 use irikit_api::{
-    Kind, Resource, Store, StoreExt,
+    Kind, Store, StoreExt,
     compute::{Machine, MachineClass, MachinePool, Power},
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     store::memory::MemoryStore,
@@ -27,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 
 const POOL: &str = "pool-a";
 const NS: &str = "default";
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Env {
     store: Arc<dyn Store>,
@@ -118,63 +119,6 @@ async fn start() -> Env {
         .await
         .unwrap();
     start_with(mock, seeded_store().await).await
-}
-
-/// Waits (on the store's watch, no polling) until `pred` holds for the object, or it is gone
-/// when `pred` is `None`.
-async fn wait_for<R: Resource>(
-    store: &Arc<dyn Store>,
-    namespace: &str,
-    name: &str,
-    pred: impl Fn(&R) -> bool,
-    what: &str,
-) -> R {
-    let check = async {
-        let revision = store.revision().await.unwrap();
-        if let Ok(obj) = store.get_typed::<R>(namespace, name).await
-            && pred(&obj)
-        {
-            return obj;
-        }
-        let mut stream = store.watch(Some(R::KIND), revision).await.unwrap();
-        while let Some(event) = stream.next().await {
-            let event = event.unwrap();
-            let meta = event.object.metadata();
-            if meta.namespace == namespace && meta.name == name {
-                let obj = R::from_object(event.object).unwrap();
-                if pred(&obj) {
-                    return obj;
-                }
-            }
-        }
-        panic!("watch ended while waiting for {what}");
-    };
-    tokio::time::timeout(WAIT, check)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-async fn wait_gone(store: &Arc<dyn Store>, kind: Kind, namespace: &str, name: &str) {
-    let check = async {
-        let revision = store.revision().await.unwrap();
-        if store.get(kind, namespace, name).await.is_err() {
-            return;
-        }
-        let mut stream = store.watch(Some(kind), revision).await.unwrap();
-        while let Some(event) = stream.next().await {
-            let event = event.unwrap();
-            let meta = event.object.metadata();
-            if meta.namespace == namespace
-                && meta.name == name
-                && event.type_ == irikit_api::store::EventType::Deleted
-            {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, check)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {namespace}/{name} to go"));
 }
 
 fn new_machine(name: &str, class: &str, power: Power) -> Machine {
@@ -770,37 +714,19 @@ async fn lifecycle_memory() {
     lifecycle(Arc::new(MemoryStore::new())).await;
 }
 
-fn etcd_required() -> bool {
-    std::env::var("IRIKIT_REQUIRE")
-        .unwrap_or_default()
-        .split(',')
-        .any(|c| c.trim() == "etcd")
-}
-
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_etcd() {
-    use irikit_api::store::etcd::LocalEtcd;
-    if LocalEtcd::binary().is_none() {
-        assert!(
-            !etcd_required(),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        eprintln!("skip: etcd not on PATH (install etcd-server)");
+    let Some((_etcd, store)) = common::etcd_store("/poollet-test").await else {
         return;
-    }
-    let etcd = LocalEtcd::start(None).await.unwrap();
-    lifecycle(Arc::new(etcd.store("/poollet-test").await.unwrap())).await;
+    };
+    lifecycle(store).await;
 }
 
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn lifecycle_etcd() {
-    assert!(
-        !etcd_required(),
-        "etcd is required (IRIKIT_REQUIRE) but poollet was built without the `etcd` feature"
-    );
-    eprintln!("skip: poollet built without the `etcd` feature");
+    common::etcd_unavailable();
 }
 
 #[tokio::test]

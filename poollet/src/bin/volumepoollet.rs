@@ -6,7 +6,7 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use iri_spec::endpoint::{self, RuntimeKind};
+use iri_spec::endpoint::RuntimeKind;
 use poollet::{
     VolumePoollet, VolumePoolletConfig,
     cli::{self, LogFormat},
@@ -100,20 +100,13 @@ fn config(args: &Args) -> anyhow::Result<VolumePoolletConfig> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = config(&args)?;
-    let store = irikit_api::store::open(&args.store)
-        .await
-        .with_context(|| format!("open store {}", args.store))?;
-    let explicit = Some(args.volume_runtime_endpoint.as_str()).filter(|s| !s.is_empty());
-    let endpoint = endpoint::discover(
+    let (store, channel) = cli::open(
+        &args.store,
         RuntimeKind::Volume,
-        explicit,
+        &args.volume_runtime_endpoint,
         args.volume_runtime_discovery_timeout,
     )
-    .await
-    .context("find the volume runtime")?;
-    let channel = endpoint::connect(&endpoint)
-        .await
-        .with_context(|| format!("connect to {endpoint}"))?;
+    .await?;
     let token = CancellationToken::new();
     let poollet = VolumePoollet::new(store, channel, config).run(token.clone());
     cli::run_until_signal(poollet, token)

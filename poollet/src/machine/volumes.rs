@@ -6,8 +6,9 @@
 //! namespace: a free Volume the Machine references (and that is neither being deleted nor
 //! `unclaimable`) is adopted (`spec.claimRef = {name, uid}`); one claimed by this Machine and
 //! still referenced is used; one claimed by this Machine but no longer referenced is released
-//! (claimRef cleared); one claimed by someone else is left alone, so the Machine keeps waiting
-//! (`VolumeNotReady`).
+//! (claimRef cleared); one claimed by another Machine that exists is left alone, so the Machine
+//! keeps waiting (`VolumeNotReady`); a claim whose Machine is gone (or was re-created) is stale
+//! and taken over, which IronCore leaves to its `volumerelease` controller.
 //!
 //! Ephemeral volumes: nothing else in irikit creates them (IronCore's ephemeral-volume
 //! controller in the controller-manager does), so the machinepoollet does: a Volume named
@@ -172,7 +173,12 @@ pub(super) async fn claim(store: &dyn Store, m: &Machine) -> Result<Vec<String>>
         let is_referenced = referenced.contains(&v.metadata.name);
         let mut updated = v.clone();
         if is_referenced {
-            if v.spec.claim_ref.is_some() || v.metadata.is_deleting() || v.spec.unclaimable {
+            if claimed_by(v, m) || v.metadata.is_deleting() || v.spec.unclaimable {
+                continue;
+            }
+            if let Some(claim) = &v.spec.claim_ref
+                && claimer_exists(store, namespace, claim).await?
+            {
                 continue;
             }
             updated.spec.claim_ref = Some(ClaimRef {
@@ -206,6 +212,17 @@ pub(super) async fn claim(store: &dyn Store, m: &Machine) -> Result<Vec<String>>
         }
     }
     Ok(problems)
+}
+
+/// Whether the Machine a claim names still exists with that uid. A claim whose claimer is gone
+/// is stale and may be taken over (IronCore's `volumerelease` controller clears such claims;
+/// irikit has no such controller, so the claiming poollet does it).
+async fn claimer_exists(store: &dyn Store, namespace: &str, claim: &ClaimRef) -> Result<bool> {
+    match store.get_typed::<Machine>(namespace, &claim.name).await {
+        Ok(claimer) => Ok(claim.uid.is_empty() || claimer.metadata.uid == claim.uid),
+        Err(store::Error::NotFound { .. }) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Deletes the ephemeral Volumes `m` owns (its finalizer; there is no garbage collector).
@@ -321,4 +338,64 @@ pub(super) async fn connection_volume(
             effective_storage_bytes,
         }),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        let mut m = Machine {
+            metadata: ObjectMeta::namespaced("ns", "vm"),
+            ..Machine::default()
+        };
+        m.metadata.uid = "uid-vm".into();
+        m
+    }
+
+    fn ephemeral(template: serde_json::Value) -> compute::Volume {
+        compute::Volume {
+            name: "data".into(),
+            ephemeral: Some(compute::EphemeralVolume {
+                volume_template: Some(template),
+            }),
+            ..compute::Volume::default()
+        }
+    }
+
+    #[test]
+    fn an_ephemeral_volume_comes_from_its_template_owned_and_claimed() {
+        let m = machine();
+        let template = serde_json::json!({
+            "metadata": {"labels": {"a": "b"}, "annotations": {"c": "d"}},
+            "spec": {"volumeClassRef": {"name": "fast"}, "resources": {"storage": "1Gi"}}
+        });
+        let v = ephemeral_volume(&m, &ephemeral(template)).unwrap();
+        assert_eq!(v.metadata.name, "vm-data");
+        assert_eq!(v.metadata.namespace, "ns");
+        assert_eq!(v.metadata.labels.get("a").map(String::as_str), Some("b"));
+        assert_eq!(
+            v.metadata.annotations.get("c").map(String::as_str),
+            Some("d")
+        );
+        assert_eq!(v.metadata.owner_references, [owner_of(&m)]);
+        assert!(claimed_by(&v, &m));
+        assert!(owned_by(&v, &m));
+        assert_eq!(
+            v.spec.volume_class_ref.map(|c| c.name),
+            Some("fast".to_string())
+        );
+        assert_eq!(
+            referenced_volume(&m, &ephemeral(serde_json::json!({}))),
+            Some("vm-data".to_string())
+        );
+    }
+
+    #[test]
+    fn a_malformed_template_is_a_message_not_a_panic() {
+        let m = machine();
+        let bad = serde_json::json!({"spec": {"resources": "lots"}});
+        let err = ephemeral_volume(&m, &ephemeral(bad)).unwrap_err();
+        assert!(err.contains("invalid volumeTemplate spec"), "{err}");
+    }
 }

@@ -96,6 +96,91 @@ pub(crate) async fn poll_until(cond: impl Fn() -> bool, what: &str) {
     }
 }
 
+/// A Secret `default/<name>` with one base64 `data` key.
+pub(crate) fn secret(name: &str, key: &str, value: &[u8]) -> irikit_api::core::Secret {
+    use base64::Engine;
+    let mut s = irikit_api::core::Secret {
+        metadata: irikit_api::meta::ObjectMeta::namespaced("default", name),
+        ..irikit_api::core::Secret::default()
+    };
+    s.data.insert(
+        key.into(),
+        base64::engine::general_purpose::STANDARD.encode(value),
+    );
+    s
+}
+
+/// Runs `cmd` (a poollet binary) until its stderr shows `started_line`, then sends SIGTERM
+/// and asserts a graceful, successful exit.
+pub(crate) async fn run_until_line_then_sigterm(
+    mut cmd: tokio::process::Command,
+    started_line: &str,
+) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(started_line) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(started, "the poollet logged {started_line:?}");
+    let pid = child.id().unwrap().to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "graceful exit: {status}");
+    drain.await.ok();
+}
+
+/// A store in a fresh local etcd under `prefix`, or `None` (after one `skip:` line) when etcd
+/// is not installed and `IRIKIT_REQUIRE` does not name it.
+#[cfg(feature = "etcd")]
+pub(crate) async fn etcd_store(
+    prefix: &str,
+) -> Option<(irikit_api::store::etcd::LocalEtcd, Arc<dyn Store>)> {
+    use irikit_api::store::etcd::LocalEtcd;
+    if LocalEtcd::binary().is_none() {
+        assert!(
+            !etcd_required(),
+            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
+        );
+        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        return None;
+    }
+    let etcd = LocalEtcd::start(None).await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(etcd.store(prefix).await.unwrap());
+    Some((etcd, store))
+}
+
+/// Without the `etcd` feature: fails when `IRIKIT_REQUIRE` names etcd, else one `skip:` line.
+#[cfg(not(feature = "etcd"))]
+pub(crate) fn etcd_unavailable() {
+    assert!(
+        !etcd_required(),
+        "etcd is required (IRIKIT_REQUIRE) but poollet was built without the `etcd` feature"
+    );
+    eprintln!("skip: poollet built without the `etcd` feature");
+}
+
 /// Whether `IRIKIT_REQUIRE` names etcd.
 pub(crate) fn etcd_required() -> bool {
     std::env::var("IRIKIT_REQUIRE")
