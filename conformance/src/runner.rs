@@ -933,7 +933,8 @@ pub async fn run(
     }
 
     let mut lifecycle_cleanup = None;
-    if !interrupted && !(lifecycle_cases.is_empty() && lifecycle_exclusive.is_empty()) {
+    let any_lifecycle = !lifecycle_cases.is_empty() || !lifecycle_exclusive.is_empty();
+    if !interrupted && any_lifecycle {
         let upstreams = &targets.upstreams;
         let env = Env::start(
             &config.lifecycle,

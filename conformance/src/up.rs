@@ -217,22 +217,14 @@ pub async fn run(
         out.clone(),
         log_token.clone(),
     ));
-    for (origin, text) in &config.documents {
-        let objects =
-            irikit_api::parse_yaml_documents(text).with_context(|| format!("parsing {origin}"))?;
-        for obj in objects {
-            let name = format!("{} {}", obj.kind().as_str(), obj.key());
-            irikit_api::store::apply(&*store, obj)
-                .await
-                .with_context(|| format!("applying {name} from {origin}"))?;
-            out(format!("applied {name} ({origin})"));
-        }
-    }
-    out("up: running (Ctrl-C or SIGTERM stops)".to_owned());
-    tokio::select! {
-        () = token.cancelled() => {}
-        res = plane_failed(&plane) => {
-            out(format!("up: {res}"));
+    let applied = apply_documents(&*store, &config.documents, &*out).await;
+    if applied.is_ok() {
+        out("up: running (Ctrl-C or SIGTERM stops)".to_owned());
+        tokio::select! {
+            () = token.cancelled() => {}
+            res = plane_failed(&plane) => {
+                out(format!("up: {res}"));
+            }
         }
     }
     out("up: shutting down".to_owned());
@@ -244,9 +236,30 @@ pub async fn run(
     if let Some(mock) = mock {
         let _ = mock.shutdown().await;
     }
+    applied?;
     anyhow::ensure!(stopped, "the control plane did not stop within 20s");
     let failures = plane.failures();
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
+    Ok(())
+}
+
+/// Applies every document in order, printing a line per object.
+async fn apply_documents(
+    store: &dyn Store,
+    documents: &[(String, String)],
+    out: &(dyn Fn(String) + Send + Sync),
+) -> anyhow::Result<()> {
+    for (origin, text) in documents {
+        let objects =
+            irikit_api::parse_yaml_documents(text).with_context(|| format!("parsing {origin}"))?;
+        for obj in objects {
+            let name = format!("{} {}", obj.kind().as_str(), obj.key());
+            irikit_api::store::apply(store, obj)
+                .await
+                .with_context(|| format!("applying {name} from {origin}"))?;
+            out(format!("applied {name} ({origin})"));
+        }
+    }
     Ok(())
 }
 

@@ -131,4 +131,21 @@ fn up_bad_input_prints_one_line_and_exits_2() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("irikit: "), "{args:?}: {err}");
     }
+    // A file that does not parse stops `up` after start-up: still one line and exit 2.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: compute.ironcore.dev/v1alpha1\nkind: Nope\n",
+    )
+    .unwrap();
+    let out = irikit()
+        .args(["up", "--no-examples", "-f"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.yaml"), "{err}");
 }

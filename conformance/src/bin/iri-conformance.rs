@@ -29,9 +29,11 @@ use iri_conformance::{
     report,
     runner::{self, LevelFilter, ProfileFilter, RunConfig, Selection, Targets},
 };
-use iri_spec::endpoint::{Endpoint, RuntimeKind};
+use iri_spec::endpoint::RuntimeKind;
 use regex::Regex;
-use tokio_util::sync::CancellationToken;
+
+mod shared;
+use shared::{LogFormat, endpoint};
 
 /// Conformance suite and benchmark for IRI runtimes (IronCore machine/volume/bucket runtimes).
 #[derive(Debug, Parser)]
@@ -51,12 +53,6 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,14 +275,6 @@ fn parse_size(s: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("size {s:?} must be positive and fit in int64"))
 }
 
-fn endpoint(s: &str) -> anyhow::Result<Endpoint> {
-    if s.contains("://") || s.starts_with("unix:") {
-        Ok(s.parse()?)
-    } else {
-        Ok(Endpoint::unix(s))
-    }
-}
-
 async fn targets(t: &TargetArgs) -> anyhow::Result<Targets> {
     let given = [&t.machine_endpoint, &t.volume_endpoint, &t.bucket_endpoint];
     let parse = |s: &Option<String>| {
@@ -320,44 +308,6 @@ async fn targets(t: &TargetArgs) -> anyhow::Result<Targets> {
         return Ok(Targets::connect(m.as_ref(), v.as_ref(), b.as_ref()));
     }
     Targets::embedded().await
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // The lifecycle level's poollet warns about the runtime it is deliberately cut off from.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,poollet=error"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// First SIGINT/SIGTERM cancels (cleanup still runs); a second one exits at once.
-fn cancel_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let next = async {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-            }
-        };
-        next.await;
-        eprintln!(
-            "\ninterrupted: stopping cases and cleaning up (press Ctrl-C again to exit at once)"
-        );
-        t.cancel();
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("interrupted twice: exiting without cleanup");
-        std::process::exit(130);
-    });
-    token
 }
 
 fn write_file(path: &PathBuf, contents: &str) -> anyhow::Result<()> {
@@ -421,7 +371,10 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let cancel = cancel_on_signals();
+    let cancel = shared::cancel_on_signals(
+        "\ninterrupted: stopping cases and cleaning up (press Ctrl-C again to exit at once)",
+        "interrupted twice: exiting without cleanup",
+    );
     let report = runner::run(&config, &targets, selected, cancel, &on_progress).await;
     if tty && !verbose {
         eprint!("\r{:80}\r", "");
@@ -485,7 +438,10 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         params: args.params.params(),
         run_id: None,
     };
-    let cancel = cancel_on_signals();
+    let cancel = shared::cancel_on_signals(
+        "\ninterrupted: stopping cases and cleaning up (press Ctrl-C again to exit at once)",
+        "interrupted twice: exiting without cleanup",
+    );
     let report = bench::run(&cfg, &targets, cancel).await?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", bench::table(&report))?;
@@ -505,7 +461,8 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The lifecycle level's poollet warns about the runtime it is deliberately cut off from.
+    shared::init_tracing(cli.log_format, "warn,poollet=error");
     let res = match cli.command {
         None => run(cli.run).await,
         Some(Command::Run(args)) => run(*args).await,

@@ -9,8 +9,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use iri_conformance::{lifecycle::PlaneConfig, up};
-use iri_spec::endpoint::Endpoint;
-use tokio_util::sync::CancellationToken;
+
+mod shared;
+use shared::{LogFormat, endpoint};
 
 /// irikit's all-in-one command.
 #[derive(Debug, Parser)]
@@ -27,12 +28,6 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,14 +71,6 @@ struct UpArgs {
     /// Poollet heartbeat / Status probe interval.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     heartbeat_interval: Duration,
-}
-
-fn endpoint(s: &str) -> anyhow::Result<Endpoint> {
-    if s.contains("://") || s.starts_with("unix:") {
-        Ok(s.parse()?)
-    } else {
-        Ok(Endpoint::unix(s))
-    }
 }
 
 fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
@@ -130,50 +117,17 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
     })
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// First SIGINT/SIGTERM cancels (graceful shutdown); a second one exits at once.
-fn cancel_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        t.cancel();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("irikit: interrupted twice: exiting at once");
-        std::process::exit(130);
-    });
-    token
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    shared::init_tracing(cli.log_format, "warn");
     let res = match cli.command {
         Command::Up(args) => match config(&args) {
-            Ok(config) => up::run(config, up::stdout_lines(), cancel_on_signals()).await,
+            Ok(config) => {
+                let cancel =
+                    shared::cancel_on_signals("", "irikit: interrupted twice: exiting at once");
+                up::run(config, up::stdout_lines(), cancel).await
+            }
             Err(err) => Err(err),
         },
     };

@@ -146,12 +146,9 @@ fn machine_name(ctx: &Ctx, suffix: &str) -> String {
 async fn apply_machine(ctx: &Ctx, env: &Env, name: &str, power: Power) -> anyhow::Result<Machine> {
     let side = machine_side(env)?;
     let mut m = Machine {
-        metadata: ObjectMeta::namespaced(env.namespace(), name),
+        metadata: case_meta(ctx, env, name),
         ..Machine::default()
     };
-    m.metadata
-        .labels
-        .insert(crate::ctx::RUN_ID_LABEL.to_owned(), ctx.run_id().to_owned());
     m.spec.machine_class_ref = LocalObjectReference::new(&side.class);
     m.spec
         .machine_pool_selector
@@ -288,20 +285,9 @@ fn iri_power(m: &machine::Machine) -> i32 {
     m.spec.as_ref().map_or(-1, |s| s.power)
 }
 
-/// Sets `spec.power` of Machine `name` (re-reading on a conflict).
+/// Sets `spec.power` of Machine `name`.
 async fn set_power(env: &Env, name: &str, power: Power) -> anyhow::Result<Machine> {
-    for _ in 0..10 {
-        let mut m: Machine = env.store().get_typed(env.namespace(), name).await?;
-        m.spec.power = power;
-        match env.store().update_typed(m).await {
-            Ok(m) => return Ok(m),
-            Err(irikit_api::store::Error::Conflict { .. }) => {}
-            Err(err) => {
-                return Err(anyhow::Error::new(err).context(format!("updating Machine {name}")));
-            }
-        }
-    }
-    bail!("updating Machine {name}: conflicts on every attempt")
+    update_spec(env, name, |m: &mut Machine| m.spec.power = power).await
 }
 
 /// Waits until the run's pool is Ready=True and offers `class`.
@@ -329,6 +315,130 @@ async fn wait_pool_ready(ctx: &Ctx, env: &Env, what: &str) -> anyhow::Result<Mac
     .await
 }
 
+/// Deletes `name` of kind `R` through the store and waits until it is gone, checking that the
+/// finalizer held it and was dropped only once `runtime` (the runtime object's description
+/// while it is still listed) returns `None`.
+async fn deleted_through_finalizer<R, F, Fut>(
+    ctx: &Ctx,
+    env: &Env,
+    name: &str,
+    finalizer: &str,
+    describe_obj: fn(&R) -> String,
+    runtime: F,
+) -> anyhow::Result<()>
+where
+    R: Resource,
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<String>>>,
+{
+    let kind = R::KIND.as_str();
+    let held = env
+        .store()
+        .delete(R::KIND, env.namespace(), name, None)
+        .await
+        .with_context(|| format!("deleting the {kind}"))?;
+    ensure!(
+        held.is_some(),
+        "{kind} {name} was removed at once: the finalizer {finalizer} was not set"
+    );
+    ctx.wait_until(&format!("{kind} {name} to be gone after its runtime object"), || async {
+        plane_ok(env)?;
+        // Store first: once it says gone, the runtime (read after it) must not list the object.
+        let stored = env.store().get_typed::<R>(env.namespace(), name).await;
+        let listed = runtime().await?;
+        match stored {
+            Ok(obj) => Ok(Err(format!(
+                "{kind} still present ({}); runtime lists {}",
+                describe_obj(&obj),
+                listed.as_deref().unwrap_or("nothing")
+            ))),
+            Err(irikit_api::store::Error::NotFound { .. }) => {
+                if let Some(listed) = listed {
+                    bail!("{kind} {name} is gone while the runtime still lists its {listed}: the finalizer was dropped too early");
+                }
+                Ok(Ok(()))
+            }
+            Err(err) => Err(anyhow::Error::new(err).context("reading the store")),
+        }
+    })
+    .await
+}
+
+/// Updates the spec of `name` with `change` (re-reading on a conflict).
+async fn update_spec<R: Resource>(
+    env: &Env,
+    name: &str,
+    change: impl Fn(&mut R),
+) -> anyhow::Result<R> {
+    for _ in 0..10 {
+        let mut obj: R = env.store().get_typed(env.namespace(), name).await?;
+        change(&mut obj);
+        match env.store().update_typed(obj).await {
+            Ok(obj) => return Ok(obj),
+            Err(irikit_api::store::Error::Conflict { .. }) => {}
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("updating {} {name}", R::KIND.as_str())));
+            }
+        }
+    }
+    bail!(
+        "updating {} {name}: conflicts on every attempt",
+        R::KIND.as_str()
+    )
+}
+
+/// Metadata of an object of this case: in the run's namespace, with the run-id label.
+fn case_meta(ctx: &Ctx, env: &Env, name: &str) -> ObjectMeta {
+    let mut meta = ObjectMeta::namespaced(env.namespace(), name);
+    meta.labels
+        .insert(crate::ctx::RUN_ID_LABEL.to_owned(), ctx.run_id().to_owned());
+    meta
+}
+
+/// Whether a pool announces every runtime class `(name, quantity)` of `what` (`machine`,
+/// `volume`) with capacity `class/<what>.<name>` = the quantity; else why not.
+fn announced<'a>(
+    available: &[LocalObjectReference],
+    capacity: &irikit_api::ResourceList,
+    what: &str,
+    classes: impl Iterator<Item = (&'a str, i64)>,
+) -> Result<(), String> {
+    for (class, quantity) in classes {
+        if !available.iter().any(|c| c.name == class) {
+            let names: Vec<&str> = available.iter().map(|c| c.name.as_str()).collect();
+            return Err(format!(
+                "available {what} classes {names:?} lack the runtime class {class}"
+            ));
+        }
+        let key = format!("class/{what}.{class}");
+        let got = capacity.get(&key).map(Quantity::value);
+        if got != Some(i128::from(quantity)) {
+            return Err(format!(
+                "capacity[{key}] is {got:?}, the runtime's Status says {quantity}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the runtime object's labels carry the store object's identity.
+fn identity_labels(
+    md: &iri_spec::meta::v1alpha1::ObjectMetadata,
+    what: &str,
+    wanted: [(&str, &str); 2],
+) -> anyhow::Result<()> {
+    for (key, want) in wanted {
+        let got = md.labels.get(key).map(String::as_str);
+        ensure!(
+            got == Some(want),
+            "runtime {what} {}: label {key} is {got:?}, want {want:?}",
+            md.id
+        );
+    }
+    Ok(())
+}
+
 /// Restores the gate when dropped (also when the case fails or times out).
 struct Restore<'a>(&'a crate::lifecycle::gate::Gate);
 
@@ -354,33 +464,12 @@ async fn pool_announced(ctx: Ctx) -> anyhow::Result<Outcome> {
             if ready != Some("True") {
                 return Err(format!("Ready is {ready:?}"));
             }
-            for class in &side.classes {
-                if !p
-                    .status
-                    .available_machine_classes
-                    .iter()
-                    .any(|c| c.name == class.name)
-                {
-                    return Err(format!(
-                        "availableMachineClasses {:?} lacks the runtime class {}",
-                        p.status
-                            .available_machine_classes
-                            .iter()
-                            .map(|c| &c.name)
-                            .collect::<Vec<_>>(),
-                        class.name
-                    ));
-                }
-                let key = format!("class/machine.{}", class.name);
-                let capacity = p.status.capacity.get(&key).map(|q| q.value());
-                if capacity != Some(i128::from(class.quantity)) {
-                    return Err(format!(
-                        "capacity[{key}] is {capacity:?}, the runtime's Status says {}",
-                        class.quantity
-                    ));
-                }
-            }
-            Ok(())
+            announced(
+                &p.status.available_machine_classes,
+                &p.status.capacity,
+                "machine",
+                side.classes.iter().map(|c| (c.name.as_str(), c.quantity)),
+            )
         },
     )
     .await?;
@@ -412,17 +501,14 @@ async fn machine_created_with_labels(ctx: Ctx) -> anyhow::Result<Outcome> {
     let m = apply_machine(&ctx, env, &name, Power::On).await?;
     let iri = wait_runtime_machine(&ctx, &m, "to be created", |_| true).await?;
     let md = iri.metadata.clone().unwrap_or_default();
-    for (key, want) in [
-        (keys::MACHINE_NAMESPACE_LABEL, env.namespace()),
-        (keys::MACHINE_NAME_LABEL, name.as_str()),
-    ] {
-        let got = md.labels.get(key).map(String::as_str);
-        ensure!(
-            got == Some(want),
-            "runtime machine {}: label {key} is {got:?}, want {want:?}",
-            md.id
-        );
-    }
+    identity_labels(
+        &md,
+        "machine",
+        [
+            (keys::MACHINE_NAMESPACE_LABEL, env.namespace()),
+            (keys::MACHINE_NAME_LABEL, &name),
+        ],
+    )?;
     let class = iri
         .spec
         .as_ref()
@@ -566,34 +652,24 @@ async fn machine_delete_finalized(ctx: Ctx) -> anyhow::Result<Outcome> {
     .await?;
     let iri = wait_runtime_machine(&ctx, &m, "to exist", |_| true).await?;
     let id = iri_id(&iri);
-    let held = env
-        .store()
-        .delete(Kind::Machine, env.namespace(), &name, None)
-        .await
-        .context("deleting the Machine")?;
-    ensure!(
-        held.is_some(),
-        "Machine {name} was removed at once: the finalizer {} was not set",
-        keys::MACHINE_FINALIZER
-    );
-    ctx.wait_until(&format!("Machine {name} to be gone after its runtime machine {id}"), || async {
-        plane_ok(env)?;
-        // Store first: once it says gone, the runtime (read after it) must not list the machine.
-        let stored = env.store().get_typed::<Machine>(env.namespace(), &name).await;
-        let listed = ctx.get_machine(&id).await?;
-        match stored {
-            Ok(m) => Ok(Err(format!("Machine still present ({}); runtime: {}", describe(&m), crate::ctx::describe_machine(listed.as_ref())))),
-            Err(irikit_api::store::Error::NotFound { .. }) => {
-                ensure!(
-                    listed.is_none(),
-                    "Machine {name} is gone while the runtime still lists its machine {id} ({}): the finalizer was dropped too early",
-                    crate::ctx::describe_machine(listed.as_ref())
-                );
-                Ok(Ok(()))
-            }
-            Err(err) => Err(anyhow::Error::new(err).context("reading the store")),
-        }
-    })
+    let probe_id = id.clone();
+    let probe_ctx = &ctx;
+    deleted_through_finalizer::<Machine, _, _>(
+        &ctx,
+        env,
+        &name,
+        keys::MACHINE_FINALIZER,
+        describe,
+        || async {
+            let listed = probe_ctx.get_machine(&probe_id).await?;
+            Ok(listed.map(|m| {
+                format!(
+                    "machine {probe_id} ({})",
+                    crate::ctx::describe_machine(Some(&m))
+                )
+            }))
+        },
+    )
     .await?;
     let left = runtime_machines(&ctx, &m.metadata.uid).await?;
     ensure!(
@@ -750,12 +826,9 @@ fn storage(bytes: i64) -> Quantity {
 async fn apply_volume(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Volume> {
     let side = volume_side(env)?;
     let mut v = Volume {
-        metadata: ObjectMeta::namespaced(env.namespace(), name),
+        metadata: case_meta(ctx, env, name),
         ..Volume::default()
     };
-    v.metadata
-        .labels
-        .insert(crate::ctx::RUN_ID_LABEL.to_owned(), ctx.run_id().to_owned());
     v.spec.volume_class_ref = Some(LocalObjectReference::new(&side.class));
     v.spec
         .volume_pool_selector
@@ -818,22 +891,14 @@ async fn runtime_volumes(ctx: &Ctx, uid: &str) -> anyhow::Result<Vec<volume::Vol
         .collect())
 }
 
-/// Sets `spec.resources.storage` of Volume `name` (re-reading on a conflict).
+/// Sets `spec.resources.storage` of Volume `name`.
 async fn set_storage(env: &Env, name: &str, bytes: i64) -> anyhow::Result<Volume> {
-    for _ in 0..10 {
-        let mut v: Volume = env.store().get_typed(env.namespace(), name).await?;
+    update_spec(env, name, |v: &mut Volume| {
         v.spec
             .resources
             .insert("storage".to_owned(), storage(bytes));
-        match env.store().update_typed(v).await {
-            Ok(v) => return Ok(v),
-            Err(irikit_api::store::Error::Conflict { .. }) => {}
-            Err(err) => {
-                return Err(anyhow::Error::new(err).context(format!("updating Volume {name}")));
-            }
-        }
-    }
-    bail!("updating Volume {name}: conflicts on every attempt")
+    })
+    .await
 }
 
 fn status_storage(v: &Volume) -> Option<i128> {
@@ -863,31 +928,14 @@ async fn volume_pool_announced(ctx: Ctx) -> anyhow::Result<Outcome> {
         &side.pool,
         &format!("VolumePool {} announced", side.pool),
         |p: &VolumePool| {
-            for (class, _, quantity) in &side.classes {
-                if !p
-                    .status
-                    .available_volume_classes
+            announced(
+                &p.status.available_volume_classes,
+                &p.status.capacity,
+                "volume",
+                side.classes
                     .iter()
-                    .any(|c| &c.name == class)
-                {
-                    return Err(format!(
-                        "availableVolumeClasses {:?} lacks the runtime class {class}",
-                        p.status
-                            .available_volume_classes
-                            .iter()
-                            .map(|c| &c.name)
-                            .collect::<Vec<_>>()
-                    ));
-                }
-                let key = format!("class/volume.{class}");
-                let capacity = p.status.capacity.get(&key).map(Quantity::value);
-                if capacity != Some(i128::from(*quantity)) {
-                    return Err(format!(
-                        "capacity[{key}] is {capacity:?}, the runtime's Status says {quantity}"
-                    ));
-                }
-            }
-            Ok(())
+                    .map(|(name, _, quantity)| (name.as_str(), *quantity)),
+            )
         },
     )
     .await?;
@@ -914,17 +962,14 @@ async fn volume_available(ctx: Ctx) -> anyhow::Result<Outcome> {
         listed.len()
     );
     let md = listed[0].metadata.clone().unwrap_or_default();
-    for (key, want) in [
-        (keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL, env.namespace()),
-        (keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL, name.as_str()),
-    ] {
-        let got = md.labels.get(key).map(String::as_str);
-        ensure!(
-            got == Some(want),
-            "runtime volume {}: label {key} is {got:?}, want {want:?}",
-            md.id
-        );
-    }
+    identity_labels(
+        &md,
+        "volume",
+        [
+            (keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL, env.namespace()),
+            (keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL, &name),
+        ],
+    )?;
     let want = format!("{}://{}", side.runtime_name, md.id);
     ensure!(
         v.status.volume_id == want,
@@ -983,12 +1028,9 @@ async fn machine_with_volume(
     let side = machine_side_for_volumes(env)?;
     let name = machine_name(ctx, "vm");
     let mut m = Machine {
-        metadata: ObjectMeta::namespaced(env.namespace(), &name),
+        metadata: case_meta(ctx, env, &name),
         ..Machine::default()
     };
-    m.metadata
-        .labels
-        .insert(crate::ctx::RUN_ID_LABEL.to_owned(), ctx.run_id().to_owned());
     m.spec.machine_class_ref = LocalObjectReference::new(&side.class);
     m.spec
         .machine_pool_selector
@@ -1100,33 +1142,18 @@ async fn volume_delete_finalized(ctx: Ctx) -> anyhow::Result<Outcome> {
         .and_then(|v| v.metadata.as_ref())
         .map(|md| md.id.clone())
         .context("the runtime lists no volume for the Volume")?;
-    let held = env
-        .store()
-        .delete(Kind::Volume, env.namespace(), &name, None)
-        .await
-        .context("deleting the Volume")?;
-    ensure!(
-        held.is_some(),
-        "Volume {name} was removed at once: the finalizer {} was not set",
-        keys::VOLUME_FINALIZER
-    );
-    ctx.wait_until(&format!("Volume {name} to be gone after its runtime volume {id}"), || async {
-        plane_ok(env)?;
-        // Store first: once it says gone, the runtime (read after it) must not list the volume.
-        let stored = env.store().get_typed::<Volume>(env.namespace(), &name).await;
-        let listed = ctx.get_volume(&id).await?;
-        match stored {
-            Ok(v) => Ok(Err(format!("Volume still present ({}); runtime lists it: {}", describe_volume(&v), listed.is_some()))),
-            Err(irikit_api::store::Error::NotFound { .. }) => {
-                ensure!(
-                    listed.is_none(),
-                    "Volume {name} is gone while the runtime still lists its volume {id}: the finalizer was dropped too early"
-                );
-                Ok(Ok(()))
-            }
-            Err(err) => Err(anyhow::Error::new(err).context("reading the store")),
-        }
-    })
+    let probe_ctx = &ctx;
+    deleted_through_finalizer::<Volume, _, _>(
+        &ctx,
+        env,
+        &name,
+        keys::VOLUME_FINALIZER,
+        describe_volume,
+        || async {
+            let listed = probe_ctx.get_volume(&id).await?;
+            Ok(listed.map(|_| format!("volume {id}")))
+        },
+    )
     .await?;
     pass()
 }

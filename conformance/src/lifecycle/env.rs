@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use iri_spec::{keys, machine::v1alpha1 as machine, volume::v1alpha1 as volume};
 use irikit_api::{
-    Kind, ListOptions, Object, Store,
+    Kind, ListOptions, Object, Resource as _, Store,
     compute::MachineClass,
     meta::ObjectMeta,
     quantity::{Format, Quantity},
@@ -236,7 +236,7 @@ impl Env {
                 .into(),
                 ..VolumeClass::default()
             };
-            self.ensure_class(Object::VolumeClass(wanted)).await?;
+            self.ensure_class(wanted.into_object()).await?;
         }
         let pool = format!("{}-volumes", self.namespace);
         let gate = Gate::new(upstream);
@@ -294,8 +294,7 @@ impl Env {
             None => classes[0].name.clone(),
         };
         for c in &classes {
-            self.ensure_class(Object::MachineClass(class_object(c)))
-                .await?;
+            self.ensure_class(class_object(c).into_object()).await?;
         }
         let pool = format!("{}-machines", self.namespace);
         let gate = Gate::new(upstream);
