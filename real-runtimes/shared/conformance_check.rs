@@ -1,6 +1,6 @@
 //! The conformance check both real-runtime crates run in `cargo test` (included by path from
-//! their `tests/`): the suite's cases of one service and profile against a child-process
-//! runtime, asserting that every selected case passed (a skipped case counts as a failure:
+//! their `tests/`): the suite's cases of one service, profile and level against child-process
+//! runtimes (the lifecycle level drives irikit's store, schedulers and poollets against them), asserting that every selected case passed (a skipped case counts as a failure:
 //! cases that do not apply are removed from the selection up front, with their reason).
 #![allow(dead_code, unreachable_pub, clippy::print_stderr)]
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use iri_conformance::{
     Outcome, Params, RunConfig, Service, cases,
-    runner::{self, ProfileFilter, Selection, Targets},
+    runner::{self, LevelFilter, ProfileFilter, Selection, Targets},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,8 @@ pub struct Suite {
     pub service: Service,
     /// The profile.
     pub profile: ProfileFilter,
+    /// The level: `Rpc` (default) or `Lifecycle`.
+    pub level: LevelFilter,
     /// Case parameters (class, image, state timeout, ...).
     pub params: Params,
     /// Cases at once.
@@ -34,6 +36,7 @@ impl Suite {
         Suite {
             service,
             profile,
+            level: LevelFilter::Rpc,
             params: Params::default(),
             parallel: 4,
             case_timeout: Duration::from_secs(60),
@@ -56,7 +59,7 @@ impl Suite {
                 focus: Vec::new(),
                 skip,
                 profile: self.profile,
-                level: runner::LevelFilter::Rpc,
+                level: self.level,
             },
             params: self.params,
             parallel: self.parallel,
@@ -70,7 +73,8 @@ impl Suite {
             .selection
             .apply(cases::all())
             .into_iter()
-            .filter(|c| c.service == self.service)
+            // The lifecycle level needs both runtimes: its machine cases attach storage volumes.
+            .filter(|c| c.service == self.service || self.level == LevelFilter::Lifecycle)
             .collect();
         let n_selected = selected.len();
         assert!(n_selected > 0, "no {} case selected", self.service);

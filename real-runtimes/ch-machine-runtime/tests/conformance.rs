@@ -1,7 +1,9 @@
 //! The iri-conformance suite against `ch-machine-runtime` as a child process: every machine case
-//! of the `core` and `go-poollet` profiles on `ch-sim`, and on real QEMU VMs booting the PVH
-//! stub (`--vmm qemu`, KVM where `/dev/kvm` opens, else TCG; a `qemu` component test). The
-//! runtimes come from [`common::Runtimes`], which the suite's lifecycle level can reuse.
+//! of the `core` and `go-poollet` profiles on `ch-sim`, on real QEMU VMs booting the PVH stub
+//! (`--vmm qemu`, KVM where `/dev/kvm` opens, else TCG; a `qemu` component test) and on a real
+//! Cloud Hypervisor where `IRIKIT_CH_BIN` names one; then the lifecycle level (irikit's store,
+//! schedulers and poollets driving the same child-process runtimes, with file-volume-runtime
+//! volumes attached to the VMs). The runtimes come from [`common::Runtimes`].
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../shared/conformance_check.rs"]
@@ -12,7 +14,10 @@ use std::time::Duration;
 
 use check::Suite;
 use common::{Backend, Runtimes, Vmm};
-use iri_conformance::{Service, Targets, runner::ProfileFilter};
+use iri_conformance::{
+    Service, Targets,
+    runner::{LevelFilter, ProfileFilter},
+};
 
 fn targets(runtimes: &Runtimes) -> Targets {
     Targets::connect(Some(&runtimes.machine), Some(&runtimes.volume), None)
@@ -81,6 +86,7 @@ async fn machine_cases_pass_on_ch_sim() {
         suite.params.state_timeout = Duration::from_secs(30);
         suite.check(&targets).await;
     }
+    lifecycle(&runtimes, Duration::from_secs(30)).await;
 }
 
 /// The same suite against a real Cloud Hypervisor booting the PVH stub, where `IRIKIT_CH_BIN`
@@ -104,6 +110,7 @@ async fn machine_cases_pass_on_real_ch() {
         suite.params.state_timeout = Duration::from_secs(30);
         suite.check(&targets).await;
     }
+    lifecycle(&runtimes, Duration::from_secs(30)).await;
     common::eventually(
         "no cloud-hypervisor left",
         Duration::from_secs(30),
@@ -138,9 +145,20 @@ async fn machine_cases_pass_on_qemu() {
         suite.parallel = 4;
         suite.check(&targets).await;
     }
+    lifecycle(&runtimes, Duration::from_secs(90)).await;
     // Every machine the suite created was deleted: no QEMU of this stack is left.
     common::eventually("no qemu left", Duration::from_secs(30), || async {
         runtimes.env.vmm_processes().is_empty().then_some(())
     })
     .await;
+}
+
+/// The lifecycle level against `runtimes`: pool announcement, scheduling, creation, status,
+/// power, volumes from file-volume-runtime attached and resized, delete, unreachable runtime.
+async fn lifecycle(runtimes: &Runtimes, state_timeout: Duration) {
+    let mut suite = Suite::new(Service::Machine, ProfileFilter::All);
+    suite.level = LevelFilter::Lifecycle;
+    suite.params.state_timeout = state_timeout;
+    suite.case_timeout = state_timeout * 4;
+    suite.check(&targets(runtimes)).await;
 }
