@@ -93,8 +93,9 @@ impl Suite {
             .map(|r| format!("{} [{}]: {:?}", r.id, r.outcome.status(), r.outcome))
             .collect();
         eprintln!(
-            "conformance {} {:?}: {} cases, {} passed in {:.1}s (cleanup: {} deleted, {} left)",
+            "conformance {} {:?} {:?}: {} cases, {} passed in {:.1}s (cleanup: {} deleted, {} left)",
             self.service,
+            self.level,
             self.profile,
             n_selected,
             report.count("passed"),

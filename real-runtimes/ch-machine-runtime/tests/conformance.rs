@@ -19,6 +19,10 @@ use iri_conformance::{
     runner::{LevelFilter, ProfileFilter},
 };
 
+/// The stub VMs are tiny: with 2 host cores and no overcommit the class fits twice, and the
+/// lifecycle level runs several Machines at once.
+const OVERCOMMIT: &str = "16";
+
 fn targets(runtimes: &Runtimes) -> Targets {
     Targets::connect(Some(&runtimes.machine), Some(&runtimes.volume), None)
 }
@@ -77,9 +81,12 @@ fn suite(runtimes: &Runtimes, profile: ProfileFilter) -> Suite {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_cases_pass_on_ch_sim() {
     // ch-sim accepts `net` devices without touching the host: NICs attach as taps.
-    let runtimes = Runtimes::start(Vmm::CloudHypervisor(Backend::Sim), &["--nic-mode", "tap"])
-        .await
-        .unwrap();
+    let runtimes = Runtimes::start(
+        Vmm::CloudHypervisor(Backend::Sim),
+        &["--nic-mode", "tap", "--cpu-overcommit", OVERCOMMIT],
+    )
+    .await
+    .unwrap();
     let targets = targets(&runtimes);
     for profile in [ProfileFilter::Core, ProfileFilter::GoPoollet] {
         let mut suite = suite(&runtimes, profile);
@@ -98,9 +105,12 @@ async fn machine_cases_pass_on_real_ch() {
     };
     let taps = taps_possible();
     let nic_mode = if taps { "tap" } else { "none" };
-    let runtimes = Runtimes::start(Vmm::CloudHypervisor(backend), &["--nic-mode", nic_mode])
-        .await
-        .unwrap();
+    let runtimes = Runtimes::start(
+        Vmm::CloudHypervisor(backend),
+        &["--nic-mode", nic_mode, "--cpu-overcommit", OVERCOMMIT],
+    )
+    .await
+    .unwrap();
     let targets = targets(&runtimes);
     for profile in [ProfileFilter::Core, ProfileFilter::GoPoollet] {
         let mut suite = suite(&runtimes, profile);
@@ -127,8 +137,11 @@ async fn machine_cases_pass_on_qemu() {
     let accel = if common::kvm_opens() { "kvm" } else { "tcg" };
     let taps = taps_possible();
     let nic_mode = if taps { "tap" } else { "none" };
-    let Some(runtimes) =
-        Runtimes::start(Vmm::Qemu { binary, accel }, &["--nic-mode", nic_mode]).await
+    let Some(runtimes) = Runtimes::start(
+        Vmm::Qemu { binary, accel },
+        &["--nic-mode", nic_mode, "--cpu-overcommit", OVERCOMMIT],
+    )
+    .await
     else {
         return;
     };

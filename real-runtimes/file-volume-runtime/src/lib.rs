@@ -5,7 +5,8 @@
 //! Ids are generated here and are the only thing that names files, so nothing a client sends
 //! can escape the root; image data sources must resolve (canonically) inside `--image-dir`.
 //! State is one JSON file per volume and per snapshot, written atomically, and reloaded at
-//! start. Capacity (`Status.quantity`) is the root filesystem's free space in bytes.
+//! start. Capacity (`Status.quantity`) is the root filesystem's free space in bytes, rounded
+//! down to whole GiB.
 
 pub mod service;
 pub mod store;

@@ -662,9 +662,14 @@ impl VolumeService {
         Ok(())
     }
 
+    /// The root filesystem's free space, rounded down to whole GiB once there is at least one:
+    /// `Status.quantity` becomes the VolumePool's capacity, and without rounding every write to
+    /// the filesystem (by anyone) would change it and rewrite the pool at every probe.
     fn free_bytes(&self) -> i64 {
+        const GIB: u64 = 1 << 30;
         rustix::fs::statvfs(&self.cfg.root)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map(|b| if b >= GIB { b - b % GIB } else { b })
             .map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX))
     }
 }

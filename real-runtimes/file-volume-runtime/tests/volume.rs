@@ -320,7 +320,7 @@ async fn create_expand_snapshot_restore_delete() {
     assert_eq!(&bytes[..11], b"IMAGE-BYTES");
     assert_eq!(bytes.len(), 1 << 20);
 
-    // Status: every class, quantity = free bytes of the root filesystem.
+    // Status: every class, quantity = free bytes of the root filesystem (whole GiB).
     let status = rt
         .client
         .status(volume::StatusRequest {})
@@ -333,6 +333,11 @@ async fn create_expand_snapshot_restore_delete() {
         .find(|s| s.volume_class.as_ref().unwrap().name == "std")
         .unwrap();
     assert!(std_class.quantity > 0);
+    assert!(
+        std_class.quantity < 1 << 30 || std_class.quantity % (1 << 30) == 0,
+        "{}",
+        std_class.quantity
+    );
     let caps = std_class
         .volume_class
         .as_ref()
