@@ -53,7 +53,7 @@ impl Core {
                 }
                 continue;
             }
-            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.buckets.slot_by_seq_mut(seq) else {
                 continue;
             };
             let id = slot
@@ -151,7 +151,7 @@ impl Core {
         let at = Instant::now() + self.config.delays.provision;
         st.buckets.insert(
             &id,
-            &stored,
+            stored.clone(),
             Timers {
                 ready: Some(at),
                 ..Timers::default()
@@ -201,7 +201,7 @@ impl Core {
         }
         let at = Instant::now() + self.config.delays.terminate;
         let md = {
-            let Some(mut slot) = st.buckets.get_mut(id) else {
+            let Some(slot) = st.buckets.get_mut(id) else {
                 return Err(not_found("bucket", id));
             };
             slot.timers.deleting = true;
@@ -255,14 +255,14 @@ impl Core {
         b.status.get_or_insert_default();
         lock(&self.buckets)
             .buckets
-            .insert(&id, &b, Timers::default());
+            .insert(&id, b, Timers::default());
         id
     }
 
     pub(crate) fn force_bucket_state(&self, id: &str, state: BucketState) -> bool {
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        let Some(mut slot) = st.buckets.get_mut(id) else {
+        let Some(slot) = st.buckets.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;

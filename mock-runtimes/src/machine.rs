@@ -100,7 +100,7 @@ impl Core {
         meta: Option<&meta::ObjectMetadata>,
         reason: &str,
         action: &str,
-        message: String,
+        message: impl AsRef<str>,
     ) {
         if let Some(meta) = meta {
             let ev = self.event(meta, "machine", reason, action, message);
@@ -130,9 +130,15 @@ impl Core {
         let Some(message) = Self::apply_state(&mut slot.obj, state) else {
             return;
         };
-        let meta = slot.obj.metadata.clone();
+        let event = slot
+            .obj
+            .metadata
+            .as_ref()
+            .map(|meta| self.event(meta, "machine", "StateChanged", "UpdateState", message));
         drop(slot);
-        self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
+        if let Some(ev) = event {
+            st.events.push(ev);
+        }
     }
 
     /// Applies every transition that is due.
@@ -145,13 +151,7 @@ impl Core {
             };
             if due(timers.gone) {
                 if let Some(md) = st.store.remove_seq(seq) {
-                    self.machine_event(
-                        st,
-                        Some(&md),
-                        "Deleted",
-                        "Delete",
-                        "machine deleted".to_owned(),
-                    );
+                    self.machine_event(st, Some(&md), "Deleted", "Delete", "machine deleted");
                 }
                 continue;
             }
@@ -196,12 +196,15 @@ impl Core {
                 slot.timers.apply = None;
                 self.apply_spec(&mut slot.obj);
             }
-            let event = new_state.and_then(|state| {
-                Self::apply_state(&mut slot.obj, state).map(|msg| (slot.obj.metadata.clone(), msg))
-            });
+            let event = new_state
+                .and_then(|state| Self::apply_state(slot.obj, state))
+                .and_then(|message| {
+                    let meta = slot.obj.metadata.as_ref()?;
+                    Some(self.event(meta, "machine", "StateChanged", "UpdateState", message))
+                });
             drop(slot);
-            if let Some((meta, message)) = event {
-                self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
+            if let Some(ev) = event {
+                st.events.push(ev);
             }
         }
     }
@@ -306,7 +309,7 @@ impl Core {
 
     fn schedule_apply(&self, st: &mut MachineStore, id: &str) {
         let at = Instant::now() + self.config.delays.apply;
-        if let Some(mut slot) = st.store.get_mut(id) {
+        if let Some(slot) = st.store.get_mut(id) {
             slot.timers.apply = Some(at);
         }
         st.store.wake_at(id, at);
@@ -429,14 +432,14 @@ impl Core {
         };
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        st.store.insert(&id, &stored, timers);
         self.machine_event(
             &mut st,
             stored.metadata.as_ref(),
             "Created",
             "Create",
-            "machine created".to_owned(),
+            "machine created",
         );
+        st.store.insert(&id, stored.clone(), timers);
         drop(st);
         tracing::info!(machine.id = %id, "machine created");
         let mut out = self.render_owned(stored);
@@ -467,20 +470,14 @@ impl Core {
         }
         if self.has(Mutant::DeleteImmediate) {
             if let Some(md) = st.store.remove(id) {
-                self.machine_event(
-                    &mut st,
-                    Some(&md),
-                    "Deleted",
-                    "Delete",
-                    "machine deleted".to_owned(),
-                );
+                self.machine_event(&mut st, Some(&md), "Deleted", "Delete", "machine deleted");
             }
             tracing::info!(machine.id = %id, "machine deleted");
             return Ok(());
         }
         let gone_at = (!self.has(Mutant::NeverGone)).then(|| now + self.config.delays.terminate);
-        let m = {
-            let Some(mut slot) = st.store.get_mut(id) else {
+        let event = {
+            let Some(slot) = st.store.get_mut(id) else {
                 return Err(not_found("machine", id));
             };
             slot.timers.deleting = true;
@@ -494,18 +491,22 @@ impl Core {
                 slot.obj.status.get_or_insert_default().state =
                     MachineState::MachineTerminating as i32;
             }
-            slot.obj.clone()
+            slot.obj.metadata.as_ref().map(|meta| {
+                self.event(
+                    meta,
+                    "machine",
+                    "Deleting",
+                    "Delete",
+                    "machine is being deleted",
+                )
+            })
         };
         if let Some(at) = gone_at {
             st.store.wake_at(id, at);
         }
-        self.machine_event(
-            &mut st,
-            m.metadata.as_ref(),
-            "Deleting",
-            "Delete",
-            "machine is being deleted".to_owned(),
-        );
+        if let Some(ev) = event {
+            st.events.push(ev);
+        }
         tracing::info!(machine.id = %id, "machine deleting");
         Ok(())
     }
@@ -535,7 +536,7 @@ impl Core {
     ) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.with_machine(&id, Some(Mutant::AnnotationsUnknownOk), |core, st| {
-            let Some(mut slot) = st.store.get_mut(&id) else {
+            let Some(slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let md = slot.obj.metadata.get_or_insert_default();
@@ -874,7 +875,7 @@ impl Core {
         m.spec.get_or_insert_default();
         m.status.get_or_insert_default();
         let mut st = lock(&self.machines);
-        st.store.insert(&id, &m, Timers::default());
+        st.store.insert(&id, m, Timers::default());
         id
     }
 
@@ -882,7 +883,7 @@ impl Core {
     pub(crate) fn force_machine_state(&self, id: &str, state: MachineState) -> bool {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        let Some(mut slot) = st.store.get_mut(id) else {
+        let Some(slot) = st.store.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;

@@ -77,7 +77,7 @@ impl Core {
                 }
                 continue;
             }
-            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.volumes.slot_by_seq_mut(seq) else {
                 continue;
             };
             let mut changed = None;
@@ -137,7 +137,7 @@ impl Core {
                 }
                 continue;
             }
-            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.snapshots.slot_by_seq_mut(seq) else {
                 continue;
             };
             if due(timers.ready) {
@@ -240,7 +240,7 @@ impl Core {
         let at = Instant::now() + self.config.delays.provision;
         st.volumes.insert(
             &id,
-            &stored,
+            stored.clone(),
             Timers {
                 ready: Some(at),
                 ..Timers::default()
@@ -286,7 +286,7 @@ impl Core {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let id = req.volume_id;
-        let Some(mut slot) = st.volumes.get_mut(&id) else {
+        let Some(slot) = st.volumes.get_mut(&id) else {
             if self.has(Mutant::ExpandUnknownOk) {
                 return Ok(());
             }
@@ -347,7 +347,7 @@ impl Core {
         }
         let at = Instant::now() + self.config.delays.terminate;
         let md = {
-            let Some(mut slot) = st.volumes.get_mut(id) else {
+            let Some(slot) = st.volumes.get_mut(id) else {
                 return Err(not_found("volume", id));
             };
             slot.timers.deleting = true;
@@ -445,7 +445,7 @@ impl Core {
         let at = Instant::now() + self.config.delays.provision;
         st.snapshots.insert(
             &id,
-            &stored,
+            stored.clone(),
             Timers {
                 ready: Some(at),
                 ..Timers::default()
@@ -486,7 +486,7 @@ impl Core {
         }
         let at = Instant::now() + self.config.delays.terminate;
         let md = {
-            let Some(mut slot) = st.snapshots.get_mut(id) else {
+            let Some(slot) = st.snapshots.get_mut(id) else {
                 return Err(not_found("volume snapshot", id));
             };
             slot.timers.deleting = true;
@@ -571,7 +571,7 @@ impl Core {
         v.status.get_or_insert_default();
         lock(&self.volumes)
             .volumes
-            .insert(&id, &v, Timers::default());
+            .insert(&id, v, Timers::default());
         id
     }
 
@@ -584,7 +584,7 @@ impl Core {
     pub(crate) fn force_volume_state(&self, id: &str, state: VolumeState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(mut slot) = st.volumes.get_mut(id) else {
+        let Some(slot) = st.volumes.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
@@ -595,7 +595,7 @@ impl Core {
     pub(crate) fn force_snapshot_state(&self, id: &str, state: VolumeSnapshotState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(mut slot) = st.snapshots.get_mut(id) else {
+        let Some(slot) = st.snapshots.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
