@@ -74,6 +74,20 @@ fn validate_volume(vol: &machine::Volume) -> Result<(), Status> {
     }
 }
 
+/// The position of the first name that repeats an earlier one. Small lists (the usual one or two
+/// volumes) are scanned without allocating.
+fn first_duplicate<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<usize> {
+    if names.clone().count() <= 16 {
+        names
+            .clone()
+            .enumerate()
+            .position(|(i, name)| names.clone().take(i).any(|earlier| earlier == name))
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        names.into_iter().position(|name| !seen.insert(name))
+    }
+}
+
 fn validate_nic(nic: &machine::NetworkInterface) -> Result<(), Status> {
     if nic.name.is_empty() {
         return Err(invalid("network interface name is required"));
@@ -340,17 +354,22 @@ impl Core {
             power_of(spec.power)?;
         }
         let unchecked = self.has(Mutant::CreateVolumesUnchecked);
-        let mut names = std::collections::HashSet::new();
-        for vol in spec.volumes.iter().filter(|_| !unchecked) {
+        let dup_vol = first_duplicate(spec.volumes.iter().map(|v| v.name.as_str()));
+        for (i, vol) in spec.volumes.iter().enumerate().filter(|_| !unchecked) {
             validate_volume(vol)?;
-            if !names.insert(vol.name.as_str()) {
+            if dup_vol == Some(i) {
                 return Err(invalid(format!("duplicate volume name {:?}", vol.name)));
             }
         }
-        let mut names = std::collections::HashSet::new();
-        for nic in spec.network_interfaces.iter().filter(|_| !unchecked) {
+        let dup_nic = first_duplicate(spec.network_interfaces.iter().map(|n| n.name.as_str()));
+        for (i, nic) in spec
+            .network_interfaces
+            .iter()
+            .enumerate()
+            .filter(|_| !unchecked)
+        {
             validate_nic(nic)?;
-            if !names.insert(nic.name.as_str()) {
+            if dup_nic == Some(i) {
                 return Err(invalid(format!(
                     "duplicate network interface name {:?}",
                     nic.name
@@ -1084,5 +1103,26 @@ impl MachineRuntime for MachineService {
         let (call, req) = self.core.begin(Method::Exec, request).await?;
         let res = self.core.exec(&req.machine_id);
         call.finish(res.map(|url| machine::ExecResponse { url }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_duplicate;
+
+    #[test]
+    fn first_duplicate_finds_the_second_occurrence() {
+        let check = |names: &[&str]| first_duplicate(names.iter().copied());
+        assert_eq!(check(&[]), None);
+        assert_eq!(check(&["a", "b", "c"]), None);
+        assert_eq!(check(&["a", "b", "a", "b"]), Some(2));
+        assert_eq!(check(&["a", "b", "b", "a"]), Some(2));
+        // Past the small-list scan.
+        let many: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+        let mut names: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(check(&names), None);
+        names.push("v3");
+        names.push("v1");
+        assert_eq!(check(&names), Some(40));
     }
 }

@@ -210,6 +210,19 @@ impl Core {
                 "volume_data_source has both an image and a snapshot source: set at most one",
             ));
         }
+        // The snapshot a volume is restored from must exist in this runtime: an empty id is
+        // malformed (InvalidArgument), an unknown one is NotFound (as CSI's CreateVolume answers
+        // for a missing source snapshot). The id is the IRI snapshot id, not the ironcore object
+        // name the Go volumepoollet sends (reference §8.3).
+        let source_snapshot = spec
+            .volume_data_source
+            .as_ref()
+            .and_then(|src| src.snapshot_data_source.as_ref())
+            .filter(|_| !self.has(Mutant::UnknownSnapshotSourceAccepted))
+            .map(|src| src.snapshot_id.clone());
+        if source_snapshot.as_ref().is_some_and(String::is_empty) {
+            return Err(invalid("snapshot_data_source.snapshot_id is required"));
+        }
         let mut md = v.metadata.take().unwrap_or_default();
         let id = if self.has(Mutant::VolumeClientIdHonoured) && !md.id.is_empty() {
             md.id.clone()
@@ -237,6 +250,11 @@ impl Core {
         };
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
+        if let Some(snapshot_id) = source_snapshot
+            && !st.snapshots.contains(&snapshot_id)
+        {
+            return Err(not_found("volume snapshot", &snapshot_id));
+        }
         let at = Instant::now() + self.config.delays.provision;
         st.volumes.insert(
             &id,

@@ -383,6 +383,30 @@ async fn create_volume(#[case] v: Option<volume::Volume>, #[case] want: Code) {
 }
 
 #[rstest]
+#[case::existing(Target::Existing, Code::Ok)]
+#[case::unknown(Target::Unknown, Code::NotFound)]
+#[case::empty(Target::Empty, Code::InvalidArgument)]
+#[tokio::test]
+async fn create_volume_from_snapshot(#[case] snapshot: Target, #[case] want: Code) {
+    let mut w = world().await;
+    let v = volume_with(|v| {
+        v.spec.as_mut().unwrap().volume_data_source = Some(volume::VolumeDataSource {
+            image_data_source: None,
+            snapshot_data_source: Some(volume::SnapshotDataSource {
+                snapshot_id: snapshot.id(&w.snapshot_id),
+            }),
+        });
+    });
+    let got = code(
+        w.clients
+            .volume
+            .create_volume(volume::CreateVolumeRequest { volume: v })
+            .await,
+    );
+    assert_eq!(got, want);
+}
+
+#[rstest]
 #[case::grow(Target::Existing, Some(2 << 30), Code::Ok)]
 #[case::same(Target::Existing, Some(1 << 30), Code::Ok)]
 #[case::shrink(Target::Existing, Some(1 << 20), Code::InvalidArgument)]

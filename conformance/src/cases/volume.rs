@@ -495,6 +495,26 @@ pub(crate) fn cases() -> Vec<Case> {
     );
     case!(
         v,
+        "volume.create.rejects_unknown_snapshot_source",
+        "CreateVolume with a snapshot data source naming an unknown snapshot returns NotFound",
+        |ctx| {
+            let mut spec = ctx.volume_spec(&[])?;
+            spec.spec.as_mut().context("spec")?.volume_data_source = Some(v::VolumeDataSource {
+                image_data_source: None,
+                snapshot_data_source: Some(v::SnapshotDataSource {
+                    snapshot_id: unknown_id(),
+                }),
+            });
+            expect_code(
+                ctx.try_create_volume(spec).await,
+                Code::NotFound,
+                "CreateVolume from an unknown snapshot",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
         "volume.create.from_image",
         "a volume with an image data source becomes AVAILABLE and keeps the source in spec",
         |ctx| {
