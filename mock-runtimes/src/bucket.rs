@@ -42,13 +42,7 @@ impl Core {
             };
             if due(timers.gone) {
                 if let Some(md) = st.buckets.remove_seq(seq).as_ref() {
-                    let ev = self.event(
-                        md,
-                        "bucket",
-                        "Deleted",
-                        "Delete",
-                        "bucket deleted".to_owned(),
-                    );
+                    let ev = self.event(md, "bucket", "Deleted", "Delete", "bucket deleted");
                     st.events.push(ev);
                 }
                 continue;
@@ -93,7 +87,7 @@ impl Core {
                             "bucket",
                             "StateChanged",
                             "UpdateState",
-                            "bucket available".to_owned(),
+                            "bucket available",
                         );
                         st.events.push(ev);
                     }
@@ -158,13 +152,7 @@ impl Core {
             },
         );
         if let Some(md) = stored.metadata.as_ref() {
-            let ev = self.event(
-                md,
-                "bucket",
-                "Created",
-                "Create",
-                "bucket created".to_owned(),
-            );
+            let ev = self.event(md, "bucket", "Created", "Create", "bucket created");
             st.events.push(ev);
         }
         tracing::info!(bucket.id = %id, "bucket created");
@@ -215,7 +203,7 @@ impl Core {
             "bucket",
             "Deleting",
             "Delete",
-            "bucket is being deleted".to_owned(),
+            "bucket is being deleted",
         );
         st.events.push(ev);
         Ok(())

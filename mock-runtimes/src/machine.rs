@@ -138,10 +138,10 @@ impl Core {
     }
 
     fn set_state(&self, st: &mut MachineStore, seq: u64, state: MachineState) {
-        let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+        let Some(slot) = st.store.slot_by_seq_mut(seq) else {
             return;
         };
-        let Some(message) = Self::apply_state(&mut slot.obj, state) else {
+        let Some(message) = Self::apply_state(slot.obj, state) else {
             return;
         };
         let event = slot
@@ -149,7 +149,6 @@ impl Core {
             .metadata
             .as_ref()
             .map(|meta| self.event(meta, "machine", "StateChanged", "UpdateState", message));
-        drop(slot);
         if let Some(ev) = event {
             st.events.push(ev);
         }
@@ -172,7 +171,7 @@ impl Core {
             if !(due(timers.ready) || due(timers.power) || due(timers.apply)) {
                 continue;
             }
-            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.store.slot_by_seq_mut(seq) else {
                 continue;
             };
             let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
@@ -208,7 +207,7 @@ impl Core {
             }
             if due(timers.apply) {
                 slot.timers.apply = None;
-                self.apply_spec(&mut slot.obj);
+                self.apply_spec(slot.obj);
             }
             let event = new_state
                 .and_then(|state| Self::apply_state(slot.obj, state))
@@ -216,7 +215,6 @@ impl Core {
                     let meta = slot.obj.metadata.as_ref()?;
                     Some(self.event(meta, "machine", "StateChanged", "UpdateState", message))
                 });
-            drop(slot);
             if let Some(ev) = event {
                 st.events.push(ev);
             }
@@ -592,7 +590,6 @@ impl Core {
             core.bump_generation(&mut slot);
             let at = Instant::now() + core.config.delays.power;
             slot.timers.power = Some(at);
-            drop(slot);
             st.store.wake_at(&id, at);
             core.schedule_apply(st, &id);
             tracing::info!(machine.id = %id, power = req.power, "machine power changed");
@@ -638,7 +635,6 @@ impl Core {
                 state: machine::VolumeState::VolumePending as i32,
             });
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -667,7 +663,6 @@ impl Core {
                 )));
             }
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -702,7 +697,6 @@ impl Core {
             }
             *existing = vol;
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -747,7 +741,6 @@ impl Core {
                     state: machine::NetworkInterfaceState::NetworkInterfacePending as i32,
                 });
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -776,7 +769,6 @@ impl Core {
                 )));
             }
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -907,7 +899,6 @@ impl Core {
         };
         slot.timers.ready = None;
         slot.timers.power = None;
-        drop(slot);
         let Some(seq) = st.store.seq_of(id) else {
             return false;
         };
@@ -927,8 +918,8 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         match st.store.get_mut(id) {
-            Some(mut slot) => {
-                f(&mut slot.obj);
+            Some(slot) => {
+                f(slot.obj);
                 true
             }
             None => false,

@@ -66,13 +66,7 @@ impl Core {
             };
             if due(timers.gone) {
                 if let Some(md) = st.volumes.remove_seq(seq).as_ref() {
-                    let ev = self.event(
-                        md,
-                        "volume",
-                        "Deleted",
-                        "Delete",
-                        "volume deleted".to_owned(),
-                    );
+                    let ev = self.event(md, "volume", "Deleted", "Delete", "volume deleted");
                     st.events.push(ev);
                 }
                 continue;
@@ -110,13 +104,7 @@ impl Core {
             if let Some(message) = changed
                 && let Some(md) = slot.obj.metadata.clone()
             {
-                let ev = self.event(
-                    &md,
-                    "volume",
-                    "StateChanged",
-                    "UpdateState",
-                    message.to_owned(),
-                );
+                let ev = self.event(&md, "volume", "StateChanged", "UpdateState", message);
                 st.events.push(ev);
             }
         }
@@ -131,7 +119,7 @@ impl Core {
                         "snapshot",
                         "Deleted",
                         "Delete",
-                        "volume snapshot deleted".to_owned(),
+                        "volume snapshot deleted",
                     );
                     st.events.push(ev);
                 }
@@ -154,7 +142,7 @@ impl Core {
                             "snapshot",
                             "StateChanged",
                             "UpdateState",
-                            "volume snapshot ready".to_owned(),
+                            "volume snapshot ready",
                         );
                         st.events.push(ev);
                     }
@@ -265,13 +253,7 @@ impl Core {
             },
         );
         if let Some(md) = stored.metadata.as_ref() {
-            let ev = self.event(
-                md,
-                "volume",
-                "Created",
-                "Create",
-                "volume created".to_owned(),
-            );
+            let ev = self.event(md, "volume", "Created", "Create", "volume created");
             st.events.push(ev);
         }
         drop(st);
@@ -328,7 +310,6 @@ impl Core {
         resources.storage_bytes = size;
         let at = Instant::now() + self.config.delays.apply;
         slot.timers.apply = Some(at);
-        drop(slot);
         st.volumes.wake_at(&id, at);
         tracing::info!(volume.id = %id, size, "volume expanding");
         Ok(())
@@ -352,13 +333,7 @@ impl Core {
         }
         if self.has(Mutant::VolumeDeleteImmediate) {
             if let Some(md) = st.volumes.remove(id).as_ref() {
-                let ev = self.event(
-                    md,
-                    "volume",
-                    "Deleted",
-                    "Delete",
-                    "volume deleted".to_owned(),
-                );
+                let ev = self.event(md, "volume", "Deleted", "Delete", "volume deleted");
                 st.events.push(ev);
             }
             return Ok(());
@@ -381,7 +356,7 @@ impl Core {
             "volume",
             "Deleting",
             "Delete",
-            "volume is being deleted".to_owned(),
+            "volume is being deleted",
         );
         st.events.push(ev);
         tracing::info!(volume.id = %id, "volume deleting");
@@ -475,7 +450,7 @@ impl Core {
                 "snapshot",
                 "Created",
                 "Create",
-                "volume snapshot created".to_owned(),
+                "volume snapshot created",
             );
             st.events.push(ev);
         }
@@ -518,7 +493,7 @@ impl Core {
             "snapshot",
             "Deleting",
             "Delete",
-            "volume snapshot is being deleted".to_owned(),
+            "volume snapshot is being deleted",
         );
         st.events.push(ev);
         Ok(())
