@@ -373,13 +373,16 @@ fn volume_with(f: impl FnOnce(&mut volume::Volume)) -> Option<volume::Volume> {
 #[tokio::test]
 async fn create_volume(#[case] v: Option<volume::Volume>, #[case] want: Code) {
     let mut w = world().await;
-    let got = code(
+    assert_eq!(create_volume_code(&mut w, v).await, want);
+}
+
+async fn create_volume_code(w: &mut World, v: Option<volume::Volume>) -> Code {
+    code(
         w.clients
             .volume
             .create_volume(volume::CreateVolumeRequest { volume: v })
             .await,
-    );
-    assert_eq!(got, want);
+    )
 }
 
 #[rstest]
@@ -397,13 +400,7 @@ async fn create_volume_from_snapshot(#[case] snapshot: Target, #[case] want: Cod
             }),
         });
     });
-    let got = code(
-        w.clients
-            .volume
-            .create_volume(volume::CreateVolumeRequest { volume: v })
-            .await,
-    );
-    assert_eq!(got, want);
+    assert_eq!(create_volume_code(&mut w, v).await, want);
 }
 
 #[rstest]
