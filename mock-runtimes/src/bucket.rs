@@ -42,18 +42,12 @@ impl Core {
             };
             if due(timers.gone) {
                 if let Some(md) = st.buckets.remove_seq(seq).as_ref() {
-                    let ev = self.event(
-                        md,
-                        "bucket",
-                        "Deleted",
-                        "Delete",
-                        "bucket deleted".to_owned(),
-                    );
+                    let ev = self.event(md, "bucket", "Deleted", "Delete", "bucket deleted");
                     st.events.push(ev);
                 }
                 continue;
             }
-            let Some(mut slot) = st.buckets.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.buckets.slot_by_seq_mut(seq) else {
                 continue;
             };
             let id = slot
@@ -93,7 +87,7 @@ impl Core {
                             "bucket",
                             "StateChanged",
                             "UpdateState",
-                            "bucket available".to_owned(),
+                            "bucket available",
                         );
                         st.events.push(ev);
                     }
@@ -151,20 +145,14 @@ impl Core {
         let at = Instant::now() + self.config.delays.provision;
         st.buckets.insert(
             &id,
-            &stored,
+            stored.clone(),
             Timers {
                 ready: Some(at),
                 ..Timers::default()
             },
         );
         if let Some(md) = stored.metadata.as_ref() {
-            let ev = self.event(
-                md,
-                "bucket",
-                "Created",
-                "Create",
-                "bucket created".to_owned(),
-            );
+            let ev = self.event(md, "bucket", "Created", "Create", "bucket created");
             st.events.push(ev);
         }
         tracing::info!(bucket.id = %id, "bucket created");
@@ -201,7 +189,7 @@ impl Core {
         }
         let at = Instant::now() + self.config.delays.terminate;
         let md = {
-            let Some(mut slot) = st.buckets.get_mut(id) else {
+            let Some(slot) = st.buckets.get_mut(id) else {
                 return Err(not_found("bucket", id));
             };
             slot.timers.deleting = true;
@@ -215,7 +203,7 @@ impl Core {
             "bucket",
             "Deleting",
             "Delete",
-            "bucket is being deleted".to_owned(),
+            "bucket is being deleted",
         );
         st.events.push(ev);
         Ok(())
@@ -255,14 +243,14 @@ impl Core {
         b.status.get_or_insert_default();
         lock(&self.buckets)
             .buckets
-            .insert(&id, &b, Timers::default());
+            .insert(&id, b, Timers::default());
         id
     }
 
     pub(crate) fn force_bucket_state(&self, id: &str, state: BucketState) -> bool {
         let mut st = lock(&self.buckets);
         self.advance_buckets(&mut st);
-        let Some(mut slot) = st.buckets.get_mut(id) else {
+        let Some(slot) = st.buckets.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;

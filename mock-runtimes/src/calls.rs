@@ -289,7 +289,13 @@ impl CallLog {
         message: &str,
         fault: Option<Effect>,
     ) {
-        let idx = self.calls.binary_search_by_key(&seq, |c| c.seq).ok();
+        // The ring holds consecutive sequence numbers (pushed in order, dropped from the front or
+        // cleared), so the position of `seq` is its distance from the front.
+        let idx = self
+            .calls
+            .front()
+            .and_then(|front| usize::try_from(seq.checked_sub(front.seq)?).ok())
+            .filter(|&idx| self.calls.get(idx).is_some_and(|c| c.seq == seq));
         if let Some(idx) = idx {
             let call = &mut self.calls[idx];
             call.code = Some(code);

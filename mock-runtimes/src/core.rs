@@ -84,26 +84,39 @@ pub(crate) struct Timers {
     pub(crate) deleting: bool,
 }
 
-/// One stored object, kept prost-encoded: a poollet-shaped machine takes ~0.5 KiB encoded
-/// against ~3 KiB as a decoded message with its dozens of small heap allocations.
+/// How many recently touched objects of one store stay decoded. An object is decoded when a call
+/// touches it and re-encoded when it falls out of this window, so a create/advance/delete cycle
+/// decodes and encodes nothing while 100k idle objects still take only their encoded size.
+const HOT_OBJECTS: usize = 256;
+
+/// One stored object: prost-encoded when idle (a poollet-shaped machine takes ~0.5 KiB encoded
+/// against ~3 KiB as a decoded message with its dozens of small heap allocations), decoded while
+/// it is among the [`HOT_OBJECTS`] most recently touched.
 #[derive(Debug)]
-struct Packed {
-    bytes: Box<[u8]>,
+struct Packed<T> {
+    repr: Repr<T>,
     timers: Timers,
 }
 
-/// A decoded object with its timers; written back to the store when dropped.
-pub(crate) struct Slot<'a, T: prost::Message + Default> {
-    pub(crate) obj: T,
-    pub(crate) timers: Timers,
-    packed: &'a mut Packed,
+#[derive(Debug)]
+enum Repr<T> {
+    Encoded(Box<[u8]>),
+    Decoded(Box<T>),
 }
 
-impl<T: prost::Message + Default> Drop for Slot<'_, T> {
-    fn drop(&mut self) {
-        self.packed.bytes = self.obj.encode_to_vec().into_boxed_slice();
-        self.packed.timers = self.timers;
+impl<T: prost::Message + Default + Clone> Repr<T> {
+    fn copy(&self) -> T {
+        match self {
+            Repr::Encoded(bytes) => decode(bytes),
+            Repr::Decoded(obj) => T::clone(obj),
+        }
     }
+}
+
+/// A stored object opened for modification, with its pending transitions.
+pub(crate) struct Slot<'a, T> {
+    pub(crate) obj: &'a mut T,
+    pub(crate) timers: &'a mut Timers,
 }
 
 /// Every stored IRI object has its metadata at field 1; decoding only that skips the rest.
@@ -126,14 +139,38 @@ fn decode<T: prost::Message + Default>(bytes: &[u8]) -> T {
     T::decode(bytes).unwrap_or_default()
 }
 
+/// Stored IRI objects expose their metadata (field 1 of every object message).
+pub(crate) trait HasMeta {
+    /// Takes the object's metadata out of it.
+    fn into_meta(self) -> meta::ObjectMetadata;
+}
+
+macro_rules! has_meta {
+    ($($ty:ty),*) => {$(
+        impl HasMeta for $ty {
+            fn into_meta(self) -> meta::ObjectMetadata {
+                self.metadata.unwrap_or_default()
+            }
+        }
+    )*};
+}
+
+has_meta!(
+    iri_spec::machine::v1alpha1::Machine,
+    iri_spec::volume::v1alpha1::Volume,
+    iri_spec::volume::v1alpha1::VolumeSnapshot,
+    iri_spec::bucket::v1alpha1::Bucket
+);
+
 /// Objects of one kind in creation order, with an id index and a timer queue.
 #[derive(Debug)]
 pub(crate) struct Store<T> {
-    objects: BTreeMap<u64, Packed>,
+    objects: BTreeMap<u64, Packed<T>>,
     index: HashMap<Box<str>, u64>,
     next_seq: u64,
     queue: BTreeSet<(Instant, u64)>,
-    _kind: std::marker::PhantomData<fn() -> T>,
+    /// Sequence numbers of decoded objects, oldest first (may name removed objects).
+    hot: VecDeque<u64>,
 }
 
 impl<T> Default for Store<T> {
@@ -143,14 +180,14 @@ impl<T> Default for Store<T> {
             index: HashMap::new(),
             next_seq: 0,
             queue: BTreeSet::new(),
-            _kind: std::marker::PhantomData,
+            hot: VecDeque::new(),
         }
     }
 }
 
-impl<T: prost::Message + Default> Store<T> {
+impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
     /// Inserts under `id` with pending `timers`, replacing an object with the same id.
-    pub(crate) fn insert(&mut self, id: &str, obj: &T, timers: Timers) {
+    pub(crate) fn insert(&mut self, id: &str, obj: T, timers: Timers) {
         if let Some(old) = self.index.remove(id) {
             self.objects.remove(&old);
         }
@@ -160,15 +197,31 @@ impl<T: prost::Message + Default> Store<T> {
         self.objects.insert(
             seq,
             Packed {
-                bytes: obj.encode_to_vec().into_boxed_slice(),
+                repr: Repr::Decoded(Box::new(obj)),
                 timers,
             },
         );
+        self.mark_hot(seq);
         for at in [timers.ready, timers.apply, timers.power, timers.gone]
             .into_iter()
             .flatten()
         {
             self.queue.insert((at, seq));
+        }
+    }
+
+    /// Records that `seq` is decoded now and encodes the objects that fall out of the window.
+    fn mark_hot(&mut self, seq: u64) {
+        self.hot.push_back(seq);
+        while self.hot.len() > HOT_OBJECTS {
+            let Some(cold) = self.hot.pop_front() else {
+                break;
+            };
+            if let Some(packed) = self.objects.get_mut(&cold)
+                && let Repr::Decoded(obj) = &packed.repr
+            {
+                packed.repr = Repr::Encoded(obj.encode_to_vec().into_boxed_slice());
+            }
         }
     }
 
@@ -180,13 +233,13 @@ impl<T: prost::Message + Default> Store<T> {
         self.index.contains_key(id)
     }
 
-    /// A decoded copy of object `id`.
+    /// A copy of object `id`.
     pub(crate) fn get(&self, id: &str) -> Option<T> {
         let seq = self.index.get(id)?;
-        self.objects.get(seq).map(|p| decode(&p.bytes))
+        self.objects.get(seq).map(|p| p.repr.copy())
     }
 
-    /// Object `id` for modification (re-encoded when the returned slot drops).
+    /// Object `id` for modification (decoded in place).
     pub(crate) fn get_mut(&mut self, id: &str) -> Option<Slot<'_, T>> {
         let seq = *self.index.get(id)?;
         self.slot_by_seq_mut(seq)
@@ -194,11 +247,17 @@ impl<T: prost::Message + Default> Store<T> {
 
     pub(crate) fn slot_by_seq_mut(&mut self, seq: u64) -> Option<Slot<'_, T>> {
         let packed = self.objects.get_mut(&seq)?;
-        Some(Slot {
-            obj: decode(&packed.bytes),
-            timers: packed.timers,
-            packed,
-        })
+        if let Repr::Encoded(bytes) = &packed.repr {
+            packed.repr = Repr::Decoded(Box::new(decode(bytes)));
+            self.mark_hot(seq);
+        }
+        let packed = self.objects.get_mut(&seq)?;
+        let Packed { repr, timers } = packed;
+        match repr {
+            Repr::Decoded(obj) => Some(Slot { obj, timers }),
+            // Unreachable: the object was decoded just above.
+            Repr::Encoded(_) => None,
+        }
     }
 
     pub(crate) fn timers(&self, id: &str) -> Option<Timers> {
@@ -209,12 +268,19 @@ impl<T: prost::Message + Default> Store<T> {
     /// Removes object `id` and returns its metadata.
     pub(crate) fn remove(&mut self, id: &str) -> Option<meta::ObjectMetadata> {
         let seq = self.index.remove(id)?;
-        self.objects.remove(&seq).map(|p| decode_meta(&p.bytes))
+        self.objects.remove(&seq).map(|p| Self::meta_of(p.repr))
     }
 
-    /// Decoded copies of every object, in creation order.
+    fn meta_of(repr: Repr<T>) -> meta::ObjectMetadata {
+        match repr {
+            Repr::Encoded(bytes) => decode_meta(&bytes),
+            Repr::Decoded(obj) => obj.into_meta(),
+        }
+    }
+
+    /// Copies of every object, in creation order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.objects.values().map(|p| decode(&p.bytes))
+        self.objects.values().map(|p| p.repr.copy())
     }
 
     /// Queues a wake-up for `id` at `at`.
@@ -250,7 +316,7 @@ impl<T: prost::Message + Default> Store<T> {
     /// Removes the object with sequence number `seq` and returns its metadata.
     pub(crate) fn remove_seq(&mut self, seq: u64) -> Option<meta::ObjectMetadata> {
         let packed = self.objects.remove(&seq)?;
-        let md = decode_meta(&packed.bytes);
+        let md = Self::meta_of(packed.repr);
         if self.index.get(md.id.as_str()) == Some(&seq) {
             self.index.remove(md.id.as_str());
         }
@@ -258,10 +324,95 @@ impl<T: prost::Message + Default> Store<T> {
     }
 }
 
+/// One event, prost-encoded as an `event::Event`: one allocation per event, where the decoded
+/// message holds a copy of the object's metadata with its label and annotation maps.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedEvent(Box<[u8]>);
+
+impl From<event::Event> for EncodedEvent {
+    fn from(ev: event::Event) -> Self {
+        EncodedEvent(ev.encode_to_vec().into_boxed_slice())
+    }
+}
+
+/// The borrowed fields of an `event::EventSpec`, encoded without copying the metadata.
+struct EventParts<'a> {
+    meta: &'a meta::ObjectMetadata,
+    reason: &'a str,
+    message: &'a str,
+    r#type: &'a str,
+    event_time: i64,
+    action: &'a str,
+}
+
+impl EventParts<'_> {
+    /// Field numbers of `EventSpec` (iri-spec/proto/event/v1alpha1/api.proto).
+    const META: u32 = 1;
+    const REASON: u32 = 2;
+    const MESSAGE: u32 = 3;
+    const TYPE: u32 = 4;
+    const EVENT_TIME: u32 = 5;
+    const ACTION: u32 = 6;
+    /// Field number of `Event.spec`.
+    const SPEC: u32 = 2;
+
+    fn str_len(tag: u32, value: &str) -> usize {
+        if value.is_empty() {
+            0
+        } else {
+            prost::encoding::key_len(tag)
+                + prost::encoding::encoded_len_varint(value.len() as u64)
+                + value.len()
+        }
+    }
+
+    fn put_str(tag: u32, value: &str, buf: &mut Vec<u8>) {
+        if value.is_empty() {
+            return;
+        }
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
+        prost::encoding::encode_varint(value.len() as u64, buf);
+        buf.extend_from_slice(value.as_bytes());
+    }
+
+    /// Encodes `Event { spec: Some(EventSpec { .. }) }` exactly as prost would.
+    fn encode(&self) -> EncodedEvent {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, int64, message};
+        let spec_len = message::encoded_len(Self::META, self.meta)
+            + Self::str_len(Self::REASON, self.reason)
+            + Self::str_len(Self::MESSAGE, self.message)
+            + Self::str_len(Self::TYPE, self.r#type)
+            + if self.event_time == 0 {
+                0
+            } else {
+                int64::encoded_len(Self::EVENT_TIME, &self.event_time)
+            }
+            + Self::str_len(Self::ACTION, self.action);
+        let total =
+            prost::encoding::key_len(Self::SPEC) + encoded_len_varint(spec_len as u64) + spec_len;
+        let mut buf = Vec::with_capacity(total);
+        encode_key(
+            Self::SPEC,
+            prost::encoding::WireType::LengthDelimited,
+            &mut buf,
+        );
+        encode_varint(spec_len as u64, &mut buf);
+        message::encode(Self::META, self.meta, &mut buf);
+        Self::put_str(Self::REASON, self.reason, &mut buf);
+        Self::put_str(Self::MESSAGE, self.message, &mut buf);
+        Self::put_str(Self::TYPE, self.r#type, &mut buf);
+        if self.event_time != 0 {
+            int64::encode(Self::EVENT_TIME, &self.event_time, &mut buf);
+        }
+        Self::put_str(Self::ACTION, self.action, &mut buf);
+        EncodedEvent(buf.into_boxed_slice())
+    }
+}
+
 /// A bounded ring of events.
 #[derive(Debug)]
 pub(crate) struct EventLog {
-    events: VecDeque<event::Event>,
+    events: VecDeque<EncodedEvent>,
     capacity: usize,
 }
 
@@ -273,18 +424,22 @@ impl EventLog {
         }
     }
 
-    pub(crate) fn push(&mut self, ev: event::Event) {
+    pub(crate) fn push(&mut self, ev: impl Into<EncodedEvent>) {
         if self.capacity == 0 {
             return;
         }
         if self.events.len() >= self.capacity {
             self.events.pop_front();
         }
-        self.events.push_back(ev);
+        self.events.push_back(ev.into());
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &event::Event> {
-        self.events.iter()
+    /// Decoded copies of the events, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = event::Event> + '_ {
+        // The bytes were encoded from an `event::Event`, so decoding cannot fail.
+        self.events
+            .iter()
+            .map(|ev| event::Event::decode(&ev.0[..]).unwrap_or_default())
     }
 }
 
@@ -305,32 +460,38 @@ impl Core {
         kind: &str,
         reason: &str,
         action: &str,
-        message: String,
-    ) -> event::Event {
-        let mut involved = meta.clone();
-        if self.has(Mutant::EventLabelsMissing) {
-            involved.labels.clear();
-        }
+        message: impl AsRef<str>,
+    ) -> EncodedEvent {
+        let _ = kind;
         let event_time = if self.has(Mutant::EventTimeNanos) {
             self.clock.unix_nanos()
         } else {
             self.clock.unix_secs()
         };
-        let _ = kind;
-        event::Event {
-            spec: Some(event::EventSpec {
-                involved_object_meta: Some(involved),
-                reason: reason.to_owned(),
-                message,
-                r#type: "Normal".to_owned(),
-                event_time,
-                action: if self.has(Mutant::EventActionMissing) {
-                    String::new()
-                } else {
-                    action.to_owned()
-                },
-            }),
+        let action = if self.has(Mutant::EventActionMissing) {
+            ""
+        } else {
+            action
+        };
+        let unlabelled;
+        let meta = if self.has(Mutant::EventLabelsMissing) {
+            unlabelled = meta::ObjectMetadata {
+                labels: HashMap::new(),
+                ..meta.clone()
+            };
+            &unlabelled
+        } else {
+            meta
+        };
+        EventParts {
+            meta,
+            reason,
+            message: message.as_ref(),
+            r#type: "Normal",
+            event_time,
+            action,
         }
+        .encode()
     }
 
     /// Filters `log` as providers do: id, labels, and the time window only when both bounds > 0.
@@ -356,7 +517,6 @@ impl Core {
                     || (spec.event_time >= q.from && spec.event_time <= q.to);
                 id_ok && labels_ok && time_ok
             })
-            .cloned()
             .collect()
     }
 }
@@ -561,4 +721,111 @@ pub(crate) fn labels_match(
     m: Option<&meta::ObjectMetadata>,
 ) -> bool {
     selector.is_empty() || m.is_some_and(|m| iri_spec::selector::matches(selector, &m.labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iri_spec::machine::v1alpha1 as machine;
+
+    fn labelled_meta(id: &str) -> meta::ObjectMetadata {
+        meta::ObjectMetadata {
+            id: id.to_owned(),
+            labels: HashMap::from([("a".to_owned(), "1".to_owned())]),
+            annotations: HashMap::from([("b".to_owned(), "2".to_owned())]),
+            generation: 3,
+            created_at: 17,
+            deleted_at: 0,
+        }
+    }
+
+    #[test]
+    fn borrowed_event_encoding_matches_prost() {
+        let meta = labelled_meta("m1");
+        for (message, action, event_time) in [
+            ("machine created", "Create", 1_700_000_000),
+            ("", "", 0),
+            ("x", "", -5),
+        ] {
+            let parts = EventParts {
+                meta: &meta,
+                reason: "Created",
+                message,
+                r#type: "Normal",
+                event_time,
+                action,
+            };
+            let expected = event::Event {
+                spec: Some(event::EventSpec {
+                    involved_object_meta: Some(meta.clone()),
+                    reason: "Created".to_owned(),
+                    message: message.to_owned(),
+                    r#type: "Normal".to_owned(),
+                    event_time,
+                    action: action.to_owned(),
+                }),
+            };
+            let encoded = parts.encode();
+            assert_eq!(event::Event::decode(&encoded.0[..]).unwrap(), expected);
+            // Same bytes as prost up to map order, so compare lengths as well.
+            assert_eq!(encoded.0.len(), expected.encoded_len());
+        }
+    }
+
+    fn stored_machine(id: &str) -> machine::Machine {
+        machine::Machine {
+            metadata: Some(labelled_meta(id)),
+            spec: Some(machine::MachineSpec {
+                class: "c".to_owned(),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn store_keeps_objects_across_the_hot_window() {
+        let mut store = Store::<machine::Machine>::default();
+        let n = HOT_OBJECTS * 3;
+        for i in 0..n {
+            store.insert(
+                &format!("m{i}"),
+                stored_machine(&format!("m{i}")),
+                Timers::default(),
+            );
+        }
+        let encoded = store
+            .objects
+            .values()
+            .filter(|p| matches!(p.repr, Repr::Encoded(_)))
+            .count();
+        assert_eq!(encoded, n - HOT_OBJECTS, "only the window stays decoded");
+        // Modify an encoded (cold) object, push it out of the window again, read it back.
+        {
+            let slot = store.get_mut("m0").unwrap();
+            slot.obj.spec.as_mut().unwrap().class = "changed".to_owned();
+            slot.timers.deleting = true;
+        }
+        for i in n..n + HOT_OBJECTS {
+            store.insert(
+                &format!("m{i}"),
+                stored_machine(&format!("m{i}")),
+                Timers::default(),
+            );
+        }
+        let seq0 = store.seq_of("m0").unwrap();
+        assert!(matches!(store.objects[&seq0].repr, Repr::Encoded(_)));
+        let m0 = store.get("m0").unwrap();
+        assert_eq!(m0.spec.unwrap().class, "changed");
+        assert!(store.timers("m0").unwrap().deleting);
+        // Creation order and content survive, hot or cold.
+        let ids: Vec<String> = store.iter().map(|m| m.metadata.unwrap().id).collect();
+        assert_eq!(ids.len(), n + HOT_OBJECTS);
+        assert_eq!(ids[1], "m1");
+        // Removing returns the metadata for a cold and for a hot object.
+        assert_eq!(store.remove("m1").unwrap(), labelled_meta("m1"));
+        let last = format!("m{}", n + HOT_OBJECTS - 1);
+        assert_eq!(store.remove(&last).unwrap(), labelled_meta(&last));
+        assert!(!store.contains("m1") && !store.contains(&last));
+    }
 }

@@ -74,6 +74,20 @@ fn validate_volume(vol: &machine::Volume) -> Result<(), Status> {
     }
 }
 
+/// The position of the first name that repeats an earlier one. Small lists (the usual one or two
+/// volumes) are scanned without allocating.
+fn first_duplicate<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<usize> {
+    if names.clone().count() <= 16 {
+        names
+            .clone()
+            .enumerate()
+            .position(|(i, name)| names.clone().take(i).any(|earlier| earlier == name))
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        names.into_iter().position(|name| !seen.insert(name))
+    }
+}
+
 fn validate_nic(nic: &machine::NetworkInterface) -> Result<(), Status> {
     if nic.name.is_empty() {
         return Err(invalid("network interface name is required"));
@@ -100,7 +114,7 @@ impl Core {
         meta: Option<&meta::ObjectMetadata>,
         reason: &str,
         action: &str,
-        message: String,
+        message: impl AsRef<str>,
     ) {
         if let Some(meta) = meta {
             let ev = self.event(meta, "machine", reason, action, message);
@@ -124,15 +138,20 @@ impl Core {
     }
 
     fn set_state(&self, st: &mut MachineStore, seq: u64, state: MachineState) {
-        let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+        let Some(slot) = st.store.slot_by_seq_mut(seq) else {
             return;
         };
-        let Some(message) = Self::apply_state(&mut slot.obj, state) else {
+        let Some(message) = Self::apply_state(slot.obj, state) else {
             return;
         };
-        let meta = slot.obj.metadata.clone();
-        drop(slot);
-        self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
+        let event = slot
+            .obj
+            .metadata
+            .as_ref()
+            .map(|meta| self.event(meta, "machine", "StateChanged", "UpdateState", message));
+        if let Some(ev) = event {
+            st.events.push(ev);
+        }
     }
 
     /// Applies every transition that is due.
@@ -145,20 +164,14 @@ impl Core {
             };
             if due(timers.gone) {
                 if let Some(md) = st.store.remove_seq(seq) {
-                    self.machine_event(
-                        st,
-                        Some(&md),
-                        "Deleted",
-                        "Delete",
-                        "machine deleted".to_owned(),
-                    );
+                    self.machine_event(st, Some(&md), "Deleted", "Delete", "machine deleted");
                 }
                 continue;
             }
             if !(due(timers.ready) || due(timers.power) || due(timers.apply)) {
                 continue;
             }
-            let Some(mut slot) = st.store.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.store.slot_by_seq_mut(seq) else {
                 continue;
             };
             let power = slot.obj.spec.as_ref().map_or(0, |s| s.power);
@@ -194,14 +207,16 @@ impl Core {
             }
             if due(timers.apply) {
                 slot.timers.apply = None;
-                self.apply_spec(&mut slot.obj);
+                self.apply_spec(slot.obj);
             }
-            let event = new_state.and_then(|state| {
-                Self::apply_state(&mut slot.obj, state).map(|msg| (slot.obj.metadata.clone(), msg))
-            });
-            drop(slot);
-            if let Some((meta, message)) = event {
-                self.machine_event(st, meta.as_ref(), "StateChanged", "UpdateState", message);
+            let event = new_state
+                .and_then(|state| Self::apply_state(slot.obj, state))
+                .and_then(|message| {
+                    let meta = slot.obj.metadata.as_ref()?;
+                    Some(self.event(meta, "machine", "StateChanged", "UpdateState", message))
+                });
+            if let Some(ev) = event {
+                st.events.push(ev);
             }
         }
     }
@@ -306,7 +321,7 @@ impl Core {
 
     fn schedule_apply(&self, st: &mut MachineStore, id: &str) {
         let at = Instant::now() + self.config.delays.apply;
-        if let Some(mut slot) = st.store.get_mut(id) {
+        if let Some(slot) = st.store.get_mut(id) {
             slot.timers.apply = Some(at);
         }
         st.store.wake_at(id, at);
@@ -337,17 +352,22 @@ impl Core {
             power_of(spec.power)?;
         }
         let unchecked = self.has(Mutant::CreateVolumesUnchecked);
-        let mut names = std::collections::HashSet::new();
-        for vol in spec.volumes.iter().filter(|_| !unchecked) {
+        let dup_vol = first_duplicate(spec.volumes.iter().map(|v| v.name.as_str()));
+        for (i, vol) in spec.volumes.iter().enumerate().filter(|_| !unchecked) {
             validate_volume(vol)?;
-            if !names.insert(vol.name.as_str()) {
+            if dup_vol == Some(i) {
                 return Err(invalid(format!("duplicate volume name {:?}", vol.name)));
             }
         }
-        let mut names = std::collections::HashSet::new();
-        for nic in spec.network_interfaces.iter().filter(|_| !unchecked) {
+        let dup_nic = first_duplicate(spec.network_interfaces.iter().map(|n| n.name.as_str()));
+        for (i, nic) in spec
+            .network_interfaces
+            .iter()
+            .enumerate()
+            .filter(|_| !unchecked)
+        {
             validate_nic(nic)?;
-            if !names.insert(nic.name.as_str()) {
+            if dup_nic == Some(i) {
                 return Err(invalid(format!(
                     "duplicate network interface name {:?}",
                     nic.name
@@ -429,14 +449,14 @@ impl Core {
         };
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        st.store.insert(&id, &stored, timers);
         self.machine_event(
             &mut st,
             stored.metadata.as_ref(),
             "Created",
             "Create",
-            "machine created".to_owned(),
+            "machine created",
         );
+        st.store.insert(&id, stored.clone(), timers);
         drop(st);
         tracing::info!(machine.id = %id, "machine created");
         let mut out = self.render_owned(stored);
@@ -467,20 +487,14 @@ impl Core {
         }
         if self.has(Mutant::DeleteImmediate) {
             if let Some(md) = st.store.remove(id) {
-                self.machine_event(
-                    &mut st,
-                    Some(&md),
-                    "Deleted",
-                    "Delete",
-                    "machine deleted".to_owned(),
-                );
+                self.machine_event(&mut st, Some(&md), "Deleted", "Delete", "machine deleted");
             }
             tracing::info!(machine.id = %id, "machine deleted");
             return Ok(());
         }
         let gone_at = (!self.has(Mutant::NeverGone)).then(|| now + self.config.delays.terminate);
-        let m = {
-            let Some(mut slot) = st.store.get_mut(id) else {
+        let event = {
+            let Some(slot) = st.store.get_mut(id) else {
                 return Err(not_found("machine", id));
             };
             slot.timers.deleting = true;
@@ -494,18 +508,22 @@ impl Core {
                 slot.obj.status.get_or_insert_default().state =
                     MachineState::MachineTerminating as i32;
             }
-            slot.obj.clone()
+            slot.obj.metadata.as_ref().map(|meta| {
+                self.event(
+                    meta,
+                    "machine",
+                    "Deleting",
+                    "Delete",
+                    "machine is being deleted",
+                )
+            })
         };
         if let Some(at) = gone_at {
             st.store.wake_at(id, at);
         }
-        self.machine_event(
-            &mut st,
-            m.metadata.as_ref(),
-            "Deleting",
-            "Delete",
-            "machine is being deleted".to_owned(),
-        );
+        if let Some(ev) = event {
+            st.events.push(ev);
+        }
         tracing::info!(machine.id = %id, "machine deleting");
         Ok(())
     }
@@ -535,7 +553,7 @@ impl Core {
     ) -> Result<(), Status> {
         let id = req.machine_id.clone();
         self.with_machine(&id, Some(Mutant::AnnotationsUnknownOk), |core, st| {
-            let Some(mut slot) = st.store.get_mut(&id) else {
+            let Some(slot) = st.store.get_mut(&id) else {
                 return Ok(());
             };
             let md = slot.obj.metadata.get_or_insert_default();
@@ -572,7 +590,6 @@ impl Core {
             core.bump_generation(&mut slot);
             let at = Instant::now() + core.config.delays.power;
             slot.timers.power = Some(at);
-            drop(slot);
             st.store.wake_at(&id, at);
             core.schedule_apply(st, &id);
             tracing::info!(machine.id = %id, power = req.power, "machine power changed");
@@ -618,7 +635,6 @@ impl Core {
                 state: machine::VolumeState::VolumePending as i32,
             });
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -647,7 +663,6 @@ impl Core {
                 )));
             }
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -682,7 +697,6 @@ impl Core {
             }
             *existing = vol;
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -727,7 +741,6 @@ impl Core {
                     state: machine::NetworkInterfaceState::NetworkInterfacePending as i32,
                 });
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -756,7 +769,6 @@ impl Core {
                 )));
             }
             core.bump_generation(&mut slot);
-            drop(slot);
             core.schedule_apply(st, &id);
             Ok(())
         })
@@ -874,7 +886,7 @@ impl Core {
         m.spec.get_or_insert_default();
         m.status.get_or_insert_default();
         let mut st = lock(&self.machines);
-        st.store.insert(&id, &m, Timers::default());
+        st.store.insert(&id, m, Timers::default());
         id
     }
 
@@ -882,12 +894,11 @@ impl Core {
     pub(crate) fn force_machine_state(&self, id: &str, state: MachineState) -> bool {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
-        let Some(mut slot) = st.store.get_mut(id) else {
+        let Some(slot) = st.store.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
         slot.timers.power = None;
-        drop(slot);
         let Some(seq) = st.store.seq_of(id) else {
             return false;
         };
@@ -907,8 +918,8 @@ impl Core {
         let mut st = lock(&self.machines);
         self.advance_machines(&mut st);
         match st.store.get_mut(id) {
-            Some(mut slot) => {
-                f(&mut slot.obj);
+            Some(slot) => {
+                f(slot.obj);
                 true
             }
             None => false,
@@ -1088,5 +1099,26 @@ impl MachineRuntime for MachineService {
         let (call, req) = self.core.begin(Method::Exec, request).await?;
         let res = self.core.exec(&req.machine_id);
         call.finish(res.map(|url| machine::ExecResponse { url }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_duplicate;
+
+    #[test]
+    fn first_duplicate_finds_the_second_occurrence() {
+        let check = |names: &[&str]| first_duplicate(names.iter().copied());
+        assert_eq!(check(&[]), None);
+        assert_eq!(check(&["a", "b", "c"]), None);
+        assert_eq!(check(&["a", "b", "a", "b"]), Some(2));
+        assert_eq!(check(&["a", "b", "b", "a"]), Some(2));
+        // Past the small-list scan.
+        let many: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+        let mut names: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(check(&names), None);
+        names.push("v3");
+        names.push("v1");
+        assert_eq!(check(&names), Some(40));
     }
 }

@@ -149,6 +149,7 @@ mutants! {
     VolumeAnnotationsDropped => "volume-annotations-dropped", "volume annotations are not stored";
     VolumeClientIdHonoured => "volume-client-id-honoured", "CreateVolume keeps a metadata.id sent by the client";
     VolumeTwoSourcesAccepted => "volume-two-sources-accepted", "CreateVolume accepts both an image and a snapshot data source";
+    UnknownSnapshotSourceAccepted => "unknown-snapshot-source-accepted", "CreateVolume accepts a snapshot data source naming an unknown snapshot instead of NotFound";
     VolumeEmptyIdAccepted => "volume-empty-id-accepted", "empty volume and snapshot ids are treated like unknown ids (NotFound) instead of InvalidArgument";
     VolumeDeleteTwiceNotFound => "volume-delete-twice-notfound", "a repeated DeleteVolume while the volume is being deleted returns NotFound";
     ExpandMissingResourcesOk => "expand-missing-resources-ok", "ExpandVolume without resources returns OK instead of InvalidArgument";

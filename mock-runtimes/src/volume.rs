@@ -66,18 +66,12 @@ impl Core {
             };
             if due(timers.gone) {
                 if let Some(md) = st.volumes.remove_seq(seq).as_ref() {
-                    let ev = self.event(
-                        md,
-                        "volume",
-                        "Deleted",
-                        "Delete",
-                        "volume deleted".to_owned(),
-                    );
+                    let ev = self.event(md, "volume", "Deleted", "Delete", "volume deleted");
                     st.events.push(ev);
                 }
                 continue;
             }
-            let Some(mut slot) = st.volumes.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.volumes.slot_by_seq_mut(seq) else {
                 continue;
             };
             let mut changed = None;
@@ -110,13 +104,7 @@ impl Core {
             if let Some(message) = changed
                 && let Some(md) = slot.obj.metadata.clone()
             {
-                let ev = self.event(
-                    &md,
-                    "volume",
-                    "StateChanged",
-                    "UpdateState",
-                    message.to_owned(),
-                );
+                let ev = self.event(&md, "volume", "StateChanged", "UpdateState", message);
                 st.events.push(ev);
             }
         }
@@ -131,13 +119,13 @@ impl Core {
                         "snapshot",
                         "Deleted",
                         "Delete",
-                        "volume snapshot deleted".to_owned(),
+                        "volume snapshot deleted",
                     );
                     st.events.push(ev);
                 }
                 continue;
             }
-            let Some(mut slot) = st.snapshots.slot_by_seq_mut(seq) else {
+            let Some(slot) = st.snapshots.slot_by_seq_mut(seq) else {
                 continue;
             };
             if due(timers.ready) {
@@ -154,7 +142,7 @@ impl Core {
                             "snapshot",
                             "StateChanged",
                             "UpdateState",
-                            "volume snapshot ready".to_owned(),
+                            "volume snapshot ready",
                         );
                         st.events.push(ev);
                     }
@@ -210,6 +198,19 @@ impl Core {
                 "volume_data_source has both an image and a snapshot source: set at most one",
             ));
         }
+        // The snapshot a volume is restored from must exist in this runtime: an empty id is
+        // malformed (InvalidArgument), an unknown one is NotFound (as CSI's CreateVolume answers
+        // for a missing source snapshot). The id is the IRI snapshot id, not the ironcore object
+        // name the Go volumepoollet sends (reference §8.3).
+        let source_snapshot = spec
+            .volume_data_source
+            .as_ref()
+            .and_then(|src| src.snapshot_data_source.as_ref())
+            .filter(|_| !self.has(Mutant::UnknownSnapshotSourceAccepted))
+            .map(|src| src.snapshot_id.clone());
+        if source_snapshot.as_ref().is_some_and(String::is_empty) {
+            return Err(invalid("snapshot_data_source.snapshot_id is required"));
+        }
         let mut md = v.metadata.take().unwrap_or_default();
         let id = if self.has(Mutant::VolumeClientIdHonoured) && !md.id.is_empty() {
             md.id.clone()
@@ -237,23 +238,22 @@ impl Core {
         };
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
+        if let Some(snapshot_id) = source_snapshot
+            && !st.snapshots.contains(&snapshot_id)
+        {
+            return Err(not_found("volume snapshot", &snapshot_id));
+        }
         let at = Instant::now() + self.config.delays.provision;
         st.volumes.insert(
             &id,
-            &stored,
+            stored.clone(),
             Timers {
                 ready: Some(at),
                 ..Timers::default()
             },
         );
         if let Some(md) = stored.metadata.as_ref() {
-            let ev = self.event(
-                md,
-                "volume",
-                "Created",
-                "Create",
-                "volume created".to_owned(),
-            );
+            let ev = self.event(md, "volume", "Created", "Create", "volume created");
             st.events.push(ev);
         }
         drop(st);
@@ -286,7 +286,7 @@ impl Core {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         let id = req.volume_id;
-        let Some(mut slot) = st.volumes.get_mut(&id) else {
+        let Some(slot) = st.volumes.get_mut(&id) else {
             if self.has(Mutant::ExpandUnknownOk) {
                 return Ok(());
             }
@@ -310,7 +310,6 @@ impl Core {
         resources.storage_bytes = size;
         let at = Instant::now() + self.config.delays.apply;
         slot.timers.apply = Some(at);
-        drop(slot);
         st.volumes.wake_at(&id, at);
         tracing::info!(volume.id = %id, size, "volume expanding");
         Ok(())
@@ -334,20 +333,14 @@ impl Core {
         }
         if self.has(Mutant::VolumeDeleteImmediate) {
             if let Some(md) = st.volumes.remove(id).as_ref() {
-                let ev = self.event(
-                    md,
-                    "volume",
-                    "Deleted",
-                    "Delete",
-                    "volume deleted".to_owned(),
-                );
+                let ev = self.event(md, "volume", "Deleted", "Delete", "volume deleted");
                 st.events.push(ev);
             }
             return Ok(());
         }
         let at = Instant::now() + self.config.delays.terminate;
         let md = {
-            let Some(mut slot) = st.volumes.get_mut(id) else {
+            let Some(slot) = st.volumes.get_mut(id) else {
                 return Err(not_found("volume", id));
             };
             slot.timers.deleting = true;
@@ -363,7 +356,7 @@ impl Core {
             "volume",
             "Deleting",
             "Delete",
-            "volume is being deleted".to_owned(),
+            "volume is being deleted",
         );
         st.events.push(ev);
         tracing::info!(volume.id = %id, "volume deleting");
@@ -445,7 +438,7 @@ impl Core {
         let at = Instant::now() + self.config.delays.provision;
         st.snapshots.insert(
             &id,
-            &stored,
+            stored.clone(),
             Timers {
                 ready: Some(at),
                 ..Timers::default()
@@ -457,7 +450,7 @@ impl Core {
                 "snapshot",
                 "Created",
                 "Create",
-                "volume snapshot created".to_owned(),
+                "volume snapshot created",
             );
             st.events.push(ev);
         }
@@ -486,7 +479,7 @@ impl Core {
         }
         let at = Instant::now() + self.config.delays.terminate;
         let md = {
-            let Some(mut slot) = st.snapshots.get_mut(id) else {
+            let Some(slot) = st.snapshots.get_mut(id) else {
                 return Err(not_found("volume snapshot", id));
             };
             slot.timers.deleting = true;
@@ -500,7 +493,7 @@ impl Core {
             "snapshot",
             "Deleting",
             "Delete",
-            "volume snapshot is being deleted".to_owned(),
+            "volume snapshot is being deleted",
         );
         st.events.push(ev);
         Ok(())
@@ -571,7 +564,7 @@ impl Core {
         v.status.get_or_insert_default();
         lock(&self.volumes)
             .volumes
-            .insert(&id, &v, Timers::default());
+            .insert(&id, v, Timers::default());
         id
     }
 
@@ -596,7 +589,7 @@ impl Core {
     pub(crate) fn force_volume_state(&self, id: &str, state: VolumeState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(mut slot) = st.volumes.get_mut(id) else {
+        let Some(slot) = st.volumes.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;
@@ -607,7 +600,7 @@ impl Core {
     pub(crate) fn force_snapshot_state(&self, id: &str, state: VolumeSnapshotState) -> bool {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
-        let Some(mut slot) = st.snapshots.get_mut(id) else {
+        let Some(slot) = st.snapshots.get_mut(id) else {
             return false;
         };
         slot.timers.ready = None;

@@ -61,6 +61,51 @@ async fn call_log_records_method_request_code_and_time() {
 }
 
 #[tokio::test]
+async fn bounded_call_log_records_outcomes_after_wrapping_and_clearing() {
+    let mock = MockRuntime::builder()
+        .call_log_capacity(3)
+        .start_in_process()
+        .await
+        .unwrap();
+    let mut c = Clients::new(&mock);
+    let delete_unknown = |c: &mut Clients| {
+        let mut machine = c.machine.clone();
+        async move {
+            machine
+                .delete_machine(machine::DeleteMachineRequest {
+                    machine_id: "nope".into(),
+                })
+                .await
+        }
+    };
+    for _ in 0..4 {
+        version(&mut c).await.unwrap();
+    }
+    delete_unknown(&mut c).await.unwrap_err();
+    let codes = |mock: &MockRuntime| -> Vec<(u64, Option<Code>)> {
+        mock.calls()
+            .iter()
+            .map(|call| (call.seq, call.code))
+            .collect()
+    };
+    assert_eq!(
+        codes(&mock),
+        [
+            (2, Some(Code::Ok)),
+            (3, Some(Code::Ok)),
+            (4, Some(Code::NotFound))
+        ]
+    );
+    mock.clear_calls();
+    delete_unknown(&mut c).await.unwrap_err();
+    version(&mut c).await.unwrap();
+    assert_eq!(
+        codes(&mock),
+        [(5, Some(Code::NotFound)), (6, Some(Code::Ok))]
+    );
+}
+
+#[tokio::test]
 async fn expectations_pass_and_fail() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     let mut c = Clients::new(&mock);

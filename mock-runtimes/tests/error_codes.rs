@@ -373,13 +373,34 @@ fn volume_with(f: impl FnOnce(&mut volume::Volume)) -> Option<volume::Volume> {
 #[tokio::test]
 async fn create_volume(#[case] v: Option<volume::Volume>, #[case] want: Code) {
     let mut w = world().await;
-    let got = code(
+    assert_eq!(create_volume_code(&mut w, v).await, want);
+}
+
+async fn create_volume_code(w: &mut World, v: Option<volume::Volume>) -> Code {
+    code(
         w.clients
             .volume
             .create_volume(volume::CreateVolumeRequest { volume: v })
             .await,
-    );
-    assert_eq!(got, want);
+    )
+}
+
+#[rstest]
+#[case::existing(Target::Existing, Code::Ok)]
+#[case::unknown(Target::Unknown, Code::NotFound)]
+#[case::empty(Target::Empty, Code::InvalidArgument)]
+#[tokio::test]
+async fn create_volume_from_snapshot(#[case] snapshot: Target, #[case] want: Code) {
+    let mut w = world().await;
+    let v = volume_with(|v| {
+        v.spec.as_mut().unwrap().volume_data_source = Some(volume::VolumeDataSource {
+            image_data_source: None,
+            snapshot_data_source: Some(volume::SnapshotDataSource {
+                snapshot_id: snapshot.id(&w.snapshot_id),
+            }),
+        });
+    });
+    assert_eq!(create_volume_code(&mut w, v).await, want);
 }
 
 #[rstest]

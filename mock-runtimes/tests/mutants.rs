@@ -706,6 +706,18 @@ async fn transcript(mutants: &[Mutant]) -> String {
         let r5 = v
             .create_volume(volume::CreateVolumeRequest { volume: Some(two) })
             .await;
+        let mut restored = fixtures::volume();
+        restored.spec.as_mut().unwrap().volume_data_source = Some(volume::VolumeDataSource {
+            image_data_source: None,
+            snapshot_data_source: Some(volume::SnapshotDataSource {
+                snapshot_id: UNKNOWN.into(),
+            }),
+        });
+        let r14 = v
+            .create_volume(volume::CreateVolumeRequest {
+                volume: Some(restored),
+            })
+            .await;
         let r6 = v
             .delete_volume(volume::DeleteVolumeRequest {
                 volume_id: String::new(),
@@ -774,7 +786,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
             .delete_bucket(bucket::DeleteBucketRequest { bucket_id: bid })
             .await;
         out.push(json!({
-            "conformance_probes": [code(&r1), code(&r2), code(&r3), code(&r4), code(&r5), code(&r6), code(&r7), code(&r8), code(&r9), code(&r10), code(&r11), code(&r12), code(&r13)],
+            "conformance_probes": [code(&r1), code(&r2), code(&r3), code(&r4), code(&r5), code(&r6), code(&r7), code(&r8), code(&r9), code(&r10), code(&r11), code(&r12), code(&r13), code(&r14)],
             "volume_annotations_kept": annotations_kept,
             "client_volume_id_kept": vid == "client-vol",
             "snapshot_labels_kept": snap_labels_kept,

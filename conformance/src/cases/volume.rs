@@ -107,6 +107,14 @@ async fn must_volume(ctx: &Ctx, id: &str) -> anyhow::Result<v::Volume> {
         .with_context(|| format!("volume {id} is not listed by ListVolumes by id"))
 }
 
+/// A data source restoring from snapshot `snapshot_id`.
+fn snapshot_source(snapshot_id: String) -> v::VolumeDataSource {
+    v::VolumeDataSource {
+        image_data_source: None,
+        snapshot_data_source: Some(v::SnapshotDataSource { snapshot_id }),
+    }
+}
+
 /// All volume cases.
 #[allow(clippy::too_many_lines)]
 pub(crate) fn cases() -> Vec<Case> {
@@ -489,6 +497,22 @@ pub(crate) fn cases() -> Vec<Case> {
                 ctx.try_create_volume(spec).await,
                 Code::InvalidArgument,
                 "CreateVolume with two data sources",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.create.rejects_unknown_snapshot_source",
+        "CreateVolume with a snapshot data source naming an unknown snapshot returns NotFound",
+        |ctx| {
+            let mut spec = ctx.volume_spec(&[])?;
+            spec.spec.as_mut().context("spec")?.volume_data_source =
+                Some(snapshot_source(unknown_id()));
+            expect_code(
+                ctx.try_create_volume(spec).await,
+                Code::NotFound,
+                "CreateVolume from an unknown snapshot",
             )?;
             pass()
         }
@@ -1120,10 +1144,7 @@ pub(crate) fn cases() -> Vec<Case> {
             })
             .await?;
             let mut spec = ctx.volume_spec(&[])?;
-            spec.spec.as_mut().context("spec")?.volume_data_source = Some(v::VolumeDataSource {
-                image_data_source: None,
-                snapshot_data_source: Some(v::SnapshotDataSource { snapshot_id: sid }),
-            });
+            spec.spec.as_mut().context("spec")?.volume_data_source = Some(snapshot_source(sid));
             let (id, _) = ctx.create_volume(spec).await?;
             ctx.wait_volume(&id, "restored from a snapshot to be AVAILABLE", |x| {
                 x.and_then(|x| x.status.as_ref())
