@@ -1,7 +1,8 @@
 //! The scheduler controller: lists and watches pools and unscheduled objects through the
 //! [`Store`], decides with the pure [`Cache`], and binds with resourceVersion preconditions.
 //!
-//! **Pipelined, batched binds.** Up to [`Config::concurrency`] binds are in flight at once.
+//! **Pipelined, batched binds.** Up to [`Config::concurrency`] store writes are in flight at
+//! once.
 //! A bind compares the versions the scheduler already holds (the object's and the pool's,
 //! from the list, the watch or its own last bind) and writes the object (`spec.*PoolRef`) and
 //! the pool (an annotation); up to [`Config::batch`] binds to distinct pools share one
@@ -60,7 +61,8 @@ pub const MAX_BATCH: usize = 64;
 /// Controller settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Binds in flight at once (pipelining for remote stores).
+    /// Store writes in flight at once (pipelining for remote stores); each carries up to
+    /// `batch` binds.
     pub concurrency: usize,
     /// Most binds committed by one store write (one etcd Txn). Binds of one batch go to
     /// distinct pools; a conflicting batch is retried one bind per write.
@@ -352,16 +354,29 @@ impl<F: Flavor> Scheduler<F> {
         let concurrency = self.config.concurrency.max(1);
         let batch_size = self.config.batch.clamp(1, MAX_BATCH);
         loop {
+            // Up to `concurrency` store writes in flight, each of up to `batch_size` binds; the
+            // batch being filled holds a slot.
             let mut batch = Vec::new();
-            while state.inflight_keys.len() < concurrency {
+            loop {
+                let used = inflight.len() + usize::from(!batch.is_empty());
+                let room_in_batch = !batch.is_empty() && batch.len() < batch_size;
+                if used >= concurrency && !room_in_batch {
+                    break;
+                }
                 let Some(key) = state.queue.pop_front() else {
                     break;
                 };
                 state.queued.remove(&key);
+                let solo = state.solo.contains(&key);
+                if solo && used >= concurrency {
+                    state.enqueue(key);
+                    break;
+                }
                 let Some(bind) = self.attempt(&mut state, key, &mut events) else {
                     continue;
                 };
-                if state.solo.remove(&bind.key) {
+                if solo {
+                    state.solo.remove(&bind.key);
                     self.spawn_batch(&mut inflight, vec![bind]);
                     continue;
                 }

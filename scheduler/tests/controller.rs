@@ -363,7 +363,7 @@ impl Store for Meddling {
     }
     async fn update_many_from(&self, updates: Vec<KnownUpdate>) -> store::Result<Vec<Object>> {
         let n = self.binds.fetch_add(1, Ordering::SeqCst);
-        if n % self.every == 0
+        if n.is_multiple_of(self.every)
             && let Some(pool) = updates
                 .iter()
                 .find(|u| u.current.kind() == Kind::MachinePool)

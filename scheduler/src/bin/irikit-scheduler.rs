@@ -17,7 +17,7 @@ struct Args {
     /// Store: `memory` or `etcd://host:port[,host:port]`.
     #[arg(long, env = "IRIKIT_STORE", default_value = "memory")]
     store: String,
-    /// Binds in flight per scheduler.
+    /// Store writes (each a batch of binds) in flight per scheduler.
     #[arg(long, env = "IRIKIT_SCHEDULER_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
     /// Most binds per store write (one etcd Txn), at most 64.

@@ -138,21 +138,21 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn run_workload(
+/// Creates the workload's pools, then its machines (not measured).
+async fn setup_workload(
     out: &mut impl Write,
-    store: Arc<dyn Store>,
+    store: &Arc<dyn Store>,
     w: &Workload,
     concurrency: usize,
-    batch: usize,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<()> {
     let setup = Instant::now();
     create_all(
-        &store,
+        store,
         (0..w.pools).map(|i| pool(i, w.capacity_per_pool)).collect(),
         concurrency,
     )
     .await?;
-    create_all(&store, (0..w.machines).map(machine).collect(), concurrency).await?;
+    create_all(store, (0..w.machines).map(machine).collect(), concurrency).await?;
     writeln!(
         out,
         "  setup: {} pools + {} machines created in {:.2?}",
@@ -160,7 +160,17 @@ async fn run_workload(
         w.machines,
         setup.elapsed()
     )?;
+    Ok(())
+}
 
+/// Runs the scheduler on the set-up workload until every machine is bound.
+async fn run_workload(
+    out: &mut impl Write,
+    store: Arc<dyn Store>,
+    w: &Workload,
+    concurrency: usize,
+    batch: usize,
+) -> anyhow::Result<Outcome> {
     let cancel = CancellationToken::new();
     let sched = MachineScheduler::new(
         store.clone(),
@@ -249,36 +259,23 @@ async fn run_workload(
     Ok(outcome)
 }
 
+/// What the raw baseline writes, `n` times with `concurrency` in flight.
 #[cfg(feature = "etcd")]
-async fn raw_puts(
-    store: &irikit_api::store::etcd::EtcdStore,
-    n: usize,
-    concurrency: usize,
-) -> anyhow::Result<f64> {
-    let value = serde_json::to_vec(&machine(0).to_json())?;
-    let client = store.client().clone();
-    let start = Instant::now();
-    futures::stream::iter((0..n).map(|i| {
-        let mut kv = client.kv_client();
-        let value = value.clone();
-        async move {
-            kv.put(format!("/raw/{i:06}"), value, None)
-                .await
-                .map(|_| ())
-        }
-    }))
-    .buffer_unordered(concurrency)
-    .try_collect::<()>()
-    .await
-    .context("raw puts")?;
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+#[derive(Clone, Copy)]
+enum Raw {
+    /// Plain puts of a machine-sized value.
+    Puts,
+    /// One-key Txns (compare create_revision = 0, put the same value): what a single
+    /// conditional write costs on this etcd, next to the plain puts.
+    Txns,
 }
 
-/// One-key Txns (compare create_revision = 0, put the same value): what a single conditional
-/// write costs on this etcd, next to the plain puts.
+/// Raw etcd writes per second, under `/raw/<tag>/`.
 #[cfg(feature = "etcd")]
-async fn raw_txns(
+async fn raw(
     store: &irikit_api::store::etcd::EtcdStore,
+    what: Raw,
+    tag: &str,
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<f64> {
@@ -288,16 +285,24 @@ async fn raw_txns(
     let start = Instant::now();
     futures::stream::iter((0..n).map(|i| {
         let mut kv = client.kv_client();
-        let key = format!("/raw-txn/{i:06}");
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value.clone(), None)]);
-        async move { kv.txn(txn).await.map(|_| ()) }
+        let key = format!("/raw/{tag}/{i:06}");
+        let value = value.clone();
+        async move {
+            match what {
+                Raw::Puts => kv.put(key, value, None).await.map(|_| ()),
+                Raw::Txns => {
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key, value, None)]);
+                    kv.txn(txn).await.map(|_| ())
+                }
+            }
+        }
     }))
     .buffer_unordered(concurrency)
     .try_collect::<()>()
     .await
-    .context("raw txns")?;
+    .context("raw etcd writes")?;
     Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
@@ -329,6 +334,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             match backend.as_str() {
                 "memory" => {
                     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+                    setup_workload(&mut out, &store, w, file.memory_concurrency).await?;
                     let res =
                         run_workload(&mut out, store, w, file.memory_concurrency, batch).await?;
                     if w.pools == 5000
@@ -387,22 +393,28 @@ async fn run_etcd(
     }
     let etcd = LocalEtcd::start(args.etcd_data_dir.as_deref()).await?;
     let raw_store = etcd.store("/raw-baseline").await?;
-    let puts = raw_puts(&raw_store, w.machines, file.concurrency).await?;
-    writeln!(
-        out,
-        "  raw etcd puts ({} in flight, machine-sized JSON): {puts:.0} puts/s",
-        file.concurrency
-    )?;
-    let txns = raw_txns(&raw_store, w.machines / 2, file.concurrency).await?;
-    writeln!(
-        out,
-        "  raw etcd one-key Txns (compare + put, {} in flight): {txns:.0} txns/s ({:.2} x puts)",
-        file.concurrency,
-        txns / puts
-    )?;
     let store: Arc<dyn Store> = Arc::new(etcd.store("/irikit").await?);
+    setup_workload(out, &store, w, file.concurrency).await?;
+    // The machine is shared: measure the baseline right before and right after the binds,
+    // and compare with the mean.
+    let n = w.machines / 2;
+    let before = raw(&raw_store, Raw::Puts, "before", n, file.concurrency).await?;
+    let txns = raw(&raw_store, Raw::Txns, "txn", n / 2, file.concurrency).await?;
     let batch = args.batch.unwrap_or(Config::default().batch);
     let res = run_workload(out, store, w, file.concurrency, batch).await?;
+    let after = raw(&raw_store, Raw::Puts, "after", n, file.concurrency).await?;
+    let puts = (before + after) / 2.0;
+    writeln!(
+        out,
+        "  raw etcd puts ({} in flight, machine-sized JSON): {before:.0} puts/s before, {after:.0} after, mean {puts:.0}",
+        file.concurrency
+    )?;
+    writeln!(
+        out,
+        "  raw etcd one-key Txns (compare + put, {} in flight, before the binds): {txns:.0} txns/s ({:.2} x puts before)",
+        file.concurrency,
+        txns / before
+    )?;
     let ratio = res.binds_per_s / puts;
     writeln!(
         out,
