@@ -114,7 +114,8 @@ struct Bind {
     object_revision: u64,
     pool_revision: u64,
     started: Instant,
-    updates: [KnownUpdate; 2],
+    /// Object, then pool (moved into the store write when the batch is spawned).
+    updates: Vec<KnownUpdate>,
 }
 
 /// A committed (or failed) batch of binds.
@@ -447,7 +448,7 @@ impl<F: Flavor> Scheduler<F> {
                     .metadata_mut()
                     .annotations
                     .insert(BIND_ANNOTATION.to_string(), key.clone());
-                let updates = [
+                let updates = vec![
                     KnownUpdate::new(obj.clone(), F::bind(obj, &pool)),
                     KnownUpdate::new(pool_obj.clone(), claimed),
                 ];
@@ -491,11 +492,11 @@ impl<F: Flavor> Scheduler<F> {
     }
 
     /// Writes `binds` with one [`Store::update_many_from`]: object then pool for each bind.
-    fn spawn_batch(&self, inflight: &mut JoinSet<BatchDone>, binds: Vec<Bind>) {
+    fn spawn_batch(&self, inflight: &mut JoinSet<BatchDone>, mut binds: Vec<Bind>) {
         let store = self.store.clone();
         let updates: Vec<KnownUpdate> = binds
-            .iter()
-            .flat_map(|bind| bind.updates.iter().cloned())
+            .iter_mut()
+            .flat_map(|bind| std::mem::take(&mut bind.updates))
             .collect();
         inflight.spawn(async move {
             let result = store.update_many_from(updates).await;

@@ -95,9 +95,16 @@ impl EtcdStore {
     }
 
     fn encode(obj: &Object) -> Vec<u8> {
-        let mut obj = obj.clone();
-        obj.metadata_mut().resource_version.clear();
-        serde_json::to_vec(&obj.to_json()).unwrap_or_default()
+        // The resourceVersion is the key's mod_revision, never stored (dropped from the JSON
+        // rather than from a clone of the object).
+        let mut value = obj.to_json();
+        if let Some(meta) = value
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.remove("resourceVersion");
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
     }
 
     fn decode(kv: &KeyValue, revision: i64) -> Result<Object> {

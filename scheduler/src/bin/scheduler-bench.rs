@@ -53,6 +53,12 @@ struct File {
     workloads: Vec<Workload>,
     concurrency: usize,
     memory_concurrency: usize,
+    /// Binds per store write on etcd (default: the scheduler's default).
+    #[serde(default)]
+    batch: Option<usize>,
+    /// Binds per store write in memory (default 1: no round trip to save).
+    #[serde(default)]
+    memory_batch: Option<usize>,
     thresholds: Thresholds,
 }
 
@@ -314,7 +320,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         file.concurrency = c;
         file.memory_concurrency = c;
     }
-    let batch = args.batch.unwrap_or(Config::default().batch);
+    let memory_batch = args.batch.or(file.memory_batch).unwrap_or(1);
     let mut out = std::io::stdout().lock();
     let mut memory_results: Vec<(usize, Outcome)> = Vec::new();
     let mut failures = Vec::new();
@@ -336,7 +342,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
                     setup_workload(&mut out, &store, w, file.memory_concurrency).await?;
                     let res =
-                        run_workload(&mut out, store, w, file.memory_concurrency, batch).await?;
+                        run_workload(&mut out, store, w, file.memory_concurrency, memory_batch)
+                            .await?;
                     if w.pools == 5000
                         && res.binds_per_s < file.thresholds.memory_binds_per_second5000_pools
                     {
@@ -400,7 +407,7 @@ async fn run_etcd(
     let n = w.machines / 2;
     let before = raw(&raw_store, Raw::Puts, "before", n, file.concurrency).await?;
     let txns = raw(&raw_store, Raw::Txns, "txn", n / 2, file.concurrency).await?;
-    let batch = args.batch.unwrap_or(Config::default().batch);
+    let batch = args.batch.or(file.batch).unwrap_or(Config::default().batch);
     let res = run_workload(out, store, w, file.concurrency, batch).await?;
     let after = raw(&raw_store, Raw::Puts, "after", n, file.concurrency).await?;
     let puts = (before + after) / 2.0;
