@@ -108,8 +108,7 @@ impl EtcdStore {
     }
 
     fn decode(kv: &KeyValue, revision: i64) -> Result<Object> {
-        let value: serde_json::Value = serde_json::from_slice(kv.value()).map_err(backend)?;
-        let mut obj = Object::from_json(value).map_err(backend)?;
+        let mut obj = Object::from_json_slice(kv.value()).map_err(backend)?;
         obj.metadata_mut().resource_version = revision.to_string();
         Ok(obj)
     }
