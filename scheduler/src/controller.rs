@@ -2,8 +2,7 @@
 //! [`Store`], decides with the pure [`Cache`], and binds with resourceVersion preconditions.
 //!
 //! **Pipelined, batched binds.** Up to [`Config::concurrency`] store writes are in flight at
-//! once.
-//! A bind compares the versions the scheduler already holds (the object's and the pool's,
+//! once. A bind compares the versions the scheduler already holds (the object's and the pool's,
 //! from the list, the watch or its own last bind) and writes the object (`spec.*PoolRef`) and
 //! the pool (an annotation); up to [`Config::batch`] binds to distinct pools share one
 //! [`Store::update_many_from`] call — on etcd one Txn of compares and puts, with no read
@@ -28,6 +27,10 @@
 //! compared: comparing alone would let two schedulers that both saw `Y` both commit. Every
 //! bound object counts once, because its bind and its own echo on the watch carry the same
 //! uid (the cache replaces the assumed instance).
+//!
+//! A per-pool claim key written instead of the pool object would shrink each bind's second
+//! write but not remove it (two schedulers must collide on some key), so the pool object
+//! stays in the Txn and no new kind is needed.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
