@@ -9,7 +9,7 @@ use irikit_api::{
     Kind, ListOptions, Object, Resource, Store,
     compute::{Machine, MachinePool},
     meta::{LocalObjectReference, ObjectMeta},
-    store::{Error, EventType, WatchStream, memory::MemoryStore},
+    store::{Error, EventType, KnownUpdate, WatchStream, memory::MemoryStore},
 };
 
 fn machine(ns: &str, name: &str, class: &str) -> Object {
@@ -33,6 +33,10 @@ fn as_machine(obj: Object) -> Machine {
     obj.into_typed().unwrap()
 }
 
+fn as_pool(obj: Object) -> MachinePool {
+    obj.into_typed().unwrap()
+}
+
 async fn next(stream: &mut WatchStream) -> irikit_api::store::WatchEvent {
     tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
@@ -49,6 +53,7 @@ async fn suite(store: Arc<dyn Store>) {
     finalizers(&*store).await;
     watch_after_list_no_gaps(store.clone()).await;
     update_many_atomic(&*store).await;
+    update_many_from_known(&*store).await;
     compaction_expires(&*store).await;
 }
 
@@ -352,6 +357,11 @@ async fn watch_after_list_no_gaps(store: Arc<dyn Store>) {
         ev.object.metadata().labels.get("k").map(String::as_str),
         Some("v")
     );
+    assert_eq!(
+        ev.object.metadata().resource_version,
+        ev.revision.to_string(),
+        "a Deleted event carries the deletion revision"
+    );
     // A watch over all kinds sees the pool too, from an older revision (replay).
     let mut all = store.watch(None, last).await.unwrap();
     let ev = next(&mut all).await;
@@ -389,6 +399,81 @@ async fn update_many_atomic(store: &dyn Store) {
     let got = as_machine(store.get(Kind::Machine, "um", "m1").await.unwrap());
     assert_eq!(got.spec.machine_pool_ref.unwrap().name, "um-pool");
     assert_eq!(got.metadata.generation, 2);
+}
+
+async fn update_many_from_known(store: &dyn Store) {
+    let m = store.create(machine("umf", "m1", "small")).await.unwrap();
+    let mut p = as_pool(store.create(pool("umf-pool")).await.unwrap());
+    p.status.state = "Ready".into();
+    let p = store.update_status(p.into_object()).await.unwrap();
+    let bind = |m: &Object, p: &Object, n: &str| {
+        let mut bound = as_machine(m.clone());
+        bound.spec.machine_pool_ref = Some(LocalObjectReference::new("umf-pool"));
+        let mut claimed = p.clone();
+        claimed
+            .metadata_mut()
+            .annotations
+            .insert("bind".into(), n.into());
+        vec![
+            KnownUpdate::new(m.clone(), bound.into_object()),
+            KnownUpdate::new(p.clone(), claimed),
+        ]
+    };
+    // Current versions: both written at one revision; spec change bumps the generation,
+    // status is kept.
+    let out = store.update_many_from(bind(&m, &p, "1")).await.unwrap();
+    assert_eq!(out.len(), 2);
+    let rv = out[0].metadata().resource_version.clone();
+    assert_eq!(out[1].metadata().resource_version, rv);
+    assert_eq!(store.get(Kind::Machine, "umf", "m1").await.unwrap(), out[0]);
+    assert_eq!(
+        store.get(Kind::MachinePool, "", "umf-pool").await.unwrap(),
+        out[1]
+    );
+    let got = as_machine(out[0].clone());
+    assert_eq!(got.spec.machine_pool_ref.unwrap().name, "umf-pool");
+    assert_eq!(got.metadata.generation, 2);
+    assert_eq!(got.metadata.uid, m.metadata().uid);
+    assert_eq!(as_pool(out[1].clone()).status.state, "Ready");
+    assert_eq!(out[1].metadata().generation, p.metadata().generation);
+    // A stale `current` (the pool moved on): Conflict, nothing written.
+    let m2 = store.create(machine("umf", "m2", "small")).await.unwrap();
+    let err = store
+        .update_many_from(bind(&m2, &p, "2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(store.get(Kind::Machine, "umf", "m2").await.unwrap(), m2);
+    assert_eq!(
+        store.get(Kind::MachinePool, "", "umf-pool").await.unwrap(),
+        out[1]
+    );
+    // The pool as returned by the last write is current: the next bind chains on it.
+    let next = store
+        .update_many_from(bind(&m2, &out[1], "2"))
+        .await
+        .unwrap();
+    assert!(next[1].revision() > out[1].revision());
+    // The desired object's own resourceVersion is ignored; `current` is the precondition.
+    let mut m3 = store.create(machine("umf", "m3", "small")).await.unwrap();
+    let mut desired = as_machine(m3.clone());
+    desired.metadata.labels.insert("k".into(), "v".into());
+    desired.metadata.resource_version = "1".into();
+    let out = store
+        .update_many_from(vec![KnownUpdate {
+            current: m3.clone(),
+            desired: desired.into_object(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(out[0].metadata().labels["k"], "v");
+    // No precondition at all: a clear error, nothing written.
+    m3.metadata_mut().resource_version.clear();
+    let err = store
+        .update_many_from(vec![KnownUpdate::new(m3.clone(), m3)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::BadRequest(_)), "{err}");
 }
 
 async fn compaction_expires(store: &dyn Store) {

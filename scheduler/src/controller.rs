@@ -1,15 +1,36 @@
 //! The scheduler controller: lists and watches pools and unscheduled objects through the
 //! [`Store`], decides with the pure [`Cache`], and binds with resourceVersion preconditions.
 //!
-//! One ordered watch stream (all kinds, in revision order) feeds the cache, so when the cache
-//! holds a pool at resourceVersion `Y` it has also seen every bind that touched that pool up
-//! to `Y`. A bind is one atomic [`Store::update_many`] of the object (`spec.*PoolRef`, with the
-//! object's resourceVersion) and the pool (an annotation, with the pool's resourceVersion
-//! `Y`). A concurrent scheduler that bound to the same pool changed its resourceVersion, so
-//! our bind fails with Conflict, the assumed instance is forgotten, and the object is retried
-//! once the watch has delivered the other bind. Two schedulers therefore never overcommit.
-//! Within one scheduler, the assume cache counts in-flight binds, and at most one bind per
-//! pool is in flight (its resourceVersion is the precondition of the next).
+//! **Pipelined, batched binds.** Up to [`Config::concurrency`] store writes are in flight at
+//! once. A bind compares the versions the scheduler already holds (the object's and the pool's,
+//! from the list, the watch or its own last bind) and writes the object (`spec.*PoolRef`) and
+//! the pool (an annotation); up to [`Config::batch`] binds to distinct pools share one
+//! [`Store::update_many_from`] call — on etcd one Txn of compares and puts, with no read
+//! before it. Batching is what makes etcd 3.4 fast here: every Txn with compares pays for a
+//! concurrent read view of the backend (a copy of its uncommitted write buffer), which makes
+//! a one-key Txn several times dearer than a plain put under write load; a batch pays it once.
+//! A batch is all or nothing, so a conflicting batch is retried one bind per write
+//! (`solo`), and only a failed single bind re-reads its object — inside its own task: the
+//! controller loop never awaits a store call.
+//!
+//! **Why concurrent schedulers never overcommit.** One ordered watch stream (all kinds, in
+//! revision order; within one revision a bind's object comes before its pool, the order of
+//! the writes) feeds the cache, so when the cache holds a usable pool at resourceVersion `Y`
+//! it has also seen every bind that touched that pool up to `Y` (every bind writes the pool;
+//! pools listed at a version the watch has not reached yet are unusable until it does).
+//! A bind commits only if the pool is still at `Y`, i.e. no bind by anyone (and no capacity
+//! change) happened since the cache counted the pool's instances; otherwise it fails with
+//! Conflict, the assumed instance is forgotten, the pool is skipped until the watch delivers
+//! its newer version, and the object is retried. Within one scheduler, the assume cache counts
+//! in-flight binds, and at most one bind per pool is in flight: the next bind's precondition
+//! is the pool version this one produces. The pool must be written by every bind, not only
+//! compared: comparing alone would let two schedulers that both saw `Y` both commit. Every
+//! bound object counts once, because its bind and its own echo on the watch carry the same
+//! uid (the cache replaces the assumed instance).
+//!
+//! A per-pool claim key written instead of the pool object would shrink each bind's second
+//! write but not remove it (two schedulers must collide on some key), so the pool object
+//! stays in the Txn and no new kind is needed.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -25,7 +46,7 @@ use irikit_api::{
     ListOptions, Object, Resource, Store,
     core::{Event, EventSource, ObjectReference},
     meta::ObjectMeta,
-    store::{self, EventType, now_rfc3339},
+    store::{self, EventType, KnownUpdate, now_rfc3339},
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -36,11 +57,19 @@ use crate::{
     flavor::{BIND_ANNOTATION, Flavor},
 };
 
+/// Most binds per write: etcd's default `--max-txn-ops` is 128 and each bind compares and
+/// writes two keys.
+pub const MAX_BATCH: usize = 64;
+
 /// Controller settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Binds in flight at once (pipelining for remote stores).
+    /// Store writes in flight at once (pipelining for remote stores); each carries up to
+    /// `batch` binds.
     pub concurrency: usize,
+    /// Most binds committed by one store write (one etcd Txn). Binds of one batch go to
+    /// distinct pools; a conflicting batch is retried one bind per write.
+    pub batch: usize,
     /// Whether to store OutOfCapacity events.
     pub emit_events: bool,
 }
@@ -49,6 +78,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            batch: 16,
             emit_events: true,
         }
     }
@@ -79,14 +109,24 @@ pub enum Error {
     Store(#[source] store::Error),
 }
 
-struct BindDone {
+/// One decided bind: the object to its pool, both at the versions the cache holds.
+struct Bind {
     key: String,
     uid: String,
     pool: String,
     object_revision: u64,
     pool_revision: u64,
     started: Instant,
+    /// Object, then pool (moved into the store write when the batch is spawned).
+    updates: Vec<KnownUpdate>,
+}
+
+/// A committed (or failed) batch of binds.
+struct BatchDone {
+    binds: Vec<Bind>,
     result: store::Result<Vec<Object>>,
+    /// For a failed single bind: the object re-read.
+    fresh: Option<store::Result<Object>>,
 }
 
 struct State<F: Flavor> {
@@ -103,8 +143,14 @@ struct State<F: Flavor> {
     waiting: HashSet<String>,
     /// Keys with a bind in flight.
     inflight_keys: HashSet<String>,
+    /// Keys whose batch conflicted: their next bind is a write of its own, so one stale
+    /// pool does not fail the others again.
+    solo: HashSet<String>,
     /// Pools whose version lost a bind race: skipped until the watch shows a newer version.
     stale: HashMap<String, u64>,
+    /// Pools listed at a version newer than the watch start: skipped until the watch delivers
+    /// that version (only then has the cache seen every bind that touched them).
+    syncing: HashMap<String, u64>,
     /// Object events at or below this revision are already in the list.
     objects_listed_at: u64,
     _flavor: std::marker::PhantomData<F>,
@@ -121,7 +167,9 @@ impl<F: Flavor> State<F> {
             parked: HashSet::new(),
             waiting: HashSet::new(),
             inflight_keys: HashSet::new(),
+            solo: HashSet::new(),
             stale: HashMap::new(),
+            syncing: HashMap::new(),
             objects_listed_at: 0,
             _flavor: std::marker::PhantomData,
         }
@@ -150,7 +198,17 @@ impl<F: Flavor> State<F> {
             self.cache.remove_pool(&name);
             self.pools.remove(&name);
             self.stale.remove(&name);
+            self.syncing.remove(&name);
             return;
+        }
+        if let Some(listed_at) = self.syncing.get(&name)
+            && obj.revision() >= *listed_at
+        {
+            self.syncing.remove(&name);
+            if !self.stale.contains_key(&name) {
+                self.cache.set_busy(&name, false);
+            }
+            self.requeue_set(false);
         }
         if let Some(known) = self.pools.get(&name)
             && known.revision() >= obj.revision()
@@ -164,7 +222,9 @@ impl<F: Flavor> State<F> {
             && obj.revision() > *stale_at
         {
             self.stale.remove(&name);
-            self.cache.set_busy(&name, false);
+            if !self.syncing.contains_key(&name) {
+                self.cache.set_busy(&name, false);
+            }
         }
         self.pools.insert(name, obj);
         if self.cache.upsert_pool(info) {
@@ -185,10 +245,12 @@ impl<F: Flavor> State<F> {
             self.pending.remove(&key);
             self.parked.remove(&key);
             self.waiting.remove(&key);
+            self.solo.remove(&key);
             return;
         }
         if let Some((pool, class, demand)) = F::bound(&obj) {
             self.cache.add_instance(&uid, &pool, &class, demand);
+            self.solo.remove(&key);
             self.pending.remove(&key);
             self.parked.remove(&key);
             self.waiting.remove(&key);
@@ -263,16 +325,26 @@ impl<F: Flavor> Scheduler<F> {
     async fn run_once(&self, cancel: &CancellationToken) -> store::Result<()> {
         let sync_started = Instant::now();
         let mut state = State::<F>::new();
-        let pools = self.store.list(F::POOL, &ListOptions::all()).await?;
+        // Objects first, then pools, then a watch from the objects' revision: the watch never
+        // replays the objects already listed (etcd 3.4 catches a watch up from old revisions
+        // in rounds that each re-read the whole backlog). A pool listed at a newer version
+        // than the watch start may have bound objects the list missed, so it is skipped
+        // until the watch delivers that version (its own write is on the watch, so it will).
         let objects = self.store.list(F::OBJECT, &ListOptions::all()).await?;
-        for pool in pools.items {
-            state.apply_pool(pool, false);
-        }
+        let pools = self.store.list(F::POOL, &ListOptions::all()).await?;
         state.objects_listed_at = objects.revision;
         for obj in objects.items {
             state.apply_object(obj, false);
         }
-        let mut stream = self.store.watch(None, pools.revision).await?;
+        for pool in pools.items {
+            let (name, revision) = (pool.metadata().name.clone(), pool.revision());
+            state.apply_pool(pool, false);
+            if revision > objects.revision {
+                state.cache.set_busy(&name, true);
+                state.syncing.insert(name, revision);
+            }
+        }
+        let mut stream = self.store.watch(None, objects.revision).await?;
         let sync_us = u64::try_from(sync_started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.sync_us.store(sync_us, Ordering::Relaxed);
         info!(
@@ -281,15 +353,44 @@ impl<F: Flavor> Scheduler<F> {
             pending = state.pending.len(),
             "scheduler synced"
         );
-        let mut inflight: JoinSet<BindDone> = JoinSet::new();
+        let mut inflight: JoinSet<BatchDone> = JoinSet::new();
         let mut events: JoinSet<()> = JoinSet::new();
+        let concurrency = self.config.concurrency.max(1);
+        let batch_size = self.config.batch.clamp(1, MAX_BATCH);
         loop {
-            while inflight.len() < self.config.concurrency.max(1) {
+            // Up to `concurrency` store writes in flight, each of up to `batch_size` binds; the
+            // batch being filled holds a slot.
+            let mut batch = Vec::new();
+            loop {
+                let used = inflight.len() + usize::from(!batch.is_empty());
+                let room_in_batch = !batch.is_empty() && batch.len() < batch_size;
+                if used >= concurrency && !room_in_batch {
+                    break;
+                }
                 let Some(key) = state.queue.pop_front() else {
                     break;
                 };
                 state.queued.remove(&key);
-                self.attempt(&mut state, key, &mut inflight, &mut events);
+                let solo = state.solo.contains(&key);
+                if solo && used >= concurrency {
+                    state.enqueue(key);
+                    break;
+                }
+                let Some(bind) = self.attempt(&mut state, key, &mut events) else {
+                    continue;
+                };
+                if solo {
+                    state.solo.remove(&bind.key);
+                    self.spawn_batch(&mut inflight, vec![bind]);
+                    continue;
+                }
+                batch.push(bind);
+                if batch.len() == batch_size {
+                    self.spawn_batch(&mut inflight, std::mem::take(&mut batch));
+                }
+            }
+            if !batch.is_empty() {
+                self.spawn_batch(&mut inflight, batch);
             }
             while events.try_join_next().is_some() {}
             tokio::select! {
@@ -297,14 +398,14 @@ impl<F: Flavor> Scheduler<F> {
                 () = cancel.cancelled() => {
                     // Finish in-flight binds so the store and our counters agree.
                     while let Some(done) = inflight.join_next().await {
-                        if let Ok(done) = done { self.finish(&mut state, done).await; }
+                        if let Ok(done) = done { self.finish(&mut state, done); }
                     }
                     while events.join_next().await.is_some() {}
                     return Ok(());
                 }
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                     if let Ok(done) = done {
-                        self.finish(&mut state, done).await;
+                        self.finish(&mut state, done);
                     }
                 }
                 ev = stream.next() => {
@@ -328,62 +429,53 @@ impl<F: Flavor> Scheduler<F> {
         }
     }
 
-    fn attempt(
-        &self,
-        state: &mut State<F>,
-        key: String,
-        inflight: &mut JoinSet<BindDone>,
-        events: &mut JoinSet<()>,
-    ) {
-        let Some(obj) = state.pending.get(&key) else {
-            return;
-        };
+    /// Decides for `key`; a bind decision is assumed in the cache and returned for writing.
+    fn attempt(&self, state: &mut State<F>, key: String, events: &mut JoinSet<()>) -> Option<Bind> {
+        let obj = state.pending.get(&key)?;
         let Some(req) = F::request(obj) else {
             state.pending.remove(&key);
-            return;
+            return None;
         };
         if state.cache.has_instance(&req.uid) || state.inflight_keys.contains(&key) {
-            return;
+            return None;
         }
         let started = Instant::now();
         match state.cache.schedule(&req) {
             Decision::Bind { pool, .. } => {
                 let Some(pool_obj) = state.pools.get(&pool) else {
                     state.waiting.insert(key);
-                    return;
+                    return None;
                 };
-                let mut pool_obj = pool_obj.clone();
-                pool_obj
+                let mut claimed = pool_obj.clone();
+                claimed
                     .metadata_mut()
                     .annotations
                     .insert(BIND_ANNOTATION.to_string(), key.clone());
-                let bound = F::bind(obj, &pool);
+                let updates = vec![
+                    KnownUpdate::new(obj.clone(), F::bind(obj, &pool)),
+                    KnownUpdate::new(pool_obj.clone(), claimed),
+                ];
+                let object_revision = obj.revision();
+                let pool_revision = pool_obj.revision();
                 state.cache.assume(&req.uid, &pool, &req.class, req.demand);
                 state.cache.set_busy(&pool, true);
                 state.inflight_keys.insert(key.clone());
                 debug!(component = F::COMPONENT, object = %key, pool = %pool, "binding");
-                let store = self.store.clone();
-                let uid = req.uid.clone();
-                let object_revision = obj.revision();
-                let pool_revision = pool_obj.revision();
-                inflight.spawn(async move {
-                    let result = store.update_many(vec![bound, pool_obj]).await;
-                    BindDone {
-                        key,
-                        uid,
-                        pool,
-                        object_revision,
-                        pool_revision,
-                        started,
-                        result,
-                    }
-                });
+                Some(Bind {
+                    key,
+                    uid: req.uid,
+                    pool,
+                    object_revision,
+                    pool_revision,
+                    started,
+                    updates,
+                })
             }
             Decision::Unschedulable { message, filtered } => {
                 if filtered.busy > 0 || state.cache.any_busy() {
                     // A pool may free up or be the answer once its bind completes: no event yet.
                     state.waiting.insert(key);
-                    return;
+                    return None;
                 }
                 self.stats.unschedulable.fetch_add(1, Ordering::Relaxed);
                 info!(component = F::COMPONENT, object = %key, %message, "OutOfCapacity");
@@ -397,81 +489,133 @@ impl<F: Flavor> Scheduler<F> {
                         }
                     });
                 }
+                None
             }
         }
     }
 
-    async fn finish(&self, state: &mut State<F>, done: BindDone) {
-        let BindDone {
-            key,
-            uid,
-            pool,
-            object_revision,
-            pool_revision,
-            started,
+    /// Writes `binds` with one [`Store::update_many_from`]: object then pool for each bind.
+    fn spawn_batch(&self, inflight: &mut JoinSet<BatchDone>, mut binds: Vec<Bind>) {
+        let store = self.store.clone();
+        let updates: Vec<KnownUpdate> = binds
+            .iter_mut()
+            .flat_map(|bind| std::mem::take(&mut bind.updates))
+            .collect();
+        inflight.spawn(async move {
+            let result = store.update_many_from(updates).await;
+            // A failed single bind refreshes its object here, off the controller loop (never
+            // the pool: its version must come from the ordered watch).
+            let fresh = match (&result, binds.as_slice()) {
+                (Err(_), [bind]) => {
+                    let (namespace, name) =
+                        bind.key.split_once('/').unwrap_or(("", bind.key.as_str()));
+                    Some(store.get(F::OBJECT, namespace, name).await)
+                }
+                _ => None,
+            };
+            BatchDone {
+                binds,
+                result,
+                fresh,
+            }
+        });
+    }
+
+    fn finish(&self, state: &mut State<F>, done: BatchDone) {
+        let BatchDone {
+            binds,
             result,
+            fresh,
         } = done;
-        state.inflight_keys.remove(&key);
-        if !state.stale.contains_key(&pool) {
-            state.cache.set_busy(&pool, false);
+        for bind in &binds {
+            state.inflight_keys.remove(&bind.key);
+            if !state.stale.contains_key(&bind.pool) && !state.syncing.contains_key(&bind.pool) {
+                state.cache.set_busy(&bind.pool, false);
+            }
         }
         match result {
             Ok(objs) => {
-                let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.stats.binds.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut lat) = self.stats.latencies_us.lock() {
-                    lat.push(elapsed);
-                }
                 let mut objs = objs.into_iter();
-                if let Some(bound) = objs.next() {
-                    state.apply_object(bound, false);
-                }
-                if let Some(pool_obj) = objs.next() {
-                    // Our own txn: nothing touched the pool between the version we saw and this
-                    // one, so the cache stays consistent with it.
-                    state.apply_pool(pool_obj, false);
+                for bind in &binds {
+                    let elapsed =
+                        u64::try_from(bind.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.stats.binds.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut lat) = self.stats.latencies_us.lock() {
+                        lat.push(elapsed);
+                    }
+                    if let Some(bound) = objs.next() {
+                        state.apply_object(bound, false);
+                    }
+                    if let Some(pool_obj) = objs.next() {
+                        // Our own txn: nothing touched the pool between the version we saw and
+                        // this one, so the cache stays consistent with it.
+                        state.apply_pool(pool_obj, false);
+                    }
                 }
             }
             Err(err) => {
-                state.cache.forget(&uid);
-                if matches!(err, store::Error::Conflict { .. }) {
-                    self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    warn!(component = F::COMPONENT, object = %key, error = %err, "bind failed");
+                let conflict = matches!(err, store::Error::Conflict { .. });
+                for bind in &binds {
+                    state.cache.forget(&bind.uid);
+                    if conflict {
+                        self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        warn!(component = F::COMPONENT, object = %bind.key, error = %err, "bind failed");
+                    }
                 }
-                // Refresh the object from the store (never the pool: its version must come from
-                // the ordered watch). The pool's own change arrives through the watch.
-                let (namespace, name) = key.split_once('/').unwrap_or(("", key.as_str()));
-                match self.store.get(F::OBJECT, namespace, name).await {
-                    Ok(fresh) => {
-                        let pool_is_stale = fresh.revision() == object_revision
-                            && state
-                                .pools
-                                .get(&pool)
-                                .is_some_and(|p| p.revision() == pool_revision);
-                        if pool_is_stale {
-                            // The pool moved on (another scheduler bound to it): skip it until
-                            // the watch delivers that change.
-                            state.stale.insert(pool.clone(), pool_revision);
-                            state.cache.set_busy(&pool, true);
+                match (binds.as_slice(), fresh) {
+                    ([bind], Some(fresh)) => Self::refresh(state, bind, fresh),
+                    _ => {
+                        // Some bind of the batch is stale, but which one is unknown: retry each
+                        // in a write of its own.
+                        for bind in binds {
+                            state.solo.insert(bind.key.clone());
+                            state.waiting.insert(bind.key);
                         }
-                        if F::bound(&fresh).is_some() {
-                            state.apply_object(fresh, false);
-                        } else {
-                            state.pending.insert(key.clone(), fresh);
-                            state.waiting.insert(key);
-                        }
-                    }
-                    Err(store::Error::NotFound { .. }) => {
-                        state.pending.remove(&key);
-                    }
-                    Err(_) => {
-                        state.waiting.insert(key);
                     }
                 }
             }
         }
         state.requeue_set(false);
+    }
+
+    /// After a failed single bind: learn from the re-read object whether the pool moved on.
+    fn refresh(state: &mut State<F>, bind: &Bind, fresh: store::Result<Object>) {
+        let key = bind.key.clone();
+        match fresh {
+            Ok(fresh) => {
+                let pool_is_stale = fresh.revision() == bind.object_revision
+                    && state
+                        .pools
+                        .get(&bind.pool)
+                        .is_some_and(|p| p.revision() == bind.pool_revision);
+                if pool_is_stale {
+                    // The pool moved on (another scheduler bound to it): skip it until the
+                    // watch delivers that change.
+                    state.stale.insert(bind.pool.clone(), bind.pool_revision);
+                    state.cache.set_busy(&bind.pool, true);
+                }
+                if F::bound(&fresh).is_some() {
+                    state.apply_object(fresh, false);
+                } else if state
+                    .pending
+                    .get(&key)
+                    .is_none_or(|known| known.revision() <= fresh.revision())
+                {
+                    state.pending.insert(key.clone(), fresh);
+                    state.waiting.insert(key);
+                } else {
+                    // The watch already delivered a newer version.
+                    state.waiting.insert(key);
+                }
+            }
+            Err(store::Error::NotFound { .. }) => {
+                state.pending.remove(&key);
+            }
+            Err(_) => {
+                state.waiting.insert(key);
+            }
+        }
     }
 }
 

@@ -3,7 +3,14 @@
 //! without overcommitting (memory store; etcd too when present).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt;
 use irikit_api::{
@@ -12,7 +19,7 @@ use irikit_api::{
     core::Event,
     meta::{Condition, LocalObjectReference, ObjectMeta},
     storage::{Volume, VolumePool},
-    store::memory::MemoryStore,
+    store::{self, KnownUpdate, ObjectList, WatchStream, memory::MemoryStore},
 };
 use scheduler::{Config, MachineScheduler, VolumeScheduler};
 use tokio_util::sync::CancellationToken;
@@ -106,6 +113,7 @@ fn spawn_machine_scheduler(
         store.clone(),
         Config {
             concurrency,
+            batch: 4,
             emit_events: true,
         },
     );
@@ -323,14 +331,166 @@ async fn race(store: Arc<dyn Store>, n_pools: usize, capacity: i64, n_machines: 
     }
 }
 
+/// A store that, before every `every`-th bind, writes the bind's pool itself (a poollet
+/// heartbeat racing with the scheduler), so that bind fails with Conflict in the middle of a
+/// pipeline of binds.
+struct Meddling {
+    inner: Arc<dyn Store>,
+    every: usize,
+    binds: AtomicUsize,
+    meddled: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for Meddling {
+    async fn get(&self, kind: Kind, namespace: &str, name: &str) -> store::Result<Object> {
+        self.inner.get(kind, namespace, name).await
+    }
+    async fn list(&self, kind: Kind, options: &ListOptions) -> store::Result<ObjectList> {
+        self.inner.list(kind, options).await
+    }
+    async fn create(&self, obj: Object) -> store::Result<Object> {
+        self.inner.create(obj).await
+    }
+    async fn update(&self, obj: Object) -> store::Result<Object> {
+        self.inner.update(obj).await
+    }
+    async fn update_status(&self, obj: Object) -> store::Result<Object> {
+        self.inner.update_status(obj).await
+    }
+    async fn update_many(&self, objs: Vec<Object>) -> store::Result<Vec<Object>> {
+        self.inner.update_many(objs).await
+    }
+    async fn update_many_from(&self, updates: Vec<KnownUpdate>) -> store::Result<Vec<Object>> {
+        let n = self.binds.fetch_add(1, Ordering::SeqCst);
+        if n.is_multiple_of(self.every)
+            && let Some(pool) = updates
+                .iter()
+                .find(|u| u.current.kind() == Kind::MachinePool)
+        {
+            let mut heartbeat: MachinePool = self
+                .inner
+                .get(Kind::MachinePool, "", &pool.current.metadata().name)
+                .await?
+                .into_typed()
+                .unwrap();
+            heartbeat.status.conditions[0].message = format!("heartbeat {n}");
+            heartbeat.metadata.resource_version.clear();
+            self.inner.update_status(heartbeat.into_object()).await?;
+            self.meddled.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.update_many_from(updates).await
+    }
+    async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> store::Result<Option<Object>> {
+        self.inner
+            .delete(kind, namespace, name, resource_version)
+            .await
+    }
+    async fn watch(&self, kind: Option<Kind>, revision: u64) -> store::Result<WatchStream> {
+        self.inner.watch(kind, revision).await
+    }
+    async fn compact(&self, revision: u64) -> store::Result<()> {
+        self.inner.compact(revision).await
+    }
+    async fn revision(&self) -> store::Result<u64> {
+        self.inner.revision().await
+    }
+}
+
+/// Conflicts in the middle of a pipeline of binds: each loser forgets its assumption and
+/// retries, every machine ends up bound exactly once, and — with capacity for exactly the
+/// machines there are — nothing is counted twice (a double count would leave one unbound).
+async fn conflicts_mid_pipeline(inner: Arc<dyn Store>) {
+    const POOLS: usize = 4;
+    const CAPACITY: i64 = 10;
+    let n_machines = POOLS * usize::try_from(CAPACITY).unwrap();
+    let meddling = Arc::new(Meddling {
+        inner: inner.clone(),
+        every: 3,
+        binds: AtomicUsize::new(0),
+        meddled: AtomicUsize::new(0),
+    });
+    let store: Arc<dyn Store> = meddling.clone();
+    for p in 0..POOLS {
+        store
+            .create(machine_pool(&format!("pool-{p}"), CAPACITY))
+            .await
+            .unwrap();
+    }
+    for i in 0..n_machines {
+        store.create(machine(&format!("m{i:03}"))).await.unwrap();
+    }
+    let cancel = CancellationToken::new();
+    let sched = MachineScheduler::new(
+        store.clone(),
+        Config {
+            concurrency: 8,
+            batch: 4,
+            emit_events: true,
+        },
+    );
+    let stats = sched.stats();
+    let task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { sched.run(cancel).await.unwrap() }
+    });
+    eventually(&store, "every machine bound", |s| async move {
+        bound_per_pool(s).await.values().sum::<usize>() == n_machines
+    })
+    .await;
+    cancel.cancel();
+    task.await.unwrap();
+    let per_pool = bound_per_pool(store.clone()).await;
+    assert_eq!(
+        per_pool,
+        (0..POOLS)
+            .map(|p| (format!("pool-{p}"), usize::try_from(CAPACITY).unwrap()))
+            .collect::<BTreeMap<_, _>>()
+    );
+    let meddled = meddling.meddled.load(Ordering::SeqCst);
+    assert!(meddled >= n_machines / 3, "meddled only {meddled} times");
+    let conflicts = stats.conflicts.load(Ordering::SeqCst);
+    assert!(
+        conflicts >= u64::try_from(meddled).unwrap(),
+        "{conflicts} conflicts for {meddled} racing writes"
+    );
+    assert_eq!(
+        stats.binds.load(Ordering::SeqCst),
+        u64::try_from(n_machines).unwrap(),
+        "every bound machine counted once"
+    );
+    assert!(out_of_capacity_events(store).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_mid_pipeline_memory() {
+    conflicts_mid_pipeline(Arc::new(MemoryStore::new())).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_mid_pipeline_etcd() {
+    let Some(etcd) = local_etcd().await else {
+        return;
+    };
+    conflicts_mid_pipeline(Arc::new(etcd.store("/irikit-meddle").await.unwrap())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_never_overcommit_memory() {
     race(Arc::new(MemoryStore::new()), 10, 3, 45).await;
 }
 
+/// A throw-away etcd, or `None` after one `skip:` line (a failure when `IRIKIT_REQUIRE`
+/// names etcd).
 #[cfg(feature = "etcd")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_schedulers_never_overcommit_etcd() {
+async fn local_etcd() -> Option<irikit_api::store::etcd::LocalEtcd> {
     use irikit_api::store::etcd::LocalEtcd;
     if LocalEtcd::binary().is_none() {
         let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
@@ -339,9 +499,17 @@ async fn two_schedulers_never_overcommit_etcd() {
             "etcd is required (IRIKIT_REQUIRE) but not on PATH"
         );
         eprintln!("skip: etcd not on PATH (install etcd-server)");
-        return;
+        return None;
     }
-    let etcd = LocalEtcd::start(None).await.unwrap();
+    Some(LocalEtcd::start(None).await.unwrap())
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_never_overcommit_etcd() {
+    let Some(etcd) = local_etcd().await else {
+        return;
+    };
     race(
         Arc::new(etcd.store("/irikit-race").await.unwrap()),
         10,
@@ -349,6 +517,12 @@ async fn two_schedulers_never_overcommit_etcd() {
         45,
     )
     .await;
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn conflicts_mid_pipeline_etcd() {
+    two_schedulers_never_overcommit_etcd();
 }
 
 #[cfg(not(feature = "etcd"))]

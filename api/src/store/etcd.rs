@@ -21,8 +21,8 @@ use etcd_client::{
 use futures::StreamExt;
 
 use super::{
-    Error, EventType, ListOptions, Object, ObjectList, Outcome, Result, Store, WatchEvent,
-    WatchStream, prepare_create, prepare_delete, prepare_update,
+    Error, EventType, KnownUpdate, ListOptions, Object, ObjectList, Outcome, Result, Store,
+    WatchEvent, WatchStream, prepare_create, prepare_delete, prepare_update,
 };
 use crate::object::Kind;
 
@@ -95,14 +95,20 @@ impl EtcdStore {
     }
 
     fn encode(obj: &Object) -> Vec<u8> {
-        let mut obj = obj.clone();
-        obj.metadata_mut().resource_version.clear();
-        serde_json::to_vec(&obj.to_json()).unwrap_or_default()
+        // The resourceVersion is the key's mod_revision, never stored (dropped from the JSON
+        // rather than from a clone of the object).
+        let mut value = obj.to_json();
+        if let Some(meta) = value
+            .get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            meta.remove("resourceVersion");
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
     }
 
     fn decode(kv: &KeyValue, revision: i64) -> Result<Object> {
-        let value: serde_json::Value = serde_json::from_slice(kv.value()).map_err(backend)?;
-        let mut obj = Object::from_json(value).map_err(backend)?;
+        let mut obj = Object::from_json_slice(kv.value()).map_err(backend)?;
         obj.metadata_mut().resource_version = revision.to_string();
         Ok(obj)
     }
@@ -166,6 +172,67 @@ impl EtcdStore {
         obj.metadata_mut().resource_version = revision.to_string();
         let _ = removed;
         Ok(Some(obj))
+    }
+
+    /// The resourceVersion of `obj` as an etcd revision (a multi-object write needs one).
+    fn precondition(obj: &Object) -> Result<i64> {
+        obj.metadata().resource_version.parse::<i64>().map_err(|_| {
+            Error::BadRequest(format!(
+                "update_many: {} {:?} has no resourceVersion precondition",
+                obj.kind(),
+                obj.key()
+            ))
+        })
+    }
+
+    /// One Txn: every key still at its `current` mod_revision → write every `desired`. No
+    /// read: `current` is trusted to be the stored object at that revision (a revision names
+    /// exactly one value of a key), so the compare alone makes the write safe.
+    async fn commit_many(&self, updates: Vec<KnownUpdate>) -> Result<Vec<Object>> {
+        let mut compares = Vec::with_capacity(updates.len());
+        let mut ops = Vec::with_capacity(updates.len());
+        let mut results = Vec::with_capacity(updates.len());
+        for KnownUpdate { current, desired } in updates {
+            let mod_revision = Self::precondition(&current)?;
+            if current.kind() != desired.kind() || current.key() != desired.key() {
+                return Err(Error::BadRequest(format!(
+                    "update_many: {} {:?} is updated from {} {:?}",
+                    desired.kind(),
+                    desired.key(),
+                    current.kind(),
+                    current.key()
+                )));
+            }
+            let key = self.key_of(&current);
+            compares.push(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                mod_revision,
+            ));
+            let desired = KnownUpdate::new(current, desired);
+            match prepare_update(&desired.current, desired.desired, false)? {
+                Outcome::Write(obj) | Outcome::Unchanged(obj) => {
+                    ops.push(TxnOp::put(key, Self::encode(&obj), None));
+                    results.push(obj);
+                }
+                Outcome::Remove(obj) => {
+                    ops.push(TxnOp::delete(key, None));
+                    results.push(obj);
+                }
+            }
+        }
+        let mut kv = self.client.kv_client();
+        let resp = timed(kv.txn(Txn::new().when(compares).and_then(ops))).await?;
+        if !resp.succeeded() {
+            let first = results.first().map(|o| (o.kind(), o.key()));
+            let (kind, key) = first.unwrap_or((Kind::Machine, String::new()));
+            return Err(Error::Conflict { kind, key });
+        }
+        let revision = resp.header().map_or(0, |h| h.revision()).to_string();
+        for obj in &mut results {
+            obj.metadata_mut().resource_version.clone_from(&revision);
+        }
+        Ok(results)
     }
 
     async fn write_one(&self, obj: Object, status_only: bool) -> Result<Object> {
@@ -272,18 +339,9 @@ impl Store for EtcdStore {
     }
 
     async fn update_many(&self, objs: Vec<Object>) -> Result<Vec<Object>> {
-        let mut compares = Vec::with_capacity(objs.len());
-        let mut ops = Vec::with_capacity(objs.len());
-        let mut results = Vec::with_capacity(objs.len());
+        let mut updates = Vec::with_capacity(objs.len());
         for obj in objs {
-            let precondition = obj.metadata().resource_version.clone();
-            let Ok(precondition) = precondition.parse::<i64>() else {
-                return Err(Error::BadRequest(format!(
-                    "update_many: {} {:?} has no resourceVersion precondition",
-                    obj.kind(),
-                    obj.key()
-                )));
-            };
+            let precondition = Self::precondition(&obj)?;
             let meta = obj.metadata();
             let (old, mod_revision) = self.read(obj.kind(), &meta.namespace, &meta.name).await?;
             if mod_revision != precondition {
@@ -292,35 +350,13 @@ impl Store for EtcdStore {
                     key: old.key(),
                 });
             }
-            let key = self.key_of(&old);
-            compares.push(Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                mod_revision,
-            ));
-            match prepare_update(&old, obj, false)? {
-                Outcome::Write(obj) | Outcome::Unchanged(obj) => {
-                    ops.push(TxnOp::put(key, Self::encode(&obj), None));
-                    results.push(obj);
-                }
-                Outcome::Remove(obj) => {
-                    ops.push(TxnOp::delete(key, None));
-                    results.push(obj);
-                }
-            }
+            updates.push(KnownUpdate::new(old, obj));
         }
-        let mut kv = self.client.kv_client();
-        let resp = timed(kv.txn(Txn::new().when(compares).and_then(ops))).await?;
-        if !resp.succeeded() {
-            let first = results.first().map(|o| (o.kind(), o.key()));
-            let (kind, key) = first.unwrap_or((Kind::Machine, String::new()));
-            return Err(Error::Conflict { kind, key });
-        }
-        let revision = resp.header().map_or(0, |h| h.revision()).to_string();
-        for obj in &mut results {
-            obj.metadata_mut().resource_version.clone_from(&revision);
-        }
-        Ok(results)
+        self.commit_many(updates).await
+    }
+
+    async fn update_many_from(&self, updates: Vec<KnownUpdate>) -> Result<Vec<Object>> {
+        self.commit_many(updates).await
     }
 
     async fn delete(
@@ -362,7 +398,6 @@ impl Store for EtcdStore {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(i64_rev(revision + 1))
-            .with_prev_key()
             .with_progress_notify();
         // etcd reports a compacted start revision only after the "created" response; a read at
         // that revision fails at once, so check first (a compaction racing with the watch still
@@ -395,22 +430,37 @@ impl Store for EtcdStore {
                 oldest: u64_rev(first.compact_revision()),
             });
         }
-        let initial = decode_events(&first, revision);
-        let rest = futures::stream::unfold(Some(stream), move |stream| async move {
-            let mut stream = stream?;
-            match stream.message().await {
-                Ok(Some(resp)) => {
-                    if resp.compact_revision() > 0 || resp.canceled() {
-                        let err = Error::Expired {
-                            requested: revision,
-                            oldest: u64_rev(resp.compact_revision()),
-                        };
-                        return Some((vec![Err(err)], None));
+        let client = self.client.clone();
+        let initial = decode_events(&client, &first, revision).await;
+        let rest = futures::stream::unfold(Some(stream), move |stream| {
+            let client = client.clone();
+            async move {
+                let mut stream = stream?;
+                match stream.message().await {
+                    Ok(Some(resp)) => {
+                        if resp.compact_revision() > 0 || resp.canceled() {
+                            let err = Error::Expired {
+                                requested: revision,
+                                oldest: u64_rev(resp.compact_revision()),
+                            };
+                            return Some((vec![Err(err)], None));
+                        }
+                        let mut events = decode_events(&client, &resp, revision).await;
+                        // An expired event ends the stream (the caller relists).
+                        match events
+                            .iter()
+                            .position(|e| matches!(e, Err(Error::Expired { .. })))
+                        {
+                            Some(at) => {
+                                events.truncate(at + 1);
+                                Some((events, None))
+                            }
+                            None => Some((events, Some(stream))),
+                        }
                     }
-                    Some((decode_events(&resp, revision), Some(stream)))
+                    Ok(None) => None,
+                    Err(err) => Some((vec![Err(backend(err))], None)),
                 }
-                Ok(None) => None,
-                Err(err) => Some((vec![Err(backend(err))], None)),
             }
         })
         .flat_map(futures::stream::iter);
@@ -438,7 +488,15 @@ impl Store for EtcdStore {
     }
 }
 
-fn decode_events(resp: &etcd_client::WatchResponse, after: u64) -> Vec<Result<WatchEvent>> {
+/// Decodes one watch response. The watch runs without etcd's `prev_kv`: etcd 3.4 serves
+/// `prev_kv` with one backend range read per event, and every bind produces two Modified events
+/// that need no previous value. A Delete event carries only the key, so its last state (which
+/// [`WatchEvent`] promises) is read at the revision before the delete; deletes are rare.
+async fn decode_events(
+    client: &Client,
+    resp: &etcd_client::WatchResponse,
+    after: u64,
+) -> Vec<Result<WatchEvent>> {
     let mut out = Vec::with_capacity(resp.events().len());
     for event in resp.events() {
         let Some(kv) = event.kv() else { continue };
@@ -459,18 +517,39 @@ fn decode_events(resp: &etcd_client::WatchResponse, after: u64) -> Vec<Result<Wa
                     revision: u64_rev(revision),
                 })
             }
-            EtcdEventType::Delete => match event.prev_kv() {
-                Some(prev) => EtcdStore::decode(prev, revision).map(|object| WatchEvent {
-                    type_: EventType::Deleted,
-                    object,
-                    revision: u64_rev(revision),
-                }),
-                None => Err(Error::Backend("etcd delete event without prev_kv".into())),
-            },
+            EtcdEventType::Delete => {
+                last_state(client, kv.key(), revision, after)
+                    .await
+                    .map(|object| WatchEvent {
+                        type_: EventType::Deleted,
+                        object,
+                        revision: u64_rev(revision),
+                    })
+            }
         };
         out.push(decoded);
     }
     out
+}
+
+/// The value `key` had just before its deletion at `revision`, with resourceVersion
+/// `revision`. A compaction that already discarded it expires the watch (the caller relists).
+async fn last_state(client: &Client, key: &[u8], revision: i64, after: u64) -> Result<Object> {
+    let mut kv = client.kv_client();
+    let opts = GetOptions::new().with_revision(revision - 1);
+    match timed(kv.get(key, Some(opts))).await {
+        Ok(resp) => match resp.kvs().first() {
+            Some(prev) => EtcdStore::decode(prev, revision),
+            None => Err(Error::Backend(format!(
+                "etcd delete at revision {revision} of a key absent before it"
+            ))),
+        },
+        Err(Error::Backend(msg)) if msg.contains("compacted") => Err(Error::Expired {
+            requested: after,
+            oldest: u64_rev(revision),
+        }),
+        Err(err) => Err(err),
+    }
 }
 
 /// A throw-away single-member etcd on free loopback ports, with its data in a temp dir.

@@ -11,8 +11,8 @@ use futures::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    Error, EventType, ListOptions, Object, ObjectList, Outcome, Result, Store, WatchEvent,
-    WatchStream, prepare_create, prepare_delete, prepare_update,
+    Error, EventType, KnownUpdate, ListOptions, Object, ObjectList, Outcome, Result, Store,
+    WatchEvent, WatchStream, prepare_create, prepare_delete, prepare_update,
 };
 use crate::object::Kind;
 
@@ -221,6 +221,15 @@ impl Store for MemoryStore {
             .into_iter()
             .map(|o| self.apply(&mut state, o, revision))
             .collect())
+    }
+
+    async fn update_many_from(&self, updates: Vec<KnownUpdate>) -> Result<Vec<Object>> {
+        // The stored object is at hand under the lock: check against it, not the caller's copy.
+        let objs = updates
+            .into_iter()
+            .map(|update| KnownUpdate::new(update.current, update.desired).desired)
+            .collect();
+        self.update_many(objs).await
     }
 
     async fn delete(

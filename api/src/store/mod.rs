@@ -180,6 +180,28 @@ pub struct WatchEvent {
     pub revision: u64,
 }
 
+/// One write of [`Store::update_many_from`].
+#[derive(Debug, Clone)]
+pub struct KnownUpdate {
+    /// The object as last returned by the store; its resourceVersion is the precondition.
+    pub current: Object,
+    /// The desired spec and metadata (status is kept, as in [`Store::update`]); its own
+    /// resourceVersion is ignored.
+    pub desired: Object,
+}
+
+impl KnownUpdate {
+    /// The update of `current` to `desired`, with `current`'s resourceVersion as the
+    /// precondition.
+    pub fn new(current: Object, mut desired: Object) -> Self {
+        desired
+            .metadata_mut()
+            .resource_version
+            .clone_from(&current.metadata().resource_version);
+        Self { current, desired }
+    }
+}
+
 /// A stream of watch events. It ends with `Err(Error::Expired)` when the watcher fell behind
 /// the retained history; the caller then relists.
 pub type WatchStream = BoxStream<'static, Result<WatchEvent>>;
@@ -203,6 +225,13 @@ pub trait Store: Send + Sync + 'static {
     /// resourceVersion precondition. Used by schedulers to bind and claim pool capacity in one
     /// step.
     async fn update_many(&self, objs: Vec<Object>) -> Result<Vec<Object>>;
+    /// Like [`Store::update_many`], but the caller says what it read: each
+    /// [`KnownUpdate::current`] is the object as this store returned it (get, list, watch or an
+    /// earlier write), and its resourceVersion is the precondition. A backend may trust
+    /// `current` instead of re-reading (etcd: one Txn comparing every key's mod_revision and
+    /// nothing else, so a pipelined caller pays one round trip per call). A stale `current`
+    /// fails the whole call with [`Error::Conflict`]; nothing is written.
+    async fn update_many_from(&self, updates: Vec<KnownUpdate>) -> Result<Vec<Object>>;
     /// Deletes: with finalizers present only sets deletionTimestamp and returns the object
     /// (`Some`); otherwise removes it (`None`). `resource_version` is an optional precondition.
     async fn delete(
@@ -270,6 +299,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn update_many(&self, objs: Vec<Object>) -> Result<Vec<Object>> {
         (**self).update_many(objs).await
+    }
+    async fn update_many_from(&self, updates: Vec<KnownUpdate>) -> Result<Vec<Object>> {
+        (**self).update_many_from(updates).await
     }
     async fn delete(
         &self,

@@ -17,9 +17,12 @@ struct Args {
     /// Store: `memory` or `etcd://host:port[,host:port]`.
     #[arg(long, env = "IRIKIT_STORE", default_value = "memory")]
     store: String,
-    /// Binds in flight per scheduler.
+    /// Store writes (each a batch of binds) in flight per scheduler.
     #[arg(long, env = "IRIKIT_SCHEDULER_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
+    /// Most binds per store write (one etcd Txn), at most 64.
+    #[arg(long, env = "IRIKIT_SCHEDULER_BATCH", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
+    batch: u16,
     /// YAML files applied to the store at start (for `--store memory`).
     #[arg(long, env = "IRIKIT_SCHEDULER_PRELOAD")]
     preload: Vec<PathBuf>,
@@ -63,6 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let config = Config {
         concurrency: args.concurrency,
+        batch: usize::from(args.batch),
         ..Config::default()
     };
     let machines = MachineScheduler::new(store.clone(), config.clone());
