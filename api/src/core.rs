@@ -46,6 +46,9 @@ pub struct Event {
     /// Number of occurrences.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub count: i32,
+    /// What was done (or failed), e.g. `Create`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub action: String,
 }
 
 fn is_zero(value: &i32) -> bool {

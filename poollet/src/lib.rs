@@ -6,11 +6,15 @@
 //! - [`pool`]: the MachinePool announcement, class mapping, capacity and heartbeat.
 //! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC) and the
 //!   runtime relist.
+//! - [`events`]: runtime events (ListEvents) recorded as Events on their Machines.
+//! - [`lease`]: the pool Lease the heartbeat renews.
 //! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
 //! - [`machinepoollet`]: [`MachinePoollet`], which runs all of it.
 
 pub mod controller;
 pub mod error;
+pub mod events;
+pub mod lease;
 pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;

@@ -44,6 +44,8 @@ use crate::{
     pool::{RuntimeView, capabilities_of, map_class, probe_once, set_condition},
 };
 
+mod nic;
+
 /// Default ignition key in the Secret.
 pub const DEFAULT_IGNITION_KEY: &str = "ignition.yaml";
 
@@ -305,13 +307,11 @@ impl MachineReconciler {
             Ok(volumes) => volumes,
             Err(message) => return Ok(Prerequisites::Waiting(REASON_VOLUME_NOT_READY, message)),
         };
-        if let Some(nic) = m.spec.network_interfaces.first() {
+        let nics = nic::desired_nics(m);
+        if let Some(message) = nics.unresolved.into_values().next() {
             return Ok(Prerequisites::Waiting(
                 REASON_NETWORK_INTERFACE_NOT_READY,
-                format!(
-                    "network interface {:?}: network interfaces are not supported yet",
-                    nic.name
-                ),
+                message,
             ));
         }
 
@@ -326,7 +326,7 @@ impl MachineReconciler {
                 m.metadata.name.clone(),
             ),
         ]);
-        let annotations = HashMap::from([
+        let mut annotations = HashMap::from([
             (
                 keys::MACHINE_GENERATION_ANNOTATION.to_string(),
                 m.metadata.generation.to_string(),
@@ -336,6 +336,7 @@ impl MachineReconciler {
                 "0".to_string(),
             ),
         ]);
+        nic::annotate(m, &mut annotations);
         Ok(Prerequisites::Ready(Box::new(machine::Machine {
             metadata: Some(meta::ObjectMetadata {
                 labels,
@@ -347,7 +348,7 @@ impl MachineReconciler {
                 class: iri_class,
                 ignition_data,
                 volumes,
-                network_interfaces: Vec::new(),
+                network_interfaces: nics.resolved,
                 guest_config: m
                     .spec
                     .guest_config
@@ -677,7 +678,10 @@ impl MachineReconciler {
     async fn update(&self, m: &Machine, iri: machine::Machine) -> Result<Action> {
         let id = metadata(&iri).id;
         let spec = iri.spec.clone().unwrap_or_default();
-        let mut pushed = self.sync_volumes(m, &id, &spec.volumes).await?;
+        let mut pushed = self
+            .sync_nics(m, &id, &spec.network_interfaces)
+            .await?;
+        pushed |= self.sync_volumes(m, &id, &spec.volumes).await?;
         let power = desired_power(m);
         if spec.power != power as i32 {
             let mut client = self.client.clone();
@@ -712,6 +716,7 @@ impl MachineReconciler {
             keys::IRI_MACHINE_GENERATION_ANNOTATION.to_string(),
             md.generation.to_string(),
         );
+        nic::annotate(m, &mut desired);
         let iri = if desired == md.annotations {
             iri
         } else {

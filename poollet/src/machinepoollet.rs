@@ -1,5 +1,6 @@
-//! The machinepoollet: wires the pool announcer, the heartbeat, the Machine controller, the
-//! store watchers and the runtime relist together and runs them until cancelled.
+//! The machinepoollet: wires the pool announcer, the heartbeat (with the pool Lease), the
+//! Machine controller, the store watchers, the runtime event mapper and the runtime relist
+//! together and runs them until cancelled.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,6 +14,8 @@ use tracing::info;
 use crate::{
     controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
     error::{Error, Result, rpc},
+    events,
+    lease::PoolLease,
     machine::{MachineConfig, MachineReconciler, runtime_relist},
     pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
 };
@@ -28,6 +31,8 @@ pub struct Config {
     pub max_concurrent_reconciles: usize,
     /// Interval of the unfiltered runtime relist (`--relist-period`).
     pub relist_period: Duration,
+    /// Interval of the runtime event mapper (`--event-resync-period`).
+    pub event_resync_period: Duration,
 }
 
 impl Config {
@@ -39,6 +44,7 @@ impl Config {
             pool,
             max_concurrent_reconciles: 16,
             relist_period: Duration::from_secs(1),
+            event_resync_period: crate::events::DEFAULT_EVENT_RESYNC_PERIOD,
         }
     }
 }
@@ -69,6 +75,7 @@ impl MachinePoollet {
             machine: machine_config,
             max_concurrent_reconciles,
             relist_period,
+            event_resync_period,
         } = self.config;
         pool_config
             .validate()
@@ -132,11 +139,18 @@ impl MachinePoollet {
             },
             token.clone(),
         ));
+        let lease = PoolLease::new(
+            self.store.clone(),
+            pool_config.pool_name.clone(),
+            pool_config.lease_duration,
+        );
+        info!(holder = %lease.holder(), "machine pool lease holder");
         tasks.spawn(heartbeat(
             client.clone(),
             pool_config.heartbeat_interval,
             pool_config.status_timeout,
             view,
+            Some(lease),
             {
                 let queue = pool_queue.clone();
                 let key = pool_key.clone();
@@ -199,6 +213,13 @@ impl MachinePoollet {
                     }
                 }
             },
+            token.clone(),
+        ));
+        tasks.spawn(events::run(
+            self.store.clone(),
+            client.clone(),
+            event_resync_period,
+            pool_config.status_timeout,
             token.clone(),
         ));
         tasks.spawn(runtime_relist(

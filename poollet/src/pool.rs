@@ -4,8 +4,9 @@
 //!
 //! Unlike the Go machinepoollet, the heartbeat's Status result is used (§8.6): every probe
 //! refreshes the class cache, so capacity changes reach the pool within one heartbeat interval
-//! instead of the hourly class-mapper relist. The Ready condition's `lastUpdateTime` advances
-//! with every probe and serves as the lease-style liveness signal.
+//! instead of the hourly class-mapper relist. After every probe the heartbeat renews the pool's
+//! Lease ([`crate::lease`]); the Ready condition's `lastUpdateTime` advances with every probe
+//! too.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -31,6 +32,7 @@ use tracing::{info, warn};
 use crate::{
     controller::{Action, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
+    lease::PoolLease,
 };
 
 /// `Ready` condition reason after a successful probe.
@@ -57,6 +59,8 @@ pub struct PoolConfig {
     pub status_timeout: Duration,
     /// Resync interval of the pool status even without events.
     pub resync: Duration,
+    /// `leaseDurationSeconds` of the pool Lease (`--heartbeat-lease-duration`).
+    pub lease_duration: Duration,
 }
 
 impl PoolConfig {
@@ -70,6 +74,7 @@ impl PoolConfig {
             heartbeat_interval: Duration::from_secs(10),
             status_timeout: Duration::from_secs(5),
             resync: Duration::from_secs(60),
+            lease_duration: crate::lease::DEFAULT_LEASE_DURATION,
         }
     }
 
@@ -91,13 +96,17 @@ impl PoolConfig {
         labels
     }
 
-    /// Checks IronCore's flag rules: interval > 0 and 0 < timeout < interval.
+    /// Checks IronCore's flag rules: interval > 0, lease duration > interval and
+    /// 0 < timeout < interval.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.pool_name.is_empty() {
             return Err("the machine pool name must not be empty".into());
         }
         if self.heartbeat_interval.is_zero() {
             return Err("the heartbeat interval must be positive".into());
+        }
+        if self.lease_duration <= self.heartbeat_interval {
+            return Err("the lease duration must be longer than the heartbeat interval".into());
         }
         if self.status_timeout.is_zero() || self.status_timeout >= self.heartbeat_interval {
             return Err(
@@ -182,13 +191,15 @@ pub async fn probe_once(
     view.record(result);
 }
 
-/// Probes the runtime now and then every `interval` until `token` is cancelled, calling
-/// `on_probe` after each probe (to enqueue the pool).
+/// Probes the runtime now and then every `interval` until `token` is cancelled; after each
+/// probe, whether or not it worked, renews `lease` (if any), then calls `on_probe` (to enqueue
+/// the pool).
 pub async fn heartbeat(
     mut client: MachineRuntimeClient<Channel>,
     interval: Duration,
     timeout: Duration,
     view: RuntimeView,
+    lease: Option<PoolLease>,
     on_probe: impl Fn() + Send,
     token: CancellationToken,
 ) {
@@ -202,6 +213,14 @@ pub async fn heartbeat(
         tokio::select! {
             () = token.cancelled() => return,
             () = probe_once(&mut client, timeout, &view) => {}
+        }
+        if let Some(lease) = &lease {
+            tokio::select! {
+                () = token.cancelled() => return,
+                res = lease.renew() => if let Err(err) = res {
+                    warn!(error = %err, "renewing the machine pool lease failed");
+                },
+            }
         }
         on_probe();
     }
