@@ -25,8 +25,7 @@ use iri_spec::{
     machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
 };
 use irikit_api::{
-    Kind, Store, StoreExt,
-    compute,
+    Kind, Store, StoreExt, compute,
     core::{Event, EventSource, ObjectReference},
     meta::ObjectMeta,
     store,
@@ -94,10 +93,7 @@ pub fn map_event(ev: &event::Event) -> Option<Event> {
     ]);
     let at = rfc3339(spec.event_time);
     Some(Event {
-        metadata: ObjectMeta::namespaced(
-            namespace.clone(),
-            format!("{name}.{hash:016x}"),
-        ),
+        metadata: ObjectMeta::namespaced(namespace.clone(), format!("{name}.{hash:016x}")),
         involved_object: ObjectReference {
             api_version: compute::API_VERSION.to_string(),
             kind: Kind::Machine.as_str().to_string(),
@@ -150,7 +146,13 @@ pub async fn map_window(
             Err(err) => return Err(err.into()),
         }
     }
-    debug!(from, to, listed = events.len(), created, "runtime events mapped");
+    debug!(
+        from,
+        to,
+        listed = events.len(),
+        created,
+        "runtime events mapped"
+    );
     Ok(created)
 }
 
@@ -221,7 +223,10 @@ mod tests {
         assert_eq!(ev.metadata.namespace, "ns");
         assert!(ev.metadata.name.starts_with("vm."), "{}", ev.metadata.name);
         assert_eq!(
-            (ev.involved_object.kind.as_str(), ev.involved_object.name.as_str()),
+            (
+                ev.involved_object.kind.as_str(),
+                ev.involved_object.name.as_str()
+            ),
             ("Machine", "vm")
         );
         assert_eq!(ev.involved_object.uid, "uid-1");
@@ -231,7 +236,10 @@ mod tests {
         );
         assert_eq!(ev.action, "Unknown");
         assert_eq!(ev.first_timestamp.as_deref(), Some("2023-11-14T22:13:20Z"));
-        assert_eq!(map_event(&iri_event(LABELS, "Boot")).unwrap().action, "Boot");
+        assert_eq!(
+            map_event(&iri_event(LABELS, "Boot")).unwrap().action,
+            "Boot"
+        );
     }
 
     #[test]

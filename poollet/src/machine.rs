@@ -678,9 +678,7 @@ impl MachineReconciler {
     async fn update(&self, m: &Machine, iri: machine::Machine) -> Result<Action> {
         let id = metadata(&iri).id;
         let spec = iri.spec.clone().unwrap_or_default();
-        let mut pushed = self
-            .sync_nics(m, &id, &spec.network_interfaces)
-            .await?;
+        let mut pushed = self.sync_nics(m, &id, &spec.network_interfaces).await?;
         pushed |= self.sync_volumes(m, &id, &spec.volumes).await?;
         let power = desired_power(m);
         if spec.power != power as i32 {

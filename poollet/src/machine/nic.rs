@@ -326,9 +326,17 @@ mod tests {
         assert_eq!(desired.resolved.len(), 1);
         assert_eq!(desired.resolved[0].name, "ok");
         let why = |name: &str| desired.unresolved[name].clone();
-        assert!(why("ref").contains("no NetworkInterface objects"), "{}", why("ref"));
+        assert!(
+            why("ref").contains("no NetworkInterface objects"),
+            "{}",
+            why("ref")
+        );
         assert!(why("ipam").contains("ephemeral prefix"), "{}", why("ipam"));
-        assert!(why("bad-ip").contains("not an IP address"), "{}", why("bad-ip"));
+        assert!(
+            why("bad-ip").contains("not an IP address"),
+            "{}",
+            why("bad-ip")
+        );
         assert!(why("no-net").contains("networkRef"), "{}", why("no-net"));
     }
 }
