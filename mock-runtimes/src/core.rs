@@ -212,6 +212,19 @@ impl<T: prost::Message + Default> Store<T> {
         self.objects.remove(&seq).map(|p| decode_meta(&p.bytes))
     }
 
+    /// Decoded copies of the objects whose metadata satisfies `keep`, in creation order. The
+    /// others are decoded only as far as their metadata (a label-filtered list of one machine
+    /// among thousands stays cheap).
+    pub(crate) fn iter_where<'a>(
+        &'a self,
+        keep: impl Fn(&meta::ObjectMetadata) -> bool + 'a,
+    ) -> impl Iterator<Item = T> + 'a {
+        self.objects
+            .values()
+            .filter(move |p| keep(&decode_meta(&p.bytes)))
+            .map(|p| decode(&p.bytes))
+    }
+
     /// Decoded copies of every object, in creation order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = T> + '_ {
         self.objects.values().map(|p| decode(&p.bytes))

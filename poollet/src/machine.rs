@@ -84,6 +84,8 @@ pub struct MachineReconciler {
     runtime_name: String,
     view: RuntimeView,
     config: MachineConfig,
+    /// Machine key → resourceVersion of this reconciler's last write of it.
+    own_writes: std::sync::Mutex<HashMap<ObjectRef, String>>,
 }
 
 /// The ironcore state for an IRI machine state (§3.3). STOPPED, which Go cannot map, is
@@ -175,7 +177,35 @@ impl MachineReconciler {
             runtime_name: runtime_name.into(),
             view,
             config,
+            own_writes: std::sync::Mutex::default(),
         }
+    }
+
+    fn note_own_write(&self, written: &irikit_api::Object) {
+        self.own_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                ObjectRef::of(written),
+                written.metadata().resource_version.clone(),
+            );
+    }
+
+    /// Whether a watch event carries exactly this reconciler's own last write of the Machine
+    /// (finalizer or status). Such an event need not enqueue the key again: the reconcile that
+    /// wrote it already decided its requeue. Any other change (another resourceVersion) is
+    /// not an own write.
+    pub fn is_own_write(&self, obj: &irikit_api::Object) -> bool {
+        let key = ObjectRef::of(obj);
+        let mut own = self
+            .own_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if own.get(&key) == Some(&obj.metadata().resource_version) {
+            own.remove(&key);
+            return true;
+        }
+        false
     }
 
     async fn list(&self, request: machine::ListMachinesRequest) -> Result<Vec<machine::Machine>> {
@@ -387,7 +417,8 @@ impl MachineReconciler {
             }
             let mut updated = m.clone();
             updated.status = status;
-            self.store.update_status(updated.into_object()).await?;
+            let written = self.store.update_status(updated.into_object()).await?;
+            self.note_own_write(&written);
         }
         Ok(settled)
     }
@@ -614,7 +645,8 @@ impl MachineReconciler {
         }
         info!(machine_id = %id, "machine created on the runtime");
         self.write_status(m, &created).await?;
-        Ok(Action::requeue(self.config.converging_requeue))
+        // The update pass (handshake annotations, the runtime's current state) right away.
+        Ok(Action::requeue(Duration::ZERO))
     }
 
     /// Detaches IRI volumes that differ from or are missing in the desired set and attaches
@@ -868,7 +900,9 @@ impl Reconciler<ObjectRef> for MachineReconciler {
             with.metadata
                 .finalizers
                 .push(keys::MACHINE_FINALIZER.to_string());
-            self.store.update_typed(with).await?
+            let written = self.store.update_typed(with).await?;
+            self.note_own_write(&written.clone().into_object());
+            written
         };
 
         // Oldest first; extra machines for one uid are deleted, not a panic.

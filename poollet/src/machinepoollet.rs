@@ -20,6 +20,9 @@ use crate::{
     pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
 };
 
+/// How long machine changes are batched before the pool's allocatable is recounted.
+const POOL_RECOUNT_DELAY: Duration = Duration::from_millis(100);
+
 /// Everything the machinepoollet needs besides the store and the runtime channel.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -100,11 +103,11 @@ impl MachinePoollet {
         );
         let view = RuntimeView::default();
         probe_once(&mut client, pool_config.status_timeout, &view).await;
-        let pool_reconciler = Arc::new(PoolReconciler::new(
-            self.store.clone(),
-            pool_config.clone(),
-            view.clone(),
-        ));
+        let machine_cache = ObjectCache::new();
+        let pool_reconciler = Arc::new(
+            PoolReconciler::new(self.store.clone(), pool_config.clone(), view.clone())
+                .with_machine_cache(machine_cache.clone()),
+        );
         pool_reconciler.ensure_pool().await?;
         let pool_key = pool_reconciler.key();
         let machine_reconciler = Arc::new(MachineReconciler::new(
@@ -117,7 +120,6 @@ impl MachinePoollet {
 
         let pool_queue: WorkQueue<ObjectRef> = WorkQueue::new();
         let machine_queue: WorkQueue<ObjectRef> = WorkQueue::new();
-        let machine_cache = ObjectCache::new();
         pool_queue.add(pool_key.clone());
 
         let mut tasks = JoinSet::new();
@@ -132,7 +134,7 @@ impl MachinePoollet {
         ));
         tasks.spawn(controller::run(
             machine_queue.clone(),
-            machine_reconciler,
+            machine_reconciler.clone(),
             ControllerConfig {
                 name: "machine",
                 concurrency: max_concurrent_reconciles,
@@ -167,9 +169,14 @@ impl MachinePoollet {
                 let machine_queue = machine_queue.clone();
                 let pool_queue = pool_queue.clone();
                 let pool_key = pool_key.clone();
+                let machine_reconciler = machine_reconciler.clone();
                 move |obj| {
-                    machine_queue.add(ObjectRef::of(obj));
-                    pool_queue.add(pool_key.clone());
+                    if !machine_reconciler.is_own_write(obj) {
+                        machine_queue.add(ObjectRef::of(obj));
+                    }
+                    // Batch the pool recount: one reconcile per window however many machines
+                    // changed (the queue keeps the earliest deadline).
+                    pool_queue.add_after(pool_key.clone(), POOL_RECOUNT_DELAY);
                 }
             },
             token.clone(),

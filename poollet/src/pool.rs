@@ -30,7 +30,7 @@ use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::{
-    controller::{Action, ObjectRef, Reconciler},
+    controller::{Action, ObjectCache, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
     lease::PoolLease,
 };
@@ -392,6 +392,7 @@ pub struct PoolReconciler {
     store: Arc<dyn Store>,
     config: PoolConfig,
     view: RuntimeView,
+    machines: Option<ObjectCache>,
 }
 
 impl PoolReconciler {
@@ -401,7 +402,39 @@ impl PoolReconciler {
             store,
             config,
             view,
+            machines: None,
         }
+    }
+
+    /// Counts the pool's machines from `cache` (kept by a watch of the pool's Machines) once it
+    /// is synced, instead of listing them from the store at every reconcile.
+    pub fn with_machine_cache(mut self, cache: ObjectCache) -> Self {
+        self.machines = Some(cache);
+        self
+    }
+
+    async fn machines(&self) -> Result<Vec<Machine>> {
+        let of_pool = |m: &Machine| {
+            m.spec
+                .machine_pool_ref
+                .as_ref()
+                .is_some_and(|r| r.name == self.config.pool_name)
+        };
+        if let Some(cache) = self.machines.as_ref().filter(|c| c.is_synced()) {
+            return Ok(cache
+                .list()
+                .into_iter()
+                .filter_map(Machine::from_object)
+                .filter(of_pool)
+                .collect());
+        }
+        let (machines, _) = self
+            .store
+            .list_typed::<Machine>(
+                &ListOptions::all().field("spec.machinePoolRef.name", &self.config.pool_name),
+            )
+            .await?;
+        Ok(machines)
     }
 
     /// The queue key of the pool.
@@ -459,12 +492,7 @@ impl Reconciler<ObjectRef> for PoolReconciler {
             .store
             .list_typed::<MachineClass>(&ListOptions::all())
             .await?;
-        let (machines, _) = self
-            .store
-            .list_typed::<Machine>(
-                &ListOptions::all().field("spec.machinePoolRef.name", &self.config.pool_name),
-            )
-            .await?;
+        let machines = self.machines().await?;
         let mut status = pool.status.clone();
         if let Some(runtime_classes) = self.view.classes() {
             let announced = announce(&runtime_classes, &classes, &machines);
