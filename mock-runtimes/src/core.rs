@@ -90,6 +90,8 @@ pub(crate) struct Timers {
 struct Packed {
     bytes: Box<[u8]>,
     timers: Timers,
+    /// The object's labels, kept beside the bytes so label-filtered lists decode only matches.
+    labels: HashMap<String, String>,
 }
 
 /// A decoded object with its timers; written back to the store when dropped.
@@ -103,6 +105,7 @@ impl<T: prost::Message + Default> Drop for Slot<'_, T> {
     fn drop(&mut self) {
         self.packed.bytes = self.obj.encode_to_vec().into_boxed_slice();
         self.packed.timers = self.timers;
+        self.packed.labels = decode_meta(&self.packed.bytes).labels;
     }
 }
 
@@ -159,9 +162,13 @@ impl<T: prost::Message + Default> Store<T> {
         self.index.insert(id.into(), seq);
         self.objects.insert(
             seq,
-            Packed {
-                bytes: obj.encode_to_vec().into_boxed_slice(),
-                timers,
+            {
+                let bytes = obj.encode_to_vec().into_boxed_slice();
+                Packed {
+                    labels: decode_meta(&bytes).labels,
+                    bytes,
+                    timers,
+                }
             },
         );
         for at in [timers.ready, timers.apply, timers.power, timers.gone]
@@ -212,16 +219,16 @@ impl<T: prost::Message + Default> Store<T> {
         self.objects.remove(&seq).map(|p| decode_meta(&p.bytes))
     }
 
-    /// Decoded copies of the objects whose metadata satisfies `keep`, in creation order. The
-    /// others are decoded only as far as their metadata (a label-filtered list of one machine
-    /// among thousands stays cheap).
-    pub(crate) fn iter_where<'a>(
+    /// Decoded copies of the objects whose labels match `selector`, in creation order. Only
+    /// the matches are decoded (a label-filtered list of one machine among thousands stays
+    /// cheap).
+    pub(crate) fn iter_labelled<'a>(
         &'a self,
-        keep: impl Fn(&meta::ObjectMetadata) -> bool + 'a,
+        selector: &'a HashMap<String, String>,
     ) -> impl Iterator<Item = T> + 'a {
         self.objects
             .values()
-            .filter(move |p| keep(&decode_meta(&p.bytes)))
+            .filter(move |p| iri_spec::selector::matches(selector, &p.labels))
             .map(|p| decode(&p.bytes))
     }
 

@@ -789,7 +789,7 @@ impl Core {
         }
         Ok(st
             .store
-            .iter_where(|md| labels_match(&filter.label_selector, Some(md)))
+            .iter_labelled(&filter.label_selector)
             .map(|obj| self.render_owned(obj))
             .collect())
     }

@@ -12,6 +12,13 @@
 //! behind while the poollet was down are found on the first relist. Since GC runs inside the
 //! reconcile of the key, it never races with the create of the same key.
 //!
+//! Hot path: once a label list (or this reconciler's own create) has shown exactly one IRI
+//! machine for the name, with the Machine's uid, later reconciles read that machine by id
+//! instead of listing by labels (runtimes scan every machine for a label filter). The
+//! knowledge is dropped when the relist sees any other IRI machine with that name (a new
+//! orphan or duplicate), when the read by id misses, and on restart; the next reconcile lists
+//! by labels again. A create decision is always made on a fresh label list.
+//!
 //! Two IRI machines with the Machine's UID (a crash between create and status write of an
 //! older poollet, say) are handled: the oldest is kept, the others are deleted.
 
@@ -86,6 +93,9 @@ pub struct MachineReconciler {
     config: MachineConfig,
     /// Machine key → resourceVersion of this reconciler's last write of it.
     own_writes: std::sync::Mutex<HashMap<ObjectRef, String>>,
+    /// Machine key → (Machine uid, IRI machine id) when a label list (or this reconciler's
+    /// create) showed exactly that one IRI machine for the name; see [`Self::observe_runtime`].
+    known: std::sync::Mutex<HashMap<ObjectRef, (String, String)>>,
 }
 
 /// The ironcore state for an IRI machine state (§3.3). STOPPED, which Go cannot map, is
@@ -178,7 +188,61 @@ impl MachineReconciler {
             view,
             config,
             own_writes: std::sync::Mutex::default(),
+            known: std::sync::Mutex::default(),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef, (String, String)>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the reconciler that the runtime relist saw IRI machine `id` labelled with `key`'s
+    /// namespace and name (appeared, changed or vanished). Unless it is the one IRI machine
+    /// the reconciler knows for `key`, the knowledge is dropped, so the next reconcile of
+    /// `key` lists by labels again and collects orphans and duplicates.
+    pub fn observe_runtime(&self, key: &ObjectRef, id: &str) {
+        let mut known = self.known();
+        if known.get(key).is_some_and(|(_, known_id)| known_id != id) {
+            known.remove(key);
+        }
+    }
+
+    /// The IRI machines labelled with `key`'s namespace and name. When the reconciler knows
+    /// the one IRI machine of the Machine `uid` (it created it or a label list showed it alone)
+    /// and the relist has seen no other, that machine is read by id instead of a label list:
+    /// runtimes filter labels by scanning every machine, and this is the hot path.
+    async fn list_for(&self, key: &ObjectRef, uid: Option<&str>) -> Result<Vec<machine::Machine>> {
+        let known_id = self
+            .known()
+            .get(key)
+            .filter(|(known_uid, _)| Some(known_uid.as_str()) == uid)
+            .map(|(_, id)| id.clone());
+        if let Some(id) = known_id {
+            if let Some(iri) = self.get_by_id(&id).await?
+                && label(&iri, keys::MACHINE_UID_LABEL) == uid
+            {
+                return Ok(vec![iri]);
+            }
+            self.known().remove(key);
+        }
+        let listed = self
+            .list(label_filter(&[
+                (keys::MACHINE_NAMESPACE_LABEL, &key.namespace),
+                (keys::MACHINE_NAME_LABEL, &key.name),
+            ]))
+            .await?;
+        match (uid, listed.as_slice()) {
+            (Some(uid), [one]) if label(one, keys::MACHINE_UID_LABEL) == Some(uid) => {
+                self.known()
+                    .insert(key.clone(), (uid.to_string(), metadata(one).id));
+            }
+            _ => {
+                self.known().remove(key);
+            }
+        }
+        Ok(listed)
     }
 
     fn note_own_write(&self, written: &irikit_api::Object) {
@@ -644,6 +708,10 @@ impl MachineReconciler {
             ));
         }
         info!(machine_id = %id, "machine created on the runtime");
+        self.known().insert(
+            ObjectRef::new(m.metadata.namespace.clone(), m.metadata.name.clone()),
+            (m.metadata.uid.clone(), id.clone()),
+        );
         self.write_status(m, &created).await?;
         // The update pass (handshake annotations, the runtime's current state) right away.
         Ok(Action::requeue(Duration::ZERO))
@@ -858,13 +926,8 @@ impl Reconciler<ObjectRef> for MachineReconciler {
         });
 
         // Orphan GC for this name, and the IRI machines of the current Machine.
-        let listed = self
-            .list(label_filter(&[
-                (keys::MACHINE_NAMESPACE_LABEL, &key.namespace),
-                (keys::MACHINE_NAME_LABEL, &key.name),
-            ]))
-            .await?;
         let uid = ours.as_ref().map(|m| m.metadata.uid.as_str());
+        let listed = self.list_for(key, uid).await?;
         let (mut mine, orphans): (Vec<_>, Vec<_>) = listed
             .into_iter()
             .partition(|iri| uid.is_some() && label(iri, keys::MACHINE_UID_LABEL) == uid);
@@ -928,14 +991,14 @@ impl Reconciler<ObjectRef> for MachineReconciler {
     }
 }
 
-/// Lists every runtime machine every `period` and calls `on_key` with the Machine key of each
-/// IRI machine that appeared, changed or disappeared (IronCore's `irievent` generator). This
+/// Lists every runtime machine every `period` and calls `on_key` with the Machine key and the id
+/// of each IRI machine that appeared, changed or disappeared (IronCore's `irievent` generator). This
 /// drives status propagation and finds orphans.
 pub async fn runtime_relist(
     client: MachineRuntimeClient<Channel>,
     period: Duration,
     timeout: Duration,
-    on_key: impl Fn(ObjectRef) + Send,
+    on_key: impl Fn(ObjectRef, &str) + Send,
     token: CancellationToken,
 ) {
     let mut last: BTreeMap<String, machine::Machine> = BTreeMap::new();
@@ -970,7 +1033,7 @@ pub async fn runtime_relist(
             if last.get(&id) != Some(&m)
                 && let Some(key) = key_of(&m)
             {
-                on_key(key);
+                on_key(key, &id);
             }
             now.insert(id, m);
         }
@@ -978,7 +1041,7 @@ pub async fn runtime_relist(
             if !now.contains_key(id)
                 && let Some(key) = key_of(m)
             {
-                on_key(key);
+                on_key(key, id);
             }
         }
         last = now;

@@ -235,7 +235,10 @@ impl MachinePoollet {
             pool_config.status_timeout,
             {
                 let machine_queue = machine_queue.clone();
-                move |key| machine_queue.add(key)
+                move |key, id: &str| {
+                    machine_reconciler.observe_runtime(&key, id);
+                    machine_queue.add(key);
+                }
             },
             token.clone(),
         ));
