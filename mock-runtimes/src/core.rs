@@ -160,17 +160,14 @@ impl<T: prost::Message + Default> Store<T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.index.insert(id.into(), seq);
-        self.objects.insert(
-            seq,
-            {
-                let bytes = obj.encode_to_vec().into_boxed_slice();
-                Packed {
-                    labels: decode_meta(&bytes).labels,
-                    bytes,
-                    timers,
-                }
-            },
-        );
+        self.objects.insert(seq, {
+            let bytes = obj.encode_to_vec().into_boxed_slice();
+            Packed {
+                labels: decode_meta(&bytes).labels,
+                bytes,
+                timers,
+            }
+        });
         for at in [timers.ready, timers.apply, timers.power, timers.gone]
             .into_iter()
             .flatten()

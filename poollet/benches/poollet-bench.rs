@@ -287,7 +287,8 @@ async fn idle(out: &mut impl Write, args: &Args) -> anyhow::Result<()> {
     let relists = (wall.as_secs_f64() / args.relist_period.as_secs_f64()).max(1.0);
 
     // Baseline: the same number of raw unfiltered ListMachines of all machines.
-    let mut client = MachineRuntimeClient::new(running.mock.machine_channel());
+    let mut client = MachineRuntimeClient::new(running.mock.machine_channel())
+        .max_decoding_message_size(256 << 20);
     let n_calls = relists.ceil() as usize;
     let base0 = process_cpu()?;
     let base_wall0 = Instant::now();

@@ -248,16 +248,25 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_renewed_lease_keeps_a_pool_with_an_unchanged_ready_condition_alive() {
+    /// A pool with a Ready condition ("t0") and a Lease ("r0"), and the lifecycle controller.
+    async fn leased_pool() -> (
+        Arc<dyn Store>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         new_pool(&store).await;
         post(&store, "t0").await;
         renew(&store, "r0").await;
         let token = CancellationToken::new();
         let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));
-        let second = Duration::from_secs(1);
+        (store, token, task)
+    }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_lease_keeps_a_pool_with_an_unchanged_ready_condition_alive() {
+        let (store, token, task) = leased_pool().await;
+        let second = Duration::from_secs(1);
         // The Ready condition never changes, but the Lease is renewed: alive.
         for n in 1..=5 {
             tokio::time::sleep(30 * second).await;
@@ -281,16 +290,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lease_renewed_with_the_same_time_does_not_count() {
         // Only a changed renewTime is a sign of life; a write that keeps it is not.
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        new_pool(&store).await;
-        post(&store, "t0").await;
+        let (store, token, task) = leased_pool().await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
         renew(&store, "r0").await;
-        let token = CancellationToken::new();
-        let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));
-        let second = Duration::from_secs(1);
-        tokio::time::sleep(30 * second).await;
-        renew(&store, "r0").await;
-        tokio::time::sleep(21 * second).await;
+        tokio::time::sleep(Duration::from_secs(21)).await;
         assert_eq!(
             ready_of(&store).await,
             ("Unknown".into(), REASON_STATUS_UNKNOWN.into())

@@ -558,6 +558,21 @@ async fn create_on_runtime(mock: &MockRuntime, m: machine::Machine) -> String {
         .id
 }
 
+/// Three reconciles of `key` (create, update, settled), then the Machine.
+async fn settle(
+    reconciler: &MachineReconciler,
+    store: &Arc<dyn Store>,
+    key: &ObjectRef,
+) -> Machine {
+    for _ in 0..3 {
+        reconciler.reconcile(key).await.unwrap();
+    }
+    store
+        .get_typed::<Machine>(&key.namespace, &key.name)
+        .await
+        .unwrap()
+}
+
 fn reconciler(store: &Arc<dyn Store>, mock: &MockRuntime) -> MachineReconciler {
     MachineReconciler::new(
         store.clone(),
@@ -965,12 +980,7 @@ async fn volume_changes_are_attached_and_detached_without_churn() {
     let mut m = new_machine("vm-1", "x3-small", Power::On);
     m.spec.volumes = vec![disk("root", "oda", "10Gi")];
     store.create_typed(m).await.unwrap();
-    let settle = || async {
-        for _ in 0..3 {
-            reconciler.reconcile(&key).await.unwrap();
-        }
-        store.get_typed::<Machine>(NS, "vm-1").await.unwrap()
-    };
+    let settle = || settle(&reconciler, &store, &key);
     let m = settle().await;
     assert!(is_running(&m));
     assert_eq!(mock.call_count(Method::AttachVolume), 0, "no churn");
@@ -1079,12 +1089,7 @@ async fn nics_are_created_attached_detached_and_reported() {
     let mut m = new_machine("vm-1", "x3-small", Power::On);
     m.spec.network_interfaces = vec![ephemeral_nic("eth0", "net-a", &["10.0.0.5"])];
     store.create_typed(m).await.unwrap();
-    let settle = || async {
-        for _ in 0..3 {
-            reconciler.reconcile(&key).await.unwrap();
-        }
-        store.get_typed::<Machine>(NS, "vm-1").await.unwrap()
-    };
+    let settle = || settle(&reconciler, &store, &key);
     let m = settle().await;
     assert!(is_running(&m));
     assert_eq!(
