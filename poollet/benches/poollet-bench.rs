@@ -289,7 +289,7 @@ async fn idle(out: &mut impl Write, args: &Args) -> anyhow::Result<()> {
     // Baseline: the same number of raw unfiltered ListMachines of all machines.
     let mut client = MachineRuntimeClient::new(running.mock.machine_channel())
         .max_decoding_message_size(256 << 20);
-    let n_calls = relists.ceil() as usize;
+    let n_calls = relists.round() as usize;
     let base0 = process_cpu()?;
     let base_wall0 = Instant::now();
     let mut listed = 0;
