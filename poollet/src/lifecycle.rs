@@ -248,6 +248,37 @@ mod tests {
             .unwrap();
     }
 
+    #[derive(Clone, Copy)]
+    enum Beat {
+        /// A new Ready condition lastUpdateTime.
+        Ready,
+        /// A new Lease renewTime.
+        Lease,
+    }
+
+    /// Five beats 30 s apart keep the pool Ready; 51 s after the last one (past the grace
+    /// period) it is Unknown.
+    async fn beats_then_silence(store: &Arc<dyn Store>, beat: Beat) {
+        let second = Duration::from_secs(1);
+        for n in 1..=5 {
+            tokio::time::sleep(30 * second).await;
+            match beat {
+                Beat::Ready => post(store, &format!("t{n}")).await,
+                Beat::Lease => renew(store, &format!("r{n}")).await,
+            }
+        }
+        tokio::time::sleep(40 * second).await;
+        assert_eq!(
+            ready_of(store).await,
+            ("True".into(), "HeartbeatReceived".into())
+        );
+        tokio::time::sleep(11 * second).await;
+        assert_eq!(
+            ready_of(store).await,
+            ("Unknown".into(), REASON_STATUS_UNKNOWN.into())
+        );
+    }
+
     /// A pool with a Ready condition ("t0") and a Lease ("r0"), and the lifecycle controller.
     async fn leased_pool() -> (
         Arc<dyn Store>,
@@ -265,24 +296,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_renewed_lease_keeps_a_pool_with_an_unchanged_ready_condition_alive() {
+        // The Ready condition never changes, but the Lease is renewed: alive; then the Lease
+        // stops too.
         let (store, token, task) = leased_pool().await;
-        let second = Duration::from_secs(1);
-        // The Ready condition never changes, but the Lease is renewed: alive.
-        for n in 1..=5 {
-            tokio::time::sleep(30 * second).await;
-            renew(&store, &format!("r{n}")).await;
-        }
-        tokio::time::sleep(40 * second).await;
-        assert_eq!(
-            ready_of(&store).await,
-            ("True".into(), "HeartbeatReceived".into())
-        );
-        // The Lease stops too: Unknown once the grace period has passed since the last renew.
-        tokio::time::sleep(11 * second).await;
-        assert_eq!(
-            ready_of(&store).await,
-            ("Unknown".into(), REASON_STATUS_UNKNOWN.into())
-        );
+        beats_then_silence(&store, Beat::Lease).await;
         token.cancel();
         task.await.unwrap();
     }
@@ -316,23 +333,8 @@ mod tests {
         let token = CancellationToken::new();
         let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));
         let second = Duration::from_secs(1);
-
-        // A live poollet keeps posting: never Unknown.
-        for n in 1..=5 {
-            tokio::time::sleep(30 * second).await;
-            post(&store, &format!("t{n}")).await;
-        }
-        tokio::time::sleep(40 * second).await;
-        assert_eq!(
-            ready_of(&store).await,
-            ("True".into(), "HeartbeatReceived".into())
-        );
-        // Then it falls silent: Unknown once the grace period has passed since the last post.
-        tokio::time::sleep(11 * second).await;
-        assert_eq!(
-            ready_of(&store).await,
-            ("Unknown".into(), REASON_STATUS_UNKNOWN.into())
-        );
+        // A live poollet keeps posting: never Unknown; then it falls silent.
+        beats_then_silence(&store, Beat::Ready).await;
         // It comes back.
         post(&store, "t9").await;
         tokio::time::sleep(second).await;
