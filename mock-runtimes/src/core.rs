@@ -90,6 +90,8 @@ pub(crate) struct Timers {
 struct Packed {
     bytes: Box<[u8]>,
     timers: Timers,
+    /// The object's labels, kept beside the bytes so label-filtered lists decode only matches.
+    labels: HashMap<String, String>,
 }
 
 /// A decoded object with its timers; written back to the store when dropped.
@@ -103,6 +105,7 @@ impl<T: prost::Message + Default> Drop for Slot<'_, T> {
     fn drop(&mut self) {
         self.packed.bytes = self.obj.encode_to_vec().into_boxed_slice();
         self.packed.timers = self.timers;
+        self.packed.labels = decode_meta(&self.packed.bytes).labels;
     }
 }
 
@@ -157,13 +160,14 @@ impl<T: prost::Message + Default> Store<T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.index.insert(id.into(), seq);
-        self.objects.insert(
-            seq,
+        self.objects.insert(seq, {
+            let bytes = obj.encode_to_vec().into_boxed_slice();
             Packed {
-                bytes: obj.encode_to_vec().into_boxed_slice(),
+                labels: decode_meta(&bytes).labels,
+                bytes,
                 timers,
-            },
-        );
+            }
+        });
         for at in [timers.ready, timers.apply, timers.power, timers.gone]
             .into_iter()
             .flatten()
@@ -210,6 +214,19 @@ impl<T: prost::Message + Default> Store<T> {
     pub(crate) fn remove(&mut self, id: &str) -> Option<meta::ObjectMetadata> {
         let seq = self.index.remove(id)?;
         self.objects.remove(&seq).map(|p| decode_meta(&p.bytes))
+    }
+
+    /// Decoded copies of the objects whose labels match `selector`, in creation order. Only
+    /// the matches are decoded (a label-filtered list of one machine among thousands stays
+    /// cheap).
+    pub(crate) fn iter_labelled<'a>(
+        &'a self,
+        selector: &'a HashMap<String, String>,
+    ) -> impl Iterator<Item = T> + 'a {
+        self.objects
+            .values()
+            .filter(move |p| iri_spec::selector::matches(selector, &p.labels))
+            .map(|p| decode(&p.bytes))
     }
 
     /// Decoded copies of every object, in creation order.
