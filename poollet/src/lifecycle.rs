@@ -322,13 +322,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silent_pools_turn_unknown_after_the_grace_period() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        store
-            .create_typed(MachinePool {
-                metadata: ObjectMeta::named("p"),
-                ..MachinePool::default()
-            })
-            .await
-            .unwrap();
+        new_pool(&store).await;
         post(&store, "t0").await;
         let token = CancellationToken::new();
         let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));

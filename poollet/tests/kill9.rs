@@ -12,21 +12,12 @@
 //! overrides it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-fn etcd_required() -> bool {
-    std::env::var("IRIKIT_REQUIRE")
-        .unwrap_or_default()
-        .split(',')
-        .any(|c| c.trim() == "etcd")
-}
+mod common;
 
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn kill9_rollout() {
-    assert!(
-        !etcd_required(),
-        "etcd is required (IRIKIT_REQUIRE) but poollet was built without the `etcd` feature"
-    );
-    eprintln!("skip: poollet built without the `etcd` feature");
+    common::etcd_unavailable();
 }
 
 #[cfg(feature = "etcd")]
@@ -58,7 +49,7 @@ mod rollout {
         Kind, ListOptions, Resource, Store, StoreExt,
         compute::{Machine, MachineClass},
         meta::{LocalObjectReference, ObjectMeta},
-        store::etcd::{DEFAULT_PREFIX, EtcdStore, LocalEtcd},
+        store::etcd::DEFAULT_PREFIX,
     };
     use tokio::{
         io::{AsyncBufReadExt, BufReader},
@@ -187,22 +178,11 @@ mod rollout {
     }
 
     pub(super) async fn run() {
-        if LocalEtcd::binary().is_none() {
-            assert!(
-                !super::etcd_required(),
-                "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-            );
-            eprintln!("skip: etcd not on PATH (install etcd-server)");
+        let Some((etcd, store)) = super::common::etcd_store(DEFAULT_PREFIX).await else {
             return;
-        }
+        };
         let started = Instant::now();
-        let etcd = LocalEtcd::start(None).await.unwrap();
         let etcd_host = etcd.endpoint().trim_start_matches("http://").to_string();
-        let store: Arc<dyn Store> = Arc::new(
-            EtcdStore::connect(&[etcd.endpoint().to_string()], DEFAULT_PREFIX)
-                .await
-                .unwrap(),
-        );
 
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("machine.sock");

@@ -138,6 +138,17 @@ fn quantities(list: &irikit_api::ResourceList) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The condition of `type_` (the test fails without one).
+fn condition<'a>(
+    conditions: &'a [irikit_api::meta::Condition],
+    type_: &str,
+) -> &'a irikit_api::meta::Condition {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
 fn is_running(m: &Machine) -> bool {
     m.status.state == "Running" && m.status.observed_generation == m.metadata.generation
 }
@@ -187,12 +198,7 @@ async fn pool_is_announced_with_classes_capacity_and_heartbeat() {
     ];
     assert_eq!(quantities(&pool.status.capacity), expected);
     assert_eq!(quantities(&pool.status.allocatable), expected);
-    let ready = pool
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&pool.status.conditions, "Ready");
     assert_eq!(ready.reason, "HeartbeatReceived");
 
     // The runtime stops answering Status: Ready turns False with RuntimeUnreachable.
@@ -209,12 +215,7 @@ async fn pool_is_announced_with_classes_capacity_and_heartbeat() {
         "pool not ready",
     )
     .await;
-    let ready = pool
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&pool.status.conditions, "Ready");
     assert_eq!(ready.reason, "RuntimeUnreachable");
     assert!(!ready.message.is_empty());
     assert_eq!(
@@ -249,12 +250,7 @@ async fn machine_is_created_with_labels_and_reaches_running() {
             .finalizers
             .contains(&keys::MACHINE_FINALIZER.to_string())
     );
-    let ready = m
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&m.status.conditions, "Ready");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("True", "Running")
@@ -320,12 +316,7 @@ async fn power_off_propagates_and_create_honours_requested_power() {
         "machine powered off",
     )
     .await;
-    let ready = m
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&m.status.conditions, "Ready");
     assert_eq!(ready.status, "False");
     assert_eq!(env.mock.call_count(Method::UpdateMachinePower), 1);
 
@@ -1104,12 +1095,7 @@ async fn nics_are_created_attached_detached_and_reported() {
             ("byref".into(), "Pending".into(), false)
         ]
     );
-    let cond = m
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "NetworkInterfacesReady")
-        .unwrap();
+    let cond = condition(&m.status.conditions, "NetworkInterfacesReady");
     assert_eq!(
         (cond.status.as_str(), cond.message.as_str()),
         ("False", "NetworkInterfaceNotReady: byref")
