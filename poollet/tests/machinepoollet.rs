@@ -113,11 +113,7 @@ async fn start_with_config(mock: MockRuntime, store: Arc<dyn Store>, config: Con
 }
 
 async fn start() -> Env {
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_in_process()
-        .await
-        .unwrap();
+    let mock = common::mock().await;
     start_with(mock, seeded_store().await).await
 }
 
@@ -147,6 +143,18 @@ fn condition<'a>(
         .iter()
         .find(|c| c.type_ == type_)
         .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// Waits for the pool to turn `Ready=False`.
+async fn wait_pool_not_ready(store: &Arc<dyn Store>) -> MachinePool {
+    wait_for(
+        store,
+        "",
+        POOL,
+        |p: &MachinePool| condition_status(&p.status.conditions, "Ready") == Some("False"),
+        "pool not ready",
+    )
+    .await
 }
 
 fn is_running(m: &Machine) -> bool {
@@ -207,14 +215,7 @@ async fn pool_is_announced_with_classes_capacity_and_heartbeat() {
         Trigger::Always,
         Effect::Hang,
     ));
-    let pool: MachinePool = wait_for(
-        &env.store,
-        "",
-        POOL,
-        |p: &MachinePool| condition_status(&p.status.conditions, "Ready") == Some("False"),
-        "pool not ready",
-    )
-    .await;
+    let pool = wait_pool_not_ready(&env.store).await;
     let ready = condition(&pool.status.conditions, "Ready");
     assert_eq!(ready.reason, "RuntimeUnreachable");
     assert!(!ready.message.is_empty());
@@ -673,11 +674,7 @@ async fn status_waits_for_the_runtime_to_process_the_spec() {
 
 /// The whole lifecycle on one store: announce, create, Running, power off, delete.
 async fn lifecycle(store: Arc<dyn Store>) {
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_in_process()
-        .await
-        .unwrap();
+    let mock = common::mock().await;
     let env = start_with(mock, seed(store).await).await;
     wait_for(
         &env.store,
@@ -1263,11 +1260,7 @@ async fn the_pool_lease_is_taken_over_and_renewed_even_when_the_runtime_is_down(
         })
         .await
         .unwrap();
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_in_process()
-        .await
-        .unwrap();
+    let mock = common::mock().await;
     let env = start_with(mock, store).await;
     let ours = |l: &Lease| {
         l.spec
@@ -1300,14 +1293,7 @@ async fn the_pool_lease_is_taken_over_and_renewed_even_when_the_runtime_is_down(
         Trigger::Always,
         Effect::error(tonic::Code::Unavailable, "down"),
     ));
-    wait_for(
-        &env.store,
-        "",
-        POOL,
-        |p: &MachinePool| condition_status(&p.status.conditions, "Ready") == Some("False"),
-        "pool not ready",
-    )
-    .await;
+    wait_pool_not_ready(&env.store).await;
     let before: Lease = env
         .store
         .get_typed(MACHINE_POOL_LEASE_NAMESPACE, POOL)
