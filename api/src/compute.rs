@@ -123,9 +123,51 @@ pub struct NetworkInterface {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralNetworkInterface {
-    /// Template of the NetworkInterface (kept as free-form data).
+    /// Template of the NetworkInterface.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_interface_template: Option<serde_json::Value>,
+    pub network_interface_template: Option<NetworkInterfaceTemplate>,
+}
+
+/// `NetworkInterfaceTemplateSpec`: the spec of an ephemeral NetworkInterface (its template
+/// metadata is not used by irikit and is ignored when read).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterfaceTemplate {
+    /// The NetworkInterface spec.
+    #[serde(default)]
+    pub spec: NetworkInterfaceSpec,
+}
+
+/// The part of IronCore's `networking.ironcore.dev` `NetworkInterfaceSpec` that reaches the
+/// IRI: the network, the IPs and free-form attributes. Other fields (prefixes, virtualIP, ...)
+/// are ignored when read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterfaceSpec {
+    /// The Network the interface is in.
+    #[serde(default)]
+    pub network_ref: LocalObjectReference,
+    /// IP families (`IPv4`, `IPv6`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<String>,
+    /// The IPs: each a literal value or an ephemeral prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpSource>,
+    /// Free-form attributes handed to the runtime.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `IPSource`: exactly one of a literal IP or an ephemeral Prefix.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpSource {
+    /// A literal IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// An ephemeral Prefix (IPAM) source, kept as free-form data: irikit has no Prefix objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<serde_json::Value>,
 }
 
 /// A machine volume: a name, an optional device and exactly one source.

@@ -3,6 +3,7 @@
 //! [`store::Store`] trait with an in-memory and an etcd backend.
 
 pub mod compute;
+pub mod coordination;
 pub mod core;
 pub mod meta;
 pub mod object;

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{compute, core, meta::ObjectMeta, storage};
+use crate::{compute, coordination, core, meta::ObjectMeta, storage};
 
 macro_rules! kinds {
     ($( $variant:ident => $ty:ty, $api:expr, $plural:literal, $namespaced:expr; )*) => {
@@ -173,6 +173,7 @@ kinds! {
     VolumeSnapshot => storage::VolumeSnapshot, storage::API_VERSION, "volumesnapshots", true;
     Event => core::Event, core::API_VERSION, "events", true;
     Secret => core::Secret, core::API_VERSION, "secrets", true;
+    Lease => coordination::Lease, coordination::API_VERSION, "leases", true;
 }
 
 impl fmt::Display for Kind {
@@ -267,6 +268,7 @@ impl Object {
             (Object::Secret(a), Object::Secret(b)) => {
                 (&a.type_, &a.data, &a.string_data) != (&b.type_, &b.data, &b.string_data)
             }
+            (Object::Lease(a), Object::Lease(b)) => a.spec != b.spec,
             _ => true,
         }
     }

@@ -416,6 +416,23 @@ fn validate_secret(s: &Secret, errs: &mut Errors) {
     }
 }
 
+fn validate_lease(l: &crate::coordination::Lease, errs: &mut Errors) {
+    if let Some(seconds) = l.spec.lease_duration_seconds
+        && seconds <= 0
+    {
+        errs.push(
+            "spec.leaseDurationSeconds",
+            format!("Invalid value: {seconds}: must be greater than 0"),
+        );
+    }
+    if l.spec.lease_transitions.is_some_and(|n| n < 0) {
+        errs.push(
+            "spec.leaseTransitions",
+            "Invalid value: must be greater than or equal to 0",
+        );
+    }
+}
+
 /// Validates an object for create. Returns every field error found (empty = valid).
 pub fn validate(obj: &Object) -> Vec<FieldError> {
     let mut errs = Errors::default();
@@ -446,6 +463,7 @@ pub fn validate(obj: &Object) -> Vec<FieldError> {
         Object::VolumeSnapshot(s) => validate_snapshot(s, &mut errs),
         Object::Event(e) => validate_event(e, &mut errs),
         Object::Secret(s) => validate_secret(s, &mut errs),
+        Object::Lease(l) => validate_lease(l, &mut errs),
     }
     if let Object::MachinePool(p) = obj {
         validate_resources(&p.status.capacity, "status.capacity", &mut errs);

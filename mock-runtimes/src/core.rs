@@ -96,6 +96,22 @@ const HOT_OBJECTS: usize = 256;
 struct Packed<T> {
     repr: Repr<T>,
     timers: Timers,
+    /// The labels of an encoded object, kept beside the bytes so that a label-filtered list
+    /// decodes only the matches (refreshed whenever the object is encoded; a decoded object is
+    /// matched on its own labels).
+    labels: HashMap<String, String>,
+}
+
+impl<T: HasMeta> Packed<T> {
+    fn matches(&self, selector: &HashMap<String, String>) -> bool {
+        let labels = match &self.repr {
+            Repr::Decoded(obj) => obj.meta().map(|m| &m.labels),
+            Repr::Encoded(_) => Some(&self.labels),
+        };
+        labels.map_or(selector.is_empty(), |l| {
+            iri_spec::selector::matches(selector, l)
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -143,6 +159,8 @@ fn decode<T: prost::Message + Default>(bytes: &[u8]) -> T {
 pub(crate) trait HasMeta {
     /// Takes the object's metadata out of it.
     fn into_meta(self) -> meta::ObjectMetadata;
+    /// The object's metadata.
+    fn meta(&self) -> Option<&meta::ObjectMetadata>;
 }
 
 macro_rules! has_meta {
@@ -150,6 +168,9 @@ macro_rules! has_meta {
         impl HasMeta for $ty {
             fn into_meta(self) -> meta::ObjectMetadata {
                 self.metadata.unwrap_or_default()
+            }
+            fn meta(&self) -> Option<&meta::ObjectMetadata> {
+                self.metadata.as_ref()
             }
         }
     )*};
@@ -199,6 +220,7 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
             Packed {
                 repr: Repr::Decoded(Box::new(obj)),
                 timers,
+                labels: HashMap::new(),
             },
         );
         self.mark_hot(seq);
@@ -220,6 +242,7 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
             if let Some(packed) = self.objects.get_mut(&cold)
                 && let Repr::Decoded(obj) = &packed.repr
             {
+                packed.labels = obj.meta().map(|m| m.labels.clone()).unwrap_or_default();
                 packed.repr = Repr::Encoded(obj.encode_to_vec().into_boxed_slice());
             }
         }
@@ -252,7 +275,7 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
             self.mark_hot(seq);
         }
         let packed = self.objects.get_mut(&seq)?;
-        let Packed { repr, timers } = packed;
+        let Packed { repr, timers, .. } = packed;
         match repr {
             Repr::Decoded(obj) => Some(Slot { obj, timers }),
             // Unreachable: the object was decoded just above.
@@ -276,6 +299,18 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
             Repr::Encoded(bytes) => decode_meta(&bytes),
             Repr::Decoded(obj) => obj.into_meta(),
         }
+    }
+
+    /// Copies of the objects whose labels match `selector`, in creation order. Only the matches
+    /// are decoded (a label-filtered list of one machine among thousands stays cheap).
+    pub(crate) fn iter_labelled<'a>(
+        &'a self,
+        selector: &'a HashMap<String, String>,
+    ) -> impl Iterator<Item = T> + 'a {
+        self.objects
+            .values()
+            .filter(move |p| p.matches(selector))
+            .map(|p| p.repr.copy())
     }
 
     /// Copies of every object, in creation order.
@@ -781,6 +816,56 @@ mod tests {
             }),
             status: None,
         }
+    }
+
+    #[test]
+    fn label_filtered_iteration_sees_hot_and_cold_objects() {
+        let mut store = Store::<machine::Machine>::default();
+        let n = HOT_OBJECTS * 2;
+        for i in 0..n {
+            let mut m = stored_machine(&format!("m{i}"));
+            let parity = if i % 2 == 0 { "even" } else { "odd" };
+            m.metadata
+                .as_mut()
+                .unwrap()
+                .labels
+                .insert("parity".into(), parity.into());
+            store.insert(&format!("m{i}"), m, Timers::default());
+        }
+        let selector = HashMap::from([("parity".to_owned(), "even".to_owned())]);
+        let ids: Vec<String> = store
+            .iter_labelled(&selector)
+            .map(|m| m.metadata.unwrap().id)
+            .collect();
+        assert_eq!(ids.len(), n / 2);
+        assert_eq!((ids[0].as_str(), ids[n / 2 - 1].as_str()), ("m0", "m510"));
+        // A label changed while decoded is seen, and survives being encoded again.
+        store
+            .get_mut("m0")
+            .unwrap()
+            .obj
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("parity".into(), "odd".into());
+        assert_eq!(store.iter_labelled(&selector).count(), n / 2 - 1);
+        for i in n..n + HOT_OBJECTS {
+            store.insert(
+                &format!("m{i}"),
+                stored_machine(&format!("m{i}")),
+                Timers::default(),
+            );
+        }
+        let seq0 = store.seq_of("m0").unwrap();
+        assert!(matches!(store.objects[&seq0].repr, Repr::Encoded(_)));
+        assert_eq!(store.iter_labelled(&selector).count(), n / 2 - 1);
+        let odd = HashMap::from([("parity".to_owned(), "odd".to_owned())]);
+        assert_eq!(store.iter_labelled(&odd).count(), n / 2 + 1);
+        assert_eq!(
+            store.iter_labelled(&HashMap::new()).count(),
+            n + HOT_OBJECTS
+        );
     }
 
     #[test]

@@ -796,14 +796,13 @@ impl Core {
                 Vec::new()
             });
         }
+        if filter.label_selector.is_empty() || self.has(Mutant::LabelSelectorIgnored) {
+            return Ok(st.store.iter().map(|obj| self.render_owned(obj)).collect());
+        }
         Ok(st
             .store
-            .iter()
-            .filter(|obj| {
-                self.has(Mutant::LabelSelectorIgnored)
-                    || labels_match(&filter.label_selector, obj.metadata.as_ref())
-            })
-            .map(|obj| self.render_machine(&obj))
+            .iter_labelled(&filter.label_selector)
+            .map(|obj| self.render_owned(obj))
             .collect())
     }
 

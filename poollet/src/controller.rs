@@ -399,6 +399,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone, Default)]
 pub struct ObjectCache {
     objects: Arc<RwLock<HashMap<ObjectRef, Object>>>,
+    synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ObjectCache {
@@ -437,6 +438,11 @@ impl ObjectCache {
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether [`watch`] has filled the cache from a first list.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectRef, Object>> {
@@ -507,6 +513,9 @@ pub async fn watch(
                 .map(|(_, obj)| obj.clone())
                 .collect();
             *cached = fresh.clone();
+            cache
+                .synced
+                .store(true, std::sync::atomic::Ordering::Release);
             gone
         };
         for obj in gone.iter().chain(fresh.values()) {

@@ -1,11 +1,33 @@
-//! Event objects written by the poollets: the poollet's own Normal/Warning events about an
-//! object (one Event per object and reason; repeats bump `count`), and the runtime's events
-//! from `ListEvents` (reference §3.8), one Event each, named by a hash of the event so that a
-//! runtime that ignores the time filter (the Go fakes do) does not produce duplicates.
+//! Event objects written by the poollets.
+//!
+//! - [`record`]: the poollet's own Normal/Warning events about an object (one Event per object
+//!   and reason; repeats bump `count`).
+//! - The runtime event mappers (reference §3.8, IronCore's `mem` and its volume twin): every
+//!   period, [`run_windows`] hands a window `events_from_time = end of the last window` (the
+//!   first window starts at process start) to `events_to_time = now`, in Unix seconds, to a
+//!   `ListEvents` call; [`record_runtime_events`] records each IRI event whose involved object
+//!   carries the uid/namespace/name labels of [`InvolvedLabels`] as an Event on that object:
+//!   type (`Normal` when empty), reason, action (`Unknown` when empty) and message copied, the
+//!   event time as first/last timestamp. Machines ([`InvolvedLabels::MACHINE`], source
+//!   [`MACHINE_EVENT_SOURCE`]) and Volumes ([`InvolvedLabels::VOLUME`], source `volumepoollet`)
+//!   share this code; only the `ListEvents` call differs.
+//!
+//! Dedupe (one scheme for both kinds): windows share their boundary second (runtimes filter with
+//! `from <= t <= to`), a window is re-fetched after a failed call, and runtimes that ignore the
+//! filter (the Go fakes) return everything every time. So each IRI event gets a deterministic
+//! Event name, `<object>.<hash>`, where the hash is the first 16 hex characters of a SHA-256
+//! over the object uid, the IRI object id, type, reason, action, message and event time; an
+//! Event that already exists is not recorded again. Two identical events in the same second
+//! therefore collapse into one. A restarted poollet starts its window at its own start (as
+//! IronCore does), so events emitted while it was down are not recorded; the names keep a
+//! re-delivered event from duplicating.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    future::Future,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
-use iri_spec::event::v1alpha1 as event;
+use iri_spec::{event::v1alpha1 as event, keys};
 use irikit_api::{
     Kind, Store, StoreExt,
     core::{Event, EventSource, ObjectReference},
@@ -13,7 +35,16 @@ use irikit_api::{
     store::{self, now_rfc3339},
 };
 use sha2::{Digest, Sha256};
-use tracing::debug;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::error::Result;
+
+/// The component recorded as the source of mapped runtime machine events (IronCore's recorder
+/// name).
+pub const MACHINE_EVENT_SOURCE: &str = "machine-cluster-events";
+/// IronCore's default period of the event mappers.
+pub const DEFAULT_EVENT_RESYNC_PERIOD: Duration = Duration::from_secs(60);
 
 /// Records a poollet Event about `involved` (in its namespace). Repeats of the same reason
 /// update one Event (count, lastTimestamp, message) instead of creating new ones; an Event of an
@@ -66,7 +97,7 @@ pub(crate) async fn record(
 
 /// The label keys that identify the involved object of a runtime event.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct InvolvedLabels {
+pub struct InvolvedLabels {
     /// The ironcore kind of the involved object.
     pub kind: Kind,
     /// UID label key.
@@ -77,7 +108,24 @@ pub(crate) struct InvolvedLabels {
     pub name: &'static str,
 }
 
-/// Unix seconds now.
+impl InvolvedLabels {
+    /// The machinepoollet's machine labels.
+    pub const MACHINE: Self = Self {
+        kind: Kind::Machine,
+        uid: keys::MACHINE_UID_LABEL,
+        namespace: keys::MACHINE_NAMESPACE_LABEL,
+        name: keys::MACHINE_NAME_LABEL,
+    };
+    /// The volumepoollet's volume labels.
+    pub const VOLUME: Self = Self {
+        kind: Kind::Volume,
+        uid: keys::VOLUMEPOOLLET_VOLUME_UID_LABEL,
+        namespace: keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL,
+        name: keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL,
+    };
+}
+
+/// Now in Unix seconds.
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -89,81 +137,115 @@ fn rfc3339_of(unix_seconds: i64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
-/// Writes one Event object per runtime event whose involved object carries the uid, namespace
-/// and name labels (others are skipped, as in IronCore). Returns how many were new.
-pub(crate) async fn record_runtime_events(
+fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
+    if value.is_empty() { default } else { value }
+}
+
+/// The Event for an IRI event, or `None` when its involved object does not carry all three
+/// `labels` (not an object of this poollet; skipped, as in IronCore).
+pub fn map_event(ev: &event::Event, labels: InvolvedLabels, component: &str) -> Option<Event> {
+    let spec = ev.spec.as_ref()?;
+    let md = spec.involved_object_meta.as_ref()?;
+    let get = |key: &str| md.labels.get(key).filter(|v| !v.is_empty());
+    let uid = get(labels.uid)?;
+    let namespace = get(labels.namespace)?;
+    let name = get(labels.name)?;
+    let type_ = or_default(&spec.r#type, "Normal");
+    let action = or_default(&spec.action, "Unknown");
+    let mut hasher = Sha256::new();
+    for part in [
+        uid.as_str(),
+        &md.id,
+        type_,
+        &spec.reason,
+        action,
+        &spec.message,
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.update(spec.event_time.to_le_bytes());
+    let digest = hex(&hasher.finalize());
+    let at = rfc3339_of(spec.event_time);
+    Some(Event {
+        metadata: ObjectMeta::namespaced(namespace.clone(), format!("{name}.{}", &digest[..16])),
+        involved_object: ObjectReference {
+            api_version: labels.kind.api_version().to_string(),
+            kind: labels.kind.as_str().to_string(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            uid: uid.clone(),
+            resource_version: String::new(),
+        },
+        reason: spec.reason.clone(),
+        message: spec.message.clone(),
+        type_: type_.to_string(),
+        source: Some(EventSource {
+            component: component.to_string(),
+        }),
+        first_timestamp: Some(at.clone()),
+        last_timestamp: Some(at),
+        count: 1,
+        action: action.to_string(),
+        ..Event::default()
+    })
+}
+
+/// Writes one Event object per runtime event that [`map_event`] maps; an Event that already
+/// exists is skipped. Returns how many were new; a store failure fails the call, so the
+/// window is fetched again at the next tick.
+pub async fn record_runtime_events(
     store: &dyn Store,
     events: &[event::Event],
     labels: InvolvedLabels,
     component: &str,
-) -> usize {
+) -> Result<usize> {
     let mut created = 0;
-    for ev in events {
-        let Some(spec) = &ev.spec else { continue };
-        let Some(md) = &spec.involved_object_meta else {
-            continue;
-        };
-        let get = |key: &str| md.labels.get(key).filter(|v| !v.is_empty());
-        let (Some(uid), Some(namespace), Some(name)) =
-            (get(labels.uid), get(labels.namespace), get(labels.name))
-        else {
-            continue;
-        };
-        let mut hasher = Sha256::new();
-        for part in [
-            uid.as_str(),
-            &md.id,
-            &spec.reason,
-            &spec.message,
-            &spec.r#type,
-            &spec.action,
-        ] {
-            hasher.update(part.as_bytes());
-            hasher.update([0]);
-        }
-        hasher.update(spec.event_time.to_le_bytes());
-        let digest = hex(&hasher.finalize());
-        let at = rfc3339_of(spec.event_time);
-        let obj = Event {
-            metadata: ObjectMeta::namespaced(
-                namespace.clone(),
-                format!("{name}.{}", &digest[..16]),
-            ),
-            involved_object: ObjectReference {
-                api_version: labels.kind.api_version().to_string(),
-                kind: labels.kind.as_str().to_string(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-                uid: uid.clone(),
-                resource_version: String::new(),
-            },
-            reason: spec.reason.clone(),
-            message: spec.message.clone(),
-            type_: if spec.r#type.is_empty() {
-                "Normal".into()
-            } else {
-                spec.r#type.clone()
-            },
-            source: Some(EventSource {
-                component: component.to_string(),
-            }),
-            first_timestamp: Some(at.clone()),
-            last_timestamp: Some(at),
-            count: 1,
-            action: if spec.action.is_empty() {
-                "Unknown".into()
-            } else {
-                spec.action.clone()
-            },
-            ..Event::default()
-        };
-        match store.create_typed(obj).await {
+    for mapped in events
+        .iter()
+        .filter_map(|ev| map_event(ev, labels, component))
+    {
+        match store.create_typed(mapped).await {
             Ok(_) => created += 1,
             Err(store::Error::AlreadyExists { .. }) => {}
-            Err(err) => debug!(error = %err, "recording a runtime event failed"),
+            Err(err) => return Err(err.into()),
         }
     }
-    created
+    debug!(
+        kind = labels.kind.as_str(),
+        listed = events.len(),
+        created,
+        "runtime events mapped"
+    );
+    Ok(created)
+}
+
+/// Calls `window(from, to)` every `period` until `token` is cancelled. The first window starts
+/// at the call; the next starts where the last successful one ended (a failed window is
+/// retried from the same start at the next tick).
+pub async fn run_windows<F, Fut>(period: Duration, token: CancellationToken, mut window: F)
+where
+    F: FnMut(i64, i64) -> Fut,
+    Fut: Future<Output = Result<usize>>,
+{
+    let mut from = unix_now();
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let to = unix_now();
+        let res = tokio::select! {
+            () = token.cancelled() => return,
+            res = window(from, to) => res,
+        };
+        match res {
+            Ok(_) => from = to,
+            Err(err) => warn!(error = %err, from, to, "mapping runtime events failed"),
+        }
+    }
 }
 
 /// Lower-case hex of `bytes`.
@@ -184,6 +266,8 @@ pub(crate) fn sha256_name(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use iri_spec::meta::v1alpha1 as meta;
+
     use super::*;
 
     #[test]
@@ -193,5 +277,102 @@ mod tests {
             sha256_name("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015a"
         );
+    }
+
+    fn iri_event(labels: &[(&str, &str)], action: &str) -> event::Event {
+        event::Event {
+            spec: Some(event::EventSpec {
+                involved_object_meta: Some(meta::ObjectMetadata {
+                    id: "m-1".into(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                        .collect(),
+                    ..meta::ObjectMetadata::default()
+                }),
+                reason: "Started".into(),
+                message: "vm started".into(),
+                r#type: "Warning".into(),
+                event_time: 1_700_000_000,
+                action: action.into(),
+            }),
+        }
+    }
+
+    const LABELS: &[(&str, &str)] = &[
+        (keys::MACHINE_UID_LABEL, "uid-1"),
+        (keys::MACHINE_NAMESPACE_LABEL, "ns"),
+        (keys::MACHINE_NAME_LABEL, "vm"),
+    ];
+
+    #[test]
+    fn fields_are_copied_and_an_empty_action_is_unknown() {
+        let ev = machine_event(&iri_event(LABELS, "")).unwrap();
+        assert_eq!(ev.metadata.namespace, "ns");
+        assert!(ev.metadata.name.starts_with("vm."), "{}", ev.metadata.name);
+        assert_eq!(
+            (
+                ev.involved_object.kind.as_str(),
+                ev.involved_object.name.as_str()
+            ),
+            ("Machine", "vm")
+        );
+        assert_eq!(ev.involved_object.uid, "uid-1");
+        assert_eq!(
+            (ev.type_.as_str(), ev.reason.as_str(), ev.message.as_str()),
+            ("Warning", "Started", "vm started")
+        );
+        assert_eq!(ev.action, "Unknown");
+        assert_eq!(ev.first_timestamp.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(
+            machine_event(&iri_event(LABELS, "Boot")).unwrap().action,
+            "Boot"
+        );
+    }
+
+    #[test]
+    fn names_are_stable_per_event_and_differ_between_events() {
+        let a = machine_event(&iri_event(LABELS, "Boot")).unwrap();
+        let again = machine_event(&iri_event(LABELS, "Boot")).unwrap();
+        let other = machine_event(&iri_event(LABELS, "Reboot")).unwrap();
+        assert_eq!(a.metadata.name, again.metadata.name);
+        assert_ne!(a.metadata.name, other.metadata.name);
+    }
+
+    #[test]
+    fn events_without_machine_labels_are_skipped() {
+        assert!(machine_event(&iri_event(&[], "")).is_none());
+        assert!(machine_event(&iri_event(&LABELS[..2], "")).is_none());
+        assert!(machine_event(&event::Event { spec: None }).is_none());
+    }
+
+    fn machine_event(ev: &event::Event) -> Option<Event> {
+        map_event(ev, InvolvedLabels::MACHINE, MACHINE_EVENT_SOURCE)
+    }
+
+    #[test]
+    fn volume_events_name_the_volume_and_need_volume_labels() {
+        let labels = [
+            (keys::VOLUMEPOOLLET_VOLUME_UID_LABEL, "uid-v"),
+            (keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL, "ns"),
+            (keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL, "vol"),
+        ];
+        let ev = map_event(
+            &iri_event(&labels, ""),
+            InvolvedLabels::VOLUME,
+            "volumepoollet",
+        )
+        .unwrap();
+        assert_eq!(ev.involved_object.kind, "Volume");
+        assert!(ev.metadata.name.starts_with("vol."), "{}", ev.metadata.name);
+        assert!(
+            map_event(
+                &iri_event(LABELS, ""),
+                InvolvedLabels::VOLUME,
+                "volumepoollet"
+            )
+            .is_none()
+        );
+        assert!(machine_event(&iri_event(&labels, "")).is_none());
     }
 }

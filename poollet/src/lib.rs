@@ -5,8 +5,11 @@
 //! - [`controller`]: the kube-runtime-style framework (watch → cache → work queue → reconcile
 //!   with an error policy, bounded concurrency, graceful shutdown).
 //! - [`pool`]: the MachinePool announcement, class mapping, capacity and heartbeat.
-//! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC, storage
-//!   volumes through the claim flow) and the runtime relist.
+//! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC, NICs and
+//!   storage volumes through the claim flow) and the runtime relist.
+//! - [`events`]: the poollets' own Events, and runtime events (ListEvents) recorded as Events
+//!   on their Machines and Volumes.
+//! - [`lease`]: the pool Lease the heartbeat renews.
 //! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
 //! - [`machinepoollet`]: [`MachinePoollet`], which runs the machine side.
 //! - [`volumepool`]: the VolumePool announcement (volume class mapping, bytes capacity).
@@ -16,7 +19,8 @@
 pub mod cli;
 pub mod controller;
 pub mod error;
-mod events;
+pub mod events;
+pub mod lease;
 pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;

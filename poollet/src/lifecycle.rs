@@ -3,9 +3,11 @@
 //! than the grace period is marked `Ready=Unknown` (reason `MachinePoolStatusUnknown`).
 //!
 //! Like IronCore, it never compares timestamps with the clock (clock skew between hosts): it
-//! remembers what it last saw of the Ready condition (status, observedGeneration and
-//! lastUpdateTime, which the machinepoollet advances with every heartbeat) and when it saw it
-//! change, on its own monotonic clock.
+//! remembers what it last saw of the pool's Lease (`ironcore-machinepool-lease/<pool>`, its
+//! renewTime, which the machinepoollet renews with every heartbeat) and of the Ready condition
+//! (status, observedGeneration and lastUpdateTime, which the heartbeat advances too), and when
+//! it saw any of them change, on its own monotonic clock. A poollet that renews its Lease but
+//! cannot write the pool status, or one that writes status without a Lease, is alive.
 
 use std::{
     collections::HashMap,
@@ -14,7 +16,11 @@ use std::{
 };
 
 use irikit_api::{
-    Kind, ListOptions, Resource, Store, StoreExt, compute::MachinePool, meta::Condition, store,
+    Kind, ListOptions, Resource, Store, StoreExt,
+    compute::MachinePool,
+    coordination::{Lease, MACHINE_POOL_LEASE_NAMESPACE},
+    meta::Condition,
+    store,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,13 +39,14 @@ pub const MESSAGE_STATUS_UNKNOWN: &str = "machinepoollet stopped posting machine
 /// IronCore's default grace period (`--machine-pool-lifecycle-grace-period`).
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(50);
 
-type Fingerprint = (String, i64, Option<String>);
+type Fingerprint = (String, i64, Option<String>, Option<String>);
 
-fn fingerprint(ready: &Condition) -> Fingerprint {
+fn fingerprint(ready: &Condition, lease: Option<&Lease>) -> Fingerprint {
     (
         ready.status.clone(),
         ready.observed_generation,
         ready.last_update_time.clone(),
+        lease.and_then(|l| l.spec.renew_time.clone()),
     )
 }
 
@@ -84,8 +91,17 @@ impl Reconciler<ObjectRef> for PoolLifecycleReconciler {
         if ready.status == "Unknown" && ready.reason == REASON_STATUS_UNKNOWN {
             return Ok(Action::await_change());
         }
+        let lease = match self
+            .store
+            .get_typed::<Lease>(MACHINE_POOL_LEASE_NAMESPACE, &key.name)
+            .await
+        {
+            Ok(lease) => Some(lease),
+            Err(store::Error::NotFound { .. }) => None,
+            Err(err) => return Err(err.into()),
+        };
         let now = Instant::now();
-        let current = fingerprint(ready);
+        let current = fingerprint(ready, lease.as_ref());
         let since = {
             let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
             match seen.get(&key.name) {
@@ -119,10 +135,22 @@ impl Reconciler<ObjectRef> for PoolLifecycleReconciler {
     }
 }
 
-/// Runs the lifecycle controller over every MachinePool until `token` is cancelled.
+/// Runs the lifecycle controller over every MachinePool (and their Leases) until `token` is
+/// cancelled.
 pub async fn run(store: Arc<dyn Store>, grace_period: Duration, token: CancellationToken) {
     let queue: WorkQueue<ObjectRef> = WorkQueue::new();
     let reconciler = Arc::new(PoolLifecycleReconciler::new(store.clone(), grace_period));
+    let leases = tokio::spawn(controller::watch(
+        store.clone(),
+        Kind::Lease,
+        ListOptions::all().in_namespace(MACHINE_POOL_LEASE_NAMESPACE),
+        ObjectCache::new(),
+        {
+            let queue = queue.clone();
+            move |obj| queue.add(ObjectRef::new("", obj.metadata().name.clone()))
+        },
+        token.clone(),
+    ));
     let watcher = tokio::spawn(controller::watch(
         store,
         Kind::MachinePool,
@@ -145,6 +173,7 @@ pub async fn run(store: Arc<dyn Store>, grace_period: Duration, token: Cancellat
     )
     .await;
     watcher.await.ok();
+    leases.await.ok();
 }
 
 #[cfg(test)]
@@ -181,9 +210,35 @@ mod tests {
         (c.status, c.reason)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn silent_pools_turn_unknown_after_the_grace_period() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    async fn renew(store: &Arc<dyn Store>, at: &str) {
+        use irikit_api::coordination::LeaseSpec;
+        let spec = LeaseSpec {
+            holder_identity: Some("p_1".into()),
+            renew_time: Some(at.into()),
+            ..LeaseSpec::default()
+        };
+        match store
+            .get_typed::<Lease>(MACHINE_POOL_LEASE_NAMESPACE, "p")
+            .await
+        {
+            Ok(mut lease) => {
+                lease.spec = spec;
+                store.update_typed(lease).await.unwrap();
+            }
+            Err(_) => {
+                store
+                    .create_typed(Lease {
+                        metadata: ObjectMeta::namespaced(MACHINE_POOL_LEASE_NAMESPACE, "p"),
+                        spec,
+                        ..Lease::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn new_pool(store: &Arc<dyn Store>) {
         store
             .create_typed(MachinePool {
                 metadata: ObjectMeta::named("p"),
@@ -191,27 +246,89 @@ mod tests {
             })
             .await
             .unwrap();
-        post(&store, "t0").await;
-        let token = CancellationToken::new();
-        let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));
-        let second = Duration::from_secs(1);
+    }
 
-        // A live poollet keeps posting: never Unknown.
+    #[derive(Clone, Copy)]
+    enum Beat {
+        /// A new Ready condition lastUpdateTime.
+        Ready,
+        /// A new Lease renewTime.
+        Lease,
+    }
+
+    /// Five beats 30 s apart keep the pool Ready; 51 s after the last one (past the grace
+    /// period) it is Unknown.
+    async fn beats_then_silence(store: &Arc<dyn Store>, beat: Beat) {
+        let second = Duration::from_secs(1);
         for n in 1..=5 {
             tokio::time::sleep(30 * second).await;
-            post(&store, &format!("t{n}")).await;
+            match beat {
+                Beat::Ready => post(store, &format!("t{n}")).await,
+                Beat::Lease => renew(store, &format!("r{n}")).await,
+            }
         }
         tokio::time::sleep(40 * second).await;
         assert_eq!(
-            ready_of(&store).await,
+            ready_of(store).await,
             ("True".into(), "HeartbeatReceived".into())
         );
-        // Then it falls silent: Unknown once the grace period has passed since the last post.
         tokio::time::sleep(11 * second).await;
+        assert_eq!(
+            ready_of(store).await,
+            ("Unknown".into(), REASON_STATUS_UNKNOWN.into())
+        );
+    }
+
+    /// A pool with a Ready condition ("t0") and a Lease ("r0"), and the lifecycle controller.
+    async fn leased_pool() -> (
+        Arc<dyn Store>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        new_pool(&store).await;
+        post(&store, "t0").await;
+        renew(&store, "r0").await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));
+        (store, token, task)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewed_lease_keeps_a_pool_with_an_unchanged_ready_condition_alive() {
+        // The Ready condition never changes, but the Lease is renewed: alive; then the Lease
+        // stops too.
+        let (store, token, task) = leased_pool().await;
+        beats_then_silence(&store, Beat::Lease).await;
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_renewed_with_the_same_time_does_not_count() {
+        // Only a changed renewTime is a sign of life; a write that keeps it is not.
+        let (store, token, task) = leased_pool().await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        renew(&store, "r0").await;
+        tokio::time::sleep(Duration::from_secs(21)).await;
         assert_eq!(
             ready_of(&store).await,
             ("Unknown".into(), REASON_STATUS_UNKNOWN.into())
         );
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_pools_turn_unknown_after_the_grace_period() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        new_pool(&store).await;
+        post(&store, "t0").await;
+        let token = CancellationToken::new();
+        let task = tokio::spawn(run(store.clone(), DEFAULT_GRACE_PERIOD, token.clone()));
+        let second = Duration::from_secs(1);
+        // A live poollet keeps posting: never Unknown; then it falls silent.
+        beats_then_silence(&store, Beat::Ready).await;
         // It comes back.
         post(&store, "t9").await;
         tokio::time::sleep(second).await;

@@ -13,6 +13,13 @@
 //! behind while the poollet was down are found on the first relist. Since GC runs inside the
 //! reconcile of the key, it never races with the create of the same key.
 //!
+//! Hot path: once a label list (or this reconciler's own create) has shown exactly one IRI
+//! machine for the name, with the Machine's uid, later reconciles read that machine by id
+//! instead of listing by labels (runtimes scan every machine for a label filter). The
+//! knowledge is dropped when the relist sees any other IRI machine with that name (a new
+//! orphan or duplicate), when the read by id misses, and on restart; the next reconcile lists
+//! by labels again. A create decision is always made on a fresh label list.
+//!
 //! Two IRI machines with the Machine's UID (a crash between create and status write of an
 //! older poollet, say) are handled: the oldest is kept, the others are deleted.
 
@@ -47,6 +54,8 @@ use crate::{
     events,
     pool::{RuntimeView, capabilities_of, map_class, probe_once, set_condition},
 };
+
+mod nic;
 
 /// Default ignition key in the Secret.
 pub const DEFAULT_IGNITION_KEY: &str = "ignition.yaml";
@@ -86,6 +95,11 @@ pub struct MachineReconciler {
     runtime_name: String,
     view: RuntimeView,
     config: MachineConfig,
+    /// Machine key → resourceVersion of this reconciler's last write of it.
+    own_writes: std::sync::Mutex<HashMap<ObjectRef, String>>,
+    /// Machine key → (Machine uid, IRI machine id) when a label list (or this reconciler's
+    /// create) showed exactly that one IRI machine for the name; see [`Self::observe_runtime`].
+    known: std::sync::Mutex<HashMap<ObjectRef, (String, String)>>,
 }
 
 /// The ironcore state for an IRI machine state (§3.3). STOPPED, which Go cannot map, is
@@ -177,7 +191,89 @@ impl MachineReconciler {
             runtime_name: runtime_name.into(),
             view,
             config,
+            own_writes: std::sync::Mutex::default(),
+            known: std::sync::Mutex::default(),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef, (String, String)>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tells the reconciler that the runtime relist saw IRI machine `id` labelled with `key`'s
+    /// namespace and name (appeared, changed or vanished). Unless it is the one IRI machine
+    /// the reconciler knows for `key`, the knowledge is dropped, so the next reconcile of
+    /// `key` lists by labels again and collects orphans and duplicates.
+    pub fn observe_runtime(&self, key: &ObjectRef, id: &str) {
+        let mut known = self.known();
+        if known.get(key).is_some_and(|(_, known_id)| known_id != id) {
+            known.remove(key);
+        }
+    }
+
+    /// The IRI machines labelled with `key`'s namespace and name. When the reconciler knows
+    /// the one IRI machine of the Machine `uid` (it created it or a label list showed it alone)
+    /// and the relist has seen no other, that machine is read by id instead of a label list:
+    /// runtimes filter labels by scanning every machine, and this is the hot path.
+    async fn list_for(&self, key: &ObjectRef, uid: Option<&str>) -> Result<Vec<machine::Machine>> {
+        let known_id = self
+            .known()
+            .get(key)
+            .filter(|(known_uid, _)| Some(known_uid.as_str()) == uid)
+            .map(|(_, id)| id.clone());
+        if let Some(id) = known_id {
+            if let Some(iri) = self.get_by_id(&id).await?
+                && label(&iri, keys::MACHINE_UID_LABEL) == uid
+            {
+                return Ok(vec![iri]);
+            }
+            self.known().remove(key);
+        }
+        let listed = self
+            .list(label_filter(&[
+                (keys::MACHINE_NAMESPACE_LABEL, &key.namespace),
+                (keys::MACHINE_NAME_LABEL, &key.name),
+            ]))
+            .await?;
+        match (uid, listed.as_slice()) {
+            (Some(uid), [one]) if label(one, keys::MACHINE_UID_LABEL) == Some(uid) => {
+                self.known()
+                    .insert(key.clone(), (uid.to_string(), metadata(one).id));
+            }
+            _ => {
+                self.known().remove(key);
+            }
+        }
+        Ok(listed)
+    }
+
+    fn note_own_write(&self, written: &irikit_api::Object) {
+        self.own_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(
+                ObjectRef::of(written),
+                written.metadata().resource_version.clone(),
+            );
+    }
+
+    /// Whether a watch event carries exactly this reconciler's own last write of the Machine
+    /// (finalizer or status). Such an event need not enqueue the key again: the reconcile that
+    /// wrote it already decided its requeue. Any other change (another resourceVersion) is
+    /// not an own write.
+    pub fn is_own_write(&self, obj: &irikit_api::Object) -> bool {
+        let key = ObjectRef::of(obj);
+        let mut own = self
+            .own_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if own.get(&key) == Some(&obj.metadata().resource_version) {
+            own.remove(&key);
+            return true;
+        }
+        false
     }
 
     async fn list(&self, request: machine::ListMachinesRequest) -> Result<Vec<machine::Machine>> {
@@ -314,13 +410,11 @@ impl MachineReconciler {
                 }
             }
         }
-        if let Some(nic) = m.spec.network_interfaces.first() {
+        let nics = nic::desired_nics(m);
+        if let Some(message) = nics.unresolved.into_values().next() {
             return Ok(Prerequisites::Waiting(
                 REASON_NETWORK_INTERFACE_NOT_READY,
-                format!(
-                    "network interface {:?}: network interfaces are not supported yet",
-                    nic.name
-                ),
+                message,
             ));
         }
 
@@ -335,7 +429,7 @@ impl MachineReconciler {
                 m.metadata.name.clone(),
             ),
         ]);
-        let annotations = HashMap::from([
+        let mut annotations = HashMap::from([
             (
                 keys::MACHINE_GENERATION_ANNOTATION.to_string(),
                 m.metadata.generation.to_string(),
@@ -345,6 +439,7 @@ impl MachineReconciler {
                 "0".to_string(),
             ),
         ]);
+        nic::annotate(m, &mut annotations);
         Ok(Prerequisites::Ready(Box::new(machine::Machine {
             metadata: Some(meta::ObjectMetadata {
                 labels,
@@ -356,7 +451,7 @@ impl MachineReconciler {
                 class: iri_class,
                 ignition_data,
                 volumes,
-                network_interfaces: Vec::new(),
+                network_interfaces: nics.resolved,
                 guest_config: m
                     .spec
                     .guest_config
@@ -395,7 +490,8 @@ impl MachineReconciler {
             }
             let mut updated = m.clone();
             updated.status = status;
-            self.store.update_status(updated.into_object()).await?;
+            let written = self.store.update_status(updated.into_object()).await?;
+            self.note_own_write(&written);
         }
         Ok(settled)
     }
@@ -600,8 +696,13 @@ impl MachineReconciler {
             ));
         }
         info!(machine_id = %id, "machine created on the runtime");
+        self.known().insert(
+            ObjectRef::new(m.metadata.namespace.clone(), m.metadata.name.clone()),
+            (m.metadata.uid.clone(), id.clone()),
+        );
         self.write_status(m, &created).await?;
-        Ok(Action::requeue(self.config.converging_requeue))
+        // The update pass (handshake annotations, the runtime's current state) right away.
+        Ok(Action::requeue(Duration::ZERO))
     }
 
     /// The IRI volume each spec volume resolves to (local disks directly; `volumeRef` and
@@ -718,7 +819,8 @@ impl MachineReconciler {
     async fn update(&self, m: &Machine, iri: machine::Machine) -> Result<Action> {
         let id = metadata(&iri).id;
         let spec = iri.spec.clone().unwrap_or_default();
-        let mut pushed = self.sync_volumes(m, &id, &spec.volumes).await?;
+        let mut pushed = self.sync_nics(m, &id, &spec.network_interfaces).await?;
+        pushed |= self.sync_volumes(m, &id, &spec.volumes).await?;
         let power = desired_power(m);
         if spec.power != power as i32 {
             let mut client = self.client.clone();
@@ -753,6 +855,7 @@ impl MachineReconciler {
             keys::IRI_MACHINE_GENERATION_ANNOTATION.to_string(),
             md.generation.to_string(),
         );
+        nic::annotate(m, &mut desired);
         let iri = if desired == md.annotations {
             iri
         } else {
@@ -870,13 +973,8 @@ impl Reconciler<ObjectRef> for MachineReconciler {
         });
 
         // Orphan GC for this name, and the IRI machines of the current Machine.
-        let listed = self
-            .list(label_filter(&[
-                (keys::MACHINE_NAMESPACE_LABEL, &key.namespace),
-                (keys::MACHINE_NAME_LABEL, &key.name),
-            ]))
-            .await?;
         let uid = ours.as_ref().map(|m| m.metadata.uid.as_str());
+        let listed = self.list_for(key, uid).await?;
         let (mut mine, orphans): (Vec<_>, Vec<_>) = listed
             .into_iter()
             .partition(|iri| uid.is_some() && label(iri, keys::MACHINE_UID_LABEL) == uid);
@@ -912,7 +1010,9 @@ impl Reconciler<ObjectRef> for MachineReconciler {
             with.metadata
                 .finalizers
                 .push(keys::MACHINE_FINALIZER.to_string());
-            self.store.update_typed(with).await?
+            let written = self.store.update_typed(with).await?;
+            self.note_own_write(&written.clone().into_object());
+            written
         };
 
         for problem in volumes::claim(self.store.as_ref(), &m).await? {
@@ -943,14 +1043,14 @@ impl Reconciler<ObjectRef> for MachineReconciler {
     }
 }
 
-/// Lists every runtime machine every `period` and calls `on_key` with the Machine key of each
-/// IRI machine that appeared, changed or disappeared (IronCore's `irievent` generator). This
+/// Lists every runtime machine every `period` and calls `on_key` with the Machine key and the id
+/// of each IRI machine that appeared, changed or disappeared (IronCore's `irievent` generator). This
 /// drives status propagation and finds orphans.
 pub async fn runtime_relist(
     client: MachineRuntimeClient<Channel>,
     period: Duration,
     timeout: Duration,
-    on_key: impl Fn(ObjectRef) + Send,
+    on_key: impl Fn(ObjectRef, &str) + Send,
     token: CancellationToken,
 ) {
     let mut last: BTreeMap<String, machine::Machine> = BTreeMap::new();
@@ -985,7 +1085,7 @@ pub async fn runtime_relist(
             if last.get(&id) != Some(&m)
                 && let Some(key) = key_of(&m)
             {
-                on_key(key);
+                on_key(key, &id);
             }
             now.insert(id, m);
         }
@@ -993,9 +1093,43 @@ pub async fn runtime_relist(
             if !now.contains_key(id)
                 && let Some(key) = key_of(m)
             {
-                on_key(key);
+                on_key(key, id);
             }
         }
         last = now;
     }
+}
+
+/// Every `period`, ListEvents for the window since the last call and writes an Event object on
+/// the involved Machine for each event that carries the machine labels (§3.8, IronCore's `mem`;
+/// the window and dedupe scheme are described in [`crate::events`]).
+pub async fn event_mapper(
+    store: Arc<dyn Store>,
+    client: MachineRuntimeClient<Channel>,
+    period: Duration,
+    timeout: Duration,
+    token: CancellationToken,
+) {
+    events::run_windows(period, token, |from, to| {
+        let store = Arc::clone(&store);
+        let mut client = client.clone();
+        async move {
+            let request = machine::ListEventsRequest {
+                filter: Some(machine::EventFilter {
+                    events_from_time: from,
+                    events_to_time: to,
+                    ..machine::EventFilter::default()
+                }),
+            };
+            let listed = rpc("ListEvents", timeout, client.list_events(request)).await?;
+            events::record_runtime_events(
+                store.as_ref(),
+                &listed.events,
+                events::InvolvedLabels::MACHINE,
+                events::MACHINE_EVENT_SOURCE,
+            )
+            .await
+        }
+    })
+    .await;
 }

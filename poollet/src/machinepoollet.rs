@@ -1,5 +1,6 @@
-//! The machinepoollet: wires the pool announcer, the heartbeat, the Machine controller, the
-//! store watchers and the runtime relist together and runs them until cancelled.
+//! The machinepoollet: wires the pool announcer, the heartbeat (with the pool Lease), the
+//! Machine controller, the store watchers, the runtime event mapper and the runtime relist
+//! together and runs them until cancelled.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,9 +14,16 @@ use tracing::info;
 use crate::{
     controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
     error::{Error, Result, rpc, runtime_connected},
-    machine::{MachineConfig, MachineReconciler, runtime_relist, volumes},
+    lease::PoolLease,
+    machine::{MachineConfig, MachineReconciler, event_mapper, runtime_relist, volumes},
     pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
 };
+
+/// The largest runtime response the poollet accepts (256 MiB).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+/// How long machine changes are batched before the pool's allocatable is recounted.
+const POOL_RECOUNT_DELAY: Duration = Duration::from_millis(100);
 
 /// Everything the machinepoollet needs besides the store and the runtime channel.
 #[derive(Debug, Clone)]
@@ -28,6 +36,8 @@ pub struct Config {
     pub max_concurrent_reconciles: usize,
     /// Interval of the unfiltered runtime relist (`--relist-period`).
     pub relist_period: Duration,
+    /// Interval of the runtime event mapper (`--event-resync-period`).
+    pub event_resync_period: Duration,
 }
 
 impl Config {
@@ -39,6 +49,7 @@ impl Config {
             pool,
             max_concurrent_reconciles: 16,
             relist_period: Duration::from_secs(1),
+            event_resync_period: crate::events::DEFAULT_EVENT_RESYNC_PERIOD,
         }
     }
 }
@@ -69,11 +80,15 @@ impl MachinePoollet {
             machine: machine_config,
             max_concurrent_reconciles,
             relist_period,
+            event_resync_period,
         } = self.config;
         pool_config
             .validate()
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
-        let mut client = MachineRuntimeClient::new(self.channel);
+        // An unfiltered ListMachines (or ListEvents) of 10,000 machines exceeds tonic's 4 MiB
+        // default; the relist must not fail on a big pool.
+        let mut client =
+            MachineRuntimeClient::new(self.channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
         let version = rpc(
             "Version",
             pool_config.status_timeout,
@@ -88,11 +103,11 @@ impl MachinePoollet {
         )?;
         let view = RuntimeView::default();
         probe_once(&mut client, pool_config.status_timeout, &view).await;
-        let pool_reconciler = Arc::new(PoolReconciler::new(
-            self.store.clone(),
-            pool_config.clone(),
-            view.clone(),
-        ));
+        let machine_cache = ObjectCache::new();
+        let pool_reconciler = Arc::new(
+            PoolReconciler::new(self.store.clone(), pool_config.clone(), view.clone())
+                .with_machine_cache(machine_cache.clone()),
+        );
         pool_reconciler.ensure_pool().await?;
         let pool_key = pool_reconciler.key();
         let machine_reconciler = Arc::new(MachineReconciler::new(
@@ -105,7 +120,6 @@ impl MachinePoollet {
 
         let pool_queue: WorkQueue<ObjectRef> = WorkQueue::new();
         let machine_queue: WorkQueue<ObjectRef> = WorkQueue::new();
-        let machine_cache = ObjectCache::new();
         pool_queue.add(pool_key.clone());
 
         let mut tasks = JoinSet::new();
@@ -120,18 +134,25 @@ impl MachinePoollet {
         ));
         tasks.spawn(controller::run(
             machine_queue.clone(),
-            machine_reconciler,
+            machine_reconciler.clone(),
             ControllerConfig {
                 name: "machine",
                 concurrency: max_concurrent_reconciles,
             },
             token.clone(),
         ));
+        let lease = PoolLease::new(
+            self.store.clone(),
+            pool_config.pool_name.clone(),
+            pool_config.lease_duration,
+        );
+        info!(holder = %lease.holder(), "machine pool lease holder");
         tasks.spawn(heartbeat(
             client.clone(),
             pool_config.heartbeat_interval,
             pool_config.status_timeout,
             view,
+            Some(lease),
             {
                 let queue = pool_queue.clone();
                 let key = pool_key.clone();
@@ -148,9 +169,14 @@ impl MachinePoollet {
                 let machine_queue = machine_queue.clone();
                 let pool_queue = pool_queue.clone();
                 let pool_key = pool_key.clone();
+                let machine_reconciler = machine_reconciler.clone();
                 move |obj| {
-                    machine_queue.add(ObjectRef::of(obj));
-                    pool_queue.add(pool_key.clone());
+                    if !machine_reconciler.is_own_write(obj) {
+                        machine_queue.add(ObjectRef::of(obj));
+                    }
+                    // Batch the pool recount: one reconcile per window however many machines
+                    // changed (the queue keeps the earliest deadline).
+                    pool_queue.add_after(pool_key.clone(), POOL_RECOUNT_DELAY);
                 }
             },
             token.clone(),
@@ -224,13 +250,23 @@ impl MachinePoollet {
             },
             token.clone(),
         ));
+        tasks.spawn(event_mapper(
+            self.store.clone(),
+            client.clone(),
+            event_resync_period,
+            pool_config.status_timeout,
+            token.clone(),
+        ));
         tasks.spawn(runtime_relist(
             client,
             relist_period,
             pool_config.status_timeout,
             {
                 let machine_queue = machine_queue.clone();
-                move |key| machine_queue.add(key)
+                move |key, id: &str| {
+                    machine_reconciler.observe_runtime(&key, id);
+                    machine_queue.add(key);
+                }
             },
             token.clone(),
         ));

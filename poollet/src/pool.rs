@@ -4,8 +4,9 @@
 //!
 //! Unlike the Go machinepoollet, the heartbeat's Status result is used (§8.6): every probe
 //! refreshes the class cache, so capacity changes reach the pool within one heartbeat interval
-//! instead of the hourly class-mapper relist. The Ready condition's `lastUpdateTime` advances
-//! with every probe and serves as the lease-style liveness signal.
+//! instead of the hourly class-mapper relist. After every probe the heartbeat renews the pool's
+//! Lease ([`crate::lease`]); the Ready condition's `lastUpdateTime` advances with every probe
+//! too.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -29,8 +30,9 @@ use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::{
-    controller::{Action, ObjectRef, Reconciler},
+    controller::{Action, ObjectCache, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
+    lease::PoolLease,
 };
 
 /// `Ready` condition reason after a successful probe.
@@ -57,6 +59,8 @@ pub struct PoolConfig {
     pub status_timeout: Duration,
     /// Resync interval of the pool status even without events.
     pub resync: Duration,
+    /// `leaseDurationSeconds` of the pool Lease (`--heartbeat-lease-duration`).
+    pub lease_duration: Duration,
 }
 
 impl PoolConfig {
@@ -70,6 +74,7 @@ impl PoolConfig {
             heartbeat_interval: Duration::from_secs(10),
             status_timeout: Duration::from_secs(5),
             resync: Duration::from_secs(60),
+            lease_duration: crate::lease::DEFAULT_LEASE_DURATION,
         }
     }
 
@@ -78,13 +83,17 @@ impl PoolConfig {
         topology_labels(&self.topology_region, &self.topology_zone)
     }
 
-    /// Checks IronCore's flag rules: interval > 0 and 0 < timeout < interval.
+    /// Checks IronCore's flag rules: interval > 0, lease duration > interval and
+    /// 0 < timeout < interval.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.pool_name.is_empty() {
             return Err("the machine pool name must not be empty".into());
         }
         if self.heartbeat_interval.is_zero() {
             return Err("the heartbeat interval must be positive".into());
+        }
+        if self.lease_duration <= self.heartbeat_interval {
+            return Err("the lease duration must be longer than the heartbeat interval".into());
         }
         if self.status_timeout.is_zero() || self.status_timeout >= self.heartbeat_interval {
             return Err(
@@ -181,13 +190,15 @@ pub async fn probe_once(
     view.record(result);
 }
 
-/// Probes the runtime now and then every `interval` until `token` is cancelled, calling
-/// `on_probe` after each probe (to enqueue the pool).
+/// Probes the runtime now and then every `interval` until `token` is cancelled; after each
+/// probe, whether or not it worked, renews `lease` (if any), then calls `on_probe` (to enqueue
+/// the pool).
 pub async fn heartbeat(
     mut client: MachineRuntimeClient<Channel>,
     interval: Duration,
     timeout: Duration,
     view: RuntimeView,
+    lease: Option<PoolLease>,
     on_probe: impl Fn() + Send,
     token: CancellationToken,
 ) {
@@ -201,6 +212,14 @@ pub async fn heartbeat(
         tokio::select! {
             () = token.cancelled() => return,
             () = probe_once(&mut client, timeout, &view) => {}
+        }
+        if let Some(lease) = &lease {
+            tokio::select! {
+                () = token.cancelled() => return,
+                res = lease.renew() => if let Err(err) = res {
+                    warn!(error = %err, "renewing the machine pool lease failed");
+                },
+            }
         }
         on_probe();
     }
@@ -372,6 +391,7 @@ pub struct PoolReconciler {
     store: Arc<dyn Store>,
     config: PoolConfig,
     view: RuntimeView,
+    machines: Option<ObjectCache>,
 }
 
 impl PoolReconciler {
@@ -381,7 +401,39 @@ impl PoolReconciler {
             store,
             config,
             view,
+            machines: None,
         }
+    }
+
+    /// Counts the pool's machines from `cache` (kept by a watch of the pool's Machines) once it
+    /// is synced, instead of listing them from the store at every reconcile.
+    pub fn with_machine_cache(mut self, cache: ObjectCache) -> Self {
+        self.machines = Some(cache);
+        self
+    }
+
+    async fn machines(&self) -> Result<Vec<Machine>> {
+        let of_pool = |m: &Machine| {
+            m.spec
+                .machine_pool_ref
+                .as_ref()
+                .is_some_and(|r| r.name == self.config.pool_name)
+        };
+        if let Some(cache) = self.machines.as_ref().filter(|c| c.is_synced()) {
+            return Ok(cache
+                .list()
+                .into_iter()
+                .filter_map(Machine::from_object)
+                .filter(of_pool)
+                .collect());
+        }
+        let (machines, _) = self
+            .store
+            .list_typed::<Machine>(
+                &ListOptions::all().field("spec.machinePoolRef.name", &self.config.pool_name),
+            )
+            .await?;
+        Ok(machines)
     }
 
     /// The queue key of the pool.
@@ -455,12 +507,7 @@ impl Reconciler<ObjectRef> for PoolReconciler {
             .store
             .list_typed::<MachineClass>(&ListOptions::all())
             .await?;
-        let (machines, _) = self
-            .store
-            .list_typed::<Machine>(
-                &ListOptions::all().field("spec.machinePoolRef.name", &self.config.pool_name),
-            )
-            .await?;
+        let machines = self.machines().await?;
         let mut status = pool.status.clone();
         if let Some(runtime_classes) = self.view.classes() {
             let announced = announce(&runtime_classes, &classes, &machines);

@@ -1207,10 +1207,9 @@ pub async fn runtime_relist(
     }
 }
 
-/// Every `interval`, ListEvents for the window since the last call (Unix seconds; the first
-/// window starts now) and writes an Event object on the involved Volume for each event that
-/// carries the volume labels (§3.8). Consecutive windows share their boundary second; events
-/// are named by their content, so an event seen twice is written once.
+/// Every `interval`, ListEvents for the window since the last call and writes an Event object
+/// on the involved Volume for each event that carries the volume labels (§3.8; the window and
+/// dedupe scheme are described in [`crate::events`]).
 pub async fn event_mapper(
     store: Arc<dyn Store>,
     client: VolumeRuntimeClient<Channel>,
@@ -1218,52 +1217,29 @@ pub async fn event_mapper(
     timeout: Duration,
     token: CancellationToken,
 ) {
-    let labels = InvolvedLabels {
-        kind: Kind::Volume,
-        uid: keys::VOLUMEPOOLLET_VOLUME_UID_LABEL,
-        namespace: keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL,
-        name: keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL,
-    };
-    let mut from = events::unix_now();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let to = events::unix_now();
+    events::run_windows(interval, token, |from, to| {
+        let store = Arc::clone(&store);
         let mut client = client.clone();
-        let request = volume::ListEventsRequest {
-            filter: Some(volume::EventFilter {
-                id: String::new(),
-                label_selector: HashMap::new(),
-                events_from_time: from,
-                events_to_time: to,
-            }),
-        };
-        let listed = tokio::select! {
-            () = token.cancelled() => return,
-            res = rpc("ListEvents", timeout, client.list_events(request)) => res,
-        };
-        match listed {
-            Ok(res) => {
-                let n = events::record_runtime_events(
-                    store.as_ref(),
-                    &res.events,
-                    labels,
-                    EVENT_COMPONENT,
-                )
-                .await;
-                if n > 0 {
-                    tracing::debug!(n, "runtime volume events recorded");
-                }
-                from = to;
-            }
-            Err(err) => warn!(error = %err, "listing runtime volume events failed"),
+        async move {
+            let request = volume::ListEventsRequest {
+                filter: Some(volume::EventFilter {
+                    id: String::new(),
+                    label_selector: HashMap::new(),
+                    events_from_time: from,
+                    events_to_time: to,
+                }),
+            };
+            let listed = rpc("ListEvents", timeout, client.list_events(request)).await?;
+            events::record_runtime_events(
+                store.as_ref(),
+                &listed.events,
+                InvolvedLabels::VOLUME,
+                EVENT_COMPONENT,
+            )
+            .await
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

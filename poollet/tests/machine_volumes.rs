@@ -76,11 +76,7 @@ async fn start(volumes: bool) -> Env {
         })
         .await
         .unwrap();
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_in_process()
-        .await
-        .unwrap();
+    let mock = common::mock().await;
     let token = CancellationToken::new();
     let mut config = Config::new(POOL, "ironcore://pool-a");
     config.pool.heartbeat_interval = Duration::from_millis(200);

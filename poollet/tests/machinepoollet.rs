@@ -113,11 +113,7 @@ async fn start_with_config(mock: MockRuntime, store: Arc<dyn Store>, config: Con
 }
 
 async fn start() -> Env {
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_in_process()
-        .await
-        .unwrap();
+    let mock = common::mock().await;
     start_with(mock, seeded_store().await).await
 }
 
@@ -136,6 +132,29 @@ fn quantities(list: &irikit_api::ResourceList) -> Vec<(String, String)> {
     list.iter()
         .map(|(k, v)| (k.clone(), v.to_string()))
         .collect()
+}
+
+/// The condition of `type_` (the test fails without one).
+fn condition<'a>(
+    conditions: &'a [irikit_api::meta::Condition],
+    type_: &str,
+) -> &'a irikit_api::meta::Condition {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// Waits for the pool to turn `Ready=False`.
+async fn wait_pool_not_ready(store: &Arc<dyn Store>) -> MachinePool {
+    wait_for(
+        store,
+        "",
+        POOL,
+        |p: &MachinePool| condition_status(&p.status.conditions, "Ready") == Some("False"),
+        "pool not ready",
+    )
+    .await
 }
 
 fn is_running(m: &Machine) -> bool {
@@ -187,12 +206,7 @@ async fn pool_is_announced_with_classes_capacity_and_heartbeat() {
     ];
     assert_eq!(quantities(&pool.status.capacity), expected);
     assert_eq!(quantities(&pool.status.allocatable), expected);
-    let ready = pool
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&pool.status.conditions, "Ready");
     assert_eq!(ready.reason, "HeartbeatReceived");
 
     // The runtime stops answering Status: Ready turns False with RuntimeUnreachable.
@@ -201,20 +215,8 @@ async fn pool_is_announced_with_classes_capacity_and_heartbeat() {
         Trigger::Always,
         Effect::Hang,
     ));
-    let pool: MachinePool = wait_for(
-        &env.store,
-        "",
-        POOL,
-        |p: &MachinePool| condition_status(&p.status.conditions, "Ready") == Some("False"),
-        "pool not ready",
-    )
-    .await;
-    let ready = pool
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let pool = wait_pool_not_ready(&env.store).await;
+    let ready = condition(&pool.status.conditions, "Ready");
     assert_eq!(ready.reason, "RuntimeUnreachable");
     assert!(!ready.message.is_empty());
     assert_eq!(
@@ -249,12 +251,7 @@ async fn machine_is_created_with_labels_and_reaches_running() {
             .finalizers
             .contains(&keys::MACHINE_FINALIZER.to_string())
     );
-    let ready = m
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&m.status.conditions, "Ready");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("True", "Running")
@@ -320,12 +317,7 @@ async fn power_off_propagates_and_create_honours_requested_power() {
         "machine powered off",
     )
     .await;
-    let ready = m
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition(&m.status.conditions, "Ready");
     assert_eq!(ready.status, "False");
     assert_eq!(env.mock.call_count(Method::UpdateMachinePower), 1);
 
@@ -502,6 +494,21 @@ async fn create_on_runtime(mock: &MockRuntime, m: machine::Machine) -> String {
         .id
 }
 
+/// Three reconciles of `key` (create, update, settled), then the Machine.
+async fn settle(
+    reconciler: &MachineReconciler,
+    store: &Arc<dyn Store>,
+    key: &ObjectRef,
+) -> Machine {
+    for _ in 0..3 {
+        reconciler.reconcile(key).await.unwrap();
+    }
+    store
+        .get_typed::<Machine>(&key.namespace, &key.name)
+        .await
+        .unwrap()
+}
+
 fn reconciler(store: &Arc<dyn Store>, mock: &MockRuntime) -> MachineReconciler {
     MachineReconciler::new(
         store.clone(),
@@ -667,11 +674,7 @@ async fn status_waits_for_the_runtime_to_process_the_spec() {
 
 /// The whole lifecycle on one store: announce, create, Running, power off, delete.
 async fn lifecycle(store: Arc<dyn Store>) {
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_in_process()
-        .await
-        .unwrap();
+    let mock = common::mock().await;
     let env = start_with(mock, seed(store).await).await;
     wait_for(
         &env.store,
@@ -891,12 +894,7 @@ async fn volume_changes_are_attached_and_detached_without_churn() {
     let mut m = new_machine("vm-1", "x3-small", Power::On);
     m.spec.volumes = vec![disk("root", "oda", "10Gi")];
     store.create_typed(m).await.unwrap();
-    let settle = || async {
-        for _ in 0..3 {
-            reconciler.reconcile(&key).await.unwrap();
-        }
-        store.get_typed::<Machine>(NS, "vm-1").await.unwrap()
-    };
+    let settle = || settle(&reconciler, &store, &key);
     let m = settle().await;
     assert!(is_running(&m));
     assert_eq!(mock.call_count(Method::AttachVolume), 0, "no churn");
@@ -953,4 +951,367 @@ async fn volume_changes_are_attached_and_detached_without_churn() {
         spec_volumes[0].local_disk.clone().unwrap().size_bytes,
         2 << 30
     );
+}
+
+fn ephemeral_nic(name: &str, network: &str, ips: &[&str]) -> irikit_api::compute::NetworkInterface {
+    use irikit_api::compute::{EphemeralNetworkInterface, IpSource, NetworkInterfaceTemplate};
+    let mut template = NetworkInterfaceTemplate::default();
+    template.spec.network_ref = LocalObjectReference::new(network);
+    template.spec.ips = ips
+        .iter()
+        .map(|ip| IpSource {
+            value: Some((*ip).to_string()),
+            ephemeral: None,
+        })
+        .collect();
+    irikit_api::compute::NetworkInterface {
+        name: name.into(),
+        network_interface_ref: None,
+        ephemeral: Some(EphemeralNetworkInterface {
+            network_interface_template: Some(template),
+        }),
+    }
+}
+
+fn iri_nics(mock: &MockRuntime) -> Vec<(String, String, Vec<String>)> {
+    let mut nics: Vec<_> = mock.machines()[0]
+        .spec
+        .clone()
+        .unwrap()
+        .network_interfaces
+        .into_iter()
+        .map(|n| (n.name, n.network_id, n.ips))
+        .collect();
+    nics.sort();
+    nics
+}
+
+fn nic_statuses(m: &Machine) -> Vec<(String, String, bool)> {
+    m.status
+        .network_interfaces
+        .iter()
+        .map(|n| (n.name.clone(), n.state.clone(), !n.handle.is_empty()))
+        .collect()
+}
+
+#[tokio::test]
+async fn nics_are_created_attached_detached_and_reported() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let store = seeded_store().await;
+    let reconciler = reconciler(&store, &mock);
+    let key = ObjectRef::new(NS, "vm-1");
+    let mut m = new_machine("vm-1", "x3-small", Power::On);
+    m.spec.network_interfaces = vec![ephemeral_nic("eth0", "net-a", &["10.0.0.5"])];
+    store.create_typed(m).await.unwrap();
+    let settle = || settle(&reconciler, &store, &key);
+    let m = settle().await;
+    assert!(is_running(&m));
+    assert_eq!(
+        iri_nics(&mock),
+        [("eth0".into(), "net-a".into(), vec!["10.0.0.5".into()])],
+        "create sends the NIC with the network name as network_id"
+    );
+    let iri = &mock.machines()[0];
+    let nic = &iri.spec.as_ref().unwrap().network_interfaces[0];
+    assert!(nic.attributes[keys::RAW_NIC_LABELS_ATTRIBUTE].contains("vm-1-eth0"));
+    assert!(nic.attributes[keys::RAW_NETWORK_LABELS_ATTRIBUTE].contains("net-a"));
+    assert_eq!(
+        iri.metadata.as_ref().unwrap().annotations[keys::NETWORK_INTERFACE_MAPPING_ANNOTATION],
+        r#"{"eth0":{"name":"vm-1-eth0","uid":""}}"#
+    );
+    assert_eq!(nic_statuses(&m), [("eth0".into(), "Attached".into(), true)]);
+    assert_eq!(
+        condition_status(&m.status.conditions, "NetworkInterfacesReady"),
+        Some("True")
+    );
+    assert_eq!(
+        mock.call_count(Method::AttachNetworkInterface),
+        0,
+        "no churn"
+    );
+    assert_eq!(
+        mock.call_count(Method::DetachNetworkInterface),
+        0,
+        "no churn"
+    );
+
+    // Add eth1 and change eth0's IP: eth1 attached, eth0 detached and re-attached.
+    let mut more = m;
+    more.spec.network_interfaces = vec![
+        ephemeral_nic("eth0", "net-a", &["10.0.0.6"]),
+        ephemeral_nic("eth1", "net-b", &[]),
+    ];
+    store.update_typed(more).await.unwrap();
+    let m = settle().await;
+    assert_eq!(mock.call_count(Method::AttachNetworkInterface), 2);
+    assert_eq!(mock.call_count(Method::DetachNetworkInterface), 1);
+    assert_eq!(
+        iri_nics(&mock),
+        [
+            ("eth0".into(), "net-a".into(), vec!["10.0.0.6".into()]),
+            ("eth1".into(), "net-b".into(), vec![]),
+        ]
+    );
+    assert_eq!(
+        mock.machines()[0].metadata.as_ref().unwrap().annotations
+            [keys::NETWORK_INTERFACE_MAPPING_ANNOTATION],
+        r#"{"eth0":{"name":"vm-1-eth0","uid":""},"eth1":{"name":"vm-1-eth1","uid":""}}"#
+    );
+    assert_eq!(m.status.observed_generation, m.metadata.generation);
+
+    // Remove eth1 while the runtime already lost it (NotFound is ignored); add a NIC by
+    // reference, which cannot resolve: it is reported Pending and never attached.
+    mock.add_fault(FaultRule::new(
+        Method::DetachNetworkInterface,
+        Trigger::FirstN(1),
+        Effect::error(tonic::Code::NotFound, "no such nic"),
+    ));
+    let mut fewer = m;
+    fewer.spec.network_interfaces = vec![
+        ephemeral_nic("eth0", "net-a", &["10.0.0.6"]),
+        irikit_api::compute::NetworkInterface {
+            name: "byref".into(),
+            network_interface_ref: Some(LocalObjectReference::new("nic-1")),
+            ephemeral: None,
+        },
+    ];
+    store.update_typed(fewer).await.unwrap();
+    // The NotFound answer is no reconcile error (settle unwraps every pass); since the fault
+    // left eth1 in the runtime's spec, the next pass detaches it for real.
+    let m = settle().await;
+    assert_eq!(mock.call_count(Method::DetachNetworkInterface), 3);
+    assert_eq!(mock.call_count(Method::AttachNetworkInterface), 2);
+    assert_eq!(
+        iri_nics(&mock),
+        [("eth0".into(), "net-a".into(), vec!["10.0.0.6".into()])]
+    );
+    assert_eq!(
+        nic_statuses(&m),
+        [
+            ("eth0".into(), "Attached".into(), true),
+            ("byref".into(), "Pending".into(), false)
+        ]
+    );
+    let cond = condition(&m.status.conditions, "NetworkInterfacesReady");
+    assert_eq!(
+        (cond.status.as_str(), cond.message.as_str()),
+        ("False", "NetworkInterfaceNotReady: byref")
+    );
+}
+
+#[tokio::test]
+async fn a_nic_by_reference_waits_with_network_interface_not_ready() {
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let store = seeded_store().await;
+    let reconciler = reconciler(&store, &mock);
+    let mut m = new_machine("vm-1", "x3-small", Power::On);
+    m.spec.network_interfaces = vec![irikit_api::compute::NetworkInterface {
+        name: "eth0".into(),
+        network_interface_ref: Some(LocalObjectReference::new("nic-1")),
+        ephemeral: None,
+    }];
+    store.create_typed(m).await.unwrap();
+    for _ in 0..3 {
+        reconciler
+            .reconcile(&ObjectRef::new(NS, "vm-1"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(mock.call_count(Method::CreateMachine), 0);
+    let event: irikit_api::core::Event = store
+        .get_typed(NS, "vm-1.networkinterfacenotready")
+        .await
+        .unwrap();
+    assert_eq!(event.reason, "NetworkInterfaceNotReady");
+    assert!(
+        event.message.contains("\"nic-1\"") && event.message.contains("no NetworkInterface"),
+        "{}",
+        event.message
+    );
+}
+
+/// The Events the event mapper recorded, as (involved name, reason, action).
+async fn mapped_events(store: &Arc<dyn Store>) -> Vec<(String, String, String)> {
+    let (events, _) = store
+        .list_typed::<irikit_api::core::Event>(&irikit_api::ListOptions::all())
+        .await
+        .unwrap();
+    let mut out: Vec<_> = events
+        .into_iter()
+        .filter(|e| {
+            e.source.as_ref().map(|s| s.component.as_str()) == Some("machine-cluster-events")
+        })
+        .map(|e| (e.involved_object.name, e.reason, e.action))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Polls (with a deadline) until the mock has answered `n` more ListEvents calls.
+async fn wait_list_events(mock: &MockRuntime, n: usize) {
+    let target = mock.call_count(Method::MachineListEvents) + n;
+    tokio::time::timeout(WAIT, async {
+        while mock.call_count(Method::MachineListEvents) < target {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the event mapper keeps listing");
+}
+
+#[tokio::test]
+async fn runtime_events_become_machine_events_once() {
+    use iri_spec::event::v1alpha1 as event;
+    // The mutant ignores the time window, so every ListEvents returns every event: recording
+    // each once shows the dedupe across windows and across a poollet restart.
+    let mock = MockRuntime::builder()
+        .runtime_name("iri-mock")
+        .mutant(iri_mock::Mutant::EventFilterIgnored)
+        .start_in_process()
+        .await
+        .unwrap();
+    let mut config = config();
+    config.event_resync_period = Duration::from_millis(50);
+    let env = start_with_config(mock, seeded_store().await, config.clone()).await;
+    let created = env
+        .store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    env.mock.inject_machine_event(event::Event {
+        spec: Some(event::EventSpec {
+            involved_object_meta: Some(meta::ObjectMetadata {
+                id: "x".into(),
+                labels: [
+                    (
+                        keys::MACHINE_UID_LABEL.to_string(),
+                        created.metadata.uid.clone(),
+                    ),
+                    (keys::MACHINE_NAMESPACE_LABEL.to_string(), NS.to_string()),
+                    (keys::MACHINE_NAME_LABEL.to_string(), "vm-1".to_string()),
+                ]
+                .into(),
+                ..meta::ObjectMetadata::default()
+            }),
+            reason: "GuestPanicked".into(),
+            message: "kernel panic".into(),
+            r#type: "Warning".into(),
+            event_time: 1,
+            action: String::new(),
+        }),
+    });
+    wait_list_events(&env.mock, 3).await;
+    let first = mapped_events(&env.store).await;
+    assert!(
+        first.contains(&("vm-1".into(), "GuestPanicked".into(), "Unknown".into())),
+        "{first:?}"
+    );
+    assert!(
+        first.len() >= 2,
+        "the mock's own machine events too: {first:?}"
+    );
+    let panicked: Vec<_> = {
+        let (events, _) = env
+            .store
+            .list_typed::<irikit_api::core::Event>(&irikit_api::ListOptions::all())
+            .await
+            .unwrap();
+        events
+            .into_iter()
+            .filter(|e| e.reason == "GuestPanicked")
+            .collect()
+    };
+    assert_eq!(panicked.len(), 1);
+    let ev = &panicked[0];
+    assert_eq!(
+        (
+            ev.type_.as_str(),
+            ev.message.as_str(),
+            ev.involved_object.uid.as_str()
+        ),
+        ("Warning", "kernel panic", created.metadata.uid.as_str())
+    );
+    assert_eq!(ev.involved_object.kind, "Machine");
+
+    // A restarted poollet sees the same events again and records none twice.
+    let (store, mock) = env.stop().await;
+    let env = start_with_config(mock, store, config).await;
+    wait_list_events(&env.mock, 3).await;
+    assert_eq!(mapped_events(&env.store).await, first);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_pool_lease_is_taken_over_and_renewed_even_when_the_runtime_is_down() {
+    use irikit_api::coordination::{Lease, LeaseSpec, MACHINE_POOL_LEASE_NAMESPACE};
+    let store = seeded_store().await;
+    store
+        .create_typed(Lease {
+            metadata: ObjectMeta::namespaced(MACHINE_POOL_LEASE_NAMESPACE, POOL),
+            spec: LeaseSpec {
+                holder_identity: Some(format!("{POOL}_an-earlier-process")),
+                lease_duration_seconds: Some(40),
+                acquire_time: Some("2020-01-01T00:00:00.000000Z".into()),
+                renew_time: Some("2020-01-01T00:00:00.000000Z".into()),
+                lease_transitions: Some(3),
+            },
+            ..Lease::default()
+        })
+        .await
+        .unwrap();
+    let mock = common::mock().await;
+    let env = start_with(mock, store).await;
+    let ours = |l: &Lease| {
+        l.spec
+            .holder_identity
+            .as_deref()
+            .is_some_and(|h| h.starts_with(&format!("{POOL}_")) && h != "pool-a_an-earlier-process")
+    };
+    let lease: Lease = wait_for(
+        &env.store,
+        MACHINE_POOL_LEASE_NAMESPACE,
+        POOL,
+        ours,
+        "lease taken over",
+    )
+    .await;
+    let holder = lease.spec.holder_identity.clone().unwrap();
+    let uuid = holder.strip_prefix("pool-a_").unwrap();
+    assert_eq!(uuid.len(), 36, "{holder}");
+    assert_eq!(lease.spec.lease_transitions, Some(4));
+    assert_eq!(lease.spec.lease_duration_seconds, Some(40));
+    assert_ne!(
+        lease.spec.acquire_time.as_deref(),
+        Some("2020-01-01T00:00:00.000000Z")
+    );
+
+    // The runtime stops answering Status: the pool turns Ready=False, the lease keeps being
+    // renewed by the same holder.
+    env.mock.add_fault(FaultRule::new(
+        Method::MachineStatus,
+        Trigger::Always,
+        Effect::error(tonic::Code::Unavailable, "down"),
+    ));
+    wait_pool_not_ready(&env.store).await;
+    let before: Lease = env
+        .store
+        .get_typed(MACHINE_POOL_LEASE_NAMESPACE, POOL)
+        .await
+        .unwrap();
+    let renewed: Lease = wait_for(
+        &env.store,
+        MACHINE_POOL_LEASE_NAMESPACE,
+        POOL,
+        |l: &Lease| l.spec.renew_time != before.spec.renew_time,
+        "lease renewed while the runtime is down",
+    )
+    .await;
+    assert_eq!(
+        renewed.spec.holder_identity.as_deref(),
+        Some(holder.as_str())
+    );
+    assert_eq!(renewed.spec.acquire_time, lease.spec.acquire_time);
+    assert_eq!(renewed.spec.lease_transitions, Some(4));
+    env.stop().await;
 }

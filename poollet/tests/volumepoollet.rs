@@ -99,11 +99,7 @@ fn config(pool: &str) -> VolumePoolletConfig {
 }
 
 async fn mock() -> MockRuntime {
-    MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_in_process()
-        .await
-        .unwrap()
+    common::mock().await
 }
 
 fn start_on(store: Arc<dyn Store>, mock: MockRuntime, pool: &str) -> Env {

@@ -133,6 +133,7 @@ impl ControlPlane {
         config.pool.heartbeat_interval = self.config.heartbeat_interval;
         config.pool.status_timeout = self.config.status_timeout;
         config.relist_period = self.config.relist_period;
+        config.event_resync_period = self.config.heartbeat_interval;
         config.machine.converging_requeue = self.config.converging_requeue;
         config.machine.prerequisite_requeue = self.config.prerequisite_requeue;
         config.machine.rpc_timeout = self.config.rpc_timeout;

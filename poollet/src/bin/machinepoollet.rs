@@ -41,6 +41,12 @@ struct Args {
     /// Interval of the runtime Status heartbeat (also refreshes classes and capacity).
     #[arg(long, env = "POOLLET_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
+    /// `leaseDurationSeconds` of the pool Lease renewed with every heartbeat.
+    #[arg(long, env = "POOLLET_HEARTBEAT_LEASE_DURATION", default_value = "40s", value_parser = humantime::parse_duration)]
+    heartbeat_lease_duration: Duration,
+    /// Interval of the runtime event mapper (ListEvents → Events on Machines).
+    #[arg(long, env = "POOLLET_EVENT_RESYNC_PERIOD", default_value = "1m", value_parser = humantime::parse_duration)]
+    event_resync_period: Duration,
     /// Timeout of one heartbeat Status probe and of every other runtime call.
     #[arg(long, env = "POOLLET_HEARTBEAT_STATUS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_status_timeout: Duration,
@@ -69,12 +75,19 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     config.pool.status_timeout = args.heartbeat_status_timeout;
     config.machine.rpc_timeout = args.heartbeat_status_timeout;
     config.relist_period = args.relist_period;
+    config.pool.lease_duration = args.heartbeat_lease_duration;
+    config.event_resync_period = args.event_resync_period;
     config.max_concurrent_reconciles = args.max_concurrent_reconciles;
     if args.provider_id.is_empty() {
         anyhow::bail!("--provider-id must not be empty");
     }
-    if args.relist_period.is_zero() || args.max_concurrent_reconciles == 0 {
-        anyhow::bail!("--relist-period and --max-concurrent-reconciles must be positive");
+    if args.relist_period.is_zero()
+        || args.event_resync_period.is_zero()
+        || args.max_concurrent_reconciles == 0
+    {
+        anyhow::bail!(
+            "--relist-period, --event-resync-period and --max-concurrent-reconciles must be positive"
+        );
     }
     config.pool.validate().map_err(anyhow::Error::msg)?;
     Ok(config)

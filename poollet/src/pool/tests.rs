@@ -165,4 +165,10 @@ fn config_validation_follows_ironcore_flag_rules() {
     assert!(config.validate().is_err());
     config.status_timeout = Duration::ZERO;
     assert!(config.validate().is_err());
+    let mut config = PoolConfig::new("pool", "ironcore://pool");
+    config.lease_duration = config.heartbeat_interval;
+    assert!(
+        config.validate().is_err(),
+        "lease duration must exceed the interval"
+    );
 }

@@ -7,6 +7,15 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use irikit_api::{Kind, Resource, Store, StoreExt};
 
+/// An in-process `iri-mock` with runtime name `iri-mock`.
+pub(crate) async fn mock() -> iri_mock::MockRuntime {
+    iri_mock::MockRuntime::builder()
+        .runtime_name("iri-mock")
+        .start_in_process()
+        .await
+        .unwrap()
+}
+
 /// How long any wait may take before the test fails.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
