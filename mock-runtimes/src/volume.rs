@@ -578,8 +578,8 @@ impl Core {
         let mut st = lock(&self.volumes);
         self.advance_volumes(&mut st);
         match st.volumes.get_mut(id) {
-            Some(mut slot) => {
-                f(&mut slot.obj);
+            Some(slot) => {
+                f(slot.obj);
                 true
             }
             None => false,
