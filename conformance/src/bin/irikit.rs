@@ -104,6 +104,8 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
     let plane = PlaneConfig {
         heartbeat_interval: args.heartbeat_interval,
         status_timeout: args.heartbeat_interval.mul_f64(0.8),
+        // IronCore's 50 s grace against its 10 s heartbeat.
+        pool_lifecycle_grace: args.heartbeat_interval * 5,
         ..PlaneConfig::default()
     };
     Ok(up::UpConfig {

@@ -29,6 +29,9 @@ pub struct PlaneConfig {
     pub prerequisite_requeue: Duration,
     /// Timeout of every other poollet RPC.
     pub rpc_timeout: Duration,
+    /// Grace period of the pool lifecycle controller: a MachinePool whose Lease and Ready
+    /// condition stay unchanged this long is marked `Ready=Unknown` (IronCore: 50 s).
+    pub pool_lifecycle_grace: Duration,
 }
 
 impl Default for PlaneConfig {
@@ -40,6 +43,7 @@ impl Default for PlaneConfig {
             converging_requeue: Duration::from_millis(50),
             prerequisite_requeue: Duration::from_millis(500),
             rpc_timeout: Duration::from_secs(10),
+            pool_lifecycle_grace: Duration::from_secs(5),
         }
     }
 }
@@ -64,7 +68,8 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts the machine and the volume scheduler on `store`.
+    /// Starts the machine and the volume scheduler, and the pool lifecycle controller (silent
+    /// pools turn `Ready=Unknown`), on `store`.
     pub fn start(store: Arc<dyn Store>, config: PlaneConfig) -> Self {
         let plane = ControlPlane {
             store,
@@ -93,6 +98,15 @@ impl ControlPlane {
                     .run(token)
                     .await
                     .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            }
+        });
+        plane.spawn("machinepool-lifecycle", {
+            let token = plane.token.clone();
+            let store = plane.store.clone();
+            let grace = plane.config.pool_lifecycle_grace;
+            async move {
+                poollet::lifecycle::run(store, grace, token).await;
+                Ok(())
             }
         });
         plane
