@@ -21,9 +21,14 @@ fn seed_copy_matches_shared_seed() {
             copy, shared,
             "api/tests/data/seed-examples.yaml differs from shared/seed/examples.yaml"
         ),
-        Err(_) => eprintln!(
-            "skip: shared/seed/examples.yaml not beside the checkout; using the copy only"
-        ),
+        Err(_) => {
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!(
+                    "skip: shared/seed/examples.yaml not beside the checkout; using the copy only\n"
+                ),
+            );
+        }
     }
 }
 

@@ -548,7 +548,10 @@ async fn etcd_backend() {
             !required.split(',').any(|c| c.trim() == "etcd"),
             "etcd is required (IRIKIT_REQUIRE) but not on PATH"
         );
-        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
+        );
         return;
     }
     let etcd = LocalEtcd::start(None).await.unwrap();
@@ -564,5 +567,8 @@ fn etcd_backend() {
         !required.split(',').any(|c| c.trim() == "etcd"),
         "etcd is required (IRIKIT_REQUIRE) but irikit-api was built without the `etcd` feature"
     );
-    eprintln!("skip: irikit-api built without the `etcd` feature");
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skip: irikit-api built without the `etcd` feature\n"),
+    );
 }

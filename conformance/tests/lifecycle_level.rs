@@ -214,7 +214,10 @@ async fn passes_on_etcd() {
             !etcd_required(),
             "etcd is required (IRIKIT_REQUIRE) but irikit-api was built without the `etcd` feature"
         );
-        eprintln!("skip: built without the etcd store backend (feature irikit-api/etcd)");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skip: built without the etcd store backend (feature irikit-api/etcd)\n"),
+        );
         return;
     }
     let Some(binary) = std::env::var_os("PATH").and_then(|path| {
@@ -226,7 +229,10 @@ async fn passes_on_etcd() {
             !etcd_required(),
             "etcd is required (IRIKIT_REQUIRE) but not on PATH"
         );
-        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
+        );
         return;
     };
     let etcd = start_etcd(binary).await;

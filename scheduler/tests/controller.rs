@@ -498,7 +498,10 @@ async fn local_etcd() -> Option<irikit_api::store::etcd::LocalEtcd> {
             !required.split(',').any(|c| c.trim() == "etcd"),
             "etcd is required (IRIKIT_REQUIRE) but not on PATH"
         );
-        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
+        );
         return None;
     }
     Some(LocalEtcd::start(None).await.unwrap())
@@ -533,5 +536,8 @@ fn two_schedulers_never_overcommit_etcd() {
         !required.split(',').any(|c| c.trim() == "etcd"),
         "etcd is required (IRIKIT_REQUIRE) but scheduler was built without the `etcd` feature"
     );
-    eprintln!("skip: scheduler built without the `etcd` feature");
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skip: scheduler built without the `etcd` feature\n"),
+    );
 }

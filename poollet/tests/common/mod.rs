@@ -172,7 +172,10 @@ pub(crate) async fn etcd_store(
             !etcd_required(),
             "etcd is required (IRIKIT_REQUIRE) but not on PATH"
         );
-        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
+        );
         return None;
     }
     let etcd = LocalEtcd::start(None).await.unwrap();
@@ -187,7 +190,10 @@ pub(crate) fn etcd_unavailable() {
         !etcd_required(),
         "etcd is required (IRIKIT_REQUIRE) but poollet was built without the `etcd` feature"
     );
-    eprintln!("skip: poollet built without the `etcd` feature");
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skip: poollet built without the `etcd` feature\n"),
+    );
 }
 
 /// Whether `IRIKIT_REQUIRE` names etcd.

@@ -50,7 +50,10 @@ async fn qcow2_volumes_pass_core_and_go_poollet() {
             !required("qemu-img") && !required("qemu"),
             "qemu-img is required (IRIKIT_REQUIRE) but does not run"
         );
-        eprintln!("skip: qemu-img does not run (install qemu-utils)");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skip: qemu-img does not run (install qemu-utils)\n"),
+        );
         return;
     }
     check("q", ProfileFilter::Core).await;

@@ -439,7 +439,10 @@ async fn qcow2_volumes_via_qemu_img() {
             !required("qemu-img"),
             "qemu-img is required (IRIKIT_REQUIRE) but missing"
         );
-        eprintln!("skip: qemu-img is not installed");
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("skip: qemu-img is not installed\n"),
+        );
         return;
     }
     let mut rt = Runtime::start().await;

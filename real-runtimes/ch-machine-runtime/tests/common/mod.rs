@@ -30,7 +30,7 @@ pub fn skip(component: &str, reason: &str) {
         !required(component),
         "{component} is required (IRIKIT_REQUIRE) but {reason}"
     );
-    eprintln!("skip: {reason}");
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {reason}\n"));
 }
 
 /// Which VMM binary the runtime drives.
