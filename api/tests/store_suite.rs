@@ -460,13 +460,37 @@ async fn update_many_from_known(store: &dyn Store) {
     desired.metadata.labels.insert("k".into(), "v".into());
     desired.metadata.resource_version = "1".into();
     let out = store
-        .update_many_from(vec![KnownUpdate {
-            current: m3.clone(),
-            desired: desired.into_object(),
-        }])
+        .update_many_from(vec![KnownUpdate::new(m3.clone(), desired.into_object())])
         .await
         .unwrap();
     assert_eq!(out[0].metadata().labels["k"], "v");
+    // A status-only write from a known version: status replaced, spec and metadata kept,
+    // no generation bump; a stale version conflicts.
+    let mut status = as_machine(out[0].clone());
+    status.status.state = "Running".into();
+    status.metadata.labels.insert("ignored".into(), "x".into());
+    status.spec.machine_class_ref = LocalObjectReference::new("ignored");
+    let written = store
+        .update_many_from(vec![KnownUpdate::status(
+            out[0].clone(),
+            status.clone().into_object(),
+        )])
+        .await
+        .unwrap();
+    let got = as_machine(store.get(Kind::Machine, "umf", "m3").await.unwrap());
+    assert_eq!(as_machine(written[0].clone()), got);
+    assert_eq!(got.status.state, "Running");
+    assert!(!got.metadata.labels.contains_key("ignored"));
+    assert_eq!(got.spec.machine_class_ref.name, "small");
+    assert_eq!(got.metadata.generation, out[0].metadata().generation);
+    let err = store
+        .update_many_from(vec![KnownUpdate::status(
+            out[0].clone(),
+            status.into_object(),
+        )])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
     // No precondition at all: a clear error, nothing written.
     m3.metadata_mut().resource_version.clear();
     let err = store

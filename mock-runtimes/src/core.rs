@@ -96,10 +96,110 @@ const HOT_OBJECTS: usize = 256;
 struct Packed<T> {
     repr: Repr<T>,
     timers: Timers,
-    /// The labels of an encoded object, kept beside the bytes so that a label-filtered list
-    /// decodes only the matches (refreshed whenever the object is encoded; a decoded object is
-    /// matched on its own labels).
+    /// The labels the [`LabelIndex`] holds for this object; kept beside the bytes of an encoded
+    /// object so that a label-filtered list decodes only the matches. A decoded object is
+    /// matched on its own labels (which a [`Slot`] may have changed since; see
+    /// `Store::touched`).
     labels: HashMap<String, String>,
+}
+
+/// Sequence numbers of the objects with one label pair, ascending (creation order). Most pairs
+/// (uid, name) name one object, so that case needs no allocation.
+#[derive(Debug)]
+enum Posting {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Posting {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Posting::One(seq) => std::slice::from_ref(seq),
+            Posting::Many(seqs) => seqs,
+        }
+    }
+
+    fn insert(&mut self, seq: u64) {
+        match self {
+            Posting::One(one) if *one == seq => {}
+            Posting::One(one) => {
+                let mut seqs = vec![*one, seq];
+                seqs.sort_unstable();
+                *self = Posting::Many(seqs);
+            }
+            Posting::Many(seqs) => {
+                if let Err(at) = seqs.binary_search(&seq) {
+                    seqs.insert(at, seq);
+                }
+            }
+        }
+    }
+
+    /// Removes `seq`; returns whether the posting is empty now.
+    fn remove(&mut self, seq: u64) -> bool {
+        match self {
+            Posting::One(one) => *one == seq,
+            Posting::Many(seqs) => {
+                if let Ok(at) = seqs.binary_search(&seq) {
+                    seqs.remove(at);
+                }
+                seqs.is_empty()
+            }
+        }
+    }
+}
+
+/// An inverted index from label pairs to objects, so that a label-filtered list (the poollets'
+/// per-Machine lookup by uid/namespace/name) costs the matches, not a scan of every object.
+/// Keyed by a hash of the pair rather than the strings (8 bytes a pair); a hash collision only
+/// adds candidates, which are matched on their real labels anyway.
+#[derive(Debug, Default)]
+struct LabelIndex {
+    postings: HashMap<u64, Posting>,
+}
+
+impl LabelIndex {
+    fn pair_hash(key: &str, value: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        // `DefaultHasher::new` has fixed keys: the same pair always hashes alike.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        value.hash(&mut h);
+        h.finish()
+    }
+
+    fn add(&mut self, seq: u64, labels: &HashMap<String, String>) {
+        for (k, v) in labels {
+            self.postings
+                .entry(Self::pair_hash(k, v))
+                .and_modify(|p| p.insert(seq))
+                .or_insert(Posting::One(seq));
+        }
+    }
+
+    fn remove(&mut self, seq: u64, labels: &HashMap<String, String>) {
+        for (k, v) in labels {
+            let h = Self::pair_hash(k, v);
+            if self.postings.get_mut(&h).is_some_and(|p| p.remove(seq)) {
+                self.postings.remove(&h);
+            }
+        }
+    }
+
+    /// The candidates for a non-empty `selector`: the shortest posting among its pairs.
+    fn candidates(&self, selector: &HashMap<String, String>) -> &[u64] {
+        let mut best: Option<&[u64]> = None;
+        for (k, v) in selector {
+            let Some(posting) = self.postings.get(&Self::pair_hash(k, v)) else {
+                return &[];
+            };
+            let seqs = posting.as_slice();
+            if best.is_none_or(|b| seqs.len() < b.len()) {
+                best = Some(seqs);
+            }
+        }
+        best.unwrap_or(&[])
+    }
 }
 
 impl<T: HasMeta> Packed<T> {
@@ -192,6 +292,10 @@ pub(crate) struct Store<T> {
     queue: BTreeSet<(Instant, u64)>,
     /// Sequence numbers of decoded objects, oldest first (may name removed objects).
     hot: VecDeque<u64>,
+    labels: LabelIndex,
+    /// Objects handed out through a [`Slot`] since the index last looked: their labels may have
+    /// changed (test control can relabel), so the index re-reads them before it answers.
+    touched: Vec<u64>,
 }
 
 impl<T> Default for Store<T> {
@@ -202,6 +306,8 @@ impl<T> Default for Store<T> {
             next_seq: 0,
             queue: BTreeSet::new(),
             hot: VecDeque::new(),
+            labels: LabelIndex::default(),
+            touched: Vec::new(),
         }
     }
 }
@@ -209,18 +315,22 @@ impl<T> Default for Store<T> {
 impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
     /// Inserts under `id` with pending `timers`, replacing an object with the same id.
     pub(crate) fn insert(&mut self, id: &str, obj: T, timers: Timers) {
-        if let Some(old) = self.index.remove(id) {
-            self.objects.remove(&old);
+        if let Some(old) = self.index.remove(id)
+            && let Some(packed) = self.objects.remove(&old)
+        {
+            self.labels.remove(old, &packed.labels);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.index.insert(id.into(), seq);
+        let labels = obj.meta().map(|m| m.labels.clone()).unwrap_or_default();
+        self.labels.add(seq, &labels);
         self.objects.insert(
             seq,
             Packed {
                 repr: Repr::Decoded(Box::new(obj)),
                 timers,
-                labels: HashMap::new(),
+                labels,
             },
         );
         self.mark_hot(seq);
@@ -239,11 +349,32 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
             let Some(cold) = self.hot.pop_front() else {
                 break;
             };
-            if let Some(packed) = self.objects.get_mut(&cold)
-                && let Repr::Decoded(obj) = &packed.repr
-            {
-                packed.labels = obj.meta().map(|m| m.labels.clone()).unwrap_or_default();
-                packed.repr = Repr::Encoded(obj.encode_to_vec().into_boxed_slice());
+            if let Some(packed) = self.objects.get_mut(&cold) {
+                Self::reindex(&mut self.labels, cold, packed);
+                if let Repr::Decoded(obj) = &packed.repr {
+                    packed.repr = Repr::Encoded(obj.encode_to_vec().into_boxed_slice());
+                }
+            }
+        }
+    }
+
+    /// Brings the index up to date with a decoded object's own labels.
+    fn reindex(index: &mut LabelIndex, seq: u64, packed: &mut Packed<T>) {
+        if let Repr::Decoded(obj) = &packed.repr {
+            let now = obj.meta().map(|m| &m.labels);
+            if now.is_none_or(|now| *now != packed.labels) {
+                index.remove(seq, &packed.labels);
+                packed.labels = now.cloned().unwrap_or_default();
+                index.add(seq, &packed.labels);
+            }
+        }
+    }
+
+    /// Re-reads the labels of every object handed out through a [`Slot`] since last time.
+    fn reindex_touched(&mut self) {
+        for seq in std::mem::take(&mut self.touched) {
+            if let Some(packed) = self.objects.get_mut(&seq) {
+                Self::reindex(&mut self.labels, seq, packed);
             }
         }
     }
@@ -274,6 +405,10 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
             packed.repr = Repr::Decoded(Box::new(decode(bytes)));
             self.mark_hot(seq);
         }
+        // The caller may change the labels: the index re-reads them before its next answer.
+        if self.touched.last() != Some(&seq) {
+            self.touched.push(seq);
+        }
         let packed = self.objects.get_mut(&seq)?;
         let Packed { repr, timers, .. } = packed;
         match repr {
@@ -291,7 +426,9 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
     /// Removes object `id` and returns its metadata.
     pub(crate) fn remove(&mut self, id: &str) -> Option<meta::ObjectMetadata> {
         let seq = self.index.remove(id)?;
-        self.objects.remove(&seq).map(|p| Self::meta_of(p.repr))
+        let packed = self.objects.remove(&seq)?;
+        self.labels.remove(seq, &packed.labels);
+        Some(Self::meta_of(packed.repr))
     }
 
     fn meta_of(repr: Repr<T>) -> meta::ObjectMetadata {
@@ -301,16 +438,26 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
         }
     }
 
-    /// Copies of the objects whose labels match `selector`, in creation order. Only the matches
-    /// are decoded (a label-filtered list of one machine among thousands stays cheap).
+    /// Copies of the objects whose labels match `selector`, in creation order. Only the
+    /// candidates of the label index are looked at and only the matches decoded (a
+    /// label-filtered list of one machine among thousands costs that one machine).
     pub(crate) fn iter_labelled<'a>(
-        &'a self,
+        &'a mut self,
         selector: &'a HashMap<String, String>,
-    ) -> impl Iterator<Item = T> + 'a {
-        self.objects
-            .values()
-            .filter(move |p| p.matches(selector))
-            .map(|p| p.repr.copy())
+    ) -> Box<dyn Iterator<Item = T> + 'a> {
+        self.reindex_touched();
+        if selector.is_empty() {
+            return Box::new(self.iter());
+        }
+        let objects = &self.objects;
+        Box::new(
+            self.labels
+                .candidates(selector)
+                .iter()
+                .filter_map(move |seq| objects.get(seq))
+                .filter(move |p| p.matches(selector))
+                .map(|p| p.repr.copy()),
+        )
     }
 
     /// Copies of every object, in creation order.
@@ -351,6 +498,7 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
     /// Removes the object with sequence number `seq` and returns its metadata.
     pub(crate) fn remove_seq(&mut self, seq: u64) -> Option<meta::ObjectMetadata> {
         let packed = self.objects.remove(&seq)?;
+        self.labels.remove(seq, &packed.labels);
         let md = Self::meta_of(packed.repr);
         if self.index.get(md.id.as_str()) == Some(&seq) {
             self.index.remove(md.id.as_str());
@@ -865,6 +1013,74 @@ mod tests {
         assert_eq!(
             store.iter_labelled(&HashMap::new()).count(),
             n + HOT_OBJECTS
+        );
+    }
+
+    #[test]
+    fn label_index_follows_inserts_relabels_and_removals() {
+        let mut store = Store::<machine::Machine>::default();
+        let labelled = |id: &str, pairs: &[(&str, &str)]| {
+            let mut m = stored_machine(id);
+            m.metadata.as_mut().unwrap().labels = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            m
+        };
+        let sel = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let ids = |store: &mut Store<machine::Machine>, s: &HashMap<String, String>| {
+            store
+                .iter_labelled(s)
+                .map(|m| m.metadata.unwrap().id)
+                .collect::<Vec<_>>()
+        };
+        store.insert(
+            "a",
+            labelled("a", &[("ns", "x"), ("name", "a")]),
+            Timers::default(),
+        );
+        store.insert(
+            "b",
+            labelled("b", &[("ns", "x"), ("name", "b")]),
+            Timers::default(),
+        );
+        store.insert(
+            "c",
+            labelled("c", &[("ns", "y"), ("name", "a")]),
+            Timers::default(),
+        );
+        assert_eq!(ids(&mut store, &sel(&[("ns", "x")])), ["a", "b"]);
+        assert_eq!(ids(&mut store, &sel(&[("ns", "x"), ("name", "a")])), ["a"]);
+        assert_eq!(ids(&mut store, &sel(&[("name", "a")])), ["a", "c"]);
+        assert!(ids(&mut store, &sel(&[("ns", "z")])).is_empty());
+        assert!(ids(&mut store, &sel(&[("ns", "x"), ("name", "c")])).is_empty());
+        // A relabel through a slot is seen by the next list, old pair and new.
+        store
+            .get_mut("a")
+            .unwrap()
+            .obj
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert("ns".into(), "y".into());
+        assert_eq!(ids(&mut store, &sel(&[("ns", "x")])), ["b"]);
+        assert_eq!(ids(&mut store, &sel(&[("ns", "y")])), ["a", "c"]);
+        // Removal and replacement under the same id leave no stale candidates.
+        store.remove("c").unwrap();
+        store.insert("b", labelled("b", &[("ns", "z")]), Timers::default());
+        assert_eq!(ids(&mut store, &sel(&[("ns", "y")])), ["a"]);
+        assert!(ids(&mut store, &sel(&[("ns", "x")])).is_empty());
+        assert_eq!(ids(&mut store, &sel(&[("ns", "z")])), ["b"]);
+        assert!(
+            store.labels.postings.len() <= 3,
+            "{:?}",
+            store.labels.postings
         );
     }
 

@@ -427,6 +427,17 @@ impl ObjectCache {
             .collect()
     }
 
+    /// `f` of every cached object where it answers `Some`, under the read lock (no clones of
+    /// the objects themselves).
+    pub fn filter_map<T>(&self, f: impl FnMut(&Object) -> Option<T>) -> Vec<T> {
+        self.objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(f)
+            .collect()
+    }
+
     /// Number of cached objects.
     pub fn len(&self) -> usize {
         self.objects

@@ -40,7 +40,7 @@ use irikit_api::{
     compute::{self, Machine, MachineClass},
     core::{ObjectReference, Secret},
     meta::Condition,
-    store::{self, now_rfc3339},
+    store::{self, KnownUpdate, now_rfc3339},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -49,7 +49,7 @@ use tracing::{debug, info, warn};
 pub mod volumes;
 
 use crate::{
-    controller::{Action, ObjectRef, Reconciler},
+    controller::{Action, ObjectCache, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
     events,
     pool::{RuntimeView, capabilities_of, map_class, probe_once, set_condition},
@@ -95,8 +95,14 @@ pub struct MachineReconciler {
     runtime_name: String,
     view: RuntimeView,
     config: MachineConfig,
-    /// Machine key → resourceVersion of this reconciler's last write of it.
-    own_writes: std::sync::Mutex<HashMap<ObjectRef, String>>,
+    /// Machine key → resourceVersions of this reconciler's writes of it whose watch events
+    /// have not been seen yet (a reconcile writes the finalizer and then the status).
+    own_writes: std::sync::Mutex<HashMap<ObjectRef, Vec<String>>>,
+    /// The poollet's watch cache of its pool's Machines, read instead of the store once synced
+    /// (as controller-runtime's cached client does); a stale read only costs a Conflict.
+    machines: Option<ObjectCache>,
+    /// The watch cache of MachineClasses, likewise.
+    classes: Option<ObjectCache>,
     /// Machine key → (Machine uid, IRI machine id) when a label list (or this reconciler's
     /// create) showed exactly that one IRI machine for the name; see [`Self::observe_runtime`].
     known: std::sync::Mutex<HashMap<ObjectRef, (String, String)>>,
@@ -193,7 +199,61 @@ impl MachineReconciler {
             config,
             own_writes: std::sync::Mutex::default(),
             known: std::sync::Mutex::default(),
+            machines: None,
+            classes: None,
         }
+    }
+
+    /// Reads Machines from `machines` and MachineClasses from `classes` (watch caches kept by
+    /// [`crate::controller::watch`]) once they are synced, instead of from the store.
+    pub fn with_caches(mut self, machines: ObjectCache, classes: ObjectCache) -> Self {
+        self.machines = Some(machines);
+        self.classes = Some(classes);
+        self
+    }
+
+    /// The Machine `key` (`None` if it does not exist), from the cache when it is synced.
+    async fn get_machine(&self, key: &ObjectRef) -> Result<Option<Machine>> {
+        if let Some(cache) = self.machines.as_ref().filter(|c| c.is_synced()) {
+            return Ok(cache.get(key).and_then(Machine::from_object));
+        }
+        match self
+            .store
+            .get_typed::<Machine>(&key.namespace, &key.name)
+            .await
+        {
+            Ok(m) => Ok(Some(m)),
+            Err(store::Error::NotFound { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Writes `desired` over `current` (the version this reconciler read or wrote last) in
+    /// one store call without a re-read: spec and metadata, or with `status_only` the status.
+    /// A stale `current` fails with Conflict and the reconcile is retried.
+    async fn write_known(
+        &self,
+        current: &Machine,
+        desired: Machine,
+        status_only: bool,
+    ) -> Result<Machine> {
+        let current = current.clone().into_object();
+        let desired = desired.into_object();
+        let update = if status_only {
+            KnownUpdate::status(current, desired)
+        } else {
+            KnownUpdate::new(current, desired)
+        };
+        let written = self
+            .store
+            .update_many_from(vec![update])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::BadResponse("the store wrote nothing".into()))?;
+        self.note_own_write(&written);
+        Machine::from_object(written)
+            .ok_or_else(|| Error::BadResponse("the store returned another kind".into()))
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef, (String, String)>> {
@@ -250,13 +310,16 @@ impl MachineReconciler {
     }
 
     fn note_own_write(&self, written: &irikit_api::Object) {
-        self.own_writes
+        let mut own = self
+            .own_writes
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                ObjectRef::of(written),
-                written.metadata().resource_version.clone(),
-            );
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let versions = own.entry(ObjectRef::of(written)).or_default();
+        // Bounded: a version whose event never comes (the watch relisted) must not pile up.
+        if versions.len() >= 4 {
+            versions.remove(0);
+        }
+        versions.push(written.metadata().resource_version.clone());
     }
 
     /// Whether a watch event carries exactly this reconciler's own last write of the Machine
@@ -269,11 +332,19 @@ impl MachineReconciler {
             .own_writes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if own.get(&key) == Some(&obj.metadata().resource_version) {
+        let Some(versions) = own.get_mut(&key) else {
+            return false;
+        };
+        let rv = &obj.metadata().resource_version;
+        let Some(at) = versions.iter().position(|v| v == rv) else {
+            return false;
+        };
+        // Events come in revision order: versions before this one will not be seen either.
+        versions.drain(..=at);
+        if versions.is_empty() {
             own.remove(&key);
-            return true;
         }
-        false
+        true
     }
 
     async fn list(&self, request: machine::ListMachinesRequest) -> Result<Vec<machine::Machine>> {
@@ -329,7 +400,22 @@ impl MachineReconciler {
     /// Builds the CreateMachine request, or says what is missing.
     async fn prerequisites(&self, m: &Machine) -> Result<Prerequisites> {
         let class_name = &m.spec.machine_class_ref.name;
-        let class = match self.store.get_typed::<MachineClass>("", class_name).await {
+        let cached = self
+            .classes
+            .as_ref()
+            .filter(|c| c.is_synced())
+            .map(|c| c.get(&ObjectRef::new("", class_name.clone())));
+        let class = match cached {
+            Some(Some(obj)) => MachineClass::from_object(obj).ok_or_else(|| {
+                store::Error::Backend(format!("cached {class_name:?} is not a MachineClass"))
+            }),
+            Some(None) => Err(store::Error::NotFound {
+                kind: irikit_api::Kind::MachineClass,
+                key: class_name.clone(),
+            }),
+            None => self.store.get_typed::<MachineClass>("", class_name).await,
+        };
+        let class = match class {
             Ok(class) => class,
             Err(store::Error::NotFound { .. }) => {
                 return Ok(Prerequisites::Waiting(
@@ -490,8 +576,7 @@ impl MachineReconciler {
             }
             let mut updated = m.clone();
             updated.status = status;
-            let written = self.store.update_status(updated.into_object()).await?;
-            self.note_own_write(&written);
+            self.write_known(m, updated, true).await?;
         }
         Ok(settled)
     }
@@ -643,14 +728,14 @@ impl MachineReconciler {
             return Ok(Action::requeue(self.config.converging_requeue));
         }
         volumes::delete_ephemeral(self.store.as_ref(), &m).await?;
-        let mut updated = m;
+        let mut updated = m.clone();
         updated
             .metadata
             .finalizers
             .retain(|f| f != keys::MACHINE_FINALIZER);
-        match self.store.update_typed(updated).await {
-            Ok(_) | Err(store::Error::NotFound { .. }) => {}
-            Err(err) => return Err(err.into()),
+        match self.write_known(&m, updated, false).await {
+            Ok(_) | Err(Error::Store(store::Error::NotFound { .. })) => {}
+            Err(err) => return Err(err),
         }
         info!("machine deleted from the runtime; finalizer removed");
         Ok(Action::await_change())
@@ -700,9 +785,17 @@ impl MachineReconciler {
             ObjectRef::new(m.metadata.namespace.clone(), m.metadata.name.clone()),
             (m.metadata.uid.clone(), id.clone()),
         );
-        self.write_status(m, &created).await?;
-        // The update pass (handshake annotations, the runtime's current state) right away.
-        Ok(Action::requeue(Duration::ZERO))
+        // The update pass (handshake annotations, the runtime's current state) right away, on
+        // the machine as listed now: one status write, where writing the create response and
+        // requeueing would write Pending first and then pass again (IronCore does that; the
+        // end state is the same, and a rollout pays for it twice).
+        match self.get_by_id(&id).await? {
+            Some(iri) => self.update(m, iri).await,
+            None => {
+                self.write_status(m, &created).await?;
+                Ok(Action::requeue(self.config.converging_requeue))
+            }
+        }
     }
 
     /// The IRI volume each spec volume resolves to (local disks directly; `volumeRef` and
@@ -956,15 +1049,7 @@ impl Reconciler<ObjectRef> for MachineReconciler {
     type Error = Error;
 
     async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
-        let current = match self
-            .store
-            .get_typed::<Machine>(&key.namespace, &key.name)
-            .await
-        {
-            Ok(m) => Some(m),
-            Err(store::Error::NotFound { .. }) => None,
-            Err(err) => return Err(err.into()),
-        };
+        let current = self.get_machine(key).await?;
         let ours = current.filter(|m| {
             m.spec
                 .machine_pool_ref
@@ -1006,13 +1091,11 @@ impl Reconciler<ObjectRef> for MachineReconciler {
         {
             m
         } else {
-            let mut with = m;
+            let mut with = m.clone();
             with.metadata
                 .finalizers
                 .push(keys::MACHINE_FINALIZER.to_string());
-            let written = self.store.update_typed(with).await?;
-            self.note_own_write(&written.clone().into_object());
-            written
+            self.write_known(&m, with, false).await?
         };
 
         for problem in volumes::claim(self.store.as_ref(), &m).await? {

@@ -104,19 +104,23 @@ impl MachinePoollet {
         let view = RuntimeView::default();
         probe_once(&mut client, pool_config.status_timeout, &view).await;
         let machine_cache = ObjectCache::new();
+        let class_cache = ObjectCache::new();
         let pool_reconciler = Arc::new(
             PoolReconciler::new(self.store.clone(), pool_config.clone(), view.clone())
                 .with_machine_cache(machine_cache.clone()),
         );
         pool_reconciler.ensure_pool().await?;
         let pool_key = pool_reconciler.key();
-        let machine_reconciler = Arc::new(MachineReconciler::new(
-            self.store.clone(),
-            client.clone(),
-            version.runtime_name,
-            view.clone(),
-            machine_config,
-        ));
+        let machine_reconciler = Arc::new(
+            MachineReconciler::new(
+                self.store.clone(),
+                client.clone(),
+                version.runtime_name,
+                view.clone(),
+                machine_config,
+            )
+            .with_caches(machine_cache.clone(), class_cache.clone()),
+        );
 
         let pool_queue: WorkQueue<ObjectRef> = WorkQueue::new();
         let machine_queue: WorkQueue<ObjectRef> = WorkQueue::new();
@@ -185,7 +189,7 @@ impl MachinePoollet {
             self.store.clone(),
             Kind::MachineClass,
             ListOptions::all(),
-            ObjectCache::new(),
+            class_cache,
             {
                 let machine_queue = machine_queue.clone();
                 let pool_queue = pool_queue.clone();

@@ -19,7 +19,7 @@ use iri_spec::{
     machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
 };
 use irikit_api::{
-    ListOptions, Quantity, Resource, ResourceList, Store, StoreExt,
+    ListOptions, Object, Quantity, Resource, ResourceList, Store, StoreExt,
     compute::{self, Machine, MachineClass, MachinePool},
     meta::{Condition, LocalObjectReference, ObjectMeta},
     quantity::Format,
@@ -297,12 +297,31 @@ pub struct Announcement {
     pub allocatable: ResourceList,
 }
 
+/// What the pool count needs of one Machine bound to the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundMachine {
+    /// `metadata.uid` (a machine counts once however often it is listed).
+    pub uid: String,
+    /// `spec.machineClassRef.name`.
+    pub class: String,
+}
+
+impl BoundMachine {
+    /// The count-relevant part of `m`.
+    pub fn of(m: &Machine) -> Self {
+        Self {
+            uid: m.metadata.uid.clone(),
+            class: m.spec.machine_class_ref.name.clone(),
+        }
+    }
+}
+
 /// Computes classes, capacity and allocatable (§4.3). Each machine (by uid) counts once;
 /// machines being deleted still count.
 pub fn announce(
     runtime_classes: &[machine::MachineClassStatus],
     classes: &[MachineClass],
-    machines: &[Machine],
+    machines: &[BoundMachine],
 ) -> Announcement {
     let mut out = Announcement::default();
     for class in classes {
@@ -320,14 +339,12 @@ pub fn announce(
     let mut used: BTreeMap<String, i64> = BTreeMap::new();
     let mut seen = HashSet::new();
     for machine in machines {
-        let uid = &machine.metadata.uid;
-        if !uid.is_empty() && !seen.insert(uid.clone()) {
+        let uid = machine.uid.as_str();
+        if !uid.is_empty() && !seen.insert(uid) {
             continue;
         }
         *used
-            .entry(compute::class_resource(
-                &machine.spec.machine_class_ref.name,
-            ))
+            .entry(compute::class_resource(&machine.class))
             .or_default() += 1;
     }
     for (key, capacity) in &out.capacity {
@@ -412,7 +429,7 @@ impl PoolReconciler {
         self
     }
 
-    async fn machines(&self) -> Result<Vec<Machine>> {
+    async fn machines(&self) -> Result<Vec<BoundMachine>> {
         let of_pool = |m: &Machine| {
             m.spec
                 .machine_pool_ref
@@ -420,12 +437,12 @@ impl PoolReconciler {
                 .is_some_and(|r| r.name == self.config.pool_name)
         };
         if let Some(cache) = self.machines.as_ref().filter(|c| c.is_synced()) {
-            return Ok(cache
-                .list()
-                .into_iter()
-                .filter_map(Machine::from_object)
-                .filter(of_pool)
-                .collect());
+            // Under the cache's read lock, copying two strings a machine (a recount runs
+            // every POOL_RECOUNT_DELAY during a rollout; cloning whole Machines showed up).
+            return Ok(cache.filter_map(|obj| match obj {
+                Object::Machine(m) if of_pool(m) => Some(BoundMachine::of(m)),
+                _ => None,
+            }));
         }
         let (machines, _) = self
             .store
@@ -433,7 +450,7 @@ impl PoolReconciler {
                 &ListOptions::all().field("spec.machinePoolRef.name", &self.config.pool_name),
             )
             .await?;
-        Ok(machines)
+        Ok(machines.iter().map(BoundMachine::of).collect())
     }
 
     /// The queue key of the pool.

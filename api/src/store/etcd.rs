@@ -192,7 +192,12 @@ impl EtcdStore {
         let mut compares = Vec::with_capacity(updates.len());
         let mut ops = Vec::with_capacity(updates.len());
         let mut results = Vec::with_capacity(updates.len());
-        for KnownUpdate { current, desired } in updates {
+        for KnownUpdate {
+            current,
+            desired,
+            status_only,
+        } in updates
+        {
             let mod_revision = Self::precondition(&current)?;
             if current.kind() != desired.kind() || current.key() != desired.key() {
                 return Err(Error::BadRequest(format!(
@@ -210,7 +215,7 @@ impl EtcdStore {
                 mod_revision,
             ));
             let desired = KnownUpdate::new(current, desired);
-            match prepare_update(&desired.current, desired.desired, false)? {
+            match prepare_update(&desired.current, desired.desired, status_only)? {
                 Outcome::Write(obj) | Outcome::Unchanged(obj) => {
                     ops.push(TxnOp::put(key, Self::encode(&obj), None));
                     results.push(obj);

@@ -1,9 +1,10 @@
 //! The embedded in-memory store: a global revision counter, a bounded event history for
-//! watch-from-revision (older revisions are compacted) and a broadcast channel for live
-//! watchers. All writes happen under one mutex, so revisions and event order agree.
+//! watch-from-revision (older revisions are compacted) and broadcast channels for live
+//! watchers — one per watched kind and one for all-kinds watchers, so a write wakes only the
+//! watchers of its kind. All writes happen under one mutex, so revisions and event order agree.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -19,6 +20,11 @@ use crate::object::Kind;
 /// Default number of events kept for watch-from-revision.
 pub const DEFAULT_HISTORY: usize = 100_000;
 
+/// Most events a one-kind live channel buffers for a slow watcher (which then gets
+/// [`Error::Expired`] and relists). tokio's broadcast channel allocates its whole buffer at
+/// once, so only the all-kinds channel buffers the full history.
+const KIND_CHANNEL_BUFFER: usize = 16_384;
+
 type Key = (Kind, String, String);
 
 struct State {
@@ -28,12 +34,15 @@ struct State {
     history_limit: usize,
     /// Lowest revision a watch can still start after (`from + 1 >= oldest`).
     oldest: u64,
+    /// Live channels, created at the first watch of their kind (`None`: all kinds, buffering
+    /// `history_limit` events; one kind: up to [`KIND_CHANNEL_BUFFER`]). Only watched kinds
+    /// get one.
+    channels: HashMap<Option<Kind>, broadcast::Sender<Arc<WatchEvent>>>,
 }
 
 /// The in-memory [`Store`].
 pub struct MemoryStore {
     state: Mutex<State>,
-    events: broadcast::Sender<Arc<WatchEvent>>,
 }
 
 impl Default for MemoryStore {
@@ -52,7 +61,6 @@ impl MemoryStore {
     /// live watchers (a watcher that falls further behind gets [`Error::Expired`]).
     pub fn with_history(history: usize) -> Self {
         let history = history.max(16);
-        let (events, _) = broadcast::channel(history);
         Self {
             state: Mutex::new(State {
                 objects: BTreeMap::new(),
@@ -60,8 +68,8 @@ impl MemoryStore {
                 history: VecDeque::new(),
                 history_limit: history,
                 oldest: 1,
+                channels: HashMap::new(),
             }),
-            events,
         }
     }
 
@@ -96,7 +104,11 @@ impl MemoryStore {
             }
         }
         // No receivers is fine.
-        let _ = self.events.send(event);
+        for key in [Some(event.object.kind()), None] {
+            if let Some(tx) = state.channels.get(&key) {
+                let _ = tx.send(event.clone());
+            }
+        }
     }
 
     fn apply(&self, state: &mut State, outcome: Outcome, revision: u64) -> Object {
@@ -130,6 +142,33 @@ impl MemoryStore {
             name.to_string()
         };
         Error::NotFound { kind, key }
+    }
+
+    /// Writes all of `writes` (object, status only) at one revision, or none of them.
+    fn write_many(&self, writes: impl IntoIterator<Item = (Object, bool)>) -> Result<Vec<Object>> {
+        let mut state = self.lock();
+        let mut outcomes = Vec::new();
+        for (obj, status_only) in writes {
+            if obj.metadata().resource_version.is_empty() {
+                return Err(Error::BadRequest(format!(
+                    "update_many: {} {:?} has no resourceVersion precondition",
+                    obj.kind(),
+                    obj.key()
+                )));
+            }
+            let key = Self::key_of(&obj);
+            let old = state
+                .objects
+                .get(&key)
+                .ok_or_else(|| Self::not_found(key.0, &key.1, &key.2))?;
+            outcomes.push(prepare_update(old, obj, status_only)?);
+        }
+        state.revision += 1;
+        let revision = state.revision;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| self.apply(&mut state, o, revision))
+            .collect())
     }
 
     fn write_one(&self, obj: Object, status_only: bool) -> Result<Object> {
@@ -198,38 +237,18 @@ impl Store for MemoryStore {
     }
 
     async fn update_many(&self, objs: Vec<Object>) -> Result<Vec<Object>> {
-        let mut state = self.lock();
-        let mut outcomes = Vec::with_capacity(objs.len());
-        for obj in objs {
-            if obj.metadata().resource_version.is_empty() {
-                return Err(Error::BadRequest(format!(
-                    "update_many: {} {:?} has no resourceVersion precondition",
-                    obj.kind(),
-                    obj.key()
-                )));
-            }
-            let key = Self::key_of(&obj);
-            let old = state
-                .objects
-                .get(&key)
-                .ok_or_else(|| Self::not_found(key.0, &key.1, &key.2))?;
-            outcomes.push(prepare_update(old, obj, false)?);
-        }
-        state.revision += 1;
-        let revision = state.revision;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| self.apply(&mut state, o, revision))
-            .collect())
+        self.write_many(objs.into_iter().map(|obj| (obj, false)))
     }
 
     async fn update_many_from(&self, updates: Vec<KnownUpdate>) -> Result<Vec<Object>> {
         // The stored object is at hand under the lock: check against it, not the caller's copy.
-        let objs = updates
-            .into_iter()
-            .map(|update| KnownUpdate::new(update.current, update.desired).desired)
-            .collect();
-        self.update_many(objs).await
+        self.write_many(updates.into_iter().map(|update| {
+            let status_only = update.status_only;
+            (
+                KnownUpdate::new(update.current, update.desired).desired,
+                status_only,
+            )
+        }))
     }
 
     async fn delete(
@@ -256,7 +275,7 @@ impl Store for MemoryStore {
     }
 
     async fn watch(&self, kind: Option<Kind>, revision: u64) -> Result<WatchStream> {
-        let state = self.lock();
+        let mut state = self.lock();
         if revision + 1 < state.oldest {
             return Err(Error::Expired {
                 requested: revision,
@@ -275,7 +294,16 @@ impl Store for MemoryStore {
             .map_or(revision, |ev| ev.revision)
             .max(revision);
         // Subscribe under the lock: every later write is delivered through `rx`.
-        let rx = self.events.subscribe();
+        let limit = if kind.is_some() {
+            state.history_limit.min(KIND_CHANNEL_BUFFER)
+        } else {
+            state.history_limit
+        };
+        let rx = state
+            .channels
+            .entry(kind)
+            .or_insert_with(|| broadcast::channel(limit).0)
+            .subscribe();
         let oldest = state.oldest;
         drop(state);
         let live = futures::stream::unfold(Some(rx), move |rx| async move {

@@ -185,20 +185,36 @@ pub struct WatchEvent {
 pub struct KnownUpdate {
     /// The object as last returned by the store; its resourceVersion is the precondition.
     pub current: Object,
-    /// The desired spec and metadata (status is kept, as in [`Store::update`]); its own
-    /// resourceVersion is ignored.
+    /// The desired spec and metadata (status is kept, as in [`Store::update`]), or with
+    /// `status_only` the desired status (spec and metadata are kept, as in
+    /// [`Store::update_status`]); its own resourceVersion is ignored.
     pub desired: Object,
+    /// Write only the status.
+    pub status_only: bool,
 }
 
 impl KnownUpdate {
-    /// The update of `current` to `desired`, with `current`'s resourceVersion as the
-    /// precondition.
+    /// The update of `current` to `desired` (spec and metadata), with `current`'s
+    /// resourceVersion as the precondition.
     pub fn new(current: Object, mut desired: Object) -> Self {
         desired
             .metadata_mut()
             .resource_version
             .clone_from(&current.metadata().resource_version);
-        Self { current, desired }
+        Self {
+            current,
+            desired,
+            status_only: false,
+        }
+    }
+
+    /// The status update of `current` to `desired`'s status, with `current`'s
+    /// resourceVersion as the precondition.
+    pub fn status(current: Object, desired: Object) -> Self {
+        Self {
+            status_only: true,
+            ..Self::new(current, desired)
+        }
     }
 }
 

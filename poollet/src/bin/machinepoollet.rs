@@ -13,6 +13,9 @@ use poollet::{
 };
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Announce a machine pool and reconcile its machines against an IRI machine runtime.
 #[derive(Parser, Debug)]
 #[command(name = "machinepoollet", version)]

@@ -13,6 +13,9 @@ use poollet::{
 };
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Announce a volume pool and reconcile its volumes against an IRI volume runtime.
 #[derive(Parser, Debug)]
 #[command(name = "volumepoollet", version)]

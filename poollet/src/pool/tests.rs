@@ -99,6 +99,7 @@ fn announce_counts_each_machine_once_and_floors_at_zero() {
         machine("u3", "small"),
         machine("u4", "large"),
     ];
+    let machines: Vec<BoundMachine> = machines.iter().map(BoundMachine::of).collect();
     let got = announce(&runtime, &classes, &machines);
     let names: Vec<&str> = got
         .available_machine_classes
