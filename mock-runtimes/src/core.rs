@@ -966,6 +966,13 @@ mod tests {
         }
     }
 
+    /// Changes a label through a [`Slot`], as test control does.
+    fn set_label(store: &mut Store<machine::Machine>, id: &str, key: &str, value: &str) {
+        let slot = store.get_mut(id).unwrap();
+        let md = slot.obj.metadata.as_mut().unwrap();
+        md.labels.insert(key.into(), value.into());
+    }
+
     #[test]
     fn label_filtered_iteration_sees_hot_and_cold_objects() {
         let mut store = Store::<machine::Machine>::default();
@@ -988,15 +995,7 @@ mod tests {
         assert_eq!(ids.len(), n / 2);
         assert_eq!((ids[0].as_str(), ids[n / 2 - 1].as_str()), ("m0", "m510"));
         // A label changed while decoded is seen, and survives being encoded again.
-        store
-            .get_mut("m0")
-            .unwrap()
-            .obj
-            .metadata
-            .as_mut()
-            .unwrap()
-            .labels
-            .insert("parity".into(), "odd".into());
+        set_label(&mut store, "m0", "parity", "odd");
         assert_eq!(store.iter_labelled(&selector).count(), n / 2 - 1);
         for i in n..n + HOT_OBJECTS {
             store.insert(
@@ -1060,15 +1059,7 @@ mod tests {
         assert!(ids(&mut store, &sel(&[("ns", "z")])).is_empty());
         assert!(ids(&mut store, &sel(&[("ns", "x"), ("name", "c")])).is_empty());
         // A relabel through a slot is seen by the next list, old pair and new.
-        store
-            .get_mut("a")
-            .unwrap()
-            .obj
-            .metadata
-            .as_mut()
-            .unwrap()
-            .labels
-            .insert("ns".into(), "y".into());
+        set_label(&mut store, "a", "ns", "y");
         assert_eq!(ids(&mut store, &sel(&[("ns", "x")])), ["b"]);
         assert_eq!(ids(&mut store, &sel(&[("ns", "y")])), ["a", "c"]);
         // Removal and replacement under the same id leave no stale candidates.
