@@ -322,10 +322,10 @@ impl MachineReconciler {
         versions.push(written.metadata().resource_version.clone());
     }
 
-    /// Whether a watch event carries exactly this reconciler's own last write of the Machine
-    /// (finalizer or status). Such an event need not enqueue the key again: the reconcile that
-    /// wrote it already decided its requeue. Any other change (another resourceVersion) is
-    /// not an own write.
+    /// Whether a watch event carries one of this reconciler's own writes of the Machine
+    /// (finalizer or status) that it has not seen yet. Such an event need not enqueue the key
+    /// again: the reconcile that wrote it already decided its requeue. Any other change
+    /// (another resourceVersion) is not an own write.
     pub fn is_own_write(&self, obj: &irikit_api::Object) -> bool {
         let key = ObjectRef::of(obj);
         let mut own = self

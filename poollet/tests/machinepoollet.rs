@@ -1315,3 +1315,47 @@ async fn the_pool_lease_is_taken_over_and_renewed_even_when_the_runtime_is_down(
     assert_eq!(renewed.spec.lease_transitions, Some(4));
     env.stop().await;
 }
+
+/// A create pass writes the finalizer and then the status: the watch events of both are the
+/// reconciler's own (no second reconcile), a foreign write is not, and the first pass already
+/// reports Running (the update pass runs right after CreateMachine).
+#[tokio::test]
+async fn own_finalizer_and_status_writes_are_recognised_and_a_foreign_one_is_not() {
+    use futures::StreamExt;
+    let mock = MockRuntime::builder().start_in_process().await.unwrap();
+    let store = seeded_store().await;
+    let reconciler = reconciler(&store, &mock);
+    let key = ObjectRef::new(NS, "vm-1");
+    let created = store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    let from: u64 = created.metadata.resource_version.parse().unwrap();
+    let mut watch = store.watch(Some(Kind::Machine), from).await.unwrap();
+    reconciler.reconcile(&key).await.unwrap();
+    let m: Machine = store.get_typed(NS, "vm-1").await.unwrap();
+    assert_eq!(
+        m.status.state, "Running",
+        "one pass creates and reports Running"
+    );
+    assert_eq!(mock.call_count(Method::CreateMachine), 1);
+    let mut own = Vec::new();
+    for _ in 0..2 {
+        let ev = tokio::time::timeout(WAIT, watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        own.push(reconciler.is_own_write(&ev.object));
+    }
+    assert_eq!(own, [true, true], "finalizer write, then status write");
+    let mut labelled = m;
+    labelled.metadata.labels.insert("team".into(), "a".into());
+    store.update_typed(labelled).await.unwrap();
+    let ev = tokio::time::timeout(WAIT, watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!reconciler.is_own_write(&ev.object), "a foreign write");
+}
