@@ -350,5 +350,18 @@ async fn every_lifecycle_case_is_caught_by_a_mutant() {
         idle.is_empty(),
         "mutants no lifecycle case catches: {idle:?}"
     );
-    insta::assert_yaml_snapshot!("lifecycle_mutant_matrix", matrix);
+    // labels-dropped reaches this case only when a second reconcile of its Machine falls inside
+    // the case (the poollet then no longer recognises its runtime machine and creates another),
+    // which depends on timing: the pair stays out of the snapshot (it still counts above).
+    let unstable = [(
+        "lifecycle.scheduler.avoids_unready_pool",
+        Mutant::LabelsDropped.name(),
+    )];
+    let mut stable = matrix;
+    for (id, mutant) in unstable {
+        if let Some(list) = stable.get_mut(id) {
+            list.retain(|m| *m != mutant);
+        }
+    }
+    insta::assert_yaml_snapshot!("lifecycle_mutant_matrix", stable);
 }
