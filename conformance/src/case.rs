@@ -102,6 +102,12 @@ impl Outcome {
         }
     }
 
+    /// Whether this is the skip of [`skip_gone_at_once`]: a deletion-phase case found the
+    /// object already gone (legal, and a race with the runtime's teardown).
+    pub fn is_gone_at_once(&self) -> bool {
+        matches!(self, Outcome::Skipped(why) if why.contains(GONE_AT_ONCE))
+    }
+
     /// The skip reason or failure message.
     pub fn message(&self) -> Option<&str> {
         match self {
@@ -197,4 +203,15 @@ pub fn pass() -> anyhow::Result<Outcome> {
 #[allow(clippy::unnecessary_wraps)]
 pub fn skip(reason: impl Into<String>) -> anyhow::Result<Outcome> {
     Ok(Outcome::Skipped(reason.into()))
+}
+
+const GONE_AT_ONCE: &str = "was gone at once";
+
+/// The skip of a deletion-phase case whose `object` (`machine`, `volume`, ...) the runtime had
+/// already forgotten when it was listed again, so `what` is not observable
+/// ([`Outcome::is_gone_at_once`]).
+pub fn skip_gone_at_once(object: &str, what: &str) -> anyhow::Result<Outcome> {
+    skip(format!(
+        "the {object} {GONE_AT_ONCE}; {what} is not observable"
+    ))
 }

@@ -293,9 +293,10 @@ pub(crate) struct Store<T> {
     /// Sequence numbers of decoded objects, oldest first (may name removed objects).
     hot: VecDeque<u64>,
     labels: LabelIndex,
-    /// Objects handed out through a [`Slot`] since the index last looked: their labels may have
-    /// changed (test control can relabel), so the index re-reads them before it answers.
-    touched: Vec<u64>,
+    /// The object last handed out through a [`Slot`]: its labels may have changed (test control
+    /// can relabel), so the index re-reads them before it answers and before the next `Slot`
+    /// (a `Slot` borrows the store, so at most one can be outstanding).
+    touched: Option<u64>,
 }
 
 impl<T> Default for Store<T> {
@@ -307,7 +308,7 @@ impl<T> Default for Store<T> {
             queue: BTreeSet::new(),
             hot: VecDeque::new(),
             labels: LabelIndex::default(),
-            touched: Vec::new(),
+            touched: None,
         }
     }
 }
@@ -370,12 +371,12 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
         }
     }
 
-    /// Re-reads the labels of every object handed out through a [`Slot`] since last time.
+    /// Re-reads the labels of the object last handed out through a [`Slot`].
     fn reindex_touched(&mut self) {
-        for seq in std::mem::take(&mut self.touched) {
-            if let Some(packed) = self.objects.get_mut(&seq) {
-                Self::reindex(&mut self.labels, seq, packed);
-            }
+        if let Some(seq) = self.touched.take()
+            && let Some(packed) = self.objects.get_mut(&seq)
+        {
+            Self::reindex(&mut self.labels, seq, packed);
         }
     }
 
@@ -400,15 +401,15 @@ impl<T: prost::Message + Default + Clone + HasMeta> Store<T> {
     }
 
     pub(crate) fn slot_by_seq_mut(&mut self, seq: u64) -> Option<Slot<'_, T>> {
+        // The previous Slot is gone by now: bring the index up to date with it.
+        self.reindex_touched();
         let packed = self.objects.get_mut(&seq)?;
         if let Repr::Encoded(bytes) = &packed.repr {
             packed.repr = Repr::Decoded(Box::new(decode(bytes)));
             self.mark_hot(seq);
         }
         // The caller may change the labels: the index re-reads them before its next answer.
-        if self.touched.last() != Some(&seq) {
-            self.touched.push(seq);
-        }
+        self.touched = Some(seq);
         let packed = self.objects.get_mut(&seq)?;
         let Packed { repr, timers, .. } = packed;
         match repr {

@@ -32,7 +32,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use iri_mock::MockRuntime;
+use iri_mock::{Method, MockRuntime};
 use iri_spec::machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient};
 use irikit_api::{
     Kind, Resource, Store, StoreExt,
@@ -319,14 +319,22 @@ async fn rollout(
         if i > 0 {
             delete_all(&store, rounds[i - 1].1).await?;
         }
-        let calls_before = running.mock.calls().len();
+        // Counted per method before and after (the call log is not copied).
+        let counts = || -> Vec<usize> {
+            Method::ALL
+                .iter()
+                .map(|m| running.mock.call_count(*m))
+                .collect()
+        };
+        let before = counts();
         let (lat, total) =
             apply_and_observe(&store, prefix, POOL, args.machines, is_running).await?;
-        let calls = running.mock.calls();
-        let mut by_method: std::collections::BTreeMap<String, usize> = Default::default();
-        for call in &calls[calls_before.min(calls.len())..] {
-            *by_method.entry(format!("{:?}", call.method)).or_default() += 1;
-        }
+        let by_method: std::collections::BTreeMap<&str, usize> = Method::ALL
+            .iter()
+            .zip(counts().iter().zip(&before))
+            .filter(|(_, (after, before))| after > before)
+            .map(|(m, (after, before))| (m.rpc(), after - before))
+            .collect();
         eprintln!("  runtime calls during the {round} rollout: {by_method:?}");
         let (p50, p99) = (percentile(&lat, 0.50), percentile(&lat, 0.99));
         writeln!(

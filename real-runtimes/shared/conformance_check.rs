@@ -13,9 +13,6 @@ use iri_conformance::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// What the deletion-phase cases say when they skip because the object was already gone.
-const UNOBSERVABLE: &str = "was gone at once";
-
 /// One run of the suite.
 pub struct Suite {
     /// The service whose cases run.
@@ -93,7 +90,7 @@ impl Suite {
         // A deletion-phase case skips when the runtime forgot the object before the next List
         // could see it: legal (a real runtime may tear down in microseconds) and a race with the
         // scheduler, so that skip is printed, not failed. Every other skip fails.
-        let unobservable = |r: &&runner::CaseResult| matches!(&r.outcome, Outcome::Skipped(why) if why.contains(UNOBSERVABLE));
+        let unobservable = |r: &&runner::CaseResult| r.outcome.is_gone_at_once();
         for r in report.results.iter().filter(unobservable) {
             let _ = std::io::Write::write_fmt(
                 &mut std::io::stderr(),

@@ -5,7 +5,7 @@ use iri_spec::bucket::v1alpha1::{self as b, BucketState};
 use tonic::Code;
 
 use crate::{
-    case::{Case, Profile, Service, pass, skip},
+    case::{Case, Profile, Service, pass, skip_gone_at_once},
     ctx::{Ctx, expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
@@ -323,7 +323,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let id = available(&ctx).await?;
             expect_ok(ctx.delete_bucket(&id).await, "DeleteBucket")?;
             let Some(bk) = ctx.get_bucket(&id).await? else {
-                return skip("the bucket was gone at once; the deletion phase is not observable");
+                return skip_gone_at_once("bucket", "the deletion phase");
             };
             ensure!(
                 bk.metadata.is_some_and(|m| m.deleted_at > 0),

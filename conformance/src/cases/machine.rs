@@ -8,7 +8,7 @@ use iri_spec::machine::v1alpha1::{self as m, MachineState, Power};
 use tonic::Code;
 
 use crate::{
-    case::{Case, Profile, Service, pass, skip},
+    case::{Case, Profile, Service, pass, skip_gone_at_once},
     ctx::{Ctx, expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
@@ -2157,9 +2157,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let id = ctx.running_machine().await?;
             expect_ok(ctx.delete_machine(&id).await, "DeleteMachine")?;
             let Some(mm) = ctx.get_machine(&id).await? else {
-                return skip(
-                    "the machine was gone at once; the terminating phase is not observable",
-                );
+                return skip_gone_at_once("machine", "the terminating phase");
             };
             let md = mm.metadata.as_ref().context("no metadata")?;
             ensure!(
@@ -2184,7 +2182,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let id = ctx.running_machine().await?;
             expect_ok(ctx.delete_machine(&id).await, "DeleteMachine")?;
             let Some(mm) = ctx.get_machine(&id).await? else {
-                return skip("the machine was gone at once; deleted_at is not observable");
+                return skip_gone_at_once("machine", "deleted_at");
             };
             let t = mm.metadata.as_ref().context("no metadata")?.deleted_at;
             ensure!(

@@ -8,7 +8,7 @@ use iri_spec::volume::v1alpha1::{self as v, VolumeSnapshotState, VolumeState};
 use tonic::Code;
 
 use crate::{
-    case::{Case, Profile, Service, pass, skip},
+    case::{Case, Profile, Service, pass, skip_gone_at_once},
     ctx::{Ctx, expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
@@ -849,7 +849,7 @@ pub(crate) fn cases() -> Vec<Case> {
             let id = ctx.available_volume().await?;
             expect_ok(ctx.delete_volume(&id).await, "DeleteVolume")?;
             let Some(vol) = ctx.get_volume(&id).await? else {
-                return skip("the volume was gone at once; the deletion phase is not observable");
+                return skip_gone_at_once("volume", "the deletion phase");
             };
             let t = vol.metadata.context("no metadata")?.deleted_at;
             ensure!(
