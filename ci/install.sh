@@ -4,14 +4,15 @@
 set -euo pipefail
 
 # --- qemu (issue 8): QEMU from bookworm-backports + the Debian guest parts -------------------
-# qemu-system-x86 must come from bookworm-backports so that it sits next to the installed
-# qemu-utils 10.x (bookworm's 7.2 would remove it). The guest parts (Debian cloud kernel and
-# busybox-static) are downloaded with `apt-get download` and unpacked with `dpkg -x` into a cache
-# dir; the tests build their initramfs from them at run time. Idempotent: quick when done.
+# qemu-system-x86 and qemu-utils (qemu-img) both come from bookworm-backports (QEMU 10.x): a
+# fresh machine has neither, and bookworm's 7.2 qemu-utils would not match the backported system.
+# The guest parts (Debian cloud kernel and busybox-static) are downloaded with `apt-get download`
+# and unpacked with `dpkg -x` into a cache dir; the tests build their initramfs from them at run
+# time. Idempotent: quick when done.
 irikit_install_qemu() {
     local sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
         local list=/etc/apt/sources.list.d/irikit-bookworm-backports.list
         if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
             local uri
@@ -21,11 +22,11 @@ irikit_install_qemu() {
                 $sudo tee "$list" >/dev/null
         fi
         $sudo apt-get update -qq
-        # --no-remove: never take qemu-utils (10.x, from backports) away.
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -t bookworm-backports \
-            --no-install-recommends --no-remove qemu-system-x86
+            --no-install-recommends qemu-system-x86 qemu-utils
     fi
     qemu-system-x86_64 --version | head -n1
+    qemu-img --version | head -n1
 
     local cache="${IRIKIT_CACHE:-${HOME:-/root}/.cache/irikit}/guest"
     if [ ! -e "$cache/.done" ]; then
