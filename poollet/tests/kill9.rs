@@ -30,7 +30,7 @@ async fn kill9_rollout() {
 mod rollout {
     use std::{
         collections::{HashMap, HashSet},
-        path::{Path, PathBuf},
+        path::PathBuf,
         process::Stdio,
         sync::{
             Arc,
@@ -66,30 +66,12 @@ mod rollout {
 
     /// The `iri-mock-runtime` binary of this build (built with cargo when missing or stale).
     fn mock_runtime_bin() -> PathBuf {
-        if let Some(path) = std::env::var_os("IRIKIT_MOCK_RUNTIME_BIN") {
-            return path.into();
-        }
-        // target/<profile>/deps/kill9-<hash> → target/<profile>
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let mut build = std::process::Command::new(env!("CARGO"));
-        build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "iri-mock",
-                "--bin",
-                "iri-mock-runtime",
-            ])
-            .env("CARGO_TARGET_DIR", target_dir);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo to build iri-mock-runtime");
-        assert!(status.success(), "building iri-mock-runtime failed");
-        profile_dir.join("iri-mock-runtime")
+        super::common::workspace_bin(
+            "iri-mock",
+            "iri-mock-runtime",
+            &[],
+            "IRIKIT_MOCK_RUNTIME_BIN",
+        )
     }
 
     struct Poollet {

@@ -15,8 +15,8 @@ use std::{
 };
 
 use etcd_client::{
-    Client, Compare, CompareOp, EventType as EtcdEventType, GetOptions, KeyValue, Txn, TxnOp,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, EventType as EtcdEventType, GetOptions, KeyValue,
+    Txn, TxnOp, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -34,6 +34,17 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const LIST_PAGE: i64 = 500;
 /// How often an unconditional write is retried after losing a race.
 const UNCONDITIONAL_RETRIES: usize = 16;
+/// HTTP/2 keep-alive on the etcd connection: a ping every `KEEP_ALIVE_INTERVAL` while a call or
+/// watch is open, and a connection whose ping goes unanswered for `KEEP_ALIVE_TIMEOUT` is
+/// dropped, which ends every watch on it with an error (the controllers relist on a new one).
+/// Without it a half-open connection (a peer that vanished without a FIN or RST) froze every
+/// watch for good. etcd refuses pings more often than every 5 s (`--grpc-keepalive-min-time`)
+/// and pings without an open stream, hence the interval and no idle pings.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// See [`KEEP_ALIVE_INTERVAL`].
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a (re)connect to an etcd endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The etcd [`Store`].
 #[derive(Clone)]
@@ -65,8 +76,17 @@ fn u64_rev(revision: i64) -> u64 {
 
 impl EtcdStore {
     /// Connects to etcd endpoints (`http://127.0.0.1:2379`) and uses keys under `prefix`.
+    ///
+    /// The connection pings etcd while a call or watch is open ([`KEEP_ALIVE_INTERVAL`]) and
+    /// requires a leader: a member cut off from its cluster's leader cancels the watches on
+    /// it instead of leaving them silent, so the watchers relist through another endpoint.
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self> {
-        let client = timed(Client::connect(endpoints, None)).await?;
+        let options = ConnectOptions::new()
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(false)
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_require_leader(true);
+        let client = timed(Client::connect(endpoints, Some(options))).await?;
         Ok(Self {
             client,
             prefix: prefix.trim_end_matches('/').to_string(),
@@ -558,11 +578,15 @@ async fn last_state(client: &Client, key: &[u8], revision: i64, after: u64) -> R
 }
 
 /// A throw-away single-member etcd on free loopback ports, with its data in a temp dir.
-/// Dropping it kills the process (also during a panic).
+/// Dropping it kills the process (also during a panic). [`LocalEtcd::stop`] and
+/// [`LocalEtcd::restart`] take it down and bring it back on the same data dir and ports, for
+/// tests of what survives a store outage.
 pub struct LocalEtcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    binary: PathBuf,
+    client_url: String,
+    peer_url: String,
+    dir: tempfile::TempDir,
 }
 
 impl LocalEtcd {
@@ -586,31 +610,45 @@ impl LocalEtcd {
             None => tempfile::Builder::new().prefix("irikit-etcd").tempdir(),
         }
         .map_err(backend)?;
-        let client_port = free_port()?;
-        let peer_port = free_port()?;
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).map_err(backend)?;
+        let mut etcd = Self {
+            child: None,
+            binary,
+            client_url: format!("http://127.0.0.1:{}", free_port()?),
+            peer_url: format!("http://127.0.0.1:{}", free_port()?),
+            dir,
+        };
+        etcd.spawn().await?;
+        Ok(etcd)
+    }
+
+    /// Starts the process on the data dir and ports of `self` and waits until it serves.
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .map_err(backend)?;
         let log_err = log.try_clone().map_err(backend)?;
-        let child = Command::new(binary)
+        // The --initial-cluster flags are ignored when the data dir already holds a member.
+        let child = Command::new(&self.binary)
             .arg("--name")
             .arg("irikit")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(self.dir.path().join("data"))
             .args([
                 "--listen-client-urls",
-                &client_url,
+                &self.client_url,
                 "--advertise-client-urls",
-                &client_url,
+                &self.client_url,
             ])
             .args([
                 "--listen-peer-urls",
-                &peer_url,
+                &self.peer_url,
                 "--initial-advertise-peer-urls",
-                &peer_url,
+                &self.peer_url,
             ])
             .arg("--initial-cluster")
-            .arg(format!("irikit={peer_url}"))
+            .arg(format!("irikit={}", self.peer_url))
             .args([
                 "--initial-cluster-state",
                 "new",
@@ -625,24 +663,20 @@ impl LocalEtcd {
             .stderr(log_err)
             .spawn()
             .map_err(backend)?;
-        let mut etcd = Self {
-            child,
-            endpoint: client_url,
-            _dir: dir,
-        };
+        let child = self.child.insert(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Some(status)) = etcd.child.try_wait() {
+            if let Ok(Some(status)) = child.try_wait() {
                 return Err(Error::Backend(format!(
                     "etcd exited during start-up: {status}"
                 )));
             }
             let probe = async {
-                let mut client = Client::connect([etcd.endpoint.as_str()], None).await?;
+                let mut client = Client::connect([self.client_url.as_str()], None).await?;
                 client.get("/irikit-probe", None).await
             };
             if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
-                return Ok(etcd);
+                return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::Backend(
@@ -654,21 +688,42 @@ impl LocalEtcd {
         }
     }
 
+    /// Kills the process (SIGKILL, as a crash or a pulled plug would); the data dir stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same data dir and ports (after [`LocalEtcd::stop`]) and waits
+    /// until it serves.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn().await
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
     /// The client URL (`http://127.0.0.1:<port>`).
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.client_url
     }
 
     /// Connects an [`EtcdStore`] with `prefix`.
     pub async fn store(&self, prefix: &str) -> Result<EtcdStore> {
-        EtcdStore::connect(std::slice::from_ref(&self.endpoint), prefix).await
+        EtcdStore::connect(std::slice::from_ref(&self.client_url), prefix).await
     }
 }
 
 impl Drop for LocalEtcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -203,3 +203,37 @@ pub(crate) fn etcd_required() -> bool {
         .split(',')
         .any(|c| c.trim() == "etcd")
 }
+
+/// A binary of this workspace, `package`'s `bin` with `features`, built next to this test's
+/// target directory with cargo when missing or stale (`env_override` names a variable that
+/// points at a prebuilt one instead).
+pub(crate) fn workspace_bin(
+    package: &str,
+    bin: &str,
+    features: &[&str],
+    env_override: &str,
+) -> std::path::PathBuf {
+    use std::path::Path;
+    if let Some(path) = std::env::var_os(env_override) {
+        return path.into();
+    }
+    // target/<profile>/deps/<test>-<hash> → target/<profile>
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let target_dir = profile_dir.parent().unwrap();
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .env("CARGO_TARGET_DIR", target_dir);
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo to build {bin}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    profile_dir.join(bin)
+}
