@@ -1,8 +1,11 @@
-//! `irikit`: irikit's all-in-one command. `irikit up` runs the store, both schedulers, the
+//! `irikit`: irikit's control-plane command. `irikit up` runs the store, both schedulers, the
 //! machinepoollet and the volumepoollet in one process against the embedded mock runtimes
 //! (default) or `--machine-endpoint`/`--volume-endpoint`, applies the seed's examples and
-//! `-f` files, and prints every state change. SIGINT/SIGTERM stop it gracefully (exit 0); a
-//! second signal exits at once (130).
+//! `-f` files, and prints every state change. `irikit controllers` runs the cluster-wide
+//! controllers alone (both schedulers and the pool-liveness controller, as IronCore's
+//! controller-manager does) against a shared store, for a deployment whose poollets run on
+//! other hosts. SIGINT/SIGTERM stop either gracefully (exit 0); a second signal exits at once
+//! (130).
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -13,7 +16,7 @@ use iri_conformance::{lifecycle::PlaneConfig, up};
 mod shared;
 use shared::{LogFormat, endpoint};
 
-/// irikit's all-in-one command.
+/// irikit's control plane: all in one process, or its cluster-wide controllers.
 #[derive(Debug, Parser)]
 #[command(name = "irikit", version, about, long_about = None)]
 struct Cli {
@@ -35,6 +38,24 @@ enum Command {
     /// Run store, schedulers and poollets in one process against the embedded mock runtimes
     /// or real runtime endpoints.
     Up(UpArgs),
+    /// Run the cluster-wide controllers against a shared store: the machine and volume
+    /// schedulers and the pool-liveness controller (marks a pool whose poollet went silent
+    /// `Ready=Unknown`), as ironcore-controller-manager does.
+    Controllers(ControllersArgs),
+}
+
+#[derive(Debug, Args)]
+struct ControllersArgs {
+    /// Store: `etcd://host:port[,host:port]` (or `memory`, which no other process can share).
+    #[arg(long, env = "IRIKIT_STORE")]
+    store: String,
+    /// How long a pool's Ready condition and Lease may stand still before the pool is marked
+    /// `Ready=Unknown` (IronCore's `--machine-pool-lifecycle-grace-period`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "50s")]
+    pool_grace_period: Duration,
+    /// Store writes (each a batch of binds) in flight per scheduler.
+    #[arg(long, default_value_t = 64)]
+    scheduler_concurrency: usize,
 }
 
 #[derive(Debug, Args)]
@@ -119,11 +140,45 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
     })
 }
 
+/// `irikit controllers`: both schedulers and the pool-liveness controller until `cancel`.
+async fn controllers(
+    args: ControllersArgs,
+    cancel: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.pool_grace_period.is_zero(),
+        "--pool-grace-period must be positive"
+    );
+    let store = irikit_api::store::open(&args.store)
+        .await
+        .with_context(|| format!("open store {}", args.store))?;
+    let config = scheduler::Config {
+        concurrency: args.scheduler_concurrency.max(1),
+        ..scheduler::Config::default()
+    };
+    let machines = scheduler::MachineScheduler::new(store.clone(), config.clone());
+    let volumes = scheduler::VolumeScheduler::new(store.clone(), config);
+    tracing::info!(store = %args.store, grace = ?args.pool_grace_period, "controllers started");
+    let (machines, volumes, ()) = tokio::join!(
+        machines.run(cancel.clone()),
+        volumes.run(cancel.clone()),
+        poollet::lifecycle::run(store, args.pool_grace_period, cancel.clone()),
+    );
+    machines.context("machine scheduler")?;
+    volumes.context("volume scheduler")?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     shared::init_tracing(cli.log_format, "warn");
     let res = match cli.command {
+        Command::Controllers(args) => {
+            let cancel =
+                shared::cancel_on_signals("", "irikit: interrupted twice: exiting at once");
+            controllers(args, cancel).await
+        }
         Command::Up(args) => match config(&args) {
             Ok(config) => {
                 let cancel =
