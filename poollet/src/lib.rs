@@ -30,6 +30,11 @@ pub mod volumepool;
 pub mod volumepoollet;
 
 pub use controller::{Action, ObjectRef, Reconciler, WorkQueue};
+
+/// The largest runtime response either poollet accepts (256 MiB; gRPC's default 4 MiB holds
+/// only about 7,500 volumes or a few thousand machines in one List, and IronCore's Go
+/// poollets keep it: ironcore #1442).
+pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 pub use error::{Error, Result};
 pub use machinepoollet::{Config, MachinePoollet};
 pub use volumepoollet::{Config as VolumePoolletConfig, VolumePoollet};

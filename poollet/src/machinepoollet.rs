@@ -19,9 +19,6 @@ use crate::{
     pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
 };
 
-/// The largest runtime response the poollet accepts (256 MiB).
-const MAX_RESPONSE_BYTES: usize = 256 << 20;
-
 /// How long machine changes are batched before the pool's allocatable is recounted.
 const POOL_RECOUNT_DELAY: Duration = Duration::from_millis(100);
 
@@ -87,8 +84,8 @@ impl MachinePoollet {
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
         // An unfiltered ListMachines (or ListEvents) of 10,000 machines exceeds tonic's 4 MiB
         // default; the relist must not fail on a big pool.
-        let mut client =
-            MachineRuntimeClient::new(self.channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut client = MachineRuntimeClient::new(self.channel)
+            .max_decoding_message_size(crate::MAX_RESPONSE_BYTES);
         let version = rpc(
             "Version",
             pool_config.status_timeout,

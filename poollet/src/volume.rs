@@ -83,13 +83,20 @@ pub const EVENT_COMPONENT: &str = "volumepoollet";
 /// Annotation on a VolumeSnapshot naming the pool that handles it (irikit's addition, §8.19).
 pub const SNAPSHOT_POOL_ANNOTATION: &str = "volumepoollet.ironcore.dev/volume-pool";
 
+/// The default [`VolumeConfig::create_timeout`]: a 100 GiB image copied at 200 MiB/s.
+pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// Settings of the Volume and VolumeSnapshot reconcilers.
 #[derive(Debug, Clone)]
 pub struct VolumeConfig {
     /// The pool whose volumes this poollet reconciles.
     pub pool_name: String,
-    /// Timeout of every runtime RPC.
+    /// Timeout of every runtime RPC but the creates.
     pub rpc_timeout: Duration,
+    /// Timeout of CreateVolume and CreateVolumeSnapshot, which copy data (an image, a
+    /// snapshot) before they answer: a call abandoned in mid-copy is retried from the start,
+    /// so a short timeout turns one large copy into endless ones.
+    pub create_timeout: Duration,
     /// Requeue delay while a volume or snapshot is converging (Pending, expanding, deleting).
     pub converging_requeue: Duration,
     /// Requeue delay of a settled object (level-triggered resync).
@@ -104,6 +111,7 @@ impl VolumeConfig {
         Self {
             pool_name: pool_name.into(),
             rpc_timeout: Duration::from_secs(5),
+            create_timeout: DEFAULT_CREATE_TIMEOUT,
             converging_requeue: Duration::from_millis(250),
             resync: Duration::from_secs(60),
             prerequisite_requeue: Duration::from_secs(10),
@@ -637,7 +645,7 @@ impl VolumeReconciler {
         let mut client = self.runtime.client.clone();
         let created = rpc(
             "CreateVolume",
-            self.config.rpc_timeout,
+            self.config.create_timeout,
             client.create_volume(volume::CreateVolumeRequest {
                 volume: Some(*request),
             }),
@@ -1001,7 +1009,7 @@ impl VolumeSnapshotReconciler {
         let mut client = self.runtime.client.clone();
         let created = rpc(
             "CreateVolumeSnapshot",
-            self.config.rpc_timeout,
+            self.config.create_timeout,
             client.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
                 volume_snapshot: Some(volume::VolumeSnapshot {
                     metadata: Some(meta::ObjectMetadata {

@@ -65,6 +65,9 @@ impl Config {
         if self.max_concurrent_reconciles == 0 {
             return Err("the number of concurrent reconciles must be positive".into());
         }
+        if self.volume.create_timeout.is_zero() {
+            return Err("the create timeout must be positive".into());
+        }
         Ok(())
     }
 }
@@ -95,7 +98,8 @@ impl VolumePoollet {
             .validate()
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
         let pool_config = config.pool.clone();
-        let mut client = VolumeRuntimeClient::new(self.channel);
+        let mut client = VolumeRuntimeClient::new(self.channel)
+            .max_decoding_message_size(crate::MAX_RESPONSE_BYTES);
         let version = rpc(
             "Version",
             pool_config.status_timeout,

@@ -103,8 +103,12 @@ async fn mock() -> MockRuntime {
 }
 
 fn start_on(store: Arc<dyn Store>, mock: MockRuntime, pool: &str) -> Env {
+    start_with(store, mock, config(pool))
+}
+
+fn start_with(store: Arc<dyn Store>, mock: MockRuntime, config: VolumePoolletConfig) -> Env {
     let token = CancellationToken::new();
-    let poollet = VolumePoollet::new(store.clone(), mock.volume_channel(), config(pool));
+    let poollet = VolumePoollet::new(store.clone(), mock.volume_channel(), config);
     let task = tokio::spawn(poollet.run(token.clone()));
     Env {
         store,
@@ -223,6 +227,35 @@ async fn pool_is_announced_with_classes_capacity_and_allocatable() {
     assert_eq!(
         shown(&pool.status.allocatable),
         ["class/volume.economy=1Ti", "class/volume.fast=1000Gi"]
+    );
+    env.stop().await;
+}
+
+/// A CreateVolume that copies longer than the other calls' timeout (an image copy) is
+/// waited for under its own, longer timeout: one call, one copy. With one timeout for every
+/// call the poollet abandoned the copy and started it over on every retry.
+#[tokio::test]
+async fn a_slow_create_is_waited_for_not_abandoned_and_restarted() {
+    let store = seed(Arc::new(MemoryStore::new())).await;
+    let mock = mock().await;
+    mock.add_fault(iri_mock::FaultRule::new(
+        Method::CreateVolume,
+        iri_mock::Trigger::Always,
+        iri_mock::Effect::delay(Duration::from_millis(1500)),
+    ));
+    let mut cfg = config(POOL);
+    cfg.volume.rpc_timeout = Duration::from_millis(300);
+    cfg.volume.create_timeout = Duration::from_secs(10);
+    let env = start_with(store, mock, cfg);
+    env.store
+        .create_typed(new_volume("slow", "economy", "1Gi"))
+        .await
+        .unwrap();
+    wait_for(&env.store, NS, "slow", is_available, "volume available").await;
+    assert_eq!(
+        env.mock.calls_to(Method::CreateVolume).len(),
+        1,
+        "one CreateVolume, waited for"
     );
     env.stop().await;
 }
@@ -779,6 +812,50 @@ async fn orphans_are_found_by_the_runtime_relist_and_duplicates_reduced() {
             .count()
     };
     poll_until(|| live(&env.mock) == 1, "duplicate deleted").await;
+    env.stop().await;
+}
+
+/// A runtime holding more volumes than fit a 4 MiB response (gRPC's default limit, which
+/// IronCore's Go poollets keep: about 7,500 volumes) is still relisted: the poollet accepts
+/// responses up to `poollet::MAX_RESPONSE_BYTES`, so it sees (and here collects) an orphan
+/// listed after 10,000 other volumes.
+#[tokio::test]
+async fn the_relist_reads_a_runtime_with_more_volumes_than_fit_4_mib() {
+    let store = seed(Arc::new(MemoryStore::new())).await;
+    let mock = mock().await;
+    let padding = "x".repeat(512);
+    for i in 0..10_000 {
+        let mut v = iri_volume(&format!("uid-bulk-{i}"), &format!("bulk-{i}"));
+        if let Some(md) = v.metadata.as_mut() {
+            // Not a poollet's volume (no name labels): the relist lists it but enqueues
+            // nothing for it, so only the orphan below is reconciled.
+            md.labels.clear();
+            md.annotations.insert("padding".into(), padding.clone());
+        }
+        mock.insert_volume(v);
+    }
+    let orphan = mock.insert_volume(iri_volume("uid-last", "last-orphan"));
+    let listed = prost::Message::encoded_len(&volume::ListVolumesResponse {
+        volumes: mock.volumes(),
+    });
+    assert!(
+        listed > 4 << 20,
+        "the listing is {listed} bytes, over 4 MiB"
+    );
+    // A debug build lists 10,000 volumes in well over the other tests' 100 ms.
+    let mut cfg = config(POOL);
+    cfg.pool.status_interval = Duration::from_secs(3);
+    cfg.pool.status_timeout = Duration::from_secs(2);
+    let env = start_with(store, mock, cfg);
+    poll_until(
+        || {
+            env.mock
+                .volume(&orphan)
+                .is_none_or(|v| v.metadata.unwrap().deleted_at != 0)
+        },
+        "the orphan behind 10,000 volumes deleted by the relist",
+    )
+    .await;
     env.stop().await;
 }
 

@@ -47,6 +47,10 @@ struct Args {
     /// Timeout of one Status probe and of every other runtime call.
     #[arg(long, env = "POOLLET_STATUS_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     status_timeout: Duration,
+    /// Timeout of CreateVolume and CreateVolumeSnapshot, which copy an image or a snapshot
+    /// before they answer (a create abandoned in mid-copy starts over on the next try).
+    #[arg(long, env = "POOLLET_CREATE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    create_timeout: Duration,
     /// Interval of the unfiltered runtime relist.
     #[arg(long, env = "POOLLET_RELIST_PERIOD", default_value = "5s", value_parser = humantime::parse_duration)]
     relist_period: Duration,
@@ -83,6 +87,7 @@ fn config(args: &Args) -> anyhow::Result<VolumePoolletConfig> {
     config.pool.status_interval = args.status_interval;
     config.pool.status_timeout = args.status_timeout;
     config.volume.rpc_timeout = args.status_timeout;
+    config.volume.create_timeout = args.create_timeout;
     config.relist_period = args.relist_period;
     config.event_interval = args.event_interval;
     config.max_concurrent_reconciles = args.max_concurrent_reconciles;
