@@ -1,7 +1,9 @@
 //! Event objects written by the poollets.
 //!
 //! - [`record`]: the poollet's own Normal/Warning events about an object (one Event per object
-//!   and reason; repeats bump `count`).
+//!   and reason; repeats bump `count`). Like client-go's event correlator, repeats of the same
+//!   reason and message are written to the store at a falling rate ([`Correlator`]): a machine
+//!   that waits on a missing Secret for a day costs a few dozen writes, not one every requeue.
 //! - The runtime event mappers (reference §3.8, IronCore's `mem` and its volume twin): every
 //!   period, [`run_windows`] hands a window `events_from_time = end of the last window` (the
 //!   first window starts at process start) to `events_to_time = now`, in Unix seconds, to a
@@ -23,8 +25,10 @@
 //! re-delivered event from duplicating.
 
 use std::{
+    collections::HashMap,
     future::Future,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{Mutex, PoisonError},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use iri_spec::{event::v1alpha1 as event, keys};
@@ -46,9 +50,85 @@ pub const MACHINE_EVENT_SOURCE: &str = "machine-cluster-events";
 /// IronCore's default period of the event mappers.
 pub const DEFAULT_EVENT_RESYNC_PERIOD: Duration = Duration::from_secs(60);
 
+/// The first gap between two writes of one repeating event ([`Correlator`]).
+const REPEAT_FIRST_GAP: Duration = Duration::from_secs(10);
+/// The longest gap between two writes of one repeating event.
+const REPEAT_MAX_GAP: Duration = Duration::from_secs(5 * 60);
+/// Entries the correlator keeps before it forgets the oldest half.
+const CORRELATOR_ENTRIES: usize = 16_384;
+
+/// What the correlator remembers of one (object, reason) pair.
+#[derive(Debug)]
+struct Repeat {
+    message: String,
+    written_at: Instant,
+    gap: Duration,
+    /// Occurrences not yet written (they are added to `count` by the next write).
+    unwritten: u32,
+}
+
+/// Decides which [`record`] calls reach the store. The first occurrence of an (object,
+/// reason) and any change of its message are written at once; identical repeats are written
+/// at most once per gap, which doubles after each write from [`REPEAT_FIRST_GAP`] up to
+/// [`REPEAT_MAX_GAP`], and carry the occurrences suppressed meanwhile in `count`. (client-go
+/// does the same with a token bucket per object.)
+#[derive(Debug, Default)]
+pub(crate) struct Correlator {
+    seen: Mutex<HashMap<(String, String), Repeat>>,
+}
+
+impl Correlator {
+    /// `Some(occurrences to add to count)` when this occurrence is to be written now.
+    fn admit(&self, uid: &str, reason: &str, message: &str, now: Instant) -> Option<u32> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= CORRELATOR_ENTRIES {
+            let mut ages: Vec<Instant> = seen.values().map(|r| r.written_at).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            seen.retain(|_, r| r.written_at > cut);
+        }
+        let key = (uid.to_string(), reason.to_string());
+        match seen.get_mut(&key) {
+            Some(r) if r.message == message && now.duration_since(r.written_at) < r.gap => {
+                r.unwritten = r.unwritten.saturating_add(1);
+                None
+            }
+            Some(r) => {
+                let repeat = r.message == message;
+                let occurrences = r.unwritten.saturating_add(1);
+                r.gap = if repeat {
+                    (r.gap * 2).min(REPEAT_MAX_GAP)
+                } else {
+                    REPEAT_FIRST_GAP
+                };
+                message.clone_into(&mut r.message);
+                r.written_at = now;
+                r.unwritten = 0;
+                Some(occurrences)
+            }
+            None => {
+                seen.insert(
+                    key,
+                    Repeat {
+                        message: message.to_string(),
+                        written_at: now,
+                        gap: REPEAT_FIRST_GAP,
+                        unwritten: 0,
+                    },
+                );
+                Some(1)
+            }
+        }
+    }
+}
+
+/// The process's correlator (one per poollet process, as client-go keeps one per recorder).
+static CORRELATOR: std::sync::LazyLock<Correlator> = std::sync::LazyLock::new(Correlator::default);
+
 /// Records a poollet Event about `involved` (in its namespace). Repeats of the same reason
-/// update one Event (count, lastTimestamp, message) instead of creating new ones; an Event of an
-/// earlier object with the same name is replaced. Failures are logged only.
+/// update one Event (count, lastTimestamp, message) instead of creating new ones, and identical
+/// repeats reach the store at a falling rate ([`Correlator`]); an Event of an earlier object
+/// with the same name is replaced. Failures are logged only.
 pub(crate) async fn record(
     store: &dyn Store,
     involved: ObjectReference,
@@ -57,6 +137,9 @@ pub(crate) async fn record(
     message: &str,
     component: &str,
 ) {
+    let Some(occurrences) = CORRELATOR.admit(&involved.uid, reason, message, Instant::now()) else {
+        return;
+    };
     let name = format!("{}.{}", involved.name, reason.to_ascii_lowercase());
     let namespace = involved.namespace.clone();
     let now = now_rfc3339();
@@ -71,12 +154,14 @@ pub(crate) async fn record(
         }),
         first_timestamp: Some(now.clone()),
         last_timestamp: Some(now.clone()),
-        count: 1,
+        count: i32::try_from(occurrences).unwrap_or(i32::MAX),
         ..Event::default()
     };
     let res = match store.get_typed::<Event>(&namespace, &name).await {
         Ok(mut existing) if existing.involved_object.uid == involved.uid => {
-            existing.count = existing.count.saturating_add(1);
+            existing.count = existing
+                .count
+                .saturating_add(i32::try_from(occurrences).unwrap_or(i32::MAX));
             existing.last_timestamp = Some(now.clone());
             message.clone_into(&mut existing.message);
             store.update_typed(existing).await.map(drop)
@@ -269,6 +354,61 @@ mod tests {
     use iri_spec::meta::v1alpha1 as meta;
 
     use super::*;
+
+    #[test]
+    fn repeats_are_written_at_a_falling_rate_and_a_new_message_at_once() {
+        let c = Correlator::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(
+            c.admit("u", "Waiting", "no secret", at(0)),
+            Some(1),
+            "first"
+        );
+        // Requeues every 2 s: suppressed until the first gap (10 s) has passed.
+        for s in [2, 4, 6, 8] {
+            assert_eq!(
+                c.admit("u", "Waiting", "no secret", at(s)),
+                None,
+                "at {s} s"
+            );
+        }
+        assert_eq!(
+            c.admit("u", "Waiting", "no secret", at(10)),
+            Some(5),
+            "written with the 4 suppressed occurrences"
+        );
+        // The gap doubled to 20 s.
+        assert_eq!(c.admit("u", "Waiting", "no secret", at(28)), None);
+        assert_eq!(c.admit("u", "Waiting", "no secret", at(30)), Some(2));
+        // A changed message is news: written at once, and the gap starts over.
+        assert_eq!(c.admit("u", "Waiting", "no class", at(31)), Some(1));
+        assert_eq!(c.admit("u", "Waiting", "no class", at(40)), None);
+        assert_eq!(c.admit("u", "Waiting", "no class", at(41)), Some(2));
+        // Other objects and other reasons are counted apart.
+        assert_eq!(c.admit("v", "Waiting", "no class", at(41)), Some(1));
+        assert_eq!(c.admit("u", "Created", "ok", at(41)), Some(1));
+    }
+
+    #[test]
+    fn a_day_of_requeues_every_two_seconds_costs_few_writes() {
+        let c = Correlator::default();
+        let t0 = Instant::now();
+        let mut writes = 0;
+        let mut occurrences = 0;
+        for i in 0..(24 * 3600 / 2) {
+            if let Some(n) = c.admit("u", "Waiting", "no secret", t0 + Duration::from_secs(i * 2)) {
+                writes += 1;
+                occurrences += n;
+            }
+        }
+        // 10 + 20 + ... + 160 s, then one write every 5 min: about 300 writes, not 43,200.
+        assert!(writes < 300, "{writes} writes");
+        assert!(
+            occurrences > 43_000,
+            "counts stay close to the truth: {occurrences}"
+        );
+    }
 
     #[test]
     fn sha256_name_is_the_first_63_hex_chars() {
