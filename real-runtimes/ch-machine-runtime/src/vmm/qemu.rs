@@ -131,6 +131,21 @@ fn netdev_name(device_id: &str) -> String {
     short_name('n', device_id)
 }
 
+/// The `blockdev-add` arguments for `disk`: its format always explicit (never probed), and
+/// for qcow2 `"backing": null`, so a backing file named in the header is never opened.
+fn blockdev_json(node: &str, disk: &DiskSpec) -> serde_json::Value {
+    let mut blockdev = json!({
+        "node-name": node,
+        "driver": match disk.format { ImageFormat::Raw => "raw", ImageFormat::Qcow2 => "qcow2" },
+        "read-only": disk.readonly,
+        "file": { "driver": "file", "filename": disk.path, "read-only": disk.readonly },
+    });
+    if disk.format == ImageFormat::Qcow2 {
+        blockdev["backing"] = serde_json::Value::Null;
+    }
+    blockdev
+}
+
 fn root_port(i: usize) -> String {
     format!("irikit-rp{i}")
 }
@@ -324,12 +339,7 @@ impl Qemu {
             return Ok(());
         }
         let node = node_name(&disk.id);
-        let blockdev = json!({
-            "node-name": node,
-            "driver": match disk.format { ImageFormat::Raw => "raw", ImageFormat::Qcow2 => "qcow2" },
-            "read-only": disk.readonly,
-            "file": { "driver": "file", "filename": disk.path, "read-only": disk.readonly },
-        });
+        let blockdev = blockdev_json(&node, disk);
         if let Err(first) = conn.execute("blockdev-add", Some(blockdev.clone())).await {
             // A node left over from an interrupted detach: drop it and try once more.
             let _ = conn
@@ -467,6 +477,10 @@ impl Qemu {
 impl Vmm for Qemu {
     fn name(&self) -> &'static str {
         "qemu"
+    }
+
+    fn max_devices(&self) -> usize {
+        ROOT_PORTS
     }
 
     async fn spawn(&self, paths: &VmPaths) -> Result<Spawned> {
@@ -672,6 +686,23 @@ mod tests {
             "guest power-off must end QEMU"
         );
         assert!(!args.contains("-drive"), "disks are added over QMP");
+    }
+
+    #[test]
+    fn blockdev_format_is_explicit_and_qcow2_has_no_backing() {
+        let mut disk = DiskSpec {
+            id: "d".into(),
+            path: "/v/d".into(),
+            format: ImageFormat::Qcow2,
+            readonly: false,
+        };
+        let qcow2 = blockdev_json("b1", &disk);
+        assert_eq!(qcow2["driver"], "qcow2");
+        assert!(qcow2.get("backing").is_some_and(serde_json::Value::is_null));
+        disk.format = ImageFormat::Raw;
+        let raw = blockdev_json("b1", &disk);
+        assert_eq!(raw["driver"], "raw");
+        assert_eq!(raw["file"]["driver"], "file");
     }
 
     #[test]
