@@ -930,7 +930,9 @@ impl Runtime {
             self.teardown(&record, &paths).await;
             return true;
         }
-        if let Err(e) = std::fs::create_dir_all(paths.dir.join("disks")) {
+        if !paths.dir.join("disks").is_dir()
+            && let Err(e) = private_dirs(&paths.dir)
+        {
             warn!(error = %e, "create machine dir");
             return false;
         }
@@ -1369,12 +1371,23 @@ impl Runtime {
                         }
                         let dest = disks.join(format!("{name}.{}", format.local_disk_extension()));
                         let tmp = dest.with_extension("tmp");
-                        let file = match &image {
-                            Some(image) => {
-                                std::fs::copy(image, &tmp).context("copy local disk image")?;
-                                std::fs::OpenOptions::new().write(true).open(&tmp)?
+                        let file = {
+                            use std::os::unix::fs::OpenOptionsExt as _;
+                            let _ = std::fs::remove_file(&tmp);
+                            let file = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .mode(0o600)
+                                .open(&tmp)
+                                .context("create local disk")?;
+                            if let Some(image) = &image {
+                                // Into the 0600 file (fs::copy would copy the image's mode).
+                                let mut from =
+                                    std::fs::File::open(image).context("open local disk image")?;
+                                std::io::copy(&mut from, &mut &file)
+                                    .context("copy local disk image")?;
                             }
-                            None => std::fs::File::create(&tmp).context("create local disk")?,
+                            file
                         };
                         if format == ImageFormat::Raw && file.metadata()?.len() < size {
                             file.set_len(size).context("size local disk")?;
@@ -1435,6 +1448,25 @@ impl Runtime {
 
 fn image_is_none(image: &Option<machine::ImageSpec>) -> bool {
     image.as_ref().is_none_or(|i| i.image.is_empty())
+}
+
+/// Create `<vms>/<id>/disks` with the machine dir and `vms` mode 0700 (disks, console and
+/// ignition inside are the tenant's).
+fn private_dirs(machine_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let disks = machine_dir.join("disks");
+    std::fs::create_dir_all(&disks)?;
+    for dir in [
+        machine_dir.parent(),
+        Some(machine_dir),
+        Some(disks.as_path()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn remove_dir(dir: &Path) {

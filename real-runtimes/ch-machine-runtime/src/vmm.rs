@@ -110,31 +110,90 @@ impl VmPaths {
     }
 }
 
-/// Appends the guest's serial output so far (`serial`) to `<serial>.old` and empties `serial`.
-/// Best effort: console history is a convenience, never a reason to fail a boot.
+/// The most console history (`serial.log.old`) kept per machine; older output is dropped.
+pub const SERIAL_HISTORY_MAX: u64 = 1 << 20;
+
+/// Appends the guest's serial output so far (`serial`, at most its last
+/// [`SERIAL_HISTORY_MAX`] bytes) to `<serial>.old`, keeps only the newest `SERIAL_HISTORY_MAX`
+/// bytes there, and empties `serial`. Best effort: console history is a convenience, never a
+/// reason to fail a boot.
 async fn keep_serial_history(serial: &Path) {
-    use tokio::io::AsyncWriteExt as _;
-    let Ok(text) = tokio::fs::read(serial).await else {
-        return;
+    let serial = serial.to_owned();
+    let kept = tokio::task::spawn_blocking(move || keep_serial_history_blocking(&serial)).await;
+    if let Ok(Err(e)) = kept {
+        tracing::warn!(error = %e, "keep serial history");
+    }
+}
+
+fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(std::io::SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut text = Vec::new();
+    f.take(max).read_to_end(&mut text)?;
+    Ok(text)
+}
+
+fn keep_serial_history_blocking(serial: &Path) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let text = match read_tail(serial, SERIAL_HISTORY_MAX) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
     if text.is_empty() {
-        return;
+        return Ok(());
     }
     let mut history = serial.as_os_str().to_owned();
     history.push(".old");
-    let appended = async {
-        let mut history = tokio::fs::OpenOptions::new()
+    let history = PathBuf::from(history);
+    let old_len = std::fs::metadata(&history).map_or(0, |m| m.len());
+    let total = old_len.saturating_add(text.len() as u64);
+    if total > SERIAL_HISTORY_MAX {
+        // Rewrite: the newest bytes of the old history, then the new text.
+        let keep = SERIAL_HISTORY_MAX.saturating_sub(text.len() as u64);
+        let mut all = if keep > 0 {
+            read_tail(&history, keep).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        all.extend_from_slice(&text);
+        let tmp = history.with_extension("old.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&all)?;
+        std::fs::rename(&tmp, &history)?;
+    } else {
+        let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&history)
-            .await?;
-        history.write_all(&text).await?;
-        history.flush().await?;
-        tokio::fs::write(serial, b"").await
-    };
-    if let Err(e) = appended.await {
-        tracing::warn!(error = %e, "keep serial history");
+            .mode(0o600)
+            .open(&history)?;
+        f.write_all(&text)?;
     }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(serial)
+        .map(drop)
+}
+
+/// Create (or keep) `path` as a file only the runtime's user can read: the guest's console and
+/// the VMM's log hold tenant output.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// A VMM process the runtime supervises; persisted so that a restarted runtime can adopt it.
@@ -522,6 +581,12 @@ impl Vmm for CloudHypervisor {
 
     async fn spawn(&self, paths: &VmPaths) -> Result<Spawned> {
         let _ = std::fs::remove_file(&paths.api_socket);
+        for file in [&paths.log, &paths.serial, &paths.event_monitor] {
+            private_file(file).map_err(|source| Error::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        }
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.arg("--api-socket")
             .arg(format!("path={}", paths.api_socket.display()))
@@ -702,6 +767,29 @@ mod tests {
         assert!(check_plain_qcow2(&file).is_err());
         std::fs::write(&file, b"raw bytes").unwrap();
         assert!(check_plain_qcow2(&file).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn serial_history_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("irikit-serial-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let serial = dir.join("serial.log");
+        let old = dir.join("serial.log.old");
+        for round in 0..3u8 {
+            let mut text = vec![b'a' + round; SERIAL_HISTORY_MAX as usize];
+            text.extend(format!("END-OF-ROUND-{round}\n").as_bytes());
+            std::fs::write(&serial, &text).unwrap();
+            keep_serial_history(&serial).await;
+            let history = std::fs::read(&old).unwrap();
+            assert!(
+                history.len() as u64 <= SERIAL_HISTORY_MAX,
+                "{}",
+                history.len()
+            );
+            assert!(history.ends_with(format!("END-OF-ROUND-{round}\n").as_bytes()));
+            assert_eq!(std::fs::metadata(&serial).unwrap().len(), 0);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

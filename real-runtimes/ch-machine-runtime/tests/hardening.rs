@@ -353,3 +353,109 @@ async fn impossible_sizes_and_too_many_devices_are_refused() {
     drop(runtime);
     drop(common::Reaper::for_env(&env));
 }
+
+// ---- files on the host -----------------------------------------------------------------------
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Local disks and serial logs are 0600 in 0700 directories (they hold tenant data).
+#[tokio::test]
+async fn local_disks_and_serial_logs_are_private() {
+    let env = Env::new(Backend::Sim, "halt").unwrap();
+    let runtime = env.start();
+    let mut client = common::Client::new(runtime.channel().await);
+    let id = create_running(&mut client, vec![common::local_disk("scratch", 1 << 20)]).await;
+    wait_attached(&client, &id, "scratch").await;
+    let vms = env.state_dir.join("vms");
+    let dir = vms.join(&id);
+    for d in [&vms, &dir, &dir.join("disks")] {
+        assert_eq!(mode(d), 0o700, "{}", d.display());
+    }
+    for f in [dir.join("disks/scratch.img"), dir.join("serial.log")] {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    // Power cycle: the history file CH's truncation leaves behind is private too.
+    for power in [machine::Power::Off, machine::Power::On] {
+        client
+            .update_machine_power(machine::UpdateMachinePowerRequest {
+                machine_id: id.clone(),
+                power: power as i32,
+            })
+            .await
+            .unwrap();
+    }
+    common::eventually("serial history", Duration::from_secs(20), || async {
+        dir.join("serial.log.old").exists().then_some(())
+    })
+    .await;
+    assert_eq!(mode(&dir.join("serial.log.old")), 0o600);
+    drop(runtime);
+    drop(common::Reaper::for_env(&env));
+}
+
+/// Ignition data never appears on QEMU's command line (any local user reads `/proc/*/cmdline`):
+/// it goes through a 0600 file, so 200 KiB of it boots too (a command-line argument is limited
+/// to 128 KiB).
+#[tokio::test]
+async fn ignition_is_not_on_the_qemu_command_line() {
+    let Some((env, qemu, _reaper)) = common::qemu_env("halt") else {
+        return;
+    };
+    let runtime = Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
+        &env.qemu_args(&qemu, &[]),
+        &env.socket,
+    );
+    let mut client = common::Client::new(runtime.channel().await);
+    let mut ignition = b"{\"ignition\":{\"version\":\"3.4.0\"},\"secret\":\"IGN-SECRET-".to_vec();
+    ignition.extend(std::iter::repeat_n(b'x', 200 << 10));
+    ignition.extend(b"\"}");
+    let mut spec = common::spec(vec![]);
+    spec.ignition_data = ignition;
+    let id = client
+        .create_machine(common::machine_request(spec))
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+        .metadata
+        .unwrap()
+        .id;
+    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    let pid = env.recorded_pid(&id).unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    // base64 of `{"ignition":{"version"` — the start of the OEM string.
+    let b64_start = b"eyJpZ25pdGlvbiI6eyJ2ZXJzaW9uIj";
+    assert!(
+        !contains(&cmdline, b64_start),
+        "ignition on the command line"
+    );
+    assert!(
+        cmdline.len() < 16 << 10,
+        "{} bytes of cmdline",
+        cmdline.len()
+    );
+    let dir = env.state_dir.join("vms").join(&id);
+    let oem: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| std::fs::read(p).is_ok_and(|b| b.starts_with(b64_start)))
+        .collect();
+    assert_eq!(oem.len(), 1, "one OEM string file in {}", dir.display());
+    assert_eq!(mode(&oem[0]), 0o600);
+    assert_eq!(mode(&dir), 0o700);
+    drop(runtime);
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}

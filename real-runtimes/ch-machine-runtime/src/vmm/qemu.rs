@@ -146,6 +146,11 @@ fn blockdev_json(node: &str, disk: &DiskSpec) -> serde_json::Value {
     blockdev
 }
 
+/// The file holding SMBIOS OEM string `i` (ignition) for QEMU.
+fn oem_string_file(paths: &VmPaths, i: usize) -> PathBuf {
+    paths.dir.join(format!("oem-string-{i}"))
+}
+
 fn root_port(i: usize) -> String {
     format!("irikit-rp{i}")
 }
@@ -257,11 +262,14 @@ impl Qemu {
         if let Some(initrd) = &self.initramfs {
             args.extend(["-initrd".into(), initrd.display().to_string()]);
         }
-        for oem in &spec.oem_strings {
-            // Commas are doubled in QEMU option values; base64 has none, but be safe.
+        for i in 0..spec.oem_strings.len() {
+            // By file, never by value: the command line is world-readable in /proc and an
+            // argument is limited to 128 KiB. `spawn_for` writes the files (0600).
+            // Commas are doubled in QEMU option values.
+            let path = oem_string_file(paths, i).display().to_string();
             args.extend([
                 "-smbios".into(),
-                format!("type=11,value={}", oem.replace(',', ",,")),
+                format!("type=11,path={}", path.replace(',', ",,")),
             ]);
         }
         for i in 0..ROOT_PORTS {
@@ -499,6 +507,14 @@ impl Vmm for Qemu {
             binary: self.binary.clone(),
             source,
         };
+        for (i, oem) in spec.oem_strings.iter().enumerate() {
+            let path = oem_string_file(paths, i);
+            super::private_file(&path)
+                .and_then(|()| std::fs::write(&path, oem))
+                .map_err(spawn_error)?;
+        }
+        super::private_file(&paths.log).map_err(spawn_error)?;
+        super::private_file(&paths.serial).map_err(spawn_error)?;
         let log = File::create(&paths.log).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
         let mut cmd = tokio::process::Command::new(&self.binary);
@@ -673,7 +689,7 @@ mod tests {
             "-kernel /k/vmlinuz",
             "-append console=ttyS0 quiet",
             "-initrd /k/initrd",
-            "-smbios type=11,value=aWduaXRpb24=",
+            "-smbios type=11,path=/state/vms/x/oem-string-0",
             "path=/state/vms/x/api.sock,server=on,wait=off",
             "path=/state/vms/x/serial.log",
             "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
@@ -686,6 +702,10 @@ mod tests {
             "guest power-off must end QEMU"
         );
         assert!(!args.contains("-drive"), "disks are added over QMP");
+        assert!(
+            !args.contains("aWduaXRpb24="),
+            "ignition on the command line"
+        );
     }
 
     #[test]
