@@ -79,6 +79,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const MAX_EVENTS: usize = 4096;
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+/// How long the same failure of a machine stays one event.
+const WARNING_REPEAT: Duration = Duration::from_secs(600);
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -144,6 +146,8 @@ struct Entry {
     record: Mutex<MachineRecord>,
     persist: tokio::sync::Mutex<()>,
     wake: Notify,
+    /// The last Warning event recorded for this machine: (reason, message, when).
+    last_warning: Mutex<Option<(String, String, std::time::Instant)>>,
 }
 
 impl Entry {
@@ -249,6 +253,7 @@ impl Runtime {
                 record: Mutex::new(record.clone()),
                 persist: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                last_warning: Mutex::new(None),
             });
             runtime.persist(&entry).await?;
             runtime
@@ -338,6 +343,36 @@ impl Runtime {
             events.pop_front();
         }
         events.push_back(ev);
+    }
+
+    /// A Warning event, unless the same (reason, message) was the machine's last warning less
+    /// than [`WARNING_REPEAT`] ago: a machine that keeps failing at every reconcile yields one
+    /// event per distinct failure, not one per resync.
+    fn warning_event(
+        &self,
+        entry: &Entry,
+        record: &MachineRecord,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let now = std::time::Instant::now();
+        let repeated = {
+            let mut last = entry
+                .last_warning
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let repeated = last.as_ref().is_some_and(|(r, m, at)| {
+                r == reason && *m == message && now.duration_since(*at) < WARNING_REPEAT
+            });
+            if !repeated {
+                *last = Some((reason.to_owned(), message.clone(), now));
+            }
+            repeated
+        };
+        if !repeated {
+            self.record_event(record, "Warning", reason, action, message);
+        }
     }
 
     fn metadata(record: &MachineRecord) -> meta::ObjectMetadata {
@@ -572,6 +607,7 @@ impl Runtime {
             record: Mutex::new(record.clone()),
             persist: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            last_warning: Mutex::new(None),
         });
         self.persist(&entry).await?;
         self.lock_machines().insert(id.clone(), Arc::clone(&entry));
@@ -973,13 +1009,7 @@ impl Runtime {
                 Err(e) => {
                     ok = false;
                     warn!(error = %e, "boot failed");
-                    self.record_event(
-                        &record,
-                        "Warning",
-                        "BootFailed",
-                        "PowerOn",
-                        format!("{e:#}"),
-                    );
+                    self.warning_event(entry, &record, "BootFailed", "PowerOn", format!("{e:#}"));
                 }
             }
         }
@@ -1028,13 +1058,7 @@ impl Runtime {
                 Err(e) => {
                     ok = false;
                     warn!(error = %e, "hot-plug failed");
-                    self.record_event(
-                        &record,
-                        "Warning",
-                        "HotplugFailed",
-                        "Attach",
-                        format!("{e:#}"),
-                    );
+                    self.warning_event(entry, &record, "HotplugFailed", "Attach", format!("{e:#}"));
                 }
             }
         }

@@ -459,3 +459,55 @@ async fn ignition_is_not_on_the_qemu_command_line() {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// A machine that cannot boot (its kernel is gone) is retried at every reconcile, but the
+/// same failure is one event, not one per reconcile (200 ms here, forever).
+#[tokio::test]
+async fn a_failing_machine_does_not_flood_events() {
+    let env = Env::new(Backend::Sim, "halt").unwrap();
+    let runtime = env.start();
+    let mut client = common::Client::new(runtime.channel().await);
+    std::fs::remove_file(&env.kernel).unwrap();
+    let id = client
+        .create_machine(common::machine_request(common::spec(vec![])))
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+        .metadata
+        .unwrap()
+        .id;
+    let boot_failures = |client: common::Client| {
+        let id = id.clone();
+        async move {
+            let mut client = client;
+            client
+                .list_events(machine::ListEventsRequest {
+                    filter: Some(machine::EventFilter {
+                        id,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .events
+                .into_iter()
+                .filter(|e| e.spec.as_ref().is_some_and(|s| s.reason == "BootFailed"))
+                .count()
+        }
+    };
+    common::eventually("a BootFailed event", Duration::from_secs(20), || {
+        let f = boot_failures(client.clone());
+        async move { (f.await > 0).then_some(()) }
+    })
+    .await;
+    // Ten more reconciles.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(boot_failures(client.clone()).await, 1);
+    let m = common::get(&mut client, &id).await.unwrap();
+    assert_eq!(common::state_of(&m), MachineState::MachinePending);
+    drop(runtime);
+    drop(common::Reaper::for_env(&env));
+}
