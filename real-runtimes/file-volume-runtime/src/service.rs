@@ -112,8 +112,25 @@ impl VolumeService {
     /// Load the records under `cfg.root`; files of volumes that never got a record (a crash
     /// mid-create) are removed.
     pub fn start(cfg: Config) -> anyhow::Result<Self> {
-        let volumes: Vec<VolumeRecord> = store::load(&cfg.root.join("state/volumes"))?;
-        let snapshots: Vec<SnapshotRecord> = store::load(&cfg.root.join("state/snapshots"))?;
+        let mut volumes: Vec<VolumeRecord> = store::load(&cfg.root.join("state/volumes"))?;
+        let mut snapshots: Vec<SnapshotRecord> = store::load(&cfg.root.join("state/snapshots"))?;
+        // A record's file is `<root>/<dir>/<its file name>`, whatever root it was written
+        // under: after `--root` moved, the files are re-found instead of deleted as orphans.
+        let rebase = |path: &mut PathBuf, dir: &str| {
+            if let Some(name) = path.file_name() {
+                let here = cfg.root.join(dir).join(name);
+                if *path != here {
+                    info!(from = %path.display(), to = %here.display(), "root moved: re-basing");
+                    *path = here;
+                }
+            }
+        };
+        for v in &mut volumes {
+            rebase(&mut v.path, "volumes");
+        }
+        for s in &mut snapshots {
+            rebase(&mut s.path, "snapshots");
+        }
         let volumes: HashMap<_, _> = volumes.into_iter().map(|v| (v.id.clone(), v)).collect();
         let snapshots: HashMap<_, _> = snapshots.into_iter().map(|s| (s.id.clone(), s)).collect();
         for (dir, known) in [

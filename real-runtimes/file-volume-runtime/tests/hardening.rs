@@ -230,3 +230,38 @@ async fn volume_and_snapshot_files_are_private() {
         assert_eq!(mode(&rt.dir.path().join(dir)), 0o700, "{dir}");
     }
 }
+
+/// Moving `--root` (the whole tree, e.g. to another mount point) keeps every volume and
+/// snapshot: the records are re-based onto the new root instead of their files being taken
+/// for orphans and deleted.
+#[tokio::test]
+async fn moving_the_root_keeps_every_volume() {
+    let mut rt = Runtime::start().await;
+    let v = rt.create(spec("std", 1 << 20)).await.unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(handle(&v))
+        .unwrap()
+        .write_all_at(b"TENANT-DATA", 0)
+        .unwrap();
+    let snap = snapshot(&mut rt, &id(&v)).await;
+    let old = rt.kill9();
+    let new = tempfile::tempdir().unwrap();
+    std::fs::rename(old.path().join("root"), new.path().join("root")).unwrap();
+
+    let mut rt = Runtime::start_in(new).await;
+    let listed = rt.list(&id(&v)).await;
+    assert_eq!(listed.len(), 1, "volume lost after moving the root");
+    let path = handle(&listed[0]);
+    assert!(path.starts_with(rt.dir.path()), "{}", path.display());
+    assert!(std::fs::read(&path).unwrap().starts_with(b"TENANT-DATA"));
+    let restored = rt
+        .create(restore_spec("std", 1 << 20, &snap))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::read(handle(&restored))
+            .unwrap()
+            .starts_with(b"TENANT-DATA")
+    );
+}
