@@ -60,6 +60,12 @@ pub enum Error {
     /// A name or path failed confinement.
     #[error(transparent)]
     Confinement(#[from] validate::Error),
+    /// A size no VMM or host can provide.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// More devices than the VMM has slots for.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The machine is being deleted.
     #[error("machine {0:?} is being deleted")]
     Deleting(String),
@@ -73,6 +79,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 const MAX_EVENTS: usize = 4096;
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+/// How long the same failure of a machine stays one event.
+const WARNING_REPEAT: Duration = Duration::from_secs(600);
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -138,6 +146,8 @@ struct Entry {
     record: Mutex<MachineRecord>,
     persist: tokio::sync::Mutex<()>,
     wake: Notify,
+    /// The last Warning event recorded for this machine: (reason, message, when).
+    last_warning: Mutex<Option<(String, String, std::time::Instant)>>,
 }
 
 impl Entry {
@@ -194,7 +204,7 @@ fn observed_state(vm: Option<VmState>, want_boot: bool) -> machine::MachineState
 
 /// What `validate_volume` resolved.
 enum VolumeSource {
-    File(PathBuf),
+    File(PathBuf, ImageFormat),
     Local { image: Option<PathBuf>, size: u64 },
 }
 
@@ -243,6 +253,7 @@ impl Runtime {
                 record: Mutex::new(record.clone()),
                 persist: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                last_warning: Mutex::new(None),
             });
             runtime.persist(&entry).await?;
             runtime
@@ -334,6 +345,36 @@ impl Runtime {
         events.push_back(ev);
     }
 
+    /// A Warning event, unless the same (reason, message) was the machine's last warning less
+    /// than [`WARNING_REPEAT`] ago: a machine that keeps failing at every reconcile yields one
+    /// event per distinct failure, not one per resync.
+    fn warning_event(
+        &self,
+        entry: &Entry,
+        record: &MachineRecord,
+        reason: &str,
+        action: &str,
+        message: String,
+    ) {
+        let now = std::time::Instant::now();
+        let repeated = {
+            let mut last = entry
+                .last_warning
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let repeated = last.as_ref().is_some_and(|(r, m, at)| {
+                r == reason && *m == message && now.duration_since(*at) < WARNING_REPEAT
+            });
+            if !repeated {
+                *last = Some((reason.to_owned(), message.clone(), now));
+            }
+            repeated
+        };
+        if !repeated {
+            self.record_event(record, "Warning", reason, action, message);
+        }
+    }
+
     fn metadata(record: &MachineRecord) -> meta::ObjectMetadata {
         meta::ObjectMetadata {
             id: record.id.clone(),
@@ -404,7 +445,17 @@ impl Runtime {
                     &conn.handle,
                     &self.inner.cfg.volume_dirs,
                 )?;
-                Ok(VolumeSource::File(path))
+                // The format is what the volume runtime reports (`format` access attribute,
+                // passed through by the poollet), never the file's bytes: the guest writes them.
+                let attribute = conn.attributes.get("format").map(String::as_str);
+                let format = ImageFormat::from_attribute(attribute).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "volume {:?}: format attribute {:?} is not supported (raw or qcow2)",
+                        volume.name,
+                        attribute.unwrap_or_default()
+                    ))
+                })?;
+                Ok(VolumeSource::File(path, format))
             }
             (Some(disk), None) => {
                 if disk.size_bytes < 0 {
@@ -422,6 +473,14 @@ impl Runtime {
                     _ => None,
                 };
                 let size = u64::try_from(disk.size_bytes).unwrap_or_default();
+                let max = self.max_local_disk_bytes();
+                if size > max {
+                    return Err(Error::OutOfRange(format!(
+                        "volume {:?}: local disk of {size} bytes is larger than the {max} bytes \
+                         the state directory's filesystem can hold",
+                        volume.name
+                    )));
+                }
                 Ok(VolumeSource::Local {
                     image,
                     size: if size == 0 && image_is_none(&disk.image) {
@@ -432,6 +491,27 @@ impl Runtime {
                 })
             }
         }
+    }
+
+    /// The largest local disk: the size of the filesystem holding the state directory (a
+    /// sparse file can be created larger, but never filled).
+    fn max_local_disk_bytes(&self) -> u64 {
+        rustix::fs::statvfs(&self.inner.cfg.state_dir)
+            .map_or(u64::MAX, |s| s.f_blocks.saturating_mul(s.f_frsize))
+    }
+
+    /// Refuse more disks plus NICs than the VMM has device slots (libvirt-provider answers
+    /// ResourceExhausted for too many PCI devices too, reference §2.1).
+    fn check_device_count(&self, volumes: usize, nics: usize) -> Result<()> {
+        let max = self.inner.vmm.max_devices();
+        if volumes.saturating_add(nics) > max {
+            return Err(Error::ResourceExhausted(format!(
+                "{volumes} volumes and {nics} network interfaces need more than the {max} \
+                 device slots {} has per machine",
+                self.inner.vmm.name()
+            )));
+        }
+        Ok(())
     }
 
     fn validate_nic(nic: &machine::NetworkInterface) -> Result<()> {
@@ -455,6 +535,7 @@ impl Runtime {
                 spec.power
             )));
         }
+        self.check_device_count(spec.volumes.len(), spec.network_interfaces.len())?;
         let mut names = std::collections::HashSet::new();
         for volume in &spec.volumes {
             self.validate_volume(volume)?;
@@ -526,6 +607,7 @@ impl Runtime {
             record: Mutex::new(record.clone()),
             persist: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            last_warning: Mutex::new(None),
         });
         self.persist(&entry).await?;
         self.lock_machines().insert(id.clone(), Arc::clone(&entry));
@@ -671,6 +753,7 @@ impl Runtime {
                     machine_id: r.id.clone(),
                 });
             }
+            self.check_device_count(r.spec.volumes.len() + 1, r.spec.network_interfaces.len())?;
             r.volume_status.push(DeviceStatus {
                 name: volume.name.clone(),
                 handle: String::new(),
@@ -751,6 +834,7 @@ impl Runtime {
                     machine_id: r.id.clone(),
                 });
             }
+            self.check_device_count(r.spec.volumes.len(), r.spec.network_interfaces.len() + 1)?;
             r.nic_status.push(DeviceStatus {
                 name: nic.name.clone(),
                 handle: String::new(),
@@ -882,7 +966,9 @@ impl Runtime {
             self.teardown(&record, &paths).await;
             return true;
         }
-        if let Err(e) = std::fs::create_dir_all(paths.dir.join("disks")) {
+        if !paths.dir.join("disks").is_dir()
+            && let Err(e) = private_dirs(&paths.dir)
+        {
             warn!(error = %e, "create machine dir");
             return false;
         }
@@ -923,13 +1009,7 @@ impl Runtime {
                 Err(e) => {
                     ok = false;
                     warn!(error = %e, "boot failed");
-                    self.record_event(
-                        &record,
-                        "Warning",
-                        "BootFailed",
-                        "PowerOn",
-                        format!("{e:#}"),
-                    );
+                    self.warning_event(entry, &record, "BootFailed", "PowerOn", format!("{e:#}"));
                 }
             }
         }
@@ -978,13 +1058,7 @@ impl Runtime {
                 Err(e) => {
                     ok = false;
                     warn!(error = %e, "hot-plug failed");
-                    self.record_event(
-                        &record,
-                        "Warning",
-                        "HotplugFailed",
-                        "Attach",
-                        format!("{e:#}"),
-                    );
+                    self.warning_event(entry, &record, "HotplugFailed", "Attach", format!("{e:#}"));
                 }
             }
         }
@@ -1276,8 +1350,13 @@ impl Runtime {
                 .find(|d| d.name == volume.name && d.disk.path == path)
         };
         match source {
-            VolumeSource::File(path) => {
-                let format = ImageFormat::sniff(&path).context("read volume file")?;
+            VolumeSource::File(path, format) => {
+                if format == ImageFormat::Qcow2 {
+                    let checked = path.clone();
+                    tokio::task::spawn_blocking(move || vmm::check_plain_qcow2(&checked))
+                        .await
+                        .context("qcow2 check task")??;
+                }
                 let id = disk_id(&volume.name, record.generation, previous(&path));
                 Ok(PreparedDisk {
                     name: volume.name.clone(),
@@ -1291,32 +1370,60 @@ impl Runtime {
                 })
             }
             VolumeSource::Local { image, size } => {
-                let target = paths.dir.join("disks").join(format!("{}.img", volume.name));
-                let id = disk_id(&volume.name, record.generation, previous(&target));
-                let dest = target.clone();
-                let format = tokio::task::spawn_blocking(move || -> anyhow::Result<ImageFormat> {
-                    if !dest.exists() {
-                        let tmp = dest.with_extension("img.tmp");
-                        match &image {
-                            Some(image) => {
-                                std::fs::copy(image, &tmp).context("copy local disk image")?;
-                            }
-                            None => {
-                                std::fs::File::create(&tmp).context("create local disk")?;
+                let disks = paths.dir.join("disks");
+                let name = volume.name.clone();
+                // The format of a local disk is the one this runtime created it in, kept in
+                // its file name (`<name>.img` raw, `<name>.qcow2`): the guest writes the bytes.
+                let (target, format) = tokio::task::spawn_blocking(
+                    move || -> anyhow::Result<(PathBuf, ImageFormat)> {
+                        for format in [ImageFormat::Raw, ImageFormat::Qcow2] {
+                            let path =
+                                disks.join(format!("{name}.{}", format.local_disk_extension()));
+                            if path.exists() {
+                                return Ok((path, format));
                             }
                         }
-                        let format = ImageFormat::sniff(&tmp).context("read local disk")?;
-                        let file = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+                        let format = match &image {
+                            Some(image) => ImageFormat::of_operator_image(image)
+                                .context("read local disk image")?,
+                            None => ImageFormat::Raw,
+                        };
+                        if format == ImageFormat::Qcow2
+                            && let Some(image) = &image
+                        {
+                            vmm::check_plain_qcow2(image)?;
+                        }
+                        let dest = disks.join(format!("{name}.{}", format.local_disk_extension()));
+                        let tmp = dest.with_extension("tmp");
+                        let file = {
+                            use std::os::unix::fs::OpenOptionsExt as _;
+                            let _ = std::fs::remove_file(&tmp);
+                            let file = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .mode(0o600)
+                                .open(&tmp)
+                                .context("create local disk")?;
+                            if let Some(image) = &image {
+                                // Into the 0600 file (fs::copy would copy the image's mode).
+                                let mut from =
+                                    std::fs::File::open(image).context("open local disk image")?;
+                                std::io::copy(&mut from, &mut &file)
+                                    .context("copy local disk image")?;
+                            }
+                            file
+                        };
                         if format == ImageFormat::Raw && file.metadata()?.len() < size {
                             file.set_len(size).context("size local disk")?;
                         }
                         file.sync_all()?;
                         std::fs::rename(&tmp, &dest).context("place local disk")?;
-                    }
-                    Ok(ImageFormat::sniff(&dest)?)
-                })
+                        Ok((dest, format))
+                    },
+                )
                 .await
                 .context("local disk task")??;
+                let id = disk_id(&volume.name, record.generation, previous(&target));
                 Ok(PreparedDisk {
                     name: volume.name.clone(),
                     disk: DiskSpec {
@@ -1365,6 +1472,25 @@ impl Runtime {
 
 fn image_is_none(image: &Option<machine::ImageSpec>) -> bool {
     image.as_ref().is_none_or(|i| i.image.is_empty())
+}
+
+/// Create `<vms>/<id>/disks` with the machine dir and `vms` mode 0700 (disks, console and
+/// ignition inside are the tenant's).
+fn private_dirs(machine_dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let disks = machine_dir.join("disks");
+    std::fs::create_dir_all(&disks)?;
+    for dir in [
+        machine_dir.parent(),
+        Some(machine_dir),
+        Some(disks.as_path()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 fn remove_dir(dir: &Path) {

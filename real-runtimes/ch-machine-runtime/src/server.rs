@@ -14,6 +14,8 @@ impl From<Error> for Status {
             Error::DeviceExists { .. } => Status::already_exists(message),
             Error::InvalidArgument(_) | Error::Confinement(_) => Status::invalid_argument(message),
             Error::Deleting(_) => Status::failed_precondition(message),
+            Error::OutOfRange(_) => Status::out_of_range(message),
+            Error::ResourceExhausted(_) => Status::resource_exhausted(message),
             Error::Store(_) => {
                 error!(error = %message, "request failed");
                 Status::internal(message)

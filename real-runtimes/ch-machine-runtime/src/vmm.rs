@@ -110,31 +110,90 @@ impl VmPaths {
     }
 }
 
-/// Appends the guest's serial output so far (`serial`) to `<serial>.old` and empties `serial`.
-/// Best effort: console history is a convenience, never a reason to fail a boot.
+/// The most console history (`serial.log.old`) kept per machine; older output is dropped.
+pub const SERIAL_HISTORY_MAX: u64 = 1 << 20;
+
+/// Appends the guest's serial output so far (`serial`, at most its last
+/// [`SERIAL_HISTORY_MAX`] bytes) to `<serial>.old`, keeps only the newest `SERIAL_HISTORY_MAX`
+/// bytes there, and empties `serial`. Best effort: console history is a convenience, never a
+/// reason to fail a boot.
 async fn keep_serial_history(serial: &Path) {
-    use tokio::io::AsyncWriteExt as _;
-    let Ok(text) = tokio::fs::read(serial).await else {
-        return;
+    let serial = serial.to_owned();
+    let kept = tokio::task::spawn_blocking(move || keep_serial_history_blocking(&serial)).await;
+    if let Ok(Err(e)) = kept {
+        tracing::warn!(error = %e, "keep serial history");
+    }
+}
+
+fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(std::io::SeekFrom::Start(len.saturating_sub(max)))?;
+    let mut text = Vec::new();
+    f.take(max).read_to_end(&mut text)?;
+    Ok(text)
+}
+
+fn keep_serial_history_blocking(serial: &Path) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let text = match read_tail(serial, SERIAL_HISTORY_MAX) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
     };
     if text.is_empty() {
-        return;
+        return Ok(());
     }
     let mut history = serial.as_os_str().to_owned();
     history.push(".old");
-    let appended = async {
-        let mut history = tokio::fs::OpenOptions::new()
+    let history = PathBuf::from(history);
+    let old_len = std::fs::metadata(&history).map_or(0, |m| m.len());
+    let total = old_len.saturating_add(text.len() as u64);
+    if total > SERIAL_HISTORY_MAX {
+        // Rewrite: the newest bytes of the old history, then the new text.
+        let keep = SERIAL_HISTORY_MAX.saturating_sub(text.len() as u64);
+        let mut all = if keep > 0 {
+            read_tail(&history, keep).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        all.extend_from_slice(&text);
+        let tmp = history.with_extension("old.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&all)?;
+        std::fs::rename(&tmp, &history)?;
+    } else {
+        let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&history)
-            .await?;
-        history.write_all(&text).await?;
-        history.flush().await?;
-        tokio::fs::write(serial, b"").await
-    };
-    if let Err(e) = appended.await {
-        tracing::warn!(error = %e, "keep serial history");
+            .mode(0o600)
+            .open(&history)?;
+        f.write_all(&text)?;
     }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(serial)
+        .map(drop)
+}
+
+/// Create (or keep) `path` as a file only the runtime's user can read: the guest's console and
+/// the VMM's log hold tenant output.
+pub fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// A VMM process the runtime supervises; persisted so that a restarted runtime can adopt it.
@@ -247,8 +306,22 @@ pub enum ImageFormat {
 }
 
 impl ImageFormat {
-    /// Sniff the format from the file's first bytes (the qcow2 magic `QFI\xfb`).
-    pub fn sniff(path: &Path) -> std::io::Result<Self> {
+    /// The format named by a volume runtime's `format` access attribute: missing or empty is
+    /// raw (a raw attachment never makes the VMM open another file), `raw` and `qcow2` are
+    /// themselves, anything else is `None`.
+    pub fn from_attribute(value: Option<&str>) -> Option<Self> {
+        match value.unwrap_or_default() {
+            "" | "raw" => Some(Self::Raw),
+            "qcow2" => Some(Self::Qcow2),
+            _ => None,
+        }
+    }
+
+    /// The format of an operator-provided image (from `--image-dir`, never a guest-writable
+    /// file): qcow2 when it starts with the qcow2 magic `QFI\xfb`. Guest-writable files (volumes,
+    /// local disks) are never sniffed: their format is what the volume runtime reports or what
+    /// this runtime created.
+    pub fn of_operator_image(path: &Path) -> std::io::Result<Self> {
         use std::io::Read as _;
         let mut magic = [0u8; 4];
         let mut f = std::fs::File::open(path)?;
@@ -259,6 +332,54 @@ impl ImageFormat {
             Self::Raw
         })
     }
+
+    /// The extension this runtime gives a local disk file of this format (the file name
+    /// records the format the runtime created, so nothing is ever read back to learn it).
+    pub fn local_disk_extension(self) -> &'static str {
+        match self {
+            Self::Raw => "img",
+            Self::Qcow2 => "qcow2",
+        }
+    }
+}
+
+/// Refuse a qcow2 file that would make the VMM open another file: one with a backing file
+/// (header offset 8) or an external data file (incompatible feature bit 2, version 3 headers).
+/// Defence in depth: the runtime hands the VMM qcow2 only where the volume runtime says qcow2
+/// (its own file, whose header the guest cannot reach), and QEMU also gets `backing: null`.
+pub fn check_plain_qcow2(path: &Path) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let mut header = [0u8; 80];
+    let mut f = std::fs::File::open(path)?;
+    let mut n = 0;
+    while n < header.len() {
+        match f.read(&mut header[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let bad = |why: &str| {
+        Err(std::io::Error::other(format!(
+            "qcow2 image {}: {why}",
+            path.display()
+        )))
+    };
+    if n < 72 || header[..4] != *b"QFI\xfb" {
+        return bad("no qcow2 header");
+    }
+    let be64 = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if be64(8) != 0 {
+        return bad("names a backing file (refused)");
+    }
+    if version >= 3 && (n < 80 || be64(72) & !0b11 != 0) {
+        return bad("uses an external data file or unknown incompatible features (refused)");
+    }
+    Ok(())
 }
 
 /// A disk to attach.
@@ -337,6 +458,8 @@ pub struct VmInfo {
 pub trait Vmm: Send + Sync + 'static {
     /// A short name for logs and `Version` (`cloud-hypervisor`, `qemu`).
     fn name(&self) -> &'static str;
+    /// How many disks plus NICs one VM can have (its hot-pluggable device slots).
+    fn max_devices(&self) -> usize;
     /// Start a VMM process for the VM in `paths`; returns once its API answers.
     async fn spawn(&self, paths: &VmPaths) -> Result<Spawned>;
     /// Start a VMM process that will hold the VM `spec` (what the runtime calls). A backend
@@ -370,6 +493,10 @@ pub trait Vmm: Send + Sync + 'static {
     async fn terminate(&self, vmm: &VmmProcess, grace: Duration) -> Result<()>;
 }
 
+/// Disks plus NICs per Cloud Hypervisor VM: every virtio device takes a slot of PCI segment 0
+/// (32 slots), of which the host bridge and the virtio-rng device take two.
+pub const CH_MAX_DEVICES: usize = 30;
+
 /// The Cloud Hypervisor backend (also drives `ch-sim`, which takes the same arguments).
 #[derive(Debug, Clone)]
 pub struct CloudHypervisor {
@@ -402,7 +529,10 @@ impl CloudHypervisor {
             "id": disk.id,
             "path": disk.path,
             "readonly": disk.readonly,
+            // Always explicit: CH would otherwise auto-detect the type from the (guest-writable)
+            // bytes, and never follow a qcow2 backing file.
             "image_type": match disk.format { ImageFormat::Raw => "Raw", ImageFormat::Qcow2 => "Qcow2" },
+            "backing_files": false,
         })
     }
 
@@ -445,8 +575,18 @@ impl Vmm for CloudHypervisor {
         "cloud-hypervisor"
     }
 
+    fn max_devices(&self) -> usize {
+        CH_MAX_DEVICES
+    }
+
     async fn spawn(&self, paths: &VmPaths) -> Result<Spawned> {
         let _ = std::fs::remove_file(&paths.api_socket);
+        for file in [&paths.log, &paths.serial, &paths.event_monitor] {
+            private_file(file).map_err(|source| Error::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        }
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.arg("--api-socket")
             .arg(format!("path={}", paths.api_socket.display()))
@@ -591,6 +731,69 @@ mod tests {
     use super::*;
 
     #[test]
+    fn formats_come_from_the_attribute_only() {
+        assert_eq!(ImageFormat::from_attribute(None), Some(ImageFormat::Raw));
+        assert_eq!(
+            ImageFormat::from_attribute(Some("")),
+            Some(ImageFormat::Raw)
+        );
+        assert_eq!(
+            ImageFormat::from_attribute(Some("raw")),
+            Some(ImageFormat::Raw)
+        );
+        assert_eq!(
+            ImageFormat::from_attribute(Some("qcow2")),
+            Some(ImageFormat::Qcow2)
+        );
+        assert_eq!(ImageFormat::from_attribute(Some("vmdk")), None);
+    }
+
+    #[test]
+    fn qcow2_with_backing_or_data_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("irikit-qcow2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("h.qcow2");
+        let mut header = vec![0u8; 104];
+        header[..4].copy_from_slice(b"QFI\xfb");
+        header[7] = 3;
+        std::fs::write(&file, &header).unwrap();
+        assert!(check_plain_qcow2(&file).is_ok());
+        header[15] = 0x68; // backing_file_offset
+        std::fs::write(&file, &header).unwrap();
+        assert!(check_plain_qcow2(&file).is_err());
+        header[15] = 0;
+        header[79] = 0b100; // incompatible feature: external data file
+        std::fs::write(&file, &header).unwrap();
+        assert!(check_plain_qcow2(&file).is_err());
+        std::fs::write(&file, b"raw bytes").unwrap();
+        assert!(check_plain_qcow2(&file).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn serial_history_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("irikit-serial-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let serial = dir.join("serial.log");
+        let old = dir.join("serial.log.old");
+        for round in 0..3u8 {
+            let mut text = vec![b'a' + round; SERIAL_HISTORY_MAX as usize];
+            text.extend(format!("END-OF-ROUND-{round}\n").as_bytes());
+            std::fs::write(&serial, &text).unwrap();
+            keep_serial_history(&serial).await;
+            let history = std::fs::read(&old).unwrap();
+            assert!(
+                history.len() as u64 <= SERIAL_HISTORY_MAX,
+                "{}",
+                history.len()
+            );
+            assert!(history.ends_with(format!("END-OF-ROUND-{round}\n").as_bytes()));
+            assert_eq!(std::fs::metadata(&serial).unwrap().len(), 0);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn own_process_start_time_is_readable() {
         let pid = i32::try_from(std::process::id()).unwrap_or_default();
         assert!(proc_start_time(pid).is_some());
@@ -616,6 +819,7 @@ mod tests {
         };
         let v = CloudHypervisor::vm_config(&spec);
         assert_eq!(v["disks"][0]["image_type"], "Qcow2");
+        assert_eq!(v["disks"][0]["backing_files"], false);
         assert_eq!(v["platform"]["oem_strings"][0], "aWduaXRpb24=");
         assert_eq!(v["cpus"]["max_vcpus"], 2);
     }

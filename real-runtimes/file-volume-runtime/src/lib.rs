@@ -30,6 +30,20 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format of an operator-provided image (from `--image-dir`): qcow2 when it starts
+    /// with the qcow2 magic. Tenant-writable files (volumes, snapshots) are never sniffed: their
+    /// format is the one recorded when this runtime made them.
+    pub fn of_operator_image(path: &Path) -> std::io::Result<Self> {
+        use std::io::Read as _;
+        let mut magic = [0u8; 4];
+        let n = std::fs::File::open(path)?.read(&mut magic)?;
+        Ok(if n == 4 && magic == *b"QFI\xfb" {
+            Self::Qcow2
+        } else {
+            Self::Raw
+        })
+    }
+
     /// The name used in attributes and file extensions.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -115,6 +129,8 @@ pub struct Config {
     pub image_dirs: Vec<PathBuf>,
     /// The `qemu-img` binary, if one was found.
     pub qemu_img: Option<PathBuf>,
+    /// The largest volume (`None`: the size of the root's filesystem).
+    pub max_volume_bytes: Option<u64>,
 }
 
 impl Config {
@@ -145,10 +161,12 @@ impl Config {
         }
         self.root = std::fs::canonicalize(&self.root)
             .with_context(|| format!("canonicalize {}", self.root.display()))?;
-        let _ = std::fs::set_permissions(
-            self.root.join("state"),
-            std::fs::Permissions::from_mode(0o700),
-        );
+        // Tenant data and state are private to the runtime's user (the VMMs run as it too).
+        for sub in ["", "volumes", "snapshots", "state"] {
+            let dir = self.root.join(sub);
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+        }
         self.image_dirs = self
             .image_dirs
             .iter()
@@ -156,6 +174,43 @@ impl Config {
             .collect::<anyhow::Result<_>>()?;
         Ok(self)
     }
+}
+
+/// Refuse a qcow2 file that would make `qemu-img` open another file: a backing file (header
+/// offset 8) or an external data file / unknown incompatible feature (version 3 headers).
+pub fn check_plain_qcow2(path: &Path) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let mut header = [0u8; 80];
+    let mut f = std::fs::File::open(path)?;
+    let mut n = 0;
+    while n < header.len() {
+        match f.read(&mut header[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let bad = |why: &str| {
+        Err(std::io::Error::other(format!(
+            "qcow2 file {}: {why}",
+            path.display()
+        )))
+    };
+    if n < 72 || header[..4] != *b"QFI\xfb" {
+        return bad("no qcow2 header");
+    }
+    let be64 = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if be64(8) != 0 {
+        return bad("names a backing file (refused)");
+    }
+    if version >= 3 && (n < 80 || be64(72) & !0b11 != 0) {
+        return bad("uses an external data file or unknown incompatible features (refused)");
+    }
+    Ok(())
 }
 
 /// Find `qemu-img` on `PATH`.

@@ -47,6 +47,9 @@ struct Args {
         value_delimiter = ':'
     )]
     image_dirs: Vec<PathBuf>,
+    /// Largest volume in bytes (default: the size of the filesystem holding --root)
+    #[arg(long, env = "IRI_FILE_VOLUME_MAX_BYTES")]
+    max_volume_bytes: Option<u64>,
     /// qemu-img binary (default: from PATH)
     #[arg(long, env = "IRI_QEMU_IMG")]
     qemu_img: Option<PathBuf>,
@@ -115,6 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         classes,
         format: args.format,
         image_dirs: args.image_dirs.clone(),
+        max_volume_bytes: args.max_volume_bytes,
         qemu_img: args
             .qemu_img
             .clone()

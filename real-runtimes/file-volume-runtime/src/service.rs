@@ -5,6 +5,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     process::Stdio,
     sync::Arc,
@@ -39,6 +40,9 @@ pub enum Error {
     /// The request is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A size beyond what the root's filesystem (or `--max-volume-bytes`) allows.
+    #[error("{0}")]
+    OutOfRange(String),
     /// A file operation failed.
     #[error("{0}")]
     Io(String),
@@ -50,6 +54,7 @@ impl From<Error> for Status {
         match e {
             Error::NotFound { .. } => Status::not_found(message),
             Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::OutOfRange(_) => Status::out_of_range(message),
             Error::Io(_) => {
                 warn!(error = %message, "volume operation failed");
                 Status::internal(message)
@@ -107,8 +112,25 @@ impl VolumeService {
     /// Load the records under `cfg.root`; files of volumes that never got a record (a crash
     /// mid-create) are removed.
     pub fn start(cfg: Config) -> anyhow::Result<Self> {
-        let volumes: Vec<VolumeRecord> = store::load(&cfg.root.join("state/volumes"))?;
-        let snapshots: Vec<SnapshotRecord> = store::load(&cfg.root.join("state/snapshots"))?;
+        let mut volumes: Vec<VolumeRecord> = store::load(&cfg.root.join("state/volumes"))?;
+        let mut snapshots: Vec<SnapshotRecord> = store::load(&cfg.root.join("state/snapshots"))?;
+        // A record's file is `<root>/<dir>/<its file name>`, whatever root it was written
+        // under: after `--root` moved, the files are re-found instead of deleted as orphans.
+        let rebase = |path: &mut PathBuf, dir: &str| {
+            if let Some(name) = path.file_name() {
+                let here = cfg.root.join(dir).join(name);
+                if *path != here {
+                    info!(from = %path.display(), to = %here.display(), "root moved: re-basing");
+                    *path = here;
+                }
+            }
+        };
+        for v in &mut volumes {
+            rebase(&mut v.path, "volumes");
+        }
+        for s in &mut snapshots {
+            rebase(&mut s.path, "snapshots");
+        }
         let volumes: HashMap<_, _> = volumes.into_iter().map(|v| (v.id.clone(), v)).collect();
         let snapshots: HashMap<_, _> = snapshots.into_iter().map(|s| (s.id.clone(), s)).collect();
         for (dir, known) in [
@@ -262,17 +284,19 @@ impl VolumeService {
         Ok(())
     }
 
-    /// Make `dest` a `format` file of `size` bytes, from `source` (any format) if given.
+    /// Make `dest` a `format` file of `size` bytes, from `source` (in its recorded format) if
+    /// given. `qemu-img` always gets `-f`: it never probes a format from tenant-written bytes,
+    /// and a qcow2 source that names a backing or data file is refused.
     async fn make_file(
         &self,
         dest: &Path,
         format: Format,
         size: u64,
-        source: Option<&Path>,
+        source: Option<(&Path, Format)>,
     ) -> Result<()> {
         match (format, source) {
             (Format::Raw, None) => {
-                let f = std::fs::File::create(dest).map_err(io_err("create volume file"))?;
+                let f = create_private(dest).map_err(io_err("create volume file"))?;
                 f.set_len(size).map_err(io_err("size volume file"))?;
                 f.sync_all().map_err(io_err("sync volume file"))?;
             }
@@ -287,27 +311,53 @@ impl VolumeService {
                 ])
                 .await?;
             }
-            (format, Some(source)) => {
-                let source_is_qcow2 = sniff_qcow2(source);
-                if !source_is_qcow2 && format == Format::Raw {
-                    let (s, d) = (source.to_owned(), dest.to_owned());
-                    tokio::task::spawn_blocking(move || copy_sparse(&s, &d))
-                        .await
-                        .map_err(|e| Error::Io(e.to_string()))?
-                        .map_err(io_err("copy image"))?;
-                } else {
-                    self.qemu_img(&[
-                        "convert".as_ref(),
-                        "-q".as_ref(),
-                        "-O".as_ref(),
-                        format.as_str().as_ref(),
-                        source.as_os_str(),
-                        dest.as_os_str(),
-                    ])
-                    .await?;
-                }
+            (Format::Raw, Some((source, Format::Raw))) => {
+                let (s, d) = (source.to_owned(), dest.to_owned());
+                tokio::task::spawn_blocking(move || copy_sparse(&s, &d))
+                    .await
+                    .map_err(|e| Error::Io(e.to_string()))?
+                    .map_err(io_err("copy image"))?;
                 self.grow(dest, format, size).await?;
             }
+            (format, Some((source, source_format))) => {
+                if source_format == Format::Qcow2 {
+                    crate::check_plain_qcow2(source)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                }
+                self.qemu_img(&[
+                    "convert".as_ref(),
+                    "-q".as_ref(),
+                    "-f".as_ref(),
+                    source_format.as_str().as_ref(),
+                    "-O".as_ref(),
+                    format.as_str().as_ref(),
+                    source.as_os_str(),
+                    dest.as_os_str(),
+                ])
+                .await?;
+                self.grow(dest, format, size).await?;
+            }
+        }
+        std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err("chmod volume file"))
+    }
+
+    /// The largest volume: `--max-volume-bytes`, else the size of the root's filesystem (a
+    /// sparse file can be made larger, but never filled).
+    fn max_volume_bytes(&self) -> u64 {
+        self.cfg.max_volume_bytes.unwrap_or_else(|| {
+            rustix::fs::statvfs(&self.cfg.root)
+                .map_or(u64::MAX, |s| s.f_blocks.saturating_mul(s.f_frsize))
+        })
+    }
+
+    fn check_size(&self, bytes: i64) -> Result<()> {
+        let max = self.max_volume_bytes();
+        if u64::try_from(bytes).is_ok_and(|b| b > max) {
+            return Err(Error::OutOfRange(format!(
+                "storage_bytes {bytes} is larger than the largest volume this runtime can hold \
+                 ({max} bytes)"
+            )));
         }
         Ok(())
     }
@@ -409,15 +459,20 @@ impl VolumeService {
                 "set at most one of image_data_source and snapshot_data_source".into(),
             ));
         }
+        self.check_size(requested)?;
         let meta = request.metadata.unwrap_or_default();
         let mut state = self.state.lock().await;
         let source_path = match (&image, &snapshot) {
-            (Some(image), _) => Some(self.image_path(&image.image)?),
+            (Some(image), _) => {
+                let path = self.image_path(&image.image)?;
+                let format = Format::of_operator_image(&path).map_err(io_err("read image"))?;
+                Some((path, format))
+            }
             (_, Some(snap)) => Some(
                 state
                     .snapshots
                     .get(&snap.snapshot_id)
-                    .map(|s| s.path.clone())
+                    .map(|s| (s.path.clone(), s.format))
                     .ok_or_else(|| Error::NotFound {
                         kind: "volume snapshot",
                         id: snap.snapshot_id.clone(),
@@ -438,7 +493,12 @@ impl VolumeService {
             .join(format!("{id}.{}", format.as_str()));
         let size = u64::try_from(requested).unwrap_or_default();
         if let Err(e) = self
-            .make_file(&path, format, size, source_path.as_deref())
+            .make_file(
+                &path,
+                format,
+                size,
+                source_path.as_ref().map(|(p, f)| (p.as_path(), *f)),
+            )
             .await
         {
             let _ = std::fs::remove_file(&path);
@@ -503,6 +563,7 @@ impl VolumeService {
         if want == record.storage_bytes {
             return Ok(());
         }
+        self.check_size(want)?;
         self.grow(
             &record.path,
             record.format,
@@ -593,18 +654,27 @@ impl VolumeService {
                     .map_err(|e| Error::Io(e.to_string()))?
                     .map_err(io_err("copy volume"))
             }
-            Format::Qcow2 => {
-                self.qemu_img(&[
-                    "convert".as_ref(),
-                    "-q".as_ref(),
-                    "-O".as_ref(),
-                    "qcow2".as_ref(),
-                    source.path.as_os_str(),
-                    path.as_os_str(),
-                ])
-                .await
-            }
+            Format::Qcow2 => match crate::check_plain_qcow2(&source.path) {
+                Err(e) => Err(Error::Io(e.to_string())),
+                Ok(()) => {
+                    self.qemu_img(&[
+                        "convert".as_ref(),
+                        "-q".as_ref(),
+                        "-f".as_ref(),
+                        "qcow2".as_ref(),
+                        "-O".as_ref(),
+                        "qcow2".as_ref(),
+                        source.path.as_os_str(),
+                        path.as_os_str(),
+                    ])
+                    .await
+                }
+            },
         };
+        let copy = copy.and_then(|()| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod snapshot file"))
+        });
         let record = SnapshotRecord {
             id: id.clone(),
             created_at: now_ns(),
@@ -682,7 +752,11 @@ fn copy_sparse(source: &Path, dest: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt as _;
     let src = std::fs::File::open(source)?;
     let len = src.metadata()?.len();
-    let dst = std::fs::File::create_new(dest)?;
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)?;
     dst.set_len(len)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0u64;
@@ -709,13 +783,13 @@ fn copy_sparse(source: &Path, dest: &Path) -> std::io::Result<()> {
     dst.sync_all()
 }
 
-fn sniff_qcow2(path: &Path) -> bool {
-    use std::io::Read as _;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && magic == *b"QFI\xfb"
+/// Create a new file readable and writable by the runtime's user only.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// The qcow2 header's virtual size (big-endian u64 at offset 24).

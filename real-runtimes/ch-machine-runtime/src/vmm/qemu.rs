@@ -131,6 +131,26 @@ fn netdev_name(device_id: &str) -> String {
     short_name('n', device_id)
 }
 
+/// The `blockdev-add` arguments for `disk`: its format always explicit (never probed), and
+/// for qcow2 `"backing": null`, so a backing file named in the header is never opened.
+fn blockdev_json(node: &str, disk: &DiskSpec) -> serde_json::Value {
+    let mut blockdev = json!({
+        "node-name": node,
+        "driver": match disk.format { ImageFormat::Raw => "raw", ImageFormat::Qcow2 => "qcow2" },
+        "read-only": disk.readonly,
+        "file": { "driver": "file", "filename": disk.path, "read-only": disk.readonly },
+    });
+    if disk.format == ImageFormat::Qcow2 {
+        blockdev["backing"] = serde_json::Value::Null;
+    }
+    blockdev
+}
+
+/// The file holding SMBIOS OEM string `i` (ignition) for QEMU.
+fn oem_string_file(paths: &VmPaths, i: usize) -> PathBuf {
+    paths.dir.join(format!("oem-string-{i}"))
+}
+
 fn root_port(i: usize) -> String {
     format!("irikit-rp{i}")
 }
@@ -242,11 +262,14 @@ impl Qemu {
         if let Some(initrd) = &self.initramfs {
             args.extend(["-initrd".into(), initrd.display().to_string()]);
         }
-        for oem in &spec.oem_strings {
-            // Commas are doubled in QEMU option values; base64 has none, but be safe.
+        for i in 0..spec.oem_strings.len() {
+            // By file, never by value: the command line is world-readable in /proc and an
+            // argument is limited to 128 KiB. `spawn_for` writes the files (0600).
+            // Commas are doubled in QEMU option values.
+            let path = oem_string_file(paths, i).display().to_string();
             args.extend([
                 "-smbios".into(),
-                format!("type=11,value={}", oem.replace(',', ",,")),
+                format!("type=11,path={}", path.replace(',', ",,")),
             ]);
         }
         for i in 0..ROOT_PORTS {
@@ -324,12 +347,7 @@ impl Qemu {
             return Ok(());
         }
         let node = node_name(&disk.id);
-        let blockdev = json!({
-            "node-name": node,
-            "driver": match disk.format { ImageFormat::Raw => "raw", ImageFormat::Qcow2 => "qcow2" },
-            "read-only": disk.readonly,
-            "file": { "driver": "file", "filename": disk.path, "read-only": disk.readonly },
-        });
+        let blockdev = blockdev_json(&node, disk);
         if let Err(first) = conn.execute("blockdev-add", Some(blockdev.clone())).await {
             // A node left over from an interrupted detach: drop it and try once more.
             let _ = conn
@@ -469,6 +487,10 @@ impl Vmm for Qemu {
         "qemu"
     }
 
+    fn max_devices(&self) -> usize {
+        ROOT_PORTS
+    }
+
     async fn spawn(&self, paths: &VmPaths) -> Result<Spawned> {
         Err(Error::Spawn {
             binary: self.binary.clone(),
@@ -485,6 +507,14 @@ impl Vmm for Qemu {
             binary: self.binary.clone(),
             source,
         };
+        for (i, oem) in spec.oem_strings.iter().enumerate() {
+            let path = oem_string_file(paths, i);
+            super::private_file(&path)
+                .and_then(|()| std::fs::write(&path, oem))
+                .map_err(spawn_error)?;
+        }
+        super::private_file(&paths.log).map_err(spawn_error)?;
+        super::private_file(&paths.serial).map_err(spawn_error)?;
         let log = File::create(&paths.log).map_err(spawn_error)?;
         let log_err = log.try_clone().map_err(spawn_error)?;
         let mut cmd = tokio::process::Command::new(&self.binary);
@@ -659,7 +689,7 @@ mod tests {
             "-kernel /k/vmlinuz",
             "-append console=ttyS0 quiet",
             "-initrd /k/initrd",
-            "-smbios type=11,value=aWduaXRpb24=",
+            "-smbios type=11,path=/state/vms/x/oem-string-0",
             "path=/state/vms/x/api.sock,server=on,wait=off",
             "path=/state/vms/x/serial.log",
             "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
@@ -672,6 +702,27 @@ mod tests {
             "guest power-off must end QEMU"
         );
         assert!(!args.contains("-drive"), "disks are added over QMP");
+        assert!(
+            !args.contains("aWduaXRpb24="),
+            "ignition on the command line"
+        );
+    }
+
+    #[test]
+    fn blockdev_format_is_explicit_and_qcow2_has_no_backing() {
+        let mut disk = DiskSpec {
+            id: "d".into(),
+            path: "/v/d".into(),
+            format: ImageFormat::Qcow2,
+            readonly: false,
+        };
+        let qcow2 = blockdev_json("b1", &disk);
+        assert_eq!(qcow2["driver"], "qcow2");
+        assert!(qcow2.get("backing").is_some_and(serde_json::Value::is_null));
+        disk.format = ImageFormat::Raw;
+        let raw = blockdev_json("b1", &disk);
+        assert_eq!(raw["driver"], "raw");
+        assert_eq!(raw["file"]["driver"], "file");
     }
 
     #[test]
