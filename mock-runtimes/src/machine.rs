@@ -860,6 +860,9 @@ impl Core {
         if !st.store.contains(id) && !self.has(Mutant::ExecUnknownOk) {
             return Err(not_found("machine", id));
         }
+        if let Some(console) = &self.config.console {
+            return console.issue(id);
+        }
         Ok(match &self.config.exec_url_prefix {
             Some(prefix) => format!("{prefix}{id}"),
             None => String::new(),
