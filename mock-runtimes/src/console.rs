@@ -48,10 +48,23 @@ pub fn banner(machine_id: &str) -> String {
     format!("iri-mock console of machine {machine_id}\r\n")
 }
 
+/// Deliberate contract violations of the console (the mock's console mutants).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Violations {
+    /// The URL's path is one nothing serves.
+    pub url_not_served: bool,
+    /// Stdin is dropped instead of echoed.
+    pub no_echo: bool,
+    /// A second console of the same machine is allowed.
+    pub second_allowed: bool,
+    /// The token stays valid after use.
+    pub token_reusable: bool,
+}
+
 #[derive(Default)]
 struct State {
-    /// token → (machine id, issued at).
-    tokens: HashMap<String, (String, Instant)>,
+    /// token → (machine id, issued at, violations).
+    tokens: HashMap<String, (String, Instant, Violations)>,
     /// Machines with an open console.
     open: HashSet<String>,
 }
@@ -61,6 +74,9 @@ struct State {
 pub struct ConsoleServer {
     base_url: String,
     state: Arc<Mutex<State>>,
+    /// The bound listener until the accept loop takes it (at [`Self::start`] or the first
+    /// [`Self::issue`] inside a tokio runtime).
+    unserved: Arc<Mutex<Option<std::net::TcpListener>>>,
 }
 
 impl std::fmt::Debug for ConsoleServer {
@@ -83,19 +99,49 @@ impl ConsoleServer {
     /// # Errors
     /// The bind fails.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let server = Self {
+        let server = Self::bind()?;
+        server.serve();
+        Ok(server)
+    }
+
+    /// Bind `127.0.0.1:0` without a runtime; consoles are served from the first
+    /// [`Self::issue`] on (which runs inside one).
+    ///
+    /// # Errors
+    /// The bind fails.
+    pub fn bind() -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        Ok(Self {
             base_url: format!("http://{}", listener.local_addr()?),
             state: Arc::default(),
+            unserved: Arc::new(Mutex::new(Some(listener))),
+        })
+    }
+
+    /// Start the accept loop once (needs a tokio runtime; without one, nothing happens).
+    fn serve(&self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        let accept = server.clone();
-        tokio::spawn(async move {
+        let Some(std_listener) = self
+            .unserved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let accept = self.clone();
+        handle.spawn(async move {
+            let Ok(listener) = TcpListener::from_std(std_listener) else {
+                return;
+            };
             while let Ok((stream, _)) = listener.accept().await {
                 let server = accept.clone();
                 tokio::spawn(async move { server.session(stream).await });
             }
         });
-        Ok(server)
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -109,18 +155,34 @@ impl ConsoleServer {
     /// # Errors
     /// A console of that machine is open.
     pub fn issue(&self, machine_id: &str) -> Result<String, Status> {
+        self.issue_with(machine_id, Violations::default())
+    }
+
+    /// [`Self::issue`] with deliberate violations (mutants).
+    ///
+    /// # Errors
+    /// A console of that machine is open (unless `violations.second_allowed`).
+    pub fn issue_with(&self, machine_id: &str, violations: Violations) -> Result<String, Status> {
+        self.serve();
         let mut st = lock(&self.state);
-        if st.open.contains(machine_id) {
+        if st.open.contains(machine_id) && !violations.second_allowed {
             return Err(Status::failed_precondition(format!(
                 "machine {machine_id:?} already has an open console"
             )));
         }
         st.tokens
-            .retain(|_, (_, issued)| issued.elapsed() < TOKEN_TTL);
+            .retain(|_, (_, issued, _)| issued.elapsed() < TOKEN_TTL);
         let token = format!("{:032x}", rand::random::<u128>());
-        st.tokens
-            .insert(token.clone(), (machine_id.to_owned(), Instant::now()));
-        Ok(format!("{}/exec/{token}", self.base_url))
+        st.tokens.insert(
+            token.clone(),
+            (machine_id.to_owned(), Instant::now(), violations),
+        );
+        let path = if violations.url_not_served {
+            "nothing"
+        } else {
+            "exec"
+        };
+        Ok(format!("{}/{path}/{token}", self.base_url))
     }
 
     /// Whether `machine_id` has an open console.
@@ -130,25 +192,31 @@ impl ConsoleServer {
     }
 
     /// Take the token in `path` (once) and open the machine's console.
-    fn claim(&self, path: &str) -> Result<String, (StatusCode, String)> {
+    fn claim(&self, path: &str) -> Result<(String, Violations), (StatusCode, String)> {
         let token = path
             .strip_prefix("/exec/")
             .ok_or((StatusCode::NOT_FOUND, "not an exec URL".to_owned()))?;
         let mut st = lock(&self.state);
-        let (machine_id, issued) = st.tokens.remove(token).ok_or((
+        let (machine_id, issued, violations) = st.tokens.remove(token).ok_or((
             StatusCode::NOT_FOUND,
             "unknown or already used exec token".to_owned(),
         ))?;
         if issued.elapsed() >= TOKEN_TTL {
             return Err((StatusCode::GONE, "exec token expired".to_owned()));
         }
-        if !st.open.insert(machine_id.clone()) {
+        if violations.token_reusable {
+            st.tokens.insert(
+                token.to_owned(),
+                (machine_id.clone(), Instant::now(), violations),
+            );
+        }
+        if !st.open.insert(machine_id.clone()) && !violations.second_allowed {
             return Err((
                 StatusCode::CONFLICT,
                 format!("machine {machine_id:?} already has an open console"),
             ));
         }
-        Ok(machine_id)
+        Ok((machine_id, violations))
     }
 
     async fn session(&self, stream: TcpStream) {
@@ -174,10 +242,10 @@ impl ConsoleServer {
                     format!("subprotocol {SUBPROTOCOL} required"),
                 ));
             }
-            let machine_id = self
+            let claim = self
                 .claim(req.uri().path())
                 .map_err(|(code, message)| refuse(code, message))?;
-            claimed = Some(machine_id);
+            claimed = Some(claim);
             resp.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
                 HeaderValue::from_static(SUBPROTOCOL),
@@ -185,17 +253,21 @@ impl ConsoleServer {
             Ok(resp)
         };
         let ws = tokio_tungstenite::accept_hdr_async(stream, callback).await;
-        let Some(machine_id) = claimed else {
+        let Some((machine_id, violations)) = claimed else {
             return;
         };
         if let Ok(ws) = ws {
-            Self::scripted(ws, &machine_id).await;
+            Self::scripted(ws, &machine_id, violations.no_echo).await;
         }
         lock(&self.state).open.remove(&machine_id);
     }
 
     /// The scripted console: banner, then echo stdin until the client closes it.
-    async fn scripted(mut ws: tokio_tungstenite::WebSocketStream<TcpStream>, machine_id: &str) {
+    async fn scripted(
+        mut ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+        machine_id: &str,
+        no_echo: bool,
+    ) {
         let frame = |channel: u8, data: &[u8]| {
             let mut v = Vec::with_capacity(data.len() + 1);
             v.push(channel);
@@ -217,7 +289,9 @@ impl ConsoleServer {
             };
             match data.first() {
                 // Echo stdin on stdout.
-                Some(&STDIN) if ws.send(frame(STDOUT, &data[1..])).await.is_err() => return,
+                Some(&STDIN) if !no_echo && ws.send(frame(STDOUT, &data[1..])).await.is_err() => {
+                    return;
+                }
                 Some(&CLOSE) if data.get(1) == Some(&STDIN) => break,
                 // Resize and anything else: nothing to do for a scripted console.
                 _ => {}
