@@ -170,3 +170,79 @@ async fn console_requires_the_v5_subprotocol() {
     let mut ws = connect(&url).await.unwrap();
     assert_eq!(next_frame(&mut ws).await.0, console::STDOUT);
 }
+
+/// Each console mutant breaks exactly the rule its conformance case checks.
+#[tokio::test]
+async fn console_mutants_change_the_console() {
+    async fn setup(
+        mutant: iri_mock::Mutant,
+    ) -> (
+        MockRuntime,
+        MachineRuntimeClient<tonic::transport::Channel>,
+        String,
+    ) {
+        let mock = MockRuntime::builder()
+            .console(ConsoleServer::start().await.unwrap())
+            .mutant(mutant)
+            .start_in_process()
+            .await
+            .unwrap();
+        let mut client = MachineRuntimeClient::new(mock.machine_channel());
+        let id = client
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(fixtures::machine()),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .machine
+            .unwrap()
+            .metadata
+            .unwrap()
+            .id;
+        (mock, client, id)
+    }
+    use iri_mock::Mutant;
+
+    let (_mock, mut client, id) = setup(Mutant::ConsoleUrlNotServed).await;
+    let url = exec(&mut client, &id).await.unwrap();
+    assert_eq!(
+        refused_with(connect(&url).await.unwrap_err()),
+        StatusCode::NOT_FOUND
+    );
+
+    let (_mock, mut client, id) = setup(Mutant::ConsoleNoEcho).await;
+    let mut ws = connect(&exec(&mut client, &id).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut ws).await.0, console::STDOUT);
+    ws.send(Message::binary(b"\x00hello".to_vec()))
+        .await
+        .unwrap();
+    ws.send(Message::binary(vec![console::CLOSE, console::STDIN]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut ws).await.0,
+        console::ERROR,
+        "stdin was echoed"
+    );
+
+    let (_mock, mut client, id) = setup(Mutant::ConsoleSecondAllowed).await;
+    let _ws = connect(&exec(&mut client, &id).await.unwrap())
+        .await
+        .unwrap();
+    assert!(exec(&mut client, &id).await.is_ok());
+
+    let (_mock, mut client, id) = setup(Mutant::ConsoleTokenReusable).await;
+    let url = exec(&mut client, &id).await.unwrap();
+    drop(connect(&url).await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect(&url).await.is_ok() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "token not reusable");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
