@@ -70,6 +70,8 @@ pub struct Params {
     pub idempotent_count: usize,
     /// How many objects concurrency cases create at once.
     pub parallel_creates: usize,
+    /// Fail (instead of skip) the Exec console cases when Exec answers an empty URL.
+    pub require_exec: bool,
 }
 
 impl Default for Params {
@@ -86,6 +88,7 @@ impl Default for Params {
             poll_interval: Duration::from_millis(20),
             idempotent_count: 10,
             parallel_creates: 8,
+            require_exec: false,
         }
     }
 }

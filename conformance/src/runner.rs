@@ -163,7 +163,12 @@ pub fn embedded_delays() -> iri_mock::Delays {
 
 /// A builder of the embedded mock as the runner uses it (tests add mutants or faults to it).
 pub fn embedded_builder() -> iri_mock::MockRuntimeBuilder {
-    iri_mock::MockRuntime::builder().delays(embedded_delays())
+    let builder = iri_mock::MockRuntime::builder().delays(embedded_delays());
+    // The scripted console behind Exec (loopback TCP), for the `machine.exec.console.*` cases.
+    match iri_mock::console::ConsoleServer::bind() {
+        Ok(console) => builder.console(console),
+        Err(_) => builder,
+    }
 }
 
 impl Targets {

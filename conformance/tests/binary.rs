@@ -148,7 +148,8 @@ fn ids_with(report: &serde_json::Value, status: &str) -> Vec<String> {
 
 #[test]
 fn standalone_mock_passes() {
-    let mock = start_mock(&[]);
+    // With its scripted console, so the Exec console cases run instead of skipping.
+    let mock = start_mock(&["--console"]);
     let (code, report, stdout) = run_conformance(&[
         "--machine-endpoint",
         &mock.machine,

@@ -70,6 +70,7 @@ pub(crate) struct Config {
     pub(crate) runtime_version: String,
     pub(crate) power_off_stopped: bool,
     pub(crate) exec_url_prefix: Option<String>,
+    pub(crate) console: Option<crate::console::ConsoleServer>,
     pub(crate) event_capacity: usize,
 }
 

@@ -61,6 +61,7 @@ mod calls;
 pub mod classes;
 mod clock;
 mod conn;
+pub mod console;
 mod core;
 mod fault;
 pub mod fixtures;

@@ -860,6 +860,15 @@ impl Core {
         if !st.store.contains(id) && !self.has(Mutant::ExecUnknownOk) {
             return Err(not_found("machine", id));
         }
+        if let Some(console) = &self.config.console {
+            let violations = crate::console::Violations {
+                url_not_served: self.has(Mutant::ConsoleUrlNotServed),
+                no_echo: self.has(Mutant::ConsoleNoEcho),
+                second_allowed: self.has(Mutant::ConsoleSecondAllowed),
+                token_reusable: self.has(Mutant::ConsoleTokenReusable),
+            };
+            return console.issue_with(id, violations);
+        }
         Ok(match &self.config.exec_url_prefix {
             Some(prefix) => format!("{prefix}{id}"),
             None => String::new(),

@@ -51,6 +51,10 @@ mutants! {
     AttachDuplicateOk => "attach-duplicate-ok", "AttachVolume of an already attached name returns OK and appends a duplicate instead of AlreadyExists";
     AttachNicDuplicateOk => "attach-nic-duplicate-ok", "AttachNetworkInterface of an already attached name returns OK and appends a duplicate instead of AlreadyExists";
     ExecUnknownOk => "exec-unknown-ok", "Exec on an unknown machine returns a URL instead of NotFound";
+    ConsoleUrlNotServed => "console-url-not-served", "Exec answers a console URL that nothing serves";
+    ConsoleNoEcho => "console-no-echo", "the Exec console drops what is written to it instead of echoing it";
+    ConsoleSecondAllowed => "console-second-allowed", "Exec opens a second console of a machine while one is open instead of FailedPrecondition";
+    ConsoleTokenReusable => "console-token-reusable", "an Exec URL's token works again after its session ended instead of once";
     UnknownIdListErrors => "unknown-id-list-errors", "ListMachines with an unknown id filter returns NotFound instead of an empty list";
     EmptyIdAccepted => "empty-id-accepted", "an empty machine id is treated like any unknown id (NotFound) instead of InvalidArgument";
     MissingSpecAccepted => "missing-spec-accepted", "CreateMachine without machine or spec succeeds instead of InvalidArgument";

@@ -68,6 +68,7 @@ pub struct MockRuntimeBuilder {
     runtime_version: String,
     power_off_stopped: bool,
     exec_url_prefix: Option<String>,
+    console: Option<crate::console::ConsoleServer>,
     event_capacity: usize,
     call_log_capacity: usize,
     mutants: Vec<Mutant>,
@@ -89,6 +90,7 @@ impl Default for MockRuntimeBuilder {
             runtime_version: env!("CARGO_PKG_VERSION").to_owned(),
             power_off_stopped: false,
             exec_url_prefix: None,
+            console: None,
             event_capacity: 10_000,
             call_log_capacity: 100_000,
             mutants: Vec::new(),
@@ -172,6 +174,13 @@ impl MockRuntimeBuilder {
         self
     }
 
+    /// Exec answers a URL of this scripted console (see [`crate::console`]) instead of
+    /// `exec_url_prefix`: one console per machine, single-use expiring tokens.
+    pub fn console(mut self, console: crate::console::ConsoleServer) -> Self {
+        self.console = Some(console);
+        self
+    }
+
     /// How many events each service keeps (oldest dropped first; default 10 000).
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.event_capacity = n;
@@ -238,6 +247,7 @@ impl MockRuntimeBuilder {
             runtime_version: self.runtime_version,
             power_off_stopped: self.power_off_stopped,
             exec_url_prefix: self.exec_url_prefix,
+            console: self.console,
             event_capacity: self.event_capacity,
         };
         let mutants = MutantSet::default();

@@ -152,6 +152,10 @@ struct ParamArgs {
     /// How many objects concurrency cases create at once.
     #[arg(long, default_value_t = 8)]
     parallel_creates: usize,
+    /// Optional features whose absence fails the cases instead of skipping them: `exec` (the
+    /// Exec console cases; otherwise skipped when Exec answers an empty URL)
+    #[arg(long = "require", value_delimiter = ',')]
+    require: Vec<String>,
 }
 
 impl ParamArgs {
@@ -167,6 +171,7 @@ impl ParamArgs {
             poll_interval: self.poll_interval,
             idempotent_count: self.idempotent_count,
             parallel_creates: self.parallel_creates.max(1),
+            require_exec: self.require.iter().any(|r| r == "exec"),
             ..Default::default()
         };
         if let Some(image) = &self.image {

@@ -1,6 +1,7 @@
 //! The case registry: every case of every service and profile, in a stable order.
 
 mod bucket;
+mod exec;
 pub(crate) mod machine;
 mod poollet;
 mod volume;
@@ -23,6 +24,7 @@ pub fn all() -> Vec<Case> {
 /// The RPC-level cases only.
 pub fn rpc() -> Vec<Case> {
     let mut v = machine::cases();
+    v.extend(exec::cases());
     v.extend(volume::cases());
     v.extend(bucket::cases());
     v.extend(poollet::cases());

@@ -91,6 +91,9 @@ struct Args {
     /// Exec answers this prefix followed by the machine id (default: empty URL).
     #[arg(long, env = "IRI_MOCK_EXEC_URL_PREFIX")]
     exec_url_prefix: Option<String>,
+    /// Serve a scripted console (v5.channel.k8s.io over WebSocket on loopback TCP) behind Exec
+    #[arg(long, env = "IRI_MOCK_CONSOLE")]
+    console: bool,
     /// Seed for reproducible ids.
     #[arg(long, env = "IRI_MOCK_SEED")]
     seed: Option<u64>,
@@ -232,6 +235,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .call_log_capacity(10_000);
     if let Some(prefix) = args.exec_url_prefix {
         builder = builder.exec_url_prefix(prefix);
+    }
+    if args.console {
+        let console = iri_mock::console::ConsoleServer::start().await?;
+        tracing::info!(
+            url = console.base_url(),
+            "serving a scripted console behind Exec"
+        );
+        builder = builder.console(console);
     }
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);

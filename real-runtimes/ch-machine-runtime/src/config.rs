@@ -38,6 +38,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// `--tap-prefix` is too long or not `[a-z0-9-]`.
+    #[error("tap prefix {0:?}: use 1-7 characters of [a-z0-9-]")]
+    BadTapPrefix(String),
     /// The state directory path is too long for unix socket paths below it.
     #[error("state dir {0:?} is too long: VMM api sockets below it would exceed 107 bytes")]
     StateDirTooLong(PathBuf),
@@ -120,11 +123,55 @@ pub struct Payload {
 /// How NICs are realised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NicMode {
-    /// NICs are accepted and reported `Pending` (no host networking is touched).
+    /// `tap` where a tap device can be made here ([`taps_possible`]), else `none` (the default).
+    Auto,
+    /// NICs are refused with FailedPrecondition (no host networking is touched).
     None,
-    /// CH creates a tap device per NIC itself (needs root / CAP_NET_ADMIN); reported `Attached`.
+    /// The VMM creates a named tap device per NIC itself (needs root / CAP_NET_ADMIN);
+    /// reported `Attached`. The tap goes away with the VMM's file descriptor: on detach, on
+    /// delete, and when the VMM exits.
     Tap,
 }
+
+impl NicMode {
+    /// `Auto` resolved with a start-up probe: `Tap` or `None`.
+    #[must_use]
+    pub fn resolve(self) -> Self {
+        match self {
+            Self::Auto if taps_possible() => Self::Tap,
+            Self::Auto => Self::None,
+            other => other,
+        }
+    }
+}
+
+/// CAP_NET_ADMIN's bit in `/proc/self/status`'s `CapEff`.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Whether this process can create tap devices: CAP_NET_ADMIN is effective (root has it) and
+/// `/dev/net/tun` opens read-write. The VMMs the runtime spawns inherit both.
+#[must_use]
+pub fn taps_possible() -> bool {
+    let cap_net_admin = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0);
+    cap_net_admin
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_ok()
+}
+
+/// The longest `--tap-prefix`: a tap name is the prefix plus 8 hex digits and Linux allows 15
+/// characters (IFNAMSIZ - 1).
+pub const MAX_TAP_PREFIX: usize = 7;
 
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
@@ -143,8 +190,10 @@ pub struct Config {
     pub image_dirs: Vec<PathBuf>,
     /// Size of a `local_disk` without `size_bytes`.
     pub default_local_disk_bytes: u64,
-    /// NIC realisation.
+    /// NIC realisation: `Tap` or `None` (`Auto` is resolved by [`Config::validate`]).
     pub nic_mode: NicMode,
+    /// Tap device names are this prefix plus 8 hex digits of a hash of machine id and NIC name.
+    pub tap_prefix: String,
     /// How often machines are re-probed when nothing happens.
     pub resync_interval: Duration,
     /// Power-off: press the ACPI power button and wait this long before a hard `vm.shutdown`
@@ -192,6 +241,16 @@ impl Config {
         if self.state_dir.as_os_str().len() + "/vms/".len() + 32 + "/api.sock".len() > 107 {
             return Err(Error::StateDirTooLong(self.state_dir));
         }
+        let prefix_ok = !self.tap_prefix.is_empty()
+            && self.tap_prefix.len() <= MAX_TAP_PREFIX
+            && self
+                .tap_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !prefix_ok {
+            return Err(Error::BadTapPrefix(self.tap_prefix));
+        }
+        self.nic_mode = self.nic_mode.resolve();
         Ok(self)
     }
 }

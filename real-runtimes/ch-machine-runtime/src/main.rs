@@ -67,9 +67,13 @@ struct Args {
     /// Size of a local_disk without size_bytes
     #[arg(long, env = "IRI_CH_DEFAULT_LOCAL_DISK_BYTES", default_value_t = 500 << 20)]
     default_local_disk_bytes: u64,
-    /// NICs: `none` (reported Pending) or `tap` (CH creates a tap per NIC; needs root)
-    #[arg(long, env = "IRI_CH_NIC_MODE", value_enum, default_value = "none")]
+    /// NICs: `auto` (tap where root / CAP_NET_ADMIN and /dev/net/tun allow, else none), `tap`
+    /// (the VMM creates a named tap per NIC) or `none` (NICs refused with FailedPrecondition)
+    #[arg(long, env = "IRI_CH_NIC_MODE", value_enum, default_value = "auto")]
     nic_mode: NicMode,
+    /// Tap device names: this prefix (1-7 of [a-z0-9-]) plus 8 hex digits
+    #[arg(long, env = "IRI_CH_TAP_PREFIX", default_value = "iri")]
+    tap_prefix: String,
     /// How often idle machines are re-probed
     #[arg(long, env = "IRI_CH_RESYNC_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     resync_interval: Duration,
@@ -145,6 +149,7 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
         image_dirs: config::canonical_dirs("image dir", &args.image_dirs)?,
         default_local_disk_bytes: args.default_local_disk_bytes,
         nic_mode: args.nic_mode,
+        tap_prefix: args.tap_prefix.clone(),
         resync_interval: args.resync_interval,
         graceful_power_off: args.graceful_power_off,
         stop_vms_on_exit: args.stop_vms_on_exit,
@@ -182,6 +187,11 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let socket = socket_path(&args)?;
     let cfg = build_config(&args)?;
+    if cfg.nic_mode == NicMode::None {
+        tracing::info!("NICs are refused (--nic-mode none, or no CAP_NET_ADMIN / /dev/net/tun)");
+    } else {
+        tracing::info!(tap_prefix = %cfg.tap_prefix, "NICs are tap devices the VMM creates");
+    }
     let initramfs = args
         .initramfs
         .as_ref()

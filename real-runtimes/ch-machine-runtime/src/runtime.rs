@@ -69,6 +69,13 @@ pub enum Error {
     /// The machine is being deleted.
     #[error("machine {0:?} is being deleted")]
     Deleting(String),
+    /// A NIC was asked for but this runtime cannot create tap devices.
+    #[error(
+        "network interfaces are not supported here: the runtime cannot create tap devices \
+         (it needs root or CAP_NET_ADMIN and /dev/net/tun; started with --nic-mode none or \
+         without them)"
+    )]
+    NicsUnsupported,
     /// Persisting state failed.
     #[error("persist machine state")]
     Store(#[from] store::Error),
@@ -122,6 +129,17 @@ fn nic_mac(machine_id: &str, nic_name: &str) -> String {
     nic_name.hash(&mut h);
     let b = h.finish().to_be_bytes();
     format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// The host tap device for a NIC: `prefix` plus 8 hex digits of a hash of machine id and NIC
+/// name (Linux allows 15 characters; the prefix has at most 7).
+fn tap_name(prefix: &str, machine_id: &str, nic_name: &str) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    "tap".hash(&mut h);
+    machine_id.hash(&mut h);
+    nic_name.hash(&mut h);
+    format!("{prefix}{:08x}", h.finish() & 0xffff_ffff)
 }
 
 /// The machine id as a UUID string for the VM platform (first 32 hex digits).
@@ -514,6 +532,15 @@ impl Runtime {
         Ok(())
     }
 
+    /// NICs are refused, never left `Pending` forever, when no tap device can be made.
+    fn nics_supported(&self) -> Result<()> {
+        if self.inner.cfg.nic_mode == NicMode::Tap {
+            Ok(())
+        } else {
+            Err(Error::NicsUnsupported)
+        }
+    }
+
     fn validate_nic(nic: &machine::NetworkInterface) -> Result<()> {
         validate::name("network interface name", &nic.name)?;
         Ok(())
@@ -555,6 +582,9 @@ impl Runtime {
                     nic.name
                 )));
             }
+        }
+        if !spec.network_interfaces.is_empty() {
+            self.nics_supported()?;
         }
         Ok(())
     }
@@ -826,6 +856,7 @@ impl Runtime {
             nic.ok_or_else(|| Error::InvalidArgument("network_interface is required".into()))?;
         self.entry(id)?;
         Self::validate_nic(&nic)?;
+        self.nics_supported()?;
         self.mutate(id, |r| {
             if r.spec.network_interfaces.iter().any(|n| n.name == nic.name) {
                 return Err(Error::DeviceExists {
@@ -983,7 +1014,7 @@ impl Runtime {
             }
         }
         let nics: Vec<NicSpec> = match self.inner.cfg.nic_mode {
-            NicMode::None => Vec::new(),
+            NicMode::None | NicMode::Auto => Vec::new(),
             NicMode::Tap => record
                 .spec
                 .network_interfaces
@@ -991,6 +1022,7 @@ impl Runtime {
                 .map(|n| NicSpec {
                     id: nic_id(&n.name),
                     mac: nic_mac(&record.id, &n.name),
+                    tap: tap_name(&self.inner.cfg.tap_prefix, &record.id, &n.name),
                 })
                 .collect(),
         };

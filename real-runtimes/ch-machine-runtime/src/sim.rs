@@ -102,6 +102,9 @@ struct Vm {
     /// acknowledges the ACPI eject (the PVH stub), the device keeps its id and its image lock
     /// until the VM shuts down. `(id, path)`.
     pending_eject: Vec<(String, Option<String>)>,
+    /// The PCI address of each virtio device of the booted VM, by device id (what Cloud
+    /// Hypervisor's device tree reports as the `_virtio-pci-<id>` node's `pci_bdf`).
+    bdfs: std::collections::BTreeMap<String, String>,
 }
 
 struct Sim {
@@ -236,6 +239,55 @@ impl Sim {
             .collect()
     }
 
+    /// The virtio devices a booted VM has, in Cloud Hypervisor's order: console (unless off),
+    /// rng, disks, nets.
+    fn virtio_ids(config: &Value) -> Vec<String> {
+        let mut ids = Vec::new();
+        if config["console"]["mode"]
+            .as_str()
+            .is_some_and(|mode| mode != "Off")
+        {
+            ids.push("__console".to_owned());
+        }
+        ids.push("__rng".to_owned());
+        ids.extend(Self::device_ids(config));
+        ids
+    }
+
+    /// `vm.info`'s `device_tree` in Cloud Hypervisor v53's shape: a map from device id to
+    /// `{id, resources, parent?, children, pci_bdf?}` (`DeviceNode`, `None` fields omitted),
+    /// `resources` a list of externally tagged `Resource`s. Each virtio device is a child of
+    /// its `_virtio-pci-<id>` node, which holds the BAR and the PCI address.
+    fn device_tree(config: &Value, bdfs: &std::collections::BTreeMap<String, String>) -> Value {
+        let mut tree = serde_json::Map::new();
+        let leaf = |id: &str| json!({"id": id, "resources": [], "children": []});
+        tree.insert("__ioapic".into(), leaf("__ioapic"));
+        if config["serial"]["mode"]
+            .as_str()
+            .is_some_and(|mode| mode != "Off")
+        {
+            tree.insert("__serial".into(), leaf("__serial"));
+        }
+        for (index, (id, bdf)) in (0u64..).zip(bdfs) {
+            let pci = format!("_virtio-pci-{id}");
+            let mut node = leaf(id);
+            node["parent"] = json!(pci);
+            tree.insert(id.clone(), node);
+            let bar = json!({"PciBar": {
+                "index": 0,
+                "base": 0xe000_0000u64 + index * 0x8_0000,
+                "size": 0x8_0000,
+                "type_": "Mmio32",
+                "prefetchable": false,
+            }});
+            tree.insert(
+                pci.clone(),
+                json!({"id": pci, "resources": [bar], "children": [id], "pci_bdf": bdf}),
+            );
+        }
+        Value::Object(tree)
+    }
+
     async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>) -> HttpResponse {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
@@ -314,15 +366,21 @@ impl Sim {
                 Some(Vm {
                     config,
                     state: Some(state),
+                    bdfs,
                     ..
-                }) => reply(
-                    StatusCode::OK,
-                    Some(json!({
+                }) => {
+                    let mut body = json!({
                         "config": config,
                         "state": state.as_str(),
                         "memory_actual_size": config["memory"]["size"],
-                    })),
-                ),
+                    });
+                    // Cloud Hypervisor has a device tree once the VM is booted (it omits the
+                    // field before, and again after `vm.shutdown`).
+                    if *state != VmState::Created {
+                        body["device_tree"] = Self::device_tree(config, bdfs);
+                    }
+                    reply(StatusCode::OK, Some(body))
+                }
                 _ => api_err(
                     StatusCode::NOT_FOUND,
                     "The VM info is not available",
@@ -380,6 +438,7 @@ impl Sim {
                     config,
                     state: Some(VmState::Created),
                     pending_eject: Vec::new(),
+                    bdfs: std::collections::BTreeMap::new(),
                 });
                 self.log("VM created");
                 reply(StatusCode::NO_CONTENT, None)
@@ -434,6 +493,10 @@ impl Sim {
                 self.event("vm", "booting");
                 vm.state = Some(VmState::Running);
                 vm.pending_eject.clear();
+                vm.bdfs = Self::virtio_ids(&vm.config)
+                    .into_iter()
+                    .map(|id| (id, self.bdf()))
+                    .collect();
                 Self::truncate_serial(&vm.config);
                 let cmdline = payload["cmdline"].as_str().unwrap_or_default().to_owned();
                 Self::serial_line(&vm.config, &format!("PVH-HELLO cmdline={cmdline}"));
@@ -467,6 +530,7 @@ impl Sim {
                     ("vm.shutdown", VmState::Running | VmState::Paused) => {
                         vm.state = Some(VmState::Created);
                         vm.pending_eject.clear();
+                        vm.bdfs.clear();
                         self.event("vm", "shutdown");
                         self.log("VM shut down");
                         reply(StatusCode::NO_CONTENT, None)
@@ -604,6 +668,9 @@ impl Sim {
                 }
                 if running {
                     let bdf = self.bdf();
+                    // Like Cloud Hypervisor, the node stays in the device tree after
+                    // `vm.remove-device` until the guest ejects it (never, for the stub).
+                    vm.bdfs.insert(id.clone(), bdf.clone());
                     self.event("vm", "device-added");
                     reply(StatusCode::OK, Some(json!({"id": id, "bdf": bdf})))
                 } else {

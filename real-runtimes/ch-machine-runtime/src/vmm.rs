@@ -395,13 +395,15 @@ pub struct DiskSpec {
     pub readonly: bool,
 }
 
-/// A NIC to attach (a VMM-created tap device, no bridge).
+/// A NIC to attach (a tap device the VMM creates under `tap`, no bridge).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NicSpec {
     /// The VMM device id.
     pub id: String,
     /// Its MAC address.
     pub mac: String,
+    /// The host tap device's name (at most 15 characters).
+    pub tap: String,
 }
 
 /// Everything needed to create a VM.
@@ -537,7 +539,7 @@ impl CloudHypervisor {
     }
 
     fn nic_json(nic: &NicSpec) -> Value {
-        json!({ "id": nic.id, "mac": nic.mac })
+        json!({ "id": nic.id, "mac": nic.mac, "tap": nic.tap })
     }
 
     /// The `vm.create` body for `spec`.

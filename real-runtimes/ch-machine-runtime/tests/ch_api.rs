@@ -331,3 +331,220 @@ async fn sim_restarts_after_sigkill() {
     let again = Vmm::spawn(&Backend::Sim, dir.path()).await;
     assert_eq!(again.call("GET", "vmm.ping", None).await.0, 200);
 }
+
+// ---- vm.info's body shape against the recorded real Cloud Hypervisor v53 shape --------------
+
+/// The recorded shape (see the fixture's `source`): `created` before boot and after
+/// `vm.shutdown`, `booted` while the VM is booted.
+fn recorded_shape(which: &str) -> Value {
+    let text = include_str!("fixtures/ch-v53-vm-info-shape.json");
+    let mut all: Value = serde_json::from_str(text).unwrap();
+    all[which].take()
+}
+
+/// Where `value` differs from `shape` (keys and value types, recursively), as JSON-pointer-ish
+/// paths; empty when it matches.
+fn shape_diff(value: &Value, shape: &Value, path: &str, out: &mut Vec<String>) {
+    match shape {
+        Value::String(ty) => {
+            let ok = match ty.as_str() {
+                "string" => value.is_string(),
+                "number" => value.is_number(),
+                "bool" => value.is_boolean(),
+                "object" => value.is_object(),
+                other => panic!("unknown type {other:?} in the shape at {path}"),
+            };
+            if !ok {
+                out.push(format!("{path}: want {ty}, have {value}"));
+            }
+        }
+        Value::Array(elem) => {
+            let Some(items) = value.as_array() else {
+                out.push(format!("{path}: want an array, have {value}"));
+                return;
+            };
+            for (i, item) in items.iter().enumerate() {
+                shape_diff(item, &elem[0], &format!("{path}/{i}"), out);
+            }
+        }
+        Value::Object(fields) if fields.contains_key("oneof") => {
+            let any = fields["oneof"].as_array().unwrap().iter().any(|s| {
+                let mut d = Vec::new();
+                shape_diff(value, s, path, &mut d);
+                d.is_empty()
+            });
+            if !any {
+                out.push(format!("{path}: matches none of the variants: {value}"));
+            }
+        }
+        Value::Object(fields) if fields.contains_key("*") => {
+            let Some(map) = value.as_object() else {
+                out.push(format!("{path}: want a map, have {value}"));
+                return;
+            };
+            for (k, v) in map {
+                shape_diff(v, &fields["*"], &format!("{path}/{k}"), out);
+            }
+        }
+        Value::Object(fields) => {
+            let Some(obj) = value.as_object() else {
+                out.push(format!("{path}: want an object, have {value}"));
+                return;
+            };
+            for (key, sub) in fields {
+                let (name, optional) = key
+                    .strip_suffix('?')
+                    .map_or((key.as_str(), false), |n| (n, true));
+                match obj.get(name) {
+                    Some(v) => shape_diff(v, sub, &format!("{path}/{name}"), out),
+                    None if optional => {}
+                    None => out.push(format!("{path}/{name}: missing")),
+                }
+            }
+            for key in obj.keys() {
+                if !fields.contains_key(key) && !fields.contains_key(&format!("{key}?")) {
+                    out.push(format!("{path}/{key}: not in the recorded shape"));
+                }
+            }
+        }
+        other => panic!("bad shape at {path}: {other}"),
+    }
+}
+
+fn assert_shape(info: &Value, which: &str, step: &str) {
+    let mut diff = Vec::new();
+    shape_diff(info, &recorded_shape(which), "", &mut diff);
+    assert!(diff.is_empty(), "vm.info {step}: {diff:#?}\n{info:#}");
+}
+
+#[test]
+fn shape_diff_catches_differences() {
+    let good = json!({
+        "config": {}, "state": "Running", "memory_actual_size": 1,
+        "device_tree": {"__rng": {"id": "__rng", "resources": [], "children": [],
+                                  "parent": "_virtio-pci-__rng"},
+                        "_virtio-pci-__rng": {"id": "_virtio-pci-__rng", "children": ["__rng"],
+                            "resources": [{"PciBar": {"index": 0, "base": 1, "size": 2,
+                                "type_": "Mmio64", "prefetchable": false}}, {"LegacyIrq": 5}],
+                            "pci_bdf": "0000:00:01.0"}},
+    });
+    let mut diff = Vec::new();
+    shape_diff(&good, &recorded_shape("booted"), "", &mut diff);
+    assert_eq!(diff, Vec::<String>::new());
+    let mut bad = good.clone();
+    bad.as_object_mut().unwrap().remove("device_tree");
+    let mut no_tree = Vec::new();
+    shape_diff(&bad, &recorded_shape("booted"), "", &mut no_tree);
+    assert_eq!(no_tree, vec!["/device_tree: missing".to_owned()]);
+    for (pointer, replacement) in [
+        ("/device_tree/__rng/children", json!("x")),
+        (
+            "/device_tree/_virtio-pci-__rng/resources/0",
+            json!({"PciBar": {"index": 0}}),
+        ),
+        ("/device_tree/__rng/pci_bdf", json!(3)),
+        ("/memory_actual_size", json!("1")),
+    ] {
+        let mut bad = good.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        let parent = bad.pointer_mut(parent).unwrap();
+        match parent {
+            Value::Array(items) => items[key.parse::<usize>().unwrap()] = replacement,
+            other => other[key] = replacement,
+        }
+        let mut diff = Vec::new();
+        shape_diff(&bad, &recorded_shape("booted"), "", &mut diff);
+        assert!(!diff.is_empty(), "{pointer} not caught");
+    }
+    let mut extra = good;
+    extra["device_tree"]["__rng"]["bogus"] = json!(1);
+    let mut diff = Vec::new();
+    shape_diff(&extra, &recorded_shape("booted"), "", &mut diff);
+    assert!(!diff.is_empty());
+}
+
+/// vm.info in every state (created, running, paused, resumed, after the power button, with a
+/// hot-plugged disk and NIC, after a removal, after shutdown) has real CH's shape.
+async fn vm_info_shape(backend: Backend) {
+    let dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
+        return;
+    };
+    let disk = dir.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let vmm = Vmm::spawn(&backend, dir.path()).await;
+    let config = json!({
+        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "memory": {"size": 134_217_728},
+        "payload": {"kernel": kernel, "cmdline": "halt"},
+        "disks": [{"path": disk, "id": "disk0", "image_type": "Raw"}],
+        "serial": {"mode": "File", "file": dir.path().join("serial.log")},
+        "console": {"mode": "Off"},
+    })
+    .to_string();
+    assert_eq!(vmm.call("PUT", "vm.create", Some(&config)).await.0, 204);
+    let info = |step: &'static str, which: &'static str| {
+        let vmm = &vmm;
+        async move {
+            let (s, info) = vmm.call("GET", "vm.info", None).await;
+            assert_eq!(s, 200, "{step}");
+            assert_shape(&info, which, step);
+            info
+        }
+    };
+    info("created", "created").await;
+    assert_eq!(vmm.call("PUT", "vm.boot", None).await.0, 204);
+    let running = info("running", "booted").await;
+    let tree = &running["device_tree"];
+    // The boot disk hangs below its virtio-pci node, which has the PCI address.
+    assert_eq!(tree["disk0"]["parent"], "_virtio-pci-disk0");
+    assert_eq!(tree["_virtio-pci-disk0"]["children"], json!(["disk0"]));
+    assert!(tree["_virtio-pci-disk0"]["pci_bdf"].is_string());
+    assert_eq!(vmm.call("PUT", "vm.pause", None).await.0, 204);
+    info("paused", "booted").await;
+    assert_eq!(vmm.call("PUT", "vm.resume", None).await.0, 204);
+    info("resumed", "booted").await;
+    assert_eq!(vmm.call("PUT", "vm.power-button", None).await.0, 204);
+    info("after the power button", "booted").await;
+
+    let d1 = dir.path().join("d1.raw");
+    std::fs::File::create(&d1)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let body = json!({"path": d1, "id": "vol1", "image_type": "Raw"}).to_string();
+    let (s, added) = vmm.call("PUT", "vm.add-disk", Some(&body)).await;
+    assert_eq!(s, 200);
+    let hot = info("after vm.add-disk", "booted").await;
+    assert_eq!(
+        hot["device_tree"]["_virtio-pci-vol1"]["pci_bdf"], added["bdf"],
+        "the tree's address is the one vm.add-disk answered"
+    );
+    assert_eq!(
+        vmm.call("PUT", "vm.remove-device", Some("{\"id\":\"vol1\"}"))
+            .await
+            .0,
+        204
+    );
+    info("after vm.remove-device", "booted").await;
+    assert_eq!(vmm.call("PUT", "vm.shutdown", None).await.0, 204);
+    info("after vm.shutdown", "created").await;
+}
+
+#[tokio::test]
+async fn vm_info_shape_on_ch_sim() {
+    vm_info_shape(Backend::Sim).await;
+}
+
+#[tokio::test]
+async fn vm_info_shape_on_real_ch() {
+    if let Some(backend) = Backend::real_ch() {
+        vm_info_shape(backend).await;
+    }
+}

@@ -57,6 +57,13 @@ const NIC_CASES: [(&str, &str); 2] = [
     ),
 ];
 
+/// The Exec console cases skip on a runtime whose Exec answers an empty URL, as this one's does
+/// so far (issue 18: the console bridge to the VMM's serial is not built yet).
+const EXEC_CASES: [(&str, &str); 1] = [(
+    "^machine\\.exec\\.console\\.",
+    "Exec answers an empty URL: no console bridge in this runtime yet",
+)];
+
 /// Whether QEMU can create tap devices here (root and /dev/net/tun opens).
 fn taps_possible() -> bool {
     rustix::process::geteuid().is_root()
@@ -70,6 +77,7 @@ fn taps_possible() -> bool {
 fn suite(runtimes: &Runtimes, profile: ProfileFilter) -> Suite {
     let mut suite = Suite::new(Service::Machine, profile);
     suite.not_applicable.extend(CEPH_CASES);
+    suite.not_applicable.extend(EXEC_CASES);
     suite.params.machine_class = Some(common::CLASS.to_owned());
     suite.params.image = runtimes.image.display().to_string();
     // Local disks are sparse files; keep them small all the same.

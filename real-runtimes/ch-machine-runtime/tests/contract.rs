@@ -24,7 +24,12 @@ struct InProcess {
 }
 
 impl InProcess {
+    /// With `--nic-mode tap`: ch-sim creates no host devices, so this needs no root.
     async fn start() -> Self {
+        Self::start_with(NicMode::Tap).await
+    }
+
+    async fn start_with(nic_mode: NicMode) -> Self {
         let env = Env::new(Backend::Sim, "halt").unwrap();
         let cfg = Config {
             state_dir: env.state_dir.clone(),
@@ -48,7 +53,8 @@ impl InProcess {
             volume_dirs: vec![std::fs::canonicalize(&env.volume_dir).unwrap()],
             image_dirs: vec![std::fs::canonicalize(&env.image_dir).unwrap()],
             default_local_disk_bytes: 1 << 20,
-            nic_mode: NicMode::None,
+            nic_mode,
+            tap_prefix: "ct".into(),
             resync_interval: Duration::from_millis(200),
             graceful_power_off: Duration::ZERO,
             stop_vms_on_exit: true,
@@ -396,14 +402,19 @@ async fn metadata_generations_status_and_events() {
     assert_eq!(meta.annotations, common::labels(&[("note", "kept")]));
     assert_eq!(created.spec, request.machine.unwrap().spec);
     assert_eq!(common::state_of(&created), MachineState::MachinePending);
-    let running = common::wait_state(&mut rt.client, &meta.id, MachineState::MachineRunning).await;
-    // NICs stay Pending without --nic-mode tap.
-    let nics = &running.status.as_ref().unwrap().network_interfaces;
+    common::wait_state(&mut rt.client, &meta.id, MachineState::MachineRunning).await;
+    // With --nic-mode tap the NIC attaches, its handle the MAC.
+    let nics = &common::wait_for_nic(&mut rt.client, &meta.id, "eth0", true)
+        .await
+        .status
+        .unwrap()
+        .network_interfaces;
     assert_eq!(nics.len(), 1);
     assert_eq!(
         nics[0].state,
-        machine::NetworkInterfaceState::NetworkInterfacePending as i32
+        machine::NetworkInterfaceState::NetworkInterfaceAttached as i32
     );
+    assert!(nics[0].handle.starts_with("52:54:"), "{:?}", nics[0].handle);
     // Ignition reaches the VM as a base64 OEM string.
     let sock = rt.env.state_dir.join("vms").join(&meta.id).join("api.sock");
     let info: serde_json::Value = reqwest::Client::builder()
@@ -422,6 +433,13 @@ async fn metadata_generations_status_and_events() {
         "eyJpZ25pdGlvbiI6e319"
     );
     assert_eq!(info["config"]["memory"]["size"], 128 << 20);
+    // The VMM is told to create a named tap: the prefix plus 8 hex digits.
+    let tap = info["config"]["net"][0]["tap"].as_str().unwrap();
+    assert!(
+        tap.len() == 10 && tap.starts_with("ct") && tap[2..].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{tap:?}"
+    );
+    assert_eq!(info["config"]["net"][0]["mac"], nics[0].handle.as_str());
 
     // Annotations are replaced whole.
     rt.client
@@ -573,4 +591,67 @@ async fn metadata_generations_status_and_events() {
         .events;
     assert!(none.is_empty());
     rt.stop().await;
+}
+
+/// Where no tap can be made (`--nic-mode none`, or `auto` without CAP_NET_ADMIN), NICs are
+/// refused with FailedPrecondition instead of staying Pending forever.
+#[tokio::test]
+async fn nics_refused_without_taps() {
+    let mut rt = InProcess::start_with(NicMode::None).await;
+    let nic = machine::NetworkInterface {
+        name: "eth0".into(),
+        network_id: "net".into(),
+        ..Default::default()
+    };
+    let mut spec = common::spec(vec![]);
+    spec.network_interfaces = vec![nic.clone()];
+    let status = rt
+        .client
+        .create_machine(common::machine_request(spec))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("tap"), "{status:?}");
+    // A bad NIC name is still InvalidArgument first.
+    let mut spec = common::spec(vec![]);
+    spec.network_interfaces = vec![machine::NetworkInterface {
+        name: "a/b".into(),
+        ..Default::default()
+    }];
+    let status = rt
+        .client
+        .create_machine(common::machine_request(spec))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    let id = rt.create(common::spec(vec![])).await.metadata.unwrap().id;
+    let status = rt
+        .client
+        .attach_network_interface(machine::AttachNetworkInterfaceRequest {
+            machine_id: id.clone(),
+            network_interface: Some(nic),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let m = common::get(&mut rt.client, &id).await.unwrap();
+    assert!(m.spec.unwrap().network_interfaces.is_empty());
+    rt.stop().await;
+}
+
+/// `auto` resolves to `tap` exactly where CAP_NET_ADMIN is effective and /dev/net/tun opens.
+#[test]
+fn auto_nic_mode_follows_the_probe() {
+    let want = if ch_machine_runtime::config::taps_possible() {
+        NicMode::Tap
+    } else {
+        NicMode::None
+    };
+    assert_eq!(NicMode::Auto.resolve(), want);
+    assert_eq!(NicMode::None.resolve(), NicMode::None);
+    assert_eq!(NicMode::Tap.resolve(), NicMode::Tap);
+    if common::required("tap") {
+        assert!(ch_machine_runtime::config::taps_possible());
+    }
 }

@@ -390,14 +390,20 @@ impl Qemu {
             return Ok(());
         }
         let netdev = netdev_name(&nic.id);
-        // A tap device QEMU creates itself (needs root / CAP_NET_ADMIN), no bridge: the same
-        // as Cloud Hypervisor's `net` without `tap`.
+        // A named tap device QEMU creates itself (needs root / CAP_NET_ADMIN), no bridge: the
+        // same as Cloud Hypervisor's `net` with `tap`. It goes away when QEMU closes it.
         let _ = conn
             .execute("netdev_del", Some(json!({ "id": netdev })))
             .await;
         conn.execute(
             "netdev_add",
-            Some(json!({ "type": "tap", "id": netdev, "script": "no", "downscript": "no" })),
+            Some(json!({
+                "type": "tap",
+                "id": netdev,
+                "ifname": nic.tap,
+                "script": "no",
+                "downscript": "no",
+            })),
         )
         .await?;
         let port = Self::free_port(conn).await?;

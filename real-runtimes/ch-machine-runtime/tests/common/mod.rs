@@ -450,6 +450,69 @@ pub async fn wait_gone(client: &mut Client, id: &str) {
     }
 }
 
+/// Poll until NIC `name` of machine `id` is (not) attached; returns the machine.
+pub async fn wait_for_nic(
+    client: &mut Client,
+    id: &str,
+    name: &str,
+    attached: bool,
+) -> machine::Machine {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = get(client, id).await.expect("machine exists");
+        let nic = m
+            .status
+            .as_ref()
+            .and_then(|s| s.network_interfaces.iter().find(|n| n.name == name));
+        let now = nic.is_some_and(|n| {
+            n.state == machine::NetworkInterfaceState::NetworkInterfaceAttached as i32
+                && !n.handle.is_empty()
+        });
+        if now == attached {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nic {name} of {id} not attached={attached}: {nic:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A tap prefix unique to this test run (`t` + 5 hex digits), so parallel runs don't clash.
+pub fn unique_tap_prefix() -> String {
+    format!("t{:05x}", rand_u32() & 0xf_ffff)
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    #[allow(clippy::cast_possible_truncation)]
+    let v = h.finish() as u32;
+    v
+}
+
+/// The host network devices whose names start with `prefix` (from `/sys/class/net`).
+pub fn net_devices(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// A volume status by name: (handle, attached).
 pub fn volume_status(m: &machine::Machine, name: &str) -> Option<(String, bool)> {
     m.status

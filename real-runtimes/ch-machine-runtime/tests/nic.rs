@@ -1,0 +1,226 @@
+//! NICs with the default `--nic-mode auto` (tap wherever this process can make a tap: root or
+//! CAP_NET_ADMIN, as in CI): attach at create, hot-plug, detach, kill -9 adoption and delete,
+//! on ch-sim and on real QEMU. Each run uses its own `--tap-prefix`, so parallel runs never
+//! share a tap name, and after each test no host network device with that prefix is left
+//! (`/sys/class/net`).
+//!
+//! QEMU creates the tap devices on the host, so there the taps are counted in `/sys/class/net`.
+//! ch-sim creates no host devices; there the taps are the ones the runtime told the VMM to
+//! create (`vm.info`'s `config.net[].tap`).
+//!
+//! Without CAP_NET_ADMIN the tests print one `skip:` line unless `IRIKIT_REQUIRE` names `tap`
+//! (the refusal itself is tested in `contract.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::{Backend, Env, Proc};
+use iri_spec::machine::v1alpha1::{self as machine, MachineState};
+
+/// Which VMM the test drives.
+enum Kind {
+    Sim,
+    Qemu(std::path::PathBuf),
+}
+
+fn start(env: &Env, kind: &Kind, prefix: &str) -> Proc {
+    let extra = ["--tap-prefix", prefix];
+    let args = match kind {
+        Kind::Sim => {
+            let mut args = env.args();
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            args
+        }
+        Kind::Qemu(qemu) => env.qemu_args(qemu, &extra),
+    };
+    Proc::spawn(
+        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
+        &args,
+        &env.socket,
+    )
+}
+
+/// The tap devices of machine `id` that exist: host devices for QEMU, the VMM's `net` taps
+/// for ch-sim.
+async fn taps(env: &Env, kind: &Kind, prefix: &str, id: &str) -> Vec<String> {
+    match kind {
+        Kind::Qemu(_) => common::net_devices(prefix),
+        Kind::Sim => {
+            let sock = env.state_dir.join("vms").join(id).join("api.sock");
+            let info: serde_json::Value = reqwest::Client::builder()
+                .unix_socket(sock.as_path())
+                .build()
+                .unwrap()
+                .get("http://localhost/api/v1/vm.info")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let mut names: Vec<String> = info["config"]["net"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["tap"].as_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            names
+        }
+    }
+}
+
+async fn wait_taps(env: &Env, kind: &Kind, prefix: &str, id: &str, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = taps(env, kind, prefix, id).await;
+        if now.len() == count {
+            assert!(
+                now.iter()
+                    .all(|t| t.len() == prefix.len() + 8 && t.starts_with(prefix)),
+                "{now:?}"
+            );
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "want {count} taps for {id}, have {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn attach(client: &mut common::Client, id: &str, name: &str) {
+    client
+        .attach_network_interface(machine::AttachNetworkInterfaceRequest {
+            machine_id: id.to_owned(),
+            network_interface: Some(nic(name)),
+        })
+        .await
+        .unwrap();
+}
+
+async fn detach(client: &mut common::Client, id: &str, name: &str) {
+    client
+        .detach_network_interface(machine::DetachNetworkInterfaceRequest {
+            machine_id: id.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+fn nic(name: &str) -> machine::NetworkInterface {
+    machine::NetworkInterface {
+        name: name.to_owned(),
+        network_id: "net".into(),
+        ips: vec!["10.0.0.2".into()],
+        ..Default::default()
+    }
+}
+
+fn handle(m: &machine::Machine, name: &str) -> String {
+    m.status
+        .as_ref()
+        .unwrap()
+        .network_interfaces
+        .iter()
+        .find(|n| n.name == name)
+        .map(|n| n.handle.clone())
+        .unwrap()
+}
+
+async fn nic_lifecycle(env: Env, kind: Kind) {
+    if !ch_machine_runtime::config::taps_possible() {
+        common::skip(
+            "tap",
+            "no CAP_NET_ADMIN or /dev/net/tun: the runtime refuses NICs",
+        );
+        return;
+    }
+    let prefix = common::unique_tap_prefix();
+    assert_eq!(common::net_devices(&prefix), Vec::<String>::new());
+    let mut runtime = start(&env, &kind, &prefix);
+    let mut client = common::Client::new(runtime.channel().await);
+
+    // Attached at create, no --nic-mode given.
+    let mut spec = common::spec(vec![]);
+    spec.network_interfaces = vec![nic("eth0")];
+    let id = client
+        .create_machine(common::machine_request(spec))
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+        .metadata
+        .unwrap()
+        .id;
+    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    common::wait_for_nic(&mut client, &id, "eth0", true).await;
+    let first = wait_taps(&env, &kind, &prefix, &id, 1).await;
+
+    // Hot-plug a second NIC, then detach the first: its tap goes.
+    attach(&mut client, &id, "eth1").await;
+    let m = common::wait_for_nic(&mut client, &id, "eth1", true).await;
+    let eth1 = handle(&m, "eth1");
+    assert_ne!(eth1, handle(&m, "eth0"), "two NICs share a MAC");
+    let both = wait_taps(&env, &kind, &prefix, &id, 2).await;
+    detach(&mut client, &id, "eth0").await;
+    let left = wait_taps(&env, &kind, &prefix, &id, 1).await;
+    assert!(!left.contains(&first[0]), "the detached NIC's tap is left");
+    assert!(both.contains(&left[0]));
+    let m = common::get(&mut client, &id).await.unwrap();
+    assert_eq!(m.status.unwrap().network_interfaces.len(), 1);
+
+    // kill -9 the runtime: the VMM and its tap stay; a new runtime adopts them.
+    let pid = env.recorded_pid(&id).unwrap();
+    runtime.kill9();
+    drop(client);
+    assert!(common::alive(pid), "the VMM died with the runtime");
+    let mut runtime = start(&env, &kind, &prefix);
+    let mut client = common::Client::new(runtime.channel().await);
+    let m = common::wait_for_nic(&mut client, &id, "eth1", true).await;
+    assert_eq!(handle(&m, "eth1"), eth1);
+    assert_eq!(env.recorded_pid(&id), Some(pid), "the VMM was not adopted");
+    assert_eq!(wait_taps(&env, &kind, &prefix, &id, 1).await, left);
+    // The adopted VMM still hot-plugs and unplugs.
+    attach(&mut client, &id, "eth2").await;
+    common::wait_for_nic(&mut client, &id, "eth2", true).await;
+    wait_taps(&env, &kind, &prefix, &id, 2).await;
+    detach(&mut client, &id, "eth2").await;
+    assert_eq!(wait_taps(&env, &kind, &prefix, &id, 1).await, left);
+
+    // Delete: the VMM and every tap go.
+    client
+        .delete_machine(machine::DeleteMachineRequest {
+            machine_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    common::wait_gone(&mut client, &id).await;
+    assert!(!common::alive(pid), "the VMM survived delete");
+    common::eventually("no tap device left", Duration::from_secs(10), || {
+        let left = common::net_devices(&prefix);
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+    runtime.terminate().await;
+    assert_eq!(common::net_devices(&prefix), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn nics_on_ch_sim() {
+    let env = Env::new(Backend::Sim, "halt").unwrap();
+    nic_lifecycle(env, Kind::Sim).await;
+}
+
+#[tokio::test]
+async fn nics_on_qemu() {
+    let Some((env, qemu, _reaper)) = common::qemu_env("halt") else {
+        return;
+    };
+    nic_lifecycle(env, Kind::Qemu(qemu)).await;
+}
