@@ -69,30 +69,33 @@ impl Breaker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a call of `method` that ran into its deadline.
-    pub fn record_timeout(&self, method: &str) {
-        *self.lock().entry(method.to_owned()).or_default() += 1;
+    /// Records a call of `path` (`/machine.v1alpha1.MachineRuntime/ListMachines`) that ran
+    /// into its deadline. Counts are per path: a hanging machine `Status` leaves the volume
+    /// runtime's `Status` alone.
+    pub fn record_timeout(&self, path: &str) {
+        *self.lock().entry(path.to_owned()).or_default() += 1;
     }
 
-    /// The error a call of `method` fails with at once, when the breaker is open for it.
-    pub fn open_error(&self, method: &str) -> Option<Status> {
+    /// The error a call of `path` fails with at once, when the breaker is open for it.
+    pub fn open_error(&self, path: &str) -> Option<Status> {
         let n = self.threshold();
-        let count = self.lock().get(method).copied().unwrap_or(0);
+        let count = self.lock().get(path).copied().unwrap_or(0);
         (n > 0 && count >= n).then(|| {
             Status::deadline_exceeded(format!(
-                "{method} timed out {count} times; not called again"
+                "{} timed out {count} times; not called again",
+                method_of(path)
             ))
         })
     }
 
-    /// Methods that are open, with their timeout counts (sorted).
+    /// Methods that are open (their RPC names), with their timeout counts (sorted).
     pub fn open_methods(&self) -> Vec<(String, usize)> {
         let n = self.threshold();
         let mut v: Vec<_> = self
             .lock()
             .iter()
             .filter(|(_, c)| n > 0 && **c >= n)
-            .map(|(m, c)| (m.clone(), *c))
+            .map(|(p, c)| (method_of(p).to_owned(), *c))
             .collect();
         v.sort();
         v
@@ -128,9 +131,9 @@ impl tower::Service<http::Request<Body>> for Guarded {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let method = method_of(req.uri().path()).to_owned();
+        let path = req.uri().path().to_owned();
         let breaker = self.breaker.clone();
-        if let Some(st) = breaker.open_error(&method) {
+        if let Some(st) = breaker.open_error(&path) {
             return Box::pin(async move { Err(Box::new(st) as Self::Error) });
         }
         let deadline = breaker.deadline();
@@ -139,12 +142,44 @@ impl tower::Service<http::Request<Body>> for Guarded {
             match tokio::time::timeout(deadline, fut).await {
                 Ok(res) => res.map_err(Into::into),
                 Err(_) => {
-                    breaker.record_timeout(&method);
+                    breaker.record_timeout(&path);
                     Err(Box::new(Status::deadline_exceeded(format!(
-                        "{method}: no answer within the RPC deadline of {deadline:?}"
+                        "{}: no answer within the RPC deadline of {deadline:?}",
+                        method_of(&path)
                     ))) as Self::Error)
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_per_method_after_the_threshold() {
+        let b = Breaker::default();
+        let list = "/machine.v1alpha1.MachineRuntime/ListMachines";
+        let status = "/machine.v1alpha1.MachineRuntime/Status";
+        b.record_timeout(list);
+        assert!(b.open_error(list).is_none());
+        b.record_timeout(list);
+        let st = b.open_error(list).unwrap();
+        assert_eq!(st.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            st.message(),
+            "ListMachines timed out 2 times; not called again"
+        );
+        assert!(b.open_error(status).is_none());
+        assert!(
+            b.open_error("/volume.v1alpha1.VolumeRuntime/ListVolumes")
+                .is_none()
+        );
+        assert_eq!(b.open_methods(), vec![("ListMachines".to_owned(), 2)]);
+        b.configure(Duration::from_secs(1), 0);
+        assert!(b.open_error(list).is_none(), "threshold 0 never opens");
+        b.configure(Duration::from_secs(1), 3);
+        assert!(b.open_error(list).is_none());
     }
 }

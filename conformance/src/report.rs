@@ -30,6 +30,12 @@ pub fn progress_line(
     format!("\r{line:<100.100}")
 }
 
+/// Whether to show the progress line: only when stdout and stderr are terminals and the `CI`
+/// env var is unset (CI logs never get one).
+pub fn progress_wanted(stdout_tty: bool, stderr_tty: bool, ci: Option<&std::ffi::OsStr>) -> bool {
+    stdout_tty && stderr_tty && ci.is_none()
+}
+
 /// A result line for a failed or skipped case (`None` for a pass). A failed `should` case is a
 /// `WARN` line unless the run is strict.
 pub fn result_line(
@@ -471,6 +477,34 @@ mod tests {
         assert!(!r.success(false));
         assert!(human_summary(&r).contains("FAIL [should] machine.create.rejects_invalid_power"));
         assert!(junit(&r).contains("type=\"conformance-should\""));
+    }
+
+    #[test]
+    fn progress_line_shows_done_failures_and_the_slowest_case() {
+        let line = progress_line(
+            7,
+            120,
+            2,
+            Some(("machine.state.pending_to_running", Duration::from_secs(12))),
+        );
+        assert!(line.starts_with("\r[7/120] failed 2"), "{line}");
+        assert!(
+            line.contains("slowest running: machine.state.pending_to_running (12s)"),
+            "{line}"
+        );
+        assert_eq!(progress_line(0, 3, 0, None).trim_end(), "\r[0/3] failed 0");
+    }
+
+    #[test]
+    fn progress_only_on_a_terminal_outside_ci() {
+        assert!(progress_wanted(true, true, None));
+        assert!(!progress_wanted(false, true, None));
+        assert!(!progress_wanted(true, false, None));
+        assert!(!progress_wanted(
+            true,
+            true,
+            Some(std::ffi::OsStr::new("true"))
+        ));
     }
 
     #[test]

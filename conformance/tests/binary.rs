@@ -118,6 +118,12 @@ fn run_conformance(args: &[&str]) -> (i32, serde_json::Value, String) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // stdout is a pipe here: never a progress line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("\r["),
+        "progress line without a TTY: {stderr}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| {
             panic!(

@@ -348,9 +348,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("no case matches the selection (see `iri-conformance list`)");
     }
     // The progress line: only on a terminal (stdout and stderr), never in CI logs.
-    let tty = std::io::stdout().is_terminal()
-        && std::io::stderr().is_terminal()
-        && std::env::var_os("CI").is_none();
+    let tty = report::progress_wanted(
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+        std::env::var_os("CI").as_deref(),
+    );
     let done = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let total = selected.len();
