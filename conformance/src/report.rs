@@ -60,6 +60,9 @@ pub fn human_summary(r: &RunReport) -> String {
     for res in &r.results {
         if let Some(line) = result_line(&res.id, res.requirement, &res.outcome, r.strict) {
             let _ = writeln!(out, "{line}");
+            if matches!(res.outcome, Outcome::Failed(_)) {
+                let _ = writeln!(out, "    {} because: {}", res.requirement, res.evidence);
+            }
         }
     }
     if !r.leftovers.is_empty() {
