@@ -81,6 +81,34 @@ impl Level {
     }
 }
 
+/// How binding a case is (reference §2.1a, last sentence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// A violation breaks IronCore's Go poollets (reference §2.2, §7.4) or contradicts
+    /// behaviour every IronCore runtime shares: a failure fails the run.
+    Must,
+    /// irikit's stricter recommendation where IronCore's own runtimes deviate in ways the
+    /// poollets tolerate: a failure is a warning unless the run is `--strict`.
+    Should,
+}
+
+impl Requirement {
+    /// Lowercase name (`must`, `should`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Requirement::Must => "must",
+            Requirement::Should => "should",
+        }
+    }
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The result of one case (youki's contest model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -136,6 +164,11 @@ pub struct Case {
     pub exclusive: bool,
     /// One line: the rule it checks.
     pub description: String,
+    /// Must or should ([`Case::must`], [`Case::should`]; default must).
+    pub requirement: Requirement,
+    /// Why the level holds: a reference section or what breaks (one line). Cases that declare
+    /// none get their group's evidence from [`crate::requirement`].
+    pub evidence: String,
     /// The body.
     pub run: CaseFn,
 }
@@ -147,6 +180,7 @@ impl fmt::Debug for Case {
             .field("service", &self.service)
             .field("profile", &self.profile)
             .field("level", &self.level)
+            .field("requirement", &self.requirement)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +205,8 @@ impl Case {
             level: Level::Rpc,
             exclusive: false,
             description: description.into(),
+            requirement: Requirement::Must,
+            evidence: String::new(),
             run: Arc::new(move |ctx| Box::pin(f(ctx))),
         }
     }
@@ -178,6 +214,21 @@ impl Case {
     /// The same case on the lifecycle level.
     pub fn lifecycle(mut self) -> Self {
         self.level = Level::Lifecycle;
+        self
+    }
+
+    /// The same case as a `must`, with its evidence (reference section or what breaks).
+    pub fn must(mut self, evidence: impl Into<String>) -> Self {
+        self.requirement = Requirement::Must;
+        self.evidence = evidence.into();
+        self
+    }
+
+    /// The same case as a `should`, with its evidence (which IronCore runtime deviates, and
+    /// why the poollets tolerate it).
+    pub fn should(mut self, evidence: impl Into<String>) -> Self {
+        self.requirement = Requirement::Should;
+        self.evidence = evidence.into();
         self
     }
 

@@ -1,7 +1,8 @@
 //! iri-conformance: a conformance suite for IRI runtimes (IronCore's CRI for machines and volumes), in the spirit of critest and csi-sanity, usable as a library and as the `iri-conformance` binary; the `irictl` binary (`src/bin/irictl`) inspects and drives any runtime.
 //!
 //! * [`cases::all`] — every case, each with a stable dotted id (`machine.delete.unknown_id_not_found`),
-//!   a one-line rule, a service and a profile (`core`, `go-poollet`).
+//!   a one-line rule, a service, a profile (`core`, `go-poollet`) and a requirement level
+//!   (`must`, `should`) with its evidence ([`requirement`]).
 //! * [`runner::run`] — runs selected cases in parallel against [`runner::Targets`] (endpoints or the
 //!   embedded iri-mock), each under a timeout with per-RPC deadlines; every object carries the
 //!   run-id label [`ctx::RUN_ID_LABEL`] and is deleted at the end, even on failure or cancellation;
@@ -27,14 +28,16 @@
 //! ```
 
 pub mod bench;
+pub mod breaker;
 pub mod case;
 pub mod cases;
 pub mod ctx;
 pub mod lifecycle;
 pub mod report;
+pub mod requirement;
 pub mod runner;
 pub mod up;
 
-pub use case::{Case, Level, Outcome, Profile, Service};
+pub use case::{Case, Level, Outcome, Profile, Requirement, Service};
 pub use ctx::{Ctx, Params};
 pub use runner::{RunConfig, RunReport, Targets};

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use crate::{
-    case::{Case, Level, Outcome, Profile, Service, Skip},
+    case::{Case, Level, Outcome, Profile, Requirement, Service, Skip},
     ctx::{Clients, Created, Ctx, Params, RUN_ID_LABEL, Resolved, snapshot_of},
     lifecycle::{Env, LifecycleConfig, Upstream},
 };
@@ -101,6 +101,34 @@ impl Selection {
     }
 }
 
+/// The cases running right now, with their start times (read by a progress display).
+#[derive(Debug, Clone, Default)]
+pub struct Running(Arc<std::sync::Mutex<HashMap<String, Instant>>>);
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start(&self, id: &str) {
+        self.lock().insert(id.to_owned(), Instant::now());
+    }
+
+    fn finish(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// The case running longest, with its age.
+    pub fn slowest(&self) -> Option<(String, Duration)> {
+        self.lock()
+            .iter()
+            .min_by_key(|(_, started)| **started)
+            .map(|(id, started)| (id.clone(), started.elapsed()))
+    }
+}
+
 /// How a run behaves.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -120,6 +148,10 @@ pub struct RunConfig {
     pub run_id: Option<String>,
     /// The lifecycle level's store and control-plane timings.
     pub lifecycle: LifecycleConfig,
+    /// Failed `should` cases fail the run too (`--strict`); by default they are warnings.
+    pub strict: bool,
+    /// Filled with the cases running at any moment (for a progress display).
+    pub running: Running,
 }
 
 impl Default for RunConfig {
@@ -133,6 +165,8 @@ impl Default for RunConfig {
             keep_leftovers: false,
             run_id: None,
             lifecycle: LifecycleConfig::default(),
+            strict: false,
+            running: Running::default(),
         }
     }
 }
@@ -259,6 +293,10 @@ pub struct CaseResult {
     pub level: Level,
     /// Rule.
     pub description: String,
+    /// Must or should.
+    pub requirement: Requirement,
+    /// Why the level holds (reference section or what breaks).
+    pub evidence: String,
     /// Outcome.
     pub outcome: Outcome,
     /// Wall time.
@@ -318,6 +356,8 @@ pub struct RunReport {
     pub cleanup: CleanupReport,
     /// Whether the run was cancelled before all cases finished.
     pub interrupted: bool,
+    /// Whether failed `should` cases count for the verdict ([`RunConfig::strict`]).
+    pub strict: bool,
     /// Wall time.
     pub duration: Duration,
 }
@@ -331,11 +371,21 @@ impl RunReport {
             .count()
     }
 
-    /// True when no case failed and the run was not interrupted (skips allowed unless
-    /// `fail_on_skip`).
+    /// Failed cases of `level`.
+    pub fn failed_at(&self, level: Requirement) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.requirement == level && matches!(r.outcome, Outcome::Failed(_)))
+            .count()
+    }
+
+    /// The verdict: true when no `must` case failed (no case at all when [`RunReport::strict`]) and the run
+    /// was not interrupted (skips allowed unless `fail_on_skip`). Failed `should` cases are
+    /// warnings unless `strict`.
     pub fn success(&self, fail_on_skip: bool) -> bool {
         !self.interrupted
-            && self.count("failed") == 0
+            && self.failed_at(Requirement::Must) == 0
+            && (!self.strict || self.failed_at(Requirement::Should) == 0)
             && (!fail_on_skip || self.count("skipped") == 0)
     }
 
@@ -374,7 +424,7 @@ async fn rpc<T>(
     d: Duration,
     fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
 ) -> Result<T, Status> {
-    match tokio::time::timeout(d, fut).await {
+    match tokio::time::timeout(d + crate::ctx::BACKSTOP, fut).await {
         Ok(r) => r.map(tonic::Response::into_inner),
         Err(_) => Err(Status::deadline_exceeded(
             "no answer within the RPC deadline",
@@ -717,8 +767,22 @@ pub async fn cleanup(
     let mut report = CleanupReport::default();
     let mut deleted_once: std::collections::HashSet<(&'static str, String)> = Default::default();
     let mut interval = Duration::from_millis(1);
+    let deadline = start + budget;
+    let out_of_budget = |report: &mut CleanupReport, what: &str| {
+        report.errors.push(format!(
+            "the cleanup budget of {budget:?} ran out while {what}"
+        ));
+    };
     loop {
-        let objects = run_objects(clients, run_id, created, rpc_timeout).await;
+        // Every step is bounded by what is left of the budget: a hanging runtime (whose
+        // methods the breaker has not opened yet) cannot hold the run beyond it.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(objects) =
+            tokio::time::timeout(left, run_objects(clients, run_id, created, rpc_timeout)).await
+        else {
+            out_of_budget(&mut report, "listing the run's objects");
+            break;
+        };
         if objects.is_empty() {
             report.remaining.clear();
             break;
@@ -735,7 +799,17 @@ pub async fn cleanup(
                 });
             }
         }
-        while let Some(joined) = set.join_next().await {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let joined = match tokio::time::timeout(left, set.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => break,
+                Err(_) => {
+                    set.abort_all();
+                    out_of_budget(&mut report, "deleting");
+                    break;
+                }
+            };
             if let Ok((kind, id, res)) = joined {
                 match res {
                     Ok(()) => report.deleted += 1,
@@ -783,6 +857,8 @@ fn result_of(case: &Case, outcome: Outcome, duration: Duration) -> CaseResult {
         profile: case.profile,
         level: case.level,
         description: case.description.clone(),
+        requirement: case.requirement,
+        evidence: case.evidence.clone(),
         outcome,
         duration,
     }
@@ -795,6 +871,7 @@ struct Shared<'a> {
     case_timeout: Duration,
     cancel: &'a CancellationToken,
     on_progress: &'a (dyn Fn(Progress<'_>) + Send + Sync),
+    running: &'a Running,
 }
 
 /// Runs the cases at `indices` with at most `parallel` at once, filling `slots`; returns
@@ -815,10 +892,14 @@ async fn run_phase(
         let body = case.run.clone();
         let semaphore = semaphore.clone();
         let t = shared.case_timeout;
+        let running = shared.running.clone();
         set.spawn(async move {
             let _permit = semaphore.acquire_owned().await;
             let start = Instant::now();
+            running.start(&ctx.case_id);
+            let id = ctx.case_id.clone();
             let res = tokio::time::timeout(t, body(ctx)).await;
+            running.finish(&id);
             (index, classify(res, t), start.elapsed())
         });
     }
@@ -846,6 +927,36 @@ async fn run_phase(
     completed
 }
 
+/// The report of a run cancelled during its preflight: every case unfinished, nothing created.
+fn interrupted_at_start(
+    config: &RunConfig,
+    targets: &Targets,
+    cases: &[Case],
+    run_id: String,
+    started: Instant,
+) -> RunReport {
+    RunReport {
+        run_id,
+        endpoints: targets.endpoints.clone(),
+        versions: BTreeMap::new(),
+        results: cases
+            .iter()
+            .map(|c| {
+                result_of(
+                    c,
+                    Outcome::Failed("interrupted before the case started".to_owned()),
+                    Duration::ZERO,
+                )
+            })
+            .collect(),
+        leftovers: Vec::new(),
+        cleanup: CleanupReport::default(),
+        interrupted: true,
+        strict: config.strict,
+        duration: started.elapsed(),
+    }
+}
+
 /// Runs `cases` (already selected) against `targets`. Progress goes to `on_progress`.
 /// The RPC level runs first; when lifecycle cases are selected, the lifecycle environment
 /// ([`Env`]) then starts on `config.lifecycle.store`, its cases run (exclusive ones alone, at
@@ -862,12 +973,26 @@ pub async fn run(
     let run_id = config.run_id.clone().unwrap_or_else(new_run_id);
     let clients = targets.clients.clone();
     let d = config.params.rpc_timeout;
+    clients
+        .breaker
+        .configure(d, config.params.breaker_threshold);
     tracing::info!(run.id = %run_id, cases = cases.len(), "conformance run starting");
 
-    let ((versions, resolved), found) = tokio::join!(
-        preflight(&clients, &config.params),
-        scan_leftovers(&clients, &run_id, d)
-    );
+    // A signal during the preflight (a runtime whose Status or ListMachines hangs) ends the run
+    // at once: nothing was created yet.
+    let start = async {
+        tokio::join!(
+            preflight(&clients, &config.params),
+            scan_leftovers(&clients, &run_id, d)
+        )
+    };
+    let ((versions, resolved), found) = tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            return interrupted_at_start(config, targets, &cases, run_id, started);
+        }
+        r = start => r,
+    };
     let mut leftovers = Vec::new();
     for (kind, id, run) in found {
         let deleted = !config.keep_leftovers
@@ -924,6 +1049,7 @@ pub async fn run(
         case_timeout: config.case_timeout,
         cancel: &cancel,
         on_progress,
+        running: &config.running,
     };
     let (rpc_exclusive, lifecycle_exclusive): (Vec<usize>, Vec<usize>) = exclusive
         .into_iter()
@@ -939,17 +1065,51 @@ pub async fn run(
 
     let mut lifecycle_cleanup = None;
     let any_lifecycle = !lifecycle_cases.is_empty() || !lifecycle_exclusive.is_empty();
-    if !interrupted && any_lifecycle {
-        let upstreams = &targets.upstreams;
-        let env = Env::start(
-            &config.lifecycle,
-            &clients,
-            upstreams,
-            (machine_class.as_deref(), volume_class.as_deref()),
-            &run_id,
-            d,
+    // The lifecycle level's poollets call every method of the runtime: when the RPC level
+    // already found methods that hang, its cases fail at once naming them.
+    let open = clients.breaker.open_methods();
+    let open_breaker = (!open.is_empty()).then(|| {
+        let names: Vec<String> = open
+            .iter()
+            .map(|(m, n)| format!("{m} timed out {n} times"))
+            .collect();
+        format!(
+            "not run: the poollets need every RPC, and {}; not called again",
+            names.join(", ")
         )
-        .await;
+    });
+    if let (false, true, Some(message)) = (interrupted, any_lifecycle, &open_breaker) {
+        for &index in lifecycle_cases.iter().chain(&lifecycle_exclusive) {
+            let r = result_of(
+                &cases[index],
+                Outcome::Failed(message.clone()),
+                Duration::ZERO,
+            );
+            done += 1;
+            on_progress(Progress {
+                result: &r,
+                done,
+                total,
+            });
+            slots[index] = Some(r);
+        }
+    } else if !interrupted && any_lifecycle {
+        let upstreams = &targets.upstreams;
+        let env = tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                interrupted = true;
+                Err(anyhow::anyhow!("interrupted while the lifecycle environment started"))
+            }
+            env = Env::start(
+                &config.lifecycle,
+                &clients,
+                upstreams,
+                (machine_class.as_deref(), volume_class.as_deref()),
+                &run_id,
+                d,
+            ) => env,
+        };
         match env {
             Ok(env) => {
                 let env = Arc::new(env);
@@ -1004,7 +1164,18 @@ pub async fn run(
         })
         .collect();
 
-    let mut cleanup = cleanup(&clients, &run_id, &created, d, config.cleanup_timeout).await;
+    config.running.lock().clear();
+    // One cleanup budget for the whole run: the lifecycle teardown spent part of it already.
+    let budget = config.cleanup_timeout.saturating_sub(
+        lifecycle_cleanup
+            .as_ref()
+            .map_or(Duration::ZERO, |lc: &CleanupReport| lc.duration),
+    );
+    let mut cleanup = cleanup(&clients, &run_id, &created, d, budget).await;
+    let open = clients.breaker.open_methods();
+    if !open.is_empty() {
+        tracing::warn!(methods = ?open, "RPC methods not called again after repeated timeouts");
+    }
     if let Some(lc) = lifecycle_cleanup {
         cleanup.deleted += lc.deleted;
         cleanup.remaining.extend(lc.remaining);
@@ -1026,6 +1197,7 @@ pub async fn run(
         leftovers,
         cleanup,
         interrupted,
+        strict: config.strict,
         duration: started.elapsed(),
     }
 }

@@ -118,6 +118,12 @@ fn run_conformance(args: &[&str]) -> (i32, serde_json::Value, String) {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // stdout is a pipe here: never a progress line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("\r["),
+        "progress line without a TTY: {stderr}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).unwrap_or_else(|e| {
             panic!(
@@ -198,7 +204,68 @@ fn standalone_mock_with_mutant_fails_with_expected_ids() {
         ],
         "{stdout}"
     );
-    assert!(stdout.contains("FAIL machine.delete.unknown_id_not_found: DeleteMachine unknown id: expected NotFound, got OK"), "{stdout}");
+    assert!(stdout.contains("FAIL [must] machine.delete.unknown_id_not_found: DeleteMachine unknown id: expected NotFound, got OK"), "{stdout}");
+}
+
+/// Issue 14's acceptance: a runtime that differs from the mock only in the five behaviours a
+/// runtime written from reference §1–§3 shows (unknown power values accepted, a machine volume
+/// without a source, a volume with two data sources or an unknown snapshot source) fails only
+/// `should` cases: exit 0 by default, exit 1 with `--strict`.
+#[test]
+fn five_should_deviations_pass_by_default_and_fail_strict() {
+    let mock = start_mock(&[
+        "--mutant",
+        "invalid-power-accepted",
+        "--mutant",
+        "volume-source-unchecked",
+        "--mutant",
+        "volume-two-sources-accepted",
+        "--mutant",
+        "unknown-snapshot-source-accepted",
+    ]);
+    let endpoints = [
+        "--machine-endpoint",
+        &mock.machine,
+        "--volume-endpoint",
+        &mock.volume,
+        "--bucket-endpoint",
+        &mock.bucket,
+        "--level",
+        "rpc",
+    ];
+    let five = [
+        "machine.create.rejects_invalid_power",
+        "machine.create.rejects_volume_without_source",
+        "machine.power.invalid_value",
+        "volume.create.rejects_two_data_sources",
+        "volume.create.rejects_unknown_snapshot_source",
+    ];
+    let (code, report, stdout) = run_conformance(&endpoints);
+    assert_eq!(ids_with(&report, "failed"), five, "{stdout}");
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(report["totals"]["failed_must"], 0);
+    assert_eq!(report["totals"]["failed_should"], 5);
+    assert_eq!(report["success"], true);
+    for c in report["cases"].as_array().unwrap() {
+        if c["status"] == "failed" {
+            assert_eq!(c["requirement"], "should", "{c}");
+            assert!(c["evidence"].as_str().unwrap().contains('§'), "{c}");
+        }
+    }
+    assert!(
+        stdout.contains("WARN [should] machine.power.invalid_value:")
+            && stdout.contains("PASS with 5 should warnings"),
+        "{stdout}"
+    );
+    let mut strict = endpoints.to_vec();
+    strict.push("--strict");
+    let (code, report, stdout) = run_conformance(&strict);
+    assert_eq!(ids_with(&report, "failed"), five, "{stdout}");
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("FAIL [should] machine.power.invalid_value:"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -268,6 +335,53 @@ fn hanging_standalone_runtime_ends_at_timeouts() {
     );
 }
 
+/// SIGINT and SIGTERM end a run against a runtime whose ListMachines hangs within 5 s plus the
+/// cleanup budget, at the default RPC deadline (10 s): the cleanup never waits on the method.
+#[test]
+fn a_signal_ends_a_hanging_run_within_5s_plus_the_cleanup_budget() {
+    // At 3 s the run is in its preflight (the leftover scan waits on ListMachines); at 13 s
+    // cases are running and the cleanup has objects to delete.
+    for (signal, after) in [("-INT", 3), ("-TERM", 13)] {
+        let mock = start_mock(&["--fault", "ListMachines:always:hang"]);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+            .args([
+                "run",
+                "--machine-endpoint",
+                &mock.machine,
+                "--volume-endpoint",
+                &mock.volume,
+                "--cleanup-timeout",
+                "2s",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(after));
+        let sent = Instant::now();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let code = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st.code();
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(20),
+                "{signal}: still running 20 s after the signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let took = sent.elapsed();
+        eprintln!("{signal} after {after} s: exited {code:?} {took:?} after the signal");
+        assert_eq!(code, Some(130), "{signal}");
+        assert!(took < Duration::from_secs(5 + 2), "{signal}: {took:?}");
+    }
+}
+
 #[test]
 fn list_and_bad_flags() {
     let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
@@ -277,6 +391,29 @@ fn list_and_bad_flags() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v.as_array().unwrap().len() >= 120);
+    // Every case states its level and evidence.
+    for c in v.as_array().unwrap() {
+        assert!(
+            c["requirement"] == "must" || c["requirement"] == "should",
+            "{c}"
+        );
+        assert!(!c["evidence"].as_str().unwrap().is_empty(), "{c}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .args(["list", "--focus", "^machine\\.create\\.(rejects|unknown)_"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("machine.create.unknown_class_fails") && l.contains(" must "))
+            && text
+                .lines()
+                .any(|l| l.starts_with("machine.create.rejects_invalid_power")
+                    && l.contains(" should "))
+            && text.contains("evidence: §"),
+        "{text}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
         .args(["list", "--profile", "go-poollet"])
         .output()

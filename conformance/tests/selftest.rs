@@ -185,4 +185,35 @@ async fn every_case_is_caught_by_a_mutant() {
         })
         .collect();
     insta::assert_yaml_snapshot!("mutant_matrix", stable);
+
+    // How each mutant is caught: by a must case (it fails a default run), only by should
+    // cases (a warning by default, a failure with --strict), or not at all.
+    let levels: BTreeMap<String, iri_conformance::Requirement> = cases::rpc()
+        .into_iter()
+        .map(|c| (c.id, c.requirement))
+        .collect();
+    let catch_levels: BTreeMap<&str, &str> = results
+        .iter()
+        .filter(|(m, _)| !unstable.contains(&m.name()))
+        .map(|(m, failed)| {
+            let level = if failed
+                .iter()
+                .any(|id| levels[id] == iri_conformance::Requirement::Must)
+            {
+                "must"
+            } else if failed.is_empty() {
+                "uncaught"
+            } else {
+                "should only"
+            };
+            (m.name(), level)
+        })
+        .collect();
+    println!("mutants caught only by should cases:");
+    for (m, level) in &catch_levels {
+        if *level == "should only" {
+            println!("  {m}");
+        }
+    }
+    insta::assert_yaml_snapshot!("mutant_catch_levels", catch_levels);
 }

@@ -759,6 +759,7 @@ impl CallGuard<'_> {
 
     /// Records the outcome and turns it into the RPC's return value.
     pub(crate) fn finish<T>(mut self, res: Result<T, Status>) -> Result<Response<T>, Status> {
+        let res = res.map_err(|st| self.core.recode(self.method, st));
         match &res {
             Ok(_) => self.finish_with(Code::Ok, ""),
             Err(status) => {
@@ -779,6 +780,47 @@ impl Drop for CallGuard<'_> {
 impl Core {
     pub(crate) fn has(&self, m: Mutant) -> bool {
         self.mutants.has(m)
+    }
+
+    /// The error codes IronCore's own runtimes answer where the mock's differ (reference
+    /// §2.1/§2.1a), switched on by the calibration mutants.
+    fn recode(&self, method: Method, st: Status) -> Status {
+        let code = st.code();
+        let unknown_class = code == Code::InvalidArgument
+            && (st.message().starts_with("unknown machine class")
+                || st.message().starts_with("unknown volume class"));
+        match method {
+            Method::CreateMachine if unknown_class && self.has(Mutant::UnknownClassInternal) => {
+                Status::internal(format!("machine class not supported: {}", st.message()))
+            }
+            Method::CreateMachine if unknown_class && self.has(Mutant::UnknownClassUnknown) => {
+                Status::unknown(format!("machine class not supported: {}", st.message()))
+            }
+            Method::CreateVolume
+                if unknown_class && self.has(Mutant::VolumeUnknownClassInternal) =>
+            {
+                Status::internal(format!("volume class not supported: {}", st.message()))
+            }
+            Method::AttachVolume
+            | Method::DetachVolume
+            | Method::AttachNetworkInterface
+            | Method::DetachNetworkInterface
+                if code == Code::NotFound && self.has(Mutant::AttachDetachPlainErrors) =>
+            {
+                Status::unknown(st.message().to_owned())
+            }
+            Method::DeleteVolume | Method::ExpandVolume
+                if code == Code::NotFound && self.has(Mutant::VolumeUnknownIdInternal) =>
+            {
+                Status::internal(st.message().to_owned())
+            }
+            Method::DeleteVolumeSnapshot
+                if code == Code::NotFound && self.has(Mutant::VolumeUnknownIdInternal) =>
+            {
+                Status::unknown(st.message().to_owned())
+            }
+            _ => st,
+        }
     }
 
     pub(crate) fn new_id(&self) -> String {

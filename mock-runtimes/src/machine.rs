@@ -183,11 +183,13 @@ impl Core {
                     && state == MachineState::MachinePending as i32
                     && !self.has(Mutant::NeverRunning)
                 {
-                    new_state = Some(if power == Power::Off as i32 {
-                        self.off_state()
-                    } else {
-                        MachineState::MachineRunning
-                    });
+                    new_state = Some(
+                        if power == Power::Off as i32 && !self.has(Mutant::CreatePowerIgnored) {
+                            self.off_state()
+                        } else {
+                            MachineState::MachineRunning
+                        },
+                    );
                 }
             }
             if due(timers.power) {
@@ -354,7 +356,10 @@ impl Core {
         let unchecked = self.has(Mutant::CreateVolumesUnchecked);
         let dup_vol = first_duplicate(spec.volumes.iter().map(|v| v.name.as_str()));
         for (i, vol) in spec.volumes.iter().enumerate().filter(|_| !unchecked) {
-            validate_volume(vol)?;
+            let sourceless = vol.local_disk.is_none() && vol.connection.is_none();
+            if !(sourceless && !vol.name.is_empty() && self.has(Mutant::VolumeSourceUnchecked)) {
+                validate_volume(vol)?;
+            }
             if dup_vol == Some(i) {
                 return Err(invalid(format!("duplicate volume name {:?}", vol.name)));
             }
@@ -669,6 +674,9 @@ impl Core {
     }
 
     fn update_volume(&self, req: machine::UpdateVolumeRequest) -> Result<(), Status> {
+        if self.has(Mutant::UpdateVolumeNoop) {
+            return Ok(());
+        }
         let id = req.machine_id.clone();
         self.check_id(&id, "machine_id")?;
         let vol = match req.volume {

@@ -167,6 +167,17 @@ mutants! {
     StatusUnavailable => "status-unavailable", "machine Status answers Unavailable, so a poollet sees the runtime as unreachable";
     BucketMissingSpecAccepted => "bucket-missing-spec-accepted", "CreateBucket without bucket or spec succeeds with the first class instead of InvalidArgument";
     BucketDeleteTwiceNotFound => "bucket-delete-twice-notfound", "a repeated DeleteBucket while the bucket is being deleted returns NotFound";
+    // --- added for the calibration against IronCore's runtimes (reference §2.1/§2.1a; issue 14)
+    UnknownClassInternal => "unknown-class-internal", "CreateMachine with an unknown or empty class answers Internal (libvirt-provider) instead of InvalidArgument";
+    UnknownClassUnknown => "unknown-class-unknown", "CreateMachine with an unknown or empty class answers Unknown (cloud-hypervisor-provider) instead of InvalidArgument";
+    VolumeUnknownClassInternal => "volume-unknown-class-internal", "CreateVolume with an unknown or empty class answers Internal (ceph-provider) instead of InvalidArgument";
+    AttachDetachPlainErrors => "attach-detach-plain-errors", "Attach*/Detach* answer Unknown instead of NotFound for an unknown machine or name (cloud-hypervisor-provider)";
+    UpdateVolumeNoop => "update-volume-noop", "UpdateVolume returns OK and does nothing, whatever it is sent (cloud-hypervisor-provider)";
+    CreatePowerIgnored => "create-power-ignored", "a machine created powered off starts anyway (libvirt-provider)";
+    VolumeUnknownIdInternal => "volume-unknown-id-internal", "ListVolumes/ListVolumeSnapshots by an unknown id, DeleteVolume and ExpandVolume of an unknown id answer Internal and DeleteVolumeSnapshot Unknown (ceph-provider) instead of an empty list or NotFound";
+    VolumeSourceUnchecked => "volume-source-unchecked", "CreateMachine accepts a machine volume with neither local_disk nor connection (one of the five behaviours of issue 14)";
+    SnapshotNeverGone => "snapshot-never-gone", "a deleted volume snapshot stays listed forever";
+    ExpandSameSizeErrors => "expand-same-size-errors", "a repeated ExpandVolume to the current size errors (ceph-provider) instead of OK";
 }
 
 impl fmt::Display for Mutant {

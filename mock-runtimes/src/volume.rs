@@ -305,6 +305,11 @@ impl Core {
             )));
         }
         if size == resources.storage_bytes {
+            if self.has(Mutant::ExpandSameSizeErrors) {
+                return Err(Status::internal(format!(
+                    "volume {id:?} already has {size} bytes"
+                )));
+            }
             return Ok(());
         }
         resources.storage_bytes = size;
@@ -483,7 +488,7 @@ impl Core {
                 return Err(not_found("volume snapshot", id));
             };
             slot.timers.deleting = true;
-            slot.timers.gone = Some(at);
+            slot.timers.gone = (!self.has(Mutant::SnapshotNeverGone)).then_some(at);
             slot.obj.metadata.get_or_insert_default().deleted_at = self.clock.unix_nanos();
             slot.obj.metadata.clone().unwrap_or_default()
         };
@@ -666,9 +671,16 @@ impl VolumeRuntime for VolumeService {
         request: Request<volume::ListVolumesRequest>,
     ) -> R<volume::ListVolumesResponse> {
         let (call, req) = self.core.begin(Method::ListVolumes, request).await?;
-        call.finish(Ok(volume::ListVolumesResponse {
-            volumes: self.core.list_volumes(req.filter),
-        }))
+        let id = req
+            .filter
+            .as_ref()
+            .map(|f| f.id.clone())
+            .unwrap_or_default();
+        let volumes = self.core.list_volumes(req.filter);
+        if volumes.is_empty() && !id.is_empty() && self.core.has(Mutant::VolumeUnknownIdInternal) {
+            return call.finish(Err(Status::internal(format!("volume {id:?} not found"))));
+        }
+        call.finish(Ok(volume::ListVolumesResponse { volumes }))
     }
 
     async fn create_volume(
@@ -730,9 +742,19 @@ impl VolumeRuntime for VolumeService {
             .core
             .begin(Method::ListVolumeSnapshots, request)
             .await?;
-        call.finish(Ok(volume::ListVolumeSnapshotsResponse {
-            volume_snapshots: self.core.list_snapshots(req.filter),
-        }))
+        let id = req
+            .filter
+            .as_ref()
+            .map(|f| f.id.clone())
+            .unwrap_or_default();
+        let volume_snapshots = self.core.list_snapshots(req.filter);
+        if volume_snapshots.is_empty()
+            && !id.is_empty()
+            && self.core.has(Mutant::VolumeUnknownIdInternal)
+        {
+            return call.finish(Err(Status::internal(format!("snapshot {id:?} not found"))));
+        }
+        call.finish(Ok(volume::ListVolumeSnapshotsResponse { volume_snapshots }))
     }
 
     async fn status(&self, request: Request<volume::StatusRequest>) -> R<volume::StatusResponse> {

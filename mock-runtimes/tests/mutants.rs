@@ -255,6 +255,18 @@ async fn transcript(mutants: &[Mutant]) -> String {
         .await,
         |_| json!("created"),
     ));
+    let mut no_source = fixtures::machine();
+    no_source.spec.as_mut().unwrap().volumes = vec![machine::Volume {
+        name: "no-source".into(),
+        ..Default::default()
+    }];
+    out.push(outcome(
+        m.create_machine(machine::CreateMachineRequest {
+            machine: Some(no_source),
+        })
+        .await,
+        |_| json!("created"),
+    ));
     out.push(outcome(
         m.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
             machine_id: UNKNOWN.into(),
@@ -425,6 +437,9 @@ async fn transcript(mutants: &[Mutant]) -> String {
     out.push(outcome(v.expand_volume(expand(&v1, 1 << 20)).await, |_| {
         json!("ok")
     }));
+    out.push(outcome(v.expand_volume(expand(&v1, 4 << 30)).await, |_| {
+        json!("ok")
+    }));
     out.push(outcome(
         v.expand_volume(expand(UNKNOWN, 8 << 30)).await,
         |_| json!("ok"),
@@ -458,6 +473,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
             })
             .unwrap_or_default(),
     );
+    let s1 = ids.last().cloned().unwrap_or_default();
     out.push(outcome(res, |r| {
         snapshot_json(r.volume_snapshot.as_ref().unwrap())
     }));
@@ -491,6 +507,13 @@ async fn transcript(mutants: &[Mutant]) -> String {
     out.push(outcome(
         v.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
             volume_snapshot_id: UNKNOWN.into(),
+        })
+        .await,
+        |_| json!("ok"),
+    ));
+    out.push(outcome(
+        v.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
+            volume_snapshot_id: s1.clone(),
         })
         .await,
         |_| json!("ok"),
@@ -604,6 +627,11 @@ async fn transcript(mutants: &[Mutant]) -> String {
     // --- after the terminate delay, deleted objects are gone
     tokio::time::advance(Duration::from_secs(11)).await;
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
+    out.push(outcome(
+        v.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default())
+            .await,
+        snapshots,
+    ));
 
     // --- concurrency: five creates at once get five distinct ids
     let mut tasks = Vec::new();

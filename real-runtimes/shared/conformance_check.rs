@@ -69,6 +69,9 @@ impl Suite {
             keep_leftovers: false,
             run_id: None,
             lifecycle: Default::default(),
+            // irikit's own runtimes are held to the should cases too.
+            strict: true,
+            running: Default::default(),
         };
         let selected: Vec<_> = config
             .selection

@@ -146,6 +146,10 @@ struct ParamArgs {
     /// Upper bound of the polling interval while waiting for a transition.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
     poll_interval: Duration,
+    /// After this many calls of one RPC method ran into --rpc-timeout, later calls of it fail
+    /// at once ("ListMachines timed out 2 times; not called again"); 0 = never.
+    #[arg(long, env = "IRI_CONFORMANCE_BREAKER_THRESHOLD", default_value_t = iri_conformance::breaker::DEFAULT_THRESHOLD)]
+    breaker_threshold: usize,
     /// How often idempotency cases repeat a call (csi-sanity's IdempotentCount).
     #[arg(long, default_value_t = 10)]
     idempotent_count: usize,
@@ -168,6 +172,7 @@ impl ParamArgs {
             expand_size: self.expand_size.unwrap_or(self.size.saturating_mul(2)),
             state_timeout: self.state_timeout,
             rpc_timeout: self.rpc_timeout,
+            breaker_threshold: self.breaker_threshold,
             poll_interval: self.poll_interval,
             idempotent_count: self.idempotent_count,
             parallel_creates: self.parallel_creates.max(1),
@@ -204,6 +209,10 @@ struct RunArgs {
     /// Treat skipped cases as failures for the exit status.
     #[arg(long)]
     fail_on_skip: bool,
+    /// Failed `should` cases fail the run too (by default only `must` failures do; `should`
+    /// failures are warnings).
+    #[arg(long, env = "IRI_CONFORMANCE_STRICT")]
+    strict: bool,
     /// Use this run id instead of a generated one.
     #[arg(long)]
     run_id: Option<String>,
@@ -336,43 +345,38 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             store: args.store.clone(),
             ..LifecycleConfig::default()
         },
+        strict: args.strict,
+        running: runner::Running::default(),
     };
     let selected = config.selection.apply(cases::all());
     if selected.is_empty() {
         anyhow::bail!("no case matches the selection (see `iri-conformance list`)");
     }
-    let tty = std::io::stderr().is_terminal();
+    // The progress line: only on a terminal (stdout and stderr), never in CI logs.
+    let tty = report::progress_wanted(
+        std::io::stdout().is_terminal(),
+        std::io::stderr().is_terminal(),
+        std::env::var_os("CI").as_deref(),
+    );
+    let done = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let skipped = Arc::new(AtomicUsize::new(0));
+    let total = selected.len();
     let verbose = args.verbose;
     let on_progress = {
-        let (failed, skipped) = (failed.clone(), skipped.clone());
+        let (done, failed) = (done.clone(), failed.clone());
         move |p: runner::Progress<'_>| {
-            match p.result.outcome.status() {
-                "failed" => failed.fetch_add(1, Ordering::Relaxed),
-                "skipped" => skipped.fetch_add(1, Ordering::Relaxed),
-                _ => 0,
-            };
-            let mut err = std::io::stderr().lock();
+            if p.result.outcome.status() == "failed" {
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+            done.fetch_add(1, Ordering::Relaxed);
             if verbose {
                 let _ = writeln!(
-                    err,
+                    std::io::stderr().lock(),
                     "{:<7} {} ({:.3}s)",
                     p.result.outcome.status().to_uppercase(),
                     p.result.id,
                     p.result.duration.as_secs_f64()
                 );
-            } else if tty {
-                let _ = write!(
-                    err,
-                    "{}",
-                    report::progress_line(
-                        &p,
-                        failed.load(Ordering::Relaxed),
-                        skipped.load(Ordering::Relaxed)
-                    )
-                );
-                let _ = err.flush();
             }
         }
     };
@@ -380,9 +384,32 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         "\ninterrupted: stopping cases and cleaning up (press Ctrl-C again to exit at once)",
         "interrupted twice: exiting without cleanup",
     );
+    // Redrawn every 250 ms once the run has lasted a second.
+    let ticker = (tty && !verbose).then(|| {
+        let (done, failed, running) = (done.clone(), failed.clone(), config.running.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            loop {
+                let slowest = running.slowest();
+                let line = report::progress_line(
+                    done.load(Ordering::Relaxed),
+                    total,
+                    failed.load(Ordering::Relaxed),
+                    slowest.as_ref().map(|(id, age)| (id.as_str(), *age)),
+                );
+                {
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "{line}");
+                    let _ = err.flush();
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
     let report = runner::run(&config, &targets, selected, cancel, &on_progress).await;
-    if tty && !verbose {
-        eprint!("\r{:80}\r", "");
+    if let Some(ticker) = ticker {
+        ticker.abort();
+        eprint!("\r{:100}\r", "");
     }
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", report::human_summary(&report));
@@ -413,7 +440,8 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|c| {
                     serde_json::json!({
-                        "id": c.id, "service": c.service, "profile": c.profile.name(), "level": c.level.name(), "description": c.description,
+                        "id": c.id, "service": c.service, "profile": c.profile.name(), "level": c.level.name(),
+                        "requirement": c.requirement.name(), "evidence": c.evidence, "description": c.description,
                     })
                 })
                 .collect();
@@ -426,9 +454,27 @@ fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
                     (_, Level::Lifecycle) => " [lifecycle]",
                     _ => "",
                 };
-                writeln!(out, "{:<58} {}{tag}", c.id, c.description)?;
+                writeln!(
+                    out,
+                    "{:<58} {:<6} {}{tag}\n{:<58} {:<6} evidence: {}",
+                    c.id,
+                    c.requirement.name(),
+                    c.description,
+                    "",
+                    "",
+                    c.evidence
+                )?;
             }
-            writeln!(out, "{} cases", selected.len())?;
+            let musts = selected
+                .iter()
+                .filter(|c| c.requirement == iri_conformance::Requirement::Must)
+                .count();
+            writeln!(
+                out,
+                "{} cases ({musts} must, {} should)",
+                selected.len(),
+                selected.len() - musts
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@ use tonic::Code;
 
 use crate::{
     case::{Case, Profile, Service, pass, skip_gone_at_once},
-    ctx::{Ctx, expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
+    ctx::{Ctx, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = BucketState::BucketAvailable as i32;
@@ -147,6 +147,20 @@ pub(crate) fn cases() -> Vec<Case> {
                 "created_at {} is not now in Unix ns",
                 md.created_at
             );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "bucket.create.unknown_class_fails",
+        "CreateBucket with a class Status does not report fails (any code; the exact code is bucket.create.rejects_unknown_class)",
+        |ctx| {
+            let mut spec = ctx.bucket_spec(&[])?;
+            spec.spec.as_mut().context("spec")?.class = "conformance-no-such-class".to_owned();
+            expect_error(
+                ctx.try_create_bucket(spec).await,
+                "CreateBucket with an unknown class",
+            )?;
             pass()
         }
     );

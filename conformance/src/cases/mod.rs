@@ -17,7 +17,9 @@ pub(crate) use machine::{
 /// lifecycle level), in a stable order.
 pub fn all() -> Vec<Case> {
     let mut v = rpc();
-    v.extend(crate::lifecycle::cases());
+    let mut lifecycle = crate::lifecycle::cases();
+    crate::requirement::apply(&mut lifecycle);
+    v.extend(lifecycle);
     v
 }
 
@@ -28,11 +30,41 @@ pub fn rpc() -> Vec<Case> {
     v.extend(volume::cases());
     v.extend(bucket::cases());
     v.extend(poollet::cases());
+    crate::requirement::apply(&mut v);
     v
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_listed_should_case_exists_and_the_five_of_issue_14_are_should() {
+        let cases = super::all();
+        for (id, _) in crate::requirement::SHOULD {
+            assert!(
+                cases.iter().any(|c| c.id == *id),
+                "SHOULD names unknown case {id}"
+            );
+        }
+        for id in [
+            "machine.create.rejects_invalid_power",
+            "machine.power.invalid_value",
+            "machine.create.rejects_volume_without_source",
+            "volume.create.rejects_two_data_sources",
+            "volume.create.rejects_unknown_snapshot_source",
+        ] {
+            let c = cases.iter().find(|c| c.id == id).unwrap();
+            assert_eq!(c.requirement, crate::case::Requirement::Should, "{id}");
+        }
+        for id in [
+            "machine.create.unknown_class_fails",
+            "machine.delete.unknown_id_not_found",
+            "poollet.machine.power_off_not_stopped",
+        ] {
+            let c = cases.iter().find(|c| c.id == id).unwrap();
+            assert_eq!(c.requirement, crate::case::Requirement::Must, "{id}");
+        }
+    }
+
     #[test]
     fn ids_are_unique_dotted_and_described() {
         let cases = super::all();
@@ -62,6 +94,11 @@ mod tests {
             assert!(
                 !c.description.is_empty() && !c.description.contains('\n'),
                 "{}",
+                c.id
+            );
+            assert!(
+                !c.evidence.is_empty() && !c.evidence.contains('\n'),
+                "{} states no evidence for its level",
                 c.id
             );
         }

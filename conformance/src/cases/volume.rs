@@ -9,7 +9,7 @@ use tonic::Code;
 
 use crate::{
     case::{Case, Profile, Service, pass, skip_gone_at_once},
-    ctx::{Ctx, expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
+    ctx::{Ctx, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = VolumeState::VolumeAvailable as i32;
@@ -398,6 +398,20 @@ pub(crate) fn cases() -> Vec<Case> {
                 })
                 .await;
             expect_code(res, Code::InvalidArgument, "CreateVolume without spec")?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.create.unknown_class_fails",
+        "CreateVolume with a class Status does not report fails (any code; the exact code is volume.create.rejects_unknown_class)",
+        |ctx| {
+            let mut spec = ctx.volume_spec(&[])?;
+            spec.spec.as_mut().context("spec")?.class = "conformance-no-such-class".to_owned();
+            expect_error(
+                ctx.try_create_volume(spec).await,
+                "CreateVolume with an unknown class",
+            )?;
             pass()
         }
     );
@@ -1106,7 +1120,25 @@ pub(crate) fn cases() -> Vec<Case> {
     case!(
         v,
         "volume.snapshot.delete_eventually_gone",
-        "a deleted snapshot disappears from ListVolumeSnapshots and a later delete returns NotFound",
+        "a deleted snapshot disappears from ListVolumeSnapshots (a later delete: volume.snapshot.delete_not_found_after_gone)",
+        |ctx| {
+            let vid = ctx.new_volume().await?;
+            let sid = meta_id(
+                expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
+                    .metadata
+                    .as_ref(),
+                "snapshot",
+            )?;
+            expect_ok(ctx.delete_snapshot(&sid).await, "DeleteVolumeSnapshot")?;
+            ctx.wait_snapshot(&sid, "to be gone", |x| x.is_none())
+                .await?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.snapshot.delete_not_found_after_gone",
+        "DeleteVolumeSnapshot of a snapshot that is gone returns NotFound",
         |ctx| {
             let vid = ctx.new_volume().await?;
             let sid = meta_id(

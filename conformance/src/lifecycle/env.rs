@@ -194,7 +194,7 @@ impl Env {
 
     async fn start_volume_side(
         &mut self,
-        mut client: volume::volume_runtime_client::VolumeRuntimeClient<tonic::transport::Channel>,
+        mut client: volume::volume_runtime_client::VolumeRuntimeClient<crate::breaker::Guarded>,
         upstream: Upstream,
         volume_class: Option<&str>,
         d: Duration,
@@ -256,9 +256,7 @@ impl Env {
 
     async fn start_machine_side(
         &mut self,
-        mut client: machine::machine_runtime_client::MachineRuntimeClient<
-            tonic::transport::Channel,
-        >,
+        mut client: machine::machine_runtime_client::MachineRuntimeClient<crate::breaker::Guarded>,
         upstream: Upstream,
         machine_class: Option<&str>,
         d: Duration,
