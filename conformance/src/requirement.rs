@@ -250,6 +250,15 @@ pub const SHOULD: &[(&str, &str)] = &[
         "bucket.delete.unknown_id_not_found",
         "§2.1a: ceph-provider answers InvalidArgument",
     ),
+    // The Exec console (issue 18): libvirt-provider's rules, which the poollet's proxy does not need.
+    (
+        "machine.exec.console.second_refused",
+        "§2.1: libvirt-provider refuses a second console with FailedPrecondition; the machinepoollet's exec proxy works either way",
+    ),
+    (
+        "machine.exec.console.token_single_use",
+        "§3.9: libvirt-provider's exec tokens are one-time; a reusable token does not break the machinepoollet's proxy",
+    ),
 ];
 
 /// Evidence of the must cases that declare none, by id prefix (first match wins).
@@ -349,6 +358,10 @@ pub const MUST_EVIDENCE: &[(&str, &str)] = &[
     (
         "volume.snapshot",
         "§4.2: the volume poollet creates, lists and deletes snapshots",
+    ),
+    (
+        "machine.exec.console",
+        "§3.9/§2.2 Exec: a URL Exec returns must serve the remotecommand stream; the machinepoollet proxies to it",
     ),
     ("machine.exec", "§3.9/§7.4 Exec"),
     ("machine.events", "§3.8/§7.4 Events"),
