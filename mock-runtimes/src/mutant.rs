@@ -163,6 +163,8 @@ mutants! {
     StatusUnavailable => "status-unavailable", "machine Status answers Unavailable, so a poollet sees the runtime as unreachable";
     BucketMissingSpecAccepted => "bucket-missing-spec-accepted", "CreateBucket without bucket or spec succeeds with the first class instead of InvalidArgument";
     BucketDeleteTwiceNotFound => "bucket-delete-twice-notfound", "a repeated DeleteBucket while the bucket is being deleted returns NotFound";
+    // --- transport (issue 13)
+    StrictAuthority => "strict-authority", "unix-socket and in-process connections are served without the :authority rewrite, so h2 resets calls with the percent-encoded or raw socket path grpc-core and grpc-java send";
 }
 
 impl fmt::Display for Mutant {

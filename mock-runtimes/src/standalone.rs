@@ -3,7 +3,7 @@
 
 use std::io;
 
-use iri_spec::endpoint::RuntimeKind;
+use iri_spec::{endpoint::RuntimeKind, serve::AnyAuthority};
 use tokio::net::UnixListener;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,8 @@ pub fn service_name(kind: RuntimeKind) -> &'static str {
 
 /// Serves `kind`'s runtime of `handle`, `grpc.health.v1.Health` (SERVING for the runtime and
 /// for "") and server reflection (v1 and v1alpha) on `listener` until `shutdown` is cancelled.
-/// Connections are wrapped so that the drop-connection fault works.
+/// Connections accept any `:authority` ([`iri_spec::serve::AnyAuthority`]; not with the
+/// `strict-authority` mutant) and are wrapped so that the drop-connection fault works.
 pub async fn serve_unix(
     handle: &MockHandle,
     kind: RuntimeKind,
@@ -82,8 +83,12 @@ pub async fn serve_unix(
             .into_server(),
         ),
     };
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
-        .map(|s: io::Result<tokio::net::UnixStream>| s.map(MockConn::new));
+    let core = handle.core.clone();
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).map(
+        move |s: io::Result<tokio::net::UnixStream>| {
+            s.map(|s| MockConn::new(AnyAuthority::new(s, core.authority())))
+        },
+    );
     let core_shutdown = handle.core.shutdown.clone();
     let res = router
         .serve_with_incoming_shutdown(incoming, async move {
