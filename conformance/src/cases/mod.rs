@@ -3,6 +3,7 @@
 mod bucket;
 pub(crate) mod machine;
 mod poollet;
+mod transport;
 mod volume;
 
 use crate::case::Case;
@@ -26,6 +27,7 @@ pub fn rpc() -> Vec<Case> {
     v.extend(volume::cases());
     v.extend(bucket::cases());
     v.extend(poollet::cases());
+    v.extend(transport::cases());
     v
 }
 

@@ -110,14 +110,13 @@ fn clear_stale(path: &Path) -> Result<(), BindError> {
 }
 
 /// Binds a unix listener at `path` with mode 0600 from the start (see the module docs):
-/// creates missing parent directories, replaces only a stale socket, refuses a live one and
-/// anything that is not a socket.
+/// replaces only a stale socket, refuses a live one and anything that is not a socket. The
+/// parent directory must exist.
 pub fn bind_unix(path: &Path) -> Result<UnixListener, BindError> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&parent).map_err(io_err("create directory", &parent))?;
     clear_stale(path)?;
     // A private directory next to the target (same filesystem, so the link below works).
     let mut attempt = 0u32;

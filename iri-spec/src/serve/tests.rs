@@ -574,6 +574,8 @@ fn bind_creates_a_0600_socket_and_refuses_what_it_must_not_replace() {
         .unwrap();
     let _guard = rt.enter();
     let dir = tempfile::tempdir().unwrap();
+    assert!(super::bind_unix(&dir.path().join("missing/iri.sock")).is_err());
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
     let path = dir.path().join("sub/iri.sock");
 
     // Fresh: created with 0600, no leftovers of the private directory.

@@ -27,6 +27,9 @@ pub async fn serve(
     socket: std::path::PathBuf,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
+    if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
     let listener = iri_spec::serve::bind_unix(&socket)?;
     let runtime = runtime::Runtime::start(cfg, vmm, token.child_token())
         .await

@@ -174,6 +174,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     use iri_spec::volume::v1alpha1::volume_runtime_server::VolumeRuntimeServer;
     let service = service::VolumeService::start(cfg).context("load volume state")?;
+    if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
     let listener = iri_spec::serve::bind_unix(socket)?;
     tracing::info!(socket = %socket.display(), "serving VolumeRuntime");
     // Any :authority a gRPC client stack sends on a unix socket is accepted (issue 13).
