@@ -129,7 +129,8 @@ async fn exchange<IO: AsyncRead + AsyncWrite + Unpin>(
             0x4 if flags & 0x1 == 0 => {
                 let mut ack = Vec::new();
                 frame(&mut ack, 0x4, 0x1, 0, &[]);
-                io.write_all(&ack).await?;
+                // The server may already have closed its side (after a GOAWAY): keep reading.
+                let _ = io.write_all(&ack).await;
             }
             0x7 => {
                 let code = payload
