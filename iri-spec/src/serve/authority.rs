@@ -240,7 +240,16 @@ impl Rewriter {
         let Some(block) = self.block.take() else {
             return Ok(());
         };
-        let decoded = self.decoder.decode(&block.fragment).map_err(|m| m.0)?;
+        // While passing through, an inert block needs no decoding (the fast path of a
+        // connection whose header fields are all in the table).
+        let decoded = self
+            .decoder
+            .decode(&block.fragment, !self.reencode)
+            .map_err(|m| m.0)?;
+        let Some(decoded) = decoded else {
+            out.unsplit(block.frames);
+            return Ok(());
+        };
         if decoded.replaced && !self.reencode {
             tracing::debug!(
                 stream = block.stream_id,

@@ -64,8 +64,21 @@ impl Default for BlockDecoder {
 impl BlockDecoder {
     /// Decodes one complete header block (updating the dynamic table) and re-encodes it.
     /// After an error the decoder is out of step with the client: the connection must end.
-    pub(crate) fn decode(&mut self, block: &[u8]) -> Result<Decoded, Malformed> {
-        let never = scan(block)?;
+    ///
+    /// With `skip_inert`, an inert block (see [`Layout`]) is not decoded at all and `None` is
+    /// returned: it leaves the table as it is, and every `:authority` it can refer to was
+    /// checked when it entered the table (the caller passes blocks through only while none
+    /// was replaced).
+    pub(crate) fn decode(
+        &mut self,
+        block: &[u8],
+        skip_inert: bool,
+    ) -> Result<Option<Decoded>, Malformed> {
+        let layout = scan(block)?;
+        if skip_inert && layout.inert {
+            return Ok(None);
+        }
+        let never = layout.never;
         let mut out = Decoded {
             reencoded: Vec::with_capacity(block.len() + 32),
             replaced: false,
@@ -94,7 +107,7 @@ impl BlockDecoder {
         if too_big {
             return Err(Malformed("header list too large"));
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }
 
@@ -129,34 +142,60 @@ fn skip_str(buf: &[u8], pos: &mut usize) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// What [`scan`] found out about a block without decoding it.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    /// The ordinals of the never-indexed fields.
+    pub(crate) never: Vec<u32>,
+    /// Whether the block can neither change the dynamic table nor carry an `:authority`
+    /// that is not already in the table (no size update, no incremental-indexing literal, no
+    /// static index 1, and literals only under static names other than `:authority`).
+    pub(crate) inert: bool,
+}
+
 /// Walks the field representations of a block: checks that dynamic table size updates come
-/// only before the first field (RFC 7541 §4.2, as h2 enforces) and returns the ordinals of the
-/// never-indexed fields.
-pub(crate) fn scan(block: &[u8]) -> Result<Vec<u32>, Malformed> {
-    let mut never = Vec::new();
+/// only before the first field (RFC 7541 §4.2, as h2 enforces), collects the never-indexed
+/// fields and tells whether the block is inert (see [`Layout`]).
+pub(crate) fn scan(block: &[u8]) -> Result<Layout, Malformed> {
+    let mut layout = Layout {
+        never: Vec::new(),
+        inert: true,
+    };
     let (mut pos, mut field) = (0usize, 0u32);
     while let Some(&b) = block.get(pos) {
         if b & 0x80 != 0 {
-            int(block, &mut pos, 7)?;
+            // Index 0 is invalid, 1 is `:authority` "": decode (and fail or replace).
+            if int(block, &mut pos, 7)? <= 1 {
+                layout.inert = false;
+            }
         } else if b & 0xe0 == 0x20 {
             if field > 0 {
                 return Err(Malformed("dynamic table size update after a header field"));
             }
             int(block, &mut pos, 5)?;
+            layout.inert = false;
             continue;
         } else {
             let prefix = if b & 0x40 != 0 { 6 } else { 4 };
-            if b & 0xf0 == 0x10 {
-                never.push(field);
+            if b & 0x40 != 0 {
+                layout.inert = false;
             }
-            if int(block, &mut pos, prefix)? == 0 {
+            if b & 0xf0 == 0x10 {
+                layout.never.push(field);
+            }
+            let name = int(block, &mut pos, prefix)?;
+            // A literal value under a dynamic name could be an :authority: decode it.
+            if name <= 1 || name > STATIC_TABLE.len() {
+                layout.inert = false;
+            }
+            if name == 0 {
                 skip_str(block, &mut pos)?;
             }
             skip_str(block, &mut pos)?;
         }
         field += 1;
     }
-    Ok(never)
+    Ok(layout)
 }
 
 /// Writes an HPACK integer with an `n`-bit prefix and the high bits `flags`.

@@ -137,7 +137,7 @@ fn seen(out: &[u8]) -> Result<Seen, String> {
         if flags & 0x4 != 0 {
             let (stream, flags, block) = pending.take().unwrap();
             s.never
-                .push(hpack::scan(&block).map_err(|m| m.0.to_owned())?);
+                .push(hpack::scan(&block).map_err(|m| m.0.to_owned())?.never);
             let fields = decoder.decode(&block).map_err(|e| format!("{e:?}"))?;
             s.blocks.push((stream, flags, fields));
         }
@@ -208,7 +208,7 @@ fn reencoding_round_trips_every_shape() {
     for (i, (n, v)) in fields.iter().enumerate() {
         hpack::encode_field(&mut block, n, v, i == 4);
     }
-    assert_eq!(hpack::scan(&block).unwrap(), vec![4]);
+    assert_eq!(hpack::scan(&block).unwrap().never, vec![4]);
     assert_eq!(loona_hpack::Decoder::new().decode(&block).unwrap(), fields);
 }
 
@@ -226,6 +226,43 @@ fn valid_authority_passes_byte_for_byte() {
     let (out, rw) = rewrite(&input);
     assert_eq!(out, input);
     assert!(!rw.reencoding());
+}
+
+#[test]
+fn inert_blocks_are_recognised() {
+    let inert = |b: &[u8]| hpack::scan(b).unwrap().inert;
+    assert!(inert(&[0x83, 0x86, 0x80 | 62]));
+    assert!(inert(&[0x0f, 0x10, 0x01, b'x'])); // content-type (31), literal without indexing
+    assert!(!inert(&[0x81])); // :authority "" (static 1)
+    assert!(!inert(&[0x01, 0x01, b'x'])); // literal under static name 1
+    assert!(!inert(&[0x0f, 0x2f, 0x01, b'x'])); // literal under dynamic name 62
+    assert!(!inert(&[0x00, 0x01, b'n', 0x01, b'x'])); // literal name
+    assert!(!inert(&[0x20, 0x83])); // size update
+    assert!(!inert(&[0x44, 0x01, b'/'])); // incremental indexing
+}
+
+#[test]
+fn an_inert_block_after_a_passed_block_refers_to_checked_entries() {
+    // Block 1 enters a valid authority; block 2 refers to it only by index (inert, skipped);
+    // block 3 is a literal under the dynamic name of that entry with a raw path: decoded.
+    let mut b1 = Vec::new();
+    pseudo(&mut b1, b"/svc/M");
+    put_int(&mut b1, 1, 6, 0x40);
+    lit_str(&mut b1, b"localhost");
+    let b2 = vec![0x83, 0x86, 0x80 | 63, 0x80 | 62];
+    let mut b3 = vec![0x83, 0x86, 0x80 | 63];
+    put_int(&mut b3, 62, 4, 0x00);
+    lit_str(&mut b3, b"/tmp/m.sock");
+    let input = connection(&[
+        frame(0x1, 0x5, 1, &b1),
+        frame(0x1, 0x5, 3, &b2),
+        frame(0x1, 0x5, 5, &b3),
+    ]);
+    let (out, rw) = rewrite(&input);
+    assert!(rw.reencoding());
+    let s = seen(&out).unwrap();
+    assert_eq!(authority_of(&s.blocks[1].2), Some(&b"localhost"[..]));
+    assert_eq!(authority_of(&s.blocks[2].2), Some(&b"localhost"[..]));
 }
 
 #[test]
@@ -450,8 +487,15 @@ fn a_header_list_at_the_size_limit_passes_and_one_byte_more_fails() {
 
 #[test]
 fn malformed_input_is_a_connection_error() {
+    // An inert block (only indices) passes undecoded while nothing was replaced: an index
+    // beyond the table is then h2's connection error, not ours.
+    let input = connection(&[frame(0x1, 0x4, 1, &[0x80 | 70])]);
+    assert_eq!(rewrite(&input).0, input);
     let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
-        ("index out of range", vec![frame(0x1, 0x4, 1, &[0x80 | 70])]),
+        (
+            "index out of range",
+            vec![frame(0x1, 0x4, 1, &[0x80 | 70, 0x44, 0x01, b'/'])],
+        ),
         ("index zero", vec![frame(0x1, 0x4, 1, &[0x80])]),
         ("truncated integer", vec![frame(0x1, 0x4, 1, &[0x7f, 0xff])]),
         (
