@@ -76,10 +76,6 @@ struct Block {
     end_stream: bool,
     /// The 5 priority bytes of the HEADERS frame, if it had the PRIORITY flag.
     priority: Option<[u8; 5]>,
-    /// The original frames, for pass-through.
-    frames: BytesMut,
-    /// The header block fragment(s), concatenated.
-    fragment: Vec<u8>,
 }
 
 /// The sans-IO frame rewriter of one connection's client-to-server direction.
@@ -91,6 +87,10 @@ pub(crate) struct Rewriter {
     /// Set by the first block whose authority was replaced; from then on every block is
     /// re-encoded.
     reencode: bool,
+    /// The open block's original frames (for pass-through), reused across blocks.
+    frames: Vec<u8>,
+    /// The open block's header block fragments, concatenated; reused across blocks.
+    fragment: Vec<u8>,
 }
 
 impl Default for Rewriter {
@@ -100,6 +100,8 @@ impl Default for Rewriter {
             block: None,
             decoder: BlockDecoder::default(),
             reencode: false,
+            frames: Vec::new(),
+            fragment: Vec::new(),
         }
     }
 }
@@ -168,7 +170,11 @@ impl Rewriter {
                         self.state = State::Payload(len);
                         continue;
                     }
-                    let gathered = self.block.as_ref().map_or(0, |b| b.frames.len());
+                    let gathered = if self.block.is_some() {
+                        self.frames.len()
+                    } else {
+                        0
+                    };
                     if gathered + len > MAX_BLOCK {
                         return self.fail(out, stream_id, "header block too large");
                     }
@@ -176,8 +182,9 @@ impl Rewriter {
                         input.reserve(9 + len - input.len());
                         return;
                     }
-                    let frame = input.split_to(9 + len);
-                    if let Err(why) = self.header_frame(frame, kind, flags, stream_id) {
+                    let res = self.header_frame(&input[..9 + len], kind, flags, stream_id);
+                    input.advance(9 + len);
+                    if let Err(why) = res {
                         return self.fail(out, stream_id, why);
                     }
                     if flags & END_HEADERS != 0
@@ -192,7 +199,7 @@ impl Rewriter {
 
     fn header_frame(
         &mut self,
-        frame: BytesMut,
+        frame: &[u8],
         kind: u8,
         flags: u8,
         stream_id: u32,
@@ -203,8 +210,8 @@ impl Rewriter {
             if block.stream_id != stream_id {
                 return Err("CONTINUATION on another stream");
             }
-            block.fragment.extend_from_slice(payload);
-            block.frames.unsplit(frame);
+            self.fragment.extend_from_slice(payload);
+            self.frames.extend_from_slice(frame);
             return Ok(());
         }
         let mut start = 0;
@@ -226,12 +233,14 @@ impl Rewriter {
             .checked_sub(pad)
             .filter(|end| *end >= start)
             .ok_or("padding longer than the HEADERS payload")?;
+        self.fragment.clear();
+        self.fragment.extend_from_slice(&payload[start..end]);
+        self.frames.clear();
+        self.frames.extend_from_slice(frame);
         self.block = Some(Block {
             stream_id,
             end_stream: flags & END_STREAM != 0,
             priority,
-            fragment: payload[start..end].to_vec(),
-            frames: frame,
         });
         Ok(())
     }
@@ -244,10 +253,10 @@ impl Rewriter {
         // connection whose header fields are all in the table).
         let decoded = self
             .decoder
-            .decode(&block.fragment, !self.reencode)
+            .decode(&self.fragment, !self.reencode)
             .map_err(|m| m.0)?;
         let Some(decoded) = decoded else {
-            out.unsplit(block.frames);
+            out.extend_from_slice(&self.frames);
             return Ok(());
         };
         if decoded.replaced && !self.reencode {
@@ -258,7 +267,7 @@ impl Rewriter {
             self.reencode = true;
         }
         if !self.reencode {
-            out.unsplit(block.frames);
+            out.extend_from_slice(&self.frames);
             return Ok(());
         }
         let fragment = decoded.reencoded;
