@@ -86,3 +86,23 @@ irikit_install_netns() {
 }
 irikit_install_netns
 # --- end netns -----------------------------------------------------------------------------------
+
+# --- python-grpcio (issue 13) -------------------------------------------------------------------
+# A stock Python grpcio client (>= 1.57: it sends the percent-encoded socket path as :authority)
+# and grpcio-tools (stubs generated from iri-spec/proto at test time), from PyPI, for the serving
+# tests of every runtime binary (iri-spec/clients/). Idempotent: quick when installed.
+irikit_install_python_grpcio() {
+    local check='import grpc, grpc_tools; assert tuple(int(x) for x in grpc.__version__.split(".")[:2]) >= (1, 57)'
+    if ! python3 -c "$check" >/dev/null 2>&1; then
+        if ! python3 -m pip --version >/dev/null 2>&1; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+        fi
+        python3 -m pip install -q 'grpcio>=1.57' grpcio-tools ||
+            python3 -m pip install -q --break-system-packages 'grpcio>=1.57' grpcio-tools
+    fi
+    python3 -c "$check; print('python grpcio', grpc.__version__)"
+    export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}python-grpcio"
+}
+irikit_install_python_grpcio
+# --- end python-grpcio ----------------------------------------------------------------------------

@@ -242,6 +242,7 @@ pub async fn run(
         case_id: Arc::from("bench"),
         created: created.clone(),
         lifecycle: None,
+        upstreams: Arc::new(targets.upstreams.clone()),
     };
     let body = bench_all(cfg, &ctx);
     let rpcs = tokio::select! {

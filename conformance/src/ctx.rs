@@ -155,6 +155,9 @@ pub struct Ctx {
     pub(crate) created: Arc<Created>,
     /// The lifecycle environment (lifecycle-level cases only).
     pub(crate) lifecycle: Option<Arc<crate::lifecycle::Env>>,
+    /// How each service is dialled (the transport cases open raw HTTP/2 connections).
+    pub(crate) upstreams:
+        Arc<std::collections::BTreeMap<crate::Service, crate::lifecycle::Upstream>>,
 }
 
 /// A label value made of the case id (≤ 63 chars of `[A-Za-z0-9._-]`).

@@ -360,6 +360,18 @@ pub const MUST_EVIDENCE: &[(&str, &str)] = &[
         "§4.2: the volume poollet creates, lists and deletes snapshots",
     ),
     (
+        "machine.transport",
+        "§7.4 Transport: plain gRPC over a unix socket; every IronCore runtime (a grpc-go server) serves any :authority, and grpc-core (≥ 1.57) and grpc-java clients send the socket path",
+    ),
+    (
+        "volume.transport",
+        "§7.4 Transport: plain gRPC over a unix socket; every IronCore runtime (a grpc-go server) serves any :authority, and grpc-core (≥ 1.57) and grpc-java clients send the socket path",
+    ),
+    (
+        "bucket.transport",
+        "§7.4 Transport: plain gRPC over a unix socket; every IronCore runtime (a grpc-go server) serves any :authority, and grpc-core (≥ 1.57) and grpc-java clients send the socket path",
+    ),
+    (
         "machine.exec.console",
         "§3.9/§2.2 Exec: a URL Exec returns must serve the remotecommand stream; the machinepoollet proxies to it",
     ),

@@ -1045,6 +1045,7 @@ pub async fn run(
             case_id: Arc::from(""),
             created: created.clone(),
             lifecycle: None,
+            upstreams: Arc::new(targets.upstreams.clone()),
         },
         case_timeout: config.case_timeout,
         cancel: &cancel,

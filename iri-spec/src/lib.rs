@@ -26,7 +26,7 @@ pub use generated::*;
 pub mod endpoint;
 pub mod keys;
 pub mod selector;
-pub mod status_cap;
+pub mod serve;
 
 /// The encoded `FileDescriptorSet` of every IRI package, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");

@@ -823,6 +823,15 @@ impl Core {
         }
     }
 
+    /// How a new unix-socket or in-process connection treats `:authority`.
+    pub(crate) fn authority(&self) -> iri_spec::serve::AuthorityPolicy {
+        if self.has(Mutant::StrictAuthority) {
+            iri_spec::serve::AuthorityPolicy::Strict
+        } else {
+            iri_spec::serve::AuthorityPolicy::Any
+        }
+    }
+
     pub(crate) fn new_id(&self) -> String {
         lock(&self.ids).next_id()
     }

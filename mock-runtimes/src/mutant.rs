@@ -178,6 +178,8 @@ mutants! {
     VolumeSourceUnchecked => "volume-source-unchecked", "CreateMachine accepts a machine volume with neither local_disk nor connection (one of the five behaviours of issue 14)";
     SnapshotNeverGone => "snapshot-never-gone", "a deleted volume snapshot stays listed forever";
     ExpandSameSizeErrors => "expand-same-size-errors", "a repeated ExpandVolume to the current size errors (ceph-provider) instead of OK";
+    // --- transport (issue 13)
+    StrictAuthority => "strict-authority", "unix-socket and in-process connections are served without the :authority rewrite, so h2 resets calls with the percent-encoded or raw socket path grpc-core and grpc-java send";
 }
 
 impl fmt::Display for Mutant {

@@ -10,12 +10,12 @@ use std::{
 
 use iri_spec::{
     bucket::v1alpha1 as bucket, endpoint::Endpoint, event::v1alpha1 as event,
-    machine::v1alpha1 as machine, volume::v1alpha1 as volume,
+    machine::v1alpha1 as machine, serve::AnyAuthority, volume::v1alpha1 as volume,
 };
 use tokio::{io::DuplexStream, task::JoinHandle};
 use tokio_stream::{StreamExt as _, wrappers::UnboundedReceiverStream};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Server};
+use tonic::transport::Channel;
 
 use crate::{
     BucketService, Call, Delays, Expectation, FaultId, FaultRule, MachineService, Method, Mutant,
@@ -42,9 +42,9 @@ pub enum Error {
     /// Binding the listener failed.
     #[error("bind {0}")]
     Bind(String, #[source] io::Error),
-    /// Setting the socket's mode failed.
-    #[error("set mode of {0}")]
-    Chmod(String, #[source] io::Error),
+    /// Binding the unix socket failed (a live server or a non-socket at the path, or IO).
+    #[error(transparent)]
+    Socket(#[from] iri_spec::serve::BindError),
     /// The server task failed.
     #[error("serve")]
     Serve(#[source] tonic::transport::Error),
@@ -289,8 +289,10 @@ impl MockRuntimeBuilder {
     pub async fn start_in_process(self) -> Result<MockRuntime> {
         let handle = self.build();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DuplexStream>();
-        let incoming =
-            UnboundedReceiverStream::new(rx).map(|s| Ok::<_, io::Error>(MockConn::new(s)));
+        let core = handle.core.clone();
+        let incoming = UnboundedReceiverStream::new(rx).map(move |s| {
+            Ok::<_, io::Error>(MockConn::new(AnyAuthority::new(s, core.authority())))
+        });
         let server = spawn_server(&handle, incoming);
         let connector_tx = tx.clone();
         let channel = tonic::transport::Endpoint::from_static("http://iri-mock.local")
@@ -334,8 +336,9 @@ impl MockRuntimeBuilder {
     ) -> Result<MockRuntime> {
         let listener = bind_unix(&path)?;
         let handle = self.build();
-        let incoming =
-            tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| s.map(MockConn::new));
+        let core = handle.core.clone();
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
+            .map(move |s| s.map(|s| MockConn::new(AnyAuthority::new(s, core.authority()))));
         let server = spawn_server(&handle, incoming);
         let channel = iri_spec::endpoint::connect_lazy(&Endpoint::Unix(path.clone()));
         Ok(MockRuntime::new(
@@ -374,18 +377,10 @@ impl MockRuntimeBuilder {
     }
 }
 
-/// Binds a unix listener at `path`: removes a stale socket first and sets mode 0600.
+/// Binds a unix listener at `path` with [`iri_spec::serve::bind_unix`]: mode 0600 from the
+/// start; a stale socket is replaced, a live one or anything that is not a socket refused.
 pub fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let shown = path.display().to_string();
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-        let _ = std::fs::remove_file(path);
-    }
-    let listener =
-        tokio::net::UnixListener::bind(path).map_err(|e| Error::Bind(shown.clone(), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::Chmod(shown, e))?;
-    Ok(listener)
+    Ok(iri_spec::serve::bind_unix(path)?)
 }
 
 fn spawn_server<S, IO>(
@@ -396,7 +391,7 @@ where
     S: tokio_stream::Stream<Item = io::Result<MockConn<IO>>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let router = Server::builder()
+    let router = iri_spec::serve::builder()
         .add_service(handle.machine_service().into_server())
         .add_service(handle.volume_service().into_server())
         .add_service(handle.bucket_service().into_server());

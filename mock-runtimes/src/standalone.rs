@@ -3,11 +3,10 @@
 
 use std::io;
 
-use iri_spec::endpoint::RuntimeKind;
+use iri_spec::{endpoint::RuntimeKind, serve::AnyAuthority};
 use tokio::net::UnixListener;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
 use crate::{BucketService, MachineService, MockHandle, VolumeService, conn::MockConn};
 
@@ -33,7 +32,8 @@ pub fn service_name(kind: RuntimeKind) -> &'static str {
 
 /// Serves `kind`'s runtime of `handle`, `grpc.health.v1.Health` (SERVING for the runtime and
 /// for "") and server reflection (v1 and v1alpha) on `listener` until `shutdown` is cancelled.
-/// Connections are wrapped so that the drop-connection fault works.
+/// Connections accept any `:authority` ([`iri_spec::serve::AnyAuthority`]; not with the
+/// `strict-authority` mutant) and are wrapped so that the drop-connection fault works.
 pub async fn serve_unix(
     handle: &MockHandle,
     kind: RuntimeKind,
@@ -58,7 +58,7 @@ pub async fn serve_unix(
     reporter
         .set_service_status(name, tonic_health::ServingStatus::Serving)
         .await;
-    let router = Server::builder()
+    let router = iri_spec::serve::builder()
         .add_service(health)
         .add_service(v1)
         .add_service(v1alpha);
@@ -82,8 +82,12 @@ pub async fn serve_unix(
             .into_server(),
         ),
     };
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
-        .map(|s: io::Result<tokio::net::UnixStream>| s.map(MockConn::new));
+    let core = handle.core.clone();
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).map(
+        move |s: io::Result<tokio::net::UnixStream>| {
+            s.map(|s| MockConn::new(AnyAuthority::new(s, core.authority())))
+        },
+    );
     let core_shutdown = handle.core.shutdown.clone();
     let res = router
         .serve_with_incoming_shutdown(incoming, async move {

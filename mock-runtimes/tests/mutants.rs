@@ -821,6 +821,18 @@ async fn transcript(mutants: &[Mutant]) -> String {
         }));
     }
 
+    // --- transport: a Version call with the raw socket path as :authority (grpc-java's form)
+    let answer = iri_spec::serve::probe::call(
+        mock.in_process_dialer().unwrap().dial().unwrap(),
+        "/machine.v1alpha1.MachineRuntime/Version",
+        Some(b"/run/iri-machine.sock"),
+        &[],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    out.push(json!({ "raw_path_authority": format!("{answer:?}").split(['{', '(']).next() }));
+
     let mut value = Value::Array(out);
     classify_times(&mut value);
     let mut text = serde_json::to_string_pretty(&value).unwrap();

@@ -4,7 +4,10 @@
 
 mod common;
 
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::{
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    time::Duration,
+};
 
 use common::Clients;
 use iri_mock::{Method, MockRuntime, fixtures};
@@ -168,4 +171,73 @@ async fn services_can_be_served_on_a_transport_of_ones_own() {
         .await
         .unwrap();
     assert_eq!(handle.machine_count(), 1);
+}
+
+/// Issue 13: on a unix socket every `:authority` form is served, a malformed header block gets
+/// h2's connection error (GOAWAY), and TCP keeps h2's strict authority check.
+#[tokio::test]
+async fn any_authority_on_unix_strict_on_tcp_and_goaway_for_garbage() {
+    use iri_spec::serve::probe::{self, ProbeAnswer};
+    const VERSION: &str = "/machine.v1alpha1.MachineRuntime/Version";
+    let t = Duration::from_secs(10);
+    let mock = MockRuntime::builder().start_unix_temp().await.unwrap();
+    let Some(iri_spec::endpoint::Endpoint::Unix(path)) = mock.endpoint() else {
+        panic!("unix endpoint expected");
+    };
+    let raw = path.display().to_string();
+    let encoded = raw.trim_start_matches('/').replace('/', "%2F");
+    for authority in [
+        Some("localhost".as_bytes()),
+        Some(encoded.as_bytes()),
+        Some(raw.as_bytes()),
+        Some(b"".as_slice()),
+        None,
+    ] {
+        let io = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let answer = probe::call(io, VERSION, authority, &[], t).await.unwrap();
+        assert!(
+            matches!(
+                answer,
+                ProbeAnswer::Answered {
+                    grpc_status: Some(0),
+                    ..
+                }
+            ),
+            "{authority:?}: {answer:?}"
+        );
+    }
+    // An undecodable header block (a string longer than the block): a connection error.
+    let io = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let answer = probe::call_with_block(io, &[0x83, 0x00, 0x7f], &[], t)
+        .await
+        .unwrap();
+    assert!(matches!(answer, ProbeAnswer::GoAway(_)), "{answer:?}");
+    // The server still serves new connections.
+    let io = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let answer = probe::call(io, VERSION, Some(raw.as_bytes()), &[], t)
+        .await
+        .unwrap();
+    assert!(matches!(
+        answer,
+        ProbeAnswer::Answered {
+            grpc_status: Some(0),
+            ..
+        }
+    ));
+
+    let tcp = MockRuntime::builder().start_tcp().await.unwrap();
+    let Some(iri_spec::endpoint::Endpoint::Tcp { host, port }) = tcp.endpoint() else {
+        panic!("tcp endpoint expected");
+    };
+    let io = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .unwrap();
+    let answer = probe::call(io, VERSION, Some(raw.as_bytes()), &[], t)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer,
+        ProbeAnswer::StreamReset(1),
+        "TCP keeps h2's strict check"
+    );
 }

@@ -4,6 +4,7 @@ mod bucket;
 mod exec;
 pub(crate) mod machine;
 mod poollet;
+mod transport;
 mod volume;
 
 use crate::case::Case;
@@ -30,6 +31,7 @@ pub fn rpc() -> Vec<Case> {
     v.extend(volume::cases());
     v.extend(bucket::cases());
     v.extend(poollet::cases());
+    v.extend(transport::cases());
     crate::requirement::apply(&mut v);
     v
 }

@@ -43,6 +43,10 @@ struct Args {
     /// Run only one part.
     #[arg(long, value_enum)]
     only: Option<Part>,
+    /// Also run a mock without the `:authority` rewrite (the `strict-authority` mutant) in the
+    /// same rounds, and report both ratios to the echo (the rewrite's cost).
+    #[arg(long)]
+    compare_strict: bool,
     /// Events kept per service during the memory measurement (the mock's default is 10 000).
     #[arg(long, default_value_t = 10_000)]
     event_capacity: usize,
@@ -308,18 +312,45 @@ async fn throughput(args: &Args) -> anyhow::Result<()> {
     if let Some(n) = args.call_log_capacity {
         builder = builder.call_log_capacity(n);
     }
+    let strict = if args.compare_strict {
+        Some(
+            builder
+                .clone()
+                .mutant(iri_mock::Mutant::StrictAuthority)
+                .start_unix(dir.path().join("strict.sock"))
+                .await?,
+        )
+    } else {
+        None
+    };
     let mock = builder.start_unix(dir.path().join("mock.sock")).await?;
     let mock_channel =
         iri_spec::endpoint::connect(&mock.endpoint().context("unix endpoint")?).await?;
+    let strict_channel = match &strict {
+        Some(s) => {
+            Some(iri_spec::endpoint::connect(&s.endpoint().context("unix endpoint")?).await?)
+        }
+        None => None,
+    };
     let echo_channel = echo_server(&dir.path().join("echo.sock")).await?;
     // Warm up both.
     pairs_per_second(&mock_channel, 2_000, args.concurrency).await?;
     pairs_per_second(&echo_channel, 2_000, args.concurrency).await?;
+    if let Some(c) = &strict_channel {
+        pairs_per_second(c, 2_000, args.concurrency).await?;
+    }
+    let (mut strict_wall_ratios, mut strict_cpu_ratios) = (Vec::new(), Vec::new());
     // Rounds interleave the two servers, alternating which goes first, so load drift on a
     // shared machine hits both sides alike; each round's ratio compares neighbouring runs.
     let (mut wall_ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
     let (mut mock_rates, mut echo_rates) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds {
+        // The strict mock runs first in odd rounds and last in even ones (the echo the other
+        // way round), so drift hits both mocks alike.
+        let mut strict_rate = None;
+        if let Some(c) = strict_channel.as_ref().filter(|_| round % 2 == 1) {
+            strict_rate = Some(pairs_per_second(c, args.pairs, args.concurrency).await?);
+        }
         let (m, e) = if round % 2 == 1 {
             let e = pairs_per_second(&echo_channel, args.pairs, args.concurrency).await?;
             let m = pairs_per_second(&mock_channel, args.pairs, args.concurrency).await?;
@@ -338,6 +369,20 @@ async fn throughput(args: &Args) -> anyhow::Result<()> {
             m.wall / e.wall,
             m.cpu / e.cpu
         );
+        if let Some(c) = strict_channel.as_ref().filter(|_| round % 2 == 0) {
+            strict_rate = Some(pairs_per_second(c, args.pairs, args.concurrency).await?);
+        }
+        if let Some(s) = strict_rate {
+            println!(
+                "         strict (no rewrite) {:>7.0} pairs/s ({:>7.0}/cpu-s)   ratio {:.2} (cpu {:.2})",
+                s.wall,
+                s.cpu,
+                s.wall / e.wall,
+                s.cpu / e.cpu
+            );
+            strict_wall_ratios.push(s.wall / e.wall);
+            strict_cpu_ratios.push(s.cpu / e.cpu);
+        }
         wall_ratios.push(m.wall / e.wall);
         cpu_ratios.push(m.cpu / e.cpu);
         mock_rates.push(m);
@@ -363,6 +408,19 @@ async fn throughput(args: &Args) -> anyhow::Result<()> {
         median(&wall_ratios),
         median(&cpu_ratios)
     );
+    if let Some(strict) = strict {
+        println!(
+            "  median ratio without the :authority rewrite (strict-authority) {:>6.2}   {:>6.2}",
+            median(&strict_wall_ratios),
+            median(&strict_cpu_ratios)
+        );
+        println!(
+            "  cost of the rewrite (strict - with)                           {:>6.2}   {:>6.2}   (goal <= 0.03)",
+            median(&strict_wall_ratios) - median(&wall_ratios),
+            median(&strict_cpu_ratios) - median(&cpu_ratios)
+        );
+        strict.shutdown().await?;
+    }
     mock.shutdown().await?;
     Ok(())
 }

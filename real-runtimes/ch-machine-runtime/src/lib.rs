@@ -13,29 +13,11 @@ pub mod store;
 pub mod validate;
 pub mod vmm;
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use iri_spec::machine::v1alpha1::machine_runtime_server::MachineRuntimeServer;
 use tokio_util::sync::CancellationToken;
-
-/// Bind a unix socket for a gRPC server: remove a stale socket, bind, chmod 0600.
-pub fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("remove stale socket {}", path.display()));
-        }
-        _ => {}
-    }
-    let listener =
-        tokio::net::UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
-    Ok(listener)
-}
 
 /// Run the runtime on `socket` until `token` is cancelled, then shut down as configured
 /// (VMs keep running unless `stop_vms_on_exit`).
@@ -45,13 +27,17 @@ pub async fn serve(
     socket: std::path::PathBuf,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = bind_socket(&socket)?;
+    if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    let listener = iri_spec::serve::bind_unix(&socket)?;
     let runtime = runtime::Runtime::start(cfg, vmm, token.child_token())
         .await
         .context("start runtime")?;
     tracing::info!(socket = %socket.display(), vmm = runtime.vmm_name(), "serving MachineRuntime");
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let res = tonic::transport::Server::builder()
+    // Any :authority a gRPC client stack sends on a unix socket is accepted (issue 13).
+    let incoming = iri_spec::serve::incoming(listener, iri_spec::serve::AuthorityPolicy::Any);
+    let res = iri_spec::serve::builder()
         .add_service(MachineRuntimeServer::new(server::MachineService::new(
             runtime.clone(),
         )))

@@ -221,24 +221,6 @@ pub fn find_qemu_img() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Bind a unix socket: remove a stale one, bind, chmod 0600.
-pub fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
-    }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("remove stale socket {}", path.display()));
-        }
-        _ => {}
-    }
-    let listener =
-        tokio::net::UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod {}", path.display()))?;
-    Ok(listener)
-}
-
 /// Serve the VolumeRuntime on `socket` until `token` is cancelled.
 pub async fn serve(
     cfg: Config,
@@ -247,10 +229,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     use iri_spec::volume::v1alpha1::volume_runtime_server::VolumeRuntimeServer;
     let service = service::VolumeService::start(cfg).context("load volume state")?;
-    let listener = bind_socket(socket)?;
+    if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+    }
+    let listener = iri_spec::serve::bind_unix(socket)?;
     tracing::info!(socket = %socket.display(), "serving VolumeRuntime");
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let res = tonic::transport::Server::builder()
+    // Any :authority a gRPC client stack sends on a unix socket is accepted (issue 13).
+    let incoming = iri_spec::serve::incoming(listener, iri_spec::serve::AuthorityPolicy::Any);
+    let res = iri_spec::serve::builder()
         .add_service(VolumeRuntimeServer::new(service))
         .serve_with_incoming_shutdown(incoming, token.cancelled())
         .await

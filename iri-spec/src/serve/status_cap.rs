@@ -1,5 +1,5 @@
-//! [`CapStatusMessage`]: a tower layer for every irikit gRPC server that keeps the
-//! `grpc-message` of an error answer short.
+//! [`CapStatusMessage`]: a tower layer for every irikit gRPC server ([`super::builder`]) that
+//! keeps the `grpc-message` of an error answer short.
 //!
 //! Runtimes name the offending value in their error messages ("machine id '…' not found"). A
 //! client that sends a 64 KiB id then gets a 64 KiB `grpc-message` header, larger than the
@@ -19,7 +19,7 @@ use tonic::Status;
 /// The longest `grpc-message` header value sent, in bytes (percent-encoded).
 pub const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
 
-/// The layer: add it to a `tonic::transport::Server` builder (`.layer(CapStatusMessage)`).
+/// The layer; [`super::builder`] adds it to every irikit server.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CapStatusMessage;
 
