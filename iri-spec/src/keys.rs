@@ -148,4 +148,3 @@ mod tests {
         assert_eq!(volume_class_capacity_key("fast"), "class/volume.fast");
     }
 }
-

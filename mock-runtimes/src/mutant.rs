@@ -163,6 +163,12 @@ mutants! {
     StatusUnavailable => "status-unavailable", "machine Status answers Unavailable, so a poollet sees the runtime as unreachable";
     BucketMissingSpecAccepted => "bucket-missing-spec-accepted", "CreateBucket without bucket or spec succeeds with the first class instead of InvalidArgument";
     BucketDeleteTwiceNotFound => "bucket-delete-twice-notfound", "a repeated DeleteBucket while the bucket is being deleted returns NotFound";
+    // --- reservations (issue 15; irikit's ReservationRuntime extension)
+    ReservationAlwaysRejected => "reservation-always-rejected", "CreateReservation rejects every reservation, even one that fits";
+    ReservationCapacityUnchecked => "reservation-capacity-unchecked", "CreateReservation accepts every reservation, whatever the capacity";
+    ReservationHoldsIgnored => "reservation-holds-ignored", "CreateReservation ignores the capacity other accepted reservations hold";
+    ReservationDeleteKeepsHold => "reservation-delete-keeps-hold", "DeleteReservation removes the reservation but its hold stays counted";
+    ReservationNotConsumed => "reservation-not-consumed", "CreateMachine ignores the reservation.irikit.dev/id annotation: the reservation stays ACCEPTED and keeps holding";
 }
 
 impl fmt::Display for Mutant {
@@ -191,7 +197,7 @@ impl FromStr for Mutant {
 /// A set of mutants that can be switched while the mock serves (lock-free reads).
 #[derive(Debug, Default)]
 pub(crate) struct MutantSet {
-    bits: [AtomicU64; 2],
+    bits: [AtomicU64; 3],
 }
 
 impl MutantSet {
@@ -230,7 +236,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_kebab_case_and_parse() {
-        assert!(Mutant::ALL.len() <= 128, "MutantSet holds 128 bits");
+        assert!(Mutant::ALL.len() <= 192, "MutantSet holds 192 bits");
         let mut seen = HashSet::new();
         for &m in Mutant::ALL {
             assert!(seen.insert(m.name()), "duplicate name {m}");
