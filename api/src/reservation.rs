@@ -139,6 +139,73 @@ impl Reservation {
     }
 }
 
+/// The IRI extension's messages (`irikit.reservation.v1alpha1`), which poollets and brokers
+/// pass a Reservation down with.
+pub use iri_spec::irikit::reservation::v1alpha1 as iri;
+
+/// Why a Reservation's resources do not translate into the IRI extension's spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToIriError {
+    /// A key the IRI spec has no field for.
+    #[error("resource {0:?} has no IRI reservation field")]
+    UnknownResource(String),
+    /// An amount that is negative, fractional where a count is needed, or beyond i64.
+    #[error("resource {0:?}: {1}")]
+    Amount(String, String),
+}
+
+impl ReservationSpec {
+    /// The IRI extension's spec for these resources: class counts, `cpu` in millicores,
+    /// `memory` in bytes, `localStorage` in bytes per machine.
+    pub fn to_iri(&self) -> Result<iri::ReservationSpec, ToIriError> {
+        let mut out = iri::ReservationSpec::default();
+        for (key, qty) in &self.resources {
+            let amount = |v: i128| {
+                if qty.is_negative() {
+                    return Err(ToIriError::Amount(
+                        key.clone(),
+                        format!("{qty} is negative"),
+                    ));
+                }
+                i64::try_from(v)
+                    .map_err(|_| ToIriError::Amount(key.clone(), format!("{qty} exceeds i64")))
+            };
+            if let Some(class) = key.strip_prefix(crate::compute::CLASS_RESOURCE_PREFIX) {
+                if qty.milli_value() % 1000 != 0 {
+                    return Err(ToIriError::Amount(
+                        key.clone(),
+                        format!("{qty} is not a whole machine count"),
+                    ));
+                }
+                out.machine_classes
+                    .insert(class.to_owned(), amount(qty.value())?);
+                continue;
+            }
+            match key.as_str() {
+                CPU_RESOURCE => out.cpu_millis = amount(qty.milli_value())?,
+                MEMORY_RESOURCE => out.memory_bytes = amount(qty.value())?,
+                LOCAL_STORAGE_RESOURCE => {
+                    out.local_storage_bytes_per_machine = amount(qty.value())?;
+                }
+                other => return Err(ToIriError::UnknownResource(other.to_owned())),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ReservationState {
+    /// The state of an IRI `ReservationState` value (`None` for an unknown value).
+    pub fn from_iri(state: i32) -> Option<Self> {
+        Some(match iri::ReservationState::try_from(state).ok()? {
+            iri::ReservationState::ReservationPending => Self::Pending,
+            iri::ReservationState::ReservationAccepted => Self::Accepted,
+            iri::ReservationState::ReservationRejected => Self::Rejected,
+            iri::ReservationState::ReservationBound => Self::Bound,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -167,6 +234,30 @@ status: {pools: [{name: p1, state: Accepted}, {name: p2, state: Rejected}]}\n";
             ),
             Err(crate::object::ParseObjectError::Decode(_))
         ));
+        let spec = r.spec.to_iri().unwrap();
+        assert_eq!(spec.machine_classes.get("small"), Some(&2));
+        assert_eq!(spec.cpu_millis, 500);
+        assert_eq!(spec.memory_bytes, 0);
+        assert_eq!(spec.local_storage_bytes_per_machine, 10 << 30);
+        let mut bad = r.spec.clone();
+        bad.resources.insert("nics".into(), "1".parse().unwrap());
+        assert_eq!(
+            bad.to_iri(),
+            Err(super::ToIriError::UnknownResource("nics".into()))
+        );
+        let mut half = r.spec.clone();
+        half.resources
+            .insert("class/machine.small".into(), "1500m".parse().unwrap());
+        assert!(matches!(half.to_iri(), Err(super::ToIriError::Amount(..))));
+        for (v, want) in [
+            (0, Some(ReservationState::Pending)),
+            (1, Some(ReservationState::Accepted)),
+            (2, Some(ReservationState::Rejected)),
+            (3, Some(ReservationState::Bound)),
+            (9, None),
+        ] {
+            assert_eq!(ReservationState::from_iri(v), want);
+        }
         let all = Reservation::default();
         assert!(all.targets("anything"));
         let _: Object = crate::Resource::into_object(all);
