@@ -32,12 +32,17 @@ pub struct Clients {
     pub volume: Option<VolumeRuntimeClient<Channel>>,
     /// BucketRuntime client.
     pub bucket: Option<BucketRuntimeClient<Channel>>,
+    /// irikit's ReservationRuntime extension, on the machine runtime's channel.
+    pub reservation: Option<iri_spec::reservation::ReservationClient>,
 }
 
 impl Clients {
     /// Clients on the given channels.
     pub fn new(machine: Option<Channel>, volume: Option<Channel>, bucket: Option<Channel>) -> Self {
         Clients {
+            reservation: machine
+                .clone()
+                .map(iri_spec::reservation::ReservationClient::new),
             machine: machine.map(MachineRuntimeClient::new),
             volume: volume.map(VolumeRuntimeClient::new),
             bucket: bucket.map(BucketRuntimeClient::new),

@@ -3,6 +3,7 @@
 mod bucket;
 pub(crate) mod machine;
 mod poollet;
+mod reservation;
 mod volume;
 
 use crate::case::Case;
@@ -26,6 +27,7 @@ pub fn rpc() -> Vec<Case> {
     v.extend(volume::cases());
     v.extend(bucket::cases());
     v.extend(poollet::cases());
+    v.extend(reservation::cases());
     v
 }
 
@@ -40,6 +42,7 @@ mod tests {
             assert!(
                 c.id.starts_with(c.service.name())
                     || c.id.starts_with("poollet.")
+                    || (c.service == crate::Service::Machine && c.id.starts_with("reservation."))
                     || (c.level == crate::Level::Lifecycle && c.id.starts_with("lifecycle.")),
                 "{} does not start with its service",
                 c.id
