@@ -8,6 +8,7 @@ pub mod core;
 pub mod meta;
 pub mod object;
 pub mod quantity;
+pub mod reservation;
 pub mod storage;
 pub mod store;
 pub mod validation;

@@ -5,7 +5,7 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{compute, coordination, core, meta::ObjectMeta, storage};
+use crate::{compute, coordination, core, meta::ObjectMeta, reservation, storage};
 
 macro_rules! kinds {
     ($( $variant:ident => $ty:ty, $api:expr, $plural:literal, $namespaced:expr; )*) => {
@@ -174,6 +174,7 @@ kinds! {
     Event => core::Event, core::API_VERSION, "events", true;
     Secret => core::Secret, core::API_VERSION, "secrets", true;
     Lease => coordination::Lease, coordination::API_VERSION, "leases", true;
+    Reservation => reservation::Reservation, reservation::API_VERSION, "reservations", true;
 }
 
 impl fmt::Display for Kind {
@@ -269,6 +270,7 @@ impl Object {
                 (&a.type_, &a.data, &a.string_data) != (&b.type_, &b.data, &b.string_data)
             }
             (Object::Lease(a), Object::Lease(b)) => a.spec != b.spec,
+            (Object::Reservation(a), Object::Reservation(b)) => a.spec != b.spec,
             _ => true,
         }
     }
@@ -281,6 +283,7 @@ impl Object {
             (Object::Volume(a), Object::Volume(b)) => a.status = b.status.clone(),
             (Object::VolumePool(a), Object::VolumePool(b)) => a.status = b.status.clone(),
             (Object::VolumeSnapshot(a), Object::VolumeSnapshot(b)) => a.status = b.status.clone(),
+            (Object::Reservation(a), Object::Reservation(b)) => a.status = b.status.clone(),
             _ => {}
         }
     }
@@ -295,6 +298,7 @@ impl Object {
                 | Kind::Volume
                 | Kind::VolumePool
                 | Kind::VolumeSnapshot
+                | Kind::Reservation
         )
     }
 

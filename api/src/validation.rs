@@ -9,6 +9,7 @@ use crate::{
     meta::{ObjectMeta, Taint, Toleration},
     object::Object,
     quantity::ResourceList,
+    reservation::{self, Reservation},
     storage::{self, VolumeSnapshot},
 };
 
@@ -433,6 +434,76 @@ fn validate_lease(l: &crate::coordination::Lease, errs: &mut Errors) {
     }
 }
 
+fn validate_reservation(r: &Reservation, errs: &mut Errors) {
+    let mut pools = HashSet::new();
+    for (i, pool) in r.spec.pools.iter().enumerate() {
+        if !is_dns_subdomain(pool) {
+            errs.push(
+                format!("spec.pools[{i}]"),
+                format!("Invalid value: {pool:?}: must be a DNS subdomain"),
+            );
+        } else if !pools.insert(pool.as_str()) {
+            errs.push(
+                format!("spec.pools[{i}]"),
+                format!("Duplicate value: {pool:?}"),
+            );
+        }
+    }
+    if r.spec.resources.is_empty() {
+        errs.push(
+            "spec.resources",
+            "Required value: must specify at least one resource",
+        );
+    }
+    for (name, qty) in &r.spec.resources {
+        let path = format!("spec.resources[{name}]");
+        if let Some(class) = name.strip_prefix(crate::compute::CLASS_RESOURCE_PREFIX) {
+            if !is_dns_subdomain(class) {
+                errs.push(
+                    path,
+                    format!("Invalid value: {class:?}: class must be a DNS subdomain"),
+                );
+            } else if qty.milli_value() % 1000 != 0 || qty.value() < 1 {
+                errs.push(
+                    path,
+                    format!("Invalid value: \"{qty}\": a machine count must be a whole number of at least 1"),
+                );
+            }
+        } else if !matches!(
+            name.as_str(),
+            reservation::CPU_RESOURCE
+                | reservation::MEMORY_RESOURCE
+                | reservation::LOCAL_STORAGE_RESOURCE
+        ) {
+            errs.push(
+                path,
+                format!(
+                    "Unsupported value: {name:?}: supported values: \"class/machine.<class>\", \"cpu\", \"localStorage\", \"memory\""
+                ),
+            );
+        } else if qty.is_negative() {
+            errs.push(
+                path,
+                format!("Invalid value: \"{qty}\": must be greater than or equal to 0"),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, pool) in r.status.pools.iter().enumerate() {
+        if !is_dns_subdomain(&pool.name) {
+            errs.push(
+                format!("status.pools[{i}].name"),
+                format!("Invalid value: {:?}: must be a DNS subdomain", pool.name),
+            );
+        } else if !seen.insert(pool.name.as_str()) {
+            errs.push(
+                format!("status.pools[{i}].name"),
+                format!("Duplicate value: {:?}", pool.name),
+            );
+        }
+    }
+}
+
 /// Validates an object for create. Returns every field error found (empty = valid).
 pub fn validate(obj: &Object) -> Vec<FieldError> {
     let mut errs = Errors::default();
@@ -464,6 +535,7 @@ pub fn validate(obj: &Object) -> Vec<FieldError> {
         Object::Event(e) => validate_event(e, &mut errs),
         Object::Secret(s) => validate_secret(s, &mut errs),
         Object::Lease(l) => validate_lease(l, &mut errs),
+        Object::Reservation(r) => validate_reservation(r, &mut errs),
     }
     if let Object::MachinePool(p) = obj {
         validate_resources(&p.status.capacity, "status.capacity", &mut errs);
@@ -501,6 +573,11 @@ pub fn validate_update(old: &Object, new: &Object) -> Vec<FieldError> {
         }
         (Object::VolumeClass(a), Object::VolumeClass(b)) if a.capabilities != b.capabilities => {
             errs.push("capabilities", "Invalid value: field is immutable");
+        }
+        // The poollets have passed the spec down to the runtimes: a changed spec would leave
+        // the holds behind it stale, so a different reservation is a new object.
+        (Object::Reservation(a), Object::Reservation(b)) if a.spec != b.spec => {
+            errs.push("spec", "Invalid value: field is immutable");
         }
         _ => {}
     }

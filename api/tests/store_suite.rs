@@ -9,6 +9,7 @@ use irikit_api::{
     Kind, ListOptions, Object, Resource, Store,
     compute::{Machine, MachinePool},
     meta::{LocalObjectReference, ObjectMeta},
+    reservation::{Reservation, ReservationPoolStatus, ReservationState},
     store::{Error, EventType, KnownUpdate, WatchStream, memory::MemoryStore},
 };
 
@@ -55,6 +56,96 @@ async fn suite(store: Arc<dyn Store>) {
     update_many_atomic(&*store).await;
     update_many_from_known(&*store).await;
     compaction_expires(&*store).await;
+    reservations(&*store).await;
+}
+
+/// A Reservation: created with a spec, states written through the status subresource, the
+/// spec immutable, listed by namespace, applied from YAML as irikitctl does, deleted.
+async fn reservations(store: &dyn Store) {
+    let yaml = "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\n\
+metadata: {name: r1, namespace: rsv}\n\
+spec: {pools: [p1], resources: {class/machine.small: 1, cpu: 2, memory: 4Gi, localStorage: 20Gi}}\n";
+    let obj = irikit_api::parse_yaml_documents(yaml).unwrap().remove(0);
+    let created: Reservation = store.create(obj).await.unwrap().into_typed().unwrap();
+    assert_eq!(created.metadata.generation, 1);
+    assert!(created.status.pools.is_empty());
+    assert_eq!(created.spec.resources.len(), 4);
+    // Status through update_status only; no generation bump.
+    let mut r = created.clone();
+    r.status.pools.push(ReservationPoolStatus {
+        name: "p1".into(),
+        state: ReservationState::Accepted,
+    });
+    let ignored: Reservation = store
+        .update(r.clone().into_object())
+        .await
+        .unwrap()
+        .into_typed()
+        .unwrap();
+    assert!(
+        ignored.status.pools.is_empty(),
+        "update must not write status"
+    );
+    r.metadata.resource_version = ignored.metadata.resource_version.clone();
+    let with_status: Reservation = store
+        .update_status(r.into_object())
+        .await
+        .unwrap()
+        .into_typed()
+        .unwrap();
+    assert_eq!(
+        with_status.pool_state("p1"),
+        Some(ReservationState::Accepted)
+    );
+    assert_eq!(with_status.metadata.generation, 1);
+    // The spec is immutable.
+    let mut changed = with_status.clone();
+    changed.spec.pools.push("p2".into());
+    let err = store.update(changed.into_object()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("spec: Invalid value: field is immutable"),
+        "{err}"
+    );
+    // Invalid resources are refused with the field path.
+    let bad = irikit_api::parse_yaml_documents(
+        "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r2, namespace: rsv}\nspec: {resources: {nics: 2}}",
+    )
+    .unwrap()
+    .remove(0);
+    let err = store.create(bad).await.unwrap_err();
+    assert!(err.to_string().contains("spec.resources[nics]"), "{err}");
+    // Apply (irikitctl's path) writes a document's status too.
+    let applied = irikit_api::parse_yaml_documents(&format!(
+        "{}status: {{pools: [{{name: p1, state: Bound}}]}}\n",
+        yaml.replace("name: r1", "name: r3")
+    ))
+    .unwrap()
+    .remove(0);
+    let applied: Reservation = irikit_api::store::apply(store, applied)
+        .await
+        .unwrap()
+        .into_typed()
+        .unwrap();
+    assert_eq!(applied.pool_state("p1"), Some(ReservationState::Bound));
+    let list = store
+        .list(Kind::Reservation, &ListOptions::all().in_namespace("rsv"))
+        .await
+        .unwrap();
+    let names: Vec<_> = list
+        .items
+        .iter()
+        .map(|o| o.metadata().name.clone())
+        .collect();
+    assert_eq!(names, ["r1", "r3"]);
+    store
+        .delete(Kind::Reservation, "rsv", "r1", None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.get(Kind::Reservation, "rsv", "r1").await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 async fn create_get(store: &dyn Store) {

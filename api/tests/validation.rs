@@ -46,6 +46,18 @@ const M: &str = "apiVersion: compute.ironcore.dev/v1alpha1\nkind: Machine\nmetad
 #[case::volume_class_policy("apiVersion: storage.ironcore.dev/v1alpha1\nkind: VolumeClass\nmetadata: {name: c}\ncapabilities: {tps: 100Mi, iops: 1000}\nresizePolicy: Shrink", &["resizePolicy"])]
 #[case::event_reason("apiVersion: v1\nkind: Event\nmetadata: {name: e, namespace: ns}\ninvolvedObject: {name: m}", &["reason"])]
 #[case::secret_key("apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: ns}\ndata: {'a b': eA==}", &["data[a b]"])]
+#[case::reservation_ok("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {pools: [p1], resources: {class/machine.small: 2, cpu: 500m, memory: 1Gi, localStorage: 10Gi}}", &[])]
+#[case::reservation_all_pools("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {resources: {cpu: 1}}", &[])]
+#[case::reservation_resources_required("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {pools: [p1]}", &["spec.resources"])]
+#[case::reservation_unknown_resource("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {resources: {nics: 2}}", &["spec.resources[nics]"])]
+#[case::reservation_fractional_count("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {resources: {class/machine.small: 500m}}", &["spec.resources[class/machine.small]"])]
+#[case::reservation_zero_count("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {resources: {class/machine.small: 0}}", &["spec.resources[class/machine.small]"])]
+#[case::reservation_bad_class("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {resources: {class/machine.Big_1: 1}}", &["spec.resources[class/machine.Big_1]"])]
+#[case::reservation_negative("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {resources: {localStorage: -1Gi}}", &["spec.resources[localStorage]"])]
+#[case::reservation_pool_duplicate("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {pools: [p1, p1], resources: {cpu: 1}}", &["spec.pools[1]"])]
+#[case::reservation_pool_name("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {pools: [P_1], resources: {cpu: 1}}", &["spec.pools[0]"])]
+#[case::reservation_status_duplicate("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\nspec: {resources: {cpu: 1}}\nstatus: {pools: [{name: p, state: Accepted}, {name: p, state: Bound}]}", &["status.pools[1].name"])]
+#[case::reservation_namespaced("apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r}\nspec: {resources: {cpu: 1}}", &["metadata.namespace"])]
 fn validate_cases(#[case] yaml: &str, #[case] want: &[&str]) {
     assert_eq!(check(yaml), want, "{yaml}");
 }
@@ -61,7 +73,38 @@ fn validate_cases(#[case] yaml: &str, #[case] want: &[&str]) {
     "apiVersion: compute.ironcore.dev/v1alpha1\nkind: Machine\nmetadata: {name: m, namespace: n}\nspec: {power: Maybe}",
     "unknown variant"
 )]
+#[case::reservation_state(
+    "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: n}\nstatus: {pools: [{name: p, state: Held}]}",
+    "unknown variant"
+)]
 fn parse_errors(#[case] yaml: &str, #[case] want: &str) {
     let err = parse_yaml_documents(yaml).unwrap_err().to_string();
     assert!(err.contains(want), "{err}");
 }
+
+#[test]
+fn reservation_spec_is_immutable() {
+    let old = parse_yaml_documents(&format!(
+        "{RSV}spec: {{pools: [p1], resources: {{cpu: 1}}}}"
+    ))
+    .unwrap()
+    .remove(0);
+    let same_spec_new_status = parse_yaml_documents(&format!(
+        "{RSV}spec: {{pools: [p1], resources: {{cpu: 1}}}}\nstatus: {{pools: [{{name: p1, state: Accepted}}]}}"
+    ))
+    .unwrap()
+    .remove(0);
+    assert!(validation::validate_update(&old, &same_spec_new_status).is_empty());
+    let other = parse_yaml_documents(&format!(
+        "{RSV}spec: {{pools: [p1], resources: {{cpu: 2}}}}"
+    ))
+    .unwrap()
+    .remove(0);
+    let paths: Vec<_> = validation::validate_update(&old, &other)
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(paths, ["spec"]);
+}
+
+const RSV: &str = "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\n";

@@ -38,6 +38,8 @@ pub struct Clients {
     pub volume: Option<VolumeRuntimeClient<Guarded>>,
     /// BucketRuntime client.
     pub bucket: Option<BucketRuntimeClient<Guarded>>,
+    /// irikit's ReservationRuntime extension, on the machine runtime's channel.
+    pub reservation: Option<iri_spec::reservation::ReservationClient>,
     /// The per-method circuit breaker all three share ([`crate::breaker`]).
     pub breaker: Arc<Breaker>,
 }
@@ -48,6 +50,9 @@ impl Clients {
         let breaker = Arc::new(Breaker::default());
         let guard = |c: Channel| Guarded::new(c, breaker.clone());
         Clients {
+            reservation: machine
+                .clone()
+                .map(iri_spec::reservation::ReservationClient::new),
             machine: machine.map(guard).map(MachineRuntimeClient::new),
             volume: volume.map(guard).map(VolumeRuntimeClient::new),
             bucket: bucket.map(guard).map(BucketRuntimeClient::new),

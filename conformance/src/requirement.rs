@@ -17,6 +17,8 @@ const FAKE_EMPTY_ID: &str =
     "§2.3: the fakes answer NotFound for an empty id like for any unknown id";
 const CH_UNKNOWN: &str = "§2.1/§2.1a: cloud-hypervisor-provider answers Unknown; the poollet only calls it with names and machines the runtime lists";
 
+const RESERVATION_EXTENSION: &str = "irikit's ReservationRuntime extension (IEP-11, §6.3): no IronCore runtime or poollet uses it; irikit's reservation scheduling relies on it";
+
 /// The should cases among those that do not declare a level, with their evidence.
 pub const SHOULD: &[(&str, &str)] = &[
     // The five behaviours of issue 14: a runtime written from §1–§3 does them, the poollets never notice.
@@ -250,6 +252,18 @@ pub const SHOULD: &[(&str, &str)] = &[
         "bucket.delete.unknown_id_not_found",
         "§2.1a: ceph-provider answers InvalidArgument",
     ),
+    // irikit's reservation extension (issue 15).
+    (
+        "reservation.create.accepted_within_capacity",
+        RESERVATION_EXTENSION,
+    ),
+    (
+        "reservation.create.rejected_beyond_capacity",
+        RESERVATION_EXTENSION,
+    ),
+    ("reservation.hold.blocks_competing", RESERVATION_EXTENSION),
+    ("reservation.delete.releases_hold", RESERVATION_EXTENSION),
+    ("reservation.create_machine.consumes", RESERVATION_EXTENSION),
     // The Exec console (issue 18): libvirt-provider's rules, which the poollet's proxy does not need.
     (
         "machine.exec.console.second_refused",

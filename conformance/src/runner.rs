@@ -604,6 +604,13 @@ pub async fn scan_leftovers(
 async fn delete_one(clients: &Clients, kind: &str, id: &str, d: Duration) -> Result<(), Status> {
     let id = id.to_owned();
     match kind {
+        "reservation" => match clients.reservation.clone() {
+            Some(mut c) => match tokio::time::timeout(d, c.delete(&id)).await {
+                Ok(res) => res.map(|_| ()),
+                Err(_) => Err(Status::deadline_exceeded("DeleteReservation")),
+            },
+            None => Ok(()),
+        },
         "machine" => match clients.machine.clone() {
             Some(mut c) => rpc(
                 d,
@@ -690,6 +697,20 @@ async fn run_objects(
                 .filter(|id| all.contains(id)),
         );
         out.extend(ids.into_iter().map(|id| ("machine", id)));
+    }
+    // irikit's reservation extension: the run's reservations (none where it is not served).
+    if let Some(mut c) = clients.reservation.clone() {
+        let filter = iri_spec::irikit::reservation::v1alpha1::ReservationFilter {
+            id: String::new(),
+            label_selector: sel.clone(),
+        };
+        if let Ok(Ok(list)) = tokio::time::timeout(d, c.list(Some(filter))).await {
+            out.extend(list.iter().filter_map(|r| {
+                run_label(r.metadata.as_ref())
+                    .filter(|(_, r)| r == run_id)
+                    .map(|(id, _)| ("reservation", id))
+            }));
+        }
     }
     if let Some(mut c) = clients.volume.clone() {
         let mut ids: Vec<String> = Vec::new();

@@ -52,6 +52,7 @@ fn total_objects(mock: &iri_mock::MockRuntime) -> usize {
         + mock.volumes().len()
         + mock.volume_snapshots().len()
         + mock.buckets().len()
+        + mock.reservations().len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

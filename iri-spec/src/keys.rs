@@ -106,6 +106,13 @@ pub fn volume_class_capacity_key(class_name: &str) -> String {
     format!("class/volume.{class_name}")
 }
 
+/// irikit's own annotation on an IRI machine (IronCore has none): the id of the reservation
+/// (`irikit.reservation.v1alpha1`) the machine is created against. A runtime that serves
+/// reservations lets the create use the capacity that reservation holds, and the reservation
+/// becomes `RESERVATION_BOUND` (its hold is replaced by the machine). An unknown, rejected or
+/// already bound id is `FailedPrecondition`.
+pub const RESERVATION_ID_ANNOTATION: &str = "reservation.irikit.dev/id";
+
 #[cfg(test)]
 mod tests {
     use super::*;

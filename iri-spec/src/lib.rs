@@ -6,6 +6,9 @@
 //!
 //! Modules mirror the proto packages: `iri_spec::machine::v1alpha1`, `iri_spec::volume::v1alpha1`,
 //! `iri_spec::bucket::v1alpha1`, `iri_spec::meta::v1alpha1` and `iri_spec::event::v1alpha1`.
+//! `iri_spec::irikit::reservation::v1alpha1` is irikit's own extension (reservation-based
+//! scheduling, IronCore IEP-11, which published no messages); see [`reservation`] for its client
+//! helper.
 //!
 //! Besides the generated code this crate holds the small helpers every IRI user needs:
 //! [`endpoint`] (parsing and discovery as IronCore's Go code does it, plus `connect`),
@@ -25,8 +28,14 @@ pub use generated::*;
 
 pub mod endpoint;
 pub mod keys;
+pub mod reservation;
 pub mod selector;
 pub mod serve;
 
-/// The encoded `FileDescriptorSet` of every IRI package, for gRPC server reflection.
+/// The encoded `FileDescriptorSet` of every IronCore IRI package, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");
+
+/// The encoded `FileDescriptorSet` of irikit's own extension packages
+/// (`irikit.reservation.v1alpha1`), which import `meta.v1alpha1` from [`FILE_DESCRIPTOR_SET`].
+/// Kept apart so the IronCore set stays exactly IronCore's.
+pub const IRIKIT_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/irikit_descriptor.bin");

@@ -72,6 +72,12 @@ pub(crate) struct Config {
     pub(crate) exec_url_prefix: Option<String>,
     pub(crate) console: Option<crate::console::ConsoleServer>,
     pub(crate) event_capacity: usize,
+    /// Whether the `ReservationRuntime` extension is served (else it answers `Unimplemented`).
+    pub(crate) reservations: bool,
+    /// The host's local storage in bytes (reservations' `local_storage_bytes_per_machine`).
+    pub(crate) local_storage_bytes: i64,
+    /// The host's cpu (millicores) and memory (bytes); `None`: the classes' sum.
+    pub(crate) host_resources: Option<(i64, i64)>,
 }
 
 /// Pending transitions of one object.
@@ -719,6 +725,7 @@ pub(crate) struct Core {
     pub(crate) machines: Mutex<crate::machine::MachineStore>,
     pub(crate) volumes: Mutex<crate::volume::VolumeStore>,
     pub(crate) buckets: Mutex<crate::bucket::BucketStore>,
+    pub(crate) reservations: Mutex<crate::reservation::ReservationStore>,
     pub(crate) shutdown: CancellationToken,
 }
 

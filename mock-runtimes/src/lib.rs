@@ -68,6 +68,7 @@ pub mod fixtures;
 mod machine;
 mod method;
 mod mutant;
+mod reservation;
 mod server;
 pub mod standalone;
 
@@ -81,9 +82,10 @@ pub use fault::{Effect, FaultId, FaultRule, Trigger};
 pub use machine::MachineService;
 pub use method::{Method, UnknownMethod};
 pub use mutant::{Mutant, UnknownMutant};
+pub use reservation::ReservationService;
 pub use server::{
-    Error, InProcessDialer, MockHandle, MockRuntime, MockRuntimeBuilder, Result, VerifyError,
-    bind_unix,
+    DEFAULT_LOCAL_STORAGE_BYTES, Error, InProcessDialer, MockHandle, MockRuntime,
+    MockRuntimeBuilder, Result, VerifyError, bind_unix,
 };
 pub use volume::VolumeService;
 

@@ -380,6 +380,8 @@ impl Core {
             }
         }
 
+        // irikit's reservation extension: a machine naming an ACCEPTED reservation consumes it.
+        self.consume_reservation(m.metadata.as_ref(), &spec.class)?;
         let mut md = m.metadata.take().unwrap_or_default();
         let id = if self.has(Mutant::ClientIdHonoured) && !md.id.is_empty() {
             md.id.clone()

@@ -4,7 +4,8 @@ use std::{fmt, str::FromStr};
 
 macro_rules! methods {
     ($($variant:ident => $service:literal, $rpc:literal;)*) => {
-        /// One RPC of the machine, volume or bucket runtime.
+        /// One RPC of the machine, volume or bucket runtime, or of irikit's reservation
+        /// extension.
         ///
         /// RPCs that exist in several services (`Version`, `ListEvents`, `Status`) get the service as
         /// a prefix (`MachineVersion`, `VolumeListEvents`, ...).
@@ -74,6 +75,10 @@ methods! {
     CreateBucket => "bucket.v1alpha1.BucketRuntime", "CreateBucket";
     DeleteBucket => "bucket.v1alpha1.BucketRuntime", "DeleteBucket";
     ListBucketClasses => "bucket.v1alpha1.BucketRuntime", "ListBucketClasses";
+    // irikit's own extension (served on the machine runtime's socket)
+    CreateReservation => "irikit.reservation.v1alpha1.ReservationRuntime", "CreateReservation";
+    ListReservations => "irikit.reservation.v1alpha1.ReservationRuntime", "ListReservations";
+    DeleteReservation => "irikit.reservation.v1alpha1.ReservationRuntime", "DeleteReservation";
 }
 
 impl fmt::Display for Method {
@@ -108,7 +113,7 @@ mod tests {
 
     #[test]
     fn names_and_paths_round_trip() {
-        assert_eq!(Method::ALL.len(), 30);
+        assert_eq!(Method::ALL.len(), 33);
         for &m in Method::ALL {
             assert_eq!(m.name().parse::<Method>().unwrap(), m);
             assert_eq!(m.path().parse::<Method>().unwrap(), m);

@@ -180,6 +180,12 @@ mutants! {
     ExpandSameSizeErrors => "expand-same-size-errors", "a repeated ExpandVolume to the current size errors (ceph-provider) instead of OK";
     // --- transport (issue 13)
     StrictAuthority => "strict-authority", "unix-socket and in-process connections are served without the :authority rewrite, so h2 resets calls with the percent-encoded or raw socket path grpc-core and grpc-java send";
+    // --- reservations (issue 15; irikit's ReservationRuntime extension)
+    ReservationAlwaysRejected => "reservation-always-rejected", "CreateReservation rejects every reservation, even one that fits";
+    ReservationCapacityUnchecked => "reservation-capacity-unchecked", "CreateReservation accepts every reservation, whatever the capacity";
+    ReservationHoldsIgnored => "reservation-holds-ignored", "CreateReservation ignores the capacity other accepted reservations hold";
+    ReservationDeleteKeepsHold => "reservation-delete-keeps-hold", "DeleteReservation removes the reservation but its hold stays counted";
+    ReservationNotConsumed => "reservation-not-consumed", "CreateMachine ignores the reservation.irikit.dev/id annotation: the reservation stays ACCEPTED and keeps holding";
 }
 
 impl fmt::Display for Mutant {
@@ -208,7 +214,7 @@ impl FromStr for Mutant {
 /// A set of mutants that can be switched while the mock serves (lock-free reads).
 #[derive(Debug, Default)]
 pub(crate) struct MutantSet {
-    bits: [AtomicU64; 2],
+    bits: [AtomicU64; 3],
 }
 
 impl MutantSet {
@@ -247,7 +253,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_kebab_case_and_parse() {
-        assert!(Mutant::ALL.len() <= 128, "MutantSet holds 128 bits");
+        assert!(Mutant::ALL.len() <= 192, "MutantSet holds 192 bits");
         let mut seen = HashSet::new();
         for &m in Mutant::ALL {
             assert!(seen.insert(m.name()), "duplicate name {m}");

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 use crate::{
     BucketService, Call, Delays, Expectation, FaultId, FaultRule, MachineService, Method, Mutant,
-    VolumeService,
+    ReservationService, VolumeService,
     calls::{CallLog, ExpectationState},
     classes::{
         BucketClassConfig, MachineClassConfig, VolumeClassConfig, default_bucket_classes,
@@ -56,6 +56,9 @@ pub enum Error {
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The default host local storage behind reservations (1 TiB).
+pub const DEFAULT_LOCAL_STORAGE_BYTES: i64 = 1 << 40;
+
 /// Configures and starts a mock. Defaults: the default classes, zero delays, faults off, no mutants.
 #[derive(Debug, Clone)]
 #[must_use]
@@ -70,6 +73,9 @@ pub struct MockRuntimeBuilder {
     exec_url_prefix: Option<String>,
     console: Option<crate::console::ConsoleServer>,
     event_capacity: usize,
+    reservations: bool,
+    local_storage_bytes: i64,
+    host_resources: Option<(i64, i64)>,
     call_log_capacity: usize,
     mutants: Vec<Mutant>,
     faults: Vec<FaultRule>,
@@ -92,6 +98,9 @@ impl Default for MockRuntimeBuilder {
             exec_url_prefix: None,
             console: None,
             event_capacity: 10_000,
+            reservations: true,
+            local_storage_bytes: DEFAULT_LOCAL_STORAGE_BYTES,
+            host_resources: None,
             call_log_capacity: 100_000,
             mutants: Vec::new(),
             faults: Vec::new(),
@@ -236,6 +245,27 @@ impl MockRuntimeBuilder {
         self
     }
 
+    /// Whether to serve irikit's `ReservationRuntime` extension (default: yes). Without it
+    /// the reservation RPCs answer `Unimplemented`, as a runtime without reservations does.
+    pub fn reservations(mut self, on: bool) -> Self {
+        self.reservations = on;
+        self
+    }
+
+    /// The host's local storage in bytes, the capacity behind reservations'
+    /// `local_storage_bytes_per_machine` (default [`DEFAULT_LOCAL_STORAGE_BYTES`], 1 TiB).
+    pub fn local_storage_bytes(mut self, bytes: i64) -> Self {
+        self.local_storage_bytes = bytes;
+        self
+    }
+
+    /// The host's cpu (millicores) and memory (bytes) that reservations are checked against
+    /// (default: the sum of `quantity × cpu` and `quantity × memory` over the classes).
+    pub fn host_resources(mut self, cpu_millis: i64, memory_bytes: i64) -> Self {
+        self.host_resources = Some((cpu_millis, memory_bytes));
+        self
+    }
+
     /// Builds the mock without a transport: serve [`MockHandle::machine_service`] etc. yourself.
     pub fn build(self) -> MockHandle {
         let config = Config {
@@ -249,6 +279,9 @@ impl MockRuntimeBuilder {
             exec_url_prefix: self.exec_url_prefix,
             console: self.console,
             event_capacity: self.event_capacity,
+            reservations: self.reservations,
+            local_storage_bytes: self.local_storage_bytes,
+            host_resources: self.host_resources,
         };
         let mutants = MutantSet::default();
         for m in self.mutants {
@@ -269,6 +302,7 @@ impl MockRuntimeBuilder {
             machines: Mutex::new(crate::machine::MachineStore::new(config.event_capacity)),
             volumes: Mutex::new(crate::volume::VolumeStore::new(config.event_capacity)),
             buckets: Mutex::new(crate::bucket::BucketStore::new(config.event_capacity)),
+            reservations: Mutex::new(crate::reservation::ReservationStore::default()),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -394,7 +428,8 @@ where
     let router = iri_spec::serve::builder()
         .add_service(handle.machine_service().into_server())
         .add_service(handle.volume_service().into_server())
-        .add_service(handle.bucket_service().into_server());
+        .add_service(handle.bucket_service().into_server())
+        .add_service(handle.reservation_service().into_server());
     let token = handle.core.shutdown.clone();
     tokio::spawn(async move {
         router
@@ -634,6 +669,18 @@ impl MockHandle {
         BucketService {
             core: self.core.clone(),
         }
+    }
+
+    /// irikit's `ReservationRuntime` extension, served next to the `MachineRuntime`.
+    pub fn reservation_service(&self) -> ReservationService {
+        ReservationService {
+            core: self.core.clone(),
+        }
+    }
+
+    /// Every reservation, in creation order (deleted ones are gone).
+    pub fn reservations(&self) -> Vec<iri_spec::irikit::reservation::v1alpha1::Reservation> {
+        lock(&self.core.reservations).all()
     }
 
     // --- mutants

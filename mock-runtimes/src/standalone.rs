@@ -30,6 +30,9 @@ pub fn service_name(kind: RuntimeKind) -> &'static str {
     }
 }
 
+/// irikit's reservation extension, served (and reflected) with the machine runtime.
+const RESERVATION_SERVICE: &str = "irikit.reservation.v1alpha1.ReservationRuntime";
+
 /// Serves `kind`'s runtime of `handle`, `grpc.health.v1.Health` (SERVING for the runtime and
 /// for "") and server reflection (v1 and v1alpha) on `listener` until `shutdown` is cancelled.
 /// Connections accept any `:authority` ([`iri_spec::serve::AnyAuthority`]; not with the
@@ -43,8 +46,15 @@ pub async fn serve_unix(
     let (reporter, health) = tonic_health::server::health_reporter();
     let name = service_name(kind);
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure();
+        let builder = if matches!(kind, RuntimeKind::Machine) {
+            builder.with_service_name(RESERVATION_SERVICE)
+        } else {
+            builder
+        };
+        builder
             .register_encoded_file_descriptor_set(iri_spec::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(iri_spec::IRIKIT_FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(name)
             .with_service_name("grpc.health.v1.Health")
@@ -63,12 +73,15 @@ pub async fn serve_unix(
         .add_service(v1)
         .add_service(v1alpha);
     let router = match kind {
-        RuntimeKind::Machine => router.add_service(
-            MachineService {
-                core: handle.core.clone(),
-            }
-            .into_server(),
-        ),
+        // irikit's reservation extension shares the machine runtime's socket.
+        RuntimeKind::Machine => router
+            .add_service(
+                MachineService {
+                    core: handle.core.clone(),
+                }
+                .into_server(),
+            )
+            .add_service(handle.reservation_service().into_server()),
         RuntimeKind::Volume => router.add_service(
             VolumeService {
                 core: handle.core.clone(),

@@ -112,9 +112,26 @@ async fn reflection_health_rpc_and_sigterm() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
+            "irikit.reservation.v1alpha1.ReservationRuntime",
             "machine.v1alpha1.MachineRuntime",
         ]
     );
+    // irikit's reservation extension answers on the machine socket, against the class list.
+    let mut rsv =
+        iri_spec::reservation::ReservationClient::new(server.channel("machine.sock").await);
+    let spec = |n: i64| iri_spec::irikit::reservation::v1alpha1::Reservation {
+        spec: Some(iri_spec::irikit::reservation::v1alpha1::ReservationSpec {
+            machine_classes: [("tiny".to_owned(), n)].into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let state = |r: iri_spec::irikit::reservation::v1alpha1::Reservation| r.status.unwrap().state;
+    let fits = rsv.create(spec(7)).await.unwrap().served().unwrap();
+    assert_eq!(state(fits.clone()), 1, "7 of 7 tiny machines: ACCEPTED");
+    let over = rsv.create(spec(1)).await.unwrap().served().unwrap();
+    assert_eq!(state(over), 2, "the 8th tiny machine: REJECTED");
+    assert_eq!(rsv.list(None).await.unwrap().len(), 2);
     assert!(
         list_services(server.channel("volume.sock").await)
             .await

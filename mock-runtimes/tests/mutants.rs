@@ -832,6 +832,65 @@ async fn transcript(mutants: &[Mutant]) -> String {
     .await
     .unwrap();
     out.push(json!({ "raw_path_authority": format!("{answer:?}").split(['{', '(']).next() }));
+    // --- irikit's reservation extension: fill x3-large (quantity 20), compete, release, consume
+    {
+        use iri_spec::irikit::reservation::v1alpha1 as rsv;
+        let mut r = iri_spec::reservation::ReservationClient::new(mock.machine_channel());
+        let large = |n: i64| rsv::Reservation {
+            spec: Some(rsv::ReservationSpec {
+                machine_classes: [("x3-large".to_owned(), n)].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let state = |res: Result<iri_spec::reservation::Reply<rsv::Reservation>, tonic::Status>| {
+            res.ok()
+                .and_then(iri_spec::reservation::Reply::served)
+                .map(|x| {
+                    (
+                        x.status.map_or(-1, |s| s.state),
+                        x.metadata.map(|md| md.id).unwrap_or_default(),
+                    )
+                })
+                .unwrap_or((-2, String::new()))
+        };
+        // Earlier steps left no x3-large machine: 20 fit, the 21st does not.
+        let (s_all, all) = state(r.create(large(20)).await);
+        let (s_more, _) = state(r.create(large(1)).await);
+        let (s_over, _) = state(r.create(large(21)).await);
+        let deleted = r.delete(&all).await.is_ok();
+        let (s_again, again) = state(r.create(large(1)).await);
+        let mut spec = fixtures::machine();
+        spec.spec.as_mut().unwrap().class = "x3-large".to_owned();
+        spec.metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .insert(
+                iri_spec::keys::RESERVATION_ID_ANNOTATION.to_owned(),
+                again.clone(),
+            );
+        let consumed = m
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(spec),
+            })
+            .await
+            .is_ok();
+        let after = r
+            .list(Some(rsv::ReservationFilter {
+                id: again,
+                ..Default::default()
+            }))
+            .await
+            .map(|l| {
+                l.iter()
+                    .map(|x| x.status.as_ref().map_or(-1, |s| s.state))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        out.push(json!({
+            "reservations": [s_all, s_more, s_over, deleted, s_again, consumed, after],
+        }));
+    }
 
     let mut value = Value::Array(out);
     classify_times(&mut value);

@@ -175,6 +175,24 @@ fn table_row(obj: &Object) -> Vec<String> {
             ));
             row.push(e.message.clone());
         }
+        Object::Reservation(r) => {
+            row.push(
+                r.spec
+                    .resources
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            row.push(
+                r.status
+                    .pools
+                    .iter()
+                    .map(|p| format!("{}={}", p.name, p.state))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
         _ => {}
     }
     row
@@ -189,6 +207,7 @@ fn header(kind: Kind) -> Vec<&'static str> {
         Kind::VolumePool => &["CAPACITY"][..],
         Kind::MachineClass => &["CAPABILITIES"][..],
         Kind::Event => &["REASON", "OBJECT", "MESSAGE"][..],
+        Kind::Reservation => &["RESOURCES", "POOLS"][..],
         _ => &[][..],
     });
     h

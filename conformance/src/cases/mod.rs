@@ -4,6 +4,7 @@ mod bucket;
 mod exec;
 pub(crate) mod machine;
 mod poollet;
+mod reservation;
 mod transport;
 mod volume;
 
@@ -32,6 +33,7 @@ pub fn rpc() -> Vec<Case> {
     v.extend(bucket::cases());
     v.extend(poollet::cases());
     v.extend(transport::cases());
+    v.extend(reservation::cases());
     crate::requirement::apply(&mut v);
     v
 }
@@ -76,6 +78,7 @@ mod tests {
             assert!(
                 c.id.starts_with(c.service.name())
                     || c.id.starts_with("poollet.")
+                    || (c.service == crate::Service::Machine && c.id.starts_with("reservation."))
                     || (c.level == crate::Level::Lifecycle && c.id.starts_with("lifecycle.")),
                 "{} does not start with its service",
                 c.id

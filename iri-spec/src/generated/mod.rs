@@ -10,6 +10,13 @@ pub mod event {
         include!("event.v1alpha1.rs");
     }
 }
+pub mod irikit {
+    pub mod reservation {
+        pub mod v1alpha1 {
+            include!("irikit.reservation.v1alpha1.rs");
+        }
+    }
+}
 pub mod machine {
     pub mod v1alpha1 {
         include!("machine.v1alpha1.rs");

@@ -45,6 +45,14 @@ const CEPH_CASES: [(&str, &str); 3] = [
     ),
 ];
 
+/// irikit's reservation extension (issue 15): the runtime does not serve it yet, so the
+/// `reservation.*` cases would skip on `Unimplemented` (stage 2 implements it against the
+/// runtime's classes and the host's cpu and memory, and drops this entry).
+const RESERVATION_CASES: [(&str, &str); 1] = [(
+    "^reservation\\.",
+    "ch-machine-runtime does not serve irikit.reservation.v1alpha1 yet (Unimplemented)",
+)];
+
 /// The suite's NIC cases wait for ATTACHED with a handle: that needs `--nic-mode tap`.
 const NIC_CASES: [(&str, &str); 2] = [
     (
@@ -78,6 +86,7 @@ fn suite(runtimes: &Runtimes, profile: ProfileFilter) -> Suite {
     let mut suite = Suite::new(Service::Machine, profile);
     suite.not_applicable.extend(CEPH_CASES);
     suite.not_applicable.extend(EXEC_CASES);
+    suite.not_applicable.extend(RESERVATION_CASES);
     suite.params.machine_class = Some(common::CLASS.to_owned());
     suite.params.image = runtimes.image.display().to_string();
     // Local disks are sparse files; keep them small all the same.
