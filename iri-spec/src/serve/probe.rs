@@ -86,7 +86,9 @@ pub async fn call_with_block<IO: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<ProbeAnswer> {
     tokio::time::timeout(timeout, exchange(io, block, message))
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out: no answer in time"))?
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out: no answer in time")
+        })?
 }
 
 async fn exchange<IO: AsyncRead + AsyncWrite + Unpin>(
