@@ -6,6 +6,8 @@
 //! [`server`], and [`sim`], the CH API simulator shipped as the `ch-sim` binary.
 
 pub mod config;
+#[path = "../../shared/qcow2.rs"]
+mod qcow2;
 pub mod runtime;
 pub mod server;
 pub mod sim;

@@ -343,44 +343,7 @@ impl ImageFormat {
     }
 }
 
-/// Refuse a qcow2 file that would make the VMM open another file: one with a backing file
-/// (header offset 8) or an external data file (incompatible feature bit 2, version 3 headers).
-/// Defence in depth: the runtime hands the VMM qcow2 only where the volume runtime says qcow2
-/// (its own file, whose header the guest cannot reach), and QEMU also gets `backing: null`.
-pub fn check_plain_qcow2(path: &Path) -> std::io::Result<()> {
-    use std::io::Read as _;
-    let mut header = [0u8; 80];
-    let mut f = std::fs::File::open(path)?;
-    let mut n = 0;
-    while n < header.len() {
-        match f.read(&mut header[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    let bad = |why: &str| {
-        Err(std::io::Error::other(format!(
-            "qcow2 image {}: {why}",
-            path.display()
-        )))
-    };
-    if n < 72 || header[..4] != *b"QFI\xfb" {
-        return bad("no qcow2 header");
-    }
-    let be64 = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
-        u64::from_be_bytes(b)
-    };
-    let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if be64(8) != 0 {
-        return bad("names a backing file (refused)");
-    }
-    if version >= 3 && (n < 80 || be64(72) & !0b11 != 0) {
-        return bad("uses an external data file or unknown incompatible features (refused)");
-    }
-    Ok(())
-}
+pub use crate::qcow2::check_plain_qcow2;
 
 /// A disk to attach.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

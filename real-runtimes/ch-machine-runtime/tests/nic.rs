@@ -172,8 +172,21 @@ async fn nic_lifecycle(env: Env, kind: Kind) {
     let left = wait_taps(&env, &kind, &prefix, &id, 1).await;
     assert!(!left.contains(&first[0]), "the detached NIC's tap is left");
     assert!(both.contains(&left[0]));
-    let m = common::get(&mut client, &id).await.unwrap();
-    assert_eq!(m.status.unwrap().network_interfaces.len(), 1);
+    // The status drops the detached NIC at the reconcile after its tap went.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = common::get(&mut client, &id).await.unwrap();
+        let nics = m.status.unwrap().network_interfaces;
+        if nics.len() == 1 {
+            assert_eq!(nics[0].name, "eth1");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detached NIC stays in the status: {nics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // kill -9 the runtime: the VMM and its tap stay; a new runtime adopts them.
     let pid = env.recorded_pid(&id).unwrap();

@@ -8,6 +8,8 @@
 //! start. Capacity (`Status.quantity`) is the root filesystem's free space in bytes, rounded
 //! down to whole GiB.
 
+#[path = "../../shared/qcow2.rs"]
+mod qcow2;
 pub mod service;
 pub mod store;
 
@@ -176,42 +178,7 @@ impl Config {
     }
 }
 
-/// Refuse a qcow2 file that would make `qemu-img` open another file: a backing file (header
-/// offset 8) or an external data file / unknown incompatible feature (version 3 headers).
-pub fn check_plain_qcow2(path: &Path) -> std::io::Result<()> {
-    use std::io::Read as _;
-    let mut header = [0u8; 80];
-    let mut f = std::fs::File::open(path)?;
-    let mut n = 0;
-    while n < header.len() {
-        match f.read(&mut header[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    let bad = |why: &str| {
-        Err(std::io::Error::other(format!(
-            "qcow2 file {}: {why}",
-            path.display()
-        )))
-    };
-    if n < 72 || header[..4] != *b"QFI\xfb" {
-        return bad("no qcow2 header");
-    }
-    let be64 = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
-        u64::from_be_bytes(b)
-    };
-    let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if be64(8) != 0 {
-        return bad("names a backing file (refused)");
-    }
-    if version >= 3 && (n < 80 || be64(72) & !0b11 != 0) {
-        return bad("uses an external data file or unknown incompatible features (refused)");
-    }
-    Ok(())
-}
+pub use qcow2::check_plain_qcow2;
 
 /// Find `qemu-img` on `PATH`.
 pub fn find_qemu_img() -> Option<PathBuf> {
