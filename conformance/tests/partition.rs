@@ -294,6 +294,19 @@ async fn machines(store: &Arc<dyn Store>) -> Option<Vec<Machine>> {
         .map(|(items, _)| items)
 }
 
+/// Machines, retrying while the store does not answer (a request may go to the member that
+/// was killed until the client's balancer has noticed).
+async fn machines_now(store: &Arc<dyn Store>) -> Vec<Machine> {
+    let started = Instant::now();
+    loop {
+        if let Some(ms) = machines(store).await {
+            return ms;
+        }
+        assert!(started.elapsed() < DEADLINE, "the store did not answer a list");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn running(ms: &[Machine]) -> usize {
     ms.iter()
         .filter(|m| m.status.state == "Running" && !m.status.machine_id.is_empty())
@@ -506,9 +519,8 @@ async fn partition_suite() {
         machines(&store).await.is_some_and(|ms| running(&ms) >= 160)
     })
     .await;
-    let during: Vec<Machine> = machines(&store)
+    let during: Vec<Machine> = machines_now(&store)
         .await
-        .unwrap()
         .into_iter()
         .filter(|m| m.metadata.name.as_str() >= "vm-0120")
         .collect();
@@ -532,7 +544,7 @@ async fn partition_suite() {
     let ready = Instant::now();
 
     // The end state: every Machine Running on its pool's runtime, one IRI machine each.
-    let all = machines(&store).await.unwrap();
+    let all = machines_now(&store).await;
     assert_eq!(all.len(), 160);
     let mut iri_by_uid: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for (host, client) in &mut runtimes {
