@@ -46,6 +46,15 @@ pub enum Error {
     /// A file operation failed.
     #[error("{0}")]
     Io(String),
+    /// The object is the source of a copy in progress (a snapshot being taken, a volume being
+    /// restored); delete or expand it once the copy has finished.
+    #[error("{kind} {id:?} is the source of a copy in progress; try again when it has finished")]
+    Busy {
+        /// `volume` or `volume snapshot`.
+        kind: &'static str,
+        /// The id.
+        id: String,
+    },
 }
 
 impl From<Error> for Status {
@@ -54,6 +63,7 @@ impl From<Error> for Status {
         match e {
             Error::NotFound { .. } => Status::not_found(message),
             Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::Busy { .. } => Status::failed_precondition(message),
             Error::OutOfRange(_) => Status::out_of_range(message),
             Error::Io(_) => {
                 warn!(error = %message, "volume operation failed");
@@ -91,6 +101,35 @@ struct State {
     volumes: HashMap<String, VolumeRecord>,
     snapshots: HashMap<String, SnapshotRecord>,
     events: VecDeque<event::Event>,
+    /// Ids of the volumes and snapshots a copy reads from right now. Copies run without the
+    /// state lock (one large image copy must not stall every other call); their sources are
+    /// pinned here instead, so they are neither deleted nor expanded under the copy.
+    copying_from: HashMap<String, usize>,
+}
+
+impl State {
+    fn pin(&mut self, id: &str) {
+        *self.copying_from.entry(id.to_owned()).or_default() += 1;
+    }
+
+    fn unpin(&mut self, id: &str) {
+        if let Some(n) = self.copying_from.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                self.copying_from.remove(id);
+            }
+        }
+    }
+
+    fn check_not_copying(&self, kind: &'static str, id: &str) -> Result<()> {
+        if self.copying_from.contains_key(id) {
+            return Err(Error::Busy {
+                kind,
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The service. Cheap to clone.
@@ -161,6 +200,7 @@ impl VolumeService {
                 volumes,
                 snapshots,
                 events: VecDeque::new(),
+                copying_from: HashMap::new(),
             })),
         })
     }
@@ -492,15 +532,25 @@ impl VolumeService {
             .join("volumes")
             .join(format!("{id}.{}", format.as_str()));
         let size = u64::try_from(requested).unwrap_or_default();
-        if let Err(e) = self
+        // The copy runs without the state lock; the snapshot it reads is pinned meanwhile.
+        let pinned = snapshot.as_ref().map(|s| s.snapshot_id.clone());
+        if let Some(pinned) = &pinned {
+            state.pin(pinned);
+        }
+        drop(state);
+        let made = self
             .make_file(
                 &path,
                 format,
                 size,
                 source_path.as_ref().map(|(p, f)| (p.as_path(), *f)),
             )
-            .await
-        {
+            .await;
+        let mut state = self.state.lock().await;
+        if let Some(pinned) = &pinned {
+            state.unpin(pinned);
+        }
+        if let Err(e) = made {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
@@ -543,6 +593,7 @@ impl VolumeService {
 
     async fn expand(&self, id: &str, resources: Option<volume::VolumeResources>) -> Result<()> {
         let mut state = self.state.lock().await;
+        state.check_not_copying("volume", id)?;
         let record = state
             .volumes
             .get(id)
@@ -588,6 +639,7 @@ impl VolumeService {
 
     async fn delete(&self, id: &str) -> Result<()> {
         let mut state = self.state.lock().await;
+        state.check_not_copying("volume", id)?;
         let record = state
             .volumes
             .get(id)
@@ -646,6 +698,9 @@ impl VolumeService {
             .root
             .join("snapshots")
             .join(format!("{id}.{}", source.format.as_str()));
+        // The copy runs without the state lock; the volume it reads is pinned meanwhile.
+        state.pin(&volume_id);
+        drop(state);
         let copy = match source.format {
             Format::Raw => {
                 let (s, d) = (source.path.clone(), path.clone());
@@ -675,6 +730,8 @@ impl VolumeService {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(io_err("chmod snapshot file"))
         });
+        let mut state = self.state.lock().await;
+        state.unpin(&volume_id);
         let record = SnapshotRecord {
             id: id.clone(),
             created_at: now_ns(),
@@ -704,6 +761,7 @@ impl VolumeService {
 
     async fn delete_snapshot(&self, id: &str) -> Result<()> {
         let mut state = self.state.lock().await;
+        state.check_not_copying("volume snapshot", id)?;
         let record = state
             .snapshots
             .get(id)

@@ -265,3 +265,88 @@ async fn moving_the_root_keeps_every_volume() {
             .starts_with(b"TENANT-DATA")
     );
 }
+
+/// A long copy (here a snapshot whose `qemu-img convert` takes 3 s) holds no lock: other calls
+/// answer meanwhile, while the copy's source is pinned (delete and expand of it answer
+/// FailedPrecondition until the copy is done). One global lock used to stall every call for
+/// as long as any copy ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_copy_stalls_no_other_call_and_pins_its_source() {
+    if !qemu_img_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow-qemu-img");
+    std::fs::write(
+        &slow,
+        "#!/bin/sh\ncase \"$1\" in convert) sleep 3;; esac\nexec qemu-img \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut rt = Runtime::start_with(dir, &["--qemu-img".into(), slow.display().to_string()]).await;
+    let source = id(&rt.create(spec("q", 1 << 20)).await.unwrap());
+
+    let mut snapshotter = rt.client.clone();
+    let source_id = source.clone();
+    let started = std::time::Instant::now();
+    let snapshot = tokio::spawn(async move {
+        snapshotter
+            .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
+                volume_snapshot: Some(volume::VolumeSnapshot {
+                    metadata: None,
+                    spec: Some(volume::VolumeSnapshotSpec {
+                        volume_id: source_id,
+                    }),
+                    status: None,
+                }),
+            })
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let quick = std::time::Instant::now();
+    rt.list(&source).await;
+    let other = rt.create(spec("std", 1 << 20)).await.unwrap();
+    let delete = rt
+        .client
+        .delete_volume(volume::DeleteVolumeRequest {
+            volume_id: source.clone(),
+        })
+        .await
+        .unwrap_err();
+    let expand = rt
+        .client
+        .expand_volume(volume::ExpandVolumeRequest {
+            volume_id: source.clone(),
+            resources: Some(volume::VolumeResources {
+                storage_bytes: 2 << 20,
+            }),
+        })
+        .await
+        .unwrap_err();
+    let meanwhile = quick.elapsed();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "the calls during the copy finished after it: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        meanwhile < std::time::Duration::from_millis(1500),
+        "{meanwhile:?}"
+    );
+    assert_eq!(delete.code(), Code::FailedPrecondition, "{delete:?}");
+    assert_eq!(expand.code(), Code::FailedPrecondition, "{expand:?}");
+
+    snapshot.await.unwrap().unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    rt.client
+        .delete_volume(volume::DeleteVolumeRequest { volume_id: source })
+        .await
+        .unwrap();
+    rt.client
+        .delete_volume(volume::DeleteVolumeRequest {
+            volume_id: id(&other),
+        })
+        .await
+        .unwrap();
+}

@@ -38,6 +38,11 @@ pub fn has_qemu_img() -> bool {
 
 impl Runtime {
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// [`Runtime::start_in`] with `extra` flags.
+    pub async fn start_with(dir: tempfile::TempDir, extra: &[String]) -> Self {
         let socket = dir.path().join("volume.sock");
         let _ = std::fs::remove_file(&socket);
         std::fs::create_dir_all(dir.path().join("images")).unwrap();
@@ -55,6 +60,7 @@ impl Runtime {
             args.push("--volume-class".into());
             args.push("q,2000,200,qcow2".into());
         }
+        args.extend(extra.iter().cloned());
         let child = Command::new(env!("CARGO_BIN_EXE_file-volume-runtime"))
             .args(&args)
             .env("RUST_LOG", "warn")
