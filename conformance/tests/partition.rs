@@ -302,7 +302,10 @@ async fn machines_now(store: &Arc<dyn Store>) -> Vec<Machine> {
         if let Some(ms) = machines(store).await {
             return ms;
         }
-        assert!(started.elapsed() < DEADLINE, "the store did not answer a list");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the store did not answer a list"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
