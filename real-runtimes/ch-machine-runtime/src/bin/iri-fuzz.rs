@@ -51,9 +51,9 @@ struct Args {
     /// A call taking longer than this is a hang
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     timeout: Duration,
-    /// Longest generated string in bytes (requests above ~128 KiB currently end in h2
-    /// protocol errors, see RELIABILITY.md)
-    #[arg(long, default_value_t = 512)]
+    /// Longest generated string in bytes (long ids echoed in error messages once reset the
+    /// client's connection; the servers now cap `grpc-message`, see RELIABILITY.md)
+    #[arg(long, default_value_t = 131_070)]
     max_string: usize,
     /// Directory of the runtime binaries (default: this binary's directory)
     #[arg(long)]
