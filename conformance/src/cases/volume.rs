@@ -108,6 +108,22 @@ async fn must_volume(ctx: &Ctx, id: &str) -> anyhow::Result<v::Volume> {
 }
 
 /// A data source restoring from snapshot `snapshot_id`.
+/// A snapshot of a new volume, deleted and waited for until ListVolumeSnapshots no longer
+/// lists it; its id.
+async fn snapshot_deleted_and_gone(ctx: &Ctx) -> anyhow::Result<String> {
+    let vid = ctx.new_volume().await?;
+    let sid = meta_id(
+        expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
+            .metadata
+            .as_ref(),
+        "snapshot",
+    )?;
+    expect_ok(ctx.delete_snapshot(&sid).await, "DeleteVolumeSnapshot")?;
+    ctx.wait_snapshot(&sid, "to be gone", |x| x.is_none())
+        .await?;
+    Ok(sid)
+}
+
 fn snapshot_source(snapshot_id: String) -> v::VolumeDataSource {
     v::VolumeDataSource {
         image_data_source: None,
@@ -1122,16 +1138,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "volume.snapshot.delete_eventually_gone",
         "a deleted snapshot disappears from ListVolumeSnapshots (a later delete: volume.snapshot.delete_not_found_after_gone)",
         |ctx| {
-            let vid = ctx.new_volume().await?;
-            let sid = meta_id(
-                expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
-                    .metadata
-                    .as_ref(),
-                "snapshot",
-            )?;
-            expect_ok(ctx.delete_snapshot(&sid).await, "DeleteVolumeSnapshot")?;
-            ctx.wait_snapshot(&sid, "to be gone", |x| x.is_none())
-                .await?;
+            snapshot_deleted_and_gone(&ctx).await?;
             pass()
         }
     );
@@ -1140,16 +1147,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "volume.snapshot.delete_not_found_after_gone",
         "DeleteVolumeSnapshot of a snapshot that is gone returns NotFound",
         |ctx| {
-            let vid = ctx.new_volume().await?;
-            let sid = meta_id(
-                expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
-                    .metadata
-                    .as_ref(),
-                "snapshot",
-            )?;
-            expect_ok(ctx.delete_snapshot(&sid).await, "DeleteVolumeSnapshot")?;
-            ctx.wait_snapshot(&sid, "to be gone", |x| x.is_none())
-                .await?;
+            let sid = snapshot_deleted_and_gone(&ctx).await?;
             expect_code(
                 ctx.delete_snapshot(&sid).await,
                 Code::NotFound,
