@@ -111,7 +111,6 @@ struct Sim {
     cfg: SimConfig,
     started: Instant,
     vm: Mutex<Option<Vm>>,
-    next_slot: Mutex<u32>,
     exit: mpsc::UnboundedSender<i32>,
 }
 
@@ -200,34 +199,146 @@ impl Sim {
             .filter_map(|d| d["path"].as_str())
     }
 
-    fn bdf(&self) -> String {
-        let mut slot = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
-        *slot += 1;
-        format!("0000:00:{:02x}.0", *slot)
+    /// The lowest PCI slot on segment 0 that no device of the booted VM holds (slot 0 is the
+    /// host bridge); a hot-unplugged device the guest never ejected keeps its slot.
+    fn free_bdf(bdfs: &std::collections::BTreeMap<String, String>) -> String {
+        let slot = (1u32..)
+            .find(|slot| {
+                let bdf = format!("0000:00:{slot:02x}.0");
+                !bdfs.values().any(|b| *b == bdf)
+            })
+            .unwrap_or(1);
+        format!("0000:00:{slot:02x}.0")
     }
 
-    /// Fill in CH's defaults so `vm.info` looks like the real thing.
+    /// Add each of `defaults`' fields that `object` lacks.
+    fn fill(object: &mut Value, defaults: &Value) {
+        if let (Some(object), Some(defaults)) = (object.as_object_mut(), defaults.as_object()) {
+            for (key, value) in defaults {
+                object.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+    }
+
+    /// Cloud Hypervisor v53's defaults for one `disks[]` entry (`DiskConfig`).
+    fn disk_defaults() -> Value {
+        json!({
+            "pci_segment": 0, "readonly": false, "direct": false, "num_queues": 1,
+            "queue_size": 128, "vhost_user": false, "disable_io_uring": false,
+            "disable_aio": false, "backing_files": false, "sparse": true,
+            "image_type": "Unknown", "lock_granularity": "ByteRange",
+        })
+    }
+
+    /// Cloud Hypervisor v53's defaults for one `net[]` entry (`NetConfig`).
+    fn net_defaults() -> Value {
+        json!({
+            "pci_segment": 0, "num_queues": 2, "queue_size": 256, "vhost_user": false,
+            "vhost_mode": "Client", "offload_tso": true, "offload_ufo": true, "offload_csum": true,
+        })
+    }
+
+    /// Fill in CH's defaults so `vm.info` shows the config as the real thing does: every
+    /// field of `VmConfig` with its default (recorded from a v53 build), no `disks`/`net` key
+    /// when there are none, and `platform.uuid` under its real name `system_uuid`.
     fn normalise(mut config: Value) -> Value {
+        let boot = config["cpus"]["boot_vcpus"].as_u64().unwrap_or(1);
         if config.get("cpus").is_none() {
-            config["cpus"] = json!({"boot_vcpus": 1, "max_vcpus": 1});
+            config["cpus"] = json!({});
         }
+        Self::fill(
+            &mut config["cpus"],
+            &json!({
+                "boot_vcpus": boot, "max_vcpus": boot, "kvm_hyperv": false, "max_phys_bits": 46,
+                "features": {"amx": false}, "nested": true, "core_scheduling": "Vm",
+                "profile": "Host",
+            }),
+        );
         if config.get("memory").is_none() {
-            config["memory"] = json!({"size": 536_870_912u64});
+            config["memory"] = json!({});
         }
+        Self::fill(
+            &mut config["memory"],
+            &json!({
+                "size": 536_870_912u64, "mergeable": false, "hotplug_method": "Acpi",
+                "shared": false, "hugepages": false, "prefault": false, "reserve": false,
+                "thp": true,
+            }),
+        );
         if config.get("rng").is_none() {
-            config["rng"] = json!({"src": "/dev/urandom"});
+            config["rng"] = json!({});
         }
+        Self::fill(
+            &mut config["rng"],
+            &json!({"pci_segment": 0, "src": "/dev/urandom"}),
+        );
+        if config.get("serial").is_none() {
+            config["serial"] = json!({"mode": "Null"});
+        }
+        if config.get("console").is_none() {
+            config["console"] = json!({"mode": "Tty"});
+        }
+        Self::fill(&mut config["console"], &json!({"pci_segment": 0}));
+        Self::fill(
+            &mut config,
+            &json!({
+                "debug_console": {"mode": "Off", "iobase": 233},
+                "pvpanic": false, "iommu": false, "watchdog": false, "landlock_enable": false,
+            }),
+        );
         if let Some(platform) = config.get_mut("platform").and_then(Value::as_object_mut)
             && let Some(uuid) = platform.remove("uuid")
         {
             platform.insert("system_uuid".into(), uuid);
         }
-        for list in ["disks", "net"] {
-            if config.get(list).is_none_or(Value::is_null) {
-                config[list] = json!([]);
+        if config.get("platform").is_some() {
+            Self::fill(
+                &mut config["platform"],
+                &json!({
+                    "num_pci_segments": 1, "iommu_address_width_bits": 64, "iommufd": false,
+                    "vfio_p2p_dma": true,
+                }),
+            );
+        }
+        for (list, defaults) in [
+            ("disks", Self::disk_defaults()),
+            ("net", Self::net_defaults()),
+        ] {
+            match config.get_mut(list) {
+                Some(Value::Array(items)) => {
+                    for item in items.iter_mut() {
+                        Self::fill(item, &defaults);
+                    }
+                }
+                Some(Value::Null) => {
+                    if let Some(obj) = config.as_object_mut() {
+                        obj.remove(list);
+                    }
+                }
+                _ => {}
             }
         }
         config
+    }
+
+    /// The MAC Cloud Hypervisor reads back from the tap it opened (`host_mac`), set on every
+    /// `net[]` entry when the device is created: at boot, or at `vm.add-net` on a booted VM.
+    fn host_mac(id: &str) -> String {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        std::process::id().hash(&mut h);
+        let b = h.finish().to_be_bytes();
+        // Locally administered, unicast.
+        format!(
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            (b[0] | 0x02) & 0xfe,
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5]
+        )
     }
 
     fn device_ids(config: &Value) -> Vec<String> {
@@ -239,8 +350,8 @@ impl Sim {
             .collect()
     }
 
-    /// The virtio devices a booted VM has, in Cloud Hypervisor's order: console (unless off),
-    /// rng, disks, nets.
+    /// The virtio devices a booted VM has, in the order Cloud Hypervisor v53 gives them PCI
+    /// slots (recorded: disks 01, nets next, rng last): console (unless off), disks, nets, rng.
     fn virtio_ids(config: &Value) -> Vec<String> {
         let mut ids = Vec::new();
         if config["console"]["mode"]
@@ -249,8 +360,8 @@ impl Sim {
         {
             ids.push("__console".to_owned());
         }
-        ids.push("__rng".to_owned());
         ids.extend(Self::device_ids(config));
+        ids.push("__rng".to_owned());
         ids
     }
 
@@ -328,6 +439,8 @@ impl Sim {
                 | "vm.add-disk"
                 | "vm.add-net"
                 | "vm.remove-device"
+                | "vm.resize"
+                | "vm.snapshot"
         );
         if !known {
             return err(StatusCode::NOT_FOUND, &["Not Found"]);
@@ -389,20 +502,43 @@ impl Sim {
             },
             "vm.counters" => match guard.as_ref() {
                 Some(Vm {
-                    state: Some(_),
+                    state: Some(VmState::Running | VmState::Paused),
                     config,
                     ..
                 }) => {
+                    // Cloud Hypervisor's counters of an idle device: the latency minima and
+                    // maxima start at u64::MAX, the averages at u64::MAX / 10_000.
+                    let max = u64::MAX;
+                    let avg = u64::MAX / 10_000;
                     let mut counters = serde_json::Map::new();
-                    for id in Self::device_ids(config) {
-                        counters.insert(id, json!({"read_ops": 0, "write_ops": 0}));
+                    for disk in config["disks"].as_array().into_iter().flatten() {
+                        if let Some(id) = disk["id"].as_str() {
+                            counters.insert(
+                                id.to_owned(),
+                                json!({
+                                    "read_ops": 0, "write_ops": 0, "read_bytes": 0,
+                                    "write_bytes": 0, "read_latency_min": max,
+                                    "read_latency_max": max, "read_latency_avg": avg,
+                                    "write_latency_min": max, "write_latency_max": max,
+                                    "write_latency_avg": avg,
+                                }),
+                            );
+                        }
+                    }
+                    for net in config["net"].as_array().into_iter().flatten() {
+                        if let Some(id) = net["id"].as_str() {
+                            counters.insert(
+                                id.to_owned(),
+                                json!({"rx_bytes": 0, "rx_frames": 0, "tx_bytes": 0, "tx_frames": 0}),
+                            );
+                        }
                     }
                     reply(StatusCode::OK, Some(Value::Object(counters)))
                 }
                 _ => api_err(
-                    StatusCode::NOT_FOUND,
-                    "The VM counters are not available",
-                    "VM is not created",
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The VM info is not available",
+                    "VM is not running",
                 ),
             },
             "vm.create" => {
@@ -469,6 +605,7 @@ impl Sim {
                     Some(VmState::Created) => {}
                 }
                 let payload = &vm.config["payload"];
+                let cmdline = payload["cmdline"].as_str().unwrap_or_default().to_owned();
                 let image = payload["kernel"]
                     .as_str()
                     .or_else(|| payload["firmware"].as_str());
@@ -493,12 +630,18 @@ impl Sim {
                 self.event("vm", "booting");
                 vm.state = Some(VmState::Running);
                 vm.pending_eject.clear();
-                vm.bdfs = Self::virtio_ids(&vm.config)
-                    .into_iter()
-                    .map(|id| (id, self.bdf()))
-                    .collect();
+                vm.bdfs.clear();
+                for id in Self::virtio_ids(&vm.config) {
+                    let bdf = Self::free_bdf(&vm.bdfs);
+                    vm.bdfs.insert(id, bdf);
+                }
+                if let Some(nets) = vm.config.get_mut("net").and_then(Value::as_array_mut) {
+                    for net in nets {
+                        let id = net["id"].as_str().unwrap_or_default().to_owned();
+                        Self::fill(net, &json!({"host_mac": Self::host_mac(&id)}));
+                    }
+                }
                 Self::truncate_serial(&vm.config);
-                let cmdline = payload["cmdline"].as_str().unwrap_or_default().to_owned();
                 Self::serial_line(&vm.config, &format!("PVH-HELLO cmdline={cmdline}"));
                 self.event("vm", "booted");
                 self.log("VM booted");
@@ -515,19 +658,29 @@ impl Sim {
                 reply(StatusCode::NO_CONTENT, None)
             }
             "vm.shutdown" | "vm.power-button" | "vm.reboot" | "vm.pause" | "vm.resume" => {
+                // Recorded on Cloud Hypervisor v53: these need a booted VM. Without one, reboot
+                // answers 404 "VM is not created" and the others 500 "VM is not running"; an
+                // impossible pause or resume answers the state machine's error chain.
                 let what = match endpoint {
                     "vm.shutdown" => "The VM could not shutdown",
-                    "vm.power-button" => "The VM could not be powered off",
+                    "vm.power-button" => "Error triggering power button",
                     "vm.reboot" => "The VM could not reboot",
-                    "vm.pause" => "The VM could not pause",
+                    "vm.pause" => "The VM could not be paused",
                     _ => "The VM could not resume",
                 };
-                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
-                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                let booted = guard
+                    .as_mut()
+                    .filter(|vm| matches!(vm.state, Some(VmState::Running | VmState::Paused)));
+                let Some(vm) = booted else {
+                    return if endpoint == "vm.reboot" {
+                        api_err(StatusCode::NOT_FOUND, what, "VM is not created")
+                    } else {
+                        api_err(StatusCode::INTERNAL_SERVER_ERROR, what, "VM is not running")
+                    };
                 };
-                let state = vm.state.unwrap_or(VmState::Created);
+                let state = vm.state.unwrap_or(VmState::Running);
                 match (endpoint, state) {
-                    ("vm.shutdown", VmState::Running | VmState::Paused) => {
+                    ("vm.shutdown", _) => {
                         vm.state = Some(VmState::Created);
                         vm.pending_eject.clear();
                         vm.bdfs.clear();
@@ -535,11 +688,10 @@ impl Sim {
                         self.log("VM shut down");
                         reply(StatusCode::NO_CONTENT, None)
                     }
-                    ("vm.power-button" | "vm.reboot", VmState::Running) => {
-                        if endpoint == "vm.reboot" {
-                            self.event("vm", "rebooting");
-                            self.event("vm", "rebooted");
-                        }
+                    ("vm.power-button", _) => reply(StatusCode::NO_CONTENT, None),
+                    ("vm.reboot", _) => {
+                        self.event("vm", "rebooting");
+                        self.event("vm", "rebooted");
                         reply(StatusCode::NO_CONTENT, None)
                     }
                     ("vm.pause", VmState::Running) => {
@@ -552,20 +704,72 @@ impl Sim {
                         self.event("vm", "resumed");
                         reply(StatusCode::NO_CONTENT, None)
                     }
-                    ("vm.pause" | "vm.resume", from) => {
-                        let to = if endpoint == "vm.pause" {
-                            "Paused"
+                    (_, from) => {
+                        let (verb, to) = if endpoint == "vm.pause" {
+                            ("pause", "Paused")
                         } else {
-                            "Running"
+                            ("resume", "Running")
                         };
-                        api_err(
+                        err(
                             StatusCode::INTERNAL_SERVER_ERROR,
-                            what,
-                            &format!("InvalidStateTransition({}, {to})", from.as_str()),
+                            &[
+                                "Error from API",
+                                what,
+                                &format!("Cannot {verb} VM"),
+                                &format!("Failed to {verb} migratable component"),
+                                &format!(
+                                    "Invalid transition: InvalidStateTransition({}, {to})",
+                                    from.as_str()
+                                ),
+                            ],
                         )
                     }
-                    _ => api_err(StatusCode::INTERNAL_SERVER_ERROR, what, "VM is not running"),
                 }
+            }
+            "vm.resize" => {
+                let req = match parse(&body) {
+                    Ok(v) => v,
+                    Err(resp) => return resp,
+                };
+                let what = "The VM could not be resized";
+                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
+                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                };
+                // Like v53, the new sizes are taken as given (a later boot validates them).
+                if let Some(vcpus) = req["desired_vcpus"].as_u64() {
+                    vm.config["cpus"]["boot_vcpus"] = json!(vcpus);
+                }
+                if let Some(ram) = req["desired_ram"].as_u64() {
+                    vm.config["memory"]["size"] = json!(ram);
+                }
+                reply(StatusCode::NO_CONTENT, None)
+            }
+            "vm.snapshot" => {
+                if let Err(resp) = parse(&body) {
+                    return resp;
+                }
+                let what = "The VM could not be snapshotted";
+                let cause = match guard.as_ref().and_then(|vm| vm.state) {
+                    Some(VmState::Running) => "Trying to snapshot while VM is running",
+                    Some(VmState::Paused) => "ch-sim does not write snapshots",
+                    _ => {
+                        return api_err(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            what,
+                            "VM is not running",
+                        );
+                    }
+                };
+                err(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &[
+                        "Error from API",
+                        what,
+                        "Cannot snapshot VM",
+                        "Failed to snapshot migratable component",
+                        cause,
+                    ],
+                )
             }
             "vm.delete" => {
                 if let Some(vm) = guard.as_ref()
@@ -605,15 +809,31 @@ impl Sim {
                     "net"
                 };
                 let existing = Self::device_ids(&vm.config);
+                let taken = |id: &str| {
+                    existing.iter().any(|e| e == id)
+                        || vm.pending_eject.iter().any(|(p, _)| p == id)
+                };
                 let id = match device["id"].as_str() {
                     Some(id) => id.to_owned(),
                     None => {
+                        // Like Cloud Hypervisor: the first free `_disk<n>` / `_net<n>`.
                         let prefix = if list == "disks" { "_disk" } else { "_net" };
-                        let id = format!("{prefix}{}", existing.len());
+                        let id = (0u32..)
+                            .map(|n| format!("{prefix}{n}"))
+                            .find(|id| !taken(id))
+                            .unwrap_or_default();
                         device["id"] = json!(id);
                         id
                     }
                 };
+                Self::fill(
+                    &mut device,
+                    &if list == "disks" {
+                        Self::disk_defaults()
+                    } else {
+                        Self::net_defaults()
+                    },
+                );
                 if existing.contains(&id) || vm.pending_eject.iter().any(|(p, _)| *p == id) {
                     return err(
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -661,13 +881,16 @@ impl Sim {
                         ],
                     );
                 }
-                if let Some(arr) = vm.config[list].as_array_mut() {
+                if running && list == "net" {
+                    Self::fill(&mut device, &json!({"host_mac": Self::host_mac(&id)}));
+                }
+                if let Some(arr) = vm.config.get_mut(list).and_then(Value::as_array_mut) {
                     arr.push(device);
                 } else {
                     vm.config[list] = json!([device]);
                 }
                 if running {
-                    let bdf = self.bdf();
+                    let bdf = Self::free_bdf(&vm.bdfs);
                     // Like Cloud Hypervisor, the node stays in the device tree after
                     // `vm.remove-device` until the guest ejects it (never, for the stub).
                     vm.bdfs.insert(id.clone(), bdf.clone());
@@ -690,7 +913,7 @@ impl Sim {
                 let running = matches!(vm.state, Some(VmState::Running | VmState::Paused));
                 let mut found = false;
                 for list in ["disks", "net"] {
-                    if let Some(arr) = vm.config[list].as_array_mut() {
+                    if let Some(arr) = vm.config.get_mut(list).and_then(Value::as_array_mut) {
                         let before = arr.len();
                         let mut removed = Vec::new();
                         arr.retain(|d| {
@@ -701,21 +924,34 @@ impl Sim {
                             keep
                         });
                         found |= arr.len() != before;
-                        if running && list == "disks" {
+                        if running {
                             vm.pending_eject
                                 .extend(removed.into_iter().map(|path| (id.clone(), path)));
                         }
                     }
                 }
+                if !found && running {
+                    return err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &[
+                            "Error from API",
+                            what,
+                            "Error from device manager",
+                            &format!(
+                                "Failed to find device corresponding to the given identifier: {id}"
+                            ),
+                        ],
+                    );
+                }
                 if !found {
+                    // Not booted: Cloud Hypervisor edits the stored config only.
                     return api_err(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         what,
-                        &format!(
-                            "Failed to find device corresponding to the given identifier: {id}"
-                        ),
+                        &format!("No device with id \"{id}\" to remove"),
                     );
                 }
+                // Like Cloud Hypervisor, an emptied list stays as `[]`.
                 self.event("vm", "device-removed");
                 reply(StatusCode::NO_CONTENT, None)
             }
@@ -771,7 +1007,6 @@ pub async fn run(cfg: SimConfig) -> Result<i32> {
         cfg: cfg.clone(),
         started: Instant::now(),
         vm: Mutex::new(None),
-        next_slot: Mutex::new(3),
         exit: exit_tx,
     });
     sim.event("vmm", "starting");

@@ -548,3 +548,382 @@ async fn vm_info_shape_on_real_ch() {
         vm_info_shape(backend).await;
     }
 }
+
+// ---- ch-sim against real CH, step by step ----------------------------------------------------
+
+/// What of an answer must match between ch-sim and a real CH: the status, and the body's shape
+/// (object keys and value types, recursively; map-like objects such as `device_tree` by their
+/// entries' shapes) or, for CH's error chains, every message of the chain.
+fn signature(status: u16, body: &Value) -> Value {
+    fn shape(v: &Value, path: &str) -> Value {
+        match v {
+            Value::Null => json!("null"),
+            Value::Bool(_) => json!("bool"),
+            Value::Number(_) => json!("number"),
+            Value::String(_) => json!("string"),
+            Value::Array(items) => {
+                let mut seen: Vec<Value> = Vec::new();
+                for item in items {
+                    let s = shape(item, path);
+                    if !seen.contains(&s) {
+                        seen.push(s);
+                    }
+                }
+                Value::Array(seen)
+            }
+            // Keyed by device id: the set of devices is the guest's, the entries' shape is CH's.
+            Value::Object(map) if path.ends_with("device_tree") => {
+                let mut seen: Vec<Value> = Vec::new();
+                for entry in map.values() {
+                    let s = shape(entry, "");
+                    if !seen.contains(&s) {
+                        seen.push(s);
+                    }
+                }
+                json!({ "*": seen })
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), shape(v, &format!("{path}/{k}"))))
+                    .collect(),
+            ),
+        }
+    }
+    if body
+        .as_array()
+        .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_string))
+    {
+        return json!({ "status": status, "error": body });
+    }
+    json!({ "status": status, "body": shape(body, "") })
+}
+
+/// One REST script, run on ch-sim and on a real CH side by side: every step's signature must
+/// be the same. Prints `N/N steps the same`.
+async fn script(backend: &Backend, dir: &Path, kernel: &Path) -> Vec<(String, Value)> {
+    let disk = dir.join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let d1 = dir.join("d1.raw");
+    std::fs::File::create(&d1)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let config = json!({
+        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "memory": {"size": 134_217_728},
+        "payload": {"kernel": kernel, "cmdline": "halt"},
+        "disks": [{"path": disk, "id": "disk0", "image_type": "Raw"}],
+        "serial": {"mode": "File", "file": dir.join("serial.log")},
+        "console": {"mode": "Off"},
+    })
+    .to_string();
+    let add = json!({"path": d1, "id": "vol1", "image_type": "Raw"}).to_string();
+    let steps: Vec<(&str, &str, Option<&str>)> = vec![
+        ("GET", "vmm.ping", None),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.boot", None),
+        ("PUT", "vm.pause", None),
+        ("PUT", "vm.create", Some("{\"payload\":")),
+        ("PUT", "vm.create", Some(&config)),
+        ("PUT", "vm.create", Some(&config)),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.shutdown", None),
+        ("PUT", "vm.boot", None),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.boot", None),
+        ("PUT", "vm.pause", None),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.resume", None),
+        ("PUT", "vm.resume", None),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.add-disk", Some(&add)),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.remove-device", Some("{\"id\":\"nope\"}")),
+        ("PUT", "vm.remove-device", Some("{\"id\":\"vol1\"}")),
+        ("PUT", "vm.power-button", None),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.shutdown", None),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.shutdown", None),
+        ("PUT", "vm.boot", None),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.delete", None),
+        ("PUT", "vm.delete", None),
+        ("PUT", "vm.boot", None),
+        ("GET", "vm.info", None),
+        ("GET", "vm.nope", None),
+        ("GET", "vmm.ping", None),
+    ];
+    let vmm = Vmm::spawn(backend, dir).await;
+    let mut out = Vec::new();
+    for (method, endpoint, body) in steps {
+        let (status, value) = vmm.call(method, endpoint, body).await;
+        if endpoint == "vm.boot" && status == 204 {
+            // Let the guest reach its halt loop, as a client polling vm.info would.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        out.push((format!("{method} {endpoint}"), signature(status, &value)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn ch_sim_matches_real_ch_step_by_step() {
+    let Some(real) = Backend::real_ch() else {
+        return;
+    };
+    let sim_dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let real_dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let sim_kernel = common::guest_kernel(sim_dir.path(), &Backend::Sim).unwrap();
+    let Some(real_kernel) = common::guest_kernel(real_dir.path(), &real) else {
+        return;
+    };
+    let sim = script(&Backend::Sim, sim_dir.path(), &sim_kernel).await;
+    let real = script(&real, real_dir.path(), &real_kernel).await;
+    assert_eq!(sim.len(), real.len());
+    let mut differ = Vec::new();
+    for (i, ((step, s), (_, r))) in sim.iter().zip(&real).enumerate() {
+        if s != r {
+            differ.push(format!(
+                "step {} {step}:\n  ch-sim  {s}\n  real CH {r}",
+                i + 1
+            ));
+        }
+    }
+    eprintln!(
+        "ch-sim vs real CH: {}/{} steps the same",
+        sim.len() - differ.len(),
+        sim.len()
+    );
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+#[test]
+fn signature_tells_shapes_and_errors_apart() {
+    let a = signature(200, &json!({"state": "Running", "n": 1}));
+    assert_eq!(a, signature(200, &json!({"state": "Paused", "n": 7})));
+    assert_ne!(a, signature(200, &json!({"state": "Running"})));
+    assert_ne!(a, signature(204, &json!({"state": "Running", "n": 1})));
+    assert_ne!(a, signature(200, &json!({"state": "Running", "n": "1"})));
+    let e = signature(500, &json!(["Error from API", "VM is not running"]));
+    assert_eq!(
+        e,
+        signature(500, &json!(["Error from API", "VM is not running"]))
+    );
+    assert_ne!(
+        e,
+        signature(500, &json!(["other outer", "VM is not running"]))
+    );
+    assert_ne!(
+        e,
+        signature(500, &json!(["Error from API", "VM is not created"]))
+    );
+    assert_ne!(
+        e,
+        signature(404, &json!(["Error from API", "VM is not running"]))
+    );
+    let tree = |id: &str| json!({"device_tree": {id: {"id": id, "children": []}}});
+    assert_eq!(signature(200, &tree("a")), signature(200, &tree("b")));
+    assert_ne!(
+        signature(200, &tree("a")),
+        signature(200, &json!({"device_tree": {"a": {"id": "a"}}}))
+    );
+}
+
+// ---- every endpoint in every VM state, against answers recorded from a real CH v53 ----------
+
+/// One REST call: method, endpoint, body.
+type Call = (&'static str, &'static str, Option<String>);
+
+/// The VM states of the matrix, each reached from a fresh VMM by these calls.
+fn matrix_states(config: &str) -> Vec<(&'static str, Vec<Call>)> {
+    let create = ("PUT", "vm.create", Some(config.to_owned()));
+    let boot = ("PUT", "vm.boot", None);
+    vec![
+        ("none", vec![]),
+        ("created", vec![create.clone()]),
+        ("running", vec![create.clone(), boot.clone()]),
+        (
+            "paused",
+            vec![create.clone(), boot.clone(), ("PUT", "vm.pause", None)],
+        ),
+        (
+            "shut down",
+            vec![create.clone(), boot.clone(), ("PUT", "vm.shutdown", None)],
+        ),
+        ("deleted", vec![create, boot, ("PUT", "vm.delete", None)]),
+    ]
+}
+
+/// The matrix's operations. `vm.snapshot` of a paused VM is left out: a real CH's answer there
+/// depends on the host's KVM (it failed reading nested vCPU state on the recording host).
+fn matrix_ops(dir: &Path, config: &str) -> Vec<Call> {
+    let add = json!({"path": dir.join("d1.raw"), "id": "vol1"}).to_string();
+    let snap = json!({"destination_url": format!("file://{}", dir.join("snap").display())});
+    vec![
+        ("PUT", "vm.boot", None),
+        ("PUT", "vm.pause", None),
+        ("PUT", "vm.resume", None),
+        ("PUT", "vm.shutdown", None),
+        ("PUT", "vm.power-button", None),
+        ("PUT", "vm.reboot", None),
+        ("GET", "vm.counters", None),
+        ("PUT", "vm.add-disk", Some(add)),
+        (
+            "PUT",
+            "vm.remove-device",
+            Some("{\"id\":\"nope\"}".to_owned()),
+        ),
+        ("PUT", "vm.create", Some(config.to_owned())),
+        ("GET", "vm.info", None),
+        ("PUT", "vm.resize", Some("{\"desired_vcpus\":1}".to_owned())),
+        ("PUT", "vm.snapshot", Some(snap.to_string())),
+        ("PUT", "vm.delete", None),
+        ("GET", "vmm.ping", None),
+    ]
+}
+
+/// Every operation in every state, each from a fresh VMM: `"<state> <METHOD endpoint>"` →
+/// the answer's [`signature`] (`vmm.ping` by its keys only: versions and pids differ).
+async fn state_matrix(
+    backend: &Backend,
+    dir: &Path,
+    kernel: &Path,
+) -> serde_json::Map<String, Value> {
+    for name in ["disk.raw", "d1.raw"] {
+        std::fs::File::create(dir.join(name))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+    }
+    let config = json!({
+        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "memory": {"size": 134_217_728},
+        "payload": {"kernel": kernel, "cmdline": "halt"},
+        "disks": [{"path": dir.join("disk.raw"), "id": "disk0", "image_type": "Raw"}],
+        "serial": {"mode": "File", "file": dir.join("serial.log")},
+        "console": {"mode": "Off"},
+    })
+    .to_string();
+    let mut out = serde_json::Map::new();
+    for (state, setup) in matrix_states(&config) {
+        for (method, endpoint, body) in matrix_ops(dir, &config) {
+            if state == "paused" && endpoint == "vm.snapshot" {
+                continue;
+            }
+            let vmm_dir = tempfile::Builder::new()
+                .prefix("chm")
+                .tempdir_in(dir)
+                .unwrap();
+            let vmm = Vmm::spawn(backend, vmm_dir.path()).await;
+            for (m, e, b) in &setup {
+                let (status, v) = vmm.call(m, e, b.as_deref()).await;
+                assert!(
+                    (200..300).contains(&status),
+                    "{state}: {m} {e}: {status} {v}"
+                );
+            }
+            let (status, value) = vmm.call(method, endpoint, body.as_deref()).await;
+            let sig = if endpoint == "vmm.ping" {
+                let mut keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+                keys.sort();
+                json!({"status": status, "keys": keys})
+            } else {
+                signature(status, &value)
+            };
+            out.insert(format!("{state} {method} {endpoint}"), sig);
+        }
+    }
+    out
+}
+
+fn recorded_matrix() -> serde_json::Map<String, Value> {
+    let text = include_str!("fixtures/ch-v53-state-matrix.json");
+    let all: Value = serde_json::from_str(text).unwrap();
+    all["answers"].as_object().unwrap().clone()
+}
+
+/// How `have` differs from the recorded answers, one line per differing entry.
+fn matrix_diff(have: &serde_json::Map<String, Value>, who: &str) -> Vec<String> {
+    let want = recorded_matrix();
+    let mut keys: Vec<&String> = want.keys().chain(have.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| want.get(*k) != have.get(*k))
+        .map(|k| {
+            format!(
+                "{k}:\n  recorded {}\n  {who} {}",
+                want.get(k).unwrap_or(&Value::Null),
+                have.get(k).unwrap_or(&Value::Null)
+            )
+        })
+        .collect()
+}
+
+/// ch-sim answers every endpoint in every state as the recorded real CH v53 did.
+#[tokio::test]
+async fn ch_sim_answers_like_recorded_ch_in_every_state() {
+    let dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let kernel = common::guest_kernel(dir.path(), &Backend::Sim).unwrap();
+    let have = state_matrix(&Backend::Sim, dir.path(), &kernel).await;
+    let diff = matrix_diff(&have, "ch-sim");
+    eprintln!(
+        "ch-sim vs recorded CH v53: {}/{} answers the same",
+        have.len() - diff.len(),
+        have.len()
+    );
+    assert!(diff.is_empty(), "{}", diff.join("\n"));
+}
+
+/// The recording is current: a real CH gives the same answers. With `IRIKIT_CH_RECORD=<file>`
+/// the real answers are written there (to refresh the fixture).
+#[tokio::test]
+async fn recorded_matrix_is_real_chs() {
+    let Some(real) = Backend::real_ch() else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let Some(kernel) = common::guest_kernel(dir.path(), &real) else {
+        return;
+    };
+    let have = state_matrix(&real, dir.path(), &kernel).await;
+    if let Some(path) = std::env::var_os("IRIKIT_CH_RECORD") {
+        let doc = json!({
+            "source": "cloud-hypervisor v53.0 built from its public source, recorded by \
+                       tests/ch_api.rs recorded_matrix_is_real_chs (IRIKIT_CH_RECORD)",
+            "answers": have,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+        return;
+    }
+    let diff = matrix_diff(&have, "real CH");
+    assert!(diff.is_empty(), "{}", diff.join("\n"));
+}
+
+#[test]
+fn matrix_diff_names_each_difference() {
+    let mut have = recorded_matrix();
+    assert!(matrix_diff(&have, "x").is_empty());
+    let key = have.keys().next().unwrap().clone();
+    have.insert(key.clone(), json!({"status": 999}));
+    have.insert("extra PUT vm.nope".into(), json!({"status": 404}));
+    let diff = matrix_diff(&have, "x");
+    assert_eq!(diff.len(), 2, "{diff:#?}");
+    assert!(diff[0].starts_with(&key) || diff[1].starts_with(&key));
+}
