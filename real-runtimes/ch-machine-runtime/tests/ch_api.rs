@@ -90,6 +90,14 @@ impl Drop for Vmm {
     }
 }
 
+/// A fresh scratch directory under /tmp (short paths keep socket paths under the limit).
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap()
+}
+
 fn is_chain(v: &Value, last: &str) -> bool {
     v.as_array().is_some_and(|a| {
         a.iter().all(Value::is_string) && a.last().and_then(Value::as_str) == Some(last)
@@ -97,10 +105,7 @@ fn is_chain(v: &Value, last: &str) -> bool {
 }
 
 async fn rest_session(backend: Backend) {
-    let dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch();
     let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
         return;
     };
@@ -276,10 +281,7 @@ async fn rest_session_on_real_ch() {
 
 /// A guest that writes S5 (cmdline starting with `p`) ends the VMM: exit 0, socket gone, lock left.
 async fn guest_power_off(backend: Backend) {
-    let dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch();
     let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
         return;
     };
@@ -320,10 +322,7 @@ async fn guest_power_off_on_real_ch() {
 /// SIGKILL leaves socket and lock behind; a new instance on the same path starts fine.
 #[tokio::test]
 async fn sim_restarts_after_sigkill() {
-    let dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch();
     let mut vmm = Vmm::spawn(&Backend::Sim, dir.path()).await;
     let _ = vmm.child.kill();
     let _ = vmm.child.wait();
@@ -466,10 +465,7 @@ fn shape_diff_catches_differences() {
 /// vm.info in every state (created, running, paused, resumed, after the power button, with a
 /// hot-plugged disk and NIC, after a removal, after shutdown) has real CH's shape.
 async fn vm_info_shape(backend: Backend) {
-    let dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch();
     let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
         return;
     };
@@ -598,28 +594,31 @@ fn signature(status: u16, body: &Value) -> Value {
     json!({ "status": status, "body": shape(body, "") })
 }
 
-/// One REST script, run on ch-sim and on a real CH side by side: every step's signature must
-/// be the same. Prints `N/N steps the same`.
-async fn script(backend: &Backend, dir: &Path, kernel: &Path) -> Vec<(String, Value)> {
-    let disk = dir.join("disk.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let d1 = dir.join("d1.raw");
-    std::fs::File::create(&d1)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let config = json!({
+/// A 128 MiB VM with the halting stub guest and a boot disk; also makes the image `d1.raw` for
+/// hot-plug steps.
+fn halt_vm_config(dir: &Path, kernel: &Path) -> String {
+    for name in ["disk.raw", "d1.raw"] {
+        std::fs::File::create(dir.join(name))
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+    }
+    json!({
         "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
         "memory": {"size": 134_217_728},
         "payload": {"kernel": kernel, "cmdline": "halt"},
-        "disks": [{"path": disk, "id": "disk0", "image_type": "Raw"}],
+        "disks": [{"path": dir.join("disk.raw"), "id": "disk0", "image_type": "Raw"}],
         "serial": {"mode": "File", "file": dir.join("serial.log")},
         "console": {"mode": "Off"},
     })
-    .to_string();
+    .to_string()
+}
+
+/// One REST script, run on ch-sim and on a real CH side by side: every step's signature must
+/// be the same. Prints `N/N steps the same`.
+async fn script(backend: &Backend, dir: &Path, kernel: &Path) -> Vec<(String, Value)> {
+    let config = halt_vm_config(dir, kernel);
+    let d1 = dir.join("d1.raw");
     let add = json!({"path": d1, "id": "vol1", "image_type": "Raw"}).to_string();
     let steps: Vec<(&str, &str, Option<&str>)> = vec![
         ("GET", "vmm.ping", None),
@@ -675,14 +674,8 @@ async fn ch_sim_matches_real_ch_step_by_step() {
     let Some(real) = Backend::real_ch() else {
         return;
     };
-    let sim_dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let real_dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let sim_dir = scratch();
+    let real_dir = scratch();
     let sim_kernel = common::guest_kernel(sim_dir.path(), &Backend::Sim).unwrap();
     let Some(real_kernel) = common::guest_kernel(real_dir.path(), &real) else {
         return;
@@ -799,21 +792,7 @@ async fn state_matrix(
     dir: &Path,
     kernel: &Path,
 ) -> serde_json::Map<String, Value> {
-    for name in ["disk.raw", "d1.raw"] {
-        std::fs::File::create(dir.join(name))
-            .unwrap()
-            .set_len(1 << 20)
-            .unwrap();
-    }
-    let config = json!({
-        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
-        "memory": {"size": 134_217_728},
-        "payload": {"kernel": kernel, "cmdline": "halt"},
-        "disks": [{"path": dir.join("disk.raw"), "id": "disk0", "image_type": "Raw"}],
-        "serial": {"mode": "File", "file": dir.join("serial.log")},
-        "console": {"mode": "Off"},
-    })
-    .to_string();
+    let config = halt_vm_config(dir, kernel);
     let mut out = serde_json::Map::new();
     for (state, setup) in matrix_states(&config) {
         for (method, endpoint, body) in matrix_ops(dir, &config) {
@@ -873,10 +852,7 @@ fn matrix_diff(have: &serde_json::Map<String, Value>, who: &str) -> Vec<String> 
 /// ch-sim answers every endpoint in every state as the recorded real CH v53 did.
 #[tokio::test]
 async fn ch_sim_answers_like_recorded_ch_in_every_state() {
-    let dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch();
     let kernel = common::guest_kernel(dir.path(), &Backend::Sim).unwrap();
     let have = state_matrix(&Backend::Sim, dir.path(), &kernel).await;
     let diff = matrix_diff(&have, "ch-sim");
@@ -895,10 +871,7 @@ async fn recorded_matrix_is_real_chs() {
     let Some(real) = Backend::real_ch() else {
         return;
     };
-    let dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch();
     let Some(kernel) = common::guest_kernel(dir.path(), &real) else {
         return;
     };
