@@ -106,3 +106,20 @@ irikit_install_python_grpcio() {
 }
 irikit_install_python_grpcio
 # --- end python-grpcio ----------------------------------------------------------------------------
+
+# --- go-grpc (issue 13) -----------------------------------------------------------------------------
+# Debian's grpc-go 1.33.3 (golang-google-grpc-dev, sources in /usr/share/gocode), built in GOPATH
+# mode by the serving tests (iri-spec/clients/grpc_go). Dialled through a custom dialer it sends
+# the raw socket path as :authority. Uses the machine's Go; Debian's golang-go when there is none.
+irikit_install_go_grpc() {
+    if [ ! -f /usr/share/gocode/src/google.golang.org/grpc/clientconn.go ] || ! command -v go >/dev/null; then
+        apt-get update -qq
+        local pkgs=(golang-google-grpc-dev)
+        command -v go >/dev/null || pkgs+=(golang-go)
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+    fi
+    echo "go-grpc: $(dpkg-query -W -f '${Version}' golang-google-grpc-dev) with $(go version)"
+    export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}go-grpc"
+}
+irikit_install_go_grpc
+# --- end go-grpc ------------------------------------------------------------------------------------

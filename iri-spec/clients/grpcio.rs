@@ -41,16 +41,22 @@ pub fn available() -> bool {
         ),
         Err(e) => format!("python3 not runnable: {e}"),
     };
+    skip(COMPONENT, &reason);
+    false
+}
+
+/// One `skip:` line for a missing client stack, or a failure when `IRIKIT_REQUIRE` names
+/// `component` (shared with the other stacks' helpers in this directory).
+pub fn skip(component: &str, reason: &str) {
     let required = std::env::var("IRIKIT_REQUIRE")
         .unwrap_or_default()
         .split(',')
-        .any(|c| c.trim() == COMPONENT);
+        .any(|c| c.trim() == component);
     assert!(
         !required,
-        "{COMPONENT} is required (IRIKIT_REQUIRE) but {reason}"
+        "{component} is required (IRIKIT_REQUIRE) but {reason}"
     );
     let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {reason}\n"));
-    false
 }
 
 /// Calls Version, Status (ListBucketClasses), Create, List, Delete and Delete of an unknown id
