@@ -5,12 +5,17 @@
 //! power off, tear down on delete. The state reported to IRI is what the VMM says
 //! (`vm.info`, or "process gone"), never the desired spec. RPC handlers only validate,
 //! update the record, persist it and wake the worker.
+//!
+//! [`reservation`] adds irikit's reservation extension: capacity holds that `CreateMachine`
+//! consumes or respects.
+
+mod reservation;
 
 use std::{
     collections::{HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use base64::Engine as _;
@@ -76,6 +81,12 @@ pub enum Error {
          without them)"
     )]
     NicsUnsupported,
+    /// No reservation with that id.
+    #[error("reservation {0:?} not found")]
+    ReservationNotFound(String),
+    /// A machine names a reservation it cannot consume.
+    #[error("{0}")]
+    Reservation(String),
     /// Persisting state failed.
     #[error("persist machine state")]
     Store(#[from] store::Error),
@@ -88,6 +99,17 @@ const MAX_EVENTS: usize = 4096;
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// How long the same failure of a machine stays one event.
 const WARNING_REPEAT: Duration = Duration::from_secs(600);
+
+/// Logs how long one step of a machine's way to RUNNING took (target
+/// `ch_machine_runtime::timing`, level debug): `RUST_LOG=ch_machine_runtime::timing=debug`
+/// shows where a CreateMachine's time goes (`ch-runtime-bench --runtime-log` passes it on).
+fn timed(step: &'static str, since: Instant) {
+    debug!(
+        target: "ch_machine_runtime::timing",
+        step,
+        us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+    );
+}
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -190,6 +212,7 @@ struct Inner {
     host: HostResources,
     vmm: Arc<dyn Vmm>,
     store: Store,
+    reservations: reservation::Reservations,
     machines: Mutex<HashMap<String, Arc<Entry>>>,
     events: Mutex<VecDeque<event::Event>>,
     token: CancellationToken,
@@ -231,17 +254,20 @@ impl Runtime {
     pub async fn start(cfg: Config, vmm: Arc<dyn Vmm>, token: CancellationToken) -> Result<Self> {
         let store = Store::open(cfg.state_dir.join("machines"))?;
         let records = store.load_all()?;
+        let reservations = reservation::Reservations::open(cfg.state_dir.join("reservations"))?;
         let inner = Arc::new(Inner {
             host: HostResources::probe(),
             cfg,
             vmm,
             store,
+            reservations,
             machines: Mutex::new(HashMap::new()),
             events: Mutex::new(VecDeque::new()),
             token,
             tracker: TaskTracker::new(),
         });
         let runtime = Self { inner };
+        runtime.bind_named_at_start(&records);
         for mut record in records {
             if let Some(process) = record.vmm.clone() {
                 let adopted = process.is_alive()
@@ -600,6 +626,9 @@ impl Runtime {
             .ok_or_else(|| Error::InvalidArgument("machine.spec is required".into()))?;
         self.validate_spec(&spec)?;
         let meta = request.metadata.unwrap_or_default();
+        // Held until the machine is in the map, so a racing reservation or machine sees it.
+        let _admission = self.inner.reservations.admission.lock().await;
+        let consumes = self.admit(&meta, &spec)?;
         let id = new_id();
         let record = MachineRecord {
             id: id.clone(),
@@ -639,8 +668,14 @@ impl Runtime {
             wake: Notify::new(),
             last_warning: Mutex::new(None),
         });
+        let t = Instant::now();
         self.persist(&entry).await?;
+        timed("create.persist", t);
         self.lock_machines().insert(id.clone(), Arc::clone(&entry));
+        if let Some(reservation) = consumes {
+            self.bind(&reservation, &id).await;
+        }
+        drop(_admission);
         info!(machine.id = %id, class = %record.spec.class, "machine created");
         self.record_event(
             &record,
@@ -991,6 +1026,7 @@ impl Runtime {
 
     /// One reconcile pass; returns true when the machine is gone.
     async fn reconcile(&self, entry: &Arc<Entry>) -> bool {
+        let pass = Instant::now();
         let record = entry.snapshot();
         let paths = VmPaths::new(&self.vm_dir(&record.id));
         if record.deleted_at != 0 {
@@ -1032,11 +1068,14 @@ impl Runtime {
         let mut want_boot = record.want_boot && power_on;
         let mut ok = failures.is_empty();
 
+        timed("reconcile.prepare", pass);
         if want_boot && failures.is_empty() {
-            match self
+            let t = Instant::now();
+            let res = self
                 .power_on(entry, &record, &paths, &disks, &nics, &mut process)
-                .await
-            {
+                .await;
+            timed("reconcile.power_on", t);
+            match res {
                 Ok(()) => want_boot = false,
                 Err(e) => {
                     ok = false;
@@ -1046,10 +1085,12 @@ impl Runtime {
             }
         }
 
+        let t = Instant::now();
         let mut info = match &process {
             Some(p) => self.inner.vmm.info(p).await.ok(),
             None => None,
         };
+        timed("reconcile.info", t);
         if info.is_none() {
             process = None;
         }
@@ -1176,9 +1217,12 @@ impl Runtime {
                     r.observed_generation,
                 )
         });
+        timed("reconcile.observed", pass);
+        let t = Instant::now();
         if changed && let Err(e) = self.persist(entry).await {
             warn!(error = %e, "persist machine state");
         }
+        timed("reconcile.persist", t);
         if old_state != state as i32 && record.deleted_at == 0 {
             debug!(from = old_state, to = ?state, "machine state changed");
             if state == machine::MachineState::MachineTerminated
@@ -1209,15 +1253,19 @@ impl Runtime {
     ) -> vmm::Result<()> {
         let vmm = &self.inner.vmm;
         if process.is_none() {
+            let t = Instant::now();
             let spawned = vmm
                 .spawn_for(paths, &self.vm_spec(record, paths, disks, nics))
                 .await?;
+            timed("power_on.spawn", t);
             let p = spawned.process.clone();
             // Record the pid at once: a runtime killed right now adopts this VMM on restart.
+            let t = Instant::now();
             entry.with(|r| r.vmm = Some(p.clone()));
             if let Err(e) = self.persist(entry).await {
                 warn!(error = %e, "persist vmm pid");
             }
+            timed("power_on.persist_pid", t);
             let mut child = spawned.child;
             let waker = Arc::clone(entry);
             tokio::spawn(async move {
@@ -1230,7 +1278,10 @@ impl Runtime {
         let Some(p) = process.as_ref() else {
             return Err(vmm::Error::Gone);
         };
+        let t = Instant::now();
         let info = vmm.info(p).await?;
+        timed("power_on.info", t);
+        let t = Instant::now();
         let spec = self.vm_spec(record, paths, disks, nics);
         match info.state {
             VmState::Running | VmState::Paused => return Ok(()),
@@ -1247,7 +1298,10 @@ impl Runtime {
                 }
             }
         }
+        timed("power_on.create", t);
+        let t = Instant::now();
         vmm.boot(p).await?;
+        timed("power_on.boot", t);
         info!("machine booted");
         self.record_event(
             record,

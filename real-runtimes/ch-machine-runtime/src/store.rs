@@ -1,4 +1,6 @@
 //! Machine state on disk: one JSON file per machine, written atomically (tmp + fsync + rename).
+//! Reservations (irikit's extension) are kept the same way, one file each in their own
+//! directory.
 //!
 //! The IRI `MachineSpec` is kept verbatim as base64 protobuf (`spec`), so every field the
 //! poollet sent (including ones this runtime does not act on) comes back unchanged after a
@@ -13,7 +15,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use iri_spec::machine::v1alpha1 as machine;
+use iri_spec::{irikit::reservation::v1alpha1 as rsv, machine::v1alpha1 as machine};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -190,8 +192,49 @@ impl Store {
         }
     }
 
+    /// Serialize a reservation (irikit's extension): its protobuf, base64, in a JSON object.
+    pub fn encode_reservation(r: &rsv::Reservation) -> Vec<u8> {
+        let text = base64::engine::general_purpose::STANDARD.encode(r.encode_to_vec());
+        serde_json::to_vec(&serde_json::json!({ "reservation": text })).unwrap_or_default()
+    }
+
+    /// Every stored reservation, in creation order.
+    pub fn load_reservations(&self) -> Result<Vec<rsv::Reservation>> {
+        let mut out = Vec::new();
+        for (path, bytes) in self.files()? {
+            let decode = || -> std::result::Result<rsv::Reservation, String> {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                let text = value["reservation"]
+                    .as_str()
+                    .ok_or("no \"reservation\" string")?;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| e.to_string())?;
+                rsv::Reservation::decode(raw.as_slice()).map_err(|e| e.to_string())
+            };
+            out.push(decode().map_err(|message| Error::Decode { path, message })?);
+        }
+        out.sort_by_key(|r| r.metadata.as_ref().map_or(0, |m| m.created_at));
+        Ok(out)
+    }
+
     /// Every stored record.
     pub fn load_all(&self) -> Result<Vec<MachineRecord>> {
+        let mut out = Vec::new();
+        for (path, bytes) in self.files()? {
+            let record: MachineRecord =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// The path and content of every stored file.
+    fn files(&self) -> Result<Vec<(PathBuf, Vec<u8>)>> {
         let entries = fs::read_dir(&self.dir).map_err(|source| Error::Io {
             what: "read store dir",
             path: self.dir.clone(),
@@ -210,12 +253,7 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-            let record: MachineRecord =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            out.push(record);
+            out.push((path, bytes));
         }
         Ok(out)
     }
