@@ -182,9 +182,34 @@ fn platform_uuid(id: &str) -> String {
     )
 }
 
+/// Whether a machine's record has reached the disk durably (its CreateMachine's write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// The create's durable write is under way (the worker starts the VMM meanwhile).
+    Pending,
+    /// Written.
+    Yes,
+    /// The write failed: the machine is torn down and never listed.
+    Failed,
+}
+
+/// How far a write of a machine's record must get before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync'ed (file and directory): what a client asked for (create, delete, power,
+    /// annotations, devices), which must survive a host crash once answered.
+    Durable,
+    /// Renamed into place without fsync: what the runtime observed (VMM pid, states, statuses,
+    /// prepared disks). Survives a kill -9 of the runtime; after a host crash no VMM survives
+    /// and all of it is observed again.
+    Volatile,
+}
+
 struct Entry {
     record: Mutex<MachineRecord>,
-    persist: tokio::sync::Mutex<()>,
+    /// Orders the writes of the durable file and, apart, those of the volatile one.
+    persist: [tokio::sync::Mutex<()>; 2],
+    stored: tokio::sync::watch::Sender<Stored>,
     wake: Notify,
     /// The last Warning event recorded for this machine: (reason, message, when).
     last_warning: Mutex<Option<(String, String, std::time::Instant)>>,
@@ -196,6 +221,16 @@ impl Entry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    fn new(record: MachineRecord, stored: Stored) -> Self {
+        Entry {
+            record: Mutex::new(record),
+            persist: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
+            stored: tokio::sync::watch::Sender::new(stored),
+            wake: Notify::new(),
+            last_warning: Mutex::new(None),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut MachineRecord) -> R) -> R {
@@ -267,6 +302,7 @@ impl Runtime {
             tracker: TaskTracker::new(),
         });
         let runtime = Self { inner };
+        runtime.sweep_orphans(&records).await;
         runtime.bind_named_at_start(&records);
         for mut record in records {
             if let Some(process) = record.vmm.clone() {
@@ -293,19 +329,34 @@ impl Runtime {
                 };
                 record.state = observed_state(vm_state, record.want_boot) as i32;
             }
-            let entry = Arc::new(Entry {
-                record: Mutex::new(record.clone()),
-                persist: tokio::sync::Mutex::new(()),
-                wake: Notify::new(),
-                last_warning: Mutex::new(None),
-            });
-            runtime.persist(&entry).await?;
+            let entry = Arc::new(Entry::new(record.clone(), Stored::Yes));
+            runtime.persist(&entry, Durability::Volatile).await?;
             runtime
                 .lock_machines()
                 .insert(record.id.clone(), Arc::clone(&entry));
             runtime.spawn_worker(record.id, entry);
         }
         Ok(runtime)
+    }
+
+    /// Kills the VMMs of machine directories no stored machine owns, and removes those
+    /// directories: a runtime killed after starting a machine's VMM but before its
+    /// CreateMachine's durable write (the two overlap) left a machine nobody was told about.
+    async fn sweep_orphans(&self, records: &[MachineRecord]) {
+        let vms = self.inner.cfg.state_dir.join("vms");
+        let Ok(dirs) = std::fs::read_dir(&vms) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            if records.iter().any(|r| r.id == name) {
+                continue;
+            }
+            let path = dir.path();
+            let left = crate::vmm::kill_processes_in(&path, TERMINATE_GRACE).await;
+            warn!(machine.id = %name, ?left, "killed the vmm of an unknown machine; removing its dir");
+            let _ = tokio::task::spawn_blocking(move || remove_dir(&path)).await;
+        }
     }
 
     fn lock_machines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
@@ -326,17 +377,29 @@ impl Runtime {
         self.inner.cfg.state_dir.join("vms").join(id)
     }
 
-    async fn persist(&self, entry: &Entry) -> Result<()> {
-        let _guard = entry.persist.lock().await;
-        let (id, bytes) = entry.with(|r| (r.id.clone(), Store::encode(r)));
+    /// Writes the machine's record: a snapshot with the next `seq`, to the durable or the
+    /// volatile file (the two writes may overlap; the loader takes the higher `seq`).
+    async fn persist(&self, entry: &Entry, durability: Durability) -> Result<()> {
+        let lock = match durability {
+            Durability::Durable => &entry.persist[0],
+            Durability::Volatile => &entry.persist[1],
+        };
+        let _guard = lock.lock().await;
+        let (id, bytes) = entry.with(|r| {
+            r.seq += 1;
+            (r.id.clone(), Store::encode(r))
+        });
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.write(&id, &bytes))
-            .await
-            .map_err(|e| store::Error::Io {
-                what: "persist task",
-                path: PathBuf::new(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        tokio::task::spawn_blocking(move || match durability {
+            Durability::Durable => store.write(&id, &bytes),
+            Durability::Volatile => store.write_volatile(&id, &bytes),
+        })
+        .await
+        .map_err(|e| store::Error::Io {
+            what: "persist task",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
         Ok(())
     }
 
@@ -627,7 +690,7 @@ impl Runtime {
         self.validate_spec(&spec)?;
         let meta = request.metadata.unwrap_or_default();
         // Held until the machine is in the map, so a racing reservation or machine sees it.
-        let _admission = self.inner.reservations.admission.lock().await;
+        let mut admission = Some(self.inner.reservations.admission.lock().await);
         let consumes = self.admit(&meta, &spec)?;
         let id = new_id();
         let record = MachineRecord {
@@ -657,25 +720,35 @@ impl Runtime {
                     attached: false,
                 })
                 .collect(),
+            seq: 0,
             spec,
             vmm: None,
             disks: Vec::new(),
             state: machine::MachineState::MachinePending as i32,
         };
-        let entry = Arc::new(Entry {
-            record: Mutex::new(record.clone()),
-            persist: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
-            last_warning: Mutex::new(None),
-        });
-        let t = Instant::now();
-        self.persist(&entry).await?;
-        timed("create.persist", t);
+        let entry = Arc::new(Entry::new(record.clone(), Stored::Pending));
         self.lock_machines().insert(id.clone(), Arc::clone(&entry));
+        // The worker starts the VMM while the record is made durable: it writes nothing (and
+        // boots nothing) before that write is done, and tears the machine down if it fails.
+        self.spawn_worker(id.clone(), Arc::clone(&entry));
+        if consumes.is_none() {
+            // The machine is in the map (it counts for admission from now on).
+            admission = None;
+        }
+        let t = Instant::now();
+        let written = self.persist(&entry, Durability::Durable).await;
+        timed("create.persist", t);
+        if let Err(e) = written {
+            entry.with(|r| r.deleted_at = now_ns());
+            entry.stored.send_replace(Stored::Failed);
+            entry.wake.notify_one();
+            return Err(e);
+        }
+        entry.stored.send_replace(Stored::Yes);
         if let Some(reservation) = consumes {
             self.bind(&reservation, &id).await;
         }
-        drop(_admission);
+        drop(admission);
         info!(machine.id = %id, class = %record.spec.class, "machine created");
         self.record_event(
             &record,
@@ -684,7 +757,6 @@ impl Runtime {
             "Create",
             "machine created".into(),
         );
-        self.spawn_worker(id, entry);
         Ok(Self::to_proto(&record))
     }
 
@@ -697,8 +769,11 @@ impl Runtime {
                 None => machines.values().cloned().collect(),
             }
         };
+        // A machine is listed once its CreateMachine's write is done.
+        let entries = entries
+            .into_iter()
+            .filter(|e| *e.stored.borrow() == Stored::Yes);
         let mut records: Vec<MachineRecord> = entries
-            .iter()
             .map(|entry| {
                 let mut record = entry.snapshot();
                 // A VMM that died since the last probe is reported at once.
@@ -730,7 +805,7 @@ impl Runtime {
             Some(r.clone())
         });
         if let Some(record) = first {
-            self.persist(&entry).await?;
+            self.persist(&entry, Durability::Durable).await?;
             info!(machine.id = %id, "machine deleting");
             self.record_event(
                 &record,
@@ -757,7 +832,7 @@ impl Runtime {
             f(r)
         })?;
         if changed {
-            self.persist(&entry).await?;
+            self.persist(&entry, Durability::Durable).await?;
             entry.wake.notify_one();
         }
         Ok(())
@@ -771,7 +846,7 @@ impl Runtime {
     ) -> Result<()> {
         let entry = self.entry(id)?;
         entry.with(|r| r.annotations = annotations);
-        self.persist(&entry).await
+        self.persist(&entry, Durability::Durable).await
     }
 
     /// `UpdateMachinePower`.
@@ -1016,7 +1091,7 @@ impl Runtime {
                         r.vmm = None;
                         r.state = machine::MachineState::MachineTerminated as i32;
                     });
-                    let _ = self.persist(&entry).await;
+                    let _ = self.persist(&entry, Durability::Volatile).await;
                 }
             }
         }
@@ -1219,7 +1294,7 @@ impl Runtime {
         });
         timed("reconcile.observed", pass);
         let t = Instant::now();
-        if changed && let Err(e) = self.persist(entry).await {
+        if changed && let Err(e) = self.persist(entry, Durability::Volatile).await {
             warn!(error = %e, "persist machine state");
         }
         timed("reconcile.persist", t);
@@ -1252,17 +1327,21 @@ impl Runtime {
         process: &mut Option<VmmProcess>,
     ) -> vmm::Result<()> {
         let vmm = &self.inner.vmm;
-        if process.is_none() {
+        let fresh = process.is_none();
+        if fresh {
             let t = Instant::now();
             let spawned = vmm
                 .spawn_for(paths, &self.vm_spec(record, paths, disks, nics))
                 .await?;
             timed("power_on.spawn", t);
             let p = spawned.process.clone();
-            // Record the pid at once: a runtime killed right now adopts this VMM on restart.
+            // Record the pid before the VM is created: a runtime killed from now on adopts
+            // this VMM on restart. The write is volatile (no fsync): the pid matters only while
+            // the host is up. A crash before the create's durable write leaves no machine, and
+            // the restarted runtime kills this VMM as an orphan (`sweep_orphans`).
             let t = Instant::now();
             entry.with(|r| r.vmm = Some(p.clone()));
-            if let Err(e) = self.persist(entry).await {
+            if let Err(e) = self.persist(entry, Durability::Volatile).await {
                 warn!(error = %e, "persist vmm pid");
             }
             timed("power_on.persist_pid", t);
@@ -1279,16 +1358,26 @@ impl Runtime {
             return Err(vmm::Error::Gone);
         };
         let t = Instant::now();
-        let info = vmm.info(p).await?;
+        // A VMM spawned just now has no VM (CH) or no device attached yet (QEMU's prelaunch):
+        // no need to ask, `create` is what it needs.
+        let info = if fresh {
+            None
+        } else {
+            Some(vmm.info(p).await?)
+        };
+        let state = info.as_ref().map_or(VmState::NotCreated, |i| i.state);
         timed("power_on.info", t);
         let t = Instant::now();
         let spec = self.vm_spec(record, paths, disks, nics);
-        match info.state {
+        match state {
             VmState::Running | VmState::Paused => return Ok(()),
             VmState::NotCreated => vmm.create(p, &spec).await?,
             VmState::Created | VmState::Shutdown => {
                 let want: Vec<&str> = disks.iter().map(|d| d.disk.id.as_str()).collect();
-                let mut have: Vec<&str> = info.disk_ids.iter().map(String::as_str).collect();
+                let mut have: Vec<&str> = info
+                    .iter()
+                    .flat_map(|i| i.disk_ids.iter().map(String::as_str))
+                    .collect();
                 let mut want_sorted = want.clone();
                 want_sorted.sort_unstable();
                 have.sort_unstable();
