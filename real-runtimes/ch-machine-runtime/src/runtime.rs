@@ -319,6 +319,15 @@ impl Runtime {
                     record.vmm = None;
                 }
             }
+            if record.vmm.is_none() {
+                // A VMM whose pid never reached the record (killed between its start and the
+                // write) would run beside the one the worker starts now: it goes first.
+                let dir = runtime.vm_dir(&record.id);
+                let left = crate::vmm::kill_processes_in(&dir, TERMINATE_GRACE).await;
+                if !left.is_empty() {
+                    warn!(machine.id = %record.id, ?left, "unknown vmm processes survived");
+                }
+            }
             // The stored state may predate the last change (it is written after clients could
             // already see it, and a kill -9 can come in between): what the VMM reports now
             // wins, before the machine is listed again.
@@ -1335,16 +1344,7 @@ impl Runtime {
                 .await?;
             timed("power_on.spawn", t);
             let p = spawned.process.clone();
-            // Record the pid before the VM is created: a runtime killed from now on adopts
-            // this VMM on restart. The write is volatile (no fsync): the pid matters only while
-            // the host is up. A crash before the create's durable write leaves no machine, and
-            // the restarted runtime kills this VMM as an orphan (`sweep_orphans`).
-            let t = Instant::now();
             entry.with(|r| r.vmm = Some(p.clone()));
-            if let Err(e) = self.persist(entry, Durability::Volatile).await {
-                warn!(error = %e, "persist vmm pid");
-            }
-            timed("power_on.persist_pid", t);
             let mut child = spawned.child;
             let waker = Arc::clone(entry);
             tokio::spawn(async move {
@@ -1357,48 +1357,77 @@ impl Runtime {
         let Some(p) = process.as_ref() else {
             return Err(vmm::Error::Gone);
         };
-        let t = Instant::now();
-        // A VMM spawned just now has no VM (CH) or no device attached yet (QEMU's prelaunch):
-        // no need to ask, `create` is what it needs.
-        let info = if fresh {
-            None
-        } else {
-            Some(vmm.info(p).await?)
-        };
-        let state = info.as_ref().map_or(VmState::NotCreated, |i| i.state);
-        timed("power_on.info", t);
-        let t = Instant::now();
-        let spec = self.vm_spec(record, paths, disks, nics);
-        match state {
-            VmState::Running | VmState::Paused => return Ok(()),
-            VmState::NotCreated => vmm.create(p, &spec).await?,
-            VmState::Created | VmState::Shutdown => {
-                let want: Vec<&str> = disks.iter().map(|d| d.disk.id.as_str()).collect();
-                let mut have: Vec<&str> = info
-                    .iter()
-                    .flat_map(|i| i.disk_ids.iter().map(String::as_str))
-                    .collect();
-                let mut want_sorted = want.clone();
-                want_sorted.sort_unstable();
-                have.sort_unstable();
-                if want_sorted != have || record.disks != disks {
-                    vmm.delete(p).await?;
-                    vmm.create(p, &spec).await?;
+        let start_vm = async {
+            let t = Instant::now();
+            // A VMM spawned just now has no VM (CH) or no device attached yet (QEMU's
+            // prelaunch): no need to ask, `create` is what it needs.
+            let info = if fresh {
+                None
+            } else {
+                Some(vmm.info(p).await?)
+            };
+            let state = info.as_ref().map_or(VmState::NotCreated, |i| i.state);
+            timed("power_on.info", t);
+            let t = Instant::now();
+            let spec = self.vm_spec(record, paths, disks, nics);
+            match state {
+                VmState::Running | VmState::Paused => return Ok::<bool, vmm::Error>(false),
+                VmState::NotCreated => vmm.create(p, &spec).await?,
+                VmState::Created | VmState::Shutdown => {
+                    let want: Vec<&str> = disks.iter().map(|d| d.disk.id.as_str()).collect();
+                    let mut have: Vec<&str> = info
+                        .iter()
+                        .flat_map(|i| i.disk_ids.iter().map(String::as_str))
+                        .collect();
+                    let mut want_sorted = want.clone();
+                    want_sorted.sort_unstable();
+                    have.sort_unstable();
+                    if want_sorted != have || record.disks != disks {
+                        vmm.delete(p).await?;
+                        vmm.create(p, &spec).await?;
+                    }
                 }
             }
+            timed("power_on.create", t);
+            let t = Instant::now();
+            vmm.boot(p).await?;
+            timed("power_on.boot", t);
+            // The VMM took the boot (CH's vm.boot and QEMU's `cont` return once the vCPUs
+            // run): listed as RUNNING at once; the pass's vm.info below confirms it.
+            entry.with(|r| {
+                if r.deleted_at == 0 && r.generation == record.generation {
+                    r.state = machine::MachineState::MachineRunning as i32;
+                }
+            });
+            Ok(true)
+        };
+        let booted = if fresh {
+            // The new VMM's pid is written (volatile: it matters only while the host is up)
+            // while the VM is created and booted. A runtime killed before the write lands
+            // leaves a VMM it does not know: the restarted runtime kills the VMMs in the
+            // directory of every machine whose VMM it does not adopt (and of machines it has
+            // no record of, `sweep_orphans`) before it starts new ones.
+            let t = Instant::now();
+            let (written, booted) =
+                tokio::join!(self.persist(entry, Durability::Volatile), start_vm);
+            timed("power_on.pid_and_boot", t);
+            if let Err(e) = written {
+                warn!(error = %e, "persist vmm pid");
+            }
+            booted?
+        } else {
+            start_vm.await?
+        };
+        if booted {
+            info!("machine booted");
+            self.record_event(
+                record,
+                "Normal",
+                "Booted",
+                "PowerOn",
+                "machine booted".into(),
+            );
         }
-        timed("power_on.create", t);
-        let t = Instant::now();
-        vmm.boot(p).await?;
-        timed("power_on.boot", t);
-        info!("machine booted");
-        self.record_event(
-            record,
-            "Normal",
-            "Booted",
-            "PowerOn",
-            "machine booted".into(),
-        );
         Ok(())
     }
 

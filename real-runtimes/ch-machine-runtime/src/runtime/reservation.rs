@@ -440,6 +440,10 @@ impl Runtime {
             }
             return Ok(Some(id.clone()));
         }
+        if !items.iter().any(|r| state_of(r) == ACCEPTED) {
+            // Nothing is held: best-effort, without counting the machines.
+            return Ok(None);
+        }
         let (used, cap, holds) = self.used_and_capacity(&items);
         if holds && let Some(why) = used.overflow(&self.machine_usage(spec), &cap) {
             return Err(Error::ResourceExhausted(format!(
