@@ -3,7 +3,11 @@
 //!
 //! The wrapper parses the client-to-server byte stream as HTTP/2 frames ([`Rewriter`]). The
 //! connection preface and every frame but HEADERS and CONTINUATION pass through byte for byte
-//! (DATA is streamed, never buffered whole). A header block (HEADERS plus its CONTINUATION
+//! (DATA is streamed, never buffered whole). On the data path nothing is copied: the wrapper
+//! reads straight into h2's buffer and checks the frame headers where they lie
+//! ([`Rewriter::scan_in_place`]); a HEADERS frame that is a whole block and needs no rewrite
+//! stays there too. Only what must be rewritten or waited for (a split frame header, a block
+//! over several frames) is moved into the wrapper's own buffers. A header block (HEADERS plus its CONTINUATION
 //! frames) is gathered and decoded, which keeps the decoder's dynamic table in step with the
 //! client's encoder:
 //!
@@ -113,6 +117,82 @@ fn frame_head(out: &mut BytesMut, len: usize, kind: u8, flags: u8, stream_id: u3
     out.extend_from_slice(&stream_id.to_be_bytes());
 }
 
+/// The header block fragment of a HEADERS frame's `payload` (padding and priority removed),
+/// and its priority bytes.
+fn headers_fragment(
+    payload: &[u8],
+    flags: u8,
+) -> Result<(std::ops::Range<usize>, Option<[u8; 5]>), &'static str> {
+    let mut start = 0;
+    let mut pad = 0;
+    if flags & PADDED != 0 {
+        pad = usize::from(*payload.first().ok_or("PADDED HEADERS without pad length")?);
+        start = 1;
+    }
+    let mut priority = None;
+    if flags & PRIORITY != 0 {
+        let bytes = payload
+            .get(start..start + 5)
+            .ok_or("PRIORITY HEADERS too short")?;
+        priority = Some([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4]]);
+        start += 5;
+    }
+    let end = payload
+        .len()
+        .checked_sub(pad)
+        .filter(|end| *end >= start)
+        .ok_or("padding longer than the HEADERS payload")?;
+    Ok((start..end, priority))
+}
+
+/// Decides about one complete header block: `None` to pass its frames through as they are,
+/// or the re-encoded block to send instead (see the module docs).
+fn judge(
+    decoder: &mut BlockDecoder,
+    reencode: &mut bool,
+    fragment: &[u8],
+    stream_id: u32,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    // While passing through, an inert block needs no decoding (the fast path of a
+    // connection whose header fields are all in the table).
+    let Some(decoded) = decoder.decode(fragment, !*reencode).map_err(|m| m.0)? else {
+        return Ok(None);
+    };
+    if decoded.replaced && !*reencode {
+        tracing::debug!(
+            stream = stream_id,
+            "unusable :authority replaced; re-encoding this connection's header blocks"
+        );
+        *reencode = true;
+    }
+    Ok(reencode.then_some(decoded.reencoded))
+}
+
+/// Appends a re-encoded block as one HEADERS frame (PRIORITY kept) plus CONTINUATION frames.
+fn emit(out: &mut BytesMut, block: &Block, fragment: &[u8]) {
+    let room = OUT_FRAME - if block.priority.is_some() { 5 } else { 0 };
+    let first = fragment.len().min(room);
+    let mut flags = if block.end_stream { END_STREAM } else { 0 };
+    if first == fragment.len() {
+        flags |= END_HEADERS;
+    }
+    let priority = block.priority.as_ref().map_or(&[][..], |p| &p[..]);
+    if block.priority.is_some() {
+        flags |= PRIORITY;
+    }
+    frame_head(out, priority.len() + first, HEADERS, flags, block.stream_id);
+    out.extend_from_slice(priority);
+    out.extend_from_slice(&fragment[..first]);
+    let mut rest = &fragment[first..];
+    while !rest.is_empty() {
+        let n = rest.len().min(OUT_FRAME);
+        let flags = if n == rest.len() { END_HEADERS } else { 0 };
+        frame_head(out, n, CONTINUATION, flags, block.stream_id);
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+    }
+}
+
 impl Rewriter {
     /// Whether the connection was ended with a connection error.
     #[cfg(test)]
@@ -182,6 +262,15 @@ impl Rewriter {
                         input.reserve(9 + len - input.len());
                         return;
                     }
+                    if kind == HEADERS && flags & END_HEADERS != 0 && self.block.is_none() {
+                        match self.single_headers(&input[..9 + len], flags, stream_id, out) {
+                            Ok(true) => out.extend_from_slice(&input[..9 + len]),
+                            Ok(false) => {}
+                            Err(why) => return self.fail(out, stream_id, why),
+                        }
+                        input.advance(9 + len);
+                        continue;
+                    }
                     let res = self.header_frame(&input[..9 + len], kind, flags, stream_id);
                     input.advance(9 + len);
                     if let Err(why) = res {
@@ -214,27 +303,9 @@ impl Rewriter {
             self.frames.extend_from_slice(frame);
             return Ok(());
         }
-        let mut start = 0;
-        let mut pad = 0;
-        if flags & PADDED != 0 {
-            pad = usize::from(*payload.first().ok_or("PADDED HEADERS without pad length")?);
-            start = 1;
-        }
-        let mut priority = None;
-        if flags & PRIORITY != 0 {
-            let bytes = payload
-                .get(start..start + 5)
-                .ok_or("PRIORITY HEADERS too short")?;
-            priority = Some([bytes[0], bytes[1], bytes[2], bytes[3], bytes[4]]);
-            start += 5;
-        }
-        let end = payload
-            .len()
-            .checked_sub(pad)
-            .filter(|end| *end >= start)
-            .ok_or("padding longer than the HEADERS payload")?;
+        let (range, priority) = headers_fragment(payload, flags)?;
         self.fragment.clear();
-        self.fragment.extend_from_slice(&payload[start..end]);
+        self.fragment.extend_from_slice(&payload[range]);
         self.frames.clear();
         self.frames.extend_from_slice(frame);
         self.block = Some(Block {
@@ -249,50 +320,104 @@ impl Rewriter {
         let Some(block) = self.block.take() else {
             return Ok(());
         };
-        // While passing through, an inert block needs no decoding (the fast path of a
-        // connection whose header fields are all in the table).
-        let decoded = self
-            .decoder
-            .decode(&self.fragment, !self.reencode)
-            .map_err(|m| m.0)?;
-        let Some(decoded) = decoded else {
-            out.extend_from_slice(&self.frames);
-            return Ok(());
-        };
-        if decoded.replaced && !self.reencode {
-            tracing::debug!(
-                stream = block.stream_id,
-                "unusable :authority replaced; re-encoding this connection's header blocks"
-            );
-            self.reencode = true;
-        }
-        if !self.reencode {
-            out.extend_from_slice(&self.frames);
-            return Ok(());
-        }
-        let fragment = decoded.reencoded;
-        let room = OUT_FRAME - if block.priority.is_some() { 5 } else { 0 };
-        let first = fragment.len().min(room);
-        let mut flags = if block.end_stream { END_STREAM } else { 0 };
-        if first == fragment.len() {
-            flags |= END_HEADERS;
-        }
-        let priority = block.priority.as_ref().map_or(&[][..], |p| &p[..]);
-        if block.priority.is_some() {
-            flags |= PRIORITY;
-        }
-        frame_head(out, priority.len() + first, HEADERS, flags, block.stream_id);
-        out.extend_from_slice(priority);
-        out.extend_from_slice(&fragment[..first]);
-        let mut rest = &fragment[first..];
-        while !rest.is_empty() {
-            let n = rest.len().min(OUT_FRAME);
-            let flags = if n == rest.len() { END_HEADERS } else { 0 };
-            frame_head(out, n, CONTINUATION, flags, block.stream_id);
-            out.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
+        match judge(
+            &mut self.decoder,
+            &mut self.reencode,
+            &self.fragment,
+            block.stream_id,
+        )? {
+            None => out.extend_from_slice(&self.frames),
+            Some(fragment) => emit(out, &block, &fragment),
         }
         Ok(())
+    }
+
+    /// A HEADERS frame that is a whole header block (END_HEADERS, no block open), judged
+    /// where it lies: `Ok(true)` if it passes as it is; `Ok(false)` if its re-encoded frames
+    /// were appended to `out` instead.
+    fn single_headers(
+        &mut self,
+        frame: &[u8],
+        flags: u8,
+        stream_id: u32,
+        out: &mut BytesMut,
+    ) -> Result<bool, &'static str> {
+        let (range, priority) = headers_fragment(&frame[9..], flags)?;
+        let fragment = &frame[9..][range];
+        match judge(&mut self.decoder, &mut self.reencode, fragment, stream_id)? {
+            None => Ok(true),
+            Some(fragment) => {
+                let block = Block {
+                    stream_id,
+                    end_stream: flags & END_STREAM != 0,
+                    priority,
+                };
+                emit(out, &block, &fragment);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether [`Rewriter::scan_in_place`] may be used: no header block is open and the
+    /// connection is alive.
+    pub(crate) fn can_scan(&self) -> bool {
+        self.block.is_none() && self.state != State::Dead
+    }
+
+    /// The zero-copy path: scans freshly read client bytes where they lie. Frames other than
+    /// HEADERS, and whole-block HEADERS frames the rewrite leaves unchanged, stay in place.
+    /// Returns `(keep, consumed)`: `bytes[..keep]` pass to h2 as they are;
+    /// `bytes[keep..consumed]` were taken by the rewriter (a re-encoded block appended to
+    /// `out` in their place, or a connection error); `bytes[consumed..]` (an incomplete frame
+    /// header, a header block split over frames or not yet complete) are left for
+    /// [`Rewriter::process`]. Only while [`Rewriter::can_scan`].
+    pub(crate) fn scan_in_place(&mut self, bytes: &[u8], out: &mut BytesMut) -> (usize, usize) {
+        let mut pos = 0;
+        loop {
+            match self.state {
+                State::Dead => return (pos, bytes.len()),
+                State::Preface(n) | State::Payload(n) => {
+                    let k = n.min(bytes.len() - pos);
+                    pos += k;
+                    self.state = match (self.state, n - k) {
+                        (_, 0) => State::Frame,
+                        (State::Preface(_), rest) => State::Preface(rest),
+                        (_, rest) => State::Payload(rest),
+                    };
+                    if pos == bytes.len() {
+                        return (pos, pos);
+                    }
+                }
+                State::Frame => {
+                    let rest = &bytes[pos..];
+                    if rest.len() < 9 || self.block.is_some() {
+                        return (pos, pos);
+                    }
+                    let len = usize::from(rest[0]) << 16
+                        | usize::from(rest[1]) << 8
+                        | usize::from(rest[2]);
+                    let (kind, flags) = (rest[3], rest[4]);
+                    if kind != HEADERS {
+                        pos += 9;
+                        self.state = State::Payload(len);
+                        continue;
+                    }
+                    if flags & END_HEADERS == 0 || len > MAX_BLOCK || rest.len() < 9 + len {
+                        return (pos, pos);
+                    }
+                    let stream_id =
+                        u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+                    match self.single_headers(&rest[..9 + len], flags, stream_id, out) {
+                        Ok(true) => pos += 9 + len,
+                        Ok(false) => return (pos, pos + 9 + len),
+                        Err(why) => {
+                            self.fail(out, stream_id, why);
+                            return (pos, bytes.len());
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Ends the connection: hands h2 a HEADERS frame whose block starts with the invalid
@@ -313,7 +438,11 @@ impl Rewriter {
 pub struct AnyAuthority<IO> {
     io: IO,
     rewrite: Option<Box<Rewriter>>,
+    /// Client bytes the rewriter has not consumed yet (an incomplete frame or header block).
     input: BytesMut,
+    /// Whether `input` holds bytes [`Rewriter::process`] has not seen yet.
+    pending: bool,
+    /// Rewritten bytes for h2, read before anything else.
     out: BytesMut,
     eof: bool,
 }
@@ -325,6 +454,7 @@ impl<IO> AnyAuthority<IO> {
             io,
             rewrite: (policy == AuthorityPolicy::Any).then(Box::default),
             input: BytesMut::new(),
+            pending: false,
             out: BytesMut::new(),
             eof: false,
         }
@@ -353,8 +483,39 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AnyAuthority<IO> {
                 this.out.advance(n);
                 return Poll::Ready(Ok(()));
             }
+            if this.pending {
+                this.pending = false;
+                rewrite.process(&mut this.input, &mut this.out);
+                continue;
+            }
             if this.eof {
                 return Poll::Ready(Ok(()));
+            }
+            if this.input.is_empty() && rewrite.can_scan() && buf.remaining() > 0 {
+                // The zero-copy path: read straight into h2's buffer and check the frames
+                // where they lie; only what needs the rewrite is moved aside.
+                let before = buf.filled().len();
+                match Pin::new(&mut this.io).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other,
+                }
+                let filled = buf.filled().len();
+                if filled == before {
+                    this.eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                let (keep, consumed) =
+                    rewrite.scan_in_place(&buf.filled()[before..], &mut this.out);
+                if before + consumed < filled {
+                    this.input
+                        .extend_from_slice(&buf.filled()[before + consumed..]);
+                    this.pending = true;
+                }
+                buf.set_filled(before + keep);
+                if keep > 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             if this.input.capacity() - this.input.len() < 4096 {
                 this.input.reserve(16 * 1024);

@@ -2,9 +2,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use bytes::BytesMut;
+use tokio::io::AsyncRead as _;
 
 use super::{
+    AnyAuthority, AuthorityPolicy,
     authority::{OUT_FRAME, PREFACE, Rewriter},
     hpack::{self, MAX_HEADER_LIST_SIZE, put_int},
 };
@@ -75,12 +82,72 @@ fn connection(frames: &[Vec<u8>]) -> Vec<u8> {
     v
 }
 
+/// The sans-IO rewrite of `input`; checks that [`AnyAuthority`] (its zero-copy path and its
+/// buffered one) gives h2 the same bytes, whatever the read sizes.
 fn rewrite(input: &[u8]) -> (Vec<u8>, Rewriter) {
     let mut rw = Rewriter::default();
     let mut inp = BytesMut::from(input);
     let mut out = BytesMut::new();
     rw.process(&mut inp, &mut out);
+    for (chunk, read) in [
+        (usize::MAX, 1 << 16),
+        (1, 1 << 16),
+        (7, 5),
+        (100, 33),
+        (4096, 8192),
+    ] {
+        assert_eq!(
+            through_io(input, chunk, read),
+            out.to_vec(),
+            "chunks of {chunk}, reads of {read}"
+        );
+    }
     (out.to_vec(), rw)
+}
+
+/// A client connection that delivers `input` in chunks of `chunk` bytes.
+struct Chunks {
+    input: Vec<u8>,
+    pos: usize,
+    chunk: usize,
+}
+
+impl tokio::io::AsyncRead for Chunks {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let n = (self.input.len() - self.pos)
+            .min(self.chunk)
+            .min(buf.remaining());
+        let pos = self.pos;
+        buf.put_slice(&self.input[pos..pos + n]);
+        self.pos += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What h2 reads through [`AnyAuthority`] from `input` delivered in `chunk`-byte pieces, read
+/// with buffers of `read` bytes.
+fn through_io(input: &[u8], chunk: usize, read: usize) -> Vec<u8> {
+    let io = Chunks {
+        input: input.to_vec(),
+        pos: 0,
+        chunk,
+    };
+    let mut conn = AnyAuthority::new(io, AuthorityPolicy::Any);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut seen = Vec::new();
+    let mut storage = vec![0u8; read];
+    loop {
+        let mut buf = tokio::io::ReadBuf::new(&mut storage);
+        match Pin::new(&mut conn).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => return seen,
+            Poll::Ready(Ok(())) => seen.extend_from_slice(buf.filled()),
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -600,10 +667,13 @@ fn random_input_never_panics() {
         let mut rw = Rewriter::default();
         let mut out = BytesMut::new();
         let mut inp = BytesMut::new();
-        for chunk in input.chunks(1 + (next() % 50) as usize) {
+        let size = 1 + (next() % 50) as usize;
+        for chunk in input.chunks(size) {
             inp.extend_from_slice(chunk);
             rw.process(&mut inp, &mut out);
         }
+        let read = 1 + (next() % 100) as usize;
+        assert_eq!(through_io(&input, size, read), out.to_vec());
     }
 }
 

@@ -3,7 +3,8 @@
 //! One `cloud-hypervisor` process per machine, driven over its REST API by a small private
 //! client behind the [`vmm::Vmm`] trait (so a second backend can replace CH), state in one
 //! JSON file per machine ([`store`]), reconcile workers in [`runtime`], the gRPC surface in
-//! [`server`], and [`sim`], the CH API simulator shipped as the `ch-sim` binary.
+//! [`server`] (with irikit's reservation extension on the same socket), and [`sim`], the CH
+//! API simulator shipped as the `ch-sim` binary.
 
 pub mod config;
 #[path = "../../shared/qcow2.rs"]
@@ -18,7 +19,10 @@ pub mod vmm;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use iri_spec::machine::v1alpha1::machine_runtime_server::MachineRuntimeServer;
+use iri_spec::{
+    irikit::reservation::v1alpha1::reservation_runtime_server::ReservationRuntimeServer,
+    machine::v1alpha1::machine_runtime_server::MachineRuntimeServer,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Run the runtime on `socket` until `token` is cancelled, then shut down as configured
@@ -43,6 +47,9 @@ pub async fn serve(
         .add_service(MachineRuntimeServer::new(server::MachineService::new(
             runtime.clone(),
         )))
+        .add_service(ReservationRuntimeServer::new(
+            server::ReservationService::new(runtime.clone()),
+        ))
         .serve_with_incoming_shutdown(incoming, token.cancelled())
         .await
         .context("serve grpc");

@@ -5,12 +5,17 @@
 //! power off, tear down on delete. The state reported to IRI is what the VMM says
 //! (`vm.info`, or "process gone"), never the desired spec. RPC handlers only validate,
 //! update the record, persist it and wake the worker.
+//!
+//! [`reservation`] adds irikit's reservation extension: capacity holds that `CreateMachine`
+//! consumes or respects.
+
+mod reservation;
 
 use std::{
     collections::{HashMap, VecDeque},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use base64::Engine as _;
@@ -76,6 +81,12 @@ pub enum Error {
          without them)"
     )]
     NicsUnsupported,
+    /// No reservation with that id.
+    #[error("reservation {0:?} not found")]
+    ReservationNotFound(String),
+    /// A machine names a reservation it cannot consume.
+    #[error("{0}")]
+    Reservation(String),
     /// Persisting state failed.
     #[error("persist machine state")]
     Store(#[from] store::Error),
@@ -88,6 +99,17 @@ const MAX_EVENTS: usize = 4096;
 const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// How long the same failure of a machine stays one event.
 const WARNING_REPEAT: Duration = Duration::from_secs(600);
+
+/// Logs how long one step of a machine's way to RUNNING took (target
+/// `ch_machine_runtime::timing`, level debug): `RUST_LOG=ch_machine_runtime::timing=debug`
+/// shows where a CreateMachine's time goes (`ch-runtime-bench --runtime-log` passes it on).
+fn timed(step: &'static str, since: Instant) {
+    debug!(
+        target: "ch_machine_runtime::timing",
+        step,
+        us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+    );
+}
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -160,9 +182,34 @@ fn platform_uuid(id: &str) -> String {
     )
 }
 
+/// Whether a machine's record has reached the disk durably (its CreateMachine's write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// The create's durable write is under way (the worker starts the VMM meanwhile).
+    Pending,
+    /// Written.
+    Yes,
+    /// The write failed: the machine is torn down and never listed.
+    Failed,
+}
+
+/// How far a write of a machine's record must get before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync'ed (file and directory): what a client asked for (create, delete, power,
+    /// annotations, devices), which must survive a host crash once answered.
+    Durable,
+    /// Renamed into place without fsync: what the runtime observed (VMM pid, states, statuses,
+    /// prepared disks). Survives a kill -9 of the runtime; after a host crash no VMM survives
+    /// and all of it is observed again.
+    Volatile,
+}
+
 struct Entry {
     record: Mutex<MachineRecord>,
-    persist: tokio::sync::Mutex<()>,
+    /// Orders the writes of the durable file and, apart, those of the volatile one.
+    persist: [tokio::sync::Mutex<()>; 2],
+    stored: tokio::sync::watch::Sender<Stored>,
     wake: Notify,
     /// The last Warning event recorded for this machine: (reason, message, when).
     last_warning: Mutex<Option<(String, String, std::time::Instant)>>,
@@ -174,6 +221,16 @@ impl Entry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    fn new(record: MachineRecord, stored: Stored) -> Self {
+        Entry {
+            record: Mutex::new(record),
+            persist: [tokio::sync::Mutex::new(()), tokio::sync::Mutex::new(())],
+            stored: tokio::sync::watch::Sender::new(stored),
+            wake: Notify::new(),
+            last_warning: Mutex::new(None),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut MachineRecord) -> R) -> R {
@@ -190,6 +247,7 @@ struct Inner {
     host: HostResources,
     vmm: Arc<dyn Vmm>,
     store: Store,
+    reservations: reservation::Reservations,
     machines: Mutex<HashMap<String, Arc<Entry>>>,
     events: Mutex<VecDeque<event::Event>>,
     token: CancellationToken,
@@ -231,17 +289,21 @@ impl Runtime {
     pub async fn start(cfg: Config, vmm: Arc<dyn Vmm>, token: CancellationToken) -> Result<Self> {
         let store = Store::open(cfg.state_dir.join("machines"))?;
         let records = store.load_all()?;
+        let reservations = reservation::Reservations::open(cfg.state_dir.join("reservations"))?;
         let inner = Arc::new(Inner {
             host: HostResources::probe(),
             cfg,
             vmm,
             store,
+            reservations,
             machines: Mutex::new(HashMap::new()),
             events: Mutex::new(VecDeque::new()),
             token,
             tracker: TaskTracker::new(),
         });
         let runtime = Self { inner };
+        runtime.sweep_orphans(&records).await;
+        runtime.bind_named_at_start(&records);
         for mut record in records {
             if let Some(process) = record.vmm.clone() {
                 let adopted = process.is_alive()
@@ -257,6 +319,15 @@ impl Runtime {
                     record.vmm = None;
                 }
             }
+            if record.vmm.is_none() {
+                // A VMM whose pid never reached the record (killed between its start and the
+                // write) would run beside the one the worker starts now: it goes first.
+                let dir = runtime.vm_dir(&record.id);
+                let left = crate::vmm::kill_processes_in(&dir, TERMINATE_GRACE).await;
+                if !left.is_empty() {
+                    warn!(machine.id = %record.id, ?left, "unknown vmm processes survived");
+                }
+            }
             // The stored state may predate the last change (it is written after clients could
             // already see it, and a kill -9 can come in between): what the VMM reports now
             // wins, before the machine is listed again.
@@ -267,19 +338,34 @@ impl Runtime {
                 };
                 record.state = observed_state(vm_state, record.want_boot) as i32;
             }
-            let entry = Arc::new(Entry {
-                record: Mutex::new(record.clone()),
-                persist: tokio::sync::Mutex::new(()),
-                wake: Notify::new(),
-                last_warning: Mutex::new(None),
-            });
-            runtime.persist(&entry).await?;
+            let entry = Arc::new(Entry::new(record.clone(), Stored::Yes));
+            runtime.persist(&entry, Durability::Volatile).await?;
             runtime
                 .lock_machines()
                 .insert(record.id.clone(), Arc::clone(&entry));
             runtime.spawn_worker(record.id, entry);
         }
         Ok(runtime)
+    }
+
+    /// Kills the VMMs of machine directories no stored machine owns, and removes those
+    /// directories: a runtime killed after starting a machine's VMM but before its
+    /// CreateMachine's durable write (the two overlap) left a machine nobody was told about.
+    async fn sweep_orphans(&self, records: &[MachineRecord]) {
+        let vms = self.inner.cfg.state_dir.join("vms");
+        let Ok(dirs) = std::fs::read_dir(&vms) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            if records.iter().any(|r| r.id == name) {
+                continue;
+            }
+            let path = dir.path();
+            let left = crate::vmm::kill_processes_in(&path, TERMINATE_GRACE).await;
+            warn!(machine.id = %name, ?left, "killed the vmm of an unknown machine; removing its dir");
+            let _ = tokio::task::spawn_blocking(move || remove_dir(&path)).await;
+        }
     }
 
     fn lock_machines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
@@ -300,17 +386,29 @@ impl Runtime {
         self.inner.cfg.state_dir.join("vms").join(id)
     }
 
-    async fn persist(&self, entry: &Entry) -> Result<()> {
-        let _guard = entry.persist.lock().await;
-        let (id, bytes) = entry.with(|r| (r.id.clone(), Store::encode(r)));
+    /// Writes the machine's record: a snapshot with the next `seq`, to the durable or the
+    /// volatile file (the two writes may overlap; the loader takes the higher `seq`).
+    async fn persist(&self, entry: &Entry, durability: Durability) -> Result<()> {
+        let lock = match durability {
+            Durability::Durable => &entry.persist[0],
+            Durability::Volatile => &entry.persist[1],
+        };
+        let _guard = lock.lock().await;
+        let (id, bytes) = entry.with(|r| {
+            r.seq += 1;
+            (r.id.clone(), Store::encode(r))
+        });
         let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.write(&id, &bytes))
-            .await
-            .map_err(|e| store::Error::Io {
-                what: "persist task",
-                path: PathBuf::new(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        tokio::task::spawn_blocking(move || match durability {
+            Durability::Durable => store.write(&id, &bytes),
+            Durability::Volatile => store.write_volatile(&id, &bytes),
+        })
+        .await
+        .map_err(|e| store::Error::Io {
+            what: "persist task",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
         Ok(())
     }
 
@@ -600,6 +698,9 @@ impl Runtime {
             .ok_or_else(|| Error::InvalidArgument("machine.spec is required".into()))?;
         self.validate_spec(&spec)?;
         let meta = request.metadata.unwrap_or_default();
+        // Held until the machine is in the map, so a racing reservation or machine sees it.
+        let mut admission = Some(self.inner.reservations.admission.lock().await);
+        let consumes = self.admit(&meta, &spec)?;
         let id = new_id();
         let record = MachineRecord {
             id: id.clone(),
@@ -628,19 +729,35 @@ impl Runtime {
                     attached: false,
                 })
                 .collect(),
+            seq: 0,
             spec,
             vmm: None,
             disks: Vec::new(),
             state: machine::MachineState::MachinePending as i32,
         };
-        let entry = Arc::new(Entry {
-            record: Mutex::new(record.clone()),
-            persist: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
-            last_warning: Mutex::new(None),
-        });
-        self.persist(&entry).await?;
+        let entry = Arc::new(Entry::new(record.clone(), Stored::Pending));
         self.lock_machines().insert(id.clone(), Arc::clone(&entry));
+        // The worker starts the VMM while the record is made durable: it writes nothing (and
+        // boots nothing) before that write is done, and tears the machine down if it fails.
+        self.spawn_worker(id.clone(), Arc::clone(&entry));
+        if consumes.is_none() {
+            // The machine is in the map (it counts for admission from now on).
+            admission = None;
+        }
+        let t = Instant::now();
+        let written = self.persist(&entry, Durability::Durable).await;
+        timed("create.persist", t);
+        if let Err(e) = written {
+            entry.with(|r| r.deleted_at = now_ns());
+            entry.stored.send_replace(Stored::Failed);
+            entry.wake.notify_one();
+            return Err(e);
+        }
+        entry.stored.send_replace(Stored::Yes);
+        if let Some(reservation) = consumes {
+            self.bind(&reservation, &id).await;
+        }
+        drop(admission);
         info!(machine.id = %id, class = %record.spec.class, "machine created");
         self.record_event(
             &record,
@@ -649,7 +766,6 @@ impl Runtime {
             "Create",
             "machine created".into(),
         );
-        self.spawn_worker(id, entry);
         Ok(Self::to_proto(&record))
     }
 
@@ -662,8 +778,11 @@ impl Runtime {
                 None => machines.values().cloned().collect(),
             }
         };
+        // A machine is listed once its CreateMachine's write is done.
+        let entries = entries
+            .into_iter()
+            .filter(|e| *e.stored.borrow() == Stored::Yes);
         let mut records: Vec<MachineRecord> = entries
-            .iter()
             .map(|entry| {
                 let mut record = entry.snapshot();
                 // A VMM that died since the last probe is reported at once.
@@ -695,7 +814,7 @@ impl Runtime {
             Some(r.clone())
         });
         if let Some(record) = first {
-            self.persist(&entry).await?;
+            self.persist(&entry, Durability::Durable).await?;
             info!(machine.id = %id, "machine deleting");
             self.record_event(
                 &record,
@@ -722,7 +841,7 @@ impl Runtime {
             f(r)
         })?;
         if changed {
-            self.persist(&entry).await?;
+            self.persist(&entry, Durability::Durable).await?;
             entry.wake.notify_one();
         }
         Ok(())
@@ -736,7 +855,7 @@ impl Runtime {
     ) -> Result<()> {
         let entry = self.entry(id)?;
         entry.with(|r| r.annotations = annotations);
-        self.persist(&entry).await
+        self.persist(&entry, Durability::Durable).await
     }
 
     /// `UpdateMachinePower`.
@@ -981,7 +1100,7 @@ impl Runtime {
                         r.vmm = None;
                         r.state = machine::MachineState::MachineTerminated as i32;
                     });
-                    let _ = self.persist(&entry).await;
+                    let _ = self.persist(&entry, Durability::Volatile).await;
                 }
             }
         }
@@ -991,6 +1110,7 @@ impl Runtime {
 
     /// One reconcile pass; returns true when the machine is gone.
     async fn reconcile(&self, entry: &Arc<Entry>) -> bool {
+        let pass = Instant::now();
         let record = entry.snapshot();
         let paths = VmPaths::new(&self.vm_dir(&record.id));
         if record.deleted_at != 0 {
@@ -1032,11 +1152,14 @@ impl Runtime {
         let mut want_boot = record.want_boot && power_on;
         let mut ok = failures.is_empty();
 
+        timed("reconcile.prepare", pass);
         if want_boot && failures.is_empty() {
-            match self
+            let t = Instant::now();
+            let res = self
                 .power_on(entry, &record, &paths, &disks, &nics, &mut process)
-                .await
-            {
+                .await;
+            timed("reconcile.power_on", t);
+            match res {
                 Ok(()) => want_boot = false,
                 Err(e) => {
                     ok = false;
@@ -1046,10 +1169,12 @@ impl Runtime {
             }
         }
 
+        let t = Instant::now();
         let mut info = match &process {
             Some(p) => self.inner.vmm.info(p).await.ok(),
             None => None,
         };
+        timed("reconcile.info", t);
         if info.is_none() {
             process = None;
         }
@@ -1176,9 +1301,12 @@ impl Runtime {
                     r.observed_generation,
                 )
         });
-        if changed && let Err(e) = self.persist(entry).await {
+        timed("reconcile.observed", pass);
+        let t = Instant::now();
+        if changed && let Err(e) = self.persist(entry, Durability::Volatile).await {
             warn!(error = %e, "persist machine state");
         }
+        timed("reconcile.persist", t);
         if old_state != state as i32 && record.deleted_at == 0 {
             debug!(from = old_state, to = ?state, "machine state changed");
             if state == machine::MachineState::MachineTerminated
@@ -1208,16 +1336,15 @@ impl Runtime {
         process: &mut Option<VmmProcess>,
     ) -> vmm::Result<()> {
         let vmm = &self.inner.vmm;
-        if process.is_none() {
+        let fresh = process.is_none();
+        if fresh {
+            let t = Instant::now();
             let spawned = vmm
                 .spawn_for(paths, &self.vm_spec(record, paths, disks, nics))
                 .await?;
+            timed("power_on.spawn", t);
             let p = spawned.process.clone();
-            // Record the pid at once: a runtime killed right now adopts this VMM on restart.
             entry.with(|r| r.vmm = Some(p.clone()));
-            if let Err(e) = self.persist(entry).await {
-                warn!(error = %e, "persist vmm pid");
-            }
             let mut child = spawned.child;
             let waker = Arc::clone(entry);
             tokio::spawn(async move {
@@ -1230,32 +1357,77 @@ impl Runtime {
         let Some(p) = process.as_ref() else {
             return Err(vmm::Error::Gone);
         };
-        let info = vmm.info(p).await?;
-        let spec = self.vm_spec(record, paths, disks, nics);
-        match info.state {
-            VmState::Running | VmState::Paused => return Ok(()),
-            VmState::NotCreated => vmm.create(p, &spec).await?,
-            VmState::Created | VmState::Shutdown => {
-                let want: Vec<&str> = disks.iter().map(|d| d.disk.id.as_str()).collect();
-                let mut have: Vec<&str> = info.disk_ids.iter().map(String::as_str).collect();
-                let mut want_sorted = want.clone();
-                want_sorted.sort_unstable();
-                have.sort_unstable();
-                if want_sorted != have || record.disks != disks {
-                    vmm.delete(p).await?;
-                    vmm.create(p, &spec).await?;
+        let start_vm = async {
+            let t = Instant::now();
+            // A VMM spawned just now has no VM (CH) or no device attached yet (QEMU's
+            // prelaunch): no need to ask, `create` is what it needs.
+            let info = if fresh {
+                None
+            } else {
+                Some(vmm.info(p).await?)
+            };
+            let state = info.as_ref().map_or(VmState::NotCreated, |i| i.state);
+            timed("power_on.info", t);
+            let t = Instant::now();
+            let spec = self.vm_spec(record, paths, disks, nics);
+            match state {
+                VmState::Running | VmState::Paused => return Ok::<bool, vmm::Error>(false),
+                VmState::NotCreated => vmm.create(p, &spec).await?,
+                VmState::Created | VmState::Shutdown => {
+                    let want: Vec<&str> = disks.iter().map(|d| d.disk.id.as_str()).collect();
+                    let mut have: Vec<&str> = info
+                        .iter()
+                        .flat_map(|i| i.disk_ids.iter().map(String::as_str))
+                        .collect();
+                    let mut want_sorted = want.clone();
+                    want_sorted.sort_unstable();
+                    have.sort_unstable();
+                    if want_sorted != have || record.disks != disks {
+                        vmm.delete(p).await?;
+                        vmm.create(p, &spec).await?;
+                    }
                 }
             }
+            timed("power_on.create", t);
+            let t = Instant::now();
+            vmm.boot(p).await?;
+            timed("power_on.boot", t);
+            // The VMM took the boot (CH's vm.boot and QEMU's `cont` return once the vCPUs
+            // run): listed as RUNNING at once; the pass's vm.info below confirms it.
+            entry.with(|r| {
+                if r.deleted_at == 0 && r.generation == record.generation {
+                    r.state = machine::MachineState::MachineRunning as i32;
+                }
+            });
+            Ok(true)
+        };
+        let booted = if fresh {
+            // The new VMM's pid is written (volatile: it matters only while the host is up)
+            // while the VM is created and booted. A runtime killed before the write lands
+            // leaves a VMM it does not know: the restarted runtime kills the VMMs in the
+            // directory of every machine whose VMM it does not adopt (and of machines it has
+            // no record of, `sweep_orphans`) before it starts new ones.
+            let t = Instant::now();
+            let (written, booted) =
+                tokio::join!(self.persist(entry, Durability::Volatile), start_vm);
+            timed("power_on.pid_and_boot", t);
+            if let Err(e) = written {
+                warn!(error = %e, "persist vmm pid");
+            }
+            booted?
+        } else {
+            start_vm.await?
+        };
+        if booted {
+            info!("machine booted");
+            self.record_event(
+                record,
+                "Normal",
+                "Booted",
+                "PowerOn",
+                "machine booted".into(),
+            );
         }
-        vmm.boot(p).await?;
-        info!("machine booted");
-        self.record_event(
-            record,
-            "Normal",
-            "Booted",
-            "PowerOn",
-            "machine booted".into(),
-        );
         Ok(())
     }
 

@@ -1,5 +1,8 @@
 //! The IRI `MachineRuntime` gRPC service over [`Runtime`], and the one error → status mapping.
 
+use iri_spec::irikit::reservation::v1alpha1::{
+    self as rsv, reservation_runtime_server::ReservationRuntime,
+};
 use iri_spec::machine::v1alpha1::{self as machine, machine_runtime_server::MachineRuntime};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, error, info_span};
@@ -10,10 +13,14 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         let message = format!("{e:#}");
         match e {
-            Error::MachineNotFound(_) | Error::DeviceNotFound { .. } => Status::not_found(message),
+            Error::MachineNotFound(_)
+            | Error::DeviceNotFound { .. }
+            | Error::ReservationNotFound(_) => Status::not_found(message),
             Error::DeviceExists { .. } => Status::already_exists(message),
             Error::InvalidArgument(_) | Error::Confinement(_) => Status::invalid_argument(message),
-            Error::Deleting(_) | Error::NicsUnsupported => Status::failed_precondition(message),
+            Error::Deleting(_) | Error::NicsUnsupported | Error::Reservation(_) => {
+                Status::failed_precondition(message)
+            }
             Error::OutOfRange(_) => Status::out_of_range(message),
             Error::ResourceExhausted(_) => Status::resource_exhausted(message),
             Error::Store(_) => {
@@ -208,5 +215,56 @@ impl MachineRuntime for MachineService {
         require_id(&id)?;
         let url = self.runtime.exec(&id)?;
         Ok(Response::new(machine::ExecResponse { url }))
+    }
+}
+
+/// irikit's `ReservationRuntime` extension (issue 15), served on the same socket.
+#[derive(Debug, Clone)]
+pub struct ReservationService {
+    runtime: Runtime,
+}
+
+impl ReservationService {
+    /// Serve the reservations of `runtime`.
+    pub fn new(runtime: Runtime) -> Self {
+        Self { runtime }
+    }
+}
+
+#[tonic::async_trait]
+impl ReservationRuntime for ReservationService {
+    async fn create_reservation(
+        &self,
+        request: Request<rsv::CreateReservationRequest>,
+    ) -> Result<Response<rsv::CreateReservationResponse>, Status> {
+        let reservation = self
+            .runtime
+            .create_reservation(request.into_inner().reservation)
+            .await?;
+        Ok(Response::new(rsv::CreateReservationResponse {
+            reservation: Some(reservation),
+        }))
+    }
+
+    async fn list_reservations(
+        &self,
+        request: Request<rsv::ListReservationsRequest>,
+    ) -> Result<Response<rsv::ListReservationsResponse>, Status> {
+        let reservations = self
+            .runtime
+            .list_reservations(request.get_ref().filter.as_ref());
+        Ok(Response::new(rsv::ListReservationsResponse {
+            reservations,
+        }))
+    }
+
+    async fn delete_reservation(
+        &self,
+        request: Request<rsv::DeleteReservationRequest>,
+    ) -> Result<Response<rsv::DeleteReservationResponse>, Status> {
+        self.runtime
+            .delete_reservation(&request.into_inner().reservation_id)
+            .await?;
+        Ok(Response::new(rsv::DeleteReservationResponse {}))
     }
 }

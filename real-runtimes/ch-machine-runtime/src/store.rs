@@ -1,4 +1,6 @@
 //! Machine state on disk: one JSON file per machine, written atomically (tmp + fsync + rename).
+//! Reservations (irikit's extension) are kept the same way, one file each in their own
+//! directory.
 //!
 //! The IRI `MachineSpec` is kept verbatim as base64 protobuf (`spec`), so every field the
 //! poollet sent (including ones this runtime does not act on) comes back unchanged after a
@@ -13,7 +15,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use iri_spec::machine::v1alpha1 as machine;
+use iri_spec::{irikit::reservation::v1alpha1 as rsv, machine::v1alpha1 as machine};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +91,9 @@ pub struct MachineRecord {
     pub volume_status: Vec<DeviceStatus>,
     /// Last observed NIC statuses.
     pub nic_status: Vec<DeviceStatus>,
+    /// Write counter: of the durable file and the volatile one, the higher `seq` is newer.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// A disk made ready for a volume.
@@ -146,6 +151,35 @@ impl Store {
         self.dir.join(format!("{id}.json"))
     }
 
+    fn volatile_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json.vol"))
+    }
+
+    /// Write bytes for `id` atomically for a crash of this process, without waiting for the
+    /// disk: tmp file, rename to `<id>.json.vol`, no fsync. For what the runtime observed (a
+    /// VMM's pid, states, statuses): it survives a kill -9 of the runtime (the page cache
+    /// does), and after a host crash, when no VMM survives anyway, the loader falls back to
+    /// the durable file where this one is torn or missing. The durable file is never replaced
+    /// by a volatile write.
+    pub fn write_volatile(&self, id: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.volatile_path(id);
+        let tmp = self.dir.join(format!(".{id}.vol.tmp"));
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::Io { what, path, source }
+        };
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io("rename", &path))
+    }
+
     /// Serialize a record (call under the record's lock; write with [`Store::write`]).
     pub fn encode(record: &MachineRecord) -> Vec<u8> {
         // Serialising plain data with string keys cannot fail.
@@ -177,21 +211,75 @@ impl Store {
         Ok(())
     }
 
-    /// Remove the file of `id` (missing is fine).
+    /// Remove the files of `id` (missing is fine): the volatile one first, so that a crash in
+    /// between never leaves it alone.
     pub fn remove(&self, id: &str) -> Result<()> {
-        let path = self.path(id);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-                what: "remove",
-                path,
-                source: e,
-            }),
-            _ => Ok(()),
+        for path in [self.volatile_path(id), self.path(id)] {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io {
+                        what: "remove",
+                        path,
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
         }
+        Ok(())
     }
 
-    /// Every stored record.
+    /// Serialize a reservation (irikit's extension): its protobuf, base64, in a JSON object.
+    pub fn encode_reservation(r: &rsv::Reservation) -> Vec<u8> {
+        let text = base64::engine::general_purpose::STANDARD.encode(r.encode_to_vec());
+        serde_json::to_vec(&serde_json::json!({ "reservation": text })).unwrap_or_default()
+    }
+
+    /// Every stored reservation, in creation order.
+    pub fn load_reservations(&self) -> Result<Vec<rsv::Reservation>> {
+        let mut out = Vec::new();
+        for (path, bytes) in self.files()? {
+            let decode = || -> std::result::Result<rsv::Reservation, String> {
+                let value: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                let text = value["reservation"]
+                    .as_str()
+                    .ok_or("no \"reservation\" string")?;
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| e.to_string())?;
+                rsv::Reservation::decode(raw.as_slice()).map_err(|e| e.to_string())
+            };
+            out.push(decode().map_err(|message| Error::Decode { path, message })?);
+        }
+        out.sort_by_key(|r| r.metadata.as_ref().map_or(0, |m| m.created_at));
+        Ok(out)
+    }
+
+    /// Every stored record: per machine the newer (higher `seq`) of its durable file and its
+    /// volatile one; a volatile file that does not decode (torn by a host crash) is ignored.
     pub fn load_all(&self) -> Result<Vec<MachineRecord>> {
+        let mut out = Vec::new();
+        for (path, bytes) in self.files()? {
+            let mut record: MachineRecord =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let volatile = fs::read(self.volatile_path(&record.id))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<MachineRecord>(&b).ok())
+                .filter(|v| v.id == record.id && v.seq > record.seq);
+            if let Some(newer) = volatile {
+                record = newer;
+            }
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// The path and content of every stored file.
+    fn files(&self) -> Result<Vec<(PathBuf, Vec<u8>)>> {
         let entries = fs::read_dir(&self.dir).map_err(|source| Error::Io {
             what: "read store dir",
             path: self.dir.clone(),
@@ -210,12 +298,7 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-            let record: MachineRecord =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            out.push(record);
+            out.push((path, bytes));
         }
         Ok(out)
     }
@@ -252,6 +335,7 @@ mod tests {
             state: 0,
             volume_status: vec![],
             nic_status: vec![],
+            seq: 0,
         };
         store
             .write("abc", &Store::encode(&record))
@@ -264,5 +348,51 @@ mod tests {
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or_default();
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn the_newer_of_durable_and_volatile_wins_and_a_torn_volatile_is_ignored() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(dir.path().join("m")).unwrap_or_else(|e| panic!("{e}"));
+        let record = |seq: u64, state: i32| MachineRecord {
+            id: "abc".into(),
+            created_at: 1,
+            deleted_at: 0,
+            generation: 0,
+            observed_generation: 0,
+            labels: HashMap::new(),
+            annotations: HashMap::new(),
+            spec: machine::MachineSpec::default(),
+            want_boot: false,
+            vmm: None,
+            disks: vec![],
+            state,
+            volume_status: vec![],
+            nic_status: vec![],
+            seq,
+        };
+        let load = |store: &Store| {
+            let all = store.load_all().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(all.len(), 1);
+            (all[0].seq, all[0].state)
+        };
+        let ok = |r: Result<()>| r.unwrap_or_else(|e| panic!("{e}"));
+        ok(store.write("abc", &Store::encode(&record(1, 0))));
+        assert_eq!(load(&store), (1, 0));
+        ok(store.write_volatile("abc", &Store::encode(&record(2, 2))));
+        assert_eq!(load(&store), (2, 2), "the newer volatile write");
+        ok(store.write("abc", &Store::encode(&record(3, 1))));
+        assert_eq!(load(&store), (3, 1), "a later durable write");
+        // A volatile file torn by a host crash.
+        ok(store.write_volatile("abc", b"{\"id\": \"abc\", \"se"));
+        assert_eq!(load(&store), (3, 1));
+        ok(store.remove("abc"));
+        assert!(
+            store
+                .load_all()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_empty()
+        );
+        assert!(!dir.path().join("m/abc.json.vol").exists());
     }
 }

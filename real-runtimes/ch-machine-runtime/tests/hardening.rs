@@ -50,9 +50,7 @@ fn hostile_header(dir: &Path, secret: &Path) -> Vec<u8> {
 
 /// The formats recorded for the machine's disks in its state file.
 fn recorded_formats(env: &Env, id: &str) -> Vec<String> {
-    let text =
-        std::fs::read_to_string(env.state_dir.join("machines").join(format!("{id}.json"))).unwrap();
-    let v: Value = serde_json::from_str(&text).unwrap();
+    let v: Value = env.stored_record(id).unwrap();
     v["disks"]
         .as_array()
         .into_iter()

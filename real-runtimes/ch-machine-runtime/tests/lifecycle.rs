@@ -478,3 +478,34 @@ async fn wait_volume(
     })
     .await
 }
+
+/// CreateMachine starts the VMM while the machine's record is made durable: a runtime killed
+/// in between leaves a VMM no stored machine owns. The restarted runtime kills it and removes
+/// its directory (and keeps the directories of the machines it knows: `kill9_adoption_*`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_vmms_are_killed_at_start() {
+    let env = Env::new(Backend::Sim, "halt").unwrap();
+    let dir = env
+        .state_dir
+        .join("vms")
+        .join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&dir).unwrap();
+    // A stand-in VMM: its command line names a file in the machine's directory.
+    let mut orphan = std::process::Command::new("sh")
+        .args(["-c", "sleep 60; true", "sh"])
+        .arg(dir.join("api.sock"))
+        .spawn()
+        .unwrap();
+    let runtime = env.start();
+    let _client = common::Client::new(runtime.channel().await);
+    let status = common::eventually("orphan killed", Duration::from_secs(20), || {
+        let status = orphan.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(!status.success(), "{status:?}");
+    common::eventually("orphan dir removed", Duration::from_secs(20), || async {
+        (!dir.exists()).then_some(())
+    })
+    .await;
+}

@@ -74,6 +74,10 @@ struct Args {
     /// Unpacked Debian guest parts (see ci/install.sh); qemu-linux is skipped without it
     #[arg(long, env = "IRIKIT_GUEST_DIR")]
     guest_dir: Option<PathBuf>,
+    /// The runtime's log filter (its stderr is passed through); for example
+    /// `ch_machine_runtime::timing=debug` prints how long each step of a create took
+    #[arg(long, default_value = "warn")]
+    runtime_log: String,
 }
 
 /// The VMM of a column.
@@ -300,7 +304,7 @@ fn runtime_args(row: &Row, state: &Path, socket: &Path) -> Vec<String> {
 }
 
 /// The runtime: CreateMachine → RUNNING and → marker, sequentially; then delete all.
-async fn runtime(row: &Row, dir: &Path) -> anyhow::Result<Samples> {
+async fn runtime(row: &Row, dir: &Path, log: &str) -> anyhow::Result<Samples> {
     let runtime_bin = std::env::current_exe()?
         .parent()
         .context("exe dir")?
@@ -309,7 +313,7 @@ async fn runtime(row: &Row, dir: &Path) -> anyhow::Result<Samples> {
     let socket = dir.join("machine.sock");
     let mut child = tokio::process::Command::new(&runtime_bin)
         .args(runtime_args(row, &state, &socket))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -569,7 +573,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             }
         };
         let measured = match bare {
-            Ok(bare) => runtime(&row, &dir).await.map(|rt| (rt, bare)),
+            Ok(bare) => runtime(&row, &dir, &args.runtime_log)
+                .await
+                .map(|rt| (rt, bare)),
             Err(e) => Err(e),
         };
         match measured {

@@ -329,12 +329,24 @@ impl Env {
         read("serial.log.old") + &read("serial.log")
     }
 
-    /// The VMM pid recorded in the machine's state file.
+    /// The machine's stored record as the runtime loads it: the newer (higher `seq`) of its
+    /// durable `<id>.json` and its volatile `<id>.json.vol`.
+    pub fn stored_record(&self, id: &str) -> Option<serde_json::Value> {
+        let dir = self.state_dir.join("machines");
+        let read = |name: String| -> Option<serde_json::Value> {
+            serde_json::from_str(&std::fs::read_to_string(dir.join(name)).ok()?).ok()
+        };
+        let durable = read(format!("{id}.json"))?;
+        let seq = |v: &serde_json::Value| v["seq"].as_u64().unwrap_or(0);
+        match read(format!("{id}.json.vol")) {
+            Some(v) if seq(&v) > seq(&durable) => Some(v),
+            _ => Some(durable),
+        }
+    }
+
+    /// The VMM pid recorded in the machine's state.
     pub fn recorded_pid(&self, id: &str) -> Option<i32> {
-        let text =
-            std::fs::read_to_string(self.state_dir.join("machines").join(format!("{id}.json")))
-                .ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let v = self.stored_record(id)?;
         v["vmm"]["pid"].as_i64().and_then(|p| i32::try_from(p).ok())
     }
 
