@@ -1,0 +1,2 @@
+//! `reservation-bench`: not built yet (see the crate README).
+fn main() {}
