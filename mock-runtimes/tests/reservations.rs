@@ -339,7 +339,11 @@ async fn consume_script(m: Option<Mutant>) -> Vec<String> {
     // 2 of 3 small held; one unreserved machine fits, a second does not.
     let (two, _) = create(&mut c, reservation(&[("small", 2)], 0)).await;
     let free = create_machine(&mut mc, None).await;
-    out.push(if free.len() > 20 { "ok".into() } else { free.clone() });
+    out.push(if free.len() > 20 {
+        "ok".into()
+    } else {
+        free.clone()
+    });
     out.push(create_machine(&mut mc, None).await);
     // First machine against the reservation: still ACCEPTED, one left in the hold.
     let first = create_machine(&mut mc, Some(&two)).await;
@@ -347,7 +351,11 @@ async fn consume_script(m: Option<Mutant>) -> Vec<String> {
     out.push(state_of(c.list(None).await.unwrap(), &two));
     // The second: BOUND; a third against it is refused.
     let second = create_machine(&mut mc, Some(&two)).await;
-    out.push(if second.len() > 20 { "ok".into() } else { second });
+    out.push(if second.len() > 20 {
+        "ok".into()
+    } else {
+        second
+    });
     out.push(state_of(c.list(None).await.unwrap(), &two));
     out.push(create_machine(&mut mc, Some(&two)).await);
     // All 3 small run: a new reservation is rejected until a machine is deleted.
