@@ -401,7 +401,10 @@ impl Core {
             return Ok(());
         }
         let st = lock(&self.reservations);
-        if !st.items.iter().any(|r| state_of(r) == ACCEPTED) && st.released.is_empty() {
+        if !self.config.enforce_capacity
+            && !st.items.iter().any(|r| state_of(r) == ACCEPTED)
+            && st.released.is_empty()
+        {
             return Ok(());
         }
         let mut want = Usage::default();

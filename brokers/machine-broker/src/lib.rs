@@ -25,6 +25,7 @@ pub mod convert;
 pub mod error;
 pub mod plane;
 pub mod server;
+pub mod workload;
 
 use std::path::Path;
 

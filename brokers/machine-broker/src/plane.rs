@@ -61,6 +61,21 @@ impl Default for PlaneTimings {
     }
 }
 
+/// How a plane's machine scheduler places Machines.
+#[derive(Debug, Clone)]
+pub enum SchedulerMode {
+    /// IronCore's best-effort scheduler: bind to the most-free pool by class counts.
+    BestEffort(scheduler::Config),
+    /// Reservation mode (IEP-11): a Reservation per Machine, bind where a pool accepted.
+    Reservation(scheduler::ReservationConfig),
+}
+
+impl Default for SchedulerMode {
+    fn default() -> Self {
+        SchedulerMode::BestEffort(scheduler::Config::default())
+    }
+}
+
 /// A running plane; every component stops with [`Plane::shutdown`].
 pub struct Plane {
     store: Arc<dyn Store>,
@@ -68,7 +83,7 @@ pub struct Plane {
     token: CancellationToken,
     tracker: TaskTracker,
     failures: Arc<Mutex<Vec<String>>>,
-    scheduler_stats: Arc<scheduler::controller::Stats>,
+    scheduler_stats: Arc<scheduler::Stats>,
 }
 
 impl std::fmt::Debug for Plane {
@@ -81,27 +96,29 @@ impl std::fmt::Debug for Plane {
 }
 
 impl Plane {
-    /// Starts the machine scheduler (with `scheduler_config`) and the pool lifecycle
-    /// controller on `store`.
-    pub fn start(
-        store: Arc<dyn Store>,
-        timings: PlaneTimings,
-        scheduler_config: scheduler::Config,
-    ) -> Self {
-        let machines = scheduler::MachineScheduler::new(store.clone(), scheduler_config);
+    /// Starts the machine scheduler (in `mode`) and the pool lifecycle controller on `store`.
+    pub fn start(store: Arc<dyn Store>, timings: PlaneTimings, mode: SchedulerMode) -> Self {
+        let token = CancellationToken::new();
+        let (stats, run): (_, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match mode {
+            SchedulerMode::BestEffort(config) => {
+                let s = scheduler::MachineScheduler::new(store.clone(), config);
+                (s.stats(), Box::pin(s.run(token.clone())))
+            }
+            SchedulerMode::Reservation(config) => {
+                let s = scheduler::ReservationScheduler::new(store.clone(), config);
+                (s.stats(), Box::pin(s.run(token.clone())))
+            }
+        };
         let plane = Plane {
             store,
             timings,
-            token: CancellationToken::new(),
+            token,
             tracker: TaskTracker::new(),
             failures: Arc::default(),
-            scheduler_stats: machines.stats(),
+            scheduler_stats: stats,
         };
-        let token = plane.token.clone();
         plane.spawn("machine-scheduler", async move {
-            machines
-                .run(token)
-                .await
+            run.await
                 .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
         });
         let (token, store, grace) = (
@@ -139,7 +156,7 @@ impl Plane {
     }
 
     /// The machine scheduler's counters.
-    pub fn scheduler_stats(&self) -> &Arc<scheduler::controller::Stats> {
+    pub fn scheduler_stats(&self) -> &Arc<scheduler::Stats> {
         &self.scheduler_stats
     }
 
@@ -231,6 +248,9 @@ pub struct LeafConfig {
     pub host_resources: Option<(i64, i64)>,
     /// Whether the leaf serves the reservation extension.
     pub reservations: bool,
+    /// Whether every create must fit the leaf's capacity (see
+    /// `iri_mock::MockRuntimeBuilder::enforce_capacity`).
+    pub enforce_capacity: bool,
 }
 
 impl LeafConfig {
@@ -242,6 +262,7 @@ impl LeafConfig {
             local_storage_bytes: iri_mock::DEFAULT_LOCAL_STORAGE_BYTES,
             host_resources: None,
             reservations: true,
+            enforce_capacity: false,
         }
     }
 
@@ -250,7 +271,8 @@ impl LeafConfig {
         let mut b = MockRuntime::builder()
             .machine_classes(self.classes.clone())
             .local_storage_bytes(self.local_storage_bytes)
-            .reservations(self.reservations);
+            .reservations(self.reservations)
+            .enforce_capacity(self.enforce_capacity);
         if let Some((cpu, memory)) = self.host_resources {
             b = b.host_resources(cpu, memory);
         }
@@ -282,13 +304,13 @@ impl LowerPlane {
     pub async fn start(
         store: Arc<dyn Store>,
         timings: PlaneTimings,
-        scheduler_config: scheduler::Config,
+        mode: SchedulerMode,
         leaves: &[LeafConfig],
     ) -> anyhow::Result<Self> {
         for leaf in leaves {
             ensure_classes(&*store, &leaf.classes).await?;
         }
-        let plane = Plane::start(store, timings, scheduler_config);
+        let plane = Plane::start(store, timings, mode);
         let mut started = Vec::new();
         for leaf in leaves {
             let mock = leaf
@@ -380,8 +402,8 @@ impl Hierarchy {
     pub async fn start(
         nodes: &[BrokerNodeConfig],
         timings: PlaneTimings,
-        upper_scheduler: scheduler::Config,
-        lower_scheduler: scheduler::Config,
+        upper_scheduler: SchedulerMode,
+        lower_scheduler: SchedulerMode,
         broker_config: BrokerConfig,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()

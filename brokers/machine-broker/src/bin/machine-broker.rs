@@ -117,7 +117,7 @@ async fn run(args: Args, token: CancellationToken) -> anyhow::Result<()> {
             LowerPlane::start(
                 store.clone(),
                 PlaneTimings::default(),
-                scheduler::Config::default(),
+                machine_broker::plane::SchedulerMode::default(),
                 &leaves,
             )
             .await

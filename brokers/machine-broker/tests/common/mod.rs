@@ -33,7 +33,7 @@ impl BrokerUnderTest {
                 LowerPlane::start(
                     store.clone(),
                     PlaneTimings::default(),
-                    scheduler::Config::default(),
+                    machine_broker::plane::SchedulerMode::default(),
                     leaves,
                 )
                 .await

@@ -1,0 +1,82 @@
+//! The acceptance test of issue 15 through a real broker hierarchy: an upper plane whose pools
+//! are machine brokers, each over a lower plane of iri-mock leaves, with fragmented free
+//! capacity (aggregated capacity says "fits" where no leaf has the local disk). Best-effort
+//! scheduling binds Machines to pools that cannot host them; reservation mode binds none so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use machine_broker::{
+    BrokerConfig,
+    plane::{Hierarchy, PlaneTimings, SchedulerMode},
+    workload,
+};
+
+async fn hierarchy(mode: &SchedulerMode) -> (Hierarchy, usize) {
+    let (nodes, hostable) = workload::fragmented(2, 1);
+    let h = Hierarchy::start(
+        &nodes,
+        PlaneTimings::default(),
+        mode.clone(),
+        mode.clone(),
+        BrokerConfig::default(),
+    )
+    .await
+    .unwrap();
+    wait_pools(&h, nodes.len()).await;
+    (h, hostable)
+}
+
+/// Waits (poll with a deadline) until the upper plane has `n` pools with capacity.
+async fn wait_pools(h: &Hierarchy, n: usize) {
+    use irikit_api::StoreExt as _;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (pools, _) = h
+            .upper()
+            .store()
+            .list_typed::<irikit_api::compute::MachinePool>(&irikit_api::ListOptions::all())
+            .await
+            .unwrap();
+        if pools
+            .iter()
+            .filter(|p| p.status.state == "Ready" && !p.status.capacity.is_empty())
+            .count()
+            >= n
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "upper pools not announced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
+    let mode = SchedulerMode::default();
+    let (h, hostable) = hierarchy(&mode).await;
+    let outcome = workload::run(
+        &h,
+        "default",
+        hostable,
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    eprintln!("best-effort: {outcome:?}");
+    // Aggregated capacity prefers the broker of small leaves, and the lower scheduler the
+    // small leaves: Machines are bound where they cannot run, although the hierarchy has room
+    // for every one of them.
+    assert_eq!(outcome.machines, hostable);
+    assert!(outcome.misplaced > 0, "{outcome:?}");
+    assert_eq!(
+        outcome.unbound, 0,
+        "best-effort binds everything: {outcome:?}"
+    );
+    assert!(h.upper().failures().is_empty());
+    assert!(h.shutdown(Duration::from_secs(20)).await);
+}
