@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context as _;
 use iri_mock::{MockRuntime, classes::MachineClassConfig};
 use irikit_api::{
-    Resource as _, Store,
+    Resource as _, Store, StoreExt as _,
     compute::MachineClass,
     meta::ObjectMeta,
     quantity::{Format, Quantity},
@@ -483,6 +483,40 @@ impl Hierarchy {
     /// The brokers.
     pub fn nodes(&self) -> &[BrokerNode] {
         &self.nodes
+    }
+
+    /// Waits (poll with a deadline) until every upper pool (one per broker) and every leaf
+    /// pool is Ready with its capacity announced.
+    pub async fn wait_announced(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut planes: Vec<(&Plane, usize)> = vec![(&self.upper, self.nodes.len())];
+        planes.extend(
+            self.nodes
+                .iter()
+                .map(|n| (n.lower.plane(), n.lower.leaves().len())),
+        );
+        for (plane, n) in planes {
+            loop {
+                let (pools, _) = plane
+                    .store()
+                    .list_typed::<irikit_api::compute::MachinePool>(&irikit_api::ListOptions::all())
+                    .await?;
+                let ready = pools
+                    .iter()
+                    .filter(|p| p.status.state == "Ready" && !p.status.capacity.is_empty())
+                    .count();
+                if ready >= n {
+                    break;
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "{ready} of {n} pools announced within {within:?}"
+                );
+                // Polling the stores for the poollets' announcements, with a deadline.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
     }
 
     /// Stops the upper plane, the broker servers, then every lower plane.

@@ -23,35 +23,8 @@ async fn hierarchy(mode: &SchedulerMode) -> (Hierarchy, usize) {
     )
     .await
     .unwrap();
-    wait_pools(&h, nodes.len()).await;
+    h.wait_announced(Duration::from_secs(30)).await.unwrap();
     (h, hostable)
-}
-
-/// Waits (poll with a deadline) until the upper plane has `n` pools with capacity.
-async fn wait_pools(h: &Hierarchy, n: usize) {
-    use irikit_api::StoreExt as _;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (pools, _) = h
-            .upper()
-            .store()
-            .list_typed::<irikit_api::compute::MachinePool>(&irikit_api::ListOptions::all())
-            .await
-            .unwrap();
-        if pools
-            .iter()
-            .filter(|p| p.status.state == "Ready" && !p.status.capacity.is_empty())
-            .count()
-            >= n
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "upper pools not announced"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
