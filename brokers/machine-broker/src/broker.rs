@@ -39,6 +39,11 @@ pub struct BrokerConfig {
     /// How long CreateReservation waits for the lower pools to decide before it answers
     /// PENDING (the state travels up later through ListReservations).
     pub reservation_decision_timeout: Duration,
+    /// Whether a CreateMachine that names no reservation reserves one machine in the lower
+    /// plane first (when some selected lower pool serves reservations): REJECTED everywhere
+    /// answers `ResourceExhausted` (the machine must not take held capacity), ACCEPTED places
+    /// it where it was accepted. Without it, such a machine is queued in the lower plane.
+    pub reserve_unreserved: bool,
 }
 
 impl Default for BrokerConfig {
@@ -48,6 +53,7 @@ impl Default for BrokerConfig {
             pool_selector: BTreeMap::new(),
             runtime_name: "machinebroker".to_owned(),
             reservation_decision_timeout: Duration::from_secs(5),
+            reserve_unreserved: true,
         }
     }
 }
@@ -310,22 +316,35 @@ impl Broker {
             return Err(invalid(format!("unknown machine class {:?}", spec.class)));
         }
         let md = m.metadata.clone().unwrap_or_default();
-        let reservation = md
+        let name = convert::new_id();
+        let named = md
             .annotations
             .get(iri_spec::keys::RESERVATION_ID_ANNOTATION)
             .cloned();
-        if let Some(id) = &reservation {
-            match self.reservation(id).await {
-                Ok(_) => {}
+        // The lower Reservation the Machine is placed against, and the pool it goes to.
+        let (reservation, pool) = match &named {
+            Some(id) => match self.reservation(id).await {
+                Ok(r) => {
+                    self.check_consumable(&r).await?;
+                    let pool = self.pick_pool(&r).await?;
+                    (Some(id.clone()), pool)
+                }
                 Err(Error::NotFound(_) | Error::InvalidArgument(_)) => {
                     return Err(Error::FailedPrecondition(format!(
                         "reservation {id:?} not found"
                     )));
                 }
                 Err(e) => return Err(e),
-            }
-        }
-        let name = convert::new_id();
+            },
+            None if self.config.reserve_unreserved => match self.reserve_for(&name, spec).await? {
+                Some(r) => {
+                    let pool = self.pick_pool(&r).await?;
+                    (Some(r.metadata.name), pool)
+                }
+                None => (None, None),
+            },
+            None => (None, None),
+        };
         let ns = self.ns().to_owned();
         let mut lower = Machine {
             metadata: ObjectMeta::namespaced(&ns, &name),
@@ -358,6 +377,7 @@ impl Broker {
         lower.spec = compute::MachineSpec {
             machine_class_ref: LocalObjectReference::new(&spec.class),
             machine_pool_selector: self.config.pool_selector.clone(),
+            machine_pool_ref: pool.map(LocalObjectReference::new),
             power,
             network_interfaces: spec
                 .network_interfaces
@@ -503,6 +523,15 @@ impl Broker {
                 Ok(_) => {}
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+        if only.is_none() {
+            let (reservations, _) = self
+                .store
+                .list_typed::<Reservation>(&self.managed_list().label(convert::MACHINE_LABEL, name))
+                .await?;
+            for r in reservations {
+                self.delete_lower_reservation(&r.metadata.name).await?;
             }
         }
         for s in deps.secrets.keys().filter(|s| wanted(s)) {
@@ -792,7 +821,13 @@ impl Broker {
     async fn reservation(&self, id: &str) -> Result<Reservation> {
         required(id, "reservation_id")?;
         match self.store.get_typed::<Reservation>(self.ns(), id).await {
-            Ok(r) if managed(&r.metadata) => Ok(r),
+            // A Machine's own reservation (reserve_unreserved) is no IRI reservation.
+            Ok(r)
+                if managed(&r.metadata)
+                    && !r.metadata.labels.contains_key(convert::MACHINE_LABEL) =>
+            {
+                Ok(r)
+            }
             Ok(_) => Err(invalid(format!("reservation {id:?} isn't managed"))),
             Err(e) if is_not_found(&e) => {
                 Err(Error::NotFound(format!("reservation {id:?} not found")))
@@ -841,6 +876,189 @@ impl Broker {
             status: Some(rsv::ReservationStatus {
                 state: Self::reservation_state(r, pools) as i32,
             }),
+        }
+    }
+
+    /// The lower Machines placed against lower Reservation `r` (deleting ones excluded).
+    async fn consumers(&self, r: &Reservation) -> Result<Vec<Machine>> {
+        let (machines, _) = self
+            .store
+            .list_typed::<Machine>(&self.managed_list())
+            .await?;
+        Ok(machines
+            .into_iter()
+            .filter(|m| !m.metadata.is_deleting())
+            .filter(|m| {
+                m.metadata
+                    .annotations
+                    .get(api_rsv::RESERVATION_NAME_ANNOTATION)
+                    == Some(&r.metadata.name)
+            })
+            .collect())
+    }
+
+    /// A CreateMachine may consume reservation `r` only while it is ACCEPTED and has machines
+    /// left (its class counts minus the Machines already placed against it), as a leaf's.
+    async fn check_consumable(&self, r: &Reservation) -> Result<()> {
+        let pools = self.pools().await?;
+        let state = Self::reservation_state(r, &pools);
+        if state != rsv::ReservationState::ReservationAccepted {
+            return Err(Error::FailedPrecondition(format!(
+                "reservation {:?} is {}, not RESERVATION_ACCEPTED",
+                r.metadata.name,
+                state.as_str_name()
+            )));
+        }
+        let total: i128 = r.class_counts().iter().map(|(_, n)| *n).sum();
+        if total > 0 {
+            let used = self.consumers(r).await?.len();
+            if i128::try_from(used).unwrap_or(i128::MAX) >= total {
+                return Err(Error::FailedPrecondition(format!(
+                    "reservation {:?} holds no more machines ({used} of {total} placed)",
+                    r.metadata.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool a Machine against lower Reservation `r` goes to: the pool of an earlier
+    /// Machine of the same reservation that the pool still accepts (a reservation of several
+    /// machines is consumed on one pool), else the first pool that accepted; `None` (the
+    /// lower scheduler decides) when no pool accepted yet.
+    async fn pick_pool(&self, r: &Reservation) -> Result<Option<String>> {
+        let accepted: Vec<&str> = r
+            .status
+            .pools
+            .iter()
+            .filter(|p| p.state == ReservationState::Accepted)
+            .map(|p| p.name.as_str())
+            .collect();
+        if accepted.is_empty() {
+            return Ok(None);
+        }
+        let siblings = self.consumers(r).await?;
+        let sibling_pool = siblings
+            .iter()
+            .filter_map(|m| m.spec.machine_pool_ref.as_ref())
+            .map(|p| p.name.as_str())
+            .find(|p| accepted.contains(p));
+        Ok(Some(sibling_pool.unwrap_or(accepted[0]).to_owned()))
+    }
+
+    /// Reserves one machine of `spec` for the lower Machine `name` (see
+    /// [`BrokerConfig::reserve_unreserved`]): the accepted lower Reservation, `None` when no
+    /// selected pool serves reservations or none decided in time (the Machine is then placed
+    /// best-effort), `ResourceExhausted` when every pool rejected.
+    async fn reserve_for(
+        &self,
+        name: &str,
+        spec: &machine::MachineSpec,
+    ) -> Result<Option<Reservation>> {
+        let pools = self.pools().await?;
+        let supported = pools.iter().any(|p| {
+            p.metadata
+                .annotations
+                .get(api_rsv::RESERVATION_SUPPORTED_ANNOTATION)
+                .map(String::as_str)
+                == Some("true")
+        });
+        if !supported {
+            return Ok(None);
+        }
+        let mut resources = irikit_api::ResourceList::new();
+        resources.insert(
+            compute::class_resource(&spec.class),
+            Quantity::from_int(1, Format::DecimalSI),
+        );
+        let local: i64 = spec
+            .volumes
+            .iter()
+            .filter_map(|v| v.local_disk.as_ref())
+            .map(|d| d.size_bytes.max(0))
+            .fold(0, i64::saturating_add);
+        if local > 0 {
+            resources.insert(
+                api_rsv::LOCAL_STORAGE_RESOURCE.to_owned(),
+                Quantity::from_int(local, Format::BinarySI),
+            );
+        }
+        let mut md = convert::dependent_meta(self.ns(), name, &format!("{name}-r"));
+        md.annotations.insert(
+            convert::CREATED_AT_ANNOTATION.to_owned(),
+            convert::now_nanos().to_string(),
+        );
+        let mut lower = Reservation {
+            metadata: md,
+            ..Reservation::default()
+        };
+        lower.spec.resources = resources;
+        if !self.config.pool_selector.is_empty() {
+            lower.spec.pools = pools.iter().map(|p| p.metadata.name.clone()).collect();
+        }
+        let created = self.store.create_typed(lower).await?;
+        let (r, state) = self.await_decision(created).await?;
+        match state {
+            rsv::ReservationState::ReservationAccepted => Ok(Some(r)),
+            rsv::ReservationState::ReservationRejected => {
+                self.delete_lower_reservation(&r.metadata.name).await?;
+                Err(Error::ResourceExhausted(format!(
+                    "no lower pool can host a {:?} machine",
+                    spec.class
+                )))
+            }
+            _ => {
+                self.delete_lower_reservation(&r.metadata.name).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn delete_lower_reservation(&self, name: &str) -> Result<()> {
+        match self
+            .store
+            .delete(Kind::Reservation, self.ns(), name, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Polls lower Reservation `r` until its state leaves PENDING or the decision timeout
+    /// passes; returns its last version and state.
+    async fn await_decision(
+        &self,
+        mut current: Reservation,
+    ) -> Result<(Reservation, rsv::ReservationState)> {
+        let deadline = tokio::time::Instant::now() + self.config.reservation_decision_timeout;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let pools = self.pools().await?;
+            let state = Self::reservation_state(&current, &pools);
+            if state != rsv::ReservationState::ReservationPending
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok((current, state));
+            }
+            // Polling the lower store for the poollets' answers, with a deadline.
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(100));
+            current = match self
+                .store
+                .get_typed::<Reservation>(self.ns(), &current.metadata.name)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::NotFound(format!(
+                        "reservation {:?} not found",
+                        current.metadata.name
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
         }
     }
 
@@ -943,23 +1161,11 @@ impl Broker {
             }
         }
         lower.spec.resources = resources;
-        let mut current = self.store.create_typed(lower).await?;
+        let created = self.store.create_typed(lower).await?;
         info!(reservation.id = %name, "reservation created");
-        let deadline = tokio::time::Instant::now() + self.config.reservation_decision_timeout;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            let pools = self.pools().await?;
-            let state = Self::reservation_state(&current, &pools);
-            if state != rsv::ReservationState::ReservationPending
-                || tokio::time::Instant::now() >= deadline
-            {
-                return Ok(Self::iri_reservation(&current, &pools));
-            }
-            // Polling the lower store for the poollets' answers, with a deadline.
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(100));
-            current = self.reservation(&name).await?;
-        }
+        let (current, _) = self.await_decision(created).await?;
+        let pools = self.pools().await?;
+        Ok(Self::iri_reservation(&current, &pools))
     }
 
     /// `ListReservations`.
@@ -983,6 +1189,7 @@ impl Broker {
         let pools = self.pools().await?;
         Ok(items
             .iter()
+            .filter(|r| !r.metadata.labels.contains_key(convert::MACHINE_LABEL))
             .map(|r| Self::iri_reservation(r, &pools))
             .filter(|r| {
                 let labels = r.metadata.as_ref().map(|md| &md.labels);

@@ -22,6 +22,10 @@ pub enum Error {
     /// naming a reservation that does not exist).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// No lower pool can host the machine (it names no reservation and every pool that
+    /// serves reservations rejected one for it).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The lower store refused or failed.
     #[error("lower store")]
     Store(#[source] irikit_api::store::Error),
@@ -44,6 +48,7 @@ impl From<Error> for Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m),
             Error::Store(S::Invalid { .. } | S::BadRequest(_)) => {
                 Status::invalid_argument(format!("{:#}", anyhow::Error::new(err)))
             }

@@ -486,7 +486,9 @@ impl Hierarchy {
     }
 
     /// Waits (poll with a deadline) until every upper pool (one per broker) and every leaf
-    /// pool is Ready with its capacity announced.
+    /// pool is Ready with its capacity announced and its poollet has probed reservation
+    /// support (the `reservation.irikit.dev/supported` annotation is set; until then a
+    /// reservation-mode scheduler treats the pool as best-effort).
     pub async fn wait_announced(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         let mut planes: Vec<(&Plane, usize)> = vec![(&self.upper, self.nodes.len())];
@@ -504,13 +506,23 @@ impl Hierarchy {
                 let ready = pools
                     .iter()
                     .filter(|p| p.status.state == "Ready" && !p.status.capacity.is_empty())
+                    .filter(|p| {
+                        p.metadata
+                            .annotations
+                            .contains_key(irikit_api::reservation::RESERVATION_SUPPORTED_ANNOTATION)
+                    })
                     .count();
                 if ready >= n {
                     break;
                 }
                 anyhow::ensure!(
                     tokio::time::Instant::now() < deadline,
-                    "{ready} of {n} pools announced within {within:?}"
+                    "{ready} of {n} pools announced within {within:?}: {:?}; failures {:?}",
+                    pools
+                        .iter()
+                        .map(|p| (&p.metadata.name, &p.status.state, p.status.capacity.len()))
+                        .collect::<Vec<_>>(),
+                    plane.failures()
                 );
                 // Polling the stores for the poollets' announcements, with a deadline.
                 tokio::time::sleep(Duration::from_millis(20)).await;

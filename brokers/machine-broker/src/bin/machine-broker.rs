@@ -47,6 +47,13 @@ struct Args {
     /// PENDING.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     reservation_decision_timeout: Duration,
+    /// Do not reserve a machine in the lower plane for a CreateMachine that names no
+    /// reservation (such a machine is then queued there even when no pool can host it).
+    #[arg(long)]
+    no_reserve_unreserved: bool,
+    /// Embedded lower plane: run its scheduler in reservation mode.
+    #[arg(long)]
+    lower_reservations: bool,
     /// Embedded lower plane (`--store memory`): the number of iri-mock leaf pools.
     #[arg(long, default_value_t = 2)]
     leaves: usize,
@@ -117,7 +124,13 @@ async fn run(args: Args, token: CancellationToken) -> anyhow::Result<()> {
             LowerPlane::start(
                 store.clone(),
                 PlaneTimings::default(),
-                machine_broker::plane::SchedulerMode::default(),
+                if args.lower_reservations {
+                    machine_broker::plane::SchedulerMode::Reservation(
+                        scheduler::ReservationConfig::default(),
+                    )
+                } else {
+                    machine_broker::plane::SchedulerMode::default()
+                },
                 &leaves,
             )
             .await
@@ -133,6 +146,7 @@ async fn run(args: Args, token: CancellationToken) -> anyhow::Result<()> {
             pool_selector,
             runtime_name: args.runtime_name,
             reservation_decision_timeout: args.reservation_decision_timeout,
+            reserve_unreserved: !args.no_reserve_unreserved,
         },
     );
     let res = machine_broker::serve(broker, &args.socket, token).await;

@@ -33,7 +33,7 @@ impl BrokerUnderTest {
                 LowerPlane::start(
                     store.clone(),
                     PlaneTimings::default(),
-                    machine_broker::plane::SchedulerMode::default(),
+                    lower_scheduler(),
                     leaves,
                 )
                 .await
@@ -96,6 +96,18 @@ pub async fn wait_announced(broker: &Broker, n_pools: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The lower plane's scheduler: reservation mode (a lower Machine naming a Reservation is
+/// placed on a pool that accepted it; the others get a Reservation of their own), with short
+/// timings.
+pub fn lower_scheduler() -> machine_broker::plane::SchedulerMode {
+    machine_broker::plane::SchedulerMode::Reservation(scheduler::ReservationConfig {
+        timeout: Duration::from_secs(5),
+        retry: Duration::from_millis(50),
+        max_retry: Duration::from_secs(1),
+        ..scheduler::ReservationConfig::default()
+    })
 }
 
 /// Whether `IRIKIT_REQUIRE` names etcd.
