@@ -133,6 +133,19 @@ impl Outcome {
         Some(self.time_to_running[rank - 1])
     }
 
+    /// Running Machines per second (those Running over the time the last one took).
+    pub fn running_per_sec(&self) -> f64 {
+        let secs = self
+            .time_to_running
+            .last()
+            .map_or(0.0, Duration::as_secs_f64);
+        if secs > 0.0 {
+            self.running as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
     /// Binds per second (bound Machines over the bind span).
     pub fn binds_per_sec(&self) -> f64 {
         let bound = self.running + self.misplaced;

@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     reservation_timeout: Duration,
     /// Reservation mode: first retry delay after every pool rejected (doubles up to 1 s).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "50ms")]
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10ms")]
     reservation_retry: Duration,
 }
 
@@ -79,7 +79,7 @@ async fn one(
     anyhow::ensure!(failures.is_empty(), "{name}: {failures:?}");
     let _ = writeln!(
         out,
-        "{name:<12} machines={} running={} misplaced={} unbound={} ttr_p50={} ttr_p99={} binds/s={:.1} wall={:.1}s per_pool={:?}",
+        "{name:<12} machines={} running={} misplaced={} unbound={} ttr_p50={} ttr_p99={} binds/s={:.1} running/s={:.1} wall={:.1}s per_pool={:?}",
         outcome.machines,
         outcome.running,
         outcome.misplaced,
@@ -87,6 +87,7 @@ async fn one(
         ms(outcome.ttr_quantile(0.5)),
         ms(outcome.ttr_quantile(0.99)),
         outcome.binds_per_sec(),
+        outcome.running_per_sec(),
         outcome.wall.as_secs_f64(),
         outcome.per_pool,
     );
@@ -119,9 +120,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     } else {
         0.0
     };
+    let running_ratio = if best.running_per_sec() > 0.0 {
+        rsv.running_per_sec() / best.running_per_sec()
+    } else {
+        0.0
+    };
     let _ = writeln!(
         out,
-        "ratio reservation/best-effort binds/s = {ratio:.2}; misplaced best-effort={} reservation={}",
+        "ratio reservation/best-effort binds/s = {ratio:.2}, running/s = {running_ratio:.2}; misplaced best-effort={} reservation={}",
         best.misplaced, rsv.misplaced
     );
     let goal = rsv.misplaced == 0 && ratio >= 0.5;
