@@ -4,9 +4,9 @@
 //! leaves (the broker binary's embedded lower plane); and [`Hierarchy`], two levels: an upper
 //! plane whose pools are brokers, each broker over a lower plane of several leaf pools.
 //!
-//! `iri_conformance::lifecycle::ControlPlane` assembles the same components (with volume
-//! scheduling and a fixed scheduler configuration); this one is separate so that a broker's
-//! lower plane and the hierarchy can choose the scheduler's mode per plane.
+//! `iri_conformance::lifecycle::ControlPlane` assembles the same machine components plus the
+//! volume side; this one is machine-only and keeps the broker free of a dependency on the
+//! conformance crate (issue 16 moves the assembled plane into a crate of its own).
 
 use std::{
     collections::BTreeMap,
