@@ -26,6 +26,27 @@ pub const MEMORY_RESOURCE: &str = "memory";
 /// The `localStorage` resource key: local disk bytes for each machine of the reservation.
 pub const LOCAL_STORAGE_RESOURCE: &str = "localStorage";
 
+/// IRI machine annotation: the *runtime* reservation id a `CreateMachine` consumes (defined in
+/// `iri_spec::keys`; re-exported here next to the other reservation keys).
+pub use iri_spec::keys::RESERVATION_ID_ANNOTATION;
+/// Annotation on an api Machine: the name of the Reservation (same namespace) the Machine is
+/// placed against. The scheduler sets it when it binds in reservation mode; whoever created the
+/// Reservation itself (a broker, for its lower Machines) may set it in advance, and then the
+/// scheduler uses that Reservation and never creates or deletes it.
+pub const RESERVATION_NAME_ANNOTATION: &str = "reservation.irikit.dev/name";
+/// Annotation on an api MachinePool, `"true"` or `"false"`: whether the pool's runtime serves
+/// the reservation extension (the machinepoollet writes it after probing; `Unimplemented`
+/// means `"false"`). Pools without `"true"` are best-effort candidates in reservation mode.
+pub const RESERVATION_SUPPORTED_ANNOTATION: &str = "reservation.irikit.dev/supported";
+/// Label on a Reservation the scheduler created for one Machine: that Machine's name.
+pub const RESERVATION_MACHINE_LABEL: &str = "reservation.irikit.dev/machine";
+/// Label on an IRI reservation a machinepoollet created: the api Reservation's UID.
+pub const IRI_RESERVATION_UID_LABEL: &str = "reservation.irikit.dev/reservation-uid";
+/// Label on an IRI reservation a machinepoollet created: the api Reservation's namespace.
+pub const IRI_RESERVATION_NAMESPACE_LABEL: &str = "reservation.irikit.dev/reservation-namespace";
+/// Label on an IRI reservation a machinepoollet created: the api Reservation's name.
+pub const IRI_RESERVATION_NAME_LABEL: &str = "reservation.irikit.dev/reservation-name";
+
 /// A Reservation (namespaced).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -264,6 +264,26 @@ pub const SHOULD: &[(&str, &str)] = &[
     ("reservation.hold.blocks_competing", RESERVATION_EXTENSION),
     ("reservation.delete.releases_hold", RESERVATION_EXTENSION),
     ("reservation.create_machine.consumes", RESERVATION_EXTENSION),
+    (
+        "reservation.create_machine.consumes_one_at_a_time",
+        RESERVATION_EXTENSION,
+    ),
+    (
+        "reservation.create_machine.unreserved_not_from_hold",
+        RESERVATION_EXTENSION,
+    ),
+    (
+        "lifecycle.reservation.bound_where_reserved",
+        RESERVATION_EXTENSION,
+    ),
+    (
+        "lifecycle.reservation.all_rejected_unbound",
+        RESERVATION_EXTENSION,
+    ),
+    (
+        "lifecycle.reservation.fallback_best_effort",
+        RESERVATION_EXTENSION,
+    ),
     // The Exec console (issue 18): libvirt-provider's rules, which the poollet's proxy does not need.
     (
         "machine.exec.console.second_refused",

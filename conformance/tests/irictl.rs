@@ -851,3 +851,101 @@ fn deleting_objects_stay_listed_as_terminating() {
     assert_ne!(value[0]["metadata"]["deleted_at"], 0, "{value}");
     insta::assert_snapshot!(t.text);
 }
+
+/// irikit's reservation extension on the machine endpoint: create (kind named or inferred from
+/// the document), get as a table and as YAML, a rejected one, delete.
+#[test]
+fn reservations() {
+    let mock = Mock::start();
+    let accepted = mock.file(
+        "rsv.yaml",
+        "metadata:\n  labels: {team: a}\nspec:\n  machine_classes: {x3-small: 2}\n  local_storage_bytes_per_machine: 1073741824\n",
+    );
+    let too_many = mock.file(
+        "big.yaml",
+        "kind: Reservation\nspec:\n  machine_classes: {x3-large: 1000000}\n",
+    );
+    let empty = mock.irictl(&["get", "reservations"]).ok();
+    assert_eq!(
+        empty.stdout.trim(),
+        "No resources found",
+        "{}",
+        empty.stdout
+    );
+    let created = mock
+        .irictl(&["create", "reservation", "-f", &accepted])
+        .ok();
+    assert!(
+        created.stdout.starts_with("Created reservation "),
+        "{}",
+        created.stdout
+    );
+    let id = created.id();
+    let rejected = mock
+        .irictl(&["create", "-f", &too_many, "-o", "table"])
+        .ok();
+    assert!(
+        rejected.stdout.contains("RESERVATION_REJECTED"),
+        "{}",
+        rejected.stdout
+    );
+    let rejected_id = rejected.id();
+    let table = mock.irictl(&["get", "rsv", &id]).ok();
+    let header: Vec<&str> = table
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "ID",
+            "Classes",
+            "CPU",
+            "Memory",
+            "LocalStorage",
+            "State",
+            "Age"
+        ],
+        "{}",
+        table.stdout
+    );
+    let row: Vec<&str> = table
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..6],
+        &[
+            id.as_str(),
+            "x3-small=2",
+            "0",
+            "0",
+            "1073741824",
+            "RESERVATION_ACCEPTED"
+        ],
+        "{}",
+        table.stdout
+    );
+    let yaml = mock
+        .irictl(&["get", "reservations", "-l", "team=a", "-o", "yaml"])
+        .ok();
+    assert!(
+        yaml.stdout.contains("state: RESERVATION_ACCEPTED")
+            && yaml.stdout.contains("x3-small: 2")
+            && !yaml.stdout.contains(&rejected_id),
+        "{}",
+        yaml.stdout
+    );
+    mock.irictl(&["delete", "reservation", &id, &rejected_id])
+        .ok();
+    let gone = mock.irictl(&["get", "reservations"]).ok();
+    assert_eq!(gone.stdout.trim(), "No resources found", "{}", gone.stdout);
+    let missing = mock.irictl(&["delete", "rsv", &id]).fails();
+    assert!(missing.stderr.contains("NotFound"), "{}", missing.stderr);
+}

@@ -274,6 +274,10 @@ const MUTANTS: &[Mutant] = &[
     Mutant::ExpandSpecOnly,
     Mutant::NeverAttached,
     Mutant::UpdateVolumeIgnored,
+    // The reservation path (lifecycle.reservation.*).
+    Mutant::ReservationAlwaysRejected,
+    Mutant::ReservationCapacityUnchecked,
+    Mutant::ReservationNotConsumed,
 ];
 
 /// Ids of the lifecycle cases in `ids` (all when `None`) that fail against a fresh mock with `m`.

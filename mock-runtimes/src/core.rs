@@ -78,6 +78,8 @@ pub(crate) struct Config {
     pub(crate) local_storage_bytes: i64,
     /// The host's cpu (millicores) and memory (bytes); `None`: the classes' sum.
     pub(crate) host_resources: Option<(i64, i64)>,
+    /// Whether every CreateMachine must fit the capacity (not only while reservations hold).
+    pub(crate) enforce_capacity: bool,
 }
 
 /// Pending transitions of one object.

@@ -381,7 +381,7 @@ impl Core {
         }
 
         // irikit's reservation extension: a machine naming an ACCEPTED reservation consumes it.
-        self.consume_reservation(m.metadata.as_ref(), &spec.class)?;
+        self.consume_reservation(m.metadata.as_ref(), &spec)?;
         let mut md = m.metadata.take().unwrap_or_default();
         let id = if self.has(Mutant::ClientIdHonoured) && !md.id.is_empty() {
             md.id.clone()

@@ -186,6 +186,8 @@ mutants! {
     ReservationHoldsIgnored => "reservation-holds-ignored", "CreateReservation ignores the capacity other accepted reservations hold";
     ReservationDeleteKeepsHold => "reservation-delete-keeps-hold", "DeleteReservation removes the reservation but its hold stays counted";
     ReservationNotConsumed => "reservation-not-consumed", "CreateMachine ignores the reservation.irikit.dev/id annotation: the reservation stays ACCEPTED and keeps holding";
+    ReservationConsumedWhole => "reservation-consumed-whole", "the first CreateMachine against a reservation of n machines consumes all of it: it turns RESERVATION_BOUND and the other n-1 creates are refused";
+    ReservationUnreservedTakesHold => "reservation-unreserved-takes-hold", "a CreateMachine that names no reservation takes capacity that accepted reservations hold instead of ResourceExhausted";
 }
 
 impl fmt::Display for Mutant {

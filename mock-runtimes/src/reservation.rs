@@ -10,6 +10,14 @@
 //! ACCEPTED reservation holds its class counts, `max(cpu_millis, what its classes imply)`,
 //! likewise memory, and `local_storage_bytes_per_machine × machines`. A new reservation is
 //! ACCEPTED when every dimension still fits, REJECTED otherwise (kept listed, holding nothing).
+//!
+//! A reservation of `n` machines is consumed one machine at a time: each `CreateMachine` that
+//! names it takes one machine of its class out of the hold (and that machine's cpu, memory and
+//! local storage), the reservation stays ACCEPTED while machines remain and turns BOUND with
+//! the last one. A reservation that names no class is consumed whole by its first machine.
+//! While any reservation holds capacity, a `CreateMachine` that names none must fit next to the
+//! machines and the holds, else it is `ResourceExhausted` (with no hold, `CreateMachine` does
+//! not check capacity, like IronCore's fake runtime).
 
 use std::collections::HashMap;
 
@@ -17,6 +25,7 @@ use iri_spec::irikit::reservation::v1alpha1::{
     self as rsv, ReservationState,
     reservation_runtime_server::{ReservationRuntime, ReservationRuntimeServer},
 };
+use iri_spec::machine::v1alpha1 as machine;
 use iri_spec::meta::v1alpha1 as meta;
 use tonic::{Request, Response, Status};
 
@@ -30,6 +39,9 @@ use crate::{
 #[derive(Debug, Default)]
 pub(crate) struct ReservationStore {
     items: Vec<rsv::Reservation>,
+    /// Reservation id → machines created against it so far, per class (the hold shrinks by
+    /// one machine each time).
+    consumed: HashMap<String, HashMap<String, i64>>,
     /// Holds of deleted reservations that stay counted (only under
     /// [`Mutant::ReservationDeleteKeepsHold`]).
     released: Vec<Usage>,
@@ -51,6 +63,15 @@ fn id_of(r: &rsv::Reservation) -> &str {
 
 fn state_of(r: &rsv::Reservation) -> i32 {
     r.status.as_ref().map_or(0, |s| s.state)
+}
+
+/// The local disk bytes of a machine's volumes.
+fn local_disk_bytes(spec: &machine::MachineSpec) -> i64 {
+    spec.volumes
+        .iter()
+        .filter_map(|v| v.local_disk.as_ref())
+        .map(|d| d.size_bytes.max(0))
+        .fold(0i64, i64::saturating_add)
 }
 
 /// Resource amounts over the four dimensions.
@@ -85,6 +106,39 @@ impl Core {
                 "this iri-mock was built without reservations",
             ))
         }
+    }
+
+    /// What reservation `r` still holds: its spec less the machines created against it so far
+    /// (nothing unless it is ACCEPTED).
+    fn still_held(&self, st: &ReservationStore, r: &rsv::Reservation) -> Usage {
+        let Some(spec) = r.spec.as_ref().filter(|_| state_of(r) == ACCEPTED) else {
+            return Usage::default();
+        };
+        let Some(consumed) = st.consumed.get(id_of(r)) else {
+            return self.held_by(spec);
+        };
+        let mut rest = spec.clone();
+        for (class, used) in consumed {
+            if let Some(n) = rest.machine_classes.get_mut(class) {
+                *n = (*n - used).max(0);
+            }
+            if let Some(c) = self.machine_class(class) {
+                rest.cpu_millis = rest
+                    .cpu_millis
+                    .saturating_sub(c.cpu.saturating_mul(1000).saturating_mul(*used))
+                    .max(0);
+                rest.memory_bytes = rest
+                    .memory_bytes
+                    .saturating_sub(c.memory_bytes.saturating_mul(*used))
+                    .max(0);
+            }
+        }
+        rest.machine_classes.retain(|_, n| *n > 0);
+        let mut held = self.held_by(&rest);
+        if rest.machine_classes.is_empty() {
+            held.local_storage_bytes = 0;
+        }
+        held
     }
 
     /// What `spec` holds while ACCEPTED (classes must be known; checked at create).
@@ -122,12 +176,7 @@ impl Core {
                 one.cpu_millis = c.cpu.saturating_mul(1000);
                 one.memory_bytes = c.memory_bytes;
             }
-            one.local_storage_bytes = spec
-                .volumes
-                .iter()
-                .filter_map(|v| v.local_disk.as_ref())
-                .map(|d| d.size_bytes.max(0))
-                .fold(0i64, i64::saturating_add);
+            one.local_storage_bytes = local_disk_bytes(spec);
             u.add(&one);
         }
         u
@@ -188,10 +237,8 @@ impl Core {
         }
         let mut used = self.used_by_machines();
         if !self.has(Mutant::ReservationHoldsIgnored) {
-            for r in st.items.iter().filter(|r| state_of(r) == ACCEPTED) {
-                if let Some(spec) = r.spec.as_ref() {
-                    used.add(&self.held_by(spec));
-                }
+            for r in &st.items {
+                used.add(&self.still_held(st, r));
             }
         }
         for held in &st.released {
@@ -272,35 +319,41 @@ impl Core {
             return Err(not_found("reservation", id));
         };
         let r = st.items.remove(pos);
-        if self.has(Mutant::ReservationDeleteKeepsHold)
-            && state_of(&r) == ACCEPTED
-            && let Some(spec) = r.spec.as_ref()
-        {
-            let held = self.held_by(spec);
+        if self.has(Mutant::ReservationDeleteKeepsHold) {
+            let held = self.still_held(&st, &r);
             st.released.push(held);
         }
+        st.consumed.remove(id);
         Ok(())
     }
 
     /// Called by `CreateMachine` before it stores the machine: a machine annotated with
-    /// `reservation.irikit.dev/id` consumes that ACCEPTED reservation (state BOUND, hold
-    /// released; the machine now uses the capacity). An unknown id, a reservation that is not
-    /// ACCEPTED, or one without the machine's class is `FailedPrecondition`.
+    /// `reservation.irikit.dev/id` consumes one machine of that ACCEPTED reservation (the hold
+    /// shrinks by it, the machine uses the capacity instead; with the last machine the
+    /// reservation turns BOUND). An unknown id, a reservation that is not ACCEPTED, or one
+    /// without (more) machines of the class is `FailedPrecondition`. A machine that names no
+    /// reservation must fit next to the machines and every hold while any reservation holds
+    /// capacity (`ResourceExhausted`).
     pub(crate) fn consume_reservation(
         &self,
         md: Option<&meta::ObjectMetadata>,
-        class: &str,
+        spec: &machine::MachineSpec,
     ) -> Result<(), Status> {
+        if !self.config.reservations {
+            return Ok(());
+        }
         let Some(id) = md.and_then(|md| {
             md.annotations
                 .get(iri_spec::keys::RESERVATION_ID_ANNOTATION)
         }) else {
-            return Ok(());
+            return self.check_unreserved(spec);
         };
-        if !self.config.reservations || self.has(Mutant::ReservationNotConsumed) {
+        if self.has(Mutant::ReservationNotConsumed) {
             return Ok(());
         }
-        let mut st = lock(&self.reservations);
+        let class = spec.class.as_str();
+        let mut guard = lock(&self.reservations);
+        let st = &mut *guard;
         let Some(r) = st.items.iter_mut().find(|r| id_of(r) == id.as_str()) else {
             return Err(Status::failed_precondition(format!(
                 "reservation {id:?} not found"
@@ -315,14 +368,61 @@ impl Core {
                 "reservation {id:?} is {name}, not RESERVATION_ACCEPTED"
             )));
         }
-        let classes = r.spec.as_ref().map(|s| &s.machine_classes);
-        if classes.is_some_and(|c| !c.is_empty() && !c.contains_key(class)) {
+        let classes = r
+            .spec
+            .as_ref()
+            .map(|s| s.machine_classes.clone())
+            .unwrap_or_default();
+        if classes.is_empty() || self.has(Mutant::ReservationConsumedWhole) {
+            r.status = Some(rsv::ReservationStatus { state: BOUND });
+            return Ok(());
+        }
+        let consumed = st.consumed.entry(id.clone()).or_default();
+        let used = consumed.get(class).copied().unwrap_or(0);
+        if used >= classes.get(class).copied().unwrap_or(0) {
             return Err(Status::failed_precondition(format!(
-                "reservation {id:?} holds no machine of class {class:?}"
+                "reservation {id:?} holds no (more) machine of class {class:?}"
             )));
         }
-        r.status = Some(rsv::ReservationStatus { state: BOUND });
+        consumed.insert(class.to_owned(), used + 1);
+        let all = classes
+            .iter()
+            .all(|(c, n)| consumed.get(c).copied().unwrap_or(0) >= *n);
+        if all {
+            r.status = Some(rsv::ReservationStatus { state: BOUND });
+        }
         Ok(())
+    }
+
+    /// A create that names no reservation, while reservations hold capacity: it must fit next
+    /// to the machines and the holds.
+    fn check_unreserved(&self, spec: &machine::MachineSpec) -> Result<(), Status> {
+        if self.has(Mutant::ReservationUnreservedTakesHold) {
+            return Ok(());
+        }
+        let st = lock(&self.reservations);
+        if !self.config.enforce_capacity
+            && !st.items.iter().any(|r| state_of(r) == ACCEPTED)
+            && st.released.is_empty()
+        {
+            return Ok(());
+        }
+        let mut want = Usage::default();
+        if let Some(c) = self.machine_class(&spec.class) {
+            want.classes.insert(c.name.clone(), 1);
+            want.cpu_millis = c.cpu.saturating_mul(1000);
+            want.memory_bytes = c.memory_bytes;
+        }
+        want.local_storage_bytes = local_disk_bytes(spec);
+        if self.fits(&st, &want) {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(format!(
+                "no capacity for a {:?} machine: what is free is held by reservations (name one with the {} annotation)",
+                spec.class,
+                iri_spec::keys::RESERVATION_ID_ANNOTATION
+            )))
+        }
     }
 }
 

@@ -76,6 +76,7 @@ pub struct MockRuntimeBuilder {
     reservations: bool,
     local_storage_bytes: i64,
     host_resources: Option<(i64, i64)>,
+    enforce_capacity: bool,
     call_log_capacity: usize,
     mutants: Vec<Mutant>,
     faults: Vec<FaultRule>,
@@ -101,6 +102,7 @@ impl Default for MockRuntimeBuilder {
             reservations: true,
             local_storage_bytes: DEFAULT_LOCAL_STORAGE_BYTES,
             host_resources: None,
+            enforce_capacity: false,
             call_log_capacity: 100_000,
             mutants: Vec::new(),
             faults: Vec::new(),
@@ -266,6 +268,15 @@ impl MockRuntimeBuilder {
         self
     }
 
+    /// Whether every CreateMachine that names no reservation must fit next to the machines
+    /// and the holds (`ResourceExhausted` otherwise), as a real host's would (default: only
+    /// while some reservation holds capacity). The broker's hierarchy harness turns it on, so
+    /// that a machine placed where it does not fit fails instead of running.
+    pub fn enforce_capacity(mut self, on: bool) -> Self {
+        self.enforce_capacity = on;
+        self
+    }
+
     /// Builds the mock without a transport: serve [`MockHandle::machine_service`] etc. yourself.
     pub fn build(self) -> MockHandle {
         let config = Config {
@@ -282,6 +293,7 @@ impl MockRuntimeBuilder {
             reservations: self.reservations,
             local_storage_bytes: self.local_storage_bytes,
             host_resources: self.host_resources,
+            enforce_capacity: self.enforce_capacity,
         };
         let mutants = MutantSet::default();
         for m in self.mutants {

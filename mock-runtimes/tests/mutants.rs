@@ -887,8 +887,48 @@ async fn transcript(mutants: &[Mutant]) -> String {
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
+        // One machine runs: hold the other 19, then an unreserved create is ResourceExhausted
+        // and the first create against the 19 leaves it ACCEPTED (consumed one at a time).
+        let (s_rest, rest) = state(r.create(large(19)).await);
+        let mut plain = fixtures::machine();
+        plain.spec.as_mut().unwrap().class = "x3-large".to_owned();
+        let mut against = plain.clone();
+        let unreserved = m
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(plain),
+            })
+            .await
+            .map_or_else(|e| format!("{:?}", e.code()), |_| "ok".to_owned());
+        against
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .insert(
+                iri_spec::keys::RESERVATION_ID_ANNOTATION.to_owned(),
+                rest.clone(),
+            );
+        let one_of_19 = m
+            .create_machine(machine::CreateMachineRequest {
+                machine: Some(against),
+            })
+            .await
+            .is_ok();
+        let rest_after = r
+            .list(Some(rsv::ReservationFilter {
+                id: rest.clone(),
+                ..Default::default()
+            }))
+            .await
+            .map(|l| {
+                l.iter()
+                    .map(|x| x.status.as_ref().map_or(-1, |s| s.state))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let _ = r.delete(&rest).await;
         out.push(json!({
             "reservations": [s_all, s_more, s_over, deleted, s_again, consumed, after],
+            "consume_one_at_a_time": [s_rest, unreserved, one_of_19, rest_after],
         }));
     }
 

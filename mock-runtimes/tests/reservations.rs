@@ -301,3 +301,116 @@ async fn mutants_break_what_they_name() {
         assert_eq!(script(m).await, (want, want_after), "{m:?}");
     }
 }
+
+/// CreateMachine of a small machine: its id, or the error code's name.
+async fn create_machine(
+    mc: &mut MachineRuntimeClient<tonic::transport::Channel>,
+    reservation: Option<&str>,
+) -> String {
+    match mc
+        .create_machine(machine::CreateMachineRequest {
+            machine: Some(machine_for("small", reservation)),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().machine.unwrap().metadata.unwrap().id,
+        Err(e) => format!("{:?}", e.code()),
+    }
+}
+
+/// A reservation of 2 small machines is consumed one machine at a time; while it (or any
+/// reservation) holds capacity, a create that names no reservation gets only what is not held;
+/// machine and reservation deletes give capacity back.
+async fn consume_script(m: Option<Mutant>) -> Vec<String> {
+    let mock = mock().mutants(m).start_in_process().await.unwrap();
+    let mut c = ReservationClient::new(mock.machine_channel());
+    let mut mc = MachineRuntimeClient::new(mock.machine_channel());
+    let mut out = Vec::new();
+    let state_of = |list: Vec<rsv::Reservation>, id: &str| {
+        list.into_iter()
+            .find(|r| r.metadata.as_ref().unwrap().id == id)
+            .map_or("gone".to_owned(), |r| {
+                ReservationState::try_from(r.status.unwrap().state)
+                    .unwrap()
+                    .as_str_name()
+                    .to_owned()
+            })
+    };
+    // 2 of 3 small held; one unreserved machine fits, a second does not.
+    let (two, _) = create(&mut c, reservation(&[("small", 2)], 0)).await;
+    let free = create_machine(&mut mc, None).await;
+    out.push(if free.len() > 20 {
+        "ok".into()
+    } else {
+        free.clone()
+    });
+    out.push(create_machine(&mut mc, None).await);
+    // First machine against the reservation: still ACCEPTED, one left in the hold.
+    let first = create_machine(&mut mc, Some(&two)).await;
+    out.push(if first.len() > 20 { "ok".into() } else { first });
+    out.push(state_of(c.list(None).await.unwrap(), &two));
+    // The second: BOUND; a third against it is refused.
+    let second = create_machine(&mut mc, Some(&two)).await;
+    out.push(if second.len() > 20 {
+        "ok".into()
+    } else {
+        second
+    });
+    out.push(state_of(c.list(None).await.unwrap(), &two));
+    out.push(create_machine(&mut mc, Some(&two)).await);
+    // All 3 small run: a new reservation is rejected until a machine is deleted.
+    out.push(
+        create(&mut c, reservation(&[("small", 1)], 0))
+            .await
+            .1
+            .as_str_name()
+            .to_owned(),
+    );
+    if free.len() > 20 {
+        mc.delete_machine(machine::DeleteMachineRequest { machine_id: free })
+            .await
+            .unwrap();
+    }
+    out.push(
+        create(&mut c, reservation(&[("small", 1)], 0))
+            .await
+            .1
+            .as_str_name()
+            .to_owned(),
+    );
+    out
+}
+
+#[tokio::test]
+async fn consumed_one_machine_at_a_time_and_unreserved_creates_respect_holds() {
+    let ok = |s: &str| s.to_owned();
+    let want = |second_unreserved: &str, after_first: &str, second: &str, third: &str| {
+        vec![
+            ok("ok"),
+            ok(second_unreserved),
+            ok("ok"),
+            ok(after_first),
+            ok(second),
+            ok("RESERVATION_BOUND"),
+            ok(third),
+            ok("RESERVATION_REJECTED"),
+            ok("RESERVATION_ACCEPTED"),
+        ]
+    };
+    assert_eq!(
+        consume_script(None).await,
+        want(
+            "ResourceExhausted",
+            "RESERVATION_ACCEPTED",
+            "ok",
+            "FailedPrecondition"
+        )
+    );
+    // The first create consumes the whole reservation: the second is refused.
+    let whole = consume_script(Some(Mutant::ReservationConsumedWhole)).await;
+    assert_eq!(whole[3], "RESERVATION_BOUND", "{whole:?}");
+    assert_eq!(whole[4], "FailedPrecondition", "{whole:?}");
+    // The unreserved create takes held capacity.
+    let takes = consume_script(Some(Mutant::ReservationUnreservedTakesHold)).await;
+    assert_ne!(takes[1], "ResourceExhausted", "{takes:?}");
+}

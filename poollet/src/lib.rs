@@ -10,6 +10,8 @@
 //! - [`events`]: the poollets' own Events, and runtime events (ListEvents) recorded as Events
 //!   on their Machines and Volumes.
 //! - [`lease`]: the pool Lease the heartbeat renews.
+//! - [`reservation`]: Reservations passed down to the runtime and their state back up
+//!   (IEP-11), and the pool's `reservation.irikit.dev/supported` annotation.
 //! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
 //! - [`machinepoollet`]: [`MachinePoollet`], which runs the machine side.
 //! - [`volumepool`]: the VolumePool announcement (volume class mapping, bytes capacity).
@@ -25,6 +27,7 @@ pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;
 pub mod pool;
+pub mod reservation;
 pub mod volume;
 pub mod volumepool;
 pub mod volumepoollet;

@@ -106,6 +106,12 @@ pub struct MachineReconciler {
     /// Machine key → (Machine uid, IRI machine id) when a label list (or this reconciler's
     /// create) showed exactly that one IRI machine for the name; see [`Self::observe_runtime`].
     known: std::sync::Mutex<HashMap<ObjectRef, (String, String)>>,
+    /// The reservation pass-through: a Machine annotated `reservation.irikit.dev/name` is
+    /// created against its runtime reservation (see [`crate::reservation`]).
+    reservations: Option<(
+        Arc<crate::reservation::ReservationReconciler>,
+        crate::controller::WorkQueue<ObjectRef>,
+    )>,
 }
 
 /// The ironcore state for an IRI machine state (§3.3). STOPPED, which Go cannot map, is
@@ -201,7 +207,39 @@ impl MachineReconciler {
             known: std::sync::Mutex::default(),
             machines: None,
             classes: None,
+            reservations: None,
         }
+    }
+
+    /// Creates Machines annotated `reservation.irikit.dev/name` against their runtime
+    /// reservation, and requeues the Reservation in `queue` after such a create (its state
+    /// turns Bound).
+    pub fn with_reservations(
+        mut self,
+        reservations: Arc<crate::reservation::ReservationReconciler>,
+        queue: crate::controller::WorkQueue<ObjectRef>,
+    ) -> Self {
+        self.reservations = Some((reservations, queue));
+        self
+    }
+
+    /// The runtime reservation id `m` is created against (`None`: an ordinary create).
+    async fn reservation_id(&self, m: &Machine) -> Option<(String, ObjectRef)> {
+        let (reservations, _) = self.reservations.as_ref()?;
+        let name = m
+            .metadata
+            .annotations
+            .get(irikit_api::reservation::RESERVATION_NAME_ANNOTATION)?;
+        let id = reservations
+            .runtime_id_for(&m.metadata.namespace, name)
+            .await;
+        if id.is_none() {
+            info!(reservation = %name, "no accepted runtime reservation for the Machine's Reservation here; creating without one");
+        }
+        Some((
+            id?,
+            ObjectRef::new(m.metadata.namespace.clone(), name.clone()),
+        ))
     }
 
     /// Reads Machines from `machines` and MachineClasses from `classes` (watch caches kept by
@@ -763,17 +801,47 @@ impl MachineReconciler {
                 return Ok(Action::requeue(self.config.prerequisite_requeue));
             }
         };
+        let mut request = *request;
+        let reserved = self.reservation_id(m).await;
+        if let Some((id, _)) = &reserved
+            && let Some(md) = request.metadata.as_mut()
+        {
+            md.annotations
+                .insert(keys::RESERVATION_ID_ANNOTATION.to_string(), id.clone());
+        }
         let mut client = self.client.clone();
-        let created = rpc(
+        let mut res = rpc(
             "CreateMachine",
             self.config.rpc_timeout,
             client.create_machine(machine::CreateMachineRequest {
-                machine: Some(*request),
+                machine: Some(request.clone()),
             }),
         )
-        .await?
-        .machine
-        .ok_or_else(|| Error::BadResponse("CreateMachine without a machine".into()))?;
+        .await;
+        if reserved.is_some()
+            && matches!(&res, Err(err) if err.code() == Some(tonic::Code::FailedPrecondition))
+        {
+            // The reservation is stale (consumed or released meanwhile): an ordinary create.
+            warn!(error = ?res.as_ref().err(), "the runtime refused the reservation; creating without it");
+            if let Some(md) = request.metadata.as_mut() {
+                md.annotations.remove(keys::RESERVATION_ID_ANNOTATION);
+            }
+            res = rpc(
+                "CreateMachine",
+                self.config.rpc_timeout,
+                client.create_machine(machine::CreateMachineRequest {
+                    machine: Some(request),
+                }),
+            )
+            .await;
+        }
+        let created = res?
+            .machine
+            .ok_or_else(|| Error::BadResponse("CreateMachine without a machine".into()))?;
+        if let (Some((_, key)), Some((_, queue))) = (&reserved, &self.reservations) {
+            // The reservation is BOUND now: carry it up at once.
+            queue.add(key.clone());
+        }
         let id = metadata(&created).id;
         if id.is_empty() {
             return Err(Error::BadResponse(

@@ -17,6 +17,7 @@ use crate::{
     lease::PoolLease,
     machine::{MachineConfig, MachineReconciler, event_mapper, runtime_relist, volumes},
     pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
+    reservation::{ReservationConfig, ReservationReconciler, asks_pool, reservation_relist},
 };
 
 /// How long machine changes are batched before the pool's allocatable is recounted.
@@ -35,6 +36,9 @@ pub struct Config {
     pub relist_period: Duration,
     /// Interval of the runtime event mapper (`--event-resync-period`).
     pub event_resync_period: Duration,
+    /// Pass Reservations for this pool down to the runtime (IEP-11; a runtime without the
+    /// extension is probed and announced `reservation.irikit.dev/supported: "false"`).
+    pub reservations: bool,
 }
 
 impl Config {
@@ -47,6 +51,7 @@ impl Config {
             max_concurrent_reconciles: 16,
             relist_period: Duration::from_secs(1),
             event_resync_period: crate::events::DEFAULT_EVENT_RESYNC_PERIOD,
+            reservations: true,
         }
     }
 }
@@ -78,13 +83,14 @@ impl MachinePoollet {
             max_concurrent_reconciles,
             relist_period,
             event_resync_period,
+            reservations,
         } = self.config;
         pool_config
             .validate()
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
         // An unfiltered ListMachines (or ListEvents) of 10,000 machines exceeds tonic's 4 MiB
         // default; the relist must not fail on a big pool.
-        let mut client = MachineRuntimeClient::new(self.channel)
+        let mut client = MachineRuntimeClient::new(self.channel.clone())
             .max_decoding_message_size(crate::MAX_RESPONSE_BYTES);
         let version = rpc(
             "Version",
@@ -108,16 +114,32 @@ impl MachinePoollet {
         );
         pool_reconciler.ensure_pool().await?;
         let pool_key = pool_reconciler.key();
-        let machine_reconciler = Arc::new(
-            MachineReconciler::new(
+        let reservation_queue: WorkQueue<ObjectRef> = WorkQueue::new();
+        let reservation_reconciler = reservations.then(|| {
+            Arc::new(ReservationReconciler::new(
                 self.store.clone(),
-                client.clone(),
-                version.runtime_name,
-                view.clone(),
-                machine_config,
-            )
-            .with_caches(machine_cache.clone(), class_cache.clone()),
-        );
+                self.channel.clone(),
+                ReservationConfig {
+                    pool_name: pool_config.pool_name.clone(),
+                    rpc_timeout: machine_config.rpc_timeout,
+                    relist_period,
+                },
+                ObjectCache::new(),
+            ))
+        });
+        let mut machine_reconciler = MachineReconciler::new(
+            self.store.clone(),
+            client.clone(),
+            version.runtime_name,
+            view.clone(),
+            machine_config,
+        )
+        .with_caches(machine_cache.clone(), class_cache.clone());
+        if let Some(r) = &reservation_reconciler {
+            machine_reconciler =
+                machine_reconciler.with_reservations(r.clone(), reservation_queue.clone());
+        }
+        let machine_reconciler = Arc::new(machine_reconciler);
 
         let pool_queue: WorkQueue<ObjectRef> = WorkQueue::new();
         let machine_queue: WorkQueue<ObjectRef> = WorkQueue::new();
@@ -251,6 +273,16 @@ impl MachinePoollet {
             },
             token.clone(),
         ));
+        if let Some(reconciler) = reservation_reconciler {
+            spawn_reservations(
+                &mut tasks,
+                self.store.clone(),
+                reconciler,
+                reservation_queue,
+                &pool_config.pool_name,
+                token.clone(),
+            );
+        }
         tasks.spawn(event_mapper(
             self.store.clone(),
             client.clone(),
@@ -275,6 +307,44 @@ impl MachinePoollet {
         info!("machinepoollet stopped");
         Ok(())
     }
+}
+
+/// The reservation pass-through: the Reservation watch (its own cache), the reconciler and
+/// the runtime relist.
+fn spawn_reservations(
+    tasks: &mut JoinSet<()>,
+    store: Arc<dyn Store>,
+    reconciler: Arc<ReservationReconciler>,
+    queue: WorkQueue<ObjectRef>,
+    pool: &str,
+    token: CancellationToken,
+) {
+    tasks.spawn(controller::watch(
+        store,
+        Kind::Reservation,
+        ListOptions::all(),
+        reconciler.cache(),
+        {
+            let queue = queue.clone();
+            let pool = pool.to_owned();
+            move |obj| {
+                if asks_pool(obj, &pool) {
+                    queue.add(ObjectRef::of(obj));
+                }
+            }
+        },
+        token.clone(),
+    ));
+    tasks.spawn(controller::run(
+        queue.clone(),
+        reconciler.clone(),
+        ControllerConfig {
+            name: "reservation",
+            concurrency: 16,
+        },
+        token.clone(),
+    ));
+    tasks.spawn(reservation_relist(reconciler, queue, token));
 }
 
 /// Whether `obj` is a Machine without a runtime machine yet (no machineID).

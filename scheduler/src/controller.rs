@@ -99,6 +99,10 @@ pub struct Stats {
     pub sync_us: AtomicU64,
     /// Per-bind latency (decision start → bind acknowledged), in microseconds.
     pub latencies_us: Mutex<Vec<u64>>,
+    /// Reservation mode: Reservations created.
+    pub reservations: AtomicU64,
+    /// Reservation mode: best-effort binds to pools without reservations.
+    pub fallbacks: AtomicU64,
 }
 
 /// Errors that stop the controller.

@@ -72,6 +72,14 @@ pub struct Filtered {
     pub insufficient: usize,
     /// Skipped because a bind to the pool is in flight (retried, no event).
     pub busy: usize,
+    /// Not a candidate of [`Cache::schedule_among`] (in reservation mode: the pool serves
+    /// reservations, so it is no best-effort candidate).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub excluded: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The outcome of one scheduling decision.
@@ -345,13 +353,55 @@ impl Cache {
         self.explain(req)
     }
 
+    /// The headroom of `pool` for `req`'s class when the pool is known, Ready, tolerated,
+    /// matched by the selector and offers the class (`None` otherwise). Busy pools and pools
+    /// without free capacity are included: reservation mode uses this for pools that already
+    /// hold the capacity for the request.
+    pub fn eligible(&self, pool: &str, req: &Request) -> Option<i128> {
+        let (_, info) = self.pools.get(pool)?;
+        if !info.ready || !self.passes(info, req) {
+            return None;
+        }
+        self.free_of(info, &req.class)
+    }
+
+    /// Like [`Cache::schedule`], among the pools `allowed` accepts only.
+    pub fn schedule_among(&self, req: &Request, allowed: impl Fn(&str) -> bool) -> Decision {
+        if let Some(set) = self.index.get(&req.class) {
+            for (Reverse(free), name) in set {
+                if *free < req.demand || *free <= 0 {
+                    break;
+                }
+                if !allowed(name) || (!self.busy.is_empty() && self.busy.contains(name.as_ref())) {
+                    continue;
+                }
+                let Some((_, pool)) = self.pools.get(name.as_ref()) else {
+                    continue;
+                };
+                if self.passes(pool, req) {
+                    return Decision::Bind {
+                        pool: name.to_string(),
+                        free: *free,
+                    };
+                }
+            }
+        }
+        self.explain_among(req, &allowed)
+    }
+
     fn explain(&self, req: &Request) -> Decision {
+        self.explain_among(req, &|_: &str| true)
+    }
+
+    fn explain_among(&self, req: &Request, allowed: &dyn Fn(&str) -> bool) -> Decision {
         let mut filtered = Filtered {
             pools: self.pools.len(),
             ..Filtered::default()
         };
         for (_, pool) in self.pools.values() {
-            if !pool.ready {
+            if !allowed(&pool.name) {
+                filtered.excluded += 1;
+            } else if !pool.ready {
                 filtered.not_ready += 1;
             } else if !tolerates_all(&req.tolerations, &pool.taints) {
                 filtered.taints += 1;
@@ -376,6 +426,7 @@ impl Cache {
                 (filtered.class_unsupported, "do not offer the class"),
                 (filtered.insufficient, "had insufficient capacity"),
                 (filtered.busy, "were busy"),
+                (filtered.excluded, "serve reservations"),
             ] {
                 if n > 0 {
                     reasons.push(format!("{n} {what}"));

@@ -56,6 +56,14 @@ struct ControllersArgs {
     /// Store writes (each a batch of binds) in flight per scheduler.
     #[arg(long, default_value_t = 64)]
     scheduler_concurrency: usize,
+    /// Machine scheduler in reservation mode (IEP-11): a Reservation per unbound Machine,
+    /// bound only where a pool accepted it; pools without reservations are the best-effort
+    /// fallback.
+    #[arg(long)]
+    reservations: bool,
+    /// Reservation mode: how long to wait for the pools' answers before falling back.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    reservation_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +100,14 @@ struct UpArgs {
     /// Poollet heartbeat / Status probe interval.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     heartbeat_interval: Duration,
+    /// Machine scheduler in reservation mode (IEP-11): a Reservation per unbound Machine,
+    /// bound only where a pool accepted it; pools without reservations are the best-effort
+    /// fallback.
+    #[arg(long)]
+    reservations: bool,
+    /// Reservation mode: how long to wait for the pools' answers before falling back.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    reservation_timeout: Duration,
 }
 
 fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
@@ -127,6 +143,7 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
         status_timeout: args.heartbeat_interval.mul_f64(0.8),
         // IronCore's 50 s grace against its 10 s heartbeat.
         pool_lifecycle_grace: args.heartbeat_interval * 5,
+        reservations: reservation_config(args.reservations, args.reservation_timeout),
         ..PlaneConfig::default()
     };
     Ok(up::UpConfig {
@@ -137,6 +154,14 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
         volume_pool: args.volume_pool_name.clone(),
         documents,
         plane,
+    })
+}
+
+/// The reservation mode's settings when `--reservations` is on.
+fn reservation_config(on: bool, timeout: Duration) -> Option<scheduler::ReservationConfig> {
+    on.then(|| scheduler::ReservationConfig {
+        timeout,
+        ..scheduler::ReservationConfig::default()
     })
 }
 
@@ -156,11 +181,16 @@ async fn controllers(
         concurrency: args.scheduler_concurrency.max(1),
         ..scheduler::Config::default()
     };
-    let machines = scheduler::MachineScheduler::new(store.clone(), config.clone());
+    let machines = scheduler::run_machine_scheduler(
+        store.clone(),
+        config.clone(),
+        reservation_config(args.reservations, args.reservation_timeout),
+        cancel.clone(),
+    );
     let volumes = scheduler::VolumeScheduler::new(store.clone(), config);
-    tracing::info!(store = %args.store, grace = ?args.pool_grace_period, "controllers started");
+    tracing::info!(store = %args.store, grace = ?args.pool_grace_period, reservations = args.reservations, "controllers started");
     let (machines, volumes, ()) = tokio::join!(
-        machines.run(cancel.clone()),
+        machines,
         volumes.run(cancel.clone()),
         poollet::lifecycle::run(store, args.pool_grace_period, cancel.clone()),
     );

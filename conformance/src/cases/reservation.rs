@@ -386,5 +386,113 @@ pub(crate) fn cases() -> Vec<Case> {
         }
     );
 
+    case!(
+        v,
+        "reservation.create_machine.consumes_one_at_a_time",
+        "a reservation of 2 machines is consumed one machine at a time: two CreateMachine calls naming it succeed, then it is RESERVATION_BOUND and a third is FailedPrecondition",
+        |ctx| {
+            let mut c = client(&ctx).await?;
+            let (class, _) = class(&ctx).await?;
+            settle(&ctx).await;
+            let (id, state) = create(&ctx, &mut c, reservation(&ctx, &class, 2, 0)).await?;
+            if state != ACCEPTED {
+                delete(&ctx, &mut c, &id).await.ok();
+                return Err(Skip(format!(
+                    "a reservation of 2 {class:?} machines is {} (fewer than 2 free)",
+                    state_name(state)
+                ))
+                .into());
+            }
+            let against = || -> anyhow::Result<machine::Machine> {
+                let mut m = ctx.machine_spec(&[])?;
+                if let Some(spec) = m.spec.as_mut() {
+                    spec.class.clone_from(&class);
+                }
+                if let Some(md) = m.metadata.as_mut() {
+                    md.annotations
+                        .insert(RESERVATION_ID_ANNOTATION.to_owned(), id.clone());
+                }
+                Ok(m)
+            };
+            let mut created = Vec::new();
+            let outcome = async {
+                for nth in ["first", "second"] {
+                    let m = ctx.try_create_machine(against()?).await.map_err(|s| {
+                        anyhow::anyhow!(
+                            "the {nth} CreateMachine against a reservation of 2: want OK, got {:?}: {}",
+                            s.code(),
+                            s.message()
+                        )
+                    })?;
+                    created.push(m.metadata.map(|md| md.id).unwrap_or_default());
+                }
+                ctx.wait_until(&format!("reservation {id} to be RESERVATION_BOUND"), || {
+                    let mut c = c.clone();
+                    let (id, ctx) = (id.clone(), ctx.clone());
+                    async move {
+                        Ok(match listed_state(&ctx, &mut c, &id).await? {
+                            Some(BOUND) => Ok(()),
+                            Some(s) => Err(state_name(s)),
+                            None => Err("not listed".to_owned()),
+                        })
+                    }
+                })
+                .await?;
+                match ctx.try_create_machine(against()?).await {
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => Ok(()),
+                    Err(s) => bail!(
+                        "a third CreateMachine against a consumed reservation of 2: want FailedPrecondition, got {:?}: {}",
+                        s.code(),
+                        s.message()
+                    ),
+                    Ok(m) => {
+                        created.push(m.metadata.map(|md| md.id).unwrap_or_default());
+                        bail!("a third CreateMachine against a consumed reservation of 2 succeeded")
+                    }
+                }
+            }
+            .await;
+            for m in created.iter().filter(|m| !m.is_empty()) {
+                ctx.delete_machine(m).await.ok();
+            }
+            delete(&ctx, &mut c, &id).await.ok();
+            outcome?;
+            pass()
+        }
+    );
+
+    case!(
+        v,
+        "reservation.create_machine.unreserved_not_from_hold",
+        "a CreateMachine that names no reservation cannot take capacity held by reservations: with the class's free capacity held, it is ResourceExhausted",
+        |ctx| {
+            let mut c = client(&ctx).await?;
+            let (class, q) = class(&ctx).await?;
+            let (held, n) = fill(&ctx, &mut c, &class, q).await?;
+            let mut m = ctx.machine_spec(&[])?;
+            if let Some(spec) = m.spec.as_mut() {
+                spec.class.clone_from(&class);
+            }
+            let res = ctx.try_create_machine(m).await;
+            if let Ok(m) = &res
+                && let Some(md) = m.metadata.as_ref()
+            {
+                ctx.delete_machine(&md.id).await.ok();
+            }
+            delete(&ctx, &mut c, &held).await?;
+            match res {
+                Err(s) if s.code() == tonic::Code::ResourceExhausted => pass(),
+                Err(s) => bail!(
+                    "with {n} {class:?} machines held (all that fitted), an unreserved CreateMachine: want ResourceExhausted, got {:?}: {}",
+                    s.code(),
+                    s.message()
+                ),
+                Ok(_) => bail!(
+                    "with {n} {class:?} machines held (all that fitted), an unreserved CreateMachine succeeded: it took held capacity"
+                ),
+            }
+        }
+    );
+
     out
 }

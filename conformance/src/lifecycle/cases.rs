@@ -116,24 +116,27 @@ pub fn cases() -> Vec<Case> {
             |ctx| Box::pin(volume_delete_finalized(ctx)),
         ),
     ]
+    .into_iter()
+    .chain(super::reservation::cases())
+    .collect()
 }
 
 // ------------------------------------------------------------------------------- helpers
 
-fn machine_side(env: &Env) -> anyhow::Result<&MachineSide> {
+pub(super) fn machine_side(env: &Env) -> anyhow::Result<&MachineSide> {
     env.machine()
         .map_err(|reason| anyhow::anyhow!("the lifecycle machine side did not start: {reason}"))
 }
 
 /// Fails with the control plane's failures, if a component stopped.
-fn plane_ok(env: &Env) -> anyhow::Result<()> {
+pub(super) fn plane_ok(env: &Env) -> anyhow::Result<()> {
     let failures = env.plane().failures();
     ensure!(failures.is_empty(), "{}", failures.join("; "));
     Ok(())
 }
 
 /// The Machine name of this case (`suffix` distinguishes several in one case).
-fn machine_name(ctx: &Ctx, suffix: &str) -> String {
+pub(super) fn machine_name(ctx: &Ctx, suffix: &str) -> String {
     let base = dns_part(ctx.case_id().trim_start_matches("lifecycle."));
     if suffix.is_empty() {
         base
@@ -143,7 +146,12 @@ fn machine_name(ctx: &Ctx, suffix: &str) -> String {
 }
 
 /// Applies a Machine of the run's class that selects the run's pool.
-async fn apply_machine(ctx: &Ctx, env: &Env, name: &str, power: Power) -> anyhow::Result<Machine> {
+pub(super) async fn apply_machine(
+    ctx: &Ctx,
+    env: &Env,
+    name: &str,
+    power: Power,
+) -> anyhow::Result<Machine> {
     let side = machine_side(env)?;
     let mut m = Machine {
         metadata: case_meta(ctx, env, name),
@@ -160,7 +168,7 @@ async fn apply_machine(ctx: &Ctx, env: &Env, name: &str, power: Power) -> anyhow
         .with_context(|| format!("applying Machine {}/{name}", env.namespace()))
 }
 
-fn describe(m: &Machine) -> String {
+pub(super) fn describe(m: &Machine) -> String {
     format!(
         "state {:?}, observedGeneration {} of generation {}, machinePoolRef {:?}, machineID {:?}, deleting {}",
         m.status.state,
@@ -173,7 +181,7 @@ fn describe(m: &Machine) -> String {
 }
 
 /// Polls the store until the object satisfies `check` (`Ok(())`, else the reason why not).
-async fn wait_object<R: Resource>(
+pub(super) async fn wait_object<R: Resource>(
     ctx: &Ctx,
     env: &Env,
     namespace: &str,
@@ -195,7 +203,7 @@ async fn wait_object<R: Resource>(
     .await
 }
 
-async fn wait_machine(
+pub(super) async fn wait_machine(
     ctx: &Ctx,
     env: &Env,
     name: &str,
@@ -215,7 +223,7 @@ async fn wait_machine(
     .await
 }
 
-fn running_at_generation(m: &Machine) -> bool {
+pub(super) fn running_at_generation(m: &Machine) -> bool {
     m.status.state == "Running" && m.status.observed_generation == m.metadata.generation
 }
 
@@ -225,7 +233,10 @@ fn off_at_generation(m: &Machine) -> bool {
 }
 
 /// The runtime machines labelled with `uid` (ListMachines by the machine-uid label).
-async fn runtime_machines(ctx: &Ctx, uid: &str) -> anyhow::Result<Vec<machine::Machine>> {
+pub(super) async fn runtime_machines(
+    ctx: &Ctx,
+    uid: &str,
+) -> anyhow::Result<Vec<machine::Machine>> {
     let selector: HashMap<String, String> =
         [(keys::MACHINE_UID_LABEL.to_owned(), uid.to_owned())].into();
     let listed = ctx.list_machines_by_labels(selector).await?;
@@ -243,7 +254,7 @@ async fn runtime_machines(ctx: &Ctx, uid: &str) -> anyhow::Result<Vec<machine::M
 }
 
 /// Polls until the runtime lists exactly one machine for `m` satisfying `pred`.
-async fn wait_runtime_machine(
+pub(super) async fn wait_runtime_machine(
     ctx: &Ctx,
     m: &Machine,
     what: &str,
@@ -389,7 +400,7 @@ async fn update_spec<R: Resource>(
 }
 
 /// Metadata of an object of this case: in the run's namespace, with the run-id label.
-fn case_meta(ctx: &Ctx, env: &Env, name: &str) -> ObjectMeta {
+pub(super) fn case_meta(ctx: &Ctx, env: &Env, name: &str) -> ObjectMeta {
     let mut meta = ObjectMeta::namespaced(env.namespace(), name);
     meta.labels
         .insert(crate::ctx::RUN_ID_LABEL.to_owned(), ctx.run_id().to_owned());

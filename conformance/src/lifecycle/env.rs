@@ -384,6 +384,8 @@ impl Env {
         let mut report = CleanupReport::default();
         let store = self.store().clone();
         let in_ns = ListOptions::all().in_namespace(&self.namespace);
+        // Reservations first: the poollet releases their runtime holds while it runs.
+        report.deleted += self.delete_all(Kind::Reservation, &mut report.errors).await;
         for kind in [Kind::Machine, Kind::Volume] {
             report.deleted += self.delete_all(kind, &mut report.errors).await;
             // Poll the store until the poollet has released every finalizer (or the budget ends).
@@ -446,6 +448,31 @@ impl Env {
                     )
                     .await;
                     report.errors.push(outlived("machine", &md.id, res.err()));
+                }
+            }
+        }
+        if let Some(mut client) = clients.reservation.clone() {
+            let filter = iri_spec::irikit::reservation::v1alpha1::ReservationFilter {
+                id: String::new(),
+                label_selector: label(irikit_api::reservation::IRI_RESERVATION_NAMESPACE_LABEL),
+            };
+            let listed = tokio::time::timeout(rpc_timeout, client.list(Some(filter)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            for md in listed.into_iter().filter_map(|r| r.metadata) {
+                if md
+                    .labels
+                    .get(irikit_api::reservation::IRI_RESERVATION_NAMESPACE_LABEL)
+                    == Some(&self.namespace)
+                {
+                    let res = match tokio::time::timeout(rpc_timeout, client.delete(&md.id)).await {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(st)) => Some(anyhow::anyhow!("{:?}: {}", st.code(), st.message())),
+                        Err(_) => Some(anyhow::anyhow!("no answer within {rpc_timeout:?}")),
+                    };
+                    report.errors.push(outlived("reservation", &md.id, res));
                 }
             }
         }

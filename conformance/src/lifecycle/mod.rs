@@ -7,7 +7,9 @@
 //! - [`env::Env`]: the per-run environment (store, [`plane::ControlPlane`], MachineClasses
 //!   for the runtime's classes, the poollet behind a [`gate::Gate`]).
 //! - [`gate`]: the cuttable connection between the poollet and the runtime.
-//! - [`cases`]: the cases (ids `lifecycle.*`).
+//! - [`cases`]: the cases (ids `lifecycle.*`); the reservation path's cases
+//!   (`lifecycle.reservation.*`) switch the plane's machine scheduler to reservation mode for
+//!   their run.
 //!
 //! The runner ([`crate::runner::run`]) starts the environment when a lifecycle case is
 //! selected, after the RPC level, and tears it down afterwards. The poollet reaches the
@@ -21,6 +23,7 @@ pub mod cases;
 pub mod env;
 pub mod gate;
 pub mod plane;
+mod reservation;
 
 pub use cases::cases;
 pub use env::{Env, LifecycleConfig};

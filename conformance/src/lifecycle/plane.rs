@@ -32,6 +32,8 @@ pub struct PlaneConfig {
     /// Grace period of the pool lifecycle controller: a MachinePool whose Lease and Ready
     /// condition stay unchanged this long is marked `Ready=Unknown` (IronCore: 50 s).
     pub pool_lifecycle_grace: Duration,
+    /// The machine scheduler's reservation mode (IEP-11; `None`: best-effort, the default).
+    pub reservations: Option<scheduler::ReservationConfig>,
 }
 
 impl Default for PlaneConfig {
@@ -44,6 +46,7 @@ impl Default for PlaneConfig {
             prerequisite_requeue: Duration::from_millis(500),
             rpc_timeout: Duration::from_secs(10),
             pool_lifecycle_grace: Duration::from_secs(5),
+            reservations: None,
         }
     }
 }
@@ -56,6 +59,9 @@ pub struct ControlPlane {
     token: CancellationToken,
     tracker: TaskTracker,
     failures: Arc<Mutex<Vec<String>>>,
+    /// The running machine scheduler: its token, its task and whether it runs in reservation
+    /// mode (see [`ControlPlane::set_machine_scheduler`]).
+    machine_scheduler: tokio::sync::Mutex<(CancellationToken, Option<tokio::task::JoinHandle<()>>)>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -77,20 +83,14 @@ impl ControlPlane {
             token: CancellationToken::new(),
             tracker: TaskTracker::new(),
             failures: Arc::default(),
+            machine_scheduler: tokio::sync::Mutex::new((CancellationToken::new(), None)),
         };
         let scheduler_config = scheduler::Config::default();
-        let machines =
-            scheduler::MachineScheduler::new(plane.store.clone(), scheduler_config.clone());
+        let (token, handle) = plane.start_machine_scheduler(plane.config.reservations.clone());
+        if let Ok(mut slot) = plane.machine_scheduler.try_lock() {
+            *slot = (token, Some(handle));
+        }
         let volumes = scheduler::VolumeScheduler::new(plane.store.clone(), scheduler_config);
-        plane.spawn("machine-scheduler", {
-            let token = plane.token.clone();
-            async move {
-                machines
-                    .run(token)
-                    .await
-                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
-            }
-        });
         plane.spawn("volume-scheduler", {
             let token = plane.token.clone();
             async move {
@@ -112,11 +112,43 @@ impl ControlPlane {
         plane
     }
 
+    fn start_machine_scheduler(
+        &self,
+        reservations: Option<scheduler::ReservationConfig>,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let token = self.token.child_token();
+        let store = self.store.clone();
+        let run = token.clone();
+        let handle = self.spawn("machine-scheduler", async move {
+            scheduler::run_machine_scheduler(store, scheduler::Config::default(), reservations, run)
+                .await
+                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+        });
+        (token, handle)
+    }
+
+    /// Replaces the running machine scheduler: reservation mode with `reservations`, else
+    /// best-effort. The old one is stopped (its in-flight binds finish) before the new one
+    /// starts, so the two never bind the same Machine. The lifecycle's reservation cases
+    /// switch to reservation mode for their run and back afterwards.
+    pub async fn set_machine_scheduler(&self, reservations: Option<scheduler::ReservationConfig>) {
+        let mut slot = self.machine_scheduler.lock().await;
+        slot.0.cancel();
+        if let Some(handle) = slot.1.take() {
+            let _ = handle.await;
+        }
+        if self.token.is_cancelled() {
+            return;
+        }
+        let (token, handle) = self.start_machine_scheduler(reservations);
+        *slot = (token, Some(handle));
+    }
+
     fn spawn(
         &self,
         component: &'static str,
         fut: impl Future<Output = Result<(), String>> + Send + 'static,
-    ) {
+    ) -> tokio::task::JoinHandle<()> {
         let failures = self.failures.clone();
         self.tracker.spawn(async move {
             if let Err(err) = fut.await {
@@ -126,7 +158,7 @@ impl ControlPlane {
                     .unwrap_or_else(PoisonError::into_inner)
                     .push(format!("{component} stopped: {err}"));
             }
-        });
+        })
     }
 
     /// The store.
@@ -140,8 +172,14 @@ impl ControlPlane {
     }
 
     /// Starts a machinepoollet announcing `pool` (topology zone label = the pool name, so
-    /// Machines can select it) against the runtime behind `channel`.
-    pub fn add_machine_poollet(&self, pool: &str, provider_id: &str, channel: Channel) {
+    /// Machines can select it) against the runtime behind `channel`; cancelling the returned
+    /// token stops it (the plane's shutdown stops it too).
+    pub fn add_machine_poollet(
+        &self,
+        pool: &str,
+        provider_id: &str,
+        channel: Channel,
+    ) -> CancellationToken {
         let mut config = poollet::Config::new(pool, provider_id);
         config.pool.topology_zone = pool.to_owned();
         config.pool.heartbeat_interval = self.config.heartbeat_interval;
@@ -152,13 +190,15 @@ impl ControlPlane {
         config.machine.prerequisite_requeue = self.config.prerequisite_requeue;
         config.machine.rpc_timeout = self.config.rpc_timeout;
         let poollet = poollet::MachinePoollet::new(self.store.clone(), channel, config);
-        let token = self.token.clone();
+        let token = self.token.child_token();
+        let run = token.clone();
         self.spawn("machinepoollet", async move {
             poollet
-                .run(token)
+                .run(run)
                 .await
                 .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
         });
+        token
     }
 
     /// Starts a volumepoollet announcing `pool` (topology zone label = the pool name) against

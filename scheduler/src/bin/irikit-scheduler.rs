@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use irikit_api::{Store, store};
-use scheduler::{Config, MachineScheduler, VolumeScheduler};
+use scheduler::{Config, ReservationConfig, VolumeScheduler};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, info};
 
@@ -23,6 +23,14 @@ struct Args {
     /// Most binds per store write (one etcd Txn), at most 64.
     #[arg(long, env = "IRIKIT_SCHEDULER_BATCH", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64))]
     batch: u16,
+    /// Machine scheduler in reservation mode (IEP-11): a Reservation per unbound Machine,
+    /// bind only where a pool accepted it; pools without reservations are the best-effort
+    /// fallback.
+    #[arg(long, env = "IRIKIT_SCHEDULER_RESERVATIONS")]
+    reservations: bool,
+    /// Reservation mode: how long to wait for the pools' answers before falling back.
+    #[arg(long, env = "IRIKIT_SCHEDULER_RESERVATION_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    reservation_timeout: Duration,
     /// YAML files applied to the store at start (for `--store memory`).
     #[arg(long, env = "IRIKIT_SCHEDULER_PRELOAD")]
     preload: Vec<PathBuf>,
@@ -69,13 +77,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         batch: usize::from(args.batch),
         ..Config::default()
     };
-    let machines = MachineScheduler::new(store.clone(), config.clone());
+    let reservations = args.reservations.then(|| ReservationConfig {
+        timeout: args.reservation_timeout,
+        ..ReservationConfig::default()
+    });
+    let machines = scheduler::run_machine_scheduler(
+        store.clone(),
+        config.clone(),
+        reservations,
+        cancel.clone(),
+    );
     let volumes = VolumeScheduler::new(store.clone(), config);
     for (name, fut) in [
         (
             "machine-scheduler",
-            Box::pin(machines.run(cancel.clone()))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
+            Box::pin(machines) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>,
         ),
         ("volume-scheduler", Box::pin(volumes.run(cancel.clone()))),
     ] {
@@ -86,7 +102,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     tracker.close();
-    info!(store = %args.store, "schedulers running");
+    info!(store = %args.store, reservations = args.reservations, "schedulers running");
     shutdown_signal().await;
     info!("shutting down (send the signal again to exit at once)");
     cancel.cancel();

@@ -84,6 +84,21 @@ impl<'a> Connector<'a> {
         ))
     }
 
+    /// A client of irikit's reservation extension, on the machine runtime's endpoint.
+    pub(crate) async fn reservation(
+        &self,
+    ) -> Result<
+        iri_spec::irikit::reservation::v1alpha1::reservation_runtime_client::ReservationRuntimeClient<
+            Channel,
+        >,
+    >{
+        Ok(
+            iri_spec::irikit::reservation::v1alpha1::reservation_runtime_client::ReservationRuntimeClient::new(
+                self.channel(RuntimeKind::Machine).await?,
+            ),
+        )
+    }
+
     /// A request carrying the deadline, so the runtime can give up too.
     pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

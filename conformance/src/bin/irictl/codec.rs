@@ -48,6 +48,7 @@ proto_names! {
     bucket::BucketClass => "bucket.v1alpha1.BucketClass",
     bucket::VersionResponse => "bucket.v1alpha1.VersionResponse",
     event::Event => "event.v1alpha1.Event",
+    iri_spec::irikit::reservation::v1alpha1::Reservation => "irikit.reservation.v1alpha1.Reservation",
 }
 
 /// Converts IRI messages to and from `serde_json::Value`.
@@ -56,10 +57,12 @@ pub(crate) struct Codec {
 }
 
 impl Codec {
-    /// Load the descriptors of every IRI package.
+    /// Load the descriptors of every IRI package, and of irikit's reservation extension.
     pub(crate) fn new() -> Result<Self> {
-        let pool = DescriptorPool::decode(iri_spec::FILE_DESCRIPTOR_SET)
+        let mut pool = DescriptorPool::decode(iri_spec::FILE_DESCRIPTOR_SET)
             .context("decode the built-in IRI descriptor set")?;
+        pool.decode_file_descriptor_set(iri_spec::IRIKIT_FILE_DESCRIPTOR_SET)
+            .context("decode irikit's reservation extension descriptor set")?;
         Ok(Codec { pool })
     }
 

@@ -8,7 +8,9 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use iri_spec::volume::v1alpha1 as volume;
-use iri_spec::{bucket::v1alpha1 as bucket, machine::v1alpha1 as machine};
+use iri_spec::{
+    bucket::v1alpha1 as bucket, irikit::reservation::v1alpha1 as rsv, machine::v1alpha1 as machine,
+};
 use serde_json::Value;
 
 use crate::{
@@ -188,6 +190,9 @@ fn resolve_kind(codec: &Codec, explicit: Option<Kind>, mut doc: Value) -> Result
             Kind::VolumeSnapshot => codec
                 .decode_value::<volume::VolumeSnapshot>(doc.clone())
                 .map(drop),
+            Kind::Reservation => codec
+                .decode_value::<rsv::Reservation>(doc.clone())
+                .map(drop),
             _ => codec.decode_value::<bucket::Bucket>(doc.clone()).map(drop),
         };
         match res {
@@ -199,12 +204,12 @@ fn resolve_kind(codec: &Codec, explicit: Option<Kind>, mut doc: Value) -> Result
         [kind] => Ok((*kind, doc)),
         [] if errors.iter().all(|(_, err)| *err == errors[0].1) => {
             bail!(
-                "not a machine, volume, volumesnapshot or bucket: {}",
+                "not a machine, volume, volumesnapshot, bucket or reservation: {}",
                 errors[0].1
             )
         }
         [] => bail!(
-            "not a machine, volume, volumesnapshot or bucket ({})",
+            "not a machine, volume, volumesnapshot, bucket or reservation ({})",
             errors
                 .iter()
                 .map(|(kind, err)| format!("as a {kind}: {err}"))
@@ -323,6 +328,27 @@ impl Ctx<'_> {
                 )
             }
             Kind::BucketClass => self.bucket_classes(output).await,
+            Kind::Reservation => {
+                let mut client = conn.reservation().await?;
+                let filter = rsv::ReservationFilter {
+                    id: id_filter,
+                    label_selector: selector,
+                };
+                let res = conn
+                    .call(
+                        client.list_reservations(conn.request(rsv::ListReservationsRequest {
+                            filter: Some(filter),
+                        })),
+                    )
+                    .await
+                    .context("list reservations")?;
+                check_found(kind, id.as_deref(), res.reservations.len())?;
+                render(
+                    output,
+                    || table::reservations(&res.reservations),
+                    codec.encode_values(&res.reservations),
+                )
+            }
             Kind::Status => {
                 self.no_id_or_labels(kind, id.as_deref(), &selector)?;
                 match conn.default_service() {
@@ -577,6 +603,26 @@ impl Ctx<'_> {
                 let value = codec.encode_value(&created);
                 (id, value, table::buckets(std::slice::from_ref(&created)))
             }
+            Kind::Reservation => {
+                let object: rsv::Reservation = codec.decode_value(doc)?;
+                let mut client = conn.reservation().await?;
+                let created = conn
+                    .call(
+                        client.create_reservation(conn.request(rsv::CreateReservationRequest {
+                            reservation: Some(object),
+                        })),
+                    )
+                    .await?
+                    .reservation
+                    .unwrap_or_default();
+                let id = object_id(created.metadata.as_ref());
+                let value = codec.encode_value(&created);
+                (
+                    id,
+                    value,
+                    table::reservations(std::slice::from_ref(&created)),
+                )
+            }
             other => bail!("cannot create a {other}"),
         };
         match output {
@@ -627,6 +673,16 @@ impl Ctx<'_> {
                             bucket_id: id.clone(),
                         })),
                     )
+                    .await
+                    .map(drop)
+                }
+                Kind::Reservation => {
+                    let mut client = conn.reservation().await?;
+                    conn.call(client.delete_reservation(conn.request(
+                        rsv::DeleteReservationRequest {
+                            reservation_id: id.clone(),
+                        },
+                    )))
                     .await
                     .map(drop)
                 }

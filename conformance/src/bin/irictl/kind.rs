@@ -24,6 +24,8 @@ pub(crate) enum Kind {
     Events,
     /// `Version`.
     Version,
+    /// irikit's `irikit.reservation.v1alpha1.Reservation` (on the machine endpoint).
+    Reservation,
 }
 
 impl Kind {
@@ -46,6 +48,10 @@ impl Kind {
         (Kind::Status, &["status"]),
         (Kind::Events, &["events", "event"]),
         (Kind::Version, &["version"]),
+        (
+            Kind::Reservation,
+            &["reservation", "reservations", "rsv", "rsvs"],
+        ),
     ];
 
     /// Parse a kind or alias (case-insensitive, so `Machine` and `VolumeSnapshot` work too)
@@ -82,6 +88,7 @@ impl fmt::Display for Kind {
             Kind::Status => "status",
             Kind::Events => "events",
             Kind::Version => "version",
+            Kind::Reservation => "reservation",
         })
     }
 }
@@ -96,6 +103,7 @@ pub(crate) const GET_KINDS: &[Kind] = &[
     Kind::Status,
     Kind::Events,
     Kind::Version,
+    Kind::Reservation,
 ];
 
 /// Kinds `create` and `delete` support.
@@ -104,6 +112,7 @@ pub(crate) const OBJECT_KINDS: &[Kind] = &[
     Kind::Volume,
     Kind::VolumeSnapshot,
     Kind::Bucket,
+    Kind::Reservation,
 ];
 
 /// Kinds `attach` and `detach` support.
@@ -124,6 +133,8 @@ mod tests {
             ("VolumeSnapshot", Kind::VolumeSnapshot),
             ("nic", Kind::NetworkInterface),
             ("event", Kind::Events),
+            ("rsv", Kind::Reservation),
+            ("Reservation", Kind::Reservation),
         ] {
             let all = [GET_KINDS, ATTACH_KINDS].concat();
             assert_eq!(Kind::parse_for(text, "x", &all).unwrap(), want, "{text}");
@@ -131,7 +142,7 @@ mod tests {
         let err = Kind::parse_for("nic", "delete", OBJECT_KINDS).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "delete: unknown kind \"nic\": want one of machine, volume, volumesnapshot, bucket"
+            "delete: unknown kind \"nic\": want one of machine, volume, volumesnapshot, bucket, reservation"
         );
     }
 }

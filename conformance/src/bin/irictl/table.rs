@@ -217,6 +217,45 @@ pub(crate) fn machines(items: &[machine::Machine]) -> Table {
     table
 }
 
+/// Reservations: ID, Classes (`name=count`), CPU (millicores), Memory, Local storage per
+/// machine, State, Age.
+pub(crate) fn reservations(
+    items: &[iri_spec::irikit::reservation::v1alpha1::Reservation],
+) -> Table {
+    use iri_spec::irikit::reservation::v1alpha1::ReservationState;
+    let mut table = Table::new(&[
+        "ID",
+        "Classes",
+        "CPU",
+        "Memory",
+        "LocalStorage",
+        "State",
+        "Age",
+    ]);
+    for r in items {
+        let spec = r.spec.clone().unwrap_or_default();
+        let mut classes: Vec<String> = spec
+            .machine_classes
+            .iter()
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect();
+        classes.sort();
+        table.row(vec![
+            id(r.metadata.as_ref()),
+            classes.join(","),
+            spec.cpu_millis.to_string(),
+            spec.memory_bytes.to_string(),
+            spec.local_storage_bytes_per_machine.to_string(),
+            enum_name(
+                r.status.as_ref().map_or(0, |s| s.state),
+                |s: ReservationState| s.as_str_name(),
+            ),
+            created(r.metadata.as_ref()),
+        ]);
+    }
+    table
+}
+
 /// Machine class status: Name, CPU, Memory, Quantity.
 pub(crate) fn machine_classes(items: &[machine::MachineClassStatus]) -> Table {
     let mut table = Table::new(&["Name", "CPU", "Memory", "Quantity"]);

@@ -1,0 +1,494 @@
+//! The reservation path end to end (IronCore IEP-11, irikit issue 15): the plane's machine
+//! scheduler runs in reservation mode for these cases (they run alone and switch it back
+//! afterwards), the machinepoollet passes the Reservation to the runtime under test, and the
+//! cases check what comes back. They skip when the runtime answers `Unimplemented` for
+//! irikit's `ReservationRuntime` (no reservations).
+
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use anyhow::{Context as _, ensure};
+use futures::StreamExt as _;
+use iri_spec::irikit::reservation::v1alpha1 as rsv;
+use irikit_api::{
+    Kind, ListOptions, Object, Resource, StoreExt,
+    compute::{EmptyDisk, Machine, MachinePool, Power, Volume},
+    core::Event,
+    meta::LocalObjectReference,
+    reservation::{
+        RESERVATION_ID_ANNOTATION, RESERVATION_NAME_ANNOTATION, RESERVATION_SUPPORTED_ANNOTATION,
+        Reservation, ReservationState,
+    },
+    store,
+};
+
+use crate::{
+    case::{Case, Outcome, Profile, Service, Skip, pass},
+    ctx::Ctx,
+    lifecycle::{
+        cases::{
+            apply_machine, case_meta, describe, machine_name, machine_side, plane_ok,
+            running_at_generation, wait_machine, wait_object, wait_runtime_machine,
+        },
+        env::Env,
+    },
+};
+
+type Body = fn(Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>>;
+
+/// More than any host's local storage (4 EiB): every pool that serves reservations rejects it.
+const HUGE_LOCAL_DISK: &str = "4Ei";
+
+/// Label joining the pools the fallback case's Machine selects.
+const CASE_POOL_LABEL: &str = "lifecycle.irikit.dev/reservation-case";
+
+/// The lifecycle reservation cases.
+pub(super) fn cases() -> Vec<Case> {
+    let m = |id: &str, rule: &str, f: Body| {
+        Case::new(id, Service::Machine, Profile::Core, rule, f)
+            .lifecycle()
+            .exclusive()
+    };
+    vec![
+        m(
+            "lifecycle.reservation.bound_where_reserved",
+            "reservation mode: an unbound Machine gets a Reservation, the pool turns it Accepted, the Machine is bound there, created on the runtime against the runtime reservation (reservation.irikit.dev/id), the pool reports Bound, the Reservation is deleted and the runtime's hold released",
+            |ctx| Box::pin(in_reservation_mode(ctx, bound_where_reserved)),
+        ),
+        m(
+            "lifecycle.reservation.all_rejected_unbound",
+            "reservation mode: when every pool rejects the Machine's Reservation (4 EiB of local disk) the Machine stays unbound with an OutOfCapacity event, and deleting it deletes its Reservation",
+            |ctx| Box::pin(in_reservation_mode(ctx, all_rejected_unbound)),
+        ),
+        m(
+            "lifecycle.reservation.fallback_best_effort",
+            "reservation mode: a pool whose runtime has no reservations is announced reservation.irikit.dev/supported=false and, when the pools with reservations reject, takes the Machine best-effort (no reservation annotation) and runs it",
+            |ctx| Box::pin(in_reservation_mode(ctx, fallback_best_effort)),
+        ),
+    ]
+}
+
+fn reservation_config(ctx: &Ctx) -> scheduler::ReservationConfig {
+    // The fallback waits this long at most; well inside the case's state timeout.
+    let timeout =
+        (ctx.params().state_timeout / 4).clamp(Duration::from_millis(500), Duration::from_secs(3));
+    scheduler::ReservationConfig {
+        timeout,
+        retry: Duration::from_millis(500),
+        max_retry: Duration::from_secs(2),
+        ..scheduler::ReservationConfig::default()
+    }
+}
+
+/// Skips unless the runtime serves reservations; switches the plane's machine scheduler to
+/// reservation mode for `body` and back to the plane's own mode afterwards.
+async fn in_reservation_mode(
+    ctx: Ctx,
+    body: fn(Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>>,
+) -> anyhow::Result<Outcome> {
+    let env = ctx.lifecycle()?;
+    machine_side(env)?;
+    let Some(mut c) = ctx.clients.reservation.clone() else {
+        return Err(Skip("no machine runtime endpoint".to_owned()).into());
+    };
+    let supported = ctx
+        .rpc(async { c.supported().await.map(tonic::Response::new) })
+        .await
+        .context("ListReservations")?;
+    if !supported {
+        return Err(Skip(
+            "the runtime answers Unimplemented for irikit.reservation.v1alpha1.ReservationRuntime (no reservations)"
+                .to_owned(),
+        )
+        .into());
+    }
+    let plane = env.plane();
+    plane
+        .set_machine_scheduler(Some(reservation_config(&ctx)))
+        .await;
+    let res = body(ctx.clone()).await;
+    let env = ctx.lifecycle()?;
+    env.plane()
+        .set_machine_scheduler(env.plane().config().reservations.clone())
+        .await;
+    res
+}
+
+/// Waits until the MachinePool `pool` carries `supported=<want>`.
+async fn wait_supported(ctx: &Ctx, env: &Env, pool: &str, want: bool) -> anyhow::Result<()> {
+    let want = want.to_string();
+    wait_object(
+        ctx,
+        env,
+        "",
+        pool,
+        &format!("MachinePool {pool} annotated {RESERVATION_SUPPORTED_ANNOTATION}={want}"),
+        |p: &MachinePool| match p.metadata.annotations.get(RESERVATION_SUPPORTED_ANNOTATION) {
+            Some(v) if *v == want => Ok(()),
+            other => Err(format!("annotation {other:?}")),
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Records the states `pool` reported for Reservation `namespace/name`, from a store watch.
+fn record_states(
+    env: &Env,
+    namespace: &str,
+    name: &str,
+    pool: &str,
+) -> (
+    Arc<Mutex<Vec<ReservationState>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen: Arc<Mutex<Vec<ReservationState>>> = Arc::default();
+    let store = env.store().clone();
+    let (namespace, name, pool) = (namespace.to_owned(), name.to_owned(), pool.to_owned());
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let Ok(rev) = store.revision().await else {
+            return;
+        };
+        let Ok(mut stream) = store.watch(Some(Kind::Reservation), rev).await else {
+            return;
+        };
+        while let Some(Ok(ev)) = stream.next().await {
+            if let Some(r) = Reservation::from_object(ev.object)
+                && r.metadata.namespace == namespace
+                && r.metadata.name == name
+                && let Some(state) = r.pool_state(&pool)
+            {
+                let mut seen = out.lock().unwrap_or_else(PoisonError::into_inner);
+                if seen.last() != Some(&state) {
+                    seen.push(state);
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+async fn reservation_gone(ctx: &Ctx, env: &Env, name: &str, why: &str) -> anyhow::Result<()> {
+    let namespace = env.namespace().to_owned();
+    ctx.wait_until(
+        &format!("Reservation {namespace}/{name} deleted {why}"),
+        || async {
+            plane_ok(env)?;
+            match env.store().get_typed::<Reservation>(&namespace, name).await {
+                Err(store::Error::NotFound { .. }) => Ok(Ok(())),
+                Ok(r) => Ok(Err(format!("still there, status {:?}", r.status.pools))),
+                Err(err) => Err(anyhow::Error::new(err)),
+            }
+        },
+    )
+    .await
+}
+
+fn bound_where_reserved(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
+    Box::pin(async move {
+        let env = ctx.lifecycle()?;
+        let side = machine_side(env)?;
+        wait_supported(&ctx, env, &side.pool, true).await?;
+        let name = machine_name(&ctx, "");
+        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool);
+        let applied = apply_machine(&ctx, env, &name, Power::On).await?;
+        let res = async {
+            let m = wait_machine(&ctx, env, &name, "bound with its Reservation", |m| {
+                m.spec.machine_pool_ref.is_some()
+            })
+            .await?;
+            let pool = m.spec.machine_pool_ref.as_ref().map(|r| r.name.clone());
+            ensure!(
+                pool.as_deref() == Some(side.pool.as_str()),
+                "Machine {name} bound to {pool:?}, want {:?}",
+                side.pool
+            );
+            ensure!(
+                m.metadata.annotations.get(RESERVATION_NAME_ANNOTATION) == Some(&name),
+                "a reservation bind carries {RESERVATION_NAME_ANNOTATION}={name}: {:?}",
+                m.metadata.annotations
+            );
+            let iri =
+                wait_runtime_machine(&ctx, &applied, "created against a reservation", |iri| {
+                    iri.metadata
+                        .as_ref()
+                        .and_then(|md| md.annotations.get(RESERVATION_ID_ANNOTATION))
+                        .is_some_and(|id| !id.is_empty())
+                })
+                .await?;
+            let id = iri
+                .metadata
+                .as_ref()
+                .and_then(|md| md.annotations.get(RESERVATION_ID_ANNOTATION).cloned())
+                .unwrap_or_default();
+            reservation_gone(&ctx, env, &name, "once the pool reported it Bound").await?;
+            let states = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            ensure!(
+                states.contains(&ReservationState::Accepted)
+                    && states.last() == Some(&ReservationState::Bound),
+                "pool {} reported {states:?}, want Accepted … Bound",
+                side.pool
+            );
+            let Some(c) = ctx.clients.reservation.clone() else {
+                anyhow::bail!("no reservation client");
+            };
+            ctx.wait_until(&format!("the runtime reservation {id} released"), || {
+                let mut c = c.clone();
+                let id = id.clone();
+                async move {
+                    let listed = c
+                        .list(Some(rsv::ReservationFilter {
+                            id: id.clone(),
+                            ..Default::default()
+                        }))
+                        .await
+                        .map_err(|s| anyhow::anyhow!("ListReservations: {s}"))?;
+                    Ok(
+                        if listed
+                            .iter()
+                            .any(|r| r.metadata.as_ref().is_some_and(|m| m.id == id))
+                        {
+                            Err("still listed".to_owned())
+                        } else {
+                            Ok(())
+                        },
+                    )
+                }
+            })
+            .await?;
+            wait_machine(&ctx, env, &name, "Running", running_at_generation).await?;
+            pass()
+        }
+        .await;
+        recorder.abort();
+        res
+    })
+}
+
+fn huge_machine(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Machine> {
+    let side = machine_side(env)?;
+    let mut m = Machine {
+        metadata: case_meta(ctx, env, name),
+        ..Machine::default()
+    };
+    m.spec.machine_class_ref = LocalObjectReference::new(&side.class);
+    m.spec.volumes.push(Volume {
+        name: "scratch".into(),
+        empty_disk: Some(EmptyDisk {
+            size_limit: Some(HUGE_LOCAL_DISK.parse().context("quantity")?),
+        }),
+        ..Volume::default()
+    });
+    Ok(m)
+}
+
+async fn out_of_capacity(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Event> {
+    let namespace = env.namespace().to_owned();
+    ctx.wait_until(
+        &format!("an OutOfCapacity event naming the rejected Reservation for Machine {name}"),
+        || async {
+            plane_ok(env)?;
+            let m: Machine = env.store().get_typed(&namespace, name).await?;
+            if let Some(pool) = &m.spec.machine_pool_ref {
+                anyhow::bail!(
+                    "Machine {name} was bound to {:?} though every pool should reject its Reservation",
+                    pool.name
+                );
+            }
+            let events = env
+                .store()
+                .list(
+                    Kind::Event,
+                    &ListOptions::all()
+                        .in_namespace(&namespace)
+                        .field("involvedObject.name", name)
+                        .field("reason", "OutOfCapacity"),
+                )
+                .await?;
+            let found = events.items.into_iter().find_map(|e| match e {
+                Object::Event(e)
+                    if e.involved_object.uid == m.metadata.uid
+                        && e.message.contains("no pool accepted Reservation") =>
+                {
+                    Some(e)
+                }
+                _ => None,
+            });
+            Ok(found.ok_or_else(|| "no such event yet".to_owned()))
+        },
+    )
+    .await
+}
+
+fn all_rejected_unbound(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
+    Box::pin(async move {
+        let env = ctx.lifecycle()?;
+        let side = machine_side(env)?;
+        wait_supported(&ctx, env, &side.pool, true).await?;
+        let name = machine_name(&ctx, "");
+        let mut m = huge_machine(&ctx, env, &name)?;
+        m.spec.machine_pool_selector.insert(
+            iri_spec::keys::TOPOLOGY_ZONE_LABEL.to_owned(),
+            side.pool.clone(),
+        );
+        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool);
+        env.store().create_typed(m).await?;
+        let res = async {
+            let event = out_of_capacity(&ctx, env, &name).await?;
+            ensure!(
+                event.message.contains(&format!("{}=Rejected", side.pool)),
+                "the event names the pool's answer: {}",
+                event.message
+            );
+            // Still unbound a moment later (the retry re-creates the Reservation, which the
+            // pool rejects again).
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let m: Machine = env.store().get_typed(env.namespace(), &name).await?;
+            ensure!(
+                m.spec.machine_pool_ref.is_none(),
+                "Machine {name} was bound: {}",
+                describe(&m)
+            );
+            let states = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            ensure!(
+                !states.contains(&ReservationState::Accepted),
+                "pool {} accepted 4 EiB of local disk: {states:?}",
+                side.pool
+            );
+            env.store()
+                .delete(Kind::Machine, env.namespace(), &name, None)
+                .await?;
+            reservation_gone(&ctx, env, &name, "with its Machine").await?;
+            pass()
+        }
+        .await;
+        recorder.abort();
+        res
+    })
+}
+
+/// Adds `CASE_POOL_LABEL=<value>` to MachinePool `pool` (conflicts retried).
+async fn label_pool(env: &Env, pool: &str, value: Option<&str>) -> anyhow::Result<()> {
+    for _ in 0..20 {
+        let mut p: MachinePool = env.store().get_typed("", pool).await?;
+        match value {
+            Some(v) => p
+                .metadata
+                .labels
+                .insert(CASE_POOL_LABEL.to_owned(), v.to_owned()),
+            None => p.metadata.labels.remove(CASE_POOL_LABEL),
+        };
+        match env.store().update(p.into_object()).await {
+            Ok(_) => return Ok(()),
+            Err(store::Error::Conflict { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    anyhow::bail!("MachinePool {pool}: 20 conflicts while labelling it")
+}
+
+fn fallback_best_effort(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
+    Box::pin(async move {
+        let env = ctx.lifecycle()?;
+        let side = machine_side(env)?;
+        wait_supported(&ctx, env, &side.pool, true).await?;
+        // A second pool on a runtime without reservations, with the classes of the runtime
+        // under test (same names and capabilities, so the MachineClasses map).
+        let classes = side.classes.iter().map(|c| {
+            let mut extra = c.resources.clone();
+            let cpu = extra.remove("cpu").unwrap_or(0);
+            let memory = extra.remove("memory").unwrap_or(0);
+            let mut class = iri_mock::classes::MachineClassConfig::new(&c.name, cpu, memory)
+                .quantity(c.quantity.max(1));
+            class.extra = extra;
+            class
+        });
+        let plain = iri_mock::MockRuntime::builder()
+            .runtime_name("iri-mock-without-reservations")
+            .machine_classes(classes)
+            .reservations(false)
+            .start_in_process()
+            .await
+            .context("starting the runtime without reservations")?;
+        let pool = format!("{}-plain", env.namespace());
+        let token = env.plane().add_machine_poollet(
+            &pool,
+            &format!("iri-conformance://{}-plain", env.namespace()),
+            plain.machine_channel(),
+        );
+        let name = machine_name(&ctx, "");
+        let res = async {
+            wait_supported(&ctx, env, &pool, false).await?;
+            let ns = env.namespace().to_owned();
+            label_pool(env, &side.pool, Some(&ns)).await?;
+            label_pool(env, &pool, Some(&ns)).await?;
+            let mut m = huge_machine(&ctx, env, &name)?;
+            m.spec
+                .machine_pool_selector
+                .insert(CASE_POOL_LABEL.to_owned(), ns);
+            env.store().create_typed(m).await?;
+            let m = wait_machine(&ctx, env, &name, "bound and Running", |m| {
+                m.spec.machine_pool_ref.is_some() && running_at_generation(m)
+            })
+            .await?;
+            let bound = m.spec.machine_pool_ref.as_ref().map(|r| r.name.clone());
+            ensure!(
+                bound.as_deref() == Some(pool.as_str()),
+                "Machine {name} bound to {bound:?}: want the pool without reservations {pool:?} (the runtime under test must reject 4 EiB of local disk)"
+            );
+            ensure!(
+                !m.metadata.annotations.contains_key(RESERVATION_NAME_ANNOTATION),
+                "a best-effort bind names no reservation: {:?}",
+                m.metadata.annotations
+            );
+            reservation_gone(&ctx, env, &name, "after the best-effort bind").await?;
+            ensure!(
+                plain.machine_count() == 1,
+                "the runtime without reservations runs {} machines, want 1",
+                plain.machine_count()
+            );
+            pass()
+        }
+        .await;
+        // Clean up: the Machine (finalized by the plain pool's poollet), that poollet, its pool.
+        let _ = env
+            .store()
+            .delete(Kind::Machine, env.namespace(), &name, None)
+            .await;
+        let ns = env.namespace().to_owned();
+        let _ = ctx
+            .wait_until(&format!("Machine {ns}/{name} gone"), || async {
+                Ok(match env.store().get(Kind::Machine, &ns, &name).await {
+                    Err(store::Error::NotFound { .. }) => Ok(()),
+                    _ => Err("still there".to_owned()),
+                })
+            })
+            .await;
+        token.cancel();
+        // The stopping poollet may write its pool once more: delete until it stays gone.
+        for _ in 0..10 {
+            let _ = env.store().delete(Kind::MachinePool, "", &pool, None).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if matches!(
+                env.store().get(Kind::MachinePool, "", &pool).await,
+                Err(store::Error::NotFound { .. })
+            ) {
+                break;
+            }
+        }
+        let _ = env
+            .store()
+            .delete(
+                Kind::Lease,
+                irikit_api::coordination::MACHINE_POOL_LEASE_NAMESPACE,
+                &pool,
+                None,
+            )
+            .await;
+        let _ = label_pool(env, &side.pool, None).await;
+        res
+    })
+}

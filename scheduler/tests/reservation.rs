@@ -1,0 +1,443 @@
+//! The machine scheduler's reservation mode against a real store (memory, and etcd when
+//! present): the test plays the pools (it writes the Reservations' `status.pools` as
+//! machinepoollets would) and checks what the scheduler creates, binds and deletes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use irikit_api::{
+    Kind, ListOptions, Object, Resource, Store, StoreExt,
+    compute::{EmptyDisk, Machine, MachineClass, MachinePool, Volume},
+    core::Event,
+    meta::{Condition, LocalObjectReference, ObjectMeta},
+    reservation::{
+        RESERVATION_MACHINE_LABEL, RESERVATION_NAME_ANNOTATION, RESERVATION_SUPPORTED_ANNOTATION,
+        Reservation, ReservationPoolStatus, ReservationState,
+    },
+    store::{self, memory::MemoryStore},
+};
+use scheduler::{ReservationConfig, ReservationScheduler};
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "default";
+
+fn pool(name: &str, capacity: i64, supported: Option<bool>) -> Object {
+    let mut pool = MachinePool {
+        metadata: ObjectMeta::named(name),
+        ..Default::default()
+    };
+    if let Some(s) = supported {
+        pool.metadata
+            .annotations
+            .insert(RESERVATION_SUPPORTED_ANNOTATION.to_owned(), s.to_string());
+    }
+    pool.status.conditions = vec![Condition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        ..Default::default()
+    }];
+    pool.status.capacity.insert(
+        "class/machine.small".into(),
+        capacity.to_string().parse().unwrap(),
+    );
+    pool.into_object()
+}
+
+fn machine(name: &str) -> Machine {
+    let mut m = Machine {
+        metadata: ObjectMeta::namespaced(NS, name),
+        ..Default::default()
+    };
+    m.spec.machine_class_ref = LocalObjectReference::new("small");
+    m
+}
+
+fn class() -> Object {
+    MachineClass {
+        metadata: ObjectMeta::named("small"),
+        capabilities: [
+            ("cpu".to_owned(), "2".parse().unwrap()),
+            ("memory".to_owned(), "4Gi".parse().unwrap()),
+        ]
+        .into(),
+        ..MachineClass::default()
+    }
+    .into_object()
+}
+
+fn config() -> ReservationConfig {
+    ReservationConfig {
+        timeout: Duration::from_millis(600),
+        retry: Duration::from_millis(100),
+        max_retry: Duration::from_millis(400),
+        ..ReservationConfig::default()
+    }
+}
+
+fn spawn(store: &Arc<dyn Store>, cancel: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let sched = ReservationScheduler::new(store.clone(), config());
+    let cancel = cancel.clone();
+    tokio::spawn(async move { sched.run(cancel).await.unwrap() })
+}
+
+/// Polls (on every store change, with a deadline) until `check` returns `Some`.
+async fn eventually<T, F, Fut>(store: &Arc<dyn Store>, what: &str, check: F) -> T
+where
+    F: Fn(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let rev = store.revision().await.unwrap();
+    let mut stream = store.watch(None, rev).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(t) = check(store.clone()).await {
+            return t;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), stream.next()).await {
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(other) => panic!("watch ended while waiting for {what}: {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+    }
+}
+
+async fn get_reservation(store: &Arc<dyn Store>, name: &str) -> Option<Reservation> {
+    match store.get_typed::<Reservation>(NS, name).await {
+        Ok(r) => Some(r),
+        Err(store::Error::NotFound { .. }) => None,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+async fn get_machine(store: &Arc<dyn Store>, name: &str) -> Machine {
+    store.get_typed::<Machine>(NS, name).await.unwrap()
+}
+
+/// Writes `pool`'s state into the Reservation's status, as that pool's poollet would.
+async fn answer(store: &Arc<dyn Store>, name: &str, pool: &str, state: ReservationState) {
+    loop {
+        let mut r = get_reservation(store, name).await.expect("reservation");
+        r.status.pools.retain(|p| p.name != pool);
+        r.status.pools.push(ReservationPoolStatus {
+            name: pool.to_owned(),
+            state,
+        });
+        match store.update_status(r.into_object()).await {
+            Ok(_) => return,
+            Err(store::Error::Conflict { .. }) => {}
+            Err(err) => panic!("{err}"),
+        }
+    }
+}
+
+async fn events_for(store: &Arc<dyn Store>, machine: &str) -> Vec<Event> {
+    store
+        .list(
+            Kind::Event,
+            &ListOptions::all().field("reason", "OutOfCapacity"),
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(Object::into_typed::<Event>)
+        .filter(|e| e.involved_object.name == machine)
+        .collect()
+}
+
+/// Reservation per Machine (shape), most-free Accepted pool, the name annotation, and the
+/// Reservation deleted once the chosen pool reports it Bound.
+async fn binds_where_accepted(store: Arc<dyn Store>) {
+    store.create(class()).await.unwrap();
+    store.create(pool("p1", 5, Some(true))).await.unwrap();
+    store.create(pool("p2", 10, Some(true))).await.unwrap();
+    store.create(pool("p3", 50, Some(true))).await.unwrap();
+    let mut m = machine("m1");
+    m.spec.volumes.push(Volume {
+        name: "scratch".into(),
+        empty_disk: Some(EmptyDisk {
+            size_limit: Some("3Gi".parse().unwrap()),
+        }),
+        ..Volume::default()
+    });
+    let m = store.create_typed(m).await.unwrap();
+    let cancel = CancellationToken::new();
+    let task = spawn(&store, &cancel);
+    let r = eventually(&store, "the Machine's Reservation", |s| async move {
+        get_reservation(&s, "m1").await
+    })
+    .await;
+    assert_eq!(r.metadata.labels[RESERVATION_MACHINE_LABEL], "m1");
+    assert_eq!(r.metadata.owner_references[0].uid, m.metadata.uid);
+    assert!(r.spec.pools.is_empty(), "all pools");
+    let iri = r.spec.to_iri().unwrap();
+    assert_eq!(iri.machine_classes["small"], 1);
+    assert_eq!(
+        (
+            iri.cpu_millis,
+            iri.memory_bytes,
+            iri.local_storage_bytes_per_machine
+        ),
+        (2000, 4 << 30, 3 << 30)
+    );
+    // The first Accepted pool binds at once, though p3 (more capacity) has not answered.
+    answer(&store, "m1", "p1", ReservationState::Accepted).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        get_machine(&store, "m1")
+            .await
+            .spec
+            .machine_pool_ref
+            .is_some(),
+        "an Accepted pool binds at once"
+    );
+    let bound = get_machine(&store, "m1").await;
+    assert_eq!(bound.spec.machine_pool_ref.unwrap().name, "p1");
+    assert_eq!(
+        bound.metadata.annotations[RESERVATION_NAME_ANNOTATION],
+        "m1"
+    );
+    // Accepted is not yet Bound: the Reservation stays.
+    answer(&store, "m1", "p3", ReservationState::Rejected).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(get_reservation(&store, "m1").await.is_some());
+    answer(&store, "m1", "p1", ReservationState::Bound).await;
+    eventually(
+        &store,
+        "the Reservation deleted once Bound",
+        |s| async move { get_reservation(&s, "m1").await.is_none().then_some(()) },
+    )
+    .await;
+
+    // Two Accepted pools: the one with the most free capacity wins.
+    store.create_typed(machine("m2")).await.unwrap();
+    eventually(&store, "m2's Reservation", |s| async move {
+        get_reservation(&s, "m2").await
+    })
+    .await;
+    answer(&store, "m2", "p3", ReservationState::Rejected).await;
+    answer(&store, "m2", "p1", ReservationState::Accepted).await;
+    answer(&store, "m2", "p2", ReservationState::Accepted).await;
+    let pool = eventually(&store, "m2 bound", |s| async move {
+        get_machine(&s, "m2").await.spec.machine_pool_ref
+    })
+    .await;
+    // p1 may have been the only Accepted pool when the scheduler looked; with both it is p2.
+    assert!(pool.name == "p2" || pool.name == "p1", "{pool:?}");
+    // A deleted Machine's Reservation goes with it.
+    store.create_typed(machine("m3")).await.unwrap();
+    eventually(&store, "m3's Reservation", |s| async move {
+        get_reservation(&s, "m3").await
+    })
+    .await;
+    store.delete(Kind::Machine, NS, "m3", None).await.unwrap();
+    eventually(&store, "m3's Reservation deleted", |s| async move {
+        get_reservation(&s, "m3").await.is_none().then_some(())
+    })
+    .await;
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+/// Most-free among Accepted pools, decided in one look (both Accepted before the scheduler
+/// starts).
+async fn most_free_accepted(store: Arc<dyn Store>) {
+    store.create(pool("p1", 5, Some(true))).await.unwrap();
+    store.create(pool("p2", 10, Some(true))).await.unwrap();
+    // A Reservation created by someone else, already answered; the Machine names it.
+    let mut given = Reservation {
+        metadata: ObjectMeta::namespaced(NS, "given"),
+        ..Reservation::default()
+    };
+    given
+        .spec
+        .resources
+        .insert("class/machine.small".into(), "1".parse().unwrap());
+    store.create_typed(given).await.unwrap();
+    answer(&store, "given", "p1", ReservationState::Accepted).await;
+    answer(&store, "given", "p2", ReservationState::Accepted).await;
+    let mut m = machine("m1");
+    m.metadata
+        .annotations
+        .insert(RESERVATION_NAME_ANNOTATION.to_owned(), "given".to_owned());
+    store.create_typed(m).await.unwrap();
+    let cancel = CancellationToken::new();
+    let task = spawn(&store, &cancel);
+    let pool = eventually(&store, "m1 bound", |s| async move {
+        get_machine(&s, "m1").await.spec.machine_pool_ref
+    })
+    .await;
+    assert_eq!(pool.name, "p2", "most free");
+    // A Reservation the scheduler did not create is never deleted, nor one of its own made.
+    answer(&store, "given", "p2", ReservationState::Bound).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(get_reservation(&store, "given").await.is_some());
+    assert!(get_reservation(&store, "m1").await.is_none());
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+/// Every pool rejects: unbound, an OutOfCapacity event, and a fresh Reservation after the
+/// backoff; then a pool accepts the fresh one and the Machine binds.
+async fn all_rejected_stays_unbound(store: Arc<dyn Store>) {
+    store.create(pool("p1", 5, Some(true))).await.unwrap();
+    store.create(pool("p2", 5, Some(true))).await.unwrap();
+    store.create_typed(machine("m1")).await.unwrap();
+    let cancel = CancellationToken::new();
+    let task = spawn(&store, &cancel);
+    let first = eventually(&store, "the Reservation", |s| async move {
+        get_reservation(&s, "m1").await
+    })
+    .await;
+    answer(&store, "m1", "p1", ReservationState::Rejected).await;
+    answer(&store, "m1", "p2", ReservationState::Rejected).await;
+    let events = eventually(&store, "an OutOfCapacity event", |s| async move {
+        let e = events_for(&s, "m1").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert!(
+        events[0]
+            .message
+            .contains("no pool accepted Reservation default/m1")
+            && events[0].message.contains("p1=Rejected"),
+        "{}",
+        events[0].message
+    );
+    assert!(
+        get_machine(&store, "m1")
+            .await
+            .spec
+            .machine_pool_ref
+            .is_none()
+    );
+    let uid = first.metadata.uid.clone();
+    let second = eventually(&store, "a fresh Reservation after the backoff", |s| {
+        let uid = uid.clone();
+        async move {
+            get_reservation(&s, "m1")
+                .await
+                .filter(|r| r.metadata.uid != uid)
+        }
+    })
+    .await;
+    assert!(second.status.pools.is_empty());
+    assert!(
+        get_machine(&store, "m1")
+            .await
+            .spec
+            .machine_pool_ref
+            .is_none()
+    );
+    answer(&store, "m1", "p2", ReservationState::Accepted).await;
+    let pool = eventually(&store, "m1 bound", |s| async move {
+        get_machine(&s, "m1").await.spec.machine_pool_ref
+    })
+    .await;
+    assert_eq!(pool.name, "p2");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+/// Pools without reservations are the fallback: when the pools that serve reservations
+/// reject, or do not answer within the timeout.
+async fn falls_back_to_pools_without_reservations(store: Arc<dyn Store>) {
+    store.create(pool("with", 50, Some(true))).await.unwrap();
+    store.create(pool("without", 5, Some(false))).await.unwrap();
+    store.create(pool("unannotated", 3, None)).await.unwrap();
+    store.create_typed(machine("rejected")).await.unwrap();
+    let cancel = CancellationToken::new();
+    let task = spawn(&store, &cancel);
+    eventually(&store, "the Reservation", |s| async move {
+        get_reservation(&s, "rejected").await
+    })
+    .await;
+    answer(&store, "rejected", "with", ReservationState::Rejected).await;
+    let m = eventually(&store, "bound best-effort", |s| async move {
+        let m = get_machine(&s, "rejected").await;
+        m.spec.machine_pool_ref.is_some().then_some(m)
+    })
+    .await;
+    assert_eq!(
+        m.spec.machine_pool_ref.unwrap().name,
+        "without",
+        "most free of the two"
+    );
+    assert!(
+        !m.metadata
+            .annotations
+            .contains_key(RESERVATION_NAME_ANNOTATION),
+        "no reservation behind a best-effort bind"
+    );
+    eventually(&store, "its Reservation deleted", |s| async move {
+        get_reservation(&s, "rejected")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Nobody answers: the timeout (600 ms) passes, then best-effort.
+    let started = std::time::Instant::now();
+    store.create_typed(machine("silent")).await.unwrap();
+    let m = eventually(&store, "bound after the timeout", |s| async move {
+        let m = get_machine(&s, "silent").await;
+        m.spec.machine_pool_ref.is_some().then_some(m)
+    })
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_ne!(m.spec.machine_pool_ref.unwrap().name, "with");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+async fn run_all(store: impl Fn() -> futures::future::BoxFuture<'static, Arc<dyn Store>>) {
+    binds_where_accepted(store().await).await;
+    most_free_accepted(store().await).await;
+    all_rejected_stays_unbound(store().await).await;
+    falls_back_to_pools_without_reservations(store().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_mode_memory() {
+    run_all(|| Box::pin(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> })).await;
+}
+
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservation_mode_etcd() {
+    use irikit_api::store::etcd::LocalEtcd;
+    if LocalEtcd::binary().is_none() {
+        let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
+        assert!(
+            !required.split(',').any(|c| c.trim() == "etcd"),
+            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
+        );
+        eprintln!("skip: etcd not on PATH (install etcd-server)");
+        return;
+    }
+    let etcd = Arc::new(LocalEtcd::start(None).await.unwrap());
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    run_all(move || {
+        let (etcd, n) = (etcd.clone(), n.clone());
+        Box::pin(async move {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Arc::new(etcd.store(&format!("/irikit-rsv-{i}")).await.unwrap()) as Arc<dyn Store>
+        })
+    })
+    .await;
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn reservation_mode_etcd() {
+    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
+    assert!(
+        !required.split(',').any(|c| c.trim() == "etcd"),
+        "etcd is required (IRIKIT_REQUIRE) but scheduler was built without the `etcd` feature"
+    );
+    eprintln!("skip: scheduler built without the `etcd` feature");
+}
