@@ -245,7 +245,9 @@ impl Core {
             used.add(held);
         }
         let cap = self.capacity();
-        let fits = |used: i64, want: i64, cap: i64| used.saturating_add(want) <= cap;
+        // A dimension the request does not use never rejects it (unreserved machines may
+        // have overcommitted it: CreateMachine checks capacity only while something is held).
+        let fits = |used: i64, want: i64, cap: i64| want == 0 || used.saturating_add(want) <= cap;
         want.classes.iter().all(|(class, n)| {
             fits(
                 used.classes.get(class).copied().unwrap_or(0),

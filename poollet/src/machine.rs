@@ -838,8 +838,9 @@ impl MachineReconciler {
         let created = res?
             .machine
             .ok_or_else(|| Error::BadResponse("CreateMachine without a machine".into()))?;
-        if let (Some((_, key)), Some((_, queue))) = (&reserved, &self.reservations) {
+        if let (Some((_, key)), Some((reservations, queue))) = (&reserved, &self.reservations) {
             // The reservation is BOUND now: carry it up at once.
+            reservations.refresh(key);
             queue.add(key.clone());
         }
         let id = metadata(&created).id;

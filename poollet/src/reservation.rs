@@ -366,6 +366,13 @@ impl ReservationReconciler {
             .map(|s| s.id)
     }
 
+    /// Forgets what was recorded for the Reservation `key`, so that its next reconcile reads
+    /// the runtime's state afresh (after a machine was created against it: BOUND now).
+    pub fn refresh(&self, key: &ObjectRef) {
+        self.runtime()
+            .retain(|_, s| !(s.namespace == key.namespace && s.name == key.name));
+    }
+
     /// Records a runtime state change seen by the relist; returns whether the api status
     /// may now differ.
     fn observe(&self, s: Seen) -> bool {

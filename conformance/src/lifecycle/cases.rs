@@ -146,12 +146,7 @@ pub(super) fn machine_name(ctx: &Ctx, suffix: &str) -> String {
 }
 
 /// Applies a Machine of the run's class that selects the run's pool.
-pub(super) async fn apply_machine(
-    ctx: &Ctx,
-    env: &Env,
-    name: &str,
-    power: Power,
-) -> anyhow::Result<Machine> {
+async fn apply_machine(ctx: &Ctx, env: &Env, name: &str, power: Power) -> anyhow::Result<Machine> {
     let side = machine_side(env)?;
     let mut m = Machine {
         metadata: case_meta(ctx, env, name),
