@@ -29,6 +29,8 @@ pub struct Suite {
     pub case_timeout: Duration,
     /// Cases removed from the selection: (id regex, why it does not apply).
     pub not_applicable: Vec<(&'static str, &'static str)>,
+    /// Id regexes the selection is narrowed to (empty: every case).
+    pub focus: Vec<&'static str>,
 }
 
 impl Suite {
@@ -42,6 +44,7 @@ impl Suite {
             parallel: 4,
             case_timeout: Duration::from_secs(60),
             not_applicable: Vec::new(),
+            focus: Vec::new(),
         }
     }
 
@@ -57,7 +60,11 @@ impl Suite {
             .collect();
         let config = RunConfig {
             selection: Selection {
-                focus: Vec::new(),
+                focus: self
+                    .focus
+                    .iter()
+                    .map(|f| regex::Regex::new(f).expect("case id regex"))
+                    .collect(),
                 skip,
                 profile: self.profile,
                 level: self.level,

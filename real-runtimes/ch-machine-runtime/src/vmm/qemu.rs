@@ -243,8 +243,12 @@ impl Qemu {
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
             "-chardev".into(),
-            // Appended across power cycles, like CH's serial file.
-            format!("file,id=serial0,path={},append=on", paths.serial.display()),
+            // A socket the runtime's console pump connects to before `cont` (`wait=off`: the
+            // guest never blocks on it); the pump appends `serial.log` across power cycles.
+            format!(
+                "socket,id=serial0,path={},server=on,wait=off",
+                paths.serial_socket.display()
+            ),
             "-serial".into(),
             "chardev:serial0".into(),
             // Native PCIe hot-plug on the root ports (q35 defaults to ACPI hot-plug, which
@@ -509,6 +513,7 @@ impl Vmm for Qemu {
 
     async fn spawn_for(&self, paths: &VmPaths, spec: &VmSpec) -> Result<Spawned> {
         let _ = std::fs::remove_file(&paths.api_socket);
+        let _ = std::fs::remove_file(&paths.serial_socket);
         let spawn_error = |source| Error::Spawn {
             binary: self.binary.clone(),
             source,
@@ -697,7 +702,8 @@ mod tests {
             "-initrd /k/initrd",
             "-smbios type=11,path=/state/vms/x/oem-string-0",
             "path=/state/vms/x/api.sock,server=on,wait=off",
-            "path=/state/vms/x/serial.log",
+            "socket,id=serial0,path=/state/vms/x/serial.sock,server=on,wait=off",
+            "-serial chardev:serial0",
             "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
             "pcie-root-port,id=irikit-rp15,chassis=16",
         ] {
