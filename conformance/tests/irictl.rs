@@ -517,7 +517,7 @@ fn machine_update_attach_detach_exec() {
         ],
         &["update", "annotations", "--machine-id", &id, "--clear"],
         &["get", "machine", &id, "-o", "yaml"],
-        &["exec", &id],
+        &["exec", "--url-only", &id],
     ] {
         t.push(&mock.irictl(args).ok());
     }
@@ -850,4 +850,43 @@ fn deleting_objects_stay_listed_as_terminating() {
     let value: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_ne!(value[0]["metadata"]["deleted_at"], 0, "{value}");
     insta::assert_snapshot!(t.text);
+}
+
+/// `irictl exec` without a terminal: stdin goes to the mock's scripted console, its banner and
+/// echo come out on stdout, and the session ends (exit 0) after stdin closed. A second console
+/// while one is open, and an unknown machine, fail with the gRPC code.
+#[test]
+fn exec_scripted_console_session() {
+    let mock = Mock::start_with(&["--console"]);
+    let yaml = mock.file("machine.yaml", MACHINE_YAML);
+    let id = mock.irictl(&["create", "-f", &yaml]).ok().id();
+    let run = mock
+        .irictl_stdin(&["exec", &id], Some("hello-from-irictl\r"))
+        .ok();
+    assert!(
+        run.stdout
+            .starts_with(&format!("iri-mock console of machine {id}\r\n")),
+        "{:?}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("hello-from-irictl\r"),
+        "{:?}",
+        run.stdout
+    );
+    // Nothing is echoed twice and nothing else comes out.
+    assert_eq!(run.stdout.matches("hello-from-irictl").count(), 1);
+
+    let url = mock.irictl(&["exec", "--url-only", &id]).ok().stdout;
+    assert!(url.contains("/exec/"), "{url}");
+    // The URL's token is unused: a second Exec succeeds, but opening the console twice does not.
+    let run = mock.irictl(&["exec", "--url-only", &id]).ok();
+    assert!(run.stdout.contains("/exec/"));
+    let unknown = mock
+        .irictl(&[
+            "exec",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ])
+        .fails();
+    assert!(unknown.stderr.contains("NotFound"), "{}", unknown.stderr);
 }

@@ -90,6 +90,32 @@ async fn exec_when_free(client: &mut common::Client, id: &str) -> String {
     .await
 }
 
+/// `irictl exec <id>` against the runtime of `env`, `stdin` piped in.
+async fn irictl_exec(env: &Env, id: &str, stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let irictl = common::sibling_binary("iri-conformance", "irictl");
+    let endpoint = format!("unix://{}", env.socket.display());
+    let (id, stdin) = (id.to_owned(), stdin.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(irictl)
+            .args(["--machine-endpoint", &endpoint, "exec", &id])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// The Exec contract on a running runtime `start()` returns; the guest's cmdline is `echo`.
 async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     let mut runtime = start();
@@ -135,6 +161,14 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     hang_up(ws).await;
     let url2 = exec_when_free(&mut client, &id).await;
     assert_ne!(url, url2);
+    // An issued, unused token does not hold the console; only an open session does.
+
+    // `irictl exec` as a script: stdin in, the banner (scrollback) and the echo out, exit 0.
+    let out = irictl_exec(env, &id, "irictl-marker\r").await;
+    assert!(out.status.success(), "irictl exec: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("PVH-HELLO cmdline=echo"), "{stdout:?}");
+    assert!(stdout.contains("irictl-marker"), "{stdout:?}");
 
     // kill -9 the runtime: the restarted one adopts the VMM and its pump reconnects.
     runtime.kill9();
