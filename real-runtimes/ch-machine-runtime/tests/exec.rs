@@ -14,7 +14,10 @@ use std::{path::Path, time::Duration};
 use common::{Backend, Env, Proc};
 use futures::{SinkExt as _, StreamExt as _};
 use iri_exec::{CLOSE, STDIN, STDOUT, client::Ws, frame};
-use iri_spec::machine::v1alpha1::{self as machine, MachineState};
+use iri_spec::{
+    keys,
+    machine::v1alpha1::{self as machine, MachineState},
+};
 use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 
@@ -68,8 +71,20 @@ async fn hang_up(mut ws: Ws) {
 async fn create(client: &mut common::Client, power: machine::Power) -> String {
     let mut spec = common::spec(vec![]);
     spec.power = power as i32;
+    let mut request = common::machine_request(spec);
+    // Labelled as the machinepoollet labels the Machine `default/web-0`.
+    let labels = &mut request
+        .machine
+        .as_mut()
+        .unwrap()
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels;
+    labels.insert(keys::MACHINE_NAMESPACE_LABEL.into(), "default".into());
+    labels.insert(keys::MACHINE_NAME_LABEL.into(), "web-0".into());
     client
-        .create_machine(common::machine_request(spec))
+        .create_machine(request)
         .await
         .unwrap()
         .into_inner()
@@ -169,6 +184,31 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("PVH-HELLO cmdline=echo"), "{stdout:?}");
     assert!(stdout.contains("irictl-marker"), "{stdout:?}");
+
+    // Through the machinepoollet's exec server: Machine default/web-0 → its IRI machine's
+    // console.
+    let server = poollet::ExecServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        runtime.channel().await,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let proxy = format!(
+        "http://{}/apis/compute.ironcore.dev/namespaces/default/machines/web-0/exec",
+        server.local_addr().unwrap()
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(server.serve(stop.clone()));
+    let mut ws = common::eventually("console free for the proxy", TIMEOUT, || async {
+        iri_exec::client::connect(&proxy, TIMEOUT).await.ok()
+    })
+    .await;
+    read_until(&mut ws, "PVH-HELLO cmdline=echo").await;
+    ws.send(frame(STDIN, b"via-poollet\r")).await.unwrap();
+    read_until(&mut ws, "via-poollet").await;
+    hang_up(ws).await;
+    stop.cancel();
 
     // kill -9 the runtime: the restarted one adopts the VMM and its pump reconnects.
     runtime.kill9();
