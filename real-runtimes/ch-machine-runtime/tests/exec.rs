@@ -63,6 +63,24 @@ async fn read_until(ws: &mut Ws, needle: &str) -> String {
     }
 }
 
+/// `n` echo round trips (a unique marker each); the median.
+async fn echo_p50(ws: &mut Ws, n: usize) -> Duration {
+    let mut rtts = Vec::with_capacity(n);
+    for i in 0..n {
+        let marker = format!("rtt-{i:04}\r");
+        let t = std::time::Instant::now();
+        ws.send(frame(STDIN, marker.as_bytes())).await.unwrap();
+        read_until(ws, &marker).await;
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    rtts[n / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 async fn hang_up(mut ws: Ws) {
     let _ = ws.send(Message::binary(vec![CLOSE, STDIN])).await;
     let _ = ws.close(None).await;
@@ -155,16 +173,21 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
         .unwrap();
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
 
+    let t = std::time::Instant::now();
     let url = exec(&mut client, &id).await.unwrap();
+    let t_exec = t.elapsed();
     assert!(url.contains("/exec/"), "{url}");
     let mut ws = connect(&url).await;
+    let t_open = t.elapsed();
     // The banner the guest printed at boot, before the session: the scrollback.
     read_until(&mut ws, "PVH-HELLO cmdline=echo").await;
+    let t_banner = t.elapsed();
     // Bytes written reach the guest and its echo comes back.
     ws.send(frame(STDIN, b"irikit-exec-marker\r"))
         .await
         .unwrap();
     read_until(&mut ws, "irikit-exec-marker").await;
+    let direct = echo_p50(&mut ws, 20).await;
 
     // One console per machine; the token is single-use.
     let status = exec(&mut client, &id).await.unwrap_err();
@@ -207,8 +230,18 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     read_until(&mut ws, "PVH-HELLO cmdline=echo").await;
     ws.send(frame(STDIN, b"via-poollet\r")).await.unwrap();
     read_until(&mut ws, "via-poollet").await;
+    let proxied = echo_p50(&mut ws, 20).await;
     hang_up(ws).await;
     stop.cancel();
+    eprintln!(
+        "console figures: Exec RPC {:.2} ms, + WebSocket open {:.2} ms, + banner {:.2} ms; \
+         echo round trip p50 (20) {:.2} ms direct, {:.2} ms through the poollet's exec server",
+        ms(t_exec),
+        ms(t_open),
+        ms(t_banner),
+        ms(direct),
+        ms(proxied)
+    );
 
     // kill -9 the runtime: the restarted one adopts the VMM and its pump reconnects.
     runtime.kill9();
@@ -274,6 +307,7 @@ async fn serial_log_stays_bounded() {
     // Drain stdout meanwhile (a slow reader only loses console output, never the log).
     let drain = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
     let chunk = vec![b'x'; 32 << 10];
+    let t = std::time::Instant::now();
     for _ in 0..96 {
         tx.send(frame(STDIN, &chunk)).await.unwrap();
     }
@@ -290,7 +324,12 @@ async fn serial_log_stays_bounded() {
     .await;
     let _ = tx.send(Message::binary(vec![CLOSE, STDIN])).await;
     drain.abort();
+    let elapsed = t.elapsed();
     let (log, old) = (size("serial.log"), size("serial.log.old"));
-    println!("serial.log {log} bytes, serial.log.old {old} bytes after 3 MiB of output");
+    println!(
+        "serial.log {log} bytes, serial.log.old {old} bytes after 3 MiB of output \
+         (echoed and logged in {:.0} ms)",
+        ms(elapsed)
+    );
     assert!(log + old <= 2 * (1 << 20) + 4096);
 }
