@@ -890,3 +890,40 @@ fn exec_scripted_console_session() {
         .fails();
     assert!(unknown.stderr.contains("NotFound"), "{}", unknown.stderr);
 }
+
+/// `irictl exec` on a terminal (a pty from util-linux `script`): raw mode, the console's banner
+/// and echo, and Ctrl+] leaves with exit 0.
+#[test]
+fn exec_interactive_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skip: util-linux `script` is not installed (no pty for the interactive test)");
+        return;
+    }
+    let mock = Mock::start_with(&["--console"]);
+    let yaml = mock.file("machine.yaml", MACHINE_YAML);
+    let id = mock.irictl(&["create", "-f", &yaml]).ok().id();
+    let irictl = format!(
+        "{} --machine-endpoint {} exec {id}",
+        env!("CARGO_BIN_EXE_irictl"),
+        mock.endpoint("machine")
+    );
+    // Typed after the session is up (raw mode), then Ctrl+] (octal 035).
+    let keys = "sleep 2; printf 'typed-on-a-tty\\r'; sleep 1; printf '\\035'; sleep 1";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("({keys}) | script -qfec \"{irictl}\" /dev/null"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("Connected to the console (Ctrl+] leaves)."),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(&format!("iri-mock console of machine {id}")),
+        "{text:?}"
+    );
+    assert!(text.contains("typed-on-a-tty"), "{text:?}");
+    assert!(text.contains("Left the console."), "{text:?}");
+}

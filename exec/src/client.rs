@@ -52,7 +52,9 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<Ws, Error> {
         "Sec-WebSocket-Protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
-    let (ws, resp) = match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(req))
+    // Nagle off: console frames are small and interactive.
+    let dial = tokio_tungstenite::connect_async_with_config(req, None, true);
+    let (ws, resp) = match tokio::time::timeout(timeout, dial)
         .await
         .map_err(|_| Error::Timeout)?
     {

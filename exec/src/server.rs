@@ -135,6 +135,9 @@ impl ConsoleServer {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
+                        // A console sends many small frames (a guest echoes byte by byte):
+                        // Nagle plus the peer's delayed ACK would hold each for ~40 ms.
+                        let _ = stream.set_nodelay(true);
                         let server = accept.clone();
                         tokio::spawn(async move { server.session(stream).await });
                     }

@@ -114,6 +114,8 @@ impl ExecServer {
                     }
                 },
             };
+            // Small interactive frames: no Nagle.
+            let _ = stream.set_nodelay(true);
             let channel = self.channel.clone();
             let rpc_timeout = self.rpc_timeout;
             tokio::spawn(async move {

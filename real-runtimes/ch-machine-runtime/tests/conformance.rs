@@ -66,8 +66,9 @@ const NIC_CASES: [(&str, &str); 2] = [
 ];
 
 /// The Exec console cases need a guest that echoes its serial input (the PVH stub with a
-/// cmdline starting with `e`, which busy-polls the UART): on QEMU they run in
-/// `exec_cases_pass_on_qemu` with that guest, not among the many VMs of the full run.
+/// cmdline starting with `e`): on QEMU they run in `exec_cases_pass_on_qemu` with that guest
+/// under TCG (see there); on a real Cloud Hypervisor, which has no 8259 PIC for the stub's
+/// echo, they do not run.
 const EXEC_CASES: [(&str, &str); 1] = [(
     "^machine\\.exec\\.console\\.",
     "run in exec_cases_pass_on_qemu, against the echoing stub",
@@ -191,13 +192,14 @@ async fn machine_cases_pass_on_qemu() {
 
 /// The Exec console cases on QEMU VMs booting the stub that echoes its serial input (cmdline
 /// `echo`): the URL is served, bytes written come back, a second console is refused, a token
-/// works once. One case at a time: each echoing VM keeps a host CPU busy.
+/// works once. Under TCG: the echoing stub is interrupt-driven (it idles in `hlt`), and the
+/// PVM-backed KVM of these hosts cannot emulate its `iret` (KVM internal error).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_cases_pass_on_qemu() {
     let Some(binary) = common::qemu_binary() else {
         return;
     };
-    let accel = if common::kvm_opens() { "kvm" } else { "tcg" };
+    let accel = "tcg";
     let Some(runtimes) = Runtimes::start_with_cmdline(
         Vmm::Qemu { binary, accel },
         "echo",
