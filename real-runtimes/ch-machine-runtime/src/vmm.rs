@@ -472,6 +472,7 @@ pub const CH_MAX_DEVICES: usize = 30;
 pub struct CloudHypervisor {
     binary: PathBuf,
     initramfs: Option<PathBuf>,
+    serial_socket: bool,
 }
 
 impl CloudHypervisor {
@@ -480,7 +481,17 @@ impl CloudHypervisor {
         Self {
             binary,
             initramfs: None,
+            serial_socket: true,
         }
+    }
+
+    /// Whether the serial port is the socket `VmPaths::serial_socket` (the default, what the
+    /// runtime's console pump reads) or, with `false`, CH writes `serial.log` itself (a bare
+    /// VMM with no pump, as `ch-runtime-bench`'s baseline).
+    #[must_use]
+    pub fn with_serial_socket(mut self, on: bool) -> Self {
+        self.serial_socket = on;
+        self
     }
 
     /// Boot every VM with this initramfs (`payload.initramfs`).
@@ -618,7 +629,9 @@ impl Vmm for CloudHypervisor {
         // The serial port is a socket CH binds at `vm.create` (and again at a boot after
         // `vm.shutdown`); the runtime's console pump connects before `vm.boot` and writes
         // `serial.log` (bounded) from it. CH refuses to bind over an existing file.
-        if let Some(dir) = vmm.api_socket.parent() {
+        if self.serial_socket
+            && let Some(dir) = vmm.api_socket.parent()
+        {
             let socket = VmPaths::new(dir).serial_socket;
             let _ = std::fs::remove_file(&socket);
             config["serial"] = json!({ "mode": "Socket", "socket": socket });
