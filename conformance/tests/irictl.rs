@@ -517,7 +517,7 @@ fn machine_update_attach_detach_exec() {
         ],
         &["update", "annotations", "--machine-id", &id, "--clear"],
         &["get", "machine", &id, "-o", "yaml"],
-        &["exec", &id],
+        &["exec", "--url-only", &id],
     ] {
         t.push(&mock.irictl(args).ok());
     }
@@ -948,4 +948,80 @@ fn reservations() {
     assert_eq!(gone.stdout.trim(), "No resources found", "{}", gone.stdout);
     let missing = mock.irictl(&["delete", "rsv", &id]).fails();
     assert!(missing.stderr.contains("NotFound"), "{}", missing.stderr);
+}
+
+/// `irictl exec` without a terminal: stdin goes to the mock's scripted console, its banner and
+/// echo come out on stdout, and the session ends (exit 0) after stdin closed. A second console
+/// while one is open, and an unknown machine, fail with the gRPC code.
+#[test]
+fn exec_scripted_console_session() {
+    let mock = Mock::start_with(&["--console"]);
+    let yaml = mock.file("machine.yaml", MACHINE_YAML);
+    let id = mock.irictl(&["create", "-f", &yaml]).ok().id();
+    let run = mock
+        .irictl_stdin(&["exec", &id], Some("hello-from-irictl\r"))
+        .ok();
+    assert!(
+        run.stdout
+            .starts_with(&format!("iri-mock console of machine {id}\r\n")),
+        "{:?}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("hello-from-irictl\r"),
+        "{:?}",
+        run.stdout
+    );
+    // Nothing is echoed twice and nothing else comes out.
+    assert_eq!(run.stdout.matches("hello-from-irictl").count(), 1);
+
+    let url = mock.irictl(&["exec", "--url-only", &id]).ok().stdout;
+    assert!(url.contains("/exec/"), "{url}");
+    // The URL's token is unused: a second Exec succeeds, but opening the console twice does not.
+    let run = mock.irictl(&["exec", "--url-only", &id]).ok();
+    assert!(run.stdout.contains("/exec/"));
+    let unknown = mock
+        .irictl(&[
+            "exec",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ])
+        .fails();
+    assert!(unknown.stderr.contains("NotFound"), "{}", unknown.stderr);
+}
+
+/// `irictl exec` on a terminal (a pty from util-linux `script`): raw mode, the console's banner
+/// and echo, and Ctrl+] leaves with exit 0.
+#[test]
+fn exec_interactive_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skip: util-linux `script` is not installed (no pty for the interactive test)");
+        return;
+    }
+    let mock = Mock::start_with(&["--console"]);
+    let yaml = mock.file("machine.yaml", MACHINE_YAML);
+    let id = mock.irictl(&["create", "-f", &yaml]).ok().id();
+    let irictl = format!(
+        "{} --machine-endpoint {} exec {id}",
+        env!("CARGO_BIN_EXE_irictl"),
+        mock.endpoint("machine")
+    );
+    // Typed after the session is up (raw mode), then Ctrl+] (octal 035).
+    let keys = "sleep 2; printf 'typed-on-a-tty\\r'; sleep 1; printf '\\035'; sleep 1";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("({keys}) | script -qfec \"{irictl}\" /dev/null"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("Connected to the console (Ctrl+] leaves)."),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(&format!("iri-mock console of machine {id}")),
+        "{text:?}"
+    );
+    assert!(text.contains("typed-on-a-tty"), "{text:?}");
+    assert!(text.contains("Left the console."), "{text:?}");
 }

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod lease;
 pub mod lifecycle;
 pub mod machine;
@@ -39,5 +40,6 @@ pub use controller::{Action, ObjectRef, Reconciler, WorkQueue};
 /// poollets keep it: ironcore #1442).
 pub const MAX_RESPONSE_BYTES: usize = 256 << 20;
 pub use error::{Error, Result};
+pub use exec::ExecServer;
 pub use machinepoollet::{Config, MachinePoollet};
 pub use volumepoollet::{Config as VolumePoolletConfig, VolumePoollet};

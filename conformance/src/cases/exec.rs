@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use futures::{SinkExt as _, StreamExt as _};
+use iri_exec::{CLOSE, STDIN, STDOUT, client::Ws};
 use iri_spec::machine::v1alpha1 as m;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest as _, http::HeaderValue};
+use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 
 use crate::{
@@ -18,16 +19,8 @@ use crate::{
     ctx::{Ctx, expect_code, expect_ok},
 };
 
-/// The remotecommand subprotocol (KEP-4006).
-const SUBPROTOCOL: &str = "v5.channel.k8s.io";
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const CLOSE: u8 = 255;
 /// How long a console has to answer.
 const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 macro_rules! case {
     ($v:ident, $id:literal, $desc:literal, |$ctx:ident, $url:ident, $machine:ident| $body:block) => {
@@ -73,31 +66,12 @@ async fn console_url(ctx: &Ctx) -> anyhow::Result<Result<(String, String), Outco
     Ok(Ok((id, url)))
 }
 
-/// Open the console at `url` with the v5 subprotocol.
+/// Open the console at `url` with the v5 subprotocol (`iri-exec`'s client: the handshake
+/// must answer that subprotocol).
 async fn connect(url: &str) -> anyhow::Result<Ws> {
-    let ws_url = url
-        .replacen("https://", "wss://", 1)
-        .replacen("http://", "ws://", 1);
-    let mut req = ws_url
-        .into_client_request()
-        .with_context(|| format!("Exec URL {url:?}"))?;
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    let (ws, resp) = tokio::time::timeout(CONSOLE_TIMEOUT, tokio_tungstenite::connect_async(req))
+    iri_exec::client::connect(url, CONSOLE_TIMEOUT)
         .await
-        .context("the console handshake timed out")?
-        .with_context(|| format!("opening the console at {url}"))?;
-    let proto = resp
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .and_then(|v| v.to_str().ok());
-    ensure!(
-        proto == Some(SUBPROTOCOL),
-        "the console answered subprotocol {proto:?}, want {SUBPROTOCOL}"
-    );
-    Ok(ws)
+        .with_context(|| format!("opening the console at {url}"))
 }
 
 /// Read stdout until it contains `needle`.

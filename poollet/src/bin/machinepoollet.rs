@@ -59,6 +59,11 @@ struct Args {
     /// Machine reconciles in flight at once.
     #[arg(long, env = "POOLLET_MAX_CONCURRENT_RECONCILES", default_value_t = 1)]
     max_concurrent_reconciles: usize,
+    /// Serve the machine exec endpoint (`/apis/compute.ironcore.dev/namespaces/<ns>/machines/
+    /// <name>/exec`, proxied to the runtime's Exec console) on this address, e.g.
+    /// `127.0.0.1:20250` (port 0: any free port, logged). Off when not given.
+    #[arg(long, env = "POOLLET_EXEC_LISTEN")]
+    exec_listen: Option<std::net::SocketAddr>,
     /// Log format.
     #[arg(long, env = "POOLLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -106,6 +111,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     let token = CancellationToken::new();
+    if let Some(addr) = args.exec_listen {
+        let exec = poollet::ExecServer::bind(addr, channel.clone(), config.machine.rpc_timeout)
+            .await
+            .with_context(|| format!("bind the exec server on {addr}"))?;
+        tokio::spawn(exec.serve(token.clone()));
+    }
     let poollet = MachinePoollet::new(store, channel, config).run(token.clone());
     cli::run_until_signal(poollet, token)
         .await

@@ -7,6 +7,7 @@
 //! API simulator shipped as the `ch-sim` binary.
 
 pub mod config;
+pub mod console;
 #[path = "../../shared/qcow2.rs"]
 mod qcow2;
 pub mod runtime;
@@ -40,7 +41,12 @@ pub async fn serve(
     let runtime = runtime::Runtime::start(cfg, vmm, token.child_token())
         .await
         .context("start runtime")?;
-    tracing::info!(socket = %socket.display(), vmm = runtime.vmm_name(), "serving MachineRuntime");
+    tracing::info!(
+        socket = %socket.display(),
+        vmm = runtime.vmm_name(),
+        console = runtime.console_base_url(),
+        "serving MachineRuntime"
+    );
     // Any :authority a gRPC client stack sends on a unix socket is accepted (issue 13).
     let incoming = iri_spec::serve::incoming(listener, iri_spec::serve::AuthorityPolicy::Any);
     let res = iri_spec::serve::builder()

@@ -86,6 +86,11 @@ struct Args {
     /// CPU overcommit factor for class quantities
     #[arg(long, env = "IRI_CH_CPU_OVERCOMMIT", default_value_t = 1)]
     cpu_overcommit: u32,
+    /// Where the Exec console endpoint listens (TCP; Exec answers
+    /// `http://<this address>/exec/<one-time token>`, remotecommand v5.channel.k8s.io over
+    /// WebSocket, bridged to the VM's serial port). Port 0 picks a free port.
+    #[arg(long, env = "IRI_CH_CONSOLE_LISTEN", default_value = "127.0.0.1:0")]
+    console_listen: std::net::SocketAddr,
     /// Log format
     #[arg(long, env = "IRI_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -154,6 +159,7 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
         graceful_power_off: args.graceful_power_off,
         stop_vms_on_exit: args.stop_vms_on_exit,
         cpu_overcommit: args.cpu_overcommit,
+        console_listen: args.console_listen,
     }
     .validate()?)
 }

@@ -26,6 +26,7 @@ use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::{
     config::{Config, HostResources, NicMode},
+    console::{self, Consoles},
     store::{self, DeviceStatus, MachineRecord, PreparedDisk, Store},
     validate,
     vmm::{
@@ -90,6 +91,15 @@ pub enum Error {
     /// Persisting state failed.
     #[error("persist machine state")]
     Store(#[from] store::Error),
+    /// The Exec console endpoint could not be bound.
+    #[error("bind the console endpoint")]
+    ConsoleBind(#[source] std::io::Error),
+    /// Exec: the machine's console is not available (no VMM runs it).
+    #[error(transparent)]
+    ConsoleUnavailable(console::Error),
+    /// Exec: a console of the machine is open.
+    #[error(transparent)]
+    ConsoleBusy(console::Error),
 }
 
 /// Result of this module.
@@ -252,7 +262,11 @@ struct Inner {
     events: Mutex<VecDeque<event::Event>>,
     token: CancellationToken,
     tracker: TaskTracker,
+    consoles: Consoles,
 }
+
+/// How long a boot waits for the console pump to reach the VM's serial socket.
+const CONSOLE_CONNECT: Duration = Duration::from_secs(2);
 
 /// The runtime. Cheap to clone.
 #[derive(Clone)]
@@ -290,7 +304,10 @@ impl Runtime {
         let store = Store::open(cfg.state_dir.join("machines"))?;
         let records = store.load_all()?;
         let reservations = reservation::Reservations::open(cfg.state_dir.join("reservations"))?;
+        let consoles =
+            Consoles::bind(cfg.console_listen, token.child_token()).map_err(Error::ConsoleBind)?;
         let inner = Arc::new(Inner {
+            consoles,
             host: HostResources::probe(),
             cfg,
             vmm,
@@ -413,6 +430,11 @@ impl Runtime {
     }
 
     fn spawn_worker(&self, id: String, entry: Arc<Entry>) {
+        if entry.with(|r| r.deleted_at == 0) {
+            self.inner
+                .consoles
+                .ensure(&id, &VmPaths::new(&self.vm_dir(&id)));
+        }
         let runtime = self.clone();
         let span = info_span!("machine", machine.id = %id);
         self.inner.tracker.spawn(
@@ -1068,10 +1090,21 @@ impl Runtime {
             .collect()
     }
 
-    /// `Exec`: the machine must exist; no console streaming yet, so the URL is empty.
+    /// `Exec`: a one-time URL of the machine's serial console (see [`crate::console`]).
     pub fn exec(&self, id: &str) -> Result<String> {
-        self.entry(id)?;
-        Ok(String::new())
+        let entry = self.entry(id)?;
+        if entry.with(|r| r.deleted_at != 0) {
+            return Err(Error::Deleting(id.to_owned()));
+        }
+        self.inner.consoles.exec(id).map_err(|e| match e {
+            console::Error::NotRunning(_) => Error::ConsoleUnavailable(e),
+            console::Error::Busy(_) => Error::ConsoleBusy(e),
+        })
+    }
+
+    /// The base of this runtime's Exec URLs.
+    pub fn console_base_url(&self) -> &str {
+        self.inner.consoles.base_url()
     }
 
     /// The VMM backend's name.
@@ -1390,6 +1423,16 @@ impl Runtime {
             }
             timed("power_on.create", t);
             let t = Instant::now();
+            if !self
+                .inner
+                .consoles
+                .wait_connected(&record.id, CONSOLE_CONNECT)
+                .await
+            {
+                warn!("the console pump did not reach the serial socket before boot");
+            }
+            timed("power_on.console", t);
+            let t = Instant::now();
             vmm.boot(p).await?;
             timed("power_on.boot", t);
             // The VMM took the boot (CH's vm.boot and QEMU's `cont` return once the vCPUs
@@ -1663,6 +1706,7 @@ impl Runtime {
             warn!(error = %e, "remove machine state file");
         }
         self.lock_machines().remove(&record.id);
+        self.inner.consoles.remove(&record.id);
         info!("machine deleted");
         self.record_event(
             record,

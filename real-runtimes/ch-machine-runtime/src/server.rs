@@ -18,12 +18,14 @@ impl From<Error> for Status {
             | Error::ReservationNotFound(_) => Status::not_found(message),
             Error::DeviceExists { .. } => Status::already_exists(message),
             Error::InvalidArgument(_) | Error::Confinement(_) => Status::invalid_argument(message),
-            Error::Deleting(_) | Error::NicsUnsupported | Error::Reservation(_) => {
-                Status::failed_precondition(message)
-            }
+            Error::Deleting(_)
+            | Error::NicsUnsupported
+            | Error::Reservation(_)
+            | Error::ConsoleBusy(_) => Status::failed_precondition(message),
+            Error::ConsoleUnavailable(_) => Status::unavailable(message),
             Error::OutOfRange(_) => Status::out_of_range(message),
             Error::ResourceExhausted(_) => Status::resource_exhausted(message),
-            Error::Store(_) => {
+            Error::Store(_) | Error::ConsoleBind(_) => {
                 error!(error = %message, "request failed");
                 Status::internal(message)
             }

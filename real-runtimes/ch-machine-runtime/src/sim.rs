@@ -8,6 +8,12 @@
 //! `vm.shutdown`, idempotent `vm.delete`, `add-disk` → 200 `{id,bdf}`, a flock on
 //! `<socket>.lock`, serial-file and event-monitor output, and a guest power-off (payload
 //! cmdline starting with `p`) that makes the process exit 0 and remove its socket.
+//!
+//! A serial port in mode `Socket` behaves as Cloud Hypervisor's serial manager: the socket is
+//! bound at `vm.create` (refused if the path exists), again at a boot after `vm.shutdown`, and
+//! removed at `vm.shutdown`, `vm.delete` and exit; one client at a time (a new connection
+//! replaces the old one), output with no client is dropped. The emulated guest is the PVH stub:
+//! its banner at boot, and with a cmdline starting with `e` it echoes every byte it receives.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -105,6 +111,131 @@ struct Vm {
     /// The PCI address of each virtio device of the booted VM, by device id (what Cloud
     /// Hypervisor's device tree reports as the `_virtio-pci-<id>` node's `pci_bdf`).
     bdfs: std::collections::BTreeMap<String, String>,
+    /// The serial port's socket (mode `Socket`) while CH would hold it.
+    serial: Option<SerialSocket>,
+}
+
+/// A serial port in mode `Socket`: a listener with at most one client.
+struct SerialSocket {
+    path: PathBuf,
+    listener: Arc<std::os::unix::net::UnixListener>,
+    client: Arc<Mutex<Option<std::os::unix::net::UnixStream>>>,
+    /// The guest echoes what it receives (the stub booted with a cmdline starting with `e`).
+    echo: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SerialSocket {
+    fn bind(path: &Path) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = Arc::new(std::os::unix::net::UnixListener::bind(path)?);
+        listener.set_nonblocking(true)?;
+        let client: Arc<Mutex<Option<std::os::unix::net::UnixStream>>> = Arc::default();
+        let echo = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let socket = Self {
+            path: path.to_owned(),
+            listener,
+            client,
+            echo,
+            stop,
+        };
+        let (l, c, e, st) = (
+            Arc::clone(&socket.listener),
+            Arc::clone(&socket.client),
+            Arc::clone(&socket.echo),
+            Arc::clone(&socket.stop),
+        );
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if !Self::accept(&l, &c, &e) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        Ok(socket)
+    }
+
+    /// Take a pending connection as the client (replacing the previous one, as CH does);
+    /// whether there was one.
+    fn accept(
+        listener: &std::os::unix::net::UnixListener,
+        client: &Arc<Mutex<Option<std::os::unix::net::UnixStream>>>,
+        echo: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> bool {
+        let Ok((stream, _)) = listener.accept() else {
+            return false;
+        };
+        let _ = stream.set_nonblocking(false);
+        let Ok(reader) = stream.try_clone() else {
+            return true;
+        };
+        let previous = client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(stream);
+        if let Some(previous) = previous {
+            let _ = previous.shutdown(std::net::Shutdown::Both);
+        }
+        let (c, e) = (Arc::clone(client), Arc::clone(echo));
+        std::thread::spawn(move || Self::read(reader, &c, &e));
+        true
+    }
+
+    /// The guest side of one client: what it writes reaches the stub, which echoes it back
+    /// when it was booted to.
+    fn read(
+        mut reader: std::os::unix::net::UnixStream,
+        client: &Mutex<Option<std::os::unix::net::UnixStream>>,
+        echo: &std::sync::atomic::AtomicBool,
+    ) {
+        use std::io::Read as _;
+        let mut buf = [0u8; 64];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) if echo.load(std::sync::atomic::Ordering::Relaxed) => {
+                    if let Some(out) = client
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .as_mut()
+                    {
+                        let _ = out.write_all(&buf[..n]);
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Guest output: to the client, or nowhere. A client that connected before counts (CH's
+    /// serial thread accepts as soon as it connects, long before a guest boots).
+    fn write(&self, data: &[u8]) {
+        while Self::accept(&self.listener, &self.client, &self.echo) {}
+        if let Some(out) = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            let _ = out.write_all(data);
+        }
+    }
+}
+
+impl Drop for SerialSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = fs::remove_file(&self.path);
+        if let Some(c) = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 struct Sim {
@@ -170,14 +301,33 @@ impl Sim {
         }
     }
 
-    fn serial_line(config: &Value, line: &str) {
-        let serial = &config["serial"];
+    fn serial_line(vm: &Vm, line: &str) {
+        if let Some(socket) = &vm.serial {
+            socket.write(format!("{line}\n").as_bytes());
+            return;
+        }
+        let serial = &vm.config["serial"];
         if serial["mode"].as_str() == Some("File")
             && let Some(path) = serial["file"].as_str()
             && let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path)
         {
             let _ = writeln!(f, "{line}");
         }
+    }
+
+    /// The serial socket of `config` (mode `Socket`), bound; `None` for other modes.
+    fn bind_serial(config: &Value) -> std::io::Result<Option<SerialSocket>> {
+        let serial = &config["serial"];
+        if serial["mode"].as_str() != Some("Socket") {
+            return Ok(None);
+        }
+        let path = serial["socket"].as_str().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "serial socket path missing",
+            )
+        })?;
+        SerialSocket::bind(Path::new(path)).map(Some)
     }
 
     /// Cloud Hypervisor opens its serial file with truncation at `vm.create` and every boot.
@@ -570,11 +720,27 @@ impl Sim {
                     );
                 }
                 Self::truncate_serial(&config);
+                // CH binds the serial socket here (`pre_create_console_devices`).
+                let serial = match Self::bind_serial(&config) {
+                    Ok(serial) => serial,
+                    Err(e) => {
+                        return err(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &[
+                                "Error from API",
+                                "The VM could not be created",
+                                "Error creating console devices",
+                                &e.to_string(),
+                            ],
+                        );
+                    }
+                };
                 *guard = Some(Vm {
                     config,
                     state: Some(VmState::Created),
                     pending_eject: Vec::new(),
                     bdfs: std::collections::BTreeMap::new(),
+                    serial,
                 });
                 self.log("VM created");
                 reply(StatusCode::NO_CONTENT, None)
@@ -627,6 +793,23 @@ impl Sim {
                         ],
                     );
                 }
+                if vm.serial.is_none() {
+                    // After `vm.shutdown` CH binds the serial socket again at boot.
+                    match Self::bind_serial(&vm.config) {
+                        Ok(serial) => vm.serial = serial,
+                        Err(e) => {
+                            return err(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                &[
+                                    "Error from API",
+                                    "The VM could not boot",
+                                    "Error creating console devices",
+                                    &e.to_string(),
+                                ],
+                            );
+                        }
+                    }
+                }
                 self.event("vm", "booting");
                 vm.state = Some(VmState::Running);
                 vm.pending_eject.clear();
@@ -642,7 +825,13 @@ impl Sim {
                     }
                 }
                 Self::truncate_serial(&vm.config);
-                Self::serial_line(&vm.config, &format!("PVH-HELLO cmdline={cmdline}"));
+                Self::serial_line(vm, &format!("PVH-HELLO cmdline={cmdline}"));
+                if let Some(serial) = &vm.serial {
+                    serial.echo.store(
+                        cmdline.starts_with('e'),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
                 self.event("vm", "booted");
                 self.log("VM booted");
                 if cmdline.starts_with('p') {
@@ -682,6 +871,8 @@ impl Sim {
                 match (endpoint, state) {
                     ("vm.shutdown", _) => {
                         vm.state = Some(VmState::Created);
+                        // CH drops its serial manager (and removes the socket) here.
+                        vm.serial = None;
                         vm.pending_eject.clear();
                         vm.bdfs.clear();
                         self.event("vm", "shutdown");

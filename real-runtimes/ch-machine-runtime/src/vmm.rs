@@ -95,6 +95,10 @@ pub struct VmPaths {
     pub serial: PathBuf,
     /// The VMM's log file.
     pub log: PathBuf,
+    /// The guest's serial port as a unix socket the VMM listens on (CH `serial` mode
+    /// `Socket`, QEMU `-chardev socket,server=on`); the runtime's console pump is its one
+    /// client and writes `serial`.
+    pub serial_socket: PathBuf,
 }
 
 impl VmPaths {
@@ -106,6 +110,7 @@ impl VmPaths {
             event_monitor: dir.join("events.json"),
             serial: dir.join("serial.log"),
             log: dir.join("vmm.log"),
+            serial_socket: dir.join("serial.sock"),
         }
     }
 }
@@ -125,7 +130,7 @@ async fn keep_serial_history(serial: &Path) {
     }
 }
 
-fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read as _, Seek as _};
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
@@ -135,7 +140,7 @@ fn read_tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(text)
 }
 
-fn keep_serial_history_blocking(serial: &Path) -> std::io::Result<()> {
+pub(crate) fn keep_serial_history_blocking(serial: &Path) -> std::io::Result<()> {
     use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
     let text = match read_tail(serial, SERIAL_HISTORY_MAX) {
         Ok(text) => text,
@@ -467,6 +472,7 @@ pub const CH_MAX_DEVICES: usize = 30;
 pub struct CloudHypervisor {
     binary: PathBuf,
     initramfs: Option<PathBuf>,
+    serial_socket: bool,
 }
 
 impl CloudHypervisor {
@@ -475,7 +481,17 @@ impl CloudHypervisor {
         Self {
             binary,
             initramfs: None,
+            serial_socket: true,
         }
+    }
+
+    /// Whether the serial port is the socket `VmPaths::serial_socket` (the default, what the
+    /// runtime's console pump reads) or, with `false`, CH writes `serial.log` itself (a bare
+    /// VMM with no pump, as `ch-runtime-bench`'s baseline).
+    #[must_use]
+    pub fn with_serial_socket(mut self, on: bool) -> Self {
+        self.serial_socket = on;
+        self
     }
 
     /// Boot every VM with this initramfs (`payload.initramfs`).
@@ -546,6 +562,7 @@ impl Vmm for CloudHypervisor {
 
     async fn spawn(&self, paths: &VmPaths) -> Result<Spawned> {
         let _ = std::fs::remove_file(&paths.api_socket);
+        let _ = std::fs::remove_file(&paths.serial_socket);
         for file in [&paths.log, &paths.serial, &paths.event_monitor] {
             private_file(file).map_err(|source| Error::Spawn {
                 binary: self.binary.clone(),
@@ -608,6 +625,16 @@ impl Vmm for CloudHypervisor {
         let mut config = Self::vm_config(spec);
         if let Some(initramfs) = &self.initramfs {
             config["payload"]["initramfs"] = json!(initramfs);
+        }
+        // The serial port is a socket CH binds at `vm.create` (and again at a boot after
+        // `vm.shutdown`); the runtime's console pump connects before `vm.boot` and writes
+        // `serial.log` (bounded) from it. CH refuses to bind over an existing file.
+        if self.serial_socket
+            && let Some(dir) = vmm.api_socket.parent()
+        {
+            let socket = VmPaths::new(dir).serial_socket;
+            let _ = std::fs::remove_file(&socket);
+            config["serial"] = json!({ "mode": "Socket", "socket": socket });
         }
         // Cloud Hypervisor truncates its serial file at `vm.create` and again at every
         // `vm.boot` (also a re-boot in the same process): keep what earlier boots printed.

@@ -900,3 +900,92 @@ fn matrix_diff_names_each_difference() {
     assert_eq!(diff.len(), 2, "{diff:#?}");
     assert!(diff[0].starts_with(&key) || diff[1].starts_with(&key));
 }
+
+/// Serial mode `Socket`, as Cloud Hypervisor v53's serial manager does it (CH.md): bound at
+/// `vm.create` (an existing path makes create fail), one client at a time (a new connection
+/// replaces the old one), the guest's output to the client, the stub's echo with a cmdline
+/// starting with `e`, the socket removed at `vm.shutdown` and bound again at the next boot,
+/// removed at `vm.delete`.
+async fn serial_socket(backend: Backend) {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::Builder::new()
+        .prefix("chapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
+        return;
+    };
+    let socket = dir.path().join("serial.sock");
+    let vmm = Vmm::spawn(&backend, dir.path()).await;
+    let config = json!({
+        "payload": {"kernel": kernel, "cmdline": "echo"},
+        "serial": {"mode": "Socket", "socket": socket},
+        "console": {"mode": "Off"},
+    })
+    .to_string();
+    // An existing file at the path: create fails.
+    std::fs::write(&socket, b"").unwrap();
+    let (status, _) = vmm.call("PUT", "vm.create", Some(&config)).await;
+    assert_eq!(status, 500);
+    std::fs::remove_file(&socket).unwrap();
+    assert_eq!(vmm.call("PUT", "vm.create", Some(&config)).await.0, 204);
+    assert!(socket.exists(), "bound at vm.create");
+
+    let read_until = |s: &mut UnixStream, needle: &str| {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed before {needle:?}: {seen:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    let mut first = UnixStream::connect(&socket).unwrap();
+    let (s, _) = vmm.call("PUT", "vm.boot", None).await;
+    assert!((200..300).contains(&s), "{s}");
+    read_until(&mut first, "PVH-HELLO cmdline=echo");
+    first.write_all(b"ping\r").unwrap();
+    read_until(&mut first, "ping\r");
+
+    // A second client replaces the first, whose connection is shut down.
+    let mut second = UnixStream::connect(&socket).unwrap();
+    second.write_all(b"pong\r").unwrap();
+    read_until(&mut second, "pong\r");
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert!(
+        first.read_to_end(&mut rest).is_ok(),
+        "the first client is shut down"
+    );
+
+    // Shutdown removes the socket; the next boot binds it again.
+    assert_eq!(vmm.call("PUT", "vm.shutdown", None).await.0, 204);
+    assert!(!socket.exists(), "removed at vm.shutdown");
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        second.read(&mut buf).unwrap_or(0),
+        0,
+        "client closed at shutdown"
+    );
+    let (s, _) = vmm.call("PUT", "vm.boot", None).await;
+    assert!((200..300).contains(&s), "{s}");
+    assert!(socket.exists(), "bound again at boot");
+    assert_eq!(vmm.call("PUT", "vm.delete", None).await.0, 204);
+    assert!(!socket.exists(), "removed at vm.delete");
+}
+
+#[tokio::test]
+async fn serial_socket_on_ch_sim() {
+    serial_socket(Backend::Sim).await;
+}
+
+#[tokio::test]
+async fn serial_socket_on_real_ch() {
+    if let Some(backend) = Backend::real_ch() {
+        serial_socket(backend).await;
+    }
+}

@@ -59,6 +59,7 @@ impl InProcess {
             graceful_power_off: Duration::ZERO,
             stop_vms_on_exit: true,
             cpu_overcommit: 1,
+            console_listen: "127.0.0.1:0".parse().unwrap(),
         }
         .validate()
         .unwrap();
@@ -541,15 +542,19 @@ async fn metadata_generations_status_and_events() {
         .into_inner();
     assert_eq!(version.runtime_name, "ch-machine-runtime");
     assert!(!version.runtime_version.is_empty());
-    let exec = rt
-        .client
-        .exec(machine::ExecRequest {
-            machine_id: meta.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(exec.url, "");
+    // Powered off (`vm.shutdown`: CH drops the serial socket): no console, Unavailable.
+    common::eventually("exec unavailable", Duration::from_secs(10), || {
+        let mut c = rt.client.clone();
+        let id = meta.id.clone();
+        async move {
+            let status = c
+                .exec(machine::ExecRequest { machine_id: id })
+                .await
+                .err()?;
+            (status.code() == Code::Unavailable).then_some(())
+        }
+    })
+    .await;
 
     // Events: labels of the machine, seconds, time window honoured only when both bounds > 0.
     let now = i64::try_from(

@@ -87,7 +87,10 @@ pub(crate) async fn run(args: Args) -> Result<()> {
             let kind = Kind::parse_for(&kind, "detach", ATTACH_KINDS)?;
             ctx.detach(kind, &names, &machine_id).await
         }
-        Command::Exec { machine_id } => ctx.exec(&machine_id).await,
+        Command::Exec {
+            machine_id,
+            url_only,
+        } => ctx.exec(&machine_id, url_only).await,
     }
 }
 
@@ -839,7 +842,7 @@ impl Ctx<'_> {
         report(errors)
     }
 
-    async fn exec(&self, machine_id: &str) -> Result<()> {
+    async fn exec(&self, machine_id: &str, url_only: bool) -> Result<()> {
         let conn = &self.conn;
         let mut client = conn.machine().await?;
         let res = conn
@@ -851,7 +854,12 @@ impl Ctx<'_> {
         if res.url.is_empty() {
             bail!("exec machine {machine_id}: the runtime returned no URL (exec is not supported)");
         }
-        print(&format!("{}\n", res.url))
+        if url_only {
+            return print(&format!("{}\n", res.url));
+        }
+        crate::console::session(&res.url)
+            .await
+            .with_context(|| format!("exec machine {machine_id}"))
     }
 }
 

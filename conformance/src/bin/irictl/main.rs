@@ -9,6 +9,7 @@
 mod client;
 mod codec;
 mod commands;
+mod console;
 mod kind;
 mod table;
 
@@ -174,10 +175,18 @@ pub(crate) enum Command {
         #[arg(long)]
         machine_id: String,
     },
-    /// Print the exec (console) URL of a machine.
+    /// Open a machine's console (Exec); --url-only prints its URL.
+    ///
+    /// The console is the remotecommand v5.channel.k8s.io stream over WebSocket that the
+    /// URL Exec answers serves. On a terminal: interactive, raw mode, Ctrl+] leaves. Otherwise stdin goes
+    /// to the console and its output to stdout until the session ends (after stdin closed,
+    /// once the console was quiet briefly); a failure status exits non-zero.
     Exec {
         /// The machine.
         machine_id: String,
+        /// Only print the URL Exec answers.
+        #[arg(long)]
+        url_only: bool,
     },
 }
 

@@ -199,7 +199,9 @@ fn vm_spec(row: &Row, paths: &VmPaths, i: usize) -> VmSpec {
 
 /// Bare Cloud Hypervisor: spawn → `vm.create` → `vm.boot` → `vm.info` Running, then → marker.
 async fn bare_ch(binary: &Path, row: &Row, dir: &Path) -> anyhow::Result<Samples> {
-    let ch = CloudHypervisor::new(binary.to_owned()).with_initramfs(row.initramfs.clone());
+    let ch = CloudHypervisor::new(binary.to_owned())
+        .with_initramfs(row.initramfs.clone())
+        .with_serial_socket(false);
     let mut samples = Samples::default();
     for i in 0..row.n {
         let vm_dir = dir.join(format!("bare{i}"));
@@ -233,7 +235,9 @@ async fn bare_qemu(
     row: &Row,
     dir: &Path,
 ) -> anyhow::Result<Samples> {
-    let qemu = Qemu::new(binary.to_owned(), accel).with_initramfs(row.initramfs.clone());
+    let qemu = Qemu::new(binary.to_owned(), accel)
+        .with_initramfs(row.initramfs.clone())
+        .with_serial_socket(false);
     let mut samples = Samples::default();
     for i in 0..row.n {
         let vm_dir = dir.join(format!("bare{i}"));

@@ -83,6 +83,7 @@ pub struct Qemu {
     accel: QemuAccel,
     initramfs: Option<PathBuf>,
     bios: Option<PathBuf>,
+    serial_socket: bool,
 }
 
 /// Small PVH ELF kernels (below this size) count as "stub guests" for [`QemuAccel::Auto`].
@@ -164,7 +165,17 @@ impl Qemu {
             accel,
             initramfs: None,
             bios,
+            serial_socket: true,
         }
+    }
+
+    /// Whether the serial port is the socket `VmPaths::serial_socket` (the default, what the
+    /// runtime's console pump reads) or, with `false`, QEMU appends `serial.log` itself (a
+    /// bare VMM with no pump, as `ch-runtime-bench`'s baseline).
+    #[must_use]
+    pub fn with_serial_socket(mut self, on: bool) -> Self {
+        self.serial_socket = on;
+        self
     }
 
     /// Boot every VM with this initramfs (`-initrd`).
@@ -243,8 +254,17 @@ impl Qemu {
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
             "-chardev".into(),
-            // Appended across power cycles, like CH's serial file.
-            format!("file,id=serial0,path={},append=on", paths.serial.display()),
+            // A socket the runtime's console pump connects to before `cont` (`wait=off`: the
+            // guest never blocks on it); the pump appends `serial.log` across power cycles.
+            // Without the pump: the file, appended.
+            if self.serial_socket {
+                format!(
+                    "socket,id=serial0,path={},server=on,wait=off",
+                    paths.serial_socket.display()
+                )
+            } else {
+                format!("file,id=serial0,path={},append=on", paths.serial.display())
+            },
             "-serial".into(),
             "chardev:serial0".into(),
             // Native PCIe hot-plug on the root ports (q35 defaults to ACPI hot-plug, which
@@ -509,6 +529,7 @@ impl Vmm for Qemu {
 
     async fn spawn_for(&self, paths: &VmPaths, spec: &VmSpec) -> Result<Spawned> {
         let _ = std::fs::remove_file(&paths.api_socket);
+        let _ = std::fs::remove_file(&paths.serial_socket);
         let spawn_error = |source| Error::Spawn {
             binary: self.binary.clone(),
             source,
@@ -697,7 +718,8 @@ mod tests {
             "-initrd /k/initrd",
             "-smbios type=11,path=/state/vms/x/oem-string-0",
             "path=/state/vms/x/api.sock,server=on,wait=off",
-            "path=/state/vms/x/serial.log",
+            "socket,id=serial0,path=/state/vms/x/serial.sock,server=on,wait=off",
+            "-serial chardev:serial0",
             "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
             "pcie-root-port,id=irikit-rp15,chassis=16",
         ] {
@@ -708,6 +730,16 @@ mod tests {
             "guest power-off must end QEMU"
         );
         assert!(!args.contains("-drive"), "disks are added over QMP");
+        // Without the console pump (a bare baseline): QEMU appends the serial file itself.
+        let bare = Qemu::new("/nonexistent/qemu".into(), QemuAccel::Tcg)
+            .with_serial_socket(false)
+            .args(&paths, &spec())
+            .join(" ");
+        assert!(
+            bare.contains("file,id=serial0,path=/state/vms/x/serial.log,append=on")
+                && !bare.contains("serial.sock"),
+            "{bare}"
+        );
         assert!(
             !args.contains("aWduaXRpb24="),
             "ignition on the command line"

@@ -717,11 +717,16 @@ impl Runtimes {
     /// PVH stub cannot be assembled for a real VMM. `extra` is appended to the machine runtime's
     /// arguments.
     pub async fn start(vmm: Vmm, extra: &[&str]) -> Option<Self> {
+        Self::start_with_cmdline(vmm, "halt", extra).await
+    }
+
+    /// [`Runtimes::start`] with the guest's `cmdline` (`echo`: the stub echoes its serial input).
+    pub async fn start_with_cmdline(vmm: Vmm, cmdline: &str, extra: &[&str]) -> Option<Self> {
         let backend = match &vmm {
             Vmm::CloudHypervisor(backend) => backend.clone(),
             Vmm::Qemu { binary, .. } => Backend::RealCh(binary.clone()),
         };
-        let env = Env::new(backend, "halt")?;
+        let env = Env::new(backend, cmdline)?;
         let reaper = Reaper::for_env(&env);
         let image = env.image_dir.join("root.img");
         std::fs::write(&image, vec![0x5a; 1 << 20]).unwrap();
