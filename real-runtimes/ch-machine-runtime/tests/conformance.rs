@@ -134,7 +134,7 @@ async fn reservation_cases_pass_on_ch_sim() {
     suite.params.machine_class = Some(common::CLASS.to_owned());
     suite.params.image = runtimes.image.display().to_string();
     let report = suite.check(&targets(&runtimes)).await;
-    assert_eq!(report.results.len(), 5, "the five reservation cases ran");
+    assert_eq!(report.results.len(), 7, "the seven reservation cases ran");
 }
 
 /// The same suite against a real Cloud Hypervisor booting the PVH stub, where `IRIKIT_CH_BIN`

@@ -1,6 +1,7 @@
 //! irikit's reservation extension (issue 15) on ch-machine-runtime over ch-sim: holds against
 //! the host's real class quantities and the state directory's free space, a CreateMachine
-//! without a reservation refused where capacity is held, consumption (BOUND), holds that
+//! without a reservation refused where capacity is held, consumption one machine at a time
+//! (BOUND with the last), holds that
 //! survive a kill -9 and restart, and release on DeleteReservation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -72,8 +73,8 @@ async fn create_machine(
 
 fn start(env: &Env) -> Proc {
     let mut args = env.args();
-    // At least two machines of the small class on any host.
-    args.extend(["--cpu-overcommit".into(), "2".into()]);
+    // At least four machines of the small class (1 CPU) on any host.
+    args.extend(["--cpu-overcommit".into(), "4".into()]);
     Proc::spawn(
         std::path::Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
         &args,
@@ -101,7 +102,7 @@ async fn reservations_hold_bind_survive_a_restart_and_release() {
         .find(|s| s.machine_class.as_ref().unwrap().name == common::CLASS)
         .unwrap()
         .quantity;
-    assert!(q >= 2, "small class quantity {q}");
+    assert!(q >= 4, "small class quantity {q}");
 
     // Bad specs are InvalidArgument.
     for bad in [
@@ -140,17 +141,35 @@ async fn reservations_hold_bind_survive_a_restart_and_release() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 
-    // Consumed: BOUND, and a bound reservation cannot be consumed twice.
+    // Consumed one machine at a time: after the first of q it is still ACCEPTED, and the
+    // machine plus the rest of the hold still fill the class.
     let m1 = create_machine(&mut client, Some(&full)).await.unwrap();
-    assert_eq!(state(&mut rc, &full).await, Some(BOUND));
-    let err = create_machine(&mut client, Some(&full)).await.unwrap_err();
+    assert_eq!(state(&mut rc, &full).await, Some(ACCEPTED));
+    let (extra, st) = create(&mut rc, reservation(&[(common::CLASS, 1)], 0)).await;
+    assert_eq!(
+        st, REJECTED,
+        "the machine and the rest of the hold fill the class"
+    );
+    let err = create_machine(&mut client, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(rc.delete(&full).await.unwrap(), Reply::Served(()));
+
+    // A reservation of two: ACCEPTED after the first machine, BOUND with the second, and a
+    // bound reservation cannot be consumed again.
+    let (pair, st) = create(&mut rc, reservation(&[(common::CLASS, 2)], 0)).await;
+    assert_eq!(st, ACCEPTED);
+    let m2 = create_machine(&mut client, Some(&pair)).await.unwrap();
+    assert_eq!(state(&mut rc, &pair).await, Some(ACCEPTED));
+    let m3 = create_machine(&mut client, Some(&pair)).await.unwrap();
+    assert_eq!(state(&mut rc, &pair).await, Some(BOUND));
+    let err = create_machine(&mut client, Some(&pair)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
 
-    // The machine uses one; hold the rest of the class.
-    let (rest, st) = create(&mut rc, reservation(&[(common::CLASS, q - 1)], 0)).await;
+    // Three machines use three; hold the rest of the class.
+    let (rest, st) = create(&mut rc, reservation(&[(common::CLASS, q - 3)], 0)).await;
     assert_eq!(st, ACCEPTED);
-    let (extra, st) = create(&mut rc, reservation(&[(common::CLASS, 1)], 0)).await;
-    assert_eq!(st, REJECTED, "the machine and the hold fill the class");
+    let (extra2, st) = create(&mut rc, reservation(&[(common::CLASS, 1)], 0)).await;
+    assert_eq!(st, REJECTED, "the machines and the hold fill the class");
     let err = create_machine(&mut client, None).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
@@ -160,11 +179,14 @@ async fn reservations_hold_bind_survive_a_restart_and_release() {
     let channel = runtime.channel().await;
     let mut client = Client::new(channel.clone());
     let mut rc = ReservationClient::new(channel);
-    assert_eq!(state(&mut rc, &full).await, Some(BOUND));
+    assert_eq!(state(&mut rc, &pair).await, Some(BOUND));
     assert_eq!(state(&mut rc, &over).await, Some(REJECTED));
     assert_eq!(state(&mut rc, &rest).await, Some(ACCEPTED));
     assert_eq!(state(&mut rc, &extra).await, Some(REJECTED));
-    assert!(common::get(&mut client, &m1).await.is_some());
+    assert_eq!(state(&mut rc, &extra2).await, Some(REJECTED));
+    for m in [&m1, &m2, &m3] {
+        assert!(common::get(&mut client, m).await.is_some());
+    }
     let err = create_machine(&mut client, None).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 
@@ -173,12 +195,13 @@ async fn reservations_hold_bind_survive_a_restart_and_release() {
     assert_eq!(state(&mut rc, &rest).await, None);
     let err = rc.delete(&rest).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let m2 = create_machine(&mut client, None).await.unwrap();
-    // The machines now use 2 of the class: a reservation of the rest fits, one more not.
-    let (_, st) = create(&mut rc, reservation(&[(common::CLASS, q - 1)], 0)).await;
-    assert_eq!(st, REJECTED, "two machines and q-1 exceed {q}");
-    if q > 2 {
-        let (id, st) = create(&mut rc, reservation(&[(common::CLASS, q - 2)], 0)).await;
+    // Nothing is held: a machine without a reservation is created (best-effort).
+    let m4 = create_machine(&mut client, None).await.unwrap();
+    // The machines now use 4 of the class: a reservation of the rest fits, one more not.
+    let (_, st) = create(&mut rc, reservation(&[(common::CLASS, q - 3)], 0)).await;
+    assert_eq!(st, REJECTED, "four machines and q-3 exceed {q}");
+    if q > 4 {
+        let (id, st) = create(&mut rc, reservation(&[(common::CLASS, q - 4)], 0)).await;
         assert_eq!(st, ACCEPTED);
         rc.delete(&id).await.unwrap();
     }
@@ -196,7 +219,7 @@ async fn reservations_hold_bind_survive_a_restart_and_release() {
         rc.delete(&id).await.unwrap();
     }
 
-    for id in [m1, m2] {
+    for id in [m1, m2, m3, m4] {
         client
             .delete_machine(machine::DeleteMachineRequest {
                 machine_id: id.clone(),

@@ -17,8 +17,13 @@
 //! once: ACCEPTED when every dimension still fits next to the machines and the other holds,
 //! REJECTED otherwise (listed, holding nothing, until deleted).
 //!
-//! A `CreateMachine` annotated `reservation.irikit.dev/id=<id>` consumes that ACCEPTED
-//! reservation: it turns BOUND and its hold ends (the machine now uses the capacity). A
+//! A `CreateMachine` annotated `reservation.irikit.dev/id=<id>` consumes one machine of that
+//! ACCEPTED reservation, as iri-mock does: the hold shrinks by that machine (its class count,
+//! CPUs, memory and local storage; the machine uses the capacity instead), the reservation
+//! stays ACCEPTED while machines remain and turns BOUND with the last one (a reservation that
+//! names no class, with its first). What was consumed is counted from the listed machines that
+//! name the reservation, so it survives a restart with them; a consuming machine deleted while
+//! the reservation is still ACCEPTED gives its machine back to the hold. A
 //! `CreateMachine` without one may not eat into held capacity: while any reservation holds
 //! capacity, a machine that does not fit next to the machines and the holds is refused with
 //! `ResourceExhausted`. (Without holds, `CreateMachine` stays best-effort, as before.)
@@ -207,16 +212,73 @@ impl Runtime {
         u
     }
 
+    /// Machines of each class created against reservation `id`, among `records`.
+    fn consumed_by(records: &[MachineRecord], id: &str) -> HashMap<String, i64> {
+        let mut consumed = HashMap::new();
+        for record in records.iter().filter(|r| {
+            r.annotations
+                .get(RESERVATION_ID_ANNOTATION)
+                .is_some_and(|named| named == id)
+        }) {
+            *consumed.entry(record.spec.class.clone()).or_insert(0) += 1;
+        }
+        consumed
+    }
+
+    /// What reservation `r` still holds: its spec less the machines created against it
+    /// (nothing unless it is ACCEPTED).
+    fn still_held(&self, records: &[MachineRecord], r: &rsv::Reservation) -> Usage {
+        let Some(spec) = r.spec.as_ref().filter(|_| state_of(r) == ACCEPTED) else {
+            return Usage::default();
+        };
+        let consumed = Self::consumed_by(records, id_of(r));
+        if consumed.is_empty() {
+            return self.held_by(spec);
+        }
+        let mut rest = spec.clone();
+        for (class, used) in &consumed {
+            if let Some(n) = rest.machine_classes.get_mut(class) {
+                *n = (*n - used).max(0);
+            }
+            if let Some(c) = self.class_of(class) {
+                let cpu = i64::from(c.cpu).saturating_mul(1000).saturating_mul(*used);
+                let mem = i64::try_from(c.memory_bytes)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(*used);
+                rest.cpu_millis = rest.cpu_millis.saturating_sub(cpu).max(0);
+                rest.memory_bytes = rest.memory_bytes.saturating_sub(mem).max(0);
+            }
+        }
+        rest.machine_classes.retain(|_, n| *n > 0);
+        let mut held = self.held_by(&rest);
+        if rest.machine_classes.is_empty() {
+            held.local_storage_bytes = 0;
+        }
+        held
+    }
+
+    /// Whether the machines in `records` consumed all of reservation `r`.
+    fn fully_consumed(records: &[MachineRecord], r: &rsv::Reservation) -> bool {
+        let consumed = Self::consumed_by(records, id_of(r));
+        let classes = r.spec.as_ref().map(|s| &s.machine_classes);
+        match classes {
+            Some(classes) if !classes.is_empty() => classes
+                .iter()
+                .all(|(c, n)| consumed.get(c).copied().unwrap_or(0) >= *n),
+            _ => !consumed.is_empty(),
+        }
+    }
+
     fn records(&self) -> Vec<MachineRecord> {
         let entries: Vec<_> = self.lock_machines().values().cloned().collect();
         entries.iter().map(|e| e.snapshot()).collect()
     }
 
-    /// What the listed machines use, and the bytes their owned disks occupy now.
-    fn used_by_machines(&self) -> (Usage, i64) {
+    /// What the machines in `records` use, and the bytes their owned disks occupy now.
+    fn used_by_machines(&self, records: &[MachineRecord]) -> (Usage, i64) {
         let mut used = Usage::default();
         let mut occupied = 0i64;
-        for record in self.records() {
+        for record in records {
             used.add(&self.machine_usage(&record.spec));
             for disk in record.disks.iter().filter(|d| d.owned) {
                 occupied = occupied.saturating_add(allocated(&disk.disk.path));
@@ -249,14 +311,13 @@ impl Runtime {
 
     /// Machines plus the holds of the ACCEPTED reservations in `items`, and the capacity.
     fn used_and_capacity(&self, items: &[rsv::Reservation]) -> (Usage, Usage, bool) {
-        let (mut used, occupied) = self.used_by_machines();
+        let records = self.records();
+        let (mut used, occupied) = self.used_by_machines(&records);
         let mut holds = false;
         for r in items.iter().filter(|r| state_of(r) == ACCEPTED) {
-            if let Some(spec) = r.spec.as_ref() {
-                let held = self.held_by(spec);
-                holds |= !held.is_empty();
-                used.add(&held);
-            }
+            let held = self.still_held(&records, r);
+            holds |= !held.is_empty();
+            used.add(&held);
         }
         (used, self.capacity(occupied), holds)
     }
@@ -432,11 +493,15 @@ impl Runtime {
                 )));
             }
             let classes = r.spec.as_ref().map(|s| &s.machine_classes);
-            if classes.is_some_and(|c| !c.is_empty() && !c.contains_key(&spec.class)) {
-                return Err(Error::Reservation(format!(
-                    "reservation {id:?} holds no machine of class {:?}",
-                    spec.class
-                )));
+            if let Some(classes) = classes.filter(|c| !c.is_empty()) {
+                let consumed = Self::consumed_by(&self.records(), id);
+                let used = consumed.get(&spec.class).copied().unwrap_or(0);
+                if used >= classes.get(&spec.class).copied().unwrap_or(0) {
+                    return Err(Error::Reservation(format!(
+                        "reservation {id:?} holds no (more) machine of class {:?}",
+                        spec.class
+                    )));
+                }
             }
             return Ok(Some(id.clone()));
         }
@@ -454,16 +519,24 @@ impl Runtime {
         Ok(None)
     }
 
-    /// Marks reservation `id` BOUND (its hold ends) and persists it; a failed write is
-    /// logged (the restart check binds it again from the machine's annotation).
+    /// After machine `machine_id` was created against reservation `id`: marks it BOUND when
+    /// that was its last machine (its hold ends) and persists it; a failed write is logged
+    /// (the restart check binds it again from the machines' annotations).
     pub(super) async fn bind(&self, id: &str, machine_id: &str) {
+        let records = self.records();
         let bound = {
             let mut items = self.inner.reservations.lock();
-            items.iter_mut().find(|r| id_of(r) == id).map(|r| {
-                r.status = Some(rsv::ReservationStatus { state: BOUND });
-                r.clone()
-            })
+            items
+                .iter_mut()
+                .find(|r| id_of(r) == id && Self::fully_consumed(&records, r))
+                .map(|r| {
+                    r.status = Some(rsv::ReservationStatus { state: BOUND });
+                    r.clone()
+                })
         };
+        if bound.is_none() {
+            info!(reservation.id = %id, machine.id = %machine_id, "reservation consumed in part");
+        }
         if let Some(r) = bound {
             let this = self.clone();
             let res = tokio::task::spawn_blocking(move || this.persist_reservation(&r)).await;
@@ -474,22 +547,22 @@ impl Runtime {
         }
     }
 
-    /// At start: every ACCEPTED reservation a stored machine names turns BOUND (a crash came
-    /// between the machine's write and the reservation's).
+    /// At start: every ACCEPTED reservation the stored machines consumed in full turns BOUND
+    /// (a crash came between the last machine's write and the reservation's).
     pub(super) fn bind_named_at_start(&self, records: &[MachineRecord]) {
+        let live: Vec<MachineRecord> = records
+            .iter()
+            .filter(|r| r.deleted_at == 0)
+            .cloned()
+            .collect();
         let mut items = self.inner.reservations.lock();
-        for record in records.iter().filter(|r| r.deleted_at == 0) {
-            let Some(id) = record.annotations.get(RESERVATION_ID_ANNOTATION) else {
-                continue;
-            };
-            if let Some(r) = items
-                .iter_mut()
-                .find(|r| id_of(r) == id.as_str() && state_of(r) == ACCEPTED)
-            {
-                r.status = Some(rsv::ReservationStatus { state: BOUND });
-                if let Err(e) = self.persist_reservation(r) {
-                    warn!(reservation.id = %id, error = %e, "persist bound reservation");
-                }
+        for r in items
+            .iter_mut()
+            .filter(|r| state_of(r) == ACCEPTED && Self::fully_consumed(&live, r))
+        {
+            r.status = Some(rsv::ReservationStatus { state: BOUND });
+            if let Err(e) = self.persist_reservation(r) {
+                warn!(reservation.id = %id_of(r), error = %e, "persist bound reservation");
             }
         }
     }
