@@ -21,6 +21,16 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+/// How long a step of a VMM's start took since `since` (target `ch_machine_runtime::timing`,
+/// as the runtime's own steps).
+fn spawn_timed(step: &'static str, since: Instant) {
+    tracing::debug!(
+        target: "ch_machine_runtime::timing",
+        step,
+        us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+    );
+}
+
 /// Errors of VMM operations.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -583,10 +593,12 @@ impl Vmm for CloudHypervisor {
             // Own process group: a Ctrl-C meant for the runtime does not reach the VMs.
             .process_group(0)
             .kill_on_drop(false);
+        let t0 = Instant::now();
         let child = cmd.spawn().map_err(|source| Error::Spawn {
             binary: self.binary.clone(),
             source,
         })?;
+        spawn_timed("spawn.exec", t0);
         let pid = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
@@ -605,6 +617,7 @@ impl Vmm for CloudHypervisor {
                 && let Ok(client) = Self::client(&spawned.process)
                 && client.ping().await.is_ok()
             {
+                spawn_timed("spawn.api_socket", t0);
                 return Ok(spawned);
             }
             if Instant::now() >= deadline || proc_start_time(pid).is_none() {

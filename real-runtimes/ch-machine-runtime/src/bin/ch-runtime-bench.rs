@@ -11,8 +11,9 @@
 //! `--machines` machines. Beside that, in the same run, it starts the same VMM bare the same
 //! number of times: Cloud Hypervisor (and ch-sim) spawn → `vm.create` → `vm.boot` → `vm.info`
 //! Running over its API socket; QEMU the runtime's command line without `-S`, spawn → QMP
-//! `query-status` running. It prints p50/p99 per measure and the runtime/bare ratio of the
-//! p50s.
+//! `query-status` running. On both sides every VM runs until the column ends, so the n-th
+//! start happens beside n-1 running VMs either way. It prints p50/p99 per measure and the
+//! runtime/bare ratio of the p50s.
 #![allow(clippy::print_stdout)] // a benchmark prints its figures
 
 use std::{
@@ -198,11 +199,14 @@ fn vm_spec(row: &Row, paths: &VmPaths, i: usize) -> VmSpec {
 }
 
 /// Bare Cloud Hypervisor: spawn → `vm.create` → `vm.boot` → `vm.info` Running, then → marker.
+/// Every VM runs until the column ends, as the runtime's machines do (the n-th VM starts beside
+/// n-1 running ones on both sides: on a 2-core host a boot beside running VMs is slower).
 async fn bare_ch(binary: &Path, row: &Row, dir: &Path) -> anyhow::Result<Samples> {
     let ch = CloudHypervisor::new(binary.to_owned())
         .with_initramfs(row.initramfs.clone())
         .with_serial_socket(false);
     let mut samples = Samples::default();
+    let mut running = Vec::new();
     for i in 0..row.n {
         let vm_dir = dir.join(format!("bare{i}"));
         std::fs::create_dir_all(&vm_dir)?;
@@ -211,7 +215,7 @@ async fn bare_ch(binary: &Path, row: &Row, dir: &Path) -> anyhow::Result<Samples
         let start = Instant::now();
         let spawned = ch.spawn(&paths).await?;
         let vmm = spawned.process.clone();
-        let mut child = spawned.child;
+        let child = spawned.child;
         ch.create(&vmm, &spec).await?;
         ch.boot(&vmm).await?;
         wait_for("bare vm.info Running", TIMEOUT, || async {
@@ -222,6 +226,9 @@ async fn bare_ch(binary: &Path, row: &Row, dir: &Path) -> anyhow::Result<Samples
         })
         .await?;
         samples.record(start, &paths.serial, row.marker).await?;
+        running.push((vmm, child));
+    }
+    for (vmm, mut child) in running {
         ch.terminate(&vmm, Duration::from_secs(5)).await?;
         let _ = child.wait().await;
     }
@@ -229,6 +236,7 @@ async fn bare_ch(binary: &Path, row: &Row, dir: &Path) -> anyhow::Result<Samples
 }
 
 /// Bare QEMU: the runtime's command line without `-S`; spawn → QMP running, then → marker.
+/// Every VM runs until the column ends, as in [`bare_ch`].
 async fn bare_qemu(
     binary: &Path,
     accel: QemuAccel,
@@ -239,6 +247,7 @@ async fn bare_qemu(
         .with_initramfs(row.initramfs.clone())
         .with_serial_socket(false);
     let mut samples = Samples::default();
+    let mut running = Vec::new();
     for i in 0..row.n {
         let vm_dir = dir.join(format!("bare{i}"));
         std::fs::create_dir_all(&vm_dir)?;
@@ -249,7 +258,7 @@ async fn bare_qemu(
             .filter(|a| a != "-S")
             .collect();
         let start = Instant::now();
-        let mut child = tokio::process::Command::new(binary)
+        let child = tokio::process::Command::new(binary)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -262,6 +271,9 @@ async fn bare_qemu(
         })
         .await?;
         samples.record(start, &paths.serial, row.marker).await?;
+        running.push(child);
+    }
+    for mut child in running {
         child.start_kill()?;
         child.wait().await?;
     }
