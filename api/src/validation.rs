@@ -574,10 +574,23 @@ pub fn validate_update(old: &Object, new: &Object) -> Vec<FieldError> {
         (Object::VolumeClass(a), Object::VolumeClass(b)) if a.capabilities != b.capabilities => {
             errs.push("capabilities", "Invalid value: field is immutable");
         }
-        // The poollets have passed the spec down to the runtimes: a changed spec would leave
-        // the holds behind it stale, so a different reservation is a new object.
-        (Object::Reservation(a), Object::Reservation(b)) if a.spec != b.spec => {
-            errs.push("spec", "Invalid value: field is immutable");
+        // The poollets have passed the resources down to the runtimes: changed resources would
+        // leave the holds behind them stale, so a different request is a new object. The pools
+        // may only be narrowed (the scheduler does so once it bound the Machine): the pools
+        // still asked keep their holds, the others release theirs.
+        (Object::Reservation(a), Object::Reservation(b)) => {
+            if a.spec.resources != b.spec.resources {
+                errs.push("spec.resources", "Invalid value: field is immutable");
+            }
+            let narrowed = !b.spec.pools.is_empty()
+                && (a.spec.pools.is_empty()
+                    || b.spec.pools.iter().all(|p| a.spec.pools.contains(p)));
+            if a.spec.pools != b.spec.pools && !narrowed {
+                errs.push(
+                    "spec.pools",
+                    "Invalid value: may only be narrowed to pools it already asks",
+                );
+            }
         }
         _ => {}
     }

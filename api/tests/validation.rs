@@ -104,7 +104,35 @@ fn reservation_spec_is_immutable() {
         .into_iter()
         .map(|e| e.path)
         .collect();
-    assert_eq!(paths, ["spec"]);
+    assert_eq!(paths, ["spec.resources"]);
+}
+
+/// `spec.pools` may only be narrowed: from all pools (empty) to some, or to a subset of those
+/// asked; never widened, never back to all.
+#[rstest::rstest]
+#[case("[]", "[p1]", true)]
+#[case("[p1, p2]", "[p2]", true)]
+#[case("[p1, p2]", "[p1, p2]", true)]
+#[case("[p1]", "[p1, p2]", false)]
+#[case("[p1]", "[p2]", false)]
+#[case("[p1]", "[]", false)]
+fn reservation_pools_may_only_be_narrowed(#[case] from: &str, #[case] to: &str, #[case] ok: bool) {
+    let doc = |pools: &str| {
+        parse_yaml_documents(&format!(
+            "{RSV}spec: {{pools: {pools}, resources: {{cpu: 1}}}}"
+        ))
+        .unwrap()
+        .remove(0)
+    };
+    let paths: Vec<_> = validation::validate_update(&doc(from), &doc(to))
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    if ok {
+        assert!(paths.is_empty(), "{from} -> {to}: {paths:?}");
+    } else {
+        assert_eq!(paths, ["spec.pools"], "{from} -> {to}");
+    }
 }
 
 const RSV: &str = "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: ns}\n";

@@ -327,8 +327,10 @@ fn spawn_reservations(
         {
             let queue = queue.clone();
             let pool = pool.to_owned();
+            let reconciler = reconciler.clone();
+            // A Reservation that asks this pool, or one it holds for that no longer does.
             move |obj| {
-                if asks_pool(obj, &pool) {
+                if asks_pool(obj, &pool) || reconciler.holds_for(&obj.metadata().uid) {
                     queue.add(ObjectRef::of(obj));
                 }
             }

@@ -19,8 +19,10 @@
 //!   conflict re-reads and merges again). A runtime that answers `PENDING` (a broker deciding
 //!   below) is polled by the relist, which lists every runtime reservation each period and
 //!   requeues the api Reservations whose state changed.
-//! - **Delete.** An api Reservation that is gone (or deleting) releases its hold:
-//!   `DeleteReservation` of every runtime reservation labelled with its namespace and name.
+//! - **Delete.** An api Reservation that is gone (or deleting), or no longer asks this pool
+//!   (the reservation-mode scheduler narrows `spec.pools` to the pool it bound the Machine to),
+//!   releases its hold: `DeleteReservation` of every runtime reservation labelled with its
+//!   namespace and name. This pool's entry in `status.pools` keeps its last answer.
 //!   The relist is the backstop: a runtime reservation whose api Reservation (by uid) is gone
 //!   is deleted once the watch cache is synced, so holds left while the poollet was down are
 //!   released too.
@@ -373,6 +375,11 @@ impl ReservationReconciler {
             .retain(|_, s| !(s.namespace == key.namespace && s.name == key.name));
     }
 
+    /// Whether a runtime reservation for the api Reservation with `uid` is known here.
+    pub fn holds_for(&self, uid: &str) -> bool {
+        self.runtime().contains_key(uid)
+    }
+
     /// Records a runtime state change seen by the relist; returns whether the api status
     /// may now differ.
     fn observe(&self, s: Seen) -> bool {
@@ -446,14 +453,19 @@ impl ReservationReconciler {
             let key = ObjectRef::new(s.namespace.clone(), s.name.clone());
             let api = self.cache.get(&key).and_then(Reservation::from_object);
             match api {
-                Some(api) if api.metadata.uid == s.uid && !api.metadata.is_deleting() => {
+                Some(api)
+                    if api.metadata.uid == s.uid
+                        && !api.metadata.is_deleting()
+                        && api.targets(&self.config.pool_name) =>
+                {
                     let state = ReservationState::from_iri(s.state);
                     if self.observe(s) || state != api.pool_state(&self.config.pool_name) {
                         keys.push(key);
                     }
                 }
                 _ if self.cache.is_synced() => {
-                    // Its Reservation is gone (or was re-created): release the hold.
+                    // Its Reservation is gone (or was re-created, or no longer asks this
+                    // pool): release the hold.
                     self.delete_runtime(&s.id).await?;
                     self.runtime().remove(&s.uid);
                 }
@@ -518,7 +530,9 @@ impl Reconciler<ObjectRef> for ReservationReconciler {
             return Ok(Action::await_change());
         };
         if r.metadata.is_deleting() || !r.targets(&self.config.pool_name) {
-            if r.targets(&self.config.pool_name) {
+            // Deleting, or no longer asking this pool (the scheduler narrows a Reservation to
+            // the pool it bound the Machine to): the hold here ends.
+            if r.metadata.is_deleting() || self.holds_for(&r.metadata.uid) {
                 self.release(key).await?;
             }
             return Ok(Action::await_change());

@@ -216,6 +216,33 @@ async fn pass_through(store: Arc<dyn Store>) {
     )
     .await;
 
+    // A Reservation narrowed to another pool (as the scheduler does once it bound the Machine
+    // elsewhere) releases the hold here.
+    let r4 = store.create_typed(reservation("r4", &[], 1)).await.unwrap();
+    wait_for(
+        &store,
+        NS,
+        "r4",
+        state_is(ReservationState::Accepted),
+        "r4 Accepted",
+    )
+    .await;
+    assert_eq!(runtime_of(&mock, &r4.metadata.uid).len(), 1);
+    loop {
+        let mut r = store.get_typed::<Reservation>(NS, "r4").await.unwrap();
+        r.spec.pools = vec!["other-pool".to_owned()];
+        match store.update(irikit_api::Resource::into_object(r)).await {
+            Ok(_) => break,
+            Err(irikit_api::store::Error::Conflict { .. }) => {}
+            Err(err) => panic!("{err}"),
+        }
+    }
+    poll_until(
+        || runtime_of(&mock, &r4.metadata.uid).is_empty(),
+        "the hold of a Reservation that no longer asks this pool released",
+    )
+    .await;
+
     // GC: a runtime reservation labelled for a Reservation the store does not have.
     let mut c = ReservationClient::new(mock.machine_channel());
     let stray = c

@@ -27,7 +27,11 @@
 //!    `OutOfCapacity` Event is recorded, the Machine's own Reservation is deleted and the
 //!    Machine is retried after a backoff ([`ReservationConfig::retry`] doubling up to
 //!    [`ReservationConfig::max_retry`]), with a new Reservation.
-//! 5. **Clean up.** A Machine's own Reservation is deleted once the chosen pool reports it
+//! 5. **Narrow.** Once the bind is written, a Reservation for one machine (own or named) gets
+//!    `spec.pools: [<the pool>]`: the other pools' poollets release their holds at once
+//!    instead of when the Reservation is deleted, so Machines scheduled at the same time do
+//!    not find capacity held for a Machine that is already placed.
+//! 6. **Clean up.** A Machine's own Reservation is deleted once the chosen pool reports it
 //!    `Bound` (the runtime created the machine against it), at once when the Machine was bound
 //!    best-effort, and when the Machine is deleted (the store has no garbage collector). After
 //!    a restart the list finds them again.
@@ -45,7 +49,7 @@ use std::{
 
 use futures::StreamExt;
 use irikit_api::{
-    Kind, ListOptions, Object, Resource, Store,
+    Kind, ListOptions, Object, Resource, Store, StoreExt,
     compute::{self, Machine, MachineClass},
     core::{Event, EventSource, ObjectReference},
     meta::{ObjectMeta, OwnerReference},
@@ -224,6 +228,8 @@ enum Done {
         key: String,
         uid: String,
         pool: String,
+        /// The Reservation (key) the Machine was bound with.
+        reservation: Option<String>,
         reserved: bool,
         result: store::Result<Vec<Object>>,
         fresh: Vec<store::Result<Object>>,
@@ -755,6 +761,10 @@ impl ReservationScheduler {
     ) {
         let mut desired = MachineFlavor::bind(obj, pool);
         let reserved = reservation.is_some();
+        let (namespace, _) = split(key);
+        let rkey = reservation
+            .as_ref()
+            .map(|name| format!("{namespace}/{name}"));
         if let Some(name) = reservation {
             desired
                 .metadata_mut()
@@ -792,10 +802,54 @@ impl ReservationScheduler {
                 key,
                 uid,
                 pool,
+                reservation: rkey,
                 reserved,
                 result,
                 fresh,
             }
+        });
+    }
+
+    /// After a Machine was bound to `pool` with the one-machine Reservation `rkey`: its
+    /// `spec.pools` becomes `[pool]`, so the other pools' poollets release their holds at once
+    /// (they hold nothing the Machine can use any more) instead of when the Reservation is
+    /// deleted, after `Bound` has travelled up. A Reservation for more than one machine is left
+    /// as it is (other Machines may still bind with it elsewhere).
+    fn narrow_reservation(&self, st: &State, rkey: &str, pool: &str, tasks: &mut JoinSet<Done>) {
+        let Some(r) = st.reservations.get(rkey) else {
+            return;
+        };
+        let machines: i128 = r.class_counts().iter().map(|(_, n)| *n).sum();
+        if machines != 1 || r.spec.pools == [pool] {
+            return;
+        }
+        let store = self.store.clone();
+        let (rkey, pool) = (rkey.to_owned(), pool.to_owned());
+        tasks.spawn(async move {
+            let (namespace, name) = split(&rkey);
+            for _ in 0..5 {
+                let current = match store.get_typed::<Reservation>(namespace, name).await {
+                    Ok(current) => current,
+                    Err(_) => break,
+                };
+                if current.spec.pools == [pool.as_str()] {
+                    break;
+                }
+                let mut desired = current;
+                desired.spec.pools = vec![pool.clone()];
+                match store.update(desired.into_object()).await {
+                    Err(store::Error::Conflict { .. }) => {}
+                    Ok(_) => {
+                        debug!(component = COMPONENT, reservation = %rkey, %pool, "narrowed to the bound pool");
+                        break;
+                    }
+                    Err(err) => {
+                        warn!(component = COMPONENT, reservation = %rkey, error = %err, "could not narrow the reservation");
+                        break;
+                    }
+                }
+            }
+            Done::Event
         });
     }
 
@@ -840,6 +894,7 @@ impl ReservationScheduler {
                 key,
                 uid,
                 pool,
+                reservation,
                 reserved,
                 result,
                 fresh,
@@ -859,6 +914,9 @@ impl ReservationScheduler {
                             );
                         }
                         info!(component = COMPONENT, machine = %key, %pool, reserved, "bound");
+                        if let Some(rkey) = &reservation {
+                            self.narrow_reservation(st, rkey, &pool, tasks);
+                        }
                         for obj in objs {
                             match obj.kind() {
                                 Kind::Machine => self.apply_machine(st, obj, false, tasks),

@@ -201,6 +201,14 @@ async fn binds_where_accepted(store: Arc<dyn Store>) {
         bound.metadata.annotations[RESERVATION_NAME_ANNOTATION],
         "m1"
     );
+    // Bound with a one-machine Reservation: it now asks only p1, so the other pools release
+    // their holds.
+    eventually(&store, "the Reservation narrowed to p1", |s| async move {
+        get_reservation(&s, "m1")
+            .await
+            .filter(|r| r.spec.pools == ["p1"])
+    })
+    .await;
     // Accepted is not yet Bound: the Reservation stays.
     answer(&store, "m1", "p3", ReservationState::Rejected).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
