@@ -546,12 +546,20 @@ async fn bench_all(cfg: &BenchConfig, ctx: &Ctx) -> anyhow::Result<Vec<RpcStats>
                 );
             }
             if want("ExpandVolume") {
-                let base = ctx.params.volume_size;
+                // One size per volume, grown under its lock: calls on one volume run one after
+                // another, each asking 1 MiB more than the last (with `c` calls in flight, a
+                // size computed from the call's index could reach the volume after a larger
+                // one and ask it to shrink).
+                let sizes: Vec<tokio::sync::Mutex<i64>> = ids
+                    .iter()
+                    .map(|_| tokio::sync::Mutex::new(ctx.params.volume_size))
+                    .collect();
+                let sizes = &sizes;
                 out.push(
                     measure("ExpandVolume", s, n, c, |i| async move {
-                        #[allow(clippy::cast_possible_wrap)]
-                        let grow = base + ((i / ids.len()) as i64 + 1) * (1 << 20);
-                        ctx.expand_volume(&ids[i % ids.len()], grow).await
+                        let mut size = sizes[i % ids.len()].lock().await;
+                        *size += 1 << 20;
+                        ctx.expand_volume(&ids[i % ids.len()], *size).await
                     })
                     .await,
                 );
