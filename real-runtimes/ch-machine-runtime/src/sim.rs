@@ -721,19 +721,13 @@ impl Sim {
                 }
                 Self::truncate_serial(&config);
                 // CH binds the serial socket here (`pre_create_console_devices`).
-                let serial = match Self::bind_serial(&config) {
-                    Ok(serial) => serial,
-                    Err(e) => {
-                        return err(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            &[
-                                "Error from API",
-                                "The VM could not be created",
-                                "Error creating console devices",
-                                &e.to_string(),
-                            ],
-                        );
-                    }
+                let serial = Self::bind_serial(&config);
+                // As on Cloud Hypervisor v53: a serial socket that cannot be bound fails the
+                // create, yet the VM config stays (state Created, `vm.create` again answers
+                // "VM is already created"; `vm.boot` binds the socket, `vm.delete` clears it).
+                let (serial, failed) = match serial {
+                    Ok(serial) => (serial, None),
+                    Err(e) => (None, Some(e)),
                 };
                 *guard = Some(Vm {
                     config,
@@ -742,6 +736,18 @@ impl Sim {
                     bdfs: std::collections::BTreeMap::new(),
                     serial,
                 });
+                if let Some(e) = failed {
+                    return err(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &[
+                            "Error from API",
+                            "The VM could not be created",
+                            "Error creating console devices",
+                            "Error creating console device",
+                            &e.to_string(),
+                        ],
+                    );
+                }
                 self.log("VM created");
                 reply(StatusCode::NO_CONTENT, None)
             }

@@ -902,7 +902,7 @@ fn matrix_diff_names_each_difference() {
 }
 
 /// Serial mode `Socket`, as Cloud Hypervisor v53's serial manager does it (CH.md): bound at
-/// `vm.create` (an existing path makes create fail), one client at a time (a new connection
+/// `vm.create` (an existing path makes create fail, leaving the config), one client at a time (a new connection
 /// replaces the old one), the guest's output to the client, the stub's echo with a cmdline
 /// starting with `e`, the socket removed at `vm.shutdown` and bound again at the next boot,
 /// removed at `vm.delete`.
@@ -924,11 +924,20 @@ async fn serial_socket(backend: Backend) {
         "console": {"mode": "Off"},
     })
     .to_string();
-    // An existing file at the path: create fails.
+    // An existing file at the path: create fails, but the config stays (recorded on CH v53):
+    // created again it is "already created"; deleted, it can be created.
     std::fs::write(&socket, b"").unwrap();
-    let (status, _) = vmm.call("PUT", "vm.create", Some(&config)).await;
+    let (status, body) = vmm.call("PUT", "vm.create", Some(&config)).await;
     assert_eq!(status, 500);
+    assert!(
+        body.to_string().contains("Address already in use"),
+        "{body}"
+    );
     std::fs::remove_file(&socket).unwrap();
+    let (status, body) = vmm.call("PUT", "vm.create", Some(&config)).await;
+    assert_eq!(status, 500);
+    assert!(body.to_string().contains("VM is already created"), "{body}");
+    assert_eq!(vmm.call("PUT", "vm.delete", None).await.0, 204);
     assert_eq!(vmm.call("PUT", "vm.create", Some(&config)).await.0, 204);
     assert!(socket.exists(), "bound at vm.create");
 
