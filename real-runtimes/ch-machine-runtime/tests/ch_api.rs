@@ -902,10 +902,11 @@ fn matrix_diff_names_each_difference() {
 }
 
 /// Serial mode `Socket`, as Cloud Hypervisor v53's serial manager does it (CH.md): bound at
-/// `vm.create` (an existing path makes create fail, leaving the config), one client at a time (a new connection
-/// replaces the old one), the guest's output to the client, the stub's echo with a cmdline
-/// starting with `e`, the socket removed at `vm.shutdown` and bound again at the next boot,
-/// removed at `vm.delete`.
+/// `vm.create` (an existing path makes create fail, leaving the config), one client at a time
+/// (a new connection replaces the old one), the guest's output to the client, the stub's echo
+/// with a cmdline starting with `e` (ch-sim only: a real CH has no 8259 for the stub's echo),
+/// the socket removed at `vm.shutdown` and bound again at the next boot, removed at
+/// `vm.delete`.
 async fn serial_socket(backend: Backend) {
     use std::io::{Read as _, Write as _};
     use std::os::unix::net::UnixStream;
@@ -955,13 +956,20 @@ async fn serial_socket(backend: Backend) {
     let (s, _) = vmm.call("PUT", "vm.boot", None).await;
     assert!((200..300).contains(&s), "{s}");
     read_until(&mut first, "PVH-HELLO cmdline=echo");
-    first.write_all(b"ping\r").unwrap();
-    read_until(&mut first, "ping\r");
+    // The stub echoes through the 8259's IRQ 4, which Cloud Hypervisor does not have: only
+    // ch-sim (and QEMU) echo.
+    let echoes = matches!(backend, Backend::Sim);
+    if echoes {
+        first.write_all(b"ping\r").unwrap();
+        read_until(&mut first, "ping\r");
+    }
 
     // A second client replaces the first, whose connection is shut down.
     let mut second = UnixStream::connect(&socket).unwrap();
-    second.write_all(b"pong\r").unwrap();
-    read_until(&mut second, "pong\r");
+    if echoes {
+        second.write_all(b"pong\r").unwrap();
+        read_until(&mut second, "pong\r");
+    }
     first
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
