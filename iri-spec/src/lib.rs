@@ -12,7 +12,8 @@
 //!
 //! Besides the generated code this crate holds the small helpers every IRI user needs:
 //! [`endpoint`] (parsing and discovery as IronCore's Go code does it, plus `connect`),
-//! [`keys`] (the poollet label and annotation keys) and [`selector`] (label-selector matching).
+//! [`keys`] (the poollet label and annotation keys), [`kind`] (the IRI object kinds as types:
+//! [`kind::IriKind`] and [`kind::Attachment`]) and [`selector`] (label-selector matching).
 
 #[rustfmt::skip]
 #[allow(
@@ -28,6 +29,7 @@ pub use generated::*;
 
 pub mod endpoint;
 pub mod keys;
+pub mod kind;
 pub mod reservation;
 pub mod selector;
 pub mod serve;
