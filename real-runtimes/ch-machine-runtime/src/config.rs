@@ -203,6 +203,8 @@ pub struct Config {
     pub stop_vms_on_exit: bool,
     /// CPU overcommit factor used for class quantities.
     pub cpu_overcommit: u32,
+    /// VMMs kept started ahead of their machines (backends that can, see `Vmm::starts_ahead`).
+    pub warm_vmms: usize,
     /// Where the Exec console endpoint listens (TCP; Exec URLs name this address).
     pub console_listen: std::net::SocketAddr,
 }

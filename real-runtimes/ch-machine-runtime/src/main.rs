@@ -86,6 +86,10 @@ struct Args {
     /// CPU overcommit factor for class quantities
     #[arg(long, env = "IRI_CH_CPU_OVERCOMMIT", default_value_t = 1)]
     cpu_overcommit: u32,
+    /// VMMs kept started ahead of their machines, so that CreateMachine does not wait for a
+    /// VMM to start (Cloud Hypervisor only: QEMU's process is shaped by its VM; 0: none)
+    #[arg(long, env = "IRI_CH_WARM_VMMS", default_value_t = 1)]
+    warm_vmms: usize,
     /// Where the Exec console endpoint listens (TCP; Exec answers
     /// `http://<this address>/exec/<one-time token>`, remotecommand v5.channel.k8s.io over
     /// WebSocket, bridged to the VM's serial port). Port 0 picks a free port.
@@ -159,6 +163,7 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
         graceful_power_off: args.graceful_power_off,
         stop_vms_on_exit: args.stop_vms_on_exit,
         cpu_overcommit: args.cpu_overcommit,
+        warm_vmms: args.warm_vmms,
         console_listen: args.console_listen,
     }
     .validate()?)

@@ -262,9 +262,31 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
+/// A VMM started ahead of its machine (see `runtime::warm`) names its first directory on its
+/// command line; this file in its directory names the process wherever the directory moved.
+pub const PID_FILE: &str = "vmm.pid";
+
+/// Writes [`PID_FILE`] for `process` into `dir`: `<pid> <start time>`.
+pub fn write_pid_file(dir: &Path, process: &VmmProcess) -> std::io::Result<()> {
+    std::fs::write(
+        dir.join(PID_FILE),
+        format!("{} {}\n", process.pid, process.start_time),
+    )
+}
+
+/// The live process [`PID_FILE`] in `dir` names (pid and start time must both match).
+fn pid_file_process(dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(dir.join(PID_FILE)).ok()?;
+    let mut fields = text.split_whitespace();
+    let pid: i32 = fields.next()?.parse().ok()?;
+    let start_time: u64 = fields.next()?.parse().ok()?;
+    (proc_start_time(pid) == Some(start_time)).then_some(pid)
+}
+
 /// Kill every live process whose command line names `dir` (a machine's directory: its API socket,
-/// serial file and disks live there), and wait up to `wait` for them to exit. The safety net of
-/// machine teardown: a VMM spawned or respawned while the record was being read is not leaked.
+/// serial file and disks live there) or that `dir`'s [`PID_FILE`] names, and wait up to `wait`
+/// for them to exit. The safety net of machine teardown: a VMM spawned or respawned while the
+/// record was being read is not leaked.
 /// Returns the pids that were still alive at the end.
 pub async fn kill_processes_in(dir: &Path, wait: Duration) -> Vec<i32> {
     // With the trailing slash a machine dir never matches a sibling whose name extends it.
@@ -274,7 +296,7 @@ pub async fn kill_processes_in(dir: &Path, wait: Duration) -> Vec<i32> {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
-        entries
+        let mut pids: Vec<i32> = entries
             .flatten()
             .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
             .filter(|pid| u32::try_from(*pid).ok() != Some(me))
@@ -285,7 +307,9 @@ pub async fn kill_processes_in(dir: &Path, wait: Duration) -> Vec<i32> {
                         .any(|arg| String::from_utf8_lossy(arg).contains(&needle))
                 })
             })
-            .collect()
+            .collect();
+        pids.extend(pid_file_process(dir).filter(|pid| !pids.contains(pid)));
+        pids
     };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -449,6 +473,11 @@ pub trait Vmm: Send + Sync + 'static {
         let _ = spec;
         self.spawn(paths).await
     }
+    /// Whether a VMM can be started before its VM is known ([`Vmm::spawn`] needs no spec) and
+    /// keeps working when its directory is renamed: then the runtime keeps one started ahead.
+    fn starts_ahead(&self) -> bool {
+        false
+    }
     /// Whether the VMM answers; returns the pid it reports, if any.
     async fn ping(&self, vmm: &VmmProcess) -> Result<Option<i64>>;
     /// Create the VM (not booted).
@@ -568,6 +597,12 @@ impl Vmm for CloudHypervisor {
 
     fn max_devices(&self) -> usize {
         CH_MAX_DEVICES
+    }
+
+    // Cloud Hypervisor takes its VM at `vm.create`, and holds its log file, event monitor and
+    // API socket open from its start.
+    fn starts_ahead(&self) -> bool {
+        true
     }
 
     async fn spawn(&self, paths: &VmPaths) -> Result<Spawned> {

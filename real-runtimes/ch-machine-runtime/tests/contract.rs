@@ -59,6 +59,7 @@ impl InProcess {
             graceful_power_off: Duration::ZERO,
             stop_vms_on_exit: true,
             cpu_overcommit: 1,
+            warm_vmms: 0,
             console_listen: "127.0.0.1:0".parse().unwrap(),
         }
         .validate()

@@ -79,6 +79,9 @@ struct Args {
     /// `ch_machine_runtime::timing=debug` prints how long each step of a create took
     #[arg(long, default_value = "warn")]
     runtime_log: String,
+    /// The runtime's `--warm-vmms` in the Cloud Hypervisor columns (each also runs cold, with 0)
+    #[arg(long, default_value_t = 1)]
+    warm_vmms: usize,
 }
 
 /// The VMM of a column.
@@ -280,8 +283,9 @@ async fn bare_qemu(
     Ok(samples)
 }
 
-/// The runtime's arguments for `row`, its state in `state`, listening on `socket`.
-fn runtime_args(row: &Row, state: &Path, socket: &Path) -> Vec<String> {
+/// The runtime's arguments for `row`, its state in `state`, listening on `socket`, with `warm`
+/// VMMs started ahead.
+fn runtime_args(row: &Row, state: &Path, socket: &Path, warm: usize) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--socket".into(),
         socket.display().to_string(),
@@ -294,6 +298,8 @@ fn runtime_args(row: &Row, state: &Path, socket: &Path) -> Vec<String> {
         "--machine-class".into(),
         format!("bench,1,{}", row.memory_bytes),
         "--stop-vms-on-exit".into(),
+        "--warm-vmms".into(),
+        warm.to_string(),
     ];
     match &row.vmm {
         VmmKind::CloudHypervisor(binary) => {
@@ -319,8 +325,9 @@ fn runtime_args(row: &Row, state: &Path, socket: &Path) -> Vec<String> {
     args
 }
 
-/// The runtime: CreateMachine → RUNNING and → marker, sequentially; then delete all.
-async fn runtime(row: &Row, dir: &Path, log: &str) -> anyhow::Result<Samples> {
+/// The runtime with `warm` VMMs started ahead: CreateMachine → RUNNING and → marker,
+/// sequentially; then delete all.
+async fn runtime(row: &Row, dir: &Path, log: &str, warm: usize) -> anyhow::Result<Samples> {
     let runtime_bin = std::env::current_exe()?
         .parent()
         .context("exe dir")?
@@ -328,7 +335,7 @@ async fn runtime(row: &Row, dir: &Path, log: &str) -> anyhow::Result<Samples> {
     let state = dir.join("state");
     let socket = dir.join("machine.sock");
     let mut child = tokio::process::Command::new(&runtime_bin)
-        .args(runtime_args(row, &state, &socket))
+        .args(runtime_args(row, &state, &socket, warm))
         .env("RUST_LOG", log)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -588,24 +595,38 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 bare_qemu(binary, *accel, &row, &dir.join("bare")).await
             }
         };
-        let measured = match bare {
-            Ok(bare) => runtime(&row, &dir, &args.runtime_log)
-                .await
-                .map(|rt| (rt, bare)),
-            Err(e) => Err(e),
-        };
-        match measured {
-            Ok((mut rt, mut bare)) => {
-                let [rr, br, ratio_r] = cells(&mut rt.running, &mut bare.running);
-                let [rm, bm, ratio_m] = cells(&mut rt.marker, &mut bare.marker);
-                println!(
-                    "{name:<16} {:>3} | {rr:>21} {br:>21} {ratio_r:>7} | {rm:>21} {bm:>21} {ratio_m:>7}",
-                    row.n
-                );
-            }
+        let mut bare = match bare {
+            Ok(bare) => bare,
             Err(e) => {
                 println!("{name:<16} failed: {e:#}");
                 ok = false;
+                continue;
+            }
+        };
+        // Cloud Hypervisor's VMM starts without its VM: the runtime keeps some started ahead
+        // (`--warm-vmms`, default 1 as the runtime's); the `cold` row starts each VMM on the create path,
+        // as the bare side does. QEMU's process is shaped by its VM: cold only.
+        let variants: &[(usize, &str)] = match &row.vmm {
+            VmmKind::CloudHypervisor(_) => &[(args.warm_vmms, ""), (0, " cold")],
+            VmmKind::Qemu(..) => &[(0, "")],
+        };
+        for &(warm, suffix) in variants {
+            let label = format!("{name}{suffix}");
+            let run_dir = dir.join(format!("runtime-warm{warm}"));
+            std::fs::create_dir_all(&run_dir)?;
+            match runtime(&row, &run_dir, &args.runtime_log, warm).await {
+                Ok(mut rt) => {
+                    let [rr, br, ratio_r] = cells(&mut rt.running, &mut bare.running);
+                    let [rm, bm, ratio_m] = cells(&mut rt.marker, &mut bare.marker);
+                    println!(
+                        "{label:<16} {:>3} | {rr:>21} {br:>21} {ratio_r:>7} | {rm:>21} {bm:>21} {ratio_m:>7}",
+                        row.n
+                    );
+                }
+                Err(e) => {
+                    println!("{label:<16} failed: {e:#}");
+                    ok = false;
+                }
             }
         }
     }

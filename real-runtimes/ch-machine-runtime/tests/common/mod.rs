@@ -350,9 +350,53 @@ impl Env {
         v["vmm"]["pid"].as_i64().and_then(|p| i32::try_from(p).ok())
     }
 
-    /// VMM processes still running for this environment.
+    /// VMM processes of machines still running for this environment: every process naming
+    /// the state dir, except an idle warm VMM (`--warm-vmms`: its `.warm-` directory, which a
+    /// machine that takes it renames, still exists).
     pub fn vmm_processes(&self) -> Vec<i32> {
         processes_mentioning(&self.state_dir.join("vms").display().to_string())
+            .into_iter()
+            .filter(|pid| warm_dir_of(*pid).is_none_or(|dir| !dir.exists()))
+            .collect()
+    }
+
+    /// The idle warm VMMs of this environment (their `.warm-` directories still exist).
+    pub fn warm_vmms(&self) -> Vec<(i32, PathBuf)> {
+        processes_mentioning(&self.state_dir.join("vms").display().to_string())
+            .into_iter()
+            .filter_map(|pid| Some((pid, warm_dir_of(pid).filter(|d| d.exists())?)))
+            .collect()
+    }
+}
+
+/// The `.warm-` directory a VMM's command line names (`--api-socket path=<dir>/api.sock`).
+fn warm_dir_of(pid: i32) -> Option<PathBuf> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    cmdline
+        .split(|b| *b == 0)
+        .filter_map(|arg| {
+            String::from_utf8_lossy(arg)
+                .strip_prefix("path=")
+                .map(PathBuf::from)
+        })
+        .find_map(|socket| {
+            let dir = socket.parent()?;
+            dir.file_name()?
+                .to_str()?
+                .starts_with(".warm-")
+                .then(|| dir.to_owned())
+        })
+}
+
+impl Drop for Env {
+    /// Its temp dir goes now: a VMM still naming it (an idle warm VMM of a runtime killed with
+    /// -9, a machine a failed test left) would outlive the test.
+    fn drop(&mut self) {
+        for pid in processes_mentioning(&self.state_dir.display().to_string()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
     }
 }
 
