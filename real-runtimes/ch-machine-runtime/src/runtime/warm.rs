@@ -57,12 +57,6 @@ impl WarmVmms {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How many are ready now.
-    #[cfg(test)]
-    pub(super) fn ready(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Keeps `wanted` VMMs started (several starts in flight at once when machines take them
     /// faster than one starts) until `token` is cancelled, then stops the ones not taken and
     /// removes their directories.
