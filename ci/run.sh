@@ -32,6 +32,9 @@ echo "IRIKIT_REQUIRE=$IRIKIT_REQUIRE"
 
 stage "cargo fmt"
 cargo fmt --all --check
+stage "no import circles (ci/import-cycles.py)"
+python3 ci/import-cycles.py . | tail -n 20
+python3 ci/import-cycles.py . | grep -qx '0 import circles'
 stage "cargo clippy"
 cargo clippy --workspace --all-targets ${IRIKIT_FEATURES:+--features "$IRIKIT_FEATURES"} -- -D warnings
 stage "cargo test"
