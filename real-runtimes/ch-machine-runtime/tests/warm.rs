@@ -33,16 +33,7 @@ async fn warm_ready(env: &Env, n: usize) -> Vec<(i32, std::path::PathBuf)> {
 }
 
 async fn create(client: &mut common::Client) -> String {
-    client
-        .create_machine(common::machine_request(common::spec(vec![])))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id
+    common::create_machine(client, common::spec(vec![])).await
 }
 
 fn pid_file(dir: &Path) -> Option<i32> {
@@ -156,28 +147,11 @@ async fn kill9_then_restart(backend: Backend) {
     assert_eq!(env.vmm_processes(), vec![machine_pid]);
 }
 
-#[tokio::test]
-async fn a_new_machine_boots_in_a_vmm_started_ahead_on_ch_sim() {
-    boots_in_a_vmm_started_ahead(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn a_new_machine_boots_in_a_vmm_started_ahead_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        boots_in_a_vmm_started_ahead(backend).await;
-    }
-}
-
-#[tokio::test]
-async fn kill9_then_restart_adopts_the_machine_and_stops_the_idle_warm_vmm_on_ch_sim() {
-    kill9_then_restart(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn kill9_then_restart_adopts_the_machine_and_stops_the_idle_warm_vmm_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        kill9_then_restart(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    a_new_machine_boots_in_a_vmm_started_ahead_on_ch_sim,
+    a_new_machine_boots_in_a_vmm_started_ahead_on_real_ch => boots_in_a_vmm_started_ahead;
+    kill9_then_restart_adopts_the_machine_and_stops_the_idle_warm_vmm_on_ch_sim,
+    kill9_then_restart_adopts_the_machine_and_stops_the_idle_warm_vmm_on_real_ch => kill9_then_restart;
 }
 
 /// A runtime killed after a machine took a warm VMM but before the VMM's pid reached the

@@ -471,6 +471,38 @@ pub async fn get(client: &mut Client, id: &str) -> Option<machine::Machine> {
         .pop()
 }
 
+/// CreateMachine with `spec`; returns the new machine's id.
+pub async fn create_machine(client: &mut Client, spec: machine::MachineSpec) -> String {
+    client
+        .create_machine(machine_request(spec))
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .and_then(|m| m.metadata)
+        .map(|m| m.id)
+        .expect("created machine has an id")
+}
+
+/// Two `#[tokio::test]`s calling `body(backend)`: the first on ch-sim, the second on the real
+/// Cloud Hypervisor of `IRIKIT_CH_BIN` (a skip line without it).
+#[macro_export]
+macro_rules! on_ch_sim_and_real_ch {
+    ($($sim:ident, $real:ident => $body:path;)+) => {$(
+        #[tokio::test]
+        async fn $sim() {
+            $body($crate::common::Backend::Sim).await;
+        }
+
+        #[tokio::test]
+        async fn $real() {
+            if let Some(backend) = $crate::common::Backend::real_ch() {
+                $body(backend).await;
+            }
+        }
+    )+};
+}
+
 pub fn state_of(m: &machine::Machine) -> machine::MachineState {
     machine::MachineState::try_from(m.status.as_ref().unwrap().state).unwrap()
 }
