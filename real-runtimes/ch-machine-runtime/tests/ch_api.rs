@@ -267,16 +267,9 @@ async fn rest_session(backend: Backend) {
     }
 }
 
-#[tokio::test]
-async fn rest_session_on_ch_sim() {
-    rest_session(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn rest_session_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        rest_session(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    rest_session_on_ch_sim,
+    rest_session_on_real_ch => rest_session;
 }
 
 /// A guest that writes S5 (cmdline starting with `p`) ends the VMM: exit 0, socket gone, lock left.
@@ -307,16 +300,9 @@ async fn guest_power_off(backend: Backend) {
     assert_eq!(again.call("GET", "vmm.ping", None).await.0, 200);
 }
 
-#[tokio::test]
-async fn guest_power_off_on_ch_sim() {
-    guest_power_off(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn guest_power_off_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        guest_power_off(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    guest_power_off_on_ch_sim,
+    guest_power_off_on_real_ch => guest_power_off;
 }
 
 /// SIGKILL leaves socket and lock behind; a new instance on the same path starts fine.
@@ -533,16 +519,9 @@ async fn vm_info_shape(backend: Backend) {
     info("after vm.shutdown", "created").await;
 }
 
-#[tokio::test]
-async fn vm_info_shape_on_ch_sim() {
-    vm_info_shape(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn vm_info_shape_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        vm_info_shape(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    vm_info_shape_on_ch_sim,
+    vm_info_shape_on_real_ch => vm_info_shape;
 }
 
 // ---- ch-sim against real CH, step by step ----------------------------------------------------
@@ -995,14 +974,7 @@ async fn serial_socket(backend: Backend) {
     assert!(!socket.exists(), "removed at vm.delete");
 }
 
-#[tokio::test]
-async fn serial_socket_on_ch_sim() {
-    serial_socket(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn serial_socket_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        serial_socket(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    serial_socket_on_ch_sim,
+    serial_socket_on_real_ch => serial_socket;
 }

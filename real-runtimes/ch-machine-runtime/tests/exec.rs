@@ -101,16 +101,7 @@ async fn create(client: &mut common::Client, power: machine::Power) -> String {
         .labels;
     labels.insert(keys::MACHINE_NAMESPACE_LABEL.into(), "default".into());
     labels.insert(keys::MACHINE_NAME_LABEL.into(), "web-0".into());
-    client
-        .create_machine(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id
+    common::create_request(client, request).await
 }
 
 /// Exec until the console of `id` is free again (the previous session ended).
@@ -256,13 +247,7 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     let serial = env.serial_log(&id);
     assert!(serial.contains("after-restart"), "serial.log: {serial:?}");
 
-    client
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    common::wait_gone(&mut client, &id).await;
+    common::delete_and_wait_gone(&mut client, &id).await;
     let status = exec(&mut client, &id).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }

@@ -60,16 +60,7 @@ fn recorded_formats(env: &Env, id: &str) -> Vec<String> {
 }
 
 async fn create_running(client: &mut common::Client, volumes: Vec<machine::Volume>) -> String {
-    let id = client
-        .create_machine(common::machine_request(common::spec(volumes)))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let id = common::create_machine(client, common::spec(volumes)).await;
     common::wait_state(client, &id, MachineState::MachineRunning).await;
     id
 }
@@ -417,16 +408,7 @@ async fn ignition_is_not_on_the_qemu_command_line() {
     ignition.extend(b"\"}");
     let mut spec = common::spec(vec![]);
     spec.ignition_data = ignition;
-    let id = client
-        .create_machine(common::machine_request(spec))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let id = common::create_machine(&mut client, spec).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     let pid = env.recorded_pid(&id).unwrap();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
@@ -466,16 +448,7 @@ async fn a_failing_machine_does_not_flood_events() {
     let runtime = env.start();
     let mut client = common::Client::new(runtime.channel().await);
     std::fs::remove_file(&env.kernel).unwrap();
-    let id = client
-        .create_machine(common::machine_request(common::spec(vec![])))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let id = common::create_machine(&mut client, common::spec(vec![])).await;
     let boot_failures = |client: common::Client| {
         let id = id.clone();
         async move {

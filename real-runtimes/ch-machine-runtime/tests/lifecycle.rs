@@ -177,16 +177,9 @@ async fn lifecycle(backend: Backend) {
     }
 }
 
-#[tokio::test]
-async fn lifecycle_on_ch_sim() {
-    lifecycle(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn lifecycle_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        lifecycle(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    lifecycle_on_ch_sim,
+    lifecycle_on_real_ch => lifecycle;
 }
 
 /// A guest that powers itself off (the VMM exits 0) is TERMINATED, not an error; power on
@@ -197,16 +190,7 @@ async fn guest_power_off(backend: Backend) {
     };
     let runtime = env.start();
     let mut client = common::Client::new(runtime.channel().await);
-    let id = client
-        .create_machine(common::machine_request(common::spec(vec![])))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let id = common::create_machine(&mut client, common::spec(vec![])).await;
     common::eventually("guest ran", Duration::from_secs(20), || async {
         env.serial_log(&id)
             .contains("PVH-HELLO cmdline=poweroff")
@@ -230,26 +214,13 @@ async fn guest_power_off(backend: Backend) {
     })
     .await;
     common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
-    client
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    common::wait_gone(&mut client, &id).await;
+    common::delete_and_wait_gone(&mut client, &id).await;
     assert_eq!(env.vmm_processes(), Vec::<i32>::new());
 }
 
-#[tokio::test]
-async fn guest_power_off_on_ch_sim() {
-    guest_power_off(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn guest_power_off_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        guest_power_off(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    guest_power_off_on_ch_sim,
+    guest_power_off_on_real_ch => guest_power_off;
 }
 
 /// kill -9 the runtime with 3 machines running; a restarted runtime lists them with their
@@ -348,16 +319,9 @@ async fn kill9_adoption(backend: Backend) {
     assert_eq!(env.vmm_processes(), Vec::<i32>::new());
 }
 
-#[tokio::test]
-async fn kill9_adoption_on_ch_sim() {
-    kill9_adoption(Backend::Sim).await;
-}
-
-#[tokio::test]
-async fn kill9_adoption_on_real_ch() {
-    if let Some(backend) = Backend::real_ch() {
-        kill9_adoption(backend).await;
-    }
+on_ch_sim_and_real_ch! {
+    kill9_adoption_on_ch_sim,
+    kill9_adoption_on_real_ch => kill9_adoption;
 }
 
 /// SIGTERM is graceful: the runtime exits 0 and VMs keep running (like libvirt); the next
@@ -367,16 +331,7 @@ async fn sigterm_keeps_vms_running() {
     let env = Env::new(Backend::Sim, "halt").unwrap();
     let mut runtime = env.start();
     let mut client = common::Client::new(runtime.channel().await);
-    let id = client
-        .create_machine(common::machine_request(common::spec(vec![])))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let id = common::create_machine(&mut client, common::spec(vec![])).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     let pid = env.recorded_pid(&id).unwrap();
     drop(client);
@@ -388,13 +343,7 @@ async fn sigterm_keeps_vms_running() {
     let runtime = env.start();
     let mut client = common::Client::new(runtime.channel().await);
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
-    client
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    common::wait_gone(&mut client, &id).await;
+    common::delete_and_wait_gone(&mut client, &id).await;
     assert!(!common::alive(pid));
 }
 

@@ -148,16 +148,7 @@ async fn nic_lifecycle(env: Env, kind: Kind) {
     // Attached at create, no --nic-mode given.
     let mut spec = common::spec(vec![]);
     spec.network_interfaces = vec![nic("eth0")];
-    let id = client
-        .create_machine(common::machine_request(spec))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let id = common::create_machine(&mut client, spec).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     common::wait_for_nic(&mut client, &id, "eth0", true).await;
     let first = wait_taps(&env, &kind, &prefix, &id, 1).await;
@@ -207,13 +198,7 @@ async fn nic_lifecycle(env: Env, kind: Kind) {
     assert_eq!(wait_taps(&env, &kind, &prefix, &id, 1).await, left);
 
     // Delete: the VMM and every tap go.
-    client
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    common::wait_gone(&mut client, &id).await;
+    common::delete_and_wait_gone(&mut client, &id).await;
     assert!(!common::alive(pid), "the VMM survived delete");
     common::eventually("no tap device left", Duration::from_secs(10), || {
         let left = common::net_devices(&prefix);

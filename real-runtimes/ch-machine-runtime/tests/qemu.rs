@@ -41,16 +41,7 @@ async fn set_power(client: &mut common::Client, id: &str, power: machine::Power)
 }
 
 async fn create(client: &mut common::Client, volumes: Vec<machine::Volume>) -> String {
-    client
-        .create_machine(common::machine_request(common::spec(volumes)))
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id
+    common::create_machine(client, common::spec(volumes)).await
 }
 
 async fn delete_and_check(env: &Env, client: &mut common::Client, id: &str) {

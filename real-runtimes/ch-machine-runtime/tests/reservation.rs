@@ -220,12 +220,6 @@ async fn reservations_hold_bind_survive_a_restart_and_release() {
     }
 
     for id in [m1, m2, m3, m4] {
-        client
-            .delete_machine(machine::DeleteMachineRequest {
-                machine_id: id.clone(),
-            })
-            .await
-            .unwrap();
-        common::wait_gone(&mut client, &id).await;
+        common::delete_and_wait_gone(&mut client, &id).await;
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::{path::Path, time::Duration};
 
 use common::{Backend, Env, Proc};
-use iri_spec::machine::v1alpha1::{self as machine, MachineState};
+use iri_spec::machine::v1alpha1::MachineState;
 
 fn start(env: &Env, warm: usize) -> Proc {
     let mut args = env.args();
@@ -86,13 +86,7 @@ async fn boots_in_a_vmm_started_ahead(backend: Backend) {
     assert_eq!(env.vmm_processes(), vec![warm_pid]);
 
     // Delete stops the machine's VMM; a graceful stop stops the warm one and removes its dir.
-    client
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    common::wait_gone(&mut client, &id).await;
+    common::delete_and_wait_gone(&mut client, &id).await;
     assert!(
         !common::alive(warm_pid),
         "the machine's vmm stopped at delete"

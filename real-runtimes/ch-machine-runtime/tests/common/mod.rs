@@ -473,8 +473,13 @@ pub async fn get(client: &mut Client, id: &str) -> Option<machine::Machine> {
 
 /// CreateMachine with `spec`; returns the new machine's id.
 pub async fn create_machine(client: &mut Client, spec: machine::MachineSpec) -> String {
+    create_request(client, machine_request(spec)).await
+}
+
+/// CreateMachine; returns the new machine's id.
+pub async fn create_request(client: &mut Client, request: machine::CreateMachineRequest) -> String {
     client
-        .create_machine(machine_request(spec))
+        .create_machine(request)
         .await
         .unwrap()
         .into_inner()
@@ -527,6 +532,17 @@ pub async fn wait_state(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// DeleteMachine, then wait until the machine is no longer listed.
+pub async fn delete_and_wait_gone(client: &mut Client, id: &str) {
+    client
+        .delete_machine(machine::DeleteMachineRequest {
+            machine_id: id.to_owned(),
+        })
+        .await
+        .unwrap();
+    wait_gone(client, id).await;
 }
 
 /// Wait until the machine is no longer listed.
