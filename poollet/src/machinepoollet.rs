@@ -4,7 +4,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use iri_spec::machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient};
 use irikit_api::{Kind, ListOptions, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -13,11 +12,13 @@ use tracing::info;
 
 use crate::{
     controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
-    error::{Error, Result, rpc, runtime_connected},
+    error::{Error, Result},
+    flavor::{Flavor, MachineFlavor},
     lease::PoolLease,
-    machine::{MachineConfig, MachineReconciler, event_mapper, runtime_relist, volumes},
-    pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
+    machine::{MachineConfig, MachineReconciler, runtime_relist, volumes},
+    pool::{MachinePoolReconciler, PoolConfig, RuntimeView},
     reservation::{ReservationConfig, ReservationReconciler, asks_pool, reservation_relist},
+    runtime::{connect, event_mapper, heartbeat, probe_once},
 };
 
 /// How long machine changes are batched before the pool's allocatable is recounted.
@@ -90,27 +91,17 @@ impl MachinePoollet {
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
         // An unfiltered ListMachines (or ListEvents) of 10,000 machines exceeds tonic's 4 MiB
         // default; the relist must not fail on a big pool.
-        let mut client = MachineRuntimeClient::new(self.channel.clone())
-            .max_decoding_message_size(crate::MAX_RESPONSE_BYTES);
-        let version = rpc(
-            "Version",
-            pool_config.status_timeout,
-            client.version(machine::VersionRequest::default()),
-        )
-        .await?;
-        runtime_connected(
-            "machine",
-            &version.runtime_name,
-            &version.runtime_version,
-            &pool_config.pool_name,
-        )?;
+        let client = MachineFlavor::client(self.channel.clone());
+        let runtime_name =
+            connect::<MachineFlavor>(&client, pool_config.status_timeout, &pool_config.pool_name)
+                .await?;
         let view = RuntimeView::default();
-        probe_once(&mut client, pool_config.status_timeout, &view).await;
+        probe_once::<MachineFlavor>(&client, pool_config.status_timeout, &view).await;
         let machine_cache = ObjectCache::new();
         let class_cache = ObjectCache::new();
         let pool_reconciler = Arc::new(
-            PoolReconciler::new(self.store.clone(), pool_config.clone(), view.clone())
-                .with_machine_cache(machine_cache.clone()),
+            MachinePoolReconciler::new(self.store.clone(), pool_config.clone(), view.clone())
+                .with_cache(machine_cache.clone()),
         );
         pool_reconciler.ensure_pool().await?;
         let pool_key = pool_reconciler.key();
@@ -130,7 +121,7 @@ impl MachinePoollet {
         let mut machine_reconciler = MachineReconciler::new(
             self.store.clone(),
             client.clone(),
-            version.runtime_name,
+            runtime_name,
             view.clone(),
             machine_config,
         )
@@ -170,7 +161,7 @@ impl MachinePoollet {
             pool_config.lease_duration,
         );
         info!(holder = %lease.holder(), "machine pool lease holder");
-        tasks.spawn(heartbeat(
+        tasks.spawn(heartbeat::<MachineFlavor>(
             client.clone(),
             pool_config.heartbeat_interval,
             pool_config.status_timeout,
@@ -179,7 +170,7 @@ impl MachinePoollet {
             {
                 let queue = pool_queue.clone();
                 let key = pool_key.clone();
-                move || queue.add(key.clone())
+                move |_| queue.add(key.clone())
             },
             token.clone(),
         ));
@@ -283,7 +274,7 @@ impl MachinePoollet {
                 token.clone(),
             );
         }
-        tasks.spawn(event_mapper(
+        tasks.spawn(event_mapper::<MachineFlavor>(
             self.store.clone(),
             client.clone(),
             event_resync_period,

@@ -42,12 +42,13 @@ use std::{
 use base64::Engine;
 use iri_spec::{
     keys,
+    kind::IriKind,
     meta::v1alpha1 as meta,
     volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient},
 };
 use irikit_api::{
     Kind, ListOptions, Quantity, Resource, Store, StoreExt,
-    core::{ObjectReference, Secret},
+    core::Secret,
     meta::{LocalObjectReference, ObjectMeta, OwnerReference},
     quantity::Format,
     storage::{self, Volume, VolumeAccess, VolumeClass, VolumeSnapshot},
@@ -55,16 +56,21 @@ use irikit_api::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     controller::{Action, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
-    events::{self, InvolvedLabels},
-    volumepool::{
-        VolumeRuntimeView, map_volume_class, probe_volume_status, requested_bytes, volume_class_key,
-    },
+    events,
+    flavor::VolumeFlavor,
+    object::{get_optional, has_finalizer, involved, remove_finalizer},
+    pool::{VolumeRuntimeView, map_volume_class, requested_bytes, volume_class_key},
+    runtime::{self, NameLabels, not_found_is_gone, probe_once, reduce},
 };
+
+mod snapshot;
+
+pub use snapshot::VolumeSnapshotReconciler;
 
 /// Event reason: the VolumeClass is missing.
 pub const REASON_VOLUME_CLASS_NOT_READY: &str = "VolumeClassNotReady";
@@ -195,29 +201,6 @@ fn selector(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-fn md_of(md: Option<&meta::ObjectMetadata>) -> meta::ObjectMetadata {
-    md.cloned().unwrap_or_default()
-}
-
-fn label_of<'a>(md: Option<&'a meta::ObjectMetadata>, key: &str) -> Option<&'a str> {
-    md.and_then(|md| md.labels.get(key)).map(String::as_str)
-}
-
-fn involved(kind: Kind, md: &ObjectMeta) -> ObjectReference {
-    ObjectReference {
-        api_version: kind.api_version().to_string(),
-        kind: kind.as_str().to_string(),
-        namespace: md.namespace.clone(),
-        name: md.name.clone(),
-        uid: md.uid.clone(),
-        resource_version: md.resource_version.clone(),
-    }
-}
-
-fn has_finalizer(md: &ObjectMeta, finalizer: &str) -> bool {
-    md.finalizers.iter().any(|f| f == finalizer)
-}
-
 fn bytes_quantity(bytes: i64) -> Quantity {
     Quantity::from_int(bytes.max(0), Format::BinarySI)
 }
@@ -294,144 +277,60 @@ impl Runtime {
     }
 }
 
-/// Which kind of runtime object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum What {
-    Volume,
-    Snapshot,
-}
-
-impl What {
-    fn uid_label(self) -> &'static str {
-        match self {
-            What::Volume => keys::VOLUMEPOOLLET_VOLUME_UID_LABEL,
-            What::Snapshot => keys::VOLUME_SNAPSHOT_UID_LABEL,
-        }
-    }
-
-    fn noun(self) -> &'static str {
-        match self {
-            What::Volume => "volume",
-            What::Snapshot => "volume snapshot",
-        }
-    }
-}
-
-/// A runtime volume or snapshot.
-trait RuntimeObject {
-    fn md(&self) -> Option<&meta::ObjectMetadata>;
-}
-
-impl RuntimeObject for volume::Volume {
-    fn md(&self) -> Option<&meta::ObjectMetadata> {
-        self.metadata.as_ref()
-    }
-}
-
-impl RuntimeObject for volume::VolumeSnapshot {
-    fn md(&self) -> Option<&meta::ObjectMetadata> {
-        self.metadata.as_ref()
-    }
-}
-
 impl Runtime {
-    async fn delete(&self, what: What, id: &str) -> Result<bool> {
-        match what {
-            What::Volume => self.delete_volume(id).await,
-            What::Snapshot => self.delete_snapshot(id).await,
-        }
-    }
-
-    /// Of the runtime objects listed for one ironcore name: deletes those whose uid label is
-    /// not `uid` ("delete gone") and all but the oldest of the others (duplicates, no panic);
-    /// returns the oldest.
-    async fn reduce<T: RuntimeObject>(
+    /// Of the volumes listed for one Volume name: see [`reduce`].
+    async fn reduce_volumes(
         &self,
-        what: What,
-        listed: Vec<T>,
+        listed: Vec<volume::Volume>,
         uid: Option<&str>,
-    ) -> Result<Option<T>> {
-        let (mut mine, orphans): (Vec<_>, Vec<_>) = listed
-            .into_iter()
-            .partition(|obj| uid.is_some() && label_of(obj.md(), what.uid_label()) == uid);
-        for orphan in &orphans {
-            let id = md_of(orphan.md()).id;
-            if self.delete(what, &id).await? {
-                info!(id = %id, "deleted orphaned runtime {}", what.noun());
-            }
-        }
-        mine.sort_by_key(|obj| {
-            let md = md_of(obj.md());
-            (md.created_at, md.id)
-        });
-        let mut mine = mine.into_iter();
-        let oldest = mine.next();
-        for duplicate in mine {
-            let id = md_of(duplicate.md()).id;
-            warn!(id = %id, "deleting a duplicate runtime {} for one uid", what.noun());
-            self.delete(what, &id).await?;
-        }
-        Ok(oldest)
+    ) -> Result<Option<volume::Volume>> {
+        reduce(
+            listed,
+            keys::VOLUMEPOOLLET_VOLUME_UID_LABEL,
+            uid,
+            |id| async move { self.delete_volume(&id).await },
+        )
+        .await
     }
 
-    /// Deletes every runtime object labelled with `uid`; returns whether any is still being
+    /// Of the snapshots listed for one VolumeSnapshot name: see [`reduce`].
+    async fn reduce_snapshots(
+        &self,
+        listed: Vec<volume::VolumeSnapshot>,
+        uid: Option<&str>,
+    ) -> Result<Option<volume::VolumeSnapshot>> {
+        reduce(
+            listed,
+            keys::VOLUME_SNAPSHOT_UID_LABEL,
+            uid,
+            |id| async move { self.delete_snapshot(&id).await },
+        )
+        .await
+    }
+
+    /// Deletes every runtime volume labelled with `uid`; returns whether any is still being
     /// deleted (a Delete succeeded), in which case the caller requeues (§2.2).
-    async fn delete_by_uid(&self, what: What, uid: &str) -> Result<bool> {
-        let ids: Vec<String> = match what {
-            What::Volume => self
-                .list_volumes(&[(what.uid_label(), uid)])
-                .await?
-                .iter()
-                .map(|v| md_of(v.md()).id)
-                .collect(),
-            What::Snapshot => self
-                .list_snapshots(&[(what.uid_label(), uid)])
-                .await?
-                .iter()
-                .map(|v| md_of(v.md()).id)
-                .collect(),
-        };
+    async fn delete_volumes_of(&self, uid: &str) -> Result<bool> {
         let mut still_deleting = false;
-        for id in &ids {
-            still_deleting |= self.delete(what, id).await?;
+        for v in self
+            .list_volumes(&[(keys::VOLUMEPOOLLET_VOLUME_UID_LABEL, uid)])
+            .await?
+        {
+            still_deleting |= self.delete_volume(v.id()).await?;
         }
         Ok(still_deleting)
     }
-}
 
-/// Reads an object; `None` when it does not exist.
-async fn get_optional<R: Resource>(
-    store: &dyn Store,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<R>> {
-    match store.get_typed::<R>(namespace, name).await {
-        Ok(obj) => Ok(Some(obj)),
-        Err(store::Error::NotFound { .. }) => Ok(None),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// Removes `finalizer` from `obj` (an object already gone is fine).
-async fn remove_finalizer<R: Resource>(
-    store: &dyn Store,
-    mut obj: R,
-    finalizer: &str,
-) -> Result<Action> {
-    obj.meta_mut().finalizers.retain(|f| f != finalizer);
-    match store.update_typed(obj).await {
-        Ok(_) | Err(store::Error::NotFound { .. }) => {}
-        Err(err) => return Err(err.into()),
-    }
-    info!(finalizer, "runtime object gone; finalizer removed");
-    Ok(Action::await_change())
-}
-
-fn not_found_is_gone<T>(res: Result<T>) -> Result<bool> {
-    match res {
-        Ok(_) => Ok(true),
-        Err(err) if err.code() == Some(tonic::Code::NotFound) => Ok(false),
-        Err(err) => Err(err),
+    /// Deletes every runtime snapshot labelled with `uid`, like [`Self::delete_volumes_of`].
+    async fn delete_snapshots_of(&self, uid: &str) -> Result<bool> {
+        let mut still_deleting = false;
+        for snapshot in self
+            .list_snapshots(&[(keys::VOLUME_SNAPSHOT_UID_LABEL, uid)])
+            .await?
+        {
+            still_deleting |= self.delete_snapshot(snapshot.id()).await?;
+        }
+        Ok(still_deleting)
     }
 }
 
@@ -482,8 +381,7 @@ impl VolumeReconciler {
         if let Some(classes) = self.view.classes() {
             return Some(classes);
         }
-        let mut client = self.runtime.client.clone();
-        probe_volume_status(&mut client, self.config.rpc_timeout, &self.view).await;
+        probe_once::<VolumeFlavor>(&self.runtime.client, self.config.rpc_timeout, &self.view).await;
         self.view.classes()
     }
 
@@ -653,7 +551,7 @@ impl VolumeReconciler {
         .await?
         .volume
         .ok_or_else(|| Error::BadResponse("CreateVolume without a volume".into()))?;
-        let id = md_of(created.metadata.as_ref()).id;
+        let id = created.id().to_string();
         if id.is_empty() {
             return Err(Error::BadResponse(
                 "CreateVolume without metadata.id".into(),
@@ -665,7 +563,7 @@ impl VolumeReconciler {
     }
 
     async fn update(&self, v: &Volume, iri: volume::Volume) -> Result<Action> {
-        let id = md_of(iri.metadata.as_ref()).id;
+        let id = iri.id().to_string();
         let current = iri
             .spec
             .as_ref()
@@ -707,7 +605,7 @@ impl VolumeReconciler {
     /// volume is settled (Available with the requested size, or Error).
     async fn write_status(&self, v: &Volume, iri: &volume::Volume) -> Result<bool> {
         let iri_status = iri.status.clone().unwrap_or_default();
-        let id = md_of(iri.metadata.as_ref()).id;
+        let id = iri.id().to_string();
         let state = volume_state(iri_status.state);
         let mut status = v.status.clone();
         if status.state != state || status.last_state_transition_time.is_none() {
@@ -849,11 +747,7 @@ impl VolumeReconciler {
     }
 
     async fn finalize(&self, v: Volume) -> Result<Action> {
-        if self
-            .runtime
-            .delete_by_uid(What::Volume, &v.metadata.uid)
-            .await?
-        {
+        if self.runtime.delete_volumes_of(&v.metadata.uid).await? {
             return Ok(Action::requeue(self.config.converging_requeue));
         }
         self.delete_access_secrets(&v, None).await?;
@@ -883,7 +777,7 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
             ])
             .await?;
         let uid = ours.as_ref().map(|v| v.metadata.uid.as_str());
-        let iri = self.runtime.reduce(What::Volume, listed, uid).await?;
+        let iri = self.runtime.reduce_volumes(listed, uid).await?;
         let Some(v) = ours else {
             return Ok(Action::await_change());
         };
@@ -911,248 +805,23 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
                 .unwrap_or_default();
             return self.create(&v, &class_name).await;
         };
-        if md_of(iri.metadata.as_ref()).deleted_at != 0 {
+        if iri.is_deleting() {
             return Ok(Action::requeue(self.config.converging_requeue));
         }
         self.update(&v, iri).await
     }
 }
 
-/// Reconciles the VolumeSnapshots whose source Volume is on this pool.
-pub struct VolumeSnapshotReconciler {
-    store: Arc<dyn Store>,
-    runtime: Runtime,
-    runtime_name: String,
-    config: VolumeConfig,
-}
-
-impl VolumeSnapshotReconciler {
-    /// A reconciler talking to the runtime through `client`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        client: VolumeRuntimeClient<Channel>,
-        runtime_name: impl Into<String>,
-        config: VolumeConfig,
-    ) -> Self {
-        Self {
-            store,
-            runtime: Runtime {
-                client,
-                timeout: config.rpc_timeout,
-            },
-            runtime_name: runtime_name.into(),
-            config,
-        }
-    }
-
-    /// Whether `s` belongs to this pool: its source Volume is bound here, or this poollet
-    /// marked it when it took it over.
-    async fn is_ours(&self, s: &VolumeSnapshot) -> Result<bool> {
-        if s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.config.pool_name) {
-            return Ok(true);
-        }
-        let source: Option<Volume> = get_optional(
-            self.store.as_ref(),
-            &s.metadata.namespace,
-            &s.spec.volume_ref.name,
-        )
-        .await?;
-        Ok(source.is_some_and(|v| {
-            v.spec
-                .volume_pool_ref
-                .is_some_and(|r| r.name == self.config.pool_name)
-        }))
-    }
-
-    async fn create(&self, s: &VolumeSnapshot) -> Result<Action> {
-        let source: Option<Volume> = get_optional(
-            self.store.as_ref(),
-            &s.metadata.namespace,
-            &s.spec.volume_ref.name,
-        )
-        .await?;
-        let volume_id = source
-            .as_ref()
-            .filter(|v| v.status.state == "Available")
-            .and_then(|v| id_part(&v.status.volume_id));
-        let Some(volume_id) = volume_id else {
-            let message = format!(
-                "source volume {:?} is not available",
-                s.spec.volume_ref.name
-            );
-            info!(%message, "not creating the volume snapshot yet");
-            events::record(
-                self.store.as_ref(),
-                involved(Kind::VolumeSnapshot, &s.metadata),
-                "Normal",
-                REASON_SOURCE_VOLUME_NOT_READY,
-                &message,
-                EVENT_COMPONENT,
-            )
-            .await;
-            return Ok(Action::requeue(self.config.prerequisite_requeue));
-        };
-        let labels = HashMap::from([
-            (
-                keys::VOLUME_SNAPSHOT_UID_LABEL.to_string(),
-                s.metadata.uid.clone(),
-            ),
-            (
-                keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL.to_string(),
-                s.metadata.namespace.clone(),
-            ),
-            (
-                keys::VOLUME_SNAPSHOT_NAME_LABEL.to_string(),
-                s.metadata.name.clone(),
-            ),
-        ]);
-        let mut client = self.runtime.client.clone();
-        let created = rpc(
-            "CreateVolumeSnapshot",
-            self.config.create_timeout,
-            client.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-                volume_snapshot: Some(volume::VolumeSnapshot {
-                    metadata: Some(meta::ObjectMetadata {
-                        labels,
-                        ..meta::ObjectMetadata::default()
-                    }),
-                    spec: Some(volume::VolumeSnapshotSpec {
-                        volume_id: volume_id.to_string(),
-                    }),
-                    status: None,
-                }),
-            }),
-        )
-        .await?
-        .volume_snapshot
-        .ok_or_else(|| Error::BadResponse("CreateVolumeSnapshot without a snapshot".into()))?;
-        info!(snapshot_id = %md_of(created.metadata.as_ref()).id, "volume snapshot created on the runtime");
-        self.write_status(s, &created).await?;
-        Ok(Action::requeue(self.config.converging_requeue))
-    }
-
-    /// Writes the snapshot status; returns whether it is settled (Ready or Failed).
-    async fn write_status(&self, s: &VolumeSnapshot, iri: &volume::VolumeSnapshot) -> Result<bool> {
-        let iri_status = iri.status.unwrap_or_default();
-        let state = snapshot_state(iri_status.state);
-        let mut status = s.status.clone();
-        if status.state != state || status.last_state_transition_time.is_none() {
-            status.last_state_transition_time = Some(now_rfc3339());
-        }
-        status.state = state.to_string();
-        status.snapshot_id = format!(
-            "{}://{}",
-            self.runtime_name,
-            md_of(iri.metadata.as_ref()).id
-        );
-        if iri_status.size > 0 {
-            status.size = Some(bytes_quantity(iri_status.size));
-        }
-        if status != s.status {
-            let mut updated = s.clone();
-            updated.status = status;
-            self.store.update_status(updated.into_object()).await?;
-        }
-        Ok(state != "Pending")
-    }
-
-    async fn finalize(&self, s: VolumeSnapshot) -> Result<Action> {
-        if self
-            .runtime
-            .delete_by_uid(What::Snapshot, &s.metadata.uid)
-            .await?
-        {
-            return Ok(Action::requeue(self.config.converging_requeue));
-        }
-        remove_finalizer(self.store.as_ref(), s, keys::VOLUME_SNAPSHOT_FINALIZER).await
-    }
-}
-
-#[async_trait::async_trait]
-impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
-    type Error = Error;
-
-    async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
-        let current: Option<VolumeSnapshot> =
-            get_optional(self.store.as_ref(), &key.namespace, &key.name).await?;
-        let ours = match current {
-            Some(s) if self.is_ours(&s).await? => Some(s),
-            _ => None,
-        };
-        let listed = self
-            .runtime
-            .list_snapshots(&[
-                (keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL, &key.namespace),
-                (keys::VOLUME_SNAPSHOT_NAME_LABEL, &key.name),
-            ])
-            .await?;
-        let uid = ours.as_ref().map(|s| s.metadata.uid.as_str());
-        let iri = self.runtime.reduce(What::Snapshot, listed, uid).await?;
-        let Some(s) = ours else {
-            return Ok(Action::await_change());
-        };
-        if s.metadata.is_deleting() {
-            if has_finalizer(&s.metadata, keys::VOLUME_SNAPSHOT_FINALIZER) {
-                return self.finalize(s).await;
-            }
-            return Ok(Action::await_change());
-        }
-        let marked = has_finalizer(&s.metadata, keys::VOLUME_SNAPSHOT_FINALIZER)
-            && s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.config.pool_name);
-        let s = if marked {
-            s
-        } else {
-            let mut with = s;
-            if !has_finalizer(&with.metadata, keys::VOLUME_SNAPSHOT_FINALIZER) {
-                with.metadata
-                    .finalizers
-                    .push(keys::VOLUME_SNAPSHOT_FINALIZER.to_string());
-            }
-            with.metadata.annotations.insert(
-                SNAPSHOT_POOL_ANNOTATION.to_string(),
-                self.config.pool_name.clone(),
-            );
-            self.store.update_typed(with).await?
-        };
-        let Some(iri) = iri else {
-            return self.create(&s).await;
-        };
-        let settled = self.write_status(&s, &iri).await?;
-        Ok(Action::requeue(if settled {
-            self.config.resync
-        } else {
-            self.config.converging_requeue
-        }))
-    }
-}
-
-/// Calls `on_key(key)` for every object that appeared, changed or vanished between two lists.
-fn diff<T: PartialEq>(
-    last: &mut BTreeMap<String, T>,
-    listed: Vec<T>,
-    id_of: impl Fn(&T) -> String,
-    key_of: impl Fn(&T) -> Option<ObjectRef>,
-    on_key: &impl Fn(ObjectRef),
-) {
-    let mut now = BTreeMap::new();
-    for obj in listed {
-        let id = id_of(&obj);
-        if last.get(&id) != Some(&obj)
-            && let Some(key) = key_of(&obj)
-        {
-            on_key(key);
-        }
-        now.insert(id, obj);
-    }
-    for (id, obj) in last.iter() {
-        if !now.contains_key(id)
-            && let Some(key) = key_of(obj)
-        {
-            on_key(key);
-        }
-    }
-    *last = now;
-}
+/// The labels that name the Volume of an IRI volume.
+pub const VOLUME_NAME_LABELS: NameLabels = NameLabels {
+    namespace: keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL,
+    name: keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL,
+};
+/// The labels that name the VolumeSnapshot of an IRI snapshot.
+pub const SNAPSHOT_NAME_LABELS: NameLabels = NameLabels {
+    namespace: keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL,
+    name: keys::VOLUME_SNAPSHOT_NAME_LABEL,
+};
 
 /// Lists every runtime volume and snapshot every `period` and calls `on_volume` /
 /// `on_snapshot` with the key of each one that appeared, changed or disappeared (IronCore's
@@ -1166,88 +835,21 @@ pub async fn runtime_relist(
     token: CancellationToken,
 ) {
     let runtime = Runtime { client, timeout };
-    let mut volumes: BTreeMap<String, volume::Volume> = BTreeMap::new();
-    let mut snapshots: BTreeMap<String, volume::VolumeSnapshot> = BTreeMap::new();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let listed = tokio::select! {
-            () = token.cancelled() => return,
-            res = async { Ok::<_, Error>((runtime.list_volumes(&[]).await?, runtime.list_snapshots(&[]).await?)) } => res,
-        };
-        let (listed_volumes, listed_snapshots) = match listed {
-            Ok(lists) => lists,
-            Err(err) => {
-                warn!(error = %err, "volume runtime relist failed");
-                continue;
-            }
-        };
-        diff(
-            &mut volumes,
-            listed_volumes,
-            |v| md_of(v.metadata.as_ref()).id,
-            |v| {
-                let md = v.metadata.as_ref();
-                Some(ObjectRef::new(
-                    label_of(md, keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL)?,
-                    label_of(md, keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL)?,
-                ))
-            },
-            &on_volume,
-        );
-        diff(
-            &mut snapshots,
-            listed_snapshots,
-            |s| md_of(s.metadata.as_ref()).id,
-            |s| {
-                let md = s.metadata.as_ref();
-                Some(ObjectRef::new(
-                    label_of(md, keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL)?,
-                    label_of(md, keys::VOLUME_SNAPSHOT_NAME_LABEL)?,
-                ))
-            },
-            &on_snapshot,
-        );
-    }
-}
-
-/// Every `interval`, ListEvents for the window since the last call and writes an Event object
-/// on the involved Volume for each event that carries the volume labels (§3.8; the window and
-/// dedupe scheme are described in [`crate::events`]).
-pub async fn event_mapper(
-    store: Arc<dyn Store>,
-    client: VolumeRuntimeClient<Channel>,
-    interval: Duration,
-    timeout: Duration,
-    token: CancellationToken,
-) {
-    events::run_windows(interval, token, |from, to| {
-        let store = Arc::clone(&store);
-        let mut client = client.clone();
-        async move {
-            let request = volume::ListEventsRequest {
-                filter: Some(volume::EventFilter {
-                    id: String::new(),
-                    label_selector: HashMap::new(),
-                    events_from_time: from,
-                    events_to_time: to,
-                }),
-            };
-            let listed = rpc("ListEvents", timeout, client.list_events(request)).await?;
-            events::record_runtime_events(
-                store.as_ref(),
-                &listed.events,
-                InvolvedLabels::VOLUME,
-                EVENT_COMPONENT,
-            )
-            .await
-        }
-    })
-    .await;
+    let volumes = runtime::relist(
+        || runtime.list_volumes(&[]),
+        VOLUME_NAME_LABELS,
+        period,
+        move |key, _| on_volume(key),
+        token.clone(),
+    );
+    let snapshots = runtime::relist(
+        || runtime.list_snapshots(&[]),
+        SNAPSHOT_NAME_LABELS,
+        period,
+        move |key, _| on_snapshot(key),
+        token,
+    );
+    tokio::join!(volumes, snapshots);
 }
 
 #[cfg(test)]

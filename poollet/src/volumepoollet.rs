@@ -4,7 +4,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use iri_spec::volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient};
 use irikit_api::{Kind, ListOptions, Object, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -13,13 +12,11 @@ use tracing::info;
 
 use crate::{
     controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
-    error::{Error, Result, rpc, runtime_connected},
-    volume::{
-        VolumeConfig, VolumeReconciler, VolumeSnapshotReconciler, event_mapper, runtime_relist,
-    },
-    volumepool::{
-        VolumePoolConfig, VolumePoolReconciler, VolumeRuntimeView, probe_volume_status, status_loop,
-    },
+    error::{Error, Result},
+    flavor::{Flavor, VolumeFlavor},
+    pool::{VolumePoolConfig, VolumePoolReconciler, VolumeRuntimeView},
+    runtime::{connect, event_mapper, heartbeat, probe_once},
+    volume::{VolumeConfig, VolumeReconciler, VolumeSnapshotReconciler, runtime_relist},
 };
 
 /// Everything the volumepoollet needs besides the store and the runtime channel.
@@ -98,22 +95,12 @@ impl VolumePoollet {
             .validate()
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
         let pool_config = config.pool.clone();
-        let mut client = VolumeRuntimeClient::new(self.channel)
-            .max_decoding_message_size(crate::MAX_RESPONSE_BYTES);
-        let version = rpc(
-            "Version",
-            pool_config.status_timeout,
-            client.version(volume::VersionRequest::default()),
-        )
-        .await?;
-        runtime_connected(
-            "volume",
-            &version.runtime_name,
-            &version.runtime_version,
-            &pool_config.pool_name,
-        )?;
+        let client = VolumeFlavor::client(self.channel);
+        let runtime_name =
+            connect::<VolumeFlavor>(&client, pool_config.status_timeout, &pool_config.pool_name)
+                .await?;
         let view = VolumeRuntimeView::default();
-        probe_volume_status(&mut client, pool_config.status_timeout, &view).await;
+        probe_once::<VolumeFlavor>(&client, pool_config.status_timeout, &view).await;
         let pool_reconciler = Arc::new(VolumePoolReconciler::new(
             self.store.clone(),
             pool_config.clone(),
@@ -145,7 +132,7 @@ impl VolumePoollet {
                 Arc::new(VolumeReconciler::new(
                     self.store.clone(),
                     client.clone(),
-                    version.runtime_name.clone(),
+                    runtime_name.clone(),
                     view.clone(),
                     config.volume.clone(),
                 )),
@@ -162,7 +149,7 @@ impl VolumePoollet {
                 Arc::new(VolumeSnapshotReconciler::new(
                     self.store.clone(),
                     client.clone(),
-                    version.runtime_name.clone(),
+                    runtime_name.clone(),
                     config.volume.clone(),
                 )),
                 ControllerConfig {
@@ -172,11 +159,12 @@ impl VolumePoollet {
                 token.clone(),
             ));
         }
-        tasks.spawn(status_loop(
+        tasks.spawn(heartbeat::<VolumeFlavor>(
             client.clone(),
             pool_config.status_interval,
             pool_config.status_timeout,
             view,
+            None,
             {
                 let queue = pool_queue.clone();
                 let key = pool_key.clone();
@@ -184,9 +172,11 @@ impl VolumePoollet {
                 let volume_cache = volume_cache.clone();
                 // New or changed runtime classes: recompute the pool and give volumes whose
                 // class did not map another chance.
-                move || {
-                    queue.add(key.clone());
-                    wake_waiting(&volume_cache, &volume_queue, |_| true);
+                move |changed| {
+                    if changed {
+                        queue.add(key.clone());
+                        wake_waiting(&volume_cache, &volume_queue, |_| true);
+                    }
                 }
             },
             token.clone(),
@@ -295,7 +285,7 @@ impl VolumePoollet {
             },
             token.clone(),
         ));
-        tasks.spawn(event_mapper(
+        tasks.spawn(event_mapper::<VolumeFlavor>(
             self.store.clone(),
             client,
             config.event_interval,

@@ -7,7 +7,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{WAIT, wait_for, wait_gone};
+use common::{Env, WAIT, create_on_runtime, wait_for, wait_gone};
 use iri_mock::{Effect, FaultRule, Method, MockRuntime, Trigger};
 use iri_spec::{
     keys,
@@ -25,29 +25,9 @@ use poollet::{
     machine::{MachineConfig, MachineReconciler},
     pool::RuntimeView,
 };
-use tokio_util::sync::CancellationToken;
 
 const POOL: &str = "pool-a";
 const NS: &str = "default";
-
-struct Env {
-    store: Arc<dyn Store>,
-    mock: MockRuntime,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<poollet::Result<()>>,
-}
-
-impl Env {
-    async fn stop(self) -> (Arc<dyn Store>, MockRuntime) {
-        self.token.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("poollet stops after cancel")
-            .unwrap()
-            .unwrap();
-        (self.store, self.mock)
-    }
-}
 
 fn class(name: &str, cpu: &str, memory: &str) -> MachineClass {
     MachineClass {
@@ -101,15 +81,8 @@ async fn start_with(mock: MockRuntime, store: Arc<dyn Store>) -> Env {
 }
 
 async fn start_with_config(mock: MockRuntime, store: Arc<dyn Store>, config: Config) -> Env {
-    let token = CancellationToken::new();
     let poollet = MachinePoollet::new(store.clone(), mock.machine_channel(), config);
-    let task = tokio::spawn(poollet.run(token.clone()));
-    Env {
-        store,
-        mock,
-        token,
-        task,
-    }
+    Env::spawn(store, mock, |token| poollet.run(token))
 }
 
 async fn start() -> Env {
@@ -481,19 +454,6 @@ async fn list_all(mock: &MockRuntime) -> Vec<machine::Machine> {
         .machines
 }
 
-async fn create_on_runtime(mock: &MockRuntime, m: machine::Machine) -> String {
-    MachineRuntimeClient::new(mock.machine_channel())
-        .create_machine(machine::CreateMachineRequest { machine: Some(m) })
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id
-}
-
 /// Three reconciles of `key` (create, update, settled), then the Machine.
 async fn settle(
     reconciler: &MachineReconciler,
@@ -712,25 +672,7 @@ async fn lifecycle(store: Arc<dyn Store>) {
     env.stop().await;
 }
 
-#[tokio::test]
-async fn lifecycle_memory() {
-    lifecycle(Arc::new(MemoryStore::new())).await;
-}
-
-#[cfg(feature = "etcd")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_etcd() {
-    let Some((_etcd, store)) = common::etcd_store("/poollet-test").await else {
-        return;
-    };
-    lifecycle(store).await;
-}
-
-#[cfg(not(feature = "etcd"))]
-#[test]
-fn lifecycle_etcd() {
-    common::etcd_unavailable();
-}
+common::memory_and_etcd!(lifecycle_memory, lifecycle_etcd, "/poollet-test", lifecycle);
 
 #[tokio::test]
 async fn create_waits_for_the_ignition_secret_and_sends_disks_and_hostname() {

@@ -37,12 +37,8 @@ async fn bad_flags_print_one_line_and_fail() {
 
 #[tokio::test]
 async fn runs_against_a_unix_socket_and_stops_on_sigterm() {
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_unix_temp()
-        .await
-        .unwrap();
-    let endpoint = mock.endpoint().unwrap().to_string();
+    let (_mock, endpoint) =
+        common::unix_mock(MockRuntime::builder().runtime_name("iri-mock")).await;
     let mut cmd = tokio::process::Command::new(BIN);
     cmd.args([
         "--volume-pool-name",

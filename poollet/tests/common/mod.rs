@@ -16,6 +16,108 @@ pub(crate) async fn mock() -> iri_mock::MockRuntime {
         .unwrap()
 }
 
+/// `builder`'s mock on a unix socket in a temporary directory, with its endpoint.
+pub(crate) async fn unix_mock(
+    builder: iri_mock::MockRuntimeBuilder,
+) -> (iri_mock::MockRuntime, String) {
+    let mock = builder.start_unix_temp().await.unwrap();
+    let endpoint = mock.endpoint().unwrap().to_string();
+    (mock, endpoint)
+}
+
+/// Creates `m` on the mock's machine runtime; returns its id.
+pub(crate) async fn create_on_runtime(
+    mock: &iri_mock::MockRuntime,
+    m: iri_spec::machine::v1alpha1::Machine,
+) -> String {
+    use iri_spec::machine::v1alpha1::{
+        CreateMachineRequest, machine_runtime_client::MachineRuntimeClient,
+    };
+    MachineRuntimeClient::new(mock.machine_channel())
+        .create_machine(CreateMachineRequest { machine: Some(m) })
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+        .metadata
+        .unwrap()
+        .id
+}
+
+/// A poollet running on a spawned task until [`Env::stop`], with its store and runtime.
+pub(crate) struct Env {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) mock: iri_mock::MockRuntime,
+    pub(crate) token: tokio_util::sync::CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<poollet::Result<()>>,
+}
+
+impl Env {
+    /// Spawns `run` (a poollet's `run`) with a fresh cancellation token.
+    pub(crate) fn spawn<F>(
+        store: Arc<dyn Store>,
+        mock: iri_mock::MockRuntime,
+        run: impl FnOnce(tokio_util::sync::CancellationToken) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = poollet::Result<()>> + Send + 'static,
+    {
+        let token = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(token.clone()));
+        Self {
+            store,
+            mock,
+            token,
+            task,
+        }
+    }
+
+    /// Cancels the poollet, asserts that it stops cleanly, and hands back store and runtime.
+    pub(crate) async fn stop(self) -> (Arc<dyn Store>, iri_mock::MockRuntime) {
+        self.token.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("poollet stops after cancel")
+            .unwrap()
+            .unwrap();
+        (self.store, self.mock)
+    }
+}
+
+/// Defines the test `$memory`, which runs `$run(store)` on a fresh memory store, and the test
+/// `$etcd`, which runs it on a fresh local etcd under `$prefix` (one `skip:` line when etcd is
+/// missing and not required).
+#[allow(unused_macros)]
+macro_rules! memory_and_etcd {
+    ($memory:ident, $etcd:ident, $prefix:literal, $run:path) => {
+        #[tokio::test]
+        async fn $memory() {
+            $run(std::sync::Arc::new(
+                irikit_api::store::memory::MemoryStore::new(),
+            ))
+            .await;
+        }
+
+        #[cfg(feature = "etcd")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $etcd() {
+            let Some((_etcd, store)) = common::etcd_store($prefix).await else {
+                return;
+            };
+            $run(store).await;
+        }
+
+        #[cfg(not(feature = "etcd"))]
+        #[test]
+        fn $etcd() {
+            common::etcd_unavailable();
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use memory_and_etcd;
+
 /// How long any wait may take before the test fails.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
