@@ -276,43 +276,30 @@ async fn list_selectors(store: &dyn Store) {
         .filter(|n| n == "m1" || n == "m3")
         .collect();
     assert_eq!(got, ["m1", "m3"]);
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-b")
-                .field("spec.machinePoolRef.name", "p1"))
-            .await
+    // (namespace, label tier, field, value) → the names listed.
+    for (ns, tier, field, value, want) in [
+        ("ls-b", None, "spec.machinePoolRef.name", "p1", ["m3"]),
+        ("ls-a", None, "spec.machinePoolRef.name", "", ["m1"]),
+        ("ls-a", None, "spec.machineClassRef.name", "large", ["m2"]),
+        (
+            "ls-b",
+            Some("y"),
+            "spec.machineClassRef.name",
+            "small",
+            ["m4"],
         ),
-        ["m3"]
-    );
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-a")
-                .field("spec.machinePoolRef.name", ""))
-            .await
-        ),
-        ["m1"]
-    );
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-a")
-                .field("spec.machineClassRef.name", "large"))
-            .await
-        ),
-        ["m2"]
-    );
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-b")
-                .label("tier", "y")
-                .field("spec.machineClassRef.name", "small"))
-            .await
-        ),
-        ["m4"]
-    );
+    ] {
+        let mut options = ListOptions::all().in_namespace(ns);
+        if let Some(tier) = tier {
+            options = options.label("tier", tier);
+        }
+        let options = options.field(field, value);
+        assert_eq!(
+            names(ls(options).await),
+            want,
+            "{ns} {tier:?} {field}={value}"
+        );
+    }
     let err = store
         .list(
             Kind::MachinePool,
