@@ -3,14 +3,16 @@
 //! machinepoollets would) and checks what the scheduler creates, binds and deletes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use irikit_api::{
     Kind, ListOptions, Object, Resource, Store, StoreExt,
-    compute::{EmptyDisk, LocalDisk, Machine, MachineClass, MachinePool, Volume},
+    compute::{EmptyDisk, LocalDisk, Machine, MachineClass, Volume},
     core::Event,
-    meta::{Condition, LocalObjectReference, ObjectMeta},
+    meta::{LocalObjectReference, ObjectMeta},
     reservation::{
         RESERVATION_MACHINE_LABEL, RESERVATION_NAME_ANNOTATION, RESERVATION_SUPPORTED_ANNOTATION,
         Reservation, ReservationPoolStatus, ReservationState,
@@ -26,34 +28,17 @@ use tokio_util::sync::CancellationToken;
 const NS: &str = "default";
 
 fn pool(name: &str, capacity: i64, supported: Option<bool>) -> Object {
-    let mut pool = MachinePool {
-        metadata: ObjectMeta::named(name),
-        ..Default::default()
-    };
+    let mut pool = common::machine_pool(name, capacity);
     if let Some(s) = supported {
         pool.metadata
             .annotations
             .insert(RESERVATION_SUPPORTED_ANNOTATION.to_owned(), s.to_string());
     }
-    pool.status.conditions = vec![Condition {
-        type_: "Ready".into(),
-        status: "True".into(),
-        ..Default::default()
-    }];
-    pool.status.capacity.insert(
-        "class/machine.small".into(),
-        capacity.to_string().parse().unwrap(),
-    );
     pool.into_object()
 }
 
 fn machine(name: &str) -> Machine {
-    let mut m = Machine {
-        metadata: ObjectMeta::namespaced(NS, name),
-        ..Default::default()
-    };
-    m.spec.machine_class_ref = LocalObjectReference::new("small");
-    m
+    common::machine(name)
 }
 
 fn class() -> Object {
@@ -420,17 +405,10 @@ async fn reservation_mode_memory() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_mode_etcd() {
-    use irikit_api::store::etcd::LocalEtcd;
-    if LocalEtcd::binary().is_none() {
-        let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-        assert!(
-            !required.split(',').any(|c| c.trim() == "etcd"),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        eprintln!("skip: etcd not on PATH (install etcd-server)");
+    let Some(etcd) = common::local_etcd().await else {
         return;
-    }
-    let etcd = Arc::new(LocalEtcd::start(None).await.unwrap());
+    };
+    let etcd = Arc::new(etcd);
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     run_all(move || {
         let (etcd, n) = (etcd.clone(), n.clone());
@@ -445,12 +423,7 @@ async fn reservation_mode_etcd() {
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn reservation_mode_etcd() {
-    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-    assert!(
-        !required.split(',').any(|c| c.trim() == "etcd"),
-        "etcd is required (IRIKIT_REQUIRE) but scheduler was built without the `etcd` feature"
-    );
-    eprintln!("skip: scheduler built without the `etcd` feature");
+    common::etcd_unavailable();
 }
 
 #[test]
