@@ -651,20 +651,22 @@ async fn memory_lagging_watcher_expires() {
     ));
 }
 
+/// etcd is missing (`why`): a failure when `IRIKIT_REQUIRE` names etcd, else one `skip:` line.
+fn skip_without_etcd(why: &str) {
+    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
+    assert!(
+        !required.split(',').any(|c| c.trim() == "etcd"),
+        "etcd is required (IRIKIT_REQUIRE) but {why}"
+    );
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {why}\n"));
+}
+
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_backend() {
     use irikit_api::store::etcd::LocalEtcd;
     if LocalEtcd::binary().is_none() {
-        let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-        assert!(
-            !required.split(',').any(|c| c.trim() == "etcd"),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
-        );
+        skip_without_etcd("etcd is not on PATH (install etcd-server)");
         return;
     }
     let etcd = LocalEtcd::start(None).await.unwrap();
@@ -675,13 +677,5 @@ async fn etcd_backend() {
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn etcd_backend() {
-    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-    assert!(
-        !required.split(',').any(|c| c.trim() == "etcd"),
-        "etcd is required (IRIKIT_REQUIRE) but irikit-api was built without the `etcd` feature"
-    );
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skip: irikit-api built without the `etcd` feature\n"),
-    );
+    skip_without_etcd("irikit-api was built without the `etcd` feature");
 }
