@@ -124,6 +124,23 @@ impl Broker {
     }
 
     /// The lower Machine `id`, which the broker must manage.
+    /// The managed lower objects of kind `R` that an IRI List with filter id `id` names: all
+    /// of them (empty `id`), else the one `get` finds (none when `id` is unknown or malformed).
+    async fn list_or_get<R, Fut>(&self, id: &str, get: impl FnOnce() -> Fut) -> Result<Vec<R>>
+    where
+        R: irikit_api::Resource,
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        if id.is_empty() {
+            return Ok(self.store.list_typed::<R>(&self.managed_list()).await?.0);
+        }
+        match get().await {
+            Ok(obj) => Ok(vec![obj]),
+            Err(Error::NotFound(_) | Error::InvalidArgument(_)) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn machine(&self, id: &str) -> Result<Machine> {
         required(id, "machine_id")?;
         match self.store.get_typed::<Machine>(self.ns(), id).await {
@@ -254,18 +271,9 @@ impl Broker {
         filter: Option<machine::MachineFilter>,
     ) -> Result<Vec<machine::Machine>> {
         let filter = filter.unwrap_or_default();
-        let machines = if filter.id.is_empty() {
-            self.store
-                .list_typed::<Machine>(&self.managed_list())
-                .await?
-                .0
-        } else {
-            match self.machine(&filter.id).await {
-                Ok(m) => vec![m],
-                Err(Error::NotFound(_) | Error::InvalidArgument(_)) => Vec::new(),
-                Err(e) => return Err(e),
-            }
-        };
+        let machines = self
+            .list_or_get(&filter.id, || self.machine(&filter.id))
+            .await?;
         let deps = if filter.id.is_empty() {
             self.dependents(None).await?
         } else {

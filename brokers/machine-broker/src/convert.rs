@@ -101,15 +101,23 @@ pub fn lower_meta(namespace: &str, name: &str, md: &meta::ObjectMetadata) -> Obj
     lower
 }
 
-/// The IRI status entries of a lower Machine's volume or NIC statuses (`make(name, handle,
-/// attached)`).
+/// The IRI status entries of a lower Machine's volume or NIC statuses: `make(name, handle,
+/// state)` with `attached` or `pending` for the state.
 fn attachment_statuses<S>(
     statuses: &[compute::AttachmentStatus],
-    make: impl Fn(String, String, bool) -> S,
+    [attached, pending]: [i32; 2],
+    make: impl Fn(String, String, i32) -> S,
 ) -> Vec<S> {
     statuses
         .iter()
-        .map(|s| make(s.name.clone(), s.handle.clone(), s.state == "Attached"))
+        .map(|s| {
+            let state = if s.state == "Attached" {
+                attached
+            } else {
+                pending
+            };
+            make(s.name.clone(), s.handle.clone(), state)
+        })
         .collect()
 }
 
@@ -480,27 +488,28 @@ pub fn iri_machine(m: &Machine, deps: &Dependents) -> machine::Machine {
             observed_generation: m.status.observed_generation,
             state: iri_state(m) as i32,
             image_ref: String::new(),
-            volumes: attachment_statuses(&m.status.volumes, |name, handle, attached| {
-                machine::VolumeStatus {
+            volumes: attachment_statuses(
+                &m.status.volumes,
+                [
+                    machine::VolumeState::VolumeAttached as i32,
+                    machine::VolumeState::VolumePending as i32,
+                ],
+                |name, handle, state| machine::VolumeStatus {
                     name,
                     handle,
-                    state: if attached {
-                        machine::VolumeState::VolumeAttached as i32
-                    } else {
-                        machine::VolumeState::VolumePending as i32
-                    },
-                }
-            }),
+                    state,
+                },
+            ),
             network_interfaces: attachment_statuses(
                 &m.status.network_interfaces,
-                |name, handle, attached| machine::NetworkInterfaceStatus {
+                [
+                    machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
+                    machine::NetworkInterfaceState::NetworkInterfacePending as i32,
+                ],
+                |name, handle, state| machine::NetworkInterfaceStatus {
                     name,
                     handle,
-                    state: if attached {
-                        machine::NetworkInterfaceState::NetworkInterfaceAttached as i32
-                    } else {
-                        machine::NetworkInterfaceState::NetworkInterfacePending as i32
-                    },
+                    state,
                 },
             ),
             machine_conditions: Vec::new(),

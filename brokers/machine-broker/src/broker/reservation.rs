@@ -343,18 +343,9 @@ impl Broker {
         filter: Option<rsv::ReservationFilter>,
     ) -> Result<Vec<rsv::Reservation>> {
         let filter = filter.unwrap_or_default();
-        let items = if filter.id.is_empty() {
-            self.store
-                .list_typed::<Reservation>(&self.managed_list())
-                .await?
-                .0
-        } else {
-            match self.reservation(&filter.id).await {
-                Ok(r) => vec![r],
-                Err(Error::NotFound(_) | Error::InvalidArgument(_)) => Vec::new(),
-                Err(e) => return Err(e),
-            }
-        };
+        let items = self
+            .list_or_get(&filter.id, || self.reservation(&filter.id))
+            .await?;
         let pools = self.pools().await?;
         Ok(items
             .iter()
