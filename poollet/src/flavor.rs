@@ -20,11 +20,10 @@ use irikit_api::{
 };
 use tonic::transport::Channel;
 
-use crate::{
-    error::{Result, rpc},
-    events::{InvolvedLabels, MACHINE_EVENT_SOURCE},
-    pool::{capabilities_of, map_class, map_volume_class, requested_bytes, volume_class_key},
-};
+use crate::error::{Result, rpc};
+use crate::events::{InvolvedLabels, MACHINE_EVENT_SOURCE};
+use crate::pool::machine::{capabilities_of, map_class};
+use crate::pool::volume::{map_volume_class, requested_bytes, volume_class_key};
 
 /// What one object bound to a pool uses of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,7 +233,7 @@ impl Flavor for VolumeFlavor {
     const READY_CONDITION: bool = false;
     const FORMAT: Format = Format::BinarySI;
     const INVOLVED: InvolvedLabels = InvolvedLabels::VOLUME;
-    const EVENT_SOURCE: &'static str = crate::volume::EVENT_COMPONENT;
+    const EVENT_SOURCE: &'static str = "volumepoollet";
 
     runtime_calls!(volume, VolumeRuntimeClient, volume_class_status);
 

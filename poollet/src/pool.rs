@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use iri_spec::{keys, machine::v1alpha1 as iri_machine, volume::v1alpha1 as iri_volume};
+use iri_spec::{machine::v1alpha1 as iri_machine, volume::v1alpha1 as iri_volume};
 use irikit_api::{
     ListOptions, Quantity, Resource, ResourceList, Store, StoreExt,
     meta::{Condition, LocalObjectReference, ObjectMeta},
@@ -40,7 +40,7 @@ use crate::{
 pub mod machine;
 pub mod volume;
 
-pub use machine::{PoolConfig, capabilities_of, map_class};
+pub use machine::{PoolConfig, capabilities_of, map_class, topology_labels};
 pub use volume::{VolumePoolConfig, map_volume_class, requested_bytes, volume_class_key};
 
 pub use crate::runtime::Probe;
@@ -60,18 +60,6 @@ pub const REASON_HEARTBEAT_RECEIVED: &str = "HeartbeatReceived";
 pub const REASON_RUNTIME_UNREACHABLE: &str = "RuntimeUnreachable";
 /// `Ready` condition message after a successful probe.
 pub const MESSAGE_PROBE_SUCCEEDED: &str = "machine runtime status probe succeeded";
-
-/// The `topology.ironcore.dev/{region,zone}` labels of a pool (empty values are left out).
-pub fn topology_labels(region: &str, zone: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    if !region.is_empty() {
-        labels.insert(keys::TOPOLOGY_REGION_LABEL.to_string(), region.to_string());
-    }
-    if !zone.is_empty() {
-        labels.insert(keys::TOPOLOGY_ZONE_LABEL.to_string(), zone.to_string());
-    }
-    labels
-}
 
 /// The announced part of a pool status.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -309,6 +297,29 @@ impl<F: Flavor> Reconciler<ObjectRef> for PoolReconciler<F> {
             self.store.update_status(updated.into_object()).await?;
         }
         Ok(Action::requeue(self.resync))
+    }
+}
+
+impl From<PoolConfig> for PoolSettings {
+    fn from(config: PoolConfig) -> Self {
+        let labels = config.labels();
+        Self {
+            pool_name: config.pool_name,
+            provider_id: config.provider_id,
+            labels,
+            resync: config.resync,
+        }
+    }
+}
+
+impl From<VolumePoolConfig> for PoolSettings {
+    fn from(config: VolumePoolConfig) -> Self {
+        Self {
+            labels: topology_labels(&config.topology_region, &config.topology_zone),
+            pool_name: config.pool_name,
+            provider_id: config.provider_id,
+            resync: config.resync,
+        }
     }
 }
 

@@ -37,6 +37,38 @@ pub async fn connect<F: Flavor>(
     Ok(name)
 }
 
+/// A periodic loop that a token stops: a tick every period, the first at once (a missed tick
+/// delays the next one).
+pub(crate) struct Ticks {
+    ticker: tokio::time::Interval,
+    token: CancellationToken,
+}
+
+impl Ticks {
+    /// Ticks every `period` until `token` is cancelled.
+    pub(crate) fn new(period: Duration, token: CancellationToken) -> Self {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { ticker, token }
+    }
+
+    /// Waits for the next tick; `false` once the token is cancelled.
+    pub(crate) async fn tick(&mut self) -> bool {
+        tokio::select! {
+            () = self.token.cancelled() => false,
+            _ = self.ticker.tick() => true,
+        }
+    }
+
+    /// Runs `work`, or `None` when the token is cancelled first.
+    pub(crate) async fn run<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            () = self.token.cancelled() => None,
+            out = work => Some(out),
+        }
+    }
+}
+
 /// The outcome of the last `Status` probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -145,23 +177,17 @@ pub async fn heartbeat<F: Flavor>(
     on_probe: impl Fn(bool) + Send,
     token: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let changed = tokio::select! {
-            () = token.cancelled() => return,
-            changed = probe_once::<F>(&client, timeout, &view) => changed,
+    let mut ticks = Ticks::new(interval, token);
+    while ticks.tick().await {
+        let Some(changed) = ticks.run(probe_once::<F>(&client, timeout, &view)).await else {
+            return;
         };
         if let Some(lease) = &lease {
-            tokio::select! {
-                () = token.cancelled() => return,
-                res = lease.renew() => if let Err(err) = res {
-                    warn!(error = %err, "renewing the {} pool lease failed", F::NAME);
-                },
+            let Some(res) = ticks.run(lease.renew()).await else {
+                return;
+            };
+            if let Err(err) = res {
+                warn!(error = %err, "renewing the {} pool lease failed", F::NAME);
             }
         }
         on_probe(changed);
@@ -225,16 +251,10 @@ pub async fn relist<K, L, Fut>(
     Fut: Future<Output = Result<Vec<K>>> + Send,
 {
     let mut last: BTreeMap<String, K> = BTreeMap::new();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let listed = tokio::select! {
-            () = token.cancelled() => return,
-            res = list() => res,
+    let mut ticks = Ticks::new(period, token);
+    while ticks.tick().await {
+        let Some(listed) = ticks.run(list()).await else {
+            return;
         };
         let listed = match listed {
             Ok(listed) => listed,

@@ -1,5 +1,6 @@
-//! The Volume and VolumeSnapshot reconcilers of the volumepoollet (reference §3.1, §3.2, §3.3,
-//! §4.2), the runtime relist and the ListEvents → Event mapper.
+//! The volumepoollet's object reconcilers (reference §3.1, §3.2, §3.3, §4.2): the Volume
+//! reconciler here, the VolumeSnapshot reconciler in `snapshot`, the runtime calls and the
+//! relist they share.
 //!
 //! **Volume** (key `namespace/name`, Volumes whose `spec.volumePoolRef` is this pool and that
 //! have a class; a Volume without a class is provisioned externally and left alone):
@@ -85,7 +86,7 @@ pub const REASON_SOURCE_VOLUME_NOT_READY: &str = "VolumeNotReady";
 /// Event reason (Warning): `spec.resources.storage` is below the runtime volume's size.
 pub const REASON_RESIZE_NOT_SUPPORTED: &str = "VolumeResizeNotSupported";
 /// The component recorded as the source of the volumepoollet's Events.
-pub const EVENT_COMPONENT: &str = "volumepoollet";
+pub const EVENT_COMPONENT: &str = <VolumeFlavor as crate::flavor::Flavor>::EVENT_SOURCE;
 /// Annotation on a VolumeSnapshot naming the pool that handles it (irikit's addition, §8.19).
 pub const SNAPSHOT_POOL_ANNOTATION: &str = "volumepoollet.ironcore.dev/volume-pool";
 
@@ -277,70 +278,120 @@ impl Runtime {
     }
 }
 
+/// A kind of object of the volume runtime: a volume or a snapshot.
+trait VolumeRuntimeKind: IriKind {
+    /// The label with the uid of the ironcore object.
+    const UID_LABEL: &'static str;
+    /// The labels with its namespace and name.
+    const NAME_LABELS: NameLabels;
+    /// The runtime objects of this kind with `labels`.
+    fn list(
+        rt: &Runtime,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<Self>>> + Send;
+    /// Deletes one: `Ok(true)` if the runtime accepted the delete, `Ok(false)` if it was gone.
+    fn delete(rt: &Runtime, id: &str) -> impl Future<Output = Result<bool>> + Send;
+}
+
+impl VolumeRuntimeKind for volume::Volume {
+    const UID_LABEL: &'static str = keys::VOLUMEPOOLLET_VOLUME_UID_LABEL;
+    const NAME_LABELS: NameLabels = VOLUME_NAME_LABELS;
+    fn list(
+        rt: &Runtime,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<Self>>> + Send {
+        rt.list_volumes(labels)
+    }
+    fn delete(rt: &Runtime, id: &str) -> impl Future<Output = Result<bool>> + Send {
+        rt.delete_volume(id)
+    }
+}
+
+impl VolumeRuntimeKind for volume::VolumeSnapshot {
+    const UID_LABEL: &'static str = keys::VOLUME_SNAPSHOT_UID_LABEL;
+    const NAME_LABELS: NameLabels = SNAPSHOT_NAME_LABELS;
+    fn list(
+        rt: &Runtime,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<Self>>> + Send {
+        rt.list_snapshots(labels)
+    }
+    fn delete(rt: &Runtime, id: &str) -> impl Future<Output = Result<bool>> + Send {
+        rt.delete_snapshot(id)
+    }
+}
+
 impl Runtime {
-    /// Of the volumes listed for one Volume name: see [`reduce`].
-    async fn reduce_volumes(
+    /// The runtime object of kind `K` of the ironcore object `key` with `uid` (`None`: it is
+    /// gone or not this pool's), after the others labelled with `key` are deleted ([`reduce`]).
+    async fn named<K: VolumeRuntimeKind>(
         &self,
-        listed: Vec<volume::Volume>,
+        key: &ObjectRef,
         uid: Option<&str>,
-    ) -> Result<Option<volume::Volume>> {
-        reduce(
-            listed,
-            keys::VOLUMEPOOLLET_VOLUME_UID_LABEL,
-            uid,
-            |id| async move { self.delete_volume(&id).await },
-        )
+    ) -> Result<Option<K>> {
+        let labels = [
+            (K::NAME_LABELS.namespace, key.namespace.as_str()),
+            (K::NAME_LABELS.name, key.name.as_str()),
+        ];
+        let listed = K::list(self, &labels).await?;
+        self.reduce(listed, uid).await
+    }
+
+    /// Of the objects listed for one ironcore name: see [`reduce`].
+    async fn reduce<K: VolumeRuntimeKind>(
+        &self,
+        listed: Vec<K>,
+        uid: Option<&str>,
+    ) -> Result<Option<K>> {
+        reduce(listed, K::UID_LABEL, uid, |id| async move {
+            K::delete(self, &id).await
+        })
         .await
     }
 
-    /// Of the snapshots listed for one VolumeSnapshot name: see [`reduce`].
-    async fn reduce_snapshots(
-        &self,
-        listed: Vec<volume::VolumeSnapshot>,
-        uid: Option<&str>,
-    ) -> Result<Option<volume::VolumeSnapshot>> {
-        reduce(
-            listed,
-            keys::VOLUME_SNAPSHOT_UID_LABEL,
-            uid,
-            |id| async move { self.delete_snapshot(&id).await },
-        )
-        .await
-    }
-
-    /// Deletes every runtime volume labelled with `uid`; returns whether any is still being
-    /// deleted (a Delete succeeded), in which case the caller requeues (§2.2).
-    async fn delete_volumes_of(&self, uid: &str) -> Result<bool> {
+    /// Deletes every runtime object of kind `K` labelled with `uid`; returns whether any is
+    /// still being deleted (a Delete succeeded), in which case the caller requeues (§2.2).
+    async fn delete_all_of<K: VolumeRuntimeKind>(&self, uid: &str) -> Result<bool> {
         let mut still_deleting = false;
-        for v in self
-            .list_volumes(&[(keys::VOLUMEPOOLLET_VOLUME_UID_LABEL, uid)])
-            .await?
-        {
-            still_deleting |= self.delete_volume(v.id()).await?;
-        }
-        Ok(still_deleting)
-    }
-
-    /// Deletes every runtime snapshot labelled with `uid`, like [`Self::delete_volumes_of`].
-    async fn delete_snapshots_of(&self, uid: &str) -> Result<bool> {
-        let mut still_deleting = false;
-        for snapshot in self
-            .list_snapshots(&[(keys::VOLUME_SNAPSHOT_UID_LABEL, uid)])
-            .await?
-        {
-            still_deleting |= self.delete_snapshot(snapshot.id()).await?;
+        for obj in K::list(self, &[(K::UID_LABEL, uid)]).await? {
+            still_deleting |= K::delete(self, obj.id()).await?;
         }
         Ok(still_deleting)
     }
 }
 
-/// Reconciles the Volumes bound to one pool against the volume runtime.
-pub struct VolumeReconciler {
+/// What both volume reconcilers hold: the store, the runtime, its name and the settings.
+struct Base {
     store: Arc<dyn Store>,
     runtime: Runtime,
     runtime_name: String,
-    view: VolumeRuntimeView,
     config: VolumeConfig,
+}
+
+impl Base {
+    fn new(
+        store: Arc<dyn Store>,
+        client: VolumeRuntimeClient<Channel>,
+        runtime_name: String,
+        config: VolumeConfig,
+    ) -> Self {
+        let runtime = Runtime {
+            client,
+            timeout: config.rpc_timeout,
+        };
+        Self {
+            store,
+            runtime,
+            runtime_name,
+            config,
+        }
+    }
+}
+
+/// Reconciles the Volumes bound to one pool against the volume runtime.
+pub struct VolumeReconciler {
+    base: Base,
+    view: VolumeRuntimeView,
 }
 
 impl VolumeReconciler {
@@ -354,20 +405,14 @@ impl VolumeReconciler {
         config: VolumeConfig,
     ) -> Self {
         Self {
-            store,
-            runtime: Runtime {
-                client,
-                timeout: config.rpc_timeout,
-            },
-            runtime_name: runtime_name.into(),
+            base: Base::new(store, client, runtime_name.into(), config),
             view,
-            config,
         }
     }
 
     async fn record_event(&self, v: &Volume, type_: &str, reason: &str, message: &str) {
         events::record(
-            self.store.as_ref(),
+            self.base.store.as_ref(),
             involved(Kind::Volume, &v.metadata),
             type_,
             reason,
@@ -381,7 +426,12 @@ impl VolumeReconciler {
         if let Some(classes) = self.view.classes() {
             return Some(classes);
         }
-        probe_once::<VolumeFlavor>(&self.runtime.client, self.config.rpc_timeout, &self.view).await;
+        probe_once::<VolumeFlavor>(
+            &self.base.runtime.client,
+            self.base.config.rpc_timeout,
+            &self.view,
+        )
+        .await;
         self.view.classes()
     }
 
@@ -390,7 +440,7 @@ impl VolumeReconciler {
         namespace: &str,
         name: &str,
     ) -> Result<std::result::Result<HashMap<String, Vec<u8>>, String>> {
-        match self.store.get_typed::<Secret>(namespace, name).await {
+        match self.base.store.get_typed::<Secret>(namespace, name).await {
             Ok(secret) => Ok(secret_bytes(&secret)),
             Err(store::Error::NotFound { .. }) => {
                 Ok(Err(format!("encryption secret {name:?} not found")))
@@ -402,7 +452,12 @@ impl VolumeReconciler {
     /// Builds the CreateVolume request, or says what is missing.
     async fn prerequisites(&self, v: &Volume, class_name: &str) -> Result<Prerequisites> {
         let namespace = &v.metadata.namespace;
-        let class = match self.store.get_typed::<VolumeClass>("", class_name).await {
+        let class = match self
+            .base
+            .store
+            .get_typed::<VolumeClass>("", class_name)
+            .await
+        {
             Ok(class) => class,
             Err(store::Error::NotFound { .. }) => {
                 return Ok(Prerequisites::Waiting(
@@ -448,6 +503,7 @@ impl VolumeReconciler {
                 });
             } else if let Some(snapshot_ref) = &source.volume_snapshot_ref {
                 let snapshot = match self
+                    .base
                     .store
                     .get_typed::<VolumeSnapshot>(namespace, &snapshot_ref.name)
                     .await
@@ -471,6 +527,7 @@ impl VolumeReconciler {
                 };
                 // A restore inherits the source volume's encryption.
                 match self
+                    .base
                     .store
                     .get_typed::<Volume>(namespace, &snapshot.spec.volume_ref.name)
                     .await
@@ -537,13 +594,13 @@ impl VolumeReconciler {
             Prerequisites::Waiting(reason, message) => {
                 info!(%reason, %message, "prerequisites not met; not creating the volume yet");
                 self.record_event(v, "Normal", reason, &message).await;
-                return Ok(Action::requeue(self.config.prerequisite_requeue));
+                return Ok(Action::requeue(self.base.config.prerequisite_requeue));
             }
         };
-        let mut client = self.runtime.client.clone();
+        let mut client = self.base.runtime.client.clone();
         let created = rpc(
             "CreateVolume",
-            self.config.create_timeout,
+            self.base.config.create_timeout,
             client.create_volume(volume::CreateVolumeRequest {
                 volume: Some(*request),
             }),
@@ -559,7 +616,7 @@ impl VolumeReconciler {
         }
         info!(volume_id = %id, "volume created on the runtime");
         self.write_status(v, &created).await?;
-        Ok(Action::requeue(self.config.converging_requeue))
+        Ok(Action::requeue(self.base.config.converging_requeue))
     }
 
     async fn update(&self, v: &Volume, iri: volume::Volume) -> Result<Action> {
@@ -572,10 +629,10 @@ impl VolumeReconciler {
         let wanted = requested_bytes(v);
         let mut expanding = false;
         if wanted > current {
-            let mut client = self.runtime.client.clone();
+            let mut client = self.base.runtime.client.clone();
             rpc(
                 "ExpandVolume",
-                self.config.rpc_timeout,
+                self.base.config.rpc_timeout,
                 client.expand_volume(volume::ExpandVolumeRequest {
                     volume_id: id.clone(),
                     resources: Some(volume::VolumeResources {
@@ -595,9 +652,9 @@ impl VolumeReconciler {
         }
         let settled = self.write_status(v, &iri).await? && !expanding;
         Ok(Action::requeue(if settled {
-            self.config.resync
+            self.base.config.resync
         } else {
-            self.config.converging_requeue
+            self.base.config.converging_requeue
         }))
     }
 
@@ -612,7 +669,7 @@ impl VolumeReconciler {
             status.last_state_transition_time = Some(now_rfc3339());
         }
         status.state = state.to_string();
-        status.volume_id = format!("{}://{id}", self.runtime_name);
+        status.volume_id = format!("{}://{id}", self.base.runtime_name);
         status.resources.remove("storage");
         let effective = iri_status.resources.map_or(0, |r| r.storage_bytes);
         if effective > 0 {
@@ -647,7 +704,7 @@ impl VolumeReconciler {
             }
             let mut updated = v.clone();
             updated.status = status;
-            self.store.update_status(updated.into_object()).await?;
+            self.base.store.update_status(updated.into_object()).await?;
         }
         Ok(settled)
     }
@@ -682,7 +739,7 @@ impl VolumeReconciler {
             controller: Some(true),
             block_owner_deletion: Some(true),
         };
-        match self.store.get_typed::<Secret>(namespace, &name).await {
+        match self.base.store.get_typed::<Secret>(namespace, &name).await {
             Ok(mut secret) => {
                 let owned = secret.metadata.owner_references.contains(&owner);
                 let labelled = labels
@@ -695,7 +752,7 @@ impl VolumeReconciler {
                 secret.metadata.owner_references = vec![owner];
                 secret.data = data;
                 secret.string_data.clear();
-                self.store.update_typed(secret).await?;
+                self.base.store.update_typed(secret).await?;
             }
             Err(store::Error::NotFound { .. }) => {
                 let mut secret = Secret {
@@ -705,7 +762,7 @@ impl VolumeReconciler {
                 };
                 secret.metadata.labels = labels;
                 secret.metadata.owner_references = vec![owner];
-                self.store.create_typed(secret).await?;
+                self.base.store.create_typed(secret).await?;
                 info!(secret = %name, "volume access secret created");
             }
             Err(err) => return Err(err.into()),
@@ -716,6 +773,7 @@ impl VolumeReconciler {
     /// Deletes the access Secrets of `v` (by the `volume-uid` label) except `keep`.
     async fn delete_access_secrets(&self, v: &Volume, keep: Option<&str>) -> Result<()> {
         let (secrets, _) = self
+            .base
             .store
             .list_typed::<Secret>(
                 &ListOptions::all()
@@ -728,6 +786,7 @@ impl VolumeReconciler {
                 continue;
             }
             match self
+                .base
                 .store
                 .delete(
                     Kind::Secret,
@@ -747,11 +806,16 @@ impl VolumeReconciler {
     }
 
     async fn finalize(&self, v: Volume) -> Result<Action> {
-        if self.runtime.delete_volumes_of(&v.metadata.uid).await? {
-            return Ok(Action::requeue(self.config.converging_requeue));
+        if self
+            .base
+            .runtime
+            .delete_all_of::<volume::Volume>(&v.metadata.uid)
+            .await?
+        {
+            return Ok(Action::requeue(self.base.config.converging_requeue));
         }
         self.delete_access_secrets(&v, None).await?;
-        remove_finalizer(self.store.as_ref(), v, keys::VOLUME_FINALIZER).await
+        remove_finalizer(self.base.store.as_ref(), v, keys::VOLUME_FINALIZER).await
     }
 }
 
@@ -761,23 +825,16 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
 
     async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
         let current: Option<Volume> =
-            get_optional(self.store.as_ref(), &key.namespace, &key.name).await?;
+            get_optional(self.base.store.as_ref(), &key.namespace, &key.name).await?;
         let ours = current.filter(|v| {
             v.spec
                 .volume_pool_ref
                 .as_ref()
-                .is_some_and(|r| r.name == self.config.pool_name)
+                .is_some_and(|r| r.name == self.base.config.pool_name)
                 && v.spec.volume_class_ref.is_some()
         });
-        let listed = self
-            .runtime
-            .list_volumes(&[
-                (keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL, &key.namespace),
-                (keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL, &key.name),
-            ])
-            .await?;
         let uid = ours.as_ref().map(|v| v.metadata.uid.as_str());
-        let iri = self.runtime.reduce_volumes(listed, uid).await?;
+        let iri: Option<volume::Volume> = self.base.runtime.named(key, uid).await?;
         let Some(v) = ours else {
             return Ok(Action::await_change());
         };
@@ -794,7 +851,7 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
             with.metadata
                 .finalizers
                 .push(keys::VOLUME_FINALIZER.to_string());
-            self.store.update_typed(with).await?
+            self.base.store.update_typed(with).await?
         };
         let Some(iri) = iri else {
             let class_name = v
@@ -806,7 +863,7 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
             return self.create(&v, &class_name).await;
         };
         if iri.is_deleting() {
-            return Ok(Action::requeue(self.config.converging_requeue));
+            return Ok(Action::requeue(self.base.config.converging_requeue));
         }
         self.update(&v, iri).await
     }
@@ -823,6 +880,24 @@ pub const SNAPSHOT_NAME_LABELS: NameLabels = NameLabels {
     name: keys::VOLUME_SNAPSHOT_NAME_LABEL,
 };
 
+/// [`runtime::relist`] of the runtime objects of kind `K`.
+async fn relist_kind<K: VolumeRuntimeKind>(
+    runtime: &Runtime,
+    period: Duration,
+    on_key: impl Fn(ObjectRef) + Send,
+    token: CancellationToken,
+) {
+    let list = || K::list(runtime, &[]);
+    runtime::relist(
+        list,
+        K::NAME_LABELS,
+        period,
+        move |key, _| on_key(key),
+        token,
+    )
+    .await;
+}
+
 /// Lists every runtime volume and snapshot every `period` and calls `on_volume` /
 /// `on_snapshot` with the key of each one that appeared, changed or disappeared (IronCore's
 /// generators). This drives status propagation and finds orphans.
@@ -835,20 +910,8 @@ pub async fn runtime_relist(
     token: CancellationToken,
 ) {
     let runtime = Runtime { client, timeout };
-    let volumes = runtime::relist(
-        || runtime.list_volumes(&[]),
-        VOLUME_NAME_LABELS,
-        period,
-        move |key, _| on_volume(key),
-        token.clone(),
-    );
-    let snapshots = runtime::relist(
-        || runtime.list_snapshots(&[]),
-        SNAPSHOT_NAME_LABELS,
-        period,
-        move |key, _| on_snapshot(key),
-        token,
-    );
+    let volumes = relist_kind::<volume::Volume>(&runtime, period, on_volume, token.clone());
+    let snapshots = relist_kind::<volume::VolumeSnapshot>(&runtime, period, on_snapshot, token);
     tokio::join!(volumes, snapshots);
 }
 

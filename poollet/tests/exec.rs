@@ -170,40 +170,32 @@ async fn refuses_without_upgrade_and_without_console() {
 /// for a machine its runtime does not have.
 #[tokio::test]
 async fn the_binary_serves_exec_with_the_flag() {
-    use tokio::io::{AsyncBufReadExt as _, BufReader};
     let (_mock, endpoint) =
         common::unix_mock(MockRuntime::builder().console(ConsoleServer::start().await.unwrap()))
             .await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_machinepoollet"))
-        .args([
-            "--machine-pool-name",
-            "p",
-            "--provider-id",
-            "ironcore://p",
-            "--machine-runtime-endpoint",
-            &endpoint,
-            "--exec-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("serving machine exec") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                return v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-            }
-        }
-        panic!("the poollet exited without serving exec");
-    })
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_machinepoollet"));
+    cmd.args([
+        "--machine-pool-name",
+        "p",
+        "--provider-id",
+        "ironcore://p",
+        "--machine-runtime-endpoint",
+        &endpoint,
+        "--exec-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]);
+    let (mut child, mut lines) = common::spawn_logging(cmd);
+    let line = tokio::time::timeout(
+        TIMEOUT,
+        common::line_with(&mut lines, "serving machine exec"),
+    )
     .await
-    .expect("the exec address is logged");
+    .expect("the exec address is logged")
+    .expect("the poollet exited without serving exec");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr: std::net::SocketAddr = v["fields"]["addr"].as_str().unwrap().parse().unwrap();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     assert_eq!(
         refused(client::connect(&exec_url(addr, "default", "none"), TIMEOUT).await),

@@ -7,7 +7,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{Env, WAIT, create_on_runtime, wait_for, wait_gone};
+use common::{Env, WAIT, create_on_runtime, machine_class as class, wait_for, wait_gone};
 use iri_mock::{Effect, FaultRule, Method, MockRuntime, Trigger};
 use iri_spec::{
     keys,
@@ -16,7 +16,7 @@ use iri_spec::{
 };
 use irikit_api::{
     Kind, Store, StoreExt,
-    compute::{Machine, MachineClass, MachinePool, Power},
+    compute::{Machine, MachinePool, Power},
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     store::memory::MemoryStore,
 };
@@ -28,18 +28,6 @@ use poollet::{
 
 const POOL: &str = "pool-a";
 const NS: &str = "default";
-
-fn class(name: &str, cpu: &str, memory: &str) -> MachineClass {
-    MachineClass {
-        metadata: ObjectMeta::named(name),
-        capabilities: [
-            ("cpu".to_string(), cpu.parse().unwrap()),
-            ("memory".to_string(), memory.parse().unwrap()),
-        ]
-        .into(),
-        ..MachineClass::default()
-    }
-}
 
 async fn seeded_store() -> Arc<dyn Store> {
     seed(Arc::new(MemoryStore::new())).await
@@ -274,11 +262,13 @@ async fn machine_is_created_with_labels_and_reaches_running() {
 #[tokio::test]
 async fn power_off_propagates_and_create_honours_requested_power() {
     let env = start().await;
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    let m: Machine = wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let m: Machine = env
+        .create_and_wait(
+            new_machine("vm-1", "x3-small", Power::On),
+            is_running,
+            "machine running",
+        )
+        .await;
     let mut off = m.clone();
     off.spec.power = Power::Off;
     env.store.update_typed(off).await.unwrap();
@@ -344,11 +334,12 @@ async fn stopped_maps_to_shutdown() {
 #[tokio::test]
 async fn delete_goes_through_the_finalizer() {
     let env = start().await;
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    env.create_and_wait(
+        new_machine("vm-1", "x3-small", Power::On),
+        is_running,
+        "machine running",
+    )
+    .await;
     assert_eq!(env.mock.machine_count(), 1);
     let deleting = env
         .store
@@ -519,11 +510,12 @@ async fn orphans_are_found_by_the_runtime_relist() {
     let env = start_with(mock, seeded_store().await).await;
     // The relist enqueues "ghost"; its reconcile deletes the orphan. Creating a machine after
     // it and waiting for Running orders the check after at least one relist.
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    env.create_and_wait(
+        new_machine("vm-1", "x3-small", Power::On),
+        is_running,
+        "machine running",
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let names: Vec<String> = list_all(&env.mock)
@@ -647,11 +639,13 @@ async fn lifecycle(store: Arc<dyn Store>) {
         "pool announced",
     )
     .await;
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    let m: Machine = wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let m: Machine = env
+        .create_and_wait(
+            new_machine("vm-1", "x3-small", Power::On),
+            is_running,
+            "machine running",
+        )
+        .await;
     let mut off = m;
     off.spec.power = Power::Off;
     env.store.update_typed(off).await.unwrap();
@@ -797,11 +791,12 @@ async fn a_restarted_poollet_adopts_existing_runtime_machines() {
     assert_eq!(creates, 2);
 
     let env = start_with(mock, store).await;
-    env.store
-        .create_typed(new_machine("vm-3", "x3-small", Power::On))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "vm-3", is_running, "machine running").await;
+    env.create_and_wait(
+        new_machine("vm-3", "x3-small", Power::On),
+        is_running,
+        "machine running",
+    )
+    .await;
     let mut names: Vec<String> = list_all(&env.mock)
         .await
         .iter()

@@ -234,11 +234,12 @@ async fn a_slow_create_is_waited_for_not_abandoned_and_restarted() {
     cfg.volume.rpc_timeout = Duration::from_millis(300);
     cfg.volume.create_timeout = Duration::from_secs(10);
     let env = start_with(store, mock, cfg);
-    env.store
-        .create_typed(new_volume("slow", "economy", "1Gi"))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "slow", is_available, "volume available").await;
+    env.create_and_wait(
+        new_volume("slow", "economy", "1Gi"),
+        is_available,
+        "volume available",
+    )
+    .await;
     assert_eq!(
         env.mock.calls_to(Method::CreateVolume).len(),
         1,
@@ -514,11 +515,13 @@ async fn snapshots_are_handled_only_by_the_pool_of_their_source_volume() {
 #[tokio::test]
 async fn volumes_grow_through_expand_and_a_shrink_is_an_event() {
     let env = start().await;
-    env.store
-        .create_typed(new_volume("grow", "fast", "10Gi"))
-        .await
-        .unwrap();
-    let v: Volume = wait_for(&env.store, NS, "grow", is_available, "available").await;
+    let v: Volume = env
+        .create_and_wait(
+            new_volume("grow", "fast", "10Gi"),
+            is_available,
+            "available",
+        )
+        .await;
     let mut bigger = v.clone();
     bigger
         .spec
@@ -648,11 +651,9 @@ async fn access_secret_data_goes_into_an_owned_secret_and_is_cleaned_up() {
 #[tokio::test]
 async fn delete_goes_through_the_finalizer_and_removes_the_access_secret() {
     let env = start().await;
-    env.store
-        .create_typed(new_volume("gone", "fast", "1Gi"))
-        .await
-        .unwrap();
-    let v: Volume = wait_for(&env.store, NS, "gone", is_available, "available").await;
+    let v: Volume = env
+        .create_and_wait(new_volume("gone", "fast", "1Gi"), is_available, "available")
+        .await;
     let id = v
         .status
         .volume_id
@@ -866,11 +867,9 @@ async fn runtime_events_become_events_on_the_volume() {
 async fn end_to_end(store: Arc<dyn Store>) {
     let store = seed(store).await;
     let env = start_on(store, mock().await, POOL);
-    env.store
-        .create_typed(new_volume("e2e", "fast", "2Gi"))
-        .await
-        .unwrap();
-    let v: Volume = wait_for(&env.store, NS, "e2e", is_available, "available").await;
+    let v: Volume = env
+        .create_and_wait(new_volume("e2e", "fast", "2Gi"), is_available, "available")
+        .await;
     assert!(v.status.volume_id.starts_with("iri-mock://"));
     let labels: BTreeMap<_, _> = v.metadata.labels.clone();
     assert!(labels.is_empty());

@@ -3,10 +3,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use iri_spec::machine::v1alpha1 as machine;
+use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::compute::MachineClass;
 
-use super::topology_labels;
 use crate::error::ClassMapError;
 
 /// What the pool announcer needs to know.
@@ -132,14 +131,14 @@ pub fn map_class<'a>(
     }
 }
 
-impl From<PoolConfig> for super::PoolSettings {
-    fn from(config: PoolConfig) -> Self {
-        let labels = config.labels();
-        Self {
-            pool_name: config.pool_name,
-            provider_id: config.provider_id,
-            labels,
-            resync: config.resync,
-        }
+/// The `topology.ironcore.dev/{region,zone}` labels of a pool (empty values are left out).
+pub fn topology_labels(region: &str, zone: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    if !region.is_empty() {
+        labels.insert(keys::TOPOLOGY_REGION_LABEL.to_string(), region.to_string());
     }
+    if !zone.is_empty() {
+        labels.insert(keys::TOPOLOGY_ZONE_LABEL.to_string(), zone.to_string());
+    }
+    labels
 }

@@ -117,17 +117,6 @@ pub fn requested_bytes(v: &Volume) -> i64 {
         .map_or(0, |q| i64::try_from(q.value().max(0)).unwrap_or(i64::MAX))
 }
 
-impl From<VolumePoolConfig> for super::PoolSettings {
-    fn from(config: VolumePoolConfig) -> Self {
-        Self {
-            labels: super::topology_labels(&config.topology_region, &config.topology_zone),
-            pool_name: config.pool_name,
-            provider_id: config.provider_id,
-            resync: config.resync,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use irikit_api::{

@@ -20,8 +20,8 @@ use tonic::transport::Channel;
 use tracing::info;
 
 use super::{
-    EVENT_COMPONENT, REASON_SOURCE_VOLUME_NOT_READY, Runtime, SNAPSHOT_POOL_ANNOTATION,
-    VolumeConfig, bytes_quantity, id_part, snapshot_state,
+    Base, EVENT_COMPONENT, REASON_SOURCE_VOLUME_NOT_READY, SNAPSHOT_POOL_ANNOTATION, VolumeConfig,
+    bytes_quantity, id_part, snapshot_state,
 };
 use crate::{
     controller::{Action, ObjectRef, Reconciler},
@@ -32,10 +32,7 @@ use crate::{
 
 /// Reconciles the VolumeSnapshots whose source Volume is on this pool.
 pub struct VolumeSnapshotReconciler {
-    store: Arc<dyn Store>,
-    runtime: Runtime,
-    runtime_name: String,
-    config: VolumeConfig,
+    base: Base,
 }
 
 impl VolumeSnapshotReconciler {
@@ -47,24 +44,19 @@ impl VolumeSnapshotReconciler {
         config: VolumeConfig,
     ) -> Self {
         Self {
-            store,
-            runtime: Runtime {
-                client,
-                timeout: config.rpc_timeout,
-            },
-            runtime_name: runtime_name.into(),
-            config,
+            base: Base::new(store, client, runtime_name.into(), config),
         }
     }
 
     /// Whether `s` belongs to this pool: its source Volume is bound here, or this poollet
     /// marked it when it took it over.
     async fn is_ours(&self, s: &VolumeSnapshot) -> Result<bool> {
-        if s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.config.pool_name) {
+        if s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.base.config.pool_name)
+        {
             return Ok(true);
         }
         let source: Option<Volume> = get_optional(
-            self.store.as_ref(),
+            self.base.store.as_ref(),
             &s.metadata.namespace,
             &s.spec.volume_ref.name,
         )
@@ -72,13 +64,13 @@ impl VolumeSnapshotReconciler {
         Ok(source.is_some_and(|v| {
             v.spec
                 .volume_pool_ref
-                .is_some_and(|r| r.name == self.config.pool_name)
+                .is_some_and(|r| r.name == self.base.config.pool_name)
         }))
     }
 
     async fn create(&self, s: &VolumeSnapshot) -> Result<Action> {
         let source: Option<Volume> = get_optional(
-            self.store.as_ref(),
+            self.base.store.as_ref(),
             &s.metadata.namespace,
             &s.spec.volume_ref.name,
         )
@@ -94,7 +86,7 @@ impl VolumeSnapshotReconciler {
             );
             info!(%message, "not creating the volume snapshot yet");
             events::record(
-                self.store.as_ref(),
+                self.base.store.as_ref(),
                 involved(Kind::VolumeSnapshot, &s.metadata),
                 "Normal",
                 REASON_SOURCE_VOLUME_NOT_READY,
@@ -102,7 +94,7 @@ impl VolumeSnapshotReconciler {
                 EVENT_COMPONENT,
             )
             .await;
-            return Ok(Action::requeue(self.config.prerequisite_requeue));
+            return Ok(Action::requeue(self.base.config.prerequisite_requeue));
         };
         let labels = HashMap::from([
             (
@@ -118,10 +110,10 @@ impl VolumeSnapshotReconciler {
                 s.metadata.name.clone(),
             ),
         ]);
-        let mut client = self.runtime.client.clone();
+        let mut client = self.base.runtime.client.clone();
         let created = rpc(
             "CreateVolumeSnapshot",
-            self.config.create_timeout,
+            self.base.config.create_timeout,
             client.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
                 volume_snapshot: Some(volume::VolumeSnapshot {
                     metadata: Some(meta::ObjectMetadata {
@@ -140,7 +132,7 @@ impl VolumeSnapshotReconciler {
         .ok_or_else(|| Error::BadResponse("CreateVolumeSnapshot without a snapshot".into()))?;
         info!(snapshot_id = %created.id().to_string(), "volume snapshot created on the runtime");
         self.write_status(s, &created).await?;
-        Ok(Action::requeue(self.config.converging_requeue))
+        Ok(Action::requeue(self.base.config.converging_requeue))
     }
 
     /// Writes the snapshot status; returns whether it is settled (Ready or Failed).
@@ -152,23 +144,28 @@ impl VolumeSnapshotReconciler {
             status.last_state_transition_time = Some(now_rfc3339());
         }
         status.state = state.to_string();
-        status.snapshot_id = format!("{}://{}", self.runtime_name, iri.id());
+        status.snapshot_id = format!("{}://{}", self.base.runtime_name, iri.id());
         if iri_status.size > 0 {
             status.size = Some(bytes_quantity(iri_status.size));
         }
         if status != s.status {
             let mut updated = s.clone();
             updated.status = status;
-            self.store.update_status(updated.into_object()).await?;
+            self.base.store.update_status(updated.into_object()).await?;
         }
         Ok(state != "Pending")
     }
 
     async fn finalize(&self, s: VolumeSnapshot) -> Result<Action> {
-        if self.runtime.delete_snapshots_of(&s.metadata.uid).await? {
-            return Ok(Action::requeue(self.config.converging_requeue));
+        if self
+            .base
+            .runtime
+            .delete_all_of::<volume::VolumeSnapshot>(&s.metadata.uid)
+            .await?
+        {
+            return Ok(Action::requeue(self.base.config.converging_requeue));
         }
-        remove_finalizer(self.store.as_ref(), s, keys::VOLUME_SNAPSHOT_FINALIZER).await
+        remove_finalizer(self.base.store.as_ref(), s, keys::VOLUME_SNAPSHOT_FINALIZER).await
     }
 }
 
@@ -178,20 +175,13 @@ impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
 
     async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
         let current: Option<VolumeSnapshot> =
-            get_optional(self.store.as_ref(), &key.namespace, &key.name).await?;
+            get_optional(self.base.store.as_ref(), &key.namespace, &key.name).await?;
         let ours = match current {
             Some(s) if self.is_ours(&s).await? => Some(s),
             _ => None,
         };
-        let listed = self
-            .runtime
-            .list_snapshots(&[
-                (keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL, &key.namespace),
-                (keys::VOLUME_SNAPSHOT_NAME_LABEL, &key.name),
-            ])
-            .await?;
         let uid = ours.as_ref().map(|s| s.metadata.uid.as_str());
-        let iri = self.runtime.reduce_snapshots(listed, uid).await?;
+        let iri: Option<volume::VolumeSnapshot> = self.base.runtime.named(key, uid).await?;
         let Some(s) = ours else {
             return Ok(Action::await_change());
         };
@@ -202,7 +192,8 @@ impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
             return Ok(Action::await_change());
         }
         let marked = has_finalizer(&s.metadata, keys::VOLUME_SNAPSHOT_FINALIZER)
-            && s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.config.pool_name);
+            && s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION)
+                == Some(&self.base.config.pool_name);
         let s = if marked {
             s
         } else {
@@ -214,18 +205,18 @@ impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
             }
             with.metadata.annotations.insert(
                 SNAPSHOT_POOL_ANNOTATION.to_string(),
-                self.config.pool_name.clone(),
+                self.base.config.pool_name.clone(),
             );
-            self.store.update_typed(with).await?
+            self.base.store.update_typed(with).await?
         };
         let Some(iri) = iri else {
             return self.create(&s).await;
         };
         let settled = self.write_status(&s, &iri).await?;
         Ok(Action::requeue(if settled {
-            self.config.resync
+            self.base.config.resync
         } else {
-            self.config.converging_requeue
+            self.base.config.converging_requeue
         }))
     }
 }

@@ -25,6 +25,23 @@ pub(crate) async fn unix_mock(
     (mock, endpoint)
 }
 
+/// A MachineClass `name` with `cpu` and `memory` capabilities.
+pub(crate) fn machine_class(
+    name: &str,
+    cpu: &str,
+    memory: &str,
+) -> irikit_api::compute::MachineClass {
+    irikit_api::compute::MachineClass {
+        metadata: irikit_api::meta::ObjectMeta::named(name),
+        capabilities: [
+            ("cpu".to_string(), cpu.parse().unwrap()),
+            ("memory".to_string(), memory.parse().unwrap()),
+        ]
+        .into(),
+        ..irikit_api::compute::MachineClass::default()
+    }
+}
+
 /// Creates `m` on the mock's machine runtime; returns its id.
 pub(crate) async fn create_on_runtime(
     mock: &iri_mock::MockRuntime,
@@ -71,6 +88,18 @@ impl Env {
             token,
             task,
         }
+    }
+
+    /// Creates `obj` in the store and waits until `pred` holds for it.
+    pub(crate) async fn create_and_wait<R: Resource>(
+        &self,
+        obj: R,
+        pred: impl Fn(&R) -> bool,
+        what: &str,
+    ) -> R {
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.store.create_typed(obj).await.unwrap();
+        wait_for(&self.store, &namespace, &name, pred, what).await
     }
 
     /// Cancels the poollet, asserts that it stops cleanly, and hands back store and runtime.
@@ -221,12 +250,13 @@ pub(crate) fn secret(name: &str, key: &str, value: &[u8]) -> irikit_api::core::S
     s
 }
 
-/// Runs `cmd` (a poollet binary) until its stderr shows `started_line`, then sends SIGTERM
-/// and asserts a graceful, successful exit.
-pub(crate) async fn run_until_line_then_sigterm(
+/// Stderr lines of a child process.
+pub(crate) type StderrLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// Spawns `cmd` (a poollet binary) with `RUST_LOG=info` and its stderr piped.
+pub(crate) fn spawn_logging(
     mut cmd: tokio::process::Command,
-    started_line: &str,
-) {
+) -> (tokio::process::Child, StderrLines) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = cmd
         .env("RUST_LOG", "info")
@@ -234,17 +264,45 @@ pub(crate) async fn run_until_line_then_sigterm(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(started_line) {
-                return true;
-            }
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// The next stderr line that contains `needle`; `None` when the stream ends first.
+pub(crate) async fn line_with(lines: &mut StderrLines, needle: &str) -> Option<String> {
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains(needle) {
+            return Some(line);
         }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    }
+    None
+}
+
+/// Runs `bin` against an iri-mock on a unix socket (`args`, then `endpoint_flag` with the
+/// mock's endpoint) until its stderr shows `started_line`, then sends SIGTERM and asserts a
+/// graceful, successful exit.
+pub(crate) async fn run_against_unix_mock(
+    bin: &str,
+    args: &[&str],
+    endpoint_flag: &str,
+    started_line: &str,
+) {
+    let (_mock, endpoint) =
+        unix_mock(iri_mock::MockRuntime::builder().runtime_name("iri-mock")).await;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args).args([endpoint_flag, &endpoint]);
+    run_until_line_then_sigterm(cmd, started_line).await;
+}
+
+/// Runs `cmd` (a poollet binary) until its stderr shows `started_line`, then sends SIGTERM
+/// and asserts a graceful, successful exit.
+pub(crate) async fn run_until_line_then_sigterm(cmd: tokio::process::Command, started_line: &str) {
+    let (mut child, mut lines) = spawn_logging(cmd);
+    let started = tokio::time::timeout(WAIT, line_with(&mut lines, started_line))
+        .await
+        .ok()
+        .flatten()
+        .is_some();
     assert!(started, "the poollet logged {started_line:?}");
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
