@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{
-    Condition, LocalObjectReference, ObjectMeta, SecretKeySelector, Taint, Toleration,
-};
+use crate::meta::{Condition, LocalObjectReference, ObjectMeta, SecretKeySelector, Toleration};
 use crate::quantity::{Quantity, ResourceList};
 
 /// The API group version of this module.
@@ -295,21 +293,8 @@ pub struct MachinePool {
     pub status: MachinePoolStatus,
 }
 
-/// `MachinePoolSpec`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MachinePoolSpec {
-    /// Provider id, e.g. `ironcore://shared`.
-    #[serde(
-        rename = "providerID",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub provider_id: String,
-    /// Taints.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub taints: Vec<Taint>,
-}
+/// `MachinePoolSpec`: the spec every pool kind shares.
+pub type MachinePoolSpec = crate::meta::PoolSpec;
 
 /// `MachinePoolStatus`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -153,6 +153,22 @@ pub fn condition_status<'a>(conditions: &'a [Condition], type_: &str) -> Option<
         .map(|c| c.status.as_str())
 }
 
+/// The spec of a pool (`MachinePoolSpec`, `VolumePoolSpec`): its provider id and taints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSpec {
+    /// Provider id, e.g. `ironcore://shared`.
+    #[serde(
+        rename = "providerID",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub provider_id: String,
+    /// Taints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<Taint>,
+}
+
 /// A pool taint (`NoSchedule` or `NoExecute`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Taint {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::meta::{Condition, LocalObjectReference, ObjectMeta, Taint, Toleration};
+use crate::meta::{Condition, LocalObjectReference, ObjectMeta, Toleration};
 use crate::quantity::{Quantity, ResourceList};
 
 /// The API group version of this module.
@@ -179,20 +179,8 @@ pub struct VolumePool {
     pub status: VolumePoolStatus,
 }
 
-/// `VolumePoolSpec`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct VolumePoolSpec {
-    /// Provider id.
-    #[serde(
-        rename = "providerID",
-        default,
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub provider_id: String,
-    /// Taints.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub taints: Vec<Taint>,
-}
+/// `VolumePoolSpec`: the spec every pool kind shares.
+pub type VolumePoolSpec = crate::meta::PoolSpec;
 
 /// `VolumePoolStatus`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

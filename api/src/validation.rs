@@ -33,6 +33,18 @@ impl fmt::Display for FieldError {
 struct Errors(Vec<FieldError>);
 
 impl Errors {
+    /// Checks that `name` (at `path`) is a DNS label not in `seen`, and adds it.
+    fn unique_dns_label<'a>(&mut self, path: &str, name: &'a str, seen: &mut HashSet<&'a str>) {
+        if !is_dns_label(name) {
+            self.push(
+                path,
+                format!("Invalid value: {name:?}: must be a DNS label"),
+            );
+        } else if !seen.insert(name) {
+            self.push(path, format!("Duplicate value: {name:?}"));
+        }
+    }
+
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(FieldError {
             path: path.into(),
@@ -188,17 +200,7 @@ fn validate_machine(m: &Machine, errs: &mut Errors) {
     let mut nic_names = HashSet::new();
     for (i, nic) in spec.network_interfaces.iter().enumerate() {
         let p = format!("spec.networkInterfaces[{i}]");
-        if !is_dns_label(&nic.name) {
-            errs.push(
-                format!("{p}.name"),
-                format!("Invalid value: {:?}: must be a DNS label", nic.name),
-            );
-        } else if !nic_names.insert(nic.name.as_str()) {
-            errs.push(
-                format!("{p}.name"),
-                format!("Duplicate value: {:?}", nic.name),
-            );
-        }
+        errs.unique_dns_label(&format!("{p}.name"), &nic.name, &mut nic_names);
         let sources =
             usize::from(nic.network_interface_ref.is_some()) + usize::from(nic.ephemeral.is_some());
         if sources != 1 {
@@ -212,17 +214,7 @@ fn validate_machine(m: &Machine, errs: &mut Errors) {
     let mut devices = HashSet::new();
     for (i, vol) in spec.volumes.iter().enumerate() {
         let p = format!("spec.volumes[{i}]");
-        if !is_dns_label(&vol.name) {
-            errs.push(
-                format!("{p}.name"),
-                format!("Invalid value: {:?}: must be a DNS label", vol.name),
-            );
-        } else if !vol_names.insert(vol.name.as_str()) {
-            errs.push(
-                format!("{p}.name"),
-                format!("Duplicate value: {:?}", vol.name),
-            );
-        }
+        errs.unique_dns_label(&format!("{p}.name"), &vol.name, &mut vol_names);
         if let Some(device) = &vol.device {
             if !is_device_name(device) {
                 errs.push(

@@ -276,43 +276,30 @@ async fn list_selectors(store: &dyn Store) {
         .filter(|n| n == "m1" || n == "m3")
         .collect();
     assert_eq!(got, ["m1", "m3"]);
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-b")
-                .field("spec.machinePoolRef.name", "p1"))
-            .await
+    // (namespace, label tier, field, value) → the names listed.
+    for (ns, tier, field, value, want) in [
+        ("ls-b", None, "spec.machinePoolRef.name", "p1", ["m3"]),
+        ("ls-a", None, "spec.machinePoolRef.name", "", ["m1"]),
+        ("ls-a", None, "spec.machineClassRef.name", "large", ["m2"]),
+        (
+            "ls-b",
+            Some("y"),
+            "spec.machineClassRef.name",
+            "small",
+            ["m4"],
         ),
-        ["m3"]
-    );
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-a")
-                .field("spec.machinePoolRef.name", ""))
-            .await
-        ),
-        ["m1"]
-    );
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-a")
-                .field("spec.machineClassRef.name", "large"))
-            .await
-        ),
-        ["m2"]
-    );
-    assert_eq!(
-        names(
-            ls(ListOptions::all()
-                .in_namespace("ls-b")
-                .label("tier", "y")
-                .field("spec.machineClassRef.name", "small"))
-            .await
-        ),
-        ["m4"]
-    );
+    ] {
+        let mut options = ListOptions::all().in_namespace(ns);
+        if let Some(tier) = tier {
+            options = options.label("tier", tier);
+        }
+        let options = options.field(field, value);
+        assert_eq!(
+            names(ls(options).await),
+            want,
+            "{ns} {tier:?} {field}={value}"
+        );
+    }
     let err = store
         .list(
             Kind::MachinePool,
@@ -664,20 +651,22 @@ async fn memory_lagging_watcher_expires() {
     ));
 }
 
+/// etcd is missing (`why`): a failure when `IRIKIT_REQUIRE` names etcd, else one `skip:` line.
+fn skip_without_etcd(why: &str) {
+    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
+    assert!(
+        !required.split(',').any(|c| c.trim() == "etcd"),
+        "etcd is required (IRIKIT_REQUIRE) but {why}"
+    );
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {why}\n"));
+}
+
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_backend() {
     use irikit_api::store::etcd::LocalEtcd;
     if LocalEtcd::binary().is_none() {
-        let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-        assert!(
-            !required.split(',').any(|c| c.trim() == "etcd"),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
-        );
+        skip_without_etcd("etcd is not on PATH (install etcd-server)");
         return;
     }
     let etcd = LocalEtcd::start(None).await.unwrap();
@@ -688,13 +677,5 @@ async fn etcd_backend() {
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn etcd_backend() {
-    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-    assert!(
-        !required.split(',').any(|c| c.trim() == "etcd"),
-        "etcd is required (IRIKIT_REQUIRE) but irikit-api was built without the `etcd` feature"
-    );
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skip: irikit-api built without the `etcd` feature\n"),
-    );
+    skip_without_etcd("irikit-api was built without the `etcd` feature");
 }

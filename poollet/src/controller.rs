@@ -579,5 +579,75 @@ pub(crate) async fn sleep_or_cancel(delay: Duration, token: &CancellationToken) 
     }
 }
 
+impl WorkQueue<ObjectRef> {
+    /// Queues every object in `cache` for which `pred` holds.
+    pub(crate) fn add_matching(&self, cache: &ObjectCache, pred: impl Fn(&Object) -> bool) {
+        for obj in cache.list() {
+            if pred(&obj) {
+                self.add(ObjectRef::of(&obj));
+            }
+        }
+    }
+}
+
+/// The tasks of one poollet: controllers and watches on one store, all stopped by one token.
+pub(crate) struct Tasks {
+    set: JoinSet<()>,
+    store: Arc<dyn Store>,
+    token: CancellationToken,
+}
+
+impl Tasks {
+    /// No tasks yet.
+    pub(crate) fn new(store: Arc<dyn Store>, token: CancellationToken) -> Self {
+        Self {
+            set: JoinSet::new(),
+            store,
+            token,
+        }
+    }
+
+    /// The token that stops the tasks.
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Spawns a task.
+    pub(crate) fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.set.spawn(task);
+    }
+
+    /// Spawns [`run`] of `reconciler` over `queue`.
+    pub(crate) fn controller<R: Reconciler<ObjectRef>>(
+        &mut self,
+        name: &'static str,
+        concurrency: usize,
+        queue: &WorkQueue<ObjectRef>,
+        reconciler: Arc<R>,
+    ) {
+        let config = ControllerConfig { name, concurrency };
+        let task = run(queue.clone(), reconciler, config, self.token.clone());
+        self.set.spawn(task);
+    }
+
+    /// Spawns a [`watch`] of `kind` that keeps `cache`.
+    pub(crate) fn watch(
+        &mut self,
+        kind: Kind,
+        options: ListOptions,
+        cache: ObjectCache,
+        on_change: impl FnMut(&Object) + Send + 'static,
+    ) {
+        let store = self.store.clone();
+        let task = watch(store, kind, options, cache, on_change, self.token.clone());
+        self.set.spawn(task);
+    }
+
+    /// Waits until every task has ended.
+    pub(crate) async fn join(mut self) {
+        while self.set.join_next().await.is_some() {}
+    }
+}
+
 #[cfg(test)]
 mod tests;

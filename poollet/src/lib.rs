@@ -4,7 +4,13 @@
 //! - [`cli`]: log set-up and signal handling shared by the binaries.
 //! - [`controller`]: the kube-runtime-style framework (watch → cache → work queue → reconcile
 //!   with an error policy, bounded concurrency, graceful shutdown).
-//! - [`pool`]: the MachinePool announcement, class mapping, capacity and heartbeat.
+//! - [`flavor`]: what differs between the machine and the volume side ([`flavor::Flavor`]:
+//!   runtime client and calls, pool and class kinds, class mapping, what an object uses).
+//! - [`runtime`]: the runtime side both share, generic over the flavour and over
+//!   `iri_spec::kind::IriKind`: Status probe and heartbeat, ListEvents mapper, relist,
+//!   orphan and duplicate reduction.
+//! - [`pool`]: the pool announcer of both poollets (one reconciler, two flavours): class
+//!   mapping, capacity, allocatable and, for MachinePools, the heartbeat's Ready condition.
 //! - [`machine`]: the Machine reconciler (create, update, status, delete, orphan GC, NICs and
 //!   storage volumes through the claim flow) and the runtime relist.
 //! - [`events`]: the poollets' own Events, and runtime events (ListEvents) recorded as Events
@@ -14,7 +20,6 @@
 //!   (IEP-11), and the pool's `reservation.irikit.dev/supported` annotation.
 //! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
 //! - [`machinepoollet`]: [`MachinePoollet`], which runs the machine side.
-//! - [`volumepool`]: the VolumePool announcement (volume class mapping, bytes capacity).
 //! - [`volume`]: the Volume and VolumeSnapshot reconcilers, runtime relist and event mapper.
 //! - [`volumepoollet`]: [`VolumePoollet`], which runs the volume side.
 
@@ -23,14 +28,16 @@ pub mod controller;
 pub mod error;
 pub mod events;
 pub mod exec;
+pub mod flavor;
 pub mod lease;
 pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;
+mod object;
 pub mod pool;
 pub mod reservation;
+pub mod runtime;
 pub mod volume;
-pub mod volumepool;
 pub mod volumepoollet;
 
 pub use controller::{Action, ObjectRef, Reconciler, WorkQueue};

@@ -23,28 +23,24 @@
 //! Two IRI machines with the Machine's UID (a crash between create and status write of an
 //! older poollet, say) are handled: the oldest is kept, the others are deleted.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use base64::Engine;
 use iri_spec::{
     keys,
+    kind::IriKind,
     machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
     meta::v1alpha1 as meta,
 };
 use irikit_api::{
     Kind, Resource, Store, StoreExt,
     compute::{self, Machine, MachineClass},
-    core::{ObjectReference, Secret},
-    meta::Condition,
-    store::{self, KnownUpdate, now_rfc3339},
+    core::Secret,
+    store::{self, KnownUpdate},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub mod volumes;
 
@@ -52,10 +48,16 @@ use crate::{
     controller::{Action, ObjectCache, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
     events,
-    pool::{RuntimeView, capabilities_of, map_class, probe_once, set_condition},
+    flavor::MachineFlavor,
+    object::{OwnWrites, get_optional, has_finalizer, involved},
+    pool::{RuntimeView, capabilities_of, map_class},
+    runtime::{self, NameLabels, not_found_is_gone, probe_once, reduce},
 };
 
 mod nic;
+mod status;
+
+pub use status::machine_state;
 
 /// Default ignition key in the Secret.
 pub const DEFAULT_IGNITION_KEY: &str = "ignition.yaml";
@@ -97,7 +99,7 @@ pub struct MachineReconciler {
     config: MachineConfig,
     /// Machine key → resourceVersions of this reconciler's writes of it whose watch events
     /// have not been seen yet (a reconcile writes the finalizer and then the status).
-    own_writes: std::sync::Mutex<HashMap<ObjectRef, Vec<String>>>,
+    own_writes: OwnWrites,
     /// The poollet's watch cache of its pool's Machines, read instead of the store once synced
     /// (as controller-runtime's cached client does); a stale read only costs a Conflict.
     machines: Option<ObjectCache>,
@@ -114,21 +116,6 @@ pub struct MachineReconciler {
     )>,
 }
 
-/// The ironcore state for an IRI machine state (§3.3). STOPPED, which Go cannot map, is
-/// `Shutdown` like SUSPENDED (§8.1).
-pub fn machine_state(state: i32) -> &'static str {
-    match machine::MachineState::try_from(state) {
-        Ok(machine::MachineState::MachinePending) => "Pending",
-        Ok(machine::MachineState::MachineRunning) => "Running",
-        Ok(machine::MachineState::MachineSuspended | machine::MachineState::MachineStopped) => {
-            "Shutdown"
-        }
-        Ok(machine::MachineState::MachineTerminated) => "Terminated",
-        Ok(machine::MachineState::MachineTerminating) => "Terminating",
-        Err(_) => "Pending",
-    }
-}
-
 fn label_filter(pairs: &[(&str, &str)]) -> machine::ListMachinesRequest {
     machine::ListMachinesRequest {
         filter: Some(machine::MachineFilter {
@@ -141,24 +128,21 @@ fn label_filter(pairs: &[(&str, &str)]) -> machine::ListMachinesRequest {
     }
 }
 
+/// The labels that name the Machine of an IRI machine.
+pub const MACHINE_NAME_LABELS: NameLabels = NameLabels {
+    namespace: keys::MACHINE_NAMESPACE_LABEL,
+    name: keys::MACHINE_NAME_LABEL,
+};
+
 fn metadata(m: &machine::Machine) -> meta::ObjectMetadata {
     m.metadata.clone().unwrap_or_default()
 }
 
-fn label<'a>(m: &'a machine::Machine, key: &str) -> Option<&'a str> {
-    m.metadata
-        .as_ref()
-        .and_then(|md| md.labels.get(key))
-        .map(String::as_str)
-}
-
 fn annotation_i64(m: &machine::Machine, key: &'static str) -> Result<i64> {
-    let md = metadata(m);
-    md.annotations
-        .get(key)
+    m.annotation(key)
         .and_then(|v| v.parse().ok())
         .ok_or(Error::Annotation {
-            machine_id: md.id,
+            machine_id: m.id().to_string(),
             key,
         })
 }
@@ -203,7 +187,7 @@ impl MachineReconciler {
             runtime_name: runtime_name.into(),
             view,
             config,
-            own_writes: std::sync::Mutex::default(),
+            own_writes: OwnWrites::default(),
             known: std::sync::Mutex::default(),
             machines: None,
             classes: None,
@@ -255,15 +239,7 @@ impl MachineReconciler {
         if let Some(cache) = self.machines.as_ref().filter(|c| c.is_synced()) {
             return Ok(cache.get(key).and_then(Machine::from_object));
         }
-        match self
-            .store
-            .get_typed::<Machine>(&key.namespace, &key.name)
-            .await
-        {
-            Ok(m) => Ok(Some(m)),
-            Err(store::Error::NotFound { .. }) => Ok(None),
-            Err(err) => Err(err.into()),
-        }
+        get_optional(self.store.as_ref(), &key.namespace, &key.name).await
     }
 
     /// Writes `desired` over `current` (the version this reconciler read or wrote last) in
@@ -289,7 +265,7 @@ impl MachineReconciler {
             .into_iter()
             .next()
             .ok_or_else(|| Error::BadResponse("the store wrote nothing".into()))?;
-        self.note_own_write(&written);
+        self.own_writes.note(&written);
         Machine::from_object(written)
             .ok_or_else(|| Error::BadResponse("the store returned another kind".into()))
     }
@@ -323,7 +299,7 @@ impl MachineReconciler {
             .map(|(_, id)| id.clone());
         if let Some(id) = known_id {
             if let Some(iri) = self.get_by_id(&id).await?
-                && label(&iri, keys::MACHINE_UID_LABEL) == uid
+                && iri.label(keys::MACHINE_UID_LABEL) == uid
             {
                 return Ok(vec![iri]);
             }
@@ -336,9 +312,9 @@ impl MachineReconciler {
             ]))
             .await?;
         match (uid, listed.as_slice()) {
-            (Some(uid), [one]) if label(one, keys::MACHINE_UID_LABEL) == Some(uid) => {
+            (Some(uid), [one]) if one.label(keys::MACHINE_UID_LABEL) == Some(uid) => {
                 self.known()
-                    .insert(key.clone(), (uid.to_string(), metadata(one).id));
+                    .insert(key.clone(), (uid.to_string(), one.id().to_string()));
             }
             _ => {
                 self.known().remove(key);
@@ -347,42 +323,12 @@ impl MachineReconciler {
         Ok(listed)
     }
 
-    fn note_own_write(&self, written: &irikit_api::Object) {
-        let mut own = self
-            .own_writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let versions = own.entry(ObjectRef::of(written)).or_default();
-        // Bounded: a version whose event never comes (the watch relisted) must not pile up.
-        if versions.len() >= 4 {
-            versions.remove(0);
-        }
-        versions.push(written.metadata().resource_version.clone());
-    }
-
     /// Whether a watch event carries one of this reconciler's own writes of the Machine
     /// (finalizer or status) that it has not seen yet. Such an event need not enqueue the key
     /// again: the reconcile that wrote it already decided its requeue. Any other change
     /// (another resourceVersion) is not an own write.
     pub fn is_own_write(&self, obj: &irikit_api::Object) -> bool {
-        let key = ObjectRef::of(obj);
-        let mut own = self
-            .own_writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(versions) = own.get_mut(&key) else {
-            return false;
-        };
-        let rv = &obj.metadata().resource_version;
-        let Some(at) = versions.iter().position(|v| v == rv) else {
-            return false;
-        };
-        // Events come in revision order: versions before this one will not be seen either.
-        versions.drain(..=at);
-        if versions.is_empty() {
-            own.remove(&key);
-        }
-        true
+        self.own_writes.take(obj)
     }
 
     async fn list(&self, request: machine::ListMachinesRequest) -> Result<Vec<machine::Machine>> {
@@ -413,25 +359,21 @@ impl MachineReconciler {
         let request = machine::DeleteMachineRequest {
             machine_id: id.to_string(),
         };
-        match rpc(
-            "DeleteMachine",
-            self.config.rpc_timeout,
-            client.delete_machine(request),
+        not_found_is_gone(
+            rpc(
+                "DeleteMachine",
+                self.config.rpc_timeout,
+                client.delete_machine(request),
+            )
+            .await,
         )
-        .await
-        {
-            Ok(_) => Ok(true),
-            Err(err) if err.code() == Some(tonic::Code::NotFound) => Ok(false),
-            Err(err) => Err(err),
-        }
     }
 
     async fn runtime_classes(&self) -> Vec<machine::MachineClassStatus> {
         if let Some(classes) = self.view.classes() {
             return classes;
         }
-        let mut client = self.client.clone();
-        probe_once(&mut client, self.config.rpc_timeout, &self.view).await;
+        probe_once::<MachineFlavor>(&self.client, self.config.rpc_timeout, &self.view).await;
         self.view.classes().unwrap_or_default()
     }
 
@@ -589,170 +531,6 @@ impl MachineReconciler {
         })))
     }
 
-    /// Writes the Machine status from the IRI machine when the handshake allows (§3.4).
-    /// Returns whether the status reflects the current generation and the machine is settled.
-    async fn write_status(&self, m: &Machine, iri: &machine::Machine) -> Result<bool> {
-        let iri_generation = annotation_i64(iri, keys::IRI_MACHINE_GENERATION_ANNOTATION)?;
-        let generation = annotation_i64(iri, keys::MACHINE_GENERATION_ANNOTATION)?;
-        let iri_status = iri.status.clone().unwrap_or_default();
-        if iri_status.observed_generation < iri_generation {
-            debug!(
-                observed = iri_status.observed_generation,
-                iri_generation, "runtime has not processed the spec yet; status not written"
-            );
-            return Ok(false);
-        }
-        let status = self.status_for(m, iri, generation);
-        let settled = status.observed_generation == m.metadata.generation
-            && match m.spec.power {
-                compute::Power::On => status.state == "Running",
-                compute::Power::Off => matches!(status.state.as_str(), "Shutdown" | "Terminated"),
-            };
-        if status != m.status {
-            if status.state != m.status.state {
-                info!(state = %status.state, machine_id = %status.machine_id, "machine state changed");
-            }
-            let mut updated = m.clone();
-            updated.status = status;
-            self.write_known(m, updated, true).await?;
-        }
-        Ok(settled)
-    }
-
-    fn status_for(
-        &self,
-        m: &Machine,
-        iri: &machine::Machine,
-        generation: i64,
-    ) -> compute::MachineStatus {
-        let iri_status = iri.status.clone().unwrap_or_default();
-        let now = now_rfc3339();
-        let mut status = m.status.clone();
-        status.machine_id = format!("{}://{}", self.runtime_name, metadata(iri).id);
-        status.observed_generation = generation;
-        status.state = machine_state(iri_status.state).to_string();
-
-        let transition = |old: &[compute::AttachmentStatus], name: &str, state: &str| {
-            old.iter()
-                .find(|s| s.name == name && s.state == state)
-                .and_then(|s| s.last_state_transition_time.clone())
-                .or_else(|| Some(now.clone()))
-        };
-        let mut volumes = Vec::new();
-        for v in &iri_status.volumes {
-            let state = match machine::VolumeState::try_from(v.state) {
-                Ok(machine::VolumeState::VolumeAttached) => "Attached",
-                _ => "Pending",
-            };
-            volumes.push(compute::AttachmentStatus {
-                name: v.name.clone(),
-                handle: v.handle.clone(),
-                state: state.into(),
-                last_state_transition_time: transition(&m.status.volumes, &v.name, state),
-                volume_ref: volume_ref_of(m, &v.name),
-                ..compute::AttachmentStatus::default()
-            });
-        }
-        for v in &m.spec.volumes {
-            if !volumes.iter().any(|s| s.name == v.name) {
-                volumes.push(compute::AttachmentStatus {
-                    name: v.name.clone(),
-                    state: "Pending".into(),
-                    last_state_transition_time: transition(&m.status.volumes, &v.name, "Pending"),
-                    volume_ref: volume_ref_of(m, &v.name),
-                    ..compute::AttachmentStatus::default()
-                });
-            }
-        }
-        let mut nics = Vec::new();
-        for nic in &m.spec.network_interfaces {
-            let reported = iri_status
-                .network_interfaces
-                .iter()
-                .find(|s| s.name == nic.name);
-            let state = match reported.map(|s| machine::NetworkInterfaceState::try_from(s.state)) {
-                Some(Ok(machine::NetworkInterfaceState::NetworkInterfaceAttached)) => "Attached",
-                _ => "Pending",
-            };
-            nics.push(compute::AttachmentStatus {
-                name: nic.name.clone(),
-                handle: reported.map(|s| s.handle.clone()).unwrap_or_default(),
-                state: state.into(),
-                last_state_transition_time: transition(
-                    &m.status.network_interfaces,
-                    &nic.name,
-                    state,
-                ),
-                network_interface_ref: nic.network_interface_ref.clone(),
-                ..compute::AttachmentStatus::default()
-            });
-        }
-
-        let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-            type_: type_.into(),
-            status: if ok { "True" } else { "False" }.into(),
-            reason: reason.into(),
-            message,
-            observed_generation: generation,
-            last_update_time: None,
-            last_transition_time: None,
-        };
-        let (ready, ready_reason) = match status.state.as_str() {
-            "Running" => (true, "Running"),
-            "Pending" => (false, "Pending"),
-            "Terminating" | "Terminated" => (false, "Terminating"),
-            _ => (false, "NotReady"),
-        };
-        let mut conditions = status.conditions.clone();
-        set_condition(
-            &mut conditions,
-            condition("Ready", ready, ready_reason, String::new()),
-        );
-        let pending_volume = volumes.iter().find(|v| v.state != "Attached");
-        set_condition(
-            &mut conditions,
-            match pending_volume {
-                None => condition("VolumesReady", true, "VolumesReady", String::new()),
-                Some(v) => condition(
-                    "VolumesReady",
-                    false,
-                    "VolumeNotReady",
-                    format!("VolumeNotReady: {}", v.name),
-                ),
-            },
-        );
-        let pending_nic = nics.iter().find(|n| n.state != "Attached");
-        set_condition(
-            &mut conditions,
-            match pending_nic {
-                None => condition(
-                    "NetworkInterfacesReady",
-                    true,
-                    "NetworkInterfacesReady",
-                    String::new(),
-                ),
-                Some(n) => condition(
-                    "NetworkInterfacesReady",
-                    false,
-                    "NetworkInterfaceNotReady",
-                    format!("NetworkInterfaceNotReady: {}", n.name),
-                ),
-            },
-        );
-        // Keep existing timestamps stable when nothing but the clock changed.
-        for c in &mut conditions {
-            if let Some(old) = status.conditions.iter().find(|o| o.type_ == c.type_)
-                && old.status == c.status
-            {
-                c.last_transition_time.clone_from(&old.last_transition_time);
-            }
-        }
-        status.conditions = conditions;
-        status.volumes = volumes;
-        status.network_interfaces = nics;
-        status
-    }
-
     async fn finalize(&self, m: Machine) -> Result<Action> {
         let uid = m.metadata.uid.clone();
         let listed = self
@@ -760,7 +538,7 @@ impl MachineReconciler {
             .await?;
         let mut still_deleting = false;
         for iri in &listed {
-            still_deleting |= self.delete(&metadata(iri).id).await?;
+            still_deleting |= self.delete(iri.id()).await?;
         }
         if still_deleting {
             return Ok(Action::requeue(self.config.converging_requeue));
@@ -783,7 +561,7 @@ impl MachineReconciler {
     async fn record_event(&self, m: &Machine, reason: &str, message: &str) {
         events::record(
             self.store.as_ref(),
-            involved_machine(m),
+            involved(Kind::Machine, &m.metadata),
             "Normal",
             reason,
             message,
@@ -843,7 +621,7 @@ impl MachineReconciler {
             reservations.refresh(key);
             queue.add(key.clone());
         }
-        let id = metadata(&created).id;
+        let id = created.id().to_string();
         if id.is_empty() {
             return Err(Error::BadResponse(
                 "CreateMachine without metadata.id".into(),
@@ -979,7 +757,7 @@ impl MachineReconciler {
     }
 
     async fn update(&self, m: &Machine, iri: machine::Machine) -> Result<Action> {
-        let id = metadata(&iri).id;
+        let id = iri.id().to_string();
         let spec = iri.spec.clone().unwrap_or_default();
         let mut pushed = self.sync_nics(m, &id, &spec.network_interfaces).await?;
         pushed |= self.sync_volumes(m, &id, &spec.volumes).await?;
@@ -1044,17 +822,6 @@ impl MachineReconciler {
     }
 }
 
-fn involved_machine(m: &Machine) -> ObjectReference {
-    ObjectReference {
-        api_version: compute::API_VERSION.to_string(),
-        kind: Kind::Machine.as_str().to_string(),
-        namespace: m.metadata.namespace.clone(),
-        name: m.metadata.name.clone(),
-        uid: m.metadata.uid.clone(),
-        resource_version: m.metadata.resource_version.clone(),
-    }
-}
-
 /// One spec volume and the IRI volume it resolves to, or why it does not yet.
 struct DesiredVolume {
     name: String,
@@ -1099,16 +866,6 @@ fn local_disk_volume(volume: &compute::Volume) -> Option<machine::Volume> {
     })
 }
 
-/// The storage Volume behind machine volume `name` (`volumeRef` or the ephemeral Volume).
-fn volume_ref_of(m: &Machine, name: &str) -> Option<irikit_api::meta::LocalObjectReference> {
-    m.spec
-        .volumes
-        .iter()
-        .find(|v| v.name == name)
-        .and_then(|v| volumes::referenced_volume(m, v))
-        .map(irikit_api::meta::LocalObjectReference::new)
-}
-
 fn clamp_i64(value: i128) -> i64 {
     i64::try_from(value.max(0)).unwrap_or(i64::MAX)
 }
@@ -1129,35 +886,21 @@ impl Reconciler<ObjectRef> for MachineReconciler {
         // Orphan GC for this name, and the IRI machines of the current Machine.
         let uid = ours.as_ref().map(|m| m.metadata.uid.as_str());
         let listed = self.list_for(key, uid).await?;
-        let (mut mine, orphans): (Vec<_>, Vec<_>) = listed
-            .into_iter()
-            .partition(|iri| uid.is_some() && label(iri, keys::MACHINE_UID_LABEL) == uid);
-        for orphan in &orphans {
-            let id = metadata(orphan).id;
-            if self.delete(&id).await? {
-                info!(machine_id = %id, "deleted orphaned runtime machine");
-            }
-        }
+        let iri = reduce(listed, keys::MACHINE_UID_LABEL, uid, |id| async move {
+            self.delete(&id).await
+        })
+        .await?;
         let Some(m) = ours else {
             return Ok(Action::await_change());
         };
 
         if m.metadata.is_deleting() {
-            if m.metadata
-                .finalizers
-                .iter()
-                .any(|f| f == keys::MACHINE_FINALIZER)
-            {
+            if has_finalizer(&m.metadata, keys::MACHINE_FINALIZER) {
                 return self.finalize(m).await;
             }
             return Ok(Action::await_change());
         }
-        let m = if m
-            .metadata
-            .finalizers
-            .iter()
-            .any(|f| f == keys::MACHINE_FINALIZER)
-        {
+        let m = if has_finalizer(&m.metadata, keys::MACHINE_FINALIZER) {
             m
         } else {
             let mut with = m.clone();
@@ -1172,21 +915,10 @@ impl Reconciler<ObjectRef> for MachineReconciler {
                 .await;
         }
 
-        // Oldest first; extra machines for one uid are deleted, not a panic.
-        mine.sort_by_key(|iri| {
-            let md = metadata(iri);
-            (md.created_at, md.id)
-        });
-        let mut mine = mine.into_iter();
-        let Some(iri) = mine.next() else {
+        let Some(iri) = iri else {
             return self.create(&m).await;
         };
-        for duplicate in mine {
-            let id = metadata(&duplicate).id;
-            warn!(machine_id = %id, "deleting a duplicate runtime machine for this machine uid");
-            self.delete(&id).await?;
-        }
-        if metadata(&iri).deleted_at != 0 {
+        if iri.is_deleting() {
             // Being deleted on the runtime side (e.g. by hand); wait until it is gone, then
             // create a new one.
             return Ok(Action::requeue(self.config.converging_requeue));
@@ -1205,83 +937,14 @@ pub async fn runtime_relist(
     on_key: impl Fn(ObjectRef, &str) + Send,
     token: CancellationToken,
 ) {
-    let mut last: BTreeMap<String, machine::Machine> = BTreeMap::new();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let mut client = client.clone();
-        let listed = tokio::select! {
-            () = token.cancelled() => return,
-            res = rpc("ListMachines", timeout, client.list_machines(machine::ListMachinesRequest { filter: None })) => res,
-        };
-        let machines = match listed {
-            Ok(res) => res.machines,
-            Err(err) => {
-                warn!(error = %err, "runtime relist failed");
-                continue;
-            }
-        };
-        let key_of = |m: &machine::Machine| {
-            Some(ObjectRef::new(
-                label(m, keys::MACHINE_NAMESPACE_LABEL)?,
-                label(m, keys::MACHINE_NAME_LABEL)?,
-            ))
-        };
-        let mut now = BTreeMap::new();
-        for m in machines {
-            let id = metadata(&m).id;
-            if last.get(&id) != Some(&m)
-                && let Some(key) = key_of(&m)
-            {
-                on_key(key, &id);
-            }
-            now.insert(id, m);
-        }
-        for (id, m) in &last {
-            if !now.contains_key(id)
-                && let Some(key) = key_of(m)
-            {
-                on_key(key, id);
-            }
-        }
-        last = now;
-    }
-}
-
-/// Every `period`, ListEvents for the window since the last call and writes an Event object on
-/// the involved Machine for each event that carries the machine labels (§3.8, IronCore's `mem`;
-/// the window and dedupe scheme are described in [`crate::events`]).
-pub async fn event_mapper(
-    store: Arc<dyn Store>,
-    client: MachineRuntimeClient<Channel>,
-    period: Duration,
-    timeout: Duration,
-    token: CancellationToken,
-) {
-    events::run_windows(period, token, |from, to| {
-        let store = Arc::clone(&store);
+    let list = move || {
         let mut client = client.clone();
         async move {
-            let request = machine::ListEventsRequest {
-                filter: Some(machine::EventFilter {
-                    events_from_time: from,
-                    events_to_time: to,
-                    ..machine::EventFilter::default()
-                }),
-            };
-            let listed = rpc("ListEvents", timeout, client.list_events(request)).await?;
-            events::record_runtime_events(
-                store.as_ref(),
-                &listed.events,
-                events::InvolvedLabels::MACHINE,
-                events::MACHINE_EVENT_SOURCE,
-            )
-            .await
+            let request = machine::ListMachinesRequest { filter: None };
+            Ok(rpc("ListMachines", timeout, client.list_machines(request))
+                .await?
+                .machines)
         }
-    })
-    .await;
+    };
+    runtime::relist(list, MACHINE_NAME_LABELS, period, on_key, token).await;
 }

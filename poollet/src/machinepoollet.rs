@@ -4,20 +4,20 @@
 
 use std::{sync::Arc, time::Duration};
 
-use iri_spec::machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient};
 use irikit_api::{Kind, ListOptions, Store};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::info;
 
 use crate::{
-    controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
-    error::{Error, Result, rpc, runtime_connected},
+    controller::{ObjectCache, ObjectRef, Tasks, WorkQueue},
+    error::{Error, Result},
+    flavor::{Flavor, MachineFlavor},
     lease::PoolLease,
-    machine::{MachineConfig, MachineReconciler, event_mapper, runtime_relist, volumes},
-    pool::{PoolConfig, PoolReconciler, RuntimeView, heartbeat, probe_once},
+    machine::{MachineConfig, MachineReconciler, runtime_relist, volumes},
+    pool::{MachinePoolReconciler, PoolConfig, RuntimeView},
     reservation::{ReservationConfig, ReservationReconciler, asks_pool, reservation_relist},
+    runtime::{connect, event_mapper, heartbeat, probe_once},
 };
 
 /// How long machine changes are batched before the pool's allocatable is recounted.
@@ -90,27 +90,17 @@ impl MachinePoollet {
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
         // An unfiltered ListMachines (or ListEvents) of 10,000 machines exceeds tonic's 4 MiB
         // default; the relist must not fail on a big pool.
-        let mut client = MachineRuntimeClient::new(self.channel.clone())
-            .max_decoding_message_size(crate::MAX_RESPONSE_BYTES);
-        let version = rpc(
-            "Version",
-            pool_config.status_timeout,
-            client.version(machine::VersionRequest::default()),
-        )
-        .await?;
-        runtime_connected(
-            "machine",
-            &version.runtime_name,
-            &version.runtime_version,
-            &pool_config.pool_name,
-        )?;
+        let client = MachineFlavor::client(self.channel.clone());
+        let runtime_name =
+            connect::<MachineFlavor>(&client, pool_config.status_timeout, &pool_config.pool_name)
+                .await?;
         let view = RuntimeView::default();
-        probe_once(&mut client, pool_config.status_timeout, &view).await;
+        probe_once::<MachineFlavor>(&client, pool_config.status_timeout, &view).await;
         let machine_cache = ObjectCache::new();
         let class_cache = ObjectCache::new();
         let pool_reconciler = Arc::new(
-            PoolReconciler::new(self.store.clone(), pool_config.clone(), view.clone())
-                .with_machine_cache(machine_cache.clone()),
+            MachinePoolReconciler::new(self.store.clone(), pool_config.clone(), view.clone())
+                .with_cache(machine_cache.clone()),
         );
         pool_reconciler.ensure_pool().await?;
         let pool_key = pool_reconciler.key();
@@ -130,7 +120,7 @@ impl MachinePoollet {
         let mut machine_reconciler = MachineReconciler::new(
             self.store.clone(),
             client.clone(),
-            version.runtime_name,
+            runtime_name,
             view.clone(),
             machine_config,
         )
@@ -145,53 +135,43 @@ impl MachinePoollet {
         let machine_queue: WorkQueue<ObjectRef> = WorkQueue::new();
         pool_queue.add(pool_key.clone());
 
-        let mut tasks = JoinSet::new();
-        tasks.spawn(controller::run(
-            pool_queue.clone(),
-            pool_reconciler,
-            ControllerConfig {
-                name: "machinepool",
-                concurrency: 1,
-            },
-            token.clone(),
-        ));
-        tasks.spawn(controller::run(
-            machine_queue.clone(),
+        let mut tasks = Tasks::new(self.store.clone(), token.clone());
+        tasks.controller("machinepool", 1, &pool_queue, pool_reconciler);
+        tasks.controller(
+            "machine",
+            max_concurrent_reconciles,
+            &machine_queue,
             machine_reconciler.clone(),
-            ControllerConfig {
-                name: "machine",
-                concurrency: max_concurrent_reconciles,
-            },
-            token.clone(),
-        ));
+        );
         let lease = PoolLease::new(
             self.store.clone(),
             pool_config.pool_name.clone(),
             pool_config.lease_duration,
         );
         info!(holder = %lease.holder(), "machine pool lease holder");
-        tasks.spawn(heartbeat(
+        let enqueue_pool = {
+            let queue = pool_queue.clone();
+            let key = pool_key.clone();
+            move || queue.add(key.clone())
+        };
+        tasks.spawn(heartbeat::<MachineFlavor>(
             client.clone(),
             pool_config.heartbeat_interval,
             pool_config.status_timeout,
             view,
             Some(lease),
             {
-                let queue = pool_queue.clone();
-                let key = pool_key.clone();
-                move || queue.add(key.clone())
+                let enqueue_pool = enqueue_pool.clone();
+                move |_| enqueue_pool()
             },
             token.clone(),
         ));
-        tasks.spawn(controller::watch(
-            self.store.clone(),
+        tasks.watch(
             Kind::Machine,
             ListOptions::all().field("spec.machinePoolRef.name", &pool_config.pool_name),
             machine_cache.clone(),
             {
                 let machine_queue = machine_queue.clone();
-                let pool_queue = pool_queue.clone();
-                let pool_key = pool_key.clone();
                 let machine_reconciler = machine_reconciler.clone();
                 move |obj| {
                     if !machine_reconciler.is_own_write(obj) {
@@ -202,88 +182,52 @@ impl MachinePoollet {
                     pool_queue.add_after(pool_key.clone(), POOL_RECOUNT_DELAY);
                 }
             },
-            token.clone(),
-        ));
-        tasks.spawn(controller::watch(
-            self.store.clone(),
-            Kind::MachineClass,
-            ListOptions::all(),
-            class_cache,
-            {
-                let machine_queue = machine_queue.clone();
-                let pool_queue = pool_queue.clone();
-                let machine_cache = machine_cache.clone();
-                move |_| {
-                    pool_queue.add(pool_key.clone());
-                    // Machines waiting for their class get another chance.
-                    for m in machine_cache.list() {
-                        if awaits_creation(&m) {
-                            machine_queue.add(ObjectRef::of(&m));
-                        }
-                    }
-                }
-            },
-            token.clone(),
-        ));
-        tasks.spawn(controller::watch(
-            self.store.clone(),
-            Kind::Secret,
-            ListOptions::all(),
-            ObjectCache::new(),
-            {
-                let machine_queue = machine_queue.clone();
-                let machine_cache = machine_cache.clone();
-                move |secret| {
-                    // Machines waiting for this ignition Secret, and machines with storage
-                    // volumes in its namespace (access and encryption Secrets), get another
-                    // chance.
-                    let meta = secret.metadata();
-                    for m in machine_cache.list() {
-                        if awaits_secret(&m, &meta.namespace, &meta.name)
-                            || matches!(&m, irikit_api::Object::Machine(m)
-                                if m.metadata.namespace == meta.namespace
-                                    && volumes::has_storage_volumes(m))
-                        {
-                            machine_queue.add(ObjectRef::of(&m));
-                        }
-                    }
-                }
-            },
-            token.clone(),
-        ));
+        );
+        tasks.watch(Kind::MachineClass, ListOptions::all(), class_cache, {
+            let machine_queue = machine_queue.clone();
+            let machine_cache = machine_cache.clone();
+            move |_| {
+                enqueue_pool();
+                // Machines waiting for their class get another chance.
+                machine_queue.add_matching(&machine_cache, awaits_creation);
+            }
+        });
+        tasks.watch(Kind::Secret, ListOptions::all(), ObjectCache::new(), {
+            let machine_queue = machine_queue.clone();
+            let machine_cache = machine_cache.clone();
+            move |secret| {
+                // Machines waiting for this ignition Secret, and machines with storage volumes
+                // in its namespace (access and encryption Secrets), get another chance.
+                let meta = secret.metadata();
+                machine_queue.add_matching(&machine_cache, |m| {
+                    awaits_secret(m, &meta.namespace, &meta.name)
+                        || matches!(m, irikit_api::Object::Machine(m)
+                            if m.metadata.namespace == meta.namespace
+                                && volumes::has_storage_volumes(m))
+                });
+            }
+        });
         // Storage Volumes: the Machines that reference them (claims, availability, resize).
-        tasks.spawn(controller::watch(
-            self.store.clone(),
-            Kind::Volume,
-            ListOptions::all(),
-            ObjectCache::new(),
-            {
-                let machine_queue = machine_queue.clone();
-                let machine_cache = machine_cache.clone();
-                move |volume| {
-                    let meta = volume.metadata();
-                    for m in machine_cache.list() {
-                        if matches!(&m, irikit_api::Object::Machine(m)
-                            if volumes::references_volume(m, &meta.namespace, &meta.name))
-                        {
-                            machine_queue.add(ObjectRef::of(&m));
-                        }
-                    }
-                }
-            },
-            token.clone(),
-        ));
+        tasks.watch(Kind::Volume, ListOptions::all(), ObjectCache::new(), {
+            let machine_queue = machine_queue.clone();
+            let machine_cache = machine_cache.clone();
+            move |volume| {
+                let meta = volume.metadata();
+                machine_queue.add_matching(&machine_cache, |m| {
+                    matches!(m, irikit_api::Object::Machine(m)
+                        if volumes::references_volume(m, &meta.namespace, &meta.name))
+                });
+            }
+        });
         if let Some(reconciler) = reservation_reconciler {
             spawn_reservations(
                 &mut tasks,
-                self.store.clone(),
                 reconciler,
                 reservation_queue,
                 &pool_config.pool_name,
-                token.clone(),
             );
         }
-        tasks.spawn(event_mapper(
+        tasks.spawn(event_mapper::<MachineFlavor>(
             self.store.clone(),
             client.clone(),
             event_resync_period,
@@ -301,9 +245,9 @@ impl MachinePoollet {
                     machine_queue.add(key);
                 }
             },
-            token.clone(),
+            token,
         ));
-        while tasks.join_next().await.is_some() {}
+        tasks.join().await;
         info!("machinepoollet stopped");
         Ok(())
     }
@@ -312,41 +256,24 @@ impl MachinePoollet {
 /// The reservation pass-through: the Reservation watch (its own cache), the reconciler and
 /// the runtime relist.
 fn spawn_reservations(
-    tasks: &mut JoinSet<()>,
-    store: Arc<dyn Store>,
+    tasks: &mut Tasks,
     reconciler: Arc<ReservationReconciler>,
     queue: WorkQueue<ObjectRef>,
     pool: &str,
-    token: CancellationToken,
 ) {
-    tasks.spawn(controller::watch(
-        store,
-        Kind::Reservation,
-        ListOptions::all(),
-        reconciler.cache(),
-        {
-            let queue = queue.clone();
-            let pool = pool.to_owned();
-            let reconciler = reconciler.clone();
-            // A Reservation that asks this pool, or one it holds for that no longer does.
-            move |obj| {
-                if asks_pool(obj, &pool) || reconciler.holds_for(&obj.metadata().uid) {
-                    queue.add(ObjectRef::of(obj));
-                }
+    tasks.watch(Kind::Reservation, ListOptions::all(), reconciler.cache(), {
+        let queue = queue.clone();
+        let pool = pool.to_owned();
+        let reconciler = reconciler.clone();
+        // A Reservation that asks this pool, or one it holds for that no longer does.
+        move |obj| {
+            if asks_pool(obj, &pool) || reconciler.holds_for(&obj.metadata().uid) {
+                queue.add(ObjectRef::of(obj));
             }
-        },
-        token.clone(),
-    ));
-    tasks.spawn(controller::run(
-        queue.clone(),
-        reconciler.clone(),
-        ControllerConfig {
-            name: "reservation",
-            concurrency: 16,
-        },
-        token.clone(),
-    ));
-    tasks.spawn(reservation_relist(reconciler, queue, token));
+        }
+    });
+    tasks.controller("reservation", 16, &queue, reconciler.clone());
+    tasks.spawn(reservation_relist(reconciler, queue, tasks.token()));
 }
 
 /// Whether `obj` is a Machine without a runtime machine yet (no machineID).

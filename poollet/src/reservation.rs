@@ -557,16 +557,10 @@ pub async fn reservation_relist(
     queue: WorkQueue<ObjectRef>,
     token: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(reconciler.config.relist_period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let round = tokio::select! {
-            () = token.cancelled() => return,
-            res = reconciler.relist_once() => res,
+    let mut ticks = crate::runtime::Ticks::new(reconciler.config.relist_period, token);
+    while ticks.tick().await {
+        let Some(round) = ticks.run(reconciler.relist_once()).await else {
+            return;
         };
         match round {
             Ok(keys) => {

@@ -1,5 +1,6 @@
-//! The Volume and VolumeSnapshot reconcilers of the volumepoollet (reference §3.1, §3.2, §3.3,
-//! §4.2), the runtime relist and the ListEvents → Event mapper.
+//! The volumepoollet's object reconcilers (reference §3.1, §3.2, §3.3, §4.2): the Volume
+//! reconciler here, the VolumeSnapshot reconciler in `snapshot`, the runtime calls and the
+//! relist they share.
 //!
 //! **Volume** (key `namespace/name`, Volumes whose `spec.volumePoolRef` is this pool and that
 //! have a class; a Volume without a class is provisioned externally and left alone):
@@ -42,12 +43,13 @@ use std::{
 use base64::Engine;
 use iri_spec::{
     keys,
+    kind::IriKind,
     meta::v1alpha1 as meta,
     volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient},
 };
 use irikit_api::{
     Kind, ListOptions, Quantity, Resource, Store, StoreExt,
-    core::{ObjectReference, Secret},
+    core::Secret,
     meta::{LocalObjectReference, ObjectMeta, OwnerReference},
     quantity::Format,
     storage::{self, Volume, VolumeAccess, VolumeClass, VolumeSnapshot},
@@ -55,16 +57,21 @@ use irikit_api::{
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     controller::{Action, ObjectRef, Reconciler},
     error::{ClassMapError, Error, Result, rpc},
-    events::{self, InvolvedLabels},
-    volumepool::{
-        VolumeRuntimeView, map_volume_class, probe_volume_status, requested_bytes, volume_class_key,
-    },
+    events,
+    flavor::VolumeFlavor,
+    object::{get_optional, has_finalizer, involved, remove_finalizer},
+    pool::{VolumeRuntimeView, map_volume_class, requested_bytes, volume_class_key},
+    runtime::{self, NameLabels, not_found_is_gone, probe_once, reduce},
 };
+
+mod snapshot;
+
+pub use snapshot::VolumeSnapshotReconciler;
 
 /// Event reason: the VolumeClass is missing.
 pub const REASON_VOLUME_CLASS_NOT_READY: &str = "VolumeClassNotReady";
@@ -79,7 +86,7 @@ pub const REASON_SOURCE_VOLUME_NOT_READY: &str = "VolumeNotReady";
 /// Event reason (Warning): `spec.resources.storage` is below the runtime volume's size.
 pub const REASON_RESIZE_NOT_SUPPORTED: &str = "VolumeResizeNotSupported";
 /// The component recorded as the source of the volumepoollet's Events.
-pub const EVENT_COMPONENT: &str = "volumepoollet";
+pub const EVENT_COMPONENT: &str = <VolumeFlavor as crate::flavor::Flavor>::EVENT_SOURCE;
 /// Annotation on a VolumeSnapshot naming the pool that handles it (irikit's addition, §8.19).
 pub const SNAPSHOT_POOL_ANNOTATION: &str = "volumepoollet.ironcore.dev/volume-pool";
 
@@ -195,29 +202,6 @@ fn selector(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-fn md_of(md: Option<&meta::ObjectMetadata>) -> meta::ObjectMetadata {
-    md.cloned().unwrap_or_default()
-}
-
-fn label_of<'a>(md: Option<&'a meta::ObjectMetadata>, key: &str) -> Option<&'a str> {
-    md.and_then(|md| md.labels.get(key)).map(String::as_str)
-}
-
-fn involved(kind: Kind, md: &ObjectMeta) -> ObjectReference {
-    ObjectReference {
-        api_version: kind.api_version().to_string(),
-        kind: kind.as_str().to_string(),
-        namespace: md.namespace.clone(),
-        name: md.name.clone(),
-        uid: md.uid.clone(),
-        resource_version: md.resource_version.clone(),
-    }
-}
-
-fn has_finalizer(md: &ObjectMeta, finalizer: &str) -> bool {
-    md.finalizers.iter().any(|f| f == finalizer)
-}
-
 fn bytes_quantity(bytes: i64) -> Quantity {
     Quantity::from_int(bytes.max(0), Format::BinarySI)
 }
@@ -294,154 +278,120 @@ impl Runtime {
     }
 }
 
-/// Which kind of runtime object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum What {
-    Volume,
-    Snapshot,
+/// A kind of object of the volume runtime: a volume or a snapshot.
+trait VolumeRuntimeKind: IriKind {
+    /// The label with the uid of the ironcore object.
+    const UID_LABEL: &'static str;
+    /// The labels with its namespace and name.
+    const NAME_LABELS: NameLabels;
+    /// The runtime objects of this kind with `labels`.
+    fn list(
+        rt: &Runtime,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<Self>>> + Send;
+    /// Deletes one: `Ok(true)` if the runtime accepted the delete, `Ok(false)` if it was gone.
+    fn delete(rt: &Runtime, id: &str) -> impl Future<Output = Result<bool>> + Send;
 }
 
-impl What {
-    fn uid_label(self) -> &'static str {
-        match self {
-            What::Volume => keys::VOLUMEPOOLLET_VOLUME_UID_LABEL,
-            What::Snapshot => keys::VOLUME_SNAPSHOT_UID_LABEL,
-        }
+impl VolumeRuntimeKind for volume::Volume {
+    const UID_LABEL: &'static str = keys::VOLUMEPOOLLET_VOLUME_UID_LABEL;
+    const NAME_LABELS: NameLabels = VOLUME_NAME_LABELS;
+    fn list(
+        rt: &Runtime,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<Self>>> + Send {
+        rt.list_volumes(labels)
     }
-
-    fn noun(self) -> &'static str {
-        match self {
-            What::Volume => "volume",
-            What::Snapshot => "volume snapshot",
-        }
-    }
-}
-
-/// A runtime volume or snapshot.
-trait RuntimeObject {
-    fn md(&self) -> Option<&meta::ObjectMetadata>;
-}
-
-impl RuntimeObject for volume::Volume {
-    fn md(&self) -> Option<&meta::ObjectMetadata> {
-        self.metadata.as_ref()
+    fn delete(rt: &Runtime, id: &str) -> impl Future<Output = Result<bool>> + Send {
+        rt.delete_volume(id)
     }
 }
 
-impl RuntimeObject for volume::VolumeSnapshot {
-    fn md(&self) -> Option<&meta::ObjectMetadata> {
-        self.metadata.as_ref()
+impl VolumeRuntimeKind for volume::VolumeSnapshot {
+    const UID_LABEL: &'static str = keys::VOLUME_SNAPSHOT_UID_LABEL;
+    const NAME_LABELS: NameLabels = SNAPSHOT_NAME_LABELS;
+    fn list(
+        rt: &Runtime,
+        labels: &[(&str, &str)],
+    ) -> impl Future<Output = Result<Vec<Self>>> + Send {
+        rt.list_snapshots(labels)
+    }
+    fn delete(rt: &Runtime, id: &str) -> impl Future<Output = Result<bool>> + Send {
+        rt.delete_snapshot(id)
     }
 }
 
 impl Runtime {
-    async fn delete(&self, what: What, id: &str) -> Result<bool> {
-        match what {
-            What::Volume => self.delete_volume(id).await,
-            What::Snapshot => self.delete_snapshot(id).await,
-        }
-    }
-
-    /// Of the runtime objects listed for one ironcore name: deletes those whose uid label is
-    /// not `uid` ("delete gone") and all but the oldest of the others (duplicates, no panic);
-    /// returns the oldest.
-    async fn reduce<T: RuntimeObject>(
+    /// The runtime object of kind `K` of the ironcore object `key` with `uid` (`None`: it is
+    /// gone or not this pool's), after the others labelled with `key` are deleted ([`reduce`]).
+    async fn named<K: VolumeRuntimeKind>(
         &self,
-        what: What,
-        listed: Vec<T>,
+        key: &ObjectRef,
         uid: Option<&str>,
-    ) -> Result<Option<T>> {
-        let (mut mine, orphans): (Vec<_>, Vec<_>) = listed
-            .into_iter()
-            .partition(|obj| uid.is_some() && label_of(obj.md(), what.uid_label()) == uid);
-        for orphan in &orphans {
-            let id = md_of(orphan.md()).id;
-            if self.delete(what, &id).await? {
-                info!(id = %id, "deleted orphaned runtime {}", what.noun());
-            }
-        }
-        mine.sort_by_key(|obj| {
-            let md = md_of(obj.md());
-            (md.created_at, md.id)
-        });
-        let mut mine = mine.into_iter();
-        let oldest = mine.next();
-        for duplicate in mine {
-            let id = md_of(duplicate.md()).id;
-            warn!(id = %id, "deleting a duplicate runtime {} for one uid", what.noun());
-            self.delete(what, &id).await?;
-        }
-        Ok(oldest)
+    ) -> Result<Option<K>> {
+        let labels = [
+            (K::NAME_LABELS.namespace, key.namespace.as_str()),
+            (K::NAME_LABELS.name, key.name.as_str()),
+        ];
+        let listed = K::list(self, &labels).await?;
+        self.reduce(listed, uid).await
     }
 
-    /// Deletes every runtime object labelled with `uid`; returns whether any is still being
-    /// deleted (a Delete succeeded), in which case the caller requeues (§2.2).
-    async fn delete_by_uid(&self, what: What, uid: &str) -> Result<bool> {
-        let ids: Vec<String> = match what {
-            What::Volume => self
-                .list_volumes(&[(what.uid_label(), uid)])
-                .await?
-                .iter()
-                .map(|v| md_of(v.md()).id)
-                .collect(),
-            What::Snapshot => self
-                .list_snapshots(&[(what.uid_label(), uid)])
-                .await?
-                .iter()
-                .map(|v| md_of(v.md()).id)
-                .collect(),
-        };
+    /// Of the objects listed for one ironcore name: see [`reduce`].
+    async fn reduce<K: VolumeRuntimeKind>(
+        &self,
+        listed: Vec<K>,
+        uid: Option<&str>,
+    ) -> Result<Option<K>> {
+        reduce(listed, K::UID_LABEL, uid, |id| async move {
+            K::delete(self, &id).await
+        })
+        .await
+    }
+
+    /// Deletes every runtime object of kind `K` labelled with `uid`; returns whether any is
+    /// still being deleted (a Delete succeeded), in which case the caller requeues (§2.2).
+    async fn delete_all_of<K: VolumeRuntimeKind>(&self, uid: &str) -> Result<bool> {
         let mut still_deleting = false;
-        for id in &ids {
-            still_deleting |= self.delete(what, id).await?;
+        for obj in K::list(self, &[(K::UID_LABEL, uid)]).await? {
+            still_deleting |= K::delete(self, obj.id()).await?;
         }
         Ok(still_deleting)
     }
 }
 
-/// Reads an object; `None` when it does not exist.
-async fn get_optional<R: Resource>(
-    store: &dyn Store,
-    namespace: &str,
-    name: &str,
-) -> Result<Option<R>> {
-    match store.get_typed::<R>(namespace, name).await {
-        Ok(obj) => Ok(Some(obj)),
-        Err(store::Error::NotFound { .. }) => Ok(None),
-        Err(err) => Err(err.into()),
-    }
+/// What both volume reconcilers hold: the store, the runtime, its name and the settings.
+struct Base {
+    store: Arc<dyn Store>,
+    runtime: Runtime,
+    runtime_name: String,
+    config: VolumeConfig,
 }
 
-/// Removes `finalizer` from `obj` (an object already gone is fine).
-async fn remove_finalizer<R: Resource>(
-    store: &dyn Store,
-    mut obj: R,
-    finalizer: &str,
-) -> Result<Action> {
-    obj.meta_mut().finalizers.retain(|f| f != finalizer);
-    match store.update_typed(obj).await {
-        Ok(_) | Err(store::Error::NotFound { .. }) => {}
-        Err(err) => return Err(err.into()),
-    }
-    info!(finalizer, "runtime object gone; finalizer removed");
-    Ok(Action::await_change())
-}
-
-fn not_found_is_gone<T>(res: Result<T>) -> Result<bool> {
-    match res {
-        Ok(_) => Ok(true),
-        Err(err) if err.code() == Some(tonic::Code::NotFound) => Ok(false),
-        Err(err) => Err(err),
+impl Base {
+    fn new(
+        store: Arc<dyn Store>,
+        client: VolumeRuntimeClient<Channel>,
+        runtime_name: String,
+        config: VolumeConfig,
+    ) -> Self {
+        let runtime = Runtime {
+            client,
+            timeout: config.rpc_timeout,
+        };
+        Self {
+            store,
+            runtime,
+            runtime_name,
+            config,
+        }
     }
 }
 
 /// Reconciles the Volumes bound to one pool against the volume runtime.
 pub struct VolumeReconciler {
-    store: Arc<dyn Store>,
-    runtime: Runtime,
-    runtime_name: String,
+    base: Base,
     view: VolumeRuntimeView,
-    config: VolumeConfig,
 }
 
 impl VolumeReconciler {
@@ -455,20 +405,14 @@ impl VolumeReconciler {
         config: VolumeConfig,
     ) -> Self {
         Self {
-            store,
-            runtime: Runtime {
-                client,
-                timeout: config.rpc_timeout,
-            },
-            runtime_name: runtime_name.into(),
+            base: Base::new(store, client, runtime_name.into(), config),
             view,
-            config,
         }
     }
 
     async fn record_event(&self, v: &Volume, type_: &str, reason: &str, message: &str) {
         events::record(
-            self.store.as_ref(),
+            self.base.store.as_ref(),
             involved(Kind::Volume, &v.metadata),
             type_,
             reason,
@@ -482,8 +426,12 @@ impl VolumeReconciler {
         if let Some(classes) = self.view.classes() {
             return Some(classes);
         }
-        let mut client = self.runtime.client.clone();
-        probe_volume_status(&mut client, self.config.rpc_timeout, &self.view).await;
+        probe_once::<VolumeFlavor>(
+            &self.base.runtime.client,
+            self.base.config.rpc_timeout,
+            &self.view,
+        )
+        .await;
         self.view.classes()
     }
 
@@ -492,7 +440,7 @@ impl VolumeReconciler {
         namespace: &str,
         name: &str,
     ) -> Result<std::result::Result<HashMap<String, Vec<u8>>, String>> {
-        match self.store.get_typed::<Secret>(namespace, name).await {
+        match self.base.store.get_typed::<Secret>(namespace, name).await {
             Ok(secret) => Ok(secret_bytes(&secret)),
             Err(store::Error::NotFound { .. }) => {
                 Ok(Err(format!("encryption secret {name:?} not found")))
@@ -504,7 +452,12 @@ impl VolumeReconciler {
     /// Builds the CreateVolume request, or says what is missing.
     async fn prerequisites(&self, v: &Volume, class_name: &str) -> Result<Prerequisites> {
         let namespace = &v.metadata.namespace;
-        let class = match self.store.get_typed::<VolumeClass>("", class_name).await {
+        let class = match self
+            .base
+            .store
+            .get_typed::<VolumeClass>("", class_name)
+            .await
+        {
             Ok(class) => class,
             Err(store::Error::NotFound { .. }) => {
                 return Ok(Prerequisites::Waiting(
@@ -550,6 +503,7 @@ impl VolumeReconciler {
                 });
             } else if let Some(snapshot_ref) = &source.volume_snapshot_ref {
                 let snapshot = match self
+                    .base
                     .store
                     .get_typed::<VolumeSnapshot>(namespace, &snapshot_ref.name)
                     .await
@@ -573,6 +527,7 @@ impl VolumeReconciler {
                 };
                 // A restore inherits the source volume's encryption.
                 match self
+                    .base
                     .store
                     .get_typed::<Volume>(namespace, &snapshot.spec.volume_ref.name)
                     .await
@@ -639,13 +594,13 @@ impl VolumeReconciler {
             Prerequisites::Waiting(reason, message) => {
                 info!(%reason, %message, "prerequisites not met; not creating the volume yet");
                 self.record_event(v, "Normal", reason, &message).await;
-                return Ok(Action::requeue(self.config.prerequisite_requeue));
+                return Ok(Action::requeue(self.base.config.prerequisite_requeue));
             }
         };
-        let mut client = self.runtime.client.clone();
+        let mut client = self.base.runtime.client.clone();
         let created = rpc(
             "CreateVolume",
-            self.config.create_timeout,
+            self.base.config.create_timeout,
             client.create_volume(volume::CreateVolumeRequest {
                 volume: Some(*request),
             }),
@@ -653,7 +608,7 @@ impl VolumeReconciler {
         .await?
         .volume
         .ok_or_else(|| Error::BadResponse("CreateVolume without a volume".into()))?;
-        let id = md_of(created.metadata.as_ref()).id;
+        let id = created.id().to_string();
         if id.is_empty() {
             return Err(Error::BadResponse(
                 "CreateVolume without metadata.id".into(),
@@ -661,11 +616,11 @@ impl VolumeReconciler {
         }
         info!(volume_id = %id, "volume created on the runtime");
         self.write_status(v, &created).await?;
-        Ok(Action::requeue(self.config.converging_requeue))
+        Ok(Action::requeue(self.base.config.converging_requeue))
     }
 
     async fn update(&self, v: &Volume, iri: volume::Volume) -> Result<Action> {
-        let id = md_of(iri.metadata.as_ref()).id;
+        let id = iri.id().to_string();
         let current = iri
             .spec
             .as_ref()
@@ -674,10 +629,10 @@ impl VolumeReconciler {
         let wanted = requested_bytes(v);
         let mut expanding = false;
         if wanted > current {
-            let mut client = self.runtime.client.clone();
+            let mut client = self.base.runtime.client.clone();
             rpc(
                 "ExpandVolume",
-                self.config.rpc_timeout,
+                self.base.config.rpc_timeout,
                 client.expand_volume(volume::ExpandVolumeRequest {
                     volume_id: id.clone(),
                     resources: Some(volume::VolumeResources {
@@ -697,9 +652,9 @@ impl VolumeReconciler {
         }
         let settled = self.write_status(v, &iri).await? && !expanding;
         Ok(Action::requeue(if settled {
-            self.config.resync
+            self.base.config.resync
         } else {
-            self.config.converging_requeue
+            self.base.config.converging_requeue
         }))
     }
 
@@ -707,14 +662,14 @@ impl VolumeReconciler {
     /// volume is settled (Available with the requested size, or Error).
     async fn write_status(&self, v: &Volume, iri: &volume::Volume) -> Result<bool> {
         let iri_status = iri.status.clone().unwrap_or_default();
-        let id = md_of(iri.metadata.as_ref()).id;
+        let id = iri.id().to_string();
         let state = volume_state(iri_status.state);
         let mut status = v.status.clone();
         if status.state != state || status.last_state_transition_time.is_none() {
             status.last_state_transition_time = Some(now_rfc3339());
         }
         status.state = state.to_string();
-        status.volume_id = format!("{}://{id}", self.runtime_name);
+        status.volume_id = format!("{}://{id}", self.base.runtime_name);
         status.resources.remove("storage");
         let effective = iri_status.resources.map_or(0, |r| r.storage_bytes);
         if effective > 0 {
@@ -749,7 +704,7 @@ impl VolumeReconciler {
             }
             let mut updated = v.clone();
             updated.status = status;
-            self.store.update_status(updated.into_object()).await?;
+            self.base.store.update_status(updated.into_object()).await?;
         }
         Ok(settled)
     }
@@ -784,7 +739,7 @@ impl VolumeReconciler {
             controller: Some(true),
             block_owner_deletion: Some(true),
         };
-        match self.store.get_typed::<Secret>(namespace, &name).await {
+        match self.base.store.get_typed::<Secret>(namespace, &name).await {
             Ok(mut secret) => {
                 let owned = secret.metadata.owner_references.contains(&owner);
                 let labelled = labels
@@ -797,7 +752,7 @@ impl VolumeReconciler {
                 secret.metadata.owner_references = vec![owner];
                 secret.data = data;
                 secret.string_data.clear();
-                self.store.update_typed(secret).await?;
+                self.base.store.update_typed(secret).await?;
             }
             Err(store::Error::NotFound { .. }) => {
                 let mut secret = Secret {
@@ -807,7 +762,7 @@ impl VolumeReconciler {
                 };
                 secret.metadata.labels = labels;
                 secret.metadata.owner_references = vec![owner];
-                self.store.create_typed(secret).await?;
+                self.base.store.create_typed(secret).await?;
                 info!(secret = %name, "volume access secret created");
             }
             Err(err) => return Err(err.into()),
@@ -818,6 +773,7 @@ impl VolumeReconciler {
     /// Deletes the access Secrets of `v` (by the `volume-uid` label) except `keep`.
     async fn delete_access_secrets(&self, v: &Volume, keep: Option<&str>) -> Result<()> {
         let (secrets, _) = self
+            .base
             .store
             .list_typed::<Secret>(
                 &ListOptions::all()
@@ -830,6 +786,7 @@ impl VolumeReconciler {
                 continue;
             }
             match self
+                .base
                 .store
                 .delete(
                     Kind::Secret,
@@ -850,14 +807,15 @@ impl VolumeReconciler {
 
     async fn finalize(&self, v: Volume) -> Result<Action> {
         if self
+            .base
             .runtime
-            .delete_by_uid(What::Volume, &v.metadata.uid)
+            .delete_all_of::<volume::Volume>(&v.metadata.uid)
             .await?
         {
-            return Ok(Action::requeue(self.config.converging_requeue));
+            return Ok(Action::requeue(self.base.config.converging_requeue));
         }
         self.delete_access_secrets(&v, None).await?;
-        remove_finalizer(self.store.as_ref(), v, keys::VOLUME_FINALIZER).await
+        remove_finalizer(self.base.store.as_ref(), v, keys::VOLUME_FINALIZER).await
     }
 }
 
@@ -867,23 +825,16 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
 
     async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
         let current: Option<Volume> =
-            get_optional(self.store.as_ref(), &key.namespace, &key.name).await?;
+            get_optional(self.base.store.as_ref(), &key.namespace, &key.name).await?;
         let ours = current.filter(|v| {
             v.spec
                 .volume_pool_ref
                 .as_ref()
-                .is_some_and(|r| r.name == self.config.pool_name)
+                .is_some_and(|r| r.name == self.base.config.pool_name)
                 && v.spec.volume_class_ref.is_some()
         });
-        let listed = self
-            .runtime
-            .list_volumes(&[
-                (keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL, &key.namespace),
-                (keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL, &key.name),
-            ])
-            .await?;
         let uid = ours.as_ref().map(|v| v.metadata.uid.as_str());
-        let iri = self.runtime.reduce(What::Volume, listed, uid).await?;
+        let iri: Option<volume::Volume> = self.base.runtime.named(key, uid).await?;
         let Some(v) = ours else {
             return Ok(Action::await_change());
         };
@@ -900,7 +851,7 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
             with.metadata
                 .finalizers
                 .push(keys::VOLUME_FINALIZER.to_string());
-            self.store.update_typed(with).await?
+            self.base.store.update_typed(with).await?
         };
         let Some(iri) = iri else {
             let class_name = v
@@ -911,247 +862,40 @@ impl Reconciler<ObjectRef> for VolumeReconciler {
                 .unwrap_or_default();
             return self.create(&v, &class_name).await;
         };
-        if md_of(iri.metadata.as_ref()).deleted_at != 0 {
-            return Ok(Action::requeue(self.config.converging_requeue));
+        if iri.is_deleting() {
+            return Ok(Action::requeue(self.base.config.converging_requeue));
         }
         self.update(&v, iri).await
     }
 }
 
-/// Reconciles the VolumeSnapshots whose source Volume is on this pool.
-pub struct VolumeSnapshotReconciler {
-    store: Arc<dyn Store>,
-    runtime: Runtime,
-    runtime_name: String,
-    config: VolumeConfig,
-}
+/// The labels that name the Volume of an IRI volume.
+pub const VOLUME_NAME_LABELS: NameLabels = NameLabels {
+    namespace: keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL,
+    name: keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL,
+};
+/// The labels that name the VolumeSnapshot of an IRI snapshot.
+pub const SNAPSHOT_NAME_LABELS: NameLabels = NameLabels {
+    namespace: keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL,
+    name: keys::VOLUME_SNAPSHOT_NAME_LABEL,
+};
 
-impl VolumeSnapshotReconciler {
-    /// A reconciler talking to the runtime through `client`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        client: VolumeRuntimeClient<Channel>,
-        runtime_name: impl Into<String>,
-        config: VolumeConfig,
-    ) -> Self {
-        Self {
-            store,
-            runtime: Runtime {
-                client,
-                timeout: config.rpc_timeout,
-            },
-            runtime_name: runtime_name.into(),
-            config,
-        }
-    }
-
-    /// Whether `s` belongs to this pool: its source Volume is bound here, or this poollet
-    /// marked it when it took it over.
-    async fn is_ours(&self, s: &VolumeSnapshot) -> Result<bool> {
-        if s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.config.pool_name) {
-            return Ok(true);
-        }
-        let source: Option<Volume> = get_optional(
-            self.store.as_ref(),
-            &s.metadata.namespace,
-            &s.spec.volume_ref.name,
-        )
-        .await?;
-        Ok(source.is_some_and(|v| {
-            v.spec
-                .volume_pool_ref
-                .is_some_and(|r| r.name == self.config.pool_name)
-        }))
-    }
-
-    async fn create(&self, s: &VolumeSnapshot) -> Result<Action> {
-        let source: Option<Volume> = get_optional(
-            self.store.as_ref(),
-            &s.metadata.namespace,
-            &s.spec.volume_ref.name,
-        )
-        .await?;
-        let volume_id = source
-            .as_ref()
-            .filter(|v| v.status.state == "Available")
-            .and_then(|v| id_part(&v.status.volume_id));
-        let Some(volume_id) = volume_id else {
-            let message = format!(
-                "source volume {:?} is not available",
-                s.spec.volume_ref.name
-            );
-            info!(%message, "not creating the volume snapshot yet");
-            events::record(
-                self.store.as_ref(),
-                involved(Kind::VolumeSnapshot, &s.metadata),
-                "Normal",
-                REASON_SOURCE_VOLUME_NOT_READY,
-                &message,
-                EVENT_COMPONENT,
-            )
-            .await;
-            return Ok(Action::requeue(self.config.prerequisite_requeue));
-        };
-        let labels = HashMap::from([
-            (
-                keys::VOLUME_SNAPSHOT_UID_LABEL.to_string(),
-                s.metadata.uid.clone(),
-            ),
-            (
-                keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL.to_string(),
-                s.metadata.namespace.clone(),
-            ),
-            (
-                keys::VOLUME_SNAPSHOT_NAME_LABEL.to_string(),
-                s.metadata.name.clone(),
-            ),
-        ]);
-        let mut client = self.runtime.client.clone();
-        let created = rpc(
-            "CreateVolumeSnapshot",
-            self.config.create_timeout,
-            client.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-                volume_snapshot: Some(volume::VolumeSnapshot {
-                    metadata: Some(meta::ObjectMetadata {
-                        labels,
-                        ..meta::ObjectMetadata::default()
-                    }),
-                    spec: Some(volume::VolumeSnapshotSpec {
-                        volume_id: volume_id.to_string(),
-                    }),
-                    status: None,
-                }),
-            }),
-        )
-        .await?
-        .volume_snapshot
-        .ok_or_else(|| Error::BadResponse("CreateVolumeSnapshot without a snapshot".into()))?;
-        info!(snapshot_id = %md_of(created.metadata.as_ref()).id, "volume snapshot created on the runtime");
-        self.write_status(s, &created).await?;
-        Ok(Action::requeue(self.config.converging_requeue))
-    }
-
-    /// Writes the snapshot status; returns whether it is settled (Ready or Failed).
-    async fn write_status(&self, s: &VolumeSnapshot, iri: &volume::VolumeSnapshot) -> Result<bool> {
-        let iri_status = iri.status.unwrap_or_default();
-        let state = snapshot_state(iri_status.state);
-        let mut status = s.status.clone();
-        if status.state != state || status.last_state_transition_time.is_none() {
-            status.last_state_transition_time = Some(now_rfc3339());
-        }
-        status.state = state.to_string();
-        status.snapshot_id = format!(
-            "{}://{}",
-            self.runtime_name,
-            md_of(iri.metadata.as_ref()).id
-        );
-        if iri_status.size > 0 {
-            status.size = Some(bytes_quantity(iri_status.size));
-        }
-        if status != s.status {
-            let mut updated = s.clone();
-            updated.status = status;
-            self.store.update_status(updated.into_object()).await?;
-        }
-        Ok(state != "Pending")
-    }
-
-    async fn finalize(&self, s: VolumeSnapshot) -> Result<Action> {
-        if self
-            .runtime
-            .delete_by_uid(What::Snapshot, &s.metadata.uid)
-            .await?
-        {
-            return Ok(Action::requeue(self.config.converging_requeue));
-        }
-        remove_finalizer(self.store.as_ref(), s, keys::VOLUME_SNAPSHOT_FINALIZER).await
-    }
-}
-
-#[async_trait::async_trait]
-impl Reconciler<ObjectRef> for VolumeSnapshotReconciler {
-    type Error = Error;
-
-    async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
-        let current: Option<VolumeSnapshot> =
-            get_optional(self.store.as_ref(), &key.namespace, &key.name).await?;
-        let ours = match current {
-            Some(s) if self.is_ours(&s).await? => Some(s),
-            _ => None,
-        };
-        let listed = self
-            .runtime
-            .list_snapshots(&[
-                (keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL, &key.namespace),
-                (keys::VOLUME_SNAPSHOT_NAME_LABEL, &key.name),
-            ])
-            .await?;
-        let uid = ours.as_ref().map(|s| s.metadata.uid.as_str());
-        let iri = self.runtime.reduce(What::Snapshot, listed, uid).await?;
-        let Some(s) = ours else {
-            return Ok(Action::await_change());
-        };
-        if s.metadata.is_deleting() {
-            if has_finalizer(&s.metadata, keys::VOLUME_SNAPSHOT_FINALIZER) {
-                return self.finalize(s).await;
-            }
-            return Ok(Action::await_change());
-        }
-        let marked = has_finalizer(&s.metadata, keys::VOLUME_SNAPSHOT_FINALIZER)
-            && s.metadata.annotations.get(SNAPSHOT_POOL_ANNOTATION) == Some(&self.config.pool_name);
-        let s = if marked {
-            s
-        } else {
-            let mut with = s;
-            if !has_finalizer(&with.metadata, keys::VOLUME_SNAPSHOT_FINALIZER) {
-                with.metadata
-                    .finalizers
-                    .push(keys::VOLUME_SNAPSHOT_FINALIZER.to_string());
-            }
-            with.metadata.annotations.insert(
-                SNAPSHOT_POOL_ANNOTATION.to_string(),
-                self.config.pool_name.clone(),
-            );
-            self.store.update_typed(with).await?
-        };
-        let Some(iri) = iri else {
-            return self.create(&s).await;
-        };
-        let settled = self.write_status(&s, &iri).await?;
-        Ok(Action::requeue(if settled {
-            self.config.resync
-        } else {
-            self.config.converging_requeue
-        }))
-    }
-}
-
-/// Calls `on_key(key)` for every object that appeared, changed or vanished between two lists.
-fn diff<T: PartialEq>(
-    last: &mut BTreeMap<String, T>,
-    listed: Vec<T>,
-    id_of: impl Fn(&T) -> String,
-    key_of: impl Fn(&T) -> Option<ObjectRef>,
-    on_key: &impl Fn(ObjectRef),
+/// [`runtime::relist`] of the runtime objects of kind `K`.
+async fn relist_kind<K: VolumeRuntimeKind>(
+    runtime: &Runtime,
+    period: Duration,
+    on_key: impl Fn(ObjectRef) + Send,
+    token: CancellationToken,
 ) {
-    let mut now = BTreeMap::new();
-    for obj in listed {
-        let id = id_of(&obj);
-        if last.get(&id) != Some(&obj)
-            && let Some(key) = key_of(&obj)
-        {
-            on_key(key);
-        }
-        now.insert(id, obj);
-    }
-    for (id, obj) in last.iter() {
-        if !now.contains_key(id)
-            && let Some(key) = key_of(obj)
-        {
-            on_key(key);
-        }
-    }
-    *last = now;
+    let list = || K::list(runtime, &[]);
+    runtime::relist(
+        list,
+        K::NAME_LABELS,
+        period,
+        move |key, _| on_key(key),
+        token,
+    )
+    .await;
 }
 
 /// Lists every runtime volume and snapshot every `period` and calls `on_volume` /
@@ -1166,88 +910,9 @@ pub async fn runtime_relist(
     token: CancellationToken,
 ) {
     let runtime = Runtime { client, timeout };
-    let mut volumes: BTreeMap<String, volume::Volume> = BTreeMap::new();
-    let mut snapshots: BTreeMap<String, volume::VolumeSnapshot> = BTreeMap::new();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = token.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let listed = tokio::select! {
-            () = token.cancelled() => return,
-            res = async { Ok::<_, Error>((runtime.list_volumes(&[]).await?, runtime.list_snapshots(&[]).await?)) } => res,
-        };
-        let (listed_volumes, listed_snapshots) = match listed {
-            Ok(lists) => lists,
-            Err(err) => {
-                warn!(error = %err, "volume runtime relist failed");
-                continue;
-            }
-        };
-        diff(
-            &mut volumes,
-            listed_volumes,
-            |v| md_of(v.metadata.as_ref()).id,
-            |v| {
-                let md = v.metadata.as_ref();
-                Some(ObjectRef::new(
-                    label_of(md, keys::VOLUMEPOOLLET_VOLUME_NAMESPACE_LABEL)?,
-                    label_of(md, keys::VOLUMEPOOLLET_VOLUME_NAME_LABEL)?,
-                ))
-            },
-            &on_volume,
-        );
-        diff(
-            &mut snapshots,
-            listed_snapshots,
-            |s| md_of(s.metadata.as_ref()).id,
-            |s| {
-                let md = s.metadata.as_ref();
-                Some(ObjectRef::new(
-                    label_of(md, keys::VOLUME_SNAPSHOT_NAMESPACE_LABEL)?,
-                    label_of(md, keys::VOLUME_SNAPSHOT_NAME_LABEL)?,
-                ))
-            },
-            &on_snapshot,
-        );
-    }
-}
-
-/// Every `interval`, ListEvents for the window since the last call and writes an Event object
-/// on the involved Volume for each event that carries the volume labels (§3.8; the window and
-/// dedupe scheme are described in [`crate::events`]).
-pub async fn event_mapper(
-    store: Arc<dyn Store>,
-    client: VolumeRuntimeClient<Channel>,
-    interval: Duration,
-    timeout: Duration,
-    token: CancellationToken,
-) {
-    events::run_windows(interval, token, |from, to| {
-        let store = Arc::clone(&store);
-        let mut client = client.clone();
-        async move {
-            let request = volume::ListEventsRequest {
-                filter: Some(volume::EventFilter {
-                    id: String::new(),
-                    label_selector: HashMap::new(),
-                    events_from_time: from,
-                    events_to_time: to,
-                }),
-            };
-            let listed = rpc("ListEvents", timeout, client.list_events(request)).await?;
-            events::record_runtime_events(
-                store.as_ref(),
-                &listed.events,
-                InvolvedLabels::VOLUME,
-                EVENT_COMPONENT,
-            )
-            .await
-        }
-    })
-    .await;
+    let volumes = relist_kind::<volume::Volume>(&runtime, period, on_volume, token.clone());
+    let snapshots = relist_kind::<volume::VolumeSnapshot>(&runtime, period, on_snapshot, token);
+    tokio::join!(volumes, snapshots);
 }
 
 #[cfg(test)]

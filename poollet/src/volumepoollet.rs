@@ -4,22 +4,18 @@
 
 use std::{sync::Arc, time::Duration};
 
-use iri_spec::volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient};
 use irikit_api::{Kind, ListOptions, Object, Store};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::info;
 
 use crate::{
-    controller::{self, ControllerConfig, ObjectCache, ObjectRef, WorkQueue},
-    error::{Error, Result, rpc, runtime_connected},
-    volume::{
-        VolumeConfig, VolumeReconciler, VolumeSnapshotReconciler, event_mapper, runtime_relist,
-    },
-    volumepool::{
-        VolumePoolConfig, VolumePoolReconciler, VolumeRuntimeView, probe_volume_status, status_loop,
-    },
+    controller::{ObjectCache, ObjectRef, Tasks, WorkQueue},
+    error::{Error, Result},
+    flavor::{Flavor, VolumeFlavor},
+    pool::{VolumePoolConfig, VolumePoolReconciler, VolumeRuntimeView},
+    runtime::{connect, event_mapper, heartbeat, probe_once},
+    volume::{VolumeConfig, VolumeReconciler, VolumeSnapshotReconciler, runtime_relist},
 };
 
 /// Everything the volumepoollet needs besides the store and the runtime channel.
@@ -98,22 +94,12 @@ impl VolumePoollet {
             .validate()
             .map_err(|reason| Error::BadResponse(format!("invalid config: {reason}")))?;
         let pool_config = config.pool.clone();
-        let mut client = VolumeRuntimeClient::new(self.channel)
-            .max_decoding_message_size(crate::MAX_RESPONSE_BYTES);
-        let version = rpc(
-            "Version",
-            pool_config.status_timeout,
-            client.version(volume::VersionRequest::default()),
-        )
-        .await?;
-        runtime_connected(
-            "volume",
-            &version.runtime_name,
-            &version.runtime_version,
-            &pool_config.pool_name,
-        )?;
+        let client = VolumeFlavor::client(self.channel);
+        let runtime_name =
+            connect::<VolumeFlavor>(&client, pool_config.status_timeout, &pool_config.pool_name)
+                .await?;
         let view = VolumeRuntimeView::default();
-        probe_volume_status(&mut client, pool_config.status_timeout, &view).await;
+        probe_once::<VolumeFlavor>(&client, pool_config.status_timeout, &view).await;
         let pool_reconciler = Arc::new(VolumePoolReconciler::new(
             self.store.clone(),
             pool_config.clone(),
@@ -129,71 +115,63 @@ impl VolumePoollet {
         let snapshot_cache = ObjectCache::new();
         pool_queue.add(pool_key.clone());
 
-        let mut tasks = JoinSet::new();
-        tasks.spawn(controller::run(
-            pool_queue.clone(),
-            pool_reconciler,
-            ControllerConfig {
-                name: "volumepool",
-                concurrency: 1,
-            },
-            token.clone(),
-        ));
+        let mut tasks = Tasks::new(self.store.clone(), token.clone());
+        tasks.controller("volumepool", 1, &pool_queue, pool_reconciler);
+        let concurrency = config.max_concurrent_reconciles;
         if config.volume_controller {
-            tasks.spawn(controller::run(
-                volume_queue.clone(),
-                Arc::new(VolumeReconciler::new(
-                    self.store.clone(),
-                    client.clone(),
-                    version.runtime_name.clone(),
-                    view.clone(),
-                    config.volume.clone(),
-                )),
-                ControllerConfig {
-                    name: "volume",
-                    concurrency: config.max_concurrent_reconciles,
-                },
-                token.clone(),
-            ));
+            let reconciler = VolumeReconciler::new(
+                self.store.clone(),
+                client.clone(),
+                runtime_name.clone(),
+                view.clone(),
+                config.volume.clone(),
+            );
+            tasks.controller("volume", concurrency, &volume_queue, Arc::new(reconciler));
         }
         if config.snapshot_controller {
-            tasks.spawn(controller::run(
-                snapshot_queue.clone(),
-                Arc::new(VolumeSnapshotReconciler::new(
-                    self.store.clone(),
-                    client.clone(),
-                    version.runtime_name.clone(),
-                    config.volume.clone(),
-                )),
-                ControllerConfig {
-                    name: "volumesnapshot",
-                    concurrency: config.max_concurrent_reconciles,
-                },
-                token.clone(),
-            ));
+            let reconciler = VolumeSnapshotReconciler::new(
+                self.store.clone(),
+                client.clone(),
+                runtime_name.clone(),
+                config.volume.clone(),
+            );
+            tasks.controller(
+                "volumesnapshot",
+                concurrency,
+                &snapshot_queue,
+                Arc::new(reconciler),
+            );
         }
-        tasks.spawn(status_loop(
+        // New or changed runtime classes, a VolumeClass change: recompute the pool and give
+        // volumes whose class did not map another chance.
+        let reclass = {
+            let queue = pool_queue.clone();
+            let key = pool_key.clone();
+            let volume_queue = volume_queue.clone();
+            let volume_cache = volume_cache.clone();
+            move || {
+                queue.add(key.clone());
+                wake_waiting(&volume_cache, &volume_queue, |_| true);
+            }
+        };
+        tasks.spawn(heartbeat::<VolumeFlavor>(
             client.clone(),
             pool_config.status_interval,
             pool_config.status_timeout,
             view,
+            None,
             {
-                let queue = pool_queue.clone();
-                let key = pool_key.clone();
-                let volume_queue = volume_queue.clone();
-                let volume_cache = volume_cache.clone();
-                // New or changed runtime classes: recompute the pool and give volumes whose
-                // class did not map another chance.
-                move || {
-                    queue.add(key.clone());
-                    wake_waiting(&volume_cache, &volume_queue, |_| true);
+                let reclass = reclass.clone();
+                move |changed| {
+                    if changed {
+                        reclass();
+                    }
                 }
             },
             token.clone(),
         ));
         // Volumes of the pool: reconcile them, recompute allocatable, wake their snapshots.
-        tasks.spawn(controller::watch(
-            self.store.clone(),
+        tasks.watch(
             Kind::Volume,
             ListOptions::all().field("spec.volumePoolRef.name", &pool_config.pool_name),
             volume_cache.clone(),
@@ -201,108 +179,71 @@ impl VolumePoollet {
                 let volume_queue = volume_queue.clone();
                 let snapshot_queue = snapshot_queue.clone();
                 let snapshot_cache = snapshot_cache.clone();
-                let pool_queue = pool_queue.clone();
-                let pool_key = pool_key.clone();
                 move |obj| {
                     volume_queue.add(ObjectRef::of(obj));
                     pool_queue.add(pool_key.clone());
                     let meta = obj.metadata();
-                    for s in snapshot_cache.list() {
-                        if matches!(&s, Object::VolumeSnapshot(s)
+                    snapshot_queue.add_matching(&snapshot_cache, |s| {
+                        matches!(s, Object::VolumeSnapshot(s)
                             if s.metadata.namespace == meta.namespace
                                 && s.spec.volume_ref.name == meta.name)
-                        {
-                            snapshot_queue.add(ObjectRef::of(&s));
-                        }
-                    }
+                    });
                 }
             },
-            token.clone(),
-        ));
-        tasks.spawn(controller::watch(
-            self.store.clone(),
+        );
+        tasks.watch(
             Kind::VolumeClass,
             ListOptions::all(),
             ObjectCache::new(),
-            {
-                let volume_queue = volume_queue.clone();
-                let volume_cache = volume_cache.clone();
-                let pool_queue = pool_queue.clone();
-                let pool_key = pool_key.clone();
-                move |_| {
-                    pool_queue.add(pool_key.clone());
-                    wake_waiting(&volume_cache, &volume_queue, |_| true);
-                }
-            },
-            token.clone(),
-        ));
+            move |_| reclass(),
+        );
         // Snapshots (all of them; the reconciler filters by pool): reconcile, and wake the
         // volumes restoring from them.
-        tasks.spawn(controller::watch(
-            self.store.clone(),
-            Kind::VolumeSnapshot,
-            ListOptions::all(),
-            snapshot_cache,
-            {
-                let volume_queue = volume_queue.clone();
-                let volume_cache = volume_cache.clone();
-                let snapshot_queue = snapshot_queue.clone();
-                move |obj| {
-                    snapshot_queue.add(ObjectRef::of(obj));
-                    let meta = obj.metadata();
-                    wake_waiting(&volume_cache, &volume_queue, |v| {
-                        v.metadata.namespace == meta.namespace
-                            && v.spec
-                                .data_source
-                                .as_ref()
-                                .and_then(|d| d.volume_snapshot_ref.as_ref())
-                                .is_some_and(|r| r.name == meta.name)
-                    });
-                }
-            },
-            token.clone(),
-        ));
+        tasks.watch(Kind::VolumeSnapshot, ListOptions::all(), snapshot_cache, {
+            let volume_queue = volume_queue.clone();
+            let volume_cache = volume_cache.clone();
+            let snapshot_queue = snapshot_queue.clone();
+            move |obj| {
+                snapshot_queue.add(ObjectRef::of(obj));
+                let meta = obj.metadata();
+                wake_waiting(&volume_cache, &volume_queue, |v| {
+                    v.metadata.namespace == meta.namespace
+                        && v.spec
+                            .data_source
+                            .as_ref()
+                            .and_then(|d| d.volume_snapshot_ref.as_ref())
+                            .is_some_and(|r| r.name == meta.name)
+                });
+            }
+        });
         // Secrets: volumes waiting for an encryption Secret (their own or inherited) in that
         // namespace get another chance.
-        tasks.spawn(controller::watch(
-            self.store.clone(),
-            Kind::Secret,
-            ListOptions::all(),
-            ObjectCache::new(),
-            {
-                let volume_queue = volume_queue.clone();
-                let volume_cache = volume_cache.clone();
-                move |secret| {
-                    let namespace = &secret.metadata().namespace;
-                    wake_waiting(&volume_cache, &volume_queue, |v| {
-                        &v.metadata.namespace == namespace
-                    });
-                }
-            },
-            token.clone(),
-        ));
+        tasks.watch(Kind::Secret, ListOptions::all(), ObjectCache::new(), {
+            let volume_queue = volume_queue.clone();
+            let volume_cache = volume_cache.clone();
+            move |secret| {
+                let namespace = &secret.metadata().namespace;
+                wake_waiting(&volume_cache, &volume_queue, |v| {
+                    &v.metadata.namespace == namespace
+                });
+            }
+        });
         tasks.spawn(runtime_relist(
             client.clone(),
             config.relist_period,
             pool_config.status_timeout,
-            {
-                let queue = volume_queue.clone();
-                move |key| queue.add(key)
-            },
-            {
-                let queue = snapshot_queue.clone();
-                move |key| queue.add(key)
-            },
+            move |key| volume_queue.add(key),
+            move |key| snapshot_queue.add(key),
             token.clone(),
         ));
-        tasks.spawn(event_mapper(
+        tasks.spawn(event_mapper::<VolumeFlavor>(
             self.store.clone(),
             client,
             config.event_interval,
             pool_config.status_timeout,
-            token.clone(),
+            token,
         ));
-        while tasks.join_next().await.is_some() {}
+        tasks.join().await;
         info!("volumepoollet stopped");
         Ok(())
     }
@@ -314,12 +255,8 @@ fn wake_waiting(
     queue: &WorkQueue<ObjectRef>,
     pred: impl Fn(&irikit_api::storage::Volume) -> bool,
 ) {
-    for obj in cache.list() {
-        if let Object::Volume(v) = &obj
-            && v.status.volume_id.is_empty()
-            && pred(v)
-        {
-            queue.add(ObjectRef::of(&obj));
-        }
-    }
+    queue.add_matching(
+        cache,
+        |obj| matches!(obj, Object::Volume(v) if v.status.volume_id.is_empty() && pred(v)),
+    );
 }

@@ -4,8 +4,6 @@
 
 mod common;
 
-use iri_mock::MockRuntime;
-
 const BIN: &str = env!("CARGO_BIN_EXE_machinepoollet");
 
 #[tokio::test]
@@ -31,26 +29,22 @@ async fn bad_flags_print_one_line_and_fail() {
 
 #[tokio::test]
 async fn runs_against_a_unix_socket_and_stops_on_sigterm() {
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_unix_temp()
-        .await
-        .unwrap();
-    let endpoint = mock.endpoint().unwrap().to_string();
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args([
-        "--machine-pool-name",
-        "p",
-        "--provider-id",
-        "ironcore://p",
+    common::run_against_unix_mock(
+        BIN,
+        &[
+            "--machine-pool-name",
+            "p",
+            "--provider-id",
+            "ironcore://p",
+            "--store",
+            "memory",
+            "--heartbeat-interval",
+            "200ms",
+            "--heartbeat-status-timeout",
+            "100ms",
+        ],
         "--machine-runtime-endpoint",
-        &endpoint,
-        "--store",
-        "memory",
-        "--heartbeat-interval",
-        "200ms",
-        "--heartbeat-status-timeout",
-        "100ms",
-    ]);
-    common::run_until_line_then_sigterm(cmd, "machine pool created").await;
+        "machine pool created",
+    )
+    .await;
 }

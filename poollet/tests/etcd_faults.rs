@@ -46,12 +46,11 @@ mod faults {
     };
     use irikit_api::{
         ListOptions, Store, StoreExt,
-        compute::{Machine, MachineClass},
+        compute::Machine,
         meta::{LocalObjectReference, ObjectMeta},
         store::etcd::{DEFAULT_PREFIX, LocalEtcd},
     };
     use tokio::{
-        io::{AsyncBufReadExt, BufReader},
         net::{TcpListener, TcpStream},
         process::{Child, Command},
         sync::watch,
@@ -225,19 +224,11 @@ mod faults {
 
     impl Proc {
         fn spawn(name: &'static str, mut cmd: Command) -> Self {
-            let mut child = cmd
-                .env("RUST_LOG", "info")
-                .env("POOLLET_LOG_FORMAT", "text")
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {name}: {e}"));
+            cmd.env("POOLLET_LOG_FORMAT", "text").stdout(Stdio::null());
+            let (child, mut stderr) = common::spawn_logging(cmd);
             let lines = Arc::new(Mutex::new(Vec::new()));
-            let stderr = child.stderr.take().unwrap();
             let kept = lines.clone();
             tokio::spawn(async move {
-                let mut stderr = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = stderr.next_line().await {
                     kept.lock().unwrap().push((Instant::now(), line));
                 }
@@ -297,15 +288,7 @@ mod faults {
             |addr| addr.to_string(),
         );
         store
-            .create_typed(MachineClass {
-                metadata: ObjectMeta::named(CLASS),
-                capabilities: [
-                    ("cpu".to_string(), "1".parse().unwrap()),
-                    ("memory".to_string(), "1Gi".parse().unwrap()),
-                ]
-                .into(),
-                ..MachineClass::default()
-            })
+            .create_typed(common::machine_class(CLASS, "1", "1Gi"))
             .await
             .unwrap();
 
@@ -525,6 +508,15 @@ mod faults {
     }
 
     /// The first time after `since` that the test saw a Machine bound / Running.
+    /// The first bind and the first Running at or after `since`, as delays from it.
+    fn firsts_after(seen: &Mutex<Seen>, since: Instant) -> (Option<Duration>, Option<Duration>) {
+        let seen = seen.lock().unwrap();
+        (
+            first_after(&seen.bound, since),
+            first_after(&seen.running, since),
+        )
+    }
+
     fn first_after(events: &HashMap<String, Instant>, since: Instant) -> Option<Duration> {
         events
             .values()
@@ -569,13 +561,7 @@ mod faults {
         plane.assert_converged(N).await;
         follower.abort();
 
-        let (bind, running) = {
-            let seen = seen.lock().unwrap();
-            (
-                first_after(&seen.bound, back),
-                first_after(&seen.running, back),
-            )
-        };
+        let (bind, running) = firsts_after(&seen, back);
         let resyncs = plane.scheduler.count_since("relisting", cut);
         println!(
             "etcd restart: {N} machines, {running_at_cut} Running when etcd was killed; down \
@@ -590,19 +576,26 @@ mod faults {
         assert!(resyncs >= 1, "the scheduler relisted after the outage");
     }
 
-    async fn partition_with_compaction() {
-        const FIRST: usize = 150;
-        const DURING: usize = 100;
-        let Some(etcd) = start_etcd().await else {
-            return;
-        };
+    /// A fresh etcd behind a [`FaultProxy`] and the plane that dials the proxy (`None` after
+    /// the skip line when etcd is missing).
+    async fn proxied_plane() -> Option<(FaultProxy, Plane)> {
+        let etcd = start_etcd().await?;
         let upstream: SocketAddr = etcd
             .endpoint()
             .trim_start_matches("http://")
             .parse()
             .unwrap();
         let proxy = FaultProxy::start(upstream).await;
-        let mut plane = plane(etcd, Some(proxy.addr)).await;
+        let plane = plane(etcd, Some(proxy.addr)).await;
+        Some((proxy, plane))
+    }
+
+    async fn partition_with_compaction() {
+        const FIRST: usize = 150;
+        const DURING: usize = 100;
+        let Some((proxy, mut plane)) = proxied_plane().await else {
+            return;
+        };
         let (seen, follower) = follow(plane.store.clone());
         create_machines(&plane.store, 0, FIRST).await;
         plane.wait_running(&seen, FIRST, "before the cut").await;
@@ -629,13 +622,7 @@ mod faults {
         let done = Instant::now();
         plane.assert_converged(FIRST + DURING).await;
         follower.abort();
-        let (bind, running) = {
-            let seen = seen.lock().unwrap();
-            (
-                first_after(&seen.bound, healed),
-                first_after(&seen.running, healed),
-            )
-        };
+        let (bind, running) = firsts_after(&seen, healed);
         println!(
             "etcd partition: cut {:.1?} with {DURING} Machines created and etcd compacted to \
              revision {revision} meanwhile; after the heal: scheduler's first bind {bind:.1?}, \
@@ -650,16 +637,9 @@ mod faults {
     async fn half_open() {
         const FIRST: usize = 100;
         const DURING: usize = 50;
-        let Some(etcd) = start_etcd().await else {
+        let Some((proxy, mut plane)) = proxied_plane().await else {
             return;
         };
-        let upstream: SocketAddr = etcd
-            .endpoint()
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap();
-        let proxy = FaultProxy::start(upstream).await;
-        let mut plane = plane(etcd, Some(proxy.addr)).await;
         let (seen, follower) = follow(plane.store.clone());
         create_machines(&plane.store, 0, FIRST).await;
         plane.wait_running(&seen, FIRST, "before the freeze").await;
@@ -674,13 +654,7 @@ mod faults {
         let done = Instant::now();
         plane.assert_converged(FIRST + DURING).await;
         follower.abort();
-        let (bind, running) = {
-            let seen = seen.lock().unwrap();
-            (
-                first_after(&seen.bound, frozen),
-                first_after(&seen.running, frozen),
-            )
-        };
+        let (bind, running) = firsts_after(&seen, frozen);
         println!(
             "etcd half-open connection: after the freeze: scheduler's first bind {bind:.1?}, \
              poollet's first Running {running:.1?}, all {} Running {:.1?} (keep-alive {:?} + \

@@ -11,10 +11,7 @@ use std::time::Duration;
 use futures::{SinkExt as _, StreamExt as _};
 use iri_exec::{CLOSE, ERROR, STDIN, STDOUT, client, frame};
 use iri_mock::{MockRuntime, console::ConsoleServer, fixtures};
-use iri_spec::{
-    keys,
-    machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
-};
+use iri_spec::keys;
 use poollet::ExecServer;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -31,16 +28,23 @@ async fn create(mock: &MockRuntime, ns: &str, name: &str) -> String {
     let labels = &mut m.metadata.get_or_insert_with(Default::default).labels;
     labels.insert(keys::MACHINE_NAMESPACE_LABEL.into(), ns.into());
     labels.insert(keys::MACHINE_NAME_LABEL.into(), name.into());
-    MachineRuntimeClient::new(mock.machine_channel())
-        .create_machine(machine::CreateMachineRequest { machine: Some(m) })
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id
+    common::create_on_runtime(mock, m).await
+}
+
+/// An exec server on a loopback port for the mock's machines; its address and the token that
+/// stops it.
+async fn serve_exec(mock: &MockRuntime) -> (std::net::SocketAddr, CancellationToken) {
+    let server = ExecServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        mock.machine_channel(),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    let token = CancellationToken::new();
+    tokio::spawn(server.serve(token.clone()));
+    (addr, token)
 }
 
 async fn next_stdout(ws: &mut client::Ws) -> Vec<u8> {
@@ -74,16 +78,7 @@ async fn proxies_the_console_of_a_machine() {
         .await
         .unwrap();
     let id = create(&mock, "default", "web-0").await;
-    let server = ExecServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        mock.machine_channel(),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    let token = CancellationToken::new();
-    tokio::spawn(server.serve(token.clone()));
+    let (addr, token) = serve_exec(&mock).await;
 
     let url = exec_url(addr, "default", "web-0");
     let mut ws = client::connect(&url, TIMEOUT).await.unwrap();
@@ -153,15 +148,7 @@ async fn common_eventually_opens(url: &str) {
 async fn refuses_without_upgrade_and_without_console() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     create(&mock, "ns", "m").await;
-    let server = ExecServer::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        mock.machine_channel(),
-        TIMEOUT,
-    )
-    .await
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    tokio::spawn(server.serve(CancellationToken::new()));
+    let (addr, _token) = serve_exec(&mock).await;
     assert_eq!(
         refused(client::connect(&exec_url(addr, "ns", "m"), TIMEOUT).await),
         501
@@ -183,43 +170,32 @@ async fn refuses_without_upgrade_and_without_console() {
 /// for a machine its runtime does not have.
 #[tokio::test]
 async fn the_binary_serves_exec_with_the_flag() {
-    use tokio::io::{AsyncBufReadExt as _, BufReader};
-    let mock = MockRuntime::builder()
-        .console(ConsoleServer::start().await.unwrap())
-        .start_unix_temp()
-        .await
-        .unwrap();
-    let endpoint = mock.endpoint().unwrap().to_string();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_machinepoollet"))
-        .args([
-            "--machine-pool-name",
-            "p",
-            "--provider-id",
-            "ironcore://p",
-            "--machine-runtime-endpoint",
-            &endpoint,
-            "--exec-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr: std::net::SocketAddr = tokio::time::timeout(TIMEOUT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("serving machine exec") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                return v["fields"]["addr"].as_str().unwrap().parse().unwrap();
-            }
-        }
-        panic!("the poollet exited without serving exec");
-    })
+    let (_mock, endpoint) =
+        common::unix_mock(MockRuntime::builder().console(ConsoleServer::start().await.unwrap()))
+            .await;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_machinepoollet"));
+    cmd.args([
+        "--machine-pool-name",
+        "p",
+        "--provider-id",
+        "ironcore://p",
+        "--machine-runtime-endpoint",
+        &endpoint,
+        "--exec-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]);
+    let (mut child, mut lines) = common::spawn_logging(cmd);
+    let line = tokio::time::timeout(
+        TIMEOUT,
+        common::line_with(&mut lines, "serving machine exec"),
+    )
     .await
-    .expect("the exec address is logged");
+    .expect("the exec address is logged")
+    .expect("the poollet exited without serving exec");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr: std::net::SocketAddr = v["fields"]["addr"].as_str().unwrap().parse().unwrap();
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     assert_eq!(
         refused(client::connect(&exec_url(addr, "default", "none"), TIMEOUT).await),

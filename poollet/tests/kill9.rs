@@ -47,14 +47,11 @@ mod rollout {
     };
     use irikit_api::{
         Kind, ListOptions, Resource, Store, StoreExt,
-        compute::{Machine, MachineClass},
+        compute::Machine,
         meta::{LocalObjectReference, ObjectMeta},
         store::etcd::DEFAULT_PREFIX,
     };
-    use tokio::{
-        io::{AsyncBufReadExt, BufReader},
-        process::{Child, Command},
-    };
+    use tokio::process::{Child, Command};
     use tonic::transport::Channel;
 
     const POOLLET: &str = env!("CARGO_BIN_EXE_machinepoollet");
@@ -87,27 +84,21 @@ mod rollout {
     }
 
     fn start_poollet(endpoint: &str, etcd: &str, counts: &Arc<LogCounts>) -> Poollet {
-        let mut child = Command::new(POOLLET)
-            .args([
-                "--machine-pool-name",
-                POOL,
-                "--provider-id",
-                "ironcore://k9",
-            ])
-            .args(["--machine-runtime-endpoint", endpoint])
-            .args(["--store", &format!("etcd://{etcd}")])
-            .args(["--max-concurrent-reconciles", "32", "--relist-period", "1s"])
-            .env("RUST_LOG", "info")
-            .env("POOLLET_LOG_FORMAT", "text")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let mut cmd = Command::new(POOLLET);
+        cmd.args([
+            "--machine-pool-name",
+            POOL,
+            "--provider-id",
+            "ironcore://k9",
+        ])
+        .args(["--machine-runtime-endpoint", endpoint])
+        .args(["--store", &format!("etcd://{etcd}")])
+        .args(["--max-concurrent-reconciles", "32", "--relist-period", "1s"])
+        .env("POOLLET_LOG_FORMAT", "text")
+        .stdout(Stdio::null());
+        let (child, mut lines) = super::common::spawn_logging(cmd);
         let counts = counts.clone();
         let logs = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if line.contains("duplicate runtime machine") {
                     counts.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -200,15 +191,7 @@ mod rollout {
         let mut client = client.unwrap();
 
         store
-            .create_typed(MachineClass {
-                metadata: ObjectMeta::named("k9-small"),
-                capabilities: [
-                    ("cpu".to_string(), "1".parse().unwrap()),
-                    ("memory".to_string(), "1Gi".parse().unwrap()),
-                ]
-                .into(),
-                ..MachineClass::default()
-            })
+            .create_typed(super::common::machine_class("k9-small", "1", "1Gi"))
             .await
             .unwrap();
         let names: Vec<String> = (0..N_MACHINES).map(|i| format!("vm-{i:04}")).collect();

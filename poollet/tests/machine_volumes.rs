@@ -16,7 +16,7 @@ use iri_mock::{Method, MockRuntime};
 use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::{
     Kind, Resource, Store, StoreExt,
-    compute::{self, EphemeralVolume, Machine, MachineClass, Power},
+    compute::{self, EphemeralVolume, Machine, Power},
     core::Event,
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     storage::{ClaimRef, Volume, VolumeAccess, VolumeClass, VolumeEncryption},
@@ -53,15 +53,7 @@ impl Env {
 async fn start(volumes: bool) -> Env {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     store
-        .create_typed(MachineClass {
-            metadata: ObjectMeta::named("x3-small"),
-            capabilities: [
-                ("cpu".to_string(), "2".parse().unwrap()),
-                ("memory".to_string(), "8Gi".parse().unwrap()),
-            ]
-            .into(),
-            ..MachineClass::default()
-        })
+        .create_typed(common::machine_class("x3-small", "2", "8Gi"))
         .await
         .unwrap();
     store

@@ -7,7 +7,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{WAIT, wait_for, wait_gone};
+use common::{Env, WAIT, create_on_runtime, machine_class as class, wait_for, wait_gone};
 use iri_mock::{Effect, FaultRule, Method, MockRuntime, Trigger};
 use iri_spec::{
     keys,
@@ -16,7 +16,7 @@ use iri_spec::{
 };
 use irikit_api::{
     Kind, Store, StoreExt,
-    compute::{Machine, MachineClass, MachinePool, Power},
+    compute::{Machine, MachinePool, Power},
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     store::memory::MemoryStore,
 };
@@ -25,41 +25,9 @@ use poollet::{
     machine::{MachineConfig, MachineReconciler},
     pool::RuntimeView,
 };
-use tokio_util::sync::CancellationToken;
 
 const POOL: &str = "pool-a";
 const NS: &str = "default";
-
-struct Env {
-    store: Arc<dyn Store>,
-    mock: MockRuntime,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<poollet::Result<()>>,
-}
-
-impl Env {
-    async fn stop(self) -> (Arc<dyn Store>, MockRuntime) {
-        self.token.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("poollet stops after cancel")
-            .unwrap()
-            .unwrap();
-        (self.store, self.mock)
-    }
-}
-
-fn class(name: &str, cpu: &str, memory: &str) -> MachineClass {
-    MachineClass {
-        metadata: ObjectMeta::named(name),
-        capabilities: [
-            ("cpu".to_string(), cpu.parse().unwrap()),
-            ("memory".to_string(), memory.parse().unwrap()),
-        ]
-        .into(),
-        ..MachineClass::default()
-    }
-}
 
 async fn seeded_store() -> Arc<dyn Store> {
     seed(Arc::new(MemoryStore::new())).await
@@ -101,15 +69,8 @@ async fn start_with(mock: MockRuntime, store: Arc<dyn Store>) -> Env {
 }
 
 async fn start_with_config(mock: MockRuntime, store: Arc<dyn Store>, config: Config) -> Env {
-    let token = CancellationToken::new();
     let poollet = MachinePoollet::new(store.clone(), mock.machine_channel(), config);
-    let task = tokio::spawn(poollet.run(token.clone()));
-    Env {
-        store,
-        mock,
-        token,
-        task,
-    }
+    Env::spawn(store, mock, |token| poollet.run(token))
 }
 
 async fn start() -> Env {
@@ -301,11 +262,13 @@ async fn machine_is_created_with_labels_and_reaches_running() {
 #[tokio::test]
 async fn power_off_propagates_and_create_honours_requested_power() {
     let env = start().await;
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    let m: Machine = wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let m: Machine = env
+        .create_and_wait(
+            new_machine("vm-1", "x3-small", Power::On),
+            is_running,
+            "machine running",
+        )
+        .await;
     let mut off = m.clone();
     off.spec.power = Power::Off;
     env.store.update_typed(off).await.unwrap();
@@ -371,11 +334,12 @@ async fn stopped_maps_to_shutdown() {
 #[tokio::test]
 async fn delete_goes_through_the_finalizer() {
     let env = start().await;
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    env.create_and_wait(
+        new_machine("vm-1", "x3-small", Power::On),
+        is_running,
+        "machine running",
+    )
+    .await;
     assert_eq!(env.mock.machine_count(), 1);
     let deleting = env
         .store
@@ -481,19 +445,6 @@ async fn list_all(mock: &MockRuntime) -> Vec<machine::Machine> {
         .machines
 }
 
-async fn create_on_runtime(mock: &MockRuntime, m: machine::Machine) -> String {
-    MachineRuntimeClient::new(mock.machine_channel())
-        .create_machine(machine::CreateMachineRequest { machine: Some(m) })
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id
-}
-
 /// Three reconciles of `key` (create, update, settled), then the Machine.
 async fn settle(
     reconciler: &MachineReconciler,
@@ -559,11 +510,12 @@ async fn orphans_are_found_by_the_runtime_relist() {
     let env = start_with(mock, seeded_store().await).await;
     // The relist enqueues "ghost"; its reconcile deletes the orphan. Creating a machine after
     // it and waiting for Running orders the check after at least one relist.
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    env.create_and_wait(
+        new_machine("vm-1", "x3-small", Power::On),
+        is_running,
+        "machine running",
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let names: Vec<String> = list_all(&env.mock)
@@ -687,11 +639,13 @@ async fn lifecycle(store: Arc<dyn Store>) {
         "pool announced",
     )
     .await;
-    env.store
-        .create_typed(new_machine("vm-1", "x3-small", Power::On))
-        .await
-        .unwrap();
-    let m: Machine = wait_for(&env.store, NS, "vm-1", is_running, "machine running").await;
+    let m: Machine = env
+        .create_and_wait(
+            new_machine("vm-1", "x3-small", Power::On),
+            is_running,
+            "machine running",
+        )
+        .await;
     let mut off = m;
     off.spec.power = Power::Off;
     env.store.update_typed(off).await.unwrap();
@@ -712,25 +666,7 @@ async fn lifecycle(store: Arc<dyn Store>) {
     env.stop().await;
 }
 
-#[tokio::test]
-async fn lifecycle_memory() {
-    lifecycle(Arc::new(MemoryStore::new())).await;
-}
-
-#[cfg(feature = "etcd")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifecycle_etcd() {
-    let Some((_etcd, store)) = common::etcd_store("/poollet-test").await else {
-        return;
-    };
-    lifecycle(store).await;
-}
-
-#[cfg(not(feature = "etcd"))]
-#[test]
-fn lifecycle_etcd() {
-    common::etcd_unavailable();
-}
+common::memory_and_etcd!(lifecycle_memory, lifecycle_etcd, "/poollet-test", lifecycle);
 
 #[tokio::test]
 async fn create_waits_for_the_ignition_secret_and_sends_disks_and_hostname() {
@@ -855,11 +791,12 @@ async fn a_restarted_poollet_adopts_existing_runtime_machines() {
     assert_eq!(creates, 2);
 
     let env = start_with(mock, store).await;
-    env.store
-        .create_typed(new_machine("vm-3", "x3-small", Power::On))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "vm-3", is_running, "machine running").await;
+    env.create_and_wait(
+        new_machine("vm-3", "x3-small", Power::On),
+        is_running,
+        "machine running",
+    )
+    .await;
     let mut names: Vec<String> = list_all(&env.mock)
         .await
         .iter()

@@ -8,7 +8,7 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{WAIT, poll_until, wait_for};
+use common::{poll_until, wait_for};
 use iri_mock::MockRuntime;
 use iri_spec::{
     irikit::reservation::v1alpha1::{self as rsv, ReservationState as IriState},
@@ -17,7 +17,7 @@ use iri_spec::{
 };
 use irikit_api::{
     Kind, Store, StoreExt,
-    compute::{Machine, MachineClass, MachinePool},
+    compute::{Machine, MachinePool},
     meta::{LocalObjectReference, ObjectMeta},
     reservation::{
         IRI_RESERVATION_NAME_LABEL, IRI_RESERVATION_NAMESPACE_LABEL, IRI_RESERVATION_UID_LABEL,
@@ -27,7 +27,6 @@ use irikit_api::{
     store::memory::MemoryStore,
 };
 use poollet::{Config, MachinePoollet};
-use tokio_util::sync::CancellationToken;
 
 const POOL: &str = "pool-r";
 const NS: &str = "default";
@@ -51,6 +50,12 @@ async fn mock(reservations: bool) -> MockRuntime {
         .start_in_process()
         .await
         .unwrap()
+}
+
+/// The machinepoollet of [`config`] on `store` and `mock`.
+fn start(store: &Arc<dyn Store>, mock: MockRuntime) -> common::Env {
+    let poollet = MachinePoollet::new(store.clone(), mock.machine_channel(), config());
+    common::Env::spawn(store.clone(), mock, |token| poollet.run(token))
 }
 
 fn reservation(name: &str, pools: &[&str], machines: i64) -> Reservation {
@@ -85,22 +90,11 @@ fn runtime_of(mock: &MockRuntime, uid: &str) -> Vec<rsv::Reservation> {
 
 async fn pass_through(store: Arc<dyn Store>) {
     store
-        .create_typed(MachineClass {
-            metadata: ObjectMeta::named("small"),
-            capabilities: [
-                ("cpu".to_string(), "2".parse().unwrap()),
-                ("memory".to_string(), "4Gi".parse().unwrap()),
-            ]
-            .into(),
-            ..MachineClass::default()
-        })
+        .create_typed(common::machine_class("small", "2", "4Gi"))
         .await
         .unwrap();
-    let mock = mock(true).await;
-    let token = CancellationToken::new();
-    let task = tokio::spawn(
-        MachinePoollet::new(store.clone(), mock.machine_channel(), config()).run(token.clone()),
-    );
+    let env = start(&store, mock(true).await);
+    let mock = &env.mock;
     wait_for(
         &store,
         "",
@@ -143,7 +137,7 @@ async fn pass_through(store: Arc<dyn Store>) {
         Some(ReservationState::Rejected),
         "other pools' entries kept"
     );
-    let held = runtime_of(&mock, &r1.metadata.uid);
+    let held = runtime_of(mock, &r1.metadata.uid);
     assert_eq!(held.len(), 1, "one runtime reservation per Reservation");
     let md = held[0].metadata.clone().unwrap();
     assert_eq!(md.labels[IRI_RESERVATION_NAMESPACE_LABEL], NS);
@@ -194,7 +188,7 @@ async fn pass_through(store: Arc<dyn Store>) {
         md.id,
         "created against r1's runtime reservation"
     );
-    assert!(runtime_of(&mock, &r3.metadata.uid).is_empty());
+    assert!(runtime_of(mock, &r3.metadata.uid).is_empty());
     let r3 = store.get_typed::<Reservation>(NS, "r3").await.unwrap();
     assert!(r3.status.pools.is_empty(), "{:?}", r3.status);
 
@@ -209,8 +203,8 @@ async fn pass_through(store: Arc<dyn Store>) {
         .unwrap();
     poll_until(
         || {
-            runtime_of(&mock, &r1.metadata.uid).is_empty()
-                && runtime_of(&mock, &r2.metadata.uid).is_empty()
+            runtime_of(mock, &r1.metadata.uid).is_empty()
+                && runtime_of(mock, &r2.metadata.uid).is_empty()
         },
         "runtime reservations of deleted Reservations released",
     )
@@ -227,7 +221,7 @@ async fn pass_through(store: Arc<dyn Store>) {
         "r4 Accepted",
     )
     .await;
-    assert_eq!(runtime_of(&mock, &r4.metadata.uid).len(), 1);
+    assert_eq!(runtime_of(mock, &r4.metadata.uid).len(), 1);
     loop {
         let mut r = store.get_typed::<Reservation>(NS, "r4").await.unwrap();
         r.spec.pools = vec!["other-pool".to_owned()];
@@ -238,7 +232,7 @@ async fn pass_through(store: Arc<dyn Store>) {
         }
     }
     poll_until(
-        || runtime_of(&mock, &r4.metadata.uid).is_empty(),
+        || runtime_of(mock, &r4.metadata.uid).is_empty(),
         "the hold of a Reservation that no longer asks this pool released",
     )
     .await;
@@ -271,25 +265,16 @@ async fn pass_through(store: Arc<dyn Store>) {
         IriState::ReservationAccepted as i32
     );
     poll_until(
-        || runtime_of(&mock, "gone-uid").is_empty(),
+        || runtime_of(mock, "gone-uid").is_empty(),
         "stray runtime reservation deleted",
     )
     .await;
 
-    token.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    env.stop().await;
 }
 
 async fn without_the_extension(store: Arc<dyn Store>) {
-    let mock = mock(false).await;
-    let token = CancellationToken::new();
-    let task = tokio::spawn(
-        MachinePoollet::new(store.clone(), mock.machine_channel(), config()).run(token.clone()),
-    );
+    let env = start(&store, mock(false).await);
     wait_for(
         &store,
         "",
@@ -309,12 +294,7 @@ async fn without_the_extension(store: Arc<dyn Store>) {
         "no answer from a pool without reservations: {:?}",
         r1.status
     );
-    token.cancel();
-    tokio::time::timeout(WAIT, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

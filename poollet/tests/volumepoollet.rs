@@ -10,7 +10,7 @@ mod common;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use base64::Engine;
-use common::{WAIT, poll_until, secret, wait_any, wait_for, wait_gone};
+use common::{Env, poll_until, secret, wait_any, wait_for, wait_gone};
 use iri_mock::{Method, MockRuntime};
 use iri_spec::{
     keys,
@@ -29,33 +29,14 @@ use irikit_api::{
 };
 use poollet::{
     ObjectRef, Reconciler, VolumePoollet, VolumePoolletConfig,
+    pool::VolumeRuntimeView,
     volume::{VolumeConfig, VolumeReconciler, access_secret_name},
-    volumepool::VolumeRuntimeView,
 };
-use tokio_util::sync::CancellationToken;
 
 const POOL: &str = "vpool-a";
 const NS: &str = "default";
 const MI: i64 = 1 << 20;
 const GI: i64 = 1 << 30;
-
-struct Env {
-    store: Arc<dyn Store>,
-    mock: MockRuntime,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<poollet::Result<()>>,
-}
-
-impl Env {
-    async fn stop(self) {
-        self.token.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("poollet stops after cancel")
-            .unwrap()
-            .unwrap();
-    }
-}
 
 fn class(name: &str, tps: i64, iops: i64) -> VolumeClass {
     VolumeClass {
@@ -107,20 +88,26 @@ fn start_on(store: Arc<dyn Store>, mock: MockRuntime, pool: &str) -> Env {
 }
 
 fn start_with(store: Arc<dyn Store>, mock: MockRuntime, config: VolumePoolletConfig) -> Env {
-    let token = CancellationToken::new();
     let poollet = VolumePoollet::new(store.clone(), mock.volume_channel(), config);
-    let task = tokio::spawn(poollet.run(token.clone()));
-    Env {
-        store,
-        mock,
-        token,
-        task,
-    }
+    Env::spawn(store, mock, |token| poollet.run(token))
 }
 
 async fn start() -> Env {
     let store = seed(Arc::new(MemoryStore::new())).await;
     start_on(store, mock().await, POOL)
+}
+
+/// Creates the Secret `key` and the Volume `name` (class `fast`, `storage`) encrypted with it.
+async fn create_encrypted(store: &Arc<dyn Store>, name: &str, storage: &str) {
+    store
+        .create_typed(secret("key", "encryptionKey", b"k1"))
+        .await
+        .unwrap();
+    let mut source = new_volume(name, "fast", storage);
+    source.spec.encryption = Some(VolumeEncryption {
+        secret_ref: LocalObjectReference::new("key"),
+    });
+    store.create_typed(source).await.unwrap();
 }
 
 fn new_volume(name: &str, class: &str, storage: &str) -> Volume {
@@ -247,11 +234,12 @@ async fn a_slow_create_is_waited_for_not_abandoned_and_restarted() {
     cfg.volume.rpc_timeout = Duration::from_millis(300);
     cfg.volume.create_timeout = Duration::from_secs(10);
     let env = start_with(store, mock, cfg);
-    env.store
-        .create_typed(new_volume("slow", "economy", "1Gi"))
-        .await
-        .unwrap();
-    wait_for(&env.store, NS, "slow", is_available, "volume available").await;
+    env.create_and_wait(
+        new_volume("slow", "economy", "1Gi"),
+        is_available,
+        "volume available",
+    )
+    .await;
     assert_eq!(
         env.mock.calls_to(Method::CreateVolume).len(),
         1,
@@ -362,15 +350,7 @@ async fn a_volume_waits_for_its_class_and_its_encryption_secret() {
 #[tokio::test]
 async fn snapshots_are_taken_and_restored_with_the_snapshot_id_and_inherited_encryption() {
     let env = start().await;
-    env.store
-        .create_typed(secret("key", "encryptionKey", b"k1"))
-        .await
-        .unwrap();
-    let mut source = new_volume("data", "fast", "4Gi");
-    source.spec.encryption = Some(VolumeEncryption {
-        secret_ref: LocalObjectReference::new("key"),
-    });
-    env.store.create_typed(source).await.unwrap();
+    create_encrypted(&env.store, "data", "4Gi").await;
 
     // A restore whose snapshot does not exist yet waits.
     let mut restored = new_volume("restored", "fast", "4Gi");
@@ -470,15 +450,7 @@ fn snapshot_of(name: &str, volume: &str) -> VolumeSnapshot {
 #[tokio::test]
 async fn a_restore_of_an_encrypted_snapshot_must_not_set_its_own_encryption() {
     let env = start().await;
-    env.store
-        .create_typed(secret("key", "encryptionKey", b"k1"))
-        .await
-        .unwrap();
-    let mut source = new_volume("src", "fast", "1Gi");
-    source.spec.encryption = Some(VolumeEncryption {
-        secret_ref: LocalObjectReference::new("key"),
-    });
-    env.store.create_typed(source).await.unwrap();
+    create_encrypted(&env.store, "src", "1Gi").await;
     wait_for(&env.store, NS, "src", is_available, "source").await;
     env.store
         .create_typed(snapshot_of("snap", "src"))
@@ -543,11 +515,13 @@ async fn snapshots_are_handled_only_by_the_pool_of_their_source_volume() {
 #[tokio::test]
 async fn volumes_grow_through_expand_and_a_shrink_is_an_event() {
     let env = start().await;
-    env.store
-        .create_typed(new_volume("grow", "fast", "10Gi"))
-        .await
-        .unwrap();
-    let v: Volume = wait_for(&env.store, NS, "grow", is_available, "available").await;
+    let v: Volume = env
+        .create_and_wait(
+            new_volume("grow", "fast", "10Gi"),
+            is_available,
+            "available",
+        )
+        .await;
     let mut bigger = v.clone();
     bigger
         .spec
@@ -677,11 +651,9 @@ async fn access_secret_data_goes_into_an_owned_secret_and_is_cleaned_up() {
 #[tokio::test]
 async fn delete_goes_through_the_finalizer_and_removes_the_access_secret() {
     let env = start().await;
-    env.store
-        .create_typed(new_volume("gone", "fast", "1Gi"))
-        .await
-        .unwrap();
-    let v: Volume = wait_for(&env.store, NS, "gone", is_available, "available").await;
+    let v: Volume = env
+        .create_and_wait(new_volume("gone", "fast", "1Gi"), is_available, "available")
+        .await;
     let id = v
         .status
         .volume_id
@@ -895,11 +867,9 @@ async fn runtime_events_become_events_on_the_volume() {
 async fn end_to_end(store: Arc<dyn Store>) {
     let store = seed(store).await;
     let env = start_on(store, mock().await, POOL);
-    env.store
-        .create_typed(new_volume("e2e", "fast", "2Gi"))
-        .await
-        .unwrap();
-    let v: Volume = wait_for(&env.store, NS, "e2e", is_available, "available").await;
+    let v: Volume = env
+        .create_and_wait(new_volume("e2e", "fast", "2Gi"), is_available, "available")
+        .await;
     assert!(v.status.volume_id.starts_with("iri-mock://"));
     let labels: BTreeMap<_, _> = v.metadata.labels.clone();
     assert!(labels.is_empty());
@@ -912,22 +882,9 @@ async fn end_to_end(store: Arc<dyn Store>) {
     env.stop().await;
 }
 
-#[tokio::test]
-async fn end_to_end_memory() {
-    end_to_end(Arc::new(MemoryStore::new())).await;
-}
-
-#[cfg(feature = "etcd")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn end_to_end_etcd() {
-    let Some((_etcd, store)) = common::etcd_store("/volumepoollet-test").await else {
-        return;
-    };
-    end_to_end(store).await;
-}
-
-#[cfg(not(feature = "etcd"))]
-#[test]
-fn end_to_end_etcd() {
-    common::etcd_unavailable();
-}
+common::memory_and_etcd!(
+    end_to_end_memory,
+    end_to_end_etcd,
+    "/volumepoollet-test",
+    end_to_end
+);

@@ -4,8 +4,6 @@
 
 mod common;
 
-use iri_mock::MockRuntime;
-
 const BIN: &str = env!("CARGO_BIN_EXE_volumepoollet");
 
 async fn fails_with_one_line(extra: &[&str]) -> String {
@@ -37,26 +35,22 @@ async fn bad_flags_print_one_line_and_fail() {
 
 #[tokio::test]
 async fn runs_against_a_unix_socket_and_stops_on_sigterm() {
-    let mock = MockRuntime::builder()
-        .runtime_name("iri-mock")
-        .start_unix_temp()
-        .await
-        .unwrap();
-    let endpoint = mock.endpoint().unwrap().to_string();
-    let mut cmd = tokio::process::Command::new(BIN);
-    cmd.args([
-        "--volume-pool-name",
-        "p",
-        "--provider-id",
-        "ironcore://p",
+    common::run_against_unix_mock(
+        BIN,
+        &[
+            "--volume-pool-name",
+            "p",
+            "--provider-id",
+            "ironcore://p",
+            "--store",
+            "memory",
+            "--status-interval",
+            "200ms",
+            "--status-timeout",
+            "100ms",
+        ],
         "--volume-runtime-endpoint",
-        &endpoint,
-        "--store",
-        "memory",
-        "--status-interval",
-        "200ms",
-        "--status-timeout",
-        "100ms",
-    ]);
-    common::run_until_line_then_sigterm(cmd, "volume pool created").await;
+        "volume pool created",
+    )
+    .await;
 }

@@ -305,25 +305,10 @@ impl<F: Flavor> Scheduler<F> {
     /// Runs until `cancel` fires. Expired watches relist (resync); other store errors are
     /// retried with backoff.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.run_once(&cancel).await {
-                Ok(()) => return Ok(()),
-                Err(store::Error::Expired { .. }) => {
-                    self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-                    info!(component = F::COMPONENT, "watch expired; relisting");
-                }
-                Err(err) => {
-                    warn!(component = F::COMPONENT, error = %err, "store error; relisting after backoff");
-                    let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
-                    tokio::select! {
-                        () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff + jitter) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        relist_loop(F::COMPONENT, &self.stats, &cancel, || {
+            self.run_once(&cancel)
+        })
+        .await
     }
 
     async fn run_once(&self, cancel: &CancellationToken) -> store::Result<()> {
@@ -623,7 +608,41 @@ impl<F: Flavor> Scheduler<F> {
     }
 }
 
-fn out_of_capacity_event<F: Flavor>(obj: &Object, message: String) -> Object {
+/// Calls `run_once` (list, then watch) until it returns or `cancel` fires: after an expired
+/// watch at once (a resync, counted in `stats`), after another store error with a backoff
+/// (100 ms doubling up to 10 s, plus up to 255 ms of jitter).
+pub(crate) async fn relist_loop<Fut>(
+    component: &'static str,
+    stats: &Stats,
+    cancel: &CancellationToken,
+    mut run_once: impl FnMut() -> Fut,
+) -> Result<(), Error>
+where
+    Fut: std::future::Future<Output = store::Result<()>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match run_once().await {
+            Ok(()) => return Ok(()),
+            Err(store::Error::Expired { .. }) => {
+                stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                info!(component, "watch expired; relisting");
+            }
+            Err(err) => {
+                warn!(component, error = %err, "store error; relisting after backoff");
+                let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(backoff + jitter) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// The `OutOfCapacity` Event of a flavour's scheduler for `obj`.
+pub(crate) fn out_of_capacity_event<F: Flavor>(obj: &Object, message: String) -> Object {
     let meta = obj.metadata();
     let suffix: u64 = rand::random();
     let now = now_rfc3339();

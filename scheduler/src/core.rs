@@ -331,26 +331,32 @@ impl Cache {
     /// Decides where `req` goes: the Ready pool that tolerates, matches and fits with the most
     /// free capacity; ties go to the smallest pool name.
     pub fn schedule(&self, req: &Request) -> Decision {
-        if let Some(set) = self.index.get(&req.class) {
-            for (Reverse(free), name) in set {
-                if *free < req.demand || *free <= 0 {
-                    break;
-                }
-                if !self.busy.is_empty() && self.busy.contains(name.as_ref()) {
-                    continue;
-                }
-                let Some((_, pool)) = self.pools.get(name.as_ref()) else {
-                    continue;
-                };
-                if self.passes(pool, req) {
-                    return Decision::Bind {
-                        pool: name.to_string(),
-                        free: *free,
-                    };
-                }
+        self.pick(req, |_| true)
+            .unwrap_or_else(|| self.explain(req))
+    }
+
+    /// The pool with the most free capacity for `req` that `allowed` accepts, is not busy and
+    /// passes the filters (ties: smallest name); `None` when there is none.
+    fn pick(&self, req: &Request, allowed: impl Fn(&str) -> bool) -> Option<Decision> {
+        let set = self.index.get(&req.class)?;
+        for (Reverse(free), name) in set {
+            if *free < req.demand || *free <= 0 {
+                break;
+            }
+            if !allowed(name) || (!self.busy.is_empty() && self.busy.contains(name.as_ref())) {
+                continue;
+            }
+            let Some((_, pool)) = self.pools.get(name.as_ref()) else {
+                continue;
+            };
+            if self.passes(pool, req) {
+                return Some(Decision::Bind {
+                    pool: name.to_string(),
+                    free: *free,
+                });
             }
         }
-        self.explain(req)
+        None
     }
 
     /// The headroom of `pool` for `req`'s class when the pool is known, Ready, tolerated,
@@ -367,26 +373,8 @@ impl Cache {
 
     /// Like [`Cache::schedule`], among the pools `allowed` accepts only.
     pub fn schedule_among(&self, req: &Request, allowed: impl Fn(&str) -> bool) -> Decision {
-        if let Some(set) = self.index.get(&req.class) {
-            for (Reverse(free), name) in set {
-                if *free < req.demand || *free <= 0 {
-                    break;
-                }
-                if !allowed(name) || (!self.busy.is_empty() && self.busy.contains(name.as_ref())) {
-                    continue;
-                }
-                let Some((_, pool)) = self.pools.get(name.as_ref()) else {
-                    continue;
-                };
-                if self.passes(pool, req) {
-                    return Decision::Bind {
-                        pool: name.to_string(),
-                        free: *free,
-                    };
-                }
-            }
-        }
-        self.explain_among(req, &allowed)
+        self.pick(req, &allowed)
+            .unwrap_or_else(|| self.explain_among(req, &allowed))
     }
 
     fn explain(&self, req: &Request) -> Decision {

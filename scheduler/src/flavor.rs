@@ -4,7 +4,7 @@
 use irikit_api::{
     Kind, Object,
     compute::{self, Machine, MachinePool},
-    meta::{LocalObjectReference, condition_status},
+    meta::{LocalObjectReference, ObjectMeta, Taint, condition_status},
     quantity::ResourceList,
     storage::{self, Volume, VolumePool},
 };
@@ -48,6 +48,24 @@ fn class_capacity(
         }
     }
     out
+}
+
+/// The scheduler's view of a pool: name and labels from `metadata`, `taints`, the Ready
+/// filter's verdict, and the class capacity of `(capacity, allocatable)` under `prefix`.
+fn pool_info(
+    metadata: &ObjectMeta,
+    taints: &[Taint],
+    ready: bool,
+    (capacity, allocatable): (&ResourceList, &ResourceList),
+    prefix: &str,
+) -> PoolInfo {
+    PoolInfo {
+        name: metadata.name.clone(),
+        labels: metadata.labels.clone(),
+        taints: taints.to_vec(),
+        ready,
+        capacity: class_capacity(capacity, allocatable, prefix),
+    }
 }
 
 fn key(obj: &Object) -> String {
@@ -101,18 +119,15 @@ impl Flavor for MachineFlavor {
         else {
             return None;
         };
-        Some(PoolInfo {
-            name: metadata.name.clone(),
-            labels: metadata.labels.clone(),
-            taints: spec.taints.clone(),
-            // Ready filter: condition Ready must be True (Unknown or absent excludes the pool).
-            ready: condition_status(&status.conditions, "Ready") == Some("True"),
-            capacity: class_capacity(
-                &status.capacity,
-                &status.allocatable,
-                compute::CLASS_RESOURCE_PREFIX,
-            ),
-        })
+        // Ready filter: condition Ready must be True (Unknown or absent excludes the pool).
+        let ready = condition_status(&status.conditions, "Ready") == Some("True");
+        Some(pool_info(
+            metadata,
+            &spec.taints,
+            ready,
+            (&status.capacity, &status.allocatable),
+            compute::CLASS_RESOURCE_PREFIX,
+        ))
     }
 }
 
@@ -170,17 +185,14 @@ impl Flavor for VolumeFlavor {
         else {
             return None;
         };
-        Some(PoolInfo {
-            name: metadata.name.clone(),
-            labels: metadata.labels.clone(),
-            taints: spec.taints.clone(),
-            // VolumePools have no Ready condition today (§8.12); filter only when one is present.
-            ready: condition_status(&status.conditions, "Ready").is_none_or(|s| s == "True"),
-            capacity: class_capacity(
-                &status.capacity,
-                &status.allocatable,
-                storage::CLASS_RESOURCE_PREFIX,
-            ),
-        })
+        // VolumePools have no Ready condition today (§8.12); filter only when one is present.
+        let ready = condition_status(&status.conditions, "Ready").is_none_or(|s| s == "True");
+        Some(pool_info(
+            metadata,
+            &spec.taints,
+            ready,
+            (&status.capacity, &status.allocatable),
+            storage::CLASS_RESOURCE_PREFIX,
+        ))
     }
 }

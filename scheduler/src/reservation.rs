@@ -50,22 +50,16 @@ use std::{
 use futures::StreamExt;
 use irikit_api::{
     Kind, ListOptions, Object, Resource, Store, StoreExt,
-    compute::{self, Machine, MachineClass},
-    core::{Event, EventSource, ObjectReference},
-    meta::{ObjectMeta, OwnerReference},
-    quantity::{Format, Quantity, ResourceList},
-    reservation::{
-        self, RESERVATION_MACHINE_LABEL, RESERVATION_NAME_ANNOTATION,
-        RESERVATION_SUPPORTED_ANNOTATION, Reservation, ReservationState,
-    },
-    store::{self, EventType, KnownUpdate, now_rfc3339},
+    compute::{Machine, MachineClass},
+    reservation::{RESERVATION_NAME_ANNOTATION, Reservation, ReservationState},
+    store::{self, EventType, KnownUpdate},
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
-    controller::{Error, Stats},
+    controller::{Error, Stats, out_of_capacity_event, relist_loop},
     core::{Cache, Decision, Request},
     flavor::{BIND_ANNOTATION, Flavor, MachineFlavor},
 };
@@ -102,100 +96,6 @@ pub struct ReservationScheduler {
     store: Arc<dyn Store>,
     config: ReservationConfig,
     stats: Arc<Stats>,
-}
-
-/// The local disk bytes a Machine needs on its host: the `sizeLimit`s of its `emptyDisk` and
-/// `localDisk` volumes (volumes without one count 0).
-pub fn local_storage_bytes(m: &Machine) -> i128 {
-    m.spec
-        .volumes
-        .iter()
-        .filter_map(|v| {
-            v.empty_disk
-                .as_ref()
-                .and_then(|d| d.size_limit.as_ref())
-                .or_else(|| v.local_disk.as_ref().and_then(|d| d.size_limit.as_ref()))
-        })
-        .map(|q| q.value().max(0))
-        .sum()
-}
-
-/// The Reservation the scheduler creates for `m` (see the module documentation); `class` is
-/// the Machine's MachineClass when known.
-pub fn reservation_for(m: &Machine, class: Option<&MachineClass>) -> Reservation {
-    let mut resources = ResourceList::new();
-    resources.insert(
-        format!(
-            "{}{}",
-            compute::CLASS_RESOURCE_PREFIX,
-            m.spec.machine_class_ref.name
-        ),
-        Quantity::from_int(1, Format::DecimalSI),
-    );
-    if let Some(class) = class {
-        for key in [reservation::CPU_RESOURCE, reservation::MEMORY_RESOURCE] {
-            if let Some(q) = class.capabilities.get(key) {
-                resources.insert(key.to_owned(), *q);
-            }
-        }
-    }
-    let local = local_storage_bytes(m);
-    if local > 0 {
-        let q = i64::try_from(local).map_or_else(
-            |_| format!("{local}").parse().unwrap_or_default(),
-            |v| Quantity::from_int(v, Format::BinarySI),
-        );
-        resources.insert(reservation::LOCAL_STORAGE_RESOURCE.to_owned(), q);
-    }
-    let mut metadata = ObjectMeta::namespaced(&m.metadata.namespace, &m.metadata.name);
-    metadata.labels.insert(
-        RESERVATION_MACHINE_LABEL.to_owned(),
-        m.metadata.name.clone(),
-    );
-    metadata.owner_references.push(OwnerReference {
-        api_version: compute::API_VERSION.to_owned(),
-        kind: Kind::Machine.as_str().to_owned(),
-        name: m.metadata.name.clone(),
-        uid: m.metadata.uid.clone(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    });
-    Reservation {
-        api_version: reservation::API_VERSION.to_owned(),
-        kind: Kind::Reservation.as_str().to_owned(),
-        metadata,
-        spec: reservation::ReservationSpec {
-            pools: Vec::new(),
-            resources,
-        },
-        status: reservation::ReservationStatus::default(),
-    }
-}
-
-/// Whether a MachinePool's runtime serves reservations (its `supported` annotation).
-pub fn pool_supports_reservations(pool: &Object) -> bool {
-    pool.metadata()
-        .annotations
-        .get(RESERVATION_SUPPORTED_ANNOTATION)
-        .is_some_and(|v| v == "true")
-}
-
-/// Whether `r` is the own Reservation of the Machine with `name` and `uid`.
-fn owned_by(r: &Reservation, name: &str, uid: &str) -> bool {
-    r.metadata
-        .labels
-        .get(RESERVATION_MACHINE_LABEL)
-        .map(String::as_str)
-        == Some(name)
-        && r.metadata
-            .owner_references
-            .iter()
-            .any(|o| o.uid == uid && o.kind == Kind::Machine.as_str())
-}
-
-/// Whether `r` was created by this scheduler for some Machine.
-fn is_own(r: &Reservation) -> bool {
-    r.metadata.labels.contains_key(RESERVATION_MACHINE_LABEL)
 }
 
 fn split(key: &str) -> (&str, &str) {
@@ -291,24 +191,7 @@ impl ReservationScheduler {
     /// Runs until `cancel` fires. Expired watches relist; other store errors are retried
     /// with backoff.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), Error> {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.run_once(&cancel).await {
-                Ok(()) => return Ok(()),
-                Err(store::Error::Expired { .. }) => {
-                    self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
-                    info!(component = COMPONENT, "watch expired; relisting");
-                }
-                Err(err) => {
-                    warn!(component = COMPONENT, error = %err, "store error; relisting after backoff");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        relist_loop(COMPONENT, &self.stats, &cancel, || self.run_once(&cancel)).await
     }
 
     async fn run_once(&self, cancel: &CancellationToken) -> store::Result<()> {
@@ -489,6 +372,12 @@ impl ReservationScheduler {
             return;
         };
         let own_rkey = format!("{}/{}", m.metadata.namespace, m.metadata.name);
+        // Whether the Machine's own Reservation is known.
+        let has_own = |st: &State| {
+            st.reservations
+                .get(&own_rkey)
+                .is_some_and(|r| owned_by(r, &m.metadata.name, &uid))
+        };
         if deleted {
             if st.machine_uids.get(&key) == Some(&uid) {
                 st.machine_uids.remove(&key);
@@ -498,11 +387,7 @@ impl ReservationScheduler {
                 st.mark_all_waiting();
             }
             self.forget_machine(st, &key);
-            if st
-                .reservations
-                .get(&own_rkey)
-                .is_some_and(|r| owned_by(r, &m.metadata.name, &uid))
-            {
+            if has_own(st) {
                 self.delete_reservation(st, &own_rkey, tasks);
             }
             return;
@@ -518,10 +403,7 @@ impl ReservationScheduler {
         if let Some((pool, class, demand)) = MachineFlavor::bound(&obj) {
             st.cache.add_instance(&uid, &pool, &class, demand);
             self.forget_machine(st, &key);
-            let own = st
-                .reservations
-                .get(&own_rkey)
-                .is_some_and(|r| owned_by(r, &m.metadata.name, &uid));
+            let own = has_own(st);
             if own {
                 let reserved_here = m
                     .metadata
@@ -542,11 +424,7 @@ impl ReservationScheduler {
         }
         if m.metadata.is_deleting() {
             self.forget_machine(st, &key);
-            if st
-                .reservations
-                .get(&own_rkey)
-                .is_some_and(|r| owned_by(r, &m.metadata.name, &uid))
-            {
+            if has_own(st) {
                 self.delete_reservation(st, &own_rkey, tasks);
             }
             return;
@@ -679,7 +557,7 @@ impl ReservationScheduler {
                 info!(component = COMPONENT, machine = %key, %message, "OutOfCapacity");
                 if self.config.emit_events {
                     let store = self.store.clone();
-                    let event = out_of_capacity_event(&obj, message);
+                    let event = out_of_capacity_event::<MachineFlavor>(&obj, message);
                     tasks.spawn(async move {
                         if let Err(err) = store.create(event).await {
                             warn!(component = COMPONENT, error = %err, "could not store event");
@@ -947,15 +825,6 @@ impl ReservationScheduler {
     }
 }
 
-/// The name of the Machine an own Reservation belongs to (its label).
-fn owner_name(r: &Reservation) -> String {
-    r.metadata
-        .labels
-        .get(RESERVATION_MACHINE_LABEL)
-        .cloned()
-        .unwrap_or_default()
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -966,103 +835,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// The event source component (the machine scheduler's).
 const COMPONENT: &str = MachineFlavor::COMPONENT;
 
-fn out_of_capacity_event(obj: &Object, message: String) -> Object {
-    let meta = obj.metadata();
-    let suffix: u64 = rand::random();
-    let now = now_rfc3339();
-    Event {
-        metadata: ObjectMeta::namespaced(
-            if meta.namespace.is_empty() {
-                "default"
-            } else {
-                meta.namespace.as_str()
-            },
-            format!("{}.{suffix:016x}", meta.name),
-        ),
-        involved_object: ObjectReference {
-            api_version: obj.kind().api_version().to_string(),
-            kind: obj.kind().as_str().to_string(),
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone(),
-            uid: meta.uid.clone(),
-            resource_version: meta.resource_version.clone(),
-        },
-        reason: "OutOfCapacity".into(),
-        message,
-        type_: "Normal".into(),
-        source: Some(EventSource {
-            component: COMPONENT.into(),
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: 1,
-        ..Default::default()
-    }
-    .into_object()
-}
+mod spec;
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use irikit_api::{
-        compute::{EmptyDisk, LocalDisk, Machine, MachineClass, Volume},
-        meta::{LocalObjectReference, ObjectMeta},
-    };
-
-    use super::{local_storage_bytes, reservation_for};
-
-    #[test]
-    fn reservation_of_a_machine() {
-        let mut m = Machine {
-            metadata: ObjectMeta::namespaced("ns", "m1"),
-            ..Machine::default()
-        };
-        m.metadata.uid = "u1".into();
-        m.spec.machine_class_ref = LocalObjectReference::new("small");
-        m.spec.volumes = vec![
-            Volume {
-                name: "a".into(),
-                empty_disk: Some(EmptyDisk {
-                    size_limit: Some("1Gi".parse().unwrap()),
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "b".into(),
-                local_disk: Some(LocalDisk {
-                    size_limit: Some("2Gi".parse().unwrap()),
-                    image: String::new(),
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "c".into(),
-                ..Volume::default()
-            },
-        ];
-        assert_eq!(local_storage_bytes(&m), 3 << 30);
-        let class = MachineClass {
-            metadata: ObjectMeta::named("small"),
-            capabilities: [
-                ("cpu".to_owned(), "2".parse().unwrap()),
-                ("memory".to_owned(), "4Gi".parse().unwrap()),
-            ]
-            .into(),
-            ..MachineClass::default()
-        };
-        let r = reservation_for(&m, Some(&class));
-        assert_eq!(r.metadata.name, "m1");
-        assert_eq!(r.metadata.labels["reservation.irikit.dev/machine"], "m1");
-        assert_eq!(r.metadata.owner_references[0].uid, "u1");
-        assert!(r.spec.pools.is_empty());
-        let iri = r.spec.to_iri().unwrap();
-        assert_eq!(iri.machine_classes["small"], 1);
-        assert_eq!(iri.cpu_millis, 2000);
-        assert_eq!(iri.memory_bytes, 4 << 30);
-        assert_eq!(iri.local_storage_bytes_per_machine, 3 << 30);
-        assert!(irikit_api::validation::validate(&irikit_api::Resource::into_object(r)).is_empty());
-        let bare = reservation_for(&Machine::default(), None);
-        assert_eq!(bare.spec.resources.len(), 1);
-    }
-}
+use spec::{is_own, owned_by, owner_name};
+pub use spec::{local_storage_bytes, pool_supports_reservations, reservation_for};

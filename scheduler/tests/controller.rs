@@ -3,6 +3,8 @@
 //! without overcommitting (memory store; etcd too when present).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod common;
+
 use std::{
     collections::BTreeMap,
     sync::{
@@ -17,41 +19,19 @@ use irikit_api::{
     Kind, ListOptions, Object, Resource, Store,
     compute::{Machine, MachinePool},
     core::Event,
-    meta::{Condition, LocalObjectReference, ObjectMeta},
+    meta::{LocalObjectReference, ObjectMeta},
     storage::{Volume, VolumePool},
     store::{self, KnownUpdate, ObjectList, WatchStream, memory::MemoryStore},
 };
 use scheduler::{Config, MachineScheduler, VolumeScheduler};
 use tokio_util::sync::CancellationToken;
 
-fn ready() -> Vec<Condition> {
-    vec![Condition {
-        type_: "Ready".into(),
-        status: "True".into(),
-        ..Default::default()
-    }]
-}
-
 fn machine_pool(name: &str, capacity: i64) -> Object {
-    let mut pool = MachinePool {
-        metadata: ObjectMeta::named(name),
-        ..Default::default()
-    };
-    pool.status.conditions = ready();
-    pool.status.capacity.insert(
-        "class/machine.small".into(),
-        capacity.to_string().parse().unwrap(),
-    );
-    pool.into_object()
+    common::machine_pool(name, capacity).into_object()
 }
 
 fn machine(name: &str) -> Object {
-    let mut m = Machine {
-        metadata: ObjectMeta::namespaced("default", name),
-        ..Default::default()
-    };
-    m.spec.machine_class_ref = LocalObjectReference::new("small");
-    m.into_object()
+    common::machine(name).into_object()
 }
 
 /// Waits (driven by watch events, with a deadline) until `done` holds for the store.
@@ -476,7 +456,7 @@ async fn conflicts_mid_pipeline_memory() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicts_mid_pipeline_etcd() {
-    let Some(etcd) = local_etcd().await else {
+    let Some(etcd) = common::local_etcd().await else {
         return;
     };
     conflicts_mid_pipeline(Arc::new(etcd.store("/irikit-meddle").await.unwrap())).await;
@@ -487,30 +467,10 @@ async fn two_schedulers_never_overcommit_memory() {
     race(Arc::new(MemoryStore::new()), 10, 3, 45).await;
 }
 
-/// A throw-away etcd, or `None` after one `skip:` line (a failure when `IRIKIT_REQUIRE`
-/// names etcd).
-#[cfg(feature = "etcd")]
-async fn local_etcd() -> Option<irikit_api::store::etcd::LocalEtcd> {
-    use irikit_api::store::etcd::LocalEtcd;
-    if LocalEtcd::binary().is_none() {
-        let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-        assert!(
-            !required.split(',').any(|c| c.trim() == "etcd"),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
-        );
-        return None;
-    }
-    Some(LocalEtcd::start(None).await.unwrap())
-}
-
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_never_overcommit_etcd() {
-    let Some(etcd) = local_etcd().await else {
+    let Some(etcd) = common::local_etcd().await else {
         return;
     };
     race(
@@ -531,13 +491,5 @@ fn conflicts_mid_pipeline_etcd() {
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn two_schedulers_never_overcommit_etcd() {
-    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-    assert!(
-        !required.split(',').any(|c| c.trim() == "etcd"),
-        "etcd is required (IRIKIT_REQUIRE) but scheduler was built without the `etcd` feature"
-    );
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skip: scheduler built without the `etcd` feature\n"),
-    );
+    common::etcd_unavailable();
 }

@@ -45,28 +45,22 @@ fn conditions(ready: Option<&str>) -> Vec<Condition> {
         .unwrap_or_default()
 }
 
-fn machine_pool(spec: &P) -> Object {
-    let mut pool = MachinePool {
-        metadata: ObjectMeta::named(spec.name),
-        ..Default::default()
-    };
-    pool.status.conditions = conditions(spec.ready);
-    for (class, q) in spec.capacity {
-        pool.status
-            .capacity
-            .insert(format!("class/machine.{class}"), q.parse().unwrap());
-    }
-    for (class, q) in spec.allocatable {
-        pool.status
-            .allocatable
-            .insert(format!("class/machine.{class}"), q.parse().unwrap());
-    }
-    pool.metadata.labels = spec
+/// `class/<kind>.<class>` → quantity, for `prefix` = `class/<kind>.`.
+fn quantities(list: &[(&str, &str)], prefix: &str) -> irikit_api::ResourceList {
+    list.iter()
+        .map(|(class, q)| (format!("{prefix}{class}"), q.parse().unwrap()))
+        .collect()
+}
+
+/// The metadata (name, labels) and taints of a pool spec.
+fn meta_and_taints(spec: &P) -> (ObjectMeta, Vec<Taint>) {
+    let mut metadata = ObjectMeta::named(spec.name);
+    metadata.labels = spec
         .labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    pool.spec.taints = spec
+    let taints = spec
         .taints
         .iter()
         .map(|(k, v, e)| Taint {
@@ -75,29 +69,33 @@ fn machine_pool(spec: &P) -> Object {
             effect: e.to_string(),
         })
         .collect();
+    (metadata, taints)
+}
+
+fn machine_pool(spec: &P) -> Object {
+    let (metadata, taints) = meta_and_taints(spec);
+    let mut pool = MachinePool {
+        metadata,
+        ..Default::default()
+    };
+    pool.spec.taints = taints;
+    pool.status.conditions = conditions(spec.ready);
+    pool.status.capacity = quantities(spec.capacity, "class/machine.");
+    pool.status.allocatable = quantities(spec.allocatable, "class/machine.");
     pool.into_object()
 }
 
+/// A VolumePool (no labels and no allocatable: the volume cases use neither).
 fn volume_pool(spec: &P) -> Object {
+    let (mut metadata, taints) = meta_and_taints(spec);
+    metadata.labels.clear();
     let mut pool = VolumePool {
-        metadata: ObjectMeta::named(spec.name),
+        metadata,
         ..Default::default()
     };
+    pool.spec.taints = taints;
     pool.status.conditions = conditions(spec.ready);
-    for (class, q) in spec.capacity {
-        pool.status
-            .capacity
-            .insert(format!("class/volume.{class}"), q.parse().unwrap());
-    }
-    pool.spec.taints = spec
-        .taints
-        .iter()
-        .map(|(k, v, e)| Taint {
-            key: k.to_string(),
-            value: v.to_string(),
-            effect: e.to_string(),
-        })
-        .collect();
+    pool.status.capacity = quantities(spec.capacity, "class/volume.");
     pool.into_object()
 }
 

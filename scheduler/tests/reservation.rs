@@ -3,54 +3,42 @@
 //! machinepoollets would) and checks what the scheduler creates, binds and deletes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use irikit_api::{
     Kind, ListOptions, Object, Resource, Store, StoreExt,
-    compute::{EmptyDisk, Machine, MachineClass, MachinePool, Volume},
+    compute::{EmptyDisk, LocalDisk, Machine, MachineClass, Volume},
     core::Event,
-    meta::{Condition, LocalObjectReference, ObjectMeta},
+    meta::{LocalObjectReference, ObjectMeta},
     reservation::{
         RESERVATION_MACHINE_LABEL, RESERVATION_NAME_ANNOTATION, RESERVATION_SUPPORTED_ANNOTATION,
         Reservation, ReservationPoolStatus, ReservationState,
     },
     store::{self, memory::MemoryStore},
 };
-use scheduler::{ReservationConfig, ReservationScheduler};
+use scheduler::{
+    ReservationConfig, ReservationScheduler,
+    reservation::{local_storage_bytes, reservation_for},
+};
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "default";
 
 fn pool(name: &str, capacity: i64, supported: Option<bool>) -> Object {
-    let mut pool = MachinePool {
-        metadata: ObjectMeta::named(name),
-        ..Default::default()
-    };
+    let mut pool = common::machine_pool(name, capacity);
     if let Some(s) = supported {
         pool.metadata
             .annotations
             .insert(RESERVATION_SUPPORTED_ANNOTATION.to_owned(), s.to_string());
     }
-    pool.status.conditions = vec![Condition {
-        type_: "Ready".into(),
-        status: "True".into(),
-        ..Default::default()
-    }];
-    pool.status.capacity.insert(
-        "class/machine.small".into(),
-        capacity.to_string().parse().unwrap(),
-    );
     pool.into_object()
 }
 
 fn machine(name: &str) -> Machine {
-    let mut m = Machine {
-        metadata: ObjectMeta::namespaced(NS, name),
-        ..Default::default()
-    };
-    m.spec.machine_class_ref = LocalObjectReference::new("small");
-    m
+    common::machine(name)
 }
 
 fn class() -> Object {
@@ -111,6 +99,18 @@ async fn get_reservation(store: &Arc<dyn Store>, name: &str) -> Option<Reservati
         Err(store::Error::NotFound { .. }) => None,
         Err(err) => panic!("{err}"),
     }
+}
+
+/// Asserts that the Machine `name` is not bound to a pool.
+async fn assert_unbound(store: &Arc<dyn Store>, name: &str) {
+    assert!(
+        get_machine(store, name)
+            .await
+            .spec
+            .machine_pool_ref
+            .is_none(),
+        "{name} is unbound"
+    );
 }
 
 async fn get_machine(store: &Arc<dyn Store>, name: &str) -> Machine {
@@ -316,13 +316,7 @@ async fn all_rejected_stays_unbound(store: Arc<dyn Store>) {
         "{}",
         events[0].message
     );
-    assert!(
-        get_machine(&store, "m1")
-            .await
-            .spec
-            .machine_pool_ref
-            .is_none()
-    );
+    assert_unbound(&store, "m1").await;
     let uid = first.metadata.uid.clone();
     let second = eventually(&store, "a fresh Reservation after the backoff", |s| {
         let uid = uid.clone();
@@ -334,13 +328,7 @@ async fn all_rejected_stays_unbound(store: Arc<dyn Store>) {
     })
     .await;
     assert!(second.status.pools.is_empty());
-    assert!(
-        get_machine(&store, "m1")
-            .await
-            .spec
-            .machine_pool_ref
-            .is_none()
-    );
+    assert_unbound(&store, "m1").await;
     answer(&store, "m1", "p2", ReservationState::Accepted).await;
     let pool = eventually(&store, "m1 bound", |s| async move {
         get_machine(&s, "m1").await.spec.machine_pool_ref
@@ -417,17 +405,10 @@ async fn reservation_mode_memory() {
 #[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_mode_etcd() {
-    use irikit_api::store::etcd::LocalEtcd;
-    if LocalEtcd::binary().is_none() {
-        let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-        assert!(
-            !required.split(',').any(|c| c.trim() == "etcd"),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        eprintln!("skip: etcd not on PATH (install etcd-server)");
+    let Some(etcd) = common::local_etcd().await else {
         return;
-    }
-    let etcd = Arc::new(LocalEtcd::start(None).await.unwrap());
+    };
+    let etcd = Arc::new(etcd);
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     run_all(move || {
         let (etcd, n) = (etcd.clone(), n.clone());
@@ -442,10 +423,51 @@ async fn reservation_mode_etcd() {
 #[cfg(not(feature = "etcd"))]
 #[test]
 fn reservation_mode_etcd() {
-    let required = std::env::var("IRIKIT_REQUIRE").unwrap_or_default();
-    assert!(
-        !required.split(',').any(|c| c.trim() == "etcd"),
-        "etcd is required (IRIKIT_REQUIRE) but scheduler was built without the `etcd` feature"
-    );
-    eprintln!("skip: scheduler built without the `etcd` feature");
+    common::etcd_unavailable();
+}
+
+#[test]
+fn reservation_of_a_machine() {
+    let mut m = Machine {
+        metadata: ObjectMeta::namespaced("ns", "m1"),
+        ..Machine::default()
+    };
+    m.metadata.uid = "u1".into();
+    m.spec.machine_class_ref = LocalObjectReference::new("small");
+    m.spec.volumes = vec![
+        Volume {
+            name: "a".into(),
+            empty_disk: Some(EmptyDisk {
+                size_limit: Some("1Gi".parse().unwrap()),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "b".into(),
+            local_disk: Some(LocalDisk {
+                size_limit: Some("2Gi".parse().unwrap()),
+                image: String::new(),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "c".into(),
+            ..Volume::default()
+        },
+    ];
+    assert_eq!(local_storage_bytes(&m), 3 << 30);
+    let class = MachineClass::from_object(class()).unwrap();
+    let r = reservation_for(&m, Some(&class));
+    assert_eq!(r.metadata.name, "m1");
+    assert_eq!(r.metadata.labels["reservation.irikit.dev/machine"], "m1");
+    assert_eq!(r.metadata.owner_references[0].uid, "u1");
+    assert!(r.spec.pools.is_empty());
+    let iri = r.spec.to_iri().unwrap();
+    assert_eq!(iri.machine_classes["small"], 1);
+    assert_eq!(iri.cpu_millis, 2000);
+    assert_eq!(iri.memory_bytes, 4 << 30);
+    assert_eq!(iri.local_storage_bytes_per_machine, 3 << 30);
+    assert!(irikit_api::validation::validate(&irikit_api::Resource::into_object(r)).is_empty());
+    let bare = reservation_for(&Machine::default(), None);
+    assert_eq!(bare.spec.resources.len(), 1);
 }

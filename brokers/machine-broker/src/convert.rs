@@ -85,6 +85,42 @@ pub fn rfc3339_nanos(time: Option<&str>) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// The metadata of a lower object the broker writes for an IRI object with metadata `md`:
+/// `namespace/name`, the managed label, and the IRI labels, annotations and creation time as
+/// annotations.
+pub fn lower_meta(namespace: &str, name: &str, md: &meta::ObjectMetadata) -> ObjectMeta {
+    let mut lower = ObjectMeta::namespaced(namespace, name);
+    lower
+        .labels
+        .insert(MANAGED_LABEL.to_owned(), "true".to_owned());
+    lower.annotations.extend([
+        (LABELS_ANNOTATION.to_owned(), to_json(&md.labels)),
+        (ANNOTATIONS_ANNOTATION.to_owned(), to_json(&md.annotations)),
+        (CREATED_AT_ANNOTATION.to_owned(), now_nanos().to_string()),
+    ]);
+    lower
+}
+
+/// The IRI status entries of a lower Machine's volume or NIC statuses: `make(name, handle,
+/// state)` with `attached` or `pending` for the state.
+fn attachment_statuses<S>(
+    statuses: &[compute::AttachmentStatus],
+    [attached, pending]: [i32; 2],
+    make: impl Fn(String, String, i32) -> S,
+) -> Vec<S> {
+    statuses
+        .iter()
+        .map(|s| {
+            let state = if s.state == "Attached" {
+                attached
+            } else {
+                pending
+            };
+            make(s.name.clone(), s.handle.clone(), state)
+        })
+        .collect()
+}
+
 /// A string map as a JSON object.
 pub fn to_json(map: &HashMap<String, String>) -> String {
     let sorted: BTreeMap<&String, &String> = map.iter().collect();
@@ -433,7 +469,6 @@ pub fn iri_machine(m: &Machine, deps: &Dependents) -> machine::Machine {
         .iter()
         .filter_map(iri_nic)
         .collect();
-    let attached = |state: &str| state == "Attached";
     machine::Machine {
         metadata: Some(iri_metadata(&m.metadata)),
         spec: Some(machine::MachineSpec {
@@ -453,34 +488,30 @@ pub fn iri_machine(m: &Machine, deps: &Dependents) -> machine::Machine {
             observed_generation: m.status.observed_generation,
             state: iri_state(m) as i32,
             image_ref: String::new(),
-            volumes: m
-                .status
-                .volumes
-                .iter()
-                .map(|v| machine::VolumeStatus {
-                    name: v.name.clone(),
-                    handle: v.handle.clone(),
-                    state: if attached(&v.state) {
-                        machine::VolumeState::VolumeAttached as i32
-                    } else {
-                        machine::VolumeState::VolumePending as i32
-                    },
-                })
-                .collect(),
-            network_interfaces: m
-                .status
-                .network_interfaces
-                .iter()
-                .map(|n| machine::NetworkInterfaceStatus {
-                    name: n.name.clone(),
-                    handle: n.handle.clone(),
-                    state: if attached(&n.state) {
-                        machine::NetworkInterfaceState::NetworkInterfaceAttached as i32
-                    } else {
-                        machine::NetworkInterfaceState::NetworkInterfacePending as i32
-                    },
-                })
-                .collect(),
+            volumes: attachment_statuses(
+                &m.status.volumes,
+                [
+                    machine::VolumeState::VolumeAttached as i32,
+                    machine::VolumeState::VolumePending as i32,
+                ],
+                |name, handle, state| machine::VolumeStatus {
+                    name,
+                    handle,
+                    state,
+                },
+            ),
+            network_interfaces: attachment_statuses(
+                &m.status.network_interfaces,
+                [
+                    machine::NetworkInterfaceState::NetworkInterfaceAttached as i32,
+                    machine::NetworkInterfaceState::NetworkInterfacePending as i32,
+                ],
+                |name, handle, state| machine::NetworkInterfaceStatus {
+                    name,
+                    handle,
+                    state,
+                },
+            ),
             machine_conditions: Vec::new(),
         }),
     }

@@ -30,20 +30,30 @@ async fn hierarchy(mode: &SchedulerMode) -> (Hierarchy, usize) {
     (h, hostable)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let mode = SchedulerMode::default();
-    let (h, hostable) = hierarchy(&mode).await;
+/// The hierarchy in `mode` and the outcome of the fragmented workload on it (`settle` and
+/// `deadline` in seconds).
+async fn run(
+    mode: &SchedulerMode,
+    settle: u64,
+    deadline: u64,
+) -> (Hierarchy, usize, workload::Outcome) {
+    let (h, hostable) = hierarchy(mode).await;
     let outcome = workload::run(
         &h,
         "default",
         hostable,
-        Duration::from_secs(3),
-        Duration::from_secs(60),
+        Duration::from_secs(settle),
+        Duration::from_secs(deadline),
     )
     .await
     .unwrap();
+    (h, hostable, outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (h, hostable, outcome) = run(&SchedulerMode::default(), 3, 60).await;
     eprintln!("best-effort: {outcome:?}");
     // Aggregated capacity prefers the broker of small leaves, and the lower scheduler the
     // small leaves: Machines are bound where they cannot run, although the hierarchy has room
@@ -67,16 +77,7 @@ async fn reservation_mode_binds_every_machine_where_a_leaf_holds_it() {
         ..scheduler::ReservationConfig::default()
     });
     let _one = ONE_AT_A_TIME.lock().await;
-    let (h, hostable) = hierarchy(&mode).await;
-    let outcome = workload::run(
-        &h,
-        "default",
-        hostable,
-        Duration::from_secs(10),
-        Duration::from_secs(120),
-    )
-    .await
-    .unwrap();
+    let (h, hostable, outcome) = run(&mode, 10, 120).await;
     eprintln!("reservation: {outcome:?}");
     assert_eq!(outcome.misplaced, 0, "{outcome:?}");
     assert_eq!(outcome.running, hostable, "{outcome:?}");

@@ -127,6 +127,14 @@ async fn create(
     (r.metadata.unwrap().id, r.status.unwrap().state)
 }
 
+/// The state of the listed reservation `id` (it must be listed).
+async fn listed_state(
+    c: &mut ReservationRuntimeClient<tonic::transport::Channel>,
+    id: &str,
+) -> i32 {
+    listed(c, id).await.unwrap().status.unwrap().state
+}
+
 async fn listed(
     c: &mut ReservationRuntimeClient<tonic::transport::Channel>,
     id: &str,
@@ -243,22 +251,12 @@ async fn check(store: Arc<dyn Store>) {
     assert_eq!(state, S::ReservationPending as i32);
     set_pool_state(&*store, &pending, "p2", ReservationState::Rejected).await;
     assert_eq!(
-        listed(&mut c, &pending)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .state,
+        listed_state(&mut c, &pending).await,
         S::ReservationPending as i32
     );
     set_pool_state(&*store, &pending, "p1", ReservationState::Rejected).await;
     assert_eq!(
-        listed(&mut c, &pending)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .state,
+        listed_state(&mut c, &pending).await,
         S::ReservationRejected as i32
     );
 
@@ -300,10 +298,7 @@ async fn check(store: Arc<dyn Store>) {
         Some(&id)
     );
     set_pool_state(&*store, &id, "p1", ReservationState::Bound).await;
-    assert_eq!(
-        listed(&mut c, &id).await.unwrap().status.unwrap().state,
-        S::ReservationBound as i32
-    );
+    assert_eq!(listed_state(&mut c, &id).await, S::ReservationBound as i32);
     // A machine naming an unknown reservation is refused.
     if let Some(md) = m.metadata.as_mut() {
         md.annotations.insert(

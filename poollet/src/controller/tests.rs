@@ -34,6 +34,17 @@ fn backoff_doubles_and_caps() {
     }
 }
 
+/// Spawns [`run`] of `probe` over `queue` with `config`; the token that stops it and the task.
+fn start(
+    queue: &WorkQueue<u32>,
+    probe: &Arc<Probe>,
+    config: ControllerConfig,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let runner = tokio::spawn(run(queue.clone(), probe.clone(), config, token.clone()));
+    (token, runner)
+}
+
 #[tokio::test(start_paused = true)]
 async fn add_deduplicates_queued_keys() {
     let queue = WorkQueue::new();
@@ -148,16 +159,14 @@ async fn runner_bounds_concurrency_and_serialises_keys() {
         work: Duration::from_millis(50),
         ..Probe::default()
     });
-    let token = CancellationToken::new();
-    let runner = tokio::spawn(run(
-        queue.clone(),
-        probe.clone(),
+    let (token, runner) = start(
+        &queue,
+        &probe,
         ControllerConfig {
             name: "test",
             concurrency: 3,
         },
-        token.clone(),
-    ));
+    );
     for round in 0..5 {
         for key in 0..10u32 {
             queue.add(key);
@@ -183,13 +192,7 @@ async fn runner_requeues_failures_with_exponential_backoff() {
         fail_first: 3,
         ..Probe::default()
     });
-    let token = CancellationToken::new();
-    let runner = tokio::spawn(run(
-        queue.clone(),
-        probe.clone(),
-        ControllerConfig::default(),
-        token.clone(),
-    ));
+    let (token, runner) = start(&queue, &probe, ControllerConfig::default());
     queue.add(7);
     tokio::time::sleep(Duration::from_secs(10)).await;
     token.cancel();
@@ -209,13 +212,7 @@ async fn shutdown_finishes_in_flight_reconciles() {
         work: Duration::from_secs(2),
         ..Probe::default()
     });
-    let token = CancellationToken::new();
-    let runner = tokio::spawn(run(
-        queue.clone(),
-        probe.clone(),
-        ControllerConfig::default(),
-        token.clone(),
-    ));
+    let (token, runner) = start(&queue, &probe, ControllerConfig::default());
     queue.add(1);
     queue.add(2);
     tokio::time::sleep(Duration::from_millis(100)).await;

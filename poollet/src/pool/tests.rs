@@ -1,6 +1,13 @@
 //! Class mapping, capacity accounting and the Ready condition.
 
-use super::*;
+use iri_spec::machine::v1alpha1 as machine;
+use irikit_api::compute::{Machine, MachineClass};
+
+use super::{machine::name_of, *};
+use crate::{
+    error::ClassMapError,
+    flavor::{Flavor, MachineFlavor, Usage},
+};
 
 fn runtime_class(name: &str, cpu: i64, memory: i64, quantity: i64) -> machine::MachineClassStatus {
     machine::MachineClassStatus {
@@ -30,6 +37,7 @@ fn machine(uid: &str, class: &str) -> Machine {
     let mut m = Machine::default();
     m.metadata.uid = uid.into();
     m.spec.machine_class_ref = LocalObjectReference::new(class);
+    m.spec.machine_pool_ref = Some(LocalObjectReference::new("p"));
     m
 }
 
@@ -99,10 +107,13 @@ fn announce_counts_each_machine_once_and_floors_at_zero() {
         machine("u3", "small"),
         machine("u4", "large"),
     ];
-    let machines: Vec<BoundMachine> = machines.iter().map(BoundMachine::of).collect();
-    let got = announce(&runtime, &classes, &machines);
+    let machines: Vec<Usage> = machines
+        .iter()
+        .filter_map(|m| MachineFlavor::usage(&m.clone().into_object(), "p"))
+        .collect();
+    let got = announce::<MachineFlavor>(&runtime, &classes, &machines);
     let names: Vec<&str> = got
-        .available_machine_classes
+        .available_classes
         .iter()
         .map(|r| r.name.as_str())
         .collect();

@@ -16,6 +16,137 @@ pub(crate) async fn mock() -> iri_mock::MockRuntime {
         .unwrap()
 }
 
+/// `builder`'s mock on a unix socket in a temporary directory, with its endpoint.
+pub(crate) async fn unix_mock(
+    builder: iri_mock::MockRuntimeBuilder,
+) -> (iri_mock::MockRuntime, String) {
+    let mock = builder.start_unix_temp().await.unwrap();
+    let endpoint = mock.endpoint().unwrap().to_string();
+    (mock, endpoint)
+}
+
+/// A MachineClass `name` with `cpu` and `memory` capabilities.
+pub(crate) fn machine_class(
+    name: &str,
+    cpu: &str,
+    memory: &str,
+) -> irikit_api::compute::MachineClass {
+    irikit_api::compute::MachineClass {
+        metadata: irikit_api::meta::ObjectMeta::named(name),
+        capabilities: [
+            ("cpu".to_string(), cpu.parse().unwrap()),
+            ("memory".to_string(), memory.parse().unwrap()),
+        ]
+        .into(),
+        ..irikit_api::compute::MachineClass::default()
+    }
+}
+
+/// Creates `m` on the mock's machine runtime; returns its id.
+pub(crate) async fn create_on_runtime(
+    mock: &iri_mock::MockRuntime,
+    m: iri_spec::machine::v1alpha1::Machine,
+) -> String {
+    use iri_spec::machine::v1alpha1::{
+        CreateMachineRequest, machine_runtime_client::MachineRuntimeClient,
+    };
+    MachineRuntimeClient::new(mock.machine_channel())
+        .create_machine(CreateMachineRequest { machine: Some(m) })
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+        .metadata
+        .unwrap()
+        .id
+}
+
+/// A poollet running on a spawned task until [`Env::stop`], with its store and runtime.
+pub(crate) struct Env {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) mock: iri_mock::MockRuntime,
+    pub(crate) token: tokio_util::sync::CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<poollet::Result<()>>,
+}
+
+impl Env {
+    /// Spawns `run` (a poollet's `run`) with a fresh cancellation token.
+    pub(crate) fn spawn<F>(
+        store: Arc<dyn Store>,
+        mock: iri_mock::MockRuntime,
+        run: impl FnOnce(tokio_util::sync::CancellationToken) -> F,
+    ) -> Self
+    where
+        F: std::future::Future<Output = poollet::Result<()>> + Send + 'static,
+    {
+        let token = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(run(token.clone()));
+        Self {
+            store,
+            mock,
+            token,
+            task,
+        }
+    }
+
+    /// Creates `obj` in the store and waits until `pred` holds for it.
+    pub(crate) async fn create_and_wait<R: Resource>(
+        &self,
+        obj: R,
+        pred: impl Fn(&R) -> bool,
+        what: &str,
+    ) -> R {
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.store.create_typed(obj).await.unwrap();
+        wait_for(&self.store, &namespace, &name, pred, what).await
+    }
+
+    /// Cancels the poollet, asserts that it stops cleanly, and hands back store and runtime.
+    pub(crate) async fn stop(self) -> (Arc<dyn Store>, iri_mock::MockRuntime) {
+        self.token.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("poollet stops after cancel")
+            .unwrap()
+            .unwrap();
+        (self.store, self.mock)
+    }
+}
+
+/// Defines the test `$memory`, which runs `$run(store)` on a fresh memory store, and the test
+/// `$etcd`, which runs it on a fresh local etcd under `$prefix` (one `skip:` line when etcd is
+/// missing and not required).
+#[allow(unused_macros)]
+macro_rules! memory_and_etcd {
+    ($memory:ident, $etcd:ident, $prefix:literal, $run:path) => {
+        #[tokio::test]
+        async fn $memory() {
+            $run(std::sync::Arc::new(
+                irikit_api::store::memory::MemoryStore::new(),
+            ))
+            .await;
+        }
+
+        #[cfg(feature = "etcd")]
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $etcd() {
+            let Some((_etcd, store)) = common::etcd_store($prefix).await else {
+                return;
+            };
+            $run(store).await;
+        }
+
+        #[cfg(not(feature = "etcd"))]
+        #[test]
+        fn $etcd() {
+            common::etcd_unavailable();
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use memory_and_etcd;
+
 /// How long any wait may take before the test fails.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
@@ -119,12 +250,13 @@ pub(crate) fn secret(name: &str, key: &str, value: &[u8]) -> irikit_api::core::S
     s
 }
 
-/// Runs `cmd` (a poollet binary) until its stderr shows `started_line`, then sends SIGTERM
-/// and asserts a graceful, successful exit.
-pub(crate) async fn run_until_line_then_sigterm(
+/// Stderr lines of a child process.
+pub(crate) type StderrLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// Spawns `cmd` (a poollet binary) with `RUST_LOG=info` and its stderr piped.
+pub(crate) fn spawn_logging(
     mut cmd: tokio::process::Command,
-    started_line: &str,
-) {
+) -> (tokio::process::Child, StderrLines) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = cmd
         .env("RUST_LOG", "info")
@@ -132,17 +264,45 @@ pub(crate) async fn run_until_line_then_sigterm(
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(started_line) {
-                return true;
-            }
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// The next stderr line that contains `needle`; `None` when the stream ends first.
+pub(crate) async fn line_with(lines: &mut StderrLines, needle: &str) -> Option<String> {
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains(needle) {
+            return Some(line);
         }
-        false
-    })
-    .await
-    .unwrap_or(false);
+    }
+    None
+}
+
+/// Runs `bin` against an iri-mock on a unix socket (`args`, then `endpoint_flag` with the
+/// mock's endpoint) until its stderr shows `started_line`, then sends SIGTERM and asserts a
+/// graceful, successful exit.
+pub(crate) async fn run_against_unix_mock(
+    bin: &str,
+    args: &[&str],
+    endpoint_flag: &str,
+    started_line: &str,
+) {
+    let (_mock, endpoint) =
+        unix_mock(iri_mock::MockRuntime::builder().runtime_name("iri-mock")).await;
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args).args([endpoint_flag, &endpoint]);
+    run_until_line_then_sigterm(cmd, started_line).await;
+}
+
+/// Runs `cmd` (a poollet binary) until its stderr shows `started_line`, then sends SIGTERM
+/// and asserts a graceful, successful exit.
+pub(crate) async fn run_until_line_then_sigterm(cmd: tokio::process::Command, started_line: &str) {
+    let (mut child, mut lines) = spawn_logging(cmd);
+    let started = tokio::time::timeout(WAIT, line_with(&mut lines, started_line))
+        .await
+        .ok()
+        .flatten()
+        .is_some();
     assert!(started, "the poollet logged {started_line:?}");
     let pid = child.id().unwrap().to_string();
     let killed = tokio::process::Command::new("kill")
