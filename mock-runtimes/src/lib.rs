@@ -63,14 +63,17 @@ mod clock;
 mod conn;
 pub mod console;
 mod core;
+mod events;
 mod fault;
 pub mod fixtures;
 mod machine;
 mod method;
 mod mutant;
+mod objects;
 mod reservation;
 mod server;
 pub mod standalone;
+mod store;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

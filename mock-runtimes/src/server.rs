@@ -1,6 +1,7 @@
 //! Starting a mock: the builder, the control handle, and the in-process, unix and TCP transports.
 
 use std::{
+    collections::HashMap,
     fmt, io,
     ops::Deref,
     path::{Path, PathBuf},
@@ -9,7 +10,7 @@ use std::{
 };
 
 use iri_spec::{
-    bucket::v1alpha1 as bucket, endpoint::Endpoint, event::v1alpha1 as event,
+    bucket::v1alpha1 as bucket, endpoint::Endpoint, event::v1alpha1 as event, kind::Service,
     machine::v1alpha1 as machine, serve::AnyAuthority, volume::v1alpha1 as volume,
 };
 use tokio::{io::DuplexStream, task::JoinHandle};
@@ -28,9 +29,11 @@ use crate::{
     clock::{Clock, IdGen},
     conn::MockConn,
     core::{Config, Core},
+    events::EventLogs,
     fault::FaultPlan,
     lock,
     mutant::MutantSet,
+    objects::MockKind,
 };
 
 /// Errors of starting or stopping a mock.
@@ -311,21 +314,24 @@ impl MockRuntimeBuilder {
             faults_on: (!faults.is_empty()).into(),
             faults: Mutex::new(faults),
             ids: Mutex::new(IdGen::new(self.seed)),
-            machines: Mutex::new(crate::machine::MachineStore::new(config.event_capacity)),
-            volumes: Mutex::new(crate::volume::VolumeStore::new(config.event_capacity)),
-            buckets: Mutex::new(crate::bucket::BucketStore::new(config.event_capacity)),
-            reservations: Mutex::new(crate::reservation::ReservationStore::default()),
+            machines: Mutex::default(),
+            volumes: Mutex::default(),
+            snapshots: Mutex::default(),
+            buckets: Mutex::default(),
+            events: EventLogs::new(config.event_capacity),
+            duplicate_id: Mutex::default(),
+            reservations: Mutex::default(),
             shutdown: CancellationToken::new(),
             config,
         });
         for m in self.machines {
-            core.seed_machine(m);
+            core.seed(m);
         }
         for v in self.volumes {
-            core.seed_volume(v);
+            core.seed(v);
         }
         for b in self.buckets {
-            core.seed_bucket(b);
+            core.seed(b);
         }
         MockHandle { core }
     }
@@ -692,7 +698,7 @@ impl MockHandle {
 
     /// Every reservation, in creation order (deleted ones are gone).
     pub fn reservations(&self) -> Vec<iri_spec::irikit::reservation::v1alpha1::Reservation> {
-        lock(&self.core.reservations).all()
+        lock(&self.core.reservations).items.clone()
     }
 
     // --- mutants
@@ -831,106 +837,112 @@ impl MockHandle {
         lock(&self.core.faults).clear();
     }
 
+    /// Every stored object of a kind, in creation order, as List shows it.
+    fn all<K: MockKind>(&self) -> Vec<K> {
+        self.core.list("", &HashMap::new()).unwrap_or_default()
+    }
+
     // --- machines
 
     /// The stored machine `id` (as stored, without output mutants).
     pub fn machine(&self, id: &str) -> Option<machine::Machine> {
-        self.core.get_machine(id)
+        self.core.get(id)
     }
 
     /// Every stored machine, in creation order.
     pub fn machines(&self) -> Vec<machine::Machine> {
-        self.core.list_machines(None).unwrap_or_default()
+        self.all()
     }
 
     /// How many machines are stored (terminating ones included).
     pub fn machine_count(&self) -> usize {
-        self.core.machine_count()
+        self.core.count::<machine::Machine>()
     }
 
     /// Stores a machine as given and returns its id.
     pub fn insert_machine(&self, m: machine::Machine) -> String {
-        self.core.seed_machine(m)
+        self.core.seed(m)
     }
 
     /// Forces a machine's state (cancelling pending provisioning/power transitions) and records
     /// a state-change event. False if the machine is unknown.
     pub fn set_machine_state(&self, id: &str, state: machine::MachineState) -> bool {
-        self.core.force_machine_state(id, state)
+        self.core.force_state::<machine::Machine>(id, state as i32)
     }
 
     /// Changes a stored machine in place. False if unknown.
     pub fn modify_machine(&self, id: &str, f: impl FnOnce(&mut machine::Machine)) -> bool {
-        self.core.modify_machine(id, f)
+        self.core.modify(id, f)
     }
 
     /// Adds an event to the machine service's event list.
     pub fn inject_machine_event(&self, ev: event::Event) {
-        self.core.push_machine_event(ev);
+        self.core.inject_event(Service::Machine, ev);
     }
 
     // --- volumes, snapshots
 
     /// The stored volume `id`.
     pub fn volume(&self, id: &str) -> Option<volume::Volume> {
-        self.core.get_volume(id)
+        self.core.get(id)
     }
 
     /// Every stored volume, in creation order.
     pub fn volumes(&self) -> Vec<volume::Volume> {
-        self.core.list_volumes(None)
+        self.all()
     }
 
     /// Stores a volume as given and returns its id.
     pub fn insert_volume(&self, v: volume::Volume) -> String {
-        self.core.seed_volume(v)
+        self.core.seed(v)
     }
 
     /// Forces a volume's state. False if unknown.
     pub fn set_volume_state(&self, id: &str, state: volume::VolumeState) -> bool {
-        self.core.force_volume_state(id, state)
+        self.core.force_state::<volume::Volume>(id, state as i32)
     }
 
     /// Changes a stored volume in place (e.g. to give its access `secret_data`). False if
     /// unknown.
     pub fn modify_volume(&self, id: &str, f: impl FnOnce(&mut volume::Volume)) -> bool {
-        self.core.modify_volume(id, f)
+        self.core.modify(id, f)
     }
 
     /// Every stored volume snapshot.
     pub fn volume_snapshots(&self) -> Vec<volume::VolumeSnapshot> {
-        self.core.list_snapshots(None)
+        self.all()
     }
 
     /// Forces a snapshot's state. False if unknown.
     pub fn set_volume_snapshot_state(&self, id: &str, state: volume::VolumeSnapshotState) -> bool {
-        self.core.force_snapshot_state(id, state)
+        self.core
+            .force_state::<volume::VolumeSnapshot>(id, state as i32)
     }
 
     /// Adds an event to the volume service's event list.
     pub fn inject_volume_event(&self, ev: event::Event) {
-        lock(&self.core.volumes).events.push(ev);
+        self.core.inject_event(Service::Volume, ev);
     }
 
     // --- buckets
 
     /// Every stored bucket, in creation order.
     pub fn buckets(&self) -> Vec<bucket::Bucket> {
-        self.core.list_buckets(None)
+        self.all()
     }
 
     /// Stores a bucket as given and returns its id.
     pub fn insert_bucket(&self, b: bucket::Bucket) -> String {
-        self.core.seed_bucket(b)
+        self.core.seed(b)
     }
 
     /// Forces a bucket's state. False if unknown.
     pub fn set_bucket_state(&self, id: &str, state: bucket::BucketState) -> bool {
-        self.core.force_bucket_state(id, state)
+        self.core.force_state::<bucket::Bucket>(id, state as i32)
     }
 
     /// Adds an event to the bucket service's event list.
     pub fn inject_bucket_event(&self, ev: event::Event) {
-        lock(&self.core.buckets).events.push(ev);
+        self.core.inject_event(Service::Bucket, ev);
     }
 }
