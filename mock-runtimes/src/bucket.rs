@@ -1,7 +1,7 @@
 //! The mock `BucketRuntime`: buckets (PENDING → AVAILABLE with access), deletion phase, events,
 //! bucket classes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use iri_spec::{
     bucket::v1alpha1::{
@@ -11,11 +11,11 @@ use iri_spec::{
     kind::{IriKind, Service},
 };
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::{
-    Method, Mutant,
-    core::{Core, invalid},
+    Mutant,
+    core::{Core, invalid, rpc_service},
     events::EventQuery,
     objects::{Due, KindMutants, MockKind, fresh_meta},
     store::{Store, Timers},
@@ -76,6 +76,24 @@ impl MockKind for bucket::Bucket {
 }
 
 impl Core {
+    /// The bucket classes, as ListBucketClasses answers them.
+    fn bucket_classes(&self) -> Vec<bucket::BucketClass> {
+        if self.has(Mutant::BucketClassesEmpty) {
+            return Vec::new();
+        }
+        self.config
+            .bucket_classes
+            .iter()
+            .map(|c| bucket::BucketClass {
+                name: c.name.clone(),
+                capabilities: Some(bucket::BucketClassCapabilities {
+                    tps: c.tps,
+                    iops: c.iops,
+                }),
+            })
+            .collect()
+    }
+
     fn create_bucket(
         &self,
         req: bucket::CreateBucketRequest,
@@ -127,102 +145,33 @@ impl Core {
     }
 }
 
-/// The `BucketRuntime` gRPC service of a mock.
-#[derive(Debug, Clone)]
-pub struct BucketService {
-    pub(crate) core: Arc<Core>,
-}
-
-impl BucketService {
-    /// The tonic server for this service.
-    pub fn into_server(self) -> BucketRuntimeServer<Self> {
-        BucketRuntimeServer::new(self)
-    }
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl BucketRuntime for BucketService {
-    async fn version(
-        &self,
-        request: Request<bucket::VersionRequest>,
-    ) -> R<bucket::VersionResponse> {
-        let (call, _req) = self.core.begin(Method::BucketVersion, request).await?;
-        let (runtime_name, runtime_version) = self.core.version();
-        call.finish(Ok(bucket::VersionResponse {
-            runtime_name,
-            runtime_version,
-        }))
-    }
-
-    async fn list_events(
-        &self,
-        request: Request<bucket::ListEventsRequest>,
-    ) -> R<bucket::ListEventsResponse> {
-        let (call, req) = self.core.begin(Method::BucketListEvents, request).await?;
-        let f = req.filter.unwrap_or_default();
-        let q = EventQuery {
-            id: f.id,
-            labels: f.label_selector,
-            from: f.events_from_time,
-            to: f.events_to_time,
+rpc_service! {
+    /// The `BucketRuntime` gRPC service of a mock.
+    BucketService: BucketRuntime, BucketRuntimeServer {
+        version(BucketVersion, bucket::VersionRequest) -> bucket::VersionResponse = |core, _req| {
+            let (runtime_name, runtime_version) = core.version();
+            Ok(bucket::VersionResponse { runtime_name, runtime_version })
         };
-        self.core.settle::<bucket::Bucket>();
-        call.finish(Ok(bucket::ListEventsResponse {
-            events: self.core.events(Service::Bucket, &q),
-        }))
-    }
-
-    async fn list_buckets(
-        &self,
-        request: Request<bucket::ListBucketsRequest>,
-    ) -> R<bucket::ListBucketsResponse> {
-        let (call, req) = self.core.begin(Method::ListBuckets, request).await?;
-        let filter = req.filter.unwrap_or_default();
-        let res = self.core.list(&filter.id, &filter.label_selector);
-        call.finish(res.map(|buckets| bucket::ListBucketsResponse { buckets }))
-    }
-
-    async fn create_bucket(
-        &self,
-        request: Request<bucket::CreateBucketRequest>,
-    ) -> R<bucket::CreateBucketResponse> {
-        let (call, req) = self.core.begin(Method::CreateBucket, request).await?;
-        let res = self.core.create_bucket(req);
-        call.finish(res)
-    }
-
-    async fn delete_bucket(
-        &self,
-        request: Request<bucket::DeleteBucketRequest>,
-    ) -> R<bucket::DeleteBucketResponse> {
-        let (call, req) = self.core.begin(Method::DeleteBucket, request).await?;
-        let res = self.core.delete::<bucket::Bucket>(&req.bucket_id);
-        call.finish(res.map(|()| bucket::DeleteBucketResponse {}))
-    }
-
-    async fn list_bucket_classes(
-        &self,
-        request: Request<bucket::ListBucketClassesRequest>,
-    ) -> R<bucket::ListBucketClassesResponse> {
-        let (call, _req) = self.core.begin(Method::ListBucketClasses, request).await?;
-        let bucket_classes = if self.core.has(Mutant::BucketClassesEmpty) {
-            Vec::new()
-        } else {
-            self.core
-                .config
-                .bucket_classes
-                .iter()
-                .map(|c| bucket::BucketClass {
-                    name: c.name.clone(),
-                    capabilities: Some(bucket::BucketClassCapabilities {
-                        tps: c.tps,
-                        iops: c.iops,
-                    }),
-                })
-                .collect()
+        list_events(BucketListEvents, bucket::ListEventsRequest) -> bucket::ListEventsResponse = |core, req| {
+            let f = req.filter.unwrap_or_default();
+            let q = EventQuery { id: f.id, labels: f.label_selector, from: f.events_from_time, to: f.events_to_time };
+            core.settle::<bucket::Bucket>();
+            Ok(bucket::ListEventsResponse { events: core.events(Service::Bucket, &q) })
         };
-        call.finish(Ok(bucket::ListBucketClassesResponse { bucket_classes }))
+        list_buckets(ListBuckets, bucket::ListBucketsRequest) -> bucket::ListBucketsResponse = |core, req| {
+            let filter = req.filter.unwrap_or_default();
+            let buckets = core.list(&filter.id, &filter.label_selector);
+            buckets.map(|buckets| bucket::ListBucketsResponse { buckets })
+        };
+        create_bucket(CreateBucket, bucket::CreateBucketRequest) -> bucket::CreateBucketResponse = |core, req| {
+            core.create_bucket(req)
+        };
+        delete_bucket(DeleteBucket, bucket::DeleteBucketRequest) -> bucket::DeleteBucketResponse = |core, req| {
+            core.delete::<bucket::Bucket>(&req.bucket_id).map(|()| bucket::DeleteBucketResponse {})
+        };
+        list_bucket_classes(ListBucketClasses, bucket::ListBucketClassesRequest)
+            -> bucket::ListBucketClassesResponse = |core, _req| {
+            Ok(bucket::ListBucketClassesResponse { bucket_classes: core.bucket_classes() })
+        };
     }
 }

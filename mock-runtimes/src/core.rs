@@ -350,3 +350,44 @@ pub(crate) fn invalid(msg: impl Into<String>) -> Status {
 pub(crate) fn not_found(kind: &str, id: &str) -> Status {
     Status::not_found(format!("{kind} {id:?} not found"))
 }
+
+/// Declares a mock's gRPC service: the struct (on the shared [`Core`]), its `into_server`, and
+/// the tonic trait, whose every RPC starts with [`Core::begin`] (call record, injected fault)
+/// and ends with [`CallGuard::finish`] on `$body`, evaluated with `$core: &Core` and the
+/// request message bound to `$req`.
+macro_rules! rpc_service {
+    (
+        $(#[$doc:meta])*
+        $svc:ident: $trait:ident, $server:ident {
+            $( $rpc:ident($method:ident, $req_ty:ty) -> $resp:ty = |$core:ident, $req:pat_param| $body:expr; )*
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $svc {
+            pub(crate) core: std::sync::Arc<$crate::core::Core>,
+        }
+
+        impl $svc {
+            /// The tonic server for this service.
+            pub fn into_server(self) -> $server<Self> {
+                $server::new(self)
+            }
+        }
+
+        #[tonic::async_trait]
+        impl $trait for $svc {
+            $(
+                async fn $rpc(
+                    &self,
+                    request: tonic::Request<$req_ty>,
+                ) -> Result<tonic::Response<$resp>, tonic::Status> {
+                    let (call, $req) = self.core.begin($crate::Method::$method, request).await?;
+                    let $core: &$crate::core::Core = &self.core;
+                    call.finish($body)
+                }
+            )*
+        }
+    };
+}
+pub(crate) use rpc_service;

@@ -166,10 +166,11 @@ impl EventLogs {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn labelled_meta(id: &str) -> meta::ObjectMetadata {
+    /// Metadata with one label, one annotation and fixed numbers.
+    pub(crate) fn labelled_meta(id: &str) -> meta::ObjectMetadata {
         meta::ObjectMetadata {
             id: id.to_owned(),
             labels: HashMap::from([("a".to_owned(), "1".to_owned())]),

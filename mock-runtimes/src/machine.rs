@@ -3,10 +3,7 @@
 
 mod attach;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Mutex};
 
 use iri_spec::{
     kind::{IriKind, Service},
@@ -16,11 +13,11 @@ use iri_spec::{
     },
 };
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::{
-    Method, Mutant,
-    core::{Core, invalid, not_found},
+    Mutant,
+    core::{Core, invalid, not_found, rpc_service},
     events::EventQuery,
     lock,
     objects::{Due, KindMutants, MockKind, fresh_meta},
@@ -417,173 +414,66 @@ impl Core {
     }
 }
 
-/// The `MachineRuntime` gRPC service of a mock.
-#[derive(Debug, Clone)]
-pub struct MachineService {
-    pub(crate) core: Arc<Core>,
-}
-
-impl MachineService {
-    /// The tonic server for this service.
-    pub fn into_server(self) -> MachineRuntimeServer<Self> {
-        MachineRuntimeServer::new(self)
-    }
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl MachineRuntime for MachineService {
-    async fn version(
-        &self,
-        request: Request<machine::VersionRequest>,
-    ) -> R<machine::VersionResponse> {
-        let (call, _req) = self.core.begin(Method::MachineVersion, request).await?;
-        let (runtime_name, runtime_version) = self.core.version();
-        call.finish(Ok(machine::VersionResponse {
-            runtime_name,
-            runtime_version,
-        }))
-    }
-
-    async fn list_events(
-        &self,
-        request: Request<machine::ListEventsRequest>,
-    ) -> R<machine::ListEventsResponse> {
-        let (call, req) = self.core.begin(Method::MachineListEvents, request).await?;
-        let f = req.filter.unwrap_or_default();
-        let q = EventQuery {
-            id: f.id,
-            labels: f.label_selector,
-            from: f.events_from_time,
-            to: f.events_to_time,
+rpc_service! {
+    /// The `MachineRuntime` gRPC service of a mock.
+    MachineService: MachineRuntime, MachineRuntimeServer {
+        version(MachineVersion, machine::VersionRequest) -> machine::VersionResponse = |core, _req| {
+            let (runtime_name, runtime_version) = core.version();
+            Ok(machine::VersionResponse { runtime_name, runtime_version })
         };
-        self.core.settle::<machine::Machine>();
-        call.finish(Ok(machine::ListEventsResponse {
-            events: self.core.events(Service::Machine, &q),
-        }))
-    }
-
-    async fn list_machines(
-        &self,
-        request: Request<machine::ListMachinesRequest>,
-    ) -> R<machine::ListMachinesResponse> {
-        let (call, req) = self.core.begin(Method::ListMachines, request).await?;
-        let filter = req.filter.unwrap_or_default();
-        let res = self
-            .core
-            .list(&filter.id, &filter.label_selector)
-            .map(|machines| machine::ListMachinesResponse { machines });
-        call.finish(res)
-    }
-
-    async fn create_machine(
-        &self,
-        request: Request<machine::CreateMachineRequest>,
-    ) -> R<machine::CreateMachineResponse> {
-        let (call, req) = self.core.begin(Method::CreateMachine, request).await?;
-        let res = self.core.create_machine(req).await;
-        call.finish(res)
-    }
-
-    async fn delete_machine(
-        &self,
-        request: Request<machine::DeleteMachineRequest>,
-    ) -> R<machine::DeleteMachineResponse> {
-        let (call, req) = self.core.begin(Method::DeleteMachine, request).await?;
-        let res = self.core.delete::<machine::Machine>(&req.machine_id);
-        call.finish(res.map(|()| machine::DeleteMachineResponse {}))
-    }
-
-    async fn update_machine_annotations(
-        &self,
-        request: Request<machine::UpdateMachineAnnotationsRequest>,
-    ) -> R<machine::UpdateMachineAnnotationsResponse> {
-        let (call, req) = self
-            .core
-            .begin(Method::UpdateMachineAnnotations, request)
-            .await?;
-        let res = self.core.update_annotations(req);
-        call.finish(res.map(|()| machine::UpdateMachineAnnotationsResponse {}))
-    }
-
-    async fn update_machine_power(
-        &self,
-        request: Request<machine::UpdateMachinePowerRequest>,
-    ) -> R<machine::UpdateMachinePowerResponse> {
-        let (call, req) = self.core.begin(Method::UpdateMachinePower, request).await?;
-        let res = self.core.update_power(req);
-        call.finish(res.map(|()| machine::UpdateMachinePowerResponse {}))
-    }
-
-    async fn attach_volume(
-        &self,
-        request: Request<machine::AttachVolumeRequest>,
-    ) -> R<machine::AttachVolumeResponse> {
-        let (call, req) = self.core.begin(Method::AttachVolume, request).await?;
-        let res = self.core.attach(&req.machine_id, req.volume);
-        call.finish(res.map(|()| machine::AttachVolumeResponse {}))
-    }
-
-    async fn detach_volume(
-        &self,
-        request: Request<machine::DetachVolumeRequest>,
-    ) -> R<machine::DetachVolumeResponse> {
-        let (call, req) = self.core.begin(Method::DetachVolume, request).await?;
-        let res = self
-            .core
-            .detach::<machine::Volume>(&req.machine_id, &req.name);
-        call.finish(res.map(|()| machine::DetachVolumeResponse {}))
-    }
-
-    async fn update_volume(
-        &self,
-        request: Request<machine::UpdateVolumeRequest>,
-    ) -> R<machine::UpdateVolumeResponse> {
-        let (call, req) = self.core.begin(Method::UpdateVolume, request).await?;
-        let res = self.core.update_volume(req);
-        call.finish(res.map(|()| machine::UpdateVolumeResponse {}))
-    }
-
-    async fn attach_network_interface(
-        &self,
-        request: Request<machine::AttachNetworkInterfaceRequest>,
-    ) -> R<machine::AttachNetworkInterfaceResponse> {
-        let (call, req) = self
-            .core
-            .begin(Method::AttachNetworkInterface, request)
-            .await?;
-        let res = self.core.attach(&req.machine_id, req.network_interface);
-        call.finish(res.map(|()| machine::AttachNetworkInterfaceResponse {}))
-    }
-
-    async fn detach_network_interface(
-        &self,
-        request: Request<machine::DetachNetworkInterfaceRequest>,
-    ) -> R<machine::DetachNetworkInterfaceResponse> {
-        let (call, req) = self
-            .core
-            .begin(Method::DetachNetworkInterface, request)
-            .await?;
-        let res = self
-            .core
-            .detach::<machine::NetworkInterface>(&req.machine_id, &req.name);
-        call.finish(res.map(|()| machine::DetachNetworkInterfaceResponse {}))
-    }
-
-    async fn status(&self, request: Request<machine::StatusRequest>) -> R<machine::StatusResponse> {
-        let (call, _req) = self.core.begin(Method::MachineStatus, request).await?;
-        if self.core.has(Mutant::StatusUnavailable) {
-            return call.finish(Err(tonic::Status::unavailable(
-                "mutant status-unavailable: machine Status fails",
-            )));
-        }
-        call.finish(Ok(self.core.machine_status()))
-    }
-
-    async fn exec(&self, request: Request<machine::ExecRequest>) -> R<machine::ExecResponse> {
-        let (call, req) = self.core.begin(Method::Exec, request).await?;
-        let res = self.core.exec(&req.machine_id);
-        call.finish(res.map(|url| machine::ExecResponse { url }))
+        list_events(MachineListEvents, machine::ListEventsRequest) -> machine::ListEventsResponse = |core, req| {
+            let f = req.filter.unwrap_or_default();
+            let q = EventQuery { id: f.id, labels: f.label_selector, from: f.events_from_time, to: f.events_to_time };
+            core.settle::<machine::Machine>();
+            Ok(machine::ListEventsResponse { events: core.events(Service::Machine, &q) })
+        };
+        list_machines(ListMachines, machine::ListMachinesRequest) -> machine::ListMachinesResponse = |core, req| {
+            let filter = req.filter.unwrap_or_default();
+            let machines = core.list(&filter.id, &filter.label_selector);
+            machines.map(|machines| machine::ListMachinesResponse { machines })
+        };
+        create_machine(CreateMachine, machine::CreateMachineRequest) -> machine::CreateMachineResponse = |core, req| {
+            core.create_machine(req).await
+        };
+        delete_machine(DeleteMachine, machine::DeleteMachineRequest) -> machine::DeleteMachineResponse = |core, req| {
+            core.delete::<machine::Machine>(&req.machine_id).map(|()| machine::DeleteMachineResponse {})
+        };
+        update_machine_annotations(UpdateMachineAnnotations, machine::UpdateMachineAnnotationsRequest)
+            -> machine::UpdateMachineAnnotationsResponse = |core, req| {
+            core.update_annotations(req).map(|()| machine::UpdateMachineAnnotationsResponse {})
+        };
+        update_machine_power(UpdateMachinePower, machine::UpdateMachinePowerRequest) -> machine::UpdateMachinePowerResponse = |core, req| {
+            core.update_power(req).map(|()| machine::UpdateMachinePowerResponse {})
+        };
+        attach_volume(AttachVolume, machine::AttachVolumeRequest) -> machine::AttachVolumeResponse = |core, req| {
+            core.attach(&req.machine_id, req.volume).map(|()| machine::AttachVolumeResponse {})
+        };
+        detach_volume(DetachVolume, machine::DetachVolumeRequest) -> machine::DetachVolumeResponse = |core, req| {
+            let res = core.detach::<machine::Volume>(&req.machine_id, &req.name);
+            res.map(|()| machine::DetachVolumeResponse {})
+        };
+        update_volume(UpdateVolume, machine::UpdateVolumeRequest) -> machine::UpdateVolumeResponse = |core, req| {
+            core.update_volume(req).map(|()| machine::UpdateVolumeResponse {})
+        };
+        attach_network_interface(AttachNetworkInterface, machine::AttachNetworkInterfaceRequest)
+            -> machine::AttachNetworkInterfaceResponse = |core, req| {
+            let res = core.attach(&req.machine_id, req.network_interface);
+            res.map(|()| machine::AttachNetworkInterfaceResponse {})
+        };
+        detach_network_interface(DetachNetworkInterface, machine::DetachNetworkInterfaceRequest)
+            -> machine::DetachNetworkInterfaceResponse = |core, req| {
+            let res = core.detach::<machine::NetworkInterface>(&req.machine_id, &req.name);
+            res.map(|()| machine::DetachNetworkInterfaceResponse {})
+        };
+        status(MachineStatus, machine::StatusRequest) -> machine::StatusResponse = |core, _req| {
+            if core.has(Mutant::StatusUnavailable) {
+                Err(Status::unavailable("mutant status-unavailable: machine Status fails"))
+            } else {
+                Ok(core.machine_status())
+            }
+        };
+        exec(Exec, machine::ExecRequest) -> machine::ExecResponse = |core, req| {
+            core.exec(&req.machine_id).map(|url| machine::ExecResponse { url })
+        };
     }
 }

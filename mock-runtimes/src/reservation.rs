@@ -28,11 +28,11 @@ use iri_spec::irikit::reservation::v1alpha1::{
 use iri_spec::machine::v1alpha1 as machine;
 use iri_spec::meta::v1alpha1 as meta;
 use iri_spec::reservation::ledger::{self, ClassSize, Usage};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::{
-    Method, Mutant,
-    core::{Core, Reservations, invalid, not_found},
+    Mutant,
+    core::{Core, Reservations, invalid, not_found, rpc_service},
     lock,
     objects::fresh_meta,
 };
@@ -264,47 +264,16 @@ impl Core {
     }
 }
 
-/// The mock's `ReservationRuntime` service (served on the machine runtime's socket).
-#[derive(Debug, Clone)]
-pub struct ReservationService {
-    pub(crate) core: std::sync::Arc<Core>,
-}
-
-impl ReservationService {
-    /// The tonic server for this service.
-    pub fn into_server(self) -> ReservationRuntimeServer<Self> {
-        ReservationRuntimeServer::new(self)
-    }
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl ReservationRuntime for ReservationService {
-    async fn create_reservation(
-        &self,
-        request: Request<rsv::CreateReservationRequest>,
-    ) -> R<rsv::CreateReservationResponse> {
-        let (call, req) = self.core.begin(Method::CreateReservation, request).await?;
-        let res = self.core.create_reservation(req);
-        call.finish(res)
-    }
-
-    async fn list_reservations(
-        &self,
-        request: Request<rsv::ListReservationsRequest>,
-    ) -> R<rsv::ListReservationsResponse> {
-        let (call, req) = self.core.begin(Method::ListReservations, request).await?;
-        let res = self.core.list_reservations(req);
-        call.finish(res)
-    }
-
-    async fn delete_reservation(
-        &self,
-        request: Request<rsv::DeleteReservationRequest>,
-    ) -> R<rsv::DeleteReservationResponse> {
-        let (call, req) = self.core.begin(Method::DeleteReservation, request).await?;
-        let res = self.core.delete_reservation(&req.reservation_id);
-        call.finish(res.map(|()| rsv::DeleteReservationResponse {}))
+rpc_service! {
+    /// The mock's `ReservationRuntime` service (served on the machine runtime's socket).
+    ReservationService: ReservationRuntime, ReservationRuntimeServer {
+        create_reservation(CreateReservation, rsv::CreateReservationRequest)
+            -> rsv::CreateReservationResponse = |core, req| core.create_reservation(req);
+        list_reservations(ListReservations, rsv::ListReservationsRequest)
+            -> rsv::ListReservationsResponse = |core, req| core.list_reservations(req);
+        delete_reservation(DeleteReservation, rsv::DeleteReservationRequest)
+            -> rsv::DeleteReservationResponse = |core, req| {
+            core.delete_reservation(&req.reservation_id).map(|()| rsv::DeleteReservationResponse {})
+        };
     }
 }

@@ -419,18 +419,8 @@ impl<T: IriKind> Store<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::tests::labelled_meta;
     use iri_spec::machine::v1alpha1 as machine;
-
-    fn labelled_meta(id: &str) -> meta::ObjectMetadata {
-        meta::ObjectMetadata {
-            id: id.to_owned(),
-            labels: HashMap::from([("a".to_owned(), "1".to_owned())]),
-            annotations: HashMap::from([("b".to_owned(), "2".to_owned())]),
-            generation: 3,
-            created_at: 17,
-            deleted_at: 0,
-        }
-    }
 
     fn stored_machine(id: &str) -> machine::Machine {
         machine::Machine {
@@ -440,6 +430,14 @@ mod tests {
                 ..Default::default()
             }),
             status: None,
+        }
+    }
+
+    /// Inserts machines `m{i}` for each `i` in `range`.
+    fn fill(store: &mut Store<machine::Machine>, range: std::ops::Range<usize>) {
+        for i in range {
+            let id = format!("m{i}");
+            store.insert(&id, stored_machine(&id), Timers::default());
         }
     }
 
@@ -474,13 +472,7 @@ mod tests {
         // A label changed while decoded is seen, and survives being encoded again.
         set_label(&mut store, "m0", "parity", "odd");
         assert_eq!(store.iter_labelled(&selector).count(), n / 2 - 1);
-        for i in n..n + HOT_OBJECTS {
-            store.insert(
-                &format!("m{i}"),
-                stored_machine(&format!("m{i}")),
-                Timers::default(),
-            );
-        }
+        fill(&mut store, n..n + HOT_OBJECTS);
         let seq0 = store.seq_of("m0").unwrap();
         assert!(matches!(store.objects[&seq0].repr, Repr::Encoded(_)));
         assert_eq!(store.iter_labelled(&selector).count(), n / 2 - 1);
@@ -556,13 +548,7 @@ mod tests {
     fn store_keeps_objects_across_the_hot_window() {
         let mut store = Store::<machine::Machine>::default();
         let n = HOT_OBJECTS * 3;
-        for i in 0..n {
-            store.insert(
-                &format!("m{i}"),
-                stored_machine(&format!("m{i}")),
-                Timers::default(),
-            );
-        }
+        fill(&mut store, 0..n);
         let encoded = store
             .objects
             .values()
@@ -575,13 +561,7 @@ mod tests {
             slot.obj.spec.as_mut().unwrap().class = "changed".to_owned();
             slot.timers.deleting = true;
         }
-        for i in n..n + HOT_OBJECTS {
-            store.insert(
-                &format!("m{i}"),
-                stored_machine(&format!("m{i}")),
-                Timers::default(),
-            );
-        }
+        fill(&mut store, n..n + HOT_OBJECTS);
         let seq0 = store.seq_of("m0").unwrap();
         assert!(matches!(store.objects[&seq0].repr, Repr::Encoded(_)));
         let m0 = store.get("m0").unwrap();

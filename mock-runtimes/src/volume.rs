@@ -1,7 +1,7 @@
 //! The mock `VolumeRuntime`: volumes (PENDING → AVAILABLE with access), expansion, snapshots
 //! (PENDING → READY), deletion phases, events and class status.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use iri_spec::{
     kind::{IriKind, Service},
@@ -11,11 +11,11 @@ use iri_spec::{
     },
 };
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::{
-    Method, Mutant,
-    core::{Core, invalid, not_found},
+    Mutant,
+    core::{Core, invalid, not_found, rpc_service},
     events::EventQuery,
     objects::{Due, KindMutants, MockKind, fresh_meta},
     store::{Store, Timers},
@@ -382,138 +382,51 @@ impl Core {
     }
 }
 
-/// The `VolumeRuntime` gRPC service of a mock.
-#[derive(Debug, Clone)]
-pub struct VolumeService {
-    pub(crate) core: Arc<Core>,
-}
-
-impl VolumeService {
-    /// The tonic server for this service.
-    pub fn into_server(self) -> VolumeRuntimeServer<Self> {
-        VolumeRuntimeServer::new(self)
-    }
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl VolumeRuntime for VolumeService {
-    async fn version(
-        &self,
-        request: Request<volume::VersionRequest>,
-    ) -> R<volume::VersionResponse> {
-        let (call, _req) = self.core.begin(Method::VolumeVersion, request).await?;
-        let (runtime_name, runtime_version) = self.core.version();
-        call.finish(Ok(volume::VersionResponse {
-            runtime_name,
-            runtime_version,
-        }))
-    }
-
-    async fn list_events(
-        &self,
-        request: Request<volume::ListEventsRequest>,
-    ) -> R<volume::ListEventsResponse> {
-        let (call, req) = self.core.begin(Method::VolumeListEvents, request).await?;
-        let f = req.filter.unwrap_or_default();
-        let q = EventQuery {
-            id: f.id,
-            labels: f.label_selector,
-            from: f.events_from_time,
-            to: f.events_to_time,
+rpc_service! {
+    /// The `VolumeRuntime` gRPC service of a mock.
+    VolumeService: VolumeRuntime, VolumeRuntimeServer {
+        version(VolumeVersion, volume::VersionRequest) -> volume::VersionResponse = |core, _req| {
+            let (runtime_name, runtime_version) = core.version();
+            Ok(volume::VersionResponse { runtime_name, runtime_version })
         };
-        self.core.settle::<volume::Volume>();
-        self.core.settle::<volume::VolumeSnapshot>();
-        call.finish(Ok(volume::ListEventsResponse {
-            events: self.core.events(Service::Volume, &q),
-        }))
-    }
-
-    async fn list_volumes(
-        &self,
-        request: Request<volume::ListVolumesRequest>,
-    ) -> R<volume::ListVolumesResponse> {
-        let (call, req) = self.core.begin(Method::ListVolumes, request).await?;
-        let filter = req.filter.unwrap_or_default();
-        let res = self
-            .core
-            .list_calibrated(&filter.id, &filter.label_selector, "volume");
-        call.finish(res.map(|volumes| volume::ListVolumesResponse { volumes }))
-    }
-
-    async fn create_volume(
-        &self,
-        request: Request<volume::CreateVolumeRequest>,
-    ) -> R<volume::CreateVolumeResponse> {
-        let (call, req) = self.core.begin(Method::CreateVolume, request).await?;
-        let res = self.core.create_volume(req);
-        call.finish(res)
-    }
-
-    async fn expand_volume(
-        &self,
-        request: Request<volume::ExpandVolumeRequest>,
-    ) -> R<volume::ExpandVolumeResponse> {
-        let (call, req) = self.core.begin(Method::ExpandVolume, request).await?;
-        let res = self.core.expand_volume(req);
-        call.finish(res.map(|()| volume::ExpandVolumeResponse {}))
-    }
-
-    async fn delete_volume(
-        &self,
-        request: Request<volume::DeleteVolumeRequest>,
-    ) -> R<volume::DeleteVolumeResponse> {
-        let (call, req) = self.core.begin(Method::DeleteVolume, request).await?;
-        let res = self.core.delete::<volume::Volume>(&req.volume_id);
-        call.finish(res.map(|()| volume::DeleteVolumeResponse {}))
-    }
-
-    async fn create_volume_snapshot(
-        &self,
-        request: Request<volume::CreateVolumeSnapshotRequest>,
-    ) -> R<volume::CreateVolumeSnapshotResponse> {
-        let (call, req) = self
-            .core
-            .begin(Method::CreateVolumeSnapshot, request)
-            .await?;
-        let res = self.core.create_snapshot(req);
-        call.finish(res)
-    }
-
-    async fn delete_volume_snapshot(
-        &self,
-        request: Request<volume::DeleteVolumeSnapshotRequest>,
-    ) -> R<volume::DeleteVolumeSnapshotResponse> {
-        let (call, req) = self
-            .core
-            .begin(Method::DeleteVolumeSnapshot, request)
-            .await?;
-        let res = self
-            .core
-            .delete::<volume::VolumeSnapshot>(&req.volume_snapshot_id);
-        call.finish(res.map(|()| volume::DeleteVolumeSnapshotResponse {}))
-    }
-
-    async fn list_volume_snapshots(
-        &self,
-        request: Request<volume::ListVolumeSnapshotsRequest>,
-    ) -> R<volume::ListVolumeSnapshotsResponse> {
-        let (call, req) = self
-            .core
-            .begin(Method::ListVolumeSnapshots, request)
-            .await?;
-        let filter = req.filter.unwrap_or_default();
-        let res = self
-            .core
-            .list_calibrated(&filter.id, &filter.label_selector, "snapshot");
-        call.finish(
-            res.map(|volume_snapshots| volume::ListVolumeSnapshotsResponse { volume_snapshots }),
-        )
-    }
-
-    async fn status(&self, request: Request<volume::StatusRequest>) -> R<volume::StatusResponse> {
-        let (call, _req) = self.core.begin(Method::VolumeStatus, request).await?;
-        call.finish(Ok(self.core.volume_status()))
+        list_events(VolumeListEvents, volume::ListEventsRequest) -> volume::ListEventsResponse = |core, req| {
+            let f = req.filter.unwrap_or_default();
+            let q = EventQuery { id: f.id, labels: f.label_selector, from: f.events_from_time, to: f.events_to_time };
+            core.settle::<volume::Volume>();
+            core.settle::<volume::VolumeSnapshot>();
+            Ok(volume::ListEventsResponse { events: core.events(Service::Volume, &q) })
+        };
+        list_volumes(ListVolumes, volume::ListVolumesRequest) -> volume::ListVolumesResponse = |core, req| {
+            let filter = req.filter.unwrap_or_default();
+            let volumes = core.list_calibrated(&filter.id, &filter.label_selector, "volume");
+            volumes.map(|volumes| volume::ListVolumesResponse { volumes })
+        };
+        create_volume(CreateVolume, volume::CreateVolumeRequest) -> volume::CreateVolumeResponse = |core, req| {
+            core.create_volume(req)
+        };
+        expand_volume(ExpandVolume, volume::ExpandVolumeRequest) -> volume::ExpandVolumeResponse = |core, req| {
+            core.expand_volume(req).map(|()| volume::ExpandVolumeResponse {})
+        };
+        delete_volume(DeleteVolume, volume::DeleteVolumeRequest) -> volume::DeleteVolumeResponse = |core, req| {
+            core.delete::<volume::Volume>(&req.volume_id).map(|()| volume::DeleteVolumeResponse {})
+        };
+        create_volume_snapshot(CreateVolumeSnapshot, volume::CreateVolumeSnapshotRequest)
+            -> volume::CreateVolumeSnapshotResponse = |core, req| {
+            core.create_snapshot(req)
+        };
+        delete_volume_snapshot(DeleteVolumeSnapshot, volume::DeleteVolumeSnapshotRequest)
+            -> volume::DeleteVolumeSnapshotResponse = |core, req| {
+            let res = core.delete::<volume::VolumeSnapshot>(&req.volume_snapshot_id);
+            res.map(|()| volume::DeleteVolumeSnapshotResponse {})
+        };
+        list_volume_snapshots(ListVolumeSnapshots, volume::ListVolumeSnapshotsRequest)
+            -> volume::ListVolumeSnapshotsResponse = |core, req| {
+            let filter = req.filter.unwrap_or_default();
+            let snapshots = core.list_calibrated(&filter.id, &filter.label_selector, "snapshot");
+            snapshots.map(|volume_snapshots| volume::ListVolumeSnapshotsResponse { volume_snapshots })
+        };
+        status(VolumeStatus, volume::StatusRequest) -> volume::StatusResponse = |core, _req| {
+            Ok(core.volume_status())
+        };
     }
 }
