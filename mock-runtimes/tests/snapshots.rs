@@ -55,13 +55,7 @@ async fn listed_machines() {
     let second = c
         .create_machine(fixtures::machine_with_labels(&[("app", "b")]))
         .await;
-    c.machine
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: second.clone(),
-            power: machine::Power::Off as i32,
-        })
-        .await
-        .unwrap();
+    c.power(&second, machine::Power::Off).await;
     let third = c
         .create_machine(fixtures::machine_with_labels(&[("app", "c")]))
         .await;
@@ -110,22 +104,8 @@ async fn listed_volumes_snapshots_buckets() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     let mut c = Clients::new(&mock);
     let id = c.create_volume(fixtures::volume()).await;
-    c.volume
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec { volume_id: id }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap();
-    c.bucket
-        .create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(fixtures::bucket()),
-        })
-        .await
-        .unwrap();
+    c.create_snapshot(&id).await;
+    c.create_bucket(fixtures::bucket()).await;
     let volumes: Vec<Value> = c
         .volume
         .list_volumes(volume::ListVolumesRequest::default())
