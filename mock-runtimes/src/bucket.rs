@@ -1,8 +1,6 @@
 //! The mock `BucketRuntime`: buckets (PENDING → AVAILABLE with access), deletion phase, events,
 //! bucket classes.
 
-use std::sync::Mutex;
-
 use iri_spec::{
     bucket::v1alpha1::{
         self as bucket, BucketState,
@@ -16,9 +14,8 @@ use tonic::Status;
 use crate::{
     Mutant,
     core::{Core, invalid, rpc_service},
-    events::EventQuery,
-    objects::{Due, KindMutants, MockKind, fresh_meta},
-    store::{Store, Timers},
+    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in},
+    store::Timers,
 };
 
 impl MockKind for bucket::Bucket {
@@ -32,13 +29,7 @@ impl MockKind for bucket::Bucket {
     };
     const ID_FIELD: &'static str = "bucket_id";
 
-    fn store(core: &Core) -> &Mutex<Store<Self>> {
-        &core.buckets
-    }
-
-    fn set_state(&mut self, state: i32) {
-        self.status.get_or_insert_default().state = state;
-    }
+    kept_in!(buckets);
 
     /// PENDING → AVAILABLE with access.
     fn transition(core: &Core, b: &mut Self, timers: &Timers, due: Due) -> Option<String> {
@@ -148,16 +139,7 @@ impl Core {
 rpc_service! {
     /// The `BucketRuntime` gRPC service of a mock.
     BucketService: BucketRuntime, BucketRuntimeServer {
-        version(BucketVersion, bucket::VersionRequest) -> bucket::VersionResponse = |core, _req| {
-            let (runtime_name, runtime_version) = core.version();
-            Ok(bucket::VersionResponse { runtime_name, runtime_version })
-        };
-        list_events(BucketListEvents, bucket::ListEventsRequest) -> bucket::ListEventsResponse = |core, req| {
-            let f = req.filter.unwrap_or_default();
-            let q = EventQuery { id: f.id, labels: f.label_selector, from: f.events_from_time, to: f.events_to_time };
-            core.settle::<bucket::Bucket>();
-            Ok(bucket::ListEventsResponse { events: core.events(Service::Bucket, &q) })
-        };
+        @common(bucket, BucketVersion, BucketListEvents, Service::Bucket, [bucket::Bucket]);
         list_buckets(ListBuckets, bucket::ListBucketsRequest) -> bucket::ListBucketsResponse = |core, req| {
             let filter = req.filter.unwrap_or_default();
             let buckets = core.list(&filter.id, &filter.label_selector);

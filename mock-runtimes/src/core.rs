@@ -354,11 +354,13 @@ pub(crate) fn not_found(kind: &str, id: &str) -> Status {
 /// Declares a mock's gRPC service: the struct (on the shared [`Core`]), its `into_server`, and
 /// the tonic trait, whose every RPC starts with [`Core::begin`] (call record, injected fault)
 /// and ends with [`CallGuard::finish`] on `$body`, evaluated with `$core: &Core` and the
-/// request message bound to `$req`.
+/// request message bound to `$req`. `@common(..)` adds the RPCs every IRI service has alike:
+/// Version, and ListEvents on the service's log after its kinds' due transitions.
 macro_rules! rpc_service {
     (
         $(#[$doc:meta])*
         $svc:ident: $trait:ident, $server:ident {
+            $( @common($m:ident, $version:ident, $list_events:ident, $service:expr, [$($kind:ty),+]); )?
             $( $rpc:ident($method:ident, $req_ty:ty) -> $resp:ty = |$core:ident, $req:pat_param| $body:expr; )*
         }
     ) => {
@@ -377,6 +379,32 @@ macro_rules! rpc_service {
 
         #[tonic::async_trait]
         impl $trait for $svc {
+            $(
+                async fn version(
+                    &self,
+                    request: tonic::Request<$m::VersionRequest>,
+                ) -> Result<tonic::Response<$m::VersionResponse>, tonic::Status> {
+                    let (call, _req) = self.core.begin($crate::Method::$version, request).await?;
+                    let (runtime_name, runtime_version) = self.core.version();
+                    call.finish(Ok($m::VersionResponse { runtime_name, runtime_version }))
+                }
+
+                async fn list_events(
+                    &self,
+                    request: tonic::Request<$m::ListEventsRequest>,
+                ) -> Result<tonic::Response<$m::ListEventsResponse>, tonic::Status> {
+                    let (call, req) = self.core.begin($crate::Method::$list_events, request).await?;
+                    let f = req.filter.unwrap_or_default();
+                    let q = $crate::events::EventQuery {
+                        id: f.id,
+                        labels: f.label_selector,
+                        from: f.events_from_time,
+                        to: f.events_to_time,
+                    };
+                    $( self.core.settle::<$kind>(); )+
+                    call.finish(Ok($m::ListEventsResponse { events: self.core.events($service, &q) }))
+                }
+            )?
             $(
                 async fn $rpc(
                     &self,

@@ -3,7 +3,7 @@
 
 mod attach;
 
-use std::{collections::HashMap, sync::Mutex};
+use std::collections::HashMap;
 
 use iri_spec::{
     kind::{IriKind, Service},
@@ -18,9 +18,8 @@ use tonic::Status;
 use crate::{
     Mutant,
     core::{Core, invalid, not_found, rpc_service},
-    events::EventQuery,
     lock,
-    objects::{Due, KindMutants, MockKind, fresh_meta},
+    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in},
     store::{Slot, Store, Timers},
 };
 
@@ -46,13 +45,7 @@ impl MockKind for machine::Machine {
     };
     const ID_FIELD: &'static str = "machine_id";
 
-    fn store(core: &Core) -> &Mutex<Store<Self>> {
-        &core.machines
-    }
-
-    fn set_state(&mut self, state: i32) {
-        self.status.get_or_insert_default().state = state;
-    }
+    kept_in!(machines);
 
     /// PENDING → RUNNING (or off, as the power asks), power changes, spec changes applied.
     fn transition(core: &Core, m: &mut Self, timers: &Timers, due: Due) -> Option<String> {
@@ -417,16 +410,7 @@ impl Core {
 rpc_service! {
     /// The `MachineRuntime` gRPC service of a mock.
     MachineService: MachineRuntime, MachineRuntimeServer {
-        version(MachineVersion, machine::VersionRequest) -> machine::VersionResponse = |core, _req| {
-            let (runtime_name, runtime_version) = core.version();
-            Ok(machine::VersionResponse { runtime_name, runtime_version })
-        };
-        list_events(MachineListEvents, machine::ListEventsRequest) -> machine::ListEventsResponse = |core, req| {
-            let f = req.filter.unwrap_or_default();
-            let q = EventQuery { id: f.id, labels: f.label_selector, from: f.events_from_time, to: f.events_to_time };
-            core.settle::<machine::Machine>();
-            Ok(machine::ListEventsResponse { events: core.events(Service::Machine, &q) })
-        };
+        @common(machine, MachineVersion, MachineListEvents, Service::Machine, [machine::Machine]);
         list_machines(ListMachines, machine::ListMachinesRequest) -> machine::ListMachinesResponse = |core, req| {
             let filter = req.filter.unwrap_or_default();
             let machines = core.list(&filter.id, &filter.label_selector);

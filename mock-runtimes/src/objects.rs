@@ -405,6 +405,21 @@ impl Core {
     }
 }
 
+/// The parts of a [`MockKind`] impl that only say where the kind is kept: `store`, the [`Core`]
+/// field `$field`, and `set_state` on the status' `state`.
+macro_rules! kept_in {
+    ($field:ident) => {
+        fn store(core: &$crate::core::Core) -> &std::sync::Mutex<$crate::store::Store<Self>> {
+            &core.$field
+        }
+
+        fn set_state(&mut self, state: i32) {
+            self.status.get_or_insert_default().state = state;
+        }
+    };
+}
+pub(crate) use kept_in;
+
 /// Resets the runtime-owned metadata of a new object: its id, generation 0, not deleted,
 /// `created_at`.
 pub(crate) fn fresh_meta(md: &mut meta::ObjectMetadata, id: &str, created_at: i64) {

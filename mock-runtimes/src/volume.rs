@@ -1,8 +1,6 @@
 //! The mock `VolumeRuntime`: volumes (PENDING → AVAILABLE with access), expansion, snapshots
 //! (PENDING → READY), deletion phases, events and class status.
 
-use std::sync::Mutex;
-
 use iri_spec::{
     kind::{IriKind, Service},
     volume::v1alpha1::{
@@ -16,9 +14,8 @@ use tonic::Status;
 use crate::{
     Mutant,
     core::{Core, invalid, not_found, rpc_service},
-    events::EventQuery,
-    objects::{Due, KindMutants, MockKind, fresh_meta},
-    store::{Store, Timers},
+    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in},
+    store::Timers,
 };
 
 impl MockKind for volume::Volume {
@@ -34,13 +31,7 @@ impl MockKind for volume::Volume {
     };
     const ID_FIELD: &'static str = "volume_id";
 
-    fn store(core: &Core) -> &Mutex<Store<Self>> {
-        &core.volumes
-    }
-
-    fn set_state(&mut self, state: i32) {
-        self.status.get_or_insert_default().state = state;
-    }
+    kept_in!(volumes);
 
     /// PENDING → AVAILABLE with access; an expansion reaching the status.
     fn transition(core: &Core, v: &mut Self, timers: &Timers, due: Due) -> Option<String> {
@@ -88,13 +79,7 @@ impl MockKind for volume::VolumeSnapshot {
     };
     const ID_FIELD: &'static str = "volume_snapshot_id";
 
-    fn store(core: &Core) -> &Mutex<Store<Self>> {
-        &core.snapshots
-    }
-
-    fn set_state(&mut self, state: i32) {
-        self.status.get_or_insert_default().state = state;
-    }
+    kept_in!(snapshots);
 
     /// PENDING → READY.
     fn transition(core: &Core, s: &mut Self, timers: &Timers, due: Due) -> Option<String> {
@@ -385,17 +370,7 @@ impl Core {
 rpc_service! {
     /// The `VolumeRuntime` gRPC service of a mock.
     VolumeService: VolumeRuntime, VolumeRuntimeServer {
-        version(VolumeVersion, volume::VersionRequest) -> volume::VersionResponse = |core, _req| {
-            let (runtime_name, runtime_version) = core.version();
-            Ok(volume::VersionResponse { runtime_name, runtime_version })
-        };
-        list_events(VolumeListEvents, volume::ListEventsRequest) -> volume::ListEventsResponse = |core, req| {
-            let f = req.filter.unwrap_or_default();
-            let q = EventQuery { id: f.id, labels: f.label_selector, from: f.events_from_time, to: f.events_to_time };
-            core.settle::<volume::Volume>();
-            core.settle::<volume::VolumeSnapshot>();
-            Ok(volume::ListEventsResponse { events: core.events(Service::Volume, &q) })
-        };
+        @common(volume, VolumeVersion, VolumeListEvents, Service::Volume, [volume::Volume, volume::VolumeSnapshot]);
         list_volumes(ListVolumes, volume::ListVolumesRequest) -> volume::ListVolumesResponse = |core, req| {
             let filter = req.filter.unwrap_or_default();
             let volumes = core.list_calibrated(&filter.id, &filter.label_selector, "volume");
