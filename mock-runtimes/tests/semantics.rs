@@ -241,13 +241,7 @@ async fn events_carry_labels_seconds_and_filter() {
         .create_machine(fixtures::machine_with_labels(&[("team", "b")]))
         .await;
     c.list_machines().await;
-    let all = c
-        .machine
-        .list_events(machine::ListEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let all = c.machine_events().await;
     assert!(
         all.len() >= 4,
         "created + running for two machines: {all:?}"
@@ -340,12 +334,7 @@ async fn status_reports_classes_in_cores_and_bytes() {
         .await
         .unwrap();
     let mut c = Clients::new(&mock);
-    let status = c
-        .machine
-        .status(machine::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = c.machine_status().await;
     assert_eq!(status.machine_class_status.len(), 1);
     let class = &status.machine_class_status[0];
     assert_eq!(class.quantity, 3);
@@ -450,12 +439,7 @@ async fn volumes_become_available_expand_and_snapshot() {
     );
     assert_eq!(snaps[0].status.as_ref().unwrap().size, 2 << 30);
 
-    let status = c
-        .volume
-        .status(volume::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = c.volume_status().await;
     assert_eq!(status.volume_class_status.len(), 2);
     assert!(
         status.volume_class_status.iter().all(|s| s
@@ -476,13 +460,7 @@ async fn buckets_become_available() {
         b.status.as_ref().unwrap().state,
         bucket::BucketState::BucketPending as i32
     );
-    let listed = c
-        .bucket
-        .list_buckets(bucket::ListBucketsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .buckets;
+    let listed = c.list_buckets().await;
     let status = listed[0].status.as_ref().unwrap();
     assert_eq!(status.state, bucket::BucketState::BucketAvailable as i32);
     assert!(!status.access.as_ref().unwrap().endpoint.is_empty());
@@ -543,13 +521,7 @@ async fn handles_seed_read_and_force_state() {
             ..Default::default()
         }),
     });
-    let events = c
-        .machine
-        .list_events(machine::ListEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = c.machine_events().await;
     assert!(
         events
             .iter()

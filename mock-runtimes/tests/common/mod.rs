@@ -97,6 +97,58 @@ impl Clients {
             .machines
     }
 
+    /// Every machine event.
+    pub async fn machine_events(&mut self) -> Vec<event::Event> {
+        let req = machine::ListEventsRequest::default();
+        self.machine
+            .list_events(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .events
+    }
+
+    /// The machine service's class status.
+    pub async fn machine_status(&mut self) -> machine::StatusResponse {
+        let req = machine::StatusRequest {};
+        self.machine.status(req).await.unwrap().into_inner()
+    }
+
+    /// The volume service's class status.
+    pub async fn volume_status(&mut self) -> volume::StatusResponse {
+        let req = volume::StatusRequest {};
+        self.volume.status(req).await.unwrap().into_inner()
+    }
+
+    /// Every volume.
+    pub async fn list_volumes(&mut self) -> Vec<volume::Volume> {
+        let req = volume::ListVolumesRequest::default();
+        self.volume
+            .list_volumes(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .volumes
+    }
+
+    /// Every volume snapshot.
+    pub async fn list_snapshots(&mut self) -> Vec<volume::VolumeSnapshot> {
+        let req = volume::ListVolumeSnapshotsRequest::default();
+        let res = self.volume.list_volume_snapshots(req).await.unwrap();
+        res.into_inner().volume_snapshots
+    }
+
+    /// Every bucket.
+    pub async fn list_buckets(&mut self) -> Vec<bucket::Bucket> {
+        let req = bucket::ListBucketsRequest::default();
+        self.bucket
+            .list_buckets(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .buckets
+    }
+
     /// Creates a volume; its id.
     pub async fn create_volume(&mut self, v: volume::Volume) -> String {
         let req = volume::CreateVolumeRequest { volume: Some(v) };
