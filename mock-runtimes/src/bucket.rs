@@ -14,7 +14,7 @@ use tonic::Status;
 use crate::{
     Mutant,
     core::{Core, invalid, rpc_service},
-    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in},
+    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in, take_spec},
     store::Timers,
 };
 
@@ -98,16 +98,8 @@ impl Core {
                 .map(|c| c.name.clone())
                 .unwrap_or_default(),
         };
-        let mut b = match req.bucket {
-            Some(b) => b,
-            None if lax => bucket::Bucket::default(),
-            None => return Err(invalid("bucket is required")),
-        };
-        let spec = match b.spec.take() {
-            Some(spec) => spec,
-            None if lax => first_class(),
-            None => return Err(invalid("bucket.spec is required")),
-        };
+        let (mut b, spec) = take_spec(req.bucket, lax)?;
+        let spec = spec.unwrap_or_else(first_class);
         if self.bucket_class(&spec.class).is_none() && !self.has(Mutant::BucketUnknownClassAccepted)
         {
             return Err(invalid(format!("unknown bucket class {:?}", spec.class)));

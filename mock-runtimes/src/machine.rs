@@ -19,7 +19,7 @@ use crate::{
     Mutant,
     core::{Core, invalid, not_found, rpc_service},
     lock,
-    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in},
+    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in, take_spec},
     store::{Slot, Store, Timers},
 };
 
@@ -186,17 +186,9 @@ impl Core {
         &self,
         req: machine::CreateMachineRequest,
     ) -> Result<machine::CreateMachineResponse, Status> {
-        let lax = self.has(Mutant::MissingSpecAccepted);
-        let mut m = match req.machine {
-            Some(m) => m,
-            None if lax => machine::Machine::default(),
-            None => return Err(invalid("machine is required")),
-        };
-        let (spec, spec_given) = match m.spec.take() {
-            Some(spec) => (spec, true),
-            None if lax => (machine::MachineSpec::default(), false),
-            None => return Err(invalid("machine.spec is required")),
-        };
+        let (mut m, spec) = take_spec(req.machine, self.has(Mutant::MissingSpecAccepted))?;
+        let spec_given = spec.is_some();
+        let spec = spec.unwrap_or_default();
         if spec_given
             && self.machine_class(&spec.class).is_none()
             && !self.has(Mutant::UnknownClassAccepted)

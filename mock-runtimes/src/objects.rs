@@ -405,6 +405,23 @@ impl Core {
     }
 }
 
+/// The object of a create request and its spec, taken out of it: `InvalidArgument` for a missing
+/// object or spec unless `lax` (a mutant) accepts it, when the spec is `None`.
+pub(crate) fn take_spec<K: IriKind>(
+    obj: Option<K>,
+    lax: bool,
+) -> Result<(K, Option<K::Spec>), Status> {
+    let mut obj = match obj {
+        Some(obj) => obj,
+        None if lax => K::default(),
+        None => return Err(invalid(format!("{} is required", K::NAME))),
+    };
+    match obj.spec_mut().take() {
+        None if !lax => Err(invalid(format!("{}.spec is required", K::NAME))),
+        spec => Ok((obj, spec)),
+    }
+}
+
 /// The parts of a [`MockKind`] impl that only say where the kind is kept: `store`, the [`Core`]
 /// field `$field`, and `set_state` on the status' `state`.
 macro_rules! kept_in {

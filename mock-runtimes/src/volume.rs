@@ -14,7 +14,7 @@ use tonic::Status;
 use crate::{
     Mutant,
     core::{Core, invalid, not_found, rpc_service},
-    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in},
+    objects::{Due, KindMutants, MockKind, fresh_meta, kept_in, take_spec},
     store::Timers,
 };
 
@@ -149,17 +149,9 @@ impl Core {
         &self,
         req: volume::CreateVolumeRequest,
     ) -> Result<volume::CreateVolumeResponse, Status> {
-        let lax = self.has(Mutant::VolumeMissingSpecAccepted);
-        let mut v = match req.volume {
-            Some(v) => v,
-            None if lax => volume::Volume::default(),
-            None => return Err(invalid("volume is required")),
-        };
-        let (spec, spec_given) = match v.spec.take() {
-            Some(spec) => (spec, true),
-            None if lax => (volume::VolumeSpec::default(), false),
-            None => return Err(invalid("volume.spec is required")),
-        };
+        let (mut v, spec) = take_spec(req.volume, self.has(Mutant::VolumeMissingSpecAccepted))?;
+        let spec_given = spec.is_some();
+        let spec = spec.unwrap_or_default();
         if spec_given
             && self.volume_class(&spec.class).is_none()
             && !self.has(Mutant::VolumeUnknownClassAccepted)
