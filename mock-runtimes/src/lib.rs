@@ -57,36 +57,40 @@
 //! the [`Call`] log, register [`Expectation`]s, install [`FaultRule`]s and switch [`Mutant`]s.
 
 mod bucket;
+mod builder;
 mod calls;
 pub mod classes;
 mod clock;
 mod conn;
 pub mod console;
 mod core;
+mod events;
 mod fault;
 pub mod fixtures;
+mod handle;
 mod machine;
 mod method;
 mod mutant;
+mod objects;
 mod reservation;
 mod server;
 pub mod standalone;
+mod store;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use bucket::BucketService;
+pub use builder::{DEFAULT_LOCAL_STORAGE_BYTES, MockRuntimeBuilder};
 pub use calls::{Call, Expectation, RequestMessage};
 pub use clock::is_idgen_id;
 pub use core::Delays;
 pub use fault::{Effect, FaultId, FaultRule, Trigger};
+pub use handle::{MockHandle, VerifyError};
 pub use machine::MachineService;
 pub use method::{Method, UnknownMethod};
 pub use mutant::{Mutant, UnknownMutant};
 pub use reservation::ReservationService;
-pub use server::{
-    DEFAULT_LOCAL_STORAGE_BYTES, Error, InProcessDialer, MockHandle, MockRuntime,
-    MockRuntimeBuilder, Result, VerifyError, bind_unix,
-};
+pub use server::{Error, InProcessDialer, MockRuntime, Result, bind_unix};
 pub use volume::VolumeService;
 
 mod volume;

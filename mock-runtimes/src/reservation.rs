@@ -27,75 +27,19 @@ use iri_spec::irikit::reservation::v1alpha1::{
 };
 use iri_spec::machine::v1alpha1 as machine;
 use iri_spec::meta::v1alpha1 as meta;
-use tonic::{Request, Response, Status};
+use iri_spec::reservation::ledger::{self, ClassSize, Usage};
+use tonic::Status;
 
 use crate::{
-    Method, Mutant,
-    core::{Core, invalid, labels_match, not_found},
+    Mutant,
+    core::{Core, Reservations, invalid, not_found, rpc_service},
     lock,
+    objects::fresh_meta,
 };
-
-/// The reservations of one mock, in creation order.
-#[derive(Debug, Default)]
-pub(crate) struct ReservationStore {
-    items: Vec<rsv::Reservation>,
-    /// Reservation id → machines created against it so far, per class (the hold shrinks by
-    /// one machine each time).
-    consumed: HashMap<String, HashMap<String, i64>>,
-    /// Holds of deleted reservations that stay counted (only under
-    /// [`Mutant::ReservationDeleteKeepsHold`]).
-    released: Vec<Usage>,
-}
-
-impl ReservationStore {
-    pub(crate) fn all(&self) -> Vec<rsv::Reservation> {
-        self.items.clone()
-    }
-}
 
 const ACCEPTED: i32 = ReservationState::ReservationAccepted as i32;
 const REJECTED: i32 = ReservationState::ReservationRejected as i32;
 const BOUND: i32 = ReservationState::ReservationBound as i32;
-
-fn id_of(r: &rsv::Reservation) -> &str {
-    r.metadata.as_ref().map_or("", |m| m.id.as_str())
-}
-
-fn state_of(r: &rsv::Reservation) -> i32 {
-    r.status.as_ref().map_or(0, |s| s.state)
-}
-
-/// The local disk bytes of a machine's volumes.
-fn local_disk_bytes(spec: &machine::MachineSpec) -> i64 {
-    spec.volumes
-        .iter()
-        .filter_map(|v| v.local_disk.as_ref())
-        .map(|d| d.size_bytes.max(0))
-        .fold(0i64, i64::saturating_add)
-}
-
-/// Resource amounts over the four dimensions.
-#[derive(Debug, Default, Clone)]
-struct Usage {
-    classes: HashMap<String, i64>,
-    cpu_millis: i64,
-    memory_bytes: i64,
-    local_storage_bytes: i64,
-}
-
-impl Usage {
-    fn add(&mut self, other: &Usage) {
-        for (class, n) in &other.classes {
-            let e = self.classes.entry(class.clone()).or_default();
-            *e = e.saturating_add(*n);
-        }
-        self.cpu_millis = self.cpu_millis.saturating_add(other.cpu_millis);
-        self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
-        self.local_storage_bytes = self
-            .local_storage_bytes
-            .saturating_add(other.local_storage_bytes);
-    }
-}
 
 impl Core {
     fn reservations_served(&self) -> Result<(), Status> {
@@ -108,87 +52,41 @@ impl Core {
         }
     }
 
-    /// What reservation `r` still holds: its spec less the machines created against it so far
-    /// (nothing unless it is ACCEPTED).
-    fn still_held(&self, st: &ReservationStore, r: &rsv::Reservation) -> Usage {
-        let Some(spec) = r.spec.as_ref().filter(|_| state_of(r) == ACCEPTED) else {
-            return Usage::default();
-        };
-        let Some(consumed) = st.consumed.get(id_of(r)) else {
-            return self.held_by(spec);
-        };
-        let mut rest = spec.clone();
-        for (class, used) in consumed {
-            if let Some(n) = rest.machine_classes.get_mut(class) {
-                *n = (*n - used).max(0);
-            }
-            if let Some(c) = self.machine_class(class) {
-                rest.cpu_millis = rest
-                    .cpu_millis
-                    .saturating_sub(c.cpu.saturating_mul(1000).saturating_mul(*used))
-                    .max(0);
-                rest.memory_bytes = rest
-                    .memory_bytes
-                    .saturating_sub(c.memory_bytes.saturating_mul(*used))
-                    .max(0);
-            }
-        }
-        rest.machine_classes.retain(|_, n| *n > 0);
-        let mut held = self.held_by(&rest);
-        if rest.machine_classes.is_empty() {
-            held.local_storage_bytes = 0;
-        }
-        held
+    /// One machine of class `name`, as the ledger sizes it.
+    fn class_size(&self, name: &str) -> Option<ClassSize> {
+        self.machine_class(name)
+            .map(|c| ClassSize::new(c.cpu, c.memory_bytes))
     }
 
-    /// What `spec` holds while ACCEPTED (classes must be known; checked at create).
-    fn held_by(&self, spec: &rsv::ReservationSpec) -> Usage {
-        let mut u = Usage::default();
-        let (mut cpu, mut mem, mut machines) = (0i64, 0i64, 0i64);
-        for (class, n) in &spec.machine_classes {
-            if let Some(c) = self.machine_class(class) {
-                cpu = cpu.saturating_add(c.cpu.saturating_mul(1000).saturating_mul(*n));
-                mem = mem.saturating_add(c.memory_bytes.saturating_mul(*n));
-            }
-            machines = machines.saturating_add(*n);
-            u.classes.insert(class.clone(), *n);
-        }
-        u.cpu_millis = cpu.max(spec.cpu_millis);
-        u.memory_bytes = mem.max(spec.memory_bytes);
-        u.local_storage_bytes = spec
-            .local_storage_bytes_per_machine
-            .saturating_mul(machines.max(1));
-        u
+    /// What reservation `r` still holds (nothing unless it is ACCEPTED).
+    fn still_held(&self, st: &Reservations, r: &rsv::Reservation) -> Usage {
+        let consumed = st.consumed.get(ledger::id_of(r));
+        ledger::still_held(r, consumed.unwrap_or(&HashMap::new()), |c| {
+            self.class_size(c)
+        })
     }
 
     /// What the listed machines use.
     fn used_by_machines(&self) -> Usage {
-        let mut st = lock(&self.machines);
-        self.advance_machines(&mut st);
-        let mut u = Usage::default();
-        for m in st.store.iter() {
-            let Some(spec) = m.spec.as_ref() else {
-                continue;
-            };
-            let mut one = Usage::default();
-            if let Some(c) = self.machine_class(&spec.class) {
-                one.classes.insert(c.name.clone(), 1);
-                one.cpu_millis = c.cpu.saturating_mul(1000);
-                one.memory_bytes = c.memory_bytes;
+        let mut used = Usage::default();
+        for m in self.objects::<machine::Machine>().iter() {
+            if let Some(spec) = m.spec.as_ref() {
+                used.add(&ledger::machine_usage(spec, |c| self.class_size(c)));
             }
-            one.local_storage_bytes = local_disk_bytes(spec);
-            u.add(&one);
         }
-        u
+        used
     }
 
+    /// The host: each class's quantity, and cpu and memory as configured (by default what
+    /// the quantities of the classes add up to).
     fn capacity(&self) -> Usage {
         let mut u = Usage::default();
         let (mut cpu, mut mem) = (0i64, 0i64);
         for c in &self.config.machine_classes {
             u.classes.insert(c.name.clone(), c.quantity);
-            cpu = cpu.saturating_add(c.cpu.saturating_mul(1000).saturating_mul(c.quantity));
-            mem = mem.saturating_add(c.memory_bytes.saturating_mul(c.quantity));
+            let size = ClassSize::new(c.cpu, c.memory_bytes);
+            cpu = cpu.saturating_add(size.cpu_millis.saturating_mul(c.quantity));
+            mem = mem.saturating_add(size.memory_bytes.saturating_mul(c.quantity));
         }
         let (host_cpu, host_mem) = self.config.host_resources.unwrap_or((cpu, mem));
         u.cpu_millis = host_cpu;
@@ -197,41 +95,8 @@ impl Core {
         u
     }
 
-    fn validate_reservation_spec(&self, spec: &rsv::ReservationSpec) -> Result<(), Status> {
-        for (class, n) in &spec.machine_classes {
-            if self.machine_class(class).is_none() {
-                return Err(invalid(format!("unknown machine class {class:?}")));
-            }
-            if *n < 1 {
-                return Err(invalid(format!(
-                    "machine class {class:?}: count {n} is not at least 1"
-                )));
-            }
-        }
-        for (what, v) in [
-            ("cpu_millis", spec.cpu_millis),
-            ("memory_bytes", spec.memory_bytes),
-            (
-                "local_storage_bytes_per_machine",
-                spec.local_storage_bytes_per_machine,
-            ),
-        ] {
-            if v < 0 {
-                return Err(invalid(format!("{what} is negative ({v})")));
-            }
-        }
-        if spec.machine_classes.is_empty()
-            && spec.cpu_millis == 0
-            && spec.memory_bytes == 0
-            && spec.local_storage_bytes_per_machine == 0
-        {
-            return Err(invalid("reservation.spec reserves nothing"));
-        }
-        Ok(())
-    }
-
     /// Whether `want` fits next to the machines and the other reservations' holds.
-    fn fits(&self, st: &ReservationStore, want: &Usage) -> bool {
+    fn fits(&self, st: &Reservations, want: &Usage) -> bool {
         if self.has(Mutant::ReservationCapacityUnchecked) {
             return true;
         }
@@ -244,23 +109,7 @@ impl Core {
         for held in &st.released {
             used.add(held);
         }
-        let cap = self.capacity();
-        // A dimension the request does not use never rejects it (unreserved machines may
-        // have overcommitted it: CreateMachine checks capacity only while something is held).
-        let fits = |used: i64, want: i64, cap: i64| want == 0 || used.saturating_add(want) <= cap;
-        want.classes.iter().all(|(class, n)| {
-            fits(
-                used.classes.get(class).copied().unwrap_or(0),
-                *n,
-                cap.classes.get(class).copied().unwrap_or(0),
-            )
-        }) && fits(used.cpu_millis, want.cpu_millis, cap.cpu_millis)
-            && fits(used.memory_bytes, want.memory_bytes, cap.memory_bytes)
-            && fits(
-                used.local_storage_bytes,
-                want.local_storage_bytes,
-                cap.local_storage_bytes,
-            )
+        used.fits(want, &self.capacity())
     }
 
     fn create_reservation(
@@ -275,14 +124,12 @@ impl Core {
             .spec
             .clone()
             .ok_or_else(|| invalid("reservation.spec is required"))?;
-        self.validate_reservation_spec(&spec)?;
+        ledger::validate_spec(&spec, |c| self.machine_class(c).is_some())
+            .map_err(|e| invalid(e.to_string()))?;
         let mut md = r.metadata.take().unwrap_or_default();
-        md.id = self.new_id();
-        md.generation = 0;
-        md.deleted_at = 0;
-        md.created_at = self.created_at(false, false);
+        fresh_meta(&mut md, &self.new_id(), self.clock.unix_nanos());
         r.metadata = Some(md);
-        let want = self.held_by(&spec);
+        let want = ledger::held_by(&spec, |c| self.class_size(c));
         let mut st = lock(&self.reservations);
         let accepted = !self.has(Mutant::ReservationAlwaysRejected) && self.fits(&st, &want);
         r.status = Some(rsv::ReservationStatus {
@@ -304,8 +151,13 @@ impl Core {
         let reservations = st
             .items
             .iter()
-            .filter(|r| filter.id.is_empty() || id_of(r) == filter.id)
-            .filter(|r| labels_match(&filter.label_selector, r.metadata.as_ref()))
+            .filter(|r| filter.id.is_empty() || ledger::id_of(r) == filter.id)
+            .filter(|r| {
+                filter.label_selector.is_empty()
+                    || r.metadata.as_ref().is_some_and(|m| {
+                        iri_spec::selector::matches(&filter.label_selector, &m.labels)
+                    })
+            })
             .cloned()
             .collect();
         Ok(rsv::ListReservationsResponse { reservations })
@@ -317,7 +169,7 @@ impl Core {
             return Err(invalid("reservation_id is required"));
         }
         let mut st = lock(&self.reservations);
-        let Some(pos) = st.items.iter().position(|r| id_of(r) == id) else {
+        let Some(pos) = st.items.iter().position(|r| ledger::id_of(r) == id) else {
             return Err(not_found("reservation", id));
         };
         let r = st.items.remove(pos);
@@ -356,41 +208,31 @@ impl Core {
         let class = spec.class.as_str();
         let mut guard = lock(&self.reservations);
         let st = &mut *guard;
-        let Some(r) = st.items.iter_mut().find(|r| id_of(r) == id.as_str()) else {
+        let Some(r) = st
+            .items
+            .iter_mut()
+            .find(|r| ledger::id_of(r) == id.as_str())
+        else {
             return Err(Status::failed_precondition(format!(
                 "reservation {id:?} not found"
             )));
         };
-        let state = state_of(r);
-        if state != ACCEPTED {
-            let name = ReservationState::try_from(state)
-                .map_or("UNKNOWN", |s| s.as_str_name())
-                .to_owned();
-            return Err(Status::failed_precondition(format!(
-                "reservation {id:?} is {name}, not RESERVATION_ACCEPTED"
-            )));
+        if !ledger::is_accepted(r) || !self.has(Mutant::ReservationConsumedWhole) {
+            let none = HashMap::new();
+            let consumed = st.consumed.get(id.as_str()).unwrap_or(&none);
+            ledger::check_consume(r, class, consumed)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
-        let classes = r
-            .spec
-            .as_ref()
-            .map(|s| s.machine_classes.clone())
-            .unwrap_or_default();
-        if classes.is_empty() || self.has(Mutant::ReservationConsumedWhole) {
+        let spec = r.spec.as_ref();
+        if spec.is_none_or(|s| s.machine_classes.is_empty())
+            || self.has(Mutant::ReservationConsumedWhole)
+        {
             r.status = Some(rsv::ReservationStatus { state: BOUND });
             return Ok(());
         }
         let consumed = st.consumed.entry(id.clone()).or_default();
-        let used = consumed.get(class).copied().unwrap_or(0);
-        if used >= classes.get(class).copied().unwrap_or(0) {
-            return Err(Status::failed_precondition(format!(
-                "reservation {id:?} holds no (more) machine of class {class:?}"
-            )));
-        }
-        consumed.insert(class.to_owned(), used + 1);
-        let all = classes
-            .iter()
-            .all(|(c, n)| consumed.get(c).copied().unwrap_or(0) >= *n);
-        if all {
+        *consumed.entry(class.to_owned()).or_default() += 1;
+        if ledger::fully_consumed(spec, consumed) {
             r.status = Some(rsv::ReservationStatus { state: BOUND });
         }
         Ok(())
@@ -404,18 +246,12 @@ impl Core {
         }
         let st = lock(&self.reservations);
         if !self.config.enforce_capacity
-            && !st.items.iter().any(|r| state_of(r) == ACCEPTED)
+            && !st.items.iter().any(ledger::is_accepted)
             && st.released.is_empty()
         {
             return Ok(());
         }
-        let mut want = Usage::default();
-        if let Some(c) = self.machine_class(&spec.class) {
-            want.classes.insert(c.name.clone(), 1);
-            want.cpu_millis = c.cpu.saturating_mul(1000);
-            want.memory_bytes = c.memory_bytes;
-        }
-        want.local_storage_bytes = local_disk_bytes(spec);
+        let want = ledger::machine_usage(spec, |c| self.class_size(c));
         if self.fits(&st, &want) {
             Ok(())
         } else {
@@ -428,47 +264,16 @@ impl Core {
     }
 }
 
-/// The mock's `ReservationRuntime` service (served on the machine runtime's socket).
-#[derive(Debug, Clone)]
-pub struct ReservationService {
-    pub(crate) core: std::sync::Arc<Core>,
-}
-
-impl ReservationService {
-    /// The tonic server for this service.
-    pub fn into_server(self) -> ReservationRuntimeServer<Self> {
-        ReservationRuntimeServer::new(self)
-    }
-}
-
-type R<T> = Result<Response<T>, Status>;
-
-#[tonic::async_trait]
-impl ReservationRuntime for ReservationService {
-    async fn create_reservation(
-        &self,
-        request: Request<rsv::CreateReservationRequest>,
-    ) -> R<rsv::CreateReservationResponse> {
-        let (call, req) = self.core.begin(Method::CreateReservation, request).await?;
-        let res = self.core.create_reservation(req);
-        call.finish(res)
-    }
-
-    async fn list_reservations(
-        &self,
-        request: Request<rsv::ListReservationsRequest>,
-    ) -> R<rsv::ListReservationsResponse> {
-        let (call, req) = self.core.begin(Method::ListReservations, request).await?;
-        let res = self.core.list_reservations(req);
-        call.finish(res)
-    }
-
-    async fn delete_reservation(
-        &self,
-        request: Request<rsv::DeleteReservationRequest>,
-    ) -> R<rsv::DeleteReservationResponse> {
-        let (call, req) = self.core.begin(Method::DeleteReservation, request).await?;
-        let res = self.core.delete_reservation(&req.reservation_id);
-        call.finish(res.map(|()| rsv::DeleteReservationResponse {}))
+rpc_service! {
+    /// The mock's `ReservationRuntime` service (served on the machine runtime's socket).
+    ReservationService: ReservationRuntime, ReservationRuntimeServer {
+        create_reservation(CreateReservation, rsv::CreateReservationRequest)
+            -> rsv::CreateReservationResponse = |core, req| core.create_reservation(req);
+        list_reservations(ListReservations, rsv::ListReservationsRequest)
+            -> rsv::ListReservationsResponse = |core, req| core.list_reservations(req);
+        delete_reservation(DeleteReservation, rsv::DeleteReservationRequest)
+            -> rsv::DeleteReservationResponse = |core, req| {
+            core.delete_reservation(&req.reservation_id).map(|()| rsv::DeleteReservationResponse {})
+        };
     }
 }

@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
+mod common;
+
+use common::Clients;
 use iri_mock::{
-    MockRuntime,
+    MockRuntime, MockRuntimeBuilder,
     console::{self, ConsoleServer},
     fixtures,
 };
@@ -56,10 +59,18 @@ fn refused_with(err: tokio_tungstenite::tungstenite::Error) -> StatusCode {
     }
 }
 
-async fn exec(
-    client: &mut MachineRuntimeClient<tonic::transport::Channel>,
-    id: &str,
-) -> Result<String, tonic::Status> {
+type Client = MachineRuntimeClient<tonic::transport::Channel>;
+
+/// Starts `builder`'s mock in process and creates a machine: the mock, a machine client, the
+/// machine's id.
+async fn with_machine(builder: MockRuntimeBuilder) -> (MockRuntime, Client, String) {
+    let mock = builder.start_in_process().await.unwrap();
+    let mut clients = Clients::new(&mock);
+    let id = clients.create_machine(fixtures::machine()).await;
+    (mock, clients.machine, id)
+}
+
+async fn exec(client: &mut Client, id: &str) -> Result<String, tonic::Status> {
     client
         .exec(machine::ExecRequest {
             machine_id: id.to_owned(),
@@ -71,24 +82,8 @@ async fn exec(
 #[tokio::test]
 async fn scripted_console_through_exec() {
     let server = ConsoleServer::start().await.unwrap();
-    let mock = MockRuntime::builder()
-        .console(server.clone())
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut client = MachineRuntimeClient::new(mock.machine_channel());
-    let id = client
-        .create_machine(machine::CreateMachineRequest {
-            machine: Some(fixtures::machine()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let (_mock, mut client, id) =
+        with_machine(MockRuntime::builder().console(server.clone())).await;
 
     // Unknown machine: NotFound.
     let status = exec(&mut client, "nope").await.unwrap_err();
@@ -174,33 +169,9 @@ async fn console_requires_the_v5_subprotocol() {
 /// Each console mutant breaks exactly the rule its conformance case checks.
 #[tokio::test]
 async fn console_mutants_change_the_console() {
-    async fn setup(
-        mutant: iri_mock::Mutant,
-    ) -> (
-        MockRuntime,
-        MachineRuntimeClient<tonic::transport::Channel>,
-        String,
-    ) {
-        let mock = MockRuntime::builder()
-            .console(ConsoleServer::start().await.unwrap())
-            .mutant(mutant)
-            .start_in_process()
-            .await
-            .unwrap();
-        let mut client = MachineRuntimeClient::new(mock.machine_channel());
-        let id = client
-            .create_machine(machine::CreateMachineRequest {
-                machine: Some(fixtures::machine()),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .machine
-            .unwrap()
-            .metadata
-            .unwrap()
-            .id;
-        (mock, client, id)
+    async fn setup(mutant: iri_mock::Mutant) -> (MockRuntime, Client, String) {
+        let console = ConsoleServer::start().await.unwrap();
+        with_machine(MockRuntime::builder().console(console).mutant(mutant)).await
     }
     use iri_mock::Mutant;
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Clients;
+use common::{Clients, code, id_of};
 use iri_mock::{MockRuntime, fixtures};
 use iri_spec::{
     bucket::v1alpha1 as bucket, machine::v1alpha1 as machine, volume::v1alpha1 as volume,
@@ -30,38 +30,8 @@ async fn world() -> World {
     spec.network_interfaces.push(fixtures::nic("nic-1"));
     let machine_id = clients.create_machine(m).await;
     let volume_id = clients.create_volume(fixtures::volume()).await;
-    let snapshot_id = clients
-        .volume
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec {
-                    volume_id: volume_id.clone(),
-                }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume_snapshot
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
-    let bucket_id = clients
-        .bucket
-        .create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(fixtures::bucket()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .bucket
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id;
+    let snapshot_id = id_of(clients.create_snapshot(&volume_id).await.metadata);
+    let bucket_id = id_of(clients.create_bucket(fixtures::bucket()).await.metadata);
     World {
         clients,
         machine_id,
@@ -87,13 +57,6 @@ impl Target {
             Target::Unknown => "0123456789abcdef".repeat(4)[..63].replace('0', "f"),
             Target::Empty => String::new(),
         }
-    }
-}
-
-fn code<T>(res: Result<tonic::Response<T>, tonic::Status>) -> Code {
-    match res {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
     }
 }
 
@@ -527,80 +490,26 @@ async fn create_bucket(#[case] b: Option<bucket::Bucket>, #[case] want: Code) {
 async fn parameterless_calls_answer() {
     let mut w = world().await;
     let c = &mut w.clients;
-    assert_eq!(
-        code(c.machine.version(machine::VersionRequest::default()).await),
-        Code::Ok
-    );
-    assert_eq!(
-        code(c.machine.status(machine::StatusRequest {}).await),
-        Code::Ok
-    );
-    assert_eq!(
+    let (m, v, b) = (&mut c.machine, &mut c.volume, &mut c.bucket);
+    let codes = [
+        code(m.version(machine::VersionRequest::default()).await),
+        code(m.status(machine::StatusRequest {}).await),
+        code(m.list_events(machine::ListEventsRequest::default()).await),
+        code(v.version(volume::VersionRequest::default()).await),
+        code(v.status(volume::StatusRequest {}).await),
+        code(v.list_events(volume::ListEventsRequest::default()).await),
+        code(v.list_volumes(volume::ListVolumesRequest::default()).await),
         code(
-            c.machine
-                .list_events(machine::ListEventsRequest::default())
-                .await
+            v.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default())
+                .await,
         ),
-        Code::Ok
-    );
-    assert_eq!(
-        code(c.volume.version(volume::VersionRequest::default()).await),
-        Code::Ok
-    );
-    assert_eq!(
-        code(c.volume.status(volume::StatusRequest {}).await),
-        Code::Ok
-    );
-    assert_eq!(
+        code(b.version(bucket::VersionRequest::default()).await),
+        code(b.list_events(bucket::ListEventsRequest::default()).await),
+        code(b.list_buckets(bucket::ListBucketsRequest::default()).await),
         code(
-            c.volume
-                .list_events(volume::ListEventsRequest::default())
-                .await
+            b.list_bucket_classes(bucket::ListBucketClassesRequest {})
+                .await,
         ),
-        Code::Ok
-    );
-    assert_eq!(
-        code(
-            c.volume
-                .list_volumes(volume::ListVolumesRequest::default())
-                .await
-        ),
-        Code::Ok
-    );
-    assert_eq!(
-        code(
-            c.volume
-                .list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default())
-                .await
-        ),
-        Code::Ok
-    );
-    assert_eq!(
-        code(c.bucket.version(bucket::VersionRequest::default()).await),
-        Code::Ok
-    );
-    assert_eq!(
-        code(
-            c.bucket
-                .list_events(bucket::ListEventsRequest::default())
-                .await
-        ),
-        Code::Ok
-    );
-    assert_eq!(
-        code(
-            c.bucket
-                .list_buckets(bucket::ListBucketsRequest::default())
-                .await
-        ),
-        Code::Ok
-    );
-    assert_eq!(
-        code(
-            c.bucket
-                .list_bucket_classes(bucket::ListBucketClassesRequest {})
-                .await
-        ),
-        Code::Ok
-    );
+    ];
+    assert_eq!(codes, [Code::Ok; 12]);
 }

@@ -9,8 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Clients, bucket_json, event_json, machine_json, machine_status_json, outcome, snapshot_json,
-    volume_json, volume_status_json,
+    Clients, bucket_json, created, done, event_json, labels, machine_json, machine_status_json,
+    outcome, snapshot_json, volume_json, volume_status_json,
 };
 use iri_mock::{Delays, MockRuntime, Mutant, fixtures};
 use iri_spec::{
@@ -73,13 +73,10 @@ async fn transcript(mutants: &[Mutant]) -> String {
     let mut out: Vec<Value> = Vec::new();
     let mut ids: Vec<String> = Vec::new();
     let m = &mut c.machine.clone();
-    let list_by = |id: &str, labels: &[(&str, &str)]| machine::ListMachinesRequest {
+    let list_by = |id: &str, pairs: &[(&str, &str)]| machine::ListMachinesRequest {
         filter: Some(machine::MachineFilter {
             id: id.to_owned(),
-            label_selector: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            label_selector: labels(pairs),
         }),
     };
     let machines = |r: &machine::ListMachinesResponse| {
@@ -134,79 +131,64 @@ async fn transcript(mutants: &[Mutant]) -> String {
         m.list_machines(list_by("", &[("a", "2")])).await,
         machines,
     ));
-    out.push(outcome(
+    out.push(done(
         m.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
             machine_id: m1.clone(),
             annotations: [("y".to_owned(), "2".to_owned())].into(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.update_machine_power(machine::UpdateMachinePowerRequest {
             machine_id: m1.clone(),
             power: machine::Power::Off as i32,
         })
         .await,
-        |_| json!("ok"),
     ));
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
     let attach = |id: &str, v: Option<machine::Volume>| machine::AttachVolumeRequest {
         machine_id: id.to_owned(),
         volume: v,
     };
-    out.push(outcome(
+    out.push(done(
         m.attach_volume(attach(&m1, Some(fixtures::local_disk("vol-2"))))
             .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.attach_volume(attach(&m1, Some(fixtures::local_disk("vol-1"))))
             .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(m.attach_volume(attach(&m1, None)).await, |_| {
-        json!("ok")
-    }));
-    out.push(outcome(
+    out.push(done(m.attach_volume(attach(&m1, None)).await));
+    out.push(done(
         m.attach_volume(attach(UNKNOWN, Some(fixtures::local_disk("vol-3"))))
             .await,
-        |_| json!("ok"),
     ));
     let attach_nic = |id: &str, n: &str| machine::AttachNetworkInterfaceRequest {
         machine_id: id.to_owned(),
         network_interface: Some(fixtures::nic(n)),
     };
-    out.push(outcome(
+    out.push(done(
         m.attach_network_interface(attach_nic(&m1, "nic-2")).await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.attach_network_interface(attach_nic(&m1, "nic-1")).await,
-        |_| json!("ok"),
     ));
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
     let detach = |id: &str, n: &str| machine::DetachVolumeRequest {
         machine_id: id.to_owned(),
         name: n.to_owned(),
     };
-    out.push(outcome(m.detach_volume(detach(&m1, "vol-1")).await, |_| {
-        json!("ok")
-    }));
-    out.push(outcome(m.detach_volume(detach(&m1, "nope")).await, |_| {
-        json!("ok")
-    }));
+    out.push(done(m.detach_volume(detach(&m1, "vol-1")).await));
+    out.push(done(m.detach_volume(detach(&m1, "nope")).await));
     let detach_nic = |id: &str, n: &str| machine::DetachNetworkInterfaceRequest {
         machine_id: id.to_owned(),
         name: n.to_owned(),
     };
-    out.push(outcome(
+    out.push(done(
         m.detach_network_interface(detach_nic(&m1, "nic-1")).await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.detach_network_interface(detach_nic(&m1, "nope")).await,
-        |_| json!("ok"),
     ));
     let mut changed = fixtures::local_disk("vol-2");
     changed.local_disk.as_mut().unwrap().size_bytes = 2 << 30;
@@ -214,13 +196,10 @@ async fn transcript(mutants: &[Mutant]) -> String {
         machine_id: id.to_owned(),
         volume: Some(v),
     };
-    out.push(outcome(m.update_volume(update(&m1, changed)).await, |_| {
-        json!("ok")
-    }));
-    out.push(outcome(
+    out.push(done(m.update_volume(update(&m1, changed)).await));
+    out.push(done(
         m.update_volume(update(&m1, fixtures::local_disk("nope")))
             .await,
-        |_| json!("ok"),
     ));
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
     out.push(outcome(
@@ -239,78 +218,69 @@ async fn transcript(mutants: &[Mutant]) -> String {
     ));
     let mut no_spec = fixtures::machine();
     no_spec.spec = None;
-    out.push(outcome(
+    out.push(created(
         m.create_machine(machine::CreateMachineRequest {
             machine: Some(no_spec),
         })
         .await,
-        |_| json!("created"),
     ));
     let mut bad_class = fixtures::machine();
     bad_class.spec.as_mut().unwrap().class = "nope".into();
-    out.push(outcome(
+    out.push(created(
         m.create_machine(machine::CreateMachineRequest {
             machine: Some(bad_class),
         })
         .await,
-        |_| json!("created"),
     ));
     let mut no_source = fixtures::machine();
     no_source.spec.as_mut().unwrap().volumes = vec![machine::Volume {
         name: "no-source".into(),
         ..Default::default()
     }];
-    out.push(outcome(
+    out.push(created(
         m.create_machine(machine::CreateMachineRequest {
             machine: Some(no_source),
         })
         .await,
-        |_| json!("created"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
             machine_id: UNKNOWN.into(),
             annotations: Default::default(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.update_machine_power(machine::UpdateMachinePowerRequest {
             machine_id: UNKNOWN.into(),
             power: 1,
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.delete_machine(machine::DeleteMachineRequest {
             machine_id: UNKNOWN.into(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.delete_machine(machine::DeleteMachineRequest {
             machine_id: String::new(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         m.delete_machine(machine::DeleteMachineRequest {
             machine_id: m1.clone(),
         })
         .await,
-        |_| json!("ok"),
     ));
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
-    out.push(outcome(
+    out.push(done(
         m.delete_machine(machine::DeleteMachineRequest {
             machine_id: m1.clone(),
         })
         .await,
-        |_| json!("ok"),
     ));
     let events = |f: machine::EventFilter| machine::ListEventsRequest { filter: Some(f) };
     let event_list = |r: &machine::ListEventsResponse| {
@@ -379,19 +349,17 @@ async fn transcript(mutants: &[Mutant]) -> String {
     out.push(outcome(res, |r| volume_json(r.volume.as_ref().unwrap())));
     let mut bad = fixtures::volume();
     bad.spec.as_mut().unwrap().class = "nope".into();
-    out.push(outcome(
+    out.push(created(
         v.create_volume(volume::CreateVolumeRequest { volume: Some(bad) })
             .await,
-        |_| json!("created"),
     ));
     let mut zero = fixtures::volume();
     zero.spec.as_mut().unwrap().resources = None;
-    out.push(outcome(
+    out.push(created(
         v.create_volume(volume::CreateVolumeRequest { volume: Some(zero) })
             .await,
-        |_| json!("created"),
     ));
-    out.push(outcome(
+    out.push(created(
         v.create_volume(volume::CreateVolumeRequest {
             volume: Some(volume::Volume {
                 spec: None,
@@ -399,15 +367,11 @@ async fn transcript(mutants: &[Mutant]) -> String {
             }),
         })
         .await,
-        |_| json!("created"),
     ));
-    let list_volumes = |id: &str, labels: &[(&str, &str)]| volume::ListVolumesRequest {
+    let list_volumes = |id: &str, pairs: &[(&str, &str)]| volume::ListVolumesRequest {
         filter: Some(volume::VolumeFilter {
             id: id.to_owned(),
-            label_selector: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            label_selector: labels(pairs),
         }),
     };
     let volumes = |r: &volume::ListVolumesResponse| {
@@ -431,19 +395,10 @@ async fn transcript(mutants: &[Mutant]) -> String {
             storage_bytes: size,
         }),
     };
-    out.push(outcome(v.expand_volume(expand(&v1, 4 << 30)).await, |_| {
-        json!("ok")
-    }));
-    out.push(outcome(v.expand_volume(expand(&v1, 1 << 20)).await, |_| {
-        json!("ok")
-    }));
-    out.push(outcome(v.expand_volume(expand(&v1, 4 << 30)).await, |_| {
-        json!("ok")
-    }));
-    out.push(outcome(
-        v.expand_volume(expand(UNKNOWN, 8 << 30)).await,
-        |_| json!("ok"),
-    ));
+    out.push(done(v.expand_volume(expand(&v1, 4 << 30)).await));
+    out.push(done(v.expand_volume(expand(&v1, 1 << 20)).await));
+    out.push(done(v.expand_volume(expand(&v1, 4 << 30)).await));
+    out.push(done(v.expand_volume(expand(UNKNOWN, 8 << 30)).await));
     out.push(outcome(
         v.list_volumes(list_volumes(&v1, &[])).await,
         volumes,
@@ -477,10 +432,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
     out.push(outcome(res, |r| {
         snapshot_json(r.volume_snapshot.as_ref().unwrap())
     }));
-    out.push(outcome(
-        v.create_volume_snapshot(snap(UNKNOWN)).await,
-        |_| json!("created"),
-    ));
+    out.push(created(v.create_volume_snapshot(snap(UNKNOWN)).await));
     let snapshots = |r: &volume::ListVolumeSnapshotsResponse| {
         json!(
             r.volume_snapshots
@@ -504,33 +456,29 @@ async fn transcript(mutants: &[Mutant]) -> String {
         .await,
         snapshots,
     ));
-    out.push(outcome(
+    out.push(done(
         v.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
             volume_snapshot_id: UNKNOWN.into(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         v.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
             volume_snapshot_id: s1.clone(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         v.delete_volume(volume::DeleteVolumeRequest {
             volume_id: UNKNOWN.into(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         v.delete_volume(volume::DeleteVolumeRequest {
             volume_id: v1.clone(),
         })
         .await,
-        |_| json!("ok"),
     ));
     out.push(outcome(
         v.list_volumes(list_volumes(&v1, &[])).await,
@@ -564,7 +512,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
         .unwrap_or_default();
     ids.push(b1.clone());
     out.push(outcome(res, |r| bucket_json(r.bucket.as_ref().unwrap())));
-    out.push(outcome(
+    out.push(created(
         b.create_bucket(bucket::CreateBucketRequest {
             bucket: Some(bucket::Bucket {
                 spec: Some(bucket::BucketSpec {
@@ -574,15 +522,11 @@ async fn transcript(mutants: &[Mutant]) -> String {
             }),
         })
         .await,
-        |_| json!("created"),
     ));
-    let list_buckets = |id: &str, labels: &[(&str, &str)]| bucket::ListBucketsRequest {
+    let list_buckets = |id: &str, pairs: &[(&str, &str)]| bucket::ListBucketsRequest {
         filter: Some(bucket::BucketFilter {
             id: id.to_owned(),
-            label_selector: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            label_selector: labels(pairs),
         }),
     };
     let buckets = |r: &bucket::ListBucketsResponse| {
@@ -605,19 +549,17 @@ async fn transcript(mutants: &[Mutant]) -> String {
             .await,
         |r| json!(r.bucket_classes.len()),
     ));
-    out.push(outcome(
+    out.push(done(
         b.delete_bucket(bucket::DeleteBucketRequest {
             bucket_id: UNKNOWN.into(),
         })
         .await,
-        |_| json!("ok"),
     ));
-    out.push(outcome(
+    out.push(done(
         b.delete_bucket(bucket::DeleteBucketRequest {
             bucket_id: b1.clone(),
         })
         .await,
-        |_| json!("ok"),
     ));
     out.push(outcome(
         b.list_buckets(list_buckets(&b1, &[])).await,

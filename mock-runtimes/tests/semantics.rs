@@ -36,24 +36,12 @@ async fn machine_lifecycle_follows_delays() {
     let id = c.create_machine(fixtures::machine()).await;
 
     tokio::time::advance(9 * SEC).await;
-    assert_eq!(
-        state(&c.get_machine(&id).await.unwrap()),
-        MachineState::MachinePending
-    );
+    assert_eq!(c.machine_state(&id).await, MachineState::MachinePending);
     tokio::time::advance(SEC).await;
-    assert_eq!(
-        state(&c.get_machine(&id).await.unwrap()),
-        MachineState::MachineRunning
-    );
+    assert_eq!(c.machine_state(&id).await, MachineState::MachineRunning);
 
     // Power off: generation bumps at once, observed_generation and state follow later.
-    c.machine
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: id.clone(),
-            power: machine::Power::Off as i32,
-        })
-        .await
-        .unwrap();
+    c.power(&id, machine::Power::Off).await;
     let m = c.get_machine(&id).await.unwrap();
     assert_eq!(m.metadata.as_ref().unwrap().generation, 1);
     assert_eq!(m.status.as_ref().unwrap().observed_generation, 0);
@@ -63,10 +51,7 @@ async fn machine_lifecycle_follows_delays() {
     assert_eq!(m.status.as_ref().unwrap().observed_generation, 1);
     assert_eq!(state(&m), MachineState::MachineRunning);
     tokio::time::advance(SEC).await;
-    assert_eq!(
-        state(&c.get_machine(&id).await.unwrap()),
-        MachineState::MachineTerminated
-    );
+    assert_eq!(c.machine_state(&id).await, MachineState::MachineTerminated);
 
     // Delete: listed as TERMINATING with deleted_at until the delay passed; repeat delete is OK.
     c.machine
@@ -112,10 +97,7 @@ async fn power_off_stopped_is_an_option() {
     let mut m = fixtures::machine();
     m.spec.as_mut().unwrap().power = machine::Power::Off as i32;
     let id = c.create_machine(m).await;
-    assert_eq!(
-        state(&c.get_machine(&id).await.unwrap()),
-        MachineState::MachineStopped
-    );
+    assert_eq!(c.machine_state(&id).await, MachineState::MachineStopped);
 }
 
 #[tokio::test]
@@ -125,21 +107,9 @@ async fn created_off_machine_is_terminated_and_powers_on() {
     let mut m = fixtures::machine();
     m.spec.as_mut().unwrap().power = machine::Power::Off as i32;
     let id = c.create_machine(m).await;
-    assert_eq!(
-        state(&c.get_machine(&id).await.unwrap()),
-        MachineState::MachineTerminated
-    );
-    c.machine
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: id.clone(),
-            power: machine::Power::On as i32,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        state(&c.get_machine(&id).await.unwrap()),
-        MachineState::MachineRunning
-    );
+    assert_eq!(c.machine_state(&id).await, MachineState::MachineTerminated);
+    c.power(&id, machine::Power::On).await;
+    assert_eq!(c.machine_state(&id).await, MachineState::MachineRunning);
 }
 
 #[tokio::test]
@@ -271,13 +241,7 @@ async fn events_carry_labels_seconds_and_filter() {
         .create_machine(fixtures::machine_with_labels(&[("team", "b")]))
         .await;
     c.list_machines().await;
-    let all = c
-        .machine
-        .list_events(machine::ListEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let all = c.machine_events().await;
     assert!(
         all.len() >= 4,
         "created + running for two machines: {all:?}"
@@ -370,12 +334,7 @@ async fn status_reports_classes_in_cores_and_bytes() {
         .await
         .unwrap();
     let mut c = Clients::new(&mock);
-    let status = c
-        .machine
-        .status(machine::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = c.machine_status().await;
     assert_eq!(status.machine_class_status.len(), 1);
     let class = &status.machine_class_status[0];
     assert_eq!(class.quantity, 3);
@@ -467,22 +426,7 @@ async fn volumes_become_available_expand_and_snapshot() {
         2 << 30
     );
 
-    let snap = c
-        .volume
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec {
-                    volume_id: id.clone(),
-                }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume_snapshot
-        .unwrap();
+    let snap = c.create_snapshot(&id).await;
     assert_eq!(
         snap.status.as_ref().unwrap().state,
         volume::VolumeSnapshotState::VolumeSnapshotPending as i32
@@ -495,12 +439,7 @@ async fn volumes_become_available_expand_and_snapshot() {
     );
     assert_eq!(snaps[0].status.as_ref().unwrap().size, 2 << 30);
 
-    let status = c
-        .volume
-        .status(volume::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = c.volume_status().await;
     assert_eq!(status.volume_class_status.len(), 2);
     assert!(
         status.volume_class_status.iter().all(|s| s
@@ -516,27 +455,12 @@ async fn volumes_become_available_expand_and_snapshot() {
 async fn buckets_become_available() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     let mut c = Clients::new(&mock);
-    let b = c
-        .bucket
-        .create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(fixtures::bucket()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .bucket
-        .unwrap();
+    let b = c.create_bucket(fixtures::bucket()).await;
     assert_eq!(
         b.status.as_ref().unwrap().state,
         bucket::BucketState::BucketPending as i32
     );
-    let listed = c
-        .bucket
-        .list_buckets(bucket::ListBucketsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .buckets;
+    let listed = c.list_buckets().await;
     let status = listed[0].status.as_ref().unwrap();
     assert_eq!(status.state, bucket::BucketState::BucketAvailable as i32);
     assert!(!status.access.as_ref().unwrap().endpoint.is_empty());
@@ -574,12 +498,12 @@ async fn handles_seed_read_and_force_state() {
         .unwrap();
     let mut c = Clients::new(&mock);
     assert_eq!(
-        state(&c.get_machine("seeded").await.unwrap()),
+        c.machine_state("seeded").await,
         MachineState::MachineRunning
     );
     assert!(mock.set_machine_state("seeded", MachineState::MachineSuspended));
     assert_eq!(
-        state(&c.get_machine("seeded").await.unwrap()),
+        c.machine_state("seeded").await,
         MachineState::MachineSuspended
     );
     assert!(!mock.set_machine_state("nope", MachineState::MachineSuspended));
@@ -597,13 +521,7 @@ async fn handles_seed_read_and_force_state() {
             ..Default::default()
         }),
     });
-    let events = c
-        .machine
-        .list_events(machine::ListEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = c.machine_events().await;
     assert!(
         events
             .iter()

@@ -1,23 +1,19 @@
 //! Smoke test of the in-process transport and the basic machine lifecycle.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Clients;
 use iri_mock::{Method, MockRuntime, fixtures};
-use iri_spec::machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient};
+use iri_spec::machine::v1alpha1 as machine;
 
 #[tokio::test]
 async fn create_list_delete() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     mock.expect(Method::CreateMachine).times(1);
-    let mut client = MachineRuntimeClient::new(mock.machine_channel());
-    let created = client
-        .create_machine(machine::CreateMachineRequest {
-            machine: Some(fixtures::machine()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap();
+    let mut clients = Clients::new(&mock);
+    let created = clients.create_machine_object(fixtures::machine()).await;
+    let client = &mut clients.machine;
     let id = created.metadata.unwrap().id;
     assert!(iri_mock::is_idgen_id(&id));
     assert_eq!(

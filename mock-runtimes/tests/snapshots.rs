@@ -8,9 +8,7 @@ use common::{
     volume_json, volume_status_json,
 };
 use iri_mock::{MockRuntime, fixtures};
-use iri_spec::{
-    bucket::v1alpha1 as bucket, machine::v1alpha1 as machine, volume::v1alpha1 as volume,
-};
+use iri_spec::machine::v1alpha1 as machine;
 use serde_json::Value;
 
 macro_rules! snapshot {
@@ -55,13 +53,7 @@ async fn listed_machines() {
     let second = c
         .create_machine(fixtures::machine_with_labels(&[("app", "b")]))
         .await;
-    c.machine
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: second.clone(),
-            power: machine::Power::Off as i32,
-        })
-        .await
-        .unwrap();
+    c.power(&second, machine::Power::Off).await;
     let third = c
         .create_machine(fixtures::machine_with_labels(&[("app", "c")]))
         .await;
@@ -72,16 +64,7 @@ async fn listed_machines() {
     // Zero terminate delay: the third machine is gone by the next call; the second is off.
     let listed: Vec<Value> = c.list_machines().await.iter().map(machine_json).collect();
     snapshot!("listed_machines", listed);
-    let events: Vec<Value> = c
-        .machine
-        .list_events(machine::ListEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-        .iter()
-        .map(event_json)
-        .collect();
+    let events: Vec<Value> = c.machine_events().await.iter().map(event_json).collect();
     snapshot!("machine_events", events);
 }
 
@@ -110,54 +93,13 @@ async fn listed_volumes_snapshots_buckets() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     let mut c = Clients::new(&mock);
     let id = c.create_volume(fixtures::volume()).await;
-    c.volume
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec { volume_id: id }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap();
-    c.bucket
-        .create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(fixtures::bucket()),
-        })
-        .await
-        .unwrap();
-    let volumes: Vec<Value> = c
-        .volume
-        .list_volumes(volume::ListVolumesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .volumes
-        .iter()
-        .map(volume_json)
-        .collect();
+    c.create_snapshot(&id).await;
+    c.create_bucket(fixtures::bucket()).await;
+    let volumes: Vec<Value> = c.list_volumes().await.iter().map(volume_json).collect();
     snapshot!("listed_volumes", volumes);
-    let snapshots: Vec<Value> = c
-        .volume
-        .list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .volume_snapshots
-        .iter()
-        .map(snapshot_json)
-        .collect();
+    let snapshots: Vec<Value> = c.list_snapshots().await.iter().map(snapshot_json).collect();
     snapshot!("listed_volume_snapshots", snapshots);
-    let buckets: Vec<Value> = c
-        .bucket
-        .list_buckets(bucket::ListBucketsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .buckets
-        .iter()
-        .map(bucket_json)
-        .collect();
+    let buckets: Vec<Value> = c.list_buckets().await.iter().map(bucket_json).collect();
     snapshot!("listed_buckets", buckets);
 }
 
@@ -165,18 +107,8 @@ async fn listed_volumes_snapshots_buckets() {
 async fn class_status() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     let mut c = Clients::new(&mock);
-    let machine_status = c
-        .machine
-        .status(machine::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let machine_status = c.machine_status().await;
     insta::assert_yaml_snapshot!("machine_status", machine_status_json(&machine_status));
-    let volume_status = c
-        .volume
-        .status(volume::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let volume_status = c.volume_status().await;
     insta::assert_yaml_snapshot!("volume_status", volume_status_json(&volume_status));
 }

@@ -32,17 +32,44 @@ impl Clients {
         }
     }
 
+    /// Creates a machine; its id.
     pub async fn create_machine(&mut self, m: machine::Machine) -> String {
-        self.machine
-            .create_machine(machine::CreateMachineRequest { machine: Some(m) })
-            .await
-            .unwrap()
-            .into_inner()
-            .machine
-            .unwrap()
-            .metadata
-            .unwrap()
-            .id
+        id_of(self.create_machine_object(m).await.metadata)
+    }
+
+    /// Creates a machine; the machine CreateMachine answered.
+    pub async fn create_machine_object(&mut self, m: machine::Machine) -> machine::Machine {
+        let req = machine::CreateMachineRequest { machine: Some(m) };
+        let res = self.machine.create_machine(req).await.unwrap();
+        res.into_inner().machine.unwrap()
+    }
+
+    /// The state of machine `id`, which must be listed.
+    pub async fn machine_state(&mut self, id: &str) -> machine::MachineState {
+        let m = self.get_machine(id).await.unwrap();
+        machine::MachineState::try_from(m.status.unwrap().state).unwrap()
+    }
+
+    /// Changes a machine's power.
+    pub async fn power(&mut self, id: &str, power: machine::Power) {
+        let req = machine::UpdateMachinePowerRequest {
+            machine_id: id.to_owned(),
+            power: power as i32,
+        };
+        self.machine.update_machine_power(req).await.unwrap();
+    }
+
+    /// Snapshots volume `volume_id`; the snapshot CreateVolumeSnapshot answered.
+    pub async fn create_snapshot(&mut self, volume_id: &str) -> volume::VolumeSnapshot {
+        let res = self.volume.create_volume_snapshot(snapshot_of(volume_id));
+        res.await.unwrap().into_inner().volume_snapshot.unwrap()
+    }
+
+    /// Creates a bucket; the bucket CreateBucket answered.
+    pub async fn create_bucket(&mut self, b: bucket::Bucket) -> bucket::Bucket {
+        let req = bucket::CreateBucketRequest { bucket: Some(b) };
+        let res = self.bucket.create_bucket(req).await.unwrap();
+        res.into_inner().bucket.unwrap()
     }
 
     pub async fn get_machine(&mut self, id: &str) -> Option<machine::Machine> {
@@ -70,18 +97,100 @@ impl Clients {
             .machines
     }
 
-    pub async fn create_volume(&mut self, v: volume::Volume) -> String {
-        self.volume
-            .create_volume(volume::CreateVolumeRequest { volume: Some(v) })
+    /// Every machine event.
+    pub async fn machine_events(&mut self) -> Vec<event::Event> {
+        let req = machine::ListEventsRequest::default();
+        self.machine
+            .list_events(req)
             .await
             .unwrap()
             .into_inner()
-            .volume
-            .unwrap()
-            .metadata
-            .unwrap()
-            .id
+            .events
     }
+
+    /// The machine service's class status.
+    pub async fn machine_status(&mut self) -> machine::StatusResponse {
+        let req = machine::StatusRequest {};
+        self.machine.status(req).await.unwrap().into_inner()
+    }
+
+    /// The volume service's class status.
+    pub async fn volume_status(&mut self) -> volume::StatusResponse {
+        let req = volume::StatusRequest {};
+        self.volume.status(req).await.unwrap().into_inner()
+    }
+
+    /// Every volume.
+    pub async fn list_volumes(&mut self) -> Vec<volume::Volume> {
+        let req = volume::ListVolumesRequest::default();
+        self.volume
+            .list_volumes(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .volumes
+    }
+
+    /// Every volume snapshot.
+    pub async fn list_snapshots(&mut self) -> Vec<volume::VolumeSnapshot> {
+        let req = volume::ListVolumeSnapshotsRequest::default();
+        let res = self.volume.list_volume_snapshots(req).await.unwrap();
+        res.into_inner().volume_snapshots
+    }
+
+    /// Every bucket.
+    pub async fn list_buckets(&mut self) -> Vec<bucket::Bucket> {
+        let req = bucket::ListBucketsRequest::default();
+        self.bucket
+            .list_buckets(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .buckets
+    }
+
+    /// Creates a volume; its id.
+    pub async fn create_volume(&mut self, v: volume::Volume) -> String {
+        let req = volume::CreateVolumeRequest { volume: Some(v) };
+        let res = self.volume.create_volume(req).await.unwrap();
+        id_of(res.into_inner().volume.unwrap().metadata)
+    }
+}
+
+/// The id in an object's metadata, which must be set.
+pub fn id_of(md: Option<meta::ObjectMetadata>) -> String {
+    md.unwrap().id
+}
+
+/// A CreateVolumeSnapshot request for volume `volume_id`.
+pub fn snapshot_of(volume_id: &str) -> volume::CreateVolumeSnapshotRequest {
+    volume::CreateVolumeSnapshotRequest {
+        volume_snapshot: Some(volume::VolumeSnapshot {
+            metadata: None,
+            spec: Some(volume::VolumeSnapshotSpec {
+                volume_id: volume_id.to_owned(),
+            }),
+            status: None,
+        }),
+    }
+}
+
+/// A label map of `pairs`.
+pub fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// The code a call answered (`Ok` for a response).
+pub fn code<T>(res: Result<tonic::Response<T>, tonic::Status>) -> tonic::Code {
+    res.map_or_else(|status| status.code(), |_| tonic::Code::Ok)
+}
+
+/// A gRPC result whose response does not matter: `{"ok": "ok"}` or `{"err": "<Code>"}`.
+pub fn done<T>(res: Result<tonic::Response<T>, tonic::Status>) -> Value {
+    outcome(res, |_| json!("ok"))
 }
 
 fn sorted<V: Clone + Into<Value>>(map: &HashMap<String, V>) -> Value {
@@ -256,4 +365,9 @@ pub fn outcome<T>(
         Ok(resp) => json!({ "ok": f(resp.get_ref()) }),
         Err(status) => json!({ "err": format!("{:?}", status.code()) }),
     }
+}
+
+/// A create whose response does not matter: `{"ok": "created"}` or `{"err": "<Code>"}`.
+pub fn created<T>(res: Result<tonic::Response<T>, tonic::Status>) -> Value {
+    outcome(res, |_| json!("created"))
 }

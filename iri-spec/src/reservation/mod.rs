@@ -1,6 +1,10 @@
 //! A client for irikit's `ReservationRuntime` extension that treats a runtime without it
 //! (`Unimplemented`) as one with no reservations, as issue 15 and IEP-11 require: callers fall
-//! back to best-effort placement for such a runtime.
+//! back to best-effort placement for such a runtime; and, in [`ledger`], the capacity
+//! arithmetic every runtime that serves reservations shares (what a reservation holds, what
+//! is left of it, whether it is consumed, whether something new fits next to the holds).
+
+pub mod ledger;
 
 use tonic::{Code, Status, transport::Channel};
 
