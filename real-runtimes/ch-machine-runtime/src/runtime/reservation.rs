@@ -41,6 +41,7 @@ use iri_spec::{
     keys::RESERVATION_ID_ANNOTATION,
     machine::v1alpha1 as machine,
     meta::v1alpha1 as meta,
+    reservation::ledger::{self, ClassSize, Usage, id_of, is_accepted},
 };
 use tracing::{info, warn};
 
@@ -50,85 +51,6 @@ use crate::store::{self, MachineRecord, Store};
 const ACCEPTED: i32 = ReservationState::ReservationAccepted as i32;
 const REJECTED: i32 = ReservationState::ReservationRejected as i32;
 const BOUND: i32 = ReservationState::ReservationBound as i32;
-
-fn id_of(r: &rsv::Reservation) -> &str {
-    r.metadata.as_ref().map_or("", |m| m.id.as_str())
-}
-
-fn state_of(r: &rsv::Reservation) -> i32 {
-    r.status.as_ref().map_or(0, |s| s.state)
-}
-
-/// Amounts over the four dimensions.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct Usage {
-    pub(crate) classes: HashMap<String, i64>,
-    pub(crate) cpu_millis: i64,
-    pub(crate) memory_bytes: i64,
-    pub(crate) local_storage_bytes: i64,
-}
-
-impl Usage {
-    fn add(&mut self, other: &Usage) {
-        for (class, n) in &other.classes {
-            let e = self.classes.entry(class.clone()).or_default();
-            *e = e.saturating_add(*n);
-        }
-        self.cpu_millis = self.cpu_millis.saturating_add(other.cpu_millis);
-        self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
-        self.local_storage_bytes = self
-            .local_storage_bytes
-            .saturating_add(other.local_storage_bytes);
-    }
-
-    /// The first dimension in which `want` does not fit next to `self` within `cap`.
-    pub(crate) fn overflow(&self, want: &Usage, cap: &Usage) -> Option<String> {
-        let over = |used: i64, want: i64, cap: i64| used.saturating_add(want) > cap;
-        let mut classes: Vec<_> = want.classes.iter().collect();
-        classes.sort();
-        for (class, n) in classes {
-            let used = self.classes.get(class).copied().unwrap_or(0);
-            let cap = cap.classes.get(class).copied().unwrap_or(0);
-            if over(used, *n, cap) {
-                return Some(format!(
-                    "{n} machine(s) of class {class:?}: {used} of {cap} in use or held"
-                ));
-            }
-        }
-        for (what, used, want, cap) in [
-            (
-                "cpu millis",
-                self.cpu_millis,
-                want.cpu_millis,
-                cap.cpu_millis,
-            ),
-            (
-                "memory bytes",
-                self.memory_bytes,
-                want.memory_bytes,
-                cap.memory_bytes,
-            ),
-            (
-                "local storage bytes",
-                self.local_storage_bytes,
-                want.local_storage_bytes,
-                cap.local_storage_bytes,
-            ),
-        ] {
-            if over(used, want, cap) {
-                return Some(format!("{want} {what}: {used} of {cap} in use or held"));
-            }
-        }
-        None
-    }
-
-    fn is_empty(&self) -> bool {
-        self.classes.values().all(|n| *n == 0)
-            && self.cpu_millis == 0
-            && self.memory_bytes == 0
-            && self.local_storage_bytes == 0
-    }
-}
 
 /// The reservations of the runtime, in creation order, and their store.
 pub(crate) struct Reservations {
@@ -165,108 +87,47 @@ fn allocated(path: &std::path::Path) -> i64 {
     })
 }
 
-/// Local disk bytes a machine's spec declares.
-fn declared_local_bytes(spec: &machine::MachineSpec) -> i64 {
-    spec.volumes
-        .iter()
-        .filter_map(|v| v.local_disk.as_ref())
-        .map(|d| d.size_bytes.max(0))
-        .fold(0i64, i64::saturating_add)
-}
-
 impl Runtime {
     fn class_of(&self, name: &str) -> Option<&crate::config::MachineClass> {
         self.inner.cfg.classes.iter().find(|c| c.name == name)
     }
 
-    /// What `spec` holds while ACCEPTED (classes are checked at create).
-    fn held_by(&self, spec: &rsv::ReservationSpec) -> Usage {
-        let mut u = Usage::default();
-        let (mut cpu, mut mem, mut machines) = (0i64, 0i64, 0i64);
-        for (class, n) in &spec.machine_classes {
-            if let Some(c) = self.class_of(class) {
-                cpu = cpu.saturating_add(i64::from(c.cpu).saturating_mul(1000).saturating_mul(*n));
-                let bytes = i64::try_from(c.memory_bytes).unwrap_or(i64::MAX);
-                mem = mem.saturating_add(bytes.saturating_mul(*n));
-            }
-            machines = machines.saturating_add(*n);
-            u.classes.insert(class.clone(), *n);
-        }
-        u.cpu_millis = cpu.max(spec.cpu_millis);
-        u.memory_bytes = mem.max(spec.memory_bytes);
-        u.local_storage_bytes = spec
-            .local_storage_bytes_per_machine
-            .saturating_mul(machines.max(1));
-        u
+    /// What one machine of class `name` takes.
+    fn class_size(&self, name: &str) -> Option<ClassSize> {
+        self.class_of(name).map(|c| {
+            ClassSize::new(
+                i64::from(c.cpu),
+                i64::try_from(c.memory_bytes).unwrap_or(i64::MAX),
+            )
+        })
     }
 
     /// What one machine of `spec` uses.
     fn machine_usage(&self, spec: &machine::MachineSpec) -> Usage {
-        let mut u = Usage::default();
-        if let Some(c) = self.class_of(&spec.class) {
-            u.classes.insert(c.name.clone(), 1);
-            u.cpu_millis = i64::from(c.cpu).saturating_mul(1000);
-            u.memory_bytes = i64::try_from(c.memory_bytes).unwrap_or(i64::MAX);
-        }
-        u.local_storage_bytes = declared_local_bytes(spec);
-        u
+        ledger::machine_usage(spec, |c| self.class_size(c))
     }
 
     /// Machines of each class created against reservation `id`, among `records`.
     fn consumed_by(records: &[MachineRecord], id: &str) -> HashMap<String, i64> {
-        let mut consumed = HashMap::new();
-        for record in records.iter().filter(|r| {
-            r.annotations
-                .get(RESERVATION_ID_ANNOTATION)
-                .is_some_and(|named| named == id)
-        }) {
-            *consumed.entry(record.spec.class.clone()).or_insert(0) += 1;
-        }
-        consumed
+        ledger::consumed_by(
+            records
+                .iter()
+                .map(|r| (&r.annotations, r.spec.class.as_str())),
+            id,
+        )
     }
 
     /// What reservation `r` still holds: its spec less the machines created against it
     /// (nothing unless it is ACCEPTED).
     fn still_held(&self, records: &[MachineRecord], r: &rsv::Reservation) -> Usage {
-        let Some(spec) = r.spec.as_ref().filter(|_| state_of(r) == ACCEPTED) else {
-            return Usage::default();
-        };
-        let consumed = Self::consumed_by(records, id_of(r));
-        if consumed.is_empty() {
-            return self.held_by(spec);
-        }
-        let mut rest = spec.clone();
-        for (class, used) in &consumed {
-            if let Some(n) = rest.machine_classes.get_mut(class) {
-                *n = (*n - used).max(0);
-            }
-            if let Some(c) = self.class_of(class) {
-                let cpu = i64::from(c.cpu).saturating_mul(1000).saturating_mul(*used);
-                let mem = i64::try_from(c.memory_bytes)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(*used);
-                rest.cpu_millis = rest.cpu_millis.saturating_sub(cpu).max(0);
-                rest.memory_bytes = rest.memory_bytes.saturating_sub(mem).max(0);
-            }
-        }
-        rest.machine_classes.retain(|_, n| *n > 0);
-        let mut held = self.held_by(&rest);
-        if rest.machine_classes.is_empty() {
-            held.local_storage_bytes = 0;
-        }
-        held
+        ledger::still_held(r, &Self::consumed_by(records, id_of(r)), |c| {
+            self.class_size(c)
+        })
     }
 
     /// Whether the machines in `records` consumed all of reservation `r`.
     fn fully_consumed(records: &[MachineRecord], r: &rsv::Reservation) -> bool {
-        let consumed = Self::consumed_by(records, id_of(r));
-        let classes = r.spec.as_ref().map(|s| &s.machine_classes);
-        match classes {
-            Some(classes) if !classes.is_empty() => classes
-                .iter()
-                .all(|(c, n)| consumed.get(c).copied().unwrap_or(0) >= *n),
-            _ => !consumed.is_empty(),
-        }
+        ledger::fully_consumed(r.spec.as_ref(), &Self::consumed_by(records, id_of(r)))
     }
 
     fn records(&self) -> Vec<MachineRecord> {
@@ -314,7 +175,7 @@ impl Runtime {
         let records = self.records();
         let (mut used, occupied) = self.used_by_machines(&records);
         let mut holds = false;
-        for r in items.iter().filter(|r| state_of(r) == ACCEPTED) {
+        for r in items.iter().filter(|r| is_accepted(r)) {
             let held = self.still_held(&records, r);
             holds |= !held.is_empty();
             used.add(&held);
@@ -323,42 +184,14 @@ impl Runtime {
     }
 
     fn validate_reservation_spec(&self, spec: &rsv::ReservationSpec) -> Result<()> {
-        let mut classes: Vec<_> = spec.machine_classes.iter().collect();
-        classes.sort();
-        for (class, n) in classes {
-            if self.class_of(class).is_none() {
-                return Err(Error::InvalidArgument(format!(
-                    "machine class {class:?} is not supported"
-                )));
-            }
-            if *n < 1 {
-                return Err(Error::InvalidArgument(format!(
-                    "machine class {class:?}: count {n} is not at least 1"
-                )));
-            }
-        }
-        for (what, v) in [
-            ("cpu_millis", spec.cpu_millis),
-            ("memory_bytes", spec.memory_bytes),
-            (
-                "local_storage_bytes_per_machine",
-                spec.local_storage_bytes_per_machine,
-            ),
-        ] {
-            if v < 0 {
-                return Err(Error::InvalidArgument(format!("{what} is negative ({v})")));
-            }
-        }
-        if spec.machine_classes.is_empty()
-            && spec.cpu_millis == 0
-            && spec.memory_bytes == 0
-            && spec.local_storage_bytes_per_machine == 0
-        {
-            return Err(Error::InvalidArgument(
-                "reservation.spec reserves nothing".into(),
-            ));
-        }
-        Ok(())
+        ledger::validate_spec(spec, |c| self.class_of(c).is_some()).map_err(|e| {
+            Error::InvalidArgument(match e {
+                ledger::SpecError::UnknownClass(class) => {
+                    format!("machine class {class:?} is not supported")
+                }
+                e => e.to_string(),
+            })
+        })
     }
 
     fn persist_reservation(&self, r: &rsv::Reservation) -> Result<()> {
@@ -388,7 +221,7 @@ impl Runtime {
         md.deleted_at = 0;
         md.created_at = now_ns();
         r.metadata = Some(md);
-        let want = self.held_by(&spec);
+        let want = ledger::held_by(&spec, |c| self.class_size(c));
         let rsvs = &self.inner.reservations;
         let _admission = rsvs.admission.lock().await;
         let items = rsvs.lock().clone();
@@ -483,29 +316,11 @@ impl Runtime {
             let Some(r) = items.iter().find(|r| id_of(r) == id.as_str()) else {
                 return Err(Error::Reservation(format!("reservation {id:?} not found")));
             };
-            let state = state_of(r);
-            if state != ACCEPTED {
-                let name = ReservationState::try_from(state)
-                    .map_or("UNKNOWN", |s| s.as_str_name())
-                    .to_owned();
-                return Err(Error::Reservation(format!(
-                    "reservation {id:?} is {name}, not RESERVATION_ACCEPTED"
-                )));
-            }
-            let classes = r.spec.as_ref().map(|s| &s.machine_classes);
-            if let Some(classes) = classes.filter(|c| !c.is_empty()) {
-                let consumed = Self::consumed_by(&self.records(), id);
-                let used = consumed.get(&spec.class).copied().unwrap_or(0);
-                if used >= classes.get(&spec.class).copied().unwrap_or(0) {
-                    return Err(Error::Reservation(format!(
-                        "reservation {id:?} holds no (more) machine of class {:?}",
-                        spec.class
-                    )));
-                }
-            }
+            ledger::check_consume(r, &spec.class, &Self::consumed_by(&self.records(), id))
+                .map_err(|e| Error::Reservation(e.to_string()))?;
             return Ok(Some(id.clone()));
         }
-        if !items.iter().any(|r| state_of(r) == ACCEPTED) {
+        if !items.iter().any(is_accepted) {
             // Nothing is held: best-effort, without counting the machines.
             return Ok(None);
         }
@@ -558,7 +373,7 @@ impl Runtime {
         let mut items = self.inner.reservations.lock();
         for r in items
             .iter_mut()
-            .filter(|r| state_of(r) == ACCEPTED && Self::fully_consumed(&live, r))
+            .filter(|r| is_accepted(r) && Self::fully_consumed(&live, r))
         {
             r.status = Some(rsv::ReservationStatus { state: BOUND });
             if let Err(e) = self.persist_reservation(r) {
