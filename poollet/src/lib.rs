@@ -12,7 +12,6 @@
 //! - [`lease`]: the pool Lease the heartbeat renews.
 //! - [`reservation`]: Reservations passed down to the runtime and their state back up
 //!   (IEP-11), and the pool's `reservation.irikit.dev/supported` annotation.
-//! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
 //! - [`machinepoollet`]: [`MachinePoollet`], which runs the machine side.
 //! - [`volumepool`]: the VolumePool announcement (volume class mapping, bytes capacity).
 //! - [`volume`]: the Volume and VolumeSnapshot reconcilers, runtime relist and event mapper.
@@ -24,7 +23,6 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod lease;
-pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;
 pub mod pool;

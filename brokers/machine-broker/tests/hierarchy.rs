@@ -8,24 +8,22 @@ use std::time::Duration;
 
 use machine_broker::{
     BrokerConfig,
-    plane::{Hierarchy, PlaneTimings, SchedulerMode},
+    plane::{Hierarchy, plane_config},
     workload,
 };
 
 /// One hierarchy at a time: the two tests compare timings-sensitive outcomes on 2 cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn hierarchy(mode: &SchedulerMode) -> (Hierarchy, usize) {
+async fn hierarchy(mode: &Option<scheduler::ReservationConfig>) -> (Hierarchy, usize) {
     let (nodes, hostable) = workload::fragmented(2, 1);
-    let h = Hierarchy::start(
-        &nodes,
-        PlaneTimings::default(),
-        mode.clone(),
-        mode.clone(),
-        BrokerConfig::default(),
-    )
-    .await
-    .unwrap();
+    let config = irikit_controlplane::PlaneConfig {
+        reservations: mode.clone(),
+        ..plane_config()
+    };
+    let h = Hierarchy::start(&nodes, config.clone(), config, BrokerConfig::default())
+        .await
+        .unwrap();
     h.wait_announced(Duration::from_secs(30)).await.unwrap();
     (h, hostable)
 }
@@ -33,7 +31,7 @@ async fn hierarchy(mode: &SchedulerMode) -> (Hierarchy, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mode = SchedulerMode::default();
+    let mode = None;
     let (h, hostable) = hierarchy(&mode).await;
     let outcome = workload::run(
         &h,
@@ -60,7 +58,7 @@ async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_mode_binds_every_machine_where_a_leaf_holds_it() {
-    let mode = SchedulerMode::Reservation(scheduler::ReservationConfig {
+    let mode = Some(scheduler::ReservationConfig {
         timeout: Duration::from_secs(5),
         retry: Duration::from_millis(50),
         max_retry: Duration::from_secs(1),

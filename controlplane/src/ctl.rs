@@ -1,85 +1,45 @@
-//! `irikitctl`: apply, get and delete irikit objects in a store (`--store memory` or
-//! `--store etcd://host:port`), kubectl-style.
+//! `irikit apply | get | delete | validate`: a store's objects in and out, kubectl-style
+//! (`--store memory` or `--store etcd://host:port`). YAML documents in IronCore's shape are
+//! applied (created or updated, a non-empty status written too: there is no poollet to write it
+//! otherwise), listed and printed as YAML, JSON or a table, and deleted (finalizers are
+//! honoured: an object may only get a deletionTimestamp).
 //!
 //! With `--store memory` every invocation starts from an empty store, so `apply` prints what
 //! the store made of the documents (uid, generation, resourceVersion, validation errors) and
-//! `--preload file.yaml` (repeatable) loads documents before any command, e.g.
-//! `irikitctl --store memory --preload pools.yaml get machinepools -o table`.
+//! `--preload file.yaml` (repeatable) loads documents before the command, e.g.
+//! `irikit get machinepools --store memory --preload pools.yaml -o table`.
 
-use std::{io::Write, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{io::Write, path::Path};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
 use irikit_api::{Kind, ListOptions, Object, Store, meta::parse_selector, store};
 
-/// Apply, get and delete irikit objects in a store.
-#[derive(Parser, Debug)]
-#[command(name = "irikitctl", version, about)]
-struct Args {
-    /// Store: `memory` (empty, per invocation) or `etcd://host:port[,host:port]`.
-    #[arg(long, env = "IRIKIT_STORE", default_value = "memory", global = true)]
-    store: String,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Yaml, global = true)]
-    output: Output,
-    /// YAML files applied before the command (useful with `--store memory`).
-    #[arg(long, global = true)]
-    preload: Vec<PathBuf>,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum Output {
+/// Output format.
+#[derive(Copy, Clone, Debug, clap::ValueEnum)]
+pub enum Output {
+    /// YAML documents.
     Yaml,
+    /// JSON (a `List` for several objects).
     Json,
+    /// Aligned columns per kind.
     Table,
 }
 
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Create or update every object of the (multi-document) YAML files; a non-empty status
-    /// in a document is written too (there is no poollet to write it otherwise).
-    Apply {
-        /// YAML files (`-` for stdin).
-        #[arg(short = 'f', long = "filename", required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Parse and validate without a store, printing the canonical form.
-    Validate {
-        /// YAML files (`-` for stdin).
-        #[arg(short = 'f', long = "filename", required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Get one object or list a kind.
-    Get {
-        /// Kind or plural (`machines`, `MachinePool`, ...).
-        kind: String,
-        /// Object name (all objects when absent).
-        name: Option<String>,
-        /// Namespace (namespaced kinds; `default` when getting one object).
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-        /// Label selector `k=v,k2=v2`.
-        #[arg(short = 'l', long)]
-        selector: Option<String>,
-        /// Field selector, e.g. `spec.machinePoolRef.name=` for unscheduled machines.
-        #[arg(long)]
-        field_selector: Option<String>,
-    },
-    /// Delete an object (finalizers are honoured: it may only get a deletionTimestamp).
-    Delete {
-        /// Kind or plural.
-        kind: String,
-        /// Object name.
-        name: String,
-        /// Namespace (namespaced kinds).
-        #[arg(short = 'n', long, default_value = "default")]
-        namespace: String,
-    },
+/// What `get` selects.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Object name (all objects when absent).
+    pub name: Option<String>,
+    /// Namespace (namespaced kinds; `default` when getting one object).
+    pub namespace: Option<String>,
+    /// Label selector `k=v,k2=v2`.
+    pub labels: Option<String>,
+    /// Field selector, e.g. `spec.machinePoolRef.name=` for unscheduled machines.
+    pub fields: Option<String>,
 }
 
-fn read_objects(path: &PathBuf) -> anyhow::Result<Vec<Object>> {
+/// The objects of a (multi-document) YAML file, `-` for stdin.
+pub fn read_objects(path: &Path) -> anyhow::Result<Vec<Object>> {
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("read stdin")?
     } else {
@@ -88,7 +48,8 @@ fn read_objects(path: &PathBuf) -> anyhow::Result<Vec<Object>> {
     irikit_api::parse_yaml_documents(&text).with_context(|| format!("parse {}", path.display()))
 }
 
-async fn apply(store: &dyn Store, obj: Object) -> anyhow::Result<Object> {
+/// Creates or updates `obj` (and writes its status when it has one).
+pub async fn apply(store: &dyn Store, obj: Object) -> anyhow::Result<Object> {
     let key = format!("{} {}", obj.kind(), obj.key());
     store::apply(store, obj)
         .await
@@ -213,7 +174,8 @@ fn header(kind: Kind) -> Vec<&'static str> {
     h
 }
 
-fn print(out: &mut impl Write, format: Output, objects: &[Object]) -> anyhow::Result<()> {
+/// Writes `objects` to `out` in `format`.
+pub fn print(out: &mut impl Write, format: Output, objects: &[Object]) -> anyhow::Result<()> {
     match format {
         Output::Yaml => {
             let docs: Vec<String> = objects.iter().map(Object::to_yaml).collect();
@@ -270,104 +232,76 @@ fn print(out: &mut impl Write, format: Output, objects: &[Object]) -> anyhow::Re
     Ok(())
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if let Cmd::Validate { files } = &args.command {
-        let mut objects = Vec::new();
-        for file in files {
-            for obj in read_objects(file)? {
-                let errors = irikit_api::validation::validate(&obj);
-                if !errors.is_empty() {
-                    bail!(
-                        "{} {:?} is invalid: {}",
-                        obj.kind(),
-                        obj.key(),
-                        irikit_api::validation::join(&errors)
-                    );
-                }
-                objects.push(obj);
+/// Parses and validates every object of `files` without a store.
+pub fn validate(files: &[impl AsRef<Path>]) -> anyhow::Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    for file in files {
+        for obj in read_objects(file.as_ref())? {
+            let errors = irikit_api::validation::validate(&obj);
+            if !errors.is_empty() {
+                bail!(
+                    "{} {:?} is invalid: {}",
+                    obj.kind(),
+                    obj.key(),
+                    irikit_api::validation::join(&errors)
+                );
             }
-        }
-        return print(&mut out, args.output, &objects);
-    }
-    let store: Arc<dyn Store> = store::open(&args.store)
-        .await
-        .with_context(|| format!("open store {}", args.store))?;
-    for file in &args.preload {
-        for obj in read_objects(file)? {
-            apply(&*store, obj).await?;
+            objects.push(obj);
         }
     }
-    match args.command {
-        Cmd::Validate { .. } => Ok(()),
-        Cmd::Apply { files } => {
-            let mut applied = Vec::new();
-            for file in &files {
-                for obj in read_objects(file)? {
-                    applied.push(apply(&*store, obj).await?);
-                }
-            }
-            print(&mut out, args.output, &applied)
-        }
-        Cmd::Get {
-            kind,
-            name,
-            namespace,
-            selector,
-            field_selector,
-        } => {
-            let kind: Kind = kind.parse()?;
-            if let Some(name) = name {
-                let ns = namespace.unwrap_or_else(|| "default".into());
-                let obj = store.get(kind, &ns, &name).await?;
-                return print(&mut out, args.output, &[obj]);
-            }
-            let mut options = ListOptions {
-                namespace,
-                ..ListOptions::default()
-            };
-            if let Some(sel) = selector {
-                options.labels = parse_selector(&sel).map_err(anyhow::Error::msg)?;
-            }
-            if let Some(sel) = field_selector {
-                options.fields = parse_selector(&sel).map_err(anyhow::Error::msg)?;
-            }
-            let list = store.list(kind, &options).await?;
-            if list.items.is_empty() {
-                eprintln!("No resources found.");
-                return Ok(());
-            }
-            print(&mut out, args.output, &list.items)
-        }
-        Cmd::Delete {
-            kind,
-            name,
-            namespace,
-        } => {
-            let kind: Kind = kind.parse()?;
-            match store.delete(kind, &namespace, &name, None).await? {
-                Some(pending) => {
-                    eprintln!(
-                        "{kind} {:?} marked for deletion (finalizers: {})",
-                        pending.key(),
-                        pending.metadata().finalizers.join(",")
-                    );
-                }
-                None => eprintln!("{kind} {name:?} deleted"),
-            }
-            Ok(())
-        }
-    }
+    Ok(objects)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+/// Applies every object of `files` in order; returns what the store made of them.
+pub async fn apply_files(
+    store: &dyn Store,
+    files: &[impl AsRef<Path>],
+) -> anyhow::Result<Vec<Object>> {
+    let mut applied = Vec::new();
+    for file in files {
+        for obj in read_objects(file.as_ref())? {
+            applied.push(apply(store, obj).await?);
         }
     }
+    Ok(applied)
+}
+
+/// The object `selection` names, or the objects of `kind` it selects.
+pub async fn get(
+    store: &dyn Store,
+    kind: Kind,
+    selection: Selection,
+) -> anyhow::Result<Vec<Object>> {
+    if let Some(name) = selection.name {
+        let ns = selection.namespace.unwrap_or_else(|| "default".into());
+        return Ok(vec![store.get(kind, &ns, &name).await?]);
+    }
+    let mut options = ListOptions {
+        namespace: selection.namespace,
+        ..ListOptions::default()
+    };
+    if let Some(sel) = selection.labels {
+        options.labels = parse_selector(&sel).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(sel) = selection.fields {
+        options.fields = parse_selector(&sel).map_err(anyhow::Error::msg)?;
+    }
+    Ok(store.list(kind, &options).await?.items)
+}
+
+/// Deletes an object; returns the line saying whether it is gone or only marked (finalizers).
+pub async fn delete(
+    store: &dyn Store,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    Ok(match store.delete(kind, namespace, name, None).await? {
+        Some(pending) => format!(
+            "{kind} {:?} marked for deletion (finalizers: {})",
+            pending.key(),
+            pending.metadata().finalizers.join(",")
+        ),
+        None => format!("{kind} {name:?} deleted"),
+    })
 }

@@ -14,7 +14,7 @@ use std::{
 use regex::Regex;
 
 /// The `iri-mock-runtime` binary in this test's target dir. `cargo test --workspace` builds it;
-/// `cargo test -p iri-conformance` does not build another package's binaries, so it is built
+/// `cargo test -p irictl` does not build another package's binaries, so it is built
 /// here when missing or older than the sources of iri-mock and iri-spec.
 fn mock_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
