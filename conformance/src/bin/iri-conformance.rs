@@ -293,7 +293,7 @@ async fn targets(t: &TargetArgs) -> anyhow::Result<Targets> {
     let parse = |s: &Option<String>| {
         s.as_deref()
             .filter(|s| !s.is_empty())
-            .map(endpoint)
+            .map(iri_spec::endpoint::Endpoint::from_flag)
             .transpose()
     };
     if given
@@ -513,15 +513,6 @@ fn cancel_on_signals() -> tokio_util::sync::CancellationToken {
         },
         || eprintln!("interrupted twice: exiting without cleanup"),
     )
-}
-
-/// `unix:///path`, `tcp://host:port`, or a bare socket path.
-fn endpoint(s: &str) -> anyhow::Result<iri_spec::endpoint::Endpoint> {
-    if s.contains("://") || s.starts_with("unix:") {
-        Ok(s.parse()?)
-    } else {
-        Ok(iri_spec::endpoint::Endpoint::unix(s))
-    }
 }
 
 #[tokio::main]

@@ -193,7 +193,7 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
     let parse = |s: &Option<String>, flag: &str| {
         s.as_deref()
             .filter(|s| !s.is_empty())
-            .map(endpoint)
+            .map(iri_spec::endpoint::Endpoint::from_flag)
             .transpose()
             .with_context(|| flag.to_owned())
     };
@@ -242,15 +242,6 @@ fn cancel_on_signals() -> tokio_util::sync::CancellationToken {
         || {},
         || eprintln!("irikit: interrupted twice: exiting at once"),
     )
-}
-
-/// `unix:///path`, `tcp://host:port`, or a bare socket path.
-fn endpoint(s: &str) -> anyhow::Result<iri_spec::endpoint::Endpoint> {
-    if s.contains("://") || s.starts_with("unix:") {
-        Ok(s.parse()?)
-    } else {
-        Ok(iri_spec::endpoint::Endpoint::unix(s))
-    }
 }
 
 /// The reservation mode's settings when `--reservations` is on.

@@ -1,0 +1,410 @@
+//! The broker's side of irikit's reservation extension (IEP-11, `ReservationRuntime`): a
+//! reservation passed one level down as a lower `Reservation` asking the selected pools, its
+//! IRI state folded from the pools' answers, the placement of a CreateMachine that names one,
+//! and the reservation a CreateMachine without one makes first.
+
+use super::*;
+
+impl Broker {
+    pub(super) async fn reservation(&self, id: &str) -> Result<Reservation> {
+        required(id, "reservation_id")?;
+        match self.store.get_typed::<Reservation>(self.ns(), id).await {
+            // A Machine's own reservation (reserve_unreserved) is no IRI reservation.
+            Ok(r)
+                if managed(&r.metadata)
+                    && !r.metadata.labels.contains_key(convert::MACHINE_LABEL) =>
+            {
+                Ok(r)
+            }
+            Ok(_) => Err(invalid(format!("reservation {id:?} isn't managed"))),
+            Err(e) if is_not_found(&e) => {
+                Err(Error::NotFound(format!("reservation {id:?} not found")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The IRI state of lower Reservation `r`: any pool Bound → BOUND, else any Accepted →
+    /// ACCEPTED, else every candidate pool (selected, asked, serving reservations) Rejected →
+    /// REJECTED (also when there is no candidate at all), else PENDING.
+    pub fn reservation_state(r: &Reservation, pools: &[MachinePool]) -> rsv::ReservationState {
+        let states: Vec<ReservationState> = r.status.pools.iter().map(|p| p.state).collect();
+        if states.contains(&ReservationState::Bound) {
+            return rsv::ReservationState::ReservationBound;
+        }
+        if states.contains(&ReservationState::Accepted) {
+            return rsv::ReservationState::ReservationAccepted;
+        }
+        let candidates: Vec<&MachinePool> = pools
+            .iter()
+            .filter(|p| r.targets(&p.metadata.name))
+            .filter(|p| {
+                p.metadata
+                    .annotations
+                    .get(api_rsv::RESERVATION_SUPPORTED_ANNOTATION)
+                    .map(String::as_str)
+                    == Some("true")
+            })
+            .collect();
+        if candidates
+            .iter()
+            .all(|p| r.pool_state(&p.metadata.name) == Some(ReservationState::Rejected))
+        {
+            return rsv::ReservationState::ReservationRejected;
+        }
+        rsv::ReservationState::ReservationPending
+    }
+
+    fn iri_reservation(r: &Reservation, pools: &[MachinePool]) -> rsv::Reservation {
+        let mut spec = r.spec.to_iri().unwrap_or_default();
+        spec.machine_classes.retain(|_, n| *n > 0);
+        rsv::Reservation {
+            metadata: Some(convert::iri_metadata(&r.metadata)),
+            spec: Some(spec),
+            status: Some(rsv::ReservationStatus {
+                state: Self::reservation_state(r, pools) as i32,
+            }),
+        }
+    }
+
+    /// The lower Machines placed against lower Reservation `r` (deleting ones excluded).
+    async fn consumers(&self, r: &Reservation) -> Result<Vec<Machine>> {
+        let (machines, _) = self
+            .store
+            .list_typed::<Machine>(&self.managed_list())
+            .await?;
+        Ok(machines
+            .into_iter()
+            .filter(|m| !m.metadata.is_deleting())
+            .filter(|m| {
+                m.metadata
+                    .annotations
+                    .get(api_rsv::RESERVATION_NAME_ANNOTATION)
+                    == Some(&r.metadata.name)
+            })
+            .collect())
+    }
+
+    /// A CreateMachine may consume reservation `r` only while it is ACCEPTED and has machines
+    /// left (its class counts minus the Machines already placed against it), as a leaf's.
+    pub(super) async fn check_consumable(&self, r: &Reservation) -> Result<()> {
+        let pools = self.pools().await?;
+        let state = Self::reservation_state(r, &pools);
+        if state != rsv::ReservationState::ReservationAccepted {
+            return Err(Error::FailedPrecondition(format!(
+                "reservation {:?} is {}, not RESERVATION_ACCEPTED",
+                r.metadata.name,
+                state.as_str_name()
+            )));
+        }
+        let total: i128 = r.class_counts().iter().map(|(_, n)| *n).sum();
+        if total > 0 {
+            let used = self.consumers(r).await?.len();
+            if i128::try_from(used).unwrap_or(i128::MAX) >= total {
+                return Err(Error::FailedPrecondition(format!(
+                    "reservation {:?} holds no more machines ({used} of {total} placed)",
+                    r.metadata.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The pool a Machine against lower Reservation `r` goes to: the pool of an earlier
+    /// Machine of the same reservation that the pool still accepts (a reservation of several
+    /// machines is consumed on one pool), else the first pool that accepted; `None` (the
+    /// lower scheduler decides) when no pool accepted yet.
+    pub(super) async fn pick_pool(&self, r: &Reservation) -> Result<Option<String>> {
+        let accepted: Vec<&str> = r
+            .status
+            .pools
+            .iter()
+            .filter(|p| p.state == ReservationState::Accepted)
+            .map(|p| p.name.as_str())
+            .collect();
+        if accepted.is_empty() {
+            return Ok(None);
+        }
+        let siblings = self.consumers(r).await?;
+        let sibling_pool = siblings
+            .iter()
+            .filter_map(|m| m.spec.machine_pool_ref.as_ref())
+            .map(|p| p.name.as_str())
+            .find(|p| accepted.contains(p));
+        Ok(Some(sibling_pool.unwrap_or(accepted[0]).to_owned()))
+    }
+
+    /// Reserves one machine of `spec` for the lower Machine `name` (see
+    /// [`BrokerConfig::reserve_unreserved`]): the accepted lower Reservation, `None` when no
+    /// selected pool serves reservations or none decided in time (the Machine is then placed
+    /// best-effort), `ResourceExhausted` when every pool rejected.
+    pub(super) async fn reserve_for(
+        &self,
+        name: &str,
+        spec: &machine::MachineSpec,
+    ) -> Result<Option<Reservation>> {
+        let pools = self.pools().await?;
+        let supported = pools.iter().any(|p| {
+            p.metadata
+                .annotations
+                .get(api_rsv::RESERVATION_SUPPORTED_ANNOTATION)
+                .map(String::as_str)
+                == Some("true")
+        });
+        if !supported {
+            return Ok(None);
+        }
+        let mut resources = irikit_api::ResourceList::new();
+        resources.insert(
+            compute::class_resource(&spec.class),
+            Quantity::from_int(1, Format::DecimalSI),
+        );
+        let local: i64 = spec
+            .volumes
+            .iter()
+            .filter_map(|v| v.local_disk.as_ref())
+            .map(|d| d.size_bytes.max(0))
+            .fold(0, i64::saturating_add);
+        if local > 0 {
+            resources.insert(
+                api_rsv::LOCAL_STORAGE_RESOURCE.to_owned(),
+                Quantity::from_int(local, Format::BinarySI),
+            );
+        }
+        let mut md = convert::dependent_meta(self.ns(), name, &format!("{name}-r"));
+        md.annotations.insert(
+            convert::CREATED_AT_ANNOTATION.to_owned(),
+            convert::now_nanos().to_string(),
+        );
+        let mut lower = Reservation {
+            metadata: md,
+            ..Reservation::default()
+        };
+        lower.spec.resources = resources;
+        if !self.config.pool_selector.is_empty() {
+            lower.spec.pools = pools.iter().map(|p| p.metadata.name.clone()).collect();
+        }
+        let created = self.store.create_typed(lower).await?;
+        let (r, state) = self.await_decision(created).await?;
+        match state {
+            rsv::ReservationState::ReservationAccepted => Ok(Some(r)),
+            rsv::ReservationState::ReservationRejected => {
+                self.delete_lower_reservation(&r.metadata.name).await?;
+                Err(Error::ResourceExhausted(format!(
+                    "no lower pool can host a {:?} machine",
+                    spec.class
+                )))
+            }
+            _ => {
+                self.delete_lower_reservation(&r.metadata.name).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    pub(super) async fn delete_lower_reservation(&self, name: &str) -> Result<()> {
+        match self
+            .store
+            .delete(Kind::Reservation, self.ns(), name, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Polls lower Reservation `r` until its state leaves PENDING or the decision timeout
+    /// passes; returns its last version and state.
+    async fn await_decision(
+        &self,
+        mut current: Reservation,
+    ) -> Result<(Reservation, rsv::ReservationState)> {
+        let deadline = tokio::time::Instant::now() + self.config.reservation_decision_timeout;
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let pools = self.pools().await?;
+            let state = Self::reservation_state(&current, &pools);
+            if state != rsv::ReservationState::ReservationPending
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok((current, state));
+            }
+            // Polling the lower store for the poollets' answers, with a deadline.
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(100));
+            current = match self
+                .store
+                .get_typed::<Reservation>(self.ns(), &current.metadata.name)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if is_not_found(&e) => {
+                    return Err(Error::NotFound(format!(
+                        "reservation {:?} not found",
+                        current.metadata.name
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
+    }
+
+    /// `CreateReservation`: a lower Reservation (all selected pools asked); waits up to the
+    /// decision timeout for the lower pools to decide.
+    pub async fn create_reservation(
+        &self,
+        r: Option<rsv::Reservation>,
+    ) -> Result<rsv::Reservation> {
+        let r = r.ok_or_else(|| invalid("reservation is required"))?;
+        let spec = r
+            .spec
+            .as_ref()
+            .ok_or_else(|| invalid("reservation.spec is required"))?;
+        let classes = self.classes().await?;
+        for (class, n) in &spec.machine_classes {
+            if !classes.contains_key(class) {
+                return Err(invalid(format!("unknown machine class {class:?}")));
+            }
+            if *n < 1 {
+                return Err(invalid(format!(
+                    "machine class {class:?}: count {n} is not at least 1"
+                )));
+            }
+        }
+        for (what, v) in [
+            ("cpu_millis", spec.cpu_millis),
+            ("memory_bytes", spec.memory_bytes),
+            (
+                "local_storage_bytes_per_machine",
+                spec.local_storage_bytes_per_machine,
+            ),
+        ] {
+            if v < 0 {
+                return Err(invalid(format!("{what} is negative ({v})")));
+            }
+        }
+        if spec.machine_classes.is_empty()
+            && spec.cpu_millis == 0
+            && spec.memory_bytes == 0
+            && spec.local_storage_bytes_per_machine == 0
+        {
+            return Err(invalid("reservation.spec reserves nothing"));
+        }
+        let mut resources = irikit_api::ResourceList::new();
+        for (class, n) in &spec.machine_classes {
+            resources.insert(
+                compute::class_resource(class),
+                Quantity::from_int(*n, Format::DecimalSI),
+            );
+        }
+        if spec.cpu_millis > 0 {
+            resources.insert(
+                api_rsv::CPU_RESOURCE.to_owned(),
+                Quantity::from_milli(spec.cpu_millis),
+            );
+        }
+        if spec.memory_bytes > 0 {
+            resources.insert(
+                api_rsv::MEMORY_RESOURCE.to_owned(),
+                Quantity::from_int(spec.memory_bytes, Format::BinarySI),
+            );
+        }
+        if spec.local_storage_bytes_per_machine > 0 {
+            resources.insert(
+                api_rsv::LOCAL_STORAGE_RESOURCE.to_owned(),
+                Quantity::from_int(spec.local_storage_bytes_per_machine, Format::BinarySI),
+            );
+        }
+        let md = r.metadata.unwrap_or_default();
+        let name = convert::new_id();
+        let mut lower = Reservation {
+            metadata: ObjectMeta::namespaced(self.ns(), &name),
+            ..Reservation::default()
+        };
+        lower
+            .metadata
+            .labels
+            .insert(convert::MANAGED_LABEL.to_owned(), "true".to_owned());
+        lower.metadata.annotations.extend([
+            (
+                convert::LABELS_ANNOTATION.to_owned(),
+                convert::to_json(&md.labels),
+            ),
+            (
+                convert::ANNOTATIONS_ANNOTATION.to_owned(),
+                convert::to_json(&md.annotations),
+            ),
+            (
+                convert::CREATED_AT_ANNOTATION.to_owned(),
+                convert::now_nanos().to_string(),
+            ),
+        ]);
+        let pools = self.pools().await?;
+        if !self.config.pool_selector.is_empty() {
+            lower.spec.pools = pools.iter().map(|p| p.metadata.name.clone()).collect();
+            if lower.spec.pools.is_empty() {
+                // No selected pool: nobody could answer; an empty list would ask every pool.
+                lower.spec.pools.push("no-pool-selected".to_owned());
+            }
+        }
+        lower.spec.resources = resources;
+        let created = self.store.create_typed(lower).await?;
+        info!(reservation.id = %name, "reservation created");
+        let (current, _) = self.await_decision(created).await?;
+        let pools = self.pools().await?;
+        Ok(Self::iri_reservation(&current, &pools))
+    }
+
+    /// `ListReservations`.
+    pub async fn list_reservations(
+        &self,
+        filter: Option<rsv::ReservationFilter>,
+    ) -> Result<Vec<rsv::Reservation>> {
+        let filter = filter.unwrap_or_default();
+        let items = if filter.id.is_empty() {
+            self.store
+                .list_typed::<Reservation>(&self.managed_list())
+                .await?
+                .0
+        } else {
+            match self.reservation(&filter.id).await {
+                Ok(r) => vec![r],
+                Err(Error::NotFound(_) | Error::InvalidArgument(_)) => Vec::new(),
+                Err(e) => return Err(e),
+            }
+        };
+        let pools = self.pools().await?;
+        Ok(items
+            .iter()
+            .filter(|r| !r.metadata.labels.contains_key(convert::MACHINE_LABEL))
+            .map(|r| Self::iri_reservation(r, &pools))
+            .filter(|r| {
+                let labels = r.metadata.as_ref().map(|md| &md.labels);
+                filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+            })
+            .collect())
+    }
+
+    /// `DeleteReservation`.
+    pub async fn delete_reservation(&self, id: &str) -> Result<()> {
+        self.reservation(id).await?;
+        match self
+            .store
+            .delete(Kind::Reservation, self.ns(), id, None)
+            .await
+        {
+            Ok(_) => {
+                info!(reservation.id = %id, "reservation deleted");
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => {
+                Err(Error::NotFound(format!("reservation {id:?} not found")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
