@@ -56,18 +56,30 @@ pub async fn apply(store: &dyn Store, obj: Object) -> anyhow::Result<Object> {
         .with_context(|| format!("apply {key}"))
 }
 
+/// `k=v` pairs joined by commas, each key without `strip` in front.
+pub fn joined<K: AsRef<str>, V: std::fmt::Display>(
+    pairs: impl IntoIterator<Item = (K, V)>,
+    strip: &str,
+) -> String {
+    pairs
+        .into_iter()
+        .map(|(k, v)| format!("{}={v}", k.as_ref().trim_start_matches(strip)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The referenced name, or `<none>`.
+fn name_or_none(reference: Option<&irikit_api::meta::LocalObjectReference>) -> String {
+    reference.map_or("<none>".into(), |r| r.name.clone())
+}
+
 fn table_row(obj: &Object) -> Vec<String> {
     let meta = obj.metadata();
     let mut row = vec![meta.namespace.clone(), meta.name.clone()];
     match obj {
         Object::Machine(m) => {
             row.push(m.spec.machine_class_ref.name.clone());
-            row.push(
-                m.spec
-                    .machine_pool_ref
-                    .as_ref()
-                    .map_or("<none>".into(), |r| r.name.clone()),
-            );
+            row.push(name_or_none(m.spec.machine_pool_ref.as_ref()));
             row.push(if m.status.state.is_empty() {
                 "Pending".into()
             } else {
@@ -80,28 +92,11 @@ fn table_row(obj: &Object) -> Vec<String> {
                     .unwrap_or("<none>")
                     .into(),
             );
-            row.push(
-                p.status
-                    .capacity
-                    .iter()
-                    .map(|(k, v)| format!("{}={v}", k.trim_start_matches("class/machine.")))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            row.push(joined(&p.status.capacity, "class/machine."));
         }
         Object::Volume(v) => {
-            row.push(
-                v.spec
-                    .volume_class_ref
-                    .as_ref()
-                    .map_or("<none>".into(), |r| r.name.clone()),
-            );
-            row.push(
-                v.spec
-                    .volume_pool_ref
-                    .as_ref()
-                    .map_or("<none>".into(), |r| r.name.clone()),
-            );
+            row.push(name_or_none(v.spec.volume_class_ref.as_ref()));
+            row.push(name_or_none(v.spec.volume_pool_ref.as_ref()));
             row.push(
                 v.spec
                     .resources
@@ -109,25 +104,8 @@ fn table_row(obj: &Object) -> Vec<String> {
                     .map_or(String::new(), ToString::to_string),
             );
         }
-        Object::VolumePool(p) => {
-            row.push(
-                p.status
-                    .capacity
-                    .iter()
-                    .map(|(k, v)| format!("{}={v}", k.trim_start_matches("class/volume.")))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-        }
-        Object::MachineClass(c) => {
-            row.push(
-                c.capabilities
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-        }
+        Object::VolumePool(p) => row.push(joined(&p.status.capacity, "class/volume.")),
+        Object::MachineClass(c) => row.push(joined(&c.capabilities, "")),
         Object::Event(e) => {
             row.push(e.reason.clone());
             row.push(format!(
@@ -137,22 +115,11 @@ fn table_row(obj: &Object) -> Vec<String> {
             row.push(e.message.clone());
         }
         Object::Reservation(r) => {
-            row.push(
-                r.spec
-                    .resources
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-            row.push(
-                r.status
-                    .pools
-                    .iter()
-                    .map(|p| format!("{}={}", p.name, p.state))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
+            row.push(joined(&r.spec.resources, ""));
+            row.push(joined(
+                r.status.pools.iter().map(|p| (&p.name, &p.state)),
+                "",
+            ));
         }
         _ => {}
     }

@@ -87,7 +87,7 @@ pub fn summary(obj: &Object) -> Option<String> {
             "Ready={} classes=[{}] capacity=[{}]",
             condition_status(&p.status.conditions, "Ready").unwrap_or("-"),
             names(&p.status.available_machine_classes),
-            quantities(&p.status.allocatable)
+            crate::ctl::joined(&p.status.allocatable, "")
         ),
         Object::Volume(v) => format!(
             "pool={} state={} volumeID={}{}",
@@ -99,7 +99,7 @@ pub fn summary(obj: &Object) -> Option<String> {
         Object::VolumePool(p) => format!(
             "classes=[{}] allocatable=[{}]",
             names(&p.status.available_volume_classes),
-            quantities(&p.status.allocatable)
+            crate::ctl::joined(&p.status.allocatable, "")
         ),
         Object::Event(e) => format!(
             "{} {} {}/{}: {}",
@@ -120,13 +120,6 @@ fn or_dash(s: &str) -> &str {
 fn names(list: &[irikit_api::meta::LocalObjectReference]) -> String {
     list.iter()
         .map(|r| r.name.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn quantities(list: &irikit_api::ResourceList) -> String {
-    list.iter()
-        .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
 }

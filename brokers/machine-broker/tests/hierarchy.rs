@@ -15,33 +15,34 @@ use machine_broker::{
 /// One hierarchy at a time: the two tests compare timings-sensitive outcomes on 2 cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn hierarchy(mode: &Option<scheduler::ReservationConfig>) -> (Hierarchy, usize) {
+/// Runs the fragmented workload through a hierarchy whose planes schedule in `mode`, waiting
+/// `settle` for nothing to change (within `deadline`); the planes must stop cleanly.
+async fn run(
+    mode: Option<scheduler::ReservationConfig>,
+    settle: Duration,
+    deadline: Duration,
+) -> (workload::Outcome, usize) {
+    let _one = ONE_AT_A_TIME.lock().await;
     let (nodes, hostable) = workload::fragmented(2, 1);
     let config = irikit_controlplane::PlaneConfig {
-        reservations: mode.clone(),
+        reservations: mode,
         ..plane_config()
     };
     let h = Hierarchy::start(&nodes, config.clone(), config, BrokerConfig::default())
         .await
         .unwrap();
     h.wait_announced(Duration::from_secs(30)).await.unwrap();
-    (h, hostable)
+    let outcome = workload::run(&h, "default", hostable, settle, deadline)
+        .await
+        .unwrap();
+    assert!(h.upper().failures().is_empty());
+    assert!(h.shutdown(Duration::from_secs(20)).await);
+    (outcome, hostable)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let mode = None;
-    let (h, hostable) = hierarchy(&mode).await;
-    let outcome = workload::run(
-        &h,
-        "default",
-        hostable,
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let (outcome, hostable) = run(None, Duration::from_secs(3), Duration::from_secs(60)).await;
     eprintln!("best-effort: {outcome:?}");
     // Aggregated capacity prefers the broker of small leaves, and the lower scheduler the
     // small leaves: Machines are bound where they cannot run, although the hierarchy has room
@@ -52,8 +53,6 @@ async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
         outcome.unbound, 0,
         "best-effort binds everything: {outcome:?}"
     );
-    assert!(h.upper().failures().is_empty());
-    assert!(h.shutdown(Duration::from_secs(20)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,17 +63,7 @@ async fn reservation_mode_binds_every_machine_where_a_leaf_holds_it() {
         max_retry: Duration::from_secs(1),
         ..scheduler::ReservationConfig::default()
     });
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (h, hostable) = hierarchy(&mode).await;
-    let outcome = workload::run(
-        &h,
-        "default",
-        hostable,
-        Duration::from_secs(10),
-        Duration::from_secs(120),
-    )
-    .await
-    .unwrap();
+    let (outcome, hostable) = run(mode, Duration::from_secs(10), Duration::from_secs(120)).await;
     eprintln!("reservation: {outcome:?}");
     assert_eq!(outcome.misplaced, 0, "{outcome:?}");
     assert_eq!(outcome.running, hostable, "{outcome:?}");
@@ -82,6 +71,4 @@ async fn reservation_mode_binds_every_machine_where_a_leaf_holds_it() {
         !outcome.per_pool.contains_key("b-small"),
         "the broker of small leaves accepted nothing: {outcome:?}"
     );
-    assert!(h.upper().failures().is_empty());
-    assert!(h.shutdown(Duration::from_secs(20)).await);
 }

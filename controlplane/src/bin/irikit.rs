@@ -24,7 +24,7 @@ use irikit_controlplane::{
 /// irikit's control plane: run it (all in one process, or its cluster-wide controllers) and
 /// read and change its objects.
 #[derive(Debug, Parser)]
-#[command(name = "irikit", version, about, long_about = None)]
+#[command(name = "irikit", version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
