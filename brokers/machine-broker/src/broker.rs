@@ -119,6 +119,35 @@ impl Broker {
         &self.config.namespace
     }
 
+    /// The metadata of the lower object `name` in the broker's namespace: managed, with the IRI
+    /// object's labels and annotations (as JSON) and its creation time.
+    fn managed_meta(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+        annotations: &HashMap<String, String>,
+    ) -> ObjectMeta {
+        let mut metadata = ObjectMeta::namespaced(self.ns(), name);
+        metadata
+            .labels
+            .insert(convert::MANAGED_LABEL.to_owned(), "true".to_owned());
+        metadata.annotations.extend([
+            (
+                convert::LABELS_ANNOTATION.to_owned(),
+                convert::to_json(labels),
+            ),
+            (
+                convert::ANNOTATIONS_ANNOTATION.to_owned(),
+                convert::to_json(annotations),
+            ),
+            (
+                convert::CREATED_AT_ANNOTATION.to_owned(),
+                convert::now_nanos().to_string(),
+            ),
+        ]);
+        metadata
+    }
+
     fn managed_list(&self) -> ListOptions {
         ListOptions::default()
             .in_namespace(self.ns())
@@ -349,27 +378,9 @@ impl Broker {
         };
         let ns = self.ns().to_owned();
         let mut lower = Machine {
-            metadata: ObjectMeta::namespaced(&ns, &name),
+            metadata: self.managed_meta(&name, &md.labels, &md.annotations),
             ..Machine::default()
         };
-        lower
-            .metadata
-            .labels
-            .insert(convert::MANAGED_LABEL.to_owned(), "true".to_owned());
-        lower.metadata.annotations.extend([
-            (
-                convert::LABELS_ANNOTATION.to_owned(),
-                convert::to_json(&md.labels),
-            ),
-            (
-                convert::ANNOTATIONS_ANNOTATION.to_owned(),
-                convert::to_json(&md.annotations),
-            ),
-            (
-                convert::CREATED_AT_ANNOTATION.to_owned(),
-                convert::now_nanos().to_string(),
-            ),
-        ]);
         if let Some(id) = &reservation {
             lower
                 .metadata

@@ -319,27 +319,9 @@ impl Broker {
         let md = r.metadata.unwrap_or_default();
         let name = convert::new_id();
         let mut lower = Reservation {
-            metadata: ObjectMeta::namespaced(self.ns(), &name),
+            metadata: self.managed_meta(&name, &md.labels, &md.annotations),
             ..Reservation::default()
         };
-        lower
-            .metadata
-            .labels
-            .insert(convert::MANAGED_LABEL.to_owned(), "true".to_owned());
-        lower.metadata.annotations.extend([
-            (
-                convert::LABELS_ANNOTATION.to_owned(),
-                convert::to_json(&md.labels),
-            ),
-            (
-                convert::ANNOTATIONS_ANNOTATION.to_owned(),
-                convert::to_json(&md.annotations),
-            ),
-            (
-                convert::CREATED_AT_ANNOTATION.to_owned(),
-                convert::now_nanos().to_string(),
-            ),
-        ]);
         let pools = self.pools().await?;
         if !self.config.pool_selector.is_empty() {
             lower.spec.pools = pools.iter().map(|p| p.metadata.name.clone()).collect();
