@@ -75,7 +75,7 @@ export IRIKIT_REQUIRE="${IRIKIT_REQUIRE:+$IRIKIT_REQUIRE,}etcd"
 export IRIKIT_FEATURES="${IRIKIT_FEATURES:+$IRIKIT_FEATURES }irikit-api/etcd scheduler/etcd poollet/etcd"
 
 # --- netns (issue 17) ----------------------------------------------------------------------------
-# The partition suite (conformance/tests/partition.rs) builds its hosts as network namespaces
+# The partition suite (controlplane/tests/partition.rs) builds its hosts as network namespaces
 # with iproute2's `ip` (as root) and runs a 3-member etcd cluster across them.
 irikit_install_netns() {
     if ! command -v ip >/dev/null 2>&1; then

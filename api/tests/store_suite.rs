@@ -60,7 +60,7 @@ async fn suite(store: Arc<dyn Store>) {
 }
 
 /// A Reservation: created with a spec, states written through the status subresource, the
-/// resources immutable and pools only narrowed, listed by namespace, applied from YAML as irikitctl does, deleted.
+/// resources immutable and pools only narrowed, listed by namespace, applied from YAML as `irikit apply` does, deleted.
 async fn reservations(store: &dyn Store) {
     let yaml = "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\n\
 metadata: {name: r1, namespace: rsv}\n\
@@ -126,7 +126,7 @@ spec: {pools: [p1], resources: {class/machine.small: 1, cpu: 2, memory: 4Gi, loc
     .remove(0);
     let err = store.create(bad).await.unwrap_err();
     assert!(err.to_string().contains("spec.resources[nics]"), "{err}");
-    // Apply (irikitctl's path) writes a document's status too.
+    // Apply (`irikit apply`'s path) writes a document's status too.
     let applied = irikit_api::parse_yaml_documents(&format!(
         "{}status: {{pools: [{{name: p1, state: Bound}}]}}\n",
         yaml.replace("name: r1", "name: r3")

@@ -1,4 +1,4 @@
-//! iri-conformance: a conformance suite for IRI runtimes (IronCore's CRI for machines and volumes), in the spirit of critest and csi-sanity, usable as a library and as the `iri-conformance` binary; the `irictl` binary (`src/bin/irictl`) inspects and drives any runtime.
+//! iri-conformance: a conformance suite for IRI runtimes (IronCore's CRI for machines and volumes), in the spirit of critest and csi-sanity, usable as a library and as the `iri-conformance` binary.
 //!
 //! * [`cases::all`] — every case, each with a stable dotted id (`machine.delete.unknown_id_not_found`),
 //!   a one-line rule, a service, a profile (`core`, `go-poollet`) and a requirement level
@@ -7,10 +7,9 @@
 //!   embedded iri-mock), each under a timeout with per-RPC deadlines; every object carries the
 //!   run-id label [`ctx::RUN_ID_LABEL`] and is deleted at the end, even on failure or cancellation;
 //!   leftovers of earlier runs are reported and deleted at start.
-//! * [`lifecycle`] — the lifecycle level: irikit's store, schedulers and machinepoollet run
-//!   in-process against the runtime, and `lifecycle.*` cases check what they propagate.
-//! * [`up`] — `irikit up`: the control plane in one process against the embedded mock or
-//!   real runtimes.
+//! * [`lifecycle`] — the lifecycle level: irikit's control plane (`irikit_controlplane::ControlPlane`:
+//!   store, schedulers, machinepoollet) runs in-process against the runtime, and `lifecycle.*`
+//!   cases check what they propagate.
 //! * [`report`] — human summary, JUnit XML, JSON. [`bench`] — per-RPC latency percentiles.
 //!
 //! Cases talk to a runtime only through the generated gRPC clients; the embedded mock is reached
@@ -36,7 +35,6 @@ pub mod lifecycle;
 pub mod report;
 pub mod requirement;
 pub mod runner;
-pub mod up;
 
 pub use case::{Case, Level, Outcome, Profile, Requirement, Service};
 pub use ctx::{Ctx, Params};

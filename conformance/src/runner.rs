@@ -184,26 +184,9 @@ pub struct Targets {
     pub upstreams: BTreeMap<Service, Upstream>,
 }
 
-/// The delays of the embedded mock: short but non-zero, so that PENDING, TERMINATING and the
-/// polling code paths are exercised.
-pub fn embedded_delays() -> iri_mock::Delays {
-    iri_mock::Delays {
-        provision: Duration::from_millis(5),
-        apply: Duration::from_millis(2),
-        power: Duration::from_millis(2),
-        terminate: Duration::from_millis(100),
-    }
-}
-
-/// A builder of the embedded mock as the runner uses it (tests add mutants or faults to it).
-pub fn embedded_builder() -> iri_mock::MockRuntimeBuilder {
-    let builder = iri_mock::MockRuntime::builder().delays(embedded_delays());
-    // The scripted console behind Exec (loopback TCP), for the `machine.exec.console.*` cases.
-    match iri_mock::console::ConsoleServer::bind() {
-        Ok(console) => builder.console(console),
-        Err(_) => builder,
-    }
-}
+/// The embedded mock as the runner uses it, the same as `irikit up`'s (tests add mutants or
+/// faults to the builder).
+pub use irikit_controlplane::up::{embedded_builder, embedded_delays};
 
 impl Targets {
     /// The embedded default: iri-mock in-process (all three services) over a duplex channel.

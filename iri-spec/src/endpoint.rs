@@ -84,6 +84,16 @@ impl Endpoint {
     pub fn unix(path: impl Into<PathBuf>) -> Self {
         Endpoint::Unix(path.into())
     }
+
+    /// An endpoint flag as irikit's CLIs take it: `unix:///path`, `tcp://host:port`, or a bare
+    /// socket path.
+    pub fn from_flag(s: &str) -> Result<Self> {
+        if s.contains("://") || s.starts_with("unix:") {
+            s.parse()
+        } else {
+            Ok(Endpoint::unix(s))
+        }
+    }
 }
 
 impl FromStr for Endpoint {

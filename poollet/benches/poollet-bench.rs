@@ -488,12 +488,7 @@ async fn run(args: Args) -> anyhow::Result<Vec<String>> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    irikit_bootstrap::init_tracing(irikit_bootstrap::LogFormat::Text, "warn");
     match run(args).await {
         Ok(failures) if failures.is_empty() => std::process::ExitCode::SUCCESS,
         Ok(failures) => {

@@ -18,7 +18,6 @@
 //! - [`lease`]: the pool Lease the heartbeat renews.
 //! - [`reservation`]: Reservations passed down to the runtime and their state back up
 //!   (IEP-11), and the pool's `reservation.irikit.dev/supported` annotation.
-//! - [`lifecycle`]: the control-plane side of liveness (silent pools turn `Ready=Unknown`).
 //! - [`machinepoollet`]: [`MachinePoollet`], which runs the machine side.
 //! - [`volume`]: the Volume and VolumeSnapshot reconcilers, runtime relist and event mapper.
 //! - [`volumepoollet`]: [`VolumePoollet`], which runs the volume side.
@@ -30,7 +29,6 @@ pub mod events;
 pub mod exec;
 pub mod flavor;
 pub mod lease;
-pub mod lifecycle;
 pub mod machine;
 pub mod machinepoollet;
 mod object;

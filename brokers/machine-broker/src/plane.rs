@@ -1,19 +1,10 @@
-//! Planes for the broker: [`Plane`], an irikit control plane (machine scheduler, pool
-//! lifecycle controller, one machinepoollet per pool) on a Store, with the scheduler
-//! configuration in the caller's hands; [`LowerPlane`], a plane over in-process `iri-mock`
-//! leaves (the broker binary's embedded lower plane); and [`Hierarchy`], two levels: an upper
-//! plane whose pools are brokers, each broker over a lower plane of several leaf pools.
-//!
-//! `iri_conformance::lifecycle::ControlPlane` assembles the same machine components plus the
-//! volume side; this one is machine-only and keeps the broker free of a dependency on the
-//! conformance crate (issue 16 moves the assembled plane into a crate of its own).
+//! Planes for the broker, built on `irikit_controlplane::ControlPlane` (machine scheduler,
+//! pool-liveness controller, one machinepoollet per pool; no volume scheduler, see
+//! [`plane_config`]): [`LowerPlane`], a plane over in-process `iri-mock` leaves (the broker
+//! binary's embedded lower plane); and [`Hierarchy`], two levels: an upper plane whose pools
+//! are brokers, each broker over a lower plane of several leaf pools.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use iri_mock::{MockRuntime, classes::MachineClassConfig};
@@ -23,180 +14,19 @@ use irikit_api::{
     meta::ObjectMeta,
     quantity::{Format, Quantity},
 };
+use irikit_controlplane::{ControlPlane, PlaneConfig};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::Channel;
 
 use crate::broker::{Broker, BrokerConfig};
 
-/// Timings of a plane (short, for tests and benchmarks; IronCore's defaults are seconds).
-#[derive(Debug, Clone)]
-pub struct PlaneTimings {
-    /// Poollet heartbeat (Status probe) interval.
-    pub heartbeat_interval: Duration,
-    /// Timeout of one heartbeat probe (below the interval).
-    pub status_timeout: Duration,
-    /// The poollet's unfiltered runtime relist.
-    pub relist_period: Duration,
-    /// Requeue delay of a converging machine.
-    pub converging_requeue: Duration,
-    /// Requeue delay while a prerequisite is missing.
-    pub prerequisite_requeue: Duration,
-    /// Timeout of every other poollet RPC.
-    pub rpc_timeout: Duration,
-    /// Grace of the pool lifecycle controller.
-    pub pool_lifecycle_grace: Duration,
-}
-
-impl Default for PlaneTimings {
-    fn default() -> Self {
-        PlaneTimings {
-            heartbeat_interval: Duration::from_millis(500),
-            status_timeout: Duration::from_millis(400),
-            relist_period: Duration::from_millis(200),
-            converging_requeue: Duration::from_millis(50),
-            prerequisite_requeue: Duration::from_millis(200),
-            rpc_timeout: Duration::from_secs(10),
-            pool_lifecycle_grace: Duration::from_secs(5),
-        }
-    }
-}
-
-/// How a plane's machine scheduler places Machines.
-#[derive(Debug, Clone)]
-pub enum SchedulerMode {
-    /// IronCore's best-effort scheduler: bind to the most-free pool by class counts.
-    BestEffort(scheduler::Config),
-    /// Reservation mode (IEP-11): a Reservation per Machine, bind where a pool accepted.
-    Reservation(scheduler::ReservationConfig),
-}
-
-impl Default for SchedulerMode {
-    fn default() -> Self {
-        SchedulerMode::BestEffort(scheduler::Config::default())
-    }
-}
-
-/// A running plane; every component stops with [`Plane::shutdown`].
-pub struct Plane {
-    store: Arc<dyn Store>,
-    timings: PlaneTimings,
-    token: CancellationToken,
-    tracker: TaskTracker,
-    failures: Arc<Mutex<Vec<String>>>,
-    scheduler_stats: Arc<scheduler::Stats>,
-}
-
-impl std::fmt::Debug for Plane {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plane")
-            .field("timings", &self.timings)
-            .field("failures", &self.failures())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Plane {
-    /// Starts the machine scheduler (in `mode`) and the pool lifecycle controller on `store`.
-    pub fn start(store: Arc<dyn Store>, timings: PlaneTimings, mode: SchedulerMode) -> Self {
-        let token = CancellationToken::new();
-        let (stats, run): (_, std::pin::Pin<Box<dyn Future<Output = _> + Send>>) = match mode {
-            SchedulerMode::BestEffort(config) => {
-                let s = scheduler::MachineScheduler::new(store.clone(), config);
-                (s.stats(), Box::pin(s.run(token.clone())))
-            }
-            SchedulerMode::Reservation(config) => {
-                let s = scheduler::ReservationScheduler::new(store.clone(), config);
-                (s.stats(), Box::pin(s.run(token.clone())))
-            }
-        };
-        let plane = Plane {
-            store,
-            timings,
-            token,
-            tracker: TaskTracker::new(),
-            failures: Arc::default(),
-            scheduler_stats: stats,
-        };
-        plane.spawn("machine-scheduler", async move {
-            run.await
-                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
-        });
-        let (token, store, grace) = (
-            plane.token.clone(),
-            plane.store.clone(),
-            plane.timings.pool_lifecycle_grace,
-        );
-        plane.spawn("machinepool-lifecycle", async move {
-            poollet::lifecycle::run(store, grace, token).await;
-            Ok(())
-        });
-        plane
-    }
-
-    fn spawn(
-        &self,
-        component: &'static str,
-        fut: impl Future<Output = Result<(), String>> + Send + 'static,
-    ) {
-        let failures = self.failures.clone();
-        self.tracker.spawn(async move {
-            if let Err(err) = fut.await {
-                tracing::error!(component, error = %err, "plane component stopped");
-                failures
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(format!("{component} stopped: {err}"));
-            }
-        });
-    }
-
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
-    /// The machine scheduler's counters.
-    pub fn scheduler_stats(&self) -> &Arc<scheduler::Stats> {
-        &self.scheduler_stats
-    }
-
-    /// Starts a machinepoollet announcing `pool` (topology zone label = the pool name) for the
-    /// runtime behind `channel`.
-    pub fn add_machine_poollet(&self, pool: &str, provider_id: &str, channel: Channel) {
-        let mut config = poollet::Config::new(pool, provider_id);
-        config.pool.topology_zone = pool.to_owned();
-        config.pool.heartbeat_interval = self.timings.heartbeat_interval;
-        config.pool.status_timeout = self.timings.status_timeout;
-        config.relist_period = self.timings.relist_period;
-        config.event_resync_period = self.timings.heartbeat_interval;
-        config.machine.converging_requeue = self.timings.converging_requeue;
-        config.machine.prerequisite_requeue = self.timings.prerequisite_requeue;
-        config.machine.rpc_timeout = self.timings.rpc_timeout;
-        let poollet = poollet::MachinePoollet::new(self.store.clone(), channel, config);
-        let token = self.token.clone();
-        self.spawn("machinepoollet", async move {
-            poollet
-                .run(token)
-                .await
-                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
-        });
-    }
-
-    /// What stopped with an error so far.
-    pub fn failures(&self) -> Vec<String> {
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Cancels every component and waits up to `budget`; false when some did not stop.
-    pub async fn shutdown(&self, budget: Duration) -> bool {
-        self.token.cancel();
-        self.tracker.close();
-        tokio::time::timeout(budget, self.tracker.wait())
-            .await
-            .is_ok()
+/// The configuration of a broker's plane: machines only (the volume scheduler is off), short
+/// timings for tests and benchmarks (IronCore's defaults are seconds), best-effort scheduling;
+/// set `reservations` for reservation mode (IEP-11).
+pub fn plane_config() -> PlaneConfig {
+    PlaneConfig {
+        prerequisite_requeue: Duration::from_millis(200),
+        volume_scheduler: false,
+        ..PlaneConfig::default()
     }
 }
 
@@ -282,7 +112,7 @@ impl LeafConfig {
 
 /// A plane whose pools are in-process `iri-mock` leaves.
 pub struct LowerPlane {
-    plane: Plane,
+    plane: ControlPlane,
     leaves: Vec<(String, MockRuntime)>,
 }
 
@@ -299,18 +129,17 @@ impl std::fmt::Debug for LowerPlane {
 }
 
 impl LowerPlane {
-    /// Starts a plane on `store` with a machinepoollet per leaf (the MachineClasses of every
-    /// leaf's classes are created first).
+    /// Starts a plane on `store` with `config` (see [`plane_config`]) and a machinepoollet per
+    /// leaf (the MachineClasses of every leaf's classes are created first).
     pub async fn start(
         store: Arc<dyn Store>,
-        timings: PlaneTimings,
-        mode: SchedulerMode,
+        config: PlaneConfig,
         leaves: &[LeafConfig],
     ) -> anyhow::Result<Self> {
         for leaf in leaves {
             ensure_classes(&*store, &leaf.classes).await?;
         }
-        let plane = Plane::start(store, timings, mode);
+        let plane = ControlPlane::start(store, config);
         let mut started = Vec::new();
         for leaf in leaves {
             let mock = leaf
@@ -332,7 +161,7 @@ impl LowerPlane {
     }
 
     /// The plane.
-    pub fn plane(&self) -> &Plane {
+    pub fn plane(&self) -> &ControlPlane {
         &self.plane
     }
 
@@ -376,7 +205,7 @@ pub struct BrokerNode {
 /// Two levels: an upper plane whose pools are brokers, each over a lower plane of leaves.
 /// Every store is in memory; every broker serves on a unix socket in a private temp dir.
 pub struct Hierarchy {
-    upper: Plane,
+    upper: ControlPlane,
     nodes: Vec<BrokerNode>,
     token: CancellationToken,
     servers: TaskTracker,
@@ -396,14 +225,13 @@ impl std::fmt::Debug for Hierarchy {
 pub const HIERARCHY_LOWER_NAMESPACE: &str = "brokered";
 
 impl Hierarchy {
-    /// Starts the hierarchy: every lower plane (scheduler `lower_scheduler`), a broker per
-    /// lower plane, and the upper plane (scheduler `upper_scheduler`) with a machinepoollet per
-    /// broker. `broker_config` is the template of every broker's configuration.
+    /// Starts the hierarchy: every lower plane (configuration `lower`), a broker per lower
+    /// plane, and the upper plane (configuration `upper`) with a machinepoollet per broker.
+    /// `broker_config` is the template of every broker's configuration.
     pub async fn start(
         nodes: &[BrokerNodeConfig],
-        timings: PlaneTimings,
-        upper_scheduler: SchedulerMode,
-        lower_scheduler: SchedulerMode,
+        upper: PlaneConfig,
+        lower: PlaneConfig,
         broker_config: BrokerConfig,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
@@ -417,13 +245,7 @@ impl Hierarchy {
         let mut classes: BTreeMap<String, MachineClassConfig> = BTreeMap::new();
         for node in nodes {
             let store: Arc<dyn Store> = Arc::new(irikit_api::store::memory::MemoryStore::new());
-            let lower = LowerPlane::start(
-                store.clone(),
-                timings.clone(),
-                lower_scheduler.clone(),
-                &node.leaves,
-            )
-            .await?;
+            let lower = LowerPlane::start(store.clone(), lower.clone(), &node.leaves).await?;
             for leaf in &node.leaves {
                 for c in &leaf.classes {
                     classes.entry(c.name.clone()).or_insert_with(|| c.clone());
@@ -455,7 +277,7 @@ impl Hierarchy {
         }
         let classes: Vec<MachineClassConfig> = classes.into_values().collect();
         ensure_classes(&*upper_store, &classes).await?;
-        let upper = Plane::start(upper_store, timings, upper_scheduler);
+        let upper = ControlPlane::start(upper_store, upper);
         for node in &started {
             let channel = iri_spec::endpoint::connect_lazy(&iri_spec::endpoint::Endpoint::Unix(
                 node.socket.clone(),
@@ -476,7 +298,7 @@ impl Hierarchy {
     }
 
     /// The upper plane.
-    pub fn upper(&self) -> &Plane {
+    pub fn upper(&self) -> &ControlPlane {
         &self.upper
     }
 
@@ -491,7 +313,7 @@ impl Hierarchy {
     /// reservation-mode scheduler treats the pool as best-effort).
     pub async fn wait_announced(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
-        let mut planes: Vec<(&Plane, usize)> = vec![(&self.upper, self.nodes.len())];
+        let mut planes: Vec<(&ControlPlane, usize)> = vec![(&self.upper, self.nodes.len())];
         planes.extend(
             self.nodes
                 .iter()

@@ -8,52 +8,41 @@ use std::time::Duration;
 
 use machine_broker::{
     BrokerConfig,
-    plane::{Hierarchy, PlaneTimings, SchedulerMode},
+    plane::{Hierarchy, plane_config},
     workload,
 };
 
 /// One hierarchy at a time: the two tests compare timings-sensitive outcomes on 2 cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn hierarchy(mode: &SchedulerMode) -> (Hierarchy, usize) {
-    let (nodes, hostable) = workload::fragmented(2, 1);
-    let h = Hierarchy::start(
-        &nodes,
-        PlaneTimings::default(),
-        mode.clone(),
-        mode.clone(),
-        BrokerConfig::default(),
-    )
-    .await
-    .unwrap();
-    h.wait_announced(Duration::from_secs(30)).await.unwrap();
-    (h, hostable)
-}
-
-/// The hierarchy in `mode` and the outcome of the fragmented workload on it (`settle` and
-/// `deadline` in seconds).
+/// Runs the fragmented workload through a hierarchy whose planes schedule in `mode`, waiting
+/// `settle` for nothing to change (within `deadline`); the planes must stop cleanly.
 async fn run(
-    mode: &SchedulerMode,
-    settle: u64,
-    deadline: u64,
-) -> (Hierarchy, usize, workload::Outcome) {
-    let (h, hostable) = hierarchy(mode).await;
-    let outcome = workload::run(
-        &h,
-        "default",
-        hostable,
-        Duration::from_secs(settle),
-        Duration::from_secs(deadline),
-    )
-    .await
-    .unwrap();
-    (h, hostable, outcome)
+    mode: Option<scheduler::ReservationConfig>,
+    settle: Duration,
+    deadline: Duration,
+) -> (workload::Outcome, usize) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (nodes, hostable) = workload::fragmented(2, 1);
+    let config = irikit_controlplane::PlaneConfig {
+        reservations: mode,
+        ..plane_config()
+    };
+    let h = Hierarchy::start(&nodes, config.clone(), config, BrokerConfig::default())
+        .await
+        .unwrap();
+    h.wait_announced(Duration::from_secs(30)).await.unwrap();
+    let outcome = workload::run(&h, "default", hostable, settle, deadline)
+        .await
+        .unwrap();
+    assert!(h.upper().failures().is_empty());
+    assert!(h.shutdown(Duration::from_secs(20)).await);
+    (outcome, hostable)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (h, hostable, outcome) = run(&SchedulerMode::default(), 3, 60).await;
+    let (outcome, hostable) = run(None, Duration::from_secs(3), Duration::from_secs(60)).await;
     eprintln!("best-effort: {outcome:?}");
     // Aggregated capacity prefers the broker of small leaves, and the lower scheduler the
     // small leaves: Machines are bound where they cannot run, although the hierarchy has room
@@ -64,20 +53,17 @@ async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
         outcome.unbound, 0,
         "best-effort binds everything: {outcome:?}"
     );
-    assert!(h.upper().failures().is_empty());
-    assert!(h.shutdown(Duration::from_secs(20)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_mode_binds_every_machine_where_a_leaf_holds_it() {
-    let mode = SchedulerMode::Reservation(scheduler::ReservationConfig {
+    let mode = Some(scheduler::ReservationConfig {
         timeout: Duration::from_secs(5),
         retry: Duration::from_millis(50),
         max_retry: Duration::from_secs(1),
         ..scheduler::ReservationConfig::default()
     });
-    let _one = ONE_AT_A_TIME.lock().await;
-    let (h, hostable, outcome) = run(&mode, 10, 120).await;
+    let (outcome, hostable) = run(mode, Duration::from_secs(10), Duration::from_secs(120)).await;
     eprintln!("reservation: {outcome:?}");
     assert_eq!(outcome.misplaced, 0, "{outcome:?}");
     assert_eq!(outcome.running, hostable, "{outcome:?}");
@@ -85,6 +71,4 @@ async fn reservation_mode_binds_every_machine_where_a_leaf_holds_it() {
         !outcome.per_pool.contains_key("b-small"),
         "the broker of small leaves accepted nothing: {outcome:?}"
     );
-    assert!(h.upper().failures().is_empty());
-    assert!(h.shutdown(Duration::from_secs(20)).await);
 }

@@ -32,8 +32,7 @@ use iri_conformance::{
 use iri_spec::endpoint::RuntimeKind;
 use regex::Regex;
 
-mod shared;
-use shared::{LogFormat, endpoint};
+use irikit_bootstrap::LogFormat;
 
 /// Conformance suite and benchmark for IRI runtimes (IronCore machine/volume/bucket runtimes).
 #[derive(Debug, Parser)]
@@ -294,7 +293,7 @@ async fn targets(t: &TargetArgs) -> anyhow::Result<Targets> {
     let parse = |s: &Option<String>| {
         s.as_deref()
             .filter(|s| !s.is_empty())
-            .map(endpoint)
+            .map(iri_spec::endpoint::Endpoint::from_flag)
             .transpose()
     };
     if given
@@ -380,10 +379,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let cancel = shared::cancel_on_signals(
-        "\ninterrupted: stopping cases and cleaning up (press Ctrl-C again to exit at once)",
-        "interrupted twice: exiting without cleanup",
-    );
+    let cancel = cancel_on_signals();
     // Redrawn every 250 ms once the run has lasted a second.
     let ticker = (tty && !verbose).then(|| {
         let (done, failed, running) = (done.clone(), failed.clone(), config.running.clone());
@@ -489,10 +485,7 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         params: args.params.params(),
         run_id: None,
     };
-    let cancel = shared::cancel_on_signals(
-        "\ninterrupted: stopping cases and cleaning up (press Ctrl-C again to exit at once)",
-        "interrupted twice: exiting without cleanup",
-    );
+    let cancel = cancel_on_signals();
     let report = bench::run(&cfg, &targets, cancel).await?;
     let mut out = std::io::stdout().lock();
     write!(out, "{}", bench::table(&report))?;
@@ -509,11 +502,24 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A token the first SIGINT/SIGTERM cancels (the run stops its cases and cleans up); a second
+/// signal exits at once (130).
+fn cancel_on_signals() -> tokio_util::sync::CancellationToken {
+    irikit_bootstrap::cancel_on_signals(
+        || {
+            eprintln!(
+                "\ninterrupted: stopping cases and cleaning up (press Ctrl-C again to exit at once)"
+            );
+        },
+        || eprintln!("interrupted twice: exiting without cleanup"),
+    )
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The lifecycle level's poollet warns about the runtime it is deliberately cut off from.
-    shared::init_tracing(cli.log_format, "warn,poollet=error");
+    irikit_bootstrap::init_tracing(cli.log_format, "warn,poollet=error");
     let res = match cli.command {
         None => run(cli.run).await,
         Some(Command::Run(args)) => run(*args).await,

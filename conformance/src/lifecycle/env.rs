@@ -19,8 +19,8 @@ use crate::{
     case::Service,
     ctx::Clients,
     lifecycle::{
+        ControlPlane, PlaneConfig,
         gate::{Gate, Upstream},
-        plane::{ControlPlane, PlaneConfig},
     },
     runner::CleanupReport,
 };

@@ -4,7 +4,7 @@
 //! reaches the runtime and what comes back (scheduling, labels and annotations, status and
 //! observedGeneration, power, deletion through the finalizer, an unreachable runtime).
 //!
-//! - [`env::Env`]: the per-run environment (store, [`plane::ControlPlane`], MachineClasses
+//! - [`env::Env`]: the per-run environment (store, [`ControlPlane`], MachineClasses
 //!   for the runtime's classes, the poollet behind a [`gate::Gate`]).
 //! - [`gate`]: the cuttable connection between the poollet and the runtime.
 //! - [`cases`]: the cases (ids `lifecycle.*`); the reservation path's cases
@@ -22,13 +22,12 @@
 pub mod cases;
 pub mod env;
 pub mod gate;
-pub mod plane;
 mod reservation;
 
 pub use cases::cases;
 pub use env::{Env, LifecycleConfig};
 pub use gate::{Gate, Upstream};
-pub use plane::{ControlPlane, PlaneConfig};
+pub use irikit_controlplane::{ControlPlane, PlaneConfig};
 
 /// Runs the lifecycle level alone against `targets` (e.g. [`crate::Targets::connect`] on the
 /// endpoints of child-process runtimes): the lifecycle cases `config.selection` keeps, on

@@ -11,6 +11,7 @@ use iri_mock::{
     standalone,
 };
 use iri_spec::endpoint::RuntimeKind;
+use irikit_bootstrap::{LogFormat, Signals};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Serve in-memory IRI runtimes (machine, volume, bucket) on unix sockets.
@@ -98,17 +99,11 @@ struct Args {
     #[arg(long, env = "IRI_MOCK_SEED")]
     seed: Option<u64>,
     /// Log format.
-    #[arg(long, env = "IRI_MOCK_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = "IRI_MOCK_LOG_FORMAT", value_parser = LogFormat::plain_parser(), default_value = "text")]
     log_format: LogFormat,
     /// Print the mutants with their descriptions and exit.
     #[arg(long)]
     list_mutants: bool,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 fn socket_path(s: &str) -> anyhow::Result<PathBuf> {
@@ -192,18 +187,6 @@ fn parse_fault(spec: &str) -> anyhow::Result<FaultRule> {
         return Ok(FaultRule::any_method(trigger, effect));
     }
     Ok(FaultRule::new(method.parse::<Method>()?, trigger, effect))
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -309,20 +292,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(mutants = ?args.mutants.iter().map(|m| m.name()).collect::<Vec<_>>(), "mutants on: this runtime violates the IRI contract on purpose");
     }
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("install SIGTERM handler")?;
+    let mut signals = Signals::try_register().context("install SIGTERM handler")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        signal = signals.next() => tracing::info!("{}: shutting down", signal.name()),
         () = token.cancelled() => {}
     }
     token.cancel();
-    let forced = tokio::select! {
-        () = tracker.wait() => false,
-        _ = tokio::signal::ctrl_c() => true,
-        _ = sigterm.recv() => true,
-        () = tokio::time::sleep(Duration::from_secs(10)) => true,
-    };
+    let forced = !signals.drain(tracker.wait(), Duration::from_secs(10)).await;
     for path in &bound {
         let _ = std::fs::remove_file(path);
     }
@@ -346,7 +322,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    init_tracing(args.log_format);
+    irikit_bootstrap::init_tracing(args.log_format, "info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -12,7 +12,6 @@ use ch_machine_runtime::{
     vmm::{CloudHypervisor, Qemu, QemuAccel, Vmm},
 };
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 /// IRI MachineRuntime backed by Cloud Hypervisor
 #[derive(Debug, Parser)]
@@ -169,23 +168,13 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
     .validate()?)
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    irikit_bootstrap::init_tracing(
+        irikit_bootstrap::LogFormat::from_flag(&args.log_format),
+        "info",
+    );
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -216,25 +205,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(Qemu::new(cfg.vmm_binary.clone(), args.qemu_accel).with_initramfs(initramfs))
         }
     };
-    let token = CancellationToken::new();
-    let signals = token.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down (a second signal exits at once)");
-        signals.cancel();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        std::process::exit(130);
-    });
+    let token = irikit_bootstrap::cancel_on_signals(
+        || tracing::info!("shutting down (a second signal exits at once)"),
+        || {},
+    );
     ch_machine_runtime::serve(cfg, vmm, socket, token).await
 }

@@ -7,7 +7,6 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::Parser;
 use file_volume_runtime::{Config, Format, VolumeClass};
-use tokio_util::sync::CancellationToken;
 
 /// IRI VolumeRuntime backed by sparse raw / qcow2 files
 #[derive(Debug, Parser)]
@@ -81,23 +80,13 @@ fn socket_path(args: &Args) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(raw))
 }
 
-fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    irikit_bootstrap::init_tracing(
+        irikit_bootstrap::LogFormat::from_flag(&args.log_format),
+        "info",
+    );
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -125,25 +114,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .or_else(file_volume_runtime::find_qemu_img),
     }
     .validate()?;
-    let token = CancellationToken::new();
-    let signals = token.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("shutting down (a second signal exits at once)");
-        signals.cancel();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        std::process::exit(130);
-    });
+    let token = irikit_bootstrap::cancel_on_signals(
+        || tracing::info!("shutting down (a second signal exits at once)"),
+        || {},
+    );
     file_volume_runtime::serve(cfg, &socket, token).await
 }

@@ -4,8 +4,9 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use irikit_api::{Store, store};
+use irikit_bootstrap::{LogFormat, Signals};
 use scheduler::{Config, ReservationConfig, VolumeScheduler};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, info};
@@ -35,26 +36,8 @@ struct Args {
     #[arg(long, env = "IRIKIT_SCHEDULER_PRELOAD")]
     preload: Vec<PathBuf>,
     /// Log format.
-    #[arg(long, env = "IRIKIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "IRIKIT_LOG_FORMAT", value_parser = LogFormat::plain_parser(), default_value = "text")]
     log_format: LogFormat,
-}
-
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -102,41 +85,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     tracker.close();
+    let mut signals = Signals::register();
     info!(store = %args.store, reservations = args.reservations, "schedulers running");
-    shutdown_signal().await;
+    signals.next().await;
     info!("shutting down (send the signal again to exit at once)");
     cancel.cancel();
-    tokio::select! {
-        () = tracker.wait() => {}
-        () = shutdown_signal() => {}
-        () = tokio::time::sleep(Duration::from_secs(30)) => {}
-    }
+    signals.drain(tracker.wait(), Duration::from_secs(30)).await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = ctrl_c.await;
-            return;
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    irikit_bootstrap::init_tracing(args.log_format, "info");
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -8,9 +8,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
+use irikit_bootstrap::LogFormat;
 use machine_broker::{
     Broker, BrokerConfig,
-    plane::{LeafConfig, LowerPlane, PlaneTimings},
+    plane::{LeafConfig, LowerPlane, plane_config},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -69,33 +70,6 @@ struct Args {
     log_format: String,
 }
 
-async fn signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-fn cancel_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        signal().await;
-        t.cancel();
-        signal().await;
-        eprintln!("machine-broker: interrupted twice: exiting at once");
-        std::process::exit(130);
-    });
-    token
-}
-
 async fn run(args: Args, token: CancellationToken) -> anyhow::Result<()> {
     let pool_selector = irikit_api::meta::parse_selector(&args.pool_selector)
         .map_err(anyhow::Error::msg)
@@ -123,13 +97,11 @@ async fn run(args: Args, token: CancellationToken) -> anyhow::Result<()> {
         Some(
             LowerPlane::start(
                 store.clone(),
-                PlaneTimings::default(),
-                if args.lower_reservations {
-                    machine_broker::plane::SchedulerMode::Reservation(
-                        scheduler::ReservationConfig::default(),
-                    )
-                } else {
-                    machine_broker::plane::SchedulerMode::default()
+                irikit_controlplane::PlaneConfig {
+                    reservations: args
+                        .lower_reservations
+                        .then(scheduler::ReservationConfig::default),
+                    ..plane_config()
                 },
                 &leaves,
             )
@@ -159,17 +131,11 @@ async fn run(args: Args, token: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    let token = cancel_on_signals();
+    irikit_bootstrap::init_tracing(LogFormat::from_flag(&args.log_format), "info");
+    let token = irikit_bootstrap::cancel_on_signals(
+        || {},
+        || eprintln!("machine-broker: interrupted twice: exiting at once"),
+    );
     match run(args, token).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use machine_broker::{
     BrokerConfig,
-    plane::{Hierarchy, PlaneTimings, SchedulerMode},
+    plane::{Hierarchy, plane_config},
     workload::{self, Outcome},
 };
 
@@ -53,16 +53,19 @@ fn ms(d: Option<Duration>) -> String {
 async fn one(
     args: &Args,
     name: &str,
-    mode: SchedulerMode,
+    mode: Option<scheduler::ReservationConfig>,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<Outcome> {
     let (nodes, hostable) = workload::fragmented(args.hosting_brokers, args.big_leaves);
     let n = args.machines.unwrap_or(hostable);
+    let config = irikit_controlplane::PlaneConfig {
+        reservations: mode,
+        ..plane_config()
+    };
     let h = Hierarchy::start(
         &nodes,
-        PlaneTimings::default(),
-        mode.clone(),
-        mode,
+        config.clone(),
+        config,
         BrokerConfig {
             reservation_decision_timeout: Duration::from_secs(1),
             ..BrokerConfig::default()
@@ -107,8 +110,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         workload::CLASS,
         workload::DISK_BYTES >> 30,
     );
-    let best = one(&args, "best-effort", SchedulerMode::default(), &mut out).await?;
-    let reservation = SchedulerMode::Reservation(scheduler::ReservationConfig {
+    let best = one(&args, "best-effort", None, &mut out).await?;
+    let reservation = Some(scheduler::ReservationConfig {
         timeout: args.reservation_timeout,
         retry: args.reservation_retry,
         max_retry: Duration::from_secs(1),
@@ -142,12 +145,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    irikit_bootstrap::init_tracing(irikit_bootstrap::LogFormat::Text, "error");
     match run(args).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

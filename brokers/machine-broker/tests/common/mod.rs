@@ -8,7 +8,7 @@ use iri_spec::endpoint::Endpoint;
 use irikit_api::{Store, StoreExt as _};
 use machine_broker::{
     Broker, BrokerConfig,
-    plane::{LeafConfig, LowerPlane, PlaneTimings},
+    plane::{LeafConfig, LowerPlane, plane_config},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -32,8 +32,10 @@ impl BrokerUnderTest {
             Some(
                 LowerPlane::start(
                     store.clone(),
-                    PlaneTimings::default(),
-                    lower_scheduler(),
+                    irikit_controlplane::PlaneConfig {
+                        reservations: Some(lower_reservations()),
+                        ..plane_config()
+                    },
                     leaves,
                 )
                 .await
@@ -101,13 +103,13 @@ pub async fn wait_announced(broker: &Broker, n_pools: usize) {
 /// The lower plane's scheduler: reservation mode (a lower Machine naming a Reservation is
 /// placed on a pool that accepted it; the others get a Reservation of their own), with short
 /// timings.
-pub fn lower_scheduler() -> machine_broker::plane::SchedulerMode {
-    machine_broker::plane::SchedulerMode::Reservation(scheduler::ReservationConfig {
+pub fn lower_reservations() -> scheduler::ReservationConfig {
+    scheduler::ReservationConfig {
         timeout: Duration::from_secs(5),
         retry: Duration::from_millis(50),
         max_retry: Duration::from_secs(1),
         ..scheduler::ReservationConfig::default()
-    })
+    }
 }
 
 /// Whether `IRIKIT_REQUIRE` names etcd.

@@ -10,12 +10,37 @@ use futures::StreamExt as _;
 use irikit_api::{Kind, Object, Store, meta::condition_status, store::EventType};
 use tokio_util::sync::CancellationToken;
 
-use crate::lifecycle::{ControlPlane, Gate, PlaneConfig, Upstream};
+use crate::{ControlPlane, PlaneConfig};
 
 /// The seed's examples (a MachinePool and a MachineClass), applied unless disabled.
 pub const SEED_EXAMPLES: &str = include_str!("../examples/seed.yaml");
 /// A Machine of the seed's class, applied with the seed's examples.
 pub const MACHINE_EXAMPLE: &str = include_str!("../examples/machine.yaml");
+
+/// How the embedded runtimes are described.
+const EMBEDDED: &str = "embedded iri-mock (in-process)";
+
+/// The delays of the embedded mock: short but non-zero, so that PENDING, TERMINATING and the
+/// polling code paths are exercised.
+pub fn embedded_delays() -> iri_mock::Delays {
+    iri_mock::Delays {
+        provision: Duration::from_millis(5),
+        apply: Duration::from_millis(2),
+        power: Duration::from_millis(2),
+        terminate: Duration::from_millis(100),
+    }
+}
+
+/// A builder of the embedded mock runtimes `up` runs without endpoints (the conformance
+/// suite's embedded target is the same; its tests add mutants or faults to it).
+pub fn embedded_builder() -> iri_mock::MockRuntimeBuilder {
+    let builder = iri_mock::MockRuntime::builder().delays(embedded_delays());
+    // The scripted console behind Exec (loopback TCP), for the `machine.exec.console.*` cases.
+    match iri_mock::console::ConsoleServer::bind() {
+        Ok(console) => builder.console(console),
+        Err(_) => builder,
+    }
+}
 
 /// What `up` runs.
 #[derive(Debug, Clone)]
@@ -62,7 +87,7 @@ pub fn summary(obj: &Object) -> Option<String> {
             "Ready={} classes=[{}] capacity=[{}]",
             condition_status(&p.status.conditions, "Ready").unwrap_or("-"),
             names(&p.status.available_machine_classes),
-            quantities(&p.status.allocatable)
+            crate::ctl::joined(&p.status.allocatable, "")
         ),
         Object::Volume(v) => format!(
             "pool={} state={} volumeID={}{}",
@@ -74,7 +99,7 @@ pub fn summary(obj: &Object) -> Option<String> {
         Object::VolumePool(p) => format!(
             "classes=[{}] allocatable=[{}]",
             names(&p.status.available_volume_classes),
-            quantities(&p.status.allocatable)
+            crate::ctl::joined(&p.status.allocatable, "")
         ),
         Object::Event(e) => format!(
             "{} {} {}/{}: {}",
@@ -95,13 +120,6 @@ fn or_dash(s: &str) -> &str {
 fn names(list: &[irikit_api::meta::LocalObjectReference]) -> String {
     list.iter()
         .map(|r| r.name.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn quantities(list: &irikit_api::ResourceList) -> String {
-    list.iter()
-        .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -168,7 +186,7 @@ pub async fn run(
     let embedded = config.machine.is_none() && config.volume.is_none();
     let mock = if embedded {
         Some(
-            crate::runner::embedded_builder()
+            embedded_builder()
                 .start_in_process()
                 .await
                 .context("starting the embedded iri-mock")?,
@@ -176,34 +194,31 @@ pub async fn run(
     } else {
         None
     };
-    let upstream = |endpoint: &Option<iri_spec::endpoint::Endpoint>| -> Option<Upstream> {
-        match (endpoint, &mock) {
-            (Some(e), _) => Some(Upstream::Endpoint(e.clone())),
-            (None, Some(mock)) => mock.in_process_dialer().map(Upstream::InProcess),
-            (None, None) => None,
-        }
+    // The runtime a poollet reaches, described, and a channel of its own to it.
+    let upstream = |endpoint: &Option<iri_spec::endpoint::Endpoint>| match (endpoint, &mock) {
+        (Some(e), _) => Some((e.to_string(), iri_spec::endpoint::connect_lazy(e))),
+        (None, Some(mock)) => Some((EMBEDDED.to_owned(), mock.new_channel())),
+        (None, None) => None,
     };
     let plane = ControlPlane::start(store.clone(), config.plane.clone());
     out(format!("store {} (schedulers running)", config.store));
     let provider = |pool: &str| format!("irikit-up://{pool}");
-    if let Some(upstream) = upstream(&config.machine) {
+    if let Some((upstream, channel)) = upstream(&config.machine) {
         out(format!(
             "machinepoollet: pool {} on {upstream}",
             config.machine_pool
         ));
-        let channel = Gate::new(upstream).channel();
         plane.add_machine_poollet(
             &config.machine_pool,
             &provider(&config.machine_pool),
             channel,
         );
     }
-    if let Some(upstream) = upstream(&config.volume) {
+    if let Some((upstream, channel)) = upstream(&config.volume) {
         out(format!(
             "volumepoollet: pool {} on {upstream}",
             config.volume_pool
         ));
-        let channel = Gate::new(upstream).channel();
         plane.add_volume_poollet(&config.volume_pool, &provider(&config.volume_pool), channel);
     }
     let revision = store
@@ -222,7 +237,7 @@ pub async fn run(
         out("up: running (Ctrl-C or SIGTERM stops)".to_owned());
         tokio::select! {
             () = token.cancelled() => {}
-            res = plane_failed(&plane) => {
+            res = plane.failed() => {
                 out(format!("up: {res}"));
             }
         }
@@ -261,17 +276,6 @@ async fn apply_documents(
         }
     }
     Ok(())
-}
-
-/// Resolves once a control-plane component stopped with an error.
-async fn plane_failed(plane: &ControlPlane) -> String {
-    let mut interval = tokio::time::interval(Duration::from_millis(200));
-    loop {
-        interval.tick().await;
-        if let Some(failure) = plane.failures().into_iter().next() {
-            return failure;
-        }
-    }
 }
 
 /// A writer for [`run`]'s `out` that prints each line to stdout.

@@ -1,4 +1,4 @@
-//! The control-plane side of pool liveness (reference §4.4, IronCore's
+//! The pool-liveness controller, the control-plane side of pool liveness (reference §4.4, IronCore's
 //! `MachinePoolLifecycleReconciler`): a pool whose Ready condition has not changed for longer
 //! than the grace period is marked `Ready=Unknown` (reason `MachinePoolStatusUnknown`).
 //!
@@ -26,9 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::{
+use poollet::{
     controller::{self, Action, ControllerConfig, ObjectCache, ObjectRef, Reconciler, WorkQueue},
-    error::{Error, Result},
     pool::set_condition,
 };
 
@@ -70,9 +69,9 @@ impl PoolLifecycleReconciler {
 
 #[async_trait::async_trait]
 impl Reconciler<ObjectRef> for PoolLifecycleReconciler {
-    type Error = Error;
+    type Error = store::Error;
 
-    async fn reconcile(&self, key: &ObjectRef) -> Result<Action> {
+    async fn reconcile(&self, key: &ObjectRef) -> Result<Action, store::Error> {
         let pool = match self.store.get_typed::<MachinePool>("", &key.name).await {
             Ok(pool) => pool,
             Err(store::Error::NotFound { .. }) => {
@@ -82,7 +81,7 @@ impl Reconciler<ObjectRef> for PoolLifecycleReconciler {
                     .remove(&key.name);
                 return Ok(Action::await_change());
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(err),
         };
         let Some(ready) = pool.status.conditions.iter().find(|c| c.type_ == "Ready") else {
             // Not announced by a poollet yet: nothing to age.
@@ -98,7 +97,7 @@ impl Reconciler<ObjectRef> for PoolLifecycleReconciler {
         {
             Ok(lease) => Some(lease),
             Err(store::Error::NotFound { .. }) => None,
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(err),
         };
         let now = Instant::now();
         let current = fingerprint(ready, lease.as_ref());

@@ -16,6 +16,7 @@ mod table;
 use std::{process::ExitCode, time::Duration};
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use irikit_bootstrap::LogFormat;
 
 /// Inspect and drive any IRI runtime (machine, volume, bucket) over gRPC.
 #[derive(Debug, Parser)]
@@ -77,15 +78,6 @@ pub(crate) enum Service {
     Volume,
     /// `bucket.v1alpha1.BucketRuntime`.
     Bucket,
-}
-
-/// Log formats.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Output formats.
@@ -277,18 +269,6 @@ fn parse_size(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// One line, whatever the runtime put into its messages.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -329,7 +309,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(args.global.log_format);
+    irikit_bootstrap::init_tracing(args.global.log_format, "warn");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

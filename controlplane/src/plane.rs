@@ -1,7 +1,8 @@
-//! The embedded control plane the lifecycle level and `irikit up` run: a [`Store`] (memory or
-//! etcd), the machine and volume schedulers, and a machinepoollet per machine runtime and a
-//! volumepoollet per volume runtime, all
-//! in this process and all stopped by one cancellation token.
+//! The assembled control plane in one process: a [`Store`] (memory or etcd), the machine
+//! scheduler (best-effort or reservation mode), the volume scheduler, the pool-liveness
+//! controller ([`crate::liveness`]), and a machinepoollet per machine runtime and a
+//! volumepoollet per volume runtime, all stopped by one cancellation token. `irikit up`, the
+//! conformance suite's lifecycle level and the machine broker's planes run it.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -32,8 +33,12 @@ pub struct PlaneConfig {
     /// Grace period of the pool lifecycle controller: a MachinePool whose Lease and Ready
     /// condition stay unchanged this long is marked `Ready=Unknown` (IronCore: 50 s).
     pub pool_lifecycle_grace: Duration,
+    /// The schedulers' settings (concurrency, batch, events).
+    pub scheduler: scheduler::Config,
     /// The machine scheduler's reservation mode (IEP-11; `None`: best-effort, the default).
     pub reservations: Option<scheduler::ReservationConfig>,
+    /// Whether the volume scheduler runs (a machine-only plane, e.g. a broker's, leaves it off).
+    pub volume_scheduler: bool,
 }
 
 impl Default for PlaneConfig {
@@ -46,7 +51,9 @@ impl Default for PlaneConfig {
             prerequisite_requeue: Duration::from_millis(500),
             rpc_timeout: Duration::from_secs(10),
             pool_lifecycle_grace: Duration::from_secs(5),
+            scheduler: scheduler::Config::default(),
             reservations: None,
+            volume_scheduler: true,
         }
     }
 }
@@ -74,8 +81,9 @@ impl std::fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Starts the machine and the volume scheduler, and the pool lifecycle controller (silent
-    /// pools turn `Ready=Unknown`), on `store`.
+    /// Starts the machine scheduler, the volume scheduler (unless
+    /// [`PlaneConfig::volume_scheduler`] is off) and the pool-liveness controller (silent pools
+    /// turn `Ready=Unknown`) on `store`.
     pub fn start(store: Arc<dyn Store>, config: PlaneConfig) -> Self {
         let plane = ControlPlane {
             store,
@@ -85,29 +93,25 @@ impl ControlPlane {
             failures: Arc::default(),
             machine_scheduler: tokio::sync::Mutex::new((CancellationToken::new(), None)),
         };
-        let scheduler_config = scheduler::Config::default();
         let (token, handle) = plane.start_machine_scheduler(plane.config.reservations.clone());
         if let Ok(mut slot) = plane.machine_scheduler.try_lock() {
             *slot = (token, Some(handle));
         }
-        let volumes = scheduler::VolumeScheduler::new(plane.store.clone(), scheduler_config);
-        plane.spawn("volume-scheduler", {
+        if plane.config.volume_scheduler {
+            let volumes = scheduler::VolumeScheduler::new(
+                plane.store.clone(),
+                plane.config.scheduler.clone(),
+            );
             let token = plane.token.clone();
-            async move {
-                volumes
-                    .run(token)
-                    .await
-                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
-            }
-        });
-        plane.spawn("machinepool-lifecycle", {
-            let token = plane.token.clone();
-            let store = plane.store.clone();
-            let grace = plane.config.pool_lifecycle_grace;
-            async move {
-                poollet::lifecycle::run(store, grace, token).await;
-                Ok(())
-            }
+            plane.spawn("volume-scheduler", async move {
+                volumes.run(token).await.map_err(error_chain)
+            });
+        }
+        let (token, store) = (plane.token.clone(), plane.store.clone());
+        let grace = plane.config.pool_lifecycle_grace;
+        plane.spawn("machinepool-lifecycle", async move {
+            crate::liveness::run(store, grace, token).await;
+            Ok(())
         });
         plane
     }
@@ -117,12 +121,15 @@ impl ControlPlane {
         reservations: Option<scheduler::ReservationConfig>,
     ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let token = self.token.child_token();
-        let store = self.store.clone();
-        let run = token.clone();
+        let (store, config, run) = (
+            self.store.clone(),
+            self.config.scheduler.clone(),
+            token.clone(),
+        );
         let handle = self.spawn("machine-scheduler", async move {
-            scheduler::run_machine_scheduler(store, scheduler::Config::default(), reservations, run)
+            scheduler::run_machine_scheduler(store, config, reservations, run)
                 .await
-                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+                .map_err(error_chain)
         });
         (token, handle)
     }
@@ -193,10 +200,7 @@ impl ControlPlane {
         let token = self.token.child_token();
         let run = token.clone();
         self.spawn("machinepoollet", async move {
-            poollet
-                .run(run)
-                .await
-                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            poollet.run(run).await.map_err(error_chain)
         });
         token
     }
@@ -216,10 +220,7 @@ impl ControlPlane {
         let poollet = poollet::VolumePoollet::new(self.store.clone(), channel, config);
         let token = self.token.clone();
         self.spawn("volumepoollet", async move {
-            poollet
-                .run(token)
-                .await
-                .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            poollet.run(token).await.map_err(error_chain)
         });
     }
 
@@ -229,6 +230,17 @@ impl ControlPlane {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Resolves with the first failure once a component stopped with an error.
+    pub async fn failed(&self) -> String {
+        let mut interval = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            interval.tick().await;
+            if let Some(failure) = self.failures().into_iter().next() {
+                return failure;
+            }
+        }
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun.
@@ -245,4 +257,9 @@ impl ControlPlane {
             .await
             .is_ok()
     }
+}
+
+/// An error with its causes, on one line (what [`ControlPlane::failures`] records).
+fn error_chain(err: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::new(err))
 }

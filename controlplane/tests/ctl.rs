@@ -1,4 +1,4 @@
-//! `irikitctl` applies and shows Reservations like the other kinds.
+//! `irikit apply` and `irikit get` apply and show Reservations like the other kinds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -6,14 +6,14 @@ use std::process::Command;
 #[test]
 fn applies_and_lists_a_reservation() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/reservation.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_irikitctl"))
+    let out = Command::new(env!("CARGO_BIN_EXE_irikit"))
         .args([
+            "get",
+            "reservations",
             "--store",
             "memory",
             "--preload",
             file,
-            "get",
-            "reservations",
             "-o",
             "table",
         ])
@@ -47,8 +47,8 @@ fn applies_and_lists_a_reservation() {
         "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\nmetadata: {name: r, namespace: default}\nspec: {resources: {gpus: 1}}\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_irikitctl"))
-        .args(["--store", "memory", "apply", "-f"])
+    let out = Command::new(env!("CARGO_BIN_EXE_irikit"))
+        .args(["apply", "--store", "memory", "-f"])
         .arg(bad.path())
         .output()
         .unwrap();
