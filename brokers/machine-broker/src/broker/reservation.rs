@@ -261,35 +261,8 @@ impl Broker {
             .as_ref()
             .ok_or_else(|| invalid("reservation.spec is required"))?;
         let classes = self.classes().await?;
-        for (class, n) in &spec.machine_classes {
-            if !classes.contains_key(class) {
-                return Err(invalid(format!("unknown machine class {class:?}")));
-            }
-            if *n < 1 {
-                return Err(invalid(format!(
-                    "machine class {class:?}: count {n} is not at least 1"
-                )));
-            }
-        }
-        for (what, v) in [
-            ("cpu_millis", spec.cpu_millis),
-            ("memory_bytes", spec.memory_bytes),
-            (
-                "local_storage_bytes_per_machine",
-                spec.local_storage_bytes_per_machine,
-            ),
-        ] {
-            if v < 0 {
-                return Err(invalid(format!("{what} is negative ({v})")));
-            }
-        }
-        if spec.machine_classes.is_empty()
-            && spec.cpu_millis == 0
-            && spec.memory_bytes == 0
-            && spec.local_storage_bytes_per_machine == 0
-        {
-            return Err(invalid("reservation.spec reserves nothing"));
-        }
+        iri_spec::reservation::ledger::validate_spec(spec, |c| classes.contains_key(c))
+            .map_err(|e| invalid(e.to_string()))?;
         let mut resources = irikit_api::ResourceList::new();
         for (class, n) in &spec.machine_classes {
             resources.insert(
