@@ -19,8 +19,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
+pub use crate::report::{CaseResult, CleanupReport, Leftover, RunReport, RuntimeVersion};
 use crate::{
-    case::{Case, Level, Outcome, Profile, Requirement, Service, Skip},
+    case::{Case, Level, Outcome, Profile, Service, Skip},
     ctx::{Clients, Created, Ctx, Params, RUN_ID_LABEL, Resolved, snapshot_of},
     lifecycle::{Env, LifecycleConfig, Upstream},
 };
@@ -277,125 +278,6 @@ impl Targets {
             Service::Volume => self.clients.volume.is_some(),
             Service::Bucket => self.clients.bucket.is_some(),
         }
-    }
-}
-
-/// The result of one case.
-#[derive(Debug, Clone)]
-pub struct CaseResult {
-    /// Case id.
-    pub id: String,
-    /// Service.
-    pub service: Service,
-    /// Profile.
-    pub profile: Profile,
-    /// Level.
-    pub level: Level,
-    /// Rule.
-    pub description: String,
-    /// Must or should.
-    pub requirement: Requirement,
-    /// Why the level holds (reference section or what breaks).
-    pub evidence: String,
-    /// Outcome.
-    pub outcome: Outcome,
-    /// Wall time.
-    pub duration: Duration,
-}
-
-/// An object of an earlier run found at start.
-#[derive(Debug, Clone, Serialize)]
-pub struct Leftover {
-    /// `machine`, `volume`, `volume-snapshot` or `bucket`.
-    pub kind: &'static str,
-    /// Object id.
-    pub id: String,
-    /// The run id label value.
-    pub run_id: String,
-    /// Whether it was deleted (false with `--keep-leftovers` or on error).
-    pub deleted: bool,
-}
-
-/// What the final cleanup did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CleanupReport {
-    /// Delete calls that returned OK.
-    pub deleted: usize,
-    /// Objects of the run still listed when the cleanup budget ran out (`kind/id`).
-    pub remaining: Vec<String>,
-    /// Errors other than NotFound.
-    pub errors: Vec<String>,
-    /// Wall time.
-    #[serde(serialize_with = "crate::report::ser_secs")]
-    pub duration: Duration,
-}
-
-/// Versions reported by the runtime.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuntimeVersion {
-    /// `runtime_name`.
-    pub name: String,
-    /// `runtime_version`.
-    pub version: String,
-}
-
-/// The result of a run.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    /// Run id (the value of the run-id label).
-    pub run_id: String,
-    /// Endpoints per service.
-    pub endpoints: BTreeMap<Service, String>,
-    /// Version answers per service (or the error).
-    pub versions: BTreeMap<Service, Result<RuntimeVersion, String>>,
-    /// Per case, in selection order.
-    pub results: Vec<CaseResult>,
-    /// Leftovers of earlier runs found at start.
-    pub leftovers: Vec<Leftover>,
-    /// The final cleanup.
-    pub cleanup: CleanupReport,
-    /// Whether the run was cancelled before all cases finished.
-    pub interrupted: bool,
-    /// Whether failed `should` cases count for the verdict ([`RunConfig::strict`]).
-    pub strict: bool,
-    /// Wall time.
-    pub duration: Duration,
-}
-
-impl RunReport {
-    /// Count of results with `status`.
-    pub fn count(&self, status: &str) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.outcome.status() == status)
-            .count()
-    }
-
-    /// Failed cases of `level`.
-    pub fn failed_at(&self, level: Requirement) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.requirement == level && matches!(r.outcome, Outcome::Failed(_)))
-            .count()
-    }
-
-    /// The verdict: true when no `must` case failed (no case at all when [`RunReport::strict`]) and the run
-    /// was not interrupted (skips allowed unless `fail_on_skip`). Failed `should` cases are
-    /// warnings unless `strict`.
-    pub fn success(&self, fail_on_skip: bool) -> bool {
-        !self.interrupted
-            && self.failed_at(Requirement::Must) == 0
-            && (!self.strict || self.failed_at(Requirement::Should) == 0)
-            && (!fail_on_skip || self.count("skipped") == 0)
-    }
-
-    /// Ids of failed cases.
-    pub fn failed_ids(&self) -> Vec<&str> {
-        self.results
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
-            .map(|r| r.id.as_str())
-            .collect()
     }
 }
 
@@ -1222,4 +1104,19 @@ pub async fn run(
         strict: config.strict,
         duration: started.elapsed(),
     }
+}
+
+/// Runs the lifecycle level alone against `targets` (e.g. [`Targets::connect`] on the
+/// endpoints of child-process runtimes): the lifecycle cases `config.selection` keeps, on
+/// `config.lifecycle.store`, with the runner's reports and cleanup.
+pub async fn run_lifecycle(
+    config: &RunConfig,
+    targets: &Targets,
+    cancel: CancellationToken,
+    on_progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+) -> RunReport {
+    let mut config = config.clone();
+    config.selection.level = LevelFilter::Lifecycle;
+    let selected = config.selection.apply(crate::cases::all());
+    run(&config, targets, selected, cancel, on_progress).await
 }

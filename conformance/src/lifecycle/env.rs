@@ -16,13 +16,13 @@ use irikit_api::{
 };
 
 use crate::{
-    case::Service,
-    ctx::Clients,
+    case::verdict::Service,
+    ctx::clients::Clients,
     lifecycle::{
         gate::{Gate, Upstream},
         plane::{ControlPlane, PlaneConfig},
     },
-    runner::CleanupReport,
+    report::CleanupReport,
 };
 
 /// How the lifecycle level runs.

@@ -14,12 +14,12 @@ use iri_spec::{
     meta::v1alpha1 as meta,
     volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient},
 };
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 
-use crate::{
-    breaker::{Breaker, Guarded},
-    case::Skip,
-};
+pub mod clients;
+
+pub use self::clients::Clients;
+use crate::{breaker::Guarded, case::verdict::Skip};
 
 /// Slack of the outer per-call timeout over the transport's deadline (see [`Ctx::rpc`]).
 pub(crate) const BACKSTOP: Duration = Duration::from_millis(250);
@@ -28,38 +28,6 @@ pub(crate) const BACKSTOP: Duration = Duration::from_millis(250);
 pub const RUN_ID_LABEL: &str = "iri-conformance.irikit.dev/run-id";
 /// Label carrying the (label-safe) id of the case that created the object.
 pub const CASE_LABEL: &str = "iri-conformance.irikit.dev/case";
-
-/// The generated clients of the runtime under test; `None` for a service without an endpoint.
-#[derive(Debug, Clone, Default)]
-pub struct Clients {
-    /// MachineRuntime client.
-    pub machine: Option<MachineRuntimeClient<Guarded>>,
-    /// VolumeRuntime client.
-    pub volume: Option<VolumeRuntimeClient<Guarded>>,
-    /// BucketRuntime client.
-    pub bucket: Option<BucketRuntimeClient<Guarded>>,
-    /// irikit's ReservationRuntime extension, on the machine runtime's channel.
-    pub reservation: Option<iri_spec::reservation::ReservationClient>,
-    /// The per-method circuit breaker all three share ([`crate::breaker`]).
-    pub breaker: Arc<Breaker>,
-}
-
-impl Clients {
-    /// Clients on the given channels, behind one fresh breaker.
-    pub fn new(machine: Option<Channel>, volume: Option<Channel>, bucket: Option<Channel>) -> Self {
-        let breaker = Arc::new(Breaker::default());
-        let guard = |c: Channel| Guarded::new(c, breaker.clone());
-        Clients {
-            reservation: machine
-                .clone()
-                .map(iri_spec::reservation::ReservationClient::new),
-            machine: machine.map(guard).map(MachineRuntimeClient::new),
-            volume: volume.map(guard).map(VolumeRuntimeClient::new),
-            bucket: bucket.map(guard).map(BucketRuntimeClient::new),
-            breaker,
-        }
-    }
-}
 
 /// Case parameters (what a real runtime needs to be told: classes, image, sizes, time budgets).
 #[derive(Debug, Clone)]
@@ -159,10 +127,11 @@ pub struct Ctx {
     pub(crate) case_id: Arc<str>,
     pub(crate) created: Arc<Created>,
     /// The lifecycle environment (lifecycle-level cases only).
-    pub(crate) lifecycle: Option<Arc<crate::lifecycle::Env>>,
+    pub(crate) lifecycle: Option<Arc<crate::lifecycle::env::Env>>,
     /// How each service is dialled (the transport cases open raw HTTP/2 connections).
-    pub(crate) upstreams:
-        Arc<std::collections::BTreeMap<crate::Service, crate::lifecycle::Upstream>>,
+    pub(crate) upstreams: Arc<
+        std::collections::BTreeMap<crate::case::verdict::Service, crate::lifecycle::gate::Upstream>,
+    >,
 }
 
 /// A label value made of the case id (≤ 63 chars of `[A-Za-z0-9._-]`).
@@ -269,7 +238,7 @@ impl Ctx {
     }
 
     /// The lifecycle environment, or an error for a case run outside the lifecycle level.
-    pub fn lifecycle(&self) -> anyhow::Result<&crate::lifecycle::Env> {
+    pub fn lifecycle(&self) -> anyhow::Result<&crate::lifecycle::env::Env> {
         self.lifecycle.as_deref().context(
             "the lifecycle environment is not running (a lifecycle case was run on the RPC level)",
         )
