@@ -1,0 +1,394 @@
+//! Machine cases: AttachVolume, DetachVolume and UpdateVolume on a machine.
+
+use anyhow::{Context as _, ensure};
+use tonic::Code;
+
+use crate::{
+    case::{Case, pass},
+    ctx::{expect_code, expect_ok, unknown_id},
+};
+
+use super::rpc::*;
+
+pub(super) fn cases(v: &mut Vec<Case>) {
+    // ------------------------------------------------------------ volumes on machines
+    case!(
+        v,
+        "machine.volume.attach_in_spec",
+        "AttachVolume adds the volume to spec.volumes",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            let vol = ctx.local_disk("data");
+            expect_ok(
+                attach_volume(&ctx, &id, Some(vol.clone())).await,
+                "AttachVolume",
+            )?;
+            let mm = ctx.must_machine(&id).await?;
+            ensure!(
+                spec_of(&mm)?.volumes.contains(&vol),
+                "spec.volumes {:?} lacks {vol:?}",
+                spec_of(&mm)?.volumes
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_status_by_name",
+        "an attached volume is reported in status by name with a non-empty handle",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("data"))).await,
+                "AttachVolume",
+            )?;
+            ctx.wait_machine_status(&id, "to report volume data with a handle", |s| {
+                s.volumes
+                    .iter()
+                    .any(|v| v.name == "data" && !v.handle.is_empty())
+            })
+            .await?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_becomes_attached",
+        "an attached volume reaches VOLUME_ATTACHED within the state budget",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("data"))).await,
+                "AttachVolume",
+            )?;
+            wait_volume_attached(&ctx, &id, "data").await?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_connection",
+        "a connection (remote) volume attaches and is reported with a handle",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            let vol = ctx.connection_volume("remote", "pool/image-1");
+            expect_ok(
+                attach_volume(&ctx, &id, Some(vol.clone())).await,
+                "AttachVolume",
+            )?;
+            wait_volume_attached(&ctx, &id, "remote").await?;
+            let mm = ctx.must_machine(&id).await?;
+            ensure!(
+                spec_of(&mm)?.volumes.contains(&vol),
+                "spec.volumes lacks the connection volume as sent"
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_duplicate_already_exists",
+        "AttachVolume of a name that is already attached returns AlreadyExists",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("dup"))).await,
+                "AttachVolume",
+            )?;
+            expect_code(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("dup"))).await,
+                Code::AlreadyExists,
+                "second AttachVolume dup",
+            )?;
+            let mm = ctx.must_machine(&id).await?;
+            ensure!(
+                volume_names(&mm) == vec!["dup".to_owned()],
+                "spec.volumes is {:?}",
+                volume_names(&mm)
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_unknown_machine",
+        "AttachVolume on an unknown machine returns NotFound",
+        |ctx| {
+            expect_code(
+                attach_volume(&ctx, &unknown_id(), Some(ctx.local_disk("x"))).await,
+                Code::NotFound,
+                "AttachVolume unknown machine",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_empty_machine_id",
+        "AttachVolume with an empty machine_id returns InvalidArgument",
+        |ctx| {
+            expect_code(
+                attach_volume(&ctx, "", Some(ctx.local_disk("x"))).await,
+                Code::InvalidArgument,
+                "AttachVolume empty id",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_missing_volume",
+        "AttachVolume without a volume returns InvalidArgument",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            expect_code(
+                attach_volume(&ctx, &id, None).await,
+                Code::InvalidArgument,
+                "AttachVolume{volume: None}",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.attach_empty_name",
+        "AttachVolume of a volume with an empty name returns InvalidArgument",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            expect_code(
+                attach_volume(&ctx, &id, Some(ctx.local_disk(""))).await,
+                Code::InvalidArgument,
+                "AttachVolume unnamed",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.detach_removes",
+        "DetachVolume removes the volume from spec and status",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("data"))).await,
+                "AttachVolume",
+            )?;
+            wait_volume_attached(&ctx, &id, "data").await?;
+            expect_ok(detach_volume(&ctx, &id, "data").await, "DetachVolume")?;
+            let mm = ctx
+                .wait_machine(&id, "to drop volume data from status", |mm| {
+                    mm.and_then(|mm| mm.status.as_ref())
+                        .is_some_and(|s| s.volumes.iter().all(|v| v.name != "data"))
+                })
+                .await?
+                .context("machine vanished")?;
+            ensure!(
+                volume_names(&mm).is_empty(),
+                "spec.volumes still has {:?}",
+                volume_names(&mm)
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.detach_unknown_name",
+        "DetachVolume of a name that is not attached returns NotFound",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            expect_code(
+                detach_volume(&ctx, &id, "nope").await,
+                Code::NotFound,
+                "DetachVolume unknown name",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.detach_twice",
+        "a second DetachVolume of the same name returns NotFound",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("once"))).await,
+                "AttachVolume",
+            )?;
+            expect_ok(detach_volume(&ctx, &id, "once").await, "first DetachVolume")?;
+            expect_code(
+                detach_volume(&ctx, &id, "once").await,
+                Code::NotFound,
+                "second DetachVolume",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.detach_unknown_machine",
+        "DetachVolume on an unknown machine returns NotFound",
+        |ctx| {
+            expect_code(
+                detach_volume(&ctx, &unknown_id(), "x").await,
+                Code::NotFound,
+                "DetachVolume unknown machine",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.detach_empty_name",
+        "DetachVolume with an empty name returns InvalidArgument",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            expect_code(
+                detach_volume(&ctx, &id, "").await,
+                Code::InvalidArgument,
+                "DetachVolume empty name",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.reattach",
+        "a volume can be attached again after it was detached",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("again"))).await,
+                "AttachVolume",
+            )?;
+            expect_ok(detach_volume(&ctx, &id, "again").await, "DetachVolume")?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.local_disk("again"))).await,
+                "AttachVolume again",
+            )?;
+            wait_volume_attached(&ctx, &id, "again").await?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.update_in_spec",
+        "UpdateVolume replaces the spec entry of that name",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            expect_ok(
+                attach_volume(&ctx, &id, Some(ctx.connection_volume("grow", "pool/a"))).await,
+                "AttachVolume",
+            )?;
+            let mut vol = ctx.connection_volume("grow", "pool/a");
+            if let Some(c) = vol.connection.as_mut() {
+                c.effective_storage_bytes *= 2;
+            }
+            expect_ok(
+                update_volume(&ctx, &id, Some(vol.clone())).await,
+                "UpdateVolume",
+            )?;
+            let mm = ctx.must_machine(&id).await?;
+            ensure!(
+                spec_of(&mm)?.volumes == vec![vol],
+                "spec.volumes is {:?}",
+                spec_of(&mm)?.volumes
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.update_unknown_name",
+        "UpdateVolume of a name that is not attached returns NotFound",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            expect_code(
+                update_volume(&ctx, &id, Some(ctx.local_disk("nope"))).await,
+                Code::NotFound,
+                "UpdateVolume unknown name",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.update_unknown_machine",
+        "UpdateVolume on an unknown machine returns NotFound",
+        |ctx| {
+            expect_code(
+                update_volume(&ctx, &unknown_id(), Some(ctx.local_disk("x"))).await,
+                Code::NotFound,
+                "UpdateVolume unknown machine",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.update_missing_volume",
+        "UpdateVolume without a volume returns InvalidArgument",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            expect_code(
+                update_volume(&ctx, &id, None).await,
+                Code::InvalidArgument,
+                "UpdateVolume{volume: None}",
+            )?;
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.update_idempotent",
+        "repeating UpdateVolume with the same volume is OK",
+        |ctx| {
+            let id = ctx.new_machine().await?;
+            let vol = ctx.connection_volume("same", "pool/s");
+            expect_ok(
+                attach_volume(&ctx, &id, Some(vol.clone())).await,
+                "AttachVolume",
+            )?;
+            for i in 0..ctx.params().idempotent_count {
+                expect_ok(
+                    update_volume(&ctx, &id, Some(vol.clone())).await,
+                    &format!("UpdateVolume #{i}"),
+                )?;
+            }
+            let mm = ctx.must_machine(&id).await?;
+            ensure!(
+                spec_of(&mm)?.volumes == vec![vol],
+                "spec.volumes is {:?}",
+                spec_of(&mm)?.volumes
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "machine.volume.parallel_attach",
+        "parallel AttachVolume calls with distinct names all end up in spec",
+        |ctx| {
+            let id = ctx.running_machine().await?;
+            let n = ctx.params().parallel_creates;
+            let futs = (0..n).map(|i| {
+            let ctx = ctx.clone();
+            let id = id.clone();
+            async move { attach_volume(&ctx, &id, Some(ctx.local_disk(&format!("p{i}")))).await }
+        });
+            for (i, r) in futures::future::join_all(futs)
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                expect_ok(r, &format!("AttachVolume p{i}"))?;
+            }
+            let mm = ctx.must_machine(&id).await?;
+            let mut names = volume_names(&mm);
+            names.sort();
+            let mut want: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+            want.sort();
+            ensure!(names == want, "spec.volumes names {names:?}, want {want:?}");
+            pass()
+        }
+    );
+}
