@@ -22,7 +22,7 @@ use tonic::{Code, Status};
 pub use crate::report::{CaseResult, CleanupReport, Leftover, RunReport, RuntimeVersion};
 use crate::{
     case::{Case, Level, Outcome, Profile, Service, Skip},
-    ctx::{Clients, Created, Ctx, Params, RUN_ID_LABEL, Resolved, snapshot_of},
+    ctx::{Clients, Created, Ctx, Params, RUN_ID_LABEL, Resolved, RuntimeKind, objects::call},
     lifecycle::{Env, LifecycleConfig, Upstream},
 };
 
@@ -302,18 +302,6 @@ pub fn new_run_id() -> String {
     )
 }
 
-async fn rpc<T>(
-    d: Duration,
-    fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
-) -> Result<T, Status> {
-    match tokio::time::timeout(d + crate::ctx::BACKSTOP, fut).await {
-        Ok(r) => r.map(tonic::Response::into_inner),
-        Err(_) => Err(Status::deadline_exceeded(
-            "no answer within the RPC deadline",
-        )),
-    }
-}
-
 async fn preflight(
     clients: &Clients,
     params: &Params,
@@ -336,8 +324,8 @@ async fn preflight(
     if let Some(c) = clients.machine.clone() {
         let (mut a, mut b) = (c.clone(), c);
         let (v, s) = tokio::join!(
-            rpc(d, a.version(machine::VersionRequest::default())),
-            rpc(d, b.status(machine::StatusRequest::default()))
+            call(d, a.version(machine::VersionRequest::default())),
+            call(d, b.status(machine::StatusRequest::default()))
         );
         versions.insert(
             Service::Machine,
@@ -365,8 +353,8 @@ async fn preflight(
     if let Some(c) = clients.volume.clone() {
         let (mut a, mut b) = (c.clone(), c);
         let (v, s) = tokio::join!(
-            rpc(d, a.version(volume::VersionRequest::default())),
-            rpc(d, b.status(volume::StatusRequest::default()))
+            call(d, a.version(volume::VersionRequest::default())),
+            call(d, b.status(volume::StatusRequest::default()))
         );
         versions.insert(
             Service::Volume,
@@ -394,8 +382,8 @@ async fn preflight(
     if let Some(c) = clients.bucket.clone() {
         let (mut a, mut b) = (c.clone(), c);
         let (v, s) = tokio::join!(
-            rpc(d, a.version(bucket::VersionRequest::default())),
-            rpc(
+            call(d, a.version(bucket::VersionRequest::default())),
+            call(
                 d,
                 b.list_bucket_classes(bucket::ListBucketClassesRequest {})
             )
@@ -422,116 +410,104 @@ async fn preflight(
     (versions, resolved)
 }
 
-fn run_label(md: Option<&iri_spec::meta::v1alpha1::ObjectMetadata>) -> Option<(String, String)> {
-    let md = md?;
-    md.labels
-        .get(RUN_ID_LABEL)
-        .map(|run| (md.id.clone(), run.clone()))
+/// One object a run (or an earlier one) left on the runtime, typed by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum ObjectKind {
+    Bucket,
+    Machine,
+    Reservation,
+    Volume,
+    VolumeSnapshot,
+}
+
+impl ObjectKind {
+    /// The kind in leftover and cleanup reports.
+    fn slug(self) -> &'static str {
+        match self {
+            ObjectKind::Bucket => bucket::Bucket::SLUG,
+            ObjectKind::Machine => machine::Machine::SLUG,
+            ObjectKind::Reservation => "reservation",
+            ObjectKind::Volume => volume::Volume::SLUG,
+            ObjectKind::VolumeSnapshot => volume::VolumeSnapshot::SLUG,
+        }
+    }
+
+    /// Deletes object `id` of this kind (OK where the runtime has no endpoint for it).
+    async fn delete(self, clients: &Clients, id: String, d: Duration) -> Result<(), Status> {
+        async fn delete<T: RuntimeKind>(
+            clients: &Clients,
+            id: String,
+            d: Duration,
+        ) -> Result<(), Status> {
+            if T::served(clients) {
+                T::delete(clients, d, id).await
+            } else {
+                Ok(())
+            }
+        }
+        match self {
+            ObjectKind::Bucket => delete::<bucket::Bucket>(clients, id, d).await,
+            ObjectKind::Machine => delete::<machine::Machine>(clients, id, d).await,
+            ObjectKind::Volume => delete::<volume::Volume>(clients, id, d).await,
+            ObjectKind::VolumeSnapshot => delete::<volume::VolumeSnapshot>(clients, id, d).await,
+            ObjectKind::Reservation => match clients.reservation.clone() {
+                Some(mut c) => match tokio::time::timeout(d, c.delete(&id)).await {
+                    Ok(res) => res.map(|_| ()),
+                    Err(_) => Err(Status::deadline_exceeded("DeleteReservation")),
+                },
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// Every listed `T` (none where the runtime has no endpoint for it or the list fails), with
+/// its id and run-id label.
+async fn listed<T: RuntimeKind>(
+    clients: &Clients,
+    filter: Option<T::Filter>,
+    d: Duration,
+) -> Vec<(String, Option<String>)> {
+    if !T::served(clients) {
+        return Vec::new();
+    }
+    T::list(clients, d, filter)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|obj| obj.metadata().is_some())
+        .map(|obj| {
+            (
+                obj.id().to_owned(),
+                obj.label(RUN_ID_LABEL).map(str::to_owned),
+            )
+        })
+        .collect()
 }
 
 /// Lists every object carrying the run-id label key with a value other than `current`.
-pub async fn scan_leftovers(
+async fn scan_leftovers(
     clients: &Clients,
     current: &str,
     d: Duration,
-) -> Vec<(&'static str, String, String)> {
+) -> Vec<(ObjectKind, String, String)> {
+    async fn of<T: RuntimeKind>(
+        clients: &Clients,
+        kind: ObjectKind,
+        d: Duration,
+    ) -> impl Iterator<Item = (ObjectKind, String, String)> {
+        listed::<T>(clients, None, d)
+            .await
+            .into_iter()
+            .filter_map(move |(id, run)| run.map(|run| (kind, id, run)))
+    }
     let mut out = Vec::new();
-    if let Some(mut c) = clients.machine.clone()
-        && let Ok(r) = rpc(d, c.list_machines(machine::ListMachinesRequest::default())).await
-    {
-        out.extend(
-            r.machines
-                .iter()
-                .filter_map(|m| run_label(m.metadata.as_ref()))
-                .map(|(id, run)| ("machine", id, run)),
-        );
-    }
-    if let Some(mut c) = clients.volume.clone() {
-        if let Ok(r) = rpc(
-            d,
-            c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default()),
-        )
-        .await
-        {
-            out.extend(
-                r.volume_snapshots
-                    .iter()
-                    .filter_map(|s| run_label(s.metadata.as_ref()))
-                    .map(|(id, run)| ("volume-snapshot", id, run)),
-            );
-        }
-        if let Ok(r) = rpc(d, c.list_volumes(volume::ListVolumesRequest::default())).await {
-            out.extend(
-                r.volumes
-                    .iter()
-                    .filter_map(|v| run_label(v.metadata.as_ref()))
-                    .map(|(id, run)| ("volume", id, run)),
-            );
-        }
-    }
-    if let Some(mut c) = clients.bucket.clone()
-        && let Ok(r) = rpc(d, c.list_buckets(bucket::ListBucketsRequest::default())).await
-    {
-        out.extend(
-            r.buckets
-                .iter()
-                .filter_map(|b| run_label(b.metadata.as_ref()))
-                .map(|(id, run)| ("bucket", id, run)),
-        );
-    }
+    out.extend(of::<machine::Machine>(clients, ObjectKind::Machine, d).await);
+    out.extend(of::<volume::VolumeSnapshot>(clients, ObjectKind::VolumeSnapshot, d).await);
+    out.extend(of::<volume::Volume>(clients, ObjectKind::Volume, d).await);
+    out.extend(of::<bucket::Bucket>(clients, ObjectKind::Bucket, d).await);
     out.retain(|(_, _, run)| run != current);
     out
-}
-
-async fn delete_one(clients: &Clients, kind: &str, id: &str, d: Duration) -> Result<(), Status> {
-    let id = id.to_owned();
-    match kind {
-        "reservation" => match clients.reservation.clone() {
-            Some(mut c) => match tokio::time::timeout(d, c.delete(&id)).await {
-                Ok(res) => res.map(|_| ()),
-                Err(_) => Err(Status::deadline_exceeded("DeleteReservation")),
-            },
-            None => Ok(()),
-        },
-        "machine" => match clients.machine.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_machine(machine::DeleteMachineRequest { machine_id: id }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-        "volume" => match clients.volume.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_volume(volume::DeleteVolumeRequest { volume_id: id }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-        "volume-snapshot" => match clients.volume.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-                    volume_snapshot_id: id,
-                }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-        _ => match clients.bucket.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_bucket(bucket::DeleteBucketRequest { bucket_id: id }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-    }
 }
 
 /// Objects of `run_id`: by label, plus the recorded ids that are still listed.
@@ -540,45 +516,43 @@ async fn run_objects(
     run_id: &str,
     created: &Created,
     d: Duration,
-) -> Vec<(&'static str, String)> {
-    let sel: HashMap<String, String> = [(RUN_ID_LABEL.to_owned(), run_id.to_owned())].into();
-    let mut out: Vec<(&'static str, String)> = Vec::new();
-    let recorded = |set: &std::sync::Mutex<std::collections::BTreeSet<String>>| snapshot_of(set);
-    if let Some(mut c) = clients.machine.clone() {
-        let mut ids: Vec<String> = Vec::new();
-        if let Ok(r) = rpc(
-            d,
-            c.list_machines(machine::ListMachinesRequest {
-                filter: Some(machine::MachineFilter {
-                    id: String::new(),
-                    label_selector: sel.clone(),
-                }),
-            }),
-        )
-        .await
-        {
-            // A runtime that ignores selectors returns everything: check the label ourselves.
-            ids.extend(r.machines.iter().filter_map(|m| {
-                run_label(m.metadata.as_ref())
-                    .filter(|(_, r)| r == run_id)
-                    .map(|(id, _)| id)
-            }));
-        }
-        let all = rpc(d, c.list_machines(machine::ListMachinesRequest::default()))
+) -> Vec<(ObjectKind, String)> {
+    /// The listed `T` of the run: labelled with it, or recorded at creation.
+    async fn of<T: RuntimeKind>(
+        clients: &Clients,
+        run_id: &str,
+        created: &Created,
+        d: Duration,
+    ) -> Vec<String> {
+        let recorded = created.ids::<T>();
+        listed::<T>(clients, None, d)
             .await
-            .map(|r| {
-                r.machines
-                    .into_iter()
-                    .filter_map(|m| m.metadata.map(|md| md.id))
-                    .collect::<std::collections::HashSet<_>>()
-            })
-            .unwrap_or_default();
-        ids.extend(
-            recorded(&created.machines)
+            .into_iter()
+            .filter(|(id, run)| run.as_deref() == Some(run_id) || recorded.contains(id))
+            .map(|(id, _)| id)
+            .collect()
+    }
+    let sel: HashMap<String, String> = [(RUN_ID_LABEL.to_owned(), run_id.to_owned())].into();
+    let mut out: Vec<(ObjectKind, String)> = Vec::new();
+    if machine::Machine::served(clients) {
+        // A runtime that ignores selectors returns everything: check the label ourselves.
+        let by_label =
+            listed::<machine::Machine>(clients, Some(machine::Machine::filter("", sel.clone())), d)
+                .await;
+        out.extend(
+            by_label
                 .into_iter()
-                .filter(|id| all.contains(id)),
+                .filter(|(_, run)| run.as_deref() == Some(run_id))
+                .map(|(id, _)| (ObjectKind::Machine, id)),
         );
-        out.extend(ids.into_iter().map(|id| ("machine", id)));
+        let recorded = created.ids::<machine::Machine>();
+        out.extend(
+            listed::<machine::Machine>(clients, None, d)
+                .await
+                .into_iter()
+                .filter(|(id, _)| recorded.contains(id))
+                .map(|(id, _)| (ObjectKind::Machine, id)),
+        );
     }
     // irikit's reservation extension: the run's reservations (none where it is not served).
     if let Some(mut c) = clients.reservation.clone() {
@@ -588,61 +562,22 @@ async fn run_objects(
         };
         if let Ok(Ok(list)) = tokio::time::timeout(d, c.list(Some(filter))).await {
             out.extend(list.iter().filter_map(|r| {
-                run_label(r.metadata.as_ref())
-                    .filter(|(_, r)| r == run_id)
-                    .map(|(id, _)| ("reservation", id))
+                let md = r.metadata.as_ref()?;
+                (md.labels.get(RUN_ID_LABEL)? == run_id)
+                    .then(|| (ObjectKind::Reservation, md.id.clone()))
             }));
         }
     }
-    if let Some(mut c) = clients.volume.clone() {
-        let mut ids: Vec<String> = Vec::new();
-        let all = rpc(
-            d,
-            c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default()),
-        )
-        .await
-        .map(|r| r.volume_snapshots)
-        .unwrap_or_default();
-        let rec = recorded(&created.snapshots);
-        for s in all {
-            if let Some(md) = s.metadata
-                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
-                    || rec.contains(&md.id))
-            {
-                ids.push(md.id);
-            }
-        }
-        out.extend(ids.drain(..).map(|id| ("volume-snapshot", id)));
-        let all = rpc(d, c.list_volumes(volume::ListVolumesRequest::default()))
-            .await
-            .map(|r| r.volumes)
-            .unwrap_or_default();
-        let rec = recorded(&created.volumes);
-        for v in all {
-            if let Some(md) = v.metadata
-                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
-                    || rec.contains(&md.id))
-            {
-                ids.push(md.id);
-            }
-        }
-        out.extend(ids.into_iter().map(|id| ("volume", id)));
-    }
-    if let Some(mut c) = clients.bucket.clone() {
-        let all = rpc(d, c.list_buckets(bucket::ListBucketsRequest::default()))
-            .await
-            .map(|r| r.buckets)
-            .unwrap_or_default();
-        let rec = recorded(&created.buckets);
-        for b in all {
-            if let Some(md) = b.metadata
-                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
-                    || rec.contains(&md.id))
-            {
-                out.push(("bucket", md.id));
-            }
-        }
-    }
+    let snapshots = of::<volume::VolumeSnapshot>(clients, run_id, created, d).await;
+    out.extend(
+        snapshots
+            .into_iter()
+            .map(|id| (ObjectKind::VolumeSnapshot, id)),
+    );
+    let volumes = of::<volume::Volume>(clients, run_id, created, d).await;
+    out.extend(volumes.into_iter().map(|id| (ObjectKind::Volume, id)));
+    let buckets = of::<bucket::Bucket>(clients, run_id, created, d).await;
+    out.extend(buckets.into_iter().map(|id| (ObjectKind::Bucket, id)));
     out.sort();
     out.dedup();
     out
@@ -668,7 +603,7 @@ pub async fn cleanup(
 ) -> CleanupReport {
     let start = Instant::now();
     let mut report = CleanupReport::default();
-    let mut deleted_once: std::collections::HashSet<(&'static str, String)> = Default::default();
+    let mut deleted_once: std::collections::HashSet<(ObjectKind, String)> = Default::default();
     let mut interval = Duration::from_millis(1);
     let deadline = start + budget;
     let out_of_budget = |report: &mut CleanupReport, what: &str| {
@@ -693,11 +628,11 @@ pub async fn cleanup(
         // Delete whatever was not deleted yet (repeat deletes are OK while terminating).
         let mut set = JoinSet::new();
         for (kind, id) in &objects {
-            if deleted_once.insert((kind, id.clone())) {
+            if deleted_once.insert((*kind, id.clone())) {
                 let clients = clients.clone();
                 let (kind, id) = (*kind, id.clone());
                 set.spawn(async move {
-                    let res = delete_one(&clients, kind, &id, rpc_timeout).await;
+                    let res = kind.delete(&clients, id.clone(), rpc_timeout).await;
                     (kind, id, res)
                 });
             }
@@ -718,7 +653,8 @@ pub async fn cleanup(
                     Ok(()) => report.deleted += 1,
                     Err(st) if st.code() == Code::NotFound => {}
                     Err(st) => report.errors.push(format!(
-                        "delete {kind} {id}: {:?}: {}",
+                        "delete {} {id}: {:?}: {}",
+                        kind.slug(),
                         st.code(),
                         st.message()
                     )),
@@ -728,7 +664,7 @@ pub async fn cleanup(
         if start.elapsed() >= budget {
             report.remaining = objects
                 .into_iter()
-                .map(|(k, id)| format!("{k}/{id}"))
+                .map(|(kind, id)| format!("{}/{id}", kind.slug()))
                 .collect();
             break;
         }
@@ -899,10 +835,11 @@ pub async fn run(
     let mut leftovers = Vec::new();
     for (kind, id, run) in found {
         let deleted = !config.keep_leftovers
-            && match delete_one(&clients, kind, &id, d).await {
+            && match kind.delete(&clients, id.clone(), d).await {
                 Ok(()) => true,
                 Err(st) => st.code() == Code::NotFound,
             };
+        let kind = kind.slug();
         tracing::warn!(kind, id = %id, run.id = %run, deleted, "leftover of an earlier run");
         leftovers.push(Leftover {
             kind,

@@ -1,5 +1,30 @@
 //! The case registry: every case of every service and profile, in a stable order.
 
+use std::fmt::Debug;
+
+use tonic::{Code, Status};
+
+use crate::{
+    case::{Case, Profile, Service, pass},
+    ctx::{Ctx, expect_code},
+};
+
+/// The error-code cases as table rows, in place (the order of cases is the report's):
+/// `id, description, expected code, what the call is, |ctx| call;` where `call` is the RPC's
+/// raw result (after any setup, whose errors fail the case). Each row is one [`code_case`].
+macro_rules! code_cases {
+    ($v:ident, $service:ident; $($id:literal, $desc:literal, $code:ident, $what:literal, |$ctx:ident| $call:expr;)*) => {
+        $($v.push(crate::cases::code_case(
+            crate::case::Service::$service,
+            $id,
+            $desc,
+            tonic::Code::$code,
+            $what,
+            |$ctx: crate::ctx::Ctx| async move { Ok($call) },
+        ));)*
+    };
+}
+
 mod bucket;
 mod exec;
 pub(crate) mod machine;
@@ -8,12 +33,34 @@ mod reservation;
 mod transport;
 mod volume;
 
-use crate::case::Case;
-
 pub(crate) use machine::{
     annotate as machine_annotate, attach_nic as machine_attach_nic,
     attach_volume as machine_attach_volume, power as machine_power,
 };
+
+/// A case of the shape most error-code cases share: `call` runs the RPC and its raw result
+/// must be the status `code` (`what` names the call in the failure).
+pub(crate) fn code_case<F, Fut, T>(
+    service: Service,
+    id: &'static str,
+    description: &'static str,
+    code: Code,
+    what: &'static str,
+    call: F,
+) -> Case
+where
+    F: Fn(Ctx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Result<T, Status>>> + Send + 'static,
+    T: Debug,
+{
+    Case::new(id, service, Profile::Core, description, move |ctx| {
+        let res = call(ctx);
+        async move {
+            expect_code(res.await?, code, what)?;
+            pass()
+        }
+    })
+}
 
 /// Every case of both levels (RPC: core and go-poollet profiles, all services; then the
 /// lifecycle level), in a stable order.

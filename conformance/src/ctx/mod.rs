@@ -2,8 +2,8 @@
 //! one set of helpers that touch the API (create with run labels, list, poll, status-code checks).
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, PoisonError},
+    collections::HashMap,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -17,12 +17,13 @@ use iri_spec::{
 use tonic::{Code, Status};
 
 pub mod clients;
+pub mod objects;
 
-pub use self::clients::Clients;
+pub use self::{
+    clients::Clients,
+    objects::{Created, RuntimeKind},
+};
 use crate::{breaker::Guarded, case::verdict::Skip};
-
-/// Slack of the outer per-call timeout over the transport's deadline (see [`Ctx::rpc`]).
-pub(crate) const BACKSTOP: Duration = Duration::from_millis(250);
 
 /// Label carrying the run id on every object a run creates.
 pub const RUN_ID_LABEL: &str = "iri-conformance.irikit.dev/run-id";
@@ -79,31 +80,6 @@ impl Default for Params {
             require_exec: false,
         }
     }
-}
-
-/// Ids of objects created by a run (objects may lack the run label if a runtime drops labels).
-#[derive(Debug, Default)]
-pub struct Created {
-    pub(crate) machines: Mutex<BTreeSet<String>>,
-    pub(crate) volumes: Mutex<BTreeSet<String>>,
-    pub(crate) snapshots: Mutex<BTreeSet<String>>,
-    pub(crate) buckets: Mutex<BTreeSet<String>>,
-}
-
-fn add(set: &Mutex<BTreeSet<String>>, id: &str) {
-    if !id.is_empty() {
-        set.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.to_owned());
-    }
-}
-
-pub(crate) fn snapshot_of(set: &Mutex<BTreeSet<String>>) -> Vec<String> {
-    set.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .cloned()
-        .collect()
 }
 
 /// Classes found at preflight (or why there are none).
@@ -254,15 +230,7 @@ impl Ctx {
         &self,
         fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
     ) -> Result<T, Status> {
-        // The transport ([`Guarded`]) applies the deadline and counts it per method; this
-        // outer one only backs it up (a response whose body never ends).
-        match tokio::time::timeout(self.params.rpc_timeout + BACKSTOP, fut).await {
-            Ok(res) => res.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "no answer within the RPC deadline of {:?}",
-                self.params.rpc_timeout
-            ))),
-        }
+        objects::call(self.params.rpc_timeout, fut).await
     }
 
     /// The labels every created object carries (run id + case), plus `extra`.
@@ -289,7 +257,274 @@ impl Ctx {
         }
     }
 
+    // ---------------------------------------------------------------- any kind
+
+    /// The create RPC of `T`, raw; records the id for cleanup.
+    pub async fn try_create<T: RuntimeKind>(&self, obj: T) -> Result<T, Status> {
+        let obj = T::create(&self.clients, self.params.rpc_timeout, obj).await?;
+        self.created.add::<T>(obj.id());
+        Ok(obj)
+    }
+
+    /// The create RPC of `T`, which must succeed and return an id.
+    pub async fn create<T: RuntimeKind>(&self, obj: T) -> anyhow::Result<(String, T)> {
+        let obj = expect_ok(self.try_create(obj).await, T::CREATE)?;
+        let what = format!("{} response {}", T::CREATE, T::NAME);
+        let id = meta_id(obj.metadata(), &what)?;
+        Ok((id, obj))
+    }
+
+    /// The list RPC of `T`, raw.
+    pub async fn list<T: RuntimeKind>(&self, filter: Option<T::Filter>) -> Result<Vec<T>, Status> {
+        T::list(&self.clients, self.params.rpc_timeout, filter).await
+    }
+
+    /// The list RPC of `T` by label selector, which must succeed.
+    pub async fn list_by_labels<T: RuntimeKind>(
+        &self,
+        selector: HashMap<String, String>,
+    ) -> anyhow::Result<Vec<T>> {
+        let res = self.list::<T>(Some(T::filter("", selector))).await;
+        expect_ok(res, &format!("{} by label", T::LIST))
+    }
+
+    /// The `T` with `id` as the list RPC by id reports it (`None` = not listed).
+    pub async fn get<T: RuntimeKind>(&self, id: &str) -> anyhow::Result<Option<T>> {
+        let by_id = self.list::<T>(Some(T::filter(id, HashMap::new()))).await;
+        let list = match by_id {
+            Err(st) if T::LIST_BY_LABEL_FALLBACK && st.code() != Code::DeadlineExceeded => {
+                expect_ok(
+                    self.list::<T>(Some(T::filter("", self.case_selector())))
+                        .await,
+                    &format!("{0} by label (after {0} by id failed)", T::LIST),
+                )?
+            }
+            res => expect_ok(res, &format!("{} by id", T::LIST))?,
+        };
+        Ok(list.into_iter().find(|obj: &T| obj.id() == id))
+    }
+
+    /// Polls the list RPC of `T` by id until `pred` holds for the listed object (or `None`).
+    pub async fn wait<T: RuntimeKind>(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(Option<&T>) -> bool,
+    ) -> anyhow::Result<Option<T>> {
+        self.wait_until(&format!("{} {id} {what}", T::NAME), || async {
+            let obj = self.get::<T>(id).await?;
+            if pred(obj.as_ref()) {
+                Ok(Ok(obj))
+            } else {
+                Ok(Err(T::describe(obj.as_ref())))
+            }
+        })
+        .await
+    }
+
+    /// The delete RPC of `T`, raw.
+    pub async fn delete<T: RuntimeKind>(&self, id: &str) -> Result<(), Status> {
+        T::delete(&self.clients, self.params.rpc_timeout, id.to_owned()).await
+    }
+
     // ---------------------------------------------------------------- machine
+
+    /// CreateMachine, raw (records the id).
+    pub async fn try_create_machine(
+        &self,
+        m: machine::Machine,
+    ) -> Result<machine::Machine, Status> {
+        self.try_create(m).await
+    }
+
+    /// CreateMachine that must succeed and return an id.
+    pub async fn create_machine(
+        &self,
+        m: machine::Machine,
+    ) -> anyhow::Result<(String, machine::Machine)> {
+        self.create(m).await
+    }
+
+    /// ListMachines with a filter, raw.
+    pub async fn list_machines(
+        &self,
+        filter: Option<machine::MachineFilter>,
+    ) -> Result<Vec<machine::Machine>, Status> {
+        self.list(filter).await
+    }
+
+    /// ListMachines by label selector.
+    pub async fn list_machines_by_labels(
+        &self,
+        selector: HashMap<String, String>,
+    ) -> anyhow::Result<Vec<machine::Machine>> {
+        self.list_by_labels(selector).await
+    }
+
+    /// The machine with `id` as ListMachines by id reports it (`None` = not listed).
+    pub async fn get_machine(&self, id: &str) -> anyhow::Result<Option<machine::Machine>> {
+        self.get(id).await
+    }
+
+    /// The machine with `id`, which must be listed.
+    pub async fn must_machine(&self, id: &str) -> anyhow::Result<machine::Machine> {
+        self.get_machine(id)
+            .await?
+            .with_context(|| format!("machine {id} is not listed by ListMachines by id"))
+    }
+
+    /// Polls ListMachines by id until `pred` holds for the listed machine (or `None`).
+    pub async fn wait_machine(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(Option<&machine::Machine>) -> bool,
+    ) -> anyhow::Result<Option<machine::Machine>> {
+        self.wait(id, what, pred).await
+    }
+
+    /// Polls until the machine's status satisfies `pred`.
+    pub async fn wait_machine_status(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&machine::MachineStatus) -> bool,
+    ) -> anyhow::Result<machine::Machine> {
+        let m = self
+            .wait_machine(id, what, |m| {
+                m.and_then(|m| m.status.as_ref()).is_some_and(&pred)
+            })
+            .await?;
+        m.context("machine vanished")
+    }
+
+    /// Polls until the machine is no longer listed.
+    pub async fn wait_machine_gone(&self, id: &str) -> anyhow::Result<()> {
+        self.wait_machine(id, "to be gone after DeleteMachine", |m| m.is_none())
+            .await?;
+        Ok(())
+    }
+
+    /// DeleteMachine, raw.
+    pub async fn delete_machine(&self, id: &str) -> Result<(), Status> {
+        self.delete::<machine::Machine>(id).await
+    }
+
+    // ---------------------------------------------------------------- volume
+
+    /// CreateVolume, raw (records the id).
+    pub async fn try_create_volume(&self, v: volume::Volume) -> Result<volume::Volume, Status> {
+        self.try_create(v).await
+    }
+
+    /// CreateVolume that must succeed.
+    pub async fn create_volume(
+        &self,
+        v: volume::Volume,
+    ) -> anyhow::Result<(String, volume::Volume)> {
+        self.create(v).await
+    }
+
+    /// ListVolumes, raw.
+    pub async fn list_volumes(
+        &self,
+        filter: Option<volume::VolumeFilter>,
+    ) -> Result<Vec<volume::Volume>, Status> {
+        self.list(filter).await
+    }
+
+    /// The volume with `id` as ListVolumes by id reports it.
+    pub async fn get_volume(&self, id: &str) -> anyhow::Result<Option<volume::Volume>> {
+        self.get(id).await
+    }
+
+    /// Polls ListVolumes by id until `pred` holds.
+    pub async fn wait_volume(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(Option<&volume::Volume>) -> bool,
+    ) -> anyhow::Result<Option<volume::Volume>> {
+        self.wait(id, what, pred).await
+    }
+
+    /// DeleteVolume, raw.
+    pub async fn delete_volume(&self, id: &str) -> Result<(), Status> {
+        self.delete::<volume::Volume>(id).await
+    }
+
+    /// ListVolumeSnapshots, raw.
+    pub async fn list_snapshots(
+        &self,
+        filter: Option<volume::VolumeSnapshotFilter>,
+    ) -> Result<Vec<volume::VolumeSnapshot>, Status> {
+        self.list(filter).await
+    }
+
+    /// The snapshot with `id` as ListVolumeSnapshots by id reports it.
+    pub async fn get_snapshot(&self, id: &str) -> anyhow::Result<Option<volume::VolumeSnapshot>> {
+        self.get(id).await
+    }
+
+    /// Polls ListVolumeSnapshots by id until `pred` holds.
+    pub async fn wait_snapshot(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(Option<&volume::VolumeSnapshot>) -> bool,
+    ) -> anyhow::Result<Option<volume::VolumeSnapshot>> {
+        self.wait(id, what, pred).await
+    }
+
+    /// DeleteVolumeSnapshot, raw.
+    pub async fn delete_snapshot(&self, id: &str) -> Result<(), Status> {
+        self.delete::<volume::VolumeSnapshot>(id).await
+    }
+
+    // ---------------------------------------------------------------- bucket
+
+    /// CreateBucket, raw (records the id).
+    pub async fn try_create_bucket(&self, b: bucket::Bucket) -> Result<bucket::Bucket, Status> {
+        self.try_create(b).await
+    }
+
+    /// CreateBucket that must succeed.
+    pub async fn create_bucket(
+        &self,
+        b: bucket::Bucket,
+    ) -> anyhow::Result<(String, bucket::Bucket)> {
+        self.create(b).await
+    }
+
+    /// ListBuckets, raw.
+    pub async fn list_buckets(
+        &self,
+        filter: Option<bucket::BucketFilter>,
+    ) -> Result<Vec<bucket::Bucket>, Status> {
+        self.list(filter).await
+    }
+
+    /// The bucket with `id` as ListBuckets by id reports it.
+    pub async fn get_bucket(&self, id: &str) -> anyhow::Result<Option<bucket::Bucket>> {
+        self.get(id).await
+    }
+
+    /// Polls ListBuckets by id until `pred` holds.
+    pub async fn wait_bucket(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(Option<&bucket::Bucket>) -> bool,
+    ) -> anyhow::Result<Option<bucket::Bucket>> {
+        self.wait(id, what, pred).await
+    }
+
+    /// DeleteBucket, raw.
+    pub async fn delete_bucket(&self, id: &str) -> Result<(), Status> {
+        self.delete::<bucket::Bucket>(id).await
+    }
+
+    // ---------------------------------------------------------------- specs
 
     /// The machine client, or a skip when the runtime has no machine endpoint.
     pub fn mc(&self) -> anyhow::Result<MachineRuntimeClient<Guarded>> {
@@ -364,32 +599,6 @@ impl Ctx {
         }
     }
 
-    /// CreateMachine, recording the id for cleanup; the raw result.
-    pub async fn try_create_machine(
-        &self,
-        m: machine::Machine,
-    ) -> Result<machine::Machine, Status> {
-        let mut c = self.mc().map_err(|e| Status::unavailable(e.to_string()))?;
-        let res = self
-            .rpc(c.create_machine(machine::CreateMachineRequest { machine: Some(m) }))
-            .await?;
-        let m = res.machine.unwrap_or_default();
-        if let Some(md) = m.metadata.as_ref() {
-            add(&self.created.machines, &md.id);
-        }
-        Ok(m)
-    }
-
-    /// CreateMachine that must succeed and return an id.
-    pub async fn create_machine(
-        &self,
-        m: machine::Machine,
-    ) -> anyhow::Result<(String, machine::Machine)> {
-        let m = expect_ok(self.try_create_machine(m).await, "CreateMachine")?;
-        let id = meta_id(m.metadata.as_ref(), "CreateMachine response machine")?;
-        Ok((id, m))
-    }
-
     /// Creates a default machine (class, power on, run labels) and returns its id.
     pub async fn new_machine(&self) -> anyhow::Result<String> {
         let spec = self.machine_spec(&[])?;
@@ -406,107 +615,6 @@ impl Ctx {
         .await?;
         Ok(id)
     }
-
-    /// ListMachines with a filter.
-    pub async fn list_machines(
-        &self,
-        filter: Option<machine::MachineFilter>,
-    ) -> Result<Vec<machine::Machine>, Status> {
-        let mut c = self.mc().map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(self
-            .rpc(c.list_machines(machine::ListMachinesRequest { filter }))
-            .await?
-            .machines)
-    }
-
-    /// ListMachines by label selector.
-    pub async fn list_machines_by_labels(
-        &self,
-        selector: HashMap<String, String>,
-    ) -> anyhow::Result<Vec<machine::Machine>> {
-        expect_ok(
-            self.list_machines(Some(machine::MachineFilter {
-                id: String::new(),
-                label_selector: selector,
-            }))
-            .await,
-            "ListMachines by label",
-        )
-    }
-
-    /// The machine with `id` as ListMachines by id reports it (`None` = not listed).
-    pub async fn get_machine(&self, id: &str) -> anyhow::Result<Option<machine::Machine>> {
-        let list = expect_ok(
-            self.list_machines(Some(machine::MachineFilter {
-                id: id.to_owned(),
-                label_selector: HashMap::new(),
-            }))
-            .await,
-            "ListMachines by id",
-        )?;
-        Ok(list
-            .into_iter()
-            .find(|m| m.metadata.as_ref().is_some_and(|md| md.id == id)))
-    }
-
-    /// The machine with `id`, which must be listed.
-    pub async fn must_machine(&self, id: &str) -> anyhow::Result<machine::Machine> {
-        self.get_machine(id)
-            .await?
-            .with_context(|| format!("machine {id} is not listed by ListMachines by id"))
-    }
-
-    /// Polls ListMachines by id until `pred` holds for the listed machine (or `None`).
-    pub async fn wait_machine(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(Option<&machine::Machine>) -> bool,
-    ) -> anyhow::Result<Option<machine::Machine>> {
-        self.wait_until(&format!("machine {id} {what}"), || async {
-            let m = self.get_machine(id).await?;
-            if pred(m.as_ref()) {
-                Ok(Ok(m))
-            } else {
-                Ok(Err(describe_machine(m.as_ref())))
-            }
-        })
-        .await
-    }
-
-    /// Polls until the machine's status satisfies `pred`.
-    pub async fn wait_machine_status(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(&machine::MachineStatus) -> bool,
-    ) -> anyhow::Result<machine::Machine> {
-        let m = self
-            .wait_machine(id, what, |m| {
-                m.and_then(|m| m.status.as_ref()).is_some_and(&pred)
-            })
-            .await?;
-        m.context("machine vanished")
-    }
-
-    /// Polls until the machine is no longer listed.
-    pub async fn wait_machine_gone(&self, id: &str) -> anyhow::Result<()> {
-        self.wait_machine(id, "to be gone after DeleteMachine", |m| m.is_none())
-            .await?;
-        Ok(())
-    }
-
-    /// DeleteMachine, raw.
-    pub async fn delete_machine(&self, id: &str) -> Result<(), Status> {
-        let mut c = self.mc().map_err(|e| Status::unavailable(e.to_string()))?;
-        self.rpc(c.delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.to_owned(),
-        }))
-        .await
-        .map(|_| ())
-    }
-
-    // ---------------------------------------------------------------- volume
 
     /// The volume client, or a skip.
     pub fn vc(&self) -> anyhow::Result<VolumeRuntimeClient<Guarded>> {
@@ -539,30 +647,6 @@ impl Ctx {
         })
     }
 
-    /// CreateVolume, raw (records the id).
-    pub async fn try_create_volume(&self, v: volume::Volume) -> Result<volume::Volume, Status> {
-        let mut c = self.vc().map_err(|e| Status::unavailable(e.to_string()))?;
-        let v = self
-            .rpc(c.create_volume(volume::CreateVolumeRequest { volume: Some(v) }))
-            .await?
-            .volume
-            .unwrap_or_default();
-        if let Some(md) = v.metadata.as_ref() {
-            add(&self.created.volumes, &md.id);
-        }
-        Ok(v)
-    }
-
-    /// CreateVolume that must succeed.
-    pub async fn create_volume(
-        &self,
-        v: volume::Volume,
-    ) -> anyhow::Result<(String, volume::Volume)> {
-        let v = expect_ok(self.try_create_volume(v).await, "CreateVolume")?;
-        let id = meta_id(v.metadata.as_ref(), "CreateVolume response volume")?;
-        Ok((id, v))
-    }
-
     /// Creates a default volume and returns its id.
     pub async fn new_volume(&self) -> anyhow::Result<String> {
         let spec = self.volume_spec(&[])?;
@@ -578,73 +662,6 @@ impl Ctx {
         })
         .await?;
         Ok(id)
-    }
-
-    /// ListVolumes, raw.
-    pub async fn list_volumes(
-        &self,
-        filter: Option<volume::VolumeFilter>,
-    ) -> Result<Vec<volume::Volume>, Status> {
-        let mut c = self.vc().map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(self
-            .rpc(c.list_volumes(volume::ListVolumesRequest { filter }))
-            .await?
-            .volumes)
-    }
-
-    /// The volume with `id` as ListVolumes by id reports it.
-    pub async fn get_volume(&self, id: &str) -> anyhow::Result<Option<volume::Volume>> {
-        let by_id = self
-            .list_volumes(Some(volume::VolumeFilter {
-                id: id.to_owned(),
-                label_selector: HashMap::new(),
-            }))
-            .await;
-        // ceph-provider answers Internal for an unknown id (reference §2.1a; that is
-        // volume.list.unknown_id_empty, a should): look the volume up by the case's labels
-        // instead, as the volume poollet does.
-        let list = match by_id {
-            Err(st) if st.code() != Code::DeadlineExceeded => expect_ok(
-                self.list_volumes(Some(volume::VolumeFilter {
-                    id: String::new(),
-                    label_selector: self.case_selector(),
-                }))
-                .await,
-                "ListVolumes by label (after ListVolumes by id failed)",
-            )?,
-            res => expect_ok(res, "ListVolumes by id")?,
-        };
-        Ok(list
-            .into_iter()
-            .find(|v| v.metadata.as_ref().is_some_and(|md| md.id == id)))
-    }
-
-    /// Polls ListVolumes by id until `pred` holds.
-    pub async fn wait_volume(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(Option<&volume::Volume>) -> bool,
-    ) -> anyhow::Result<Option<volume::Volume>> {
-        self.wait_until(&format!("volume {id} {what}"), || async {
-            let v = self.get_volume(id).await?;
-            if pred(v.as_ref()) {
-                Ok(Ok(v))
-            } else {
-                Ok(Err(format!("{:?}", v.as_ref().map(|v| &v.status))))
-            }
-        })
-        .await
-    }
-
-    /// DeleteVolume, raw.
-    pub async fn delete_volume(&self, id: &str) -> Result<(), Status> {
-        let mut c = self.vc().map_err(|e| Status::unavailable(e.to_string()))?;
-        self.rpc(c.delete_volume(volume::DeleteVolumeRequest {
-            volume_id: id.to_owned(),
-        }))
-        .await
-        .map(|_| ())
     }
 
     /// ExpandVolume, raw.
@@ -665,96 +682,15 @@ impl Ctx {
         &self,
         volume_id: &str,
     ) -> Result<volume::VolumeSnapshot, Status> {
-        let mut c = self.vc().map_err(|e| Status::unavailable(e.to_string()))?;
-        let s = self
-            .rpc(
-                c.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-                    volume_snapshot: Some(volume::VolumeSnapshot {
-                        metadata: Some(self.metadata(&[])),
-                        spec: Some(volume::VolumeSnapshotSpec {
-                            volume_id: volume_id.to_owned(),
-                        }),
-                        status: None,
-                    }),
-                }),
-            )
-            .await?
-            .volume_snapshot
-            .unwrap_or_default();
-        if let Some(md) = s.metadata.as_ref() {
-            add(&self.created.snapshots, &md.id);
-        }
-        Ok(s)
-    }
-
-    /// ListVolumeSnapshots, raw.
-    pub async fn list_snapshots(
-        &self,
-        filter: Option<volume::VolumeSnapshotFilter>,
-    ) -> Result<Vec<volume::VolumeSnapshot>, Status> {
-        let mut c = self.vc().map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(self
-            .rpc(c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest { filter }))
-            .await?
-            .volume_snapshots)
-    }
-
-    /// The snapshot with `id` as ListVolumeSnapshots by id reports it.
-    pub async fn get_snapshot(&self, id: &str) -> anyhow::Result<Option<volume::VolumeSnapshot>> {
-        let by_id = self
-            .list_snapshots(Some(volume::VolumeSnapshotFilter {
-                id: id.to_owned(),
-                label_selector: HashMap::new(),
-            }))
-            .await;
-        // As in get_volume: ceph-provider answers Internal for an unknown id.
-        let list = match by_id {
-            Err(st) if st.code() != Code::DeadlineExceeded => expect_ok(
-                self.list_snapshots(Some(volume::VolumeSnapshotFilter {
-                    id: String::new(),
-                    label_selector: self.case_selector(),
-                }))
-                .await,
-                "ListVolumeSnapshots by label (after ListVolumeSnapshots by id failed)",
-            )?,
-            res => expect_ok(res, "ListVolumeSnapshots by id")?,
-        };
-        Ok(list
-            .into_iter()
-            .find(|s| s.metadata.as_ref().is_some_and(|md| md.id == id)))
-    }
-
-    /// Polls ListVolumeSnapshots by id until `pred` holds.
-    pub async fn wait_snapshot(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(Option<&volume::VolumeSnapshot>) -> bool,
-    ) -> anyhow::Result<Option<volume::VolumeSnapshot>> {
-        self.wait_until(&format!("volume snapshot {id} {what}"), || async {
-            let s = self.get_snapshot(id).await?;
-            if pred(s.as_ref()) {
-                Ok(Ok(s))
-            } else {
-                Ok(Err(format!("{:?}", s.as_ref().map(|s| &s.status))))
-            }
+        self.try_create(volume::VolumeSnapshot {
+            metadata: Some(self.metadata(&[])),
+            spec: Some(volume::VolumeSnapshotSpec {
+                volume_id: volume_id.to_owned(),
+            }),
+            status: None,
         })
         .await
     }
-
-    /// DeleteVolumeSnapshot, raw.
-    pub async fn delete_snapshot(&self, id: &str) -> Result<(), Status> {
-        let mut c = self.vc().map_err(|e| Status::unavailable(e.to_string()))?;
-        self.rpc(
-            c.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-                volume_snapshot_id: id.to_owned(),
-            }),
-        )
-        .await
-        .map(|_| ())
-    }
-
-    // ---------------------------------------------------------------- bucket
 
     /// The bucket client, or a skip.
     pub fn bc(&self) -> anyhow::Result<BucketRuntimeClient<Guarded>> {
@@ -781,85 +717,6 @@ impl Ctx {
             }),
             status: None,
         })
-    }
-
-    /// CreateBucket, raw (records the id).
-    pub async fn try_create_bucket(&self, b: bucket::Bucket) -> Result<bucket::Bucket, Status> {
-        let mut c = self.bc().map_err(|e| Status::unavailable(e.to_string()))?;
-        let b = self
-            .rpc(c.create_bucket(bucket::CreateBucketRequest { bucket: Some(b) }))
-            .await?
-            .bucket
-            .unwrap_or_default();
-        if let Some(md) = b.metadata.as_ref() {
-            add(&self.created.buckets, &md.id);
-        }
-        Ok(b)
-    }
-
-    /// CreateBucket that must succeed.
-    pub async fn create_bucket(
-        &self,
-        b: bucket::Bucket,
-    ) -> anyhow::Result<(String, bucket::Bucket)> {
-        let b = expect_ok(self.try_create_bucket(b).await, "CreateBucket")?;
-        let id = meta_id(b.metadata.as_ref(), "CreateBucket response bucket")?;
-        Ok((id, b))
-    }
-
-    /// ListBuckets, raw.
-    pub async fn list_buckets(
-        &self,
-        filter: Option<bucket::BucketFilter>,
-    ) -> Result<Vec<bucket::Bucket>, Status> {
-        let mut c = self.bc().map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(self
-            .rpc(c.list_buckets(bucket::ListBucketsRequest { filter }))
-            .await?
-            .buckets)
-    }
-
-    /// The bucket with `id` as ListBuckets by id reports it.
-    pub async fn get_bucket(&self, id: &str) -> anyhow::Result<Option<bucket::Bucket>> {
-        let list = expect_ok(
-            self.list_buckets(Some(bucket::BucketFilter {
-                id: id.to_owned(),
-                label_selector: HashMap::new(),
-            }))
-            .await,
-            "ListBuckets by id",
-        )?;
-        Ok(list
-            .into_iter()
-            .find(|b| b.metadata.as_ref().is_some_and(|md| md.id == id)))
-    }
-
-    /// Polls ListBuckets by id until `pred` holds.
-    pub async fn wait_bucket(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(Option<&bucket::Bucket>) -> bool,
-    ) -> anyhow::Result<Option<bucket::Bucket>> {
-        self.wait_until(&format!("bucket {id} {what}"), || async {
-            let b = self.get_bucket(id).await?;
-            if pred(b.as_ref()) {
-                Ok(Ok(b))
-            } else {
-                Ok(Err(format!("{:?}", b.as_ref().map(|b| &b.status))))
-            }
-        })
-        .await
-    }
-
-    /// DeleteBucket, raw.
-    pub async fn delete_bucket(&self, id: &str) -> Result<(), Status> {
-        let mut c = self.bc().map_err(|e| Status::unavailable(e.to_string()))?;
-        self.rpc(c.delete_bucket(bucket::DeleteBucketRequest {
-            bucket_id: id.to_owned(),
-        }))
-        .await
-        .map(|_| ())
     }
 
     // ---------------------------------------------------------------- polling

@@ -3,11 +3,10 @@
 use std::collections::HashMap;
 
 use anyhow::{Context as _, ensure};
-use tonic::Code;
 
 use crate::{
     case::{Case, pass},
-    ctx::{expect_code, expect_ok, unknown_id},
+    ctx::{expect_ok, unknown_id},
 };
 
 use super::rpc::*;
@@ -137,30 +136,12 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.annotations.unknown_id_not_found",
-        "UpdateMachineAnnotations of an unknown id returns NotFound",
-        |ctx| {
-            expect_code(
-                annotate(&ctx, &unknown_id(), map(&[("a", "b")])).await,
-                Code::NotFound,
-                "UpdateMachineAnnotations unknown id",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.annotations.empty_id_invalid",
-        "UpdateMachineAnnotations with an empty machine_id returns InvalidArgument",
-        |ctx| {
-            expect_code(
-                annotate(&ctx, "", map(&[("a", "b")])).await,
-                Code::InvalidArgument,
-                "UpdateMachineAnnotations empty id",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.annotations.unknown_id_not_found", "UpdateMachineAnnotations of an unknown id returns NotFound",
+        NotFound, "UpdateMachineAnnotations unknown id",
+        |ctx| annotate(&ctx, &unknown_id(), map(&[("a", "b")])).await;
+        "machine.annotations.empty_id_invalid", "UpdateMachineAnnotations with an empty machine_id returns InvalidArgument",
+        InvalidArgument, "UpdateMachineAnnotations empty id",
+        |ctx| annotate(&ctx, "", map(&[("a", "b")])).await;
+    }
 }

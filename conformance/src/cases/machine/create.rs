@@ -297,30 +297,17 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.create.rejects_missing_spec",
-        "CreateMachine with a machine without spec returns InvalidArgument",
-        |ctx| {
-            let res = ctx
-                .try_create_machine(m::Machine {
-                    metadata: Some(ctx.metadata(&[])),
-                    spec: None,
-                    status: None,
-                })
-                .await;
-            expect_code(res, Code::InvalidArgument, "CreateMachine without spec")?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.create.rejects_missing_spec", "CreateMachine with a machine without spec returns InvalidArgument",
+        InvalidArgument, "CreateMachine without spec",
+        |ctx| ctx.try_create_machine(m::Machine { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
+    }
     case!(
         v,
         "machine.create.unknown_class_fails",
         "CreateMachine with a class Status does not report fails (any code; the exact code is machine.create.rejects_unknown_class)",
         |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            spec.spec.as_mut().context("template has spec")?.class =
-                "conformance-no-such-class".to_owned();
+            let spec = template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
             expect_error(
                 ctx.try_create_machine(spec).await,
                 "CreateMachine with an unknown class",
@@ -328,116 +315,48 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
+    code_cases! { v, Machine;
         "machine.create.rejects_unknown_class",
         "CreateMachine with a class Status does not report returns InvalidArgument",
-        |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            spec.spec.as_mut().context("template has spec")?.class =
-                "conformance-no-such-class".to_owned();
-            expect_code(
-                ctx.try_create_machine(spec).await,
-                Code::InvalidArgument,
-                "CreateMachine with an unknown class",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.create.rejects_empty_class",
-        "CreateMachine with an empty class returns InvalidArgument",
-        |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            spec.spec.as_mut().context("template has spec")?.class = String::new();
-            expect_code(
-                ctx.try_create_machine(spec).await,
-                Code::InvalidArgument,
-                "CreateMachine with an empty class",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
+        InvalidArgument, "CreateMachine with an unknown class",
+        |ctx| ctx.try_create_machine(template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        "machine.create.rejects_empty_class", "CreateMachine with an empty class returns InvalidArgument",
+        InvalidArgument, "CreateMachine with an empty class",
+        |ctx| ctx.try_create_machine(template(&ctx, |s| s.class = String::new())?).await;
         "machine.create.rejects_invalid_power",
         "CreateMachine with a power value outside the enum returns InvalidArgument",
-        |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            spec.spec.as_mut().context("template has spec")?.power = 7;
-            expect_code(
-                ctx.try_create_machine(spec).await,
-                Code::InvalidArgument,
-                "CreateMachine with power 7",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
+        InvalidArgument, "CreateMachine with power 7",
+        |ctx| ctx.try_create_machine(template(&ctx, |s| s.power = 7)?).await;
         "machine.create.rejects_duplicate_volume_names",
         "CreateMachine with two volumes of the same name returns InvalidArgument",
+        InvalidArgument, "CreateMachine with duplicate volume names",
         |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            let s = spec.spec.as_mut().context("template has spec")?;
-            s.volumes = vec![ctx.local_disk("disk"), ctx.local_disk("disk")];
-            expect_code(
-                ctx.try_create_machine(spec).await,
-                Code::InvalidArgument,
-                "CreateMachine with duplicate volume names",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
+            let volumes = vec![ctx.local_disk("disk"), ctx.local_disk("disk")];
+            ctx.try_create_machine(template(&ctx, |s| s.volumes = volumes)?).await
+        };
         "machine.create.rejects_duplicate_nic_names",
         "CreateMachine with two NICs of the same name returns InvalidArgument",
+        InvalidArgument, "CreateMachine with duplicate NIC names",
         |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            let s = spec.spec.as_mut().context("template has spec")?;
-            s.network_interfaces = vec![ctx.nic("eth"), ctx.nic("eth")];
-            expect_code(
-                ctx.try_create_machine(spec).await,
-                Code::InvalidArgument,
-                "CreateMachine with duplicate NIC names",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
+            let nics = vec![ctx.nic("eth"), ctx.nic("eth")];
+            ctx.try_create_machine(template(&ctx, |s| s.network_interfaces = nics)?).await
+        };
         "machine.create.rejects_unnamed_volume",
         "CreateMachine with a volume without a name returns InvalidArgument",
+        InvalidArgument, "CreateMachine with an unnamed volume",
         |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            spec.spec.as_mut().context("template has spec")?.volumes = vec![ctx.local_disk("")];
-            expect_code(
-                ctx.try_create_machine(spec).await,
-                Code::InvalidArgument,
-                "CreateMachine with an unnamed volume",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
+            let volumes = vec![ctx.local_disk("")];
+            ctx.try_create_machine(template(&ctx, |s| s.volumes = volumes)?).await
+        };
         "machine.create.rejects_volume_without_source",
         "CreateMachine with a volume that has neither local_disk nor connection returns InvalidArgument",
+        InvalidArgument, "CreateMachine with a sourceless volume",
         |ctx| {
-            let mut spec = ctx.machine_spec(&[])?;
-            let mut vol = ctx.local_disk("empty");
-            vol.local_disk = None;
-            spec.spec.as_mut().context("template has spec")?.volumes = vec![vol];
-            expect_code(
-                ctx.try_create_machine(spec).await,
-                Code::InvalidArgument,
-                "CreateMachine with a sourceless volume",
-            )?;
-            pass()
-        }
-    );
+            let mut volume = ctx.local_disk("empty");
+            volume.local_disk = None;
+            ctx.try_create_machine(template(&ctx, |s| s.volumes = vec![volume])?).await
+        };
+    }
     case!(
         v,
         "machine.create.powered_off",

@@ -14,32 +14,14 @@ use super::rpc::*;
 
 pub(super) fn cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ DeleteMachine
-    case!(
-        v,
-        "machine.delete.unknown_id_not_found",
-        "DeleteMachine of an unknown id returns NotFound",
-        |ctx| {
-            expect_code(
-                ctx.delete_machine(&unknown_id()).await,
-                Code::NotFound,
-                "DeleteMachine unknown id",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.delete.empty_id_invalid",
-        "DeleteMachine with an empty machine_id returns InvalidArgument",
-        |ctx| {
-            expect_code(
-                ctx.delete_machine("").await,
-                Code::InvalidArgument,
-                "DeleteMachine empty id",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.delete.unknown_id_not_found", "DeleteMachine of an unknown id returns NotFound",
+        NotFound, "DeleteMachine unknown id",
+        |ctx| ctx.delete_machine(&unknown_id()).await;
+        "machine.delete.empty_id_invalid", "DeleteMachine with an empty machine_id returns InvalidArgument",
+        InvalidArgument, "DeleteMachine empty id",
+        |ctx| ctx.delete_machine("").await;
+    }
     case!(
         v,
         "machine.delete.terminating_listed",

@@ -1,11 +1,10 @@
 //! Machine cases: Exec: the console URL and its codes.
 
 use anyhow::ensure;
-use tonic::Code;
 
 use crate::{
     case::{Case, pass},
-    ctx::{expect_code, expect_ok, unknown_id},
+    ctx::{expect_ok, unknown_id},
 };
 
 use super::rpc::*;
@@ -27,26 +26,12 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.exec.unknown_id_not_found",
-        "Exec on an unknown machine returns NotFound",
-        |ctx| {
-            expect_code(
-                exec(&ctx, &unknown_id()).await,
-                Code::NotFound,
-                "Exec unknown id",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.exec.empty_id_invalid",
-        "Exec with an empty machine_id returns InvalidArgument",
-        |ctx| {
-            expect_code(exec(&ctx, "").await, Code::InvalidArgument, "Exec empty id")?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.exec.unknown_id_not_found", "Exec on an unknown machine returns NotFound",
+        NotFound, "Exec unknown id",
+        |ctx| exec(&ctx, &unknown_id()).await;
+        "machine.exec.empty_id_invalid", "Exec with an empty machine_id returns InvalidArgument",
+        InvalidArgument, "Exec empty id",
+        |ctx| exec(&ctx, "").await;
+    }
 }

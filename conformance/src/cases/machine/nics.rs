@@ -89,47 +89,17 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.nic.attach_unknown_machine",
-        "AttachNetworkInterface on an unknown machine returns NotFound",
-        |ctx| {
-            expect_code(
-                attach_nic(&ctx, &unknown_id(), Some(ctx.nic("x"))).await,
-                Code::NotFound,
-                "AttachNetworkInterface unknown machine",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.nic.attach_missing_nic",
-        "AttachNetworkInterface without a network_interface returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                attach_nic(&ctx, &id, None).await,
-                Code::InvalidArgument,
-                "AttachNetworkInterface{None}",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.nic.attach_empty_name",
-        "AttachNetworkInterface of a NIC with an empty name returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                attach_nic(&ctx, &id, Some(ctx.nic(""))).await,
-                Code::InvalidArgument,
-                "AttachNetworkInterface unnamed",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.nic.attach_unknown_machine", "AttachNetworkInterface on an unknown machine returns NotFound",
+        NotFound, "AttachNetworkInterface unknown machine",
+        |ctx| attach_nic(&ctx, &unknown_id(), Some(ctx.nic("x"))).await;
+        "machine.nic.attach_missing_nic", "AttachNetworkInterface without a network_interface returns InvalidArgument",
+        InvalidArgument, "AttachNetworkInterface{None}",
+        |ctx| { let id = ctx.new_machine().await?; attach_nic(&ctx, &id, None).await };
+        "machine.nic.attach_empty_name", "AttachNetworkInterface of a NIC with an empty name returns InvalidArgument",
+        InvalidArgument, "AttachNetworkInterface unnamed",
+        |ctx| { let id = ctx.new_machine().await?; attach_nic(&ctx, &id, Some(ctx.nic(""))).await };
+    }
     case!(
         v,
         "machine.nic.detach_removes",
@@ -160,47 +130,17 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.nic.detach_unknown_name",
-        "DetachNetworkInterface of a name that is not attached returns NotFound",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                detach_nic(&ctx, &id, "nope").await,
-                Code::NotFound,
-                "DetachNetworkInterface unknown name",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.nic.detach_unknown_machine",
-        "DetachNetworkInterface on an unknown machine returns NotFound",
-        |ctx| {
-            expect_code(
-                detach_nic(&ctx, &unknown_id(), "x").await,
-                Code::NotFound,
-                "DetachNetworkInterface unknown machine",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.nic.detach_empty_name",
-        "DetachNetworkInterface with an empty name returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                detach_nic(&ctx, &id, "").await,
-                Code::InvalidArgument,
-                "DetachNetworkInterface empty name",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.nic.detach_unknown_name", "DetachNetworkInterface of a name that is not attached returns NotFound",
+        NotFound, "DetachNetworkInterface unknown name",
+        |ctx| { let id = ctx.new_machine().await?; detach_nic(&ctx, &id, "nope").await };
+        "machine.nic.detach_unknown_machine", "DetachNetworkInterface on an unknown machine returns NotFound",
+        NotFound, "DetachNetworkInterface unknown machine",
+        |ctx| detach_nic(&ctx, &unknown_id(), "x").await;
+        "machine.nic.detach_empty_name", "DetachNetworkInterface with an empty name returns InvalidArgument",
+        InvalidArgument, "DetachNetworkInterface empty name",
+        |ctx| { let id = ctx.new_machine().await?; detach_nic(&ctx, &id, "").await };
+    }
     case!(
         v,
         "machine.nic.detach_twice",
@@ -223,17 +163,9 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.nic.attach_empty_machine_id",
-        "AttachNetworkInterface with an empty machine_id returns InvalidArgument",
-        |ctx| {
-            expect_code(
-                attach_nic(&ctx, "", Some(ctx.nic("x"))).await,
-                Code::InvalidArgument,
-                "AttachNetworkInterface empty id",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.nic.attach_empty_machine_id", "AttachNetworkInterface with an empty machine_id returns InvalidArgument",
+        InvalidArgument, "AttachNetworkInterface empty id",
+        |ctx| attach_nic(&ctx, "", Some(ctx.nic("x"))).await;
+    }
 }

@@ -3,11 +3,10 @@
 
 use anyhow::{Context as _, ensure};
 use iri_spec::machine::v1alpha1::Power;
-use tonic::Code;
 
 use crate::{
     case::{Case, pass},
-    ctx::{expect_code, expect_ok, unknown_id},
+    ctx::{expect_ok, unknown_id},
 };
 
 use super::rpc::*;
@@ -171,44 +170,15 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.power.unknown_id_not_found",
-        "UpdateMachinePower of an unknown id returns NotFound",
-        |ctx| {
-            expect_code(
-                power(&ctx, &unknown_id(), Power::Off as i32).await,
-                Code::NotFound,
-                "UpdateMachinePower unknown id",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.power.empty_id_invalid",
-        "UpdateMachinePower with an empty machine_id returns InvalidArgument",
-        |ctx| {
-            expect_code(
-                power(&ctx, "", Power::Off as i32).await,
-                Code::InvalidArgument,
-                "UpdateMachinePower empty id",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.power.invalid_value",
-        "UpdateMachinePower with a value outside the enum returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                power(&ctx, &id, 9).await,
-                Code::InvalidArgument,
-                "UpdateMachinePower power=9",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.power.unknown_id_not_found", "UpdateMachinePower of an unknown id returns NotFound",
+        NotFound, "UpdateMachinePower unknown id",
+        |ctx| power(&ctx, &unknown_id(), Power::Off as i32).await;
+        "machine.power.empty_id_invalid", "UpdateMachinePower with an empty machine_id returns InvalidArgument",
+        InvalidArgument, "UpdateMachinePower empty id",
+        |ctx| power(&ctx, "", Power::Off as i32).await;
+        "machine.power.invalid_value", "UpdateMachinePower with a value outside the enum returns InvalidArgument",
+        InvalidArgument, "UpdateMachinePower power=9",
+        |ctx| { let id = ctx.new_machine().await?; power(&ctx, &id, 9).await };
+    }
 }

@@ -12,6 +12,19 @@ pub(super) const RUNNING: i32 = MachineState::MachineRunning as i32;
 pub(super) const PENDING: i32 = MachineState::MachinePending as i32;
 pub(super) const TERMINATING: i32 = MachineState::MachineTerminating as i32;
 
+/// A class no runtime offers.
+pub(super) const NO_SUCH_CLASS: &str = "conformance-no-such-class";
+
+/// The valid machine template (class, power on, run labels) with `change` applied to its spec.
+pub(super) fn template(
+    ctx: &Ctx,
+    change: impl FnOnce(&mut m::MachineSpec),
+) -> anyhow::Result<m::Machine> {
+    let mut machine = ctx.machine_spec(&[])?;
+    change(machine.spec.as_mut().context("template has spec")?);
+    Ok(machine)
+}
+
 pub(super) fn status_of(mm: &m::Machine) -> anyhow::Result<&m::MachineStatus> {
     mm.status.as_ref().context("machine has no status")
 }

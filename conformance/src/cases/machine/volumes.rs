@@ -109,60 +109,20 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.volume.attach_unknown_machine",
-        "AttachVolume on an unknown machine returns NotFound",
-        |ctx| {
-            expect_code(
-                attach_volume(&ctx, &unknown_id(), Some(ctx.local_disk("x"))).await,
-                Code::NotFound,
-                "AttachVolume unknown machine",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.volume.attach_empty_machine_id",
-        "AttachVolume with an empty machine_id returns InvalidArgument",
-        |ctx| {
-            expect_code(
-                attach_volume(&ctx, "", Some(ctx.local_disk("x"))).await,
-                Code::InvalidArgument,
-                "AttachVolume empty id",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.volume.attach_missing_volume",
-        "AttachVolume without a volume returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                attach_volume(&ctx, &id, None).await,
-                Code::InvalidArgument,
-                "AttachVolume{volume: None}",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.volume.attach_empty_name",
-        "AttachVolume of a volume with an empty name returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                attach_volume(&ctx, &id, Some(ctx.local_disk(""))).await,
-                Code::InvalidArgument,
-                "AttachVolume unnamed",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.volume.attach_unknown_machine", "AttachVolume on an unknown machine returns NotFound",
+        NotFound, "AttachVolume unknown machine",
+        |ctx| attach_volume(&ctx, &unknown_id(), Some(ctx.local_disk("x"))).await;
+        "machine.volume.attach_empty_machine_id", "AttachVolume with an empty machine_id returns InvalidArgument",
+        InvalidArgument, "AttachVolume empty id",
+        |ctx| attach_volume(&ctx, "", Some(ctx.local_disk("x"))).await;
+        "machine.volume.attach_missing_volume", "AttachVolume without a volume returns InvalidArgument",
+        InvalidArgument, "AttachVolume{volume: None}",
+        |ctx| { let id = ctx.new_machine().await?; attach_volume(&ctx, &id, None).await };
+        "machine.volume.attach_empty_name", "AttachVolume of a volume with an empty name returns InvalidArgument",
+        InvalidArgument, "AttachVolume unnamed",
+        |ctx| { let id = ctx.new_machine().await?; attach_volume(&ctx, &id, Some(ctx.local_disk(""))).await };
+    }
     case!(
         v,
         "machine.volume.detach_removes",
@@ -190,20 +150,11 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.volume.detach_unknown_name",
-        "DetachVolume of a name that is not attached returns NotFound",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                detach_volume(&ctx, &id, "nope").await,
-                Code::NotFound,
-                "DetachVolume unknown name",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.volume.detach_unknown_name", "DetachVolume of a name that is not attached returns NotFound",
+        NotFound, "DetachVolume unknown name",
+        |ctx| { let id = ctx.new_machine().await?; detach_volume(&ctx, &id, "nope").await };
+    }
     case!(
         v,
         "machine.volume.detach_twice",
@@ -223,33 +174,14 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.volume.detach_unknown_machine",
-        "DetachVolume on an unknown machine returns NotFound",
-        |ctx| {
-            expect_code(
-                detach_volume(&ctx, &unknown_id(), "x").await,
-                Code::NotFound,
-                "DetachVolume unknown machine",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.volume.detach_empty_name",
-        "DetachVolume with an empty name returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                detach_volume(&ctx, &id, "").await,
-                Code::InvalidArgument,
-                "DetachVolume empty name",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.volume.detach_unknown_machine", "DetachVolume on an unknown machine returns NotFound",
+        NotFound, "DetachVolume unknown machine",
+        |ctx| detach_volume(&ctx, &unknown_id(), "x").await;
+        "machine.volume.detach_empty_name", "DetachVolume with an empty name returns InvalidArgument",
+        InvalidArgument, "DetachVolume empty name",
+        |ctx| { let id = ctx.new_machine().await?; detach_volume(&ctx, &id, "").await };
+    }
     case!(
         v,
         "machine.volume.reattach",
@@ -296,47 +228,17 @@ pub(super) fn cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.volume.update_unknown_name",
-        "UpdateVolume of a name that is not attached returns NotFound",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                update_volume(&ctx, &id, Some(ctx.local_disk("nope"))).await,
-                Code::NotFound,
-                "UpdateVolume unknown name",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.volume.update_unknown_machine",
-        "UpdateVolume on an unknown machine returns NotFound",
-        |ctx| {
-            expect_code(
-                update_volume(&ctx, &unknown_id(), Some(ctx.local_disk("x"))).await,
-                Code::NotFound,
-                "UpdateVolume unknown machine",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.volume.update_missing_volume",
-        "UpdateVolume without a volume returns InvalidArgument",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_code(
-                update_volume(&ctx, &id, None).await,
-                Code::InvalidArgument,
-                "UpdateVolume{volume: None}",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Machine;
+        "machine.volume.update_unknown_name", "UpdateVolume of a name that is not attached returns NotFound",
+        NotFound, "UpdateVolume unknown name",
+        |ctx| { let id = ctx.new_machine().await?; update_volume(&ctx, &id, Some(ctx.local_disk("nope"))).await };
+        "machine.volume.update_unknown_machine", "UpdateVolume on an unknown machine returns NotFound",
+        NotFound, "UpdateVolume unknown machine",
+        |ctx| update_volume(&ctx, &unknown_id(), Some(ctx.local_disk("x"))).await;
+        "machine.volume.update_missing_volume", "UpdateVolume without a volume returns InvalidArgument",
+        InvalidArgument, "UpdateVolume{volume: None}",
+        |ctx| { let id = ctx.new_machine().await?; update_volume(&ctx, &id, None).await };
+    }
     case!(
         v,
         "machine.volume.update_idempotent",
