@@ -179,22 +179,11 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.create.rejects_missing_spec",
-        "CreateBucket without spec returns InvalidArgument",
-        |ctx| {
-            let res = ctx
-                .try_create_bucket(b::Bucket {
-                    metadata: Some(ctx.metadata(&[])),
-                    spec: None,
-                    status: None,
-                })
-                .await;
-            expect_code(res, Code::InvalidArgument, "CreateBucket without spec")?;
-            pass()
-        }
-    );
+    code_cases! { v, Bucket;
+        "bucket.create.rejects_missing_spec", "CreateBucket without spec returns InvalidArgument",
+        InvalidArgument, "CreateBucket without spec",
+        |ctx| ctx.try_create_bucket(b::Bucket { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
+    }
     case!(
         v,
         "bucket.state.becomes_available",
@@ -316,19 +305,11 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.delete.unknown_id_not_found",
-        "DeleteBucket of an unknown id returns NotFound",
-        |ctx| {
-            expect_code(
-                ctx.delete_bucket(&unknown_id()).await,
-                Code::NotFound,
-                "DeleteBucket unknown id",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Bucket;
+        "bucket.delete.unknown_id_not_found", "DeleteBucket of an unknown id returns NotFound",
+        NotFound, "DeleteBucket unknown id",
+        |ctx| ctx.delete_bucket(&unknown_id()).await;
+    }
     case!(
         v,
         "bucket.delete.deleted_at_while_listed",
