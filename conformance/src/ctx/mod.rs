@@ -21,7 +21,7 @@ pub mod objects;
 
 pub use self::{
     clients::Clients,
-    objects::{Created, RuntimeKind},
+    objects::{Created, RuntimeKind, describe_machine},
 };
 use crate::{breaker::Guarded, case::verdict::Skip};
 
@@ -744,27 +744,6 @@ impl Ctx {
             }
             tokio::time::sleep(interval).await;
             interval = (interval * 2).min(self.params.poll_interval);
-        }
-    }
-}
-
-/// A short description of a listed machine for timeout messages.
-pub fn describe_machine(m: Option<&machine::Machine>) -> String {
-    match m {
-        None => "not listed".to_owned(),
-        Some(m) => {
-            let state = m.status.as_ref().map_or("no status".to_owned(), |s| {
-                machine::MachineState::try_from(s.state)
-                    .map_or(format!("state {}", s.state), |st| {
-                        st.as_str_name().to_owned()
-                    })
-            });
-            let gens = format!(
-                "generation {} observed {}",
-                m.metadata.as_ref().map_or(-1, |md| md.generation),
-                m.status.as_ref().map_or(-1, |s| s.observed_generation)
-            );
-            format!("{state}, {gens}")
         }
     }
 }

@@ -192,7 +192,7 @@ runtime_kind!(
     create: |c, obj| c.create_machine(machine::CreateMachineRequest { machine: Some(obj) }), machine,
     list: |c, filter| c.list_machines(machine::ListMachinesRequest { filter }), machines,
     delete: |c, id| c.delete_machine(machine::DeleteMachineRequest { machine_id: id }),
-    describe: super::describe_machine
+    describe: describe_machine
 );
 runtime_kind!(
     volume::Volume, volume::VolumeFilter, "volume", "CreateVolume", "ListVolumes", true,
@@ -221,3 +221,24 @@ runtime_kind!(
     list: |c, filter| c.list_buckets(bucket::ListBucketsRequest { filter }), buckets,
     delete: |c, id| c.delete_bucket(bucket::DeleteBucketRequest { bucket_id: id })
 );
+
+/// A short description of a listed machine for timeout messages.
+pub fn describe_machine(m: Option<&machine::Machine>) -> String {
+    match m {
+        None => "not listed".to_owned(),
+        Some(m) => {
+            let state = m.status.as_ref().map_or("no status".to_owned(), |s| {
+                machine::MachineState::try_from(s.state)
+                    .map_or(format!("state {}", s.state), |st| {
+                        st.as_str_name().to_owned()
+                    })
+            });
+            let gens = format!(
+                "generation {} observed {}",
+                m.metadata.as_ref().map_or(-1, |md| md.generation),
+                m.status.as_ref().map_or(-1, |s| s.observed_generation)
+            );
+            format!("{state}, {gens}")
+        }
+    }
+}

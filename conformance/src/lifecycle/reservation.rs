@@ -28,7 +28,7 @@ use crate::{
     case::{Case, Outcome, Profile, Service, Skip, pass},
     ctx::Ctx,
     lifecycle::{
-        cases::{
+        cases::common::{
             case_meta, describe, machine_name, machine_side, plane_ok, running_at_generation,
             wait_machine, wait_object, wait_runtime_machine,
         },
