@@ -16,34 +16,27 @@ macro_rules! case {
     };
 }
 
-mod annotations;
-mod concurrency;
+mod attach;
 mod create;
-mod delete;
-mod events;
-mod exec;
-mod list;
-mod nics;
-mod power;
+mod query;
 mod rpc;
-mod status;
-mod volumes;
+mod state;
 
 pub(crate) use rpc::{annotate, attach_nic, attach_volume, power, wait_events_of};
 
 /// All machine cases.
 pub(crate) fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    status::cases(&mut v);
-    create::cases(&mut v);
-    power::cases(&mut v);
-    annotations::cases(&mut v);
-    list::cases(&mut v);
-    volumes::cases(&mut v);
-    nics::cases(&mut v);
-    delete::cases(&mut v);
-    exec::cases(&mut v);
-    events::cases(&mut v);
-    concurrency::cases(&mut v);
+    create::status_cases(&mut v);
+    create::create_cases(&mut v);
+    state::power_cases(&mut v);
+    create::annotations_cases(&mut v);
+    query::list_cases(&mut v);
+    attach::volumes_cases(&mut v);
+    attach::nics_cases(&mut v);
+    state::delete_cases(&mut v);
+    state::exec_cases(&mut v);
+    query::events_cases(&mut v);
+    state::concurrency_cases(&mut v);
     v
 }

@@ -1,5 +1,6 @@
-//! Volume cases: CreateVolume: the response, what the runtime keeps, the requests it must reject,
-//! data sources; the state machine.
+//! Volume cases: Version and Status (the runtime and its classes), CreateVolume (the response, what
+//! the runtime keeps, the requests it must reject, data sources, the state machine) and
+//! ListVolumes.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -7,14 +8,129 @@ use anyhow::{Context as _, ensure};
 use iri_spec::volume::v1alpha1::{self as v};
 use tonic::Code;
 
+use super::rpc::*;
 use crate::{
     case::{Case, pass},
-    ctx::{expect_code, expect_error, plausible_ns, unknown_id},
+    ctx::{expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
-use super::rpc::*;
+pub(super) fn status_cases(v: &mut Vec<Case>) {
+    case!(
+        v,
+        "volume.version.name_and_version_set",
+        "volume Version returns a non-empty runtime_name and runtime_version",
+        |ctx| {
+            let mut c = ctx.vc()?;
+            let r = expect_ok(
+                ctx.rpc(c.version(v::VersionRequest::default())).await,
+                "Version",
+            )?;
+            ensure!(
+                !r.runtime_name.is_empty() && !r.runtime_version.is_empty(),
+                "empty Version answer: {r:?}"
+            );
+            pass()
+        }
+    );
 
-pub(super) fn cases(v: &mut Vec<Case>) {
+    // ------------------------------------------------------------ Status
+    case!(
+        v,
+        "volume.status.has_classes",
+        "volume Status reports at least one volume class",
+        |ctx| {
+            ensure!(
+                !status(&ctx).await?.volume_class_status.is_empty(),
+                "volume Status returned no classes"
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.status.class_set",
+        "every VolumeClassStatus has volume_class with a non-empty, unique name",
+        |ctx| {
+            let s = status(&ctx).await?;
+            ensure!(
+                !s.volume_class_status.is_empty(),
+                "volume Status returned no classes"
+            );
+            let mut seen = std::collections::HashSet::new();
+            for cs in &s.volume_class_status {
+                let c = cs
+                    .volume_class
+                    .as_ref()
+                    .context("a VolumeClassStatus has no volume_class")?;
+                ensure!(
+                    !c.name.is_empty() && seen.insert(c.name.clone()),
+                    "empty or duplicate class name {:?}",
+                    c.name
+                );
+            }
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.status.capabilities_set",
+        "every volume class has capabilities with tps and iops >= 0",
+        |ctx| {
+            for cs in status(&ctx).await?.volume_class_status {
+                let c = cs
+                    .volume_class
+                    .context("a VolumeClassStatus has no volume_class")?;
+                let caps = c
+                    .capabilities
+                    .with_context(|| format!("volume class {:?} has no capabilities", c.name))?;
+                ensure!(
+                    caps.tps >= 0 && caps.iops >= 0,
+                    "class {:?}: negative tps/iops {caps:?}",
+                    c.name
+                );
+            }
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.status.quantity_non_negative",
+        "every VolumeClassStatus quantity (bytes) is >= 0",
+        |ctx| {
+            for cs in status(&ctx).await?.volume_class_status {
+                ensure!(
+                    cs.quantity >= 0,
+                    "class {:?} has quantity {}",
+                    cs.volume_class.map(|c| c.name),
+                    cs.quantity
+                );
+            }
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.status.class_usable",
+        "the volume class used by the run is one Status reports",
+        |ctx| {
+            let s = status(&ctx).await?;
+            ensure!(
+                !s.volume_class_status.is_empty(),
+                "Status returned no volume classes"
+            );
+            let class = ctx.volume_class()?;
+            ensure!(
+                s.volume_class_status
+                    .iter()
+                    .any(|cs| cs.volume_class.as_ref().is_some_and(|c| c.name == class)),
+                "class {class:?} is not reported by Status"
+            );
+            pass()
+        }
+    );
+}
+
+pub(super) fn create_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ CreateVolume
     case!(
         v,
@@ -290,6 +406,121 @@ pub(super) fn cases(v: &mut Vec<Case>) {
                 r.storage_bytes,
                 ctx.params().volume_size
             );
+            pass()
+        }
+    );
+}
+
+pub(super) fn list_cases(v: &mut Vec<Case>) {
+    // ------------------------------------------------------------ ListVolumes
+    case!(
+        v,
+        "volume.list.by_id",
+        "ListVolumes with an id filter returns exactly that volume",
+        |ctx| {
+            let a = ctx.new_volume().await?;
+            let _b = ctx.new_volume().await?;
+            let l = expect_ok(
+                ctx.list_volumes(Some(v::VolumeFilter {
+                    id: a.clone(),
+                    ..Default::default()
+                }))
+                .await,
+                "ListVolumes by id",
+            )?;
+            ensure!(
+                ids_of(&l) == vec![a.clone()],
+                "by id {a} returned {:?}",
+                ids_of(&l)
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.list.by_label",
+        "ListVolumes with a label selector returns exactly the matching volumes",
+        |ctx| {
+            let a = ctx
+                .create_volume(ctx.volume_spec(&[("color", "red")])?)
+                .await?
+                .0;
+            let _b = ctx
+                .create_volume(ctx.volume_spec(&[("color", "blue")])?)
+                .await?
+                .0;
+            let mut sel = ctx.case_selector();
+            sel.insert("color".into(), "red".into());
+            let l = by_labels(&ctx, sel).await?;
+            ensure!(
+                ids_of(&l) == vec![a.clone()],
+                "color=red returned {:?}, want [{a}]",
+                ids_of(&l)
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.list.selector_no_match_empty",
+        "a label selector no volume matches returns an empty list",
+        |ctx| {
+            ctx.new_volume().await?;
+            let mut sel = ctx.case_selector();
+            sel.insert("conformance.example/none".into(), "x".into());
+            ensure!(
+                by_labels(&ctx, sel).await?.is_empty(),
+                "a non-matching selector returned volumes"
+            );
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.list.unknown_id_empty",
+        "ListVolumes with an unknown id returns an empty list, not an error",
+        |ctx| {
+            ctx.new_volume().await?;
+            let l = expect_ok(
+                ctx.list_volumes(Some(v::VolumeFilter {
+                    id: unknown_id(),
+                    ..Default::default()
+                }))
+                .await,
+                "ListVolumes unknown id",
+            )?;
+            ensure!(l.is_empty(), "returned {:?}", ids_of(&l));
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.list.no_filter_lists_all",
+        "ListVolumes without a filter includes a newly created volume",
+        |ctx| {
+            let a = ctx.new_volume().await?;
+            let l = expect_ok(ctx.list_volumes(None).await, "ListVolumes")?;
+            ensure!(ids_of(&l).contains(&a), "volume {a} missing");
+            pass()
+        }
+    );
+    case!(
+        v,
+        "volume.list.items_complete",
+        "every listed volume has metadata, spec with resources, and status",
+        |ctx| {
+            ctx.new_volume().await?;
+            let l = by_labels(&ctx, ctx.case_selector()).await?;
+            ensure!(!l.is_empty(), "the volume is not listed by its labels");
+            for vol in &l {
+                meta_id(vol.metadata.as_ref(), "listed volume")?;
+                let spec = vol.spec.as_ref().context("listed volume has no spec")?;
+                ensure!(
+                    spec.resources.is_some(),
+                    "listed volume has no spec.resources"
+                );
+                ensure!(vol.status.is_some(), "listed volume has no status");
+            }
             pass()
         }
     );

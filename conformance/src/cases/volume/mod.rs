@@ -18,22 +18,17 @@ macro_rules! case {
 
 mod create;
 mod delete;
-mod events;
-mod expand;
-mod list;
 mod rpc;
-mod snapshots;
-mod status;
 
 /// All volume cases.
 pub(crate) fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    status::cases(&mut v);
-    create::cases(&mut v);
-    list::cases(&mut v);
-    expand::cases(&mut v);
-    delete::cases(&mut v);
-    snapshots::cases(&mut v);
-    events::cases(&mut v);
+    create::status_cases(&mut v);
+    create::create_cases(&mut v);
+    create::list_cases(&mut v);
+    delete::expand_cases(&mut v);
+    delete::delete_cases(&mut v);
+    delete::snapshots_cases(&mut v);
+    delete::events_cases(&mut v);
     v
 }
