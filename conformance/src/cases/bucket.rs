@@ -5,22 +5,14 @@ use iri_spec::bucket::v1alpha1::{self as b, BucketState};
 use tonic::Code;
 
 use crate::{
-    case::{Case, Profile, Service, pass, skip_gone_at_once},
+    case::{Case, pass, skip_gone_at_once},
     ctx::{Ctx, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = BucketState::BucketAvailable as i32;
 
 macro_rules! case {
-    ($v:ident, $id:literal, $desc:literal, |$ctx:ident| $body:block) => {
-        $v.push(Case::new(
-            $id,
-            Service::Bucket,
-            Profile::Core,
-            $desc,
-            |$ctx: Ctx| async move { $body },
-        ));
-    };
+    ($($case:tt)*) => { service_case!(Bucket, $($case)*) };
 }
 
 fn ids_of(list: &[b::Bucket]) -> Vec<String> {

@@ -1,20 +1,13 @@
 //! The case registry: every case of every service and profile, in a stable order.
 
-use std::fmt::Debug;
-
-use tonic::{Code, Status};
-
-use crate::{
-    case::{Case, Profile, Service, pass},
-    ctx::{Ctx, expect_code},
-};
+use crate::case::Case;
 
 /// The error-code cases as table rows, in place (the order of cases is the report's):
 /// `id, description, expected code, what the call is, |ctx| call;` where `call` is the RPC's
-/// raw result (after any setup, whose errors fail the case). Each row is one [`code_case`].
+/// raw result (after any setup, whose errors fail the case). Each row is one `shared::code_case`.
 macro_rules! code_cases {
     ($v:ident, $service:ident; $($id:literal, $desc:literal, $code:ident, $what:literal, |$ctx:ident| $call:expr;)*) => {
-        $($v.push(crate::cases::code_case(
+        $($v.push(crate::cases::shared::code_case(
             crate::case::Service::$service,
             $id,
             $desc,
@@ -25,11 +18,26 @@ macro_rules! code_cases {
     };
 }
 
+/// One case of `$service` (core profile) from an async block: the per-service `case!` macros
+/// forward here.
+macro_rules! service_case {
+    ($service:ident, $v:ident, $id:literal, $desc:literal, |$ctx:ident| $body:block) => {
+        $v.push(crate::case::Case::new(
+            $id,
+            crate::case::Service::$service,
+            crate::case::Profile::Core,
+            $desc,
+            |$ctx: crate::ctx::Ctx| async move { $body },
+        ));
+    };
+}
+
 mod bucket;
 mod exec;
 pub(crate) mod machine;
 mod poollet;
 mod reservation;
+mod shared;
 mod transport;
 mod volume;
 
@@ -37,30 +45,6 @@ pub(crate) use machine::{
     annotate as machine_annotate, attach_nic as machine_attach_nic,
     attach_volume as machine_attach_volume, power as machine_power,
 };
-
-/// A case of the shape most error-code cases share: `call` runs the RPC and its raw result
-/// must be the status `code` (`what` names the call in the failure).
-pub(crate) fn code_case<F, Fut, T>(
-    service: Service,
-    id: &'static str,
-    description: &'static str,
-    code: Code,
-    what: &'static str,
-    call: F,
-) -> Case
-where
-    F: Fn(Ctx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<Result<T, Status>>> + Send + 'static,
-    T: Debug,
-{
-    Case::new(id, service, Profile::Core, description, move |ctx| {
-        let res = call(ctx);
-        async move {
-            expect_code(res.await?, code, what)?;
-            pass()
-        }
-    })
-}
 
 /// Every case of both levels (RPC: core and go-poollet profiles, all services; then the
 /// lifecycle level), in a stable order.

@@ -719,6 +719,27 @@ impl Ctx {
         })
     }
 
+    /// The reservation client, or a skip when the runtime has no reservations.
+    pub async fn reservation_client(
+        &self,
+    ) -> anyhow::Result<iri_spec::reservation::ReservationClient> {
+        let Some(mut c) = self.clients.reservation.clone() else {
+            return Err(Skip("no machine runtime endpoint".to_owned()).into());
+        };
+        let supported = self
+            .rpc(async { c.supported().await.map(tonic::Response::new) })
+            .await
+            .context("ListReservations")?;
+        if !supported {
+            return Err(Skip(
+                "the runtime answers Unimplemented for irikit.reservation.v1alpha1.ReservationRuntime (no reservations)"
+                    .to_owned(),
+            )
+            .into());
+        }
+        Ok(c)
+    }
+
     // ---------------------------------------------------------------- polling
 
     /// Polls `probe` until it returns `Ok(Ok(v))`, within the state-transition budget.

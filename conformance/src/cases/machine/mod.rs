@@ -5,15 +5,7 @@
 use crate::case::Case;
 
 macro_rules! case {
-    ($v:ident, $id:literal, $desc:literal, |$ctx:ident| $body:block) => {
-        $v.push(crate::case::Case::new(
-            $id,
-            crate::case::Service::Machine,
-            crate::case::Profile::Core,
-            $desc,
-            |$ctx: crate::ctx::Ctx| async move { $body },
-        ));
-    };
+    ($($case:tt)*) => { service_case!(Machine, $($case)*) };
 }
 
 mod attach;
@@ -22,7 +14,7 @@ mod query;
 mod rpc;
 mod state;
 
-pub(crate) use rpc::{annotate, attach_nic, attach_volume, power, wait_events_of};
+pub(crate) use rpc::{annotate, attach_nic, attach_volume, exec, power, wait_events_of};
 
 /// All machine cases.
 pub(crate) fn cases() -> Vec<Case> {

@@ -155,7 +155,7 @@ pub(super) async fn detach_nic(ctx: &Ctx, id: &str, name: &str) -> Result<(), to
     .map(|_| ())
 }
 
-pub(super) async fn exec(ctx: &Ctx, id: &str) -> Result<m::ExecResponse, tonic::Status> {
+pub(crate) async fn exec(ctx: &Ctx, id: &str) -> Result<m::ExecResponse, tonic::Status> {
     let mut c = ctx
         .mc()
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
@@ -178,36 +178,16 @@ pub(crate) async fn events(
     .events)
 }
 
-/// Events about machine `id` (filtered by the case labels), waiting until at least one exists.
+/// Events about machine `id`, waiting until at least one exists.
 pub(crate) async fn wait_events_of(
     ctx: &Ctx,
     id: &str,
 ) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    ctx.wait_until(&format!("an event about machine {id}"), || async {
-        let evs = events(
-            ctx,
-            m::EventFilter {
-                id: id.to_owned(),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let about: Vec<_> = evs
-            .into_iter()
-            .filter(|e| {
-                e.spec
-                    .as_ref()
-                    .and_then(|s| s.involved_object_meta.as_ref())
-                    .is_some_and(|md| md.id == id)
-            })
-            .collect();
-        if about.is_empty() {
-            Ok(Err("no events".to_owned()))
-        } else {
-            Ok(Ok(about))
-        }
-    })
-    .await
+    let filter = || m::EventFilter {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    crate::cases::shared::wait_events_about(ctx, "machine", id, || events(ctx, filter())).await
 }
 
 pub(super) fn volume_names(mm: &m::Machine) -> Vec<String> {

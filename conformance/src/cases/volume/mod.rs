@@ -5,15 +5,7 @@
 use crate::case::Case;
 
 macro_rules! case {
-    ($v:ident, $id:literal, $desc:literal, |$ctx:ident| $body:block) => {
-        $v.push(crate::case::Case::new(
-            $id,
-            crate::case::Service::Volume,
-            crate::case::Profile::Core,
-            $desc,
-            |$ctx: crate::ctx::Ctx| async move { $body },
-        ));
-    };
+    ($($case:tt)*) => { service_case!(Volume, $($case)*) };
 }
 
 mod create;

@@ -57,35 +57,16 @@ pub(crate) async fn events(
     .events)
 }
 
+/// Events about volume `id`, waiting until at least one exists.
 pub(crate) async fn wait_events_of(
     ctx: &Ctx,
     id: &str,
 ) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    ctx.wait_until(&format!("an event about volume {id}"), || async {
-        let evs = events(
-            ctx,
-            v::EventFilter {
-                id: id.to_owned(),
-                ..Default::default()
-            },
-        )
-        .await?;
-        let about: Vec<_> = evs
-            .into_iter()
-            .filter(|e| {
-                e.spec
-                    .as_ref()
-                    .and_then(|s| s.involved_object_meta.as_ref())
-                    .is_some_and(|md| md.id == id)
-            })
-            .collect();
-        Ok(if about.is_empty() {
-            Err("no events".to_owned())
-        } else {
-            Ok(about)
-        })
-    })
-    .await
+    let filter = || v::EventFilter {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    crate::cases::shared::wait_events_about(ctx, "volume", id, || events(ctx, filter())).await
 }
 
 pub(super) fn ids_of(list: &[v::Volume]) -> Vec<String> {
