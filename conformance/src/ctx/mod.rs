@@ -1,5 +1,6 @@
-//! What a case gets: gRPC clients, parameters, the run id, a registry of created objects, and the
-//! one set of helpers that touch the API (create with run labels, list, poll, status-code checks).
+//! What a case gets: gRPC clients, parameters, the run id, and the one set of helpers that touch
+//! the API (create with run labels, get, list, poll, delete, status-code checks), written once
+//! over [`RuntimeKind`] (`objects.rs`) with the per-kind names cases use.
 
 use std::{
     collections::HashMap,

@@ -1,5 +1,7 @@
-//! Machine cases: Version and Status (the runtime and its classes), CreateMachine (the response,
-//! what the runtime keeps, the requests it must reject) and UpdateMachineAnnotations.
+//! Machine cases on what a runtime reports and keeps about a machine as created: its Version
+//! and Status (the classes a machine is created with), CreateMachine (the response, the spec and
+//! metadata it keeps, the requests it must reject) and the annotations it keeps after
+//! UpdateMachineAnnotations.
 
 use std::{collections::HashMap, time::Duration};
 
