@@ -10,7 +10,6 @@ macro_rules! case {
 
 mod attach;
 mod create;
-mod query;
 mod rpc;
 mod state;
 
@@ -23,12 +22,12 @@ pub(crate) fn cases() -> Vec<Case> {
     create::create_cases(&mut v);
     state::power_cases(&mut v);
     create::annotations_cases(&mut v);
-    query::list_cases(&mut v);
+    state::list_cases(&mut v);
     attach::volumes_cases(&mut v);
     attach::nics_cases(&mut v);
     state::delete_cases(&mut v);
     state::exec_cases(&mut v);
-    query::events_cases(&mut v);
+    state::events_cases(&mut v);
     state::concurrency_cases(&mut v);
     v
 }
