@@ -5,14 +5,130 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use serde::Serialize;
 
-use crate::{
-    case::{Outcome, Requirement, Service},
-    runner::{CleanupReport, Leftover, RunReport, RuntimeVersion},
-};
+use crate::case::verdict::{Level, Outcome, Profile, Requirement, Service};
 
 /// Serializes a duration as fractional seconds.
 pub(crate) fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// Case id.
+    pub id: String,
+    /// Service.
+    pub service: Service,
+    /// Profile.
+    pub profile: Profile,
+    /// Level.
+    pub level: Level,
+    /// Rule.
+    pub description: String,
+    /// Must or should.
+    pub requirement: Requirement,
+    /// Why the level holds (reference section or what breaks).
+    pub evidence: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// An object of an earlier run found at start.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leftover {
+    /// `machine`, `volume`, `volume-snapshot` or `bucket`.
+    pub kind: &'static str,
+    /// Object id.
+    pub id: String,
+    /// The run id label value.
+    pub run_id: String,
+    /// Whether it was deleted (false with `--keep-leftovers` or on error).
+    pub deleted: bool,
+}
+
+/// What the final cleanup did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CleanupReport {
+    /// Delete calls that returned OK.
+    pub deleted: usize,
+    /// Objects of the run still listed when the cleanup budget ran out (`kind/id`).
+    pub remaining: Vec<String>,
+    /// Errors other than NotFound.
+    pub errors: Vec<String>,
+    /// Wall time.
+    #[serde(serialize_with = "ser_secs")]
+    pub duration: Duration,
+}
+
+/// Versions reported by the runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeVersion {
+    /// `runtime_name`.
+    pub name: String,
+    /// `runtime_version`.
+    pub version: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Run id (the value of the run-id label).
+    pub run_id: String,
+    /// Endpoints per service.
+    pub endpoints: BTreeMap<Service, String>,
+    /// Version answers per service (or the error).
+    pub versions: BTreeMap<Service, Result<RuntimeVersion, String>>,
+    /// Per case, in selection order.
+    pub results: Vec<CaseResult>,
+    /// Leftovers of earlier runs found at start.
+    pub leftovers: Vec<Leftover>,
+    /// The final cleanup.
+    pub cleanup: CleanupReport,
+    /// Whether the run was cancelled before all cases finished.
+    pub interrupted: bool,
+    /// Whether failed `should` cases count for the verdict (`RunConfig::strict`).
+    pub strict: bool,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl RunReport {
+    /// Count of results with `status`.
+    pub fn count(&self, status: &str) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.outcome.status() == status)
+            .count()
+    }
+
+    /// Failed cases of `level`.
+    pub fn failed_at(&self, level: Requirement) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.requirement == level && matches!(r.outcome, Outcome::Failed(_)))
+            .count()
+    }
+
+    /// The verdict: true when no `must` case failed (no case at all when [`RunReport::strict`]) and the run
+    /// was not interrupted (skips allowed unless `fail_on_skip`). Failed `should` cases are
+    /// warnings unless `strict`.
+    pub fn success(&self, fail_on_skip: bool) -> bool {
+        !self.interrupted
+            && self.failed_at(Requirement::Must) == 0
+            && (!self.strict || self.failed_at(Requirement::Should) == 0)
+            && (!fail_on_skip || self.count("skipped") == 0)
+    }
+
+    /// Ids of failed cases.
+    pub fn failed_ids(&self) -> Vec<&str> {
+        self.results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+            .map(|r| r.id.as_str())
+            .collect()
+    }
 }
 
 /// One progress line for a TTY (overwritten in place with `\r`): cases done/total, failures
@@ -100,7 +216,7 @@ pub fn human_summary(r: &RunReport) -> String {
         "\n{:<10} {:>9} {:>9} {:>11} {:>11} {:>7} {:>7}",
         "SERVICE", "MUST-PASS", "MUST-FAIL", "SHOULD-PASS", "SHOULD-FAIL", "SKIPPED", "TOTAL"
     );
-    let row = |out: &mut String, name: &str, of: &[&crate::runner::CaseResult]| {
+    let row = |out: &mut String, name: &str, of: &[&CaseResult]| {
         let c = |req: Requirement, st: &str| {
             of.iter()
                 .filter(|x| x.requirement == req && x.outcome.status() == st)
@@ -173,7 +289,7 @@ fn xml_escape(s: &str) -> String {
 pub fn junit(r: &RunReport) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     // A failed should case of a non-strict run is written as a skip (a warning).
-    let junit_status = |x: &crate::runner::CaseResult| match x.outcome.status() {
+    let junit_status = |x: &CaseResult| match x.outcome.status() {
         "failed" if x.requirement == Requirement::Should && !r.strict => "skipped",
         st => st,
     };
@@ -390,17 +506,13 @@ pub fn json(r: &RunReport) -> JsonReport<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        case::Profile,
-        runner::{CaseResult, Leftover, RunReport},
-    };
 
     fn sample() -> RunReport {
         let r = |id: &str, service, outcome, ms| CaseResult {
             id: id.to_owned(),
             service,
             profile: Profile::Core,
-            level: crate::case::Level::Rpc,
+            level: Level::Rpc,
             description: format!("rule of {id}"),
             requirement: if id.contains("invalid_power") {
                 Requirement::Should

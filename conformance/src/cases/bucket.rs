@@ -5,22 +5,14 @@ use iri_spec::bucket::v1alpha1::{self as b, BucketState};
 use tonic::Code;
 
 use crate::{
-    case::{Case, Profile, Service, pass, skip_gone_at_once},
+    case::{Case, pass, skip_gone_at_once},
     ctx::{Ctx, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = BucketState::BucketAvailable as i32;
 
 macro_rules! case {
-    ($v:ident, $id:literal, $desc:literal, |$ctx:ident| $body:block) => {
-        $v.push(Case::new(
-            $id,
-            Service::Bucket,
-            Profile::Core,
-            $desc,
-            |$ctx: Ctx| async move { $body },
-        ));
-    };
+    ($($case:tt)*) => { service_case!(Bucket, $($case)*) };
 }
 
 fn ids_of(list: &[b::Bucket]) -> Vec<String> {
@@ -179,22 +171,11 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.create.rejects_missing_spec",
-        "CreateBucket without spec returns InvalidArgument",
-        |ctx| {
-            let res = ctx
-                .try_create_bucket(b::Bucket {
-                    metadata: Some(ctx.metadata(&[])),
-                    spec: None,
-                    status: None,
-                })
-                .await;
-            expect_code(res, Code::InvalidArgument, "CreateBucket without spec")?;
-            pass()
-        }
-    );
+    code_cases! { v, Bucket;
+        "bucket.create.rejects_missing_spec", "CreateBucket without spec returns InvalidArgument",
+        InvalidArgument, "CreateBucket without spec",
+        |ctx| ctx.try_create_bucket(b::Bucket { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
+    }
     case!(
         v,
         "bucket.state.becomes_available",
@@ -316,19 +297,11 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.delete.unknown_id_not_found",
-        "DeleteBucket of an unknown id returns NotFound",
-        |ctx| {
-            expect_code(
-                ctx.delete_bucket(&unknown_id()).await,
-                Code::NotFound,
-                "DeleteBucket unknown id",
-            )?;
-            pass()
-        }
-    );
+    code_cases! { v, Bucket;
+        "bucket.delete.unknown_id_not_found", "DeleteBucket of an unknown id returns NotFound",
+        NotFound, "DeleteBucket unknown id",
+        |ctx| ctx.delete_bucket(&unknown_id()).await;
+    }
     case!(
         v,
         "bucket.delete.deleted_at_while_listed",

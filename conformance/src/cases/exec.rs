@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use super::machine::exec;
 use anyhow::{Context as _, bail, ensure};
 use futures::{SinkExt as _, StreamExt as _};
 use iri_exec::{CLOSE, STDIN, STDOUT, client::Ws};
-use iri_spec::machine::v1alpha1 as m;
 use tokio_tungstenite::tungstenite::Message;
 use tonic::Code;
 
@@ -38,16 +38,6 @@ macro_rules! case {
             },
         ));
     };
-}
-
-async fn exec(ctx: &Ctx, id: &str) -> Result<m::ExecResponse, tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(c.exec(m::ExecRequest {
-        machine_id: id.to_owned(),
-    }))
-    .await
 }
 
 /// A running machine and its Exec URL, or the skip (empty URL, Exec optional).

@@ -1,14 +1,45 @@
 //! The case registry: every case of every service and profile, in a stable order.
 
+use crate::case::Case;
+
+/// The error-code cases as table rows, in place (the order of cases is the report's):
+/// `id, description, expected code, what the call is, |ctx| call;` where `call` is the RPC's
+/// raw result (after any setup, whose errors fail the case). Each row is one `shared::code_case`.
+macro_rules! code_cases {
+    ($v:ident, $service:ident; $($id:literal, $desc:literal, $code:ident, $what:literal, |$ctx:ident| $call:expr;)*) => {
+        $($v.push(crate::cases::shared::code_case(
+            crate::case::Service::$service,
+            $id,
+            $desc,
+            tonic::Code::$code,
+            $what,
+            |$ctx: crate::ctx::Ctx| async move { Ok($call) },
+        ));)*
+    };
+}
+
+/// One case of `$service` (core profile) from an async block: the per-service `case!` macros
+/// forward here.
+macro_rules! service_case {
+    ($service:ident, $v:ident, $id:literal, $desc:literal, |$ctx:ident| $body:block) => {
+        $v.push(crate::case::Case::new(
+            $id,
+            crate::case::Service::$service,
+            crate::case::Profile::Core,
+            $desc,
+            |$ctx: crate::ctx::Ctx| async move { $body },
+        ));
+    };
+}
+
 mod bucket;
 mod exec;
 pub(crate) mod machine;
 mod poollet;
 mod reservation;
+mod shared;
 mod transport;
 mod volume;
-
-use crate::case::Case;
 
 pub(crate) use machine::{
     annotate as machine_annotate, attach_nic as machine_attach_nic,

@@ -41,25 +41,6 @@ fn state_name(state: i32) -> String {
         .map_or(format!("state {state}"), |s| s.as_str_name().to_owned())
 }
 
-/// The reservation client, or a skip when the runtime has no reservations.
-async fn client(ctx: &Ctx) -> anyhow::Result<ReservationClient> {
-    let Some(mut c) = ctx.clients.reservation.clone() else {
-        return Err(Skip("no machine runtime endpoint".to_owned()).into());
-    };
-    let supported = ctx
-        .rpc(async { c.supported().await.map(tonic::Response::new) })
-        .await
-        .context("ListReservations")?;
-    if !supported {
-        return Err(Skip(
-            "the runtime answers Unimplemented for irikit.reservation.v1alpha1.ReservationRuntime (no reservations)"
-                .to_owned(),
-        )
-        .into());
-    }
-    Ok(c)
-}
-
 /// The class to reserve and its quantity from Status. The other cases create their machines
 /// (and leave them until the run's cleanup) in the suite's machine class, which the runtime
 /// may be out of by now; so the class is, when Status lists one, another class with positive
@@ -225,7 +206,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "reservation.delete.releases_hold",
         "DeleteReservation releases the hold: after deleting a reservation that filled the class, the same reservation is RESERVATION_ACCEPTED again",
         |ctx| {
-            let mut c = client(&ctx).await?;
+            let mut c = ctx.reservation_client().await?;
             let (class, q) = class(&ctx).await?;
             let (held, n) = fill(&ctx, &mut c, &class, q).await?;
             delete(&ctx, &mut c, &held).await?;
@@ -249,7 +230,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "reservation.create.accepted_within_capacity",
         "CreateReservation of one machine of a class with free capacity is RESERVATION_ACCEPTED, with a fresh id and the labels kept, and listed so",
         |ctx| {
-            let mut c = client(&ctx).await?;
+            let mut c = ctx.reservation_client().await?;
             let (class, _) = class(&ctx).await?;
             let mut r = reservation(&ctx, &class, 1, 0);
             if let Some(md) = r.metadata.as_mut() {
@@ -290,7 +271,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "reservation.create.rejected_beyond_capacity",
         "CreateReservation beyond the class's quantity, or beyond any host's local storage, is RESERVATION_REJECTED (and listed so until deleted)",
         |ctx| {
-            let mut c = client(&ctx).await?;
+            let mut c = ctx.reservation_client().await?;
             let (class, q) = class(&ctx).await?;
             let (over, state) = create(&ctx, &mut c, reservation(&ctx, &class, q + 1, 0)).await?;
             let listed = listed_state(&ctx, &mut c, &over).await?;
@@ -322,7 +303,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "reservation.hold.blocks_competing",
         "an accepted reservation holds its capacity: once it fills the class, a competing reservation of one more machine is RESERVATION_REJECTED",
         |ctx| {
-            let mut c = client(&ctx).await?;
+            let mut c = ctx.reservation_client().await?;
             let (class, q) = class(&ctx).await?;
             let (held, n) = fill(&ctx, &mut c, &class, q).await?;
             let (other, state) = create(&ctx, &mut c, reservation(&ctx, &class, 1, 0)).await?;
@@ -342,7 +323,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "reservation.create_machine.consumes",
         "CreateMachine annotated reservation.irikit.dev/id=<id> consumes that accepted reservation: it turns RESERVATION_BOUND",
         |ctx| {
-            let mut c = client(&ctx).await?;
+            let mut c = ctx.reservation_client().await?;
             let (class, _) = class(&ctx).await?;
             let (id, state) = create(&ctx, &mut c, reservation(&ctx, &class, 1, 0)).await?;
             if state != ACCEPTED {
@@ -391,7 +372,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "reservation.create_machine.consumes_one_at_a_time",
         "a reservation of 2 machines is consumed one machine at a time: two CreateMachine calls naming it succeed, then it is RESERVATION_BOUND and a third is FailedPrecondition",
         |ctx| {
-            let mut c = client(&ctx).await?;
+            let mut c = ctx.reservation_client().await?;
             let (class, _) = class(&ctx).await?;
             settle(&ctx).await;
             let (id, state) = create(&ctx, &mut c, reservation(&ctx, &class, 2, 0)).await?;
@@ -466,7 +447,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "reservation.create_machine.unreserved_not_from_hold",
         "a CreateMachine that names no reservation cannot take capacity held by reservations: with the class's free capacity held, it is ResourceExhausted",
         |ctx| {
-            let mut c = client(&ctx).await?;
+            let mut c = ctx.reservation_client().await?;
             let (class, q) = class(&ctx).await?;
             let (held, n) = fill(&ctx, &mut c, &class, q).await?;
             let mut m = ctx.machine_spec(&[])?;

@@ -16,13 +16,13 @@ use irikit_api::{
 };
 
 use crate::{
-    case::Service,
-    ctx::Clients,
+    case::verdict::Service,
+    ctx::clients::Clients,
     lifecycle::{
         ControlPlane, PlaneConfig,
         gate::{Gate, Upstream},
     },
-    runner::CleanupReport,
+    report::CleanupReport,
 };
 
 /// How the lifecycle level runs.

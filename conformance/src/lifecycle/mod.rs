@@ -11,7 +11,7 @@
 //!   (`lifecycle.reservation.*`) switch the plane's machine scheduler to reservation mode for
 //!   their run.
 //!
-//! The runner ([`crate::runner::run`]) starts the environment when a lifecycle case is
+//! The runner (`runner::run`; `runner::run_lifecycle` for this level alone) starts the environment when a lifecycle case is
 //! selected, after the RPC level, and tears it down afterwards. The poollet reaches the
 //! runtime through the same endpoint the RPC level uses (or the embedded mock in process).
 //!
@@ -28,18 +28,3 @@ pub use cases::cases;
 pub use env::{Env, LifecycleConfig};
 pub use gate::{Gate, Upstream};
 pub use irikit_controlplane::{ControlPlane, PlaneConfig};
-
-/// Runs the lifecycle level alone against `targets` (e.g. [`crate::Targets::connect`] on the
-/// endpoints of child-process runtimes): the lifecycle cases `config.selection` keeps, on
-/// `config.lifecycle.store`, with the runner's reports and cleanup.
-pub async fn run(
-    config: &crate::RunConfig,
-    targets: &crate::Targets,
-    cancel: tokio_util::sync::CancellationToken,
-    on_progress: &(dyn Fn(crate::runner::Progress<'_>) + Send + Sync),
-) -> crate::RunReport {
-    let mut config = config.clone();
-    config.selection.level = crate::runner::LevelFilter::Lifecycle;
-    let selected = config.selection.apply(crate::cases::all());
-    crate::runner::run(&config, targets, selected, cancel, on_progress).await
-}

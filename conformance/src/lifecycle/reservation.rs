@@ -28,7 +28,7 @@ use crate::{
     case::{Case, Outcome, Profile, Service, Skip, pass},
     ctx::Ctx,
     lifecycle::{
-        cases::{
+        cases::common::{
             case_meta, describe, machine_name, machine_side, plane_ok, running_at_generation,
             wait_machine, wait_object, wait_runtime_machine,
         },
@@ -90,20 +90,7 @@ async fn in_reservation_mode(
 ) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
     machine_side(env)?;
-    let Some(mut c) = ctx.clients.reservation.clone() else {
-        return Err(Skip("no machine runtime endpoint".to_owned()).into());
-    };
-    let supported = ctx
-        .rpc(async { c.supported().await.map(tonic::Response::new) })
-        .await
-        .context("ListReservations")?;
-    if !supported {
-        return Err(Skip(
-            "the runtime answers Unimplemented for irikit.reservation.v1alpha1.ReservationRuntime (no reservations)"
-                .to_owned(),
-        )
-        .into());
-    }
+    ctx.reservation_client().await?; // skips without reservations
     let plane = env.plane();
     plane
         .set_machine_scheduler(Some(reservation_config(&ctx)))

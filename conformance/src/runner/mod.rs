@@ -9,19 +9,22 @@ use std::{
 };
 
 use anyhow::Context as _;
-use iri_spec::{
-    bucket::v1alpha1 as bucket, endpoint::Endpoint, machine::v1alpha1 as machine,
-    volume::v1alpha1 as volume,
-};
+use iri_spec::endpoint::Endpoint;
 use regex::Regex;
 use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use tonic::Code;
 
+mod cleanup;
+mod preflight;
+
+pub use self::cleanup::{cleanup, count_run_objects};
+use self::{cleanup::scan_leftovers, preflight::preflight};
+pub use crate::report::{CaseResult, CleanupReport, Leftover, RunReport, RuntimeVersion};
 use crate::{
-    case::{Case, Level, Outcome, Profile, Requirement, Service, Skip},
-    ctx::{Clients, Created, Ctx, Params, RUN_ID_LABEL, Resolved, snapshot_of},
+    case::{Case, Level, Outcome, Profile, Service, Skip},
+    ctx::{Clients, Created, Ctx, Params},
     lifecycle::{Env, LifecycleConfig, Upstream},
 };
 
@@ -263,125 +266,6 @@ impl Targets {
     }
 }
 
-/// The result of one case.
-#[derive(Debug, Clone)]
-pub struct CaseResult {
-    /// Case id.
-    pub id: String,
-    /// Service.
-    pub service: Service,
-    /// Profile.
-    pub profile: Profile,
-    /// Level.
-    pub level: Level,
-    /// Rule.
-    pub description: String,
-    /// Must or should.
-    pub requirement: Requirement,
-    /// Why the level holds (reference section or what breaks).
-    pub evidence: String,
-    /// Outcome.
-    pub outcome: Outcome,
-    /// Wall time.
-    pub duration: Duration,
-}
-
-/// An object of an earlier run found at start.
-#[derive(Debug, Clone, Serialize)]
-pub struct Leftover {
-    /// `machine`, `volume`, `volume-snapshot` or `bucket`.
-    pub kind: &'static str,
-    /// Object id.
-    pub id: String,
-    /// The run id label value.
-    pub run_id: String,
-    /// Whether it was deleted (false with `--keep-leftovers` or on error).
-    pub deleted: bool,
-}
-
-/// What the final cleanup did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CleanupReport {
-    /// Delete calls that returned OK.
-    pub deleted: usize,
-    /// Objects of the run still listed when the cleanup budget ran out (`kind/id`).
-    pub remaining: Vec<String>,
-    /// Errors other than NotFound.
-    pub errors: Vec<String>,
-    /// Wall time.
-    #[serde(serialize_with = "crate::report::ser_secs")]
-    pub duration: Duration,
-}
-
-/// Versions reported by the runtime.
-#[derive(Debug, Clone, Serialize)]
-pub struct RuntimeVersion {
-    /// `runtime_name`.
-    pub name: String,
-    /// `runtime_version`.
-    pub version: String,
-}
-
-/// The result of a run.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    /// Run id (the value of the run-id label).
-    pub run_id: String,
-    /// Endpoints per service.
-    pub endpoints: BTreeMap<Service, String>,
-    /// Version answers per service (or the error).
-    pub versions: BTreeMap<Service, Result<RuntimeVersion, String>>,
-    /// Per case, in selection order.
-    pub results: Vec<CaseResult>,
-    /// Leftovers of earlier runs found at start.
-    pub leftovers: Vec<Leftover>,
-    /// The final cleanup.
-    pub cleanup: CleanupReport,
-    /// Whether the run was cancelled before all cases finished.
-    pub interrupted: bool,
-    /// Whether failed `should` cases count for the verdict ([`RunConfig::strict`]).
-    pub strict: bool,
-    /// Wall time.
-    pub duration: Duration,
-}
-
-impl RunReport {
-    /// Count of results with `status`.
-    pub fn count(&self, status: &str) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.outcome.status() == status)
-            .count()
-    }
-
-    /// Failed cases of `level`.
-    pub fn failed_at(&self, level: Requirement) -> usize {
-        self.results
-            .iter()
-            .filter(|r| r.requirement == level && matches!(r.outcome, Outcome::Failed(_)))
-            .count()
-    }
-
-    /// The verdict: true when no `must` case failed (no case at all when [`RunReport::strict`]) and the run
-    /// was not interrupted (skips allowed unless `fail_on_skip`). Failed `should` cases are
-    /// warnings unless `strict`.
-    pub fn success(&self, fail_on_skip: bool) -> bool {
-        !self.interrupted
-            && self.failed_at(Requirement::Must) == 0
-            && (!self.strict || self.failed_at(Requirement::Should) == 0)
-            && (!fail_on_skip || self.count("skipped") == 0)
-    }
-
-    /// Ids of failed cases.
-    pub fn failed_ids(&self) -> Vec<&str> {
-        self.results
-            .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
-            .map(|r| r.id.as_str())
-            .collect()
-    }
-}
-
 /// A progress notification (one per finished case).
 #[derive(Debug)]
 pub struct Progress<'a> {
@@ -401,443 +285,6 @@ pub fn new_run_id() -> String {
         crate::ctx::unix_secs(),
         rand::rng().random_range(0..0x0100_0000u32)
     )
-}
-
-async fn rpc<T>(
-    d: Duration,
-    fut: impl Future<Output = Result<tonic::Response<T>, Status>>,
-) -> Result<T, Status> {
-    match tokio::time::timeout(d + crate::ctx::BACKSTOP, fut).await {
-        Ok(r) => r.map(tonic::Response::into_inner),
-        Err(_) => Err(Status::deadline_exceeded(
-            "no answer within the RPC deadline",
-        )),
-    }
-}
-
-async fn preflight(
-    clients: &Clients,
-    params: &Params,
-) -> (BTreeMap<Service, Result<RuntimeVersion, String>>, Resolved) {
-    let d = params.rpc_timeout;
-    let mut versions = BTreeMap::new();
-    let no_endpoint = |s: &str| Err(format!("no {s} runtime endpoint"));
-    let mut resolved = Resolved {
-        machine_class: no_endpoint("machine"),
-        volume_class: no_endpoint("volume"),
-        bucket_class: no_endpoint("bucket"),
-    };
-    let pick = |explicit: &Option<String>, offered: Vec<String>, what: &str| match explicit {
-        Some(c) => Ok(c.clone()),
-        None => offered
-            .into_iter()
-            .find(|n| !n.is_empty())
-            .ok_or_else(|| format!("the runtime offers no {what} class (pass one explicitly)")),
-    };
-    if let Some(c) = clients.machine.clone() {
-        let (mut a, mut b) = (c.clone(), c);
-        let (v, s) = tokio::join!(
-            rpc(d, a.version(machine::VersionRequest::default())),
-            rpc(d, b.status(machine::StatusRequest::default()))
-        );
-        versions.insert(
-            Service::Machine,
-            v.map(|v| RuntimeVersion {
-                name: v.runtime_name,
-                version: v.runtime_version,
-            })
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
-        );
-        resolved.machine_class = match s {
-            Ok(s) => pick(
-                &params.machine_class,
-                s.machine_class_status
-                    .into_iter()
-                    .filter_map(|c| c.machine_class.map(|c| c.name))
-                    .collect(),
-                "machine",
-            ),
-            Err(e) => params
-                .machine_class
-                .clone()
-                .ok_or_else(|| format!("machine Status failed: {:?}: {}", e.code(), e.message())),
-        };
-    }
-    if let Some(c) = clients.volume.clone() {
-        let (mut a, mut b) = (c.clone(), c);
-        let (v, s) = tokio::join!(
-            rpc(d, a.version(volume::VersionRequest::default())),
-            rpc(d, b.status(volume::StatusRequest::default()))
-        );
-        versions.insert(
-            Service::Volume,
-            v.map(|v| RuntimeVersion {
-                name: v.runtime_name,
-                version: v.runtime_version,
-            })
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
-        );
-        resolved.volume_class = match s {
-            Ok(s) => pick(
-                &params.volume_class,
-                s.volume_class_status
-                    .into_iter()
-                    .filter_map(|c| c.volume_class.map(|c| c.name))
-                    .collect(),
-                "volume",
-            ),
-            Err(e) => params
-                .volume_class
-                .clone()
-                .ok_or_else(|| format!("volume Status failed: {:?}: {}", e.code(), e.message())),
-        };
-    }
-    if let Some(c) = clients.bucket.clone() {
-        let (mut a, mut b) = (c.clone(), c);
-        let (v, s) = tokio::join!(
-            rpc(d, a.version(bucket::VersionRequest::default())),
-            rpc(
-                d,
-                b.list_bucket_classes(bucket::ListBucketClassesRequest {})
-            )
-        );
-        versions.insert(
-            Service::Bucket,
-            v.map(|v| RuntimeVersion {
-                name: v.runtime_name,
-                version: v.runtime_version,
-            })
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
-        );
-        resolved.bucket_class = match s {
-            Ok(s) => pick(
-                &params.bucket_class,
-                s.bucket_classes.into_iter().map(|c| c.name).collect(),
-                "bucket",
-            ),
-            Err(e) => params.bucket_class.clone().ok_or_else(|| {
-                format!("ListBucketClasses failed: {:?}: {}", e.code(), e.message())
-            }),
-        };
-    }
-    (versions, resolved)
-}
-
-fn run_label(md: Option<&iri_spec::meta::v1alpha1::ObjectMetadata>) -> Option<(String, String)> {
-    let md = md?;
-    md.labels
-        .get(RUN_ID_LABEL)
-        .map(|run| (md.id.clone(), run.clone()))
-}
-
-/// Lists every object carrying the run-id label key with a value other than `current`.
-pub async fn scan_leftovers(
-    clients: &Clients,
-    current: &str,
-    d: Duration,
-) -> Vec<(&'static str, String, String)> {
-    let mut out = Vec::new();
-    if let Some(mut c) = clients.machine.clone()
-        && let Ok(r) = rpc(d, c.list_machines(machine::ListMachinesRequest::default())).await
-    {
-        out.extend(
-            r.machines
-                .iter()
-                .filter_map(|m| run_label(m.metadata.as_ref()))
-                .map(|(id, run)| ("machine", id, run)),
-        );
-    }
-    if let Some(mut c) = clients.volume.clone() {
-        if let Ok(r) = rpc(
-            d,
-            c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default()),
-        )
-        .await
-        {
-            out.extend(
-                r.volume_snapshots
-                    .iter()
-                    .filter_map(|s| run_label(s.metadata.as_ref()))
-                    .map(|(id, run)| ("volume-snapshot", id, run)),
-            );
-        }
-        if let Ok(r) = rpc(d, c.list_volumes(volume::ListVolumesRequest::default())).await {
-            out.extend(
-                r.volumes
-                    .iter()
-                    .filter_map(|v| run_label(v.metadata.as_ref()))
-                    .map(|(id, run)| ("volume", id, run)),
-            );
-        }
-    }
-    if let Some(mut c) = clients.bucket.clone()
-        && let Ok(r) = rpc(d, c.list_buckets(bucket::ListBucketsRequest::default())).await
-    {
-        out.extend(
-            r.buckets
-                .iter()
-                .filter_map(|b| run_label(b.metadata.as_ref()))
-                .map(|(id, run)| ("bucket", id, run)),
-        );
-    }
-    out.retain(|(_, _, run)| run != current);
-    out
-}
-
-async fn delete_one(clients: &Clients, kind: &str, id: &str, d: Duration) -> Result<(), Status> {
-    let id = id.to_owned();
-    match kind {
-        "reservation" => match clients.reservation.clone() {
-            Some(mut c) => match tokio::time::timeout(d, c.delete(&id)).await {
-                Ok(res) => res.map(|_| ()),
-                Err(_) => Err(Status::deadline_exceeded("DeleteReservation")),
-            },
-            None => Ok(()),
-        },
-        "machine" => match clients.machine.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_machine(machine::DeleteMachineRequest { machine_id: id }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-        "volume" => match clients.volume.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_volume(volume::DeleteVolumeRequest { volume_id: id }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-        "volume-snapshot" => match clients.volume.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-                    volume_snapshot_id: id,
-                }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-        _ => match clients.bucket.clone() {
-            Some(mut c) => rpc(
-                d,
-                c.delete_bucket(bucket::DeleteBucketRequest { bucket_id: id }),
-            )
-            .await
-            .map(|_| ()),
-            None => Ok(()),
-        },
-    }
-}
-
-/// Objects of `run_id`: by label, plus the recorded ids that are still listed.
-async fn run_objects(
-    clients: &Clients,
-    run_id: &str,
-    created: &Created,
-    d: Duration,
-) -> Vec<(&'static str, String)> {
-    let sel: HashMap<String, String> = [(RUN_ID_LABEL.to_owned(), run_id.to_owned())].into();
-    let mut out: Vec<(&'static str, String)> = Vec::new();
-    let recorded = |set: &std::sync::Mutex<std::collections::BTreeSet<String>>| snapshot_of(set);
-    if let Some(mut c) = clients.machine.clone() {
-        let mut ids: Vec<String> = Vec::new();
-        if let Ok(r) = rpc(
-            d,
-            c.list_machines(machine::ListMachinesRequest {
-                filter: Some(machine::MachineFilter {
-                    id: String::new(),
-                    label_selector: sel.clone(),
-                }),
-            }),
-        )
-        .await
-        {
-            // A runtime that ignores selectors returns everything: check the label ourselves.
-            ids.extend(r.machines.iter().filter_map(|m| {
-                run_label(m.metadata.as_ref())
-                    .filter(|(_, r)| r == run_id)
-                    .map(|(id, _)| id)
-            }));
-        }
-        let all = rpc(d, c.list_machines(machine::ListMachinesRequest::default()))
-            .await
-            .map(|r| {
-                r.machines
-                    .into_iter()
-                    .filter_map(|m| m.metadata.map(|md| md.id))
-                    .collect::<std::collections::HashSet<_>>()
-            })
-            .unwrap_or_default();
-        ids.extend(
-            recorded(&created.machines)
-                .into_iter()
-                .filter(|id| all.contains(id)),
-        );
-        out.extend(ids.into_iter().map(|id| ("machine", id)));
-    }
-    // irikit's reservation extension: the run's reservations (none where it is not served).
-    if let Some(mut c) = clients.reservation.clone() {
-        let filter = iri_spec::irikit::reservation::v1alpha1::ReservationFilter {
-            id: String::new(),
-            label_selector: sel.clone(),
-        };
-        if let Ok(Ok(list)) = tokio::time::timeout(d, c.list(Some(filter))).await {
-            out.extend(list.iter().filter_map(|r| {
-                run_label(r.metadata.as_ref())
-                    .filter(|(_, r)| r == run_id)
-                    .map(|(id, _)| ("reservation", id))
-            }));
-        }
-    }
-    if let Some(mut c) = clients.volume.clone() {
-        let mut ids: Vec<String> = Vec::new();
-        let all = rpc(
-            d,
-            c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default()),
-        )
-        .await
-        .map(|r| r.volume_snapshots)
-        .unwrap_or_default();
-        let rec = recorded(&created.snapshots);
-        for s in all {
-            if let Some(md) = s.metadata
-                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
-                    || rec.contains(&md.id))
-            {
-                ids.push(md.id);
-            }
-        }
-        out.extend(ids.drain(..).map(|id| ("volume-snapshot", id)));
-        let all = rpc(d, c.list_volumes(volume::ListVolumesRequest::default()))
-            .await
-            .map(|r| r.volumes)
-            .unwrap_or_default();
-        let rec = recorded(&created.volumes);
-        for v in all {
-            if let Some(md) = v.metadata
-                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
-                    || rec.contains(&md.id))
-            {
-                ids.push(md.id);
-            }
-        }
-        out.extend(ids.into_iter().map(|id| ("volume", id)));
-    }
-    if let Some(mut c) = clients.bucket.clone() {
-        let all = rpc(d, c.list_buckets(bucket::ListBucketsRequest::default()))
-            .await
-            .map(|r| r.buckets)
-            .unwrap_or_default();
-        let rec = recorded(&created.buckets);
-        for b in all {
-            if let Some(md) = b.metadata
-                && (md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id)
-                    || rec.contains(&md.id))
-            {
-                out.push(("bucket", md.id));
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Counts the objects of `run_id` still listed (by label, plus `created` ids).
-pub async fn count_run_objects(
-    clients: &Clients,
-    run_id: &str,
-    created: &Created,
-    d: Duration,
-) -> usize {
-    run_objects(clients, run_id, created, d).await.len()
-}
-
-/// Deletes every object of `run_id` (snapshots first) and waits until none is listed.
-pub async fn cleanup(
-    clients: &Clients,
-    run_id: &str,
-    created: &Created,
-    rpc_timeout: Duration,
-    budget: Duration,
-) -> CleanupReport {
-    let start = Instant::now();
-    let mut report = CleanupReport::default();
-    let mut deleted_once: std::collections::HashSet<(&'static str, String)> = Default::default();
-    let mut interval = Duration::from_millis(1);
-    let deadline = start + budget;
-    let out_of_budget = |report: &mut CleanupReport, what: &str| {
-        report.errors.push(format!(
-            "the cleanup budget of {budget:?} ran out while {what}"
-        ));
-    };
-    loop {
-        // Every step is bounded by what is left of the budget: a hanging runtime (whose
-        // methods the breaker has not opened yet) cannot hold the run beyond it.
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(objects) =
-            tokio::time::timeout(left, run_objects(clients, run_id, created, rpc_timeout)).await
-        else {
-            out_of_budget(&mut report, "listing the run's objects");
-            break;
-        };
-        if objects.is_empty() {
-            report.remaining.clear();
-            break;
-        }
-        // Delete whatever was not deleted yet (repeat deletes are OK while terminating).
-        let mut set = JoinSet::new();
-        for (kind, id) in &objects {
-            if deleted_once.insert((kind, id.clone())) {
-                let clients = clients.clone();
-                let (kind, id) = (*kind, id.clone());
-                set.spawn(async move {
-                    let res = delete_one(&clients, kind, &id, rpc_timeout).await;
-                    (kind, id, res)
-                });
-            }
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let joined = match tokio::time::timeout(left, set.join_next()).await {
-                Ok(Some(joined)) => joined,
-                Ok(None) => break,
-                Err(_) => {
-                    set.abort_all();
-                    out_of_budget(&mut report, "deleting");
-                    break;
-                }
-            };
-            if let Ok((kind, id, res)) = joined {
-                match res {
-                    Ok(()) => report.deleted += 1,
-                    Err(st) if st.code() == Code::NotFound => {}
-                    Err(st) => report.errors.push(format!(
-                        "delete {kind} {id}: {:?}: {}",
-                        st.code(),
-                        st.message()
-                    )),
-                }
-            }
-        }
-        if start.elapsed() >= budget {
-            report.remaining = objects
-                .into_iter()
-                .map(|(k, id)| format!("{k}/{id}"))
-                .collect();
-            break;
-        }
-        tokio::time::sleep(interval).await;
-        interval = (interval * 2).min(Duration::from_millis(20));
-    }
-    report.duration = start.elapsed();
-    report
 }
 
 fn classify(
@@ -1000,10 +447,11 @@ pub async fn run(
     let mut leftovers = Vec::new();
     for (kind, id, run) in found {
         let deleted = !config.keep_leftovers
-            && match delete_one(&clients, kind, &id, d).await {
+            && match kind.delete(&clients, id.clone(), d).await {
                 Ok(()) => true,
                 Err(st) => st.code() == Code::NotFound,
             };
+        let kind = kind.slug();
         tracing::warn!(kind, id = %id, run.id = %run, deleted, "leftover of an earlier run");
         leftovers.push(Leftover {
             kind,
@@ -1205,4 +653,19 @@ pub async fn run(
         strict: config.strict,
         duration: started.elapsed(),
     }
+}
+
+/// Runs the lifecycle level alone against `targets` (e.g. [`Targets::connect`] on the
+/// endpoints of child-process runtimes): the lifecycle cases `config.selection` keeps, on
+/// `config.lifecycle.store`, with the runner's reports and cleanup.
+pub async fn run_lifecycle(
+    config: &RunConfig,
+    targets: &Targets,
+    cancel: CancellationToken,
+    on_progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+) -> RunReport {
+    let mut config = config.clone();
+    config.selection.level = LevelFilter::Lifecycle;
+    let selected = config.selection.apply(crate::cases::all());
+    run(&config, targets, selected, cancel, on_progress).await
 }

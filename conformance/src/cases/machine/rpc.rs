@@ -1,0 +1,256 @@
+//! The machine RPCs the machine cases call (each under the per-call deadline) and the small
+//! readers they share.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use iri_spec::machine::v1alpha1::{self as m, MachineState};
+
+use crate::ctx::{Ctx, expect_ok};
+
+pub(super) const RUNNING: i32 = MachineState::MachineRunning as i32;
+pub(super) const PENDING: i32 = MachineState::MachinePending as i32;
+pub(super) const TERMINATING: i32 = MachineState::MachineTerminating as i32;
+
+/// A class no runtime offers.
+pub(super) const NO_SUCH_CLASS: &str = "conformance-no-such-class";
+
+/// The valid machine template (class, power on, run labels) with `change` applied to its spec.
+pub(super) fn template(
+    ctx: &Ctx,
+    change: impl FnOnce(&mut m::MachineSpec),
+) -> anyhow::Result<m::Machine> {
+    let mut machine = ctx.machine_spec(&[])?;
+    change(machine.spec.as_mut().context("template has spec")?);
+    Ok(machine)
+}
+
+pub(super) fn status_of(mm: &m::Machine) -> anyhow::Result<&m::MachineStatus> {
+    mm.status.as_ref().context("machine has no status")
+}
+
+pub(super) fn spec_of(mm: &m::Machine) -> anyhow::Result<&m::MachineSpec> {
+    mm.spec.as_ref().context("machine has no spec")
+}
+
+pub(super) async fn status(ctx: &Ctx) -> anyhow::Result<m::StatusResponse> {
+    let mut c = ctx.mc()?;
+    expect_ok(ctx.rpc(c.status(m::StatusRequest {})).await, "Status")
+}
+
+pub(super) async fn version(ctx: &Ctx, v: &str) -> anyhow::Result<m::VersionResponse> {
+    let mut c = ctx.mc()?;
+    expect_ok(
+        ctx.rpc(c.version(m::VersionRequest {
+            version: v.to_owned(),
+        }))
+        .await,
+        "Version",
+    )
+}
+
+pub(crate) async fn annotate(
+    ctx: &Ctx,
+    id: &str,
+    annotations: HashMap<String, String>,
+) -> Result<(), tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(
+        c.update_machine_annotations(m::UpdateMachineAnnotationsRequest {
+            machine_id: id.to_owned(),
+            annotations,
+        }),
+    )
+    .await
+    .map(|_| ())
+}
+
+pub(crate) async fn power(ctx: &Ctx, id: &str, p: i32) -> Result<(), tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(c.update_machine_power(m::UpdateMachinePowerRequest {
+        machine_id: id.to_owned(),
+        power: p,
+    }))
+    .await
+    .map(|_| ())
+}
+
+pub(crate) async fn attach_volume(
+    ctx: &Ctx,
+    id: &str,
+    v: Option<m::Volume>,
+) -> Result<(), tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(c.attach_volume(m::AttachVolumeRequest {
+        machine_id: id.to_owned(),
+        volume: v,
+    }))
+    .await
+    .map(|_| ())
+}
+
+pub(super) async fn detach_volume(ctx: &Ctx, id: &str, name: &str) -> Result<(), tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(c.detach_volume(m::DetachVolumeRequest {
+        machine_id: id.to_owned(),
+        name: name.to_owned(),
+    }))
+    .await
+    .map(|_| ())
+}
+
+pub(super) async fn update_volume(
+    ctx: &Ctx,
+    id: &str,
+    v: Option<m::Volume>,
+) -> Result<(), tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(c.update_volume(m::UpdateVolumeRequest {
+        machine_id: id.to_owned(),
+        volume: v,
+    }))
+    .await
+    .map(|_| ())
+}
+
+pub(crate) async fn attach_nic(
+    ctx: &Ctx,
+    id: &str,
+    n: Option<m::NetworkInterface>,
+) -> Result<(), tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(
+        c.attach_network_interface(m::AttachNetworkInterfaceRequest {
+            machine_id: id.to_owned(),
+            network_interface: n,
+        }),
+    )
+    .await
+    .map(|_| ())
+}
+
+pub(super) async fn detach_nic(ctx: &Ctx, id: &str, name: &str) -> Result<(), tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(
+        c.detach_network_interface(m::DetachNetworkInterfaceRequest {
+            machine_id: id.to_owned(),
+            name: name.to_owned(),
+        }),
+    )
+    .await
+    .map(|_| ())
+}
+
+pub(crate) async fn exec(ctx: &Ctx, id: &str) -> Result<m::ExecResponse, tonic::Status> {
+    let mut c = ctx
+        .mc()
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ctx.rpc(c.exec(m::ExecRequest {
+        machine_id: id.to_owned(),
+    }))
+    .await
+}
+
+pub(crate) async fn events(
+    ctx: &Ctx,
+    f: m::EventFilter,
+) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
+    let mut c = ctx.mc()?;
+    Ok(expect_ok(
+        ctx.rpc(c.list_events(m::ListEventsRequest { filter: Some(f) }))
+            .await,
+        "ListEvents",
+    )?
+    .events)
+}
+
+/// Events about machine `id`, waiting until at least one exists.
+pub(crate) async fn wait_events_of(
+    ctx: &Ctx,
+    id: &str,
+) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
+    let filter = || m::EventFilter {
+        id: id.to_owned(),
+        ..Default::default()
+    };
+    crate::cases::shared::wait_events_about(ctx, "machine", id, || events(ctx, filter())).await
+}
+
+pub(super) fn volume_names(mm: &m::Machine) -> Vec<String> {
+    mm.spec
+        .as_ref()
+        .map(|s| s.volumes.iter().map(|v| v.name.clone()).collect())
+        .unwrap_or_default()
+}
+
+pub(super) fn nic_names(mm: &m::Machine) -> Vec<String> {
+    mm.spec
+        .as_ref()
+        .map(|s| {
+            s.network_interfaces
+                .iter()
+                .map(|v| v.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn ids_of(list: &[m::Machine]) -> Vec<String> {
+    list.iter()
+        .filter_map(|x| x.metadata.as_ref().map(|md| md.id.clone()))
+        .collect()
+}
+
+pub(super) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Checks that the volume `name` reaches status ATTACHED with a handle.
+pub(super) async fn wait_volume_attached(ctx: &Ctx, id: &str, name: &str) -> anyhow::Result<()> {
+    ctx.wait_machine_status(
+        id,
+        &format!("to report volume {name} ATTACHED with a handle"),
+        |s| {
+            s.volumes.iter().any(|v| {
+                v.name == name
+                    && !v.handle.is_empty()
+                    && v.state == m::VolumeState::VolumeAttached as i32
+            })
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn wait_nic_attached(ctx: &Ctx, id: &str, name: &str) -> anyhow::Result<()> {
+    ctx.wait_machine_status(
+        id,
+        &format!("to report NIC {name} ATTACHED with a handle"),
+        |s| {
+            s.network_interfaces.iter().any(|v| {
+                v.name == name
+                    && !v.handle.is_empty()
+                    && v.state == m::NetworkInterfaceState::NetworkInterfaceAttached as i32
+            })
+        },
+    )
+    .await?;
+    Ok(())
+}
