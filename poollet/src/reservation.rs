@@ -33,7 +33,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -102,6 +105,8 @@ pub struct ReservationReconciler {
     cache: ObjectCache,
     /// Whether the runtime serves reservations (`None` until the first probe).
     supported: Mutex<Option<bool>>,
+    /// Whether the pool carries the current `supported` value.
+    announced: AtomicBool,
     /// api Reservation uid → the runtime reservation created for it.
     runtime: Mutex<HashMap<String, Seen>>,
 }
@@ -122,6 +127,7 @@ impl ReservationReconciler {
             config,
             cache,
             supported: Mutex::new(None),
+            announced: AtomicBool::new(false),
             runtime: Mutex::default(),
         }
     }
@@ -389,8 +395,9 @@ impl ReservationReconciler {
         changed
     }
 
-    /// Writes the `supported` annotation on the pool when it differs.
-    async fn annotate_pool(&self, supported: bool) -> Result<()> {
+    /// Writes the `supported` annotation on the pool when it differs; false while the pool
+    /// does not exist yet (or kept conflicting), so the next round tries again.
+    async fn annotate_pool(&self, supported: bool) -> Result<bool> {
         let value = supported.to_string();
         for _ in 0..5 {
             let mut pool = match self
@@ -399,7 +406,7 @@ impl ReservationReconciler {
                 .await
             {
                 Ok(pool) => pool,
-                Err(store::Error::NotFound { .. }) => return Ok(()),
+                Err(store::Error::NotFound { .. }) => return Ok(false),
                 Err(err) => return Err(err.into()),
             };
             if pool
@@ -408,7 +415,7 @@ impl ReservationReconciler {
                 .get(RESERVATION_SUPPORTED_ANNOTATION)
                 == Some(&value)
             {
-                return Ok(());
+                return Ok(true);
             }
             pool.metadata
                 .annotations
@@ -416,13 +423,13 @@ impl ReservationReconciler {
             match self.store.update(pool.into_object()).await {
                 Ok(_) => {
                     info!(pool = %self.config.pool_name, supported, "pool reservation support announced");
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(store::Error::Conflict { .. }) => {}
                 Err(err) => return Err(err.into()),
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// One probe + relist round: the supported annotation, state changes (returned as keys
@@ -508,8 +515,13 @@ impl ReservationReconciler {
                 .unwrap_or_else(PoisonError::into_inner);
             s.replace(supported)
         };
+        // Announced once the pool carries it: a pool created after the first probe is
+        // annotated at the next round.
         if before != Some(supported) {
-            self.annotate_pool(supported).await?;
+            self.announced.store(false, Ordering::Relaxed);
+        }
+        if !self.announced.load(Ordering::Relaxed) && self.annotate_pool(supported).await? {
+            self.announced.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
