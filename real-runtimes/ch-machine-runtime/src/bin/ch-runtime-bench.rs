@@ -547,8 +547,13 @@ fn cells(runtime: &mut [Duration], bare: &mut [Duration]) -> [String; 3] {
     ]
 }
 
+/// The bench's scratch directory (every VMM it or its runtimes start runs in there).
+fn work_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("chbench{}", std::process::id()))
+}
+
 async fn run(args: Args) -> anyhow::Result<bool> {
-    let work = WorkDir(std::env::temp_dir().join(format!("chbench{}", std::process::id())));
+    let work = WorkDir(work_dir());
     std::fs::create_dir_all(work.path())?;
     let parts = Parts {
         stub: guests::assemble_stub(
@@ -636,7 +641,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    match run(args).await {
+    let result = run(args).await;
+    // A column that failed half-way leaves its runtime's VMs running (the runtime is killed,
+    // and VMs outlive their runtime by design): stop whatever still runs in the scratch dir.
+    ch_machine_runtime::vmm::kill_processes_in(&work_dir(), Duration::from_secs(5)).await;
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
