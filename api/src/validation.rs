@@ -568,19 +568,17 @@ pub fn validate_update(old: &Object, new: &Object) -> Vec<FieldError> {
         }
         // The poollets have passed the resources down to the runtimes: changed resources would
         // leave the holds behind them stale, so a different request is a new object. The pools
-        // may only be narrowed (the scheduler does so once it bound the Machine): the pools
-        // still asked keep their holds, the others release theirs.
+        // asked may change (the scheduler narrows them once it bound the Machine, a broker asks
+        // its pools in turns): a pool no longer asked releases its hold, a newly asked one
+        // answers. Only going back from some pools to every pool is refused (nobody chose them).
         (Object::Reservation(a), Object::Reservation(b)) => {
             if a.spec.resources != b.spec.resources {
                 errs.push("spec.resources", "Invalid value: field is immutable");
             }
-            let narrowed = !b.spec.pools.is_empty()
-                && (a.spec.pools.is_empty()
-                    || b.spec.pools.iter().all(|p| a.spec.pools.contains(p)));
-            if a.spec.pools != b.spec.pools && !narrowed {
+            if !a.spec.pools.is_empty() && b.spec.pools.is_empty() {
                 errs.push(
                     "spec.pools",
-                    "Invalid value: may only be narrowed to pools it already asks",
+                    "Invalid value: may not go back to every pool once some are named",
                 );
             }
         }

@@ -60,7 +60,7 @@ async fn suite(store: Arc<dyn Store>) {
 }
 
 /// A Reservation: created with a spec, states written through the status subresource, the
-/// resources immutable and pools only narrowed, listed by namespace, applied from YAML as `irikit apply` does, deleted.
+/// resources immutable and pools never back to all, listed by namespace, applied from YAML as `irikit apply` does, deleted.
 async fn reservations(store: &dyn Store) {
     let yaml = "apiVersion: core.ironcore.dev/v1alpha1\nkind: Reservation\n\
 metadata: {name: r1, namespace: rsv}\n\
@@ -98,13 +98,13 @@ spec: {pools: [p1], resources: {class/machine.small: 1, cpu: 2, memory: 4Gi, loc
         Some(ReservationState::Accepted)
     );
     assert_eq!(with_status.metadata.generation, 1);
-    // The resources are immutable, and the pools may only be narrowed.
+    // The resources are immutable, and the pools never go back to all.
     let mut changed = with_status.clone();
-    changed.spec.pools.push("p2".into());
+    changed.spec.pools.clear();
     let err = store.update(changed.into_object()).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("spec.pools: Invalid value: may only be narrowed"),
+            .contains("spec.pools: Invalid value: may not go back to every pool"),
         "{err}"
     );
     let mut changed = with_status.clone();

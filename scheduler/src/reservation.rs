@@ -8,7 +8,8 @@
 //!    Reservation (same namespace; whoever created it owns it: the scheduler never creates or
 //!    deletes it). Any other Machine gets a Reservation of its own, named after it, with a
 //!    controller owner reference to it, the label `reservation.irikit.dev/machine=<name>`,
-//!    `spec.pools: []` (every pool) and `spec.resources` = `class/machine.<class>: 1`, the
+//!    `spec.pools: []` (every pool; with a [`ReservationConfig::fanout`] of N, the N best
+//!    pools to ask, and the next N when all of them rejected) and `spec.resources` = `class/machine.<class>: 1`, the
 //!    class's `cpu` and `memory` (when the MachineClass is known) and `localStorage` = the
 //!    bytes of the Machine's local disks (the `sizeLimit`s of its `emptyDisk` and `localDisk`
 //!    volumes; none when 0).
@@ -77,6 +78,13 @@ pub struct ReservationConfig {
     pub concurrency: usize,
     /// Whether to store OutOfCapacity events.
     pub emit_events: bool,
+    /// How many pools a Machine's own Reservation asks at once (`--reservation-fanout`; 0:
+    /// every pool, `spec.pools: []`). The pools are asked most free first (free capacity
+    /// less the Reservations this scheduler is asking them right now; pools that rejected
+    /// in the last second after the others); when every asked pool rejected, `spec.pools`
+    /// moves on to the next ones. Fewer asks mean fewer holds that block other Machines
+    /// while a decision travels (IEP-11 through brokers).
+    pub fanout: usize,
 }
 
 impl Default for ReservationConfig {
@@ -87,6 +95,7 @@ impl Default for ReservationConfig {
             max_retry: Duration::from_secs(60),
             concurrency: 64,
             emit_events: true,
+            fanout: 0,
         }
     }
 }
@@ -112,6 +121,8 @@ struct Waiting {
     /// Retry not before this (after no pool accepted and none fitted).
     retry_at: Option<Instant>,
     attempt: u32,
+    /// The pools its own Reservation asked in this attempt (with a fanout).
+    asked: Vec<String>,
 }
 
 /// A finished store write (one value per write, moved once: the size difference between the
@@ -138,6 +149,11 @@ enum Done {
         rkey: String,
         result: store::Result<Option<Object>>,
     },
+    /// `spec.pools` moved on to the next pools (fanout).
+    Asked {
+        key: String,
+        result: store::Result<Object>,
+    },
     Event,
 }
 
@@ -163,6 +179,10 @@ struct State {
     /// Reservation keys with a delete in flight.
     deleting: HashSet<String>,
     timers: BTreeSet<(Instant, String)>,
+    /// Pool → own Reservations asking it right now (fanout).
+    asking: HashMap<String, usize>,
+    /// Pool → when it last rejected a Reservation.
+    rejected_at: HashMap<String, Instant>,
 }
 
 impl State {
@@ -170,7 +190,65 @@ impl State {
         let keys: Vec<String> = self.waiting.keys().cloned().collect();
         self.dirty.extend(keys);
     }
+
+    /// Records that Machine `key`'s Reservation asks `pools` (replacing what it asked).
+    fn ask(&mut self, key: &str, pools: Vec<String>) {
+        self.unask(key);
+        for p in &pools {
+            *self.asking.entry(p.clone()).or_default() += 1;
+        }
+        if let Some(w) = self.waiting.get_mut(key) {
+            w.asked = pools;
+        }
+    }
+
+    fn unask(&mut self, key: &str) {
+        let Some(w) = self.waiting.get_mut(key) else {
+            return;
+        };
+        for p in std::mem::take(&mut w.asked) {
+            if let Some(n) = self.asking.get_mut(&p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.asking.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Up to `n` pools to ask for `req`, best first: serving reservations, passing the
+    /// Machine's filters, not in `skip`; not rejecting lately, then most free less asked,
+    /// then by name.
+    fn pools_to_ask(&self, req: &Request, n: usize, skip: &[String], now: Instant) -> Vec<String> {
+        let mut ranked: Vec<(bool, i128, &str)> = self
+            .pools
+            .iter()
+            .filter(|(name, pool)| pool_supports_reservations(pool) && !skip.contains(name))
+            .filter_map(|(name, _)| {
+                let free = self.cache.eligible(name, req)?;
+                let asked = self.asking.get(name).copied().unwrap_or(0);
+                let rejecting = self
+                    .rejected_at
+                    .get(name)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < REJECTED_LATELY);
+                Some((
+                    rejecting,
+                    free - i128::try_from(asked).unwrap_or(i128::MAX),
+                    name.as_str(),
+                ))
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+        ranked
+            .into_iter()
+            .take(n)
+            .map(|(_, _, name)| name.to_owned())
+            .collect()
+    }
 }
+
+/// How long a pool's rejection puts it after the others when choosing pools to ask.
+const REJECTED_LATELY: Duration = Duration::from_secs(1);
 
 impl ReservationScheduler {
     /// A reservation-mode machine scheduler over `store`.
@@ -354,6 +432,18 @@ impl ReservationScheduler {
         let Some(r) = Reservation::from_object(obj) else {
             return;
         };
+        let now = Instant::now();
+        for p in &r.status.pools {
+            if p.state == ReservationState::Rejected
+                && st
+                    .reservations
+                    .get(&rkey)
+                    .and_then(|k| k.pool_state(&p.name))
+                    != Some(ReservationState::Rejected)
+            {
+                st.rejected_at.insert(p.name.clone(), now);
+            }
+        }
         let bound_here = st
             .bound_own
             .get(&rkey)
@@ -435,6 +525,7 @@ impl ReservationScheduler {
 
     fn forget_machine(&self, st: &mut State, key: &str) {
         st.unbound.remove(key);
+        st.unask(key);
         st.waiting.remove(key);
         for waiters in st.by_reservation.values_mut() {
             waiters.remove(key);
@@ -464,6 +555,7 @@ impl ReservationScheduler {
             deadline: None,
             retry_at: None,
             attempt: 0,
+            asked: Vec::new(),
         });
         if let Some(at) = w.retry_at {
             if now < at {
@@ -488,7 +580,7 @@ impl ReservationScheduler {
         }
         let Some(r) = st.reservations.get(&rkey) else {
             if own {
-                self.create_reservation(st, key, &m, tasks);
+                self.create_reservation(st, key, &m, &req, now, tasks);
             }
             return;
         };
@@ -506,7 +598,7 @@ impl ReservationScheduler {
             .status
             .pools
             .iter()
-            .filter(|p| p.state == ReservationState::Accepted)
+            .filter(|p| p.state == ReservationState::Accepted && r.targets(&p.name))
             .filter_map(|p| Some((st.cache.eligible(&p.name, &req)?, p.name.clone())))
             .min_by_key(|(free, name)| (Reverse(*free), name.clone()));
         if let Some((_, pool)) = best {
@@ -522,6 +614,34 @@ impl ReservationScheduler {
         if deciding && now < deadline {
             st.timers.insert((deadline, key.to_owned()));
             return;
+        }
+        if own && self.config.fanout > 0 && !r.spec.pools.is_empty() {
+            // Every asked pool answered Rejected (or the time is up): ask the next ones.
+            let asked = st
+                .waiting
+                .get(key)
+                .map(|w| w.asked.clone())
+                .unwrap_or_default();
+            let mut skip = asked.clone();
+            skip.extend(r.status.pools.iter().map(|p| p.name.clone()));
+            let next = st.pools_to_ask(&req, self.config.fanout, &skip, now);
+            if !next.is_empty() {
+                // Pools still deciding (the time is up) stay asked; the rejecting ones go.
+                let mut pools: Vec<String> = asked
+                    .into_iter()
+                    .filter(|p| {
+                        r.targets(p)
+                            && matches!(r.pool_state(p), None | Some(ReservationState::Pending))
+                    })
+                    .collect();
+                pools.extend(next);
+                st.ask(key, pools.clone());
+                if let Some(w) = st.waiting.get_mut(key) {
+                    w.deadline = None;
+                }
+                self.ask_next(st, key, &rkey, pools, tasks);
+                return;
+            }
         }
         let states: Vec<String> = r
             .status
@@ -588,9 +708,18 @@ impl ReservationScheduler {
         st: &mut State,
         key: &str,
         m: &Machine,
+        req: &Request,
+        now: Instant,
         tasks: &mut JoinSet<Done>,
     ) {
-        let r = reservation_for(m, st.classes.get(&m.spec.machine_class_ref.name));
+        let mut r = reservation_for(m, st.classes.get(&m.spec.machine_class_ref.name));
+        if self.config.fanout > 0 {
+            let pools = st.pools_to_ask(req, self.config.fanout, &[], now);
+            if !pools.is_empty() {
+                r.spec.pools.clone_from(&pools);
+                st.ask(key, pools);
+            }
+        }
         st.inflight.insert(key.to_owned());
         self.stats.reservations.fetch_add(1, Ordering::Relaxed);
         let store = self.store.clone();
@@ -609,6 +738,32 @@ impl ReservationScheduler {
                 result,
                 existing,
             }
+        });
+    }
+
+    /// Moves Machine `key`'s own Reservation `rkey` on to `pools` (fanout: every pool it asked
+    /// rejected). The rejected pools are dropped from `spec.pools`.
+    fn ask_next(
+        &self,
+        st: &mut State,
+        key: &str,
+        rkey: &str,
+        pools: Vec<String>,
+        tasks: &mut JoinSet<Done>,
+    ) {
+        let Some(r) = st.reservations.get(rkey) else {
+            return;
+        };
+        let mut desired = r.clone();
+        desired.spec.pools = pools;
+        desired.metadata.resource_version.clear();
+        debug!(component = COMPONENT, reservation = %rkey, pools = ?desired.spec.pools, "asked pools rejected; asking the next");
+        st.inflight.insert(key.to_owned());
+        let store = self.store.clone();
+        let key = key.to_owned();
+        tasks.spawn(async move {
+            let result = store.update(desired.into_object()).await;
+            Done::Asked { key, result }
         });
     }
 
@@ -746,6 +901,18 @@ impl ReservationScheduler {
                     }
                     (Err(err), _) => {
                         warn!(component = COMPONENT, machine = %key, error = %err, "could not create the reservation; retrying");
+                        st.timers
+                            .insert((Instant::now() + self.config.retry, key.clone()));
+                    }
+                }
+                st.dirty.insert(key);
+            }
+            Done::Asked { key, result } => {
+                st.inflight.remove(&key);
+                match result {
+                    Ok(obj) => self.apply_reservation(st, obj, false, tasks),
+                    Err(err) => {
+                        warn!(component = COMPONENT, machine = %key, error = %err, "could not ask the next pools; retrying");
                         st.timers
                             .insert((Instant::now() + self.config.retry, key.clone()));
                     }

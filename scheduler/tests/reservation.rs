@@ -64,7 +64,15 @@ fn config() -> ReservationConfig {
 }
 
 fn spawn(store: &Arc<dyn Store>, cancel: &CancellationToken) -> tokio::task::JoinHandle<()> {
-    let sched = ReservationScheduler::new(store.clone(), config());
+    spawn_with(store, cancel, config())
+}
+
+fn spawn_with(
+    store: &Arc<dyn Store>,
+    cancel: &CancellationToken,
+    config: ReservationConfig,
+) -> tokio::task::JoinHandle<()> {
+    let sched = ReservationScheduler::new(store.clone(), config);
     let cancel = cancel.clone();
     tokio::spawn(async move { sched.run(cancel).await.unwrap() })
 }
@@ -390,7 +398,57 @@ async fn falls_back_to_pools_without_reservations(store: Arc<dyn Store>) {
     task.await.unwrap();
 }
 
+/// With a fanout of 1, a Machine's Reservation asks one pool at a time, most free first;
+/// when it rejects, `spec.pools` moves on to the next (the rejecting pool goes last for the
+/// next Machine too), and the Machine binds where a pool accepted.
+async fn asks_in_turns(store: Arc<dyn Store>) {
+    store.create(class()).await.unwrap();
+    store.create(pool("p1", 5, Some(true))).await.unwrap();
+    store.create(pool("p2", 10, Some(true))).await.unwrap();
+    store.create(pool("p3", 50, Some(true))).await.unwrap();
+    store.create_typed(machine("m1")).await.unwrap();
+    let cancel = CancellationToken::new();
+    let task = spawn_with(
+        &store,
+        &cancel,
+        ReservationConfig {
+            fanout: 1,
+            ..config()
+        },
+    );
+    let r = eventually(&store, "m1's Reservation", |s| async move {
+        get_reservation(&s, "m1").await
+    })
+    .await;
+    assert_eq!(r.spec.pools, ["p3"], "the most free pool first");
+    answer(&store, "m1", "p3", ReservationState::Rejected).await;
+    eventually(&store, "the Reservation moved on to p2", |s| async move {
+        get_reservation(&s, "m1")
+            .await
+            .filter(|r| r.spec.pools == ["p2"])
+    })
+    .await;
+    assert_unbound(&store, "m1").await;
+    answer(&store, "m1", "p2", ReservationState::Accepted).await;
+    let pool = eventually(&store, "m1 bound", |s| async move {
+        get_machine(&s, "m1").await.spec.machine_pool_ref
+    })
+    .await;
+    assert_eq!(pool.name, "p2");
+    // p3 rejected a moment ago: the next Machine asks another pool first.
+    store.create_typed(machine("m2")).await.unwrap();
+    let r = eventually(&store, "m2's Reservation", |s| async move {
+        get_reservation(&s, "m2").await
+    })
+    .await;
+    assert_eq!(r.spec.pools.len(), 1, "{:?}", r.spec.pools);
+    assert_ne!(r.spec.pools, ["p3"], "a pool that just rejected goes last");
+    cancel.cancel();
+    task.await.unwrap();
+}
+
 async fn run_all(store: impl Fn() -> futures::future::BoxFuture<'static, Arc<dyn Store>>) {
+    asks_in_turns(store().await).await;
     binds_where_accepted(store().await).await;
     most_free_accepted(store().await).await;
     all_rejected_stays_unbound(store().await).await;

@@ -44,6 +44,12 @@ pub struct BrokerConfig {
     /// answers `ResourceExhausted` (the machine must not take held capacity), ACCEPTED places
     /// it where it was accepted. Without it, such a machine is queued in the lower plane.
     pub reserve_unreserved: bool,
+    /// How many lower pools a reservation asks at once (0: every selected pool at once). The
+    /// pools are asked most free first (their allocatable machines of the reservation's
+    /// classes, less what the broker is asking them right now); when every asked pool
+    /// rejected, the next ones are asked. The first pool that accepts is the only one that
+    /// keeps its hold: the others are dropped from `spec.pools` and release theirs at once.
+    pub reservation_fanout: usize,
 }
 
 impl Default for BrokerConfig {
@@ -54,6 +60,7 @@ impl Default for BrokerConfig {
             runtime_name: "machinebroker".to_owned(),
             reservation_decision_timeout: Duration::from_secs(5),
             reserve_unreserved: true,
+            reservation_fanout: 1,
         }
     }
 }
@@ -63,6 +70,10 @@ impl Default for BrokerConfig {
 pub struct Broker {
     store: Arc<dyn Store>,
     config: Arc<BrokerConfig>,
+    /// Lower pool → reservations the broker is asking it right now (spreads the asks).
+    asking: Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    /// Lower pool → when it last rejected a reservation (asked after the others for a while).
+    rejected_at: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -100,6 +111,8 @@ impl Broker {
         Broker {
             store,
             config: Arc::new(config),
+            asking: Arc::default(),
+            rejected_at: Arc::default(),
         }
     }
 

@@ -57,18 +57,23 @@ async fn best_effort_binds_machines_where_no_leaf_can_host_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reservation_mode_binds_every_machine_where_a_leaf_holds_it() {
-    let mode = Some(scheduler::ReservationConfig {
-        timeout: Duration::from_secs(5),
-        retry: Duration::from_millis(50),
-        max_retry: Duration::from_secs(1),
-        ..scheduler::ReservationConfig::default()
-    });
-    let (outcome, hostable) = run(mode, Duration::from_secs(10), Duration::from_secs(120)).await;
-    eprintln!("reservation: {outcome:?}");
-    assert_eq!(outcome.misplaced, 0, "{outcome:?}");
-    assert_eq!(outcome.running, hostable, "{outcome:?}");
-    assert!(
-        !outcome.per_pool.contains_key("b-small"),
-        "the broker of small leaves accepted nothing: {outcome:?}"
-    );
+    // Every pool asked at once (the default), and one at a time (reservation-bench's mode).
+    for fanout in [0, 1] {
+        let mode = Some(scheduler::ReservationConfig {
+            timeout: Duration::from_secs(5),
+            retry: Duration::from_millis(50),
+            max_retry: Duration::from_secs(1),
+            fanout,
+            ..scheduler::ReservationConfig::default()
+        });
+        let (outcome, hostable) =
+            run(mode, Duration::from_secs(10), Duration::from_secs(120)).await;
+        eprintln!("reservation, fanout {fanout}: {outcome:?}");
+        assert_eq!(outcome.misplaced, 0, "fanout {fanout}: {outcome:?}");
+        assert_eq!(outcome.running, hostable, "fanout {fanout}: {outcome:?}");
+        assert!(
+            !outcome.per_pool.contains_key("b-small"),
+            "fanout {fanout}: the broker of small leaves accepted nothing: {outcome:?}"
+        );
+    }
 }

@@ -207,13 +207,16 @@ async fn check(store: Arc<dyn Store>) {
     });
 
     // Accepted within capacity: the answer waits for the lower decision; the lower object
-    // carries the resources, asks every pool, keeps the labels and annotations.
+    // carries the resources, asks the pools serving reservations one at a time (fanout 1,
+    // p1 first by name when none has more allocatable), keeps the one that accepted, and
+    // keeps the labels and annotations.
     let (id, state) = create(&mut c, reservation(2, 1 << 30, "fits")).await;
     assert_eq!(state, S::ReservationAccepted as i32);
     let lower: Reservation = store.get_typed(NS, &id).await.unwrap();
-    assert!(
-        lower.spec.pools.is_empty(),
-        "an empty pool list asks every pool"
+    assert_eq!(
+        lower.spec.pools,
+        ["p1"],
+        "asked in turns, kept where accepted"
     );
     assert_eq!(lower.class_counts(), vec![("x3-small", 2)]);
     let iri = lower.spec.to_iri().unwrap();
@@ -243,6 +246,12 @@ async fn check(store: Arc<dyn Store>) {
     // candidate), and beyond the local storage dimension.
     let (over, state) = create(&mut c, reservation(3, 0, "over")).await;
     assert_eq!(state, S::ReservationRejected as i32);
+    let lower: Reservation = store.get_typed(NS, &over).await.unwrap();
+    assert_eq!(
+        lower.spec.pools,
+        ["p2"],
+        "p1 rejected, so p2 was asked next"
+    );
     let (disk, state) = create(&mut c, reservation(1, 20 << 30, "disk")).await;
     assert_eq!(state, S::ReservationRejected as i32);
 

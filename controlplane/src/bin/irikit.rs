@@ -143,6 +143,10 @@ struct ControllersArgs {
     /// Reservation mode: how long to wait for the pools' answers before falling back.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     reservation_timeout: Duration,
+    /// Reservation mode: how many pools a Machine's Reservation asks at once, most free
+    /// first (0: every pool).
+    #[arg(long, default_value_t = 0)]
+    reservation_fanout: usize,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +191,10 @@ struct UpArgs {
     /// Reservation mode: how long to wait for the pools' answers before falling back.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     reservation_timeout: Duration,
+    /// Reservation mode: how many pools a Machine's Reservation asks at once, most free
+    /// first (0: every pool).
+    #[arg(long, default_value_t = 0)]
+    reservation_fanout: usize,
 }
 
 fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
@@ -222,7 +230,11 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
         status_timeout: args.heartbeat_interval.mul_f64(0.8),
         // IronCore's 50 s grace against its 10 s heartbeat.
         pool_lifecycle_grace: args.heartbeat_interval * 5,
-        reservations: reservation_config(args.reservations, args.reservation_timeout),
+        reservations: reservation_config(
+            args.reservations,
+            args.reservation_timeout,
+            args.reservation_fanout,
+        ),
         ..PlaneConfig::default()
     };
     Ok(up::UpConfig {
@@ -245,9 +257,14 @@ fn cancel_on_signals() -> tokio_util::sync::CancellationToken {
 }
 
 /// The reservation mode's settings when `--reservations` is on.
-fn reservation_config(on: bool, timeout: Duration) -> Option<scheduler::ReservationConfig> {
+fn reservation_config(
+    on: bool,
+    timeout: Duration,
+    fanout: usize,
+) -> Option<scheduler::ReservationConfig> {
     on.then(|| scheduler::ReservationConfig {
         timeout,
+        fanout,
         ..scheduler::ReservationConfig::default()
     })
 }
@@ -270,7 +287,11 @@ async fn controllers(
             concurrency: args.scheduler_concurrency.max(1),
             ..scheduler::Config::default()
         },
-        reservations: reservation_config(args.reservations, args.reservation_timeout),
+        reservations: reservation_config(
+            args.reservations,
+            args.reservation_timeout,
+            args.reservation_fanout,
+        ),
     };
     tracing::info!(store = %args.store, grace = ?args.pool_grace_period, reservations = args.reservations, "controllers started");
     controllers::run(store, config, cancel).await

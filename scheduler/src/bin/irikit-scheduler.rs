@@ -32,6 +32,10 @@ struct Args {
     /// Reservation mode: how long to wait for the pools' answers before falling back.
     #[arg(long, env = "IRIKIT_SCHEDULER_RESERVATION_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     reservation_timeout: Duration,
+    /// Reservation mode: how many pools a Machine's Reservation asks at once, most free
+    /// first (0: every pool).
+    #[arg(long, env = "IRIKIT_SCHEDULER_RESERVATION_FANOUT", default_value_t = 0)]
+    reservation_fanout: usize,
     /// YAML files applied to the store at start (for `--store memory`).
     #[arg(long, env = "IRIKIT_SCHEDULER_PRELOAD")]
     preload: Vec<PathBuf>,
@@ -62,6 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let reservations = args.reservations.then(|| ReservationConfig {
         timeout: args.reservation_timeout,
+        fanout: args.reservation_fanout,
         ..ReservationConfig::default()
     });
     let machines = scheduler::run_machine_scheduler(

@@ -52,6 +52,9 @@ struct Args {
     /// reservation (such a machine is then queued there even when no pool can host it).
     #[arg(long)]
     no_reserve_unreserved: bool,
+    /// How many lower pools a reservation asks at once, most free first (0: all at once).
+    #[arg(long, default_value_t = 1)]
+    reservation_fanout: usize,
     /// Embedded lower plane: run its scheduler in reservation mode.
     #[arg(long)]
     lower_reservations: bool,
@@ -119,6 +122,7 @@ async fn run(args: Args, token: CancellationToken) -> anyhow::Result<()> {
             runtime_name: args.runtime_name,
             reservation_decision_timeout: args.reservation_decision_timeout,
             reserve_unreserved: !args.no_reserve_unreserved,
+            reservation_fanout: args.reservation_fanout,
         },
     );
     let res = machine_broker::serve(broker, &args.socket, token).await;

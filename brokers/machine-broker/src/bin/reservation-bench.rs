@@ -42,6 +42,13 @@ struct Args {
     /// Reservation mode: first retry delay after every pool rejected (doubles up to 1 s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10ms")]
     reservation_retry: Duration,
+    /// Reservation mode: how many pools a Machine's Reservation asks at once, upper scheduler
+    /// (0: every pool).
+    #[arg(long, default_value_t = 1)]
+    reservation_fanout: usize,
+    /// How many lower pools a broker's reservation asks at once (0: every pool).
+    #[arg(long, default_value_t = 1)]
+    broker_fanout: usize,
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -68,6 +75,7 @@ async fn one(
         config,
         BrokerConfig {
             reservation_decision_timeout: Duration::from_secs(1),
+            reservation_fanout: args.broker_fanout,
             ..BrokerConfig::default()
         },
     )
@@ -115,6 +123,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         timeout: args.reservation_timeout,
         retry: args.reservation_retry,
         max_retry: Duration::from_secs(1),
+        fanout: args.reservation_fanout,
         ..scheduler::ReservationConfig::default()
     });
     let rsv = one(&args, "reservation", reservation, &mut out).await?;

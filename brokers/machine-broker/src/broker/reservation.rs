@@ -2,7 +2,61 @@
 //! Reservations in the broker's namespace, their state from the lower pools' answers, and the
 //! hold a machine create consumes.
 
+use std::{
+    sync::{Mutex, PoisonError},
+    time::Instant,
+};
+
+use futures::StreamExt as _;
+use irikit_api::store::EventType;
+use tracing::debug;
+
 use super::*;
+
+/// Whether lower pool `p` serves reservations (its poollet's annotation).
+fn supports_reservations(p: &MachinePool) -> bool {
+    p.metadata
+        .annotations
+        .get(api_rsv::RESERVATION_SUPPORTED_ANNOTATION)
+        .map(String::as_str)
+        == Some("true")
+}
+
+/// How long a lower pool's rejection puts it after the others when choosing pools to ask.
+const REJECTED_LATELY: Duration = Duration::from_secs(1);
+
+/// The broker's open asks of some pools, counted while it lives.
+struct Asking<'a> {
+    counts: &'a Mutex<HashMap<String, usize>>,
+    pools: Vec<String>,
+}
+
+impl<'a> Asking<'a> {
+    fn new(counts: &'a Mutex<HashMap<String, usize>>, pools: &[String]) -> Self {
+        let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        for p in pools {
+            *map.entry(p.clone()).or_default() += 1;
+        }
+        Asking {
+            counts,
+            pools: pools.to_vec(),
+        }
+    }
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        for p in &self.pools {
+            if let Some(n) = map.get_mut(p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(p);
+                }
+            }
+        }
+    }
+}
 
 impl Broker {
     pub(super) async fn reservation(&self, id: &str) -> Result<Reservation> {
@@ -23,30 +77,28 @@ impl Broker {
         }
     }
 
-    /// The IRI state of lower Reservation `r`: any pool Bound → BOUND, else any Accepted →
-    /// ACCEPTED, else every candidate pool (selected, asked, serving reservations) Rejected →
-    /// REJECTED (also when there is no candidate at all), else PENDING.
+    /// The IRI state of lower Reservation `r`: any pool Bound → BOUND, else any pool it still
+    /// asks Accepted → ACCEPTED (a pool dropped from `spec.pools` released its hold, whatever
+    /// its last answer says), else every candidate pool (selected, asked, serving reservations)
+    /// Rejected → REJECTED (also when there is no candidate at all), else PENDING.
     pub fn reservation_state(r: &Reservation, pools: &[MachinePool]) -> rsv::ReservationState {
-        let states: Vec<ReservationState> = r.status.pools.iter().map(|p| p.state).collect();
-        if states.contains(&ReservationState::Bound) {
+        if r.status
+            .pools
+            .iter()
+            .any(|p| p.state == ReservationState::Bound)
+        {
             return rsv::ReservationState::ReservationBound;
         }
-        if states.contains(&ReservationState::Accepted) {
+        if r.status
+            .pools
+            .iter()
+            .any(|p| p.state == ReservationState::Accepted && r.targets(&p.name))
+        {
             return rsv::ReservationState::ReservationAccepted;
         }
-        let candidates: Vec<&MachinePool> = pools
+        if pools
             .iter()
-            .filter(|p| r.targets(&p.metadata.name))
-            .filter(|p| {
-                p.metadata
-                    .annotations
-                    .get(api_rsv::RESERVATION_SUPPORTED_ANNOTATION)
-                    .map(String::as_str)
-                    == Some("true")
-            })
-            .collect();
-        if candidates
-            .iter()
+            .filter(|p| r.targets(&p.metadata.name) && supports_reservations(p))
             .all(|p| r.pool_state(&p.metadata.name) == Some(ReservationState::Rejected))
         {
             return rsv::ReservationState::ReservationRejected;
@@ -118,7 +170,7 @@ impl Broker {
             .status
             .pools
             .iter()
-            .filter(|p| p.state == ReservationState::Accepted)
+            .filter(|p| p.state == ReservationState::Accepted && r.targets(&p.name))
             .map(|p| p.name.as_str())
             .collect();
         if accepted.is_empty() {
@@ -143,13 +195,7 @@ impl Broker {
         spec: &machine::MachineSpec,
     ) -> Result<Option<Reservation>> {
         let pools = self.pools().await?;
-        let supported = pools.iter().any(|p| {
-            p.metadata
-                .annotations
-                .get(api_rsv::RESERVATION_SUPPORTED_ANNOTATION)
-                .map(String::as_str)
-                == Some("true")
-        });
+        let supported = pools.iter().any(supports_reservations);
         if !supported {
             return Ok(None);
         }
@@ -180,11 +226,7 @@ impl Broker {
             ..Reservation::default()
         };
         lower.spec.resources = resources;
-        if !self.config.pool_selector.is_empty() {
-            lower.spec.pools = pools.iter().map(|p| p.metadata.name.clone()).collect();
-        }
-        let created = self.store.create_typed(lower).await?;
-        let (r, state) = self.await_decision(created).await?;
+        let (r, state) = self.reserve_lower(lower, &pools).await?;
         match state {
             rsv::ReservationState::ReservationAccepted => Ok(Some(r)),
             rsv::ReservationState::ReservationRejected => {
@@ -213,40 +255,178 @@ impl Broker {
         }
     }
 
-    /// Polls lower Reservation `r` until its state leaves PENDING or the decision timeout
-    /// passes; returns its last version and state.
-    async fn await_decision(
+    /// Creates lower Reservation `lower` and waits, up to the decision timeout, for the lower
+    /// pools to decide (see [`BrokerConfig::reservation_fanout`]): asks the most free
+    /// candidates first and the next ones when all asked rejected, and keeps only the first
+    /// pool that accepted. Returns the Reservation's last version and its state.
+    pub(super) async fn reserve_lower(
         &self,
-        mut current: Reservation,
+        mut lower: Reservation,
+        pools: &[MachinePool],
     ) -> Result<(Reservation, rsv::ReservationState)> {
         let deadline = tokio::time::Instant::now() + self.config.reservation_decision_timeout;
-        let mut wait = Duration::from_millis(5);
-        loop {
-            let pools = self.pools().await?;
-            let state = Self::reservation_state(&current, &pools);
-            if state != rsv::ReservationState::ReservationPending
-                || tokio::time::Instant::now() >= deadline
-            {
-                return Ok((current, state));
+        let selected = !self.config.pool_selector.is_empty();
+        let candidates = self.spread(&lower, pools);
+        let fanout = self.config.reservation_fanout;
+        let mut next = if fanout > 0 && candidates.len() > fanout {
+            lower.spec.pools = candidates[..fanout].to_vec();
+            fanout
+        } else {
+            if selected {
+                lower.spec.pools = pools.iter().map(|p| p.metadata.name.clone()).collect();
             }
-            // Polling the lower store for the poollets' answers, with a deadline.
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(100));
-            current = match self
-                .store
-                .get_typed::<Reservation>(self.ns(), &current.metadata.name)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if is_not_found(&e) => {
-                    return Err(Error::NotFound(format!(
-                        "reservation {:?} not found",
-                        current.metadata.name
-                    )));
-                }
-                Err(e) => return Err(e.into()),
-            };
+            candidates.len()
+        };
+        if lower.spec.pools.is_empty() && selected {
+            // No selected pool: nobody could answer; an empty list would ask every pool.
+            lower.spec.pools.push("no-pool-selected".to_owned());
         }
+        let asked = if lower.spec.pools.is_empty() {
+            &candidates
+        } else {
+            &lower.spec.pools
+        };
+        let mut asking = vec![Asking::new(&self.asking, asked)];
+        let created = self.store.create_typed(lower).await?;
+        let name = created.metadata.name.clone();
+        let mut events = self
+            .store
+            .watch(
+                Some(Kind::Reservation),
+                created.metadata.resource_version.parse().unwrap_or(0),
+            )
+            .await?;
+        let mut current = created;
+        loop {
+            self.note_rejections(&current);
+            let state = Self::reservation_state(&current, pools);
+            match state {
+                rsv::ReservationState::ReservationAccepted => {
+                    return Ok((self.keep_first_accepted(current).await?, state));
+                }
+                rsv::ReservationState::ReservationRejected if next < candidates.len() => {
+                    let ask: Vec<String> = candidates[next..]
+                        .iter()
+                        .take(fanout.max(1))
+                        .cloned()
+                        .collect();
+                    next += ask.len();
+                    debug!(reservation = %name, pools = ?ask, "all asked pools rejected; asking the next");
+                    asking.push(Asking::new(&self.asking, &ask));
+                    current = self.set_pools(current, ask).await?;
+                    continue;
+                }
+                rsv::ReservationState::ReservationPending => {}
+                _ => return Ok((current, state)),
+            }
+            // The lower poollets' answers arrive as writes to the Reservation.
+            let event = tokio::time::timeout_at(deadline, events.next()).await;
+            match event {
+                Err(_) => return Ok((current, state)),
+                Ok(None) => {
+                    return Err(irikit_api::store::Error::Backend(
+                        "lower store watch ended".into(),
+                    )
+                    .into());
+                }
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(ev))) => {
+                    let obj = &ev.object;
+                    if obj.metadata().name != name || obj.metadata().namespace != self.ns() {
+                        continue;
+                    }
+                    if ev.type_ == EventType::Deleted {
+                        return Err(Error::NotFound(format!("reservation {name:?} not found")));
+                    }
+                    if let Some(r) = Reservation::from_object(obj.clone()) {
+                        current = r;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Remembers when the pools asked by `r` rejected it.
+    fn note_rejections(&self, r: &Reservation) {
+        let now = Instant::now();
+        let mut rejected = self
+            .rejected_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for p in &r.status.pools {
+            if p.state == ReservationState::Rejected && r.targets(&p.name) {
+                rejected.insert(p.name.clone(), now);
+            }
+        }
+    }
+
+    /// The pools lower Reservation `r` may ask, in the order to ask them: serving
+    /// reservations, among those `r` targets; those that rejected a reservation in the last
+    /// second after the others; most allocatable machines of `r`'s classes less the
+    /// broker's open asks first; then by name.
+    fn spread(&self, r: &Reservation, pools: &[MachinePool]) -> Vec<String> {
+        let now = Instant::now();
+        let rejected = self
+            .rejected_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner);
+        let classes = r.class_counts();
+        let mut scored: Vec<(bool, i128, &str)> = pools
+            .iter()
+            .filter(|p| supports_reservations(p) && r.targets(&p.metadata.name))
+            .map(|p| {
+                let free = classes
+                    .iter()
+                    .map(|(class, _)| {
+                        p.status
+                            .allocatable
+                            .get(&compute::class_resource(class))
+                            .map_or(0, |q| q.value())
+                    })
+                    .min()
+                    .unwrap_or(0);
+                let busy = asking.get(&p.metadata.name).copied().unwrap_or(0);
+                let rejecting = rejected
+                    .get(&p.metadata.name)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < REJECTED_LATELY);
+                (
+                    rejecting,
+                    free - i128::try_from(busy).unwrap_or(i128::MAX),
+                    p.metadata.name.as_str(),
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+        scored.into_iter().map(|(_, _, n)| n.to_owned()).collect()
+    }
+
+    /// Narrows accepted lower Reservation `r` to its first accepted pool (by name), so that
+    /// the other asked pools release their holds now.
+    async fn keep_first_accepted(&self, r: Reservation) -> Result<Reservation> {
+        let Some(pool) = r
+            .status
+            .pools
+            .iter()
+            .filter(|p| p.state == ReservationState::Accepted && r.targets(&p.name))
+            .map(|p| p.name.clone())
+            .min()
+        else {
+            return Ok(r);
+        };
+        if r.spec.pools == [pool.as_str()] {
+            return Ok(r);
+        }
+        self.set_pools(r, vec![pool]).await
+    }
+
+    /// Sets `spec.pools` of lower Reservation `r` (the poollets' status writes in between are
+    /// kept: a spec update leaves the status alone).
+    async fn set_pools(&self, r: Reservation, pools: Vec<String>) -> Result<Reservation> {
+        let mut desired = r;
+        desired.spec.pools = pools;
+        desired.metadata.resource_version.clear();
+        Ok(self.store.update_typed(desired).await?)
     }
 
     /// `CreateReservation`: a lower Reservation (all selected pools asked); waits up to the
@@ -294,18 +474,10 @@ impl Broker {
             metadata: convert::lower_meta(self.ns(), &name, &md),
             ..Reservation::default()
         };
-        let pools = self.pools().await?;
-        if !self.config.pool_selector.is_empty() {
-            lower.spec.pools = pools.iter().map(|p| p.metadata.name.clone()).collect();
-            if lower.spec.pools.is_empty() {
-                // No selected pool: nobody could answer; an empty list would ask every pool.
-                lower.spec.pools.push("no-pool-selected".to_owned());
-            }
-        }
         lower.spec.resources = resources;
-        let created = self.store.create_typed(lower).await?;
+        let pools = self.pools().await?;
+        let (current, _) = self.reserve_lower(lower, &pools).await?;
         info!(reservation.id = %name, "reservation created");
-        let (current, _) = self.await_decision(created).await?;
         let pools = self.pools().await?;
         Ok(Self::iri_reservation(&current, &pools))
     }
