@@ -142,6 +142,16 @@ async fn answer(store: &Arc<dyn Store>, name: &str, pool: &str, state: Reservati
     }
 }
 
+/// `pool` answers Accepted for Machine `machine`'s Reservation, and the Machine is bound there.
+async fn accepted_binds(store: &Arc<dyn Store>, machine: &'static str, pool: &str) {
+    answer(store, machine, pool, ReservationState::Accepted).await;
+    let bound = eventually(store, "the Machine bound", |s| async move {
+        get_machine(&s, machine).await.spec.machine_pool_ref
+    })
+    .await;
+    assert_eq!(bound.name, pool);
+}
+
 async fn events_for(store: &Arc<dyn Store>, machine: &str) -> Vec<Event> {
     store
         .list(
@@ -337,12 +347,7 @@ async fn all_rejected_stays_unbound(store: Arc<dyn Store>) {
     .await;
     assert!(second.status.pools.is_empty());
     assert_unbound(&store, "m1").await;
-    answer(&store, "m1", "p2", ReservationState::Accepted).await;
-    let pool = eventually(&store, "m1 bound", |s| async move {
-        get_machine(&s, "m1").await.spec.machine_pool_ref
-    })
-    .await;
-    assert_eq!(pool.name, "p2");
+    accepted_binds(&store, "m1", "p2").await;
     cancel.cancel();
     task.await.unwrap();
 }
@@ -429,12 +434,7 @@ async fn asks_in_turns(store: Arc<dyn Store>) {
     })
     .await;
     assert_unbound(&store, "m1").await;
-    answer(&store, "m1", "p2", ReservationState::Accepted).await;
-    let pool = eventually(&store, "m1 bound", |s| async move {
-        get_machine(&s, "m1").await.spec.machine_pool_ref
-    })
-    .await;
-    assert_eq!(pool.name, "p2");
+    accepted_binds(&store, "m1", "p2").await;
     // p3 rejected a moment ago: the next Machine asks another pool first.
     store.create_typed(machine("m2")).await.unwrap();
     let r = eventually(&store, "m2's Reservation", |s| async move {
