@@ -11,7 +11,9 @@
 //! - **Create.** [`ReservationReconciler`] (key `namespace/name`): a Reservation whose
 //!   `spec.pools` is empty or names this pool is created on the runtime once, labelled with
 //!   the api Reservation's uid, namespace and name (`reservation.irikit.dev/reservation-*`;
-//!   a reconcile looks for that uid before creating). Its spec is the api spec through
+//!   a reconcile looks for that uid before creating, unless the poollet already knows every
+//!   runtime reservation: after a relist over a synced cache and until a create ends in
+//!   doubt, an unknown uid has none, and the create saves the round trip). Its spec is the api spec through
 //!   [`irikit_api::reservation::ReservationSpec::to_iri`] (a spec the IRI extension cannot
 //!   carry, or that the runtime answers `InvalidArgument` for, is reported `Rejected`).
 //! - **State.** The runtime's state (`PENDING`, `ACCEPTED`, `REJECTED`, `BOUND`) is written as
@@ -35,7 +37,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -81,6 +83,8 @@ struct Seen {
     namespace: String,
     name: String,
     state: i32,
+    /// Its state may be out of date (a machine was created against it): read it afresh.
+    stale: bool,
 }
 
 fn seen(r: &rsv::Reservation) -> Option<Seen> {
@@ -92,6 +96,7 @@ fn seen(r: &rsv::Reservation) -> Option<Seen> {
         namespace: label(IRI_RESERVATION_NAMESPACE_LABEL)?,
         name: label(IRI_RESERVATION_NAME_LABEL)?,
         state: r.status.as_ref().map_or(0, |s| s.state),
+        stale: false,
     })
 }
 
@@ -109,6 +114,12 @@ pub struct ReservationReconciler {
     announced: AtomicBool,
     /// api Reservation uid → the runtime reservation created for it.
     runtime: Mutex<HashMap<String, Seen>>,
+    /// Whether `runtime` knows every runtime reservation this pool has: a relist over a synced
+    /// cache ran, and no CreateReservation since ended in doubt (an error after which the
+    /// runtime may hold one anyway). While true, a reconcile creates without listing first.
+    complete: AtomicBool,
+    /// Bumped by every CreateReservation that ended in doubt.
+    doubts: AtomicU64,
 }
 
 impl ReservationReconciler {
@@ -129,6 +140,8 @@ impl ReservationReconciler {
             supported: Mutex::new(None),
             announced: AtomicBool::new(false),
             runtime: Mutex::default(),
+            complete: AtomicBool::new(false),
+            doubts: AtomicU64::new(0),
         }
     }
 
@@ -225,15 +238,21 @@ impl ReservationReconciler {
     /// The runtime reservation of api Reservation `r` here, created when there is none.
     async fn ensure_runtime(&self, r: &Reservation) -> Result<Option<Seen>> {
         let uid = &r.metadata.uid;
-        if let Some(s) = self.runtime().get(uid).cloned() {
-            return Ok(Some(s));
+        let known = self.runtime().get(uid).cloned();
+        if let Some(s) = known.as_ref().filter(|s| !s.stale) {
+            return Ok(Some(s.clone()));
         }
-        let mut listed: Vec<Seen> = self
-            .list(&[(IRI_RESERVATION_UID_LABEL, uid)])
-            .await?
-            .iter()
-            .filter_map(seen)
-            .collect();
+        // Unknown here: the runtime has none for it unless `runtime` may be incomplete (a
+        // poollet restarted before its first relist, or a create that ended in doubt).
+        let mut listed: Vec<Seen> = if known.is_none() && self.complete.load(Ordering::Acquire) {
+            Vec::new()
+        } else {
+            self.list(&[(IRI_RESERVATION_UID_LABEL, uid)])
+                .await?
+                .iter()
+                .filter_map(seen)
+                .collect()
+        };
         listed.sort_by(|a, b| a.id.cmp(&b.id));
         if let Some(s) = listed.first().cloned() {
             // Duplicates (a crash between create and record): keep one, release the others.
@@ -283,7 +302,12 @@ impl ReservationReconciler {
                 warn!(reservation = %r.metadata.name, error = %err, "the runtime refused the reservation's spec; Rejected");
                 return Ok(None);
             }
-            Err(err) => return Err(err),
+            Err(err) => {
+                // The runtime may have created it all the same: list before creating again.
+                self.doubts.fetch_add(1, Ordering::AcqRel);
+                self.complete.store(false, Ordering::Release);
+                return Err(err);
+            }
         };
         let s = created
             .as_ref()
@@ -355,6 +379,7 @@ impl ReservationReconciler {
         if let Some(r) = &r
             && let Some(s) = self.runtime().get(&r.metadata.uid)
             && s.state == accepted
+            && !s.stale
         {
             return Some(s.id.clone());
         }
@@ -374,11 +399,14 @@ impl ReservationReconciler {
             .map(|s| s.id)
     }
 
-    /// Forgets what was recorded for the Reservation `key`, so that its next reconcile reads
-    /// the runtime's state afresh (after a machine was created against it: BOUND now).
+    /// Marks what was recorded for the Reservation `key` stale, so that its next reconcile
+    /// reads the runtime's state afresh (after a machine was created against it: BOUND now).
     pub fn refresh(&self, key: &ObjectRef) {
-        self.runtime()
-            .retain(|_, s| !(s.namespace == key.namespace && s.name == key.name));
+        for s in self.runtime().values_mut() {
+            if s.namespace == key.namespace && s.name == key.name {
+                s.stale = true;
+            }
+        }
     }
 
     /// Whether a runtime reservation for the api Reservation with `uid` is known here.
@@ -435,6 +463,11 @@ impl ReservationReconciler {
     /// One probe + relist round: the supported annotation, state changes (returned as keys
     /// to reconcile) and runtime reservations whose api Reservation is gone (deleted).
     async fn relist_once(&self) -> Result<Vec<ObjectRef>> {
+        let doubts = self.doubts.load(Ordering::Acquire);
+        let synced = self.cache.is_synced();
+        // What was known before the listing: a reservation created while it is under way is
+        // missing from it, but not gone.
+        let known: std::collections::HashSet<String> = self.runtime().keys().cloned().collect();
         let mut client = self.client.clone();
         let listed = rpc(
             "ListReservations",
@@ -483,7 +516,7 @@ impl ReservationReconciler {
         let gone: Vec<String> = self
             .runtime()
             .keys()
-            .filter(|uid| !live.contains(*uid))
+            .filter(|uid| known.contains(*uid) && !live.contains(*uid))
             .cloned()
             .collect();
         for uid in gone {
@@ -493,6 +526,11 @@ impl ReservationReconciler {
                     keys.push(ObjectRef::of(&obj));
                 }
             }
+        }
+        // Every runtime reservation is now known (those of a synced cache's Reservations were
+        // recorded, the others released), unless a create ended in doubt meanwhile.
+        if synced && self.doubts.load(Ordering::Acquire) == doubts {
+            self.complete.store(true, Ordering::Release);
         }
         // Reservations asking this pool that it has not answered yet (missed events).
         for obj in self.cache.list() {
