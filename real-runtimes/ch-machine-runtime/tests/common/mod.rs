@@ -110,6 +110,14 @@ pub fn guest_kernel(dir: &Path, backend: &Backend) -> Option<PathBuf> {
     }
 }
 
+/// Write `bytes` at offset 0 of `path` (a guest writing its disk) and sync.
+pub fn write_at_start(path: impl AsRef<Path>, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, 0).unwrap();
+    file.sync_all().unwrap();
+}
+
 /// Is `pid` alive (not a zombie)?
 pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -257,6 +265,8 @@ pub struct Env {
     pub image_dir: PathBuf,
     pub socket: PathBuf,
     pub cmdline: String,
+    /// `Some(qemu)`: the runtime drives this QEMU (`--vmm qemu`), else the `backend` CH.
+    pub qemu: Option<PathBuf>,
 }
 
 pub const CLASS: &str = "small";
@@ -285,6 +295,7 @@ impl Env {
             image_dir,
             socket,
             cmdline: cmdline.to_owned(),
+            qemu: None,
         })
     }
 
@@ -313,12 +324,119 @@ impl Env {
         ]
     }
 
+    /// The runtime's arguments for this environment's VMM ([`Env::args`], or
+    /// [`Env::qemu_args`] for a QEMU environment), then `extra`.
+    pub fn runtime_args(&self, extra: &[&str]) -> Vec<String> {
+        if let Some(qemu) = &self.qemu {
+            return self.qemu_args(qemu, extra);
+        }
+        let mut args = self.args();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    /// Start the runtime.
     pub fn start(&self) -> Proc {
+        self.start_with(&[])
+    }
+
+    /// Start the runtime with `extra` arguments.
+    pub fn start_with(&self, extra: &[&str]) -> Proc {
+        self.spawn_runtime(&self.runtime_args(extra))
+    }
+
+    /// Start the runtime with exactly `args`.
+    pub fn spawn_runtime(&self, args: &[String]) -> Proc {
         Proc::spawn(
             Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-            &self.args(),
+            args,
             &self.socket,
         )
+    }
+
+    /// Start the runtime and connect a client.
+    pub async fn start_client(&self, extra: &[&str]) -> (Proc, Client) {
+        let runtime = self.start_with(extra);
+        let client = Client::new(runtime.channel().await);
+        (runtime, client)
+    }
+
+    /// kill -9 `runtime` (and drop its `client`): the VMMs `pids` must outlive it. Returns a
+    /// new runtime started with `extra`, and its client.
+    pub async fn kill9_and_restart(
+        &self,
+        runtime: &mut Proc,
+        client: Client,
+        pids: &[i32],
+        extra: &[&str],
+    ) -> (Proc, Client) {
+        runtime.kill9();
+        drop(client);
+        for pid in pids {
+            assert!(alive(*pid), "vmm {pid} died with the runtime");
+        }
+        self.start_client(extra).await
+    }
+
+    /// The machine's directory: its VMM's sockets, logs and local disks.
+    pub fn vm_dir(&self, id: &str) -> PathBuf {
+        self.state_dir.join("vms").join(id)
+    }
+
+    /// The machine's VMM API socket.
+    pub fn api_socket(&self, id: &str) -> PathBuf {
+        self.vm_dir(id).join("api.sock")
+    }
+
+    /// `vm.info` of the machine's VMM (ch-sim or a real CH).
+    pub async fn vm_info(&self, id: &str) -> serde_json::Value {
+        reqwest::Client::builder()
+            .unix_socket(self.api_socket(id).as_path())
+            .build()
+            .unwrap()
+            .get("http://localhost/api/v1/vm.info")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Wait until the machine's serial log holds `needle` `count` times.
+    pub async fn wait_serial(&self, id: &str, needle: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.serial_log(id);
+            if log.matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {count}x {needle:?} on the serial console:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait until no VMM of this environment runs.
+    pub async fn wait_no_vmm(&self, what: &str, timeout: Duration) {
+        eventually(what, timeout, || async {
+            self.vmm_processes().is_empty().then_some(())
+        })
+        .await;
+    }
+
+    /// Delete the machine and wait until it is gone: no VMM process and no directory is left.
+    pub async fn delete_and_check(&self, client: &mut Client, id: &str) {
+        delete_and_wait(client, id).await;
+        let vm_dir = self.vm_dir(id);
+        assert_eq!(
+            processes_mentioning(&vm_dir.display().to_string()),
+            Vec::<i32>::new(),
+            "vmm processes left"
+        );
+        assert!(!vm_dir.exists(), "machine dir left");
     }
 
     /// The guest's serial output over all its boots: Cloud Hypervisor truncates `serial.log` at
@@ -541,32 +659,39 @@ pub fn volume_status(m: &machine::Machine, name: &str) -> Option<(String, bool)>
         })
 }
 
+/// A file-volume-runtime on `<env>/volume.sock` with its root at the env's volume dir and the
+/// class [`VOLUME_CLASS`] (raw), then `extra` arguments.
+fn spawn_volume_runtime(env: &Env, extra: &[String]) -> Proc {
+    let socket = env.dir.path().join("volume.sock");
+    let mut args = vec![
+        "--socket".into(),
+        socket.display().to_string(),
+        "--root".into(),
+        env.volume_dir.display().to_string(),
+        "--volume-class".into(),
+        format!("{VOLUME_CLASS},1000,100"),
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(
+        &sibling_binary("file-volume-runtime", "file-volume-runtime"),
+        &args,
+        &socket,
+    )
+}
+
 /// Start a file-volume-runtime and create one raw volume; returns (process, client, handle).
 pub async fn file_volume_runtime(
     env: &Env,
     size: i64,
 ) -> (Proc, VolumeRuntimeClient<Channel>, String) {
-    let bin = sibling_binary("file-volume-runtime", "file-volume-runtime");
-    let socket = env.dir.path().join("volume.sock");
-    let proc = Proc::spawn(
-        &bin,
-        &[
-            "--socket".into(),
-            socket.display().to_string(),
-            "--root".into(),
-            env.volume_dir.display().to_string(),
-            "--volume-class".into(),
-            "std,1000,100".into(),
-        ],
-        &socket,
-    );
+    let proc = spawn_volume_runtime(env, &[]);
     let mut client = VolumeRuntimeClient::new(proc.channel().await);
     let created = client
         .create_volume(volume::CreateVolumeRequest {
             volume: Some(volume::Volume {
                 metadata: None,
                 spec: Some(volume::VolumeSpec {
-                    class: "std".into(),
+                    class: VOLUME_CLASS.into(),
                     resources: Some(volume::VolumeResources {
                         storage_bytes: size,
                     }),
@@ -645,11 +770,12 @@ impl Drop for Reaper {
 }
 
 /// A runtime environment driving QEMU; the guest is the PVH stub with `cmdline`.
-pub fn qemu_env(cmdline: &str) -> Option<(Env, PathBuf, Reaper)> {
+pub fn qemu_env(cmdline: &str) -> Option<(Env, Reaper)> {
     let qemu = qemu_binary()?;
-    let env = Env::new(Backend::RealCh(qemu.clone()), cmdline)?;
+    let mut env = Env::new(Backend::RealCh(qemu.clone()), cmdline)?;
+    env.qemu = Some(qemu);
     let reaper = Reaper::for_env(&env);
-    Some((env, qemu, reaper))
+    Some((env, reaper))
 }
 
 impl Env {
@@ -726,45 +852,24 @@ impl Runtimes {
             Vmm::CloudHypervisor(backend) => backend.clone(),
             Vmm::Qemu { binary, .. } => Backend::RealCh(binary.clone()),
         };
-        let env = Env::new(backend, cmdline)?;
+        let mut env = Env::new(backend, cmdline)?;
         let reaper = Reaper::for_env(&env);
         let image = env.image_dir.join("root.img");
         std::fs::write(&image, vec![0x5a; 1 << 20]).unwrap();
-        let args = match &vmm {
-            Vmm::CloudHypervisor(_) => {
-                let mut args = env.args();
-                args.extend(extra.iter().map(|s| (*s).to_owned()));
-                args
-            }
-            Vmm::Qemu { binary, accel } => {
-                let mut all = vec!["--qemu-accel", accel];
-                all.extend_from_slice(extra);
-                env.qemu_args(binary, &all)
-            }
-        };
-        let machine_proc = Proc::spawn(
-            Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-            &args,
-            &env.socket,
-        );
-        let volume_socket = env.dir.path().join("volume.sock");
-        let volume_proc = Proc::spawn(
-            &sibling_binary("file-volume-runtime", "file-volume-runtime"),
-            &[
-                "--socket".into(),
-                volume_socket.display().to_string(),
-                "--root".into(),
-                env.volume_dir.display().to_string(),
-                "--image-dir".into(),
-                env.image_dir.display().to_string(),
-                "--volume-class".into(),
-                format!("{VOLUME_CLASS},1000,100"),
-            ],
-            &volume_socket,
+        let mut all = Vec::new();
+        if let Vmm::Qemu { binary, accel } = &vmm {
+            env.qemu = Some(binary.clone());
+            all.extend(["--qemu-accel", accel]);
+        }
+        all.extend_from_slice(extra);
+        let machine_proc = env.start_with(&all);
+        let volume_proc = spawn_volume_runtime(
+            &env,
+            &["--image-dir".into(), env.image_dir.display().to_string()],
         );
         let runtimes = Self {
             machine: Endpoint::unix(&env.socket),
-            volume: Endpoint::unix(&volume_socket),
+            volume: Endpoint::unix(&volume_proc.socket),
             image,
             env,
             machine_proc,
@@ -796,5 +901,238 @@ pub async fn accepting(endpoint: &Endpoint) -> Channel {
         Duration::from_secs(30),
         || async { iri_spec::endpoint::connect(endpoint).await.ok() },
     )
+    .await
+}
+
+// ---- machine calls ---------------------------------------------------------------------------
+
+/// Two tests of `$run(backend)`: `$sim` on ch-sim, `$real` on the real CH named by
+/// `IRIKIT_CH_BIN` (one skip line without one).
+#[allow(unused_macros)]
+macro_rules! on_ch_sim_and_real_ch {
+    ($run:ident: $sim:ident, $real:ident) => {
+        #[tokio::test]
+        async fn $sim() {
+            $run($crate::common::Backend::Sim).await;
+        }
+
+        #[tokio::test]
+        async fn $real() {
+            if let Some(backend) = $crate::common::Backend::real_ch() {
+                $run(backend).await;
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_ch_sim_and_real_ch;
+
+/// The labels of a request's machine, to add to.
+pub fn labels_mut(request: &mut machine::CreateMachineRequest) -> &mut HashMap<String, String> {
+    &mut request
+        .machine
+        .as_mut()
+        .unwrap()
+        .metadata
+        .as_mut()
+        .unwrap()
+        .labels
+}
+
+/// The id of a machine.
+pub fn id_of(m: &machine::Machine) -> String {
+    m.metadata.as_ref().unwrap().id.clone()
+}
+
+/// CreateMachine of `request`; the machine as answered.
+pub async fn create_request(
+    client: &mut Client,
+    request: machine::CreateMachineRequest,
+) -> machine::Machine {
+    client
+        .create_machine(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .machine
+        .unwrap()
+}
+
+/// CreateMachine of `spec` (with [`machine_request`]'s labels); the new machine's id.
+pub async fn create(client: &mut Client, spec: machine::MachineSpec) -> String {
+    id_of(&create_request(client, machine_request(spec)).await)
+}
+
+/// A machine of class [`CLASS`] with `volumes`, once RUNNING; its id.
+pub async fn create_running(client: &mut Client, volumes: Vec<machine::Volume>) -> String {
+    let id = create(client, spec(volumes)).await;
+    wait_state(client, &id, machine::MachineState::MachineRunning).await;
+    id
+}
+
+/// Every machine listed.
+pub async fn list_all(client: &mut Client) -> Vec<machine::Machine> {
+    client
+        .list_machines(machine::ListMachinesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .machines
+}
+
+/// Two listings of the same machines agree in metadata, spec and state.
+pub fn assert_same_machines(before: &[machine::Machine], after: &[machine::Machine]) {
+    for (old, new) in before.iter().zip(after) {
+        assert_eq!(old.metadata, new.metadata);
+        assert_eq!(old.spec, new.spec);
+        assert_eq!(state_of(old), state_of(new));
+    }
+}
+
+/// UpdateMachinePower.
+pub async fn set_power(client: &mut Client, id: &str, power: machine::Power) {
+    client
+        .update_machine_power(machine::UpdateMachinePowerRequest {
+            machine_id: id.to_owned(),
+            power: power as i32,
+        })
+        .await
+        .unwrap();
+}
+
+/// DeleteMachine.
+pub async fn delete(client: &mut Client, id: &str) {
+    client
+        .delete_machine(machine::DeleteMachineRequest {
+            machine_id: id.to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+/// DeleteMachine, then wait until it is no longer listed.
+pub async fn delete_and_wait(client: &mut Client, id: &str) {
+    delete(client, id).await;
+    wait_gone(client, id).await;
+}
+
+/// AttachVolume.
+pub async fn attach_volume(client: &mut Client, id: &str, volume: machine::Volume) {
+    client
+        .attach_volume(machine::AttachVolumeRequest {
+            machine_id: id.to_owned(),
+            volume: Some(volume),
+        })
+        .await
+        .unwrap();
+}
+
+/// DetachVolume.
+pub async fn detach_volume(client: &mut Client, id: &str, name: &str) {
+    client
+        .detach_volume(machine::DetachVolumeRequest {
+            machine_id: id.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+/// A NIC on network `net` with one address.
+pub fn nic(name: &str) -> machine::NetworkInterface {
+    machine::NetworkInterface {
+        name: name.to_owned(),
+        network_id: "net".into(),
+        ips: vec!["10.0.0.2".into()],
+        ..Default::default()
+    }
+}
+
+/// AttachNetworkInterface of [`nic`]`(name)`.
+pub async fn attach_nic(client: &mut Client, id: &str, name: &str) {
+    client
+        .attach_network_interface(machine::AttachNetworkInterfaceRequest {
+            machine_id: id.to_owned(),
+            network_interface: Some(nic(name)),
+        })
+        .await
+        .unwrap();
+}
+
+/// DetachNetworkInterface.
+pub async fn detach_nic(client: &mut Client, id: &str, name: &str) {
+    client
+        .detach_network_interface(machine::DetachNetworkInterfaceRequest {
+            machine_id: id.to_owned(),
+            name: name.to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+/// The reasons of the events about machine `id`, oldest first.
+pub async fn event_reasons(client: &mut Client, id: &str) -> Vec<String> {
+    client
+        .list_events(machine::ListEventsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .iter()
+        .filter_map(|e| e.spec.as_ref())
+        .filter(|s| s.involved_object_meta.as_ref().is_some_and(|m| m.id == id))
+        .map(|s| s.reason.clone())
+        .collect()
+}
+
+/// Poll machine `id` every 5 ms until `check` returns Some, or panic after `timeout`.
+pub async fn wait_machine<T>(
+    client: &Client,
+    id: &str,
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut(&machine::Machine) -> Option<T>,
+) -> T {
+    let mut client = client.clone();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = get(&mut client, id).await.as_ref().and_then(&mut check) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What [`wait_volume`] waits for; either at the machine's current generation (observed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeIs {
+    /// Attached in the status.
+    Attached,
+    /// Neither in the spec nor in the status.
+    Gone,
+}
+
+/// Wait until volume `name` of machine `id` is `want` and the runtime has observed the
+/// machine's current generation; returns the machine.
+pub async fn wait_volume(
+    client: &Client,
+    id: &str,
+    name: &str,
+    want: VolumeIs,
+    timeout: Duration,
+) -> machine::Machine {
+    let what = format!("volume {name} {want:?}");
+    wait_machine(client, id, &what, timeout, |m| {
+        let observed = m.status.as_ref()?.observed_generation == m.metadata.as_ref()?.generation;
+        let now = match want {
+            VolumeIs::Attached => volume_status(m, name).is_some_and(|(_, a)| a),
+            VolumeIs::Gone => {
+                volume_status(m, name).is_none()
+                    && !m.spec.as_ref()?.volumes.iter().any(|v| v.name == name)
+            }
+        };
+        (observed && now).then(|| m.clone())
+    })
     .await
 }
