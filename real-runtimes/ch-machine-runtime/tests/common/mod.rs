@@ -378,6 +378,27 @@ impl Env {
         self.start_client(extra).await
     }
 
+    /// [`Env::kill9_and_restart`] with machines on the runtime: the new runtime lists the same
+    /// machines (metadata, spec and state) as the killed one did. Returns the new runtime, its
+    /// client and its listing.
+    pub async fn kill9_and_adopt(
+        &self,
+        runtime: &mut Proc,
+        mut client: Client,
+        pids: &[i32],
+    ) -> (Proc, Client, Vec<machine::Machine>) {
+        let before = list_all(&mut client).await;
+        let (runtime, mut client) = self.kill9_and_restart(runtime, client, pids, &[]).await;
+        let after = list_all(&mut client).await;
+        assert_eq!(after.len(), before.len());
+        for (old, new) in before.iter().zip(&after) {
+            assert_eq!(old.metadata, new.metadata);
+            assert_eq!(old.spec, new.spec);
+            assert_eq!(state_of(old), state_of(new));
+        }
+        (runtime, client, after)
+    }
+
     /// The machine's directory: its VMM's sockets, logs and local disks.
     pub fn vm_dir(&self, id: &str) -> PathBuf {
         self.state_dir.join("vms").join(id)
@@ -978,15 +999,6 @@ pub async fn list_all(client: &mut Client) -> Vec<machine::Machine> {
         .unwrap()
         .into_inner()
         .machines
-}
-
-/// Two listings of the same machines agree in metadata, spec and state.
-pub fn assert_same_machines(before: &[machine::Machine], after: &[machine::Machine]) {
-    for (old, new) in before.iter().zip(after) {
-        assert_eq!(old.metadata, new.metadata);
-        assert_eq!(old.spec, new.spec);
-        assert_eq!(state_of(old), state_of(new));
-    }
 }
 
 /// UpdateMachinePower.
