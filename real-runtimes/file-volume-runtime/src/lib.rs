@@ -8,6 +8,9 @@
 //! start. Capacity (`Status.quantity`) is the root filesystem's free space in bytes, rounded
 //! down to whole GiB.
 
+pub mod error;
+mod files;
+mod grpc;
 #[path = "../../shared/qcow2.rs"]
 mod qcow2;
 pub mod service;
