@@ -8,6 +8,8 @@
 
 pub mod config;
 pub mod console;
+#[path = "../../shared/events.rs"]
+mod events;
 #[path = "../../shared/qcow2.rs"]
 mod qcow2;
 pub mod runtime;

@@ -508,22 +508,7 @@ impl VolumeService {
     /// The events matching `filter`; the time window counts only when both bounds are > 0.
     pub(crate) async fn events(&self, filter: Option<volume::EventFilter>) -> Vec<event::Event> {
         let state = self.state.lock().await;
-        state
-            .events
-            .iter()
-            .filter(|ev| {
-                let Some(f) = &filter else { return true };
-                let Some(spec) = &ev.spec else { return false };
-                let meta = spec.involved_object_meta.clone().unwrap_or_default();
-                (f.id.is_empty() || f.id == meta.id)
-                    && iri_spec::selector::matches(&f.label_selector, &meta.labels)
-                    && (f.events_from_time <= 0
-                        || f.events_to_time <= 0
-                        || (spec.event_time >= f.events_from_time
-                            && spec.event_time <= f.events_to_time))
-            })
-            .cloned()
-            .collect()
+        crate::events::select(state.events.iter(), filter.as_ref())
     }
 
     /// Every class with its capabilities and, as quantity, the root filesystem's free space,

@@ -44,6 +44,27 @@ pub(crate) enum Error {
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A client for one VMM's API socket.
+/// What a `PUT vm.<action>` without a body does to the VM.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum VmAction {
+    Boot,
+    Shutdown,
+    PowerButton,
+    Delete,
+}
+
+impl VmAction {
+    /// The endpoint, and how long CH may take to answer it.
+    fn endpoint(self) -> (&'static str, Duration) {
+        match self {
+            Self::Boot => ("vm.boot", Duration::from_secs(30)),
+            Self::Shutdown => ("vm.shutdown", Duration::from_secs(30)),
+            Self::PowerButton => ("vm.power-button", Duration::from_secs(5)),
+            Self::Delete => ("vm.delete", Duration::from_secs(30)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     http: reqwest::Client,
@@ -170,32 +191,10 @@ impl Client {
             .map(drop)
     }
 
-    /// `PUT vm.boot`.
-    pub(crate) async fn boot(&self) -> Result<()> {
-        self.put("vm.boot", None, Duration::from_secs(30))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.shutdown`.
-    pub(crate) async fn shutdown(&self) -> Result<()> {
-        self.put("vm.shutdown", None, Duration::from_secs(30))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.power-button`.
-    pub(crate) async fn power_button(&self) -> Result<()> {
-        self.put("vm.power-button", None, Duration::from_secs(5))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.delete`.
-    pub(crate) async fn delete(&self) -> Result<()> {
-        self.put("vm.delete", None, Duration::from_secs(30))
-            .await
-            .map(drop)
+    /// `PUT vm.boot`, `vm.shutdown`, `vm.power-button` or `vm.delete`.
+    pub(crate) async fn vm(&self, action: VmAction) -> Result<()> {
+        let (endpoint, timeout) = action.endpoint();
+        self.put(endpoint, None, timeout).await.map(drop)
     }
 
     /// `PUT vm.add-disk`; returns the PCI info when CH hot-plugged it into a running VM.
