@@ -114,6 +114,19 @@ fn is_chain(v: &Value, last: &str) -> bool {
     })
 }
 
+impl Vmm {
+    /// `PUT endpoint` answers 204 and leaves the VM `state`; the same call again answers 500
+    /// with an error chain ending in `chain`.
+    async fn put_then_again(&self, endpoint: &str, state: &str, chain: &str) {
+        assert_eq!(self.call("PUT", endpoint, None).await.0, 204);
+        let (_, info) = self.call("GET", "vm.info", None).await;
+        assert_eq!(info["state"], state);
+        let (s, v) = self.call("PUT", endpoint, None).await;
+        assert_eq!(s, 500);
+        assert!(is_chain(&v, chain), "{v}");
+    }
+}
+
 async fn rest_session(backend: Backend) {
     let dir = scratch();
     let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
@@ -158,12 +171,8 @@ async fn rest_session(backend: Backend) {
     );
     assert_eq!(info["config"]["platform"]["oem_strings"][0], "aWduaXRpb24=");
 
-    assert_eq!(vmm.call("PUT", "vm.boot", None).await.0, 204);
-    let (_, info) = vmm.call("GET", "vm.info", None).await;
-    assert_eq!(info["state"], "Running");
-    let (s, v) = vmm.call("PUT", "vm.boot", None).await;
-    assert_eq!(s, 500);
-    assert!(is_chain(&v, "VM is already created"), "{v}");
+    vmm.put_then_again("vm.boot", "Running", "VM is already created")
+        .await;
     common::eventually("serial banner", Duration::from_secs(10), || async {
         std::fs::read_to_string(&serial)
             .unwrap_or_default()
@@ -201,12 +210,8 @@ async fn rest_session(backend: Backend) {
     assert_eq!(vmm.call("PUT", "vm.power-button", None).await.0, 204);
 
     // Shutdown keeps the config: state Created, and the VM boots again.
-    assert_eq!(vmm.call("PUT", "vm.shutdown", None).await.0, 204);
-    let (_, info) = vmm.call("GET", "vm.info", None).await;
-    assert_eq!(info["state"], "Created");
-    let (s, v) = vmm.call("PUT", "vm.shutdown", None).await;
-    assert_eq!(s, 500);
-    assert!(is_chain(&v, "VM is not running"), "{v}");
+    vmm.put_then_again("vm.shutdown", "Created", "VM is not running")
+        .await;
     assert_eq!(vmm.call("PUT", "vm.boot", None).await.0, 204);
     assert_eq!(vmm.call("GET", "vm.info", None).await.1["state"], "Running");
 

@@ -395,19 +395,10 @@ async fn a_failing_machine_does_not_flood_events() {
         let id = id.clone();
         async move {
             let mut client = client;
-            client
-                .list_events(machine::ListEventsRequest {
-                    filter: Some(machine::EventFilter {
-                        id,
-                        ..Default::default()
-                    }),
-                })
+            common::event_reasons(&mut client, &id)
                 .await
-                .unwrap()
-                .into_inner()
-                .events
-                .into_iter()
-                .filter(|e| e.spec.as_ref().is_some_and(|s| s.reason == "BootFailed"))
+                .iter()
+                .filter(|reason| *reason == "BootFailed")
                 .count()
         }
     };

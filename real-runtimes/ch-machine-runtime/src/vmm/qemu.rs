@@ -298,6 +298,11 @@ impl Qemu {
         Ok(Conn::connect(&vmm.api_socket).await?)
     }
 
+    /// Whether a user-created device `id` exists (an attach already done).
+    async fn has_peripheral(conn: &mut Conn, id: &str) -> Result<bool> {
+        Ok(Self::peripherals(conn).await?.iter().any(|(d, _)| d == id))
+    }
+
     /// Ids and QOM types of the user-created devices (`/machine/peripheral`).
     async fn peripherals(conn: &mut Conn) -> Result<Vec<(String, String)>> {
         let list = conn
@@ -347,11 +352,7 @@ impl Qemu {
     }
 
     async fn add_disk(conn: &mut Conn, disk: &DiskSpec) -> Result<()> {
-        if Self::peripherals(conn)
-            .await?
-            .iter()
-            .any(|(id, _)| *id == disk.id)
-        {
+        if Self::has_peripheral(conn, &disk.id).await? {
             return Ok(());
         }
         let node = node_name(&disk.id);
@@ -380,21 +381,12 @@ impl Qemu {
             "drive": node,
             "bus": port,
         });
-        if let Err(e) = conn.execute("device_add", Some(device)).await {
-            let _ = conn
-                .execute("blockdev-del", Some(json!({ "node-name": node })))
-                .await;
-            return Err(e.into());
-        }
-        Ok(())
+        let undo = ("blockdev-del", json!({ "node-name": node }));
+        Self::device_add_or_undo(conn, device, undo).await
     }
 
     async fn add_nic(conn: &mut Conn, nic: &NicSpec) -> Result<()> {
-        if Self::peripherals(conn)
-            .await?
-            .iter()
-            .any(|(id, _)| *id == nic.id)
-        {
+        if Self::has_peripheral(conn, &nic.id).await? {
             return Ok(());
         }
         let netdev = netdev_name(&nic.id);
@@ -422,10 +414,19 @@ impl Qemu {
             "mac": nic.mac,
             "bus": port,
         });
+        let undo = ("netdev_del", json!({ "id": netdev }));
+        Self::device_add_or_undo(conn, device, undo).await
+    }
+
+    /// `device_add` of `device`; when it fails, the `undo` command drops what it was to use
+    /// (its block node or netdev).
+    async fn device_add_or_undo(
+        conn: &mut Conn,
+        device: serde_json::Value,
+        undo: (&'static str, serde_json::Value),
+    ) -> Result<()> {
         if let Err(e) = conn.execute("device_add", Some(device)).await {
-            let _ = conn
-                .execute("netdev_del", Some(json!({ "id": netdev })))
-                .await;
+            let _ = conn.execute(undo.0, Some(undo.1)).await;
             return Err(e.into());
         }
         Ok(())
