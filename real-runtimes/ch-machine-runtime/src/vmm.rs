@@ -175,14 +175,7 @@ pub(crate) fn keep_serial_history_blocking(serial: &Path) -> std::io::Result<()>
         };
         all.extend_from_slice(&text);
         let tmp = history.with_extension("old.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&all)?;
-        std::fs::rename(&tmp, &history)?;
+        crate::private_file::replace(&tmp, &history, &all, false)?;
     } else {
         let mut f = std::fs::OpenOptions::new()
             .create(true)

@@ -13,6 +13,8 @@ pub mod error;
 mod events;
 mod files;
 mod grpc;
+#[path = "../../shared/private_file.rs"]
+mod private_file;
 #[path = "../../shared/qcow2.rs"]
 mod qcow2;
 pub mod service;

@@ -4,8 +4,6 @@
 use std::{
     collections::HashMap,
     fs,
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -208,16 +206,7 @@ impl Record for SnapshotRecord {
 pub fn write<T: Serialize>(dir: &Path, id: &str, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     let tmp = dir.join(format!(".{id}.json.tmp"));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(format!("{id}.json")))?;
+    crate::private_file::replace(&tmp, &dir.join(format!("{id}.json")), &bytes, true)?;
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
