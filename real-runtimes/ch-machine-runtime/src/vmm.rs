@@ -701,14 +701,16 @@ impl Vmm for CloudHypervisor {
         // Cloud Hypervisor truncates its serial file at `vm.create` and again at every
         // `vm.boot` (also a re-boot in the same process): keep what earlier boots printed.
         keep_serial_history(&spec.serial_file).await;
-        Ok(Self::client(vmm)?.create(&config).await?)
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::Create, Some(&config))
+            .await?)
     }
 
     async fn boot(&self, vmm: &VmmProcess) -> Result<()> {
         if let Some(dir) = vmm.api_socket.parent() {
             keep_serial_history(&VmPaths::new(dir).serial).await;
         }
-        Ok(Self::client(vmm)?.vm(chapi::VmAction::Boot).await?)
+        Ok(Self::client(vmm)?.vm(chapi::VmAction::Boot, None).await?)
     }
 
     async fn info(&self, vmm: &VmmProcess) -> Result<VmInfo> {
@@ -734,31 +736,33 @@ impl Vmm for CloudHypervisor {
     }
 
     async fn shutdown(&self, vmm: &VmmProcess) -> Result<()> {
-        Ok(Self::client(vmm)?.vm(chapi::VmAction::Shutdown).await?)
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::Shutdown, None)
+            .await?)
     }
 
     async fn power_button(&self, vmm: &VmmProcess) -> Result<()> {
-        Ok(Self::client(vmm)?.vm(chapi::VmAction::PowerButton).await?)
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::PowerButton, None)
+            .await?)
     }
 
     async fn delete(&self, vmm: &VmmProcess) -> Result<()> {
-        Ok(Self::client(vmm)?.vm(chapi::VmAction::Delete).await?)
+        Ok(Self::client(vmm)?.vm(chapi::VmAction::Delete, None).await?)
     }
 
     async fn attach_disk(&self, vmm: &VmmProcess, disk: &DiskSpec) -> Result<()> {
-        Self::client(vmm)?
-            .add_disk(&Self::disk_json(disk))
-            .await
-            .map(drop)?;
-        Ok(())
+        let disk = Self::disk_json(disk);
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::AddDisk, Some(&disk))
+            .await?)
     }
 
     async fn attach_nic(&self, vmm: &VmmProcess, nic: &NicSpec) -> Result<()> {
-        Self::client(vmm)?
-            .add_net(&Self::nic_json(nic))
-            .await
-            .map(drop)?;
-        Ok(())
+        let nic = Self::nic_json(nic);
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::AddNet, Some(&nic))
+            .await?)
     }
 
     async fn detach_device(&self, vmm: &VmmProcess, id: &str) -> Result<()> {
