@@ -1,7 +1,23 @@
-//! The qcow2 header check both real runtimes share (included with `#[path]` by
-//! ch-machine-runtime and file-volume-runtime, so neither depends on the other).
+//! The qcow2 header checks both real runtimes share (included with `#[path]` by
+//! ch-machine-runtime and file-volume-runtime, so neither depends on the other): the format of
+//! an operator-provided image, and the refusal of a qcow2 file that names another file.
 
 use std::path::Path;
+
+/// The format of an operator-provided image (from `--image-dir`, never a guest-writable file):
+/// `qcow2` when it starts with the qcow2 magic `QFI\xfb`, else `raw` (the caller's values of
+/// its format type). Guest-writable files (volumes, snapshots, local disks) are never sniffed:
+/// their format is the one recorded when a runtime made them.
+pub(crate) fn sniff_operator_image<F>(path: &Path, qcow2: F, raw: F) -> std::io::Result<F> {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(path)?.read(&mut magic)?;
+    Ok(if n == 4 && magic == *b"QFI\xfb" {
+        qcow2
+    } else {
+        raw
+    })
+}
 
 /// Refuse a qcow2 file that would make a VMM or `qemu-img` open another file: one with a
 /// backing file (header offset 8) or an external data file / unknown incompatible feature

@@ -8,6 +8,10 @@
 
 pub mod config;
 pub mod console;
+#[path = "../../shared/events.rs"]
+mod events;
+#[path = "../../shared/private_file.rs"]
+mod private_file;
 #[path = "../../shared/qcow2.rs"]
 mod qcow2;
 pub mod runtime;

@@ -9,9 +9,12 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use ch_machine_runtime::{
     config::{self, Config, MachineClass, NicMode, Payload},
-    vmm::{CloudHypervisor, Qemu, QemuAccel, Vmm},
+    vmm::{CloudHypervisor, Launched as _, Qemu, QemuAccel, Vmm},
 };
 use clap::Parser;
+
+#[path = "../../shared/cli.rs"]
+mod cli;
 
 /// IRI MachineRuntime backed by Cloud Hypervisor
 #[derive(Debug, Parser)]
@@ -108,29 +111,6 @@ enum VmmKind {
     Qemu,
 }
 
-fn socket_path(args: &Args) -> anyhow::Result<PathBuf> {
-    let raw = args
-        .socket
-        .as_deref()
-        .or(args.endpoint.as_deref())
-        .context("--socket (or --endpoint unix:///path) is required")?;
-    if let Some(path) = raw.strip_prefix("unix://") {
-        anyhow::ensure!(
-            path.starts_with('/'),
-            "endpoint {raw:?}: use unix:///absolute/path"
-        );
-        return Ok(PathBuf::from(path));
-    }
-    if let Some(path) = raw.strip_prefix("unix:") {
-        return Ok(PathBuf::from(path));
-    }
-    anyhow::ensure!(
-        !raw.contains("://"),
-        "endpoint {raw:?}: only unix sockets are supported"
-    );
-    Ok(PathBuf::from(raw))
-}
-
 fn build_config(args: &Args) -> anyhow::Result<Config> {
     let mut classes = args.machine_classes.clone();
     if let Some(file) = &args.machine_class_file {
@@ -171,21 +151,12 @@ fn build_config(args: &Args) -> anyhow::Result<Config> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    irikit_bootstrap::init_tracing(
-        irikit_bootstrap::LogFormat::from_flag(&args.log_format),
-        "info",
-    );
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ch-machine-runtime: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log_format = args.log_format.clone();
+    cli::main("ch-machine-runtime", &log_format, run(args)).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let socket = socket_path(&args)?;
+    let socket = cli::socket_path(args.socket.as_deref(), args.endpoint.as_deref())?;
     let cfg = build_config(&args)?;
     if cfg.nic_mode == NicMode::None {
         tracing::info!("NICs are refused (--nic-mode none, or no CAP_NET_ADMIN / /dev/net/tun)");
@@ -205,9 +176,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(Qemu::new(cfg.vmm_binary.clone(), args.qemu_accel).with_initramfs(initramfs))
         }
     };
-    let token = irikit_bootstrap::cancel_on_signals(
-        || tracing::info!("shutting down (a second signal exits at once)"),
-        || {},
-    );
+    let token = cli::shutdown_token();
     ch_machine_runtime::serve(cfg, vmm, socket, token).await
 }

@@ -617,23 +617,7 @@ impl Runtime {
             .events
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        events
-            .iter()
-            .filter(|ev| {
-                let Some(f) = filter else { return true };
-                let Some(spec) = ev.spec.as_ref() else {
-                    return false;
-                };
-                let meta = spec.involved_object_meta.clone().unwrap_or_default();
-                (f.id.is_empty() || f.id == meta.id)
-                    && iri_spec::selector::matches(&f.label_selector, &meta.labels)
-                    && (f.events_from_time <= 0
-                        || f.events_to_time <= 0
-                        || (spec.event_time >= f.events_from_time
-                            && spec.event_time <= f.events_to_time))
-            })
-            .cloned()
-            .collect()
+        crate::events::select(events.iter(), filter)
     }
 
     /// `Exec`: a one-time URL of the machine's serial console (see [`crate::console`]).

@@ -188,6 +188,24 @@ impl Sim {
         }
     }
 
+    /// The VMM exits 0 (`vmm.shutdown`, or a guest's power-off): the VM's `shutdown` event when
+    /// it was running or paused and its `deleted` event when it was created, then the VMM's
+    /// `shutdown`, with `why` in the log.
+    fn vmm_exit(&self, vm: &mut Option<Vm>, why: &str) {
+        if let Some(vm) = vm.as_ref()
+            && vm.state.is_some()
+        {
+            if matches!(vm.state, Some(VmState::Running | VmState::Paused)) {
+                self.event("vm", "shutdown");
+            }
+            self.event("vm", "deleted");
+        }
+        *vm = None;
+        self.event("vmm", "shutdown");
+        self.log(why);
+        let _ = self.exit.send(0);
+    }
+
     fn serial_line(vm: &Vm, line: &str) {
         if let Some(socket) = &vm.serial {
             socket.write(format!("{line}\n").as_bytes());

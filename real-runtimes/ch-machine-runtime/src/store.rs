@@ -135,6 +135,28 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// Put `bytes` at `path` by way of the 0600 file `tmp` (written, with `fsync` when `durable`,
+/// then renamed over `path`).
+fn replace(tmp: &Path, path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { what, path, source }
+    };
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(io("create", tmp))?;
+    f.write_all(bytes).map_err(io("write", tmp))?;
+    if durable {
+        f.sync_all().map_err(io("fsync", tmp))?;
+    }
+    drop(f);
+    fs::rename(tmp, path).map_err(io("rename", path))
+}
+
 impl Store {
     /// Open (create) `dir`.
     pub fn open(dir: PathBuf) -> Result<Self> {
@@ -162,22 +184,8 @@ impl Store {
     /// the durable file where this one is torn or missing. The durable file is never replaced
     /// by a volatile write.
     pub fn write_volatile(&self, id: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.volatile_path(id);
         let tmp = self.dir.join(format!(".{id}.vol.tmp"));
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Io { what, path, source }
-        };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io("rename", &path))
+        replace(&tmp, &self.volatile_path(id), bytes, false)
     }
 
     /// Serialize a record (call under the record's lock; write with [`Store::write`]).
@@ -188,23 +196,8 @@ impl Store {
 
     /// Write bytes for `id` atomically: tmp file, fsync, rename, fsync dir.
     pub fn write(&self, id: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.path(id);
         let tmp = self.dir.join(format!(".{id}.json.tmp"));
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| Error::Io { what, path, source }
-        };
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+        replace(&tmp, &self.path(id), bytes, true)?;
         if let Ok(dir) = fs::File::open(&self.dir) {
             let _ = dir.sync_all();
         }

@@ -175,14 +175,7 @@ pub(crate) fn keep_serial_history_blocking(serial: &Path) -> std::io::Result<()>
         };
         all.extend_from_slice(&text);
         let tmp = history.with_extension("old.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&all)?;
-        std::fs::rename(&tmp, &history)?;
+        crate::private_file::replace(&tmp, &history, &all, false)?;
     } else {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -357,19 +350,11 @@ impl ImageFormat {
     }
 
     /// The format of an operator-provided image (from `--image-dir`, never a guest-writable
-    /// file): qcow2 when it starts with the qcow2 magic `QFI\xfb`. Guest-writable files (volumes,
-    /// local disks) are never sniffed: their format is what the volume runtime reports or what
-    /// this runtime created.
+    /// file): qcow2 when it starts with the qcow2 magic. Guest-writable files (volumes, local
+    /// disks) are never sniffed: their format is what the volume runtime reports or what this
+    /// runtime created.
     pub fn of_operator_image(path: &Path) -> std::io::Result<Self> {
-        use std::io::Read as _;
-        let mut magic = [0u8; 4];
-        let mut f = std::fs::File::open(path)?;
-        let n = f.read(&mut magic)?;
-        Ok(if n == 4 && magic == *b"QFI\xfb" {
-            Self::Qcow2
-        } else {
-            Self::Raw
-        })
+        crate::qcow2::sniff_operator_image(path, Self::Qcow2, Self::Raw)
     }
 
     /// The extension this runtime gives a local disk file of this format (the file name
@@ -506,12 +491,58 @@ pub trait Vmm: Send + Sync + 'static {
 /// (32 slots), of which the host bridge and the virtio-rng device take two.
 pub const CH_MAX_DEVICES: usize = 30;
 
+/// How a backend boots every VM, beyond the VM's spec; the same choices for every backend.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The initramfs every VM boots with (CH's `payload.initramfs`, QEMU's `-initrd`).
+    pub initramfs: Option<PathBuf>,
+    /// Whether the serial port is the socket `VmPaths::serial_socket` (the default, what the
+    /// runtime's console pump reads) or, when `false`, the VMM writes `serial.log` itself.
+    pub serial_socket: bool,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Self {
+            initramfs: None,
+            serial_socket: true,
+        }
+    }
+}
+
+/// The builder methods of a backend's [`Launch`].
+pub trait Launched: Sized {
+    /// The backend's launch choices.
+    fn launch_mut(&mut self) -> &mut Launch;
+
+    /// Whether the serial port is the socket `VmPaths::serial_socket` (the default, what the
+    /// runtime's console pump reads) or, with `false`, the VMM writes `serial.log` itself (a
+    /// bare VMM with no pump, as `ch-runtime-bench`'s baseline).
+    #[must_use]
+    fn with_serial_socket(mut self, on: bool) -> Self {
+        self.launch_mut().serial_socket = on;
+        self
+    }
+
+    /// Boot every VM with this initramfs.
+    #[must_use]
+    fn with_initramfs(mut self, initramfs: Option<PathBuf>) -> Self {
+        self.launch_mut().initramfs = initramfs;
+        self
+    }
+}
+
 /// The Cloud Hypervisor backend (also drives `ch-sim`, which takes the same arguments).
 #[derive(Debug, Clone)]
 pub struct CloudHypervisor {
     binary: PathBuf,
-    initramfs: Option<PathBuf>,
-    serial_socket: bool,
+    launch: Launch,
+}
+
+impl Launched for CloudHypervisor {
+    fn launch_mut(&mut self) -> &mut Launch {
+        &mut self.launch
+    }
 }
 
 impl CloudHypervisor {
@@ -519,25 +550,8 @@ impl CloudHypervisor {
     pub fn new(binary: PathBuf) -> Self {
         Self {
             binary,
-            initramfs: None,
-            serial_socket: true,
+            launch: Launch::default(),
         }
-    }
-
-    /// Whether the serial port is the socket `VmPaths::serial_socket` (the default, what the
-    /// runtime's console pump reads) or, with `false`, CH writes `serial.log` itself (a bare
-    /// VMM with no pump, as `ch-runtime-bench`'s baseline).
-    #[must_use]
-    pub fn with_serial_socket(mut self, on: bool) -> Self {
-        self.serial_socket = on;
-        self
-    }
-
-    /// Boot every VM with this initramfs (`payload.initramfs`).
-    #[must_use]
-    pub fn with_initramfs(mut self, initramfs: Option<PathBuf>) -> Self {
-        self.initramfs = initramfs;
-        self
     }
 
     fn client(vmm: &VmmProcess) -> Result<chapi::Client> {
@@ -671,13 +685,13 @@ impl Vmm for CloudHypervisor {
 
     async fn create(&self, vmm: &VmmProcess, spec: &VmSpec) -> Result<()> {
         let mut config = Self::vm_config(spec);
-        if let Some(initramfs) = &self.initramfs {
+        if let Some(initramfs) = &self.launch.initramfs {
             config["payload"]["initramfs"] = json!(initramfs);
         }
         // The serial port is a socket CH binds at `vm.create` (and again at a boot after
         // `vm.shutdown`); the runtime's console pump connects before `vm.boot` and writes
         // `serial.log` (bounded) from it. CH refuses to bind over an existing file.
-        if self.serial_socket
+        if self.launch.serial_socket
             && let Some(dir) = vmm.api_socket.parent()
         {
             let socket = VmPaths::new(dir).serial_socket;
@@ -687,14 +701,16 @@ impl Vmm for CloudHypervisor {
         // Cloud Hypervisor truncates its serial file at `vm.create` and again at every
         // `vm.boot` (also a re-boot in the same process): keep what earlier boots printed.
         keep_serial_history(&spec.serial_file).await;
-        Ok(Self::client(vmm)?.create(&config).await?)
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::Create, Some(&config))
+            .await?)
     }
 
     async fn boot(&self, vmm: &VmmProcess) -> Result<()> {
         if let Some(dir) = vmm.api_socket.parent() {
             keep_serial_history(&VmPaths::new(dir).serial).await;
         }
-        Ok(Self::client(vmm)?.boot().await?)
+        Ok(Self::client(vmm)?.vm(chapi::VmAction::Boot, None).await?)
     }
 
     async fn info(&self, vmm: &VmmProcess) -> Result<VmInfo> {
@@ -720,31 +736,33 @@ impl Vmm for CloudHypervisor {
     }
 
     async fn shutdown(&self, vmm: &VmmProcess) -> Result<()> {
-        Ok(Self::client(vmm)?.shutdown().await?)
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::Shutdown, None)
+            .await?)
     }
 
     async fn power_button(&self, vmm: &VmmProcess) -> Result<()> {
-        Ok(Self::client(vmm)?.power_button().await?)
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::PowerButton, None)
+            .await?)
     }
 
     async fn delete(&self, vmm: &VmmProcess) -> Result<()> {
-        Ok(Self::client(vmm)?.delete().await?)
+        Ok(Self::client(vmm)?.vm(chapi::VmAction::Delete, None).await?)
     }
 
     async fn attach_disk(&self, vmm: &VmmProcess, disk: &DiskSpec) -> Result<()> {
-        Self::client(vmm)?
-            .add_disk(&Self::disk_json(disk))
-            .await
-            .map(drop)?;
-        Ok(())
+        let disk = Self::disk_json(disk);
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::AddDisk, Some(&disk))
+            .await?)
     }
 
     async fn attach_nic(&self, vmm: &VmmProcess, nic: &NicSpec) -> Result<()> {
-        Self::client(vmm)?
-            .add_net(&Self::nic_json(nic))
-            .await
-            .map(drop)?;
-        Ok(())
+        let nic = Self::nic_json(nic);
+        Ok(Self::client(vmm)?
+            .vm(chapi::VmAction::AddNet, Some(&nic))
+            .await?)
     }
 
     async fn detach_device(&self, vmm: &VmmProcess, id: &str) -> Result<()> {

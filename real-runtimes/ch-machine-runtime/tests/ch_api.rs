@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use common::Backend;
+use common::{Backend, on_ch_sim_and_real_ch};
 use serde_json::{Value, json};
 
 struct Vmm {
@@ -98,10 +98,33 @@ fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
+/// A 1 MiB sparse disk image `dir/name`.
+fn disk_file(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    path
+}
+
 fn is_chain(v: &Value, last: &str) -> bool {
     v.as_array().is_some_and(|a| {
         a.iter().all(Value::is_string) && a.last().and_then(Value::as_str) == Some(last)
     })
+}
+
+impl Vmm {
+    /// `PUT endpoint` answers 204 and leaves the VM `state`; the same call again answers 500
+    /// with an error chain ending in `chain`.
+    async fn put_then_again(&self, endpoint: &str, state: &str, chain: &str) {
+        assert_eq!(self.call("PUT", endpoint, None).await.0, 204);
+        let (_, info) = self.call("GET", "vm.info", None).await;
+        assert_eq!(info["state"], state);
+        let (s, v) = self.call("PUT", endpoint, None).await;
+        assert_eq!(s, 500);
+        assert!(is_chain(&v, chain), "{v}");
+    }
 }
 
 async fn rest_session(backend: Backend) {
@@ -110,11 +133,7 @@ async fn rest_session(backend: Backend) {
         return;
     };
     let serial = dir.path().join("serial.log");
-    let disk = dir.path().join("disk.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    let disk = disk_file(dir.path(), "disk.raw");
     let mut vmm = Vmm::spawn(&backend, dir.path()).await;
 
     let (s, ping) = vmm.call("GET", "vmm.ping", None).await;
@@ -152,12 +171,8 @@ async fn rest_session(backend: Backend) {
     );
     assert_eq!(info["config"]["platform"]["oem_strings"][0], "aWduaXRpb24=");
 
-    assert_eq!(vmm.call("PUT", "vm.boot", None).await.0, 204);
-    let (_, info) = vmm.call("GET", "vm.info", None).await;
-    assert_eq!(info["state"], "Running");
-    let (s, v) = vmm.call("PUT", "vm.boot", None).await;
-    assert_eq!(s, 500);
-    assert!(is_chain(&v, "VM is already created"), "{v}");
+    vmm.put_then_again("vm.boot", "Running", "VM is already created")
+        .await;
     common::eventually("serial banner", Duration::from_secs(10), || async {
         std::fs::read_to_string(&serial)
             .unwrap_or_default()
@@ -167,11 +182,7 @@ async fn rest_session(backend: Backend) {
     .await;
 
     // Hot-plug and removal.
-    let d1 = dir.path().join("d1.raw");
-    std::fs::File::create(&d1)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    let d1 = disk_file(dir.path(), "d1.raw");
     let body = json!({"path": d1, "id": "vol1", "image_type": "Raw"}).to_string();
     let (s, v) = vmm.call("PUT", "vm.add-disk", Some(&body)).await;
     assert_eq!(s, 200);
@@ -199,12 +210,8 @@ async fn rest_session(backend: Backend) {
     assert_eq!(vmm.call("PUT", "vm.power-button", None).await.0, 204);
 
     // Shutdown keeps the config: state Created, and the VM boots again.
-    assert_eq!(vmm.call("PUT", "vm.shutdown", None).await.0, 204);
-    let (_, info) = vmm.call("GET", "vm.info", None).await;
-    assert_eq!(info["state"], "Created");
-    let (s, v) = vmm.call("PUT", "vm.shutdown", None).await;
-    assert_eq!(s, 500);
-    assert!(is_chain(&v, "VM is not running"), "{v}");
+    vmm.put_then_again("vm.shutdown", "Created", "VM is not running")
+        .await;
     assert_eq!(vmm.call("PUT", "vm.boot", None).await.0, 204);
     assert_eq!(vmm.call("GET", "vm.info", None).await.1["state"], "Running");
 
@@ -267,10 +274,7 @@ async fn rest_session(backend: Backend) {
     }
 }
 
-on_ch_sim_and_real_ch! {
-    rest_session_on_ch_sim,
-    rest_session_on_real_ch => rest_session;
-}
+on_ch_sim_and_real_ch!(rest_session: rest_session_on_ch_sim, rest_session_on_real_ch);
 
 /// A guest that writes S5 (cmdline starting with `p`) ends the VMM: exit 0, socket gone, lock left.
 async fn guest_power_off(backend: Backend) {
@@ -300,10 +304,7 @@ async fn guest_power_off(backend: Backend) {
     assert_eq!(again.call("GET", "vmm.ping", None).await.0, 200);
 }
 
-on_ch_sim_and_real_ch! {
-    guest_power_off_on_ch_sim,
-    guest_power_off_on_real_ch => guest_power_off;
-}
+on_ch_sim_and_real_ch!(guest_power_off: guest_power_off_on_ch_sim, guest_power_off_on_real_ch);
 
 /// SIGKILL leaves socket and lock behind; a new instance on the same path starts fine.
 #[tokio::test]
@@ -455,11 +456,7 @@ async fn vm_info_shape(backend: Backend) {
     let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
         return;
     };
-    let disk = dir.path().join("disk.raw");
-    std::fs::File::create(&disk)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    let disk = disk_file(dir.path(), "disk.raw");
     let vmm = Vmm::spawn(&backend, dir.path()).await;
     let config = json!({
         "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
@@ -495,11 +492,7 @@ async fn vm_info_shape(backend: Backend) {
     assert_eq!(vmm.call("PUT", "vm.power-button", None).await.0, 204);
     info("after the power button", "booted").await;
 
-    let d1 = dir.path().join("d1.raw");
-    std::fs::File::create(&d1)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
+    let d1 = disk_file(dir.path(), "d1.raw");
     let body = json!({"path": d1, "id": "vol1", "image_type": "Raw"}).to_string();
     let (s, added) = vmm.call("PUT", "vm.add-disk", Some(&body)).await;
     assert_eq!(s, 200);
@@ -519,10 +512,7 @@ async fn vm_info_shape(backend: Backend) {
     info("after vm.shutdown", "created").await;
 }
 
-on_ch_sim_and_real_ch! {
-    vm_info_shape_on_ch_sim,
-    vm_info_shape_on_real_ch => vm_info_shape;
-}
+on_ch_sim_and_real_ch!(vm_info_shape: vm_info_shape_on_ch_sim, vm_info_shape_on_real_ch);
 
 // ---- ch-sim against real CH, step by step ----------------------------------------------------
 
@@ -577,10 +567,7 @@ fn signature(status: u16, body: &Value) -> Value {
 /// hot-plug steps.
 fn halt_vm_config(dir: &Path, kernel: &Path) -> String {
     for name in ["disk.raw", "d1.raw"] {
-        std::fs::File::create(dir.join(name))
-            .unwrap()
-            .set_len(1 << 20)
-            .unwrap();
+        disk_file(dir, name);
     }
     json!({
         "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
@@ -889,10 +876,7 @@ fn matrix_diff_names_each_difference() {
 async fn serial_socket(backend: Backend) {
     use std::io::{Read as _, Write as _};
     use std::os::unix::net::UnixStream;
-    let dir = tempfile::Builder::new()
-        .prefix("chapi")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch();
     let Some(kernel) = common::guest_kernel(dir.path(), &backend) else {
         return;
     };
@@ -974,7 +958,4 @@ async fn serial_socket(backend: Backend) {
     assert!(!socket.exists(), "removed at vm.delete");
 }
 
-on_ch_sim_and_real_ch! {
-    serial_socket_on_ch_sim,
-    serial_socket_on_real_ch => serial_socket;
-}
+on_ch_sim_and_real_ch!(serial_socket: serial_socket_on_ch_sim, serial_socket_on_real_ch);

@@ -145,30 +145,43 @@ async fn machine_cases_pass_on_real_ch() {
         return;
     };
     let taps = taps_possible();
+    let runtimes = Runtimes::start(Vmm::CloudHypervisor(backend), &vm_args(taps))
+        .await
+        .unwrap();
+    real_vm_cases(&runtimes, taps, Duration::from_secs(30), |_| {}).await;
+    runtimes
+        .env
+        .wait_no_vmm("no cloud-hypervisor left", Duration::from_secs(30))
+        .await;
+}
+
+/// The runtime's arguments for real VMs: `--nic-mode tap` where `taps`, else `none`.
+fn vm_args(taps: bool) -> [&'static str; 4] {
     let nic_mode = if taps { "tap" } else { "none" };
-    let runtimes = Runtimes::start(
-        Vmm::CloudHypervisor(backend),
-        &["--nic-mode", nic_mode, "--cpu-overcommit", OVERCOMMIT],
-    )
-    .await
-    .unwrap();
-    let targets = targets(&runtimes);
+    ["--nic-mode", nic_mode, "--cpu-overcommit", OVERCOMMIT]
+}
+
+/// Every machine case of the `core` and `go-poollet` profiles, then the lifecycle level, on
+/// real VMs: the Exec console cases deselected (their VMs boot the halting stub), the NIC cases
+/// too without `taps`; `tune` adjusts each suite.
+async fn real_vm_cases(
+    runtimes: &Runtimes,
+    taps: bool,
+    state_timeout: Duration,
+    tune: impl Fn(&mut Suite),
+) {
+    let targets = targets(runtimes);
     for profile in [ProfileFilter::Core, ProfileFilter::GoPoollet] {
-        let mut suite = suite(&runtimes, profile);
+        let mut suite = suite(runtimes, profile);
         suite.not_applicable.extend(EXEC_CASES);
         if !taps {
             suite.not_applicable.extend(NIC_CASES);
         }
-        suite.params.state_timeout = Duration::from_secs(30);
+        suite.params.state_timeout = state_timeout;
+        tune(&mut suite);
         suite.check(&targets).await;
     }
-    lifecycle(&runtimes, Duration::from_secs(30)).await;
-    common::eventually(
-        "no cloud-hypervisor left",
-        Duration::from_secs(30),
-        || async { runtimes.env.vmm_processes().is_empty().then_some(()) },
-    )
-    .await;
+    lifecycle(runtimes, state_timeout).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,35 +191,22 @@ async fn machine_cases_pass_on_qemu() {
     };
     let accel = if common::kvm_opens() { "kvm" } else { "tcg" };
     let taps = taps_possible();
-    let nic_mode = if taps { "tap" } else { "none" };
-    let Some(runtimes) = Runtimes::start(
-        Vmm::Qemu { binary, accel },
-        &["--nic-mode", nic_mode, "--cpu-overcommit", OVERCOMMIT],
-    )
-    .await
-    else {
+    let args = vm_args(taps);
+    let Some(runtimes) = Runtimes::start(Vmm::Qemu { binary, accel }, &args).await else {
         return;
     };
-    eprintln!("qemu conformance under {accel}, --nic-mode {nic_mode}");
-    let targets = targets(&runtimes);
-    for profile in [ProfileFilter::Core, ProfileFilter::GoPoollet] {
-        let mut suite = suite(&runtimes, profile);
-        suite.not_applicable.extend(EXEC_CASES);
-        if !taps {
-            suite.not_applicable.extend(NIC_CASES);
-        }
-        // Real VMs: a QEMU start is ~0.5 s under KVM, seconds under TCG on a loaded host.
-        suite.params.state_timeout = Duration::from_secs(90);
+    eprintln!("qemu conformance under {accel}, --nic-mode {}", args[1]);
+    // Real VMs: a QEMU start is ~0.5 s under KVM, seconds under TCG on a loaded host.
+    real_vm_cases(&runtimes, taps, Duration::from_secs(90), |suite| {
         suite.case_timeout = Duration::from_secs(240);
         suite.parallel = 4;
-        suite.check(&targets).await;
-    }
-    lifecycle(&runtimes, Duration::from_secs(90)).await;
-    // Every machine the suite created was deleted: no QEMU of this stack is left.
-    common::eventually("no qemu left", Duration::from_secs(30), || async {
-        runtimes.env.vmm_processes().is_empty().then_some(())
     })
     .await;
+    // Every machine the suite created was deleted: no QEMU of this stack is left.
+    runtimes
+        .env
+        .wait_no_vmm("no qemu left", Duration::from_secs(30))
+        .await;
 }
 
 /// The Exec console cases on QEMU VMs booting the stub that echoes its serial input (cmdline
@@ -235,10 +235,10 @@ async fn exec_cases_pass_on_qemu() {
     suite.parallel = 1;
     let report = suite.check(&targets(&runtimes)).await;
     assert_eq!(report.count("passed"), 4, "the four exec console cases");
-    common::eventually("no qemu left", Duration::from_secs(30), || async {
-        runtimes.env.vmm_processes().is_empty().then_some(())
-    })
-    .await;
+    runtimes
+        .env
+        .wait_no_vmm("no qemu left", Duration::from_secs(30))
+        .await;
 }
 
 /// The lifecycle level against `runtimes`: pool announcement, scheduling, creation, status,

@@ -92,13 +92,7 @@ impl InProcess {
     }
 
     async fn create(&mut self, spec: machine::MachineSpec) -> machine::Machine {
-        self.client
-            .create_machine(common::machine_request(spec))
-            .await
-            .unwrap()
-            .into_inner()
-            .machine
-            .unwrap()
+        common::create_request(&mut self.client, common::machine_request(spec)).await
     }
 }
 
@@ -136,6 +130,40 @@ fn file_volume(name: &str, handle: &str) -> machine::Volume {
     common::file_volume(name, handle)
 }
 
+/// The AttachVolume request of an `AttachVolume*` call on the live machine `id`, with `inside`
+/// a file in the volume dir and `outside` one outside it; `None` for the other calls.
+fn attach_request(
+    call: Call,
+    id: &str,
+    inside: &str,
+    outside: &str,
+) -> Option<machine::AttachVolumeRequest> {
+    let (machine_id, volume) = match call {
+        Call::AttachVolumeUnknownMachine => ("nope", Some(file_volume("v", inside))),
+        Call::AttachVolumeMissing => (id, None),
+        Call::AttachVolumeDuplicate => (id, Some(file_volume("root", inside))),
+        Call::AttachVolumeOutsideDirs => (id, Some(file_volume("v", outside))),
+        Call::AttachVolumeDotDot => (id, Some(file_volume("v", "../outside.raw"))),
+        Call::AttachVolumeSlashName => (id, Some(file_volume("a/b", inside))),
+        Call::AttachVolumeNulName => (id, Some(file_volume("a\0b", inside))),
+        Call::AttachVolumeBadDriver => {
+            let mut v = file_volume("v", inside);
+            v.connection.as_mut().unwrap().driver = "ceph".into();
+            (id, Some(v))
+        }
+        Call::AttachVolumeBothSources => {
+            let mut v = file_volume("v", inside);
+            v.local_disk = Some(machine::LocalDisk::default());
+            (id, Some(v))
+        }
+        _ => return None,
+    };
+    Some(machine::AttachVolumeRequest {
+        machine_id: machine_id.to_owned(),
+        volume,
+    })
+}
+
 async fn check(call: Call, want: Code) {
     let mut rt = InProcess::start().await;
     let live = rt
@@ -155,180 +183,117 @@ async fn check(call: Call, want: Code) {
     let inside = inside.display().to_string();
     let outside = outside.display().to_string();
     let c = &mut rt.client;
-    let res: Result<(), tonic::Status> = match call {
-        Call::DeleteUnknown => c
-            .delete_machine(machine::DeleteMachineRequest {
-                machine_id: "nope".into(),
-            })
-            .await
-            .map(drop),
-        Call::DeleteEmptyId => c
-            .delete_machine(machine::DeleteMachineRequest::default())
-            .await
-            .map(drop),
-        Call::PowerUnknown => c
-            .update_machine_power(machine::UpdateMachinePowerRequest {
-                machine_id: "nope".into(),
-                power: 1,
-            })
-            .await
-            .map(drop),
-        Call::PowerInvalid => c
-            .update_machine_power(machine::UpdateMachinePowerRequest {
-                machine_id: id.clone(),
-                power: 7,
-            })
-            .await
-            .map(drop),
-        Call::AnnotationsUnknown => c
-            .update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
-                machine_id: "nope".into(),
-                annotations: Default::default(),
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeUnknownMachine => c
-            .attach_volume(machine::AttachVolumeRequest {
-                machine_id: "nope".into(),
-                volume: Some(file_volume("v", &inside)),
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeMissing => c
-            .attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: None,
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeDuplicate => c
-            .attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(file_volume("root", &inside)),
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeOutsideDirs => c
-            .attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(file_volume("v", &outside)),
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeDotDot => c
-            .attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(file_volume("v", "../outside.raw")),
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeSlashName => c
-            .attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(file_volume("a/b", &inside)),
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeNulName => c
-            .attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(file_volume("a\0b", &inside)),
-            })
-            .await
-            .map(drop),
-        Call::AttachVolumeBadDriver => {
-            let mut v = file_volume("v", &inside);
-            v.connection.as_mut().unwrap().driver = "ceph".into();
-            c.attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(v),
-            })
-            .await
-            .map(drop)
-        }
-        Call::AttachVolumeBothSources => {
-            let mut v = file_volume("v", &inside);
-            v.local_disk = Some(machine::LocalDisk::default());
-            c.attach_volume(machine::AttachVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(v),
-            })
-            .await
-            .map(drop)
-        }
-        Call::DetachVolumeUnknownName => c
-            .detach_volume(machine::DetachVolumeRequest {
-                machine_id: id.clone(),
-                name: "nope".into(),
-            })
-            .await
-            .map(drop),
-        Call::DetachVolumeUnknownMachine => c
-            .detach_volume(machine::DetachVolumeRequest {
-                machine_id: "nope".into(),
-                name: "root".into(),
-            })
-            .await
-            .map(drop),
-        Call::UpdateVolumeUnknownName => c
-            .update_volume(machine::UpdateVolumeRequest {
-                machine_id: id.clone(),
-                volume: Some(file_volume("nope", &inside)),
-            })
-            .await
-            .map(drop),
-        Call::AttachNicDuplicate => c
-            .attach_network_interface(machine::AttachNetworkInterfaceRequest {
-                machine_id: id.clone(),
-                network_interface: Some(machine::NetworkInterface {
-                    name: "eth0".into(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .map(drop),
-        Call::DetachNicUnknownName => c
-            .detach_network_interface(machine::DetachNetworkInterfaceRequest {
-                machine_id: id.clone(),
-                name: "nope".into(),
-            })
-            .await
-            .map(drop),
-        Call::ExecUnknown => c
-            .exec(machine::ExecRequest {
-                machine_id: "nope".into(),
-            })
-            .await
-            .map(drop),
-        Call::CreateNoMachine => c
-            .create_machine(machine::CreateMachineRequest { machine: None })
-            .await
-            .map(drop),
-        Call::CreateNoSpec => c
-            .create_machine(machine::CreateMachineRequest {
-                machine: Some(machine::Machine::default()),
-            })
-            .await
-            .map(drop),
-        Call::CreateUnknownClass => c
-            .create_machine(common::machine_request(machine::MachineSpec {
-                class: "nope".into(),
-                ..Default::default()
-            }))
-            .await
-            .map(drop),
-        Call::CreateEmptyClass => c
-            .create_machine(common::machine_request(machine::MachineSpec::default()))
-            .await
-            .map(drop),
-        Call::CreateImageOutsideDirs => {
-            let mut disk = common::local_disk("root", 0);
-            disk.local_disk.as_mut().unwrap().image = Some(machine::ImageSpec {
-                image: "/etc/passwd".into(),
-            });
-            c.create_machine(common::machine_request(common::spec(vec![disk])))
+    let attach = attach_request(call, &id, &inside, &outside);
+    let res: Result<(), tonic::Status> = if let Some(request) = attach {
+        c.attach_volume(request).await.map(drop)
+    } else {
+        match call {
+            Call::DeleteUnknown => c
+                .delete_machine(machine::DeleteMachineRequest {
+                    machine_id: "nope".into(),
+                })
                 .await
-                .map(drop)
+                .map(drop),
+            Call::DeleteEmptyId => c
+                .delete_machine(machine::DeleteMachineRequest::default())
+                .await
+                .map(drop),
+            Call::PowerUnknown => c
+                .update_machine_power(machine::UpdateMachinePowerRequest {
+                    machine_id: "nope".into(),
+                    power: 1,
+                })
+                .await
+                .map(drop),
+            Call::PowerInvalid => c
+                .update_machine_power(machine::UpdateMachinePowerRequest {
+                    machine_id: id.clone(),
+                    power: 7,
+                })
+                .await
+                .map(drop),
+            Call::AnnotationsUnknown => c
+                .update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
+                    machine_id: "nope".into(),
+                    annotations: Default::default(),
+                })
+                .await
+                .map(drop),
+            Call::DetachVolumeUnknownName => c
+                .detach_volume(machine::DetachVolumeRequest {
+                    machine_id: id.clone(),
+                    name: "nope".into(),
+                })
+                .await
+                .map(drop),
+            Call::DetachVolumeUnknownMachine => c
+                .detach_volume(machine::DetachVolumeRequest {
+                    machine_id: "nope".into(),
+                    name: "root".into(),
+                })
+                .await
+                .map(drop),
+            Call::UpdateVolumeUnknownName => c
+                .update_volume(machine::UpdateVolumeRequest {
+                    machine_id: id.clone(),
+                    volume: Some(file_volume("nope", &inside)),
+                })
+                .await
+                .map(drop),
+            Call::AttachNicDuplicate => c
+                .attach_network_interface(machine::AttachNetworkInterfaceRequest {
+                    machine_id: id.clone(),
+                    network_interface: Some(machine::NetworkInterface {
+                        name: "eth0".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+            Call::DetachNicUnknownName => c
+                .detach_network_interface(machine::DetachNetworkInterfaceRequest {
+                    machine_id: id.clone(),
+                    name: "nope".into(),
+                })
+                .await
+                .map(drop),
+            Call::ExecUnknown => c
+                .exec(machine::ExecRequest {
+                    machine_id: "nope".into(),
+                })
+                .await
+                .map(drop),
+            Call::CreateNoMachine => c
+                .create_machine(machine::CreateMachineRequest { machine: None })
+                .await
+                .map(drop),
+            Call::CreateNoSpec => c
+                .create_machine(machine::CreateMachineRequest {
+                    machine: Some(machine::Machine::default()),
+                })
+                .await
+                .map(drop),
+            Call::CreateUnknownClass => c
+                .create_machine(common::machine_request(machine::MachineSpec {
+                    class: "nope".into(),
+                    ..Default::default()
+                }))
+                .await
+                .map(drop),
+            Call::CreateEmptyClass => c
+                .create_machine(common::machine_request(machine::MachineSpec::default()))
+                .await
+                .map(drop),
+            Call::CreateImageOutsideDirs => {
+                let mut disk = common::local_disk("root", 0);
+                disk.local_disk.as_mut().unwrap().image = Some(machine::ImageSpec {
+                    image: "/etc/passwd".into(),
+                });
+                c.create_machine(common::machine_request(common::spec(vec![disk])))
+                    .await
+                    .map(drop)
+            }
+            _ => unreachable!("{call:?} is an AttachVolume call"),
         }
     };
     let code = res.err().map_or(Code::Ok, |s| s.code());
@@ -379,20 +344,8 @@ async fn metadata_generations_status_and_events() {
         ..Default::default()
     });
     m.spec.as_mut().unwrap().ignition_data = b"{\"ignition\":{}}".to_vec();
-    m.spec.as_mut().unwrap().network_interfaces = vec![machine::NetworkInterface {
-        name: "eth0".into(),
-        network_id: "net".into(),
-        ips: vec!["10.0.0.2".into()],
-        ..Default::default()
-    }];
-    let created = rt
-        .client
-        .create_machine(request.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .machine
-        .unwrap();
+    m.spec.as_mut().unwrap().network_interfaces = vec![common::nic("eth0")];
+    let created = common::create_request(&mut rt.client, request.clone()).await;
     let meta = created.metadata.clone().unwrap();
     assert_ne!(meta.id, "client-chosen");
     assert!(
@@ -418,18 +371,7 @@ async fn metadata_generations_status_and_events() {
     );
     assert!(nics[0].handle.starts_with("52:54:"), "{:?}", nics[0].handle);
     // Ignition reaches the VM as a base64 OEM string.
-    let sock = rt.env.state_dir.join("vms").join(&meta.id).join("api.sock");
-    let info: serde_json::Value = reqwest::Client::builder()
-        .unix_socket(sock.as_path())
-        .build()
-        .unwrap()
-        .get("http://localhost/api/v1/vm.info")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = rt.env.vm_info(&meta.id).await;
     assert_eq!(
         info["config"]["platform"]["oem_strings"][0],
         "eyJpZ25pdGlvbiI6e319"
@@ -458,24 +400,17 @@ async fn metadata_generations_status_and_events() {
     );
 
     // A spec change bumps generation; observed_generation catches up.
-    rt.client
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: meta.id.clone(),
-            power: machine::Power::Off as i32,
-        })
-        .await
-        .unwrap();
+    common::set_power(&mut rt.client, &meta.id, machine::Power::Off).await;
     let m = common::wait_state(&mut rt.client, &meta.id, MachineState::MachineTerminated).await;
     let generation = m.metadata.as_ref().unwrap().generation;
     assert_eq!(generation, 1);
-    common::eventually("observed generation", Duration::from_secs(10), || {
-        let mut c = rt.client.clone();
-        let id = meta.id.clone();
-        async move {
-            let m = common::get(&mut c, &id).await?;
-            (m.status?.observed_generation == generation).then_some(())
-        }
-    })
+    common::wait_machine(
+        &rt.client,
+        &meta.id,
+        "observed generation",
+        Duration::from_secs(10),
+        |m| (m.status.as_ref()?.observed_generation == generation).then_some(()),
+    )
     .await;
 
     // Label selectors and id filters.

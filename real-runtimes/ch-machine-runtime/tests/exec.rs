@@ -9,9 +9,9 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
-use common::{Backend, Env, Proc};
+use common::{Backend, Env};
 use futures::{SinkExt as _, StreamExt as _};
 use iri_exec::{CLOSE, STDIN, STDOUT, client::Ws, frame};
 use iri_spec::{
@@ -91,17 +91,10 @@ async fn create(client: &mut common::Client, power: machine::Power) -> String {
     spec.power = power as i32;
     let mut request = common::machine_request(spec);
     // Labelled as the machinepoollet labels the Machine `default/web-0`.
-    let labels = &mut request
-        .machine
-        .as_mut()
-        .unwrap()
-        .metadata
-        .as_mut()
-        .unwrap()
-        .labels;
+    let labels = common::labels_mut(&mut request);
     labels.insert(keys::MACHINE_NAMESPACE_LABEL.into(), "default".into());
     labels.insert(keys::MACHINE_NAME_LABEL.into(), "web-0".into());
-    common::create_request(client, request).await
+    common::id_of(&common::create_request(client, request).await)
 }
 
 /// Exec until the console of `id` is free again (the previous session ended).
@@ -117,7 +110,7 @@ async fn exec_when_free(client: &mut common::Client, id: &str) -> String {
 /// `irictl exec <id>` against the runtime of `env`, `stdin` piped in.
 async fn irictl_exec(env: &Env, id: &str, stdin: &str) -> std::process::Output {
     use std::io::Write as _;
-    let irictl = common::sibling_binary("iri-conformance", "irictl");
+    let irictl = common::sibling_binary("irictl", "irictl");
     let endpoint = format!("unix://{}", env.socket.display());
     let (id, stdin) = (id.to_owned(), stdin.to_owned());
     tokio::task::spawn_blocking(move || {
@@ -140,10 +133,9 @@ async fn irictl_exec(env: &Env, id: &str, stdin: &str) -> std::process::Output {
     .unwrap()
 }
 
-/// The Exec contract on a running runtime `start()` returns; the guest's cmdline is `echo`.
-async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
-    let mut runtime = start();
-    let mut client = common::Client::new(runtime.channel().await);
+/// The Exec contract on a runtime of `env` started with `extra`; the guest's cmdline is `echo`.
+async fn console_contract(env: &Env, extra: &[&str]) {
+    let (mut runtime, mut client) = env.start_client(extra).await;
 
     // Unknown machine: NotFound.
     let status = exec(&mut client, "0123456789abcdef0123456789abcdef")
@@ -155,13 +147,7 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     let id = create(&mut client, machine::Power::Off).await;
     let status = exec(&mut client, &id).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    client
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: id.clone(),
-            power: machine::Power::On as i32,
-        })
-        .await
-        .unwrap();
+    common::set_power(&mut client, &id, machine::Power::On).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
 
     let t = std::time::Instant::now();
@@ -235,9 +221,10 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     );
 
     // kill -9 the runtime: the restarted one adopts the VMM and its pump reconnects.
-    runtime.kill9();
-    let runtime = start();
-    let mut client = common::Client::new(runtime.channel().await);
+    let pid = env.recorded_pid(&id).unwrap();
+    let (_runtime, mut client) = env
+        .kill9_and_restart(&mut runtime, client, &[pid], extra)
+        .await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     let url = exec_when_free(&mut client, &id).await;
     let mut ws = connect(&url).await;
@@ -247,7 +234,7 @@ async fn console_contract(env: &Env, start: impl Fn() -> Proc) {
     let serial = env.serial_log(&id);
     assert!(serial.contains("after-restart"), "serial.log: {serial:?}");
 
-    common::delete_and_wait_gone(&mut client, &id).await;
+    common::delete_and_wait(&mut client, &id).await;
     let status = exec(&mut client, &id).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound, "{status:?}");
 }
@@ -257,24 +244,17 @@ async fn console_on_ch_sim() {
     let Some(env) = Env::new(Backend::Sim, "echo") else {
         return;
     };
-    console_contract(&env, || env.start()).await;
+    console_contract(&env, &[]).await;
 }
 
 #[tokio::test]
 async fn console_on_qemu() {
-    let Some((env, qemu, _reaper)) = common::qemu_env("echo") else {
+    let Some((env, _reaper)) = common::qemu_env("echo") else {
         return;
     };
-    let start = || {
-        Proc::spawn(
-            Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-            // The echoing stub takes interrupts; this host's PVM-backed KVM cannot emulate its
-            // `iret` (KVM internal error), so it runs under TCG, where it idles in `hlt`.
-            &env.qemu_args(&qemu, &["--qemu-accel", "tcg"]),
-            &env.socket,
-        )
-    };
-    console_contract(&env, start).await;
+    // The echoing stub takes interrupts; this host's PVM-backed KVM cannot emulate its `iret`
+    // (KVM internal error), so it runs under TCG, where it idles in `hlt`.
+    console_contract(&env, &["--qemu-accel", "tcg"]).await;
 }
 
 /// What the guest prints goes to `serial.log`, rotated into `serial.log.old` past 1 MiB, which
@@ -284,8 +264,7 @@ async fn serial_log_stays_bounded() {
     let Some(env) = Env::new(Backend::Sim, "echo") else {
         return;
     };
-    let runtime = env.start();
-    let mut client = common::Client::new(runtime.channel().await);
+    let (_runtime, mut client) = env.start_client(&[]).await;
     let id = create(&mut client, machine::Power::On).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     let url = exec(&mut client, &id).await.unwrap();
@@ -298,7 +277,7 @@ async fn serial_log_stays_bounded() {
     for _ in 0..96 {
         tx.send(frame(STDIN, &chunk)).await.unwrap();
     }
-    let dir = env.state_dir.join("vms").join(&id);
+    let dir = env.vm_dir(&id);
     let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
     let cap = ch_machine_runtime::console::SERIAL_LOG_MAX;
     common::eventually("3 MiB echoed and logged", TIMEOUT, || async {

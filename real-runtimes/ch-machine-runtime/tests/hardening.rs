@@ -9,13 +9,12 @@ mod common;
 use std::{
     collections::HashMap,
     io::{BufRead as _, BufReader, Write as _},
-    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use common::{Backend, Env, Proc};
+use common::{Backend, Env, VolumeIs, write_at_start};
 use iri_spec::machine::v1alpha1::{self as machine, MachineState};
 use serde_json::{Value, json};
 use tonic::Code;
@@ -59,26 +58,13 @@ fn recorded_formats(env: &Env, id: &str) -> Vec<String> {
         .collect()
 }
 
-async fn create_running(client: &mut common::Client, volumes: Vec<machine::Volume>) -> String {
-    let id = common::create_machine(client, common::spec(volumes)).await;
-    common::wait_state(client, &id, MachineState::MachineRunning).await;
-    id
-}
-
 async fn wait_attached(client: &common::Client, id: &str, name: &str) {
-    common::eventually(
-        &format!("volume {name} attached"),
+    common::wait_volume(
+        client,
+        id,
+        name,
+        VolumeIs::Attached,
         Duration::from_secs(30),
-        || {
-            let mut client = client.clone();
-            let id = id.to_owned();
-            async move {
-                let m = common::get(&mut client, &id).await?;
-                common::volume_status(&m, name)
-                    .is_some_and(|(_, a)| a)
-                    .then_some(())
-            }
-        },
     )
     .await;
 }
@@ -86,47 +72,26 @@ async fn wait_attached(client: &common::Client, id: &str, name: &str) {
 /// Three reconciles at the test's 200 ms resync interval, plus slack.
 const THREE_RECONCILES: Duration = Duration::from_millis(1500);
 
-async fn vm_info(api_socket: &Path) -> Value {
-    let http = reqwest::Client::builder()
-        .unix_socket(api_socket)
-        .build()
-        .unwrap();
-    http.get("http://localhost/api/v1/vm.info")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// A guest writes a qcow2 header (backing file = a host secret) over its raw volume on ch-sim:
 /// after three reconciles the disk is still attached, as `Raw`, with backing files off.
 #[tokio::test]
 async fn guest_written_qcow2_header_stays_raw_on_ch_sim() {
     let env = Env::new(Backend::Sim, "halt").unwrap();
     let (_volumes, _vclient, handle) = common::file_volume_runtime(&env, 8 << 20).await;
-    let runtime = env.start();
-    let mut client = common::Client::new(runtime.channel().await);
-    let id = create_running(&mut client, vec![raw_file_volume("data", &handle)]).await;
+    let (runtime, mut client) = env.start_client(&[]).await;
+    let id = common::create_running(&mut client, vec![raw_file_volume("data", &handle)]).await;
     wait_attached(&client, &id, "data").await;
-    let api = env.state_dir.join("vms").join(&id).join("api.sock");
-    let before = vm_info(&api).await;
+    let before = env.vm_info(&id).await;
     assert_eq!(before["config"]["disks"][0]["image_type"], "Raw");
 
     // The guest owns every byte of its raw disk.
     let secret = env.dir.path().join("secret");
     std::fs::write(&secret, b"HOST-SECRET").unwrap();
     let header = hostile_header(env.dir.path(), &secret);
-    let disk = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&handle)
-        .unwrap();
-    disk.write_all_at(&header, 0).unwrap();
-    disk.sync_all().unwrap();
+    write_at_start(&handle, &header);
     tokio::time::sleep(THREE_RECONCILES).await;
 
-    let after = vm_info(&api).await;
+    let after = env.vm_info(&id).await;
     let disks = after["config"]["disks"].as_array().unwrap();
     assert_eq!(disks.len(), 1, "disk re-plugged: {after}");
     assert_eq!(disks[0]["id"], before["config"]["disks"][0]["id"]);
@@ -180,17 +145,12 @@ fn open_files(pid: i32) -> Vec<PathBuf> {
 /// opens it (checked in `/proc/<qemu>/fd`) and its block node for the volume stays `raw`.
 #[tokio::test]
 async fn guest_written_qcow2_header_stays_raw_on_qemu() {
-    let Some((env, qemu, _reaper)) = common::qemu_env("halt") else {
+    let Some((env, _reaper)) = common::qemu_env("halt") else {
         return;
     };
     let (_volumes, _vclient, handle) = common::file_volume_runtime(&env, 8 << 20).await;
-    let runtime = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &env.qemu_args(&qemu, &[]),
-        &env.socket,
-    );
-    let mut client = common::Client::new(runtime.channel().await);
-    let id = create_running(&mut client, vec![raw_file_volume("data", &handle)]).await;
+    let (runtime, mut client) = env.start_client(&[]).await;
+    let id = common::create_running(&mut client, vec![raw_file_volume("data", &handle)]).await;
     wait_attached(&client, &id, "data").await;
     let pid = env.recorded_pid(&id).unwrap();
     let secret = std::fs::canonicalize(env.dir.path())
@@ -199,12 +159,7 @@ async fn guest_written_qcow2_header_stays_raw_on_qemu() {
     std::fs::write(&secret, b"HOST-SECRET").unwrap();
     let header = hostile_header(env.dir.path(), &secret);
     assert!(header.len() > 8, "qemu-img must run for the QEMU case");
-    let disk = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&handle)
-        .unwrap();
-    disk.write_all_at(&header, 0).unwrap();
-    disk.sync_all().unwrap();
+    write_at_start(&handle, &header);
     tokio::time::sleep(THREE_RECONCILES).await;
 
     assert_eq!(env.recorded_pid(&id), Some(pid), "qemu restarted");
@@ -213,7 +168,7 @@ async fn guest_written_qcow2_header_stays_raw_on_qemu() {
         !files.contains(&secret),
         "qemu opened the host file: {files:?}"
     );
-    let api = env.state_dir.join("vms").join(&id).join("api.sock");
+    let api = env.api_socket(&id);
     let nodes = tokio::task::spawn_blocking(move || qmp(&api, "query-named-block-nodes"))
         .await
         .unwrap();
@@ -250,8 +205,7 @@ async fn code_of<T>(r: Result<T, tonic::Status>) -> Code {
 #[tokio::test]
 async fn impossible_sizes_and_too_many_devices_are_refused() {
     let env = Env::new(Backend::Sim, "halt").unwrap();
-    let runtime = env.start();
-    let mut client = common::Client::new(runtime.channel().await);
+    let (runtime, mut client) = env.start_client(&[]).await;
 
     let huge = common::local_disk("huge", i64::MAX);
     let code = code_of(
@@ -284,7 +238,7 @@ async fn impossible_sizes_and_too_many_devices_are_refused() {
     );
 
     // Attach one device after another until the VMM's slots are used up.
-    let id = create_running(&mut client, vec![]).await;
+    let id = common::create_running(&mut client, vec![]).await;
     let code = code_of(
         client
             .attach_volume(machine::AttachVolumeRequest {
@@ -358,12 +312,12 @@ fn mode(path: &Path) -> u32 {
 #[tokio::test]
 async fn local_disks_and_serial_logs_are_private() {
     let env = Env::new(Backend::Sim, "halt").unwrap();
-    let runtime = env.start();
-    let mut client = common::Client::new(runtime.channel().await);
-    let id = create_running(&mut client, vec![common::local_disk("scratch", 1 << 20)]).await;
+    let (runtime, mut client) = env.start_client(&[]).await;
+    let id =
+        common::create_running(&mut client, vec![common::local_disk("scratch", 1 << 20)]).await;
     wait_attached(&client, &id, "scratch").await;
     let vms = env.state_dir.join("vms");
-    let dir = vms.join(&id);
+    let dir = env.vm_dir(&id);
     for d in [&vms, &dir, &dir.join("disks")] {
         assert_eq!(mode(d), 0o700, "{}", d.display());
     }
@@ -372,13 +326,7 @@ async fn local_disks_and_serial_logs_are_private() {
     }
     // Power cycle: the history file CH's truncation leaves behind is private too.
     for power in [machine::Power::Off, machine::Power::On] {
-        client
-            .update_machine_power(machine::UpdateMachinePowerRequest {
-                machine_id: id.clone(),
-                power: power as i32,
-            })
-            .await
-            .unwrap();
+        common::set_power(&mut client, &id, power).await;
     }
     common::eventually("serial history", Duration::from_secs(20), || async {
         dir.join("serial.log.old").exists().then_some(())
@@ -394,21 +342,16 @@ async fn local_disks_and_serial_logs_are_private() {
 /// to 128 KiB).
 #[tokio::test]
 async fn ignition_is_not_on_the_qemu_command_line() {
-    let Some((env, qemu, _reaper)) = common::qemu_env("halt") else {
+    let Some((env, _reaper)) = common::qemu_env("halt") else {
         return;
     };
-    let runtime = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &env.qemu_args(&qemu, &[]),
-        &env.socket,
-    );
-    let mut client = common::Client::new(runtime.channel().await);
+    let (runtime, mut client) = env.start_client(&[]).await;
     let mut ignition = b"{\"ignition\":{\"version\":\"3.4.0\"},\"secret\":\"IGN-SECRET-".to_vec();
     ignition.extend(std::iter::repeat_n(b'x', 200 << 10));
     ignition.extend(b"\"}");
     let mut spec = common::spec(vec![]);
     spec.ignition_data = ignition;
-    let id = common::create_machine(&mut client, spec).await;
+    let id = common::create(&mut client, spec).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     let pid = env.recorded_pid(&id).unwrap();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
@@ -423,7 +366,7 @@ async fn ignition_is_not_on_the_qemu_command_line() {
         "{} bytes of cmdline",
         cmdline.len()
     );
-    let dir = env.state_dir.join("vms").join(&id);
+    let dir = env.vm_dir(&id);
     let oem: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -445,27 +388,17 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn a_failing_machine_does_not_flood_events() {
     let env = Env::new(Backend::Sim, "halt").unwrap();
-    let runtime = env.start();
-    let mut client = common::Client::new(runtime.channel().await);
+    let (runtime, mut client) = env.start_client(&[]).await;
     std::fs::remove_file(&env.kernel).unwrap();
-    let id = common::create_machine(&mut client, common::spec(vec![])).await;
+    let id = common::create(&mut client, common::spec(vec![])).await;
     let boot_failures = |client: common::Client| {
         let id = id.clone();
         async move {
             let mut client = client;
-            client
-                .list_events(machine::ListEventsRequest {
-                    filter: Some(machine::EventFilter {
-                        id,
-                        ..Default::default()
-                    }),
-                })
+            common::event_reasons(&mut client, &id)
                 .await
-                .unwrap()
-                .into_inner()
-                .events
-                .into_iter()
-                .filter(|e| e.spec.as_ref().is_some_and(|s| s.reason == "BootFailed"))
+                .iter()
+                .filter(|reason| *reason == "BootFailed")
                 .count()
         }
     };

@@ -14,68 +14,32 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
-use common::{Backend, Env, Proc};
+use common::{Backend, Env};
 use iri_spec::machine::v1alpha1::{self as machine, MachineState};
-
-/// Which VMM the test drives.
-enum Kind {
-    Sim,
-    Qemu(std::path::PathBuf),
-}
-
-fn start(env: &Env, kind: &Kind, prefix: &str) -> Proc {
-    let extra = ["--tap-prefix", prefix];
-    let args = match kind {
-        Kind::Sim => {
-            let mut args = env.args();
-            args.extend(extra.iter().map(|s| (*s).to_owned()));
-            args
-        }
-        Kind::Qemu(qemu) => env.qemu_args(qemu, &extra),
-    };
-    Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &args,
-        &env.socket,
-    )
-}
 
 /// The tap devices of machine `id` that exist: host devices for QEMU, the VMM's `net` taps
 /// for ch-sim.
-async fn taps(env: &Env, kind: &Kind, prefix: &str, id: &str) -> Vec<String> {
-    match kind {
-        Kind::Qemu(_) => common::net_devices(prefix),
-        Kind::Sim => {
-            let sock = env.state_dir.join("vms").join(id).join("api.sock");
-            let info: serde_json::Value = reqwest::Client::builder()
-                .unix_socket(sock.as_path())
-                .build()
-                .unwrap()
-                .get("http://localhost/api/v1/vm.info")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let mut names: Vec<String> = info["config"]["net"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n["tap"].as_str().map(str::to_owned))
-                .collect();
-            names.sort();
-            names
-        }
+async fn taps(env: &Env, prefix: &str, id: &str) -> Vec<String> {
+    if env.qemu.is_some() {
+        return common::net_devices(prefix);
     }
+    let info = env.vm_info(id).await;
+    let mut names: Vec<String> = info["config"]["net"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["tap"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
 }
 
-async fn wait_taps(env: &Env, kind: &Kind, prefix: &str, id: &str, count: usize) -> Vec<String> {
+async fn wait_taps(env: &Env, prefix: &str, id: &str, count: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let now = taps(env, kind, prefix, id).await;
+        let now = taps(env, prefix, id).await;
         if now.len() == count {
             assert!(
                 now.iter()
@@ -92,35 +56,6 @@ async fn wait_taps(env: &Env, kind: &Kind, prefix: &str, id: &str, count: usize)
     }
 }
 
-async fn attach(client: &mut common::Client, id: &str, name: &str) {
-    client
-        .attach_network_interface(machine::AttachNetworkInterfaceRequest {
-            machine_id: id.to_owned(),
-            network_interface: Some(nic(name)),
-        })
-        .await
-        .unwrap();
-}
-
-async fn detach(client: &mut common::Client, id: &str, name: &str) {
-    client
-        .detach_network_interface(machine::DetachNetworkInterfaceRequest {
-            machine_id: id.to_owned(),
-            name: name.to_owned(),
-        })
-        .await
-        .unwrap();
-}
-
-fn nic(name: &str) -> machine::NetworkInterface {
-    machine::NetworkInterface {
-        name: name.to_owned(),
-        network_id: "net".into(),
-        ips: vec!["10.0.0.2".into()],
-        ..Default::default()
-    }
-}
-
 fn handle(m: &machine::Machine, name: &str) -> String {
     m.status
         .as_ref()
@@ -132,7 +67,7 @@ fn handle(m: &machine::Machine, name: &str) -> String {
         .unwrap()
 }
 
-async fn nic_lifecycle(env: Env, kind: Kind) {
+async fn nic_lifecycle(env: Env) {
     if !ch_machine_runtime::config::taps_possible() {
         common::skip(
             "tap",
@@ -142,63 +77,59 @@ async fn nic_lifecycle(env: Env, kind: Kind) {
     }
     let prefix = common::unique_tap_prefix();
     assert_eq!(common::net_devices(&prefix), Vec::<String>::new());
-    let mut runtime = start(&env, &kind, &prefix);
-    let mut client = common::Client::new(runtime.channel().await);
+    let extra = ["--tap-prefix", prefix.as_str()];
+    let (mut runtime, mut client) = env.start_client(&extra).await;
 
     // Attached at create, no --nic-mode given.
     let mut spec = common::spec(vec![]);
-    spec.network_interfaces = vec![nic("eth0")];
-    let id = common::create_machine(&mut client, spec).await;
+    spec.network_interfaces = vec![common::nic("eth0")];
+    let id = common::create(&mut client, spec).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     common::wait_for_nic(&mut client, &id, "eth0", true).await;
-    let first = wait_taps(&env, &kind, &prefix, &id, 1).await;
+    let first = wait_taps(&env, &prefix, &id, 1).await;
 
     // Hot-plug a second NIC, then detach the first: its tap goes.
-    attach(&mut client, &id, "eth1").await;
+    common::attach_nic(&mut client, &id, "eth1").await;
     let m = common::wait_for_nic(&mut client, &id, "eth1", true).await;
     let eth1 = handle(&m, "eth1");
     assert_ne!(eth1, handle(&m, "eth0"), "two NICs share a MAC");
-    let both = wait_taps(&env, &kind, &prefix, &id, 2).await;
-    detach(&mut client, &id, "eth0").await;
-    let left = wait_taps(&env, &kind, &prefix, &id, 1).await;
+    let both = wait_taps(&env, &prefix, &id, 2).await;
+    common::detach_nic(&mut client, &id, "eth0").await;
+    let left = wait_taps(&env, &prefix, &id, 1).await;
     assert!(!left.contains(&first[0]), "the detached NIC's tap is left");
     assert!(both.contains(&left[0]));
     // The status drops the detached NIC at the reconcile after its tap went.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = common::get(&mut client, &id).await.unwrap();
-        let nics = m.status.unwrap().network_interfaces;
-        if nics.len() == 1 {
-            assert_eq!(nics[0].name, "eth1");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the detached NIC stays in the status: {nics:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let nics = common::wait_machine(
+        &client,
+        &id,
+        "the detached NIC to leave the status",
+        Duration::from_secs(30),
+        |m| {
+            let nics = &m.status.as_ref()?.network_interfaces;
+            (nics.len() == 1).then(|| nics.clone())
+        },
+    )
+    .await;
+    assert_eq!(nics[0].name, "eth1");
 
     // kill -9 the runtime: the VMM and its tap stay; a new runtime adopts them.
     let pid = env.recorded_pid(&id).unwrap();
-    runtime.kill9();
-    drop(client);
-    assert!(common::alive(pid), "the VMM died with the runtime");
-    let mut runtime = start(&env, &kind, &prefix);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (mut runtime, mut client) = env
+        .kill9_and_restart(&mut runtime, client, &[pid], &extra)
+        .await;
     let m = common::wait_for_nic(&mut client, &id, "eth1", true).await;
     assert_eq!(handle(&m, "eth1"), eth1);
     assert_eq!(env.recorded_pid(&id), Some(pid), "the VMM was not adopted");
-    assert_eq!(wait_taps(&env, &kind, &prefix, &id, 1).await, left);
+    assert_eq!(wait_taps(&env, &prefix, &id, 1).await, left);
     // The adopted VMM still hot-plugs and unplugs.
-    attach(&mut client, &id, "eth2").await;
+    common::attach_nic(&mut client, &id, "eth2").await;
     common::wait_for_nic(&mut client, &id, "eth2", true).await;
-    wait_taps(&env, &kind, &prefix, &id, 2).await;
-    detach(&mut client, &id, "eth2").await;
-    assert_eq!(wait_taps(&env, &kind, &prefix, &id, 1).await, left);
+    wait_taps(&env, &prefix, &id, 2).await;
+    common::detach_nic(&mut client, &id, "eth2").await;
+    assert_eq!(wait_taps(&env, &prefix, &id, 1).await, left);
 
     // Delete: the VMM and every tap go.
-    common::delete_and_wait_gone(&mut client, &id).await;
+    common::delete_and_wait(&mut client, &id).await;
     assert!(!common::alive(pid), "the VMM survived delete");
     common::eventually("no tap device left", Duration::from_secs(10), || {
         let left = common::net_devices(&prefix);
@@ -212,13 +143,13 @@ async fn nic_lifecycle(env: Env, kind: Kind) {
 #[tokio::test]
 async fn nics_on_ch_sim() {
     let env = Env::new(Backend::Sim, "halt").unwrap();
-    nic_lifecycle(env, Kind::Sim).await;
+    nic_lifecycle(env).await;
 }
 
 #[tokio::test]
 async fn nics_on_qemu() {
-    let Some((env, qemu, _reaper)) = common::qemu_env("halt") else {
+    let Some((env, _reaper)) = common::qemu_env("halt") else {
         return;
     };
-    nic_lifecycle(env, Kind::Qemu(qemu)).await;
+    nic_lifecycle(env).await;
 }

@@ -13,106 +13,33 @@ mod common;
 mod guests;
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use common::{Env, Proc, qemu_env};
+use common::{VolumeIs, qemu_env, set_power};
 use iri_spec::machine::v1alpha1::{self as machine, MachineState};
 
-fn start(env: &Env, qemu: &Path, extra: &[&str]) -> Proc {
-    Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &env.qemu_args(qemu, extra),
-        &env.socket,
-    )
-}
-
-async fn set_power(client: &mut common::Client, id: &str, power: machine::Power) {
-    client
-        .update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: id.to_owned(),
-            power: power as i32,
-        })
-        .await
-        .unwrap();
-}
-
 async fn create(client: &mut common::Client, volumes: Vec<machine::Volume>) -> String {
-    common::create_machine(client, common::spec(volumes)).await
+    common::create(client, common::spec(volumes)).await
 }
 
-async fn delete_and_check(env: &Env, client: &mut common::Client, id: &str) {
-    client
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.to_owned(),
-        })
-        .await
-        .unwrap();
-    common::wait_gone(client, id).await;
-    let vm_dir = env.state_dir.join("vms").join(id);
-    assert_eq!(
-        common::processes_mentioning(&vm_dir.display().to_string()),
-        Vec::<i32>::new(),
-        "qemu processes left"
-    );
-    assert!(
-        !env.state_dir.join("vms").join(id).exists(),
-        "machine dir left"
-    );
+async fn wait_attached(client: &common::Client, id: &str, name: &str) -> machine::Machine {
+    common::wait_volume(client, id, name, VolumeIs::Attached, VOLUME_TIMEOUT).await
 }
 
-async fn wait_serial(env: &Env, id: &str, needle: &str, count: usize, timeout: Duration) {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let log = env.serial_log(id);
-        if log.matches(needle).count() >= count {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {count}x {needle:?} on the serial console:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn wait_volume(
-    client: &common::Client,
-    id: &str,
-    name: &str,
-    attached: bool,
-) -> machine::Machine {
-    common::eventually(
-        &format!("volume {name} attached={attached}"),
-        Duration::from_secs(30),
-        || {
-            let mut client = client.clone();
-            let id = id.to_owned();
-            async move {
-                let m = common::get(&mut client, &id).await?;
-                let generation = m.metadata.as_ref()?.generation;
-                let observed = m.status.as_ref()?.observed_generation;
-                let state = common::volume_status(&m, name).is_some_and(|(_, a)| a);
-                (state == attached && observed == generation).then_some(m)
-            }
-        },
-    )
-    .await
-}
+const VOLUME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Create with a file volume and a local disk, RUNNING, power off/on, hot-unplug and re-plug
 /// the file volume, delete: no QEMU left.
 #[tokio::test]
 async fn stub_lifecycle_on_qemu() {
-    let Some((env, qemu, _reaper)) = qemu_env("halt") else {
+    let Some((env, _reaper)) = qemu_env("halt") else {
         return;
     };
     let (_volumes, _vclient, handle) = common::file_volume_runtime(&env, 64 << 20).await;
-    let runtime = start(&env, &qemu, &[]);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (_runtime, mut client) = env.start_client(&[]).await;
 
     let id = create(
         &mut client,
@@ -123,15 +50,9 @@ async fn stub_lifecycle_on_qemu() {
     )
     .await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
-    wait_serial(
-        &env,
-        &id,
-        "PVH-HELLO cmdline=halt",
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
-    let m = wait_volume(&client, &id, "data", true).await;
+    env.wait_serial(&id, "PVH-HELLO cmdline=halt", 1, Duration::from_secs(20))
+        .await;
+    let m = wait_attached(&client, &id, "data").await;
     assert_eq!(common::volume_status(&m, "data").unwrap().0, handle);
     assert!(common::volume_status(&m, "scratch").unwrap().1);
     let first_pid = env.recorded_pid(&id).expect("qemu pid recorded");
@@ -148,40 +69,19 @@ async fn stub_lifecycle_on_qemu() {
     .await;
     set_power(&mut client, &id, machine::Power::On).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
-    wait_serial(&env, &id, "PVH-HELLO", 2, Duration::from_secs(20)).await;
-    wait_volume(&client, &id, "data", true).await;
+    env.wait_serial(&id, "PVH-HELLO", 2, Duration::from_secs(20))
+        .await;
+    wait_attached(&client, &id, "data").await;
 
     // Hot-unplug and re-plug the volume runtime's volume on the running VM.
-    client
-        .detach_volume(machine::DetachVolumeRequest {
-            machine_id: id.clone(),
-            name: "data".into(),
-        })
-        .await
-        .unwrap();
-    common::eventually("volume detached", Duration::from_secs(30), || {
-        let mut client = client.clone();
-        let id = id.clone();
-        async move {
-            let m = common::get(&mut client, &id).await?;
-            let observed =
-                m.status.as_ref()?.observed_generation == m.metadata.as_ref()?.generation;
-            (observed && common::volume_status(&m, "data").is_none()).then_some(())
-        }
-    })
-    .await;
-    client
-        .attach_volume(machine::AttachVolumeRequest {
-            machine_id: id.clone(),
-            volume: Some(common::file_volume("data", &handle)),
-        })
-        .await
-        .unwrap();
-    let m = wait_volume(&client, &id, "data", true).await;
+    common::detach_volume(&mut client, &id, "data").await;
+    common::wait_volume(&client, &id, "data", VolumeIs::Gone, VOLUME_TIMEOUT).await;
+    common::attach_volume(&mut client, &id, common::file_volume("data", &handle)).await;
+    let m = wait_attached(&client, &id, "data").await;
     assert_eq!(common::state_of(&m), MachineState::MachineRunning);
     assert!(common::volume_status(&m, "scratch").unwrap().1);
 
-    delete_and_check(&env, &mut client, &id).await;
+    env.delete_and_check(&mut client, &id).await;
     assert!(
         Path::new(&handle).exists(),
         "the volume runtime's file must survive"
@@ -191,101 +91,62 @@ async fn stub_lifecycle_on_qemu() {
 /// The stub powering itself off ends QEMU: TERMINATED, not an error; power on runs it again.
 #[tokio::test]
 async fn stub_guest_power_off_on_qemu() {
-    let Some((env, qemu, _reaper)) = qemu_env("poweroff") else {
+    let Some((env, _reaper)) = qemu_env("poweroff") else {
         return;
     };
     // Guest-initiated power-off under TCG: on these PVM hosts the stub's ACPI write under KVM
     // did not always reach QEMU in time when the machine was loaded (see the closing note).
-    let runtime = start(&env, &qemu, &["--qemu-accel", "tcg"]);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (_runtime, mut client) = env.start_client(&["--qemu-accel", "tcg"]).await;
     let id = create(&mut client, vec![]).await;
-    wait_serial(
-        &env,
-        &id,
-        "PVH-HELLO cmdline=poweroff",
-        1,
-        Duration::from_secs(20),
-    )
-    .await;
+    let boot = Duration::from_secs(20);
+    env.wait_serial(&id, "PVH-HELLO cmdline=poweroff", 1, boot)
+        .await;
     common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
-    common::eventually("qemu exited", Duration::from_secs(15), || async {
-        env.vmm_processes().is_empty().then_some(())
-    })
-    .await;
+    env.wait_no_vmm("qemu exited", Duration::from_secs(15))
+        .await;
     set_power(&mut client, &id, machine::Power::On).await;
-    wait_serial(&env, &id, "PVH-HELLO", 2, Duration::from_secs(20)).await;
+    env.wait_serial(&id, "PVH-HELLO", 2, boot).await;
     common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
-    delete_and_check(&env, &mut client, &id).await;
+    env.delete_and_check(&mut client, &id).await;
 }
 
 /// kill -9 the runtime with 3 machines (one powered off); the restarted runtime lists them with
 /// the same state, adopts the QEMU processes, still drives them, and deletes them.
 #[tokio::test]
 async fn kill9_adoption_on_qemu() {
-    let Some((env, qemu, _reaper)) = qemu_env("halt") else {
+    let Some((env, _reaper)) = qemu_env("halt") else {
         return;
     };
-    let mut runtime = start(&env, &qemu, &[]);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (mut runtime, mut client) = env.start_client(&[]).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(create(&mut client, vec![common::local_disk("root", 8 << 20)]).await);
     }
     for id in &ids {
         common::wait_state(&mut client, id, MachineState::MachineRunning).await;
-        wait_volume(&client, id, "root", true).await;
+        wait_attached(&client, id, "root").await;
     }
     set_power(&mut client, &ids[2], machine::Power::Off).await;
     common::wait_state(&mut client, &ids[2], MachineState::MachineTerminated).await;
-    let before = client
-        .list_machines(machine::ListMachinesRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .machines;
     let pids: Vec<i32> = ids[..2]
         .iter()
         .map(|id| env.recorded_pid(id).unwrap())
         .collect();
 
-    runtime.kill9();
-    drop(client);
-    for pid in &pids {
-        assert!(common::alive(*pid), "qemu {pid} died with the runtime");
-    }
-
-    let runtime = start(&env, &qemu, &[]);
-    let mut client = common::Client::new(runtime.channel().await);
-    let after = client
-        .list_machines(machine::ListMachinesRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .machines;
+    let (_runtime, mut client, after) = env.kill9_and_adopt(&mut runtime, client, &pids).await;
     assert_eq!(after.len(), 3);
-    for (old, new) in before.iter().zip(&after) {
-        assert_eq!(old.metadata, new.metadata);
-        assert_eq!(old.spec, new.spec);
-        assert_eq!(common::state_of(old), common::state_of(new));
-    }
     for (id, pid) in ids.iter().zip(&pids) {
         assert_eq!(env.recorded_pid(id), Some(*pid), "qemu was not adopted");
         common::wait_state(&mut client, id, MachineState::MachineRunning).await;
     }
     // The adopted QEMUs still obey: hot-plug a disk into one, power the stopped one on.
-    client
-        .attach_volume(machine::AttachVolumeRequest {
-            machine_id: ids[0].clone(),
-            volume: Some(common::local_disk("extra", 4 << 20)),
-        })
-        .await
-        .unwrap();
-    wait_volume(&client, &ids[0], "extra", true).await;
+    common::attach_volume(&mut client, &ids[0], common::local_disk("extra", 4 << 20)).await;
+    wait_attached(&client, &ids[0], "extra").await;
     set_power(&mut client, &ids[2], machine::Power::On).await;
     common::wait_state(&mut client, &ids[2], MachineState::MachineRunning).await;
 
     for id in &ids {
-        delete_and_check(&env, &mut client, id).await;
+        env.delete_and_check(&mut client, id).await;
     }
     for pid in &pids {
         assert!(!common::alive(*pid), "adopted qemu {pid} survived delete");
@@ -326,7 +187,7 @@ fn linux_guest(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 /// Then power off (ACPI power button, the guest powers off, QEMU exits), power on, delete.
 #[tokio::test]
 async fn linux_guest_sees_its_volume_on_qemu() {
-    let Some((env, qemu, _reaper)) = qemu_env("unused") else {
+    let Some((env, _reaper)) = qemu_env("unused") else {
         return;
     };
     let Some((kernel, initramfs)) = linux_guest(env.dir.path()) else {
@@ -334,25 +195,15 @@ async fn linux_guest_sees_its_volume_on_qemu() {
     };
     let (_volumes, _vclient, handle) = common::file_volume_runtime(&env, 64 << 20).await;
     let magic = b"IRIKIT-DISK-MAGIC-012345";
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&handle)
-            .unwrap();
-        f.write_all(magic).unwrap();
-        f.sync_all().unwrap();
-    }
-    let mut args = env.qemu_args(
-        &qemu,
-        &[
-            "--qemu-accel",
-            "tcg",
-            "--initramfs",
-            &initramfs.display().to_string(),
-            "--graceful-power-off",
-            "60s",
-        ],
-    );
+    common::write_at_start(&handle, magic);
+    let mut args = env.runtime_args(&[
+        "--qemu-accel",
+        "tcg",
+        "--initramfs",
+        &initramfs.display().to_string(),
+        "--graceful-power-off",
+        "60s",
+    ]);
     // Swap the stub guest for the Linux kernel, with a Linux command line.
     for pair in args.chunks_exact_mut(2) {
         match pair[0].as_str() {
@@ -364,15 +215,11 @@ async fn linux_guest_sees_its_volume_on_qemu() {
             _ => {}
         }
     }
-    let runtime = Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &args,
-        &env.socket,
-    );
+    let runtime = env.spawn_runtime(&args);
     let mut client = common::Client::new(runtime.channel().await);
     let id = create(&mut client, vec![common::file_volume("data", &handle)]).await;
     let boot = Duration::from_secs(120);
-    wait_serial(&env, &id, "IRIKIT-GUEST-READY", 1, boot).await;
+    env.wait_serial(&id, "IRIKIT-GUEST-READY", 1, boot).await;
     let log = env.serial_log(&id);
     assert!(log.contains("IRIKIT-GUEST-INIT"), "{log}");
     let disk_line = format!("IRIKIT-DISK0: {}", std::str::from_utf8(magic).unwrap());
@@ -388,45 +235,24 @@ async fn linux_guest_sees_its_volume_on_qemu() {
     let pid = env.recorded_pid(&id).unwrap();
 
     // Hot-unplug with the guest's cooperation (Linux pciehp), then hot-plug again.
-    client
-        .detach_volume(machine::DetachVolumeRequest {
-            machine_id: id.clone(),
-            name: "data".into(),
-        })
-        .await
-        .unwrap();
-    common::eventually("volume unplugged by the guest", boot, || {
-        let mut client = client.clone();
-        let id = id.clone();
-        async move {
-            let m = common::get(&mut client, &id).await?;
-            let observed =
-                m.status.as_ref()?.observed_generation == m.metadata.as_ref()?.generation;
-            (observed && common::volume_status(&m, "data").is_none()).then_some(())
-        }
-    })
-    .await;
-    client
-        .attach_volume(machine::AttachVolumeRequest {
-            machine_id: id.clone(),
-            volume: Some(common::file_volume("data", &handle)),
-        })
-        .await
-        .unwrap();
-    wait_volume(&client, &id, "data", true).await;
+    common::detach_volume(&mut client, &id, "data").await;
+    common::wait_volume(&client, &id, "data", VolumeIs::Gone, boot).await;
+    common::attach_volume(&mut client, &id, common::file_volume("data", &handle)).await;
+    wait_attached(&client, &id, "data").await;
 
     // Power off: the ACPI power button reaches the guest's acpid, which powers off.
     set_power(&mut client, &id, machine::Power::Off).await;
-    wait_serial(&env, &id, "IRIKIT-POWER-BUTTON", 1, Duration::from_secs(30)).await;
+    env.wait_serial(&id, "IRIKIT-POWER-BUTTON", 1, Duration::from_secs(30))
+        .await;
     common::wait_state(&mut client, &id, MachineState::MachineTerminated).await;
     assert!(!common::alive(pid), "qemu still runs after power off");
 
     set_power(&mut client, &id, machine::Power::On).await;
-    wait_serial(&env, &id, "IRIKIT-GUEST-READY", 2, boot).await;
-    wait_serial(&env, &id, &disk_line, 2, boot).await;
+    env.wait_serial(&id, "IRIKIT-GUEST-READY", 2, boot).await;
+    env.wait_serial(&id, &disk_line, 2, boot).await;
     common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
 
-    delete_and_check(&env, &mut client, &id).await;
+    env.delete_and_check(&mut client, &id).await;
 }
 
 /// `--vmm cloud-hypervisor` (the default) still needs `--ch-binary`: one line, non-zero exit.

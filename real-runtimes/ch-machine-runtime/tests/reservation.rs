@@ -72,14 +72,8 @@ async fn create_machine(
 }
 
 fn start(env: &Env) -> Proc {
-    let mut args = env.args();
     // At least four machines of the small class (1 CPU) on any host.
-    args.extend(["--cpu-overcommit".into(), "4".into()]);
-    Proc::spawn(
-        std::path::Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &args,
-        &env.socket,
-    )
+    env.start_with(&["--cpu-overcommit", "4"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,6 +214,6 @@ async fn reservations_hold_bind_survive_a_restart_and_release() {
     }
 
     for id in [m1, m2, m3, m4] {
-        common::delete_and_wait_gone(&mut client, &id).await;
+        common::delete_and_wait(&mut client, &id).await;
     }
 }

@@ -7,17 +7,12 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::{Backend, Env, Proc};
+use common::{Backend, Env, Proc, on_ch_sim_and_real_ch};
 use iri_spec::machine::v1alpha1::MachineState;
 
-fn start(env: &Env, warm: usize) -> Proc {
-    let mut args = env.args();
-    args.extend(["--warm-vmms".into(), warm.to_string()]);
-    Proc::spawn(
-        Path::new(env!("CARGO_BIN_EXE_ch-machine-runtime")),
-        &args,
-        &env.socket,
-    )
+/// Start the runtime with `warm` VMMs ahead, and connect a client.
+async fn start(env: &Env, warm: usize) -> (Proc, common::Client) {
+    env.start_client(&["--warm-vmms", &warm.to_string()]).await
 }
 
 async fn warm_ready(env: &Env, n: usize) -> Vec<(i32, std::path::PathBuf)> {
@@ -30,10 +25,6 @@ async fn warm_ready(env: &Env, n: usize) -> Vec<(i32, std::path::PathBuf)> {
         .then_some(warm)
     })
     .await
-}
-
-async fn create(client: &mut common::Client) -> String {
-    common::create_machine(client, common::spec(vec![])).await
 }
 
 fn pid_file(dir: &Path) -> Option<i32> {
@@ -49,8 +40,7 @@ async fn boots_in_a_vmm_started_ahead(backend: Backend) {
     let Some(env) = Env::new(backend, "halt") else {
         return;
     };
-    let mut runtime = start(&env, 1);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (mut runtime, mut client) = start(&env, 1).await;
     let [(warm_pid, warm_dir)] = warm_ready(&env, 1).await.try_into().unwrap();
     assert_eq!(
         pid_file(&warm_dir),
@@ -58,8 +48,7 @@ async fn boots_in_a_vmm_started_ahead(backend: Backend) {
         "pid file of the warm vmm"
     );
 
-    let id = create(&mut client).await;
-    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    let id = common::create_running(&mut client, vec![]).await;
     let machine_dir = env.state_dir.join("vms").join(&id);
     assert!(!warm_dir.exists(), "the warm dir became the machine's");
     assert_eq!(
@@ -86,7 +75,7 @@ async fn boots_in_a_vmm_started_ahead(backend: Backend) {
     assert_eq!(env.vmm_processes(), vec![warm_pid]);
 
     // Delete stops the machine's VMM; a graceful stop stops the warm one and removes its dir.
-    common::delete_and_wait_gone(&mut client, &id).await;
+    common::delete_and_wait(&mut client, &id).await;
     assert!(
         !common::alive(warm_pid),
         "the machine's vmm stopped at delete"
@@ -112,11 +101,9 @@ async fn kill9_then_restart(backend: Backend) {
     let Some(env) = Env::new(backend, "halt") else {
         return;
     };
-    let mut runtime = start(&env, 1);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (mut runtime, mut client) = start(&env, 1).await;
     warm_ready(&env, 1).await;
-    let id = create(&mut client).await;
-    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    let id = common::create_running(&mut client, vec![]).await;
     let machine_pid = env.recorded_pid(&id).unwrap();
     let [(idle_pid, idle_dir)] = warm_ready(&env, 1).await.try_into().unwrap();
 
@@ -124,8 +111,7 @@ async fn kill9_then_restart(backend: Backend) {
     assert!(common::alive(machine_pid) && common::alive(idle_pid));
 
     // Restarted without warm VMMs: the idle one is an orphan, the machine's is adopted.
-    let runtime = start(&env, 0);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (_runtime, mut client) = start(&env, 0).await;
     let m = common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
     assert_eq!(m.metadata.unwrap().id, id);
     common::eventually("idle warm vmm stopped", Duration::from_secs(20), || async {
@@ -141,12 +127,12 @@ async fn kill9_then_restart(backend: Backend) {
     assert_eq!(env.vmm_processes(), vec![machine_pid]);
 }
 
-on_ch_sim_and_real_ch! {
+on_ch_sim_and_real_ch!(boots_in_a_vmm_started_ahead:
     a_new_machine_boots_in_a_vmm_started_ahead_on_ch_sim,
-    a_new_machine_boots_in_a_vmm_started_ahead_on_real_ch => boots_in_a_vmm_started_ahead;
+    a_new_machine_boots_in_a_vmm_started_ahead_on_real_ch);
+on_ch_sim_and_real_ch!(kill9_then_restart:
     kill9_then_restart_adopts_the_machine_and_stops_the_idle_warm_vmm_on_ch_sim,
-    kill9_then_restart_adopts_the_machine_and_stops_the_idle_warm_vmm_on_real_ch => kill9_then_restart;
-}
+    kill9_then_restart_adopts_the_machine_and_stops_the_idle_warm_vmm_on_real_ch);
 
 /// A runtime killed after a machine took a warm VMM but before the VMM's pid reached the
 /// machine's record: the restarted runtime finds the VMM through the pid file in the machine's
@@ -157,11 +143,9 @@ async fn a_taken_vmm_whose_pid_never_reached_the_record_is_found_by_its_pid_file
     let Some(env) = Env::new(Backend::Sim, "halt") else {
         return;
     };
-    let mut runtime = start(&env, 1);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (mut runtime, mut client) = start(&env, 1).await;
     warm_ready(&env, 1).await;
-    let id = create(&mut client).await;
-    common::wait_state(&mut client, &id, MachineState::MachineRunning).await;
+    let id = common::create_running(&mut client, vec![]).await;
     let taken_pid = env.recorded_pid(&id).unwrap();
     runtime.kill9();
     // Forget the pid and the boot, as if the kill had come before the write of either.
@@ -177,8 +161,7 @@ async fn a_taken_vmm_whose_pid_never_reached_the_record_is_found_by_its_pid_file
     }
     assert!(env.recorded_pid(&id).is_none());
 
-    let runtime = start(&env, 0);
-    let mut client = common::Client::new(runtime.channel().await);
+    let (_runtime, mut client) = start(&env, 0).await;
     common::eventually(
         "the unknown vmm stopped",
         Duration::from_secs(20),

@@ -8,6 +8,13 @@
 //! start. Capacity (`Status.quantity`) is the root filesystem's free space in bytes, rounded
 //! down to whole GiB.
 
+pub mod error;
+#[path = "../../shared/events.rs"]
+mod events;
+mod files;
+mod grpc;
+#[path = "../../shared/private_file.rs"]
+mod private_file;
 #[path = "../../shared/qcow2.rs"]
 mod qcow2;
 pub mod service;
@@ -36,14 +43,7 @@ impl Format {
     /// with the qcow2 magic. Tenant-writable files (volumes, snapshots) are never sniffed: their
     /// format is the one recorded when this runtime made them.
     pub fn of_operator_image(path: &Path) -> std::io::Result<Self> {
-        use std::io::Read as _;
-        let mut magic = [0u8; 4];
-        let n = std::fs::File::open(path)?.read(&mut magic)?;
-        Ok(if n == 4 && magic == *b"QFI\xfb" {
-            Self::Qcow2
-        } else {
-            Self::Raw
-        })
+        qcow2::sniff_operator_image(path, Self::Qcow2, Self::Raw)
     }
 
     /// The name used in attributes and file extensions.

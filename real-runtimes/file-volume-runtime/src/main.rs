@@ -4,9 +4,11 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::Parser;
 use file_volume_runtime::{Config, Format, VolumeClass};
+
+#[path = "../../shared/cli.rs"]
+mod cli;
 
 /// IRI VolumeRuntime backed by sparse raw / qcow2 files
 #[derive(Debug, Parser)]
@@ -57,47 +59,15 @@ struct Args {
     log_format: String,
 }
 
-fn socket_path(args: &Args) -> anyhow::Result<PathBuf> {
-    let raw = args
-        .socket
-        .as_deref()
-        .or(args.endpoint.as_deref())
-        .context("--socket (or --endpoint unix:///path) is required")?;
-    if let Some(path) = raw.strip_prefix("unix://") {
-        anyhow::ensure!(
-            path.starts_with('/'),
-            "endpoint {raw:?}: use unix:///absolute/path"
-        );
-        return Ok(PathBuf::from(path));
-    }
-    if let Some(path) = raw.strip_prefix("unix:") {
-        return Ok(PathBuf::from(path));
-    }
-    anyhow::ensure!(
-        !raw.contains("://"),
-        "endpoint {raw:?}: only unix sockets are supported"
-    );
-    Ok(PathBuf::from(raw))
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    irikit_bootstrap::init_tracing(
-        irikit_bootstrap::LogFormat::from_flag(&args.log_format),
-        "info",
-    );
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("file-volume-runtime: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let log_format = args.log_format.clone();
+    cli::main("file-volume-runtime", &log_format, run(args)).await
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let socket = socket_path(&args)?;
+    let socket = cli::socket_path(args.socket.as_deref(), args.endpoint.as_deref())?;
     let mut classes = args.volume_classes.clone();
     if let Some(file) = &args.volume_class_file {
         classes.extend(file_volume_runtime::read_class_file(file)?);
@@ -114,9 +84,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .or_else(file_volume_runtime::find_qemu_img),
     }
     .validate()?;
-    let token = irikit_bootstrap::cancel_on_signals(
-        || tracing::info!("shutting down (a second signal exits at once)"),
-        || {},
-    );
+    let token = cli::shutdown_token();
     file_volume_runtime::serve(cfg, &socket, token).await
 }

@@ -5,84 +5,15 @@
 
 mod common;
 
-use std::{
-    os::unix::fs::{FileExt as _, PermissionsExt as _},
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{os::unix::fs::PermissionsExt as _, path::Path, process::Command};
 
-use common::{Runtime, has_qemu_img, required};
+use common::{Runtime, contains, handle, id, qemu_img_or_skip, restore_spec, spec, write_at_start};
 use iri_spec::volume::v1alpha1 as volume;
 use tonic::Code;
 
-fn spec(class: &str, size: i64) -> volume::VolumeSpec {
-    volume::VolumeSpec {
-        class: class.into(),
-        resources: Some(volume::VolumeResources {
-            storage_bytes: size,
-        }),
-        ..Default::default()
-    }
-}
-
-fn handle(v: &volume::Volume) -> PathBuf {
-    PathBuf::from(&v.status.as_ref().unwrap().access.as_ref().unwrap().handle)
-}
-
-fn id(v: &volume::Volume) -> String {
-    v.metadata.as_ref().unwrap().id.clone()
-}
-
-fn qemu_img_or_skip() -> bool {
-    if has_qemu_img() {
-        return true;
-    }
-    assert!(
-        !required("qemu-img"),
-        "qemu-img is required (IRIKIT_REQUIRE) but missing"
-    );
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skip: qemu-img is not installed\n"),
-    );
-    false
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-async fn snapshot(rt: &mut Runtime, volume_id: &str) -> String {
-    rt.client
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec {
-                    volume_id: volume_id.to_owned(),
-                }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume_snapshot
-        .unwrap()
-        .metadata
-        .unwrap()
-        .id
-}
-
-fn restore_spec(class: &str, size: i64, snapshot_id: &str) -> volume::VolumeSpec {
-    volume::VolumeSpec {
-        volume_data_source: Some(volume::VolumeDataSource {
-            image_data_source: None,
-            snapshot_data_source: Some(volume::SnapshotDataSource {
-                snapshot_id: snapshot_id.to_owned(),
-            }),
-        }),
-        ..spec(class, size)
-    }
+/// The id of a created snapshot.
+fn id_of(snapshot: Result<volume::VolumeSnapshot, tonic::Status>) -> String {
+    snapshot.unwrap().metadata.unwrap().id
 }
 
 /// The guest data of a volume file as raw bytes (qcow2 decoded by qemu-img with its format
@@ -130,15 +61,9 @@ async fn snapshot_restore_never_reads_a_backing_file_named_by_tenant_data() {
     let header = std::fs::read(&header_file).unwrap();
 
     let v = rt.create(spec("std", 8 << 20)).await.unwrap();
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(handle(&v))
-        .unwrap();
-    file.write_all_at(&header, 0).unwrap();
-    file.sync_all().unwrap();
-    drop(file);
+    write_at_start(&handle(&v), &header);
 
-    let snap = snapshot(&mut rt, &id(&v)).await;
+    let snap = id_of(rt.snapshot(&id(&v)).await);
     for (class, format) in [("std", "raw"), ("q", "qcow2")] {
         let restored = rt
             .create(restore_spec(class, 8 << 20, &snap))
@@ -162,43 +87,17 @@ async fn snapshot_restore_never_reads_a_backing_file_named_by_tenant_data() {
 async fn impossible_sizes_are_out_of_range() {
     let mut rt = Runtime::start().await;
     let volumes = rt.dir.path().join("root/volumes");
-    let classes: &[&str] = if has_qemu_img() {
-        &["std", "q"]
-    } else {
-        &["std"]
-    };
-    for class in classes {
+    for class in common::classes() {
         for size in [1i64 << 62, i64::MAX] {
             let err = rt.create(spec(class, size)).await.unwrap_err();
             assert_eq!(err.code(), Code::OutOfRange, "{class} {size}: {err:?}");
         }
         assert_eq!(std::fs::read_dir(&volumes).unwrap().count(), 0);
         let v = rt.create(spec(class, 1 << 20)).await.unwrap();
-        let err = rt
-            .client
-            .expand_volume(volume::ExpandVolumeRequest {
-                volume_id: id(&v),
-                resources: Some(volume::VolumeResources {
-                    storage_bytes: 1 << 62,
-                }),
-            })
-            .await
-            .unwrap_err();
+        let err = rt.expand(&id(&v), 1 << 62).await.unwrap_err();
         assert_eq!(err.code(), Code::OutOfRange, "{class}: {err:?}");
-        assert_eq!(
-            rt.list(&id(&v)).await[0]
-                .spec
-                .as_ref()
-                .unwrap()
-                .resources
-                .unwrap()
-                .storage_bytes,
-            1 << 20
-        );
-        rt.client
-            .delete_volume(volume::DeleteVolumeRequest { volume_id: id(&v) })
-            .await
-            .unwrap();
+        assert_eq!(common::spec_bytes(&rt.list(&id(&v)).await[0]), 1 << 20);
+        rt.delete(&id(&v)).await.unwrap();
     }
 }
 
@@ -207,13 +106,9 @@ async fn impossible_sizes_are_out_of_range() {
 async fn volume_and_snapshot_files_are_private() {
     let mut rt = Runtime::start().await;
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    let mut classes = vec!["std"];
-    if has_qemu_img() {
-        classes.push("q");
-    }
-    for class in classes {
+    for class in common::classes() {
         let v = rt.create(spec(class, 1 << 20)).await.unwrap();
-        let snap = snapshot(&mut rt, &id(&v)).await;
+        let snap = id_of(rt.snapshot(&id(&v)).await);
         let restored = rt
             .create(restore_spec(class, 1 << 20, &snap))
             .await
@@ -238,13 +133,8 @@ async fn volume_and_snapshot_files_are_private() {
 async fn moving_the_root_keeps_every_volume() {
     let mut rt = Runtime::start().await;
     let v = rt.create(spec("std", 1 << 20)).await.unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(handle(&v))
-        .unwrap()
-        .write_all_at(b"TENANT-DATA", 0)
-        .unwrap();
-    let snap = snapshot(&mut rt, &id(&v)).await;
+    write_at_start(&handle(&v), b"TENANT-DATA");
+    let snap = id_of(rt.snapshot(&id(&v)).await);
     let old = rt.kill9();
     let new = tempfile::tempdir().unwrap();
     std::fs::rename(old.path().join("root"), new.path().join("root")).unwrap();
@@ -289,41 +179,15 @@ async fn a_long_copy_stalls_no_other_call_and_pins_its_source() {
     let mut snapshotter = rt.client.clone();
     let source_id = source.clone();
     let started = std::time::Instant::now();
-    let snapshot = tokio::spawn(async move {
-        snapshotter
-            .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-                volume_snapshot: Some(volume::VolumeSnapshot {
-                    metadata: None,
-                    spec: Some(volume::VolumeSnapshotSpec {
-                        volume_id: source_id,
-                    }),
-                    status: None,
-                }),
-            })
-            .await
-    });
+    let snapshot =
+        tokio::spawn(async move { common::snapshot(&mut snapshotter, &source_id).await });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
     let quick = std::time::Instant::now();
     rt.list(&source).await;
     let other = rt.create(spec("std", 1 << 20)).await.unwrap();
-    let delete = rt
-        .client
-        .delete_volume(volume::DeleteVolumeRequest {
-            volume_id: source.clone(),
-        })
-        .await
-        .unwrap_err();
-    let expand = rt
-        .client
-        .expand_volume(volume::ExpandVolumeRequest {
-            volume_id: source.clone(),
-            resources: Some(volume::VolumeResources {
-                storage_bytes: 2 << 20,
-            }),
-        })
-        .await
-        .unwrap_err();
+    let delete = rt.delete(&source).await.unwrap_err();
+    let expand = rt.expand(&source, 2 << 20).await.unwrap_err();
     let meanwhile = quick.elapsed();
     assert!(
         started.elapsed() < std::time::Duration::from_secs(3),
@@ -339,14 +203,6 @@ async fn a_long_copy_stalls_no_other_call_and_pins_its_source() {
 
     snapshot.await.unwrap().unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_secs(3));
-    rt.client
-        .delete_volume(volume::DeleteVolumeRequest { volume_id: source })
-        .await
-        .unwrap();
-    rt.client
-        .delete_volume(volume::DeleteVolumeRequest {
-            volume_id: id(&other),
-        })
-        .await
-        .unwrap();
+    rt.delete(&source).await.unwrap();
+    rt.delete(&id(&other)).await.unwrap();
 }

@@ -4,43 +4,12 @@
 
 mod common;
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+use std::{collections::HashMap, process::Command};
 
-use common::{Runtime, has_qemu_img, required};
+use common::{Runtime, handle, id, qemu_img_or_skip, restore_spec, spec, with_image};
 use iri_spec::volume::v1alpha1 as volume;
 use rstest::rstest;
 use tonic::Code;
-
-fn spec(class: &str, size: i64) -> volume::VolumeSpec {
-    volume::VolumeSpec {
-        class: class.into(),
-        resources: Some(volume::VolumeResources {
-            storage_bytes: size,
-        }),
-        ..Default::default()
-    }
-}
-
-fn with_image(size: i64, image: &str) -> volume::VolumeSpec {
-    volume::VolumeSpec {
-        volume_data_source: Some(volume::VolumeDataSource {
-            image_data_source: Some(volume::ImageDataSource {
-                image: image.into(),
-                architecture: "amd64".into(),
-            }),
-            snapshot_data_source: None,
-        }),
-        ..spec("std", size)
-    }
-}
-
-fn handle(v: &volume::Volume) -> PathBuf {
-    PathBuf::from(&v.status.as_ref().unwrap().access.as_ref().unwrap().handle)
-}
-
-fn id(v: &volume::Volume) -> String {
-    v.metadata.as_ref().unwrap().id.clone()
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Call {
@@ -107,16 +76,10 @@ async fn check(call: Call, want: Code) {
                 });
             rt.create(s).await.map(drop)
         }
-        Call::CreateUnknownSnapshot => {
-            let mut s = spec("std", 1 << 20);
-            s.volume_data_source = Some(volume::VolumeDataSource {
-                image_data_source: None,
-                snapshot_data_source: Some(volume::SnapshotDataSource {
-                    snapshot_id: "nope".into(),
-                }),
-            });
-            rt.create(s).await.map(drop)
-        }
+        Call::CreateUnknownSnapshot => rt
+            .create(restore_spec("std", 1 << 20, "nope"))
+            .await
+            .map(drop),
         Call::CreateEncrypted => {
             let mut s = spec("std", 1 << 20);
             s.encryption = Some(volume::EncryptionSpec {
@@ -124,49 +87,15 @@ async fn check(call: Call, want: Code) {
             });
             rt.create(s).await.map(drop)
         }
-        Call::ExpandUnknown => rt
-            .client
-            .expand_volume(volume::ExpandVolumeRequest {
-                volume_id: "nope".into(),
-                resources: Some(volume::VolumeResources {
-                    storage_bytes: 1 << 30,
-                }),
-            })
-            .await
-            .map(drop),
-        Call::ExpandShrink => rt
-            .client
-            .expand_volume(volume::ExpandVolumeRequest {
-                volume_id: id(&live),
-                resources: Some(volume::VolumeResources { storage_bytes: 1 }),
-            })
-            .await
-            .map(drop),
+        Call::ExpandUnknown => rt.expand("nope", 1 << 30).await,
+        Call::ExpandShrink => rt.expand(&id(&live), 1).await,
         Call::ExpandEmptyId => rt
             .client
             .expand_volume(volume::ExpandVolumeRequest::default())
             .await
             .map(drop),
-        Call::DeleteUnknown => rt
-            .client
-            .delete_volume(volume::DeleteVolumeRequest {
-                volume_id: "nope".into(),
-            })
-            .await
-            .map(drop),
-        Call::SnapshotUnknownVolume => rt
-            .client
-            .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-                volume_snapshot: Some(volume::VolumeSnapshot {
-                    metadata: None,
-                    spec: Some(volume::VolumeSnapshotSpec {
-                        volume_id: "nope".into(),
-                    }),
-                    status: None,
-                }),
-            })
-            .await
-            .map(drop),
+        Call::DeleteUnknown => rt.delete("nope").await,
+        Call::SnapshotUnknownVolume => rt.snapshot("nope").await.map(drop),
         Call::SnapshotNoSpec => rt
             .client
             .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
@@ -174,13 +103,7 @@ async fn check(call: Call, want: Code) {
             })
             .await
             .map(drop),
-        Call::DeleteSnapshotUnknown => rt
-            .client
-            .delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-                volume_snapshot_id: "nope".into(),
-            })
-            .await
-            .map(drop),
+        Call::DeleteSnapshotUnknown => rt.delete_snapshot("nope").await,
     };
     assert_eq!(res.err().map_or(Code::Ok, |s| s.code()), want, "{call:?}");
     // Nothing escaped the root: only our own files exist outside it.
@@ -241,20 +164,7 @@ async fn create_expand_snapshot_restore_delete() {
     let mut data = std::fs::read(&path).unwrap();
     data[..5].copy_from_slice(b"hello");
     std::fs::write(&path, &data).unwrap();
-    let snap = rt
-        .client
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec { volume_id: id(&v) }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume_snapshot
-        .unwrap();
+    let snap = rt.snapshot(&id(&v)).await.unwrap();
     let snap_status = snap.status.as_ref().unwrap();
     assert_eq!(
         snap_status.state,
@@ -262,43 +172,21 @@ async fn create_expand_snapshot_restore_delete() {
     );
     assert_eq!(snap_status.size, 4 << 20);
     let snap_id = snap.metadata.as_ref().unwrap().id.clone();
-    let mut restore = spec("std", 8 << 20);
-    restore.volume_data_source = Some(volume::VolumeDataSource {
-        image_data_source: None,
-        snapshot_data_source: Some(volume::SnapshotDataSource {
-            snapshot_id: snap_id.clone(),
-        }),
-    });
-    let restored = rt.create(restore).await.unwrap();
+    let restored = rt
+        .create(restore_spec("std", 8 << 20, &snap_id))
+        .await
+        .unwrap();
     let restored_data = std::fs::read(handle(&restored)).unwrap();
     assert_eq!(&restored_data[..5], b"hello");
     assert_eq!(restored_data.len(), 8 << 20);
 
     // Expand grows the file; equal is a no-op; shrinking is refused.
     for size in [16 << 20, 16 << 20] {
-        rt.client
-            .expand_volume(volume::ExpandVolumeRequest {
-                volume_id: id(&v),
-                resources: Some(volume::VolumeResources {
-                    storage_bytes: size,
-                }),
-            })
-            .await
-            .unwrap();
+        rt.expand(&id(&v), size).await.unwrap();
     }
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 << 20);
     let listed = rt.list(&id(&v)).await;
-    assert_eq!(
-        listed[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .resources
-            .as_ref()
-            .unwrap()
-            .storage_bytes,
-        16 << 20
-    );
+    assert_eq!(common::spec_bytes(&listed[0]), 16 << 20);
     assert_eq!(
         listed[0]
             .status
@@ -347,18 +235,10 @@ async fn create_expand_snapshot_restore_delete() {
     assert_eq!((caps.tps, caps.iops), (1000, 100));
 
     // Delete removes the files; events were recorded.
-    rt.client
-        .delete_volume(volume::DeleteVolumeRequest { volume_id: id(&v) })
-        .await
-        .unwrap();
+    rt.delete(&id(&v)).await.unwrap();
     assert!(!path.exists());
     assert!(rt.list(&id(&v)).await.is_empty());
-    rt.client
-        .delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-            volume_snapshot_id: snap_id,
-        })
-        .await
-        .unwrap();
+    rt.delete_snapshot(&snap_id).await.unwrap();
     let events = rt
         .client
         .list_events(volume::ListEventsRequest { filter: None })
@@ -386,28 +266,8 @@ async fn state_survives_kill9() {
     let mut rt = Runtime::start().await;
     let keep = rt.create(spec("std", 2 << 20)).await.unwrap();
     let gone = rt.create(spec("std", 2 << 20)).await.unwrap();
-    rt.client
-        .delete_volume(volume::DeleteVolumeRequest {
-            volume_id: id(&gone),
-        })
-        .await
-        .unwrap();
-    let snap = rt
-        .client
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec {
-                    volume_id: id(&keep),
-                }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume_snapshot
-        .unwrap();
+    rt.delete(&id(&gone)).await.unwrap();
+    let snap = rt.snapshot(&id(&keep)).await.unwrap();
     let dir = rt.kill9();
     // A stray file (e.g. a crash mid-create) is cleaned up at start.
     let stray = dir.path().join("root/volumes/stray.raw");
@@ -434,15 +294,7 @@ async fn state_survives_kill9() {
 
 #[tokio::test]
 async fn qcow2_volumes_via_qemu_img() {
-    if !has_qemu_img() {
-        assert!(
-            !required("qemu-img"),
-            "qemu-img is required (IRIKIT_REQUIRE) but missing"
-        );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: qemu-img is not installed\n"),
-        );
+    if !qemu_img_or_skip() {
         return;
     }
     let mut rt = Runtime::start().await;
@@ -461,15 +313,7 @@ async fn qcow2_volumes_via_qemu_img() {
         Some("qcow2")
     );
     assert_eq!(&std::fs::read(&path).unwrap()[..4], b"QFI\xfb");
-    rt.client
-        .expand_volume(volume::ExpandVolumeRequest {
-            volume_id: id(&v),
-            resources: Some(volume::VolumeResources {
-                storage_bytes: 32 << 20,
-            }),
-        })
-        .await
-        .unwrap();
+    rt.expand(&id(&v), 32 << 20).await.unwrap();
     let info = Command::new("qemu-img")
         .args(["info", "--output=json"])
         .arg(&path)
@@ -477,29 +321,13 @@ async fn qcow2_volumes_via_qemu_img() {
         .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["virtual-size"], 32 << 20);
-    let snap = rt
-        .client
-        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-            volume_snapshot: Some(volume::VolumeSnapshot {
-                metadata: None,
-                spec: Some(volume::VolumeSnapshotSpec { volume_id: id(&v) }),
-                status: None,
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume_snapshot
-        .unwrap();
+    let snap = rt.snapshot(&id(&v)).await.unwrap();
     assert_eq!(snap.status.unwrap().size, 32 << 20);
     // A raw volume restored from the qcow2 snapshot is converted.
-    let mut restore = spec("std", 32 << 20);
-    restore.volume_data_source = Some(volume::VolumeDataSource {
-        image_data_source: None,
-        snapshot_data_source: Some(volume::SnapshotDataSource {
-            snapshot_id: snap.metadata.unwrap().id,
-        }),
-    });
-    let raw = rt.create(restore).await.unwrap();
+    let snap_id = snap.metadata.unwrap().id;
+    let raw = rt
+        .create(restore_spec("std", 32 << 20, &snap_id))
+        .await
+        .unwrap();
     assert_eq!(std::fs::metadata(handle(&raw)).unwrap().len(), 32 << 20);
 }

@@ -24,7 +24,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ch_machine_runtime::vmm::{
-    CloudHypervisor, Qemu, QemuAccel, VmPaths, VmSpec, VmState, Vmm as _, kvm_opens,
+    CloudHypervisor, Launched, Qemu, QemuAccel, VmPaths, VmSpec, VmState, Vmm as _, kvm_opens,
 };
 use clap::{Parser, ValueEnum};
 use iri_spec::machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient};
@@ -201,19 +201,30 @@ fn vm_spec(row: &Row, paths: &VmPaths, i: usize) -> VmSpec {
     }
 }
 
+/// A backend for a bare VMM of `row`: its initramfs, and `serial.log` written by the VMM (no
+/// console pump).
+fn bare<B: Launched>(backend: B, row: &Row) -> B {
+    backend
+        .with_initramfs(row.initramfs.clone())
+        .with_serial_socket(false)
+}
+
+/// The directory of the `i`-th bare VM, made.
+fn bare_paths(dir: &Path, i: usize) -> anyhow::Result<VmPaths> {
+    let vm_dir = dir.join(format!("bare{i}"));
+    std::fs::create_dir_all(&vm_dir)?;
+    Ok(VmPaths::new(&vm_dir))
+}
+
 /// Bare Cloud Hypervisor: spawn → `vm.create` → `vm.boot` → `vm.info` Running, then → marker.
 /// Every VM runs until the column ends, as the runtime's machines do (the n-th VM starts beside
 /// n-1 running ones on both sides: on a 2-core host a boot beside running VMs is slower).
 async fn bare_ch(binary: &Path, row: &Row, dir: &Path) -> anyhow::Result<Samples> {
-    let ch = CloudHypervisor::new(binary.to_owned())
-        .with_initramfs(row.initramfs.clone())
-        .with_serial_socket(false);
+    let ch = bare(CloudHypervisor::new(binary.to_owned()), row);
     let mut samples = Samples::default();
     let mut running = Vec::new();
     for i in 0..row.n {
-        let vm_dir = dir.join(format!("bare{i}"));
-        std::fs::create_dir_all(&vm_dir)?;
-        let paths = VmPaths::new(&vm_dir);
+        let paths = bare_paths(dir, i)?;
         let spec = vm_spec(row, &paths, i);
         let start = Instant::now();
         let spawned = ch.spawn(&paths).await?;
@@ -246,15 +257,11 @@ async fn bare_qemu(
     row: &Row,
     dir: &Path,
 ) -> anyhow::Result<Samples> {
-    let qemu = Qemu::new(binary.to_owned(), accel)
-        .with_initramfs(row.initramfs.clone())
-        .with_serial_socket(false);
+    let qemu = bare(Qemu::new(binary.to_owned(), accel), row);
     let mut samples = Samples::default();
     let mut running = Vec::new();
     for i in 0..row.n {
-        let vm_dir = dir.join(format!("bare{i}"));
-        std::fs::create_dir_all(&vm_dir)?;
-        let paths = VmPaths::new(&vm_dir);
+        let paths = bare_paths(dir, i)?;
         let args: Vec<String> = qemu
             .args(&paths, &vm_spec(row, &paths, i))
             .into_iter()

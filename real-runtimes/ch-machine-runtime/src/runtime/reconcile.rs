@@ -181,8 +181,9 @@ impl Runtime {
             .collect();
 
         let old_state = record.state;
-        let changed = entry.with(|r| {
-            let before = (
+        // What this pass may change: persisted (volatile) only when it did.
+        let observed = |r: &MachineRecord| {
+            (
                 r.state,
                 r.vmm.clone(),
                 r.disks.clone(),
@@ -190,7 +191,10 @@ impl Runtime {
                 r.nic_status.clone(),
                 r.want_boot,
                 r.observed_generation,
-            );
+            )
+        };
+        let changed = entry.with(|r| {
+            let before = observed(r);
             if r.deleted_at == 0 {
                 r.state = state as i32;
             }
@@ -204,16 +208,7 @@ impl Runtime {
                     r.observed_generation = record.generation;
                 }
             }
-            before
-                != (
-                    r.state,
-                    r.vmm.clone(),
-                    r.disks.clone(),
-                    r.volume_status.clone(),
-                    r.nic_status.clone(),
-                    r.want_boot,
-                    r.observed_generation,
-                )
+            before != observed(r)
         });
         timed("reconcile.observed", pass);
         let t = Instant::now();
@@ -492,7 +487,7 @@ impl Runtime {
                 .iter()
                 .find(|d| d.name == volume.name && d.disk.path == path)
         };
-        match source {
+        let (path, format, owned) = match source {
             VolumeSource::File(path, format) => {
                 if format == ImageFormat::Qcow2 {
                     let checked = path.clone();
@@ -500,17 +495,7 @@ impl Runtime {
                         .await
                         .context("qcow2 check task")??;
                 }
-                let id = disk_id(&volume.name, record.generation, previous(&path));
-                Ok(PreparedDisk {
-                    name: volume.name.clone(),
-                    disk: DiskSpec {
-                        id,
-                        path,
-                        format,
-                        readonly: false,
-                    },
-                    owned: false,
-                })
+                (path, format, false)
             }
             VolumeSource::Local { image, size } => {
                 let disks = paths.dir.join("disks");
@@ -566,19 +551,20 @@ impl Runtime {
                 )
                 .await
                 .context("local disk task")??;
-                let id = disk_id(&volume.name, record.generation, previous(&target));
-                Ok(PreparedDisk {
-                    name: volume.name.clone(),
-                    disk: DiskSpec {
-                        id,
-                        path: target,
-                        format,
-                        readonly: false,
-                    },
-                    owned: true,
-                })
+                (target, format, true)
             }
-        }
+        };
+        let id = disk_id(&volume.name, record.generation, previous(&path));
+        Ok(PreparedDisk {
+            name: volume.name.clone(),
+            disk: DiskSpec {
+                id,
+                path,
+                format,
+                readonly: false,
+            },
+            owned,
+        })
     }
 
     async fn teardown(&self, record: &MachineRecord, paths: &VmPaths) {

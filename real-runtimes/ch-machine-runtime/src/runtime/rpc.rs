@@ -363,25 +363,7 @@ impl Runtime {
         let volume = volume.ok_or_else(|| Error::InvalidArgument("volume is required".into()))?;
         self.entry(id)?;
         self.validate_volume(&volume)?;
-        self.mutate(id, |r| {
-            if r.spec.volumes.iter().any(|v| v.name == volume.name) {
-                return Err(Error::DeviceExists {
-                    kind: "volume",
-                    name: volume.name.clone(),
-                    machine_id: r.id.clone(),
-                });
-            }
-            self.check_device_count(r.spec.volumes.len() + 1, r.spec.network_interfaces.len())?;
-            r.volume_status.push(DeviceStatus {
-                name: volume.name.clone(),
-                handle: String::new(),
-                attached: false,
-            });
-            r.spec.volumes.push(volume);
-            r.generation += 1;
-            Ok(true)
-        })
-        .await
+        self.attach(id, volume).await
     }
 
     /// `UpdateVolume`: replace the spec entry with that name.
@@ -422,12 +404,49 @@ impl Runtime {
 
     /// `DetachVolume`.
     pub async fn detach_volume(&self, id: &str, name: &str) -> Result<()> {
+        self.detach::<machine::Volume>(id, name).await
+    }
+
+    /// Add `device` to the machine's spec, and its status (not attached yet); AlreadyExists
+    /// when one of its kind has its name, ResourceExhausted past the VMM's device slots.
+    async fn attach<D: Device>(&self, id: &str, device: D) -> Result<()> {
         self.mutate(id, |r| {
-            let before = r.spec.volumes.len();
-            r.spec.volumes.retain(|v| v.name != name);
-            if r.spec.volumes.len() == before {
+            if D::in_spec(&mut r.spec)
+                .iter()
+                .any(|d| d.name() == device.name())
+            {
+                return Err(Error::DeviceExists {
+                    kind: D::KIND,
+                    name: device.name().to_owned(),
+                    machine_id: r.id.clone(),
+                });
+            }
+            let (volumes, nics) = D::ADDS;
+            self.check_device_count(
+                r.spec.volumes.len() + volumes,
+                r.spec.network_interfaces.len() + nics,
+            )?;
+            D::statuses(r).push(DeviceStatus {
+                name: device.name().to_owned(),
+                handle: String::new(),
+                attached: false,
+            });
+            D::in_spec(&mut r.spec).push(device);
+            r.generation += 1;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Remove device `name` of kind `D` from the machine's spec; NotFound when it is not there.
+    async fn detach<D: Device>(&self, id: &str, name: &str) -> Result<()> {
+        self.mutate(id, |r| {
+            let devices = D::in_spec(&mut r.spec);
+            let before = devices.len();
+            devices.retain(|d| d.name() != name);
+            if devices.len() == before {
                 return Err(Error::DeviceNotFound {
-                    kind: "volume",
+                    kind: D::KIND,
                     name: name.to_owned(),
                     machine_id: r.id.clone(),
                 });
@@ -445,42 +464,53 @@ impl Runtime {
         self.entry(id)?;
         Self::validate_nic(&nic)?;
         self.nics_supported()?;
-        self.mutate(id, |r| {
-            if r.spec.network_interfaces.iter().any(|n| n.name == nic.name) {
-                return Err(Error::DeviceExists {
-                    kind: "network interface",
-                    name: nic.name.clone(),
-                    machine_id: r.id.clone(),
-                });
-            }
-            self.check_device_count(r.spec.volumes.len(), r.spec.network_interfaces.len() + 1)?;
-            r.nic_status.push(DeviceStatus {
-                name: nic.name.clone(),
-                handle: String::new(),
-                attached: false,
-            });
-            r.spec.network_interfaces.push(nic);
-            r.generation += 1;
-            Ok(true)
-        })
-        .await
+        self.attach(id, nic).await
     }
 
     /// `DetachNetworkInterface`.
     pub async fn detach_nic(&self, id: &str, name: &str) -> Result<()> {
-        self.mutate(id, |r| {
-            let before = r.spec.network_interfaces.len();
-            r.spec.network_interfaces.retain(|n| n.name != name);
-            if r.spec.network_interfaces.len() == before {
-                return Err(Error::DeviceNotFound {
-                    kind: "network interface",
-                    name: name.to_owned(),
-                    machine_id: r.id.clone(),
-                });
-            }
-            r.generation += 1;
-            Ok(true)
-        })
-        .await
+        self.detach::<machine::NetworkInterface>(id, name).await
     }
 }
+
+/// A volume or a NIC of a machine: where its kind stands in the spec and in the status.
+trait Device: Sized {
+    /// The kind, as errors name it.
+    const KIND: &'static str;
+    /// The volumes and the NICs one more of this kind adds.
+    const ADDS: (usize, usize);
+    /// The name, unique among the machine's devices of this kind.
+    fn name(&self) -> &str;
+    /// The spec's list of this kind.
+    fn in_spec(spec: &mut machine::MachineSpec) -> &mut Vec<Self>;
+    /// The status list of this kind.
+    fn statuses(record: &mut MachineRecord) -> &mut Vec<DeviceStatus>;
+}
+
+/// [`Device`] for `$ty`: its spec list `$spec` and its status list `$status`.
+macro_rules! device {
+    ($ty:ty, $kind:literal, $adds:expr, $spec:ident, $status:ident) => {
+        impl Device for $ty {
+            const KIND: &'static str = $kind;
+            const ADDS: (usize, usize) = $adds;
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn in_spec(spec: &mut machine::MachineSpec) -> &mut Vec<Self> {
+                &mut spec.$spec
+            }
+            fn statuses(record: &mut MachineRecord) -> &mut Vec<DeviceStatus> {
+                &mut record.$status
+            }
+        }
+    };
+}
+
+device!(machine::Volume, "volume", (1, 0), volumes, volume_status);
+device!(
+    machine::NetworkInterface,
+    "network interface",
+    (0, 1),
+    network_interfaces,
+    nic_status
+);

@@ -20,16 +20,6 @@ impl Sim {
         let Some(endpoint) = path.strip_prefix("/api/v1/") else {
             return err(StatusCode::NOT_FOUND, &["Not Found"]);
         };
-        // The error is the HTTP response itself; boxing it would only add noise here.
-        #[allow(clippy::result_large_err)]
-        let parse = |body: &Bytes| -> std::result::Result<Value, HttpResponse> {
-            serde_json::from_slice::<Value>(body).map_err(|e| {
-                err(
-                    StatusCode::BAD_REQUEST,
-                    &["Failed to deserialize JSON", &e.to_string()],
-                )
-            })
-        };
         let known = matches!(
             endpoint,
             "vmm.ping"
@@ -69,18 +59,7 @@ impl Sim {
                 })),
             ),
             "vmm.shutdown" => {
-                if let Some(vm) = guard.as_mut()
-                    && vm.state.is_some()
-                {
-                    if matches!(vm.state, Some(VmState::Running | VmState::Paused)) {
-                        self.event("vm", "shutdown");
-                    }
-                    self.event("vm", "deleted");
-                }
-                *guard = None;
-                self.event("vmm", "shutdown");
-                self.log("VMM shutdown requested");
-                let _ = self.exit.send(0);
+                self.vmm_exit(&mut guard, "VMM shutdown requested");
                 reply(StatusCode::OK, None)
             }
             "vm.info" => match guard.as_ref() {
@@ -301,12 +280,7 @@ impl Sim {
                 if cmdline.starts_with('p') {
                     // The stub guest writes S5 to the ACPI port right after its banner: the VM
                     // shuts down, is deleted and the VMM exits 0.
-                    self.event("vm", "shutdown");
-                    self.event("vm", "deleted");
-                    self.event("vmm", "shutdown");
-                    self.log("guest requested power-off: VM exit event");
-                    *guard = None;
-                    let _ = self.exit.send(0);
+                    self.vmm_exit(&mut guard, "guest requested power-off: VM exit event");
                 }
                 reply(StatusCode::NO_CONTENT, None)
             }
@@ -382,13 +356,10 @@ impl Sim {
                 }
             }
             "vm.resize" => {
-                let req = match parse(&body) {
-                    Ok(v) => v,
-                    Err(resp) => return resp,
-                };
                 let what = "The VM could not be resized";
-                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
-                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                let (req, vm) = match body_and_vm(&body, &mut guard, what) {
+                    Ok(both) => both,
+                    Err(resp) => return resp,
                 };
                 // Like v53, the new sizes are taken as given (a later boot validates them).
                 if let Some(vcpus) = req["desired_vcpus"].as_u64() {
@@ -440,17 +411,14 @@ impl Sim {
                 reply(StatusCode::NO_CONTENT, None)
             }
             "vm.add-disk" | "vm.add-net" => {
-                let mut device = match parse(&body) {
-                    Ok(v) => v,
-                    Err(resp) => return resp,
-                };
                 let what = if endpoint == "vm.add-disk" {
                     "The disk could not be added to the VM"
                 } else {
                     "The network device could not be added to the VM"
                 };
-                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
-                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                let (mut device, vm) = match body_and_vm(&body, &mut guard, what) {
+                    Ok(both) => both,
+                    Err(resp) => return resp,
                 };
                 if !device.is_object() {
                     return err(
@@ -556,13 +524,10 @@ impl Sim {
                 }
             }
             "vm.remove-device" => {
-                let req = match parse(&body) {
-                    Ok(v) => v,
-                    Err(resp) => return resp,
-                };
                 let what = "The device could not be removed from the VM";
-                let Some(vm) = guard.as_mut().filter(|vm| vm.state.is_some()) else {
-                    return api_err(StatusCode::NOT_FOUND, what, "VM is not created");
+                let (req, vm) = match body_and_vm(&body, &mut guard, what) {
+                    Ok(both) => both,
+                    Err(resp) => return resp,
                 };
                 let id = req["id"].as_str().unwrap_or_default().to_owned();
                 let running = matches!(vm.state, Some(VmState::Running | VmState::Paused));
@@ -613,4 +578,31 @@ impl Sim {
             _ => err(StatusCode::NOT_FOUND, &["Not Found"]),
         }
     }
+}
+
+/// A request's JSON body, or CH's answer to one that is not JSON.
+// The error is the HTTP response itself; boxing it would only add noise here.
+#[allow(clippy::result_large_err)]
+fn parse(body: &Bytes) -> std::result::Result<Value, HttpResponse> {
+    serde_json::from_slice::<Value>(body).map_err(|e| {
+        err(
+            StatusCode::BAD_REQUEST,
+            &["Failed to deserialize JSON", &e.to_string()],
+        )
+    })
+}
+
+/// A device or resize request's JSON body and the created VM it changes, or what CH answers
+/// first: a body that is not JSON, then 404 `what` when no VM is created.
+#[allow(clippy::result_large_err)]
+fn body_and_vm<'a>(
+    body: &Bytes,
+    vm: &'a mut Option<Vm>,
+    what: &str,
+) -> std::result::Result<(Value, &'a mut Vm), HttpResponse> {
+    let req = parse(body)?;
+    let Some(vm) = vm.as_mut().filter(|vm| vm.state.is_some()) else {
+        return Err(api_err(StatusCode::NOT_FOUND, what, "VM is not created"));
+    };
+    Ok((req, vm))
 }

@@ -43,6 +43,33 @@ pub(crate) enum Error {
 
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a `PUT vm.<action>` does to the VM (`Create`, `AddDisk` and `AddNet` with a body).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum VmAction {
+    Create,
+    Boot,
+    Shutdown,
+    PowerButton,
+    Delete,
+    AddDisk,
+    AddNet,
+}
+
+impl VmAction {
+    /// The endpoint, and how long CH may take to answer it.
+    fn endpoint(self) -> (&'static str, Duration) {
+        match self {
+            Self::Create => ("vm.create", Duration::from_secs(10)),
+            Self::Boot => ("vm.boot", Duration::from_secs(30)),
+            Self::Shutdown => ("vm.shutdown", Duration::from_secs(30)),
+            Self::PowerButton => ("vm.power-button", Duration::from_secs(5)),
+            Self::Delete => ("vm.delete", Duration::from_secs(30)),
+            Self::AddDisk => ("vm.add-disk", Duration::from_secs(10)),
+            Self::AddNet => ("vm.add-net", Duration::from_secs(10)),
+        }
+    }
+}
+
 /// A client for one VMM's API socket.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
@@ -163,51 +190,11 @@ impl Client {
         self.get("vm.info").await
     }
 
-    /// `PUT vm.create`.
-    pub(crate) async fn create(&self, config: &Value) -> Result<()> {
-        self.put("vm.create", Some(config), Duration::from_secs(10))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.boot`.
-    pub(crate) async fn boot(&self) -> Result<()> {
-        self.put("vm.boot", None, Duration::from_secs(30))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.shutdown`.
-    pub(crate) async fn shutdown(&self) -> Result<()> {
-        self.put("vm.shutdown", None, Duration::from_secs(30))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.power-button`.
-    pub(crate) async fn power_button(&self) -> Result<()> {
-        self.put("vm.power-button", None, Duration::from_secs(5))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.delete`.
-    pub(crate) async fn delete(&self) -> Result<()> {
-        self.put("vm.delete", None, Duration::from_secs(30))
-            .await
-            .map(drop)
-    }
-
-    /// `PUT vm.add-disk`; returns the PCI info when CH hot-plugged it into a running VM.
-    pub(crate) async fn add_disk(&self, disk: &Value) -> Result<Option<Value>> {
-        self.put("vm.add-disk", Some(disk), Duration::from_secs(10))
-            .await
-    }
-
-    /// `PUT vm.add-net`.
-    pub(crate) async fn add_net(&self, net: &Value) -> Result<Option<Value>> {
-        self.put("vm.add-net", Some(net), Duration::from_secs(10))
-            .await
+    /// `PUT vm.<action>` with `body` (the VM config, a disk or a net); what CH answers (the
+    /// PCI info of a hot-plugged device) is not needed.
+    pub(crate) async fn vm(&self, action: VmAction, body: Option<&Value>) -> Result<()> {
+        let (endpoint, timeout) = action.endpoint();
+        self.put(endpoint, body, timeout).await.map(drop)
     }
 
     /// `PUT vm.remove-device`.

@@ -30,8 +30,8 @@ use std::{
 use serde_json::json;
 
 use super::{
-    DiskSpec, Error, ImageFormat, NicSpec, Result, Spawned, VmInfo, VmPaths, VmSpec, VmState, Vmm,
-    VmmProcess, proc_start_time,
+    DiskSpec, Error, ImageFormat, Launch, Launched, NicSpec, Result, Spawned, VmInfo, VmPaths,
+    VmSpec, VmState, Vmm, VmmProcess, proc_start_time,
     qmp::{self, Conn},
 };
 
@@ -81,9 +81,8 @@ pub enum QemuAccel {
 pub struct Qemu {
     binary: PathBuf,
     accel: QemuAccel,
-    initramfs: Option<PathBuf>,
+    launch: Launch,
     bios: Option<PathBuf>,
-    serial_socket: bool,
 }
 
 /// Small PVH ELF kernels (below this size) count as "stub guests" for [`QemuAccel::Auto`].
@@ -156,6 +155,12 @@ fn root_port(i: usize) -> String {
     format!("irikit-rp{i}")
 }
 
+impl Launched for Qemu {
+    fn launch_mut(&mut self) -> &mut Launch {
+        &mut self.launch
+    }
+}
+
 impl Qemu {
     /// A backend spawning `binary` (e.g. `qemu-system-x86_64`, looked up on `PATH`).
     pub fn new(binary: PathBuf, accel: QemuAccel) -> Self {
@@ -163,26 +168,9 @@ impl Qemu {
         Self {
             binary,
             accel,
-            initramfs: None,
+            launch: Launch::default(),
             bios,
-            serial_socket: true,
         }
-    }
-
-    /// Whether the serial port is the socket `VmPaths::serial_socket` (the default, what the
-    /// runtime's console pump reads) or, with `false`, QEMU appends `serial.log` itself (a
-    /// bare VMM with no pump, as `ch-runtime-bench`'s baseline).
-    #[must_use]
-    pub fn with_serial_socket(mut self, on: bool) -> Self {
-        self.serial_socket = on;
-        self
-    }
-
-    /// Boot every VM with this initramfs (`-initrd`).
-    #[must_use]
-    pub fn with_initramfs(mut self, initramfs: Option<PathBuf>) -> Self {
-        self.initramfs = initramfs;
-        self
     }
 
     /// QEMU's `qboot.rom`, when installed: it boots `-kernel` guests much faster than SeaBIOS
@@ -257,7 +245,7 @@ impl Qemu {
             // A socket the runtime's console pump connects to before `cont` (`wait=off`: the
             // guest never blocks on it); the pump appends `serial.log` across power cycles.
             // Without the pump: the file, appended.
-            if self.serial_socket {
+            if self.launch.serial_socket {
                 format!(
                     "socket,id=serial0,path={},server=on,wait=off",
                     paths.serial_socket.display()
@@ -279,7 +267,7 @@ impl Qemu {
         if let Some(bios) = &self.bios {
             args.extend(["-bios".into(), bios.display().to_string()]);
         }
-        if let Some(initrd) = &self.initramfs {
+        if let Some(initrd) = &self.launch.initramfs {
             args.extend(["-initrd".into(), initrd.display().to_string()]);
         }
         for i in 0..spec.oem_strings.len() {
@@ -308,6 +296,11 @@ impl Qemu {
 
     async fn connect(vmm: &VmmProcess) -> Result<Conn> {
         Ok(Conn::connect(&vmm.api_socket).await?)
+    }
+
+    /// Whether a user-created device `id` exists (an attach already done).
+    async fn has_peripheral(conn: &mut Conn, id: &str) -> Result<bool> {
+        Ok(Self::peripherals(conn).await?.iter().any(|(d, _)| d == id))
     }
 
     /// Ids and QOM types of the user-created devices (`/machine/peripheral`).
@@ -359,11 +352,7 @@ impl Qemu {
     }
 
     async fn add_disk(conn: &mut Conn, disk: &DiskSpec) -> Result<()> {
-        if Self::peripherals(conn)
-            .await?
-            .iter()
-            .any(|(id, _)| *id == disk.id)
-        {
+        if Self::has_peripheral(conn, &disk.id).await? {
             return Ok(());
         }
         let node = node_name(&disk.id);
@@ -392,21 +381,12 @@ impl Qemu {
             "drive": node,
             "bus": port,
         });
-        if let Err(e) = conn.execute("device_add", Some(device)).await {
-            let _ = conn
-                .execute("blockdev-del", Some(json!({ "node-name": node })))
-                .await;
-            return Err(e.into());
-        }
-        Ok(())
+        let undo = ("blockdev-del", json!({ "node-name": node }));
+        Self::device_add_or_undo(conn, device, undo).await
     }
 
     async fn add_nic(conn: &mut Conn, nic: &NicSpec) -> Result<()> {
-        if Self::peripherals(conn)
-            .await?
-            .iter()
-            .any(|(id, _)| *id == nic.id)
-        {
+        if Self::has_peripheral(conn, &nic.id).await? {
             return Ok(());
         }
         let netdev = netdev_name(&nic.id);
@@ -434,10 +414,19 @@ impl Qemu {
             "mac": nic.mac,
             "bus": port,
         });
+        let undo = ("netdev_del", json!({ "id": netdev }));
+        Self::device_add_or_undo(conn, device, undo).await
+    }
+
+    /// `device_add` of `device`; when it fails, the `undo` command drops what it was to use
+    /// (its block node or netdev).
+    async fn device_add_or_undo(
+        conn: &mut Conn,
+        device: serde_json::Value,
+        undo: (&'static str, serde_json::Value),
+    ) -> Result<()> {
         if let Err(e) = conn.execute("device_add", Some(device)).await {
-            let _ = conn
-                .execute("netdev_del", Some(json!({ "id": netdev })))
-                .await;
+            let _ = conn.execute(undo.0, Some(undo.1)).await;
             return Err(e.into());
         }
         Ok(())

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -34,6 +34,97 @@ pub fn has_qemu_img() -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Whether `qemu-img` runs; else one skip line (a failure when `IRIKIT_REQUIRE` names it).
+pub fn qemu_img_or_skip() -> bool {
+    if has_qemu_img() {
+        return true;
+    }
+    assert!(
+        !required("qemu-img"),
+        "qemu-img is required (IRIKIT_REQUIRE) but missing"
+    );
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("skip: qemu-img is not installed\n"),
+    );
+    false
+}
+
+/// The classes of [`Runtime`]: `std` (raw) and, where `qemu-img` runs, `q` (qcow2).
+pub fn classes() -> Vec<&'static str> {
+    if has_qemu_img() {
+        vec!["std", "q"]
+    } else {
+        vec!["std"]
+    }
+}
+
+/// An empty volume of `class` and `size` bytes.
+pub fn spec(class: &str, size: i64) -> volume::VolumeSpec {
+    volume::VolumeSpec {
+        class: class.into(),
+        resources: Some(volume::VolumeResources {
+            storage_bytes: size,
+        }),
+        ..Default::default()
+    }
+}
+
+/// A `std` volume of `size` bytes from `image` (amd64).
+pub fn with_image(size: i64, image: &str) -> volume::VolumeSpec {
+    volume::VolumeSpec {
+        volume_data_source: Some(volume::VolumeDataSource {
+            image_data_source: Some(volume::ImageDataSource {
+                image: image.into(),
+                architecture: "amd64".into(),
+            }),
+            snapshot_data_source: None,
+        }),
+        ..spec("std", size)
+    }
+}
+
+/// A volume of `class` and `size` bytes restored from snapshot `snapshot_id`.
+pub fn restore_spec(class: &str, size: i64, snapshot_id: &str) -> volume::VolumeSpec {
+    volume::VolumeSpec {
+        volume_data_source: Some(volume::VolumeDataSource {
+            image_data_source: None,
+            snapshot_data_source: Some(volume::SnapshotDataSource {
+                snapshot_id: snapshot_id.to_owned(),
+            }),
+        }),
+        ..spec(class, size)
+    }
+}
+
+/// The volume's file (its access handle).
+pub fn handle(v: &volume::Volume) -> PathBuf {
+    PathBuf::from(&v.status.as_ref().unwrap().access.as_ref().unwrap().handle)
+}
+
+/// The volume's id.
+pub fn id(v: &volume::Volume) -> String {
+    v.metadata.as_ref().unwrap().id.clone()
+}
+
+/// The spec's storage bytes of the volume.
+pub fn spec_bytes(v: &volume::Volume) -> i64 {
+    v.spec.as_ref().unwrap().resources.unwrap().storage_bytes
+}
+
+/// Whether `haystack` holds `needle`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Write `bytes` at offset 0 of `path` (a tenant writing its volume) and sync.
+pub fn write_at_start(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(bytes, 0).unwrap();
+    file.sync_all().unwrap();
 }
 
 impl Runtime {
@@ -131,6 +222,47 @@ impl Runtime {
         Ok(self.list(&id).await.pop().expect("created volume listed"))
     }
 
+    /// CreateVolumeSnapshot of `volume_id`.
+    pub async fn snapshot(
+        &mut self,
+        volume_id: &str,
+    ) -> Result<volume::VolumeSnapshot, tonic::Status> {
+        snapshot(&mut self.client, volume_id).await
+    }
+
+    /// ExpandVolume of `volume_id` to `bytes`.
+    pub async fn expand(&mut self, volume_id: &str, bytes: i64) -> Result<(), tonic::Status> {
+        self.client
+            .expand_volume(volume::ExpandVolumeRequest {
+                volume_id: volume_id.to_owned(),
+                resources: Some(volume::VolumeResources {
+                    storage_bytes: bytes,
+                }),
+            })
+            .await
+            .map(drop)
+    }
+
+    /// DeleteVolume.
+    pub async fn delete(&mut self, volume_id: &str) -> Result<(), tonic::Status> {
+        self.client
+            .delete_volume(volume::DeleteVolumeRequest {
+                volume_id: volume_id.to_owned(),
+            })
+            .await
+            .map(drop)
+    }
+
+    /// DeleteVolumeSnapshot.
+    pub async fn delete_snapshot(&mut self, snapshot_id: &str) -> Result<(), tonic::Status> {
+        self.client
+            .delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
+                volume_snapshot_id: snapshot_id.to_owned(),
+            })
+            .await
+            .map(drop)
+    }
+
     pub async fn list(&mut self, id: &str) -> Vec<volume::Volume> {
         self.client
             .list_volumes(volume::ListVolumesRequest {
@@ -144,6 +276,27 @@ impl Runtime {
             .into_inner()
             .volumes
     }
+}
+
+/// CreateVolumeSnapshot of `volume_id` through `client`.
+pub async fn snapshot(
+    client: &mut Client,
+    volume_id: &str,
+) -> Result<volume::VolumeSnapshot, tonic::Status> {
+    Ok(client
+        .create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
+            volume_snapshot: Some(volume::VolumeSnapshot {
+                metadata: None,
+                spec: Some(volume::VolumeSnapshotSpec {
+                    volume_id: volume_id.to_owned(),
+                }),
+                status: None,
+            }),
+        })
+        .await?
+        .into_inner()
+        .volume_snapshot
+        .unwrap())
 }
 
 impl Drop for Runtime {

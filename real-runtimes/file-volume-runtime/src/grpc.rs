@@ -1,7 +1,13 @@
-//! The gRPC surface of the volume service: `VolumeRuntime` over [`VolumeService`]'s methods,
-//! with the required-field checks tonic's decoding cannot express.
+//! The IRI `VolumeRuntime` gRPC service: each RPC unpacked, checked for its required ids and
+//! handed to the operations of [`VolumeService`].
 
-use super::*;
+use iri_spec::volume::v1alpha1::{self as volume, volume_runtime_server::VolumeRuntime};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    service::VolumeService,
+    store::{SnapshotRecord, VolumeRecord},
+};
 
 fn require(id: &str, what: &str) -> Result<(), Status> {
     if id.is_empty() {
@@ -26,24 +32,7 @@ impl VolumeRuntime for VolumeService {
         &self,
         request: Request<volume::ListEventsRequest>,
     ) -> Result<Response<volume::ListEventsResponse>, Status> {
-        let filter = request.into_inner().filter;
-        let state = self.state.lock().await;
-        let events = state
-            .events
-            .iter()
-            .filter(|ev| {
-                let Some(f) = &filter else { return true };
-                let Some(spec) = &ev.spec else { return false };
-                let meta = spec.involved_object_meta.clone().unwrap_or_default();
-                (f.id.is_empty() || f.id == meta.id)
-                    && iri_spec::selector::matches(&f.label_selector, &meta.labels)
-                    && (f.events_from_time <= 0
-                        || f.events_to_time <= 0
-                        || (spec.event_time >= f.events_from_time
-                            && spec.event_time <= f.events_to_time))
-            })
-            .cloned()
-            .collect();
+        let events = self.events(request.into_inner().filter).await;
         Ok(Response::new(volume::ListEventsResponse { events }))
     }
 
@@ -52,20 +41,9 @@ impl VolumeRuntime for VolumeService {
         request: Request<volume::ListVolumesRequest>,
     ) -> Result<Response<volume::ListVolumesResponse>, Status> {
         let filter = request.into_inner().filter;
-        let state = self.state.lock().await;
-        let mut records: Vec<&VolumeRecord> = state
-            .volumes
-            .values()
-            .filter(|v| {
-                filter.as_ref().is_none_or(|f| {
-                    (f.id.is_empty() || f.id == v.id)
-                        && iri_spec::selector::matches(&f.label_selector, &v.labels)
-                })
-            })
-            .collect();
-        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let filter = filter.as_ref().map(|f| (f.id.as_str(), &f.label_selector));
         Ok(Response::new(volume::ListVolumesResponse {
-            volumes: records.into_iter().map(Self::volume_proto).collect(),
+            volumes: self.list::<VolumeRecord>(filter).await,
         }))
     }
 
@@ -95,7 +73,7 @@ impl VolumeRuntime for VolumeService {
     ) -> Result<Response<volume::DeleteVolumeResponse>, Status> {
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
-        self.delete(&req.volume_id).await?;
+        self.delete::<VolumeRecord>(&req.volume_id).await?;
         Ok(Response::new(volume::DeleteVolumeResponse {}))
     }
 
@@ -117,7 +95,8 @@ impl VolumeRuntime for VolumeService {
     ) -> Result<Response<volume::DeleteVolumeSnapshotResponse>, Status> {
         let req = request.into_inner();
         require(&req.volume_snapshot_id, "volume_snapshot_id")?;
-        self.delete_snapshot(&req.volume_snapshot_id).await?;
+        self.delete::<SnapshotRecord>(&req.volume_snapshot_id)
+            .await?;
         Ok(Response::new(volume::DeleteVolumeSnapshotResponse {}))
     }
 
@@ -126,20 +105,9 @@ impl VolumeRuntime for VolumeService {
         request: Request<volume::ListVolumeSnapshotsRequest>,
     ) -> Result<Response<volume::ListVolumeSnapshotsResponse>, Status> {
         let filter = request.into_inner().filter;
-        let state = self.state.lock().await;
-        let mut records: Vec<&SnapshotRecord> = state
-            .snapshots
-            .values()
-            .filter(|s| {
-                filter.as_ref().is_none_or(|f| {
-                    (f.id.is_empty() || f.id == s.id)
-                        && iri_spec::selector::matches(&f.label_selector, &s.labels)
-                })
-            })
-            .collect();
-        records.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let filter = filter.as_ref().map(|f| (f.id.as_str(), &f.label_selector));
         Ok(Response::new(volume::ListVolumeSnapshotsResponse {
-            volume_snapshots: records.into_iter().map(Self::snapshot_proto).collect(),
+            volume_snapshots: self.list::<SnapshotRecord>(filter).await,
         }))
     }
 
@@ -147,23 +115,8 @@ impl VolumeRuntime for VolumeService {
         &self,
         _request: Request<volume::StatusRequest>,
     ) -> Result<Response<volume::StatusResponse>, Status> {
-        let free = self.free_bytes();
         Ok(Response::new(volume::StatusResponse {
-            volume_class_status: self
-                .cfg
-                .classes
-                .iter()
-                .map(|c| volume::VolumeClassStatus {
-                    volume_class: Some(volume::VolumeClass {
-                        name: c.name.clone(),
-                        capabilities: Some(volume::VolumeClassCapabilities {
-                            tps: c.tps,
-                            iops: c.iops,
-                        }),
-                    }),
-                    quantity: free,
-                })
-                .collect(),
+            volume_class_status: self.class_status(),
         }))
     }
 }
