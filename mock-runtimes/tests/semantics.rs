@@ -104,7 +104,13 @@ async fn attach_detach_reflect_in_spec_status_and_generation() {
     c.attach_volume(&id, fixtures::local_disk("root"))
         .await
         .unwrap();
-    c.attach_nic(&id, fixtures::nic("eth0")).await.unwrap();
+    c.machine
+        .attach_network_interface(machine::AttachNetworkInterfaceRequest {
+            machine_id: id.clone(),
+            network_interface: Some(fixtures::nic("eth0")),
+        })
+        .await
+        .unwrap();
     let m = c.get_machine(&id).await.unwrap();
     assert_eq!(m.metadata.as_ref().unwrap().generation, 2);
     let status = m.status.as_ref().unwrap();

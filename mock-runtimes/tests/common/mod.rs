@@ -38,7 +38,38 @@ macro_rules! filtered_list {
     };
 }
 
+/// A client method: what `$rpc` answers for the object `id` (named in the request's `$field`).
+macro_rules! by_id {
+    ($(#[$doc:meta])* $name:ident: $client:ident.$rpc:ident($module:ident::$req:ident { $field:ident }) -> $resp:ty) => {
+        $(#[$doc])*
+        pub async fn $name(&mut self, id: &str) -> Reply<$resp> {
+            let req = $module::$req { $field: id.to_owned() };
+            self.$client.$rpc(req).await
+        }
+    };
+}
+
 impl Clients {
+    by_id!(
+        /// Deletes machine `id`.
+        delete_machine: machine.delete_machine(machine::DeleteMachineRequest { machine_id }) -> machine::DeleteMachineResponse
+    );
+    by_id!(
+        /// Asks for an exec session on machine `id`.
+        exec: machine.exec(machine::ExecRequest { machine_id }) -> machine::ExecResponse
+    );
+    by_id!(
+        /// Deletes volume `id`.
+        delete_volume: volume.delete_volume(volume::DeleteVolumeRequest { volume_id }) -> volume::DeleteVolumeResponse
+    );
+    by_id!(
+        /// Deletes volume snapshot `id`.
+        delete_snapshot: volume.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest { volume_snapshot_id }) -> volume::DeleteVolumeSnapshotResponse
+    );
+    by_id!(
+        /// Deletes bucket `id`.
+        delete_bucket: bucket.delete_bucket(bucket::DeleteBucketRequest { bucket_id }) -> bucket::DeleteBucketResponse
+    );
     filtered_list!(
         /// The machines the filter matches.
         find_machines: machine.list_machines(ListMachinesRequest, machine::MachineFilter) -> machines: machine::Machine
@@ -112,14 +143,6 @@ impl Clients {
         self.find_machines(None).await
     }
 
-    /// Deletes machine `id`; the call's result.
-    pub async fn delete_machine(&mut self, id: &str) -> Reply<machine::DeleteMachineResponse> {
-        let req = machine::DeleteMachineRequest {
-            machine_id: id.to_owned(),
-        };
-        self.machine.delete_machine(req).await
-    }
-
     /// Attaches volume `v` to machine `id`; the call's result.
     pub async fn attach_volume(
         &mut self,
@@ -132,29 +155,6 @@ impl Clients {
             volume: Some(v),
         };
         self.machine.attach_volume(req).await
-    }
-
-    /// Attaches network interface `n` to machine `id`; the call's result.
-    pub async fn attach_nic(
-        &mut self,
-        id: &str,
-        n: machine::NetworkInterface,
-    ) -> Reply<machine::AttachNetworkInterfaceResponse> {
-        let machine_id = id.to_owned();
-        let network_interface = Some(n);
-        let req = machine::AttachNetworkInterfaceRequest {
-            machine_id,
-            network_interface,
-        };
-        self.machine.attach_network_interface(req).await
-    }
-
-    /// Asks for an exec session on machine `id`; the call's result.
-    pub async fn exec(&mut self, id: &str) -> Reply<machine::ExecResponse> {
-        let req = machine::ExecRequest {
-            machine_id: id.to_owned(),
-        };
-        self.machine.exec(req).await
     }
 
     /// The machine service's Version answer.
@@ -206,30 +206,6 @@ impl Clients {
         let req = bucket::ListBucketsRequest::default();
         let res = self.bucket.list_buckets(req).await.unwrap();
         res.into_inner().buckets
-    }
-
-    /// Deletes volume `id`; the call's result.
-    pub async fn delete_volume(&mut self, id: &str) -> Reply<volume::DeleteVolumeResponse> {
-        let volume_id = id.to_owned();
-        let req = volume::DeleteVolumeRequest { volume_id };
-        self.volume.delete_volume(req).await
-    }
-
-    /// Deletes volume snapshot `id`; the call's result.
-    pub async fn delete_snapshot(
-        &mut self,
-        id: &str,
-    ) -> Reply<volume::DeleteVolumeSnapshotResponse> {
-        let volume_snapshot_id = id.to_owned();
-        let req = volume::DeleteVolumeSnapshotRequest { volume_snapshot_id };
-        self.volume.delete_volume_snapshot(req).await
-    }
-
-    /// Deletes bucket `id`; the call's result.
-    pub async fn delete_bucket(&mut self, id: &str) -> Reply<bucket::DeleteBucketResponse> {
-        let bucket_id = id.to_owned();
-        let req = bucket::DeleteBucketRequest { bucket_id };
-        self.bucket.delete_bucket(req).await
     }
 
     /// Creates a volume; its id.
