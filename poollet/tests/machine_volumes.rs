@@ -325,14 +325,7 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
         ))
         .await
         .unwrap();
-    wait_for(
-        &env.store,
-        NS,
-        "mine",
-        |v: &Volume| v.spec.claim_ref.as_ref().is_some_and(|c| c.name == "vm"),
-        "mine claimed",
-    )
-    .await;
+    wait_claim(&env.store, "mine", Some("vm"), "mine claimed").await;
     make_available(&env.store, "mine", "1Gi", None).await;
     let event = wait_any(
         &env.store,
@@ -347,11 +340,10 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
     assert!(event.message.contains("\"other\""), "{}", event.message);
     let theirs: Volume = env.store.get_typed(NS, "theirs").await.unwrap();
     assert_eq!(theirs.spec.claim_ref.unwrap().name, "other", "left alone");
-    wait_for(
+    wait_claim(
         &env.store,
-        NS,
         "stale",
-        |v: &Volume| v.spec.claim_ref.as_ref().is_some_and(|c| c.name == "vm"),
+        Some("vm"),
         "a stale claim is taken over",
     )
     .await;
@@ -360,14 +352,7 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
     let mut m: Machine = env.store.get_typed(NS, "vm").await.unwrap();
     m.spec.volumes.retain(|v| v.name != "a");
     env.store.update_typed(m).await.unwrap();
-    wait_for(
-        &env.store,
-        NS,
-        "mine",
-        |v: &Volume| v.spec.claim_ref.is_none(),
-        "mine released",
-    )
-    .await;
+    wait_claim(&env.store, "mine", None, "mine released").await;
     assert_eq!(env.mock.call_count(Method::CreateMachine), 0);
     env.stop().await;
 }
@@ -424,4 +409,15 @@ async fn ephemeral_volumes_are_created_claimed_attached_and_deleted_with_the_mac
     wait_gone(&env.store, Kind::Volume, NS, "vm-scratch").await;
     poll_until(|| env.mock.volumes().is_empty(), "runtime volume deleted").await;
     env.stop().await;
+}
+
+/// Waits until volume `name` is claimed by `claimer` (`None`: until its claim is released).
+async fn wait_claim(
+    store: &Arc<dyn Store>,
+    name: &str,
+    claimer: Option<&str>,
+    what: &str,
+) -> Volume {
+    let claimed_by = |v: &Volume| v.spec.claim_ref.as_ref().map(|c| c.name.as_str()) == claimer;
+    wait_for(store, NS, name, claimed_by, what).await
 }

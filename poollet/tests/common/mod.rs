@@ -328,14 +328,7 @@ pub(crate) async fn etcd_store(
 ) -> Option<(irikit_api::store::etcd::LocalEtcd, Arc<dyn Store>)> {
     use irikit_api::store::etcd::LocalEtcd;
     if LocalEtcd::binary().is_none() {
-        assert!(
-            !etcd_required(),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
-        );
+        skip_etcd("not on PATH", "etcd not on PATH (install etcd-server)");
         return None;
     }
     let etcd = LocalEtcd::start(None).await.unwrap();
@@ -346,14 +339,19 @@ pub(crate) async fn etcd_store(
 /// Without the `etcd` feature: fails when `IRIKIT_REQUIRE` names etcd, else one `skip:` line.
 #[cfg(not(feature = "etcd"))]
 pub(crate) fn etcd_unavailable() {
+    skip_etcd(
+        "poollet was built without the `etcd` feature",
+        "poollet built without the `etcd` feature",
+    );
+}
+
+/// Fails (etcd is required, `but`) when `IRIKIT_REQUIRE` names etcd, else one `skip:` line.
+fn skip_etcd(but: &str, skip: &str) {
     assert!(
         !etcd_required(),
-        "etcd is required (IRIKIT_REQUIRE) but poollet was built without the `etcd` feature"
+        "etcd is required (IRIKIT_REQUIRE) but {but}"
     );
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skip: poollet built without the `etcd` feature\n"),
-    );
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {skip}\n"));
 }
 
 /// Whether `IRIKIT_REQUIRE` names etcd.
