@@ -55,6 +55,24 @@ fn id_from<T>(res: &Reply<T>, meta: impl FnOnce(&T) -> Option<&ObjectMetadata>) 
         .unwrap_or_default()
 }
 
+/// A List request of `$svc::$list` whose filter (`$svc::$filter`) has `id` and the label selector
+/// of `pairs`.
+macro_rules! by_id_and_labels {
+    ($svc:ident::$list:ident, $filter:ident, $id:expr, $pairs:expr) => {
+        $svc::$list {
+            filter: Some($svc::$filter {
+                id: $id.to_owned(),
+                label_selector: labels($pairs),
+            }),
+        }
+    };
+}
+
+/// The items as a JSON array.
+fn json_list<T>(items: &[T], to_json: fn(&T) -> Value) -> Value {
+    json!(items.iter().map(to_json).collect::<Vec<_>>())
+}
+
 /// The id in `md`, or `""`.
 fn id_or_empty(md: Option<ObjectMetadata>) -> String {
     md.map(|m| m.id).unwrap_or_default()
@@ -71,6 +89,10 @@ fn create(m: machine::Machine) -> machine::CreateMachineRequest {
 
 fn create_volume(v: volume::Volume) -> volume::CreateVolumeRequest {
     volume::CreateVolumeRequest { volume: Some(v) }
+}
+
+fn create_bucket(b: bucket::Bucket) -> bucket::CreateBucketRequest {
+    bucket::CreateBucketRequest { bucket: Some(b) }
 }
 
 /// `m` placed against reservation `id`.
@@ -115,15 +137,10 @@ async fn transcript(mutants: &[Mutant]) -> String {
     let mut ids: Vec<String> = Vec::new();
     let m = &mut c.machine.clone();
     let cl = &mut c.clone();
-    let list_by = |id: &str, pairs: &[(&str, &str)]| machine::ListMachinesRequest {
-        filter: Some(machine::MachineFilter {
-            id: id.to_owned(),
-            label_selector: labels(pairs),
-        }),
+    let list_by = |id: &str, pairs: &[(&str, &str)]| {
+        by_id_and_labels!(machine::ListMachinesRequest, MachineFilter, id, pairs)
     };
-    let machines = |r: &machine::ListMachinesResponse| {
-        json!(r.machines.iter().map(machine_json).collect::<Vec<_>>())
-    };
+    let machines = |r: &machine::ListMachinesResponse| json_list(&r.machines, machine_json);
 
     // --- machine service
     out.push(outcome(
@@ -258,9 +275,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
     out.push(done(cl.delete_machine(&m1).await));
     let events = |f: machine::EventFilter| machine::ListEventsRequest { filter: Some(f) };
-    let event_list = |r: &machine::ListEventsResponse| {
-        json!(r.events.iter().map(event_json).collect::<Vec<_>>())
-    };
+    let event_list = |r: &machine::ListEventsResponse| json_list(&r.events, event_json);
     for filter in [
         machine::EventFilter::default(),
         machine::EventFilter {
@@ -305,39 +320,26 @@ async fn transcript(mutants: &[Mutant]) -> String {
     zero.spec.as_mut().unwrap().resources = None;
     out.push(created(v.create_volume(create_volume(zero)).await));
     out.push(created(
-        v.create_volume(volume::CreateVolumeRequest {
-            volume: Some(volume::Volume {
-                spec: None,
-                ..fixtures::volume()
-            }),
-        })
+        v.create_volume(create_volume(volume::Volume {
+            spec: None,
+            ..fixtures::volume()
+        }))
         .await,
     ));
-    let list_volumes = |id: &str, pairs: &[(&str, &str)]| volume::ListVolumesRequest {
-        filter: Some(volume::VolumeFilter {
-            id: id.to_owned(),
-            label_selector: labels(pairs),
-        }),
+    let list_volumes = |id: &str, pairs: &[(&str, &str)]| {
+        by_id_and_labels!(volume::ListVolumesRequest, VolumeFilter, id, pairs)
     };
-    let volumes = |r: &volume::ListVolumesResponse| {
-        json!(r.volumes.iter().map(volume_json).collect::<Vec<_>>())
-    };
+    let volumes = |r: &volume::ListVolumesResponse| json_list(&r.volumes, volume_json);
     for (id, pairs) in [("", &[][..]), (UNKNOWN, &[]), ("", &[("v", "2")])] {
         out.push(outcome(
             v.list_volumes(list_volumes(id, pairs)).await,
             volumes,
         ));
     }
-    let expand = |id: &str, size: i64| volume::ExpandVolumeRequest {
-        volume_id: id.to_owned(),
-        resources: Some(volume::VolumeResources {
-            storage_bytes: size,
-        }),
-    };
-    out.push(done(v.expand_volume(expand(&v1, 4 << 30)).await));
-    out.push(done(v.expand_volume(expand(&v1, 1 << 20)).await));
-    out.push(done(v.expand_volume(expand(&v1, 4 << 30)).await));
-    out.push(done(v.expand_volume(expand(UNKNOWN, 8 << 30)).await));
+    out.push(done(cl.expand_volume(&v1, 4 << 30).await));
+    out.push(done(cl.expand_volume(&v1, 1 << 20).await));
+    out.push(done(cl.expand_volume(&v1, 4 << 30).await));
+    out.push(done(cl.expand_volume(UNKNOWN, 8 << 30).await));
     out.push(outcome(
         v.list_volumes(list_volumes(&v1, &[])).await,
         volumes,
@@ -360,14 +362,8 @@ async fn transcript(mutants: &[Mutant]) -> String {
     out.push(created(
         v.create_volume_snapshot(snapshot_of(UNKNOWN)).await,
     ));
-    let snapshots = |r: &volume::ListVolumeSnapshotsResponse| {
-        json!(
-            r.volume_snapshots
-                .iter()
-                .map(snapshot_json)
-                .collect::<Vec<_>>()
-        )
-    };
+    let snapshots =
+        |r: &volume::ListVolumeSnapshotsResponse| json_list(&r.volume_snapshots, snapshot_json);
     out.push(outcome(
         v.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default())
             .await,
@@ -398,36 +394,25 @@ async fn transcript(mutants: &[Mutant]) -> String {
         b.version(bucket::VersionRequest::default()).await,
         |r| json!([r.runtime_name, r.runtime_version]),
     ));
-    let res = b
-        .create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(fixtures::bucket()),
-        })
-        .await;
+    let res = b.create_bucket(create_bucket(fixtures::bucket())).await;
     let b1 = id_from(&res, |r| {
         Some(r.bucket.as_ref().unwrap().metadata.as_ref().unwrap())
     });
     ids.push(b1.clone());
     out.push(outcome(res, |r| bucket_json(r.bucket.as_ref().unwrap())));
     out.push(created(
-        b.create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(bucket::Bucket {
-                spec: Some(bucket::BucketSpec {
-                    class: "nope".into(),
-                }),
-                ..fixtures::bucket()
+        b.create_bucket(create_bucket(bucket::Bucket {
+            spec: Some(bucket::BucketSpec {
+                class: "nope".into(),
             }),
-        })
+            ..fixtures::bucket()
+        }))
         .await,
     ));
-    let list_buckets = |id: &str, pairs: &[(&str, &str)]| bucket::ListBucketsRequest {
-        filter: Some(bucket::BucketFilter {
-            id: id.to_owned(),
-            label_selector: labels(pairs),
-        }),
+    let list_buckets = |id: &str, pairs: &[(&str, &str)]| {
+        by_id_and_labels!(bucket::ListBucketsRequest, BucketFilter, id, pairs)
     };
-    let buckets = |r: &bucket::ListBucketsResponse| {
-        json!(r.buckets.iter().map(bucket_json).collect::<Vec<_>>())
-    };
+    let buckets = |r: &bucket::ListBucketsResponse| json_list(&r.buckets, bucket_json);
     for (id, pairs) in [("", &[][..]), (UNKNOWN, &[]), ("", &[("app", "other")])] {
         out.push(outcome(
             b.list_buckets(list_buckets(id, pairs)).await,
@@ -573,9 +558,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
             .create_bucket(bucket::CreateBucketRequest { bucket: None })
             .await;
         let bid = b
-            .create_bucket(bucket::CreateBucketRequest {
-                bucket: Some(fixtures::bucket()),
-            })
+            .create_bucket(create_bucket(fixtures::bucket()))
             .await
             .unwrap()
             .into_inner()

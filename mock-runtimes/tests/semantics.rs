@@ -307,15 +307,7 @@ async fn volumes_become_available_expand_and_snapshot() {
     assert!(!access.driver.is_empty() && !access.handle.is_empty());
     assert_eq!(status.resources.unwrap().storage_bytes, 1 << 30);
 
-    c.volume
-        .expand_volume(volume::ExpandVolumeRequest {
-            volume_id: id.clone(),
-            resources: Some(volume::VolumeResources {
-                storage_bytes: 2 << 30,
-            }),
-        })
-        .await
-        .unwrap();
+    c.expand_volume(&id, 2 << 30).await.unwrap();
     let v = c.get_volume(&id).await.unwrap();
     assert_eq!(
         v.spec.as_ref().unwrap().resources.unwrap().storage_bytes,
@@ -369,13 +361,7 @@ async fn buckets_become_available() {
     let status = listed[0].status.as_ref().unwrap();
     assert_eq!(status.state, bucket::BucketState::BucketAvailable as i32);
     assert!(!status.access.as_ref().unwrap().endpoint.is_empty());
-    let classes = c
-        .bucket
-        .list_bucket_classes(bucket::ListBucketClassesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .bucket_classes;
+    let classes = c.bucket_classes().await;
     assert_eq!(classes[0].name, "regular");
 }
 

@@ -59,11 +59,7 @@ async fn start(volumes: bool) -> Env {
     store
         .create_typed(VolumeClass {
             metadata: ObjectMeta::named("fast"),
-            capabilities: [
-                ("tps".to_string(), "250Mi".parse().unwrap()),
-                ("iops".to_string(), "10000".parse().unwrap()),
-            ]
-            .into(),
+            capabilities: common::resources(&[("tps", "250Mi"), ("iops", "10000")]),
             ..VolumeClass::default()
         })
         .await

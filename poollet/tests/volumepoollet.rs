@@ -41,11 +41,7 @@ const GI: i64 = 1 << 30;
 fn class(name: &str, tps: i64, iops: i64) -> VolumeClass {
     VolumeClass {
         metadata: ObjectMeta::named(name),
-        capabilities: [
-            ("tps".to_string(), tps.to_string().parse().unwrap()),
-            ("iops".to_string(), iops.to_string().parse().unwrap()),
-        ]
-        .into(),
+        capabilities: common::resources(&[("tps", &tps.to_string()), ("iops", &iops.to_string())]),
         ..VolumeClass::default()
     }
 }

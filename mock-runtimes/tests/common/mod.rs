@@ -201,6 +201,28 @@ impl Clients {
         res.into_inner().volume_snapshots
     }
 
+    /// Expands volume `id` to `storage_bytes`; the call's result.
+    pub async fn expand_volume(
+        &mut self,
+        id: &str,
+        storage_bytes: i64,
+    ) -> Reply<volume::ExpandVolumeResponse> {
+        let resources = Some(volume::VolumeResources { storage_bytes });
+        let volume_id = id.to_owned();
+        let req = volume::ExpandVolumeRequest {
+            volume_id,
+            resources,
+        };
+        self.volume.expand_volume(req).await
+    }
+
+    /// The bucket classes.
+    pub async fn bucket_classes(&mut self) -> Vec<bucket::BucketClass> {
+        let req = bucket::ListBucketClassesRequest {};
+        let res = self.bucket.list_bucket_classes(req).await.unwrap();
+        res.into_inner().bucket_classes
+    }
+
     /// Every bucket.
     pub async fn list_buckets(&mut self) -> Vec<bucket::Bucket> {
         let req = bucket::ListBucketsRequest::default();

@@ -33,13 +33,17 @@ pub(crate) fn machine_class(
 ) -> irikit_api::compute::MachineClass {
     irikit_api::compute::MachineClass {
         metadata: irikit_api::meta::ObjectMeta::named(name),
-        capabilities: [
-            ("cpu".to_string(), cpu.parse().unwrap()),
-            ("memory".to_string(), memory.parse().unwrap()),
-        ]
-        .into(),
+        capabilities: resources(&[("cpu", cpu), ("memory", memory)]),
         ..irikit_api::compute::MachineClass::default()
     }
+}
+
+/// A resource list of `(name, quantity)` pairs.
+pub(crate) fn resources(pairs: &[(&str, &str)]) -> irikit_api::ResourceList {
+    pairs
+        .iter()
+        .map(|(name, quantity)| ((*name).to_owned(), quantity.parse().unwrap()))
+        .collect()
 }
 
 /// Creates `m` on the mock's machine runtime; returns its id.
