@@ -180,6 +180,10 @@ pub trait Attachment: prost::Message + Default + Clone + PartialEq + Send + Sync
     fn specs_mut(spec: &mut machine::MachineSpec) -> &mut Vec<Self>;
     /// The status entries of a machine status.
     fn statuses(status: &machine::MachineStatus) -> &[Self::Status];
+    /// The status entries of a machine status, to change.
+    fn statuses_mut(status: &mut machine::MachineStatus) -> &mut Vec<Self::Status>;
+    /// A status entry.
+    fn new_status(name: String, handle: String, state: i32) -> Self::Status;
     /// The entry's name, unique per machine.
     fn name(&self) -> &str;
     /// A status entry's name.
@@ -206,9 +210,9 @@ pub trait Attachment: prost::Message + Default + Clone + PartialEq + Send + Sync
 /// `impl Attachment` for an attachment type whose spec and status entries both live in the
 /// machine's `$field` lists and carry `name` (and, in the status, `handle` and `state`).
 macro_rules! attachment {
-    ($ty:ty, $status:ty, $name:literal, $attached:expr, $field:ident) => {
+    ($ty:ty, $status:ident, $name:literal, $attached:expr, $field:ident) => {
         impl Attachment for $ty {
-            type Status = $status;
+            type Status = machine::$status;
             const NAME: &'static str = $name;
             const ATTACHED: i32 = $attached as i32;
 
@@ -220,6 +224,16 @@ macro_rules! attachment {
             }
             fn statuses(status: &machine::MachineStatus) -> &[Self::Status] {
                 &status.$field
+            }
+            fn statuses_mut(status: &mut machine::MachineStatus) -> &mut Vec<Self::Status> {
+                &mut status.$field
+            }
+            fn new_status(name: String, handle: String, state: i32) -> Self::Status {
+                machine::$status {
+                    name,
+                    handle,
+                    state,
+                }
             }
             fn name(&self) -> &str {
                 &self.name
@@ -239,14 +253,14 @@ macro_rules! attachment {
 
 attachment!(
     machine::Volume,
-    machine::VolumeStatus,
+    VolumeStatus,
     "volume",
     machine::VolumeState::VolumeAttached,
     volumes
 );
 attachment!(
     machine::NetworkInterface,
-    machine::NetworkInterfaceStatus,
+    NetworkInterfaceStatus,
     "network interface",
     machine::NetworkInterfaceState::NetworkInterfaceAttached,
     network_interfaces

@@ -232,14 +232,11 @@ async fn a_volume_ref_waits_for_the_volume_then_attaches_its_connection_and_resi
         ])
     );
     assert_eq!(
-        connection.secret_data.get("userKey").map(Vec::as_slice),
+        common::secret_bytes(&connection.secret_data, "userKey"),
         Some(&b"ceph-user"[..])
     );
     assert_eq!(
-        connection
-            .encryption_data
-            .get("encryptionKey")
-            .map(Vec::as_slice),
+        common::secret_bytes(&connection.encryption_data, "encryptionKey"),
         Some(&b"luks"[..])
     );
     assert_eq!(connection.effective_storage_bytes, 10 * GI);

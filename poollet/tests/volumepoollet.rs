@@ -334,10 +334,7 @@ async fn a_volume_waits_for_its_class_and_its_encryption_secret() {
     );
     let encryption = spec.encryption.expect("encryption sent");
     assert_eq!(
-        encryption
-            .secret_data
-            .get("encryptionKey")
-            .map(Vec::as_slice),
+        common::secret_bytes(&encryption.secret_data, "encryptionKey"),
         Some(&b"s3cr3t"[..])
     );
     env.stop().await;
@@ -414,11 +411,7 @@ async fn snapshots_are_taken_and_restored_with_the_snapshot_id_and_inherited_enc
         "the id part of snapshotID, not the object name (§8.3)"
     );
     assert_eq!(
-        spec.encryption
-            .unwrap()
-            .secret_data
-            .get("encryptionKey")
-            .map(Vec::as_slice),
+        common::secret_bytes(&spec.encryption.unwrap().secret_data, "encryptionKey"),
         Some(&b"k1"[..]),
         "a restore inherits the source's encryption"
     );

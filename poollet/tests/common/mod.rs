@@ -240,6 +240,14 @@ pub(crate) async fn poll_until(cond: impl Fn() -> bool, what: &str) {
     }
 }
 
+/// The bytes under `key` in secret data sent over the IRI.
+pub(crate) fn secret_bytes<'a>(
+    data: &'a std::collections::HashMap<String, Vec<u8>>,
+    key: &str,
+) -> Option<&'a [u8]> {
+    data.get(key).map(Vec::as_slice)
+}
+
 /// A Secret `default/<name>` with one base64 `data` key.
 pub(crate) fn secret(name: &str, key: &str, value: &[u8]) -> irikit_api::core::Secret {
     use base64::Engine;
