@@ -35,13 +35,34 @@ struct Errors(Vec<FieldError>);
 impl Errors {
     /// Checks that `name` (at `path`) is a DNS label not in `seen`, and adds it.
     fn unique_dns_label<'a>(&mut self, path: &str, name: &'a str, seen: &mut HashSet<&'a str>) {
-        if !is_dns_label(name) {
+        self.unique(path, name, seen, (is_dns_label, "a DNS label"));
+    }
+
+    /// Checks that `value` (at `path`) passes `rule` (the check, and what it says a value must
+    /// be) and is not in `seen`, and adds it.
+    fn unique<'a>(
+        &mut self,
+        path: &str,
+        value: &'a str,
+        seen: &mut HashSet<&'a str>,
+        (valid, must_be): (fn(&str) -> bool, &str),
+    ) {
+        if !valid(value) {
+            self.push(path, format!("Invalid value: {value:?}: must be {must_be}"));
+        } else if !seen.insert(value) {
+            self.push(path, format!("Duplicate value: {value:?}"));
+        }
+    }
+
+    /// Checks that the pool reference `field` of `spec`, once set, stays as it is.
+    fn set_once<T: PartialEq>(&mut self, field: &str, old: &Option<T>, new: &Option<T>) {
+        if let Some(old) = old
+            && new.as_ref() != Some(old)
+        {
             self.push(
-                path,
-                format!("Invalid value: {name:?}: must be a DNS label"),
+                format!("spec.{field}"),
+                format!("Invalid value: {field} is set once and cannot be changed"),
             );
-        } else if !seen.insert(name) {
-            self.push(path, format!("Duplicate value: {name:?}"));
         }
     }
 
@@ -216,17 +237,13 @@ fn validate_machine(m: &Machine, errs: &mut Errors) {
         let p = format!("spec.volumes[{i}]");
         errs.unique_dns_label(&format!("{p}.name"), &vol.name, &mut vol_names);
         if let Some(device) = &vol.device {
-            if !is_device_name(device) {
-                errs.push(
-                    format!("{p}.device"),
-                    format!("Invalid value: {device:?}: must be two prefix letters followed by one or two letters (e.g. \"oda\")"),
-                );
-            } else if !devices.insert(device.as_str()) {
-                errs.push(
-                    format!("{p}.device"),
-                    format!("Duplicate value: {device:?}"),
-                );
-            }
+            let rule = "two prefix letters followed by one or two letters (e.g. \"oda\")";
+            errs.unique(
+                &format!("{p}.device"),
+                device,
+                &mut devices,
+                (is_device_name, rule),
+            );
         }
         let sources = [
             vol.volume_ref.is_some(),
@@ -281,14 +298,11 @@ fn validate_machine_update(old: &Machine, new: &Machine, errs: &mut Errors) {
     if old.spec.machine_class_ref != new.spec.machine_class_ref {
         errs.push("spec.machineClassRef", "Invalid value: field is immutable");
     }
-    if let Some(old_pool) = &old.spec.machine_pool_ref
-        && new.spec.machine_pool_ref.as_ref() != Some(old_pool)
-    {
-        errs.push(
-            "spec.machinePoolRef",
-            "Invalid value: machinePoolRef is set once and cannot be changed",
-        );
-    }
+    errs.set_once(
+        "machinePoolRef",
+        &old.spec.machine_pool_ref,
+        &new.spec.machine_pool_ref,
+    );
     for (i, vol) in new.spec.volumes.iter().enumerate() {
         let Some(old_vol) = old.spec.volumes.iter().find(|v| v.name == vol.name) else {
             continue;
@@ -357,14 +371,11 @@ fn validate_storage_volume_update(old: &storage::Volume, new: &storage::Volume, 
     {
         errs.push("spec.volumeClassRef", "Invalid value: field is immutable");
     }
-    if let Some(old_pool) = &old.spec.volume_pool_ref
-        && new.spec.volume_pool_ref.as_ref() != Some(old_pool)
-    {
-        errs.push(
-            "spec.volumePoolRef",
-            "Invalid value: volumePoolRef is set once and cannot be changed",
-        );
-    }
+    errs.set_once(
+        "volumePoolRef",
+        &old.spec.volume_pool_ref,
+        &new.spec.volume_pool_ref,
+    );
 }
 
 fn validate_snapshot(s: &VolumeSnapshot, errs: &mut Errors) {
@@ -429,17 +440,8 @@ fn validate_lease(l: &crate::coordination::Lease, errs: &mut Errors) {
 fn validate_reservation(r: &Reservation, errs: &mut Errors) {
     let mut pools = HashSet::new();
     for (i, pool) in r.spec.pools.iter().enumerate() {
-        if !is_dns_subdomain(pool) {
-            errs.push(
-                format!("spec.pools[{i}]"),
-                format!("Invalid value: {pool:?}: must be a DNS subdomain"),
-            );
-        } else if !pools.insert(pool.as_str()) {
-            errs.push(
-                format!("spec.pools[{i}]"),
-                format!("Duplicate value: {pool:?}"),
-            );
-        }
+        let rule = (is_dns_subdomain as fn(&str) -> bool, "a DNS subdomain");
+        errs.unique(&format!("spec.pools[{i}]"), pool, &mut pools, rule);
     }
     if r.spec.resources.is_empty() {
         errs.push(

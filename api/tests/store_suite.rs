@@ -38,6 +38,12 @@ fn as_pool(obj: Object) -> MachinePool {
     obj.into_typed().unwrap()
 }
 
+/// A write that failed with an error naming `want`.
+fn assert_refused(res: irikit_api::store::Result<Object>, want: &str) {
+    let err = res.unwrap_err();
+    assert!(err.to_string().contains(want), "{err}");
+}
+
 async fn next(stream: &mut WatchStream) -> irikit_api::store::WatchEvent {
     tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
@@ -101,22 +107,18 @@ spec: {pools: [p1], resources: {class/machine.small: 1, cpu: 2, memory: 4Gi, loc
     // The resources are immutable, and the pools never go back to all.
     let mut changed = with_status.clone();
     changed.spec.pools.clear();
-    let err = store.update(changed.into_object()).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("spec.pools: Invalid value: may not go back to every pool"),
-        "{err}"
+    assert_refused(
+        store.update(changed.into_object()).await,
+        "spec.pools: Invalid value: may not go back to every pool",
     );
     let mut changed = with_status.clone();
     changed
         .spec
         .resources
         .insert("cpu".into(), "3".parse().unwrap());
-    let err = store.update(changed.into_object()).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("spec.resources: Invalid value: field is immutable"),
-        "{err}"
+    assert_refused(
+        store.update(changed.into_object()).await,
+        "spec.resources: Invalid value: field is immutable",
     );
     // Invalid resources are refused with the field path.
     let bad = irikit_api::parse_yaml_documents(
@@ -124,8 +126,7 @@ spec: {pools: [p1], resources: {class/machine.small: 1, cpu: 2, memory: 4Gi, loc
     )
     .unwrap()
     .remove(0);
-    let err = store.create(bad).await.unwrap_err();
-    assert!(err.to_string().contains("spec.resources[nics]"), "{err}");
+    assert_refused(store.create(bad).await, "spec.resources[nics]");
     // Apply (`irikit apply`'s path) writes a document's status too.
     let applied = irikit_api::parse_yaml_documents(&format!(
         "{}status: {{pools: [{{name: p1, state: Bound}}]}}\n",
@@ -177,8 +178,10 @@ async fn create_get(store: &dyn Store) {
         Err(Error::NotFound { .. })
     ));
     // Invalid: no class.
-    let err = store.create(machine("cg", "m2", "")).await.unwrap_err();
-    assert!(err.to_string().contains("spec.machineClassRef"), "{err}");
+    assert_refused(
+        store.create(machine("cg", "m2", "")).await,
+        "spec.machineClassRef",
+    );
     // Cluster-scoped kinds ignore the namespace argument of get.
     store.create(pool("cg-pool")).await.unwrap();
     store.get(Kind::MachinePool, "", "cg-pool").await.unwrap();
@@ -223,19 +226,16 @@ async fn update_conflict_generation(store: &dyn Store) {
     // Immutable class and set-once pool ref.
     let mut m = v4.clone();
     m.spec.machine_class_ref.name = "large".into();
-    let err = store.update(m.into_object()).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("spec.machineClassRef: Invalid value: field is immutable"),
-        "{err}"
+    assert_refused(
+        store.update(m.into_object()).await,
+        "spec.machineClassRef: Invalid value: field is immutable",
     );
     let mut m = v4.clone();
     m.spec.machine_pool_ref = Some(LocalObjectReference::new("p1"));
     let v5 = as_machine(store.update(m.into_object()).await.unwrap());
     let mut m = v5.clone();
     m.spec.machine_pool_ref = Some(LocalObjectReference::new("p2"));
-    let err = store.update(m.into_object()).await.unwrap_err();
-    assert!(err.to_string().contains("set once"), "{err}");
+    assert_refused(store.update(m.into_object()).await, "set once");
     // An empty resourceVersion is an unconditional update.
     let mut m = v5.clone();
     m.metadata.resource_version.clear();
@@ -335,8 +335,7 @@ async fn finalizers(store: &dyn Store) {
     // No new finalizers while deleting.
     let mut m = as_machine(got.clone());
     m.metadata.finalizers.push("a/three".into());
-    let err = store.update(m.into_object()).await.unwrap_err();
-    assert!(err.to_string().contains("metadata.finalizers"), "{err}");
+    assert_refused(store.update(m.into_object()).await, "metadata.finalizers");
     // The deletion timestamp cannot be cleared by an update.
     let mut m = as_machine(got);
     m.metadata.finalizers = vec!["a/two".into()];

@@ -2,8 +2,8 @@
 //! `golang-google-grpc-dev`) against a runtime socket. grpc-go dials the socket path through a
 //! custom dialer, so it sends the **raw** socket path as `:authority` (the form grpc-java and
 //! netty send too). The Go program forwards bytes only; requests and responses are prost's.
-//! Included by path by the serving tests of every runtime binary; the component name in
-//! `IRIKIT_REQUIRE` is `go-grpc`.
+//! Included by path by the serving tests of every runtime binary, next to `grpcio.rs` as module
+//! `grpcio` (whose `skip` it shares); the component name in `IRIKIT_REQUIRE` is `go-grpc`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::{
@@ -72,16 +72,7 @@ pub fn available(manifest_dir: &str) -> Option<PathBuf> {
     match built {
         Ok(bin) => Some(bin.clone()),
         Err(reason) => {
-            let required = std::env::var("IRIKIT_REQUIRE")
-                .unwrap_or_default()
-                .split(',')
-                .any(|c| c.trim() == COMPONENT);
-            assert!(
-                !required,
-                "{COMPONENT} is required (IRIKIT_REQUIRE) but {reason}"
-            );
-            let _ =
-                std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {reason}\n"));
+            super::grpcio::skip(COMPONENT, reason);
             None
         }
     }

@@ -53,40 +53,39 @@ def main():
 
     v = ok("Version", stub.Version(pb.VersionRequest(version="0.1.0"), timeout=timeout))
     assert v.runtime_name, "empty runtime_name"
+    def create_list_delete(kind, obj, id_field, list_by_id=True):
+        """Creates `obj` (a `kind`), finds it listed (and by id), deletes it; returns the Delete
+        of an unknown id."""
+        field = kind.lower()
+        create = getattr(pb, f"Create{kind}Request")(**{field: obj})
+        created = getattr(ok("Create", getattr(stub, f"Create{kind}")(create, timeout=timeout)), field)
+        oid = created.metadata.id
+        list_call, list_request = getattr(stub, f"List{kind}s"), getattr(pb, f"List{kind}sRequest")
+        listed = getattr(ok("List", list_call(list_request(), timeout=timeout)), f"{field}s")
+        assert any(x.metadata.id == oid for x in listed), f"created {field} not listed"
+        if list_by_id:
+            by_id = list_request(filter=getattr(pb, f"{kind}Filter")(id=oid))
+            one = getattr(ok("List(id)", list_call(by_id, timeout=timeout)), f"{field}s")
+            assert [x.metadata.id for x in one] == [oid], one
+        delete_call, delete_request = getattr(stub, f"Delete{kind}"), getattr(pb, f"Delete{kind}Request")
+        ok("Delete", delete_call(delete_request(**{id_field: oid}), timeout=timeout))
+        return lambda: delete_call(delete_request(**{id_field: "c0ffee" + "0" * 57}), timeout=timeout)
+
     if svc == "machine":
         st = ok("Status", stub.Status(pb.StatusRequest(), timeout=timeout))
         cls = st.machine_class_status[0].machine_class.name
         m = pb.Machine(metadata=meta.ObjectMetadata(labels=labels), spec=pb.MachineSpec(power=pb.POWER_ON, **{"class": cls}))
-        created = ok("Create", stub.CreateMachine(pb.CreateMachineRequest(machine=m), timeout=timeout)).machine
-        oid = created.metadata.id
-        listed = ok("List", stub.ListMachines(pb.ListMachinesRequest(), timeout=timeout)).machines
-        assert any(x.metadata.id == oid for x in listed), "created machine not listed"
-        one = ok("List(id)", stub.ListMachines(pb.ListMachinesRequest(filter=pb.MachineFilter(id=oid)), timeout=timeout)).machines
-        assert [x.metadata.id for x in one] == [oid], one
-        ok("Delete", stub.DeleteMachine(pb.DeleteMachineRequest(machine_id=oid), timeout=timeout))
-        unknown = lambda: stub.DeleteMachine(pb.DeleteMachineRequest(machine_id="c0ffee" + "0" * 57), timeout=timeout)
+        unknown = create_list_delete("Machine", m, "machine_id")
     elif svc == "volume":
         st = ok("Status", stub.Status(pb.StatusRequest(), timeout=timeout))
         cls = st.volume_class_status[0].volume_class.name
         vol = pb.Volume(metadata=meta.ObjectMetadata(labels=labels), spec=pb.VolumeSpec(resources=pb.VolumeResources(storage_bytes=1 << 20), **{"class": cls}))
-        created = ok("Create", stub.CreateVolume(pb.CreateVolumeRequest(volume=vol), timeout=timeout)).volume
-        oid = created.metadata.id
-        listed = ok("List", stub.ListVolumes(pb.ListVolumesRequest(), timeout=timeout)).volumes
-        assert any(x.metadata.id == oid for x in listed), "created volume not listed"
-        one = ok("List(id)", stub.ListVolumes(pb.ListVolumesRequest(filter=pb.VolumeFilter(id=oid)), timeout=timeout)).volumes
-        assert [x.metadata.id for x in one] == [oid], one
-        ok("Delete", stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id=oid), timeout=timeout))
-        unknown = lambda: stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id="c0ffee" + "0" * 57), timeout=timeout)
+        unknown = create_list_delete("Volume", vol, "volume_id")
     else:
         classes = ok("ListBucketClasses", stub.ListBucketClasses(pb.ListBucketClassesRequest(), timeout=timeout))
         cls = classes.bucket_classes[0].name
         b = pb.Bucket(metadata=meta.ObjectMetadata(labels=labels), spec=pb.BucketSpec(**{"class": cls}))
-        created = ok("Create", stub.CreateBucket(pb.CreateBucketRequest(bucket=b), timeout=timeout)).bucket
-        oid = created.metadata.id
-        listed = ok("List", stub.ListBuckets(pb.ListBucketsRequest(), timeout=timeout)).buckets
-        assert any(x.metadata.id == oid for x in listed), "created bucket not listed"
-        ok("Delete", stub.DeleteBucket(pb.DeleteBucketRequest(bucket_id=oid), timeout=timeout))
-        unknown = lambda: stub.DeleteBucket(pb.DeleteBucketRequest(bucket_id="c0ffee" + "0" * 57), timeout=timeout)
+        unknown = create_list_delete("Bucket", b, "bucket_id", list_by_id=False)
     try:
         unknown()
         print("Delete(unknown): OK, expected NOT_FOUND")

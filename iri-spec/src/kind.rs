@@ -180,6 +180,10 @@ pub trait Attachment: prost::Message + Default + Clone + PartialEq + Send + Sync
     fn specs_mut(spec: &mut machine::MachineSpec) -> &mut Vec<Self>;
     /// The status entries of a machine status.
     fn statuses(status: &machine::MachineStatus) -> &[Self::Status];
+    /// The status entries of a machine status, to change.
+    fn statuses_mut(status: &mut machine::MachineStatus) -> &mut Vec<Self::Status>;
+    /// A status entry.
+    fn new_status(name: String, handle: String, state: i32) -> Self::Status;
     /// The entry's name, unique per machine.
     fn name(&self) -> &str;
     /// A status entry's name.
@@ -203,61 +207,64 @@ pub trait Attachment: prost::Message + Default + Clone + PartialEq + Send + Sync
     }
 }
 
-impl Attachment for machine::Volume {
-    type Status = machine::VolumeStatus;
-    const NAME: &'static str = "volume";
-    const ATTACHED: i32 = machine::VolumeState::VolumeAttached as i32;
+/// `impl Attachment` for an attachment type whose spec and status entries both live in the
+/// machine's `$field` lists and carry `name` (and, in the status, `handle` and `state`).
+macro_rules! attachment {
+    ($ty:ty, $status:ident, $name:literal, $attached:expr, $field:ident) => {
+        impl Attachment for $ty {
+            type Status = machine::$status;
+            const NAME: &'static str = $name;
+            const ATTACHED: i32 = $attached as i32;
 
-    fn specs(spec: &machine::MachineSpec) -> &[Self] {
-        &spec.volumes
-    }
-    fn specs_mut(spec: &mut machine::MachineSpec) -> &mut Vec<Self> {
-        &mut spec.volumes
-    }
-    fn statuses(status: &machine::MachineStatus) -> &[Self::Status] {
-        &status.volumes
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn status_name(status: &Self::Status) -> &str {
-        &status.name
-    }
-    fn status_handle(status: &Self::Status) -> &str {
-        &status.handle
-    }
-    fn status_state(status: &Self::Status) -> i32 {
-        status.state
-    }
+            fn specs(spec: &machine::MachineSpec) -> &[Self] {
+                &spec.$field
+            }
+            fn specs_mut(spec: &mut machine::MachineSpec) -> &mut Vec<Self> {
+                &mut spec.$field
+            }
+            fn statuses(status: &machine::MachineStatus) -> &[Self::Status] {
+                &status.$field
+            }
+            fn statuses_mut(status: &mut machine::MachineStatus) -> &mut Vec<Self::Status> {
+                &mut status.$field
+            }
+            fn new_status(name: String, handle: String, state: i32) -> Self::Status {
+                machine::$status {
+                    name,
+                    handle,
+                    state,
+                }
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn status_name(status: &Self::Status) -> &str {
+                &status.name
+            }
+            fn status_handle(status: &Self::Status) -> &str {
+                &status.handle
+            }
+            fn status_state(status: &Self::Status) -> i32 {
+                status.state
+            }
+        }
+    };
 }
 
-impl Attachment for machine::NetworkInterface {
-    type Status = machine::NetworkInterfaceStatus;
-    const NAME: &'static str = "network interface";
-    const ATTACHED: i32 = machine::NetworkInterfaceState::NetworkInterfaceAttached as i32;
-
-    fn specs(spec: &machine::MachineSpec) -> &[Self] {
-        &spec.network_interfaces
-    }
-    fn specs_mut(spec: &mut machine::MachineSpec) -> &mut Vec<Self> {
-        &mut spec.network_interfaces
-    }
-    fn statuses(status: &machine::MachineStatus) -> &[Self::Status] {
-        &status.network_interfaces
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn status_name(status: &Self::Status) -> &str {
-        &status.name
-    }
-    fn status_handle(status: &Self::Status) -> &str {
-        &status.handle
-    }
-    fn status_state(status: &Self::Status) -> i32 {
-        status.state
-    }
-}
+attachment!(
+    machine::Volume,
+    VolumeStatus,
+    "volume",
+    machine::VolumeState::VolumeAttached,
+    volumes
+);
+attachment!(
+    machine::NetworkInterface,
+    NetworkInterfaceStatus,
+    "network interface",
+    machine::NetworkInterfaceState::NetworkInterfaceAttached,
+    network_interfaces
+);
 
 #[cfg(test)]
 mod tests {

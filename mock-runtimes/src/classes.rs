@@ -400,14 +400,13 @@ pub fn parse_volume_class_flag(flag: &str) -> Result<VolumeClassConfig> {
     })
 }
 
-/// Parses a `--bucket-class NAME:tps=100Mi,iops=1000` flag.
+/// Parses a `--bucket-class NAME:tps=100Mi,iops=1000` flag (the volume class flag's shape; a
+/// `quantity` is ignored).
 pub fn parse_bucket_class_flag(flag: &str) -> Result<BucketClassConfig> {
-    let (name, map) = parse_flag_pairs(flag)?;
-    Ok(BucketClassConfig {
-        name,
-        tps: map.get("tps").copied().unwrap_or(0),
-        iops: map.get("iops").copied().unwrap_or(0),
-    })
+    let VolumeClassConfig {
+        name, tps, iops, ..
+    } = parse_volume_class_flag(flag)?;
+    Ok(BucketClassConfig { name, tps, iops })
 }
 
 use serde::Deserialize as _;

@@ -3,12 +3,15 @@
 //! its sockets.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
 };
 
+use common::class_resources;
 use iri_spec::{endpoint::Endpoint, machine::v1alpha1 as machine, volume::v1alpha1 as volume};
 use tokio::process::{Child, Command};
 use tonic_reflection::pb::v1::{
@@ -165,17 +168,7 @@ async fn reflection_health_rpc_and_sigterm() {
     let class = &status.machine_class_status[0];
     assert_eq!(class.machine_class.as_ref().unwrap().name, "tiny");
     assert_eq!(class.quantity, 7);
-    assert_eq!(
-        class
-            .machine_class
-            .as_ref()
-            .unwrap()
-            .capabilities
-            .as_ref()
-            .unwrap()
-            .resources["memory"],
-        512 << 20
-    );
+    assert_eq!(class_resources(class)["memory"], 512 << 20);
     let mut v = volume::volume_runtime_client::VolumeRuntimeClient::new(
         server.channel("volume.sock").await,
     );

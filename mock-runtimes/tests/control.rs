@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Clients;
+use common::{Clients, start};
 use iri_mock::{Effect, FaultRule, Method, MockRuntime, Trigger, fixtures};
 use iri_spec::machine::v1alpha1 as machine;
 use tonic::Code;
@@ -17,19 +17,25 @@ async fn version(c: &mut Clients) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
+/// A mock whose machine Version calls meet one fault rule, and clients for it.
+async fn with_version_fault(trigger: Trigger, effect: Effect) -> (MockRuntime, Clients) {
+    let rule = FaultRule::new(Method::MachineVersion, trigger, effect);
+    let mock = MockRuntime::builder()
+        .fault(rule)
+        .start_in_process()
+        .await
+        .unwrap();
+    let c = Clients::new(&mock);
+    (mock, c)
+}
+
 #[tokio::test]
 async fn call_log_records_method_request_code_and_time() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = start(MockRuntime::builder()).await;
     let id = c
         .create_machine(fixtures::machine_with_labels(&[("k", "v")]))
         .await;
-    let _ = c
-        .machine
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: "nope".into(),
-        })
-        .await;
+    let _ = c.delete_machine("nope").await;
     mock.assert_calls(&[Method::CreateMachine, Method::DeleteMachine]);
     mock.assert_called(Method::CreateMachine, 1);
     mock.assert_any_code(Method::DeleteMachine, Code::NotFound);
@@ -62,26 +68,11 @@ async fn call_log_records_method_request_code_and_time() {
 
 #[tokio::test]
 async fn bounded_call_log_records_outcomes_after_wrapping_and_clearing() {
-    let mock = MockRuntime::builder()
-        .call_log_capacity(3)
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
-    let delete_unknown = |c: &mut Clients| {
-        let mut machine = c.machine.clone();
-        async move {
-            machine
-                .delete_machine(machine::DeleteMachineRequest {
-                    machine_id: "nope".into(),
-                })
-                .await
-        }
-    };
+    let (mock, mut c) = start(MockRuntime::builder().call_log_capacity(3)).await;
     for _ in 0..4 {
         version(&mut c).await.unwrap();
     }
-    delete_unknown(&mut c).await.unwrap_err();
+    c.delete_machine("nope").await.unwrap_err();
     let codes = |mock: &MockRuntime| -> Vec<(u64, Option<Code>)> {
         mock.calls()
             .iter()
@@ -97,7 +88,7 @@ async fn bounded_call_log_records_outcomes_after_wrapping_and_clearing() {
         ]
     );
     mock.clear_calls();
-    delete_unknown(&mut c).await.unwrap_err();
+    c.delete_machine("nope").await.unwrap_err();
     version(&mut c).await.unwrap();
     assert_eq!(
         codes(&mock),
@@ -107,8 +98,7 @@ async fn bounded_call_log_records_outcomes_after_wrapping_and_clearing() {
 
 #[tokio::test]
 async fn expectations_pass_and_fail() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = start(MockRuntime::builder()).await;
     let create = mock.expect(Method::CreateMachine).times(2);
     mock.expect(Method::DeleteMachine).never();
     let not_found = mock
@@ -125,12 +115,7 @@ async fn expectations_pass_and_fail() {
     assert!(mock.verify().is_err(), "one create and no exec so far");
     c.create_machine(fixtures::machine_with_labels(&[("special", "1")]))
         .await;
-    let _ = c
-        .machine
-        .exec(machine::ExecRequest {
-            machine_id: "nope".into(),
-        })
-        .await;
+    let _ = c.exec("nope").await;
     assert_eq!(not_found.matched(), 1);
     assert_eq!(labelled.matched(), 1);
     mock.verify().unwrap();
@@ -180,16 +165,11 @@ async fn unmet_expectation_does_not_panic_on_another_thread() {
 
 #[tokio::test]
 async fn fault_error_first_n_and_nth() {
-    let mock = MockRuntime::builder()
-        .fault(FaultRule::new(
-            Method::MachineVersion,
-            Trigger::FirstN(2),
-            Effect::error(Code::Unavailable, "warming up"),
-        ))
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = with_version_fault(
+        Trigger::FirstN(2),
+        Effect::error(Code::Unavailable, "warming up"),
+    )
+    .await;
     let codes: Vec<Code> = {
         let mut v = Vec::new();
         for _ in 0..4 {
@@ -229,8 +209,7 @@ async fn fault_error_first_n_and_nth() {
 
 #[tokio::test]
 async fn fault_always_and_any_method() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = start(MockRuntime::builder()).await;
     mock.add_fault(FaultRule::any_method(
         Trigger::Always,
         Effect::error(Code::ResourceExhausted, "busy"),
@@ -253,16 +232,11 @@ async fn fault_always_and_any_method() {
 #[tokio::test]
 async fn fault_probability_is_seeded() {
     let run = || async {
-        let mock = MockRuntime::builder()
-            .fault(FaultRule::new(
-                Method::MachineVersion,
-                Trigger::Probability { p: 0.3, seed: 99 },
-                Effect::error(Code::Unavailable, "flaky"),
-            ))
-            .start_in_process()
-            .await
-            .unwrap();
-        let mut c = Clients::new(&mock);
+        let (_mock, mut c) = with_version_fault(
+            Trigger::Probability { p: 0.3, seed: 99 },
+            Effect::error(Code::Unavailable, "flaky"),
+        )
+        .await;
         let mut pattern = Vec::new();
         for _ in 0..50 {
             pattern.push(version(&mut c).await.is_ok());
@@ -277,16 +251,8 @@ async fn fault_probability_is_seeded() {
 
 #[tokio::test(start_paused = true)]
 async fn fault_delay() {
-    let mock = MockRuntime::builder()
-        .fault(FaultRule::new(
-            Method::MachineVersion,
-            Trigger::Always,
-            Effect::Delay(Duration::from_secs(30)),
-        ))
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) =
+        with_version_fault(Trigger::Always, Effect::Delay(Duration::from_secs(30))).await;
     let start = tokio::time::Instant::now();
     version(&mut c).await.unwrap();
     assert!(start.elapsed() >= Duration::from_secs(30));
@@ -296,16 +262,7 @@ async fn fault_delay() {
 
 #[tokio::test]
 async fn fault_hang_until_cancelled() {
-    let mock = MockRuntime::builder()
-        .fault(FaultRule::new(
-            Method::MachineVersion,
-            Trigger::FirstN(1),
-            Effect::Hang,
-        ))
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = with_version_fault(Trigger::FirstN(1), Effect::Hang).await;
     let mut req = tonic::Request::new(machine::VersionRequest::default());
     req.set_timeout(Duration::from_millis(200));
     let err = c.machine.version(req).await.unwrap_err();
@@ -326,16 +283,7 @@ async fn fault_hang_until_cancelled() {
 
 #[tokio::test]
 async fn fault_hang_ends_at_shutdown() {
-    let mock = MockRuntime::builder()
-        .fault(FaultRule::new(
-            Method::MachineVersion,
-            Trigger::Always,
-            Effect::Hang,
-        ))
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = with_version_fault(Trigger::Always, Effect::Hang).await;
     let call = tokio::spawn(async move { version(&mut c).await });
     while mock.calls().is_empty() {
         tokio::task::yield_now().await;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Clients, code, id_of};
+use common::{Clients, code, id_of, start};
 use iri_mock::{MockRuntime, fixtures};
 use iri_spec::{
     bucket::v1alpha1 as bucket, machine::v1alpha1 as machine, volume::v1alpha1 as volume,
@@ -22,8 +22,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut clients = Clients::new(&mock);
+    let (mock, mut clients) = start(MockRuntime::builder()).await;
     let mut m = fixtures::machine();
     let spec = m.spec.as_mut().unwrap();
     spec.volumes.push(fixtures::local_disk("vol-1"));
@@ -239,10 +238,7 @@ async fn machine_ops(#[case] op: MachineOp, #[case] target: Target, #[case] want
     let c = &mut w.clients.machine;
     let shown = format!("{op:?}");
     let got = match op {
-        MachineOp::Delete => code(
-            c.delete_machine(machine::DeleteMachineRequest { machine_id })
-                .await,
-        ),
+        MachineOp::Delete => code(w.clients.delete_machine(&machine_id).await),
         MachineOp::Annotations => code(
             c.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
                 machine_id,
@@ -283,7 +279,7 @@ async fn machine_ops(#[case] op: MachineOp, #[case] target: Target, #[case] want
             })
             .await,
         ),
-        MachineOp::Exec => code(c.exec(machine::ExecRequest { machine_id }).await),
+        MachineOp::Exec => code(w.clients.exec(&machine_id).await),
     };
     assert_eq!(got, want, "{shown} on {target:?}");
 }
@@ -295,20 +291,12 @@ async fn machine_ops(#[case] op: MachineOp, #[case] target: Target, #[case] want
 #[tokio::test]
 async fn list_machines_by_id(#[case] target: Target, #[case] want: usize) {
     let mut w = world().await;
-    let id = target.id(&w.machine_id);
-    let res = w
-        .clients
-        .machine
-        .list_machines(machine::ListMachinesRequest {
-            filter: Some(machine::MachineFilter {
-                id,
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(res.machines.len(), want);
+    let filter = machine::MachineFilter {
+        id: target.id(&w.machine_id),
+        ..Default::default()
+    };
+    let machines = w.clients.find_machines(Some(filter)).await;
+    assert_eq!(machines.len(), want);
 }
 
 fn volume_with(f: impl FnOnce(&mut volume::Volume)) -> Option<volume::Volume> {
@@ -410,31 +398,11 @@ async fn deletes(
 ) {
     let (target, want) = case;
     let mut w = world().await;
+    let c = &mut w.clients;
     let got = match kind {
-        Deletable::Volume => code(
-            w.clients
-                .volume
-                .delete_volume(volume::DeleteVolumeRequest {
-                    volume_id: target.id(&w.volume_id),
-                })
-                .await,
-        ),
-        Deletable::Snapshot => code(
-            w.clients
-                .volume
-                .delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-                    volume_snapshot_id: target.id(&w.snapshot_id),
-                })
-                .await,
-        ),
-        Deletable::Bucket => code(
-            w.clients
-                .bucket
-                .delete_bucket(bucket::DeleteBucketRequest {
-                    bucket_id: target.id(&w.bucket_id),
-                })
-                .await,
-        ),
+        Deletable::Volume => code(c.delete_volume(&target.id(&w.volume_id)).await),
+        Deletable::Snapshot => code(c.delete_snapshot(&target.id(&w.snapshot_id)).await),
+        Deletable::Bucket => code(c.delete_bucket(&target.id(&w.bucket_id)).await),
     };
     assert_eq!(got, want, "{kind:?} {target:?}");
 }

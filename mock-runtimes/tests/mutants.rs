@@ -6,15 +6,19 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use common::{
-    Clients, bucket_json, created, done, event_json, labels, machine_json, machine_status_json,
-    outcome, snapshot_json, volume_json, volume_status_json,
+    Clients, Reply, bucket_json, created, done, event_json, labels, machine_json,
+    machine_status_json, outcome, snapshot_json, snapshot_of, volume_json, volume_status_json,
 };
 use iri_mock::{Delays, MockRuntime, Mutant, fixtures};
 use iri_spec::{
     bucket::v1alpha1 as bucket, machine::v1alpha1 as machine, volume::v1alpha1 as volume,
+};
+use iri_spec::{
+    irikit::reservation::v1alpha1 as rsv, meta::v1alpha1::ObjectMetadata,
+    reservation::ReservationClient,
 };
 use serde_json::{Value, json};
 
@@ -42,18 +46,77 @@ fn classify_times(v: &mut Value) {
     }
 }
 
-fn created_id(
-    res: &Result<tonic::Response<machine::CreateMachineResponse>, tonic::Status>,
-) -> String {
+/// The id in what a successful call answered (`meta` picks the metadata), or `""`.
+fn id_from<T>(res: &Reply<T>, meta: impl FnOnce(&T) -> Option<&ObjectMetadata>) -> String {
     res.as_ref()
         .ok()
-        .and_then(|r| {
-            r.get_ref()
-                .machine
-                .as_ref()?
-                .metadata
-                .as_ref()
-                .map(|m| m.id.clone())
+        .and_then(|r| meta(r.get_ref()))
+        .map(|m| m.id.clone())
+        .unwrap_or_default()
+}
+
+/// A List request of `$svc::$list` whose filter (`$svc::$filter`) has `id` and the label selector
+/// of `pairs`.
+macro_rules! by_id_and_labels {
+    ($svc:ident::$list:ident, $filter:ident, $id:expr, $pairs:expr) => {
+        $svc::$list {
+            filter: Some($svc::$filter {
+                id: $id.to_owned(),
+                label_selector: labels($pairs),
+            }),
+        }
+    };
+}
+
+/// The items as a JSON array.
+fn json_list<T>(items: &[T], to_json: fn(&T) -> Value) -> Value {
+    json!(items.iter().map(to_json).collect::<Vec<_>>())
+}
+
+/// The id in `md`, or `""`.
+fn id_or_empty(md: Option<ObjectMetadata>) -> String {
+    md.map(|m| m.id).unwrap_or_default()
+}
+
+/// The id of the machine a Create answered, or `""`.
+fn created_id(res: &Reply<machine::CreateMachineResponse>) -> String {
+    id_from(res, |r| r.machine.as_ref()?.metadata.as_ref())
+}
+
+fn create(m: machine::Machine) -> machine::CreateMachineRequest {
+    machine::CreateMachineRequest { machine: Some(m) }
+}
+
+fn create_volume(v: volume::Volume) -> volume::CreateVolumeRequest {
+    volume::CreateVolumeRequest { volume: Some(v) }
+}
+
+fn create_bucket(b: bucket::Bucket) -> bucket::CreateBucketRequest {
+    bucket::CreateBucketRequest { bucket: Some(b) }
+}
+
+/// `m` placed against reservation `id`.
+fn reserved(mut m: machine::Machine, id: &str) -> machine::Machine {
+    let annotations = &mut m.metadata.get_or_insert_with(Default::default).annotations;
+    annotations.insert(
+        iri_spec::keys::RESERVATION_ID_ANNOTATION.to_owned(),
+        id.to_owned(),
+    );
+    m
+}
+
+/// The states of the reservations listed under `id` (empty when List fails).
+async fn reservation_states(r: &mut ReservationClient, id: String) -> Vec<i32> {
+    let filter = rsv::ReservationFilter {
+        id,
+        ..Default::default()
+    };
+    r.list(Some(filter))
+        .await
+        .map(|l| {
+            l.iter()
+                .map(|x| x.status.as_ref().map_or(-1, |s| s.state))
+                .collect::<Vec<_>>()
         })
         .unwrap_or_default()
 }
@@ -73,15 +136,11 @@ async fn transcript(mutants: &[Mutant]) -> String {
     let mut out: Vec<Value> = Vec::new();
     let mut ids: Vec<String> = Vec::new();
     let m = &mut c.machine.clone();
-    let list_by = |id: &str, pairs: &[(&str, &str)]| machine::ListMachinesRequest {
-        filter: Some(machine::MachineFilter {
-            id: id.to_owned(),
-            label_selector: labels(pairs),
-        }),
+    let cl = &mut c.clone();
+    let list_by = |id: &str, pairs: &[(&str, &str)]| {
+        by_id_and_labels!(machine::ListMachinesRequest, MachineFilter, id, pairs)
     };
-    let machines = |r: &machine::ListMachinesResponse| {
-        json!(r.machines.iter().map(machine_json).collect::<Vec<_>>())
-    };
+    let machines = |r: &machine::ListMachinesResponse| json_list(&r.machines, machine_json);
 
     // --- machine service
     out.push(outcome(
@@ -102,49 +161,38 @@ async fn transcript(mutants: &[Mutant]) -> String {
     let spec = first.spec.as_mut().unwrap();
     spec.volumes.push(fixtures::local_disk("vol-1"));
     spec.network_interfaces.push(fixtures::nic("nic-1"));
-    let res = m
-        .create_machine(machine::CreateMachineRequest {
-            machine: Some(first),
-        })
-        .await;
+    let res = m.create_machine(create(first)).await;
     let m1 = created_id(&res);
     ids.push(m1.clone());
     out.push(json!({ "fresh_idgen_id": iri_mock::is_idgen_id(&m1) }));
     out.push(outcome(res, |r| machine_json(r.machine.as_ref().unwrap())));
     let mut second = fixtures::machine_with_labels(&[("a", "2")]);
     second.spec.as_mut().unwrap().power = machine::Power::Off as i32;
-    let res = m
-        .create_machine(machine::CreateMachineRequest {
-            machine: Some(second),
-        })
-        .await;
+    let res = m.create_machine(create(second)).await;
     let m2 = created_id(&res);
     ids.push(m2.clone());
     out.push(outcome(res, |r| machine_json(r.machine.as_ref().unwrap())));
-    out.push(outcome(m.list_machines(list_by("", &[])).await, machines));
-    out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
-    out.push(outcome(
-        m.list_machines(list_by(UNKNOWN, &[])).await,
-        machines,
-    ));
-    out.push(outcome(
-        m.list_machines(list_by("", &[("a", "2")])).await,
-        machines,
-    ));
-    out.push(done(
-        m.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
-            machine_id: m1.clone(),
-            annotations: [("y".to_owned(), "2".to_owned())].into(),
-        })
-        .await,
-    ));
-    out.push(done(
-        m.update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: m1.clone(),
-            power: machine::Power::Off as i32,
-        })
-        .await,
-    ));
+    for (id, pairs) in [
+        ("", &[][..]),
+        (&m1, &[]),
+        (UNKNOWN, &[]),
+        ("", &[("a", "2")]),
+    ] {
+        out.push(outcome(m.list_machines(list_by(id, pairs)).await, machines));
+    }
+    let annotate =
+        |id: &str, annotations: HashMap<String, String>| machine::UpdateMachineAnnotationsRequest {
+            machine_id: id.to_owned(),
+            annotations,
+        };
+    let power = |id: &str, power: i32| machine::UpdateMachinePowerRequest {
+        machine_id: id.to_owned(),
+        power,
+    };
+    let y2 = [("y".to_owned(), "2".to_owned())].into();
+    out.push(done(m.update_machine_annotations(annotate(&m1, y2)).await));
+    let off = machine::Power::Off as i32;
+    out.push(done(m.update_machine_power(power(&m1, off)).await));
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
     let attach = |id: &str, v: Option<machine::Volume>| machine::AttachVolumeRequest {
         machine_id: id.to_owned(),
@@ -202,119 +250,50 @@ async fn transcript(mutants: &[Mutant]) -> String {
             .await,
     ));
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
-    out.push(outcome(
-        m.exec(machine::ExecRequest {
-            machine_id: m1.clone(),
-        })
-        .await,
-        |r| json!(r.url),
-    ));
-    out.push(outcome(
-        m.exec(machine::ExecRequest {
-            machine_id: UNKNOWN.into(),
-        })
-        .await,
-        |r| json!(r.url),
-    ));
+    out.push(outcome(cl.exec(&m1).await, |r| json!(r.url)));
+    out.push(outcome(cl.exec(UNKNOWN).await, |r| json!(r.url)));
     let mut no_spec = fixtures::machine();
     no_spec.spec = None;
-    out.push(created(
-        m.create_machine(machine::CreateMachineRequest {
-            machine: Some(no_spec),
-        })
-        .await,
-    ));
+    out.push(created(m.create_machine(create(no_spec)).await));
     let mut bad_class = fixtures::machine();
     bad_class.spec.as_mut().unwrap().class = "nope".into();
-    out.push(created(
-        m.create_machine(machine::CreateMachineRequest {
-            machine: Some(bad_class),
-        })
-        .await,
-    ));
+    out.push(created(m.create_machine(create(bad_class)).await));
     let mut no_source = fixtures::machine();
     no_source.spec.as_mut().unwrap().volumes = vec![machine::Volume {
         name: "no-source".into(),
         ..Default::default()
     }];
-    out.push(created(
-        m.create_machine(machine::CreateMachineRequest {
-            machine: Some(no_source),
-        })
-        .await,
-    ));
+    out.push(created(m.create_machine(create(no_source)).await));
+    let none = HashMap::new();
     out.push(done(
-        m.update_machine_annotations(machine::UpdateMachineAnnotationsRequest {
-            machine_id: UNKNOWN.into(),
-            annotations: Default::default(),
-        })
-        .await,
+        m.update_machine_annotations(annotate(UNKNOWN, none)).await,
     ));
-    out.push(done(
-        m.update_machine_power(machine::UpdateMachinePowerRequest {
-            machine_id: UNKNOWN.into(),
-            power: 1,
-        })
-        .await,
-    ));
-    out.push(done(
-        m.delete_machine(machine::DeleteMachineRequest {
-            machine_id: UNKNOWN.into(),
-        })
-        .await,
-    ));
-    out.push(done(
-        m.delete_machine(machine::DeleteMachineRequest {
-            machine_id: String::new(),
-        })
-        .await,
-    ));
-    out.push(done(
-        m.delete_machine(machine::DeleteMachineRequest {
-            machine_id: m1.clone(),
-        })
-        .await,
-    ));
+    out.push(done(m.update_machine_power(power(UNKNOWN, 1)).await));
+    out.push(done(cl.delete_machine(UNKNOWN).await));
+    out.push(done(cl.delete_machine("").await));
+    out.push(done(cl.delete_machine(&m1).await));
     out.push(outcome(m.list_machines(list_by(&m1, &[])).await, machines));
-    out.push(done(
-        m.delete_machine(machine::DeleteMachineRequest {
-            machine_id: m1.clone(),
-        })
-        .await,
-    ));
+    out.push(done(cl.delete_machine(&m1).await));
     let events = |f: machine::EventFilter| machine::ListEventsRequest { filter: Some(f) };
-    let event_list = |r: &machine::ListEventsResponse| {
-        json!(r.events.iter().map(event_json).collect::<Vec<_>>())
-    };
-    out.push(outcome(
-        m.list_events(events(Default::default())).await,
-        event_list,
-    ));
-    out.push(outcome(
-        m.list_events(events(machine::EventFilter {
+    let event_list = |r: &machine::ListEventsResponse| json_list(&r.events, event_json);
+    for filter in [
+        machine::EventFilter::default(),
+        machine::EventFilter {
             id: m2.clone(),
             ..Default::default()
-        }))
-        .await,
-        event_list,
-    ));
-    out.push(outcome(
-        m.list_events(events(machine::EventFilter {
+        },
+        machine::EventFilter {
             label_selector: [("a".to_owned(), "2".to_owned())].into(),
             ..Default::default()
-        }))
-        .await,
-        event_list,
-    ));
-    out.push(outcome(
-        m.list_events(events(machine::EventFilter {
+        },
+        machine::EventFilter {
             events_from_time: 1,
             events_to_time: 2,
             ..Default::default()
-        }))
-        .await,
-        event_list,
-    ));
+        },
+    ] {
+        out.push(outcome(m.list_events(events(filter)).await, event_list));
+    }
 
     // --- volume service
     let v = &mut c.volume.clone();
@@ -327,120 +306,64 @@ async fn transcript(mutants: &[Mutant]) -> String {
         volume_status_json,
     ));
     let res = v
-        .create_volume(volume::CreateVolumeRequest {
-            volume: Some(fixtures::volume_with_labels(&[("v", "1")])),
-        })
+        .create_volume(create_volume(fixtures::volume_with_labels(&[("v", "1")])))
         .await;
-    let v1 = res
-        .as_ref()
-        .map(|r| {
-            r.get_ref()
-                .volume
-                .as_ref()
-                .unwrap()
-                .metadata
-                .as_ref()
-                .unwrap()
-                .id
-                .clone()
-        })
-        .unwrap_or_default();
+    let v1 = id_from(&res, |r| {
+        Some(r.volume.as_ref().unwrap().metadata.as_ref().unwrap())
+    });
     ids.push(v1.clone());
     out.push(outcome(res, |r| volume_json(r.volume.as_ref().unwrap())));
     let mut bad = fixtures::volume();
     bad.spec.as_mut().unwrap().class = "nope".into();
-    out.push(created(
-        v.create_volume(volume::CreateVolumeRequest { volume: Some(bad) })
-            .await,
-    ));
+    out.push(created(v.create_volume(create_volume(bad)).await));
     let mut zero = fixtures::volume();
     zero.spec.as_mut().unwrap().resources = None;
+    out.push(created(v.create_volume(create_volume(zero)).await));
     out.push(created(
-        v.create_volume(volume::CreateVolumeRequest { volume: Some(zero) })
-            .await,
-    ));
-    out.push(created(
-        v.create_volume(volume::CreateVolumeRequest {
-            volume: Some(volume::Volume {
-                spec: None,
-                ..fixtures::volume()
-            }),
-        })
+        v.create_volume(create_volume(volume::Volume {
+            spec: None,
+            ..fixtures::volume()
+        }))
         .await,
     ));
-    let list_volumes = |id: &str, pairs: &[(&str, &str)]| volume::ListVolumesRequest {
-        filter: Some(volume::VolumeFilter {
-            id: id.to_owned(),
-            label_selector: labels(pairs),
-        }),
+    let list_volumes = |id: &str, pairs: &[(&str, &str)]| {
+        by_id_and_labels!(volume::ListVolumesRequest, VolumeFilter, id, pairs)
     };
-    let volumes = |r: &volume::ListVolumesResponse| {
-        json!(r.volumes.iter().map(volume_json).collect::<Vec<_>>())
-    };
-    out.push(outcome(
-        v.list_volumes(list_volumes("", &[])).await,
-        volumes,
-    ));
-    out.push(outcome(
-        v.list_volumes(list_volumes(UNKNOWN, &[])).await,
-        volumes,
-    ));
-    out.push(outcome(
-        v.list_volumes(list_volumes("", &[("v", "2")])).await,
-        volumes,
-    ));
-    let expand = |id: &str, size: i64| volume::ExpandVolumeRequest {
-        volume_id: id.to_owned(),
-        resources: Some(volume::VolumeResources {
-            storage_bytes: size,
-        }),
-    };
-    out.push(done(v.expand_volume(expand(&v1, 4 << 30)).await));
-    out.push(done(v.expand_volume(expand(&v1, 1 << 20)).await));
-    out.push(done(v.expand_volume(expand(&v1, 4 << 30)).await));
-    out.push(done(v.expand_volume(expand(UNKNOWN, 8 << 30)).await));
+    let volumes = |r: &volume::ListVolumesResponse| json_list(&r.volumes, volume_json);
+    for (id, pairs) in [("", &[][..]), (UNKNOWN, &[]), ("", &[("v", "2")])] {
+        out.push(outcome(
+            v.list_volumes(list_volumes(id, pairs)).await,
+            volumes,
+        ));
+    }
+    out.push(done(cl.expand_volume(&v1, 4 << 30).await));
+    out.push(done(cl.expand_volume(&v1, 1 << 20).await));
+    out.push(done(cl.expand_volume(&v1, 4 << 30).await));
+    out.push(done(cl.expand_volume(UNKNOWN, 8 << 30).await));
     out.push(outcome(
         v.list_volumes(list_volumes(&v1, &[])).await,
         volumes,
     ));
-    let snap = |id: &str| volume::CreateVolumeSnapshotRequest {
-        volume_snapshot: Some(volume::VolumeSnapshot {
-            metadata: None,
-            spec: Some(volume::VolumeSnapshotSpec {
-                volume_id: id.to_owned(),
-            }),
-            status: None,
-        }),
-    };
-    let res = v.create_volume_snapshot(snap(&v1)).await;
-    ids.push(
-        res.as_ref()
-            .map(|r| {
-                r.get_ref()
-                    .volume_snapshot
-                    .as_ref()
-                    .unwrap()
-                    .metadata
-                    .as_ref()
-                    .unwrap()
-                    .id
-                    .clone()
-            })
-            .unwrap_or_default(),
-    );
+    let res = v.create_volume_snapshot(snapshot_of(&v1)).await;
+    ids.push(id_from(&res, |r| {
+        Some(
+            r.volume_snapshot
+                .as_ref()
+                .unwrap()
+                .metadata
+                .as_ref()
+                .unwrap(),
+        )
+    }));
     let s1 = ids.last().cloned().unwrap_or_default();
     out.push(outcome(res, |r| {
         snapshot_json(r.volume_snapshot.as_ref().unwrap())
     }));
-    out.push(created(v.create_volume_snapshot(snap(UNKNOWN)).await));
-    let snapshots = |r: &volume::ListVolumeSnapshotsResponse| {
-        json!(
-            r.volume_snapshots
-                .iter()
-                .map(snapshot_json)
-                .collect::<Vec<_>>()
-        )
-    };
+    out.push(created(
+        v.create_volume_snapshot(snapshot_of(UNKNOWN)).await,
+    ));
+    let snapshots =
+        |r: &volume::ListVolumeSnapshotsResponse| json_list(&r.volume_snapshots, snapshot_json);
     out.push(outcome(
         v.list_volume_snapshots(volume::ListVolumeSnapshotsRequest::default())
             .await,
@@ -456,30 +379,10 @@ async fn transcript(mutants: &[Mutant]) -> String {
         .await,
         snapshots,
     ));
-    out.push(done(
-        v.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-            volume_snapshot_id: UNKNOWN.into(),
-        })
-        .await,
-    ));
-    out.push(done(
-        v.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest {
-            volume_snapshot_id: s1.clone(),
-        })
-        .await,
-    ));
-    out.push(done(
-        v.delete_volume(volume::DeleteVolumeRequest {
-            volume_id: UNKNOWN.into(),
-        })
-        .await,
-    ));
-    out.push(done(
-        v.delete_volume(volume::DeleteVolumeRequest {
-            volume_id: v1.clone(),
-        })
-        .await,
-    ));
+    out.push(done(cl.delete_snapshot(UNKNOWN).await));
+    out.push(done(cl.delete_snapshot(&s1).await));
+    out.push(done(cl.delete_volume(UNKNOWN).await));
+    out.push(done(cl.delete_volume(&v1).await));
     out.push(outcome(
         v.list_volumes(list_volumes(&v1, &[])).await,
         volumes,
@@ -491,76 +394,38 @@ async fn transcript(mutants: &[Mutant]) -> String {
         b.version(bucket::VersionRequest::default()).await,
         |r| json!([r.runtime_name, r.runtime_version]),
     ));
-    let res = b
-        .create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(fixtures::bucket()),
-        })
-        .await;
-    let b1 = res
-        .as_ref()
-        .map(|r| {
-            r.get_ref()
-                .bucket
-                .as_ref()
-                .unwrap()
-                .metadata
-                .as_ref()
-                .unwrap()
-                .id
-                .clone()
-        })
-        .unwrap_or_default();
+    let res = b.create_bucket(create_bucket(fixtures::bucket())).await;
+    let b1 = id_from(&res, |r| {
+        Some(r.bucket.as_ref().unwrap().metadata.as_ref().unwrap())
+    });
     ids.push(b1.clone());
     out.push(outcome(res, |r| bucket_json(r.bucket.as_ref().unwrap())));
     out.push(created(
-        b.create_bucket(bucket::CreateBucketRequest {
-            bucket: Some(bucket::Bucket {
-                spec: Some(bucket::BucketSpec {
-                    class: "nope".into(),
-                }),
-                ..fixtures::bucket()
+        b.create_bucket(create_bucket(bucket::Bucket {
+            spec: Some(bucket::BucketSpec {
+                class: "nope".into(),
             }),
-        })
+            ..fixtures::bucket()
+        }))
         .await,
     ));
-    let list_buckets = |id: &str, pairs: &[(&str, &str)]| bucket::ListBucketsRequest {
-        filter: Some(bucket::BucketFilter {
-            id: id.to_owned(),
-            label_selector: labels(pairs),
-        }),
+    let list_buckets = |id: &str, pairs: &[(&str, &str)]| {
+        by_id_and_labels!(bucket::ListBucketsRequest, BucketFilter, id, pairs)
     };
-    let buckets = |r: &bucket::ListBucketsResponse| {
-        json!(r.buckets.iter().map(bucket_json).collect::<Vec<_>>())
-    };
-    out.push(outcome(
-        b.list_buckets(list_buckets("", &[])).await,
-        buckets,
-    ));
-    out.push(outcome(
-        b.list_buckets(list_buckets(UNKNOWN, &[])).await,
-        buckets,
-    ));
-    out.push(outcome(
-        b.list_buckets(list_buckets("", &[("app", "other")])).await,
-        buckets,
-    ));
+    let buckets = |r: &bucket::ListBucketsResponse| json_list(&r.buckets, bucket_json);
+    for (id, pairs) in [("", &[][..]), (UNKNOWN, &[]), ("", &[("app", "other")])] {
+        out.push(outcome(
+            b.list_buckets(list_buckets(id, pairs)).await,
+            buckets,
+        ));
+    }
     out.push(outcome(
         b.list_bucket_classes(bucket::ListBucketClassesRequest {})
             .await,
         |r| json!(r.bucket_classes.len()),
     ));
-    out.push(done(
-        b.delete_bucket(bucket::DeleteBucketRequest {
-            bucket_id: UNKNOWN.into(),
-        })
-        .await,
-    ));
-    out.push(done(
-        b.delete_bucket(bucket::DeleteBucketRequest {
-            bucket_id: b1.clone(),
-        })
-        .await,
-    ));
+    out.push(done(cl.delete_bucket(UNKNOWN).await));
+    out.push(done(cl.delete_bucket(&b1).await));
     out.push(outcome(
         b.list_buckets(list_buckets(&b1, &[])).await,
         buckets,
@@ -580,13 +445,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
     for _ in 0..5 {
         let mut client = c.machine.clone();
         tasks.push(tokio::spawn(async move {
-            created_id(
-                &client
-                    .create_machine(machine::CreateMachineRequest {
-                        machine: Some(fixtures::machine()),
-                    })
-                    .await,
-            )
+            created_id(&client.create_machine(create(fixtures::machine())).await)
         }));
     }
     let mut concurrent = std::collections::HashSet::new();
@@ -609,20 +468,9 @@ async fn transcript(mutants: &[Mutant]) -> String {
         let mut dup = fixtures::machine();
         dup.spec.as_mut().unwrap().volumes =
             vec![fixtures::local_disk("d"), fixtures::local_disk("d")];
-        let r1 = m
-            .create_machine(machine::CreateMachineRequest {
-                machine: Some(bad_power),
-            })
-            .await;
-        let r2 = m
-            .create_machine(machine::CreateMachineRequest { machine: Some(dup) })
-            .await;
-        let probe = created_id(
-            &m.create_machine(machine::CreateMachineRequest {
-                machine: Some(fixtures::machine()),
-            })
-            .await,
-        );
+        let r1 = m.create_machine(create(bad_power)).await;
+        let r2 = m.create_machine(create(dup)).await;
+        let probe = created_id(&m.create_machine(create(fixtures::machine())).await);
         let r3 = m
             .detach_volume(machine::DetachVolumeRequest {
                 machine_id: probe.clone(),
@@ -639,26 +487,17 @@ async fn transcript(mutants: &[Mutant]) -> String {
         vol.metadata.as_mut().unwrap().annotations = [("n".to_owned(), "1".to_owned())].into();
         vol.metadata.as_mut().unwrap().id = "client-vol".into();
         let created = v
-            .create_volume(volume::CreateVolumeRequest { volume: Some(vol) })
+            .create_volume(create_volume(vol))
             .await
             .unwrap()
             .into_inner();
-        let vid = created
-            .volume
-            .and_then(|x| x.metadata)
-            .map(|md| md.id)
-            .unwrap_or_default();
-        let listed = v
-            .list_volumes(volume::ListVolumesRequest {
-                filter: Some(volume::VolumeFilter {
-                    id: vid.clone(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let annotations_kept = listed.volumes.iter().any(|x| {
+        let vid = id_or_empty(created.volume.and_then(|x| x.metadata));
+        let by_id = volume::VolumeFilter {
+            id: vid.clone(),
+            ..Default::default()
+        };
+        let listed = cl.find_volumes(Some(by_id)).await;
+        let annotations_kept = listed.iter().any(|x| {
             x.metadata
                 .as_ref()
                 .is_some_and(|md| !md.annotations.is_empty())
@@ -673,9 +512,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
                 snapshot_id: "s".into(),
             }),
         });
-        let r5 = v
-            .create_volume(volume::CreateVolumeRequest { volume: Some(two) })
-            .await;
+        let r5 = v.create_volume(create_volume(two)).await;
         let mut restored = fixtures::volume();
         restored.spec.as_mut().unwrap().volume_data_source = Some(volume::VolumeDataSource {
             image_data_source: None,
@@ -683,16 +520,8 @@ async fn transcript(mutants: &[Mutant]) -> String {
                 snapshot_id: UNKNOWN.into(),
             }),
         });
-        let r14 = v
-            .create_volume(volume::CreateVolumeRequest {
-                volume: Some(restored),
-            })
-            .await;
-        let r6 = v
-            .delete_volume(volume::DeleteVolumeRequest {
-                volume_id: String::new(),
-            })
-            .await;
+        let r14 = v.create_volume(create_volume(restored)).await;
+        let r6 = cl.delete_volume("").await;
         let r7 = v
             .expand_volume(volume::ExpandVolumeRequest {
                 volume_id: vid.clone(),
@@ -723,38 +552,21 @@ async fn transcript(mutants: &[Mutant]) -> String {
             .volume_snapshot
             .and_then(|x| x.metadata)
             .is_some_and(|md| !md.labels.is_empty());
-        let r9 = v
-            .delete_volume(volume::DeleteVolumeRequest {
-                volume_id: vid.clone(),
-            })
-            .await;
-        let r10 = v
-            .delete_volume(volume::DeleteVolumeRequest {
-                volume_id: vid.clone(),
-            })
-            .await;
+        let r9 = cl.delete_volume(&vid).await;
+        let r10 = cl.delete_volume(&vid).await;
         let r11 = b
             .create_bucket(bucket::CreateBucketRequest { bucket: None })
             .await;
         let bid = b
-            .create_bucket(bucket::CreateBucketRequest {
-                bucket: Some(fixtures::bucket()),
-            })
+            .create_bucket(create_bucket(fixtures::bucket()))
             .await
             .unwrap()
             .into_inner()
             .bucket
-            .and_then(|x| x.metadata)
-            .map(|md| md.id)
-            .unwrap_or_default();
-        let r12 = b
-            .delete_bucket(bucket::DeleteBucketRequest {
-                bucket_id: bid.clone(),
-            })
-            .await;
-        let r13 = b
-            .delete_bucket(bucket::DeleteBucketRequest { bucket_id: bid })
-            .await;
+            .and_then(|x| x.metadata);
+        let bid = id_or_empty(bid);
+        let r12 = cl.delete_bucket(&bid).await;
+        let r13 = cl.delete_bucket(&bid).await;
         out.push(json!({
             "conformance_probes": [code(&r1), code(&r2), code(&r3), code(&r4), code(&r5), code(&r6), code(&r7), code(&r8), code(&r9), code(&r10), code(&r11), code(&r12), code(&r13), code(&r14)],
             "volume_annotations_kept": annotations_kept,
@@ -776,8 +588,7 @@ async fn transcript(mutants: &[Mutant]) -> String {
     out.push(json!({ "raw_path_authority": format!("{answer:?}").split(['{', '(']).next() }));
     // --- irikit's reservation extension: fill x3-large (quantity 20), compete, release, consume
     {
-        use iri_spec::irikit::reservation::v1alpha1 as rsv;
-        let mut r = iri_spec::reservation::ReservationClient::new(mock.machine_channel());
+        let mut r = ReservationClient::new(mock.machine_channel());
         let large = |n: i64| rsv::Reservation {
             spec: Some(rsv::ReservationSpec {
                 machine_classes: [("x3-large".to_owned(), n)].into(),
@@ -802,71 +613,21 @@ async fn transcript(mutants: &[Mutant]) -> String {
         let (s_over, _) = state(r.create(large(21)).await);
         let deleted = r.delete(&all).await.is_ok();
         let (s_again, again) = state(r.create(large(1)).await);
-        let mut spec = fixtures::machine();
-        spec.spec.as_mut().unwrap().class = "x3-large".to_owned();
-        spec.metadata
-            .get_or_insert_with(Default::default)
-            .annotations
-            .insert(
-                iri_spec::keys::RESERVATION_ID_ANNOTATION.to_owned(),
-                again.clone(),
-            );
-        let consumed = m
-            .create_machine(machine::CreateMachineRequest {
-                machine: Some(spec),
-            })
-            .await
-            .is_ok();
-        let after = r
-            .list(Some(rsv::ReservationFilter {
-                id: again,
-                ..Default::default()
-            }))
-            .await
-            .map(|l| {
-                l.iter()
-                    .map(|x| x.status.as_ref().map_or(-1, |s| s.state))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
+        let mut plain = fixtures::machine();
+        plain.spec.as_mut().unwrap().class = "x3-large".to_owned();
+        let spec = reserved(plain.clone(), &again);
+        let consumed = m.create_machine(create(spec)).await.is_ok();
+        let after = reservation_states(&mut r, again).await;
         // One machine runs: hold the other 19, then an unreserved create is ResourceExhausted
         // and the first create against the 19 leaves it ACCEPTED (consumed one at a time).
         let (s_rest, rest) = state(r.create(large(19)).await);
-        let mut plain = fixtures::machine();
-        plain.spec.as_mut().unwrap().class = "x3-large".to_owned();
-        let mut against = plain.clone();
+        let against = reserved(plain.clone(), &rest);
         let unreserved = m
-            .create_machine(machine::CreateMachineRequest {
-                machine: Some(plain),
-            })
+            .create_machine(create(plain))
             .await
             .map_or_else(|e| format!("{:?}", e.code()), |_| "ok".to_owned());
-        against
-            .metadata
-            .get_or_insert_with(Default::default)
-            .annotations
-            .insert(
-                iri_spec::keys::RESERVATION_ID_ANNOTATION.to_owned(),
-                rest.clone(),
-            );
-        let one_of_19 = m
-            .create_machine(machine::CreateMachineRequest {
-                machine: Some(against),
-            })
-            .await
-            .is_ok();
-        let rest_after = r
-            .list(Some(rsv::ReservationFilter {
-                id: rest.clone(),
-                ..Default::default()
-            }))
-            .await
-            .map(|l| {
-                l.iter()
-                    .map(|x| x.status.as_ref().map_or(-1, |s| s.state))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
+        let one_of_19 = m.create_machine(create(against)).await.is_ok();
+        let rest_after = reservation_states(&mut r, rest.clone()).await;
         let _ = r.delete(&rest).await;
         out.push(json!({
             "reservations": [s_all, s_more, s_over, deleted, s_again, consumed, after],

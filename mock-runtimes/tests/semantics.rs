@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Clients;
+use common::{class_resources, labels, start};
 use iri_mock::{Delays, MockRuntime, classes::MachineClassConfig, fixtures};
 use iri_spec::{
     bucket::v1alpha1 as bucket,
@@ -16,23 +16,30 @@ use iri_spec::{
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// The id of the object an event is about.
+fn involved_id(e: &iri_spec::event::v1alpha1::Event) -> &str {
+    &e.spec
+        .as_ref()
+        .unwrap()
+        .involved_object_meta
+        .as_ref()
+        .unwrap()
+        .id
+}
+
 fn state(m: &machine::Machine) -> MachineState {
     MachineState::try_from(m.status.as_ref().unwrap().state).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn machine_lifecycle_follows_delays() {
-    let mock = MockRuntime::builder()
-        .delays(Delays {
-            provision: 10 * SEC,
-            apply: 2 * SEC,
-            power: 3 * SEC,
-            terminate: 5 * SEC,
-        })
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder().delays(Delays {
+        provision: 10 * SEC,
+        apply: 2 * SEC,
+        power: 3 * SEC,
+        terminate: 5 * SEC,
+    }))
+    .await;
     let id = c.create_machine(fixtures::machine()).await;
 
     tokio::time::advance(9 * SEC).await;
@@ -54,12 +61,7 @@ async fn machine_lifecycle_follows_delays() {
     assert_eq!(c.machine_state(&id).await, MachineState::MachineTerminated);
 
     // Delete: listed as TERMINATING with deleted_at until the delay passed; repeat delete is OK.
-    c.machine
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    c.delete_machine(&id).await.unwrap();
     let m = c.get_machine(&id).await.unwrap();
     assert_eq!(state(&m), MachineState::MachineTerminating);
     let deleted_at = m.metadata.as_ref().unwrap().deleted_at;
@@ -68,32 +70,16 @@ async fn machine_lifecycle_follows_delays() {
         "deleted_at in ns: {deleted_at}"
     );
     tokio::time::advance(4 * SEC).await;
-    c.machine
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    c.delete_machine(&id).await.unwrap();
     tokio::time::advance(SEC).await;
     assert!(c.get_machine(&id).await.is_none());
-    let err = c
-        .machine
-        .delete_machine(machine::DeleteMachineRequest {
-            machine_id: id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let err = c.delete_machine(&id).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test]
 async fn power_off_stopped_is_an_option() {
-    let mock = MockRuntime::builder()
-        .power_off_stopped(true)
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder().power_off_stopped(true)).await;
     let mut m = fixtures::machine();
     m.spec.as_mut().unwrap().power = machine::Power::Off as i32;
     let id = c.create_machine(m).await;
@@ -102,8 +88,7 @@ async fn power_off_stopped_is_an_option() {
 
 #[tokio::test]
 async fn created_off_machine_is_terminated_and_powers_on() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let mut m = fixtures::machine();
     m.spec.as_mut().unwrap().power = machine::Power::Off as i32;
     let id = c.create_machine(m).await;
@@ -114,14 +99,9 @@ async fn created_off_machine_is_terminated_and_powers_on() {
 
 #[tokio::test]
 async fn attach_detach_reflect_in_spec_status_and_generation() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let id = c.create_machine(fixtures::machine()).await;
-    c.machine
-        .attach_volume(machine::AttachVolumeRequest {
-            machine_id: id.clone(),
-            volume: Some(fixtures::local_disk("root")),
-        })
+    c.attach_volume(&id, fixtures::local_disk("root"))
         .await
         .unwrap();
     c.machine
@@ -166,8 +146,7 @@ async fn attach_detach_reflect_in_spec_status_and_generation() {
 
 #[tokio::test]
 async fn annotations_are_replaced_and_labels_kept_verbatim() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let mut m = fixtures::machine_with_labels(&[
         ("machinepoollet.ironcore.dev/machine-uid", "u-1"),
         ("empty", ""),
@@ -197,8 +176,7 @@ async fn annotations_are_replaced_and_labels_kept_verbatim() {
 
 #[tokio::test]
 async fn label_selector_filters() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     c.create_machine(fixtures::machine_with_labels(&[("a", "1")]))
         .await;
     c.create_machine(fixtures::machine_with_labels(&[("a", "2"), ("b", "x")]))
@@ -211,28 +189,18 @@ async fn label_selector_filters() {
         (vec![("a", "3")], 0),
         (vec![("b", "")], 0),
     ] {
-        let res = c
-            .machine
-            .list_machines(machine::ListMachinesRequest {
-                filter: Some(machine::MachineFilter {
-                    id: String::new(),
-                    label_selector: selector
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(res.machines.len(), want, "{selector:?}");
+        let filter = machine::MachineFilter {
+            id: String::new(),
+            label_selector: labels(&selector),
+        };
+        let machines = c.find_machines(Some(filter)).await;
+        assert_eq!(machines.len(), want, "{selector:?}");
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn events_carry_labels_seconds_and_filter() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let id = c
         .create_machine(fixtures::machine_with_labels(&[("team", "a")]))
         .await;
@@ -262,48 +230,20 @@ async fn events_carry_labels_seconds_and_filter() {
                 .is_empty()
         );
     }
-    let query = |f: machine::EventFilter| {
-        let mut client = c.machine.clone();
-        async move {
-            client
-                .list_events(machine::ListEventsRequest { filter: Some(f) })
-                .await
-                .unwrap()
-                .into_inner()
-                .events
-        }
-    };
+    let mut query = async |f: machine::EventFilter| c.machine_events_by(Some(f)).await;
     let by_id = query(machine::EventFilter {
         id: id.clone(),
         ..Default::default()
     })
     .await;
     assert!(!by_id.is_empty());
-    assert!(by_id.iter().all(|e| {
-        e.spec
-            .as_ref()
-            .unwrap()
-            .involved_object_meta
-            .as_ref()
-            .unwrap()
-            .id
-            == id
-    }));
+    assert!(by_id.iter().all(|e| involved_id(e) == id));
     let by_label = query(machine::EventFilter {
         label_selector: [("team".to_owned(), "b".to_owned())].into(),
         ..Default::default()
     })
     .await;
-    assert!(by_label.iter().all(|e| {
-        e.spec
-            .as_ref()
-            .unwrap()
-            .involved_object_meta
-            .as_ref()
-            .unwrap()
-            .id
-            == other
-    }));
+    assert!(by_label.iter().all(|e| involved_id(e) == other));
     let first_time = all[0].spec.as_ref().unwrap().event_time;
     let window = query(machine::EventFilter {
         events_from_time: first_time,
@@ -328,89 +268,47 @@ async fn events_carry_labels_seconds_and_filter() {
 
 #[tokio::test]
 async fn status_reports_classes_in_cores_and_bytes() {
-    let mock = MockRuntime::builder()
-        .machine_classes([MachineClassConfig::new("big", 16, 64 << 30).quantity(3)])
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(
+        MockRuntime::builder()
+            .machine_classes([MachineClassConfig::new("big", 16, 64 << 30).quantity(3)]),
+    )
+    .await;
     let status = c.machine_status().await;
     assert_eq!(status.machine_class_status.len(), 1);
     let class = &status.machine_class_status[0];
     assert_eq!(class.quantity, 3);
-    let caps = &class
-        .machine_class
-        .as_ref()
-        .unwrap()
-        .capabilities
-        .as_ref()
-        .unwrap()
-        .resources;
+    let caps = class_resources(class);
     assert_eq!(caps["cpu"], 16);
     assert_eq!(caps["memory"], 64 << 30);
-    let version = c
-        .machine
-        .version(machine::VersionRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let version = c.machine_version().await;
     assert_eq!(version.runtime_name, "iri-mock");
     assert!(!version.runtime_version.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn volumes_become_available_expand_and_snapshot() {
-    let mock = MockRuntime::builder()
-        .delays(Delays {
-            provision: SEC,
-            apply: SEC,
-            ..Default::default()
-        })
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = start(MockRuntime::builder().delays(Delays {
+        provision: SEC,
+        apply: SEC,
+        ..Default::default()
+    }))
+    .await;
     let id = c.create_volume(fixtures::volume()).await;
-    let get = |c: &mut Clients, id: String| {
-        let mut client = c.volume.clone();
-        async move {
-            client
-                .list_volumes(volume::ListVolumesRequest {
-                    filter: Some(volume::VolumeFilter {
-                        id,
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .volumes
-                .pop()
-        }
-    };
-    let v = get(&mut c, id.clone()).await.unwrap();
+    let v = c.get_volume(&id).await.unwrap();
     assert_eq!(
         v.status.as_ref().unwrap().state,
         volume::VolumeState::VolumePending as i32
     );
     tokio::time::advance(SEC).await;
-    let v = get(&mut c, id.clone()).await.unwrap();
+    let v = c.get_volume(&id).await.unwrap();
     let status = v.status.as_ref().unwrap();
     assert_eq!(status.state, volume::VolumeState::VolumeAvailable as i32);
     let access = status.access.as_ref().unwrap();
     assert!(!access.driver.is_empty() && !access.handle.is_empty());
     assert_eq!(status.resources.unwrap().storage_bytes, 1 << 30);
 
-    c.volume
-        .expand_volume(volume::ExpandVolumeRequest {
-            volume_id: id.clone(),
-            resources: Some(volume::VolumeResources {
-                storage_bytes: 2 << 30,
-            }),
-        })
-        .await
-        .unwrap();
-    let v = get(&mut c, id.clone()).await.unwrap();
+    c.expand_volume(&id, 2 << 30).await.unwrap();
+    let v = c.get_volume(&id).await.unwrap();
     assert_eq!(
         v.spec.as_ref().unwrap().resources.unwrap().storage_bytes,
         2 << 30
@@ -420,7 +318,7 @@ async fn volumes_become_available_expand_and_snapshot() {
         1 << 30
     );
     tokio::time::advance(SEC).await;
-    let v = get(&mut c, id.clone()).await.unwrap();
+    let v = c.get_volume(&id).await.unwrap();
     assert_eq!(
         v.status.as_ref().unwrap().resources.unwrap().storage_bytes,
         2 << 30
@@ -453,8 +351,7 @@ async fn volumes_become_available_expand_and_snapshot() {
 
 #[tokio::test]
 async fn buckets_become_available() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let b = c.create_bucket(fixtures::bucket()).await;
     assert_eq!(
         b.status.as_ref().unwrap().state,
@@ -464,13 +361,7 @@ async fn buckets_become_available() {
     let status = listed[0].status.as_ref().unwrap();
     assert_eq!(status.state, bucket::BucketState::BucketAvailable as i32);
     assert!(!status.access.as_ref().unwrap().endpoint.is_empty());
-    let classes = c
-        .bucket
-        .list_bucket_classes(bucket::ListBucketClassesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .bucket_classes;
+    let classes = c.bucket_classes().await;
     assert_eq!(classes[0].name, "regular");
 }
 
@@ -490,13 +381,7 @@ async fn handles_seed_read_and_force_state() {
             ..Default::default()
         }),
     };
-    let mock = MockRuntime::builder()
-        .machine(seeded)
-        .seed(1)
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (mock, mut c) = start(MockRuntime::builder().machine(seeded).seed(1)).await;
     assert_eq!(
         c.machine_state("seeded").await,
         MachineState::MachineRunning
@@ -546,12 +431,7 @@ async fn handles_seed_read_and_force_state() {
 #[tokio::test]
 async fn seeded_ids_are_reproducible() {
     let ids = |seed| async move {
-        let mock = MockRuntime::builder()
-            .seed(seed)
-            .start_in_process()
-            .await
-            .unwrap();
-        let mut c = Clients::new(&mock);
+        let (_mock, mut c) = start(MockRuntime::builder().seed(seed)).await;
         c.create_machine(fixtures::machine()).await
     };
     assert_eq!(ids(5).await, ids(5).await);

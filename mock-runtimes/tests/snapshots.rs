@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    Clients, bucket_json, event_json, machine_json, machine_status_json, snapshot_json,
-    volume_json, volume_status_json,
+    bucket_json, event_json, machine_json, machine_status_json, snapshot_json, start, volume_json,
+    volume_status_json,
 };
 use iri_mock::{MockRuntime, fixtures};
 use iri_spec::machine::v1alpha1 as machine;
@@ -33,8 +33,7 @@ macro_rules! snapshot {
 
 #[tokio::test]
 async fn listed_machines() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let mut m =
         fixtures::machine_with_labels(&[("machinepoollet.ironcore.dev/machine-uid", "uid-1")]);
     m.metadata.as_mut().unwrap().annotations = [(
@@ -57,10 +56,7 @@ async fn listed_machines() {
     let third = c
         .create_machine(fixtures::machine_with_labels(&[("app", "c")]))
         .await;
-    c.machine
-        .delete_machine(machine::DeleteMachineRequest { machine_id: third })
-        .await
-        .unwrap();
+    c.delete_machine(&third).await.unwrap();
     // Zero terminate delay: the third machine is gone by the next call; the second is off.
     let listed: Vec<Value> = c.list_machines().await.iter().map(machine_json).collect();
     snapshot!("listed_machines", listed);
@@ -70,28 +66,20 @@ async fn listed_machines() {
 
 #[tokio::test]
 async fn listed_machine_while_terminating() {
-    let mock = MockRuntime::builder()
-        .delays(iri_mock::Delays {
-            terminate: std::time::Duration::from_secs(3600),
-            ..Default::default()
-        })
-        .start_in_process()
-        .await
-        .unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder().delays(iri_mock::Delays {
+        terminate: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    }))
+    .await;
     let id = c.create_machine(fixtures::machine()).await;
-    c.machine
-        .delete_machine(machine::DeleteMachineRequest { machine_id: id })
-        .await
-        .unwrap();
+    c.delete_machine(&id).await.unwrap();
     let listed: Vec<Value> = c.list_machines().await.iter().map(machine_json).collect();
     snapshot!("terminating_machine", listed);
 }
 
 #[tokio::test]
 async fn listed_volumes_snapshots_buckets() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let id = c.create_volume(fixtures::volume()).await;
     c.create_snapshot(&id).await;
     c.create_bucket(fixtures::bucket()).await;
@@ -105,8 +93,7 @@ async fn listed_volumes_snapshots_buckets() {
 
 #[tokio::test]
 async fn class_status() {
-    let mock = MockRuntime::builder().start_in_process().await.unwrap();
-    let mut c = Clients::new(&mock);
+    let (_mock, mut c) = start(MockRuntime::builder()).await;
     let machine_status = c.machine_status().await;
     insta::assert_yaml_snapshot!("machine_status", machine_status_json(&machine_status));
     let volume_status = c.volume_status().await;

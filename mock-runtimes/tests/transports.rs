@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::Clients;
+use common::{Clients, start};
 use iri_mock::{Method, MockRuntime, fixtures};
 use iri_spec::machine::v1alpha1 as machine;
 
@@ -18,8 +18,7 @@ async fn two_hundred_mocks_in_parallel_do_not_interfere() {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200usize {
         tasks.spawn(async move {
-            let mock = MockRuntime::builder().start_in_process().await.unwrap();
-            let mut c = Clients::new(&mock);
+            let (mock, mut c) = start(MockRuntime::builder()).await;
             let n = 1 + i % 3;
             let label = format!("mock-{i}");
             for _ in 0..n {

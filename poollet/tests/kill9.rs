@@ -257,6 +257,17 @@ mod rollout {
 
         let counts = Arc::new(LogCounts::default());
         let rollout_started = Instant::now();
+        // Polling a counter fed by the store watch, up to the deadline.
+        let wait_running = async |target: usize, when: &str| {
+            while n_running() < target {
+                assert!(
+                    rollout_started.elapsed() < DEADLINE,
+                    "rollout stalled at {} Running {when}",
+                    n_running()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
         let socket_url = format!("unix://{}", socket.display());
         let mut poollet = start_poollet(&socket_url, &etcd_host, &counts);
         let mut kill_points = Vec::new();
@@ -264,27 +275,12 @@ mod rollout {
             // Spread the kills over the rollout: the k-th once k/(N_KILLS+1) of the machines
             // are Running, so every incarnation makes progress before it dies.
             let threshold = kill * N_MACHINES / (N_KILLS + 1);
-            while n_running() < threshold {
-                assert!(
-                    rollout_started.elapsed() < DEADLINE,
-                    "rollout stalled at {} Running before kill {kill}",
-                    n_running()
-                );
-                // Polling a counter fed by the store watch.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            wait_running(threshold, &format!("before kill {kill}")).await;
             kill_points.push(n_running());
             kill9(poollet).await;
             poollet = start_poollet(&socket_url, &etcd_host, &counts);
         }
-        while n_running() < N_MACHINES {
-            assert!(
-                rollout_started.elapsed() < DEADLINE,
-                "rollout stalled at {} Running after the kills",
-                n_running()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait_running(N_MACHINES, "after the kills").await;
         let rollout = rollout_started.elapsed();
         sampler_stop.cancel();
         let (worst_sampled, samples) = sampler.await.unwrap();

@@ -59,11 +59,7 @@ async fn start(volumes: bool) -> Env {
     store
         .create_typed(VolumeClass {
             metadata: ObjectMeta::named("fast"),
-            capabilities: [
-                ("tps".to_string(), "250Mi".parse().unwrap()),
-                ("iops".to_string(), "10000".parse().unwrap()),
-            ]
-            .into(),
+            capabilities: common::resources(&[("tps", "250Mi"), ("iops", "10000")]),
             ..VolumeClass::default()
         })
         .await
@@ -236,14 +232,11 @@ async fn a_volume_ref_waits_for_the_volume_then_attaches_its_connection_and_resi
         ])
     );
     assert_eq!(
-        connection.secret_data.get("userKey").map(Vec::as_slice),
+        common::secret_bytes(&connection.secret_data, "userKey"),
         Some(&b"ceph-user"[..])
     );
     assert_eq!(
-        connection
-            .encryption_data
-            .get("encryptionKey")
-            .map(Vec::as_slice),
+        common::secret_bytes(&connection.encryption_data, "encryptionKey"),
         Some(&b"luks"[..])
     );
     assert_eq!(connection.effective_storage_bytes, 10 * GI);
@@ -325,14 +318,7 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
         ))
         .await
         .unwrap();
-    wait_for(
-        &env.store,
-        NS,
-        "mine",
-        |v: &Volume| v.spec.claim_ref.as_ref().is_some_and(|c| c.name == "vm"),
-        "mine claimed",
-    )
-    .await;
+    wait_claim(&env.store, "mine", Some("vm"), "mine claimed").await;
     make_available(&env.store, "mine", "1Gi", None).await;
     let event = wait_any(
         &env.store,
@@ -347,11 +333,10 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
     assert!(event.message.contains("\"other\""), "{}", event.message);
     let theirs: Volume = env.store.get_typed(NS, "theirs").await.unwrap();
     assert_eq!(theirs.spec.claim_ref.unwrap().name, "other", "left alone");
-    wait_for(
+    wait_claim(
         &env.store,
-        NS,
         "stale",
-        |v: &Volume| v.spec.claim_ref.as_ref().is_some_and(|c| c.name == "vm"),
+        Some("vm"),
         "a stale claim is taken over",
     )
     .await;
@@ -360,14 +345,7 @@ async fn claims_are_released_and_foreign_claims_left_alone() {
     let mut m: Machine = env.store.get_typed(NS, "vm").await.unwrap();
     m.spec.volumes.retain(|v| v.name != "a");
     env.store.update_typed(m).await.unwrap();
-    wait_for(
-        &env.store,
-        NS,
-        "mine",
-        |v: &Volume| v.spec.claim_ref.is_none(),
-        "mine released",
-    )
-    .await;
+    wait_claim(&env.store, "mine", None, "mine released").await;
     assert_eq!(env.mock.call_count(Method::CreateMachine), 0);
     env.stop().await;
 }
@@ -424,4 +402,15 @@ async fn ephemeral_volumes_are_created_claimed_attached_and_deleted_with_the_mac
     wait_gone(&env.store, Kind::Volume, NS, "vm-scratch").await;
     poll_until(|| env.mock.volumes().is_empty(), "runtime volume deleted").await;
     env.stop().await;
+}
+
+/// Waits until volume `name` is claimed by `claimer` (`None`: until its claim is released).
+async fn wait_claim(
+    store: &Arc<dyn Store>,
+    name: &str,
+    claimer: Option<&str>,
+    what: &str,
+) -> Volume {
+    let claimed_by = |v: &Volume| v.spec.claim_ref.as_ref().map(|c| c.name.as_str()) == claimer;
+    wait_for(store, NS, name, claimed_by, what).await
 }

@@ -41,11 +41,7 @@ const GI: i64 = 1 << 30;
 fn class(name: &str, tps: i64, iops: i64) -> VolumeClass {
     VolumeClass {
         metadata: ObjectMeta::named(name),
-        capabilities: [
-            ("tps".to_string(), tps.to_string().parse().unwrap()),
-            ("iops".to_string(), iops.to_string().parse().unwrap()),
-        ]
-        .into(),
+        capabilities: common::resources(&[("tps", &tps.to_string()), ("iops", &iops.to_string())]),
         ..VolumeClass::default()
     }
 }
@@ -338,10 +334,7 @@ async fn a_volume_waits_for_its_class_and_its_encryption_secret() {
     );
     let encryption = spec.encryption.expect("encryption sent");
     assert_eq!(
-        encryption
-            .secret_data
-            .get("encryptionKey")
-            .map(Vec::as_slice),
+        common::secret_bytes(&encryption.secret_data, "encryptionKey"),
         Some(&b"s3cr3t"[..])
     );
     env.stop().await;
@@ -418,11 +411,7 @@ async fn snapshots_are_taken_and_restored_with_the_snapshot_id_and_inherited_enc
         "the id part of snapshotID, not the object name (§8.3)"
     );
     assert_eq!(
-        spec.encryption
-            .unwrap()
-            .secret_data
-            .get("encryptionKey")
-            .map(Vec::as_slice),
+        common::secret_bytes(&spec.encryption.unwrap().secret_data, "encryptionKey"),
         Some(&b"k1"[..]),
         "a restore inherits the source's encryption"
     );

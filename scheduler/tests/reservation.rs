@@ -44,11 +44,7 @@ fn machine(name: &str) -> Machine {
 fn class() -> Object {
     MachineClass {
         metadata: ObjectMeta::named("small"),
-        capabilities: [
-            ("cpu".to_owned(), "2".parse().unwrap()),
-            ("memory".to_owned(), "4Gi".parse().unwrap()),
-        ]
-        .into(),
+        capabilities: common::resources(&[("cpu", "2"), ("memory", "4Gi")]),
         ..MachineClass::default()
     }
     .into_object()

@@ -111,14 +111,19 @@ mod tests {
         assert_eq!(headers, before);
     }
 
-    #[test]
-    fn a_long_message_is_cut_below_the_limit_and_keeps_its_code() {
-        let id = "a".repeat(70_000);
-        let mut headers = headers_of(&Status::not_found(format!("machine '{id}' not found")));
+    /// `status` through [`cap`], checked to fit the limit, and read back.
+    fn capped(status: &Status) -> Status {
+        let mut headers = headers_of(status);
         cap(&mut headers);
         let value = headers.get("grpc-message").unwrap();
         assert!(value.len() <= MAX_STATUS_MESSAGE_BYTES, "{}", value.len());
-        let status = Status::from_header_map(&headers).unwrap();
+        Status::from_header_map(&headers).unwrap()
+    }
+
+    #[test]
+    fn a_long_message_is_cut_below_the_limit_and_keeps_its_code() {
+        let id = "a".repeat(70_000);
+        let status = capped(&Status::not_found(format!("machine '{id}' not found")));
         assert_eq!(status.code(), tonic::Code::NotFound);
         assert!(status.message().starts_with("machine 'aaa"));
         assert!(
@@ -131,11 +136,7 @@ mod tests {
     #[test]
     fn multibyte_text_is_cut_at_a_character_boundary() {
         let text = "😀".repeat(10_000);
-        let mut headers = headers_of(&Status::invalid_argument(text));
-        cap(&mut headers);
-        let value = headers.get("grpc-message").unwrap();
-        assert!(value.len() <= MAX_STATUS_MESSAGE_BYTES, "{}", value.len());
-        let status = Status::from_header_map(&headers).unwrap();
+        let status = capped(&Status::invalid_argument(text));
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
         assert!(status.message().starts_with('😀'));
     }

@@ -106,100 +106,83 @@ fn poollet_machine(i: usize) -> machine::Machine {
     }
 }
 
+/// One pair: creates poollet machine `i`, then deletes it by the id Create answered.
+async fn create_delete(client: &mut MachineRuntimeClient<Channel>, i: usize) -> Result<(), Status> {
+    let machine = Some(poollet_machine(i));
+    let created = client
+        .create_machine(machine::CreateMachineRequest { machine })
+        .await?
+        .into_inner();
+    let machine_id = created
+        .machine
+        .and_then(|m| m.metadata)
+        .map(|m| m.id)
+        .unwrap_or_default();
+    client
+        .delete_machine(machine::DeleteMachineRequest { machine_id })
+        .await?;
+    Ok(())
+}
+
 /// The baseline: a bare tonic MachineRuntime answering Create and Delete trivially.
 #[derive(Debug, Default)]
 struct Echo;
 
-#[tonic::async_trait]
-impl MachineRuntime for Echo {
-    async fn version(
-        &self,
-        r: Request<machine::VersionRequest>,
-    ) -> Result<Response<machine::VersionResponse>, Status> {
-        Ok(Response::new(machine::VersionResponse {
-            runtime_name: r.into_inner().version,
+/// `impl MachineRuntime for Echo`: the RPCs that answer (`rpc(Request) -> Response = |request|
+/// response`), then every other RPC, answering `Unimplemented` (message types of `machine`).
+macro_rules! echo_runtime {
+    (
+        answering { $($rpc:ident($req:ident) -> $resp:ident = |$r:pat_param| $answer:expr;)* }
+        unimplemented { $($none:ident($none_req:ident) -> $none_resp:ident;)* }
+    ) => {
+        #[tonic::async_trait]
+        impl MachineRuntime for Echo {
+            $(
+                async fn $rpc(
+                    &self,
+                    r: Request<machine::$req>,
+                ) -> Result<Response<machine::$resp>, Status> {
+                    let $r = r.into_inner();
+                    Ok(Response::new($answer))
+                }
+            )*
+            $(
+                async fn $none(
+                    &self,
+                    _: Request<machine::$none_req>,
+                ) -> Result<Response<machine::$none_resp>, Status> {
+                    Err(Status::unimplemented("echo"))
+                }
+            )*
+        }
+    };
+}
+
+echo_runtime! {
+    answering {
+        version(VersionRequest) -> VersionResponse = |r| machine::VersionResponse {
+            runtime_name: r.version,
             runtime_version: String::new(),
-        }))
+        };
+        create_machine(CreateMachineRequest) -> CreateMachineResponse = |r| {
+            machine::CreateMachineResponse { machine: r.machine }
+        };
+        delete_machine(DeleteMachineRequest) -> DeleteMachineResponse = |_| {
+            machine::DeleteMachineResponse {}
+        };
     }
-    async fn list_events(
-        &self,
-        _: Request<machine::ListEventsRequest>,
-    ) -> Result<Response<machine::ListEventsResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn list_machines(
-        &self,
-        _: Request<machine::ListMachinesRequest>,
-    ) -> Result<Response<machine::ListMachinesResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn create_machine(
-        &self,
-        r: Request<machine::CreateMachineRequest>,
-    ) -> Result<Response<machine::CreateMachineResponse>, Status> {
-        Ok(Response::new(machine::CreateMachineResponse {
-            machine: r.into_inner().machine,
-        }))
-    }
-    async fn delete_machine(
-        &self,
-        _: Request<machine::DeleteMachineRequest>,
-    ) -> Result<Response<machine::DeleteMachineResponse>, Status> {
-        Ok(Response::new(machine::DeleteMachineResponse {}))
-    }
-    async fn update_machine_annotations(
-        &self,
-        _: Request<machine::UpdateMachineAnnotationsRequest>,
-    ) -> Result<Response<machine::UpdateMachineAnnotationsResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn update_machine_power(
-        &self,
-        _: Request<machine::UpdateMachinePowerRequest>,
-    ) -> Result<Response<machine::UpdateMachinePowerResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn attach_volume(
-        &self,
-        _: Request<machine::AttachVolumeRequest>,
-    ) -> Result<Response<machine::AttachVolumeResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn detach_volume(
-        &self,
-        _: Request<machine::DetachVolumeRequest>,
-    ) -> Result<Response<machine::DetachVolumeResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn update_volume(
-        &self,
-        _: Request<machine::UpdateVolumeRequest>,
-    ) -> Result<Response<machine::UpdateVolumeResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn attach_network_interface(
-        &self,
-        _: Request<machine::AttachNetworkInterfaceRequest>,
-    ) -> Result<Response<machine::AttachNetworkInterfaceResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn detach_network_interface(
-        &self,
-        _: Request<machine::DetachNetworkInterfaceRequest>,
-    ) -> Result<Response<machine::DetachNetworkInterfaceResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn status(
-        &self,
-        _: Request<machine::StatusRequest>,
-    ) -> Result<Response<machine::StatusResponse>, Status> {
-        Err(Status::unimplemented("echo"))
-    }
-    async fn exec(
-        &self,
-        _: Request<machine::ExecRequest>,
-    ) -> Result<Response<machine::ExecResponse>, Status> {
-        Err(Status::unimplemented("echo"))
+    unimplemented {
+        list_events(ListEventsRequest) -> ListEventsResponse;
+        list_machines(ListMachinesRequest) -> ListMachinesResponse;
+        update_machine_annotations(UpdateMachineAnnotationsRequest) -> UpdateMachineAnnotationsResponse;
+        update_machine_power(UpdateMachinePowerRequest) -> UpdateMachinePowerResponse;
+        attach_volume(AttachVolumeRequest) -> AttachVolumeResponse;
+        detach_volume(DetachVolumeRequest) -> DetachVolumeResponse;
+        update_volume(UpdateVolumeRequest) -> UpdateVolumeResponse;
+        attach_network_interface(AttachNetworkInterfaceRequest) -> AttachNetworkInterfaceResponse;
+        detach_network_interface(DetachNetworkInterfaceRequest) -> DetachNetworkInterfaceResponse;
+        status(StatusRequest) -> StatusResponse;
+        exec(ExecRequest) -> ExecResponse;
     }
 }
 
@@ -241,20 +224,7 @@ async fn pairs_per_second(
         let n = pairs / concurrency + usize::from(worker < pairs % concurrency);
         tasks.spawn(async move {
             for i in 0..n {
-                let created = client
-                    .create_machine(machine::CreateMachineRequest {
-                        machine: Some(poollet_machine(worker * 1_000_000 + i)),
-                    })
-                    .await?
-                    .into_inner();
-                let machine_id = created
-                    .machine
-                    .and_then(|m| m.metadata)
-                    .map(|m| m.id)
-                    .unwrap_or_default();
-                client
-                    .delete_machine(machine::DeleteMachineRequest { machine_id })
-                    .await?;
+                create_delete(&mut client, worker * 1_000_000 + i).await?;
             }
             Ok::<_, Status>(())
         });
@@ -435,20 +405,7 @@ async fn memory(args: &Args) -> anyhow::Result<()> {
     let mut client = MachineRuntimeClient::new(mock.machine_channel());
     // Warm up the transport and allocator pools, leave nothing stored.
     for i in 0..1_000 {
-        let created = client
-            .create_machine(machine::CreateMachineRequest {
-                machine: Some(poollet_machine(i)),
-            })
-            .await?
-            .into_inner();
-        let machine_id = created
-            .machine
-            .and_then(|m| m.metadata)
-            .map(|m| m.id)
-            .unwrap_or_default();
-        client
-            .delete_machine(machine::DeleteMachineRequest { machine_id })
-            .await?;
+        create_delete(&mut client, i).await?;
     }
     anyhow::ensure!(mock.machine_count() == 0, "warm-up left machines behind");
     let before = rss_kib()?;

@@ -4,7 +4,7 @@
 
 use iri_spec::{
     kind::Attachment,
-    machine::v1alpha1::{self as machine, MachineSpec, MachineStatus},
+    machine::v1alpha1::{self as machine, MachineSpec},
 };
 use tonic::Status;
 
@@ -29,10 +29,6 @@ pub(super) trait Attached: Attachment {
     }
     /// The handle the status reports for it on machine `machine_id`.
     fn handle(&self, machine_id: &str) -> String;
-    /// A status entry.
-    fn new_status(name: String, handle: String, state: i32) -> Self::Status;
-    /// The status entries of a machine status, to change.
-    fn statuses_mut(status: &mut MachineStatus) -> &mut Vec<Self::Status>;
 }
 
 impl Attached for machine::Volume {
@@ -70,18 +66,6 @@ impl Attached for machine::Volume {
             _ => format!("iri-mock://machines/{machine_id}/volumes/{}", self.name),
         }
     }
-
-    fn new_status(name: String, handle: String, state: i32) -> Self::Status {
-        machine::VolumeStatus {
-            name,
-            handle,
-            state,
-        }
-    }
-
-    fn statuses_mut(status: &mut MachineStatus) -> &mut Vec<Self::Status> {
-        &mut status.volumes
-    }
 }
 
 impl Attached for machine::NetworkInterface {
@@ -99,18 +83,6 @@ impl Attached for machine::NetworkInterface {
             "iri-mock://machines/{machine_id}/network-interfaces/{}",
             self.name
         )
-    }
-
-    fn new_status(name: String, handle: String, state: i32) -> Self::Status {
-        machine::NetworkInterfaceStatus {
-            name,
-            handle,
-            state,
-        }
-    }
-
-    fn statuses_mut(status: &mut MachineStatus) -> &mut Vec<Self::Status> {
-        &mut status.network_interfaces
     }
 }
 

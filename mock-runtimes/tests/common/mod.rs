@@ -4,13 +4,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use iri_mock::MockRuntime;
+use iri_mock::{MockRuntime, MockRuntimeBuilder};
 use iri_spec::{
     bucket::v1alpha1::{self as bucket, bucket_runtime_client::BucketRuntimeClient},
     event::v1alpha1 as event,
     machine::v1alpha1::{self as machine, machine_runtime_client::MachineRuntimeClient},
     meta::v1alpha1 as meta,
     volume::v1alpha1::{self as volume, volume_runtime_client::VolumeRuntimeClient},
+};
+use iri_spec::{
+    machine::v1alpha1::{ListEventsRequest, ListMachinesRequest},
+    volume::v1alpha1::ListVolumesRequest,
 };
 use serde_json::{Value, json};
 use tonic::transport::Channel;
@@ -23,7 +27,62 @@ pub struct Clients {
     pub bucket: BucketRuntimeClient<Channel>,
 }
 
+/// A client method: the `$field` of what `$rpc` answers for a `filter` (everything for `None`).
+macro_rules! filtered_list {
+    ($(#[$doc:meta])* $name:ident: $client:ident.$rpc:ident($req:ident, $filter:ty) -> $field:ident: $item:ty) => {
+        $(#[$doc])*
+        pub async fn $name(&mut self, filter: Option<$filter>) -> Vec<$item> {
+            let res = self.$client.$rpc($req { filter }).await.unwrap();
+            res.into_inner().$field
+        }
+    };
+}
+
+/// A client method: what `$rpc` answers for the object `id` (named in the request's `$field`).
+macro_rules! by_id {
+    ($(#[$doc:meta])* $name:ident: $client:ident.$rpc:ident($module:ident::$req:ident { $field:ident }) -> $resp:ty) => {
+        $(#[$doc])*
+        pub async fn $name(&mut self, id: &str) -> Reply<$resp> {
+            let req = $module::$req { $field: id.to_owned() };
+            self.$client.$rpc(req).await
+        }
+    };
+}
+
 impl Clients {
+    by_id!(
+        /// Deletes machine `id`.
+        delete_machine: machine.delete_machine(machine::DeleteMachineRequest { machine_id }) -> machine::DeleteMachineResponse
+    );
+    by_id!(
+        /// Asks for an exec session on machine `id`.
+        exec: machine.exec(machine::ExecRequest { machine_id }) -> machine::ExecResponse
+    );
+    by_id!(
+        /// Deletes volume `id`.
+        delete_volume: volume.delete_volume(volume::DeleteVolumeRequest { volume_id }) -> volume::DeleteVolumeResponse
+    );
+    by_id!(
+        /// Deletes volume snapshot `id`.
+        delete_snapshot: volume.delete_volume_snapshot(volume::DeleteVolumeSnapshotRequest { volume_snapshot_id }) -> volume::DeleteVolumeSnapshotResponse
+    );
+    by_id!(
+        /// Deletes bucket `id`.
+        delete_bucket: bucket.delete_bucket(bucket::DeleteBucketRequest { bucket_id }) -> bucket::DeleteBucketResponse
+    );
+    filtered_list!(
+        /// The machines the filter matches.
+        find_machines: machine.list_machines(ListMachinesRequest, machine::MachineFilter) -> machines: machine::Machine
+    );
+    filtered_list!(
+        /// The machine events the filter matches.
+        machine_events_by: machine.list_events(ListEventsRequest, machine::EventFilter) -> events: event::Event
+    );
+    filtered_list!(
+        /// The volumes the filter matches.
+        find_volumes: volume.list_volumes(ListVolumesRequest, volume::VolumeFilter) -> volumes: volume::Volume
+    );
+
     pub fn new(mock: &MockRuntime) -> Self {
         Clients {
             machine: MachineRuntimeClient::new(mock.machine_channel()),
@@ -73,39 +132,40 @@ impl Clients {
     }
 
     pub async fn get_machine(&mut self, id: &str) -> Option<machine::Machine> {
-        self.machine
-            .list_machines(machine::ListMachinesRequest {
-                filter: Some(machine::MachineFilter {
-                    id: id.to_owned(),
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .machines
-            .into_iter()
-            .next()
+        let filter = machine::MachineFilter {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        self.find_machines(Some(filter)).await.into_iter().next()
     }
 
     pub async fn list_machines(&mut self) -> Vec<machine::Machine> {
-        self.machine
-            .list_machines(machine::ListMachinesRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .machines
+        self.find_machines(None).await
+    }
+
+    /// Attaches volume `v` to machine `id`; the call's result.
+    pub async fn attach_volume(
+        &mut self,
+        id: &str,
+        v: machine::Volume,
+    ) -> Reply<machine::AttachVolumeResponse> {
+        let machine_id = id.to_owned();
+        let req = machine::AttachVolumeRequest {
+            machine_id,
+            volume: Some(v),
+        };
+        self.machine.attach_volume(req).await
+    }
+
+    /// The machine service's Version answer.
+    pub async fn machine_version(&mut self) -> machine::VersionResponse {
+        let req = machine::VersionRequest::default();
+        self.machine.version(req).await.unwrap().into_inner()
     }
 
     /// Every machine event.
     pub async fn machine_events(&mut self) -> Vec<event::Event> {
-        let req = machine::ListEventsRequest::default();
-        self.machine
-            .list_events(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .events
+        self.machine_events_by(None).await
     }
 
     /// The machine service's class status.
@@ -122,13 +182,16 @@ impl Clients {
 
     /// Every volume.
     pub async fn list_volumes(&mut self) -> Vec<volume::Volume> {
-        let req = volume::ListVolumesRequest::default();
-        self.volume
-            .list_volumes(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .volumes
+        self.find_volumes(None).await
+    }
+
+    /// Volume `id`, if it is listed.
+    pub async fn get_volume(&mut self, id: &str) -> Option<volume::Volume> {
+        let filter = volume::VolumeFilter {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        self.find_volumes(Some(filter)).await.pop()
     }
 
     /// Every volume snapshot.
@@ -138,15 +201,33 @@ impl Clients {
         res.into_inner().volume_snapshots
     }
 
+    /// Expands volume `id` to `storage_bytes`; the call's result.
+    pub async fn expand_volume(
+        &mut self,
+        id: &str,
+        storage_bytes: i64,
+    ) -> Reply<volume::ExpandVolumeResponse> {
+        let resources = Some(volume::VolumeResources { storage_bytes });
+        let volume_id = id.to_owned();
+        let req = volume::ExpandVolumeRequest {
+            volume_id,
+            resources,
+        };
+        self.volume.expand_volume(req).await
+    }
+
+    /// The bucket classes.
+    pub async fn bucket_classes(&mut self) -> Vec<bucket::BucketClass> {
+        let req = bucket::ListBucketClassesRequest {};
+        let res = self.bucket.list_bucket_classes(req).await.unwrap();
+        res.into_inner().bucket_classes
+    }
+
     /// Every bucket.
     pub async fn list_buckets(&mut self) -> Vec<bucket::Bucket> {
         let req = bucket::ListBucketsRequest::default();
-        self.bucket
-            .list_buckets(req)
-            .await
-            .unwrap()
-            .into_inner()
-            .buckets
+        let res = self.bucket.list_buckets(req).await.unwrap();
+        res.into_inner().buckets
     }
 
     /// Creates a volume; its id.
@@ -155,6 +236,27 @@ impl Clients {
         let res = self.volume.create_volume(req).await.unwrap();
         id_of(res.into_inner().volume.unwrap().metadata)
     }
+}
+
+/// Starts `builder`'s mock in process; the mock and clients for it.
+pub async fn start(builder: MockRuntimeBuilder) -> (MockRuntime, Clients) {
+    let mock = builder.start_in_process().await.unwrap();
+    let clients = Clients::new(&mock);
+    (mock, clients)
+}
+
+/// What a unary call answers.
+pub type Reply<T> = Result<tonic::Response<T>, tonic::Status>;
+
+/// The resources (`cpu`, `memory`) a machine class status entry announces.
+pub fn class_resources(c: &machine::MachineClassStatus) -> &HashMap<String, i64> {
+    &c.machine_class
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap()
+        .resources
 }
 
 /// The id in an object's metadata, which must be set.

@@ -33,13 +33,17 @@ pub(crate) fn machine_class(
 ) -> irikit_api::compute::MachineClass {
     irikit_api::compute::MachineClass {
         metadata: irikit_api::meta::ObjectMeta::named(name),
-        capabilities: [
-            ("cpu".to_string(), cpu.parse().unwrap()),
-            ("memory".to_string(), memory.parse().unwrap()),
-        ]
-        .into(),
+        capabilities: resources(&[("cpu", cpu), ("memory", memory)]),
         ..irikit_api::compute::MachineClass::default()
     }
+}
+
+/// A resource list of `(name, quantity)` pairs.
+pub(crate) fn resources(pairs: &[(&str, &str)]) -> irikit_api::ResourceList {
+    pairs
+        .iter()
+        .map(|(name, quantity)| ((*name).to_owned(), quantity.parse().unwrap()))
+        .collect()
 }
 
 /// Creates `m` on the mock's machine runtime; returns its id.
@@ -236,6 +240,14 @@ pub(crate) async fn poll_until(cond: impl Fn() -> bool, what: &str) {
     }
 }
 
+/// The bytes under `key` in secret data sent over the IRI.
+pub(crate) fn secret_bytes<'a>(
+    data: &'a std::collections::HashMap<String, Vec<u8>>,
+    key: &str,
+) -> Option<&'a [u8]> {
+    data.get(key).map(Vec::as_slice)
+}
+
 /// A Secret `default/<name>` with one base64 `data` key.
 pub(crate) fn secret(name: &str, key: &str, value: &[u8]) -> irikit_api::core::Secret {
     use base64::Engine;
@@ -328,14 +340,7 @@ pub(crate) async fn etcd_store(
 ) -> Option<(irikit_api::store::etcd::LocalEtcd, Arc<dyn Store>)> {
     use irikit_api::store::etcd::LocalEtcd;
     if LocalEtcd::binary().is_none() {
-        assert!(
-            !etcd_required(),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
-        );
+        skip_etcd("not on PATH", "etcd not on PATH (install etcd-server)");
         return None;
     }
     let etcd = LocalEtcd::start(None).await.unwrap();
@@ -346,14 +351,19 @@ pub(crate) async fn etcd_store(
 /// Without the `etcd` feature: fails when `IRIKIT_REQUIRE` names etcd, else one `skip:` line.
 #[cfg(not(feature = "etcd"))]
 pub(crate) fn etcd_unavailable() {
+    skip_etcd(
+        "poollet was built without the `etcd` feature",
+        "poollet built without the `etcd` feature",
+    );
+}
+
+/// Fails (etcd is required, `but`) when `IRIKIT_REQUIRE` names etcd, else one `skip:` line.
+fn skip_etcd(but: &str, skip: &str) {
     assert!(
         !etcd_required(),
-        "etcd is required (IRIKIT_REQUIRE) but poollet was built without the `etcd` feature"
+        "etcd is required (IRIKIT_REQUIRE) but {but}"
     );
-    let _ = std::io::Write::write_fmt(
-        &mut std::io::stderr(),
-        format_args!("skip: poollet built without the `etcd` feature\n"),
-    );
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {skip}\n"));
 }
 
 /// Whether `IRIKIT_REQUIRE` names etcd.

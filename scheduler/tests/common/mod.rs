@@ -1,5 +1,5 @@
 //! Helpers shared by the scheduler's store-backed tests: pools and machines of class `small`,
-//! and etcd found at run time (a `skip:` line when it is missing and not required).
+//! resource lists, and etcd found at run time (a `skip:` line when it is missing and not required).
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)]
 
 use irikit_api::{
@@ -23,6 +23,14 @@ pub(crate) fn machine_pool(name: &str, capacity: i64) -> MachinePool {
         capacity.to_string().parse().unwrap(),
     );
     pool
+}
+
+/// A resource list of `(name, quantity)` pairs.
+pub(crate) fn resources(pairs: &[(&str, &str)]) -> irikit_api::ResourceList {
+    pairs
+        .iter()
+        .map(|(name, quantity)| ((*name).to_owned(), quantity.parse().unwrap()))
+        .collect()
 }
 
 /// An unbound Machine `default/<name>` of class `small`.
