@@ -82,6 +82,8 @@ pub trait RuntimeKind: IriKind<Status: std::fmt::Debug> + std::fmt::Debug {
     const CREATE: &'static str;
     /// The list RPC's name (`ListMachines`).
     const LIST: &'static str;
+    /// The delete RPC's name (`DeleteMachine`).
+    const DELETE: &'static str;
     /// Whether a failed list by id is retried as a list by the case's labels: ceph-provider
     /// answers Internal for an unknown id (reference §2.1a; `volume.list.unknown_id_empty`, a
     /// should), so the suite looks volumes and snapshots up as the volume poollet does.
@@ -119,7 +121,8 @@ pub trait RuntimeKind: IriKind<Status: std::fmt::Debug> + std::fmt::Debug {
 
 macro_rules! runtime_kind {
     (
-        $ty:ty, $filter:ty, $slug:literal, $create:literal, $list:literal, $fallback:literal,
+        $ty:ty, $filter:ty, $slug:literal, $create:literal, $list:literal, $delete:literal,
+        $fallback:literal,
         $recorded:ident, $client:ident,
         create: |$c:ident, $obj:ident| $create_call:expr, $create_field:ident,
         list: |$lc:ident, $filt:ident| $list_call:expr, $list_field:ident,
@@ -131,6 +134,7 @@ macro_rules! runtime_kind {
             const SLUG: &'static str = $slug;
             const CREATE: &'static str = $create;
             const LIST: &'static str = $list;
+            const DELETE: &'static str = $delete;
             const LIST_BY_LABEL_FALLBACK: bool = $fallback;
 
             fn filter(id: &str, label_selector: HashMap<String, String>) -> Self::Filter {
@@ -187,7 +191,8 @@ from_parts!(
 );
 
 runtime_kind!(
-    machine::Machine, machine::MachineFilter, "machine", "CreateMachine", "ListMachines", false,
+    machine::Machine, machine::MachineFilter, "machine", "CreateMachine", "ListMachines", "DeleteMachine",
+    false,
     machines, machine,
     create: |c, obj| c.create_machine(machine::CreateMachineRequest { machine: Some(obj) }), machine,
     list: |c, filter| c.list_machines(machine::ListMachinesRequest { filter }), machines,
@@ -195,7 +200,8 @@ runtime_kind!(
     describe: describe_machine
 );
 runtime_kind!(
-    volume::Volume, volume::VolumeFilter, "volume", "CreateVolume", "ListVolumes", true,
+    volume::Volume, volume::VolumeFilter, "volume", "CreateVolume", "ListVolumes", "DeleteVolume",
+    true,
     volumes, volume,
     create: |c, obj| c.create_volume(volume::CreateVolumeRequest { volume: Some(obj) }), volume,
     list: |c, filter| c.list_volumes(volume::ListVolumesRequest { filter }), volumes,
@@ -203,7 +209,7 @@ runtime_kind!(
 );
 runtime_kind!(
     volume::VolumeSnapshot, volume::VolumeSnapshotFilter, "volume-snapshot",
-    "CreateVolumeSnapshot", "ListVolumeSnapshots", true,
+    "CreateVolumeSnapshot", "ListVolumeSnapshots", "DeleteVolumeSnapshot", true,
     snapshots, volume,
     create: |c, obj| c.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
         volume_snapshot: Some(obj),
@@ -215,7 +221,8 @@ runtime_kind!(
     })
 );
 runtime_kind!(
-    bucket::Bucket, bucket::BucketFilter, "bucket", "CreateBucket", "ListBuckets", false,
+    bucket::Bucket, bucket::BucketFilter, "bucket", "CreateBucket", "ListBuckets", "DeleteBucket",
+    false,
     buckets, bucket,
     create: |c, obj| c.create_bucket(bucket::CreateBucketRequest { bucket: Some(obj) }), bucket,
     list: |c, filter| c.list_buckets(bucket::ListBucketsRequest { filter }), buckets,

@@ -13,7 +13,7 @@ use anyhow::{Context as _, ensure};
 use futures::StreamExt as _;
 use iri_spec::irikit::reservation::v1alpha1 as rsv;
 use irikit_api::{
-    Kind, ListOptions, Object, Resource, StoreExt,
+    Kind, Resource, StoreExt,
     compute::{EmptyDisk, Machine, MachinePool, Power, Volume},
     core::Event,
     meta::LocalObjectReference,
@@ -30,7 +30,7 @@ use crate::{
     lifecycle::{
         cases::common::{
             case_meta, describe, machine_name, machine_side, plane_ok, running_at_generation,
-            wait_machine, wait_object, wait_runtime_machine,
+            wait_machine, wait_object, wait_out_of_capacity, wait_runtime_machine,
         },
         env::Env,
     },
@@ -327,39 +327,15 @@ fn huge_machine(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Machine> {
 }
 
 async fn out_of_capacity(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Event> {
-    let namespace = env.namespace().to_owned();
-    ctx.wait_until(
-        &format!("an OutOfCapacity event naming the rejected Reservation for Machine {name}"),
-        || async {
-            plane_ok(env)?;
-            let m: Machine = env.store().get_typed(&namespace, name).await?;
-            if let Some(pool) = &m.spec.machine_pool_ref {
-                anyhow::bail!(
-                    "Machine {name} was bound to {:?} though every pool should reject its Reservation",
-                    pool.name
-                );
-            }
-            let events = env
-                .store()
-                .list(
-                    Kind::Event,
-                    &ListOptions::all()
-                        .in_namespace(&namespace)
-                        .field("involvedObject.name", name)
-                        .field("reason", "OutOfCapacity"),
-                )
-                .await?;
-            let found = events.items.into_iter().find_map(|e| match e {
-                Object::Event(e)
-                    if e.involved_object.uid == m.metadata.uid
-                        && e.message.contains("no pool accepted Reservation") =>
-                {
-                    Some(e)
-                }
-                _ => None,
-            });
-            Ok(found.ok_or_else(|| "no such event yet".to_owned()))
-        },
+    wait_out_of_capacity(
+        ctx,
+        env,
+        name,
+        (
+            "an OutOfCapacity event naming the rejected Reservation",
+            "though every pool should reject its Reservation",
+        ),
+        |e| e.message.contains("no pool accepted Reservation"),
     )
     .await
 }

@@ -354,7 +354,6 @@ async fn run_phase(
             (index, classify(res, t), start.elapsed())
         });
     }
-    let total = shared.cases.len();
     let mut completed = true;
     loop {
         tokio::select! {
@@ -367,15 +366,42 @@ async fn run_phase(
             joined = set.join_next() => {
                 let Some(joined) = joined else { break };
                 let Ok((index, outcome, duration)) = joined else { continue };
-                let r = result_of(&shared.cases[index], outcome, duration);
-                *done += 1;
-                (shared.on_progress)(Progress { result: &r, done: *done, total });
-                slots[index] = Some(r);
+                record(shared, index, outcome, duration, slots, done);
             }
         }
     }
     while set.join_next().await.is_some() {}
     completed
+}
+
+/// Records the result of the case at `index` in `slots` and reports the progress.
+fn record(
+    shared: &Shared<'_>,
+    index: usize,
+    outcome: Outcome,
+    duration: Duration,
+    slots: &mut [Option<CaseResult>],
+    done: &mut usize,
+) {
+    let r = result_of(&shared.cases[index], outcome, duration);
+    *done += 1;
+    let total = shared.cases.len();
+    (shared.on_progress)(Progress { result: &r, done: *done, total });
+    slots[index] = Some(r);
+}
+
+/// Records every case at `indices` as failed with `message`, without running it.
+fn fail_unrun(
+    shared: &Shared<'_>,
+    indices: &[usize],
+    message: &str,
+    slots: &mut [Option<CaseResult>],
+    done: &mut usize,
+) {
+    for &index in indices {
+        let outcome = Outcome::Failed(message.to_owned());
+        record(shared, index, outcome, Duration::ZERO, slots, done);
+    }
 }
 
 /// The report of a run cancelled during its preflight: every case unfinished, nothing created.
@@ -517,7 +543,12 @@ pub async fn run(
     }
 
     let mut lifecycle_cleanup = None;
-    let any_lifecycle = !lifecycle_cases.is_empty() || !lifecycle_exclusive.is_empty();
+    let all_lifecycle: Vec<usize> = lifecycle_cases
+        .iter()
+        .chain(&lifecycle_exclusive)
+        .copied()
+        .collect();
+    let any_lifecycle = !all_lifecycle.is_empty();
     // The lifecycle level's poollets call every method of the runtime: when the RPC level
     // already found methods that hang, its cases fail at once naming them.
     let open = clients.breaker.open_methods();
@@ -532,20 +563,7 @@ pub async fn run(
         )
     });
     if let (false, true, Some(message)) = (interrupted, any_lifecycle, &open_breaker) {
-        for &index in lifecycle_cases.iter().chain(&lifecycle_exclusive) {
-            let r = result_of(
-                &cases[index],
-                Outcome::Failed(message.clone()),
-                Duration::ZERO,
-            );
-            done += 1;
-            on_progress(Progress {
-                result: &r,
-                done,
-                total,
-            });
-            slots[index] = Some(r);
-        }
+        fail_unrun(&shared, &all_lifecycle, message, &mut slots, &mut done);
     } else if !interrupted && any_lifecycle {
         let upstreams = &targets.upstreams;
         let env = tokio::select! {
@@ -586,20 +604,7 @@ pub async fn run(
             }
             Err(err) => {
                 let message = format!("the lifecycle environment did not start: {err:#}");
-                for &index in lifecycle_cases.iter().chain(&lifecycle_exclusive) {
-                    let r = result_of(
-                        &cases[index],
-                        Outcome::Failed(message.clone()),
-                        Duration::ZERO,
-                    );
-                    done += 1;
-                    on_progress(Progress {
-                        result: &r,
-                        done,
-                        total,
-                    });
-                    slots[index] = Some(r);
-                }
+                fail_unrun(&shared, &all_lifecycle, &message, &mut slots, &mut done);
             }
         }
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use iri_spec::machine::v1alpha1::{self as m, MachineState};
 
+pub(super) use crate::cases::shared::ids_of;
 use crate::ctx::{Ctx, expect_ok};
 
 pub(super) const RUNNING: i32 = MachineState::MachineRunning as i32;
@@ -165,29 +166,12 @@ pub(crate) async fn exec(ctx: &Ctx, id: &str) -> Result<m::ExecResponse, tonic::
     .await
 }
 
-pub(crate) async fn events(
-    ctx: &Ctx,
-    f: m::EventFilter,
-) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    let mut c = ctx.mc()?;
-    Ok(expect_ok(
-        ctx.rpc(c.list_events(m::ListEventsRequest { filter: Some(f) }))
-            .await,
-        "ListEvents",
-    )?
-    .events)
-}
-
 /// Events about machine `id`, waiting until at least one exists.
 pub(crate) async fn wait_events_of(
     ctx: &Ctx,
     id: &str,
 ) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    let filter = || m::EventFilter {
-        id: id.to_owned(),
-        ..Default::default()
-    };
-    crate::cases::shared::wait_events_about(ctx, "machine", id, || events(ctx, filter())).await
+    crate::cases::shared::wait_events_of::<m::Machine>(ctx, id).await
 }
 
 pub(super) fn volume_names(mm: &m::Machine) -> Vec<String> {
@@ -207,12 +191,6 @@ pub(super) fn nic_names(mm: &m::Machine) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-pub(super) fn ids_of(list: &[m::Machine]) -> Vec<String> {
-    list.iter()
-        .filter_map(|x| x.metadata.as_ref().map(|md| md.id.clone()))
-        .collect()
 }
 
 pub(super) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {

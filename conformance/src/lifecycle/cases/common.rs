@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use anyhow::{Context as _, bail, ensure};
 use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::{
-    Resource, StoreExt,
+    Kind, ListOptions, Object, Resource, StoreExt,
     compute::{Machine, MachinePool, Power},
+    core::Event,
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     quantity::Quantity,
 };
@@ -27,6 +28,37 @@ pub(in crate::lifecycle) fn plane_ok(env: &Env) -> anyhow::Result<()> {
     let failures = env.plane().failures();
     ensure!(failures.is_empty(), "{}", failures.join("; "));
     Ok(())
+}
+
+/// Waits until Machine `name`, which must stay unbound (`unbound` ends the failure: why it
+/// should), has an OutOfCapacity event that `pick` accepts; returns that event. `what` names
+/// the event in the timeout.
+pub(in crate::lifecycle) async fn wait_out_of_capacity(
+    ctx: &Ctx,
+    env: &Env,
+    name: &str,
+    (what, unbound): (&str, &str),
+    pick: impl Fn(&Event) -> bool,
+) -> anyhow::Result<Event> {
+    let namespace = env.namespace().to_owned();
+    ctx.wait_until(&format!("{what} for Machine {name}"), || async {
+        plane_ok(env)?;
+        let m: Machine = env.store().get_typed(&namespace, name).await?;
+        if let Some(pool) = &m.spec.machine_pool_ref {
+            bail!("Machine {name} was bound to {:?} {unbound}", pool.name);
+        }
+        let options = ListOptions::all()
+            .in_namespace(&namespace)
+            .field("involvedObject.name", name)
+            .field("reason", "OutOfCapacity");
+        let events = env.store().list(Kind::Event, &options).await?;
+        let found = events.items.into_iter().find_map(|e| match e {
+            Object::Event(e) if e.involved_object.uid == m.metadata.uid && pick(&e) => Some(e),
+            _ => None,
+        });
+        Ok(found.ok_or_else(|| format!("no {what} yet")))
+    })
+    .await
 }
 
 /// The Machine name of this case (`suffix` distinguishes several in one case).

@@ -1,12 +1,11 @@
 //! The lifecycle cases of the machine side: the pool announced, Machines scheduled, created,
 //! powered and deleted through the machinepoollet, and an unreachable runtime.
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::{
-    Kind, ListOptions, Object, StoreExt,
+    StoreExt,
     compute::{Machine, MachinePool, Power},
-    core::Event,
     meta::condition_status,
 };
 
@@ -313,26 +312,13 @@ pub(super) async fn scheduler_avoids_unready_pool(ctx: Ctx) -> anyhow::Result<Ou
     .await?;
     let name = machine_name(&ctx, "");
     apply_machine(&ctx, env, &name, Power::On).await?;
-    let namespace = env.namespace().to_owned();
-    ctx.wait_until(&format!("an OutOfCapacity event for Machine {name}"), || async {
-        plane_ok(env)?;
-        let m: Machine = env.store().get_typed(&namespace, &name).await?;
-        if let Some(pool) = &m.spec.machine_pool_ref {
-            bail!("Machine {name} was bound to the unready pool {:?}", pool.name);
-        }
-        let events = env
-            .store()
-            .list(
-                Kind::Event,
-                &ListOptions::all()
-                    .in_namespace(&namespace)
-                    .field("involvedObject.name", &name)
-                    .field("reason", "OutOfCapacity"),
-            )
-            .await?;
-        let found = events.items.iter().any(|e| matches!(e, Object::Event(Event { involved_object, .. }) if involved_object.uid == m.metadata.uid));
-        Ok(if found { Ok(()) } else { Err("no OutOfCapacity event yet".to_owned()) })
-    })
+    wait_out_of_capacity(
+        &ctx,
+        env,
+        &name,
+        ("an OutOfCapacity event", "though its pool is not Ready"),
+        |_| true,
+    )
     .await?;
     side.gate.restore();
     let m = wait_machine(

@@ -105,14 +105,8 @@ pub(super) fn available(v: &Volume) -> bool {
 /// The runtime volumes labelled with the volumepoollet uid label `uid`.
 pub(super) async fn runtime_volumes(ctx: &Ctx, uid: &str) -> anyhow::Result<Vec<volume::Volume>> {
     let key = keys::VOLUMEPOOLLET_VOLUME_UID_LABEL;
-    let listed = crate::ctx::expect_ok(
-        ctx.list_volumes(Some(volume::VolumeFilter {
-            id: String::new(),
-            label_selector: [(key.to_owned(), uid.to_owned())].into(),
-        }))
-        .await,
-        "ListVolumes by label",
-    )?;
+    let selector = [(key.to_owned(), uid.to_owned())].into();
+    let listed = ctx.list_by_labels::<volume::Volume>(selector).await?;
     Ok(listed
         .into_iter()
         .filter(|v| {
@@ -135,6 +129,16 @@ pub(super) async fn set_storage(env: &Env, name: &str, bytes: i64) -> anyhow::Re
 
 pub(super) fn status_storage(v: &Volume) -> Option<i128> {
     v.status.resources.get("storage").map(Quantity::value)
+}
+
+/// Waits until Volume `name` reports `status.resources.storage` of `size` bytes.
+async fn wait_status_storage(ctx: &Ctx, env: &Env, name: &str, size: i64) -> anyhow::Result<()> {
+    let what = format!("status.resources.storage {size}");
+    wait_volume(ctx, env, name, &what, |v| {
+        status_storage(v) == Some(i128::from(size))
+    })
+    .await?;
+    Ok(())
 }
 
 /// A Volume of this case that is Available.
@@ -239,14 +243,7 @@ pub(super) async fn volume_expanded(ctx: Ctx) -> anyhow::Result<Outcome> {
         },
     )
     .await?;
-    wait_volume(
-        &ctx,
-        env,
-        &name,
-        &format!("status.resources.storage {size}"),
-        |v| status_storage(v) == Some(i128::from(size)),
-    )
-    .await?;
+    wait_status_storage(&ctx, env, &name, size).await?;
     pass()
 }
 
@@ -342,14 +339,7 @@ pub(super) async fn volume_attached_resized(ctx: Ctx) -> anyhow::Result<Outcome>
     let (m, _) = machine_with_volume(&ctx, env, &v).await?;
     let size = ctx.params().expand_size;
     set_storage(env, &name, size).await?;
-    wait_volume(
-        &ctx,
-        env,
-        &name,
-        &format!("status.resources.storage {size}"),
-        |v| status_storage(v) == Some(i128::from(size)),
-    )
-    .await?;
+    wait_status_storage(&ctx, env, &name, size).await?;
     wait_runtime_machine(
         &ctx,
         &m,
