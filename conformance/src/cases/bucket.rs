@@ -1,24 +1,22 @@
 //! Cases for `bucket.v1alpha1.BucketRuntime` (reference §1.6), run when a bucket endpoint is given.
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use iri_spec::bucket::v1alpha1::{self as b, BucketState};
 use tonic::Code;
 
 use crate::{
     case::{Case, pass, skip_gone_at_once},
-    ctx::{Ctx, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
+    cases::shared::{
+        delete_repeatedly, deleted, list_by_id, list_by_label, list_items_complete,
+        list_unknown_id_empty,
+    },
+    ctx::{Ctx, expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = BucketState::BucketAvailable as i32;
 
 macro_rules! case {
     ($($case:tt)*) => { service_case!(Bucket, $($case)*) };
-}
-
-fn ids_of(list: &[b::Bucket]) -> Vec<String> {
-    list.iter()
-        .filter_map(|x| x.metadata.as_ref().map(|md| md.id.clone()))
-        .collect()
 }
 
 async fn classes(ctx: &Ctx) -> anyhow::Result<Vec<b::BucketClass>> {
@@ -205,21 +203,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "bucket.list.by_id",
         "ListBuckets with an id filter returns exactly that bucket",
         |ctx| {
-            let a = ctx.create_bucket(ctx.bucket_spec(&[])?).await?.0;
-            let _b = ctx.create_bucket(ctx.bucket_spec(&[])?).await?.0;
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListBuckets by id",
-            )?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "by id {a} returned {:?}",
-                ids_of(&l)
-            );
+            list_by_id::<b::Bucket>(&ctx).await?;
             pass()
         }
     );
@@ -228,29 +212,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "bucket.list.by_label",
         "ListBuckets with a label selector returns exactly the matching buckets",
         |ctx| {
-            let a = ctx
-                .create_bucket(ctx.bucket_spec(&[("color", "red")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_bucket(ctx.bucket_spec(&[("color", "blue")])?)
-                .await?
-                .0;
-            let mut sel = ctx.case_selector();
-            sel.insert("color".into(), "red".into());
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: String::new(),
-                    label_selector: sel,
-                }))
-                .await,
-                "ListBuckets by label",
-            )?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "color=red returned {:?}",
-                ids_of(&l)
-            );
+            list_by_label::<b::Bucket>(&ctx, &[("color", "red")], &[("color", "blue")]).await?;
             pass()
         }
     );
@@ -260,15 +222,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "ListBuckets with an unknown id returns an empty list",
         |ctx| {
             ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: unknown_id(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListBuckets unknown id",
-            )?;
-            ensure!(l.is_empty(), "returned {:?}", ids_of(&l));
+            list_unknown_id_empty::<b::Bucket>(&ctx).await?;
             pass()
         }
     );
@@ -277,23 +231,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "bucket.list.items_complete",
         "every listed bucket has metadata, spec and status",
         |ctx| {
-            ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: String::new(),
-                    label_selector: ctx.case_selector(),
-                }))
-                .await,
-                "ListBuckets",
-            )?;
-            ensure!(!l.is_empty(), "bucket not listed by its labels");
-            for bk in &l {
-                meta_id(bk.metadata.as_ref(), "listed bucket")?;
-                ensure!(
-                    bk.spec.is_some() && bk.status.is_some(),
-                    "listed bucket lacks spec or status"
-                );
-            }
+            list_items_complete::<b::Bucket>(&ctx).await?;
             pass()
         }
     );
@@ -308,8 +246,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "a bucket still listed after DeleteBucket has deleted_at set",
         |ctx| {
             let id = available(&ctx).await?;
-            expect_ok(ctx.delete_bucket(&id).await, "DeleteBucket")?;
-            let Some(bk) = ctx.get_bucket(&id).await? else {
+            let Some(bk) = deleted::<b::Bucket>(&ctx, &id).await? else {
                 return skip_gone_at_once("bucket", "the deletion phase");
             };
             ensure!(
@@ -325,20 +262,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "repeated DeleteBucket calls return OK, or NotFound only once the bucket is gone; it ends up gone",
         |ctx| {
             let (id, _) = ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            for i in 0..ctx.params().idempotent_count {
-                match ctx.delete_bucket(&id).await {
-                    Ok(()) => {}
-                    Err(st) if st.code() == Code::NotFound => {
-                        ensure!(i > 0, "first DeleteBucket returned NotFound");
-                        ensure!(
-                            ctx.get_bucket(&id).await?.is_none(),
-                            "DeleteBucket #{i} returned NotFound while listed"
-                        );
-                    }
-                    Err(st) => bail!("DeleteBucket #{i}: {:?}: {}", st.code(), st.message()),
-                }
-            }
-            ctx.wait_bucket(&id, "to be gone", |x| x.is_none()).await?;
+            delete_repeatedly::<b::Bucket>(&ctx, &id).await?;
             pass()
         }
     );

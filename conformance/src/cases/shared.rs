@@ -135,7 +135,10 @@ pub(crate) async fn list_by_label<K: Template>(
     let mut sel = ctx.case_selector();
     sel.extend(want.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let ids = ids_of(&ctx.list_by_labels::<K>(sel).await?);
-    ensure!(ids == [a.clone()], "selector {want:?} returned {ids:?}, want [{a}]");
+    ensure!(
+        ids == [a.clone()],
+        "selector {want:?} returned {ids:?}, want [{a}]"
+    );
     Ok(())
 }
 
@@ -150,10 +153,11 @@ pub(crate) async fn list_no_match_empty<K: Template>(ctx: &Ctx) -> anyhow::Resul
     Ok(())
 }
 
-/// With a new `K` about, the list RPC by an unknown id returns an empty list, not an error.
-pub(crate) async fn list_unknown_id_empty<K: Template>(ctx: &Ctx) -> anyhow::Result<()> {
-    new::<K>(ctx, &[]).await?;
-    let res = ctx.list::<K>(Some(K::filter(&unknown_id(), HashMap::new()))).await;
+/// The list RPC of `K` by an unknown id returns an empty list, not an error.
+pub(crate) async fn list_unknown_id_empty<K: RuntimeKind>(ctx: &Ctx) -> anyhow::Result<()> {
+    let res = ctx
+        .list::<K>(Some(K::filter(&unknown_id(), HashMap::new())))
+        .await;
     let ids = ids_of(&expect_ok(res, &format!("{} unknown id", K::LIST))?);
     ensure!(ids.is_empty(), "{} by unknown id returned {ids:?}", K::LIST);
     Ok(())
@@ -163,7 +167,11 @@ pub(crate) async fn list_unknown_id_empty<K: Template>(ctx: &Ctx) -> anyhow::Res
 pub(crate) async fn list_items_complete<K: Template>(ctx: &Ctx) -> anyhow::Result<Vec<K>> {
     new::<K>(ctx, &[]).await?;
     let list = ctx.list_by_labels::<K>(ctx.case_selector()).await?;
-    ensure!(!list.is_empty(), "the {} is not listed by its labels", K::NAME);
+    ensure!(
+        !list.is_empty(),
+        "the {} is not listed by its labels",
+        K::NAME
+    );
     for x in &list {
         meta_id(x.metadata(), &format!("listed {}", K::NAME))?;
         ensure!(
@@ -254,7 +262,9 @@ macro_rules! events_kind {
                     events_from_time,
                     events_to_time,
                 });
-                let res = ctx.rpc(c.list_events($m::ListEventsRequest { filter })).await;
+                let res = ctx
+                    .rpc(c.list_events($m::ListEventsRequest { filter }))
+                    .await;
                 Ok(expect_ok(res, $what)?.events)
             }
         }
@@ -302,7 +312,10 @@ pub(crate) fn events_carry_labels(
             .and_then(|s| s.involved_object_meta)
             .map(|md| md.labels)
             .unwrap_or_default();
-        ensure!(got == *want, "event labels {got:?} != object labels {want:?}");
+        ensure!(
+            got == *want,
+            "event labels {got:?} != object labels {want:?}"
+        );
     }
     Ok(())
 }

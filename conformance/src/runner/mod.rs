@@ -386,7 +386,11 @@ fn record(
     let r = result_of(&shared.cases[index], outcome, duration);
     *done += 1;
     let total = shared.cases.len();
-    (shared.on_progress)(Progress { result: &r, done: *done, total });
+    (shared.on_progress)(Progress {
+        result: &r,
+        done: *done,
+        total,
+    });
     slots[index] = Some(r);
 }
 

@@ -12,8 +12,8 @@ use super::rpc::*;
 use crate::{
     case::{Case, pass, skip_gone_at_once},
     cases::shared::{
-        Events as _, about, deleted, delete_not_found_after_gone, delete_repeatedly,
-        delete_until_gone, events_carry_labels, events_label_filter, events_none_in_1970,
+        Events as _, about, delete_not_found_after_gone, delete_repeatedly, delete_until_gone,
+        deleted, events_carry_labels, events_label_filter, events_none_in_1970,
         events_time_in_seconds, list_by_id, list_by_label, list_items_complete,
         list_no_match_empty, list_unknown_id_empty,
     },
@@ -520,6 +520,7 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
         "machine.list.unknown_id_empty",
         "ListMachines with an unknown id returns an empty list, not an error",
         |ctx| {
+            ctx.new_machine().await?;
             list_unknown_id_empty::<m::Machine>(&ctx).await?;
             pass()
         }

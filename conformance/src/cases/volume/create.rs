@@ -11,7 +11,10 @@ use tonic::Code;
 use super::rpc::*;
 use crate::{
     case::{Case, pass},
-    ctx::{expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
+    cases::shared::{
+        list_by_id, list_by_label, list_items_complete, list_no_match_empty, list_unknown_id_empty,
+    },
+    ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
@@ -257,7 +260,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
                 "{n} creates gave {} distinct ids",
                 ids.len()
             );
-            let mut listed = ids_of(&by_labels(&ctx, ctx.case_selector()).await?);
+            let mut listed = ids_of(&ctx.list_by_labels::<v::Volume>(ctx.case_selector()).await?);
             listed.sort();
             ensure!(listed == ids, "listed {listed:?}, created {ids:?}");
             pass()
@@ -418,21 +421,7 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
         "volume.list.by_id",
         "ListVolumes with an id filter returns exactly that volume",
         |ctx| {
-            let a = ctx.new_volume().await?;
-            let _b = ctx.new_volume().await?;
-            let l = expect_ok(
-                ctx.list_volumes(Some(v::VolumeFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumes by id",
-            )?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "by id {a} returned {:?}",
-                ids_of(&l)
-            );
+            list_by_id::<v::Volume>(&ctx).await?;
             pass()
         }
     );
@@ -441,22 +430,7 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
         "volume.list.by_label",
         "ListVolumes with a label selector returns exactly the matching volumes",
         |ctx| {
-            let a = ctx
-                .create_volume(ctx.volume_spec(&[("color", "red")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_volume(ctx.volume_spec(&[("color", "blue")])?)
-                .await?
-                .0;
-            let mut sel = ctx.case_selector();
-            sel.insert("color".into(), "red".into());
-            let l = by_labels(&ctx, sel).await?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "color=red returned {:?}, want [{a}]",
-                ids_of(&l)
-            );
+            list_by_label::<v::Volume>(&ctx, &[("color", "red")], &[("color", "blue")]).await?;
             pass()
         }
     );
@@ -465,13 +439,7 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
         "volume.list.selector_no_match_empty",
         "a label selector no volume matches returns an empty list",
         |ctx| {
-            ctx.new_volume().await?;
-            let mut sel = ctx.case_selector();
-            sel.insert("conformance.example/none".into(), "x".into());
-            ensure!(
-                by_labels(&ctx, sel).await?.is_empty(),
-                "a non-matching selector returned volumes"
-            );
+            list_no_match_empty::<v::Volume>(&ctx).await?;
             pass()
         }
     );
@@ -481,15 +449,7 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
         "ListVolumes with an unknown id returns an empty list, not an error",
         |ctx| {
             ctx.new_volume().await?;
-            let l = expect_ok(
-                ctx.list_volumes(Some(v::VolumeFilter {
-                    id: unknown_id(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumes unknown id",
-            )?;
-            ensure!(l.is_empty(), "returned {:?}", ids_of(&l));
+            list_unknown_id_empty::<v::Volume>(&ctx).await?;
             pass()
         }
     );
@@ -509,17 +469,12 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
         "volume.list.items_complete",
         "every listed volume has metadata, spec with resources, and status",
         |ctx| {
-            ctx.new_volume().await?;
-            let l = by_labels(&ctx, ctx.case_selector()).await?;
-            ensure!(!l.is_empty(), "the volume is not listed by its labels");
-            for vol in &l {
-                meta_id(vol.metadata.as_ref(), "listed volume")?;
+            for vol in list_items_complete::<v::Volume>(&ctx).await? {
                 let spec = vol.spec.as_ref().context("listed volume has no spec")?;
                 ensure!(
                     spec.resources.is_some(),
                     "listed volume has no spec.resources"
                 );
-                ensure!(vol.status.is_some(), "listed volume has no status");
             }
             pass()
         }

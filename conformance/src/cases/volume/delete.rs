@@ -3,13 +3,18 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use iri_spec::volume::v1alpha1::{self as v};
 use tonic::Code;
 
 use super::rpc::*;
 use crate::{
     case::{Case, pass, skip_gone_at_once},
+    cases::shared::{
+        delete_not_found_after_gone, delete_repeatedly, delete_until_gone, deleted,
+        events_carry_labels, events_label_filter, events_none_in_1970, events_time_in_seconds,
+        list_unknown_id_empty, listed_alone_by_id,
+    },
     ctx::{expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
@@ -108,8 +113,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "a volume still listed after DeleteVolume has deleted_at set in Unix ns",
         |ctx| {
             let id = ctx.available_volume().await?;
-            expect_ok(ctx.delete_volume(&id).await, "DeleteVolume")?;
-            let Some(vol) = ctx.get_volume(&id).await? else {
+            let Some(vol) = deleted::<v::Volume>(&ctx, &id).await? else {
                 return skip_gone_at_once("volume", "the deletion phase");
             };
             let t = vol.metadata.context("no metadata")?.deleted_at;
@@ -126,8 +130,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "a deleted volume disappears from ListVolumes within the state budget",
         |ctx| {
             let id = ctx.available_volume().await?;
-            expect_ok(ctx.delete_volume(&id).await, "DeleteVolume")?;
-            ctx.wait_volume(&id, "to be gone", |x| x.is_none()).await?;
+            delete_until_gone::<v::Volume>(&ctx, &id).await?;
             pass()
         }
     );
@@ -137,20 +140,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "repeated DeleteVolume calls return OK, or NotFound only once the volume is gone",
         |ctx| {
             let id = ctx.new_volume().await?;
-            for i in 0..ctx.params().idempotent_count {
-                match ctx.delete_volume(&id).await {
-                    Ok(()) => {}
-                    Err(st) if st.code() == Code::NotFound => {
-                        ensure!(i > 0, "first DeleteVolume returned NotFound");
-                        ensure!(
-                            ctx.get_volume(&id).await?.is_none(),
-                            "DeleteVolume #{i} returned NotFound while the volume is listed"
-                        );
-                    }
-                    Err(st) => bail!("DeleteVolume #{i}: {:?}: {}", st.code(), st.message()),
-                }
-            }
-            ctx.wait_volume(&id, "to be gone", |x| x.is_none()).await?;
+            delete_repeatedly::<v::Volume>(&ctx, &id).await?;
             pass()
         }
     );
@@ -160,13 +150,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "DeleteVolume of a volume that is gone returns NotFound",
         |ctx| {
             let id = ctx.new_volume().await?;
-            expect_ok(ctx.delete_volume(&id).await, "DeleteVolume")?;
-            ctx.wait_volume(&id, "to be gone", |x| x.is_none()).await?;
-            expect_code(
-                ctx.delete_volume(&id).await,
-                Code::NotFound,
-                "DeleteVolume after gone",
-            )?;
+            delete_not_found_after_gone::<v::Volume>(&ctx, &id).await?;
             pass()
         }
     );
@@ -197,13 +181,7 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         "a snapshot reaches READY within the state budget",
         |ctx| {
             let vid = ctx.available_volume().await?;
-            let s = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let sid = meta_id(s.metadata.as_ref(), "snapshot")?;
-            ctx.wait_snapshot(&sid, "to be READY", |x| {
-                x.and_then(|x| x.status.as_ref())
-                    .is_some_and(|st| st.state == READY)
-            })
-            .await?;
+            ready_snapshot(&ctx, &vid).await?;
             pass()
         }
     );
@@ -213,15 +191,7 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         "a READY snapshot reports a size > 0 bytes",
         |ctx| {
             let vid = ctx.available_volume().await?;
-            let s = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let sid = meta_id(s.metadata.as_ref(), "snapshot")?;
-            let s = ctx
-                .wait_snapshot(&sid, "to be READY", |x| {
-                    x.and_then(|x| x.status.as_ref())
-                        .is_some_and(|st| st.state == READY)
-                })
-                .await?
-                .context("snapshot vanished")?;
+            let s = ready_snapshot(&ctx, &vid).await?;
             let size = s.status.map_or(0, |st| st.size);
             ensure!(size > 0, "READY snapshot has size {size}");
             pass()
@@ -233,8 +203,7 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         "snapshot labels are listed verbatim",
         |ctx| {
             let vid = ctx.new_volume().await?;
-            let s = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let sid = meta_id(s.metadata.as_ref(), "snapshot")?;
+            let sid = new_snapshot(&ctx, &vid).await?;
             let got = ctx
                 .get_snapshot(&sid)
                 .await?
@@ -280,26 +249,9 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         "ListVolumeSnapshots with an id filter returns exactly that snapshot",
         |ctx| {
             let vid = ctx.new_volume().await?;
-            let a = meta_id(
-                expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
-                    .metadata
-                    .as_ref(),
-                "snapshot",
-            )?;
+            let a = new_snapshot(&ctx, &vid).await?;
             let _b = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let l = expect_ok(
-                ctx.list_snapshots(Some(v::VolumeSnapshotFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumeSnapshots by id",
-            )?;
-            let ids: Vec<String> = l
-                .iter()
-                .filter_map(|s| s.metadata.as_ref().map(|m| m.id.clone()))
-                .collect();
-            ensure!(ids == vec![a.clone()], "by id {a} returned {ids:?}");
+            listed_alone_by_id::<v::VolumeSnapshot>(&ctx, &a).await?;
             pass()
         }
     );
@@ -310,15 +262,7 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         |ctx| {
             let vid = ctx.new_volume().await?;
             expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let l = expect_ok(
-                ctx.list_snapshots(Some(v::VolumeSnapshotFilter {
-                    id: unknown_id(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumeSnapshots unknown id",
-            )?;
-            ensure!(l.is_empty(), "returned {} snapshots", l.len());
+            list_unknown_id_empty::<v::VolumeSnapshot>(&ctx).await?;
             pass()
         }
     );
@@ -351,16 +295,9 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         |ctx| {
             let vid = ctx.available_volume().await?;
             let sid = meta_id(
-                expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
-                    .metadata
-                    .as_ref(),
+                ready_snapshot(&ctx, &vid).await?.metadata.as_ref(),
                 "snapshot",
             )?;
-            ctx.wait_snapshot(&sid, "to be READY", |x| {
-                x.and_then(|x| x.status.as_ref())
-                    .is_some_and(|st| st.state == READY)
-            })
-            .await?;
             let mut spec = ctx.volume_spec(&[])?;
             spec.spec.as_mut().context("spec")?.volume_data_source = Some(snapshot_source(sid));
             let (id, _) = ctx.create_volume(spec).await?;
@@ -391,15 +328,7 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
         "volume.events.time_in_seconds",
         "volume event_time is in Unix seconds",
         |ctx| {
-            let id = ctx.new_volume().await?;
-            let now = crate::ctx::unix_secs();
-            for e in wait_events_of(&ctx, &id).await? {
-                let t = e.spec.as_ref().map_or(0, |s| s.event_time);
-                ensure!(
-                    (now - 600..=now + 600).contains(&t),
-                    "event_time {t} is not now in Unix seconds"
-                );
-            }
+            events_time_in_seconds::<v::Volume>(&ctx).await?;
             pass()
         }
     );
@@ -410,14 +339,7 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
         |ctx| {
             let (id, vol) = ctx.create_volume(ctx.volume_spec(&[("evt", "v")])?).await?;
             let want = vol.metadata.map(|m| m.labels).unwrap_or_default();
-            for e in wait_events_of(&ctx, &id).await? {
-                let got = e
-                    .spec
-                    .and_then(|s| s.involved_object_meta)
-                    .map(|m| m.labels)
-                    .unwrap_or_default();
-                ensure!(got == want, "event labels {got:?} != {want:?}");
-            }
+            events_carry_labels(wait_events_of(&ctx, &id).await?, &want)?;
             pass()
         }
     );
@@ -426,34 +348,7 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
         "volume.events.label_filter",
         "volume ListEvents with a label selector returns only events of matching volumes",
         |ctx| {
-            let a = ctx
-                .create_volume(ctx.volume_spec(&[("which", "a")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_volume(ctx.volume_spec(&[("which", "b")])?)
-                .await?
-                .0;
-            wait_events_of(&ctx, &a).await?;
-            let mut sel = ctx.case_selector();
-            sel.insert("which".into(), "a".into());
-            let evs = events(
-                &ctx,
-                v::EventFilter {
-                    label_selector: sel,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            ensure!(!evs.is_empty(), "no events for which=a");
-            for e in evs {
-                let id = e
-                    .spec
-                    .and_then(|s| s.involved_object_meta)
-                    .map(|m| m.id)
-                    .unwrap_or_default();
-                ensure!(id == a, "event about {id} for selector which=a");
-            }
+            events_label_filter::<v::Volume>(&ctx).await?;
             pass()
         }
     );
@@ -462,23 +357,7 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
         "volume.events.time_window",
         "volume ListEvents with both bounds > 0 honours the window",
         |ctx| {
-            let id = ctx.new_volume().await?;
-            wait_events_of(&ctx, &id).await?;
-            let evs = events(
-                &ctx,
-                v::EventFilter {
-                    id: id.clone(),
-                    events_from_time: 1,
-                    events_to_time: 1000,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            ensure!(
-                evs.is_empty(),
-                "a window in 1970 returned {} events",
-                evs.len()
-            );
+            events_none_in_1970::<v::Volume>(&ctx).await?;
             pass()
         }
     );
