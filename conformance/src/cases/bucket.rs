@@ -7,7 +7,7 @@ use tonic::Code;
 use crate::{
     case::{Case, pass, skip_gone_at_once},
     cases::shared::{
-        delete_repeatedly, deleted, list_by_id, list_by_label, list_items_complete,
+        delete_repeatedly, deleted, labelled, list_by_id, list_by_label, list_items_complete,
         list_unknown_id_empty,
     },
     ctx::{Ctx, expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
@@ -118,13 +118,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "bucket.create.labels_preserved",
         "bucket labels are listed verbatim and created_at is in Unix ns",
         |ctx| {
-            let spec = ctx.bucket_spec(&[("conformance.example/b", "1")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|m| m.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_bucket(spec).await?;
+            let (id, want) = labelled::<b::Bucket>(&ctx, &[("conformance.example/b", "1")]).await?;
             let md = ctx
                 .get_bucket(&id)
                 .await?
@@ -174,15 +168,10 @@ pub(crate) fn cases() -> Vec<Case> {
         InvalidArgument, "CreateBucket without spec",
         |ctx| ctx.try_create_bucket(b::Bucket { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
     }
-    case!(
-        v,
-        "bucket.state.becomes_available",
-        "a bucket reaches AVAILABLE within the state budget",
-        |ctx| {
-            available(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.state.becomes_available", "a bucket reaches AVAILABLE within the state budget",
+        |ctx| { available(&ctx).await?; };
+    }
     case!(
         v,
         "bucket.state.access_when_available",
@@ -198,43 +187,16 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.list.by_id",
-        "ListBuckets with an id filter returns exactly that bucket",
-        |ctx| {
-            list_by_id::<b::Bucket>(&ctx).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "bucket.list.by_label",
-        "ListBuckets with a label selector returns exactly the matching buckets",
-        |ctx| {
-            list_by_label::<b::Bucket>(&ctx, &[("color", "red")], &[("color", "blue")]).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "bucket.list.unknown_id_empty",
-        "ListBuckets with an unknown id returns an empty list",
-        |ctx| {
-            ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            list_unknown_id_empty::<b::Bucket>(&ctx).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "bucket.list.items_complete",
-        "every listed bucket has metadata, spec and status",
-        |ctx| {
-            list_items_complete::<b::Bucket>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.list.by_id", "ListBuckets with an id filter returns exactly that bucket",
+        |ctx| { list_by_id::<b::Bucket>(&ctx).await?; };
+        "bucket.list.by_label", "ListBuckets with a label selector returns exactly the matching buckets",
+        |ctx| { list_by_label::<b::Bucket>(&ctx, &[("color", "red")], &[("color", "blue")]).await?; };
+        "bucket.list.unknown_id_empty", "ListBuckets with an unknown id returns an empty list",
+        |ctx| { ctx.create_bucket(ctx.bucket_spec(&[])?).await?; list_unknown_id_empty::<b::Bucket>(&ctx).await?; };
+        "bucket.list.items_complete", "every listed bucket has metadata, spec and status",
+        |ctx| { list_items_complete::<b::Bucket>(&ctx).await?; };
+    }
     code_cases! { v, Bucket;
         "bucket.delete.unknown_id_not_found", "DeleteBucket of an unknown id returns NotFound",
         NotFound, "DeleteBucket unknown id",
@@ -256,16 +218,10 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.delete.idempotent",
-        "repeated DeleteBucket calls return OK, or NotFound only once the bucket is gone; it ends up gone",
-        |ctx| {
-            let (id, _) = ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            delete_repeatedly::<b::Bucket>(&ctx, &id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.delete.idempotent", "repeated DeleteBucket calls return OK, or NotFound only once the bucket is gone; it ends up gone",
+        |ctx| { let (id, _) = ctx.create_bucket(ctx.bucket_spec(&[])?).await?; delete_repeatedly::<b::Bucket>(&ctx, &id).await?; };
+    }
 
     out
 }

@@ -101,6 +101,15 @@ pub(crate) async fn new<K: Template>(ctx: &Ctx, extra: &[(&str, &str)]) -> anyho
     Ok(ctx.create(K::template(ctx, extra)?).await?.0)
 }
 
+/// Creates a `K` from the template with `extra` labels; its id and the labels it was sent
+/// with (the run labels and `extra`).
+pub(crate) async fn labelled<K: Template>(
+    ctx: &Ctx,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(String, HashMap<String, String>)> {
+    Ok((new::<K>(ctx, extra).await?, ctx.labels(extra)))
+}
+
 /// The ids of listed objects (one without metadata has none).
 pub(crate) fn ids_of<K: IriKind>(list: &[K]) -> Vec<String> {
     list.iter()

@@ -12,6 +12,7 @@ use tonic::Code;
 use super::rpc::*;
 use crate::{
     case::{Case, pass},
+    cases::shared::labelled,
     ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
 };
 
@@ -28,16 +29,10 @@ pub(super) fn status_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.version.any_request_version",
-        "Version answers OK whatever the request's version field says (Go clients send \"\")",
-        |ctx| {
-            let r = version(&ctx, "v9.9.9-conformance").await?;
-            ensure!(!r.runtime_name.is_empty(), "runtime_name is empty");
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.version.any_request_version", "Version answers OK whatever the request's version field says (Go clients send \"\")",
+        |ctx| { let r = version(&ctx, "v9.9.9-conformance").await?; ensure!(!r.runtime_name.is_empty(), "runtime_name is empty"); };
+    }
     case!(
         v,
         "machine.version.stable",
@@ -288,15 +283,10 @@ pub(super) fn status_cases(v: &mut Vec<Case>) {
 
 pub(super) fn create_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ CreateMachine
-    case!(
-        v,
-        "machine.create.returns_id",
-        "CreateMachine returns the machine with a non-empty metadata.id",
-        |ctx| {
-            ctx.new_machine().await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.returns_id", "CreateMachine returns the machine with a non-empty metadata.id",
+        |ctx| { ctx.new_machine().await?; };
+    }
     case!(
         v,
         "machine.create.response_complete",
@@ -405,13 +395,9 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "machine.create.labels_preserved",
         "labels given at create are listed verbatim",
         |ctx| {
-            let spec = ctx.machine_spec(&[("conformance.example/app", "web"), ("tier", "")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|m| m.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_machine(spec).await?;
+            let (id, want) =
+                labelled::<m::Machine>(&ctx, &[("conformance.example/app", "web"), ("tier", "")])
+                    .await?;
             let mm = ctx.must_machine(&id).await?;
             let got = &mm.metadata.as_ref().context("no metadata")?.labels;
             ensure!(*got == want, "labels differ: sent {want:?}, listed {got:?}");
@@ -482,16 +468,10 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.create.listed_with_same_id",
-        "ListMachines by id returns the machine under the id CreateMachine returned",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            ctx.must_machine(&id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.listed_with_same_id", "ListMachines by id returns the machine under the id CreateMachine returned",
+        |ctx| { let id = ctx.new_machine().await?; ctx.must_machine(&id).await?; };
+    }
     case!(
         v,
         "machine.create.unique_ids",
@@ -731,13 +711,7 @@ pub(super) fn annotations_cases(v: &mut Vec<Case>) {
         "machine.annotations.labels_untouched",
         "UpdateMachineAnnotations does not change labels",
         |ctx| {
-            let spec = ctx.machine_spec(&[("stay", "here")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|md| md.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_machine(spec).await?;
+            let (id, want) = labelled::<m::Machine>(&ctx, &[("stay", "here")]).await?;
             expect_ok(
                 annotate(&ctx, &id, map(&[("x", "y")])).await,
                 "UpdateMachineAnnotations",

@@ -14,7 +14,7 @@ use crate::{
     cases::shared::{
         Events as _, about, delete_not_found_after_gone, delete_repeatedly, delete_until_gone,
         deleted, events_carry_labels, events_label_filter, events_none_in_1970,
-        events_time_in_seconds, list_by_id, list_by_label, list_items_complete,
+        events_time_in_seconds, labelled, list_by_id, list_by_label, list_items_complete,
         list_no_match_empty, list_unknown_id_empty,
     },
     ctx::{expect_ok, plausible_ns, unknown_id},
@@ -22,15 +22,10 @@ use crate::{
 
 pub(super) fn power_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ state machine
-    case!(
-        v,
-        "machine.state.pending_to_running",
-        "a powered-on machine reaches RUNNING within the state budget",
-        |ctx| {
-            ctx.running_machine().await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.state.pending_to_running", "a powered-on machine reaches RUNNING within the state budget",
+        |ctx| { ctx.running_machine().await?; };
+    }
     case!(
         v,
         "machine.state.observed_generation_catches_up",
@@ -264,16 +259,10 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.delete.eventually_gone",
-        "a deleted machine disappears from ListMachines within the state budget",
-        |ctx| {
-            let id = ctx.running_machine().await?;
-            delete_until_gone::<m::Machine>(&ctx, &id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.delete.eventually_gone", "a deleted machine disappears from ListMachines within the state budget",
+        |ctx| { let id = ctx.running_machine().await?; delete_until_gone::<m::Machine>(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.delete.gone_from_label_list",
@@ -293,16 +282,10 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.delete.not_found_after_gone",
-        "DeleteMachine of a machine that is gone returns NotFound",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            delete_not_found_after_gone::<m::Machine>(&ctx, &id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.delete.not_found_after_gone", "DeleteMachine of a machine that is gone returns NotFound",
+        |ctx| { let id = ctx.new_machine().await?; delete_not_found_after_gone::<m::Machine>(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.delete.others_untouched",
@@ -323,16 +306,10 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.delete.idempotent",
-        "repeated DeleteMachine calls return only OK or NotFound and the machine ends up gone",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            delete_repeatedly::<m::Machine>(&ctx, &id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.delete.idempotent", "repeated DeleteMachine calls return only OK or NotFound and the machine ends up gone",
+        |ctx| { let id = ctx.new_machine().await?; delete_repeatedly::<m::Machine>(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.delete.parallel",
@@ -450,24 +427,12 @@ pub(super) fn concurrency_cases(v: &mut Vec<Case>) {
 
 pub(super) fn list_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ ListMachines
-    case!(
-        v,
-        "machine.list.by_id",
-        "ListMachines with an id filter returns exactly that machine",
-        |ctx| {
-            list_by_id::<m::Machine>(&ctx).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.list.by_label",
-        "ListMachines with a label selector returns exactly the matching machines",
-        |ctx| {
-            list_by_label::<m::Machine>(&ctx, &[("color", "red")], &[("color", "blue")]).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.by_id", "ListMachines with an id filter returns exactly that machine",
+        |ctx| { list_by_id::<m::Machine>(&ctx).await?; };
+        "machine.list.by_label", "ListMachines with a label selector returns exactly the matching machines",
+        |ctx| { list_by_label::<m::Machine>(&ctx, &[("color", "red")], &[("color", "blue")]).await?; };
+    }
     case!(
         v,
         "machine.list.selector_needs_all_keys",
@@ -478,15 +443,10 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.list.selector_no_match_empty",
-        "a label selector no machine matches returns an empty list",
-        |ctx| {
-            list_no_match_empty::<m::Machine>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.selector_no_match_empty", "a label selector no machine matches returns an empty list",
+        |ctx| { list_no_match_empty::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.list.empty_selector_matches_all",
@@ -515,16 +475,10 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.list.unknown_id_empty",
-        "ListMachines with an unknown id returns an empty list, not an error",
-        |ctx| {
-            ctx.new_machine().await?;
-            list_unknown_id_empty::<m::Machine>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.unknown_id_empty", "ListMachines with an unknown id returns an empty list, not an error",
+        |ctx| { ctx.new_machine().await?; list_unknown_id_empty::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.list.id_and_selector",
@@ -543,15 +497,10 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.list.items_complete",
-        "every listed machine has metadata, spec and status set",
-        |ctx| {
-            list_items_complete::<m::Machine>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.items_complete", "every listed machine has metadata, spec and status set",
+        |ctx| { list_items_complete::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.list.state_valid",
@@ -572,16 +521,10 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
 
 pub(super) fn events_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ events
-    case!(
-        v,
-        "machine.events.listed",
-        "creating a machine produces at least one event about it",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            wait_events_of(&ctx, &id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.events.listed", "creating a machine produces at least one event about it",
+        |ctx| { let id = ctx.new_machine().await?; wait_events_of(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.events.complete",
@@ -603,27 +546,16 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.events.time_in_seconds",
-        "event_time is in Unix seconds",
-        |ctx| {
-            events_time_in_seconds::<m::Machine>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.events.time_in_seconds", "event_time is in Unix seconds",
+        |ctx| { events_time_in_seconds::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.events.involved_labels",
         "involved_object_meta carries the machine's labels",
         |ctx| {
-            let spec = ctx.machine_spec(&[("evt", "yes")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|md| md.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_machine(spec).await?;
+            let (id, want) = labelled::<m::Machine>(&ctx, &[("evt", "yes")]).await?;
             events_carry_labels(wait_events_of(&ctx, &id).await?, &want)?;
             pass()
         }
@@ -660,15 +592,10 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.events.label_filter",
-        "ListEvents with a label selector returns only events of matching objects",
-        |ctx| {
-            events_label_filter::<m::Machine>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.events.label_filter", "ListEvents with a label selector returns only events of matching objects",
+        |ctx| { events_label_filter::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.events.time_window",

@@ -12,7 +12,8 @@ use super::rpc::*;
 use crate::{
     case::{Case, pass},
     cases::shared::{
-        list_by_id, list_by_label, list_items_complete, list_no_match_empty, list_unknown_id_empty,
+        labelled, list_by_id, list_by_label, list_items_complete, list_no_match_empty,
+        list_unknown_id_empty,
     },
     ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
 };
@@ -155,13 +156,8 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "volume.create.labels_preserved",
         "labels given at create are listed verbatim",
         |ctx| {
-            let spec = ctx.volume_spec(&[("conformance.example/disk", "data")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|m| m.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_volume(spec).await?;
+            let (id, want) =
+                labelled::<v::Volume>(&ctx, &[("conformance.example/disk", "data")]).await?;
             let got = must_volume(&ctx, &id)
                 .await?
                 .metadata
@@ -366,15 +362,10 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
     );
 
     // ------------------------------------------------------------ state
-    case!(
-        v,
-        "volume.state.becomes_available",
-        "a volume reaches AVAILABLE within the state budget",
-        |ctx| {
-            ctx.available_volume().await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.state.becomes_available", "a volume reaches AVAILABLE within the state budget",
+        |ctx| { ctx.available_volume().await?; };
+    }
     case!(
         v,
         "volume.state.access_when_available",
@@ -416,43 +407,16 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
 
 pub(super) fn list_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ ListVolumes
-    case!(
-        v,
-        "volume.list.by_id",
-        "ListVolumes with an id filter returns exactly that volume",
-        |ctx| {
-            list_by_id::<v::Volume>(&ctx).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.list.by_label",
-        "ListVolumes with a label selector returns exactly the matching volumes",
-        |ctx| {
-            list_by_label::<v::Volume>(&ctx, &[("color", "red")], &[("color", "blue")]).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.list.selector_no_match_empty",
-        "a label selector no volume matches returns an empty list",
-        |ctx| {
-            list_no_match_empty::<v::Volume>(&ctx).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.list.unknown_id_empty",
-        "ListVolumes with an unknown id returns an empty list, not an error",
-        |ctx| {
-            ctx.new_volume().await?;
-            list_unknown_id_empty::<v::Volume>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.list.by_id", "ListVolumes with an id filter returns exactly that volume",
+        |ctx| { list_by_id::<v::Volume>(&ctx).await?; };
+        "volume.list.by_label", "ListVolumes with a label selector returns exactly the matching volumes",
+        |ctx| { list_by_label::<v::Volume>(&ctx, &[("color", "red")], &[("color", "blue")]).await?; };
+        "volume.list.selector_no_match_empty", "a label selector no volume matches returns an empty list",
+        |ctx| { list_no_match_empty::<v::Volume>(&ctx).await?; };
+        "volume.list.unknown_id_empty", "ListVolumes with an unknown id returns an empty list, not an error",
+        |ctx| { ctx.new_volume().await?; list_unknown_id_empty::<v::Volume>(&ctx).await?; };
+    }
     case!(
         v,
         "volume.list.no_filter_lists_all",

@@ -124,36 +124,14 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "volume.delete.eventually_gone",
-        "a deleted volume disappears from ListVolumes within the state budget",
-        |ctx| {
-            let id = ctx.available_volume().await?;
-            delete_until_gone::<v::Volume>(&ctx, &id).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.delete.idempotent",
-        "repeated DeleteVolume calls return OK, or NotFound only once the volume is gone",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            delete_repeatedly::<v::Volume>(&ctx, &id).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.delete.not_found_after_gone",
-        "DeleteVolume of a volume that is gone returns NotFound",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            delete_not_found_after_gone::<v::Volume>(&ctx, &id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.delete.eventually_gone", "a deleted volume disappears from ListVolumes within the state budget",
+        |ctx| { let id = ctx.available_volume().await?; delete_until_gone::<v::Volume>(&ctx, &id).await?; };
+        "volume.delete.idempotent", "repeated DeleteVolume calls return OK, or NotFound only once the volume is gone",
+        |ctx| { let id = ctx.new_volume().await?; delete_repeatedly::<v::Volume>(&ctx, &id).await?; };
+        "volume.delete.not_found_after_gone", "DeleteVolume of a volume that is gone returns NotFound",
+        |ctx| { let id = ctx.new_volume().await?; delete_not_found_after_gone::<v::Volume>(&ctx, &id).await?; };
+    }
 }
 
 pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
@@ -175,16 +153,10 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "volume.snapshot.becomes_ready",
-        "a snapshot reaches READY within the state budget",
-        |ctx| {
-            let vid = ctx.available_volume().await?;
-            ready_snapshot(&ctx, &vid).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.snapshot.becomes_ready", "a snapshot reaches READY within the state budget",
+        |ctx| { let vid = ctx.available_volume().await?; ready_snapshot(&ctx, &vid).await?; };
+    }
     case!(
         v,
         "volume.snapshot.size_set",
@@ -274,15 +246,10 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         InvalidArgument, "DeleteVolumeSnapshot empty id",
         |ctx| ctx.delete_snapshot("").await;
     }
-    case!(
-        v,
-        "volume.snapshot.delete_eventually_gone",
-        "a deleted snapshot disappears from ListVolumeSnapshots (a later delete: volume.snapshot.delete_not_found_after_gone)",
-        |ctx| {
-            snapshot_deleted_and_gone(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.snapshot.delete_eventually_gone", "a deleted snapshot disappears from ListVolumeSnapshots (a later delete: volume.snapshot.delete_not_found_after_gone)",
+        |ctx| { snapshot_deleted_and_gone(&ctx).await?; };
+    }
     code_cases! { v, Volume;
         "volume.snapshot.delete_not_found_after_gone", "DeleteVolumeSnapshot of a snapshot that is gone returns NotFound",
         NotFound, "DeleteVolumeSnapshot after gone",
@@ -313,25 +280,12 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
 
 pub(super) fn events_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ events
-    case!(
-        v,
-        "volume.events.listed",
-        "creating a volume produces at least one event about it",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            wait_events_of(&ctx, &id).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.events.time_in_seconds",
-        "volume event_time is in Unix seconds",
-        |ctx| {
-            events_time_in_seconds::<v::Volume>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.events.listed", "creating a volume produces at least one event about it",
+        |ctx| { let id = ctx.new_volume().await?; wait_events_of(&ctx, &id).await?; };
+        "volume.events.time_in_seconds", "volume event_time is in Unix seconds",
+        |ctx| { events_time_in_seconds::<v::Volume>(&ctx).await?; };
+    }
     case!(
         v,
         "volume.events.involved_labels",
@@ -343,22 +297,10 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "volume.events.label_filter",
-        "volume ListEvents with a label selector returns only events of matching volumes",
-        |ctx| {
-            events_label_filter::<v::Volume>(&ctx).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.events.time_window",
-        "volume ListEvents with both bounds > 0 honours the window",
-        |ctx| {
-            events_none_in_1970::<v::Volume>(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.events.label_filter", "volume ListEvents with a label selector returns only events of matching volumes",
+        |ctx| { events_label_filter::<v::Volume>(&ctx).await?; };
+        "volume.events.time_window", "volume ListEvents with both bounds > 0 honours the window",
+        |ctx| { events_none_in_1970::<v::Volume>(&ctx).await?; };
+    }
 }
