@@ -2,15 +2,14 @@
 
 use anyhow::{Context as _, ensure};
 use iri_spec::bucket::v1alpha1::{self as b, BucketState};
-use tonic::Code;
 
 use crate::{
-    case::{Case, pass, skip_gone_at_once},
+    case::{Case, Service, pass, skip_gone_at_once},
     cases::shared::{
-        delete_repeatedly, deleted, labelled, list_by_id, list_by_label, list_items_complete,
-        list_unknown_id_empty,
+        NO_SUCH_CLASS, delete_repeatedly, deleted, labelled, list_by_id, list_by_label,
+        list_items_complete, list_unknown_id_empty, version_set, with_spec,
     },
-    ctx::{Ctx, expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
+    ctx::{Ctx, expect_error, expect_ok, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = BucketState::BucketAvailable as i32;
@@ -50,15 +49,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "bucket.version.name_and_version_set",
         "bucket Version returns a non-empty runtime_name and runtime_version",
         |ctx| {
-            let mut c = ctx.bc()?;
-            let r = expect_ok(
-                ctx.rpc(c.version(b::VersionRequest::default())).await,
-                "Version",
-            )?;
-            ensure!(
-                !r.runtime_name.is_empty() && !r.runtime_version.is_empty(),
-                "empty Version answer: {r:?}"
-            );
+            version_set(&ctx, Service::Bucket).await?;
             pass()
         }
     );
@@ -139,8 +130,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "bucket.create.unknown_class_fails",
         "CreateBucket with a class Status does not report fails (any code; the exact code is bucket.create.rejects_unknown_class)",
         |ctx| {
-            let mut spec = ctx.bucket_spec(&[])?;
-            spec.spec.as_mut().context("spec")?.class = "conformance-no-such-class".to_owned();
+            let spec = with_spec::<b::Bucket>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
             expect_error(
                 ctx.try_create_bucket(spec).await,
                 "CreateBucket with an unknown class",
@@ -148,22 +138,10 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.create.rejects_unknown_class",
-        "CreateBucket with an unknown class returns InvalidArgument",
-        |ctx| {
-            let mut spec = ctx.bucket_spec(&[])?;
-            spec.spec.as_mut().context("spec")?.class = "conformance-no-such-class".to_owned();
-            expect_code(
-                ctx.try_create_bucket(spec).await,
-                Code::InvalidArgument,
-                "CreateBucket unknown class",
-            )?;
-            pass()
-        }
-    );
     code_cases! { v, Bucket;
+        "bucket.create.rejects_unknown_class", "CreateBucket with an unknown class returns InvalidArgument",
+        InvalidArgument, "CreateBucket unknown class",
+        |ctx| ctx.try_create_bucket(with_spec::<b::Bucket>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
         "bucket.create.rejects_missing_spec", "CreateBucket without spec returns InvalidArgument",
         InvalidArgument, "CreateBucket without spec",
         |ctx| ctx.try_create_bucket(b::Bucket { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;

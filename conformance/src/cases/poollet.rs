@@ -15,6 +15,7 @@ use tonic::Code;
 use crate::{
     case::{Case, Profile, Service, pass},
     cases::machine::{annotate, attach_nic, power, wait_events_of},
+    cases::shared::version,
     ctx::{Ctx, expect_code, expect_ok, plausible_ns, unknown_id},
 };
 
@@ -49,19 +50,14 @@ pub(crate) fn cases() -> Vec<Case> {
         "poollet.version.runtime_name_usable",
         "runtime_name is non-empty and usable as the <name>:// prefix of machine ids",
         |ctx| {
-            let mut c = ctx.mc()?;
-            let r = expect_ok(
-                ctx.rpc(c.version(m::VersionRequest::default())).await,
-                "Version",
-            )?;
+            let name = version(&ctx, Service::Machine, "").await?.name;
             ensure!(
-                !r.runtime_name.is_empty(),
+                !name.is_empty(),
                 "runtime_name is empty: the poollet writes \"://<id>\" as machineID"
             );
             ensure!(
-                !r.runtime_name.contains("://") && !r.runtime_name.contains(char::is_whitespace),
-                "runtime_name {:?} cannot prefix an id",
-                r.runtime_name
+                !name.contains("://") && !name.contains(char::is_whitespace),
+                "runtime_name {name:?} cannot prefix an id"
             );
             pass()
         }

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, fmt::Debug};
 
-use anyhow::{bail, ensure};
+use anyhow::{Context as _, bail, ensure};
 use iri_spec::{
     bucket::v1alpha1 as bucket, event::v1alpha1::Event, kind::IriKind,
     machine::v1alpha1 as machine, volume::v1alpha1 as volume,
@@ -14,6 +14,7 @@ use tonic::{Code, Status};
 use crate::{
     case::{Case, Profile, Service, pass},
     ctx::{Ctx, RuntimeKind, expect_code, expect_ok, meta_id, unknown_id},
+    report::RuntimeVersion,
 };
 
 /// A case of the shape most error-code cases share: `call` runs the RPC and its raw result
@@ -72,6 +73,44 @@ where
     .await
 }
 
+/// The Version answer of `service`'s runtime to a request with `version`, which must succeed.
+pub(crate) async fn version(
+    ctx: &Ctx,
+    service: Service,
+    version: &str,
+) -> anyhow::Result<RuntimeVersion> {
+    let version = version.to_owned();
+    let pair = |name, version| RuntimeVersion { name, version };
+    let res = match service {
+        Service::Machine => {
+            let mut c = ctx.mc()?;
+            let r = ctx.rpc(c.version(machine::VersionRequest { version }));
+            r.await.map(|r| pair(r.runtime_name, r.runtime_version))
+        }
+        Service::Volume => {
+            let mut c = ctx.vc()?;
+            let r = ctx.rpc(c.version(volume::VersionRequest { version }));
+            r.await.map(|r| pair(r.runtime_name, r.runtime_version))
+        }
+        Service::Bucket => {
+            let mut c = ctx.bc()?;
+            let r = ctx.rpc(c.version(bucket::VersionRequest { version }));
+            r.await.map(|r| pair(r.runtime_name, r.runtime_version))
+        }
+    };
+    expect_ok(res, "Version")
+}
+
+/// `service`'s Version answers a non-empty runtime_name and runtime_version.
+pub(crate) async fn version_set(ctx: &Ctx, service: Service) -> anyhow::Result<()> {
+    let r = version(ctx, service, "").await?;
+    ensure!(
+        !r.name.is_empty() && !r.version.is_empty(),
+        "empty Version answer: {r:?}"
+    );
+    Ok(())
+}
+
 /// A kind the cases create from the run's valid template (class, size, run labels).
 pub(crate) trait Template: RuntimeKind {
     /// The valid template with the run labels and `extra` labels.
@@ -94,6 +133,19 @@ impl Template for bucket::Bucket {
     fn template(ctx: &Ctx, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         ctx.bucket_spec(extra)
     }
+}
+
+/// A class no runtime offers.
+pub(crate) const NO_SUCH_CLASS: &str = "conformance-no-such-class";
+
+/// The valid `K` template (run labels) with `change` applied to its spec.
+pub(crate) fn with_spec<K: Template>(
+    ctx: &Ctx,
+    change: impl FnOnce(&mut K::Spec),
+) -> anyhow::Result<K> {
+    let mut obj = K::template(ctx, &[])?;
+    change(obj.spec_mut().as_mut().context("template has spec")?);
+    Ok(obj)
 }
 
 /// Creates a `K` from the template with `extra` labels; its id.

@@ -32,7 +32,7 @@ use crate::{
             case_meta, describe, machine_name, machine_side, plane_ok, running_at_generation,
             wait_machine, wait_object, wait_out_of_capacity, wait_runtime_machine,
         },
-        env::Env,
+        env::{Env, MachineSide},
     },
 };
 
@@ -147,6 +147,15 @@ async fn free_class(ctx: &Ctx, env: &Env) -> anyhow::Result<String> {
 }
 
 /// Waits until the MachinePool `pool` carries `supported=<want>`.
+/// The lifecycle environment and its machine side, once the pool is annotated as supporting
+/// reservations.
+async fn supported_side(ctx: &Ctx) -> anyhow::Result<(&Env, &MachineSide)> {
+    let env = ctx.lifecycle()?;
+    let side = machine_side(env)?;
+    wait_supported(ctx, env, &side.pool, true).await?;
+    Ok((env, side))
+}
+
 async fn wait_supported(ctx: &Ctx, env: &Env, pool: &str, want: bool) -> anyhow::Result<()> {
     let want = want.to_string();
     wait_object(
@@ -219,9 +228,7 @@ async fn reservation_gone(ctx: &Ctx, env: &Env, name: &str, why: &str) -> anyhow
 
 fn bound_where_reserved(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
     Box::pin(async move {
-        let env = ctx.lifecycle()?;
-        let side = machine_side(env)?;
-        wait_supported(&ctx, env, &side.pool, true).await?;
+        let (env, side) = supported_side(&ctx).await?;
         let name = machine_name(&ctx, "");
         let class = free_class(&ctx, env).await?;
         let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool);
@@ -342,9 +349,7 @@ async fn out_of_capacity(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Eve
 
 fn all_rejected_unbound(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
     Box::pin(async move {
-        let env = ctx.lifecycle()?;
-        let side = machine_side(env)?;
-        wait_supported(&ctx, env, &side.pool, true).await?;
+        let (env, side) = supported_side(&ctx).await?;
         let name = machine_name(&ctx, "");
         let mut m = huge_machine(&ctx, env, &name)?;
         m.spec.machine_pool_selector.insert(
@@ -409,9 +414,7 @@ async fn label_pool(env: &Env, pool: &str, value: Option<&str>) -> anyhow::Resul
 
 fn fallback_best_effort(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
     Box::pin(async move {
-        let env = ctx.lifecycle()?;
-        let side = machine_side(env)?;
-        wait_supported(&ctx, env, &side.pool, true).await?;
+        let (env, side) = supported_side(&ctx).await?;
         // A second pool on a runtime without reservations, with the classes of the runtime
         // under test (same names and capabilities, so the MachineClasses map).
         let classes = side.classes.iter().map(|c| {

@@ -519,16 +519,13 @@ pub async fn run(
     }
     let mut shared = Shared {
         cases: &cases,
-        base: Ctx {
-            clients: clients.clone(),
-            params: Arc::new(config.params.clone()),
-            resolved: Arc::new(resolved),
-            run_id: Arc::from(run_id.as_str()),
-            case_id: Arc::from(""),
-            created: created.clone(),
-            lifecycle: None,
-            upstreams: Arc::new(targets.upstreams.clone()),
-        },
+        base: Ctx::new(
+            targets,
+            &config.params,
+            resolved,
+            (&run_id, ""),
+            created.clone(),
+        ),
         case_timeout: config.case_timeout,
         cancel: &cancel,
         on_progress,

@@ -11,8 +11,8 @@ use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass},
-    cases::shared::labelled,
+    case::{Case, Service, pass},
+    cases::shared::{labelled, version, version_set},
     ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
 };
 
@@ -23,24 +23,23 @@ pub(super) fn status_cases(v: &mut Vec<Case>) {
         "machine.version.name_and_version_set",
         "Version returns a non-empty runtime_name and runtime_version",
         |ctx| {
-            let r = version(&ctx, "").await?;
-            ensure!(!r.runtime_name.is_empty(), "runtime_name is empty");
-            ensure!(!r.runtime_version.is_empty(), "runtime_version is empty");
+            version_set(&ctx, Service::Machine).await?;
             pass()
         }
     );
     check_cases! { v, Machine;
         "machine.version.any_request_version", "Version answers OK whatever the request's version field says (Go clients send \"\")",
-        |ctx| { let r = version(&ctx, "v9.9.9-conformance").await?; ensure!(!r.runtime_name.is_empty(), "runtime_name is empty"); };
+        |ctx| { let r = version(&ctx, Service::Machine, "v9.9.9-conformance").await?; ensure!(!r.name.is_empty(), "runtime_name is empty"); };
     }
     case!(
         v,
         "machine.version.stable",
         "two Version calls return the same runtime_name and runtime_version",
         |ctx| {
-            let (a, b) = (version(&ctx, "").await?, version(&ctx, "").await?);
+            let a = version(&ctx, Service::Machine, "").await?;
+            let b = version(&ctx, Service::Machine, "").await?;
             ensure!(a == b, "Version changed between calls: {a:?} vs {b:?}");
-            ensure!(!a.runtime_name.is_empty(), "runtime_name is empty");
+            ensure!(!a.name.is_empty(), "runtime_name is empty");
             pass()
         }
     );
@@ -559,7 +558,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "machine.create.unknown_class_fails",
         "CreateMachine with a class Status does not report fails (any code; the exact code is machine.create.rejects_unknown_class)",
         |ctx| {
-            let spec = template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
+            let spec = with_spec::<m::Machine>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
             expect_error(
                 ctx.try_create_machine(spec).await,
                 "CreateMachine with an unknown class",
@@ -571,34 +570,34 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "machine.create.rejects_unknown_class",
         "CreateMachine with a class Status does not report returns InvalidArgument",
         InvalidArgument, "CreateMachine with an unknown class",
-        |ctx| ctx.try_create_machine(template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        |ctx| ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
         "machine.create.rejects_empty_class", "CreateMachine with an empty class returns InvalidArgument",
         InvalidArgument, "CreateMachine with an empty class",
-        |ctx| ctx.try_create_machine(template(&ctx, |s| s.class = String::new())?).await;
+        |ctx| ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.class = String::new())?).await;
         "machine.create.rejects_invalid_power",
         "CreateMachine with a power value outside the enum returns InvalidArgument",
         InvalidArgument, "CreateMachine with power 7",
-        |ctx| ctx.try_create_machine(template(&ctx, |s| s.power = 7)?).await;
+        |ctx| ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.power = 7)?).await;
         "machine.create.rejects_duplicate_volume_names",
         "CreateMachine with two volumes of the same name returns InvalidArgument",
         InvalidArgument, "CreateMachine with duplicate volume names",
         |ctx| {
             let volumes = vec![ctx.local_disk("disk"), ctx.local_disk("disk")];
-            ctx.try_create_machine(template(&ctx, |s| s.volumes = volumes)?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.volumes = volumes)?).await
         };
         "machine.create.rejects_duplicate_nic_names",
         "CreateMachine with two NICs of the same name returns InvalidArgument",
         InvalidArgument, "CreateMachine with duplicate NIC names",
         |ctx| {
             let nics = vec![ctx.nic("eth"), ctx.nic("eth")];
-            ctx.try_create_machine(template(&ctx, |s| s.network_interfaces = nics)?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.network_interfaces = nics)?).await
         };
         "machine.create.rejects_unnamed_volume",
         "CreateMachine with a volume without a name returns InvalidArgument",
         InvalidArgument, "CreateMachine with an unnamed volume",
         |ctx| {
             let volumes = vec![ctx.local_disk("")];
-            ctx.try_create_machine(template(&ctx, |s| s.volumes = volumes)?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.volumes = volumes)?).await
         };
         "machine.create.rejects_volume_without_source",
         "CreateMachine with a volume that has neither local_disk nor connection returns InvalidArgument",
@@ -606,7 +605,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         |ctx| {
             let mut volume = ctx.local_disk("empty");
             volume.local_disk = None;
-            ctx.try_create_machine(template(&ctx, |s| s.volumes = vec![volume])?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.volumes = vec![volume])?).await
         };
     }
     case!(

@@ -6,25 +6,12 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use iri_spec::machine::v1alpha1::{self as m, MachineState};
 
-pub(super) use crate::cases::shared::ids_of;
+pub(super) use crate::cases::shared::{NO_SUCH_CLASS, ids_of, with_spec};
 use crate::ctx::{Ctx, expect_ok};
 
 pub(super) const RUNNING: i32 = MachineState::MachineRunning as i32;
 pub(super) const PENDING: i32 = MachineState::MachinePending as i32;
 pub(super) const TERMINATING: i32 = MachineState::MachineTerminating as i32;
-
-/// A class no runtime offers.
-pub(super) const NO_SUCH_CLASS: &str = "conformance-no-such-class";
-
-/// The valid machine template (class, power on, run labels) with `change` applied to its spec.
-pub(super) fn template(
-    ctx: &Ctx,
-    change: impl FnOnce(&mut m::MachineSpec),
-) -> anyhow::Result<m::Machine> {
-    let mut machine = ctx.machine_spec(&[])?;
-    change(machine.spec.as_mut().context("template has spec")?);
-    Ok(machine)
-}
 
 pub(super) fn status_of(mm: &m::Machine) -> anyhow::Result<&m::MachineStatus> {
     mm.status.as_ref().context("machine has no status")
@@ -37,17 +24,6 @@ pub(super) fn spec_of(mm: &m::Machine) -> anyhow::Result<&m::MachineSpec> {
 pub(super) async fn status(ctx: &Ctx) -> anyhow::Result<m::StatusResponse> {
     let mut c = ctx.mc()?;
     expect_ok(ctx.rpc(c.status(m::StatusRequest {})).await, "Status")
-}
-
-pub(super) async fn version(ctx: &Ctx, v: &str) -> anyhow::Result<m::VersionResponse> {
-    let mut c = ctx.mc()?;
-    expect_ok(
-        ctx.rpc(c.version(m::VersionRequest {
-            version: v.to_owned(),
-        }))
-        .await,
-        "Version",
-    )
 }
 
 pub(crate) async fn annotate(

@@ -10,10 +10,10 @@ use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass},
+    case::{Case, Service, pass},
     cases::shared::{
         labelled, list_by_id, list_by_label, list_items_complete, list_no_match_empty,
-        list_unknown_id_empty,
+        list_unknown_id_empty, version_set,
     },
     ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
 };
@@ -24,15 +24,7 @@ pub(super) fn status_cases(v: &mut Vec<Case>) {
         "volume.version.name_and_version_set",
         "volume Version returns a non-empty runtime_name and runtime_version",
         |ctx| {
-            let mut c = ctx.vc()?;
-            let r = expect_ok(
-                ctx.rpc(c.version(v::VersionRequest::default())).await,
-                "Version",
-            )?;
-            ensure!(
-                !r.runtime_name.is_empty() && !r.runtime_version.is_empty(),
-                "empty Version answer: {r:?}"
-            );
+            version_set(&ctx, Service::Volume).await?;
             pass()
         }
     );
@@ -290,7 +282,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "volume.create.unknown_class_fails",
         "CreateVolume with a class Status does not report fails (any code; the exact code is volume.create.rejects_unknown_class)",
         |ctx| {
-            let spec = template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
+            let spec = with_spec::<v::Volume>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
             expect_error(
                 ctx.try_create_volume(spec).await,
                 "CreateVolume with an unknown class",
@@ -302,20 +294,20 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "volume.create.rejects_unknown_class",
         "CreateVolume with a class Status does not report returns InvalidArgument",
         InvalidArgument, "CreateVolume unknown class",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
         "volume.create.rejects_empty_class", "CreateVolume with an empty class returns InvalidArgument",
         InvalidArgument, "CreateVolume empty class",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.class = String::new())?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.class = String::new())?).await;
         "volume.create.rejects_missing_resources", "CreateVolume without resources returns InvalidArgument",
         InvalidArgument, "CreateVolume without resources",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.resources = None)?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.resources = None)?).await;
         "volume.create.rejects_zero_size", "CreateVolume with storage_bytes 0 returns InvalidArgument",
         InvalidArgument, "CreateVolume size 0",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.resources = Some(size(0)))?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.resources = Some(size(0)))?).await;
         "volume.create.rejects_negative_size",
         "CreateVolume with a negative storage_bytes returns InvalidArgument",
         InvalidArgument, "CreateVolume size -1",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.resources = Some(size(-1)))?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.resources = Some(size(-1)))?).await;
         "volume.create.rejects_two_data_sources",
         "CreateVolume with both an image and a snapshot data source returns InvalidArgument",
         InvalidArgument, "CreateVolume with two data sources",
@@ -324,14 +316,14 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
                 image_data_source: Some(image_source(&ctx)),
                 snapshot_data_source: Some(v::SnapshotDataSource { snapshot_id: unknown_id() }),
             };
-            ctx.try_create_volume(template(&ctx, |s| s.volume_data_source = Some(source))?).await
+            ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.volume_data_source = Some(source))?).await
         };
         "volume.create.rejects_unknown_snapshot_source",
         "CreateVolume with a snapshot data source naming an unknown snapshot returns NotFound",
         NotFound, "CreateVolume from an unknown snapshot",
         |ctx| {
             let source = snapshot_source(unknown_id());
-            ctx.try_create_volume(template(&ctx, |s| s.volume_data_source = Some(source))?).await
+            ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.volume_data_source = Some(source))?).await
         };
     }
     case!(

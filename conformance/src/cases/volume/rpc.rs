@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use iri_spec::volume::v1alpha1::{self as v, VolumeSnapshotState, VolumeState};
 
-pub(super) use crate::cases::shared::ids_of;
+pub(super) use crate::cases::shared::{NO_SUCH_CLASS, ids_of, with_spec};
 use crate::{
     cases::shared::delete_until_gone,
     ctx::{Ctx, expect_ok, meta_id},
@@ -12,19 +12,6 @@ use crate::{
 pub(super) const AVAILABLE: i32 = VolumeState::VolumeAvailable as i32;
 pub(super) const PENDING: i32 = VolumeState::VolumePending as i32;
 pub(super) const READY: i32 = VolumeSnapshotState::VolumeSnapshotReady as i32;
-
-/// A class no runtime offers.
-pub(super) const NO_SUCH_CLASS: &str = "conformance-no-such-class";
-
-/// The valid volume template (class, size, run labels) with `change` applied to its spec.
-pub(super) fn template(
-    ctx: &Ctx,
-    change: impl FnOnce(&mut v::VolumeSpec),
-) -> anyhow::Result<v::Volume> {
-    let mut volume = ctx.volume_spec(&[])?;
-    change(volume.spec.as_mut().context("spec")?);
-    Ok(volume)
-}
 
 pub(super) fn size(storage_bytes: i64) -> v::VolumeResources {
     v::VolumeResources { storage_bytes }

@@ -129,6 +129,26 @@ pub(in crate::lifecycle) async fn wait_object<R: Resource>(
     .await
 }
 
+/// Polls the store until the `R` named `name` in the case's namespace satisfies `pred`; `what`
+/// ends the timeout message, `describe` says what was seen.
+pub(in crate::lifecycle) async fn wait_named<R: Resource>(
+    ctx: &Ctx,
+    env: &Env,
+    name: &str,
+    what: &str,
+    (pred, describe): (impl Fn(&R) -> bool, fn(&R) -> String),
+) -> anyhow::Result<R> {
+    let what = format!("{} {name} {what}", R::KIND);
+    wait_object(ctx, env, env.namespace(), name, &what, |obj: &R| {
+        if pred(obj) {
+            Ok(())
+        } else {
+            Err(describe(obj))
+        }
+    })
+    .await
+}
+
 pub(in crate::lifecycle) async fn wait_machine(
     ctx: &Ctx,
     env: &Env,
@@ -136,17 +156,7 @@ pub(in crate::lifecycle) async fn wait_machine(
     what: &str,
     pred: impl Fn(&Machine) -> bool,
 ) -> anyhow::Result<Machine> {
-    wait_object(
-        ctx,
-        env,
-        env.namespace(),
-        name,
-        &format!("Machine {name} {what}"),
-        |m: &Machine| {
-            if pred(m) { Ok(()) } else { Err(describe(m)) }
-        },
-    )
-    .await
+    wait_named(ctx, env, name, what, (pred, describe)).await
 }
 
 pub(in crate::lifecycle) fn running_at_generation(m: &Machine) -> bool {

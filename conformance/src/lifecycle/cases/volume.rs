@@ -81,21 +81,7 @@ pub(super) async fn wait_volume(
     what: &str,
     pred: impl Fn(&Volume) -> bool,
 ) -> anyhow::Result<Volume> {
-    wait_object(
-        ctx,
-        env,
-        env.namespace(),
-        name,
-        &format!("Volume {name} {what}"),
-        |v: &Volume| {
-            if pred(v) {
-                Ok(())
-            } else {
-                Err(describe_volume(v))
-            }
-        },
-    )
-    .await
+    wait_named(ctx, env, name, what, (pred, describe_volume)).await
 }
 
 pub(super) fn available(v: &Volume) -> bool {
