@@ -6,10 +6,10 @@ use iri_spec::bucket::v1alpha1::{self as b, BucketState};
 use crate::{
     case::{Case, Service, pass, skip_gone_at_once},
     cases::shared::{
-        NO_SUCH_CLASS, delete_repeatedly, deleted, labelled, list_by_id, list_by_label,
-        list_items_complete, list_unknown_id_empty, version_set, with_spec,
+        delete_repeatedly, deleted, labelled, list_by_id, list_by_label, list_items_complete,
+        list_unknown_id_empty, unknown_class_fails, version_set, with_unknown_class,
     },
-    ctx::{Ctx, expect_error, expect_ok, plausible_ns, unknown_id},
+    ctx::{Ctx, expect_ok, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = BucketState::BucketAvailable as i32;
@@ -18,14 +18,13 @@ macro_rules! case {
     ($($case:tt)*) => { service_case!(Bucket, $($case)*) };
 }
 
+/// The bucket classes ListBucketClasses returns, which must be at least one.
 async fn classes(ctx: &Ctx) -> anyhow::Result<Vec<b::BucketClass>> {
     let mut c = ctx.bc()?;
-    Ok(expect_ok(
-        ctx.rpc(c.list_bucket_classes(b::ListBucketClassesRequest {}))
-            .await,
-        "ListBucketClasses",
-    )?
-    .bucket_classes)
+    let res = ctx.rpc(c.list_bucket_classes(b::ListBucketClassesRequest {}));
+    let cls = expect_ok(res.await, "ListBucketClasses")?.bucket_classes;
+    ensure!(!cls.is_empty(), "ListBucketClasses returned no classes");
+    Ok(cls)
 }
 
 async fn available(ctx: &Ctx) -> anyhow::Result<String> {
@@ -41,25 +40,18 @@ async fn available(ctx: &Ctx) -> anyhow::Result<String> {
 /// All bucket cases.
 #[allow(clippy::too_many_lines)]
 pub(crate) fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    let v = &mut out;
+    let mut v = Vec::new();
 
-    case!(
-        v,
-        "bucket.version.name_and_version_set",
-        "bucket Version returns a non-empty runtime_name and runtime_version",
-        |ctx| {
-            version_set(&ctx, Service::Bucket).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.version.name_and_version_set", "bucket Version returns a non-empty runtime_name and runtime_version",
+        |ctx| { version_set(&ctx, Service::Bucket).await?; };
+    }
     case!(
         v,
         "bucket.classes.listed",
         "ListBucketClasses returns at least one class with a non-empty, unique name",
         |ctx| {
             let cls = classes(&ctx).await?;
-            ensure!(!cls.is_empty(), "ListBucketClasses returned no classes");
             let mut seen = std::collections::HashSet::new();
             for c in &cls {
                 ensure!(
@@ -77,7 +69,6 @@ pub(crate) fn cases() -> Vec<Case> {
         "every bucket class has capabilities with tps and iops >= 0",
         |ctx| {
             let cls = classes(&ctx).await?;
-            ensure!(!cls.is_empty(), "ListBucketClasses returned no classes");
             for c in cls {
                 let caps = c
                     .capabilities
@@ -125,23 +116,14 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.create.unknown_class_fails",
-        "CreateBucket with a class Status does not report fails (any code; the exact code is bucket.create.rejects_unknown_class)",
-        |ctx| {
-            let spec = with_spec::<b::Bucket>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
-            expect_error(
-                ctx.try_create_bucket(spec).await,
-                "CreateBucket with an unknown class",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.create.unknown_class_fails", "CreateBucket with a class Status does not report fails (any code; the exact code is bucket.create.rejects_unknown_class)",
+        |ctx| { unknown_class_fails::<b::Bucket>(&ctx).await?; };
+    }
     code_cases! { v, Bucket;
         "bucket.create.rejects_unknown_class", "CreateBucket with an unknown class returns InvalidArgument",
         InvalidArgument, "CreateBucket unknown class",
-        |ctx| ctx.try_create_bucket(with_spec::<b::Bucket>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        |ctx| ctx.try_create_bucket(with_unknown_class::<b::Bucket>(&ctx)?).await;
         "bucket.create.rejects_missing_spec", "CreateBucket without spec returns InvalidArgument",
         InvalidArgument, "CreateBucket without spec",
         |ctx| ctx.try_create_bucket(b::Bucket { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
@@ -201,5 +183,5 @@ pub(crate) fn cases() -> Vec<Case> {
         |ctx| { let (id, _) = ctx.create_bucket(ctx.bucket_spec(&[])?).await?; delete_repeatedly::<b::Bucket>(&ctx, &id).await?; };
     }
 
-    out
+    v
 }

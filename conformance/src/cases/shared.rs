@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 
 use crate::{
     case::{Case, Profile, Service, pass},
-    ctx::{Ctx, RuntimeKind, expect_code, expect_ok, meta_id, unknown_id},
+    ctx::{Ctx, RuntimeKind, expect_code, expect_error, expect_ok, meta_id, unknown_id},
     report::RuntimeVersion,
 };
 
@@ -115,11 +115,16 @@ pub(crate) async fn version_set(ctx: &Ctx, service: Service) -> anyhow::Result<(
 pub(crate) trait Template: RuntimeKind {
     /// The valid template with the run labels and `extra` labels.
     fn template(ctx: &Ctx, extra: &[(&str, &str)]) -> anyhow::Result<Self>;
+    /// Sets the class of a spec.
+    fn set_class(spec: &mut Self::Spec, class: &str);
 }
 
 impl Template for machine::Machine {
     fn template(ctx: &Ctx, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         ctx.machine_spec(extra)
+    }
+    fn set_class(spec: &mut Self::Spec, class: &str) {
+        class.clone_into(&mut spec.class);
     }
 }
 
@@ -127,11 +132,17 @@ impl Template for volume::Volume {
     fn template(ctx: &Ctx, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         ctx.volume_spec(extra)
     }
+    fn set_class(spec: &mut Self::Spec, class: &str) {
+        class.clone_into(&mut spec.class);
+    }
 }
 
 impl Template for bucket::Bucket {
     fn template(ctx: &Ctx, extra: &[(&str, &str)]) -> anyhow::Result<Self> {
         ctx.bucket_spec(extra)
+    }
+    fn set_class(spec: &mut Self::Spec, class: &str) {
+        class.clone_into(&mut spec.class);
     }
 }
 
@@ -146,6 +157,18 @@ pub(crate) fn with_spec<K: Template>(
     let mut obj = K::template(ctx, &[])?;
     change(obj.spec_mut().as_mut().context("template has spec")?);
     Ok(obj)
+}
+
+/// The valid `K` template with a class no runtime offers.
+pub(crate) fn with_unknown_class<K: Template>(ctx: &Ctx) -> anyhow::Result<K> {
+    with_spec(ctx, |s| K::set_class(s, NO_SUCH_CLASS))
+}
+
+/// The create RPC of `K` with a class no runtime offers fails (any code).
+pub(crate) async fn unknown_class_fails<K: Template>(ctx: &Ctx) -> anyhow::Result<()> {
+    let res = ctx.try_create(with_unknown_class::<K>(ctx)?).await;
+    expect_error(res, &format!("{} with an unknown class", K::CREATE))?;
+    Ok(())
 }
 
 /// Creates a `K` from the template with `extra` labels; its id.

@@ -12,21 +12,16 @@ use tonic::Code;
 use super::rpc::*;
 use crate::{
     case::{Case, Service, pass},
-    cases::shared::{labelled, version, version_set},
-    ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
+    cases::shared::{labelled, unknown_class_fails, version, version_set, with_unknown_class},
+    ctx::{expect_code, expect_ok, plausible_ns, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ Version
-    case!(
-        v,
-        "machine.version.name_and_version_set",
-        "Version returns a non-empty runtime_name and runtime_version",
-        |ctx| {
-            version_set(&ctx, Service::Machine).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.version.name_and_version_set", "Version returns a non-empty runtime_name and runtime_version",
+        |ctx| { version_set(&ctx, Service::Machine).await?; };
+    }
     check_cases! { v, Machine;
         "machine.version.any_request_version", "Version answers OK whatever the request's version field says (Go clients send \"\")",
         |ctx| { let r = version(&ctx, Service::Machine, "v9.9.9-conformance").await?; ensure!(!r.name.is_empty(), "runtime_name is empty"); };
@@ -553,24 +548,15 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         InvalidArgument, "CreateMachine without spec",
         |ctx| ctx.try_create_machine(m::Machine { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
     }
-    case!(
-        v,
-        "machine.create.unknown_class_fails",
-        "CreateMachine with a class Status does not report fails (any code; the exact code is machine.create.rejects_unknown_class)",
-        |ctx| {
-            let spec = with_spec::<m::Machine>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
-            expect_error(
-                ctx.try_create_machine(spec).await,
-                "CreateMachine with an unknown class",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.unknown_class_fails", "CreateMachine with a class Status does not report fails (any code; the exact code is machine.create.rejects_unknown_class)",
+        |ctx| { unknown_class_fails::<m::Machine>(&ctx).await?; };
+    }
     code_cases! { v, Machine;
         "machine.create.rejects_unknown_class",
         "CreateMachine with a class Status does not report returns InvalidArgument",
         InvalidArgument, "CreateMachine with an unknown class",
-        |ctx| ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        |ctx| ctx.try_create_machine(with_unknown_class::<m::Machine>(&ctx)?).await;
         "machine.create.rejects_empty_class", "CreateMachine with an empty class returns InvalidArgument",
         InvalidArgument, "CreateMachine with an empty class",
         |ctx| ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.class = String::new())?).await;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::Context as _;
 use iri_spec::machine::v1alpha1::{self as m, MachineState};
 
-pub(super) use crate::cases::shared::{NO_SUCH_CLASS, ids_of, with_spec};
+pub(super) use crate::cases::shared::{ids_of, with_spec};
 use crate::ctx::{Ctx, expect_ok};
 
 pub(super) const RUNNING: i32 = MachineState::MachineRunning as i32;

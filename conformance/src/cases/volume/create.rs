@@ -13,21 +13,16 @@ use crate::{
     case::{Case, Service, pass},
     cases::shared::{
         labelled, list_by_id, list_by_label, list_items_complete, list_no_match_empty,
-        list_unknown_id_empty, version_set,
+        list_unknown_id_empty, unknown_class_fails, version_set, with_unknown_class,
     },
-    ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
+    ctx::{expect_code, expect_ok, plausible_ns, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
-    case!(
-        v,
-        "volume.version.name_and_version_set",
-        "volume Version returns a non-empty runtime_name and runtime_version",
-        |ctx| {
-            version_set(&ctx, Service::Volume).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.version.name_and_version_set", "volume Version returns a non-empty runtime_name and runtime_version",
+        |ctx| { version_set(&ctx, Service::Volume).await?; };
+    }
 
     // ------------------------------------------------------------ Status
     case!(
@@ -277,24 +272,15 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         InvalidArgument, "CreateVolume without spec",
         |ctx| ctx.try_create_volume(v::Volume { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
     }
-    case!(
-        v,
-        "volume.create.unknown_class_fails",
-        "CreateVolume with a class Status does not report fails (any code; the exact code is volume.create.rejects_unknown_class)",
-        |ctx| {
-            let spec = with_spec::<v::Volume>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
-            expect_error(
-                ctx.try_create_volume(spec).await,
-                "CreateVolume with an unknown class",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.create.unknown_class_fails", "CreateVolume with a class Status does not report fails (any code; the exact code is volume.create.rejects_unknown_class)",
+        |ctx| { unknown_class_fails::<v::Volume>(&ctx).await?; };
+    }
     code_cases! { v, Volume;
         "volume.create.rejects_unknown_class",
         "CreateVolume with a class Status does not report returns InvalidArgument",
         InvalidArgument, "CreateVolume unknown class",
-        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        |ctx| ctx.try_create_volume(with_unknown_class::<v::Volume>(&ctx)?).await;
         "volume.create.rejects_empty_class", "CreateVolume with an empty class returns InvalidArgument",
         InvalidArgument, "CreateVolume empty class",
         |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.class = String::new())?).await;

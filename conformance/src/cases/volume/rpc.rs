@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use iri_spec::volume::v1alpha1::{self as v, VolumeSnapshotState, VolumeState};
 
-pub(super) use crate::cases::shared::{NO_SUCH_CLASS, ids_of, with_spec};
+pub(super) use crate::cases::shared::{ids_of, with_spec};
 use crate::{
     cases::shared::delete_until_gone,
     ctx::{Ctx, expect_ok, meta_id},
