@@ -267,6 +267,21 @@ pub(crate) async fn list_items_complete<K: Template>(ctx: &Ctx) -> anyhow::Resul
     Ok(list)
 }
 
+/// The create RPC of `K` without the object returns InvalidArgument (`what` names the call); an
+/// object it creates all the same is deleted.
+pub(crate) async fn create_none_rejected<K: RuntimeKind>(
+    ctx: &Ctx,
+    what: &str,
+) -> anyhow::Result<()> {
+    let res = ctx.try_create_none::<K>().await;
+    if let Ok(obj) = &res
+        && !obj.id().is_empty()
+    {
+        let _ = ctx.delete::<K>(obj.id()).await;
+    }
+    expect_code(res, Code::InvalidArgument, what)
+}
+
 /// The delete RPC of `K` for `id`, which must succeed; the object as listed right after
 /// (`None`: gone at once).
 pub(crate) async fn deleted<K: RuntimeKind>(ctx: &Ctx, id: &str) -> anyhow::Result<Option<K>> {

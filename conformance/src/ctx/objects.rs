@@ -95,11 +95,11 @@ pub trait RuntimeKind: IriKind<Status: std::fmt::Debug> + std::fmt::Debug {
     fn recorded(created: &Created) -> &Mutex<BTreeSet<String>>;
     /// Whether the runtime has an endpoint for this kind's service.
     fn served(clients: &Clients) -> bool;
-    /// The create RPC, raw.
+    /// The create RPC (`None`: a request without the object), raw.
     fn create(
         clients: &Clients,
         d: Duration,
-        obj: Self,
+        obj: Option<Self>,
     ) -> impl Future<Output = Result<Self, Status>> + Send;
     /// The list RPC, raw.
     fn list(
@@ -146,7 +146,11 @@ macro_rules! runtime_kind {
             fn served(clients: &Clients) -> bool {
                 clients.$client.is_some()
             }
-            async fn create(clients: &Clients, d: Duration, $obj: Self) -> Result<Self, Status> {
+            async fn create(
+                clients: &Clients,
+                d: Duration,
+                $obj: Option<Self>,
+            ) -> Result<Self, Status> {
                 let mut $c = clients.$client.clone().ok_or_else(no_endpoint::<Self>)?;
                 Ok(call(d, $create_call).await?.$create_field.unwrap_or_default())
             }
@@ -194,7 +198,7 @@ runtime_kind!(
     machine::Machine, machine::MachineFilter, "machine", "CreateMachine", "ListMachines", "DeleteMachine",
     false,
     machines, machine,
-    create: |c, obj| c.create_machine(machine::CreateMachineRequest { machine: Some(obj) }), machine,
+    create: |c, obj| c.create_machine(machine::CreateMachineRequest { machine: obj }), machine,
     list: |c, filter| c.list_machines(machine::ListMachinesRequest { filter }), machines,
     delete: |c, id| c.delete_machine(machine::DeleteMachineRequest { machine_id: id }),
     describe: describe_machine
@@ -203,7 +207,7 @@ runtime_kind!(
     volume::Volume, volume::VolumeFilter, "volume", "CreateVolume", "ListVolumes", "DeleteVolume",
     true,
     volumes, volume,
-    create: |c, obj| c.create_volume(volume::CreateVolumeRequest { volume: Some(obj) }), volume,
+    create: |c, obj| c.create_volume(volume::CreateVolumeRequest { volume: obj }), volume,
     list: |c, filter| c.list_volumes(volume::ListVolumesRequest { filter }), volumes,
     delete: |c, id| c.delete_volume(volume::DeleteVolumeRequest { volume_id: id })
 );
@@ -212,7 +216,7 @@ runtime_kind!(
     "CreateVolumeSnapshot", "ListVolumeSnapshots", "DeleteVolumeSnapshot", true,
     snapshots, volume,
     create: |c, obj| c.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-        volume_snapshot: Some(obj),
+        volume_snapshot: obj,
     }), volume_snapshot,
     list: |c, filter| c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest { filter }),
         volume_snapshots,
@@ -224,7 +228,7 @@ runtime_kind!(
     bucket::Bucket, bucket::BucketFilter, "bucket", "CreateBucket", "ListBuckets", "DeleteBucket",
     false,
     buckets, bucket,
-    create: |c, obj| c.create_bucket(bucket::CreateBucketRequest { bucket: Some(obj) }), bucket,
+    create: |c, obj| c.create_bucket(bucket::CreateBucketRequest { bucket: obj }), bucket,
     list: |c, filter| c.list_buckets(bucket::ListBucketsRequest { filter }), buckets,
     delete: |c, id| c.delete_bucket(bucket::DeleteBucketRequest { bucket_id: id })
 );

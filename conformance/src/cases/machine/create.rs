@@ -7,13 +7,15 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use iri_spec::machine::v1alpha1::{self as m, Power};
-use tonic::Code;
 
 use super::rpc::*;
 use crate::{
     case::{Case, Service, pass},
-    cases::shared::{labelled, unknown_class_fails, version, version_set, with_unknown_class},
-    ctx::{expect_code, expect_ok, plausible_ns, unknown_id},
+    cases::shared::{
+        create_none_rejected, labelled, unknown_class_fails, version, version_set,
+        with_unknown_class,
+    },
+    ctx::{expect_ok, plausible_ns, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
@@ -521,28 +523,10 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.create.rejects_missing_machine",
-        "CreateMachine without a machine returns InvalidArgument",
-        |ctx| {
-            let mut c = ctx.mc()?;
-            let res = ctx
-                .rpc(c.create_machine(m::CreateMachineRequest { machine: None }))
-                .await;
-            if let Ok(r) = &res
-                && let Some(id) = r
-                    .machine
-                    .as_ref()
-                    .and_then(|x| x.metadata.as_ref())
-                    .map(|md| md.id.clone())
-            {
-                let _ = ctx.delete_machine(&id).await;
-            }
-            expect_code(res, Code::InvalidArgument, "CreateMachine{machine: None}")?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.rejects_missing_machine", "CreateMachine without a machine returns InvalidArgument",
+        |ctx| { create_none_rejected::<m::Machine>(&ctx, "CreateMachine{machine: None}").await?; };
+    }
     code_cases! { v, Machine;
         "machine.create.rejects_missing_spec", "CreateMachine with a machine without spec returns InvalidArgument",
         InvalidArgument, "CreateMachine without spec",

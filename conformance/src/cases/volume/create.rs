@@ -6,16 +6,16 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use iri_spec::volume::v1alpha1::{self as v};
-use tonic::Code;
 
 use super::rpc::*;
 use crate::{
     case::{Case, Service, pass},
     cases::shared::{
-        labelled, list_by_id, list_by_label, list_items_complete, list_no_match_empty,
-        list_unknown_id_empty, unknown_class_fails, version_set, with_unknown_class,
+        create_none_rejected, labelled, list_by_id, list_by_label, list_items_complete,
+        list_no_match_empty, list_unknown_id_empty, unknown_class_fails, version_set,
+        with_unknown_class,
     },
-    ctx::{expect_code, expect_ok, plausible_ns, unknown_id},
+    ctx::{expect_ok, plausible_ns, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
@@ -249,24 +249,10 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "volume.create.rejects_missing_volume",
-        "CreateVolume without a volume returns InvalidArgument",
-        |ctx| {
-            let mut c = ctx.vc()?;
-            let res = ctx
-                .rpc(c.create_volume(v::CreateVolumeRequest { volume: None }))
-                .await;
-            if let Ok(r) = &res
-                && let Some(md) = r.volume.as_ref().and_then(|x| x.metadata.as_ref())
-            {
-                let _ = ctx.delete_volume(&md.id).await;
-            }
-            expect_code(res, Code::InvalidArgument, "CreateVolume{volume: None}")?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.create.rejects_missing_volume", "CreateVolume without a volume returns InvalidArgument",
+        |ctx| { create_none_rejected::<v::Volume>(&ctx, "CreateVolume{volume: None}").await?; };
+    }
     code_cases! { v, Volume;
         "volume.create.rejects_missing_spec", "CreateVolume with a volume without spec returns InvalidArgument",
         InvalidArgument, "CreateVolume without spec",

@@ -11,9 +11,9 @@ use super::rpc::*;
 use crate::{
     case::{Case, pass, skip_gone_at_once},
     cases::shared::{
-        delete_not_found_after_gone, delete_repeatedly, delete_until_gone, deleted,
-        events_carry_labels, events_label_filter, events_none_in_1970, events_time_in_seconds,
-        list_unknown_id_empty, listed_alone_by_id,
+        create_none_rejected, delete_not_found_after_gone, delete_repeatedly, delete_until_gone,
+        deleted, events_carry_labels, events_label_filter, events_none_in_1970,
+        events_time_in_seconds, list_unknown_id_empty, listed_alone_by_id,
     },
     ctx::{expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
 };
@@ -195,26 +195,10 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         InvalidArgument, "CreateVolumeSnapshot empty volume id",
         |ctx| ctx.try_create_snapshot("").await;
     }
-    case!(
-        v,
-        "volume.snapshot.missing_snapshot_invalid",
-        "CreateVolumeSnapshot without a volume_snapshot returns InvalidArgument",
-        |ctx| {
-            let mut c = ctx.vc()?;
-            let res = ctx
-                .rpc(c.create_volume_snapshot(v::CreateVolumeSnapshotRequest {
-                    volume_snapshot: None,
-                }))
-                .await;
-            if let Ok(r) = &res
-                && let Some(md) = r.volume_snapshot.as_ref().and_then(|x| x.metadata.as_ref())
-            {
-                let _ = ctx.delete_snapshot(&md.id).await;
-            }
-            expect_code(res, Code::InvalidArgument, "CreateVolumeSnapshot{None}")?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.snapshot.missing_snapshot_invalid", "CreateVolumeSnapshot without a volume_snapshot returns InvalidArgument",
+        |ctx| { create_none_rejected::<v::VolumeSnapshot>(&ctx, "CreateVolumeSnapshot{None}").await?; };
+    }
     case!(
         v,
         "volume.snapshot.list_by_id",

@@ -74,16 +74,6 @@ pub(super) async fn apply_volume(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Re
         .with_context(|| format!("applying Volume {}/{name}", env.namespace()))
 }
 
-pub(super) async fn wait_volume(
-    ctx: &Ctx,
-    env: &Env,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Volume) -> bool,
-) -> anyhow::Result<Volume> {
-    wait_named(ctx, env, name, what, (pred, describe_volume)).await
-}
-
 pub(super) fn available(v: &Volume) -> bool {
     v.status.state == "Available" && v.status.access.is_some() && !v.status.volume_id.is_empty()
 }
@@ -120,24 +110,16 @@ pub(super) fn status_storage(v: &Volume) -> Option<i128> {
 /// Waits until Volume `name` reports `status.resources.storage` of `size` bytes.
 async fn wait_status_storage(ctx: &Ctx, env: &Env, name: &str, size: i64) -> anyhow::Result<()> {
     let what = format!("status.resources.storage {size}");
-    wait_volume(ctx, env, name, &what, |v| {
-        status_storage(v) == Some(i128::from(size))
-    })
-    .await?;
+    let pred = |v: &Volume| status_storage(v) == Some(i128::from(size));
+    wait_named(ctx, env, name, &what, (pred, describe_volume)).await?;
     Ok(())
 }
 
 /// A Volume of this case that is Available.
 pub(super) async fn available_volume(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Volume> {
     apply_volume(ctx, env, name).await?;
-    wait_volume(
-        ctx,
-        env,
-        name,
-        "Available with access and a volumeID",
-        available,
-    )
-    .await
+    let what = "Available with access and a volumeID";
+    wait_named(ctx, env, name, what, (available, describe_volume)).await
 }
 
 pub(super) async fn volume_pool_announced(ctx: Ctx) -> anyhow::Result<Outcome> {
