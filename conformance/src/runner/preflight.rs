@@ -28,58 +28,34 @@ pub(super) async fn preflight(
         volume_class: no_endpoint("volume"),
         bucket_class: no_endpoint("bucket"),
     };
-    if let Some(mut a) = clients.machine.clone() {
-        let mut b = a.clone();
-        let (v, class) = ask(
-            call(d, a.version(machine::VersionRequest::default()))
-                .map_ok(|v| (v.runtime_name, v.runtime_version)),
-            call(d, b.status(machine::StatusRequest::default())).map_ok(|s| {
-                s.machine_class_status
-                    .into_iter()
-                    .filter_map(|c| c.machine_class.map(|c| c.name))
-                    .collect()
-            }),
-            &params.machine_class,
-            ("machine", "machine Status"),
-        )
-        .await;
-        versions.insert(Service::Machine, v);
-        resolved.machine_class = class;
+    // One service: `$client` of `clients` answers Version and the classes `$offered` lists (the
+    // RPC `$rpc` names), which resolve the `$class` of `params`.
+    macro_rules! ask {
+        ($client:ident, $m:ident, $service:ident, $class:ident, $rpc:literal, |$b:ident| $offered:expr) => {
+            if let Some(mut a) = clients.$client.clone() {
+                let mut $b = a.clone();
+                let version = call(d, a.version($m::VersionRequest::default()))
+                    .map_ok(|v| (v.runtime_name, v.runtime_version));
+                let what = (Service::$service.name(), $rpc);
+                let (v, class) = ask(version, $offered, &params.$class, what).await;
+                versions.insert(Service::$service, v);
+                resolved.$class = class;
+            }
+        };
     }
-    if let Some(mut a) = clients.volume.clone() {
-        let mut b = a.clone();
-        let (v, class) = ask(
-            call(d, a.version(volume::VersionRequest::default()))
-                .map_ok(|v| (v.runtime_name, v.runtime_version)),
-            call(d, b.status(volume::StatusRequest::default())).map_ok(|s| {
-                s.volume_class_status
-                    .into_iter()
-                    .filter_map(|c| c.volume_class.map(|c| c.name))
-                    .collect()
-            }),
-            &params.volume_class,
-            ("volume", "volume Status"),
-        )
-        .await;
-        versions.insert(Service::Volume, v);
-        resolved.volume_class = class;
+    ask! { machine, machine, Machine, machine_class, "machine Status",
+        |b| call(d, b.status(machine::StatusRequest::default())).map_ok(|s| {
+            s.machine_class_status.into_iter().filter_map(|c| c.machine_class.map(|c| c.name)).collect()
+        })
     }
-    if let Some(mut a) = clients.bucket.clone() {
-        let mut b = a.clone();
-        let (v, class) = ask(
-            call(d, a.version(bucket::VersionRequest::default()))
-                .map_ok(|v| (v.runtime_name, v.runtime_version)),
-            call(
-                d,
-                b.list_bucket_classes(bucket::ListBucketClassesRequest {}),
-            )
-            .map_ok(|s| s.bucket_classes.into_iter().map(|c| c.name).collect()),
-            &params.bucket_class,
-            ("bucket", "ListBucketClasses"),
-        )
-        .await;
-        versions.insert(Service::Bucket, v);
-        resolved.bucket_class = class;
+    ask! { volume, volume, Volume, volume_class, "volume Status",
+        |b| call(d, b.status(volume::StatusRequest::default())).map_ok(|s| {
+            s.volume_class_status.into_iter().filter_map(|c| c.volume_class.map(|c| c.name)).collect()
+        })
+    }
+    ask! { bucket, bucket, Bucket, bucket_class, "ListBucketClasses",
+        |b| call(d, b.list_bucket_classes(bucket::ListBucketClassesRequest {}))
+            .map_ok(|s| s.bucket_classes.into_iter().map(|c| c.name).collect())
     }
     (versions, resolved)
 }
