@@ -2,7 +2,7 @@
 //! `code_cases!` rows expand to, the list, delete and event checks written once over the
 //! object kind ([`Template`], [`Events`]), and waiting for the events about one object.
 
-use std::{collections::HashMap, fmt::Debug};
+use std::{collections::HashMap, fmt::Debug, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
 use iri_spec::{
@@ -13,7 +13,9 @@ use tonic::{Code, Status};
 
 use crate::{
     case::{Case, Profile, Service, pass},
-    ctx::{Ctx, RuntimeKind, expect_code, expect_error, expect_ok, meta_id, unknown_id},
+    ctx::{
+        Ctx, RuntimeKind, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id,
+    },
     report::RuntimeVersion,
 };
 
@@ -183,6 +185,20 @@ pub(crate) async fn labelled<K: Template>(
     extra: &[(&str, &str)],
 ) -> anyhow::Result<(String, HashMap<String, String>)> {
     Ok((new::<K>(ctx, extra).await?, ctx.labels(extra)))
+}
+
+/// A new `K` is listed with a metadata.created_at within 10 minutes of now in Unix nanoseconds.
+pub(crate) async fn created_at_now<K: Template>(ctx: &Ctx) -> anyhow::Result<()> {
+    let id = new::<K>(ctx, &[]).await?;
+    let listed = ctx.get::<K>(&id).await?;
+    let obj =
+        listed.with_context(|| format!("{} {id} is not listed by {} by id", K::NAME, K::LIST))?;
+    let t = obj.metadata().context("no metadata")?.created_at;
+    ensure!(
+        plausible_ns(t, Duration::from_secs(600)),
+        "created_at {t} is not within 10 min of now in Unix ns"
+    );
+    Ok(())
 }
 
 /// The ids of listed objects (one without metadata has none).

@@ -30,7 +30,7 @@ use crate::{
     lifecycle::{
         cases::common::{
             case_meta, describe, machine_name, machine_side, plane_ok, running_at_generation,
-            wait_machine, wait_object, wait_out_of_capacity, wait_runtime_machine,
+            wait_machine, wait_out_of_capacity, wait_pool, wait_runtime_machine,
         },
         env::{Env, MachineSide},
     },
@@ -158,12 +158,11 @@ async fn supported_side(ctx: &Ctx) -> anyhow::Result<(&Env, &MachineSide)> {
 
 async fn wait_supported(ctx: &Ctx, env: &Env, pool: &str, want: bool) -> anyhow::Result<()> {
     let want = want.to_string();
-    wait_object(
+    wait_pool(
         ctx,
         env,
-        "",
         pool,
-        &format!("MachinePool {pool} annotated {RESERVATION_SUPPORTED_ANNOTATION}={want}"),
+        &format!("annotated {RESERVATION_SUPPORTED_ANNOTATION}={want}"),
         |p: &MachinePool| match p.metadata.annotations.get(RESERVATION_SUPPORTED_ANNOTATION) {
             Some(v) if *v == want => Ok(()),
             other => Err(format!("annotation {other:?}")),

@@ -12,7 +12,7 @@ use super::rpc::*;
 use crate::{
     case::{Case, Service, pass},
     cases::shared::{
-        create_none_rejected, labelled, unknown_class_fails, version, version_set,
+        create_none_rejected, created_at_now, labelled, unknown_class_fails, version, version_set,
         with_unknown_class,
     },
     ctx::{expect_ok, plausible_ns, unknown_id},
@@ -376,13 +376,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "machine.create.created_at_ns",
         "metadata.created_at is the creation time in Unix nanoseconds",
         |ctx| {
-            let id = ctx.new_machine().await?;
-            let mm = ctx.must_machine(&id).await?;
-            let t = mm.metadata.as_ref().context("no metadata")?.created_at;
-            ensure!(
-                plausible_ns(t, Duration::from_secs(600)),
-                "created_at {t} is not within 10 min of now in Unix ns"
-            );
+            created_at_now::<m::Machine>(&ctx).await?;
             pass()
         }
     );

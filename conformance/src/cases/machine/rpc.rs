@@ -56,6 +56,15 @@ pub(crate) async fn power(ctx: &Ctx, id: &str, p: i32) -> Result<(), tonic::Stat
     .map(|_| ())
 }
 
+/// A RUNNING machine of the default template, powered off (UpdateMachinePower OFF, which
+/// must succeed); its id.
+pub(crate) async fn powered_off_machine(ctx: &Ctx) -> anyhow::Result<String> {
+    let id = ctx.running_machine().await?;
+    let off = m::Power::Off as i32;
+    expect_ok(power(ctx, &id, off).await, "UpdateMachinePower OFF")?;
+    Ok(id)
+}
+
 pub(crate) async fn attach_volume(
     ctx: &Ctx,
     id: &str,
@@ -72,7 +81,7 @@ pub(crate) async fn attach_volume(
     .map(|_| ())
 }
 
-pub(super) async fn detach_volume(ctx: &Ctx, id: &str, name: &str) -> Result<(), tonic::Status> {
+pub(crate) async fn detach_volume(ctx: &Ctx, id: &str, name: &str) -> Result<(), tonic::Status> {
     let mut c = ctx
         .mc()
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;

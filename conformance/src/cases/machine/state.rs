@@ -94,11 +94,7 @@ pub(super) fn power_cases(v: &mut Vec<Case>) {
         "machine.power.off_in_spec",
         "UpdateMachinePower OFF is reflected in spec.power",
         |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(
-                power(&ctx, &id, Power::Off as i32).await,
-                "UpdateMachinePower OFF",
-            )?;
+            let id = powered_off_machine(&ctx).await?;
             let mm = ctx.must_machine(&id).await?;
             ensure!(
                 spec_of(&mm)?.power == Power::Off as i32,
@@ -113,11 +109,7 @@ pub(super) fn power_cases(v: &mut Vec<Case>) {
         "machine.power.off_leaves_running",
         "a powered-off machine leaves RUNNING within the state budget",
         |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(
-                power(&ctx, &id, Power::Off as i32).await,
-                "UpdateMachinePower OFF",
-            )?;
+            let id = powered_off_machine(&ctx).await?;
             ctx.wait_machine_status(&id, "to leave RUNNING after power off", |s| {
                 s.state != RUNNING
             })
@@ -130,11 +122,7 @@ pub(super) fn power_cases(v: &mut Vec<Case>) {
         "machine.power.on_again_running",
         "powering a machine off and on again brings it back to RUNNING",
         |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(
-                power(&ctx, &id, Power::Off as i32).await,
-                "UpdateMachinePower OFF",
-            )?;
+            let id = powered_off_machine(&ctx).await?;
             // A runtime that never shuts the VM down (libvirt-provider, reference §2.1a) stays
             // RUNNING: that is machine.power.off_leaves_running (a should); this case only
             // needs RUNNING again after power on.

@@ -2,7 +2,7 @@
 //! the runtime keeps, the requests it must reject, data sources, the state machine) and
 //! ListVolumes.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use anyhow::{Context as _, ensure};
 use iri_spec::volume::v1alpha1::{self as v};
@@ -11,11 +11,11 @@ use super::rpc::*;
 use crate::{
     case::{Case, Service, pass},
     cases::shared::{
-        create_none_rejected, labelled, list_by_id, list_by_label, list_items_complete,
-        list_no_match_empty, list_unknown_id_empty, unknown_class_fails, version_set,
-        with_unknown_class,
+        create_none_rejected, created_at_now, labelled, list_by_id, list_by_label,
+        list_items_complete, list_no_match_empty, list_unknown_id_empty, unknown_class_fails,
+        version_set, with_unknown_class,
     },
-    ctx::{expect_ok, plausible_ns, unknown_id},
+    ctx::{expect_ok, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
@@ -180,16 +180,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "volume.create.created_at_ns",
         "metadata.created_at of a volume is the creation time in Unix nanoseconds",
         |ctx| {
-            let id = ctx.new_volume().await?;
-            let t = must_volume(&ctx, &id)
-                .await?
-                .metadata
-                .context("no metadata")?
-                .created_at;
-            ensure!(
-                plausible_ns(t, Duration::from_secs(600)),
-                "created_at {t} is not now in Unix ns"
-            );
+            created_at_now::<v::Volume>(&ctx).await?;
             pass()
         }
     );

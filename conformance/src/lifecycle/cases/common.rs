@@ -129,6 +129,19 @@ pub(in crate::lifecycle) async fn wait_object<R: Resource>(
     .await
 }
 
+/// Polls the store until the pool `pool` (a cluster-scoped `P`) passes `check`; `what` ends the
+/// timeout message.
+pub(in crate::lifecycle) async fn wait_pool<P: Resource>(
+    ctx: &Ctx,
+    env: &Env,
+    pool: &str,
+    what: &str,
+    check: impl Fn(&P) -> Result<(), String>,
+) -> anyhow::Result<P> {
+    let what = format!("{} {pool} {what}", P::KIND);
+    wait_object(ctx, env, "", pool, &what, check).await
+}
+
 /// Polls the store until the `R` named `name` in the case's namespace satisfies `pred`; `what`
 /// ends the timeout message, `describe` says what was seen.
 pub(in crate::lifecycle) async fn wait_named<R: Resource>(
@@ -249,24 +262,17 @@ pub(in crate::lifecycle) async fn wait_pool_ready(
 ) -> anyhow::Result<MachinePool> {
     let side = machine_side(env)?;
     let key = format!("class/machine.{}", side.class);
-    wait_object(
-        ctx,
-        env,
-        "",
-        &side.pool,
-        &format!("MachinePool {} {what}", side.pool),
-        |p: &MachinePool| {
-            let ready = condition_status(&p.status.conditions, "Ready");
-            let allocatable = p.status.allocatable.get(&key).map(|q| q.value());
-            if ready == Some("True") && allocatable.is_some_and(|a| a > 0) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "Ready {ready:?}, allocatable[{key}] {allocatable:?}"
-                ))
-            }
-        },
-    )
+    wait_pool(ctx, env, &side.pool, what, |p: &MachinePool| {
+        let ready = condition_status(&p.status.conditions, "Ready");
+        let allocatable = p.status.allocatable.get(&key).map(|q| q.value());
+        if ready == Some("True") && allocatable.is_some_and(|a| a > 0) {
+            Ok(())
+        } else {
+            Err(format!(
+                "Ready {ready:?}, allocatable[{key}] {allocatable:?}"
+            ))
+        }
+    })
     .await
 }
 

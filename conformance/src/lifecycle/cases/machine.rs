@@ -19,25 +19,18 @@ use super::common::*;
 pub(super) async fn pool_announced(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
     let side = machine_side(env)?;
-    wait_object(
-        &ctx,
-        env,
-        "",
-        &side.pool,
-        &format!("MachinePool {} announced", side.pool),
-        |p: &MachinePool| {
-            let ready = condition_status(&p.status.conditions, "Ready");
-            if ready != Some("True") {
-                return Err(format!("Ready is {ready:?}"));
-            }
-            announced(
-                &p.status.available_machine_classes,
-                &p.status.capacity,
-                "machine",
-                side.classes.iter().map(|c| (c.name.as_str(), c.quantity)),
-            )
-        },
-    )
+    wait_pool(&ctx, env, &side.pool, "announced", |p: &MachinePool| {
+        let ready = condition_status(&p.status.conditions, "Ready");
+        if ready != Some("True") {
+            return Err(format!("Ready is {ready:?}"));
+        }
+        announced(
+            &p.status.available_machine_classes,
+            &p.status.capacity,
+            "machine",
+            side.classes.iter().map(|c| (c.name.as_str(), c.quantity)),
+        )
+    })
     .await?;
     pass()
 }
@@ -252,15 +245,11 @@ pub(super) async fn pool_unreachable_not_ready(ctx: Ctx) -> anyhow::Result<Outco
     wait_pool_ready(&ctx, env, "Ready while the runtime is reachable").await?;
     let _restore = Restore(&side.gate);
     side.gate.cut();
-    let pool = wait_object(
+    let pool = wait_pool(
         &ctx,
         env,
-        "",
         &side.pool,
-        &format!(
-            "MachinePool {} Ready=False after the runtime was cut off",
-            side.pool
-        ),
+        "Ready=False after the runtime was cut off",
         |p: &MachinePool| match condition_status(&p.status.conditions, "Ready") {
             Some("False") => Ok(()),
             other => Err(format!("Ready is {other:?}")),
@@ -295,15 +284,11 @@ pub(super) async fn scheduler_avoids_unready_pool(ctx: Ctx) -> anyhow::Result<Ou
     wait_pool_ready(&ctx, env, "Ready and offering the class").await?;
     let _restore = Restore(&side.gate);
     side.gate.cut();
-    wait_object(
+    wait_pool(
         &ctx,
         env,
-        "",
         &side.pool,
-        &format!(
-            "MachinePool {} Ready=False after the runtime was cut off",
-            side.pool
-        ),
+        "Ready=False after the runtime was cut off",
         |p: &MachinePool| match condition_status(&p.status.conditions, "Ready") {
             Some("True") => Err("Ready is still True".to_owned()),
             _ => Ok(()),

@@ -125,23 +125,16 @@ pub(super) async fn available_volume(ctx: &Ctx, env: &Env, name: &str) -> anyhow
 pub(super) async fn volume_pool_announced(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
     let side = volume_side(env)?;
-    wait_object(
-        &ctx,
-        env,
-        "",
-        &side.pool,
-        &format!("VolumePool {} announced", side.pool),
-        |p: &VolumePool| {
-            announced(
-                &p.status.available_volume_classes,
-                &p.status.capacity,
-                "volume",
-                side.classes
-                    .iter()
-                    .map(|(name, _, quantity)| (name.as_str(), *quantity)),
-            )
-        },
-    )
+    wait_pool(&ctx, env, &side.pool, "announced", |p: &VolumePool| {
+        announced(
+            &p.status.available_volume_classes,
+            &p.status.capacity,
+            "volume",
+            side.classes
+                .iter()
+                .map(|(name, _, quantity)| (name.as_str(), *quantity)),
+        )
+    })
     .await?;
     pass()
 }
