@@ -4,7 +4,7 @@ use anyhow::{Context as _, ensure};
 use iri_spec::bucket::v1alpha1::{self as b, BucketState};
 
 use crate::{
-    case::{Case, Service, pass, skip_gone_at_once},
+    case::{Case, Service, pass},
     cases::shared::{
         delete_repeatedly, deleted, labelled, list_by_id, list_by_label, list_items_complete,
         list_unknown_id_empty, unknown_class_fails, version_set, with_unknown_class,
@@ -168,9 +168,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "a bucket still listed after DeleteBucket has deleted_at set",
         |ctx| {
             let id = available(&ctx).await?;
-            let Some(bk) = deleted::<b::Bucket>(&ctx, &id).await? else {
-                return skip_gone_at_once("bucket", "the deletion phase");
-            };
+            let bk = deleted::<b::Bucket>(&ctx, &id, "the deletion phase").await?;
             ensure!(
                 bk.metadata.is_some_and(|m| m.deleted_at > 0),
                 "deleted_at is 0 on a bucket being deleted"

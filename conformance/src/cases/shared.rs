@@ -12,7 +12,7 @@ use iri_spec::{
 use tonic::{Code, Status};
 
 use crate::{
-    case::{Case, Profile, Service, pass},
+    case::{Case, Profile, Service, gone_at_once, pass},
     ctx::{
         Ctx, RuntimeKind, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id,
     },
@@ -298,11 +298,12 @@ pub(crate) async fn create_none_rejected<K: RuntimeKind>(
     expect_code(res, Code::InvalidArgument, what)
 }
 
-/// The delete RPC of `K` for `id`, which must succeed; the object as listed right after
-/// (`None`: gone at once).
-pub(crate) async fn deleted<K: RuntimeKind>(ctx: &Ctx, id: &str) -> anyhow::Result<Option<K>> {
+/// The delete RPC of `K` for `id`, which must succeed; the object as listed right after, or a
+/// skip when it was gone at once (so `what` is not observable).
+pub(crate) async fn deleted<K: RuntimeKind>(ctx: &Ctx, id: &str, what: &str) -> anyhow::Result<K> {
     expect_ok(ctx.delete::<K>(id).await, K::DELETE)?;
-    ctx.get::<K>(id).await
+    let listed = ctx.get::<K>(id).await?;
+    listed.ok_or_else(|| gone_at_once(K::NAME, what).into())
 }
 
 /// Polls until `K` `id` is no longer listed.

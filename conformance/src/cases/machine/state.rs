@@ -10,7 +10,7 @@ use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass, skip_gone_at_once},
+    case::{Case, pass},
     cases::shared::{
         Events as _, about, delete_not_found_after_gone, delete_repeatedly, delete_until_gone,
         deleted, events_carry_labels, events_label_filter, events_none_in_1970,
@@ -191,9 +191,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "a machine still listed after DeleteMachine has deleted_at set and state TERMINATING",
         |ctx| {
             let id = ctx.running_machine().await?;
-            let Some(mm) = deleted::<m::Machine>(&ctx, &id).await? else {
-                return skip_gone_at_once("machine", "the terminating phase");
-            };
+            let mm = deleted::<m::Machine>(&ctx, &id, "the terminating phase").await?;
             let md = mm.metadata.as_ref().context("no metadata")?;
             ensure!(
                 md.deleted_at > 0,
@@ -215,9 +213,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             // A running machine: a runtime may forget a machine that never started at once
             // (nothing to tear down), which leaves deleted_at unobservable.
             let id = ctx.running_machine().await?;
-            let Some(mm) = deleted::<m::Machine>(&ctx, &id).await? else {
-                return skip_gone_at_once("machine", "deleted_at");
-            };
+            let mm = deleted::<m::Machine>(&ctx, &id, "deleted_at").await?;
             let t = mm.metadata.as_ref().context("no metadata")?.deleted_at;
             ensure!(
                 plausible_ns(t, Duration::from_secs(600)),

@@ -9,7 +9,7 @@ use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass, skip_gone_at_once},
+    case::{Case, pass},
     cases::shared::{
         create_none_rejected, delete_not_found_after_gone, delete_repeatedly, delete_until_gone,
         deleted, events_carry_labels, events_label_filter, events_none_in_1970,
@@ -113,9 +113,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "a volume still listed after DeleteVolume has deleted_at set in Unix ns",
         |ctx| {
             let id = ctx.available_volume().await?;
-            let Some(vol) = deleted::<v::Volume>(&ctx, &id).await? else {
-                return skip_gone_at_once("volume", "the deletion phase");
-            };
+            let vol = deleted::<v::Volume>(&ctx, &id, "the deletion phase").await?;
             let t = vol.metadata.context("no metadata")?.deleted_at;
             ensure!(
                 plausible_ns(t, Duration::from_secs(600)),

@@ -106,16 +106,17 @@ pub(in crate::lifecycle) fn describe(m: &Machine) -> String {
     )
 }
 
-/// Polls the store until the object satisfies `check` (`Ok(())`, else the reason why not).
+/// Polls the store until the `R` `namespace/name` satisfies `check` (`Ok(())`, else the reason
+/// why not); `what` ends the timeout message (`Machine <name> <what>`).
 pub(in crate::lifecycle) async fn wait_object<R: Resource>(
     ctx: &Ctx,
     env: &Env,
-    namespace: &str,
-    name: &str,
+    (namespace, name): (&str, &str),
     what: &str,
     check: impl Fn(&R) -> Result<(), String>,
 ) -> anyhow::Result<R> {
-    ctx.wait_until(what, || async {
+    let what = format!("{} {name} {what}", R::KIND);
+    ctx.wait_until(&what, || async {
         plane_ok(env)?;
         match env.store().get_typed::<R>(namespace, name).await {
             Ok(obj) => Ok(check(&obj).map(|()| obj)),
@@ -138,8 +139,7 @@ pub(in crate::lifecycle) async fn wait_pool<P: Resource>(
     what: &str,
     check: impl Fn(&P) -> Result<(), String>,
 ) -> anyhow::Result<P> {
-    let what = format!("{} {pool} {what}", P::KIND);
-    wait_object(ctx, env, "", pool, &what, check).await
+    wait_object(ctx, env, ("", pool), what, check).await
 }
 
 /// Polls the store until the `R` named `name` in the case's namespace satisfies `pred`; `what`
@@ -151,15 +151,14 @@ pub(in crate::lifecycle) async fn wait_named<R: Resource>(
     what: &str,
     (pred, describe): (impl Fn(&R) -> bool, fn(&R) -> String),
 ) -> anyhow::Result<R> {
-    let what = format!("{} {name} {what}", R::KIND);
-    wait_object(ctx, env, env.namespace(), name, &what, |obj: &R| {
+    let check = |obj: &R| {
         if pred(obj) {
             Ok(())
         } else {
             Err(describe(obj))
         }
-    })
-    .await
+    };
+    wait_object(ctx, env, (env.namespace(), name), what, check).await
 }
 
 pub(in crate::lifecycle) async fn wait_machine(
