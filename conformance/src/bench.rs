@@ -235,7 +235,7 @@ pub async fn run(
     };
     let resolved = resolve(targets, resolved, cfg.params.rpc_timeout).await;
     let ids = (run_id.as_str(), "bench");
-    let ctx = Ctx::new(targets, &cfg.params, resolved, ids, created.clone());
+    let ctx = runner::base_ctx(targets, &cfg.params, resolved, ids, created.clone());
     let body = bench_all(cfg, &ctx);
     let rpcs = tokio::select! {
         r = body => r,

@@ -204,27 +204,6 @@ pub fn plausible_ns(t: i64, slack: Duration) -> bool {
 }
 
 impl Ctx {
-    /// The context of a run against `targets` (run id `run_id`, the ids it creates recorded in
-    /// `created`), as case `case_id`, without the lifecycle environment.
-    pub(crate) fn new(
-        targets: &crate::runner::Targets,
-        params: &Params,
-        resolved: Resolved,
-        (run_id, case_id): (&str, &str),
-        created: Arc<Created>,
-    ) -> Ctx {
-        Ctx {
-            clients: targets.clients.clone(),
-            params: Arc::new(params.clone()),
-            resolved: Arc::new(resolved),
-            run_id: Arc::from(run_id),
-            case_id: Arc::from(case_id),
-            created,
-            lifecycle: None,
-            upstreams: Arc::new(targets.upstreams.clone()),
-        }
-    }
-
     /// The run id.
     pub fn run_id(&self) -> &str {
         &self.run_id

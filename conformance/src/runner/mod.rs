@@ -24,7 +24,7 @@ use self::{cleanup::scan_leftovers, preflight::preflight};
 pub use crate::report::{CaseResult, CleanupReport, Leftover, RunReport, RuntimeVersion};
 use crate::{
     case::{Case, Level, Outcome, Profile, Service, Skip},
-    ctx::{Clients, Created, Ctx, Params},
+    ctx::{Clients, Created, Ctx, Params, Resolved},
     lifecycle::{Env, LifecycleConfig, Upstream},
 };
 
@@ -301,6 +301,27 @@ fn classify(
     }
 }
 
+/// The context of a run against `targets` (run id `run_id`, the ids it creates recorded in
+/// `created`), as case `case_id`, without the lifecycle environment.
+pub(crate) fn base_ctx(
+    targets: &Targets,
+    params: &Params,
+    resolved: Resolved,
+    (run_id, case_id): (&str, &str),
+    created: Arc<Created>,
+) -> Ctx {
+    Ctx {
+        clients: targets.clients.clone(),
+        params: Arc::new(params.clone()),
+        resolved: Arc::new(resolved),
+        run_id: Arc::from(run_id),
+        case_id: Arc::from(case_id),
+        created,
+        lifecycle: None,
+        upstreams: Arc::new(targets.upstreams.clone()),
+    }
+}
+
 fn result_of(case: &Case, outcome: Outcome, duration: Duration) -> CaseResult {
     CaseResult {
         id: case.id.clone(),
@@ -519,7 +540,7 @@ pub async fn run(
     }
     let mut shared = Shared {
         cases: &cases,
-        base: Ctx::new(
+        base: base_ctx(
             targets,
             &config.params,
             resolved,
