@@ -234,16 +234,8 @@ pub async fn run(
         bucket_class: cfg.params.bucket_class.clone().ok_or_else(String::new),
     };
     let resolved = resolve(targets, resolved, cfg.params.rpc_timeout).await;
-    let ctx = Ctx {
-        clients: targets.clients.clone(),
-        params: Arc::new(cfg.params.clone()),
-        resolved: Arc::new(resolved),
-        run_id: Arc::from(run_id.as_str()),
-        case_id: Arc::from("bench"),
-        created: created.clone(),
-        lifecycle: None,
-        upstreams: Arc::new(targets.upstreams.clone()),
-    };
+    let ids = (run_id.as_str(), "bench");
+    let ctx = runner::base_ctx(targets, &cfg.params, resolved, ids, created.clone());
     let body = bench_all(cfg, &ctx);
     let rpcs = tokio::select! {
         r = body => r,

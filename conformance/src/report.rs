@@ -63,7 +63,7 @@ pub struct CleanupReport {
 }
 
 /// Versions reported by the runtime.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuntimeVersion {
     /// `runtime_name`.
     pub name: String,

@@ -44,6 +44,31 @@ struct Mock {
     bucket: String,
 }
 
+impl Mock {
+    /// `iri-conformance run` against the mock's machine and volume endpoints, then `extra`.
+    fn run_machine_volume(&self, extra: &[&str]) -> Command {
+        let mut run = Command::new(env!("CARGO_BIN_EXE_iri-conformance"));
+        run.args(["run", "--machine-endpoint", &self.machine])
+            .args(["--volume-endpoint", &self.volume])
+            .args(extra);
+        run
+    }
+
+    /// The arguments naming the mock's three endpoints, then `extra`.
+    fn endpoints<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "--machine-endpoint",
+            self.machine.as_str(),
+            "--volume-endpoint",
+            self.volume.as_str(),
+            "--bucket-endpoint",
+            self.bucket.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
+
 impl Drop for Mock {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -98,6 +123,16 @@ fn start_mock(extra: &[&str]) -> Mock {
         bucket: url(&b),
         _dir: dir,
     }
+}
+
+/// What `iri-conformance list` with `args` prints.
+fn list(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
+        .arg("list")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn run_conformance(args: &[&str]) -> (i32, serde_json::Value, String) {
@@ -156,14 +191,7 @@ fn ids_with(report: &serde_json::Value, status: &str) -> Vec<String> {
 fn standalone_mock_passes() {
     // With its scripted console, so the Exec console cases run instead of skipping.
     let mock = start_mock(&["--console"]);
-    let (code, report, stdout) = run_conformance(&[
-        "--machine-endpoint",
-        &mock.machine,
-        "--volume-endpoint",
-        &mock.volume,
-        "--bucket-endpoint",
-        &mock.bucket,
-    ]);
+    let (code, report, stdout) = run_conformance(&mock.endpoints(&[]));
     assert_eq!(
         ids_with(&report, "failed"),
         Vec::<String>::new(),
@@ -186,14 +214,7 @@ fn standalone_mock_passes() {
 #[test]
 fn standalone_mock_with_mutant_fails_with_expected_ids() {
     let mock = start_mock(&["--mutant", "delete-unknown-ok"]);
-    let (code, report, stdout) = run_conformance(&[
-        "--machine-endpoint",
-        &mock.machine,
-        "--volume-endpoint",
-        &mock.volume,
-        "--bucket-endpoint",
-        &mock.bucket,
-    ]);
+    let (code, report, stdout) = run_conformance(&mock.endpoints(&[]));
     assert_eq!(code, 1, "{stdout}");
     assert_eq!(
         ids_with(&report, "failed"),
@@ -223,16 +244,7 @@ fn five_should_deviations_pass_by_default_and_fail_strict() {
         "--mutant",
         "unknown-snapshot-source-accepted",
     ]);
-    let endpoints = [
-        "--machine-endpoint",
-        &mock.machine,
-        "--volume-endpoint",
-        &mock.volume,
-        "--bucket-endpoint",
-        &mock.bucket,
-        "--level",
-        "rpc",
-    ];
+    let endpoints = mock.endpoints(&["--level", "rpc"]);
     let five = [
         "machine.create.rejects_invalid_power",
         "machine.create.rejects_volume_without_source",
@@ -303,14 +315,8 @@ fn machine_endpoint_alone_skips_the_rest_with_reasons() {
 fn hanging_standalone_runtime_ends_at_timeouts() {
     let mock = start_mock(&["--fault", "*:always:hang"]);
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
-        .args([
-            "run",
-            "--machine-endpoint",
-            &mock.machine,
-            "--volume-endpoint",
-            &mock.volume,
-        ])
+    let out = mock
+        .run_machine_volume(&[])
         .args([
             "--focus",
             "^machine\\.(version|create|delete)\\.",
@@ -343,16 +349,8 @@ fn a_signal_ends_a_hanging_run_within_5s_plus_the_cleanup_budget() {
     // cases are running and the cleanup has objects to delete.
     for (signal, after) in [("-INT", 3), ("-TERM", 13)] {
         let mock = start_mock(&["--fault", "ListMachines:always:hang"]);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
-            .args([
-                "run",
-                "--machine-endpoint",
-                &mock.machine,
-                "--volume-endpoint",
-                &mock.volume,
-                "--cleanup-timeout",
-                "2s",
-            ])
+        let mut child = mock
+            .run_machine_volume(&["--cleanup-timeout", "2s"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -399,11 +397,7 @@ fn list_and_bad_flags() {
         );
         assert!(!c["evidence"].as_str().unwrap().is_empty(), "{c}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
-        .args(["list", "--focus", "^machine\\.create\\.(rejects|unknown)_"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = list(&["--focus", "^machine\\.create\\.(rejects|unknown)_"]);
     assert!(
         text.lines()
             .any(|l| l.starts_with("machine.create.unknown_class_fails") && l.contains(" must "))
@@ -414,11 +408,7 @@ fn list_and_bad_flags() {
             && text.contains("evidence: §"),
         "{text}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_iri-conformance"))
-        .args(["list", "--profile", "go-poollet"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = list(&["--profile", "go-poollet"]);
     assert!(
         text.lines().filter(|l| l.starts_with("poollet.")).count() >= 15,
         "{text}"

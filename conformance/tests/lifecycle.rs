@@ -8,9 +8,10 @@ use std::time::Duration;
 use iri_conformance::{
     Outcome, RunConfig, cases,
     ctx::RUN_ID_LABEL,
-    runner::{self, Targets},
+    runner::{self, RunReport, Targets},
 };
 use iri_mock::{Effect, FaultRule, Mutant, Trigger};
+use iri_spec::kind::IriKind;
 use tokio_util::sync::CancellationToken;
 
 fn config(run_id: &str) -> RunConfig {
@@ -23,28 +24,28 @@ fn config(run_id: &str) -> RunConfig {
 
 /// Objects in the mock (any kind) carrying `run_id`, counted through the mock's own API.
 fn objects_with_run(mock: &iri_mock::MockRuntime, run_id: &str) -> usize {
-    let has = |md: Option<&iri_spec::meta::v1alpha1::ObjectMetadata>| {
-        md.is_some_and(|md| md.labels.get(RUN_ID_LABEL).is_some_and(|r| r == run_id))
-    };
-    mock.machines()
-        .iter()
-        .filter(|m| has(m.metadata.as_ref()))
-        .count()
-        + mock
-            .volumes()
+    fn with_run<K: IriKind>(objects: &[K], run_id: &str) -> usize {
+        objects
             .iter()
-            .filter(|v| has(v.metadata.as_ref()))
+            .filter(|o| o.label(RUN_ID_LABEL) == Some(run_id))
             .count()
-        + mock
-            .volume_snapshots()
-            .iter()
-            .filter(|s| has(s.metadata.as_ref()))
-            .count()
-        + mock
-            .buckets()
-            .iter()
-            .filter(|b| has(b.metadata.as_ref()))
-            .count()
+    }
+    with_run(&mock.machines(), run_id)
+        + with_run(&mock.volumes(), run_id)
+        + with_run(&mock.volume_snapshots(), run_id)
+        + with_run(&mock.buckets(), run_id)
+}
+
+/// Nothing of run `run_id` (nor anything else) is left in the mock after `report`'s cleanup.
+fn assert_nothing_left(mock: &iri_mock::MockRuntime, run_id: &str, report: &RunReport) {
+    assert_eq!(objects_with_run(mock, run_id), 0, "{:?}", report.cleanup);
+    assert_eq!(total_objects(mock), 0);
+}
+
+/// Runs the cases of `cfg`'s selection.
+async fn run_selected(cfg: &RunConfig, targets: &Targets) -> RunReport {
+    let selected = cfg.selection.apply(cases::rpc());
+    runner::run(cfg, targets, selected, CancellationToken::new(), &|_| {}).await
 }
 
 fn total_objects(mock: &iri_mock::MockRuntime) -> usize {
@@ -91,14 +92,7 @@ async fn failed_run_leaves_nothing() {
     .await;
     assert!(!report.success(false));
     assert!(report.failed_ids().contains(&"machine.list.by_label"));
-    let mock = targets.mock.as_ref().unwrap();
-    assert_eq!(
-        objects_with_run(mock, "run-failed"),
-        0,
-        "{:?}",
-        report.cleanup
-    );
-    assert_eq!(total_objects(mock), 0);
+    assert_nothing_left(targets.mock.as_ref().unwrap(), "run-failed", &report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +132,7 @@ async fn interrupted_run_leaves_nothing() {
         "no case was cut short"
     );
     assert!(report.cleanup.deleted > 0);
-    let mock = targets.mock.as_ref().unwrap();
-    assert_eq!(
-        objects_with_run(mock, "run-interrupted"),
-        0,
-        "{:?}",
-        report.cleanup
-    );
-    assert_eq!(total_objects(mock), 0);
+    assert_nothing_left(targets.mock.as_ref().unwrap(), "run-interrupted", &report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,28 +152,14 @@ async fn leftovers_of_earlier_runs_are_deleted_or_kept() {
     let mut cfg = config("run-new");
     cfg.selection.focus = vec![regex::Regex::new("^machine\\.version\\.").unwrap()];
     cfg.keep_leftovers = true;
-    let report = runner::run(
-        &cfg,
-        &targets,
-        cfg.selection.apply(cases::rpc()),
-        CancellationToken::new(),
-        &|_| {},
-    )
-    .await;
+    let report = run_selected(&cfg, &targets).await;
     assert_eq!(report.leftovers.len(), 1);
     assert!(!report.leftovers[0].deleted);
     assert_eq!(report.leftovers[0].run_id, "icr-old");
     assert_eq!(mock.machine_count(), 2);
 
     cfg.keep_leftovers = false;
-    let report = runner::run(
-        &cfg,
-        &targets,
-        cfg.selection.apply(cases::rpc()),
-        CancellationToken::new(),
-        &|_| {},
-    )
-    .await;
+    let report = run_selected(&cfg, &targets).await;
     assert!(report.leftovers[0].deleted);
     assert!(
         iri_conformance::report::human_summary(&report)

@@ -8,15 +8,16 @@
     clippy::field_reassign_with_default
 )]
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use futures::StreamExt as _;
 use iri_conformance::{
     Level, Outcome, cases,
     runner::{self, LevelFilter, RunConfig, RunReport, Targets},
 };
 use iri_mock::Mutant;
 use regex::Regex;
+
+mod common;
 
 fn config() -> RunConfig {
     let mut c = RunConfig::default();
@@ -44,12 +45,7 @@ async fn run_level(targets: &Targets, cfg: &RunConfig) -> RunReport {
 
 /// Every selected case passed, and the run's cleanup found nothing left.
 fn assert_all_passed(report: &RunReport) {
-    let bad: Vec<String> = report
-        .results
-        .iter()
-        .filter(|r| r.outcome != Outcome::Passed)
-        .map(|r| format!("{}: {:?}", r.id, r.outcome))
-        .collect();
+    let bad = common::not_passing(report);
     assert!(
         bad.is_empty(),
         "lifecycle cases not passing:\n{}",
@@ -202,6 +198,16 @@ async fn start_etcd(binary: std::path::PathBuf) -> Etcd {
 
 /// The lifecycle level on a real etcd (`--store etcd://`); needs an `etcd` binary and a
 /// build with the etcd store backend (`irikit-api/etcd`, e.g. through `iri-conformance/etcd`).
+/// Skips the etcd case, saying `skip` why, or fails it when IRIKIT_REQUIRE asks for etcd (it
+/// is `missing`).
+fn skip_without_etcd(missing: &str, skip: &str) {
+    assert!(
+        !etcd_required(),
+        "etcd is required (IRIKIT_REQUIRE) but {missing}"
+    );
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("skip: {skip}\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_on_etcd() {
     use irikit_api::{Kind, ListOptions};
@@ -210,30 +216,17 @@ async fn passes_on_etcd() {
         Ok(_) | Err(_) => true,
     };
     if !built {
-        assert!(
-            !etcd_required(),
-            "etcd is required (IRIKIT_REQUIRE) but irikit-api was built without the `etcd` feature"
+        return skip_without_etcd(
+            "irikit-api was built without the `etcd` feature",
+            "built without the etcd store backend (feature irikit-api/etcd)",
         );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: built without the etcd store backend (feature irikit-api/etcd)\n"),
-        );
-        return;
     }
     let Some(binary) = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("etcd"))
             .find(|p| p.is_file())
     }) else {
-        assert!(
-            !etcd_required(),
-            "etcd is required (IRIKIT_REQUIRE) but not on PATH"
-        );
-        let _ = std::io::Write::write_fmt(
-            &mut std::io::stderr(),
-            format_args!("skip: etcd not on PATH (install etcd-server)\n"),
-        );
-        return;
+        return skip_without_etcd("not on PATH", "etcd not on PATH (install etcd-server)");
     };
     let etcd = start_etcd(binary).await;
     let mut cfg = config();
@@ -306,41 +299,16 @@ async fn every_lifecycle_case_is_caught_by_a_mutant() {
     cfg.cleanup_timeout = Duration::from_secs(2);
     let cfg = &cfg;
     // A catch counts only when the case fails twice, against two fresh mocks.
-    let results: Vec<(Mutant, Vec<String>)> = futures::stream::iter(MUTANTS.iter().copied())
-        .map(|m| async move {
-            let first = failing_under(cfg, m, None).await;
-            let confirmed = if first.is_empty() {
-                first
-            } else {
-                let again = failing_under(cfg, m, Some(&first)).await;
-                first.into_iter().filter(|id| again.contains(id)).collect()
-            };
-            (m, confirmed)
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let mut matrix: BTreeMap<String, Vec<&'static str>> = lifecycle_cases(cfg)
-        .into_iter()
-        .map(|c| (c.id, Vec::new()))
-        .collect();
-    for (m, failed) in &results {
-        for id in failed {
-            matrix.get_mut(id).unwrap().push(m.name());
-        }
-    }
-    for list in matrix.values_mut() {
-        list.sort_unstable();
-    }
+    let results = common::confirmed_catches(MUTANTS, |m, ids| async move {
+        failing_under(cfg, m, ids.as_deref()).await
+    })
+    .await;
+    let matrix = common::matrix(lifecycle_cases(cfg).into_iter().map(|c| c.id), &results);
     println!("lifecycle case x mutant matrix:");
     for (id, ms) in &matrix {
         println!("  {id:<48} {:>2}  {}", ms.len(), ms.join(" "));
     }
-    let uncaught: Vec<&String> = matrix
-        .iter()
-        .filter(|(_, ms)| ms.is_empty())
-        .map(|(id, _)| id)
-        .collect();
+    let uncaught = common::uncaught(&matrix);
     assert!(
         uncaught.is_empty(),
         "lifecycle cases no mutant catches: {uncaught:#?}"

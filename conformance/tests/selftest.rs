@@ -9,12 +9,13 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use futures::StreamExt as _;
 use iri_conformance::{
-    Outcome, cases,
+    cases,
     runner::{self, RunConfig, Targets},
 };
 use iri_mock::Mutant;
+
+mod common;
 
 fn config() -> RunConfig {
     let mut c = RunConfig::default();
@@ -42,12 +43,7 @@ async fn suite_passes_against_mock() {
     let all = cases::rpc();
     let n = all.len();
     let report = runner::run(&config(), &targets, all, Default::default(), &|_| {}).await;
-    let bad: Vec<String> = report
-        .results
-        .iter()
-        .filter(|r| r.outcome != Outcome::Passed)
-        .map(|r| format!("{}: {:?}", r.id, r.outcome))
-        .collect();
+    let bad = common::not_passing(&report);
     assert!(
         bad.is_empty(),
         "cases not passing against iri-mock:\n{}",
@@ -109,35 +105,16 @@ async fn every_case_is_caught_by_a_mutant() {
     let cfg = &cfg;
     // Pass 1 runs the whole suite once per mutant; pass 2 re-runs only the failed cases against a
     // fresh mock. A catch counts only when the case fails both times.
-    let results: Vec<(Mutant, Vec<String>)> = futures::stream::iter(Mutant::ALL.iter().copied())
-        .map(|m| async move {
-            let first = failing_under(cfg, m, None).await;
-            let confirmed = if first.is_empty() {
-                first
-            } else {
-                let again = failing_under(cfg, m, Some(&first)).await;
-                first.into_iter().filter(|id| again.contains(id)).collect()
-            };
-            (m, confirmed)
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
+    let results = common::confirmed_catches(Mutant::ALL, |m, ids| async move {
+        failing_under(cfg, m, ids.as_deref()).await
+    })
+    .await;
 
-    let mut matrix: BTreeMap<String, Vec<&'static str>> = cases::rpc()
-        .into_iter()
-        .map(|c| (c.id, Vec::new()))
+    let matrix = common::matrix(cases::rpc().into_iter().map(|c| c.id), &results);
+    let mutant_catches: BTreeMap<&'static str, usize> = results
+        .iter()
+        .map(|(m, failed)| (m.name(), failed.len()))
         .collect();
-    let mut mutant_catches: BTreeMap<&'static str, usize> = BTreeMap::new();
-    for (m, failed) in &results {
-        mutant_catches.insert(m.name(), failed.len());
-        for id in failed {
-            matrix.get_mut(id).unwrap().push(m.name());
-        }
-    }
-    for list in matrix.values_mut() {
-        list.sort_unstable();
-    }
 
     println!(
         "case x mutant sensitivity matrix ({} cases, {} mutants):",
@@ -158,11 +135,7 @@ async fn every_case_is_caught_by_a_mutant() {
         .collect();
     println!("mutants no case catches: {uncaught_mutants:?}");
 
-    let uncaught: Vec<&String> = matrix
-        .iter()
-        .filter(|(_, ms)| ms.is_empty())
-        .map(|(id, _)| id)
-        .collect();
+    let uncaught = common::uncaught(&matrix);
     assert!(
         uncaught.is_empty(),
         "cases no mutant catches: {uncaught:#?}"

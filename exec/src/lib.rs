@@ -70,6 +70,26 @@ pub fn status_is_success(payload: &[u8]) -> bool {
     text.contains(r#""status":"Success""#)
 }
 
+/// Passes one frame read from one side on to the other side `tx`: data frames and the close
+/// frame; false once the session is over (a close frame, the end of the stream, an error).
+async fn forward<S>(
+    m: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    tx: &mut S,
+) -> bool
+where
+    S: futures::Sink<Message> + Unpin,
+{
+    match m {
+        Some(Ok(Message::Close(c))) => {
+            let _ = tx.send(Message::Close(c)).await;
+            false
+        }
+        Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => tx.send(m).await.is_ok(),
+        Some(Ok(_)) => true,
+        Some(Err(_)) | None => false,
+    }
+}
+
 /// Copy every frame between `a` and `b` (both directions) until either side closes or fails;
 /// then close both. What the machinepoollet's exec proxy runs per session.
 pub async fn bridge<A, B>(a: WebSocketStream<A>, b: WebSocketStream<B>)
@@ -80,23 +100,12 @@ where
     let (mut a_tx, mut a_rx) = a.split();
     let (mut b_tx, mut b_rx) = b.split();
     loop {
-        tokio::select! {
-            m = a_rx.next() => match m {
-                Some(Ok(Message::Close(c))) => { let _ = b_tx.send(Message::Close(c)).await; break; }
-                Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => {
-                    if b_tx.send(m).await.is_err() { break; }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            },
-            m = b_rx.next() => match m {
-                Some(Ok(Message::Close(c))) => { let _ = a_tx.send(Message::Close(c)).await; break; }
-                Some(Ok(m @ (Message::Binary(_) | Message::Text(_)))) => {
-                    if a_tx.send(m).await.is_err() { break; }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => break,
-            },
+        let go_on = tokio::select! {
+            m = a_rx.next() => forward(m, &mut b_tx).await,
+            m = b_rx.next() => forward(m, &mut a_tx).await,
+        };
+        if !go_on {
+            break;
         }
     }
     let _ = a_tx.close().await;

@@ -8,7 +8,8 @@ use std::{fmt, sync::Arc};
 use futures::future::BoxFuture;
 
 pub use self::verdict::{
-    Level, Outcome, Profile, Requirement, Service, Skip, pass, skip, skip_gone_at_once,
+    Level, Outcome, Profile, Requirement, Service, Skip, gone_at_once, pass, skip,
+    skip_gone_at_once,
 };
 use crate::ctx::Ctx;
 

@@ -166,7 +166,13 @@ const GONE_AT_ONCE: &str = "was gone at once";
 /// already forgotten when it was listed again, so `what` is not observable
 /// ([`Outcome::is_gone_at_once`]).
 pub fn skip_gone_at_once(object: &str, what: &str) -> anyhow::Result<Outcome> {
-    skip(format!(
+    skip(gone_at_once(object, what).0)
+}
+
+/// The [`Skip`] of [`skip_gone_at_once`], for a helper to return as its error (the runner
+/// reports it as the same skip).
+pub fn gone_at_once(object: &str, what: &str) -> Skip {
+    Skip(format!(
         "the {object} {GONE_AT_ONCE}; {what} is not observable"
     ))
 }

@@ -1,12 +1,15 @@
 //! Cases for `bucket.v1alpha1.BucketRuntime` (reference §1.6), run when a bucket endpoint is given.
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use iri_spec::bucket::v1alpha1::{self as b, BucketState};
-use tonic::Code;
 
 use crate::{
-    case::{Case, pass, skip_gone_at_once},
-    ctx::{Ctx, expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
+    case::{Case, Service, pass},
+    cases::shared::{
+        delete_repeatedly, deleted, labelled, list_by_id, list_by_label, list_items_complete,
+        list_unknown_id_empty, unknown_class_fails, version_set, with_unknown_class,
+    },
+    ctx::{Ctx, expect_ok, plausible_ns, unknown_id},
 };
 
 const AVAILABLE: i32 = BucketState::BucketAvailable as i32;
@@ -15,20 +18,13 @@ macro_rules! case {
     ($($case:tt)*) => { service_case!(Bucket, $($case)*) };
 }
 
-fn ids_of(list: &[b::Bucket]) -> Vec<String> {
-    list.iter()
-        .filter_map(|x| x.metadata.as_ref().map(|md| md.id.clone()))
-        .collect()
-}
-
+/// The bucket classes ListBucketClasses returns, which must be at least one.
 async fn classes(ctx: &Ctx) -> anyhow::Result<Vec<b::BucketClass>> {
     let mut c = ctx.bc()?;
-    Ok(expect_ok(
-        ctx.rpc(c.list_bucket_classes(b::ListBucketClassesRequest {}))
-            .await,
-        "ListBucketClasses",
-    )?
-    .bucket_classes)
+    let res = ctx.rpc(c.list_bucket_classes(b::ListBucketClassesRequest {}));
+    let cls = expect_ok(res.await, "ListBucketClasses")?.bucket_classes;
+    ensure!(!cls.is_empty(), "ListBucketClasses returned no classes");
+    Ok(cls)
 }
 
 async fn available(ctx: &Ctx) -> anyhow::Result<String> {
@@ -44,33 +40,18 @@ async fn available(ctx: &Ctx) -> anyhow::Result<String> {
 /// All bucket cases.
 #[allow(clippy::too_many_lines)]
 pub(crate) fn cases() -> Vec<Case> {
-    let mut out = Vec::new();
-    let v = &mut out;
+    let mut v = Vec::new();
 
-    case!(
-        v,
-        "bucket.version.name_and_version_set",
-        "bucket Version returns a non-empty runtime_name and runtime_version",
-        |ctx| {
-            let mut c = ctx.bc()?;
-            let r = expect_ok(
-                ctx.rpc(c.version(b::VersionRequest::default())).await,
-                "Version",
-            )?;
-            ensure!(
-                !r.runtime_name.is_empty() && !r.runtime_version.is_empty(),
-                "empty Version answer: {r:?}"
-            );
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.version.name_and_version_set", "bucket Version returns a non-empty runtime_name and runtime_version",
+        |ctx| { version_set(&ctx, Service::Bucket).await?; };
+    }
     case!(
         v,
         "bucket.classes.listed",
         "ListBucketClasses returns at least one class with a non-empty, unique name",
         |ctx| {
             let cls = classes(&ctx).await?;
-            ensure!(!cls.is_empty(), "ListBucketClasses returned no classes");
             let mut seen = std::collections::HashSet::new();
             for c in &cls {
                 ensure!(
@@ -88,7 +69,6 @@ pub(crate) fn cases() -> Vec<Case> {
         "every bucket class has capabilities with tps and iops >= 0",
         |ctx| {
             let cls = classes(&ctx).await?;
-            ensure!(!cls.is_empty(), "ListBucketClasses returned no classes");
             for c in cls {
                 let caps = c
                     .capabilities
@@ -120,13 +100,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "bucket.create.labels_preserved",
         "bucket labels are listed verbatim and created_at is in Unix ns",
         |ctx| {
-            let spec = ctx.bucket_spec(&[("conformance.example/b", "1")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|m| m.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_bucket(spec).await?;
+            let (id, want) = labelled::<b::Bucket>(&ctx, &[("conformance.example/b", "1")]).await?;
             let md = ctx
                 .get_bucket(&id)
                 .await?
@@ -142,49 +116,22 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.create.unknown_class_fails",
-        "CreateBucket with a class Status does not report fails (any code; the exact code is bucket.create.rejects_unknown_class)",
-        |ctx| {
-            let mut spec = ctx.bucket_spec(&[])?;
-            spec.spec.as_mut().context("spec")?.class = "conformance-no-such-class".to_owned();
-            expect_error(
-                ctx.try_create_bucket(spec).await,
-                "CreateBucket with an unknown class",
-            )?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "bucket.create.rejects_unknown_class",
-        "CreateBucket with an unknown class returns InvalidArgument",
-        |ctx| {
-            let mut spec = ctx.bucket_spec(&[])?;
-            spec.spec.as_mut().context("spec")?.class = "conformance-no-such-class".to_owned();
-            expect_code(
-                ctx.try_create_bucket(spec).await,
-                Code::InvalidArgument,
-                "CreateBucket unknown class",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.create.unknown_class_fails", "CreateBucket with a class Status does not report fails (any code; the exact code is bucket.create.rejects_unknown_class)",
+        |ctx| { unknown_class_fails::<b::Bucket>(&ctx).await?; };
+    }
     code_cases! { v, Bucket;
+        "bucket.create.rejects_unknown_class", "CreateBucket with an unknown class returns InvalidArgument",
+        InvalidArgument, "CreateBucket unknown class",
+        |ctx| ctx.try_create_bucket(with_unknown_class::<b::Bucket>(&ctx)?).await;
         "bucket.create.rejects_missing_spec", "CreateBucket without spec returns InvalidArgument",
         InvalidArgument, "CreateBucket without spec",
         |ctx| ctx.try_create_bucket(b::Bucket { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
     }
-    case!(
-        v,
-        "bucket.state.becomes_available",
-        "a bucket reaches AVAILABLE within the state budget",
-        |ctx| {
-            available(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.state.becomes_available", "a bucket reaches AVAILABLE within the state budget",
+        |ctx| { available(&ctx).await?; };
+    }
     case!(
         v,
         "bucket.state.access_when_available",
@@ -200,103 +147,16 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.list.by_id",
-        "ListBuckets with an id filter returns exactly that bucket",
-        |ctx| {
-            let a = ctx.create_bucket(ctx.bucket_spec(&[])?).await?.0;
-            let _b = ctx.create_bucket(ctx.bucket_spec(&[])?).await?.0;
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListBuckets by id",
-            )?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "by id {a} returned {:?}",
-                ids_of(&l)
-            );
-            pass()
-        }
-    );
-    case!(
-        v,
-        "bucket.list.by_label",
-        "ListBuckets with a label selector returns exactly the matching buckets",
-        |ctx| {
-            let a = ctx
-                .create_bucket(ctx.bucket_spec(&[("color", "red")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_bucket(ctx.bucket_spec(&[("color", "blue")])?)
-                .await?
-                .0;
-            let mut sel = ctx.case_selector();
-            sel.insert("color".into(), "red".into());
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: String::new(),
-                    label_selector: sel,
-                }))
-                .await,
-                "ListBuckets by label",
-            )?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "color=red returned {:?}",
-                ids_of(&l)
-            );
-            pass()
-        }
-    );
-    case!(
-        v,
-        "bucket.list.unknown_id_empty",
-        "ListBuckets with an unknown id returns an empty list",
-        |ctx| {
-            ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: unknown_id(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListBuckets unknown id",
-            )?;
-            ensure!(l.is_empty(), "returned {:?}", ids_of(&l));
-            pass()
-        }
-    );
-    case!(
-        v,
-        "bucket.list.items_complete",
-        "every listed bucket has metadata, spec and status",
-        |ctx| {
-            ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            let l = expect_ok(
-                ctx.list_buckets(Some(b::BucketFilter {
-                    id: String::new(),
-                    label_selector: ctx.case_selector(),
-                }))
-                .await,
-                "ListBuckets",
-            )?;
-            ensure!(!l.is_empty(), "bucket not listed by its labels");
-            for bk in &l {
-                meta_id(bk.metadata.as_ref(), "listed bucket")?;
-                ensure!(
-                    bk.spec.is_some() && bk.status.is_some(),
-                    "listed bucket lacks spec or status"
-                );
-            }
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.list.by_id", "ListBuckets with an id filter returns exactly that bucket",
+        |ctx| { list_by_id::<b::Bucket>(&ctx).await?; };
+        "bucket.list.by_label", "ListBuckets with a label selector returns exactly the matching buckets",
+        |ctx| { list_by_label::<b::Bucket>(&ctx, &[("color", "red")], &[("color", "blue")]).await?; };
+        "bucket.list.unknown_id_empty", "ListBuckets with an unknown id returns an empty list",
+        |ctx| { ctx.create_bucket(ctx.bucket_spec(&[])?).await?; list_unknown_id_empty::<b::Bucket>(&ctx).await?; };
+        "bucket.list.items_complete", "every listed bucket has metadata, spec and status",
+        |ctx| { list_items_complete::<b::Bucket>(&ctx).await?; };
+    }
     code_cases! { v, Bucket;
         "bucket.delete.unknown_id_not_found", "DeleteBucket of an unknown id returns NotFound",
         NotFound, "DeleteBucket unknown id",
@@ -308,10 +168,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "a bucket still listed after DeleteBucket has deleted_at set",
         |ctx| {
             let id = available(&ctx).await?;
-            expect_ok(ctx.delete_bucket(&id).await, "DeleteBucket")?;
-            let Some(bk) = ctx.get_bucket(&id).await? else {
-                return skip_gone_at_once("bucket", "the deletion phase");
-            };
+            let bk = deleted::<b::Bucket>(&ctx, &id, "the deletion phase").await?;
             ensure!(
                 bk.metadata.is_some_and(|m| m.deleted_at > 0),
                 "deleted_at is 0 on a bucket being deleted"
@@ -319,29 +176,10 @@ pub(crate) fn cases() -> Vec<Case> {
             pass()
         }
     );
-    case!(
-        v,
-        "bucket.delete.idempotent",
-        "repeated DeleteBucket calls return OK, or NotFound only once the bucket is gone; it ends up gone",
-        |ctx| {
-            let (id, _) = ctx.create_bucket(ctx.bucket_spec(&[])?).await?;
-            for i in 0..ctx.params().idempotent_count {
-                match ctx.delete_bucket(&id).await {
-                    Ok(()) => {}
-                    Err(st) if st.code() == Code::NotFound => {
-                        ensure!(i > 0, "first DeleteBucket returned NotFound");
-                        ensure!(
-                            ctx.get_bucket(&id).await?.is_none(),
-                            "DeleteBucket #{i} returned NotFound while listed"
-                        );
-                    }
-                    Err(st) => bail!("DeleteBucket #{i}: {:?}: {}", st.code(), st.message()),
-                }
-            }
-            ctx.wait_bucket(&id, "to be gone", |x| x.is_none()).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Bucket;
+        "bucket.delete.idempotent", "repeated DeleteBucket calls return OK, or NotFound only once the bucket is gone; it ends up gone",
+        |ctx| { let (id, _) = ctx.create_bucket(ctx.bucket_spec(&[])?).await?; delete_repeatedly::<b::Bucket>(&ctx, &id).await?; };
+    }
 
-    out
+    v
 }

@@ -18,6 +18,18 @@ macro_rules! code_cases {
     };
 }
 
+/// The cases whose body is a few checks as table rows, in place (the order of cases is the
+/// report's): `id, description, |ctx| { statements };` where each statement's errors fail the
+/// case and the case passes once they all ran. Each row is one `service_case!`.
+macro_rules! check_cases {
+    ($v:ident, $service:ident; $($id:literal, $desc:literal, |$ctx:ident| $body:block;)*) => {
+        $(service_case!($service, $v, $id, $desc, |$ctx| {
+            $body;
+            crate::case::pass()
+        });)*
+    };
+}
+
 /// One case of `$service` (core profile) from an async block: the per-service `case!` macros
 /// forward here.
 macro_rules! service_case {

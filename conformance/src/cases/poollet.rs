@@ -2,7 +2,7 @@
 //! wire format (reference §1.8 nil dereferences, §3.4 generation handshake, §7.4): STOPPED
 //! emitted, nil sub-messages, wrong time units, quantity semantics, label lookups.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use anyhow::{Context as _, ensure};
 use iri_spec::{
@@ -14,8 +14,9 @@ use tonic::Code;
 
 use crate::{
     case::{Case, Profile, Service, pass},
-    cases::machine::{annotate, attach_nic, power, wait_events_of},
-    ctx::{Ctx, expect_code, expect_ok, plausible_ns, unknown_id},
+    cases::machine::{annotate, attach_nic, detach_volume, powered_off_machine, wait_events_of},
+    cases::shared::{created_at_now, ids_of, new, version},
+    ctx::{Ctx, expect_code, expect_ok, unknown_id},
 };
 
 macro_rules! case {
@@ -49,19 +50,14 @@ pub(crate) fn cases() -> Vec<Case> {
         "poollet.version.runtime_name_usable",
         "runtime_name is non-empty and usable as the <name>:// prefix of machine ids",
         |ctx| {
-            let mut c = ctx.mc()?;
-            let r = expect_ok(
-                ctx.rpc(c.version(m::VersionRequest::default())).await,
-                "Version",
-            )?;
+            let name = version(&ctx, Service::Machine, "").await?.name;
             ensure!(
-                !r.runtime_name.is_empty(),
+                !name.is_empty(),
                 "runtime_name is empty: the poollet writes \"://<id>\" as machineID"
             );
             ensure!(
-                !r.runtime_name.contains("://") && !r.runtime_name.contains(char::is_whitespace),
-                "runtime_name {:?} cannot prefix an id",
-                r.runtime_name
+                !name.contains("://") && !name.contains(char::is_whitespace),
+                "runtime_name {name:?} cannot prefix an id"
             );
             pass()
         }
@@ -207,17 +203,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "poollet.machine.created_at_nanos",
         "created_at is Unix nanoseconds (the event generator reads it)",
         |ctx| {
-            let id = ctx.new_machine().await?;
-            let t = ctx
-                .must_machine(&id)
-                .await?
-                .metadata
-                .context("nil metadata")?
-                .created_at;
-            ensure!(
-                plausible_ns(t, Duration::from_secs(600)),
-                "created_at {t} is not Unix ns"
-            );
+            created_at_now::<m::Machine>(&ctx).await?;
             pass()
         }
     );
@@ -266,11 +252,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "poollet.machine.power_off_not_stopped",
         "a powered-off machine never reports MACHINE_STOPPED (5), which Go poollets cannot map",
         |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(
-                power(&ctx, &id, Power::Off as i32).await,
-                "UpdateMachinePower OFF",
-            )?;
+            let id = powered_off_machine(&ctx).await?;
             // A runtime that never shuts the VM down (libvirt-provider, reference §2.1a) stays
             // RUNNING: that is machine.power.off_leaves_running (a should); here only the state
             // it reports counts.
@@ -356,13 +338,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "DetachVolume of a missing name returns NotFound, which the poollet ignores (other codes fail its reconcile)",
         |ctx| {
             let id = ctx.new_machine().await?;
-            let mut c = ctx.mc()?;
-            let res = ctx
-                .rpc(c.detach_volume(m::DetachVolumeRequest {
-                    machine_id: id,
-                    name: "gone".to_owned(),
-                }))
-                .await;
+            let res = detach_volume(&ctx, &id, "gone").await;
             expect_code(res, Code::NotFound, "DetachVolume missing name")?;
             pass()
         }
@@ -453,14 +429,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "every listed volume has metadata, spec, spec.resources and status (the reconciler dereferences them)",
         |ctx| {
             ctx.new_volume().await?;
-            let l = expect_ok(
-                ctx.list_volumes(Some(v::VolumeFilter {
-                    id: String::new(),
-                    label_selector: ctx.case_selector(),
-                }))
-                .await,
-                "ListVolumes",
-            )?;
+            let l = ctx.list_by_labels::<v::Volume>(ctx.case_selector()).await?;
             ensure!(!l.is_empty(), "volume not listed by label");
             for vol in l {
                 ensure!(
@@ -482,26 +451,11 @@ pub(crate) fn cases() -> Vec<Case> {
         "ListVolumes by the volume-uid label finds exactly the volume",
         |ctx| {
             let uid = format!("uid-{}", &unknown_id()[..12]);
-            let (id, _) = ctx
-                .create_volume(ctx.volume_spec(&[(keys::VOLUMEPOOLLET_VOLUME_UID_LABEL, &uid)])?)
-                .await?;
-            let _o = ctx
-                .create_volume(
-                    ctx.volume_spec(&[(keys::VOLUMEPOOLLET_VOLUME_UID_LABEL, "uid-other")])?,
-                )
-                .await?;
-            let l = expect_ok(
-                ctx.list_volumes(Some(v::VolumeFilter {
-                    id: String::new(),
-                    label_selector: map(&[(keys::VOLUMEPOOLLET_VOLUME_UID_LABEL, &uid)]),
-                }))
-                .await,
-                "ListVolumes by uid",
-            )?;
-            let ids: Vec<String> = l
-                .iter()
-                .filter_map(|x| x.metadata.as_ref().map(|md| md.id.clone()))
-                .collect();
+            let key = keys::VOLUMEPOOLLET_VOLUME_UID_LABEL;
+            let id = new::<v::Volume>(&ctx, &[(key, &uid)]).await?;
+            let _o = new::<v::Volume>(&ctx, &[(key, "uid-other")]).await?;
+            let l = ctx.list_by_labels::<v::Volume>(map(&[(key, &uid)])).await?;
+            let ids = ids_of(&l);
             ensure!(ids == vec![id.clone()], "volume-uid={uid} returned {ids:?}");
             pass()
         }
@@ -512,18 +466,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "poollet.volume.created_at_nanos",
         "volume created_at is Unix nanoseconds",
         |ctx| {
-            let id = ctx.new_volume().await?;
-            let t = ctx
-                .get_volume(&id)
-                .await?
-                .context("not listed")?
-                .metadata
-                .context("nil metadata")?
-                .created_at;
-            ensure!(
-                plausible_ns(t, Duration::from_secs(600)),
-                "created_at {t} is not Unix ns"
-            );
+            created_at_now::<v::Volume>(&ctx).await?;
             pass()
         }
     );

@@ -262,9 +262,14 @@ impl Ctx {
 
     /// The create RPC of `T`, raw; records the id for cleanup.
     pub async fn try_create<T: RuntimeKind>(&self, obj: T) -> Result<T, Status> {
-        let obj = T::create(&self.clients, self.params.rpc_timeout, obj).await?;
+        let obj = T::create(&self.clients, self.params.rpc_timeout, Some(obj)).await?;
         self.created.add::<T>(obj.id());
         Ok(obj)
+    }
+
+    /// The create RPC of `T` without the object, raw (not recorded).
+    pub async fn try_create_none<T: RuntimeKind>(&self) -> Result<T, Status> {
+        T::create(&self.clients, self.params.rpc_timeout, None).await
     }
 
     /// The create RPC of `T`, which must succeed and return an id.

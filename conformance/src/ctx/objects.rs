@@ -82,6 +82,8 @@ pub trait RuntimeKind: IriKind<Status: std::fmt::Debug> + std::fmt::Debug {
     const CREATE: &'static str;
     /// The list RPC's name (`ListMachines`).
     const LIST: &'static str;
+    /// The delete RPC's name (`DeleteMachine`).
+    const DELETE: &'static str;
     /// Whether a failed list by id is retried as a list by the case's labels: ceph-provider
     /// answers Internal for an unknown id (reference §2.1a; `volume.list.unknown_id_empty`, a
     /// should), so the suite looks volumes and snapshots up as the volume poollet does.
@@ -93,11 +95,11 @@ pub trait RuntimeKind: IriKind<Status: std::fmt::Debug> + std::fmt::Debug {
     fn recorded(created: &Created) -> &Mutex<BTreeSet<String>>;
     /// Whether the runtime has an endpoint for this kind's service.
     fn served(clients: &Clients) -> bool;
-    /// The create RPC, raw.
+    /// The create RPC (`None`: a request without the object), raw.
     fn create(
         clients: &Clients,
         d: Duration,
-        obj: Self,
+        obj: Option<Self>,
     ) -> impl Future<Output = Result<Self, Status>> + Send;
     /// The list RPC, raw.
     fn list(
@@ -119,7 +121,8 @@ pub trait RuntimeKind: IriKind<Status: std::fmt::Debug> + std::fmt::Debug {
 
 macro_rules! runtime_kind {
     (
-        $ty:ty, $filter:ty, $slug:literal, $create:literal, $list:literal, $fallback:literal,
+        $ty:ty, $filter:ty, $slug:literal, $create:literal, $list:literal, $delete:literal,
+        $fallback:literal,
         $recorded:ident, $client:ident,
         create: |$c:ident, $obj:ident| $create_call:expr, $create_field:ident,
         list: |$lc:ident, $filt:ident| $list_call:expr, $list_field:ident,
@@ -131,6 +134,7 @@ macro_rules! runtime_kind {
             const SLUG: &'static str = $slug;
             const CREATE: &'static str = $create;
             const LIST: &'static str = $list;
+            const DELETE: &'static str = $delete;
             const LIST_BY_LABEL_FALLBACK: bool = $fallback;
 
             fn filter(id: &str, label_selector: HashMap<String, String>) -> Self::Filter {
@@ -142,7 +146,11 @@ macro_rules! runtime_kind {
             fn served(clients: &Clients) -> bool {
                 clients.$client.is_some()
             }
-            async fn create(clients: &Clients, d: Duration, $obj: Self) -> Result<Self, Status> {
+            async fn create(
+                clients: &Clients,
+                d: Duration,
+                $obj: Option<Self>,
+            ) -> Result<Self, Status> {
                 let mut $c = clients.$client.clone().ok_or_else(no_endpoint::<Self>)?;
                 Ok(call(d, $create_call).await?.$create_field.unwrap_or_default())
             }
@@ -187,26 +195,28 @@ from_parts!(
 );
 
 runtime_kind!(
-    machine::Machine, machine::MachineFilter, "machine", "CreateMachine", "ListMachines", false,
+    machine::Machine, machine::MachineFilter, "machine", "CreateMachine", "ListMachines", "DeleteMachine",
+    false,
     machines, machine,
-    create: |c, obj| c.create_machine(machine::CreateMachineRequest { machine: Some(obj) }), machine,
+    create: |c, obj| c.create_machine(machine::CreateMachineRequest { machine: obj }), machine,
     list: |c, filter| c.list_machines(machine::ListMachinesRequest { filter }), machines,
     delete: |c, id| c.delete_machine(machine::DeleteMachineRequest { machine_id: id }),
     describe: describe_machine
 );
 runtime_kind!(
-    volume::Volume, volume::VolumeFilter, "volume", "CreateVolume", "ListVolumes", true,
+    volume::Volume, volume::VolumeFilter, "volume", "CreateVolume", "ListVolumes", "DeleteVolume",
+    true,
     volumes, volume,
-    create: |c, obj| c.create_volume(volume::CreateVolumeRequest { volume: Some(obj) }), volume,
+    create: |c, obj| c.create_volume(volume::CreateVolumeRequest { volume: obj }), volume,
     list: |c, filter| c.list_volumes(volume::ListVolumesRequest { filter }), volumes,
     delete: |c, id| c.delete_volume(volume::DeleteVolumeRequest { volume_id: id })
 );
 runtime_kind!(
     volume::VolumeSnapshot, volume::VolumeSnapshotFilter, "volume-snapshot",
-    "CreateVolumeSnapshot", "ListVolumeSnapshots", true,
+    "CreateVolumeSnapshot", "ListVolumeSnapshots", "DeleteVolumeSnapshot", true,
     snapshots, volume,
     create: |c, obj| c.create_volume_snapshot(volume::CreateVolumeSnapshotRequest {
-        volume_snapshot: Some(obj),
+        volume_snapshot: obj,
     }), volume_snapshot,
     list: |c, filter| c.list_volume_snapshots(volume::ListVolumeSnapshotsRequest { filter }),
         volume_snapshots,
@@ -215,9 +225,10 @@ runtime_kind!(
     })
 );
 runtime_kind!(
-    bucket::Bucket, bucket::BucketFilter, "bucket", "CreateBucket", "ListBuckets", false,
+    bucket::Bucket, bucket::BucketFilter, "bucket", "CreateBucket", "ListBuckets", "DeleteBucket",
+    false,
     buckets, bucket,
-    create: |c, obj| c.create_bucket(bucket::CreateBucketRequest { bucket: Some(obj) }), bucket,
+    create: |c, obj| c.create_bucket(bucket::CreateBucketRequest { bucket: obj }), bucket,
     list: |c, filter| c.list_buckets(bucket::ListBucketsRequest { filter }), buckets,
     delete: |c, id| c.delete_bucket(bucket::DeleteBucketRequest { bucket_id: id })
 );

@@ -13,7 +13,7 @@ use anyhow::{Context as _, ensure};
 use futures::StreamExt as _;
 use iri_spec::irikit::reservation::v1alpha1 as rsv;
 use irikit_api::{
-    Kind, ListOptions, Object, Resource, StoreExt,
+    Kind, Resource, StoreExt,
     compute::{EmptyDisk, Machine, MachinePool, Power, Volume},
     core::Event,
     meta::LocalObjectReference,
@@ -30,9 +30,9 @@ use crate::{
     lifecycle::{
         cases::common::{
             case_meta, describe, machine_name, machine_side, plane_ok, running_at_generation,
-            wait_machine, wait_object, wait_runtime_machine,
+            wait_machine, wait_out_of_capacity, wait_pool, wait_runtime_machine,
         },
-        env::Env,
+        env::{Env, MachineSide},
     },
 };
 
@@ -147,14 +147,22 @@ async fn free_class(ctx: &Ctx, env: &Env) -> anyhow::Result<String> {
 }
 
 /// Waits until the MachinePool `pool` carries `supported=<want>`.
+/// The lifecycle environment and its machine side, once the pool is annotated as supporting
+/// reservations.
+async fn supported_side(ctx: &Ctx) -> anyhow::Result<(&Env, &MachineSide)> {
+    let env = ctx.lifecycle()?;
+    let side = machine_side(env)?;
+    wait_supported(ctx, env, &side.pool, true).await?;
+    Ok((env, side))
+}
+
 async fn wait_supported(ctx: &Ctx, env: &Env, pool: &str, want: bool) -> anyhow::Result<()> {
     let want = want.to_string();
-    wait_object(
+    wait_pool(
         ctx,
         env,
-        "",
         pool,
-        &format!("MachinePool {pool} annotated {RESERVATION_SUPPORTED_ANNOTATION}={want}"),
+        &format!("annotated {RESERVATION_SUPPORTED_ANNOTATION}={want}"),
         |p: &MachinePool| match p.metadata.annotations.get(RESERVATION_SUPPORTED_ANNOTATION) {
             Some(v) if *v == want => Ok(()),
             other => Err(format!("annotation {other:?}")),
@@ -219,9 +227,7 @@ async fn reservation_gone(ctx: &Ctx, env: &Env, name: &str, why: &str) -> anyhow
 
 fn bound_where_reserved(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
     Box::pin(async move {
-        let env = ctx.lifecycle()?;
-        let side = machine_side(env)?;
-        wait_supported(&ctx, env, &side.pool, true).await?;
+        let (env, side) = supported_side(&ctx).await?;
         let name = machine_name(&ctx, "");
         let class = free_class(&ctx, env).await?;
         let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool);
@@ -327,48 +333,22 @@ fn huge_machine(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Machine> {
 }
 
 async fn out_of_capacity(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Event> {
-    let namespace = env.namespace().to_owned();
-    ctx.wait_until(
-        &format!("an OutOfCapacity event naming the rejected Reservation for Machine {name}"),
-        || async {
-            plane_ok(env)?;
-            let m: Machine = env.store().get_typed(&namespace, name).await?;
-            if let Some(pool) = &m.spec.machine_pool_ref {
-                anyhow::bail!(
-                    "Machine {name} was bound to {:?} though every pool should reject its Reservation",
-                    pool.name
-                );
-            }
-            let events = env
-                .store()
-                .list(
-                    Kind::Event,
-                    &ListOptions::all()
-                        .in_namespace(&namespace)
-                        .field("involvedObject.name", name)
-                        .field("reason", "OutOfCapacity"),
-                )
-                .await?;
-            let found = events.items.into_iter().find_map(|e| match e {
-                Object::Event(e)
-                    if e.involved_object.uid == m.metadata.uid
-                        && e.message.contains("no pool accepted Reservation") =>
-                {
-                    Some(e)
-                }
-                _ => None,
-            });
-            Ok(found.ok_or_else(|| "no such event yet".to_owned()))
-        },
+    wait_out_of_capacity(
+        ctx,
+        env,
+        name,
+        (
+            "an OutOfCapacity event naming the rejected Reservation",
+            "though every pool should reject its Reservation",
+        ),
+        |e| e.message.contains("no pool accepted Reservation"),
     )
     .await
 }
 
 fn all_rejected_unbound(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
     Box::pin(async move {
-        let env = ctx.lifecycle()?;
-        let side = machine_side(env)?;
-        wait_supported(&ctx, env, &side.pool, true).await?;
+        let (env, side) = supported_side(&ctx).await?;
         let name = machine_name(&ctx, "");
         let mut m = huge_machine(&ctx, env, &name)?;
         m.spec.machine_pool_selector.insert(
@@ -433,9 +413,7 @@ async fn label_pool(env: &Env, pool: &str, value: Option<&str>) -> anyhow::Resul
 
 fn fallback_best_effort(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow::Result<Outcome>> {
     Box::pin(async move {
-        let env = ctx.lifecycle()?;
-        let side = machine_side(env)?;
-        wait_supported(&ctx, env, &side.pool, true).await?;
+        let (env, side) = supported_side(&ctx).await?;
         // A second pool on a runtime without reservations, with the classes of the runtime
         // under test (same names and capabilities, so the MachineClasses map).
         let classes = side.classes.iter().map(|c| {

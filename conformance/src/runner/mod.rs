@@ -24,7 +24,7 @@ use self::{cleanup::scan_leftovers, preflight::preflight};
 pub use crate::report::{CaseResult, CleanupReport, Leftover, RunReport, RuntimeVersion};
 use crate::{
     case::{Case, Level, Outcome, Profile, Service, Skip},
-    ctx::{Clients, Created, Ctx, Params},
+    ctx::{Clients, Created, Ctx, Params, Resolved},
     lifecycle::{Env, LifecycleConfig, Upstream},
 };
 
@@ -301,6 +301,27 @@ fn classify(
     }
 }
 
+/// The context of a run against `targets` (run id `run_id`, the ids it creates recorded in
+/// `created`), as case `case_id`, without the lifecycle environment.
+pub(crate) fn base_ctx(
+    targets: &Targets,
+    params: &Params,
+    resolved: Resolved,
+    (run_id, case_id): (&str, &str),
+    created: Arc<Created>,
+) -> Ctx {
+    Ctx {
+        clients: targets.clients.clone(),
+        params: Arc::new(params.clone()),
+        resolved: Arc::new(resolved),
+        run_id: Arc::from(run_id),
+        case_id: Arc::from(case_id),
+        created,
+        lifecycle: None,
+        upstreams: Arc::new(targets.upstreams.clone()),
+    }
+}
+
 fn result_of(case: &Case, outcome: Outcome, duration: Duration) -> CaseResult {
     CaseResult {
         id: case.id.clone(),
@@ -354,7 +375,6 @@ async fn run_phase(
             (index, classify(res, t), start.elapsed())
         });
     }
-    let total = shared.cases.len();
     let mut completed = true;
     loop {
         tokio::select! {
@@ -367,15 +387,46 @@ async fn run_phase(
             joined = set.join_next() => {
                 let Some(joined) = joined else { break };
                 let Ok((index, outcome, duration)) = joined else { continue };
-                let r = result_of(&shared.cases[index], outcome, duration);
-                *done += 1;
-                (shared.on_progress)(Progress { result: &r, done: *done, total });
-                slots[index] = Some(r);
+                record(shared, index, outcome, duration, slots, done);
             }
         }
     }
     while set.join_next().await.is_some() {}
     completed
+}
+
+/// Records the result of the case at `index` in `slots` and reports the progress.
+fn record(
+    shared: &Shared<'_>,
+    index: usize,
+    outcome: Outcome,
+    duration: Duration,
+    slots: &mut [Option<CaseResult>],
+    done: &mut usize,
+) {
+    let r = result_of(&shared.cases[index], outcome, duration);
+    *done += 1;
+    let total = shared.cases.len();
+    (shared.on_progress)(Progress {
+        result: &r,
+        done: *done,
+        total,
+    });
+    slots[index] = Some(r);
+}
+
+/// Records every case at `indices` as failed with `message`, without running it.
+fn fail_unrun(
+    shared: &Shared<'_>,
+    indices: &[usize],
+    message: &str,
+    slots: &mut [Option<CaseResult>],
+    done: &mut usize,
+) {
+    for &index in indices {
+        let outcome = Outcome::Failed(message.to_owned());
+        record(shared, index, outcome, Duration::ZERO, slots, done);
+    }
 }
 
 /// The report of a run cancelled during its preflight: every case unfinished, nothing created.
@@ -489,16 +540,13 @@ pub async fn run(
     }
     let mut shared = Shared {
         cases: &cases,
-        base: Ctx {
-            clients: clients.clone(),
-            params: Arc::new(config.params.clone()),
-            resolved: Arc::new(resolved),
-            run_id: Arc::from(run_id.as_str()),
-            case_id: Arc::from(""),
-            created: created.clone(),
-            lifecycle: None,
-            upstreams: Arc::new(targets.upstreams.clone()),
-        },
+        base: base_ctx(
+            targets,
+            &config.params,
+            resolved,
+            (&run_id, ""),
+            created.clone(),
+        ),
         case_timeout: config.case_timeout,
         cancel: &cancel,
         on_progress,
@@ -517,7 +565,12 @@ pub async fn run(
     }
 
     let mut lifecycle_cleanup = None;
-    let any_lifecycle = !lifecycle_cases.is_empty() || !lifecycle_exclusive.is_empty();
+    let all_lifecycle: Vec<usize> = lifecycle_cases
+        .iter()
+        .chain(&lifecycle_exclusive)
+        .copied()
+        .collect();
+    let any_lifecycle = !all_lifecycle.is_empty();
     // The lifecycle level's poollets call every method of the runtime: when the RPC level
     // already found methods that hang, its cases fail at once naming them.
     let open = clients.breaker.open_methods();
@@ -532,20 +585,7 @@ pub async fn run(
         )
     });
     if let (false, true, Some(message)) = (interrupted, any_lifecycle, &open_breaker) {
-        for &index in lifecycle_cases.iter().chain(&lifecycle_exclusive) {
-            let r = result_of(
-                &cases[index],
-                Outcome::Failed(message.clone()),
-                Duration::ZERO,
-            );
-            done += 1;
-            on_progress(Progress {
-                result: &r,
-                done,
-                total,
-            });
-            slots[index] = Some(r);
-        }
+        fail_unrun(&shared, &all_lifecycle, message, &mut slots, &mut done);
     } else if !interrupted && any_lifecycle {
         let upstreams = &targets.upstreams;
         let env = tokio::select! {
@@ -586,20 +626,7 @@ pub async fn run(
             }
             Err(err) => {
                 let message = format!("the lifecycle environment did not start: {err:#}");
-                for &index in lifecycle_cases.iter().chain(&lifecycle_exclusive) {
-                    let r = result_of(
-                        &cases[index],
-                        Outcome::Failed(message.clone()),
-                        Duration::ZERO,
-                    );
-                    done += 1;
-                    on_progress(Progress {
-                        result: &r,
-                        done,
-                        total,
-                    });
-                    slots[index] = Some(r);
-                }
+                fail_unrun(&shared, &all_lifecycle, &message, &mut slots, &mut done);
             }
         }
     }

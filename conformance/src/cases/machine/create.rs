@@ -7,45 +7,36 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use iri_spec::machine::v1alpha1::{self as m, Power};
-use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass},
-    ctx::{expect_code, expect_error, expect_ok, plausible_ns, unknown_id},
+    case::{Case, Service, pass},
+    cases::shared::{
+        create_none_rejected, created_at_now, labelled, unknown_class_fails, version, version_set,
+        with_unknown_class,
+    },
+    ctx::{expect_ok, plausible_ns, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ Version
-    case!(
-        v,
-        "machine.version.name_and_version_set",
-        "Version returns a non-empty runtime_name and runtime_version",
-        |ctx| {
-            let r = version(&ctx, "").await?;
-            ensure!(!r.runtime_name.is_empty(), "runtime_name is empty");
-            ensure!(!r.runtime_version.is_empty(), "runtime_version is empty");
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.version.any_request_version",
-        "Version answers OK whatever the request's version field says (Go clients send \"\")",
-        |ctx| {
-            let r = version(&ctx, "v9.9.9-conformance").await?;
-            ensure!(!r.runtime_name.is_empty(), "runtime_name is empty");
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.version.name_and_version_set", "Version returns a non-empty runtime_name and runtime_version",
+        |ctx| { version_set(&ctx, Service::Machine).await?; };
+    }
+    check_cases! { v, Machine;
+        "machine.version.any_request_version", "Version answers OK whatever the request's version field says (Go clients send \"\")",
+        |ctx| { let r = version(&ctx, Service::Machine, "v9.9.9-conformance").await?; ensure!(!r.name.is_empty(), "runtime_name is empty"); };
+    }
     case!(
         v,
         "machine.version.stable",
         "two Version calls return the same runtime_name and runtime_version",
         |ctx| {
-            let (a, b) = (version(&ctx, "").await?, version(&ctx, "").await?);
+            let a = version(&ctx, Service::Machine, "").await?;
+            let b = version(&ctx, Service::Machine, "").await?;
             ensure!(a == b, "Version changed between calls: {a:?} vs {b:?}");
-            ensure!(!a.runtime_name.is_empty(), "runtime_name is empty");
+            ensure!(!a.name.is_empty(), "runtime_name is empty");
             pass()
         }
     );
@@ -288,15 +279,10 @@ pub(super) fn status_cases(v: &mut Vec<Case>) {
 
 pub(super) fn create_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ CreateMachine
-    case!(
-        v,
-        "machine.create.returns_id",
-        "CreateMachine returns the machine with a non-empty metadata.id",
-        |ctx| {
-            ctx.new_machine().await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.returns_id", "CreateMachine returns the machine with a non-empty metadata.id",
+        |ctx| { ctx.new_machine().await?; };
+    }
     case!(
         v,
         "machine.create.response_complete",
@@ -390,13 +376,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "machine.create.created_at_ns",
         "metadata.created_at is the creation time in Unix nanoseconds",
         |ctx| {
-            let id = ctx.new_machine().await?;
-            let mm = ctx.must_machine(&id).await?;
-            let t = mm.metadata.as_ref().context("no metadata")?.created_at;
-            ensure!(
-                plausible_ns(t, Duration::from_secs(600)),
-                "created_at {t} is not within 10 min of now in Unix ns"
-            );
+            created_at_now::<m::Machine>(&ctx).await?;
             pass()
         }
     );
@@ -405,13 +385,9 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "machine.create.labels_preserved",
         "labels given at create are listed verbatim",
         |ctx| {
-            let spec = ctx.machine_spec(&[("conformance.example/app", "web"), ("tier", "")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|m| m.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_machine(spec).await?;
+            let (id, want) =
+                labelled::<m::Machine>(&ctx, &[("conformance.example/app", "web"), ("tier", "")])
+                    .await?;
             let mm = ctx.must_machine(&id).await?;
             let got = &mm.metadata.as_ref().context("no metadata")?.labels;
             ensure!(*got == want, "labels differ: sent {want:?}, listed {got:?}");
@@ -482,16 +458,10 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.create.listed_with_same_id",
-        "ListMachines by id returns the machine under the id CreateMachine returned",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            ctx.must_machine(&id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.listed_with_same_id", "ListMachines by id returns the machine under the id CreateMachine returned",
+        |ctx| { let id = ctx.new_machine().await?; ctx.must_machine(&id).await?; };
+    }
     case!(
         v,
         "machine.create.unique_ids",
@@ -547,78 +517,51 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.create.rejects_missing_machine",
-        "CreateMachine without a machine returns InvalidArgument",
-        |ctx| {
-            let mut c = ctx.mc()?;
-            let res = ctx
-                .rpc(c.create_machine(m::CreateMachineRequest { machine: None }))
-                .await;
-            if let Ok(r) = &res
-                && let Some(id) = r
-                    .machine
-                    .as_ref()
-                    .and_then(|x| x.metadata.as_ref())
-                    .map(|md| md.id.clone())
-            {
-                let _ = ctx.delete_machine(&id).await;
-            }
-            expect_code(res, Code::InvalidArgument, "CreateMachine{machine: None}")?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.rejects_missing_machine", "CreateMachine without a machine returns InvalidArgument",
+        |ctx| { create_none_rejected::<m::Machine>(&ctx, "CreateMachine{machine: None}").await?; };
+    }
     code_cases! { v, Machine;
         "machine.create.rejects_missing_spec", "CreateMachine with a machine without spec returns InvalidArgument",
         InvalidArgument, "CreateMachine without spec",
         |ctx| ctx.try_create_machine(m::Machine { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
     }
-    case!(
-        v,
-        "machine.create.unknown_class_fails",
-        "CreateMachine with a class Status does not report fails (any code; the exact code is machine.create.rejects_unknown_class)",
-        |ctx| {
-            let spec = template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
-            expect_error(
-                ctx.try_create_machine(spec).await,
-                "CreateMachine with an unknown class",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.create.unknown_class_fails", "CreateMachine with a class Status does not report fails (any code; the exact code is machine.create.rejects_unknown_class)",
+        |ctx| { unknown_class_fails::<m::Machine>(&ctx).await?; };
+    }
     code_cases! { v, Machine;
         "machine.create.rejects_unknown_class",
         "CreateMachine with a class Status does not report returns InvalidArgument",
         InvalidArgument, "CreateMachine with an unknown class",
-        |ctx| ctx.try_create_machine(template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        |ctx| ctx.try_create_machine(with_unknown_class::<m::Machine>(&ctx)?).await;
         "machine.create.rejects_empty_class", "CreateMachine with an empty class returns InvalidArgument",
         InvalidArgument, "CreateMachine with an empty class",
-        |ctx| ctx.try_create_machine(template(&ctx, |s| s.class = String::new())?).await;
+        |ctx| ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.class = String::new())?).await;
         "machine.create.rejects_invalid_power",
         "CreateMachine with a power value outside the enum returns InvalidArgument",
         InvalidArgument, "CreateMachine with power 7",
-        |ctx| ctx.try_create_machine(template(&ctx, |s| s.power = 7)?).await;
+        |ctx| ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.power = 7)?).await;
         "machine.create.rejects_duplicate_volume_names",
         "CreateMachine with two volumes of the same name returns InvalidArgument",
         InvalidArgument, "CreateMachine with duplicate volume names",
         |ctx| {
             let volumes = vec![ctx.local_disk("disk"), ctx.local_disk("disk")];
-            ctx.try_create_machine(template(&ctx, |s| s.volumes = volumes)?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.volumes = volumes)?).await
         };
         "machine.create.rejects_duplicate_nic_names",
         "CreateMachine with two NICs of the same name returns InvalidArgument",
         InvalidArgument, "CreateMachine with duplicate NIC names",
         |ctx| {
             let nics = vec![ctx.nic("eth"), ctx.nic("eth")];
-            ctx.try_create_machine(template(&ctx, |s| s.network_interfaces = nics)?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.network_interfaces = nics)?).await
         };
         "machine.create.rejects_unnamed_volume",
         "CreateMachine with a volume without a name returns InvalidArgument",
         InvalidArgument, "CreateMachine with an unnamed volume",
         |ctx| {
             let volumes = vec![ctx.local_disk("")];
-            ctx.try_create_machine(template(&ctx, |s| s.volumes = volumes)?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.volumes = volumes)?).await
         };
         "machine.create.rejects_volume_without_source",
         "CreateMachine with a volume that has neither local_disk nor connection returns InvalidArgument",
@@ -626,7 +569,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         |ctx| {
             let mut volume = ctx.local_disk("empty");
             volume.local_disk = None;
-            ctx.try_create_machine(template(&ctx, |s| s.volumes = vec![volume])?).await
+            ctx.try_create_machine(with_spec::<m::Machine>(&ctx, |s| s.volumes = vec![volume])?).await
         };
     }
     case!(
@@ -731,13 +674,7 @@ pub(super) fn annotations_cases(v: &mut Vec<Case>) {
         "machine.annotations.labels_untouched",
         "UpdateMachineAnnotations does not change labels",
         |ctx| {
-            let spec = ctx.machine_spec(&[("stay", "here")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|md| md.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_machine(spec).await?;
+            let (id, want) = labelled::<m::Machine>(&ctx, &[("stay", "here")]).await?;
             expect_ok(
                 annotate(&ctx, &id, map(&[("x", "y")])).await,
                 "UpdateMachineAnnotations",

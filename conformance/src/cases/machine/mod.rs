@@ -13,7 +13,10 @@ mod create;
 mod rpc;
 mod state;
 
-pub(crate) use rpc::{annotate, attach_nic, attach_volume, exec, power, wait_events_of};
+pub(crate) use rpc::{
+    annotate, attach_nic, attach_volume, detach_volume, exec, power, powered_off_machine,
+    wait_events_of,
+};
 
 /// All machine cases.
 pub(crate) fn cases() -> Vec<Case> {

@@ -4,26 +4,21 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use iri_spec::machine::v1alpha1::{self as m, MachineState};
+use iri_spec::{
+    kind::Attachment,
+    machine::v1alpha1::{self as m, MachineState, machine_runtime_client::MachineRuntimeClient},
+};
+use tonic::Status;
 
-use crate::ctx::{Ctx, expect_ok};
+pub(super) use crate::cases::shared::{ids_of, with_spec};
+use crate::{
+    breaker::Guarded,
+    ctx::{Ctx, expect_ok},
+};
 
 pub(super) const RUNNING: i32 = MachineState::MachineRunning as i32;
 pub(super) const PENDING: i32 = MachineState::MachinePending as i32;
 pub(super) const TERMINATING: i32 = MachineState::MachineTerminating as i32;
-
-/// A class no runtime offers.
-pub(super) const NO_SUCH_CLASS: &str = "conformance-no-such-class";
-
-/// The valid machine template (class, power on, run labels) with `change` applied to its spec.
-pub(super) fn template(
-    ctx: &Ctx,
-    change: impl FnOnce(&mut m::MachineSpec),
-) -> anyhow::Result<m::Machine> {
-    let mut machine = ctx.machine_spec(&[])?;
-    change(machine.spec.as_mut().context("template has spec")?);
-    Ok(machine)
-}
 
 pub(super) fn status_of(mm: &m::Machine) -> anyhow::Result<&m::MachineStatus> {
     mm.status.as_ref().context("machine has no status")
@@ -38,144 +33,55 @@ pub(super) async fn status(ctx: &Ctx) -> anyhow::Result<m::StatusResponse> {
     expect_ok(ctx.rpc(c.status(m::StatusRequest {})).await, "Status")
 }
 
-pub(super) async fn version(ctx: &Ctx, v: &str) -> anyhow::Result<m::VersionResponse> {
-    let mut c = ctx.mc()?;
-    expect_ok(
-        ctx.rpc(c.version(m::VersionRequest {
-            version: v.to_owned(),
-        }))
-        .await,
-        "Version",
-    )
-}
-
-pub(crate) async fn annotate(
+/// Runs one machine RPC under the per-call deadline, raw (no machine endpoint: Unavailable).
+async fn call<T, Fut>(
     ctx: &Ctx,
-    id: &str,
-    annotations: HashMap<String, String>,
-) -> Result<(), tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(
-        c.update_machine_annotations(m::UpdateMachineAnnotationsRequest {
-            machine_id: id.to_owned(),
-            annotations,
-        }),
-    )
-    .await
-    .map(|_| ())
+    rpc: impl FnOnce(MachineRuntimeClient<Guarded>) -> Fut,
+) -> Result<T, Status>
+where
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let c = ctx.mc().map_err(|e| Status::unavailable(e.to_string()))?;
+    ctx.rpc(rpc(c)).await
 }
 
-pub(crate) async fn power(ctx: &Ctx, id: &str, p: i32) -> Result<(), tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(c.update_machine_power(m::UpdateMachinePowerRequest {
+/// The machine RPCs on one machine that answer nothing to look at, as table rows:
+/// `vis fn name(args) = method(Request { fields });` is `name(ctx, id, args)`, the RPC's raw
+/// result for the request with `machine_id: id` and `fields`.
+macro_rules! machine_rpcs {
+    ($($vis:vis fn $name:ident($($arg:ident: $ty:ty),*) = $method:ident($req:ident { $($field:ident: $val:expr),* });)*) => {$(
+        $vis async fn $name(ctx: &Ctx, id: &str, $($arg: $ty),*) -> Result<(), Status> {
+            let req = m::$req { machine_id: id.to_owned(), $($field: $val),* };
+            call(ctx, |mut c| async move { c.$method(req).await }).await.map(drop)
+        }
+    )*};
+}
+
+machine_rpcs! {
+    pub(crate) fn annotate(annotations: HashMap<String, String>) = update_machine_annotations(UpdateMachineAnnotationsRequest { annotations: annotations });
+    pub(crate) fn power(p: i32) = update_machine_power(UpdateMachinePowerRequest { power: p });
+    pub(crate) fn attach_volume(v: Option<m::Volume>) = attach_volume(AttachVolumeRequest { volume: v });
+    pub(crate) fn detach_volume(name: &str) = detach_volume(DetachVolumeRequest { name: name.to_owned() });
+    pub(super) fn update_volume(v: Option<m::Volume>) = update_volume(UpdateVolumeRequest { volume: v });
+    pub(crate) fn attach_nic(n: Option<m::NetworkInterface>) = attach_network_interface(AttachNetworkInterfaceRequest { network_interface: n });
+    pub(super) fn detach_nic(name: &str) = detach_network_interface(DetachNetworkInterfaceRequest { name: name.to_owned() });
+}
+
+/// Exec on machine `id`, raw.
+pub(crate) async fn exec(ctx: &Ctx, id: &str) -> Result<m::ExecResponse, Status> {
+    let req = m::ExecRequest {
         machine_id: id.to_owned(),
-        power: p,
-    }))
-    .await
-    .map(|_| ())
+    };
+    call(ctx, |mut c| async move { c.exec(req).await }).await
 }
 
-pub(crate) async fn attach_volume(
-    ctx: &Ctx,
-    id: &str,
-    v: Option<m::Volume>,
-) -> Result<(), tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(c.attach_volume(m::AttachVolumeRequest {
-        machine_id: id.to_owned(),
-        volume: v,
-    }))
-    .await
-    .map(|_| ())
-}
-
-pub(super) async fn detach_volume(ctx: &Ctx, id: &str, name: &str) -> Result<(), tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(c.detach_volume(m::DetachVolumeRequest {
-        machine_id: id.to_owned(),
-        name: name.to_owned(),
-    }))
-    .await
-    .map(|_| ())
-}
-
-pub(super) async fn update_volume(
-    ctx: &Ctx,
-    id: &str,
-    v: Option<m::Volume>,
-) -> Result<(), tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(c.update_volume(m::UpdateVolumeRequest {
-        machine_id: id.to_owned(),
-        volume: v,
-    }))
-    .await
-    .map(|_| ())
-}
-
-pub(crate) async fn attach_nic(
-    ctx: &Ctx,
-    id: &str,
-    n: Option<m::NetworkInterface>,
-) -> Result<(), tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(
-        c.attach_network_interface(m::AttachNetworkInterfaceRequest {
-            machine_id: id.to_owned(),
-            network_interface: n,
-        }),
-    )
-    .await
-    .map(|_| ())
-}
-
-pub(super) async fn detach_nic(ctx: &Ctx, id: &str, name: &str) -> Result<(), tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(
-        c.detach_network_interface(m::DetachNetworkInterfaceRequest {
-            machine_id: id.to_owned(),
-            name: name.to_owned(),
-        }),
-    )
-    .await
-    .map(|_| ())
-}
-
-pub(crate) async fn exec(ctx: &Ctx, id: &str) -> Result<m::ExecResponse, tonic::Status> {
-    let mut c = ctx
-        .mc()
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    ctx.rpc(c.exec(m::ExecRequest {
-        machine_id: id.to_owned(),
-    }))
-    .await
-}
-
-pub(crate) async fn events(
-    ctx: &Ctx,
-    f: m::EventFilter,
-) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    let mut c = ctx.mc()?;
-    Ok(expect_ok(
-        ctx.rpc(c.list_events(m::ListEventsRequest { filter: Some(f) }))
-            .await,
-        "ListEvents",
-    )?
-    .events)
+/// A RUNNING machine of the default template, powered off (UpdateMachinePower OFF, which
+/// must succeed); its id.
+pub(crate) async fn powered_off_machine(ctx: &Ctx) -> anyhow::Result<String> {
+    let id = ctx.running_machine().await?;
+    let off = m::Power::Off as i32;
+    expect_ok(power(ctx, &id, off).await, "UpdateMachinePower OFF")?;
+    Ok(id)
 }
 
 /// Events about machine `id`, waiting until at least one exists.
@@ -183,11 +89,7 @@ pub(crate) async fn wait_events_of(
     ctx: &Ctx,
     id: &str,
 ) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    let filter = || m::EventFilter {
-        id: id.to_owned(),
-        ..Default::default()
-    };
-    crate::cases::shared::wait_events_about(ctx, "machine", id, || events(ctx, filter())).await
+    crate::cases::shared::wait_events_of::<m::Machine>(ctx, id).await
 }
 
 pub(super) fn volume_names(mm: &m::Machine) -> Vec<String> {
@@ -209,12 +111,6 @@ pub(super) fn nic_names(mm: &m::Machine) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub(super) fn ids_of(list: &[m::Machine]) -> Vec<String> {
-    list.iter()
-        .filter_map(|x| x.metadata.as_ref().map(|md| md.id.clone()))
-        .collect()
-}
-
 pub(super) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -222,35 +118,30 @@ pub(super) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
-/// Checks that the volume `name` reaches status ATTACHED with a handle.
-pub(super) async fn wait_volume_attached(ctx: &Ctx, id: &str, name: &str) -> anyhow::Result<()> {
-    ctx.wait_machine_status(
-        id,
-        &format!("to report volume {name} ATTACHED with a handle"),
-        |s| {
-            s.volumes.iter().any(|v| {
-                v.name == name
-                    && !v.handle.is_empty()
-                    && v.state == m::VolumeState::VolumeAttached as i32
-            })
-        },
-    )
+/// Polls until machine `id` reports the `A` (volume or NIC) `name` ATTACHED with a handle.
+pub(super) async fn wait_attached<A: Attachment>(
+    ctx: &Ctx,
+    id: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let what = format!("to report {} {name} ATTACHED with a handle", A::NAME);
+    ctx.wait_machine_status(id, &what, |s| {
+        A::statuses(s).iter().any(|e| {
+            A::status_name(e) == name
+                && !A::status_handle(e).is_empty()
+                && A::status_state(e) == A::ATTACHED
+        })
+    })
     .await?;
     Ok(())
 }
 
+/// Polls until machine `id` reports the volume `name` ATTACHED with a handle.
+pub(super) async fn wait_volume_attached(ctx: &Ctx, id: &str, name: &str) -> anyhow::Result<()> {
+    wait_attached::<m::Volume>(ctx, id, name).await
+}
+
+/// Polls until machine `id` reports the NIC `name` ATTACHED with a handle.
 pub(super) async fn wait_nic_attached(ctx: &Ctx, id: &str, name: &str) -> anyhow::Result<()> {
-    ctx.wait_machine_status(
-        id,
-        &format!("to report NIC {name} ATTACHED with a handle"),
-        |s| {
-            s.network_interfaces.iter().any(|v| {
-                v.name == name
-                    && !v.handle.is_empty()
-                    && v.state == m::NetworkInterfaceState::NetworkInterfaceAttached as i32
-            })
-        },
-    )
-    .await?;
-    Ok(())
+    wait_attached::<m::NetworkInterface>(ctx, id, name).await
 }

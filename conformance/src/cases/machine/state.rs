@@ -10,21 +10,22 @@ use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass, skip_gone_at_once},
-    ctx::{expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
+    case::{Case, pass},
+    cases::shared::{
+        Events as _, about, delete_not_found_after_gone, delete_repeatedly, delete_until_gone,
+        deleted, events_carry_labels, events_label_filter, events_none_in_1970,
+        events_time_in_seconds, labelled, list_by_id, list_by_label, list_items_complete,
+        list_no_match_empty, list_unknown_id_empty,
+    },
+    ctx::{expect_ok, plausible_ns, unknown_id},
 };
 
 pub(super) fn power_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ state machine
-    case!(
-        v,
-        "machine.state.pending_to_running",
-        "a powered-on machine reaches RUNNING within the state budget",
-        |ctx| {
-            ctx.running_machine().await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.state.pending_to_running", "a powered-on machine reaches RUNNING within the state budget",
+        |ctx| { ctx.running_machine().await?; };
+    }
     case!(
         v,
         "machine.state.observed_generation_catches_up",
@@ -93,11 +94,7 @@ pub(super) fn power_cases(v: &mut Vec<Case>) {
         "machine.power.off_in_spec",
         "UpdateMachinePower OFF is reflected in spec.power",
         |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(
-                power(&ctx, &id, Power::Off as i32).await,
-                "UpdateMachinePower OFF",
-            )?;
+            let id = powered_off_machine(&ctx).await?;
             let mm = ctx.must_machine(&id).await?;
             ensure!(
                 spec_of(&mm)?.power == Power::Off as i32,
@@ -112,11 +109,7 @@ pub(super) fn power_cases(v: &mut Vec<Case>) {
         "machine.power.off_leaves_running",
         "a powered-off machine leaves RUNNING within the state budget",
         |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(
-                power(&ctx, &id, Power::Off as i32).await,
-                "UpdateMachinePower OFF",
-            )?;
+            let id = powered_off_machine(&ctx).await?;
             ctx.wait_machine_status(&id, "to leave RUNNING after power off", |s| {
                 s.state != RUNNING
             })
@@ -129,11 +122,7 @@ pub(super) fn power_cases(v: &mut Vec<Case>) {
         "machine.power.on_again_running",
         "powering a machine off and on again brings it back to RUNNING",
         |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(
-                power(&ctx, &id, Power::Off as i32).await,
-                "UpdateMachinePower OFF",
-            )?;
+            let id = powered_off_machine(&ctx).await?;
             // A runtime that never shuts the VM down (libvirt-provider, reference §2.1a) stays
             // RUNNING: that is machine.power.off_leaves_running (a should); this case only
             // needs RUNNING again after power on.
@@ -202,10 +191,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "a machine still listed after DeleteMachine has deleted_at set and state TERMINATING",
         |ctx| {
             let id = ctx.running_machine().await?;
-            expect_ok(ctx.delete_machine(&id).await, "DeleteMachine")?;
-            let Some(mm) = ctx.get_machine(&id).await? else {
-                return skip_gone_at_once("machine", "the terminating phase");
-            };
+            let mm = deleted::<m::Machine>(&ctx, &id, "the terminating phase").await?;
             let md = mm.metadata.as_ref().context("no metadata")?;
             ensure!(
                 md.deleted_at > 0,
@@ -227,10 +213,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             // A running machine: a runtime may forget a machine that never started at once
             // (nothing to tear down), which leaves deleted_at unobservable.
             let id = ctx.running_machine().await?;
-            expect_ok(ctx.delete_machine(&id).await, "DeleteMachine")?;
-            let Some(mm) = ctx.get_machine(&id).await? else {
-                return skip_gone_at_once("machine", "deleted_at");
-            };
+            let mm = deleted::<m::Machine>(&ctx, &id, "deleted_at").await?;
             let t = mm.metadata.as_ref().context("no metadata")?.deleted_at;
             ensure!(
                 plausible_ns(t, Duration::from_secs(600)),
@@ -260,17 +243,10 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.delete.eventually_gone",
-        "a deleted machine disappears from ListMachines within the state budget",
-        |ctx| {
-            let id = ctx.running_machine().await?;
-            expect_ok(ctx.delete_machine(&id).await, "DeleteMachine")?;
-            ctx.wait_machine_gone(&id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.delete.eventually_gone", "a deleted machine disappears from ListMachines within the state budget",
+        |ctx| { let id = ctx.running_machine().await?; delete_until_gone::<m::Machine>(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.delete.gone_from_label_list",
@@ -290,22 +266,10 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.delete.not_found_after_gone",
-        "DeleteMachine of a machine that is gone returns NotFound",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            expect_ok(ctx.delete_machine(&id).await, "DeleteMachine")?;
-            ctx.wait_machine_gone(&id).await?;
-            expect_code(
-                ctx.delete_machine(&id).await,
-                Code::NotFound,
-                "DeleteMachine after gone",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.delete.not_found_after_gone", "DeleteMachine of a machine that is gone returns NotFound",
+        |ctx| { let id = ctx.new_machine().await?; delete_not_found_after_gone::<m::Machine>(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.delete.others_untouched",
@@ -313,8 +277,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         |ctx| {
             let a = ctx.new_machine().await?;
             let b = ctx.running_machine().await?;
-            expect_ok(ctx.delete_machine(&a).await, "DeleteMachine")?;
-            ctx.wait_machine_gone(&a).await?;
+            delete_until_gone::<m::Machine>(&ctx, &a).await?;
             let mm = ctx.must_machine(&b).await?;
             ensure!(
                 mm.metadata.as_ref().is_some_and(|md| md.deleted_at == 0),
@@ -327,29 +290,10 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.delete.idempotent",
-        "repeated DeleteMachine calls return only OK or NotFound and the machine ends up gone",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            for i in 0..ctx.params().idempotent_count {
-                match ctx.delete_machine(&id).await {
-                    Ok(()) => {}
-                    Err(st) if st.code() == Code::NotFound => {
-                        ensure!(i > 0, "first DeleteMachine returned NotFound");
-                        ensure!(
-                            ctx.get_machine(&id).await?.is_none(),
-                            "DeleteMachine #{i} returned NotFound while the machine is listed"
-                        );
-                    }
-                    Err(st) => bail!("DeleteMachine #{i}: {:?}: {}", st.code(), st.message()),
-                }
-            }
-            ctx.wait_machine_gone(&id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.delete.idempotent", "repeated DeleteMachine calls return only OK or NotFound and the machine ends up gone",
+        |ctx| { let id = ctx.new_machine().await?; delete_repeatedly::<m::Machine>(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.delete.parallel",
@@ -467,91 +411,26 @@ pub(super) fn concurrency_cases(v: &mut Vec<Case>) {
 
 pub(super) fn list_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ ListMachines
-    case!(
-        v,
-        "machine.list.by_id",
-        "ListMachines with an id filter returns exactly that machine",
-        |ctx| {
-            let a = ctx.new_machine().await?;
-            let _b = ctx.new_machine().await?;
-            let list = expect_ok(
-                ctx.list_machines(Some(m::MachineFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListMachines by id",
-            )?;
-            ensure!(
-                ids_of(&list) == vec![a.clone()],
-                "ListMachines by id {a} returned {:?}",
-                ids_of(&list)
-            );
-            pass()
-        }
-    );
-    case!(
-        v,
-        "machine.list.by_label",
-        "ListMachines with a label selector returns exactly the matching machines",
-        |ctx| {
-            let a = ctx
-                .create_machine(ctx.machine_spec(&[("color", "red")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_machine(ctx.machine_spec(&[("color", "blue")])?)
-                .await?
-                .0;
-            let mut sel = ctx.case_selector();
-            sel.insert("color".into(), "red".into());
-            let list = ctx.list_machines_by_labels(sel).await?;
-            ensure!(
-                ids_of(&list) == vec![a.clone()],
-                "selector color=red returned {:?}, want [{a}]",
-                ids_of(&list)
-            );
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.by_id", "ListMachines with an id filter returns exactly that machine",
+        |ctx| { list_by_id::<m::Machine>(&ctx).await?; };
+        "machine.list.by_label", "ListMachines with a label selector returns exactly the matching machines",
+        |ctx| { list_by_label::<m::Machine>(&ctx, &[("color", "red")], &[("color", "blue")]).await?; };
+    }
     case!(
         v,
         "machine.list.selector_needs_all_keys",
         "a label selector matches only machines that have every key with an equal value",
         |ctx| {
-            let a = ctx
-                .create_machine(ctx.machine_spec(&[("k1", "v1"), ("k2", "v2")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_machine(ctx.machine_spec(&[("k1", "v1")])?)
-                .await?
-                .0;
-            let mut sel = ctx.case_selector();
-            sel.insert("k1".into(), "v1".into());
-            sel.insert("k2".into(), "v2".into());
-            let list = ctx.list_machines_by_labels(sel).await?;
-            ensure!(
-                ids_of(&list) == vec![a.clone()],
-                "selector k1=v1,k2=v2 returned {:?}, want [{a}]",
-                ids_of(&list)
-            );
+            let (both, one) = ([("k1", "v1"), ("k2", "v2")], [("k1", "v1")]);
+            list_by_label::<m::Machine>(&ctx, &both, &one).await?;
             pass()
         }
     );
-    case!(
-        v,
-        "machine.list.selector_no_match_empty",
-        "a label selector no machine matches returns an empty list",
-        |ctx| {
-            ctx.new_machine().await?;
-            let mut sel = ctx.case_selector();
-            sel.insert("conformance.example/none".into(), "nothing".into());
-            let list = ctx.list_machines_by_labels(sel).await?;
-            ensure!(list.is_empty(), "selector matched {:?}", ids_of(&list));
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.selector_no_match_empty", "a label selector no machine matches returns an empty list",
+        |ctx| { list_no_match_empty::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.list.empty_selector_matches_all",
@@ -580,28 +459,10 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.list.unknown_id_empty",
-        "ListMachines with an unknown id returns an empty list, not an error",
-        |ctx| {
-            ctx.new_machine().await?;
-            let list = expect_ok(
-                ctx.list_machines(Some(m::MachineFilter {
-                    id: unknown_id(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListMachines unknown id",
-            )?;
-            ensure!(
-                list.is_empty(),
-                "ListMachines by unknown id returned {:?}",
-                ids_of(&list)
-            );
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.unknown_id_empty", "ListMachines with an unknown id returns an empty list, not an error",
+        |ctx| { ctx.new_machine().await?; list_unknown_id_empty::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.list.id_and_selector",
@@ -620,24 +481,10 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.list.items_complete",
-        "every listed machine has metadata, spec and status set",
-        |ctx| {
-            ctx.new_machine().await?;
-            let list = ctx.list_machines_by_labels(ctx.case_selector()).await?;
-            ensure!(!list.is_empty(), "the machine is not listed by its labels");
-            for mm in &list {
-                meta_id(mm.metadata.as_ref(), "listed machine")?;
-                ensure!(
-                    mm.spec.is_some() && mm.status.is_some(),
-                    "listed machine lacks spec or status: {mm:?}"
-                );
-            }
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.list.items_complete", "every listed machine has metadata, spec and status set",
+        |ctx| { list_items_complete::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.list.state_valid",
@@ -658,16 +505,10 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
 
 pub(super) fn events_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ events
-    case!(
-        v,
-        "machine.events.listed",
-        "creating a machine produces at least one event about it",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            wait_events_of(&ctx, &id).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.events.listed", "creating a machine produces at least one event about it",
+        |ctx| { let id = ctx.new_machine().await?; wait_events_of(&ctx, &id).await?; };
+    }
     case!(
         v,
         "machine.events.complete",
@@ -689,47 +530,17 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "machine.events.time_in_seconds",
-        "event_time is in Unix seconds",
-        |ctx| {
-            let id = ctx.new_machine().await?;
-            let now = crate::ctx::unix_secs();
-            for e in wait_events_of(&ctx, &id).await? {
-                let t = e.spec.as_ref().map_or(0, |s| s.event_time);
-                ensure!(
-                    (now - 600..=now + 600).contains(&t),
-                    "event_time {t} is not within 10 min of now in Unix seconds ({now})"
-                );
-            }
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.events.time_in_seconds", "event_time is in Unix seconds",
+        |ctx| { events_time_in_seconds::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.events.involved_labels",
         "involved_object_meta carries the machine's labels",
         |ctx| {
-            let spec = ctx.machine_spec(&[("evt", "yes")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|md| md.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_machine(spec).await?;
-            for e in wait_events_of(&ctx, &id).await? {
-                let got = e
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.involved_object_meta.as_ref())
-                    .map(|md| md.labels.clone())
-                    .unwrap_or_default();
-                ensure!(
-                    got == want,
-                    "event labels {got:?} != machine labels {want:?}"
-                );
-            }
+            let (id, want) = labelled::<m::Machine>(&ctx, &[("evt", "yes")]).await?;
+            events_carry_labels(wait_events_of(&ctx, &id).await?, &want)?;
             pass()
         }
     );
@@ -758,97 +569,25 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
             let a = ctx.new_machine().await?;
             let _b = ctx.new_machine().await?;
             wait_events_of(&ctx, &a).await?;
-            let evs = events(
-                &ctx,
-                m::EventFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            for e in evs {
-                let id = e
-                    .spec
-                    .and_then(|s| s.involved_object_meta)
-                    .map(|md| md.id)
-                    .unwrap_or_default();
+            let evs = m::Machine::events(&ctx, &a, HashMap::new(), (0, 0)).await?;
+            for id in evs.into_iter().map(about) {
                 ensure!(id == a, "event about {id} returned for id filter {a}");
             }
             pass()
         }
     );
-    case!(
-        v,
-        "machine.events.label_filter",
-        "ListEvents with a label selector returns only events of matching objects",
-        |ctx| {
-            let a = ctx
-                .create_machine(ctx.machine_spec(&[("which", "a")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_machine(ctx.machine_spec(&[("which", "b")])?)
-                .await?
-                .0;
-            wait_events_of(&ctx, &a).await?;
-            let mut sel = ctx.case_selector();
-            sel.insert("which".into(), "a".into());
-            let evs = events(
-                &ctx,
-                m::EventFilter {
-                    label_selector: sel,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            ensure!(!evs.is_empty(), "no events for selector which=a");
-            for e in evs {
-                let id = e
-                    .spec
-                    .and_then(|s| s.involved_object_meta)
-                    .map(|md| md.id)
-                    .unwrap_or_default();
-                ensure!(
-                    id == a,
-                    "event about {id} returned for selector which=a (machine {a})"
-                );
-            }
-            pass()
-        }
-    );
+    check_cases! { v, Machine;
+        "machine.events.label_filter", "ListEvents with a label selector returns only events of matching objects",
+        |ctx| { events_label_filter::<m::Machine>(&ctx).await?; };
+    }
     case!(
         v,
         "machine.events.time_window",
         "ListEvents with both time bounds > 0 returns only events inside the window",
         |ctx| {
-            let id = ctx.new_machine().await?;
-            wait_events_of(&ctx, &id).await?;
-            let evs = events(
-                &ctx,
-                m::EventFilter {
-                    id: id.clone(),
-                    events_from_time: 1,
-                    events_to_time: 1000,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            ensure!(
-                evs.is_empty(),
-                "a window in 1970 returned {} events",
-                evs.len()
-            );
+            let id = events_none_in_1970::<m::Machine>(&ctx).await?;
             let now = crate::ctx::unix_secs();
-            let evs = events(
-                &ctx,
-                m::EventFilter {
-                    id,
-                    events_from_time: now - 600,
-                    events_to_time: now + 600,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            let evs = m::Machine::events(&ctx, &id, HashMap::new(), (now - 600, now + 600)).await?;
             ensure!(!evs.is_empty(), "a window around now returned no events");
             pass()
         }

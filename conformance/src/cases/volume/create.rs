@@ -2,36 +2,27 @@
 //! the runtime keeps, the requests it must reject, data sources, the state machine) and
 //! ListVolumes.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
 use anyhow::{Context as _, ensure};
 use iri_spec::volume::v1alpha1::{self as v};
-use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass},
-    ctx::{expect_code, expect_error, expect_ok, meta_id, plausible_ns, unknown_id},
+    case::{Case, Service, pass},
+    cases::shared::{
+        create_none_rejected, created_at_now, labelled, list_by_id, list_by_label,
+        list_items_complete, list_no_match_empty, list_unknown_id_empty, unknown_class_fails,
+        version_set, with_unknown_class,
+    },
+    ctx::{expect_ok, unknown_id},
 };
 
 pub(super) fn status_cases(v: &mut Vec<Case>) {
-    case!(
-        v,
-        "volume.version.name_and_version_set",
-        "volume Version returns a non-empty runtime_name and runtime_version",
-        |ctx| {
-            let mut c = ctx.vc()?;
-            let r = expect_ok(
-                ctx.rpc(c.version(v::VersionRequest::default())).await,
-                "Version",
-            )?;
-            ensure!(
-                !r.runtime_name.is_empty() && !r.runtime_version.is_empty(),
-                "empty Version answer: {r:?}"
-            );
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.version.name_and_version_set", "volume Version returns a non-empty runtime_name and runtime_version",
+        |ctx| { version_set(&ctx, Service::Volume).await?; };
+    }
 
     // ------------------------------------------------------------ Status
     case!(
@@ -152,13 +143,8 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "volume.create.labels_preserved",
         "labels given at create are listed verbatim",
         |ctx| {
-            let spec = ctx.volume_spec(&[("conformance.example/disk", "data")])?;
-            let want = spec
-                .metadata
-                .as_ref()
-                .map(|m| m.labels.clone())
-                .unwrap_or_default();
-            let (id, _) = ctx.create_volume(spec).await?;
+            let (id, want) =
+                labelled::<v::Volume>(&ctx, &[("conformance.example/disk", "data")]).await?;
             let got = must_volume(&ctx, &id)
                 .await?
                 .metadata
@@ -194,16 +180,7 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
         "volume.create.created_at_ns",
         "metadata.created_at of a volume is the creation time in Unix nanoseconds",
         |ctx| {
-            let id = ctx.new_volume().await?;
-            let t = must_volume(&ctx, &id)
-                .await?
-                .metadata
-                .context("no metadata")?
-                .created_at;
-            ensure!(
-                plausible_ns(t, Duration::from_secs(600)),
-                "created_at {t} is not now in Unix ns"
-            );
+            created_at_now::<v::Volume>(&ctx).await?;
             pass()
         }
     );
@@ -257,66 +234,43 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
                 "{n} creates gave {} distinct ids",
                 ids.len()
             );
-            let mut listed = ids_of(&by_labels(&ctx, ctx.case_selector()).await?);
+            let mut listed = ids_of(&ctx.list_by_labels::<v::Volume>(ctx.case_selector()).await?);
             listed.sort();
             ensure!(listed == ids, "listed {listed:?}, created {ids:?}");
             pass()
         }
     );
-    case!(
-        v,
-        "volume.create.rejects_missing_volume",
-        "CreateVolume without a volume returns InvalidArgument",
-        |ctx| {
-            let mut c = ctx.vc()?;
-            let res = ctx
-                .rpc(c.create_volume(v::CreateVolumeRequest { volume: None }))
-                .await;
-            if let Ok(r) = &res
-                && let Some(md) = r.volume.as_ref().and_then(|x| x.metadata.as_ref())
-            {
-                let _ = ctx.delete_volume(&md.id).await;
-            }
-            expect_code(res, Code::InvalidArgument, "CreateVolume{volume: None}")?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.create.rejects_missing_volume", "CreateVolume without a volume returns InvalidArgument",
+        |ctx| { create_none_rejected::<v::Volume>(&ctx, "CreateVolume{volume: None}").await?; };
+    }
     code_cases! { v, Volume;
         "volume.create.rejects_missing_spec", "CreateVolume with a volume without spec returns InvalidArgument",
         InvalidArgument, "CreateVolume without spec",
         |ctx| ctx.try_create_volume(v::Volume { metadata: Some(ctx.metadata(&[])), spec: None, status: None}).await;
     }
-    case!(
-        v,
-        "volume.create.unknown_class_fails",
-        "CreateVolume with a class Status does not report fails (any code; the exact code is volume.create.rejects_unknown_class)",
-        |ctx| {
-            let spec = template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?;
-            expect_error(
-                ctx.try_create_volume(spec).await,
-                "CreateVolume with an unknown class",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.create.unknown_class_fails", "CreateVolume with a class Status does not report fails (any code; the exact code is volume.create.rejects_unknown_class)",
+        |ctx| { unknown_class_fails::<v::Volume>(&ctx).await?; };
+    }
     code_cases! { v, Volume;
         "volume.create.rejects_unknown_class",
         "CreateVolume with a class Status does not report returns InvalidArgument",
         InvalidArgument, "CreateVolume unknown class",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.class = NO_SUCH_CLASS.to_owned())?).await;
+        |ctx| ctx.try_create_volume(with_unknown_class::<v::Volume>(&ctx)?).await;
         "volume.create.rejects_empty_class", "CreateVolume with an empty class returns InvalidArgument",
         InvalidArgument, "CreateVolume empty class",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.class = String::new())?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.class = String::new())?).await;
         "volume.create.rejects_missing_resources", "CreateVolume without resources returns InvalidArgument",
         InvalidArgument, "CreateVolume without resources",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.resources = None)?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.resources = None)?).await;
         "volume.create.rejects_zero_size", "CreateVolume with storage_bytes 0 returns InvalidArgument",
         InvalidArgument, "CreateVolume size 0",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.resources = Some(size(0)))?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.resources = Some(size(0)))?).await;
         "volume.create.rejects_negative_size",
         "CreateVolume with a negative storage_bytes returns InvalidArgument",
         InvalidArgument, "CreateVolume size -1",
-        |ctx| ctx.try_create_volume(template(&ctx, |s| s.resources = Some(size(-1)))?).await;
+        |ctx| ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.resources = Some(size(-1)))?).await;
         "volume.create.rejects_two_data_sources",
         "CreateVolume with both an image and a snapshot data source returns InvalidArgument",
         InvalidArgument, "CreateVolume with two data sources",
@@ -325,14 +279,14 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
                 image_data_source: Some(image_source(&ctx)),
                 snapshot_data_source: Some(v::SnapshotDataSource { snapshot_id: unknown_id() }),
             };
-            ctx.try_create_volume(template(&ctx, |s| s.volume_data_source = Some(source))?).await
+            ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.volume_data_source = Some(source))?).await
         };
         "volume.create.rejects_unknown_snapshot_source",
         "CreateVolume with a snapshot data source naming an unknown snapshot returns NotFound",
         NotFound, "CreateVolume from an unknown snapshot",
         |ctx| {
             let source = snapshot_source(unknown_id());
-            ctx.try_create_volume(template(&ctx, |s| s.volume_data_source = Some(source))?).await
+            ctx.try_create_volume(with_spec::<v::Volume>(&ctx, |s| s.volume_data_source = Some(source))?).await
         };
     }
     case!(
@@ -363,15 +317,10 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
     );
 
     // ------------------------------------------------------------ state
-    case!(
-        v,
-        "volume.state.becomes_available",
-        "a volume reaches AVAILABLE within the state budget",
-        |ctx| {
-            ctx.available_volume().await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.state.becomes_available", "a volume reaches AVAILABLE within the state budget",
+        |ctx| { ctx.available_volume().await?; };
+    }
     case!(
         v,
         "volume.state.access_when_available",
@@ -413,86 +362,16 @@ pub(super) fn create_cases(v: &mut Vec<Case>) {
 
 pub(super) fn list_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ ListVolumes
-    case!(
-        v,
-        "volume.list.by_id",
-        "ListVolumes with an id filter returns exactly that volume",
-        |ctx| {
-            let a = ctx.new_volume().await?;
-            let _b = ctx.new_volume().await?;
-            let l = expect_ok(
-                ctx.list_volumes(Some(v::VolumeFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumes by id",
-            )?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "by id {a} returned {:?}",
-                ids_of(&l)
-            );
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.list.by_label",
-        "ListVolumes with a label selector returns exactly the matching volumes",
-        |ctx| {
-            let a = ctx
-                .create_volume(ctx.volume_spec(&[("color", "red")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_volume(ctx.volume_spec(&[("color", "blue")])?)
-                .await?
-                .0;
-            let mut sel = ctx.case_selector();
-            sel.insert("color".into(), "red".into());
-            let l = by_labels(&ctx, sel).await?;
-            ensure!(
-                ids_of(&l) == vec![a.clone()],
-                "color=red returned {:?}, want [{a}]",
-                ids_of(&l)
-            );
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.list.selector_no_match_empty",
-        "a label selector no volume matches returns an empty list",
-        |ctx| {
-            ctx.new_volume().await?;
-            let mut sel = ctx.case_selector();
-            sel.insert("conformance.example/none".into(), "x".into());
-            ensure!(
-                by_labels(&ctx, sel).await?.is_empty(),
-                "a non-matching selector returned volumes"
-            );
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.list.unknown_id_empty",
-        "ListVolumes with an unknown id returns an empty list, not an error",
-        |ctx| {
-            ctx.new_volume().await?;
-            let l = expect_ok(
-                ctx.list_volumes(Some(v::VolumeFilter {
-                    id: unknown_id(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumes unknown id",
-            )?;
-            ensure!(l.is_empty(), "returned {:?}", ids_of(&l));
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.list.by_id", "ListVolumes with an id filter returns exactly that volume",
+        |ctx| { list_by_id::<v::Volume>(&ctx).await?; };
+        "volume.list.by_label", "ListVolumes with a label selector returns exactly the matching volumes",
+        |ctx| { list_by_label::<v::Volume>(&ctx, &[("color", "red")], &[("color", "blue")]).await?; };
+        "volume.list.selector_no_match_empty", "a label selector no volume matches returns an empty list",
+        |ctx| { list_no_match_empty::<v::Volume>(&ctx).await?; };
+        "volume.list.unknown_id_empty", "ListVolumes with an unknown id returns an empty list, not an error",
+        |ctx| { ctx.new_volume().await?; list_unknown_id_empty::<v::Volume>(&ctx).await?; };
+    }
     case!(
         v,
         "volume.list.no_filter_lists_all",
@@ -509,17 +388,12 @@ pub(super) fn list_cases(v: &mut Vec<Case>) {
         "volume.list.items_complete",
         "every listed volume has metadata, spec with resources, and status",
         |ctx| {
-            ctx.new_volume().await?;
-            let l = by_labels(&ctx, ctx.case_selector()).await?;
-            ensure!(!l.is_empty(), "the volume is not listed by its labels");
-            for vol in &l {
-                meta_id(vol.metadata.as_ref(), "listed volume")?;
+            for vol in list_items_complete::<v::Volume>(&ctx).await? {
                 let spec = vol.spec.as_ref().context("listed volume has no spec")?;
                 ensure!(
                     spec.resources.is_some(),
                     "listed volume has no spec.resources"
                 );
-                ensure!(vol.status.is_some(), "listed volume has no status");
             }
             pass()
         }

@@ -3,13 +3,18 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use iri_spec::volume::v1alpha1::{self as v};
 use tonic::Code;
 
 use super::rpc::*;
 use crate::{
-    case::{Case, pass, skip_gone_at_once},
+    case::{Case, pass},
+    cases::shared::{
+        create_none_rejected, delete_not_found_after_gone, delete_repeatedly, delete_until_gone,
+        deleted, events_carry_labels, events_label_filter, events_none_in_1970,
+        events_time_in_seconds, list_unknown_id_empty, listed_alone_by_id,
+    },
     ctx::{expect_code, expect_ok, meta_id, plausible_ns, unknown_id},
 };
 
@@ -108,10 +113,7 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
         "a volume still listed after DeleteVolume has deleted_at set in Unix ns",
         |ctx| {
             let id = ctx.available_volume().await?;
-            expect_ok(ctx.delete_volume(&id).await, "DeleteVolume")?;
-            let Some(vol) = ctx.get_volume(&id).await? else {
-                return skip_gone_at_once("volume", "the deletion phase");
-            };
+            let vol = deleted::<v::Volume>(&ctx, &id, "the deletion phase").await?;
             let t = vol.metadata.context("no metadata")?.deleted_at;
             ensure!(
                 plausible_ns(t, Duration::from_secs(600)),
@@ -120,56 +122,14 @@ pub(super) fn delete_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "volume.delete.eventually_gone",
-        "a deleted volume disappears from ListVolumes within the state budget",
-        |ctx| {
-            let id = ctx.available_volume().await?;
-            expect_ok(ctx.delete_volume(&id).await, "DeleteVolume")?;
-            ctx.wait_volume(&id, "to be gone", |x| x.is_none()).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.delete.idempotent",
-        "repeated DeleteVolume calls return OK, or NotFound only once the volume is gone",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            for i in 0..ctx.params().idempotent_count {
-                match ctx.delete_volume(&id).await {
-                    Ok(()) => {}
-                    Err(st) if st.code() == Code::NotFound => {
-                        ensure!(i > 0, "first DeleteVolume returned NotFound");
-                        ensure!(
-                            ctx.get_volume(&id).await?.is_none(),
-                            "DeleteVolume #{i} returned NotFound while the volume is listed"
-                        );
-                    }
-                    Err(st) => bail!("DeleteVolume #{i}: {:?}: {}", st.code(), st.message()),
-                }
-            }
-            ctx.wait_volume(&id, "to be gone", |x| x.is_none()).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.delete.not_found_after_gone",
-        "DeleteVolume of a volume that is gone returns NotFound",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            expect_ok(ctx.delete_volume(&id).await, "DeleteVolume")?;
-            ctx.wait_volume(&id, "to be gone", |x| x.is_none()).await?;
-            expect_code(
-                ctx.delete_volume(&id).await,
-                Code::NotFound,
-                "DeleteVolume after gone",
-            )?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.delete.eventually_gone", "a deleted volume disappears from ListVolumes within the state budget",
+        |ctx| { let id = ctx.available_volume().await?; delete_until_gone::<v::Volume>(&ctx, &id).await?; };
+        "volume.delete.idempotent", "repeated DeleteVolume calls return OK, or NotFound only once the volume is gone",
+        |ctx| { let id = ctx.new_volume().await?; delete_repeatedly::<v::Volume>(&ctx, &id).await?; };
+        "volume.delete.not_found_after_gone", "DeleteVolume of a volume that is gone returns NotFound",
+        |ctx| { let id = ctx.new_volume().await?; delete_not_found_after_gone::<v::Volume>(&ctx, &id).await?; };
+    }
 }
 
 pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
@@ -191,37 +151,17 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
             pass()
         }
     );
-    case!(
-        v,
-        "volume.snapshot.becomes_ready",
-        "a snapshot reaches READY within the state budget",
-        |ctx| {
-            let vid = ctx.available_volume().await?;
-            let s = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let sid = meta_id(s.metadata.as_ref(), "snapshot")?;
-            ctx.wait_snapshot(&sid, "to be READY", |x| {
-                x.and_then(|x| x.status.as_ref())
-                    .is_some_and(|st| st.state == READY)
-            })
-            .await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.snapshot.becomes_ready", "a snapshot reaches READY within the state budget",
+        |ctx| { let vid = ctx.available_volume().await?; ready_snapshot(&ctx, &vid).await?; };
+    }
     case!(
         v,
         "volume.snapshot.size_set",
         "a READY snapshot reports a size > 0 bytes",
         |ctx| {
             let vid = ctx.available_volume().await?;
-            let s = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let sid = meta_id(s.metadata.as_ref(), "snapshot")?;
-            let s = ctx
-                .wait_snapshot(&sid, "to be READY", |x| {
-                    x.and_then(|x| x.status.as_ref())
-                        .is_some_and(|st| st.state == READY)
-                })
-                .await?
-                .context("snapshot vanished")?;
+            let s = ready_snapshot(&ctx, &vid).await?;
             let size = s.status.map_or(0, |st| st.size);
             ensure!(size > 0, "READY snapshot has size {size}");
             pass()
@@ -233,8 +173,7 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         "snapshot labels are listed verbatim",
         |ctx| {
             let vid = ctx.new_volume().await?;
-            let s = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let sid = meta_id(s.metadata.as_ref(), "snapshot")?;
+            let sid = new_snapshot(&ctx, &vid).await?;
             let got = ctx
                 .get_snapshot(&sid)
                 .await?
@@ -254,52 +193,19 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         InvalidArgument, "CreateVolumeSnapshot empty volume id",
         |ctx| ctx.try_create_snapshot("").await;
     }
-    case!(
-        v,
-        "volume.snapshot.missing_snapshot_invalid",
-        "CreateVolumeSnapshot without a volume_snapshot returns InvalidArgument",
-        |ctx| {
-            let mut c = ctx.vc()?;
-            let res = ctx
-                .rpc(c.create_volume_snapshot(v::CreateVolumeSnapshotRequest {
-                    volume_snapshot: None,
-                }))
-                .await;
-            if let Ok(r) = &res
-                && let Some(md) = r.volume_snapshot.as_ref().and_then(|x| x.metadata.as_ref())
-            {
-                let _ = ctx.delete_snapshot(&md.id).await;
-            }
-            expect_code(res, Code::InvalidArgument, "CreateVolumeSnapshot{None}")?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.snapshot.missing_snapshot_invalid", "CreateVolumeSnapshot without a volume_snapshot returns InvalidArgument",
+        |ctx| { create_none_rejected::<v::VolumeSnapshot>(&ctx, "CreateVolumeSnapshot{None}").await?; };
+    }
     case!(
         v,
         "volume.snapshot.list_by_id",
         "ListVolumeSnapshots with an id filter returns exactly that snapshot",
         |ctx| {
             let vid = ctx.new_volume().await?;
-            let a = meta_id(
-                expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
-                    .metadata
-                    .as_ref(),
-                "snapshot",
-            )?;
+            let a = new_snapshot(&ctx, &vid).await?;
             let _b = expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let l = expect_ok(
-                ctx.list_snapshots(Some(v::VolumeSnapshotFilter {
-                    id: a.clone(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumeSnapshots by id",
-            )?;
-            let ids: Vec<String> = l
-                .iter()
-                .filter_map(|s| s.metadata.as_ref().map(|m| m.id.clone()))
-                .collect();
-            ensure!(ids == vec![a.clone()], "by id {a} returned {ids:?}");
+            listed_alone_by_id::<v::VolumeSnapshot>(&ctx, &a).await?;
             pass()
         }
     );
@@ -310,15 +216,7 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         |ctx| {
             let vid = ctx.new_volume().await?;
             expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?;
-            let l = expect_ok(
-                ctx.list_snapshots(Some(v::VolumeSnapshotFilter {
-                    id: unknown_id(),
-                    ..Default::default()
-                }))
-                .await,
-                "ListVolumeSnapshots unknown id",
-            )?;
-            ensure!(l.is_empty(), "returned {} snapshots", l.len());
+            list_unknown_id_empty::<v::VolumeSnapshot>(&ctx).await?;
             pass()
         }
     );
@@ -330,15 +228,10 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         InvalidArgument, "DeleteVolumeSnapshot empty id",
         |ctx| ctx.delete_snapshot("").await;
     }
-    case!(
-        v,
-        "volume.snapshot.delete_eventually_gone",
-        "a deleted snapshot disappears from ListVolumeSnapshots (a later delete: volume.snapshot.delete_not_found_after_gone)",
-        |ctx| {
-            snapshot_deleted_and_gone(&ctx).await?;
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.snapshot.delete_eventually_gone", "a deleted snapshot disappears from ListVolumeSnapshots (a later delete: volume.snapshot.delete_not_found_after_gone)",
+        |ctx| { snapshot_deleted_and_gone(&ctx).await?; };
+    }
     code_cases! { v, Volume;
         "volume.snapshot.delete_not_found_after_gone", "DeleteVolumeSnapshot of a snapshot that is gone returns NotFound",
         NotFound, "DeleteVolumeSnapshot after gone",
@@ -351,16 +244,9 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
         |ctx| {
             let vid = ctx.available_volume().await?;
             let sid = meta_id(
-                expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
-                    .metadata
-                    .as_ref(),
+                ready_snapshot(&ctx, &vid).await?.metadata.as_ref(),
                 "snapshot",
             )?;
-            ctx.wait_snapshot(&sid, "to be READY", |x| {
-                x.and_then(|x| x.status.as_ref())
-                    .is_some_and(|st| st.state == READY)
-            })
-            .await?;
             let mut spec = ctx.volume_spec(&[])?;
             spec.spec.as_mut().context("spec")?.volume_data_source = Some(snapshot_source(sid));
             let (id, _) = ctx.create_volume(spec).await?;
@@ -376,33 +262,12 @@ pub(super) fn snapshots_cases(v: &mut Vec<Case>) {
 
 pub(super) fn events_cases(v: &mut Vec<Case>) {
     // ------------------------------------------------------------ events
-    case!(
-        v,
-        "volume.events.listed",
-        "creating a volume produces at least one event about it",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            wait_events_of(&ctx, &id).await?;
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.events.time_in_seconds",
-        "volume event_time is in Unix seconds",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            let now = crate::ctx::unix_secs();
-            for e in wait_events_of(&ctx, &id).await? {
-                let t = e.spec.as_ref().map_or(0, |s| s.event_time);
-                ensure!(
-                    (now - 600..=now + 600).contains(&t),
-                    "event_time {t} is not now in Unix seconds"
-                );
-            }
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.events.listed", "creating a volume produces at least one event about it",
+        |ctx| { let id = ctx.new_volume().await?; wait_events_of(&ctx, &id).await?; };
+        "volume.events.time_in_seconds", "volume event_time is in Unix seconds",
+        |ctx| { events_time_in_seconds::<v::Volume>(&ctx).await?; };
+    }
     case!(
         v,
         "volume.events.involved_labels",
@@ -410,76 +275,14 @@ pub(super) fn events_cases(v: &mut Vec<Case>) {
         |ctx| {
             let (id, vol) = ctx.create_volume(ctx.volume_spec(&[("evt", "v")])?).await?;
             let want = vol.metadata.map(|m| m.labels).unwrap_or_default();
-            for e in wait_events_of(&ctx, &id).await? {
-                let got = e
-                    .spec
-                    .and_then(|s| s.involved_object_meta)
-                    .map(|m| m.labels)
-                    .unwrap_or_default();
-                ensure!(got == want, "event labels {got:?} != {want:?}");
-            }
+            events_carry_labels(wait_events_of(&ctx, &id).await?, &want)?;
             pass()
         }
     );
-    case!(
-        v,
-        "volume.events.label_filter",
-        "volume ListEvents with a label selector returns only events of matching volumes",
-        |ctx| {
-            let a = ctx
-                .create_volume(ctx.volume_spec(&[("which", "a")])?)
-                .await?
-                .0;
-            let _b = ctx
-                .create_volume(ctx.volume_spec(&[("which", "b")])?)
-                .await?
-                .0;
-            wait_events_of(&ctx, &a).await?;
-            let mut sel = ctx.case_selector();
-            sel.insert("which".into(), "a".into());
-            let evs = events(
-                &ctx,
-                v::EventFilter {
-                    label_selector: sel,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            ensure!(!evs.is_empty(), "no events for which=a");
-            for e in evs {
-                let id = e
-                    .spec
-                    .and_then(|s| s.involved_object_meta)
-                    .map(|m| m.id)
-                    .unwrap_or_default();
-                ensure!(id == a, "event about {id} for selector which=a");
-            }
-            pass()
-        }
-    );
-    case!(
-        v,
-        "volume.events.time_window",
-        "volume ListEvents with both bounds > 0 honours the window",
-        |ctx| {
-            let id = ctx.new_volume().await?;
-            wait_events_of(&ctx, &id).await?;
-            let evs = events(
-                &ctx,
-                v::EventFilter {
-                    id: id.clone(),
-                    events_from_time: 1,
-                    events_to_time: 1000,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            ensure!(
-                evs.is_empty(),
-                "a window in 1970 returned {} events",
-                evs.len()
-            );
-            pass()
-        }
-    );
+    check_cases! { v, Volume;
+        "volume.events.label_filter", "volume ListEvents with a label selector returns only events of matching volumes",
+        |ctx| { events_label_filter::<v::Volume>(&ctx).await?; };
+        "volume.events.time_window", "volume ListEvents with both bounds > 0 honours the window",
+        |ctx| { events_none_in_1970::<v::Volume>(&ctx).await?; };
+    }
 }

@@ -1,28 +1,17 @@
 //! The volume RPCs and templates the volume cases share.
 
-use std::collections::HashMap;
-
 use anyhow::Context as _;
 use iri_spec::volume::v1alpha1::{self as v, VolumeSnapshotState, VolumeState};
 
-use crate::ctx::{Ctx, expect_ok, meta_id};
+pub(super) use crate::cases::shared::{ids_of, with_spec};
+use crate::{
+    cases::shared::delete_until_gone,
+    ctx::{Ctx, expect_ok, meta_id},
+};
 
 pub(super) const AVAILABLE: i32 = VolumeState::VolumeAvailable as i32;
 pub(super) const PENDING: i32 = VolumeState::VolumePending as i32;
 pub(super) const READY: i32 = VolumeSnapshotState::VolumeSnapshotReady as i32;
-
-/// A class no runtime offers.
-pub(super) const NO_SUCH_CLASS: &str = "conformance-no-such-class";
-
-/// The valid volume template (class, size, run labels) with `change` applied to its spec.
-pub(super) fn template(
-    ctx: &Ctx,
-    change: impl FnOnce(&mut v::VolumeSpec),
-) -> anyhow::Result<v::Volume> {
-    let mut volume = ctx.volume_spec(&[])?;
-    change(volume.spec.as_mut().context("spec")?);
-    Ok(volume)
-}
 
 pub(super) fn size(storage_bytes: i64) -> v::VolumeResources {
     v::VolumeResources { storage_bytes }
@@ -44,53 +33,16 @@ pub(crate) async fn status(ctx: &Ctx) -> anyhow::Result<v::StatusResponse> {
     )
 }
 
-pub(crate) async fn events(
-    ctx: &Ctx,
-    f: v::EventFilter,
-) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    let mut c = ctx.vc()?;
-    Ok(expect_ok(
-        ctx.rpc(c.list_events(v::ListEventsRequest { filter: Some(f) }))
-            .await,
-        "volume ListEvents",
-    )?
-    .events)
-}
-
 /// Events about volume `id`, waiting until at least one exists.
 pub(crate) async fn wait_events_of(
     ctx: &Ctx,
     id: &str,
 ) -> anyhow::Result<Vec<iri_spec::event::v1alpha1::Event>> {
-    let filter = || v::EventFilter {
-        id: id.to_owned(),
-        ..Default::default()
-    };
-    crate::cases::shared::wait_events_about(ctx, "volume", id, || events(ctx, filter())).await
-}
-
-pub(super) fn ids_of(list: &[v::Volume]) -> Vec<String> {
-    list.iter()
-        .filter_map(|x| x.metadata.as_ref().map(|md| md.id.clone()))
-        .collect()
+    crate::cases::shared::wait_events_of::<v::Volume>(ctx, id).await
 }
 
 pub(super) fn status_of(vol: &v::Volume) -> anyhow::Result<&v::VolumeStatus> {
     vol.status.as_ref().context("volume has no status")
-}
-
-pub(super) async fn by_labels(
-    ctx: &Ctx,
-    sel: HashMap<String, String>,
-) -> anyhow::Result<Vec<v::Volume>> {
-    expect_ok(
-        ctx.list_volumes(Some(v::VolumeFilter {
-            id: String::new(),
-            label_selector: sel,
-        }))
-        .await,
-        "ListVolumes by label",
-    )
 }
 
 pub(super) async fn must_volume(ctx: &Ctx, id: &str) -> anyhow::Result<v::Volume> {
@@ -99,23 +51,33 @@ pub(super) async fn must_volume(ctx: &Ctx, id: &str) -> anyhow::Result<v::Volume
         .with_context(|| format!("volume {id} is not listed by ListVolumes by id"))
 }
 
-/// A data source restoring from snapshot `snapshot_id`.
+/// A snapshot of volume `vid`, created (which must succeed); its id.
+pub(super) async fn new_snapshot(ctx: &Ctx, vid: &str) -> anyhow::Result<String> {
+    let s = expect_ok(ctx.try_create_snapshot(vid).await, "CreateVolumeSnapshot")?;
+    meta_id(s.metadata.as_ref(), "snapshot")
+}
+
+/// A snapshot of volume `vid`, created and waited for until it is READY.
+pub(super) async fn ready_snapshot(ctx: &Ctx, vid: &str) -> anyhow::Result<v::VolumeSnapshot> {
+    let sid = new_snapshot(ctx, vid).await?;
+    ctx.wait_snapshot(&sid, "to be READY", |x| {
+        x.and_then(|x| x.status.as_ref())
+            .is_some_and(|st| st.state == READY)
+    })
+    .await?
+    .context("snapshot vanished")
+}
+
 /// A snapshot of a new volume, deleted and waited for until ListVolumeSnapshots no longer
 /// lists it; its id.
 pub(super) async fn snapshot_deleted_and_gone(ctx: &Ctx) -> anyhow::Result<String> {
     let vid = ctx.new_volume().await?;
-    let sid = meta_id(
-        expect_ok(ctx.try_create_snapshot(&vid).await, "CreateVolumeSnapshot")?
-            .metadata
-            .as_ref(),
-        "snapshot",
-    )?;
-    expect_ok(ctx.delete_snapshot(&sid).await, "DeleteVolumeSnapshot")?;
-    ctx.wait_snapshot(&sid, "to be gone", |x| x.is_none())
-        .await?;
+    let sid = new_snapshot(ctx, &vid).await?;
+    delete_until_gone::<v::VolumeSnapshot>(ctx, &sid).await?;
     Ok(sid)
 }
 
+/// A data source restoring from snapshot `snapshot_id`.
 pub(super) fn snapshot_source(snapshot_id: String) -> v::VolumeDataSource {
     v::VolumeDataSource {
         image_data_source: None,

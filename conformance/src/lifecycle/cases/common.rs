@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use anyhow::{Context as _, bail, ensure};
 use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::{
-    Resource, StoreExt,
+    Kind, ListOptions, Object, Resource, StoreExt,
     compute::{Machine, MachinePool, Power},
+    core::Event,
     meta::{LocalObjectReference, ObjectMeta, condition_status},
     quantity::Quantity,
 };
@@ -27,6 +28,37 @@ pub(in crate::lifecycle) fn plane_ok(env: &Env) -> anyhow::Result<()> {
     let failures = env.plane().failures();
     ensure!(failures.is_empty(), "{}", failures.join("; "));
     Ok(())
+}
+
+/// Waits until Machine `name`, which must stay unbound (`unbound` ends the failure: why it
+/// should), has an OutOfCapacity event that `pick` accepts; returns that event. `what` names
+/// the event in the timeout.
+pub(in crate::lifecycle) async fn wait_out_of_capacity(
+    ctx: &Ctx,
+    env: &Env,
+    name: &str,
+    (what, unbound): (&str, &str),
+    pick: impl Fn(&Event) -> bool,
+) -> anyhow::Result<Event> {
+    let namespace = env.namespace().to_owned();
+    ctx.wait_until(&format!("{what} for Machine {name}"), || async {
+        plane_ok(env)?;
+        let m: Machine = env.store().get_typed(&namespace, name).await?;
+        if let Some(pool) = &m.spec.machine_pool_ref {
+            bail!("Machine {name} was bound to {:?} {unbound}", pool.name);
+        }
+        let options = ListOptions::all()
+            .in_namespace(&namespace)
+            .field("involvedObject.name", name)
+            .field("reason", "OutOfCapacity");
+        let events = env.store().list(Kind::Event, &options).await?;
+        let found = events.items.into_iter().find_map(|e| match e {
+            Object::Event(e) if e.involved_object.uid == m.metadata.uid && pick(&e) => Some(e),
+            _ => None,
+        });
+        Ok(found.ok_or_else(|| format!("no {what} yet")))
+    })
+    .await
 }
 
 /// The Machine name of this case (`suffix` distinguishes several in one case).
@@ -74,16 +106,17 @@ pub(in crate::lifecycle) fn describe(m: &Machine) -> String {
     )
 }
 
-/// Polls the store until the object satisfies `check` (`Ok(())`, else the reason why not).
+/// Polls the store until the `R` `namespace/name` satisfies `check` (`Ok(())`, else the reason
+/// why not); `what` ends the timeout message (`Machine <name> <what>`).
 pub(in crate::lifecycle) async fn wait_object<R: Resource>(
     ctx: &Ctx,
     env: &Env,
-    namespace: &str,
-    name: &str,
+    (namespace, name): (&str, &str),
     what: &str,
     check: impl Fn(&R) -> Result<(), String>,
 ) -> anyhow::Result<R> {
-    ctx.wait_until(what, || async {
+    let what = format!("{} {name} {what}", R::KIND);
+    ctx.wait_until(&what, || async {
         plane_ok(env)?;
         match env.store().get_typed::<R>(namespace, name).await {
             Ok(obj) => Ok(check(&obj).map(|()| obj)),
@@ -97,6 +130,37 @@ pub(in crate::lifecycle) async fn wait_object<R: Resource>(
     .await
 }
 
+/// Polls the store until the pool `pool` (a cluster-scoped `P`) passes `check`; `what` ends the
+/// timeout message.
+pub(in crate::lifecycle) async fn wait_pool<P: Resource>(
+    ctx: &Ctx,
+    env: &Env,
+    pool: &str,
+    what: &str,
+    check: impl Fn(&P) -> Result<(), String>,
+) -> anyhow::Result<P> {
+    wait_object(ctx, env, ("", pool), what, check).await
+}
+
+/// Polls the store until the `R` named `name` in the case's namespace satisfies `pred`; `what`
+/// ends the timeout message, `describe` says what was seen.
+pub(in crate::lifecycle) async fn wait_named<R: Resource>(
+    ctx: &Ctx,
+    env: &Env,
+    name: &str,
+    what: &str,
+    (pred, describe): (impl Fn(&R) -> bool, fn(&R) -> String),
+) -> anyhow::Result<R> {
+    let check = |obj: &R| {
+        if pred(obj) {
+            Ok(())
+        } else {
+            Err(describe(obj))
+        }
+    };
+    wait_object(ctx, env, (env.namespace(), name), what, check).await
+}
+
 pub(in crate::lifecycle) async fn wait_machine(
     ctx: &Ctx,
     env: &Env,
@@ -104,17 +168,7 @@ pub(in crate::lifecycle) async fn wait_machine(
     what: &str,
     pred: impl Fn(&Machine) -> bool,
 ) -> anyhow::Result<Machine> {
-    wait_object(
-        ctx,
-        env,
-        env.namespace(),
-        name,
-        &format!("Machine {name} {what}"),
-        |m: &Machine| {
-            if pred(m) { Ok(()) } else { Err(describe(m)) }
-        },
-    )
-    .await
+    wait_named(ctx, env, name, what, (pred, describe)).await
 }
 
 pub(in crate::lifecycle) fn running_at_generation(m: &Machine) -> bool {
@@ -207,24 +261,17 @@ pub(in crate::lifecycle) async fn wait_pool_ready(
 ) -> anyhow::Result<MachinePool> {
     let side = machine_side(env)?;
     let key = format!("class/machine.{}", side.class);
-    wait_object(
-        ctx,
-        env,
-        "",
-        &side.pool,
-        &format!("MachinePool {} {what}", side.pool),
-        |p: &MachinePool| {
-            let ready = condition_status(&p.status.conditions, "Ready");
-            let allocatable = p.status.allocatable.get(&key).map(|q| q.value());
-            if ready == Some("True") && allocatable.is_some_and(|a| a > 0) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "Ready {ready:?}, allocatable[{key}] {allocatable:?}"
-                ))
-            }
-        },
-    )
+    wait_pool(ctx, env, &side.pool, what, |p: &MachinePool| {
+        let ready = condition_status(&p.status.conditions, "Ready");
+        let allocatable = p.status.allocatable.get(&key).map(|q| q.value());
+        if ready == Some("True") && allocatable.is_some_and(|a| a > 0) {
+            Ok(())
+        } else {
+            Err(format!(
+                "Ready {ready:?}, allocatable[{key}] {allocatable:?}"
+            ))
+        }
+    })
     .await
 }
 

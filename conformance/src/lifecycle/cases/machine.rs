@@ -1,12 +1,11 @@
 //! The lifecycle cases of the machine side: the pool announced, Machines scheduled, created,
 //! powered and deleted through the machinepoollet, and an unreachable runtime.
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use iri_spec::{keys, machine::v1alpha1 as machine};
 use irikit_api::{
-    Kind, ListOptions, Object, StoreExt,
+    StoreExt,
     compute::{Machine, MachinePool, Power},
-    core::Event,
     meta::condition_status,
 };
 
@@ -16,29 +15,23 @@ use crate::{
 };
 
 use super::common::*;
+use crate::lifecycle::env::Env;
 
 pub(super) async fn pool_announced(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
     let side = machine_side(env)?;
-    wait_object(
-        &ctx,
-        env,
-        "",
-        &side.pool,
-        &format!("MachinePool {} announced", side.pool),
-        |p: &MachinePool| {
-            let ready = condition_status(&p.status.conditions, "Ready");
-            if ready != Some("True") {
-                return Err(format!("Ready is {ready:?}"));
-            }
-            announced(
-                &p.status.available_machine_classes,
-                &p.status.capacity,
-                "machine",
-                side.classes.iter().map(|c| (c.name.as_str(), c.quantity)),
-            )
-        },
-    )
+    wait_pool(&ctx, env, &side.pool, "announced", |p: &MachinePool| {
+        let ready = condition_status(&p.status.conditions, "Ready");
+        if ready != Some("True") {
+            return Err(format!("Ready is {ready:?}"));
+        }
+        announced(
+            &p.status.available_machine_classes,
+            &p.status.capacity,
+            "machine",
+            side.classes.iter().map(|c| (c.name.as_str(), c.quantity)),
+        )
+    })
     .await?;
     pass()
 }
@@ -52,12 +45,7 @@ pub(super) async fn machine_scheduled(ctx: Ctx) -> anyhow::Result<Outcome> {
         m.spec.machine_pool_ref.is_some()
     })
     .await?;
-    let bound = m.spec.machine_pool_ref.map(|r| r.name).unwrap_or_default();
-    ensure!(
-        bound == side.pool,
-        "Machine {name} was bound to pool {bound:?}, want {:?}",
-        side.pool
-    );
+    bound_to(&m, &side.pool)?;
     pass()
 }
 
@@ -148,16 +136,7 @@ pub(super) async fn machine_running_propagated(ctx: Ctx) -> anyhow::Result<Outco
 
 pub(super) async fn machine_power_off_propagated(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
-    let name = machine_name(&ctx, "");
-    apply_machine(&ctx, env, &name, Power::On).await?;
-    wait_machine(
-        &ctx,
-        env,
-        &name,
-        "Running at its generation",
-        running_at_generation,
-    )
-    .await?;
+    let (name, _) = running_machine(&ctx, env).await?;
     let updated = set_power(env, &name, Power::Off).await?;
     wait_runtime_machine(&ctx, &updated, "to have spec.power POWER_OFF", |iri| {
         iri_power(iri) == machine::Power::Off as i32
@@ -207,16 +186,7 @@ pub(super) async fn machine_power_on_propagated(ctx: Ctx) -> anyhow::Result<Outc
 
 pub(super) async fn machine_delete_finalized(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
-    let name = machine_name(&ctx, "");
-    apply_machine(&ctx, env, &name, Power::On).await?;
-    let m = wait_machine(
-        &ctx,
-        env,
-        &name,
-        "Running at its generation",
-        running_at_generation,
-    )
-    .await?;
+    let (name, m) = running_machine(&ctx, env).await?;
     let iri = wait_runtime_machine(&ctx, &m, "to exist", |_| true).await?;
     let id = iri_id(&iri);
     let probe_id = id.clone();
@@ -250,23 +220,11 @@ pub(super) async fn machine_delete_finalized(ctx: Ctx) -> anyhow::Result<Outcome
 pub(super) async fn pool_unreachable_not_ready(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
     let side = machine_side(env)?;
-    wait_pool_ready(&ctx, env, "Ready while the runtime is reachable").await?;
-    let _restore = Restore(&side.gate);
-    side.gate.cut();
-    let pool = wait_object(
-        &ctx,
-        env,
-        "",
-        &side.pool,
-        &format!(
-            "MachinePool {} Ready=False after the runtime was cut off",
-            side.pool
-        ),
-        |p: &MachinePool| match condition_status(&p.status.conditions, "Ready") {
-            Some("False") => Ok(()),
-            other => Err(format!("Ready is {other:?}")),
-        },
-    )
+    let ready = "Ready while the runtime is reachable";
+    let (_restore, pool) = cut_off(&ctx, env, ready, |ready| match ready {
+        Some("False") => Ok(()),
+        other => Err(format!("Ready is {other:?}")),
+    })
     .await?;
     let reason = pool
         .status
@@ -293,46 +251,21 @@ pub(super) async fn pool_unreachable_not_ready(ctx: Ctx) -> anyhow::Result<Outco
 pub(super) async fn scheduler_avoids_unready_pool(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
     let side = machine_side(env)?;
-    wait_pool_ready(&ctx, env, "Ready and offering the class").await?;
-    let _restore = Restore(&side.gate);
-    side.gate.cut();
-    wait_object(
-        &ctx,
-        env,
-        "",
-        &side.pool,
-        &format!(
-            "MachinePool {} Ready=False after the runtime was cut off",
-            side.pool
-        ),
-        |p: &MachinePool| match condition_status(&p.status.conditions, "Ready") {
-            Some("True") => Err("Ready is still True".to_owned()),
-            _ => Ok(()),
-        },
-    )
+    let ready = "Ready and offering the class";
+    let (_restore, _) = cut_off(&ctx, env, ready, |ready| match ready {
+        Some("True") => Err("Ready is still True".to_owned()),
+        _ => Ok(()),
+    })
     .await?;
     let name = machine_name(&ctx, "");
     apply_machine(&ctx, env, &name, Power::On).await?;
-    let namespace = env.namespace().to_owned();
-    ctx.wait_until(&format!("an OutOfCapacity event for Machine {name}"), || async {
-        plane_ok(env)?;
-        let m: Machine = env.store().get_typed(&namespace, &name).await?;
-        if let Some(pool) = &m.spec.machine_pool_ref {
-            bail!("Machine {name} was bound to the unready pool {:?}", pool.name);
-        }
-        let events = env
-            .store()
-            .list(
-                Kind::Event,
-                &ListOptions::all()
-                    .in_namespace(&namespace)
-                    .field("involvedObject.name", &name)
-                    .field("reason", "OutOfCapacity"),
-            )
-            .await?;
-        let found = events.items.iter().any(|e| matches!(e, Object::Event(Event { involved_object, .. }) if involved_object.uid == m.metadata.uid));
-        Ok(if found { Ok(()) } else { Err("no OutOfCapacity event yet".to_owned()) })
-    })
+    wait_out_of_capacity(
+        &ctx,
+        env,
+        &name,
+        ("an OutOfCapacity event", "though its pool is not Ready"),
+        |_| true,
+    )
     .await?;
     side.gate.restore();
     let m = wait_machine(
@@ -343,11 +276,51 @@ pub(super) async fn scheduler_avoids_unready_pool(ctx: Ctx) -> anyhow::Result<Ou
         |m| m.spec.machine_pool_ref.is_some() && running_at_generation(m),
     )
     .await?;
-    let bound = m.spec.machine_pool_ref.map(|r| r.name).unwrap_or_default();
-    ensure!(
-        bound == side.pool,
-        "Machine {name} was bound to {bound:?}, want {:?}",
-        side.pool
-    );
+    bound_to(&m, &side.pool)?;
     pass()
+}
+
+/// Machine `m` is bound to `pool`.
+fn bound_to(m: &Machine, pool: &str) -> anyhow::Result<()> {
+    let bound = m.spec.machine_pool_ref.as_ref().map(|r| r.name.as_str());
+    ensure!(
+        bound == Some(pool),
+        "Machine {} was bound to pool {bound:?}, want {pool:?}",
+        m.metadata.name
+    );
+    Ok(())
+}
+
+/// A Machine of this case applied with power On and Running at its generation: its name and
+/// the Machine.
+async fn running_machine(ctx: &Ctx, env: &Env) -> anyhow::Result<(String, Machine)> {
+    let name = machine_name(ctx, "");
+    apply_machine(ctx, env, &name, Power::On).await?;
+    let what = "Running at its generation";
+    let m = wait_machine(ctx, env, &name, what, running_at_generation).await?;
+    Ok((name, m))
+}
+
+/// Once the machine side's pool is Ready (`ready` says for what), cuts the poollet off the
+/// runtime and waits until the pool's Ready condition passes `check`; the guard that restores
+/// the connection when dropped, and the pool.
+async fn cut_off<'e>(
+    ctx: &Ctx,
+    env: &'e Env,
+    ready: &str,
+    check: impl Fn(Option<&str>) -> Result<(), String>,
+) -> anyhow::Result<(Restore<'e>, MachinePool)> {
+    let side = machine_side(env)?;
+    wait_pool_ready(ctx, env, ready).await?;
+    let restore = Restore(&side.gate);
+    side.gate.cut();
+    let pool = wait_pool(
+        ctx,
+        env,
+        &side.pool,
+        "Ready=False after the runtime was cut off",
+        |p: &MachinePool| check(condition_status(&p.status.conditions, "Ready")),
+    )
+    .await?;
+    Ok((restore, pool))
 }

@@ -74,30 +74,6 @@ pub(super) async fn apply_volume(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Re
         .with_context(|| format!("applying Volume {}/{name}", env.namespace()))
 }
 
-pub(super) async fn wait_volume(
-    ctx: &Ctx,
-    env: &Env,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Volume) -> bool,
-) -> anyhow::Result<Volume> {
-    wait_object(
-        ctx,
-        env,
-        env.namespace(),
-        name,
-        &format!("Volume {name} {what}"),
-        |v: &Volume| {
-            if pred(v) {
-                Ok(())
-            } else {
-                Err(describe_volume(v))
-            }
-        },
-    )
-    .await
-}
-
 pub(super) fn available(v: &Volume) -> bool {
     v.status.state == "Available" && v.status.access.is_some() && !v.status.volume_id.is_empty()
 }
@@ -105,14 +81,8 @@ pub(super) fn available(v: &Volume) -> bool {
 /// The runtime volumes labelled with the volumepoollet uid label `uid`.
 pub(super) async fn runtime_volumes(ctx: &Ctx, uid: &str) -> anyhow::Result<Vec<volume::Volume>> {
     let key = keys::VOLUMEPOOLLET_VOLUME_UID_LABEL;
-    let listed = crate::ctx::expect_ok(
-        ctx.list_volumes(Some(volume::VolumeFilter {
-            id: String::new(),
-            label_selector: [(key.to_owned(), uid.to_owned())].into(),
-        }))
-        .await,
-        "ListVolumes by label",
-    )?;
+    let selector = [(key.to_owned(), uid.to_owned())].into();
+    let listed = ctx.list_by_labels::<volume::Volume>(selector).await?;
     Ok(listed
         .into_iter()
         .filter(|v| {
@@ -137,39 +107,34 @@ pub(super) fn status_storage(v: &Volume) -> Option<i128> {
     v.status.resources.get("storage").map(Quantity::value)
 }
 
+/// Waits until Volume `name` reports `status.resources.storage` of `size` bytes.
+async fn wait_status_storage(ctx: &Ctx, env: &Env, name: &str, size: i64) -> anyhow::Result<()> {
+    let what = format!("status.resources.storage {size}");
+    let pred = |v: &Volume| status_storage(v) == Some(i128::from(size));
+    wait_named(ctx, env, name, &what, (pred, describe_volume)).await?;
+    Ok(())
+}
+
 /// A Volume of this case that is Available.
 pub(super) async fn available_volume(ctx: &Ctx, env: &Env, name: &str) -> anyhow::Result<Volume> {
     apply_volume(ctx, env, name).await?;
-    wait_volume(
-        ctx,
-        env,
-        name,
-        "Available with access and a volumeID",
-        available,
-    )
-    .await
+    let what = "Available with access and a volumeID";
+    wait_named(ctx, env, name, what, (available, describe_volume)).await
 }
 
 pub(super) async fn volume_pool_announced(ctx: Ctx) -> anyhow::Result<Outcome> {
     let env = ctx.lifecycle()?;
     let side = volume_side(env)?;
-    wait_object(
-        &ctx,
-        env,
-        "",
-        &side.pool,
-        &format!("VolumePool {} announced", side.pool),
-        |p: &VolumePool| {
-            announced(
-                &p.status.available_volume_classes,
-                &p.status.capacity,
-                "volume",
-                side.classes
-                    .iter()
-                    .map(|(name, _, quantity)| (name.as_str(), *quantity)),
-            )
-        },
-    )
+    wait_pool(&ctx, env, &side.pool, "announced", |p: &VolumePool| {
+        announced(
+            &p.status.available_volume_classes,
+            &p.status.capacity,
+            "volume",
+            side.classes
+                .iter()
+                .map(|(name, _, quantity)| (name.as_str(), *quantity)),
+        )
+    })
     .await?;
     pass()
 }
@@ -239,14 +204,7 @@ pub(super) async fn volume_expanded(ctx: Ctx) -> anyhow::Result<Outcome> {
         },
     )
     .await?;
-    wait_volume(
-        &ctx,
-        env,
-        &name,
-        &format!("status.resources.storage {size}"),
-        |v| status_storage(v) == Some(i128::from(size)),
-    )
-    .await?;
+    wait_status_storage(&ctx, env, &name, size).await?;
     pass()
 }
 
@@ -342,14 +300,7 @@ pub(super) async fn volume_attached_resized(ctx: Ctx) -> anyhow::Result<Outcome>
     let (m, _) = machine_with_volume(&ctx, env, &v).await?;
     let size = ctx.params().expand_size;
     set_storage(env, &name, size).await?;
-    wait_volume(
-        &ctx,
-        env,
-        &name,
-        &format!("status.resources.storage {size}"),
-        |v| status_storage(v) == Some(i128::from(size)),
-    )
-    .await?;
+    wait_status_storage(&ctx, env, &name, size).await?;
     wait_runtime_machine(
         &ctx,
         &m,
