@@ -135,18 +135,8 @@ struct ControllersArgs {
     /// Store writes (each a batch of binds) in flight per scheduler.
     #[arg(long, default_value_t = 64)]
     scheduler_concurrency: usize,
-    /// Machine scheduler in reservation mode (IEP-11): a Reservation per unbound Machine,
-    /// bound only where a pool accepted it; pools without reservations are the best-effort
-    /// fallback.
-    #[arg(long)]
-    reservations: bool,
-    /// Reservation mode: how long to wait for the pools' answers before falling back.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    reservation_timeout: Duration,
-    /// Reservation mode: how many pools a Machine's Reservation asks at once, most free
-    /// first (0: every pool).
-    #[arg(long, default_value_t = 0)]
-    reservation_fanout: usize,
+    #[command(flatten)]
+    reservation: ReservationArgs,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +173,13 @@ struct UpArgs {
     /// Poollet heartbeat / Status probe interval.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     heartbeat_interval: Duration,
+    #[command(flatten)]
+    reservation: ReservationArgs,
+}
+
+/// The machine scheduler's reservation mode, for `up` and `controllers`.
+#[derive(Debug, Args)]
+struct ReservationArgs {
     /// Machine scheduler in reservation mode (IEP-11): a Reservation per unbound Machine,
     /// bound only where a pool accepted it; pools without reservations are the best-effort
     /// fallback.
@@ -195,6 +192,17 @@ struct UpArgs {
     /// first (0: every pool).
     #[arg(long, default_value_t = 0)]
     reservation_fanout: usize,
+}
+
+impl ReservationArgs {
+    /// The reservation mode's settings when `--reservations` is on.
+    fn config(&self) -> Option<scheduler::ReservationConfig> {
+        self.reservations.then(|| scheduler::ReservationConfig {
+            timeout: self.reservation_timeout,
+            fanout: self.reservation_fanout,
+            ..scheduler::ReservationConfig::default()
+        })
+    }
 }
 
 fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
@@ -230,11 +238,7 @@ fn config(args: &UpArgs) -> anyhow::Result<up::UpConfig> {
         status_timeout: args.heartbeat_interval.mul_f64(0.8),
         // IronCore's 50 s grace against its 10 s heartbeat.
         pool_lifecycle_grace: args.heartbeat_interval * 5,
-        reservations: reservation_config(
-            args.reservations,
-            args.reservation_timeout,
-            args.reservation_fanout,
-        ),
+        reservations: args.reservation.config(),
         ..PlaneConfig::default()
     };
     Ok(up::UpConfig {
@@ -255,20 +259,6 @@ fn cancel_on_signals() -> tokio_util::sync::CancellationToken {
         || eprintln!("irikit: interrupted twice: exiting at once"),
     )
 }
-
-/// The reservation mode's settings when `--reservations` is on.
-fn reservation_config(
-    on: bool,
-    timeout: Duration,
-    fanout: usize,
-) -> Option<scheduler::ReservationConfig> {
-    on.then(|| scheduler::ReservationConfig {
-        timeout,
-        fanout,
-        ..scheduler::ReservationConfig::default()
-    })
-}
-
 /// `irikit controllers`: both schedulers and the pool-liveness controller until `cancel`.
 async fn controllers(
     args: ControllersArgs,
@@ -287,13 +277,9 @@ async fn controllers(
             concurrency: args.scheduler_concurrency.max(1),
             ..scheduler::Config::default()
         },
-        reservations: reservation_config(
-            args.reservations,
-            args.reservation_timeout,
-            args.reservation_fanout,
-        ),
+        reservations: args.reservation.config(),
     };
-    tracing::info!(store = %args.store, grace = ?args.pool_grace_period, reservations = args.reservations, "controllers started");
+    tracing::info!(store = %args.store, grace = ?args.pool_grace_period, reservations = args.reservation.reservations, "controllers started");
     controllers::run(store, config, cancel).await
 }
 
