@@ -1,0 +1,73 @@
+//! The reservation mode's fanout bookkeeping (see [`super::ReservationConfig::fanout`]): which
+//! pools a Machine's own Reservation asks next, and how many Reservations ask each pool now.
+
+use std::time::{Duration, Instant};
+
+use super::{State, pool_supports_reservations};
+use crate::core::Request;
+
+impl State {
+    /// Records that Machine `key`'s Reservation asks `pools` (replacing what it asked).
+    pub(super) fn ask(&mut self, key: &str, pools: Vec<String>) {
+        self.unask(key);
+        for p in &pools {
+            *self.asking.entry(p.clone()).or_default() += 1;
+        }
+        if let Some(w) = self.waiting.get_mut(key) {
+            w.asked = pools;
+        }
+    }
+
+    pub(super) fn unask(&mut self, key: &str) {
+        let Some(w) = self.waiting.get_mut(key) else {
+            return;
+        };
+        for p in std::mem::take(&mut w.asked) {
+            if let Some(n) = self.asking.get_mut(&p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.asking.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// Up to `n` pools to ask for `req`, best first: serving reservations, passing the
+    /// Machine's filters, not in `skip`; not rejecting lately, then most free less asked,
+    /// then by name.
+    pub(super) fn pools_to_ask(
+        &self,
+        req: &Request,
+        n: usize,
+        skip: &[String],
+        now: Instant,
+    ) -> Vec<String> {
+        let mut ranked: Vec<(bool, i128, &str)> = self
+            .pools
+            .iter()
+            .filter(|(name, pool)| pool_supports_reservations(pool) && !skip.contains(name))
+            .filter_map(|(name, _)| {
+                let free = self.cache.eligible(name, req)?;
+                let asked = self.asking.get(name).copied().unwrap_or(0);
+                let rejecting = self
+                    .rejected_at
+                    .get(name)
+                    .is_some_and(|at| now.saturating_duration_since(*at) < REJECTED_LATELY);
+                Some((
+                    rejecting,
+                    free - i128::try_from(asked).unwrap_or(i128::MAX),
+                    name.as_str(),
+                ))
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+        ranked
+            .into_iter()
+            .take(n)
+            .map(|(_, _, name)| name.to_owned())
+            .collect()
+    }
+}
+
+/// How long a pool's rejection puts it after the others when choosing pools to ask.
+const REJECTED_LATELY: Duration = Duration::from_secs(1);
