@@ -1,7 +1,10 @@
 //! The reservation mode's fanout bookkeeping (see [`super::ReservationConfig::fanout`]): which
 //! pools a Machine's own Reservation asks next, and how many Reservations ask each pool now.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use super::{State, pool_supports_reservations};
 use crate::core::Request;
@@ -42,32 +45,46 @@ impl State {
         skip: &[String],
         now: Instant,
     ) -> Vec<String> {
-        let mut ranked: Vec<(bool, i128, &str)> = self
+        let candidates = self
             .pools
             .iter()
             .filter(|(name, pool)| pool_supports_reservations(pool) && !skip.contains(name))
-            .filter_map(|(name, _)| {
-                let free = self.cache.eligible(name, req)?;
-                let asked = self.asking.get(name).copied().unwrap_or(0);
-                let rejecting = self
-                    .rejected_at
-                    .get(name)
-                    .is_some_and(|at| now.saturating_duration_since(*at) < REJECTED_LATELY);
-                Some((
-                    rejecting,
-                    free - i128::try_from(asked).unwrap_or(i128::MAX),
-                    name.as_str(),
-                ))
-            })
-            .collect();
-        ranked.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
-        ranked
-            .into_iter()
-            .take(n)
-            .map(|(_, _, name)| name.to_owned())
-            .collect()
+            .filter_map(|(name, _)| Some((name.as_str(), self.cache.eligible(name, req)?)));
+        let mut order = ask_order(candidates, &self.asking, &self.rejected_at, now);
+        order.truncate(n);
+        order
     }
 }
 
 /// How long a pool's rejection puts it after the others when choosing pools to ask.
-const REJECTED_LATELY: Duration = Duration::from_secs(1);
+pub const REJECTED_LATELY: Duration = Duration::from_secs(1);
+
+/// The order in which to ask `candidates` (pool name, free capacity) to hold a reservation,
+/// as the reservation-mode scheduler and a machine broker ask theirs: pools that rejected one
+/// within [`REJECTED_LATELY`] of `now` last; then the most free less the reservations asking
+/// the pool now (`asking`); then by name.
+pub fn ask_order<'a>(
+    candidates: impl Iterator<Item = (&'a str, i128)>,
+    asking: &HashMap<String, usize>,
+    rejected_at: &HashMap<String, Instant>,
+    now: Instant,
+) -> Vec<String> {
+    let mut ranked: Vec<(bool, i128, &str)> = candidates
+        .map(|(name, free)| {
+            let asked = asking.get(name).copied().unwrap_or(0);
+            let rejecting = rejected_at
+                .get(name)
+                .is_some_and(|at| now.saturating_duration_since(*at) < REJECTED_LATELY);
+            (
+                rejecting,
+                free - i128::try_from(asked).unwrap_or(i128::MAX),
+                name,
+            )
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
+    ranked
+        .into_iter()
+        .map(|(_, _, name)| name.to_owned())
+        .collect()
+}

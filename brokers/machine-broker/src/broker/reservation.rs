@@ -22,9 +22,6 @@ fn supports_reservations(p: &MachinePool) -> bool {
         == Some("true")
 }
 
-/// How long a lower pool's rejection puts it after the others when choosing pools to ask.
-const REJECTED_LATELY: Duration = Duration::from_secs(1);
-
 /// The broker's open asks of some pools, counted while it lives.
 struct Asking<'a> {
     counts: &'a Mutex<HashMap<String, usize>>,
@@ -365,14 +362,13 @@ impl Broker {
     /// second after the others; most allocatable machines of `r`'s classes less the
     /// broker's open asks first; then by name.
     fn spread(&self, r: &Reservation, pools: &[MachinePool]) -> Vec<String> {
-        let now = Instant::now();
         let rejected = self
             .rejected_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner);
         let classes = r.class_counts();
-        let mut scored: Vec<(bool, i128, &str)> = pools
+        let candidates = pools
             .iter()
             .filter(|p| supports_reservations(p) && r.targets(&p.metadata.name))
             .map(|p| {
@@ -386,19 +382,9 @@ impl Broker {
                     })
                     .min()
                     .unwrap_or(0);
-                let busy = asking.get(&p.metadata.name).copied().unwrap_or(0);
-                let rejecting = rejected
-                    .get(&p.metadata.name)
-                    .is_some_and(|at| now.saturating_duration_since(*at) < REJECTED_LATELY);
-                (
-                    rejecting,
-                    free - i128::try_from(busy).unwrap_or(i128::MAX),
-                    p.metadata.name.as_str(),
-                )
-            })
-            .collect();
-        scored.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
-        scored.into_iter().map(|(_, _, n)| n.to_owned()).collect()
+                (p.metadata.name.as_str(), free)
+            });
+        scheduler::reservation::ask_order(candidates, &asking, &rejected, Instant::now())
     }
 
     /// Narrows accepted lower Reservation `r` to its first accepted pool (by name), so that
