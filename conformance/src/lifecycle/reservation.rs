@@ -173,7 +173,7 @@ async fn wait_supported(ctx: &Ctx, env: &Env, pool: &str, want: bool) -> anyhow:
 }
 
 /// Records the states `pool` reported for Reservation `namespace/name`, from a store watch.
-fn record_states(
+async fn record_states(
     env: &Env,
     namespace: &str,
     name: &str,
@@ -186,10 +186,9 @@ fn record_states(
     let store = env.store().clone();
     let (namespace, name, pool) = (namespace.to_owned(), name.to_owned(), pool.to_owned());
     let out = seen.clone();
+    // The revision is read before the case writes anything: every later state is recorded.
+    let rev = store.revision().await.unwrap_or(0);
     let task = tokio::spawn(async move {
-        let Ok(rev) = store.revision().await else {
-            return;
-        };
         let Ok(mut stream) = store.watch(Some(Kind::Reservation), rev).await else {
             return;
         };
@@ -230,7 +229,7 @@ fn bound_where_reserved(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
         let (env, side) = supported_side(&ctx).await?;
         let name = machine_name(&ctx, "");
         let class = free_class(&ctx, env).await?;
-        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool);
+        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool).await;
         let mut m = Machine {
             metadata: case_meta(&ctx, env, &name),
             ..Machine::default()
@@ -355,7 +354,7 @@ fn all_rejected_unbound(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
             iri_spec::keys::TOPOLOGY_ZONE_LABEL.to_owned(),
             side.pool.clone(),
         );
-        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool);
+        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool).await;
         env.store().create_typed(m).await?;
         let res = async {
             let event = out_of_capacity(&ctx, env, &name).await?;
