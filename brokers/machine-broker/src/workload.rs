@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use iri_mock::classes::MachineClassConfig;
 use irikit_api::{
     ListOptions, Resource as _, StoreExt as _,
@@ -99,6 +100,16 @@ pub fn machine(namespace: &str, name: &str) -> Machine {
     }
 }
 
+/// The `q` quantile (0..=1) of sorted `samples`, nearest rank.
+fn quantile(samples: &[Duration], q: f64) -> Option<Duration> {
+    let n = samples.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    Some(samples[rank - 1])
+}
+
 /// What became of the Machines of one run.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -115,6 +126,8 @@ pub struct Outcome {
     pub per_pool: BTreeMap<String, usize>,
     /// Time from apply to Running, per running Machine, sorted.
     pub time_to_running: Vec<Duration>,
+    /// Time from apply to the bind, per bound Machine, sorted.
+    pub time_to_bind: Vec<Duration>,
     /// From the first apply to the last bind.
     pub bind_span: Duration,
     /// Wall time of the run.
@@ -124,13 +137,12 @@ pub struct Outcome {
 impl Outcome {
     /// The `q` quantile (0..=1) of time to Running (`None` when nothing ran).
     pub fn ttr_quantile(&self, q: f64) -> Option<Duration> {
-        if self.time_to_running.is_empty() {
-            return None;
-        }
-        let n = self.time_to_running.len();
-        // Nearest rank.
-        let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-        Some(self.time_to_running[rank - 1])
+        quantile(&self.time_to_running, q)
+    }
+
+    /// The `q` quantile (0..=1) of time to the bind (`None` when nothing was bound).
+    pub fn ttb_quantile(&self, q: f64) -> Option<Duration> {
+        quantile(&self.time_to_bind, q)
     }
 
     /// Running Machines per second (those Running over the time the last one took).
@@ -164,6 +176,13 @@ pub async fn run(
     deadline: Duration,
 ) -> anyhow::Result<Outcome> {
     let store = hierarchy.upper().store().clone();
+    // The observer watches the upper store from before the first apply, so that every bind
+    // and every Running is timed when it is written, not when a poll happens to see it.
+    let from = store.revision().await?;
+    let mut events = store
+        .watch(Some(Machine::KIND), from)
+        .await
+        .context("watching the upper Machines")?;
     let start = Instant::now();
     let mut applied = BTreeMap::new();
     for i in 0..n {
@@ -177,28 +196,34 @@ pub async fn run(
     let mut running_at: BTreeMap<String, Duration> = BTreeMap::new();
     let mut bound_at: BTreeMap<String, Duration> = BTreeMap::new();
     let mut last_change = Instant::now();
-    let last = loop {
-        let (machines, _) = store
-            .list_typed::<Machine>(&ListOptions::default().in_namespace(namespace))
-            .await?;
+    while running_at.len() < n && start.elapsed() < deadline {
+        let quiet = settle.saturating_sub(last_change.elapsed());
+        let left = deadline.saturating_sub(start.elapsed());
+        let event = match tokio::time::timeout(quiet.min(left), events.next()).await {
+            Err(_) => break,
+            Ok(None) => anyhow::bail!("the upper store's Machine watch ended"),
+            Ok(Some(event)) => event.context("watching the upper Machines")?,
+        };
         let now = start.elapsed();
-        for m in &machines {
-            let name = &m.metadata.name;
-            if m.spec.machine_pool_ref.is_some() && !bound_at.contains_key(name) {
-                bound_at.insert(name.clone(), now);
-                last_change = Instant::now();
-            }
-            if m.status.state == "Running" && !running_at.contains_key(name) {
-                running_at.insert(name.clone(), now);
-                last_change = Instant::now();
-            }
+        let Some(m) = Machine::from_object(event.object) else {
+            continue;
+        };
+        if m.metadata.namespace != namespace {
+            continue;
         }
-        if running_at.len() == n || last_change.elapsed() >= settle || start.elapsed() >= deadline {
-            break machines;
+        let name = &m.metadata.name;
+        if m.spec.machine_pool_ref.is_some() && !bound_at.contains_key(name) {
+            bound_at.insert(name.clone(), now);
+            last_change = Instant::now();
         }
-        // Polling the upper store, as an observer outside the plane would.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        if m.status.state == "Running" && !running_at.contains_key(name) {
+            running_at.insert(name.clone(), now);
+            last_change = Instant::now();
+        }
+    }
+    let (last, _) = store
+        .list_typed::<Machine>(&ListOptions::default().in_namespace(namespace))
+        .await?;
     let mut outcome = Outcome {
         machines: n,
         wall: start.elapsed(),
@@ -222,6 +247,11 @@ pub async fn run(
         .filter_map(|(name, at)| applied.get(name).map(|t0| at.saturating_sub(*t0)))
         .collect();
     outcome.time_to_running.sort();
+    outcome.time_to_bind = bound_at
+        .iter()
+        .filter_map(|(name, at)| applied.get(name).map(|t0| at.saturating_sub(*t0)))
+        .collect();
+    outcome.time_to_bind.sort();
     outcome.bind_span = bound_at.values().max().copied().unwrap_or_default();
     Ok(outcome)
 }

@@ -275,6 +275,9 @@ struct Inner {
 
 /// How long a boot waits for the console pump to reach the VM's serial socket.
 const CONSOLE_CONNECT: Duration = Duration::from_secs(2);
+/// How long a new machine waits for a warm VMM that is being started when none is ready
+/// (one that takes longer than this is slower than starting one: the machine does that).
+const WARM_WAIT: Duration = Duration::from_millis(50);
 
 /// The runtime. Cheap to clone.
 #[derive(Clone)]
@@ -309,7 +312,7 @@ enum VolumeSource {
 impl Runtime {
     /// Load the stored machines, adopt VMMs that still run, and start a worker per machine.
     pub async fn start(cfg: Config, vmm: Arc<dyn Vmm>, token: CancellationToken) -> Result<Self> {
-        let store = Store::open(cfg.state_dir.join("machines"))?;
+        let store = Store::open_with_spares(cfg.state_dir.join("machines"))?;
         let records = store.load_all()?;
         let reservations = reservation::Reservations::open(cfg.state_dir.join("reservations"))?;
         let consoles =

@@ -90,11 +90,13 @@ async fn one(
     anyhow::ensure!(failures.is_empty(), "{name}: {failures:?}");
     let _ = writeln!(
         out,
-        "{name:<12} machines={} running={} misplaced={} unbound={} ttr_p50={} ttr_p99={} binds/s={:.1} running/s={:.1} wall={:.1}s per_pool={:?}",
+        "{name:<12} machines={} running={} misplaced={} unbound={} ttb_p50={} ttb_p99={} ttr_p50={} ttr_p99={} binds/s={:.1} running/s={:.1} wall={:.1}s per_pool={:?}",
         outcome.machines,
         outcome.running,
         outcome.misplaced,
         outcome.unbound,
+        ms(outcome.ttb_quantile(0.5)),
+        ms(outcome.ttb_quantile(0.99)),
         ms(outcome.ttr_quantile(0.5)),
         ms(outcome.ttr_quantile(0.99)),
         outcome.binds_per_sec(),

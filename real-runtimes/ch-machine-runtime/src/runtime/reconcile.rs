@@ -25,7 +25,7 @@ impl Runtime {
             && record.spec.power == machine::Power::On as i32
             && !paths.dir.exists()
         {
-            warm = pool.take(&paths.dir);
+            warm = pool.take_or_wait(&paths.dir, WARM_WAIT).await;
         }
         if !paths.dir.join("disks").is_dir()
             && let Err(e) = private_dirs(&paths.dir)

@@ -6,7 +6,6 @@ use std::{
     io::Write as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 /// A serial port in mode `Socket`: a listener with at most one client.
@@ -41,9 +40,20 @@ impl SerialSocket {
             Arc::clone(&socket.stop),
         );
         std::thread::spawn(move || {
+            // Sleeps in poll(2) until a client connects (as CH's epoll loop does; a thread
+            // waking every few milliseconds per VM costs a host of many VMs real CPU), and
+            // looks at `stop` at least every 100 ms.
+            let timeout = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
             while !st.load(Ordering::Relaxed) {
-                if !Self::accept(&l, &c, &e) {
-                    std::thread::sleep(Duration::from_millis(2));
+                let mut fds = [rustix::event::PollFd::new(
+                    l.as_ref(),
+                    rustix::event::PollFlags::IN,
+                )];
+                if matches!(rustix::event::poll(&mut fds, Some(&timeout)), Ok(n) if n > 0) {
+                    Self::accept(&l, &c, &e);
                 }
             }
         });
@@ -52,11 +62,19 @@ impl SerialSocket {
 
     /// Take a pending connection as the client (replacing the previous one, as CH does);
     /// whether there was one.
+    ///
+    /// The client lock is held from before the accept until the new client is stored: a
+    /// [`SerialSocket::write`] on another thread that finds the backlog empty then also finds
+    /// the client this thread took from it (without the lock, output written in between was
+    /// dropped, and a console pump that connected before `vm.boot` missed the banner).
     pub(super) fn accept(
         listener: &std::os::unix::net::UnixListener,
         client: &Arc<Mutex<Option<std::os::unix::net::UnixStream>>>,
         echo: &Arc<std::sync::atomic::AtomicBool>,
     ) -> bool {
+        let mut current = client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok((stream, _)) = listener.accept() else {
             return false;
         };
@@ -64,13 +82,10 @@ impl SerialSocket {
         let Ok(reader) = stream.try_clone() else {
             return true;
         };
-        let previous = client
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .replace(stream);
-        if let Some(previous) = previous {
+        if let Some(previous) = current.replace(stream) {
             let _ = previous.shutdown(std::net::Shutdown::Both);
         }
+        drop(current);
         let (c, e) = (Arc::clone(client), Arc::clone(echo));
         std::thread::spawn(move || Self::read(reader, &c, &e));
         true
@@ -128,6 +143,39 @@ impl Drop for SerialSocket {
             .take()
         {
             let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read as _, time::Duration};
+
+    use super::*;
+
+    /// A client that connected before the guest wrote gets what it wrote, every time, even
+    /// while the accept thread is taking the connection at that very moment.
+    #[test]
+    fn a_client_connected_before_output_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.sock");
+        let socket = SerialSocket::bind(&path).unwrap();
+        for round in 0..2000u32 {
+            let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            // Let the accept thread take the connection at a different point each round.
+            if round % 7 == 0 {
+                std::thread::sleep(Duration::from_micros(u64::from(round % 2000)));
+            }
+            let line = format!("PVH-HELLO {round}\n");
+            socket.write(line.as_bytes());
+            let mut got = vec![0u8; line.len()];
+            client
+                .read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("round {round}: the banner was lost: {e}"));
+            assert_eq!(got, line.as_bytes(), "round {round}");
         }
     }
 }
