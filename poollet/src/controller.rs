@@ -417,6 +417,16 @@ impl ObjectCache {
             .cloned()
     }
 
+    /// `f` of the cached object under `key`, under the read lock (no clone of the object);
+    /// `None` when there is none.
+    pub fn with<T>(&self, key: &ObjectRef, f: impl FnOnce(&Object) -> T) -> Option<T> {
+        self.objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .map(f)
+    }
+
     /// Every cached object.
     pub fn list(&self) -> Vec<Object> {
         self.objects

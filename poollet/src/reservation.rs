@@ -491,15 +491,22 @@ impl ReservationReconciler {
         for s in listed.iter().filter_map(seen) {
             live.insert(s.uid.clone());
             let key = ObjectRef::new(s.namespace.clone(), s.name.clone());
-            let api = self.cache.get(&key).and_then(Reservation::from_object);
-            match api {
-                Some(api)
-                    if api.metadata.uid == s.uid
-                        && !api.metadata.is_deleting()
-                        && api.targets(&self.config.pool_name) =>
+            // What the relist needs of the cached Reservation, read under the cache's lock (a
+            // relist every period per poollet must not clone every Reservation).
+            let api = self.cache.with(&key, |obj| match obj {
+                Object::Reservation(r)
+                    if r.metadata.uid == s.uid
+                        && !r.metadata.is_deleting()
+                        && r.targets(&self.config.pool_name) =>
                 {
+                    Some(r.pool_state(&self.config.pool_name))
+                }
+                _ => None,
+            });
+            match api.flatten() {
+                Some(api_state) => {
                     let state = ReservationState::from_iri(s.state);
-                    if self.observe(s) || state != api.pool_state(&self.config.pool_name) {
+                    if self.observe(s) || state != api_state {
                         keys.push(key);
                     }
                 }
@@ -521,11 +528,10 @@ impl ReservationReconciler {
             .collect();
         for uid in gone {
             self.runtime().remove(&uid);
-            for obj in self.cache.list() {
-                if obj.metadata().uid == uid {
-                    keys.push(ObjectRef::of(&obj));
-                }
-            }
+            keys.extend(
+                self.cache
+                    .filter_map(|obj| (obj.metadata().uid == uid).then(|| ObjectRef::of(obj))),
+            );
         }
         // Every runtime reservation is now known (those of a synced cache's Reservations were
         // recorded, the others released), unless a create ended in doubt meanwhile.
@@ -533,15 +539,16 @@ impl ReservationReconciler {
             self.complete.store(true, Ordering::Release);
         }
         // Reservations asking this pool that it has not answered yet (missed events).
-        for obj in self.cache.list() {
-            if let Some(r) = Reservation::from_object(obj.clone())
-                && r.targets(&self.config.pool_name)
-                && r.pool_state(&self.config.pool_name).is_none()
-                && !r.metadata.is_deleting()
+        keys.extend(self.cache.filter_map(|obj| match obj {
+            Object::Reservation(r)
+                if r.targets(&self.config.pool_name)
+                    && r.pool_state(&self.config.pool_name).is_none()
+                    && !r.metadata.is_deleting() =>
             {
-                keys.push(ObjectRef::of(&obj));
+                Some(ObjectRef::of(obj))
             }
-        }
+            _ => None,
+        }));
         Ok(keys)
     }
 
