@@ -238,7 +238,10 @@ async fn impossible_sizes_and_too_many_devices_are_refused() {
                 .collect()
         })
         .unwrap_or_default();
-    assert!(left.is_empty(), "a refused machine left state behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "a refused machine left state behind: {left:?}"
+    );
 
     // Attach one device after another until the VMM's slots are used up.
     let id = common::create_running(&mut client, vec![]).await;
