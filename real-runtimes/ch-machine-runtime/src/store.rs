@@ -578,21 +578,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let store = Store::open(dir.path().join("m")).unwrap_or_else(|e| panic!("{e}"));
         let record = |seq: u64, state: i32| MachineRecord {
-            id: "abc".into(),
-            created_at: 1,
-            deleted_at: 0,
-            generation: 0,
-            observed_generation: 0,
-            labels: HashMap::new(),
-            annotations: HashMap::new(),
-            spec: machine::MachineSpec::default(),
-            want_boot: false,
-            vmm: None,
-            disks: vec![],
             state,
-            volume_status: vec![],
-            nic_status: vec![],
-            seq,
+            ..bare_record("abc", seq)
         };
         let load = |store: &Store| {
             let all = store.load_all().unwrap_or_else(|e| panic!("{e}"));
