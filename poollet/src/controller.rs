@@ -592,10 +592,8 @@ pub(crate) async fn sleep_or_cancel(delay: Duration, token: &CancellationToken) 
 impl WorkQueue<ObjectRef> {
     /// Queues every object in `cache` for which `pred` holds.
     pub(crate) fn add_matching(&self, cache: &ObjectCache, pred: impl Fn(&Object) -> bool) {
-        for obj in cache.list() {
-            if pred(&obj) {
-                self.add(ObjectRef::of(&obj));
-            }
+        for key in cache.filter_map(|obj| pred(obj).then(|| ObjectRef::of(obj))) {
+            self.add(key);
         }
     }
 }
