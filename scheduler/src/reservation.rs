@@ -947,7 +947,7 @@ const COMPONENT: &str = MachineFlavor::COMPONENT;
 mod fanout;
 mod spec;
 
-pub use fanout::{REJECTED_LATELY, ask_order};
+pub use fanout::{REJECTED_LATELY, ask_order, ranked_asks};
 
 use spec::{is_own, owned_by, owner_name};
 pub use spec::{local_storage_bytes, pool_supports_reservations, reservation_for};

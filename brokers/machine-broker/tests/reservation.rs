@@ -49,10 +49,15 @@ async fn seed(store: &dyn Store) {
         let created = store.create_typed(p).await.unwrap();
         let mut with_status = created.clone();
         with_status.status.state = "Ready".to_owned();
-        with_status.status.capacity.insert(
-            "class/machine.x3-small".to_owned(),
-            irikit_api::Quantity::from_int(10, irikit_api::quantity::Format::DecimalSI),
-        );
+        for list in [
+            &mut with_status.status.capacity,
+            &mut with_status.status.allocatable,
+        ] {
+            list.insert(
+                "class/machine.x3-small".to_owned(),
+                irikit_api::Quantity::from_int(10, irikit_api::quantity::Format::DecimalSI),
+            );
+        }
         store
             .update_status(with_status.into_object())
             .await
@@ -249,11 +254,31 @@ async fn check(store: Arc<dyn Store>) {
     let lower: Reservation = store.get_typed(NS, &over).await.unwrap();
     assert_eq!(
         lower.spec.pools,
-        ["p2"],
-        "p1 rejected, so p2 was asked next"
+        ["p1"],
+        "p1 holds the reservation that fits (9 free, p2 10): p2 was asked first, rejected, \
+         then p1"
     );
     let (disk, state) = create(&mut c, reservation(1, 20 << 30, "disk")).await;
     assert_eq!(state, S::ReservationRejected as i32);
+
+    // No pool looks able to accept (nothing allocatable by their status): every pool is asked
+    // in one turn instead of one after another.
+    for pool in ["p1", "p2"] {
+        let mut p: MachinePool = store.get_typed("", pool).await.unwrap();
+        p.status.allocatable.insert(
+            "class/machine.x3-small".to_owned(),
+            irikit_api::Quantity::from_int(0, irikit_api::quantity::Format::DecimalSI),
+        );
+        store.update_status(p.into_object()).await.unwrap();
+    }
+    let (full, state) = create(&mut c, reservation(3, 0, "full")).await;
+    assert_eq!(state, S::ReservationRejected as i32);
+    let lower: Reservation = store.get_typed(NS, &full).await.unwrap();
+    assert!(
+        lower.spec.pools.is_empty(),
+        "asked every pool at once: {:?}",
+        lower.spec.pools
+    );
 
     // Undecided within the timeout: PENDING; the decision travels up later.
     let (pending, state) = create(&mut c, reservation(1, 0, "silent")).await;

@@ -69,6 +69,19 @@ pub fn ask_order<'a>(
     rejected_at: &HashMap<String, Instant>,
     now: Instant,
 ) -> Vec<String> {
+    ranked_asks(candidates, asking, rejected_at, now).0
+}
+
+/// [`ask_order`], and how many of its first pools look able to accept: free capacity left
+/// after the asks and not rejecting lately. The others (full by their last status, or
+/// rejecting) most likely reject; one asking pools in turns asks those all in one last turn
+/// instead of one by one.
+pub fn ranked_asks<'a>(
+    candidates: impl Iterator<Item = (&'a str, i128)>,
+    asking: &HashMap<String, usize>,
+    rejected_at: &HashMap<String, Instant>,
+    now: Instant,
+) -> (Vec<String>, usize) {
     let mut ranked: Vec<(bool, i128, &str)> = candidates
         .map(|(name, free)| {
             let asked = asking.get(name).copied().unwrap_or(0);
@@ -83,8 +96,46 @@ pub fn ask_order<'a>(
         })
         .collect();
     ranked.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.2.cmp(b.2)));
-    ranked
+    let promising = ranked
+        .iter()
+        .take_while(|(rejecting, free, _)| !rejecting && *free > 0)
+        .count();
+    let order = ranked
         .into_iter()
         .map(|(_, _, name)| name.to_owned())
-        .collect()
+        .collect();
+    (order, promising)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_pools_come_first_and_count_as_promising() {
+        let now = Instant::now();
+        let asking = HashMap::from([("busy".to_owned(), 2)]);
+        let rejected_at = HashMap::from([("rejecting".to_owned(), now)]);
+        let candidates = [
+            ("full", 0),
+            ("busy", 2),
+            ("rejecting", 9),
+            ("free", 3),
+            ("freest", 5),
+        ];
+        let (order, promising) = ranked_asks(candidates.into_iter(), &asking, &rejected_at, now);
+        // Most free first; "busy" has 2 free less 2 being asked; the rejecting one last
+        // however free it looks.
+        assert_eq!(order, ["freest", "free", "busy", "full", "rejecting"]);
+        assert_eq!(promising, 2, "only freest and free look able to accept");
+        assert_eq!(
+            ask_order(candidates.into_iter(), &asking, &rejected_at, now),
+            order
+        );
+        // A rejection more than REJECTED_LATELY ago no longer counts.
+        let later = now + REJECTED_LATELY;
+        let (order, promising) = ranked_asks(candidates.into_iter(), &asking, &rejected_at, later);
+        assert_eq!(order, ["rejecting", "freest", "free", "busy", "full"]);
+        assert_eq!(promising, 3);
+    }
 }

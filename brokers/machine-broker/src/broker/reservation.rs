@@ -263,9 +263,11 @@ impl Broker {
     ) -> Result<(Reservation, rsv::ReservationState)> {
         let deadline = tokio::time::Instant::now() + self.config.reservation_decision_timeout;
         let selected = !self.config.pool_selector.is_empty();
-        let candidates = self.spread(&lower, pools);
+        let held = self.held().await?;
+        let (candidates, promising) = self.spread(&lower, pools, &held);
         let fanout = self.config.reservation_fanout;
-        let mut next = if fanout > 0 && candidates.len() > fanout {
+        // In turns (fanout) unless no pool looks able to accept: then all at once.
+        let mut next = if fanout > 0 && candidates.len() > fanout && promising > 0 {
             lower.spec.pools = candidates[..fanout].to_vec();
             fanout
         } else {
@@ -302,11 +304,14 @@ impl Broker {
                     return Ok((self.keep_first_accepted(current).await?, state));
                 }
                 rsv::ReservationState::ReservationRejected if next < candidates.len() => {
-                    let ask: Vec<String> = candidates[next..]
-                        .iter()
-                        .take(fanout.max(1))
-                        .cloned()
-                        .collect();
+                    // In turns while pools look free; the ones that look full or rejected
+                    // lately all in one last turn.
+                    let width = if next < promising {
+                        fanout.max(1)
+                    } else {
+                        candidates.len()
+                    };
+                    let ask: Vec<String> = candidates[next..].iter().take(width).cloned().collect();
                     next += ask.len();
                     debug!(reservation = %name, pools = ?ask, "all asked pools rejected; asking the next");
                     asking.push(Asking::new(&self.asking, &ask));
@@ -357,16 +362,50 @@ impl Broker {
         }
     }
 
+    /// Lower pool → the broker's lower Reservations it holds now (Accepted there, not yet
+    /// Bound, not deleting). A pool's allocatable counts the Machines bound to it but not the
+    /// holds: a leaf whose every slot is held looks free until its Machines arrive, and
+    /// Reservations asked one pool at a time would walk through every such leaf.
+    async fn held(&self) -> Result<HashMap<String, usize>> {
+        let (reservations, _) = self
+            .store
+            .list_typed::<Reservation>(&self.managed_list())
+            .await?;
+        let mut held: HashMap<String, usize> = HashMap::new();
+        for r in reservations.iter().filter(|r| !r.metadata.is_deleting()) {
+            for p in &r.status.pools {
+                if p.state == ReservationState::Accepted && r.targets(&p.name) {
+                    *held.entry(p.name.clone()).or_default() += 1;
+                }
+            }
+        }
+        Ok(held)
+    }
+
     /// The pools lower Reservation `r` may ask, in the order to ask them: serving
     /// reservations, among those `r` targets; those that rejected a reservation in the last
     /// second after the others; most allocatable machines of `r`'s classes less the
-    /// broker's open asks first; then by name.
-    fn spread(&self, r: &Reservation, pools: &[MachinePool]) -> Vec<String> {
+    /// broker's open asks and the holds there (`held`) first; then by name.
+    /// Also returns how many of the first look able to accept
+    /// ([`scheduler::reservation::ranked_asks`]).
+    fn spread(
+        &self,
+        r: &Reservation,
+        pools: &[MachinePool],
+        held: &HashMap<String, usize>,
+    ) -> (Vec<String>, usize) {
         let rejected = self
             .rejected_at
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut asking = self
+            .asking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for (pool, n) in held {
+            *asking.entry(pool.clone()).or_default() += n;
+        }
         let classes = r.class_counts();
         let candidates = pools
             .iter()
@@ -384,7 +423,7 @@ impl Broker {
                     .unwrap_or(0);
                 (p.metadata.name.as_str(), free)
             });
-        scheduler::reservation::ask_order(candidates, &asking, &rejected, Instant::now())
+        scheduler::reservation::ranked_asks(candidates, &asking, &rejected, Instant::now())
     }
 
     /// Narrows accepted lower Reservation `r` to its first accepted pool (by name), so that
