@@ -73,17 +73,6 @@ fn spawn_with(
     tokio::spawn(async move { sched.run(cancel).await.unwrap() })
 }
 
-/// The scheduler asking one pool at a time (fanout 1).
-fn spawn_in_turns(store: &Arc<dyn Store>) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let cancel = CancellationToken::new();
-    let config = ReservationConfig {
-        fanout: 1,
-        ..config()
-    };
-    let task = spawn_with(store, &cancel, config);
-    (cancel, task)
-}
-
 /// Polls (on every store change, with a deadline) until `check` returns `Some`.
 async fn eventually<T, F, Fut>(store: &Arc<dyn Store>, what: &str, check: F) -> T
 where
@@ -419,7 +408,15 @@ async fn asks_in_turns(store: Arc<dyn Store>) {
     store.create(pool("p2", 10, Some(true))).await.unwrap();
     store.create(pool("p3", 50, Some(true))).await.unwrap();
     store.create_typed(machine("m1")).await.unwrap();
-    let (cancel, task) = spawn_in_turns(&store);
+    let cancel = CancellationToken::new();
+    let task = spawn_with(
+        &store,
+        &cancel,
+        ReservationConfig {
+            fanout: 1,
+            ..config()
+        },
+    );
     let r = eventually(&store, "m1's Reservation", |s| async move {
         get_reservation(&s, "m1").await
     })
@@ -455,7 +452,15 @@ async fn asks_the_rejecting_pools_in_one_turn(store: Arc<dyn Store>) {
         store.create(pool(name, free, Some(true))).await.unwrap();
     }
     store.create_typed(machine("m1")).await.unwrap();
-    let (cancel, task) = spawn_in_turns(&store);
+    let cancel = CancellationToken::new();
+    let task = spawn_with(
+        &store,
+        &cancel,
+        ReservationConfig {
+            fanout: 1,
+            ..config()
+        },
+    );
     for (pool, next) in [("p3", Some("p2")), ("p2", Some("p1")), ("p1", None)] {
         eventually(&store, "m1 asks the next pool", |s| async move {
             get_reservation(&s, "m1")
