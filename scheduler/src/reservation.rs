@@ -82,8 +82,7 @@ pub struct ReservationConfig {
     /// every pool, `spec.pools: []`). The pools are asked most free first (free capacity
     /// less the Reservations this scheduler is asking them right now; pools that rejected
     /// in the last second after the others); when every asked pool rejected, `spec.pools`
-    /// moves on to the next ones, or to all the rest at once when none of them looks able to
-    /// accept (rejecting lately, or nothing free less the asks). Fewer asks mean fewer holds that block other Machines
+    /// moves on to the next ones. Fewer asks mean fewer holds that block other Machines
     /// while a decision travels (IEP-11 through brokers).
     pub fanout: usize,
 }

@@ -443,56 +443,8 @@ async fn asks_in_turns(store: Arc<dyn Store>) {
     task.await.unwrap();
 }
 
-/// With a fanout, pools that just rejected are asked after the others; when every pool
-/// rejected a moment ago, a new Machine's Reservation asks them all in one turn instead of
-/// one after another.
-async fn asks_the_rejecting_pools_in_one_turn(store: Arc<dyn Store>) {
-    store.create(class()).await.unwrap();
-    for (name, free) in [("p1", 5), ("p2", 10), ("p3", 50)] {
-        store.create(pool(name, free, Some(true))).await.unwrap();
-    }
-    store.create_typed(machine("m1")).await.unwrap();
-    let cancel = CancellationToken::new();
-    let task = spawn_with(
-        &store,
-        &cancel,
-        ReservationConfig {
-            fanout: 1,
-            ..config()
-        },
-    );
-    for (pool, next) in [("p3", Some("p2")), ("p2", Some("p1")), ("p1", None)] {
-        eventually(&store, "m1 asks the next pool", |s| async move {
-            get_reservation(&s, "m1")
-                .await
-                .filter(|r| r.spec.pools == [pool])
-        })
-        .await;
-        answer(&store, "m1", pool, ReservationState::Rejected).await;
-        if next.is_none() {
-            break;
-        }
-    }
-    assert_unbound(&store, "m1").await;
-    store.create_typed(machine("m2")).await.unwrap();
-    let r = eventually(&store, "m2's Reservation", |s| async move {
-        get_reservation(&s, "m2").await
-    })
-    .await;
-    let mut asked = r.spec.pools.clone();
-    asked.sort();
-    assert_eq!(
-        asked,
-        ["p1", "p2", "p3"],
-        "every pool rejected lately: all in one turn"
-    );
-    cancel.cancel();
-    task.await.unwrap();
-}
-
 async fn run_all(store: impl Fn() -> futures::future::BoxFuture<'static, Arc<dyn Store>>) {
     asks_in_turns(store().await).await;
-    asks_the_rejecting_pools_in_one_turn(store().await).await;
     binds_where_accepted(store().await).await;
     most_free_accepted(store().await).await;
     all_rejected_stays_unbound(store().await).await;

@@ -37,8 +37,7 @@ impl State {
 
     /// Up to `n` pools to ask for `req`, best first: serving reservations, passing the
     /// Machine's filters, not in `skip`; not rejecting lately, then most free less asked,
-    /// then by name. When none of them looks able to accept ([`ranked_asks`]), all of them
-    /// at once: asked one by one, each would most likely reject in turn.
+    /// then by name.
     pub(super) fn pools_to_ask(
         &self,
         req: &Request,
@@ -51,10 +50,8 @@ impl State {
             .iter()
             .filter(|(name, pool)| pool_supports_reservations(pool) && !skip.contains(name))
             .filter_map(|(name, _)| Some((name.as_str(), self.cache.eligible(name, req)?)));
-        let (mut order, promising) = ranked_asks(candidates, &self.asking, &self.rejected_at, now);
-        if promising > 0 {
-            order.truncate(n);
-        }
+        let mut order = ask_order(candidates, &self.asking, &self.rejected_at, now);
+        order.truncate(n);
         order
     }
 }
