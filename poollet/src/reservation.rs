@@ -491,9 +491,11 @@ impl ReservationReconciler {
         for s in listed.iter().filter_map(seen) {
             live.insert(s.uid.clone());
             let key = ObjectRef::new(s.namespace.clone(), s.name.clone());
-            // What the relist needs of the cached Reservation, read under the cache's lock (a
-            // relist every period per poollet must not clone every Reservation).
-            let api = self.cache.with(&key, |obj| match obj {
+            // The pool's state in the cached Reservation (itself `None` before the pool
+            // answered), when that Reservation is this one, live and asking this pool; read
+            // under the cache's lock (a relist every period per poollet must not clone every
+            // Reservation).
+            let api_state = self.cache.with(&key, |obj| match obj {
                 Object::Reservation(r)
                     if r.metadata.uid == s.uid
                         && !r.metadata.is_deleting()
@@ -503,7 +505,7 @@ impl ReservationReconciler {
                 }
                 _ => None,
             });
-            match api.flatten() {
+            match api_state.flatten() {
                 Some(api_state) => {
                     let state = ReservationState::from_iri(s.state);
                     if self.observe(s) || state != api_state {
