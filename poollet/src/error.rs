@@ -48,6 +48,18 @@ pub enum Error {
     /// The runtime answered with something the poollet cannot use.
     #[error("runtime returned {0}")]
     BadResponse(String),
+    /// The runtime machine the poollet created for a Machine (its `status.machineID`) is
+    /// listed without the labels it was created with: creating another would only add one more
+    /// unlabelled machine on every reconcile.
+    #[error(
+        "runtime machine {machine_id} lost the labels it was created with ({label} missing); not creating another"
+    )]
+    LabelsLost {
+        /// IRI machine id.
+        machine_id: String,
+        /// The label the poollet finds its machines by.
+        label: &'static str,
+    },
     /// The runtime's machine has an annotation the handshake needs missing or malformed.
     #[error("runtime machine {machine_id}: annotation {key:?} missing or not a number")]
     Annotation {

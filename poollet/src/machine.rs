@@ -20,6 +20,12 @@
 //! orphan or duplicate), when the read by id misses, and on restart; the next reconcile lists
 //! by labels again. A create decision is always made on a fresh label list.
 //!
+//! A runtime that drops the labels it is given (the Machine's namespace, name and uid) would
+//! make every reconcile find nothing and create another machine, each leaking: when the
+//! machine `status.machineID` names is still listed without the uid label, the reconcile
+//! records a `RuntimeLabelsLost` Warning and fails (backoff) instead, and the finalizer
+//! deletes that machine as well. IronCore's poollet creates again.
+//!
 //! Two IRI machines with the Machine's UID (a crash between create and status write of an
 //! older poollet, say) are handled: the oldest is kept, the others are deleted.
 
@@ -54,6 +60,7 @@ use crate::{
     runtime::{self, NameLabels, not_found_is_gone, probe_once, reduce},
 };
 
+mod labels;
 mod nic;
 mod status;
 
@@ -168,6 +175,9 @@ pub const REASON_IGNITION_NOT_READY: &str = "IgnitionNotReady";
 pub const REASON_VOLUME_NOT_READY: &str = "VolumeNotReady";
 /// Event reason: a network interface cannot be resolved.
 pub const REASON_NETWORK_INTERFACE_NOT_READY: &str = "NetworkInterfaceNotReady";
+/// Event reason (Warning): the runtime lists the machine created for the Machine without
+/// the labels it was created with; no other machine is created.
+pub const REASON_RUNTIME_LABELS_LOST: &str = "RuntimeLabelsLost";
 /// The component recorded as the source of the poollet's Events.
 pub const EVENT_COMPONENT: &str = "machinepoollet";
 
@@ -533,9 +543,19 @@ impl MachineReconciler {
 
     async fn finalize(&self, m: Machine) -> Result<Action> {
         let uid = m.metadata.uid.clone();
-        let listed = self
+        let mut listed = self
             .list(label_filter(&[(keys::MACHINE_UID_LABEL, &uid)]))
             .await?;
+        // The machine the status names, also when the runtime dropped its labels.
+        if let Some(id) = self.status_id(&m)
+            && !listed.iter().any(|iri| iri.id() == id)
+            && let Some(iri) = self.get_by_id(id).await?
+            && iri
+                .label(keys::MACHINE_UID_LABEL)
+                .is_none_or(|other| other == uid)
+        {
+            listed.push(iri);
+        }
         let mut still_deleting = false;
         for iri in &listed {
             still_deleting |= self.delete(iri.id()).await?;
@@ -916,6 +936,9 @@ impl Reconciler<ObjectRef> for MachineReconciler {
         }
 
         let Some(iri) = iri else {
+            if let Some(lost) = self.created_unlabelled(&m).await? {
+                return self.labels_lost(&m, lost).await;
+            }
             return self.create(&m).await;
         };
         if iri.is_deleting() {

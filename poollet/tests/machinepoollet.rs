@@ -504,6 +504,56 @@ async fn orphans_are_collected_when_their_machine_is_gone_or_replaced() {
 }
 
 #[tokio::test]
+async fn a_runtime_that_drops_labels_gets_one_machine_not_one_per_reconcile() {
+    let mock = MockRuntime::builder()
+        .runtime_name("iri-mock")
+        .mutant(iri_mock::Mutant::LabelsDropped)
+        .start_in_process()
+        .await
+        .unwrap();
+    let store = seeded_store().await;
+    store
+        .create_typed(new_machine("vm-1", "x3-small", Power::On))
+        .await
+        .unwrap();
+    let reconciler = reconciler(&store, &mock);
+    let key = ObjectRef::new(NS, "vm-1");
+    reconciler.reconcile(&key).await.unwrap();
+    assert_eq!(list_all(&mock).await.len(), 1);
+    for _ in 0..5 {
+        let err = reconciler.reconcile(&key).await.unwrap_err();
+        assert!(matches!(err, poollet::Error::LabelsLost { .. }), "{err:?}");
+    }
+    assert_eq!(
+        mock.call_count(Method::CreateMachine),
+        1,
+        "no second machine"
+    );
+    let (events, _) = store
+        .list_typed::<irikit_api::core::Event>(&irikit_api::ListOptions::all())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == poollet::machine::REASON_RUNTIME_LABELS_LOST
+                && e.type_ == "Warning"),
+        "{events:?}"
+    );
+    // Deleting the Machine deletes the machine its status names, labels or not.
+    store.delete(Kind::Machine, NS, "vm-1", None).await.unwrap();
+    for _ in 0..50 {
+        reconciler.reconcile(&key).await.unwrap();
+        if list_all(&mock).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(list_all(&mock).await.is_empty());
+    assert!(mock.call_count(Method::DeleteMachine) >= 1);
+}
+
+#[tokio::test]
 async fn orphans_are_found_by_the_runtime_relist() {
     let mock = MockRuntime::builder().start_in_process().await.unwrap();
     create_on_runtime(&mock, iri_machine("gone-uid", NS, "ghost")).await;

@@ -143,7 +143,31 @@ async fn free_class(ctx: &Ctx, env: &Env) -> anyhow::Result<String> {
             return Ok(class.to_owned());
         }
     }
-    Err(Skip("no machine class has room for one more machine".to_owned()).into())
+    // What takes the room, for the reason: a runtime that loses the poollet's labels makes it
+    // create machines again and again.
+    let machines = ctx.list_machines(None).await.map_or_else(
+        |st| format!("ListMachines failed: {}", st.message()),
+        |l| l.len().to_string(),
+    );
+    let held = ctx
+        .rpc(async { c.list(None).await.map(tonic::Response::new) })
+        .await
+        .map_or_else(
+            |st| format!("ListReservations failed: {}", st.message()),
+            |l| {
+                l.iter()
+                    .filter(|r| {
+                        r.status.as_ref().map(|s| s.state)
+                            == Some(rsv::ReservationState::ReservationAccepted as i32)
+                    })
+                    .count()
+                    .to_string()
+            },
+        );
+    Err(Skip(format!(
+        "no machine class has room for one more machine (the runtime lists {machines} machines and {held} accepted reservations)"
+    ))
+    .into())
 }
 
 /// Waits until the MachinePool `pool` carries `supported=<want>`.
@@ -172,40 +196,89 @@ async fn wait_supported(ctx: &Ctx, env: &Env, pool: &str, want: bool) -> anyhow:
     .map(|_| ())
 }
 
-/// Records the states `pool` reported for Reservation `namespace/name`, from a store watch.
-async fn record_states(
-    env: &Env,
-    namespace: &str,
-    name: &str,
-    pool: &str,
-) -> (
-    Arc<Mutex<Vec<ReservationState>>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let seen: Arc<Mutex<Vec<ReservationState>>> = Arc::default();
-    let store = env.store().clone();
-    let (namespace, name, pool) = (namespace.to_owned(), name.to_owned(), pool.to_owned());
-    let out = seen.clone();
-    // The revision is read before the case writes anything: every later state is recorded.
-    let rev = store.revision().await.unwrap_or(0);
-    let task = tokio::spawn(async move {
-        let Ok(mut stream) = store.watch(Some(Kind::Reservation), rev).await else {
-            return;
-        };
-        while let Some(Ok(ev)) = stream.next().await {
-            if let Some(r) = Reservation::from_object(ev.object)
-                && r.metadata.namespace == namespace
-                && r.metadata.name == name
-                && let Some(state) = r.pool_state(&pool)
-            {
-                let mut seen = out.lock().unwrap_or_else(PoisonError::into_inner);
-                if seen.last() != Some(&state) {
-                    seen.push(state);
+/// What a store watch saw of one Reservation: the states one pool reported, in order, and
+/// whether its deletion has been delivered.
+#[derive(Debug, Default)]
+struct Seen {
+    states: Vec<ReservationState>,
+    deleted: bool,
+}
+
+/// Records what `pool` reported for Reservation `namespace/name`, from a store watch.
+struct Recorder {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start(env: &Env, namespace: &str, name: &str, pool: &str) -> Recorder {
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let store = env.store().clone();
+        let (namespace, name, pool) = (namespace.to_owned(), name.to_owned(), pool.to_owned());
+        let out = seen.clone();
+        // The revision is read before the case writes anything: every later state is recorded.
+        let rev = store.revision().await.unwrap_or(0);
+        let task = tokio::spawn(async move {
+            let Ok(mut stream) = store.watch(Some(Kind::Reservation), rev).await else {
+                return;
+            };
+            while let Some(Ok(ev)) = stream.next().await {
+                let deleted = ev.type_ == store::EventType::Deleted;
+                let Some(r) = Reservation::from_object(ev.object) else {
+                    continue;
+                };
+                if r.metadata.namespace != namespace || r.metadata.name != name {
+                    continue;
                 }
+                let mut seen = out.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(state) = r.pool_state(&pool)
+                    && seen.states.last() != Some(&state)
+                {
+                    seen.states.push(state);
+                }
+                seen.deleted |= deleted;
             }
-        }
-    });
-    (seen, task)
+        });
+        Recorder { seen, task }
+    }
+
+    fn states(&self) -> Vec<ReservationState> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .states
+            .clone()
+    }
+
+    /// The states, once the watch has delivered the deletion: a store read can see the
+    /// Reservation gone before the watch has delivered the pool's last report.
+    async fn states_through_deletion(&self, ctx: &Ctx) -> anyhow::Result<Vec<ReservationState>> {
+        ctx.wait_until(
+            "the store watch to deliver the Reservation's deletion",
+            || async {
+                Ok(
+                    if self
+                        .seen
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .deleted
+                    {
+                        Ok(())
+                    } else {
+                        Err(format!("states so far {:?}", self.states()))
+                    },
+                )
+            },
+        )
+        .await?;
+        Ok(self.states())
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 async fn reservation_gone(ctx: &Ctx, env: &Env, name: &str, why: &str) -> anyhow::Result<()> {
@@ -229,7 +302,7 @@ fn bound_where_reserved(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
         let (env, side) = supported_side(&ctx).await?;
         let name = machine_name(&ctx, "");
         let class = free_class(&ctx, env).await?;
-        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool).await;
+        let recorder = Recorder::start(env, env.namespace(), &name, &side.pool).await;
         let mut m = Machine {
             metadata: case_meta(&ctx, env, &name),
             ..Machine::default()
@@ -271,7 +344,7 @@ fn bound_where_reserved(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
                 .and_then(|md| md.annotations.get(RESERVATION_ID_ANNOTATION).cloned())
                 .unwrap_or_default();
             reservation_gone(&ctx, env, &name, "once the pool reported it Bound").await?;
-            let states = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let states = recorder.states_through_deletion(&ctx).await?;
             ensure!(
                 states.contains(&ReservationState::Accepted)
                     && states.last() == Some(&ReservationState::Bound),
@@ -309,7 +382,7 @@ fn bound_where_reserved(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
             pass()
         }
         .await;
-        recorder.abort();
+        drop(recorder);
         res
     })
 }
@@ -354,7 +427,7 @@ fn all_rejected_unbound(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
             iri_spec::keys::TOPOLOGY_ZONE_LABEL.to_owned(),
             side.pool.clone(),
         );
-        let (seen, recorder) = record_states(env, env.namespace(), &name, &side.pool).await;
+        let recorder = Recorder::start(env, env.namespace(), &name, &side.pool).await;
         env.store().create_typed(m).await?;
         let res = async {
             let event = out_of_capacity(&ctx, env, &name).await?;
@@ -372,7 +445,7 @@ fn all_rejected_unbound(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
                 "Machine {name} was bound: {}",
                 describe(&m)
             );
-            let states = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let states = recorder.states();
             ensure!(
                 !states.contains(&ReservationState::Accepted),
                 "pool {} accepted 4 EiB of local disk: {states:?}",
@@ -385,7 +458,7 @@ fn all_rejected_unbound(ctx: Ctx) -> futures::future::BoxFuture<'static, anyhow:
             pass()
         }
         .await;
-        recorder.abort();
+        drop(recorder);
         res
     })
 }

@@ -2,7 +2,7 @@
 //! case × mutant matrix of confirmed catches.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt as _;
 use iri_conformance::{Outcome, runner::RunReport};
@@ -18,28 +18,71 @@ pub(crate) fn not_passing(report: &RunReport) -> Vec<String> {
         .collect()
 }
 
-/// Per mutant of `mutants` (four at a time), the cases it makes fail twice: `failing(m, None)`
-/// runs the cases against a fresh mock with mutant `m`, `failing(m, Some(ids))` re-runs the
-/// failed ones against another; a catch counts only when the case fails both times.
+/// What one run against a mutant gave: every selected case's id with its outcome.
+pub(crate) type Outcomes = BTreeMap<String, Outcome>;
+
+/// The outcomes of `report`, by case id.
+pub(crate) fn outcomes(report: &RunReport) -> Outcomes {
+    report
+        .results
+        .iter()
+        .map(|r| (r.id.clone(), r.outcome.clone()))
+        .collect()
+}
+
+fn failed(outcomes: &Outcomes) -> BTreeSet<&str> {
+    outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Failed(_)))
+        .map(|(id, _)| id.as_str())
+        .collect()
+}
+
+/// Per mutant of `mutants` (four at a time), the cases it catches, by a majority of three runs:
+/// `run(m, None)` runs the cases against a fresh mock with mutant `m`, twice; a case that failed
+/// in one run and not the other is run a third time alone (`run(m, Some(ids))`, another fresh
+/// mock) and that run decides. Each such split is printed with the outcomes behind it, so that
+/// a catch that depends on timing shows what the case saw when it was missed.
 pub(crate) async fn confirmed_catches<F, Fut>(
     mutants: &[Mutant],
-    failing: F,
+    run: F,
 ) -> Vec<(Mutant, Vec<String>)>
 where
     F: Fn(Mutant, Option<Vec<String>>) -> Fut,
-    Fut: Future<Output = Vec<String>>,
+    Fut: Future<Output = Outcomes>,
 {
-    let failing = &failing;
+    let run = &run;
     futures::stream::iter(mutants.iter().copied())
         .map(|m| async move {
-            let first = failing(m, None).await;
-            let confirmed = if first.is_empty() {
-                first
+            let (first, second) = (run(m, None).await, run(m, None).await);
+            let (a, b) = (failed(&first), failed(&second));
+            let split: Vec<String> = a
+                .symmetric_difference(&b)
+                .map(|id| (*id).to_owned())
+                .collect();
+            let third = if split.is_empty() {
+                Outcomes::new()
             } else {
-                let again = failing(m, Some(first.clone())).await;
-                first.into_iter().filter(|id| again.contains(id)).collect()
+                run(m, Some(split.clone())).await
             };
-            (m, confirmed)
+            for id in &split {
+                let show =
+                    |o: &Outcomes| o.get(id).map_or("not run".to_owned(), |o| format!("{o:?}"));
+                println!(
+                    "split catch: {id} under {}: {} / {} / third run {}",
+                    m.name(),
+                    show(&first),
+                    show(&second),
+                    show(&third)
+                );
+            }
+            let decided = failed(&third);
+            let caught = a
+                .intersection(&b)
+                .chain(decided.iter().filter(|id| split.iter().any(|s| s == *id)))
+                .map(|id| (*id).to_owned())
+                .collect::<BTreeSet<String>>();
+            (m, caught.into_iter().collect())
         })
         .buffer_unordered(4)
         .collect()
