@@ -76,10 +76,10 @@ where
                     show(&third)
                 );
             }
-            let decided = failed(&third);
+            // The third run selects only split cases.
             let caught = a
                 .intersection(&b)
-                .chain(decided.iter().filter(|id| split.iter().any(|s| s == *id)))
+                .chain(&failed(&third))
                 .map(|id| (*id).to_owned())
                 .collect::<BTreeSet<String>>();
             (m, caught.into_iter().collect())
