@@ -547,7 +547,7 @@ impl MachineReconciler {
             .list(label_filter(&[(keys::MACHINE_UID_LABEL, &uid)]))
             .await?;
         // The machine the status names, also when the runtime dropped its labels.
-        if let Some(id) = self.status_id(&m)
+        if let Some(id) = labels::status_id(&m)
             && !listed.iter().any(|iri| iri.id() == id)
             && let Some(iri) = self.get_by_id(id).await?
             && iri

@@ -10,24 +10,22 @@ use crate::{
     error::{Error, Result},
     events,
     object::involved,
+    volume::id_part,
 };
 
-impl MachineReconciler {
-    /// The IRI machine id `m.status.machineID` names on this runtime, if any.
-    pub(super) fn status_id<'m>(&self, m: &'m Machine) -> Option<&'m str> {
-        m.status
-            .machine_id
-            .strip_prefix(self.runtime_name.as_str())
-            .and_then(|rest| rest.strip_prefix("://"))
-            .filter(|id| !id.is_empty())
-    }
+/// The IRI machine id `m.status.machineID` names (`<runtime>://<id>`, parsed as IronCore does).
+/// Only this poollet writes that status; an id the runtime does not know is simply not listed.
+pub(super) fn status_id(m: &Machine) -> Option<&str> {
+    id_part(&m.status.machine_id)
+}
 
+impl MachineReconciler {
     /// When no IRI machine carries `m`'s uid label: the machine `m.status.machineID` names, if
     /// the runtime still lists it (without that label). A runtime that drops labels would
     /// otherwise get a new machine on every reconcile, each leaking (real VMs, on a real
     /// runtime). IronCore's poollet creates again (it finds machines by label only).
     pub(super) async fn created_unlabelled(&self, m: &Machine) -> Result<Option<machine::Machine>> {
-        let Some(id) = self.status_id(m) else {
+        let Some(id) = status_id(m) else {
             return Ok(None);
         };
         Ok(self
